@@ -1,0 +1,198 @@
+//! A repository in a local directory (SPEC §11).
+//!
+//! Writes go to a temporary file in the target directory, are fsynced, then
+//! hard-linked into place (which fails rather than replaces if the name
+//! exists), and the directory is fsynced: a crash leaves either the whole
+//! object or a stray temporary file that `list` ignores.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+use super::{Backend, BackendError, ObjectInfo, ObjectKind};
+
+/// Prefix of temporary files; never a valid object name.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A repository directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// Opens an existing directory (does not check that it is a repository).
+    pub fn open(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Creates the directory layout for a new repository. The directory may
+    /// exist if it is empty.
+    pub fn create(root: impl Into<PathBuf>) -> Result<Self, BackendError> {
+        let root = root.into();
+        let err = |e| BackendError::io("create", ObjectKind::Config, &root.display().to_string(), e);
+        fs::create_dir_all(&root).map_err(err)?;
+        for kind in ObjectKind::ALL {
+            if kind != ObjectKind::Config {
+                fs::create_dir_all(root.join(kind.dir())).map_err(err)?;
+            }
+        }
+        Ok(Self { root })
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        match kind {
+            ObjectKind::Config => self.root.clone(),
+            // Packs fan out over 256 directories to keep listings short.
+            ObjectKind::Pack => self.root.join(kind.dir()).join(name.get(..2).unwrap_or("00")),
+            _ => self.root.join(kind.dir()),
+        }
+    }
+
+    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        self.dir(kind, name).join(name)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
+        fs::read(self.path(kind, name)).map_err(|e| BackendError::io("read", kind, name, e))
+    }
+
+    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, BackendError> {
+        let err = |e| BackendError::io("read", kind, name, e);
+        let f = File::open(self.path(kind, name)).map_err(err)?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset).map_err(err)?;
+        Ok(buf)
+    }
+
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
+        fs::metadata(self.path(kind, name))
+            .map(|m| m.len())
+            .map_err(|e| BackendError::io("stat", kind, name, e))
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        let err = |e| BackendError::io("write", kind, name, e);
+        if !valid_name(name) {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "invalid object name")));
+        }
+        let dir = self.dir(kind, name);
+        let target = dir.join(name);
+        if target.exists() {
+            return Ok(());
+        }
+        if let Err(e) = fs::create_dir(&dir) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(err(e));
+            }
+        }
+        let mut rnd = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut rnd);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            match fs::hard_link(&tmp, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                // File systems without hard links: rename (we checked above
+                // that the name was free; the content is the same anyway).
+                Err(_) => fs::rename(&tmp, &target)?,
+            }
+            let _ = fs::remove_file(&tmp);
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(err)
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        let err = |e| BackendError::io("list", kind, "", e);
+        let mut out = Vec::new();
+        let mut scan = |dir: &Path| -> io::Result<()> {
+            let rd = match fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for e in rd {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let md = e.metadata()?;
+                if md.is_file() && valid_name(&name) && (kind != ObjectKind::Config || name == "config") {
+                    out.push(ObjectInfo { name, size: md.len() });
+                }
+            }
+            Ok(())
+        };
+        match kind {
+            ObjectKind::Config => scan(&self.root).map_err(err)?,
+            ObjectKind::Pack => {
+                let base = self.root.join(kind.dir());
+                let subdirs = match fs::read_dir(&base) {
+                    Ok(rd) => rd.collect::<io::Result<Vec<_>>>().map_err(err)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(err(e)),
+                };
+                for d in subdirs {
+                    if d.file_type().map_err(err)?.is_dir() {
+                        scan(&d.path()).map_err(err)?;
+                    }
+                }
+            }
+            _ => scan(&self.root.join(kind.dir())).map_err(err)?,
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        let dir = self.dir(kind, name);
+        fs::remove_file(dir.join(name)).map_err(|e| BackendError::io("delete", kind, name, e))?;
+        sync_dir(&dir).map_err(|e| BackendError::io("delete", kind, name, e))
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conformance() {
+        let d = tempfile::tempdir().unwrap();
+        let b = super::LocalBackend::create(d.path().join("repo")).unwrap();
+        super::super::conformance(&b);
+        // No temporary files are left behind.
+        let stray = walkdir::WalkDir::new(d.path())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(super::TMP_PREFIX))
+            .count();
+        assert_eq!(stray, 0);
+    }
+}

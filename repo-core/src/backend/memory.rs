@@ -1,0 +1,99 @@
+//! An in-memory backend for tests and benchmarks.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, RwLock};
+
+use super::{Backend, BackendError, ObjectInfo, ObjectKind};
+
+type Objects = BTreeMap<(ObjectKind, String), Arc<Vec<u8>>>;
+
+/// Keeps every object in a map; clones share the same storage.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryBackend {
+    objects: Arc<RwLock<Objects>>,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str, op: &'static str) -> Result<Arc<Vec<u8>>, BackendError> {
+        self.objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(kind, name.to_string()))
+            .cloned()
+            .ok_or_else(|| BackendError::io(op, kind, name, io::ErrorKind::NotFound.into()))
+    }
+
+    /// Replaces an object's bytes: only for tests that simulate corruption.
+    pub fn corrupt(&self, kind: ObjectKind, name: &str, data: Vec<u8>) {
+        self.objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((kind, name.to_string()), Arc::new(data));
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn location(&self) -> String {
+        "memory:".into()
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
+        Ok(self.get(kind, name, "read")?.as_ref().clone())
+    }
+
+    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, BackendError> {
+        let d = self.get(kind, name, "read")?;
+        let end = offset.checked_add(u64::from(len)).filter(|&e| e <= d.len() as u64);
+        match end {
+            Some(end) => Ok(d[offset as usize..end as usize].to_vec()),
+            None => Err(BackendError::io("read", kind, name, io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
+        Ok(self.get(kind, name, "stat")?.len() as u64)
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((kind, name.to_string()))
+            .or_insert_with(|| Arc::new(data.to_vec()));
+        Ok(())
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        Ok(self
+            .objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, n), d)| ObjectInfo { name: n.clone(), size: d.len() as u64 })
+            .collect())
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        self.objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(kind, name.to_string()))
+            .map(|_| ())
+            .ok_or_else(|| BackendError::io("delete", kind, name, io::ErrorKind::NotFound.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conformance() {
+        super::super::conformance(&super::MemoryBackend::new());
+    }
+}

@@ -1,0 +1,185 @@
+//! Where repository files live (SPEC §11): a small synchronous trait that a
+//! local directory, memory, or an object store implements.
+//!
+//! Contract for every implementation:
+//! - `write` is atomic (readers see all of the object or nothing), durable
+//!   when it returns, and never replaces an existing object: writing a name
+//!   that exists returns `Ok` and leaves the old bytes (names are content
+//!   addresses, so the bytes are the same).
+//! - `read_range` returns exactly `len` bytes or fails.
+//! - `list` may omit objects written concurrently, never invents any.
+
+mod local;
+mod memory;
+
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+use std::fmt;
+use std::io;
+
+/// Kinds of repository files; each has its own namespace (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// The single `config` file.
+    Config,
+    /// Key files.
+    Key,
+    /// Snapshot files.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Pack files.
+    Pack,
+    /// Lock files.
+    Lock,
+}
+
+impl ObjectKind {
+    /// Every kind, for listings and sweeps.
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Config,
+        ObjectKind::Key,
+        ObjectKind::Snapshot,
+        ObjectKind::Index,
+        ObjectKind::Pack,
+        ObjectKind::Lock,
+    ];
+
+    /// Directory name in the layout (SPEC §11).
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Index => "index",
+            ObjectKind::Pack => "data",
+            ObjectKind::Lock => "locks",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Key => "key",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Index => "index",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Lock => "lock",
+        })
+    }
+}
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its name (hex id, or `config`).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What went wrong, as far as a caller must decide on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The object exists (only where an operation must not find one).
+    AlreadyExists,
+    /// Out of space: nothing was written.
+    NoSpace,
+    /// May succeed if retried (network, timeouts).
+    Transient,
+    /// Will very likely not be resolved by retrying.
+    Permanent,
+}
+
+/// A failed backend operation, naming the object.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {kind} {name}: {source}")]
+pub struct BackendError {
+    /// Classification.
+    pub error_kind: BackendErrorKind,
+    /// Operation (`read`, `write`, …).
+    pub op: &'static str,
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// Object name.
+    pub name: String,
+    /// Underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl BackendError {
+    /// Wraps an I/O error, classifying it.
+    pub fn io(op: &'static str, kind: ObjectKind, name: &str, source: io::Error) -> Self {
+        let error_kind = match source.kind() {
+            io::ErrorKind::NotFound => BackendErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => BackendErrorKind::AlreadyExists,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => BackendErrorKind::NoSpace,
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                BackendErrorKind::Transient
+            }
+            _ => BackendErrorKind::Permanent,
+        };
+        Self { error_kind, op, kind, name: name.to_string(), source }
+    }
+
+    /// True when the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.error_kind == BackendErrorKind::NotFound
+    }
+}
+
+/// Storage for repository files. Implementations are shared across threads.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Reads a whole object.
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// Reads exactly `len` bytes at `offset`.
+    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, BackendError>;
+    /// Size of an object.
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
+    /// Stores an object atomically and durably; never overwrites.
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
+    /// Lists objects of a kind.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
+    /// Deletes an object; deleting a missing object is `NotFound`.
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError>;
+}
+
+/// Runs the behaviour every backend must show; each implementation's tests
+/// call it, so a new backend proves itself the same way.
+#[cfg(test)]
+pub(crate) fn conformance(b: &dyn Backend) {
+    for kind in ObjectKind::ALL {
+        assert!(b.list(kind).unwrap().is_empty(), "{kind} not empty at start");
+    }
+    let name = "ab".repeat(32);
+    let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    b.write(ObjectKind::Pack, &name, &data).unwrap();
+    assert_eq!(b.read(ObjectKind::Pack, &name).unwrap(), data);
+    assert_eq!(b.size(ObjectKind::Pack, &name).unwrap(), 5000);
+    assert_eq!(b.read_range(ObjectKind::Pack, &name, 10, 20).unwrap(), &data[10..30]);
+    assert!(b.read_range(ObjectKind::Pack, &name, 4990, 20).is_err(), "short range read must fail");
+    // Never overwrites.
+    b.write(ObjectKind::Pack, &name, b"other").unwrap();
+    assert_eq!(b.read(ObjectKind::Pack, &name).unwrap(), data);
+    // Kinds are separate namespaces.
+    assert!(b.read(ObjectKind::Index, &name).unwrap_err().is_not_found());
+    b.write(ObjectKind::Config, "config", b"c").unwrap();
+    b.write(ObjectKind::Snapshot, &"01".repeat(32), b"s").unwrap();
+    let l = b.list(ObjectKind::Pack).unwrap();
+    assert_eq!(l, vec![ObjectInfo { name: name.clone(), size: 5000 }]);
+    assert_eq!(b.list(ObjectKind::Config).unwrap().len(), 1);
+    assert_eq!(b.list(ObjectKind::Snapshot).unwrap().len(), 1);
+    b.delete(ObjectKind::Pack, &name).unwrap();
+    assert!(b.read(ObjectKind::Pack, &name).unwrap_err().is_not_found());
+    assert!(b.delete(ObjectKind::Pack, &name).unwrap_err().is_not_found());
+    assert!(b.list(ObjectKind::Pack).unwrap().is_empty());
+}

@@ -1,0 +1,113 @@
+//! zstd compression, stored raw when it does not shrink (SPEC §6.2).
+
+use std::cell::RefCell;
+
+use crate::format::FormatError;
+
+/// Marker byte before the payload inside every sealed object (SPEC §6.2).
+pub const MARKER_RAW: u8 = 0;
+/// Marker: the payload is one zstd frame.
+pub const MARKER_ZSTD: u8 = 1;
+
+thread_local! {
+    // One compressor per thread and level: creating a zstd context costs more
+    // than compressing a small chunk.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+/// `marker || payload` for `data` at zstd `level` (0 = never compress).
+pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    if level != 0 {
+        out.push(MARKER_ZSTD);
+        let ok = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().map(|(l, _)| *l) != Some(level) {
+                *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+            }
+            let Some((_, z)) = c.as_mut() else { return false };
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            // Compress straight into `out` after the marker byte.
+            let mut cur = std::io::Cursor::new(std::mem::take(&mut out));
+            cur.set_position(1);
+            let r = z.compress_to_buffer(data, &mut cur);
+            out = cur.into_inner();
+            matches!(r, Ok(n) if n < data.len())
+        });
+        if ok {
+            return out;
+        }
+        out.clear();
+    }
+    out.push(MARKER_RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Undoes [`compress`]; refuses output larger than `max_len`.
+pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
+    let what = "compressed payload";
+    let (&marker, payload) = stored.split_first().ok_or(FormatError::Truncated { what })?;
+    match marker {
+        MARKER_RAW => {
+            if payload.len() > max_len {
+                return Err(FormatError::TooLarge {
+                    what,
+                    len: payload.len() as u64,
+                    limit: max_len as u64,
+                });
+            }
+            Ok(payload.to_vec())
+        }
+        MARKER_ZSTD => {
+            // Bound the output before allocating: the frame header may lie.
+            if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(payload) {
+                if n > max_len as u64 {
+                    return Err(FormatError::TooLarge {
+                        what,
+                        len: n,
+                        limit: max_len as u64,
+                    });
+                }
+            }
+            zstd::bulk::decompress(payload, max_len).map_err(|e| FormatError::Malformed {
+                what,
+                reason: e.to_string(),
+            })
+        }
+        m => Err(FormatError::Malformed {
+            what,
+            reason: format!("unknown compression marker {m}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_shrinks_random_stays_raw() {
+        let text = b"hello world ".repeat(1000);
+        let c = compress(&text, 3);
+        assert_eq!(c[0], MARKER_ZSTD);
+        assert!(c.len() < text.len() / 10);
+        assert_eq!(decompress(&c, text.len()).unwrap(), text);
+
+        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let r = compress(&random, 3);
+        assert_eq!(decompress(&r, random.len()).unwrap(), random);
+
+        let none = compress(&text, 0);
+        assert_eq!(none[0], MARKER_RAW);
+    }
+
+    #[test]
+    fn decompress_is_bounded() {
+        let text = vec![0u8; 100_000];
+        let c = compress(&text, 3);
+        assert!(decompress(&c, 1000).is_err());
+        assert!(decompress(&[9, 1, 2], 10).is_err());
+        assert!(decompress(&[], 10).is_err());
+    }
+}

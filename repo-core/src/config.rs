@@ -1,0 +1,132 @@
+//! The repository config: format version, id and parameters fixed at `init`
+//! (SPEC §5).
+//!
+//! `magic || version || repo_id || sealed(body)`; the id is in clear so a
+//! client can find its cache and match key files before decrypting.
+
+use crate::blob::{self, BlobError};
+use crate::chunker::ChunkerParams;
+use crate::encoding;
+use crate::format::{self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, MAX_META_FILE};
+use crate::id::{ID_LEN, RepoId};
+
+/// A named chunker profile (SPEC §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
+pub struct ChunkerProfile {
+    /// Name users select it by (`default`, `small`, `tiny`).
+    pub name: String,
+    /// Sizes.
+    pub params: ChunkerParams,
+}
+
+/// Encrypted body of the config (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
+pub struct Config {
+    /// Format version the repository was created with.
+    pub version: u32,
+    /// Same as the clear id.
+    pub repo_id: RepoId,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: i64,
+    /// Chunker profiles; index 0 is the default for files. Node `chunker`
+    /// fields index this list, so it is append-only.
+    pub chunker_profiles: Vec<ChunkerProfile>,
+    /// zstd level for data blobs (0 = store raw).
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+}
+
+impl Config {
+    /// A config with the default parameters for a fresh repository.
+    pub fn new(repo_id: RepoId, created_ns: i64) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            repo_id,
+            created_ns,
+            chunker_profiles: vec![
+                ChunkerProfile { name: "default".into(), params: ChunkerParams::DEFAULT },
+                ChunkerProfile { name: "small".into(), params: ChunkerParams::SMALL },
+                ChunkerProfile { name: "tiny".into(), params: ChunkerParams::TINY },
+            ],
+            compression_level: 3,
+            pack_size: 16 * 1024 * 1024,
+        }
+    }
+
+    /// Checks every parameter; a config that fails here is refused at open.
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let bad = |reason: String| FormatError::Malformed { what: "config", reason };
+        if self.chunker_profiles.is_empty() || self.chunker_profiles.len() > 255 {
+            return Err(bad("needs 1..=255 chunker profiles".into()));
+        }
+        for p in &self.chunker_profiles {
+            p.params.validate()?;
+        }
+        if !(0..=22).contains(&self.compression_level) {
+            return Err(bad(format!("compression level {} outside 0..=22", self.compression_level)));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack_size) {
+            return Err(bad(format!("pack size {} outside 1 MiB..=1 GiB", self.pack_size)));
+        }
+        Ok(())
+    }
+
+    /// Index of the profile named `name`.
+    pub fn profile(&self, name: &str) -> Option<u8> {
+        self.chunker_profiles.iter().position(|p| p.name == name).map(|i| i as u8)
+    }
+
+    /// The encrypted config file.
+    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        format::write_prefix(&mut out, &CONFIG_MAGIC, FORMAT_VERSION);
+        out.extend_from_slice(self.repo_id.as_bytes());
+        let sealed = blob::seal_object(key, &out, &encoding::encode(self), 0);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Reads the clear repository id (and checks magic and version).
+    pub fn peek_id(bytes: &[u8]) -> Result<RepoId, FormatError> {
+        let (_, rest) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
+        let id: [u8; ID_LEN] = rest
+            .get(..ID_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(FormatError::Truncated { what: "config" })?;
+        Ok(RepoId::from_bytes(id))
+    }
+
+    /// Decrypts and validates the config file.
+    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+        let id = Self::peek_id(bytes)?;
+        let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
+        let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
+        let c: Config = encoding::decode(&plain, "config")?;
+        if c.repo_id != id {
+            return Err(FormatError::Malformed { what: "config", reason: "repository id mismatch".into() }.into());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    #[test]
+    fn config_round_trip() {
+        let k = MasterKey::generate();
+        let c = Config::new(RepoId::from_bytes([5; 32]), 77);
+        c.validate().unwrap();
+        let f = c.to_file(k.data_key());
+        assert_eq!(Config::peek_id(&f).unwrap(), c.repo_id);
+        assert_eq!(Config::from_file(k.data_key(), &f).unwrap(), c);
+        let mut t = f.clone();
+        t[FILE_PREFIX_LEN] ^= 1; // the clear id is authenticated
+        assert!(Config::from_file(k.data_key(), &t).is_err());
+        assert_eq!(c.profile("small"), Some(1));
+    }
+}

@@ -1,0 +1,29 @@
+//! Keys, key derivation and authenticated encryption (SPEC §3, §4).
+
+mod aead;
+mod kdf;
+mod key;
+
+pub use aead::{open, seal, seal_with_nonce};
+pub use kdf::KdfParams;
+pub use key::{KeyFile, MasterKey};
+
+use thiserror::Error;
+
+/// Cryptographic failures. None of them carry secret material.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// Authentication failed: wrong key, or the bytes were changed.
+    #[error("authentication failed (wrong key or tampered data)")]
+    AuthFailed,
+    /// The sealed bytes are shorter than nonce and tag.
+    #[error("sealed data is truncated")]
+    Truncated,
+    /// The passphrase did not unlock the key file.
+    #[error("wrong password or no matching key")]
+    WrongPassword,
+    /// KDF parameters are out of range.
+    #[error("invalid key-derivation parameters: {0}")]
+    BadKdfParams(String),
+}

@@ -1,0 +1,160 @@
+//! Format constants and limits shared by every on-disk structure (SPEC §1, §2).
+//!
+//! Each constant is defined once here and cited by the SPEC section that
+//! describes it; decoders bound every length they read against these limits
+//! before allocating.
+
+use thiserror::Error;
+
+/// The format version written by this build for new repositories (SPEC §1).
+pub const FORMAT_VERSION: u32 = 1;
+/// The oldest format version this build can read (SPEC §1).
+pub const MIN_READ_VERSION: u32 = 1;
+
+/// Length of every magic prefix (SPEC §2).
+pub const MAGIC_LEN: usize = 8;
+/// Magic of the repository config file (SPEC §5). Inspired by PNG: a high
+/// byte and CR LF / LF catch text-mode transfers.
+pub const CONFIG_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNCF\x1a";
+/// Magic of a key file (SPEC §4).
+pub const KEY_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNKY\x1a";
+/// Magic at the start of every pack file (SPEC §7).
+pub const PACK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNPK\x1a";
+/// Magic of an index file (SPEC §8).
+pub const INDEX_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNIX\x1a";
+/// Magic of a snapshot file (SPEC §10).
+pub const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNSN\x1a";
+
+/// Magic followed by the little-endian format version (SPEC §2).
+pub const FILE_PREFIX_LEN: usize = MAGIC_LEN + size_of::<u32>();
+
+/// XChaCha20-Poly1305 nonce length (SPEC §3.2).
+pub const NONCE_LEN: usize = 24;
+/// Poly1305 tag length (SPEC §3.2).
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its compressed plaintext: nonce, tag, and
+/// the one-byte compression marker (SPEC §6).
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN + 1;
+
+/// Largest chunk any chunker profile may produce (SPEC §6.1).
+pub const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
+/// Largest plaintext of a tree blob (SPEC §9). A directory listing larger than
+/// this is refused at backup rather than written unreadable.
+pub const MAX_TREE_SIZE: usize = 256 * 1024 * 1024;
+/// Largest plaintext of any blob of any kind.
+pub const MAX_BLOB_SIZE: usize = MAX_TREE_SIZE;
+/// Largest encrypted pack header (SPEC §7): 4 M entries' worth.
+pub const MAX_PACK_HEADER: usize = 64 * 1024 * 1024;
+/// Length of the trailer holding the header length (SPEC §7).
+pub const PACK_TRAILER_LEN: usize = size_of::<u32>();
+/// Largest pack file (SPEC §7): offsets are u32.
+pub const MAX_PACK_SIZE: u64 = u32::MAX as u64;
+/// Largest index, snapshot, config or key file plaintext (SPEC §8, §10).
+pub const MAX_META_FILE: usize = 256 * 1024 * 1024;
+
+/// A structure read from disk does not follow the format.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The bytes do not start with the expected magic.
+    #[error("bad magic: not a cairn {what}")]
+    BadMagic {
+        /// What was expected.
+        what: &'static str,
+    },
+    /// The version is outside the readable range.
+    #[error("unsupported {what} format version {version} (this build reads {MIN_READ_VERSION}..={FORMAT_VERSION})")]
+    UnsupportedVersion {
+        /// What was being read.
+        what: &'static str,
+        /// The version found.
+        version: u32,
+    },
+    /// The input ended before the structure did.
+    #[error("truncated {what}")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+    },
+    /// A length read from disk exceeds its limit.
+    #[error("{what} is too large ({len} bytes, limit {limit})")]
+    TooLarge {
+        /// What was being read.
+        what: &'static str,
+        /// The length found.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The encoded structure could not be decoded.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// Writes `magic || version_le` (SPEC §2).
+pub fn write_prefix(out: &mut Vec<u8>, magic: &[u8; MAGIC_LEN], version: u32) {
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+}
+
+/// Checks `magic || version_le` and returns the version and the rest.
+pub fn read_prefix<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; MAGIC_LEN],
+    what: &'static str,
+) -> Result<(u32, &'a [u8]), FormatError> {
+    if bytes.len() < FILE_PREFIX_LEN {
+        return Err(FormatError::Truncated { what });
+    }
+    let (head, rest) = bytes.split_at(FILE_PREFIX_LEN);
+    let (m, v) = head.split_at(MAGIC_LEN);
+    if m != magic {
+        return Err(FormatError::BadMagic { what });
+    }
+    let version = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+    if !(MIN_READ_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err(FormatError::UnsupportedVersion { what, version });
+    }
+    Ok((version, rest))
+}
+
+/// Reads a little-endian u32 at `pos`, or fails as truncated.
+pub fn read_u32_le(bytes: &[u8], pos: usize, what: &'static str) -> Result<u32, FormatError> {
+    bytes
+        .get(pos..pos + size_of::<u32>())
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(FormatError::Truncated { what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_round_trip_and_rejections() {
+        let mut v = Vec::new();
+        write_prefix(&mut v, &PACK_MAGIC, FORMAT_VERSION);
+        v.push(7);
+        let (ver, rest) = read_prefix(&v, &PACK_MAGIC, "pack").unwrap();
+        assert_eq!((ver, rest), (FORMAT_VERSION, &[7u8][..]));
+        assert!(matches!(
+            read_prefix(&v, &INDEX_MAGIC, "index"),
+            Err(FormatError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            read_prefix(&v[..5], &PACK_MAGIC, "pack"),
+            Err(FormatError::Truncated { .. })
+        ));
+        let mut future = Vec::new();
+        write_prefix(&mut future, &PACK_MAGIC, FORMAT_VERSION + 1);
+        assert!(matches!(
+            read_prefix(&future, &PACK_MAGIC, "pack"),
+            Err(FormatError::UnsupportedVersion { version: 2, .. })
+        ));
+    }
+}

@@ -1,0 +1,38 @@
+//! Keyed BLAKE3 naming of blobs (SPEC §3.1, §6).
+
+use crate::crypto::MasterKey;
+use crate::id::BlobId;
+
+/// Names blobs with keyed BLAKE3, so ids reveal nothing about plaintext to
+/// anyone without the key.
+#[derive(Clone)]
+pub struct ContentHasher {
+    data_key: [u8; 32],
+    tree_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ContentHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentHasher(..)")
+    }
+}
+
+impl ContentHasher {
+    /// The hasher of a repository's master key.
+    pub fn new(key: &MasterKey) -> Self {
+        Self {
+            data_key: *key.id_key(),
+            tree_key: *key.tree_key(),
+        }
+    }
+
+    /// Id of a data chunk.
+    pub fn chunk_id(&self, data: &[u8]) -> BlobId {
+        BlobId::from_bytes(*blake3::keyed_hash(&self.data_key, data).as_bytes())
+    }
+
+    /// Id of an encoded tree.
+    pub fn tree_id(&self, encoded: &[u8]) -> BlobId {
+        BlobId::from_bytes(*blake3::keyed_hash(&self.tree_key, encoded).as_bytes())
+    }
+}

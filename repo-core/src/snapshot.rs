@@ -1,0 +1,120 @@
+//! Snapshots: small encrypted files naming a root tree (SPEC §10).
+
+use crate::blob::{self, BlobError};
+use crate::encoding;
+use crate::format::SNAPSHOT_MAGIC;
+use crate::id::{SnapshotId, TreeId};
+
+/// Counters recorded by the backup that made a snapshot (SPEC §10).
+#[derive(Debug, Clone, Default, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
+pub struct SnapshotSummary {
+    /// Files not in the parent snapshot.
+    pub files_new: u64,
+    /// Files whose metadata changed since the parent, so they were read again.
+    pub files_changed: u64,
+    /// Files reused from the parent without reading.
+    pub files_unmodified: u64,
+    /// Directories not in the parent.
+    pub dirs_new: u64,
+    /// Directories whose tree changed.
+    pub dirs_changed: u64,
+    /// Directories whose tree is unchanged.
+    pub dirs_unmodified: u64,
+    /// Data blobs this backup stored.
+    pub data_blobs: u64,
+    /// Tree blobs this backup stored.
+    pub tree_blobs: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Plaintext bytes of the blobs this backup stored.
+    pub bytes_added: u64,
+    /// Bytes those blobs take in packs (compressed and sealed).
+    pub bytes_added_packed: u64,
+    /// Files (and streams) in the snapshot.
+    pub total_files: u64,
+    /// Bytes of file content in the snapshot.
+    pub total_bytes: u64,
+    /// Entries that could not be read and were skipped.
+    pub errors: u64,
+    /// Wall time of the backup.
+    pub duration_ns: u64,
+}
+
+/// A snapshot (SPEC §10). Field order is the encoding order.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Snapshot {
+    /// Start of the backup, nanoseconds since the Unix epoch, UTC.
+    pub time_ns: i64,
+    /// Host name.
+    pub host: String,
+    /// User name.
+    pub username: String,
+    /// Backed-up paths as given (absolute, raw bytes), or stream names.
+    pub paths: Vec<Vec<u8>>,
+    /// Tags, sorted.
+    pub tags: Vec<String>,
+    /// The snapshot this one was compared with.
+    pub parent: Option<SnapshotId>,
+    /// Root tree.
+    pub tree: TreeId,
+    /// `cairn x.y.z` that wrote it.
+    pub program_version: String,
+    /// Counters.
+    pub summary: SnapshotSummary,
+    /// Free-form key/value pairs (exporters record server versions etc.), sorted by key.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    /// The encrypted file (SPEC §10).
+    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+        blob::seal_file(&SNAPSHOT_MAGIC, key, &encoding::encode(self), 3)
+    }
+
+    /// Parses a snapshot file.
+    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+        let plain = blob::open_file(&SNAPSHOT_MAGIC, "snapshot", key, bytes)?;
+        Ok(encoding::decode(&plain, "snapshot")?)
+    }
+
+    /// Paths for display (lossy for non-UTF-8).
+    pub fn paths_lossy(&self) -> Vec<String> {
+        self.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+    }
+}
+
+/// A snapshot with the id it is stored under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// File name / content address.
+    pub id: SnapshotId,
+    /// Decoded snapshot.
+    pub snapshot: Snapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    #[test]
+    fn snapshot_file_round_trip() {
+        let k = MasterKey::generate();
+        let s = Snapshot {
+            time_ns: 1_700_000_000_123_456_789,
+            host: "h".into(),
+            username: "u".into(),
+            paths: vec![b"/srv/\xff".to_vec()],
+            tags: vec!["a".into()],
+            parent: None,
+            tree: TreeId::from_bytes([3; 32]),
+            program_version: "cairn 0.1.0".into(),
+            summary: SnapshotSummary { files_new: 4, ..Default::default() },
+            metadata: vec![("k".into(), "v".into())],
+        };
+        let f = s.to_file(k.data_key());
+        assert_eq!(Snapshot::from_file(k.data_key(), &f).unwrap(), s);
+        assert!(Snapshot::from_file(MasterKey::generate().data_key(), &f).is_err());
+        assert!(Snapshot::from_file(k.data_key(), &f[..f.len() - 1]).is_err());
+    }
+}
