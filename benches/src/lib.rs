@@ -1,0 +1,1 @@
+//! Benchmark-only crate: the benchmarks live in `benches/`.
