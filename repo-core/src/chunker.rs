@@ -134,21 +134,41 @@ impl Chunker {
     }
 
     /// Reads `reader` to its end and calls `each` with every chunk in order.
-    /// Uses one reused buffer of `max(4 × max, 8 MiB)` bytes; nothing else is
-    /// allocated per chunk. Returns the number of bytes read.
+    /// Returns the number of bytes read.
     pub fn stream<R: Read, E: From<io::Error>>(
         &self,
-        mut reader: R,
+        reader: R,
         mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
+        self.stream_batches(reader, None, |batch| batch.iter().try_for_each(|c| each(c)))
+    }
+
+    /// Reads `reader` to its end and calls `each` with batches of
+    /// consecutive chunks, borrowed from one reused buffer of `3 × max` bytes
+    /// (less when `size_hint` says the input is smaller), so a caller can
+    /// process a batch in parallel without copying. Returns the bytes read.
+    pub fn stream_batches<R: Read, E: From<io::Error>>(
+        &self,
+        mut reader: R,
+        size_hint: Option<u64>,
+        mut each: impl FnMut(&[&[u8]]) -> Result<(), E>,
+    ) -> Result<u64, E> {
         let max = self.params.max as usize;
-        let mut buf = vec![0u8; (4 * max).max(8 << 20)];
+        let full = 3 * max;
+        // One byte more than the hint lets us see EOF without a second buffer.
+        let cap = size_hint.map_or(full, |h| (h as usize).saturating_add(1).clamp(1, full));
+        let mut buf = vec![0u8; cap];
         let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
+        let mut batch: Vec<(usize, usize)> = Vec::new();
         loop {
             if !eof && end - start < max {
                 buf.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
+                if end == buf.len() && buf.len() < full {
+                    // The hint was wrong (file grew): widen the buffer.
+                    buf.resize(full, 0);
+                }
                 while end < buf.len() {
                     match reader.read(&mut buf[end..]) {
                         Ok(0) => {
@@ -164,12 +184,20 @@ impl Chunker {
                     }
                 }
             }
-            if start == end {
+            // Cut every chunk that has `max` bytes (or the rest) in view.
+            batch.clear();
+            while start < end && (eof || end - start >= max) {
+                let n = self.cut(&buf[start..end]);
+                batch.push((start, n));
+                start += n;
+            }
+            if !batch.is_empty() {
+                let slices: Vec<&[u8]> = batch.iter().map(|&(s, n)| &buf[s..s + n]).collect();
+                each(&slices)?;
+            }
+            if eof && start == end {
                 return Ok(total);
             }
-            let n = self.cut(&buf[start..end]);
-            each(&buf[start..start + n])?;
-            start += n;
         }
     }
 }

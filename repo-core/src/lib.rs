@@ -1,5 +1,19 @@
 //! cairn's repository engine: a content-addressed, deduplicating, encrypted
 //! backup repository. The on-disk format is specified in `SPEC.md`.
+//!
+//! ```no_run
+//! use repo_core::{LocalBackend, OpenOptions, Repository, SnapshotFilter};
+//! # fn main() -> repo_core::Result<()> {
+//! let repo = Repository::open(LocalBackend::open("/srv/backup"), b"secret", OpenOptions::default())?;
+//! let outcome = repo.backup().path("/etc").tag("nightly").run()?;
+//! let snap = repo.find_snapshot("latest", &SnapshotFilter::default())?;
+//! repo.restore(&snap).to("/tmp/restore").run()?;
+//! # let _ = outcome; Ok(()) }
+//! ```
+//!
+//! Modules are layered: format primitives (`format` … `config`) know no I/O;
+//! storage (`backend`, `cache`) knows no trees or snapshots; the engine
+//! (`index` … `restore`) builds on both. `tests/layering.rs` enforces it.
 
 pub mod format;
 pub mod id;
@@ -15,3 +29,20 @@ pub mod snapshot;
 pub mod config;
 pub mod backend;
 pub mod cache;
+pub mod error;
+pub mod index;
+pub mod repository;
+pub mod progress;
+pub mod backup;
+pub mod restore;
+
+pub use backend::{Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectKind};
+pub use backup::{BackupOutcome, ParentChoice};
+pub use crypto::KdfParams;
+pub use error::{Error, Result};
+pub use id::{BlobId, PackId, SnapshotId, TreeId};
+pub use progress::{NoProgress, Progress};
+pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
+pub use restore::RestoreSummary;
+pub use snapshot::{Snapshot, SnapshotEntry, SnapshotSummary};
+pub use tree::{Node, NodeKind, Tree};

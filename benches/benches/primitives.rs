@@ -1,0 +1,388 @@
+//! Micro-benchmarks of repo-core's primitives: chunking, hashing, sealing,
+//! compression, pack writing and index-cache lookups.
+//!
+//! Run with `cargo bench -p cairn-benches --bench primitives`. Every group
+//! uses few samples and short measurement times so the whole run stays
+//! within a few minutes on a small machine; see `benches/README.md`.
+
+use std::hint::black_box;
+use std::io;
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
+use repo_core::blob::{BlobKind, open_blob, seal_blob};
+use repo_core::cache::Cache;
+use repo_core::chunker::{Chunker, ChunkerParams};
+use repo_core::compress::compress;
+use repo_core::crypto::MasterKey;
+use repo_core::hash::ContentHasher;
+use repo_core::id::{BlobId, PackId};
+use repo_core::pack::{PackEntry, PackWriter};
+
+const MIB: usize = 1024 * 1024;
+/// Size of the chunker's input.
+const CORPUS_LEN: usize = 64 * MIB;
+/// Size of the buffers hashed, sealed and compressed.
+const BLOB_LEN: usize = MIB;
+/// Blobs per benchmarked pack.
+const PACK_BLOBS: usize = 16;
+/// Entries in the index cache.
+const INDEX_ENTRIES: usize = 1_000_000;
+/// Entries per `add_index` call (one simulated index file).
+const INDEX_FILE_ENTRIES: usize = 10_000;
+/// Entries per simulated pack inside an index file.
+const PACK_ENTRIES: usize = 100;
+/// Lookups per measured iteration.
+const LOOKUP_BATCH: usize = 1_000;
+
+/// A seeded xorshift64 generator: deterministic test data without a dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    fn fill(&mut self, out: &mut [u8]) {
+        let mut chunks = out.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        rest.copy_from_slice(&last[..rest.len()]);
+    }
+
+    fn id(&mut self) -> [u8; 32] {
+        let mut id = [0u8; 32];
+        self.fill(&mut id);
+        id
+    }
+}
+
+/// Words for the text-like blocks.
+const WORDS: &[&str] = &[
+    "the",
+    "backup",
+    "of",
+    "a",
+    "file",
+    "is",
+    "split",
+    "into",
+    "chunks",
+    "and",
+    "each",
+    "chunk",
+    "sealed",
+    "with",
+    "key",
+    "repository",
+    "snapshot",
+    "tree",
+    "index",
+    "pack",
+    "error",
+    "warn",
+    "info",
+    "debug",
+    "2026-11-03T12:00:00Z",
+    "user",
+    "id=",
+    "path=/home/",
+    "size",
+    "0x7f3a",
+    "return",
+    "fn",
+    "let",
+    "mut",
+    "{",
+    "}",
+    "(",
+    ");",
+    "\n",
+    "\n\n",
+    "    ",
+    "request",
+    "GET",
+    "200",
+    "404",
+    "ms",
+    "bytes",
+    "from",
+    "to",
+    "in",
+    "on",
+    "at",
+    "for",
+    "deduplicated",
+];
+
+/// `len` bytes mixing random blocks, text-like blocks and zero runs (each
+/// block 4–64 KiB, roughly 40 % / 45 % / 15 %): compressible, but with
+/// enough entropy that chunk boundaries are found in the random and text parts.
+fn mixed_corpus(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = XorShift::new(seed);
+    let mut out = Vec::with_capacity(len + 64 * 1024);
+    while out.len() < len {
+        let block = 4096 + rng.below(60 * 1024);
+        let start = out.len();
+        match rng.below(100) {
+            0..40 => {
+                out.resize(start + block, 0);
+                rng.fill(&mut out[start..]);
+            }
+            40..85 => {
+                while out.len() - start < block {
+                    out.extend_from_slice(WORDS[rng.below(WORDS.len())].as_bytes());
+                    out.push(b' ');
+                }
+            }
+            _ => out.resize(start + block, 0),
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// `len` incompressible bytes.
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    XorShift::new(seed).fill(&mut v);
+    v
+}
+
+fn key() -> MasterKey {
+    MasterKey::from_bytes([7; 32])
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+}
+
+fn bench_chunker(c: &mut Criterion) {
+    let data = mixed_corpus(CORPUS_LEN, 1);
+    let seed = key().chunker_seed();
+    let mut group = c.benchmark_group("chunker");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    for (name, params) in [
+        ("default", ChunkerParams::DEFAULT),
+        ("small", ChunkerParams::SMALL),
+    ] {
+        let chunker = Chunker::new(params, seed).expect("valid chunker params");
+        group.bench_function(format!("stream_64MiB_{name}"), |b| {
+            b.iter(|| {
+                let mut chunks = 0usize;
+                let total = chunker
+                    .stream::<_, io::Error>(black_box(&data[..]), |ch| {
+                        chunks += 1;
+                        black_box(ch);
+                        Ok(())
+                    })
+                    .expect("reading a slice cannot fail");
+                assert_eq!(total, data.len() as u64);
+                chunks
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_hash(c: &mut Criterion) {
+    let hasher = ContentHasher::new(&key());
+    let data = mixed_corpus(BLOB_LEN, 2);
+    let mut group = c.benchmark_group("hash");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("chunk_id_1MiB", |b| {
+        b.iter(|| hasher.chunk_id(black_box(&data)))
+    });
+    group.finish();
+}
+
+fn bench_compress(c: &mut Criterion) {
+    let inputs = [
+        ("compressible", mixed_corpus(BLOB_LEN, 3)),
+        ("incompressible", random_bytes(BLOB_LEN, 4)),
+    ];
+    let mut group = c.benchmark_group("compress");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(BLOB_LEN as u64));
+    for level in [1, 3] {
+        for (name, data) in &inputs {
+            group.bench_function(format!("zstd{level}_{name}_1MiB"), |b| {
+                b.iter(|| compress(black_box(data), level))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_blob(c: &mut Criterion) {
+    let k = key();
+    let hasher = ContentHasher::new(&k);
+    let inputs = [
+        ("compressible", mixed_corpus(BLOB_LEN, 3)),
+        ("incompressible", random_bytes(BLOB_LEN, 4)),
+    ];
+    let mut group = c.benchmark_group("blob");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(BLOB_LEN as u64));
+    for (level, name, data) in [
+        (3, inputs[0].0, &inputs[0].1),
+        (3, inputs[1].0, &inputs[1].1),
+        (1, inputs[0].0, &inputs[0].1),
+    ] {
+        let id = hasher.chunk_id(data);
+        let raw_len = data.len() as u32;
+        group.bench_function(format!("seal_zstd{level}_{name}_1MiB"), |b| {
+            b.iter(|| seal_blob(k.data_key(), BlobKind::Data, &id, black_box(data), level))
+        });
+        let sealed = seal_blob(k.data_key(), BlobKind::Data, &id, data, level);
+        group.bench_function(format!("open_zstd{level}_{name}_1MiB"), |b| {
+            b.iter(|| {
+                open_blob(
+                    k.data_key(),
+                    &hasher,
+                    BlobKind::Data,
+                    &id,
+                    black_box(&sealed),
+                    raw_len,
+                )
+                .expect("blob opens")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_pack(c: &mut Criterion) {
+    let k = key();
+    let hasher = ContentHasher::new(&k);
+    let corpus = mixed_corpus(PACK_BLOBS * BLOB_LEN, 5);
+    let blobs: Vec<(BlobId, Vec<u8>, u32)> = corpus
+        .chunks(BLOB_LEN)
+        .map(|plain| {
+            let id = hasher.chunk_id(plain);
+            (
+                id,
+                seal_blob(k.data_key(), BlobKind::Data, &id, plain, 3),
+                plain.len() as u32,
+            )
+        })
+        .collect();
+    let sealed_total: usize = blobs.iter().map(|(_, s, _)| s.len()).sum();
+    let mut group = c.benchmark_group("pack");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(sealed_total as u64));
+    group.bench_function("write_16x1MiB_sealed", |b| {
+        b.iter(|| {
+            let mut w = PackWriter::new();
+            for (id, sealed, raw_len) in &blobs {
+                w.add(BlobKind::Data, *id, black_box(sealed), *raw_len);
+            }
+            w.finish(k.data_key())
+        })
+    });
+    group.finish();
+}
+
+fn bench_index_lookup(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = Cache::open(Some(&dir.path().join("index.sqlite"))).expect("cache opens");
+    let mut rng = XorShift::new(6);
+    let mut ids = Vec::with_capacity(INDEX_ENTRIES);
+    let started = Instant::now();
+    for file in 0..INDEX_ENTRIES / INDEX_FILE_ENTRIES {
+        let packs: Vec<(PackId, Vec<PackEntry>)> = (0..INDEX_FILE_ENTRIES / PACK_ENTRIES)
+            .map(|_| {
+                let pack = PackId::from_bytes(rng.id());
+                let mut offset = 12u32;
+                let entries = (0..PACK_ENTRIES)
+                    .map(|_| {
+                        let id = BlobId::from_bytes(rng.id());
+                        ids.push(id);
+                        let length = 1000 + rng.below(MIB) as u32;
+                        let e = PackEntry {
+                            kind: BlobKind::Data,
+                            id,
+                            offset,
+                            length,
+                            raw_length: length + 100,
+                        };
+                        offset += length;
+                        e
+                    })
+                    .collect();
+                (pack, entries)
+            })
+            .collect();
+        cache
+            .add_index(&format!("index-{file:04}"), &packs)
+            .expect("add_index");
+    }
+    eprintln!(
+        "index_lookup setup: {} entries in {} add_index calls took {:.1} s",
+        ids.len(),
+        INDEX_ENTRIES / INDEX_FILE_ENTRIES,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        cache.blob_count().expect("blob_count"),
+        INDEX_ENTRIES as u64
+    );
+
+    let mut group = c.benchmark_group("index_lookup");
+    configure(&mut group);
+    group.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
+    group.bench_function("present_1M", |b| {
+        let mut rng = XorShift::new(7);
+        b.iter(|| {
+            for _ in 0..LOOKUP_BATCH {
+                let id = &ids[rng.below(ids.len())];
+                let found = cache.lookup(black_box(id)).expect("lookup");
+                assert!(found.is_some());
+            }
+        })
+    });
+    group.bench_function("absent_1M", |b| {
+        let mut rng = XorShift::new(8);
+        b.iter(|| {
+            for _ in 0..LOOKUP_BATCH {
+                let id = BlobId::from_bytes(rng.id());
+                let found = cache.lookup(black_box(&id)).expect("lookup");
+                assert!(found.is_none());
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_chunker,
+    bench_hash,
+    bench_compress,
+    bench_blob,
+    bench_pack,
+    bench_index_lookup
+);
+criterion_main!(benches);

@@ -1,0 +1,488 @@
+//! Walks sources and turns them into trees and chunks (SPEC §15).
+//!
+//! Directories are walked in parallel (rayon work stealing over entries, so
+//! deep and wide trees both use every core); a file's chunks are hashed,
+//! compressed and sealed in parallel batches borrowed from the chunker's one
+//! buffer. Memory stays bounded: per busy thread one chunker buffer, plus
+//! two open packs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+
+use super::source::{self, Names};
+use crate::blob::BlobKind;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, TreeId};
+use crate::progress::Progress;
+use crate::repository::{Packer, Repository};
+use crate::snapshot::SnapshotSummary;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// The content of a `CACHEDIR.TAG` file must start with this.
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Exclude patterns: a pattern with a `/` matches the whole absolute path,
+/// one without matches the base name at any depth (like restic).
+#[derive(Debug, Default)]
+pub(crate) struct Excludes {
+    by_path: Option<GlobSet>,
+    by_name: Option<GlobSet>,
+}
+
+impl Excludes {
+    pub(crate) fn new(patterns: &[String]) -> Result<Self> {
+        let (mut p, mut n) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        let (mut np, mut nn) = (0, 0);
+        for pat in patterns {
+            let pat = pat.trim_end_matches('/');
+            let glob = GlobBuilder::new(pat)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::InvalidArgument(format!("exclude pattern {pat:?}: {e}")))?;
+            if pat.contains('/') {
+                p.add(glob);
+                np += 1;
+            } else {
+                n.add(glob);
+                nn += 1;
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
+        Ok(Self {
+            by_path: if np > 0 { Some(build(p)?) } else { None },
+            by_name: if nn > 0 { Some(build(n)?) } else { None },
+        })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        self.by_path.as_ref().is_some_and(|g| g.is_match(path))
+            || self
+                .by_name
+                .as_ref()
+                .is_some_and(|g| path.file_name().is_some_and(|n| g.is_match(Path::new(n))))
+    }
+}
+
+/// Counters shared by the walking threads.
+#[derive(Debug, Default)]
+struct Stats {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_added_packed: AtomicU64,
+    total_files: AtomicU64,
+    total_bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Settings of one archiving run.
+pub(crate) struct ArchiverSettings<'a> {
+    pub excludes: Excludes,
+    pub one_file_system: bool,
+    pub exclude_caches: bool,
+    pub profile: u8,
+    pub progress: &'a dyn Progress,
+}
+
+/// One backup run's walker and chunk pipeline.
+pub(crate) struct Archiver<'a> {
+    repo: &'a Repository,
+    packer: Packer<'a>,
+    chunker: Chunker,
+    settings: ArchiverSettings<'a>,
+    names: Names,
+    stats: Stats,
+    warnings: Mutex<Vec<String>>,
+    hardlinks: Mutex<HashMap<(u64, u64), (Vec<BlobId>, u64)>>,
+}
+
+/// Top-level selection: the absolute paths given, as a tree of components.
+#[derive(Debug)]
+pub(crate) enum Selection {
+    /// Back up this path and everything below it.
+    Full(PathBuf),
+    /// Only the named children of this directory.
+    Partial(PathBuf, BTreeMap<Vec<u8>, Selection>),
+}
+
+impl Selection {
+    /// Builds the component tree of absolute `paths` below `/`.
+    pub(crate) fn from_paths(paths: &[PathBuf]) -> BTreeMap<Vec<u8>, Selection> {
+        let mut root: BTreeMap<Vec<u8>, Selection> = BTreeMap::new();
+        for p in paths {
+            let comps: Vec<&[u8]> = p
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s.as_bytes()),
+                    _ => None,
+                })
+                .collect();
+            let mut map = &mut root;
+            let mut cur = PathBuf::from("/");
+            for (i, c) in comps.iter().enumerate() {
+                cur.push(std::ffi::OsStr::from_bytes(c));
+                let last = i + 1 == comps.len();
+                let entry = map
+                    .entry(c.to_vec())
+                    .or_insert_with(|| Selection::Partial(cur.clone(), BTreeMap::new()));
+                if last {
+                    *entry = Selection::Full(cur.clone());
+                    break;
+                }
+                match entry {
+                    Selection::Full(_) => break, // an ancestor is already whole
+                    Selection::Partial(_, children) => map = children,
+                }
+            }
+        }
+        root
+    }
+}
+
+fn mtime_ns(md: &fs::Metadata) -> i64 {
+    md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec())
+}
+
+impl<'a> Archiver<'a> {
+    pub(crate) fn new(repo: &'a Repository, settings: ArchiverSettings<'a>) -> Result<Self> {
+        Ok(Self {
+            packer: repo.packer(),
+            chunker: repo.chunker(settings.profile)?,
+            repo,
+            settings,
+            names: Names::default(),
+            stats: Stats::default(),
+            warnings: Mutex::new(Vec::new()),
+            hardlinks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn warn(&self, msg: String) {
+        self.stats.errors.fetch_add(1, Relaxed);
+        self.settings.progress.warn(&msg);
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+    }
+
+    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
+        let id = parent.filter(|p| p.kind == NodeKind::Dir)?.subtree?;
+        // A parent tree that cannot be read only costs re-reading files.
+        self.repo.load_tree(&id).ok()
+    }
+
+    /// Archives the selected paths; returns the root tree.
+    pub(crate) fn archive_selection(&self, sel: &BTreeMap<Vec<u8>, Selection>, parent: Option<&Tree>) -> Result<TreeId> {
+        let mut nodes = Vec::new();
+        for (name, s) in sel {
+            let prev = parent.and_then(|t| t.get(name));
+            let path = match s {
+                Selection::Full(p) | Selection::Partial(p, _) => p,
+            };
+            let md = match fs::symlink_metadata(path) {
+                Ok(md) => md,
+                Err(source) => return Err(Error::Source { path: path.clone(), source }),
+            };
+            match s {
+                Selection::Full(p) => {
+                    if let Some(n) = self.archive_entry(p, name, md.dev(), prev)? {
+                        nodes.push(n);
+                    }
+                }
+                Selection::Partial(p, children) => {
+                    let (mut n, w) = source::node_from(p, name, &md, &self.names)
+                        .map_err(|source| Error::Source { path: p.clone(), source })?;
+                    if let Some(w) = w {
+                        self.warn(w);
+                    }
+                    if n.kind != NodeKind::Dir {
+                        return Err(Error::Source { path: p.clone(), source: io::Error::other("not a directory") });
+                    }
+                    let sub = self.parent_tree(prev);
+                    n.subtree = Some(self.archive_selection(children, sub.as_ref())?);
+                    nodes.push(n);
+                }
+            }
+        }
+        self.save_tree(Tree { nodes }, parent.is_some())
+    }
+
+    /// Archives one file-system entry; `None` if it was skipped with a warning.
+    fn archive_entry(&self, path: &Path, name: &[u8], root_dev: u64, prev: Option<&Node>) -> Result<Option<Node>> {
+        let md = match fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let (mut node, w) = match source::node_from(path, name, &md, &self.names) {
+            Ok(x) => x,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        if let Some(w) = w {
+            self.warn(w);
+        }
+        match node.kind {
+            NodeKind::File => {
+                if !self.archive_file(path, &mut node, prev)? {
+                    return Ok(None);
+                }
+            }
+            NodeKind::Dir => {
+                let cross = self.settings.one_file_system && md.dev() != root_dev;
+                let parent = self.parent_tree(prev);
+                match self.archive_dir(path, root_dev, cross, parent.as_ref()) {
+                    Ok(id) => node.subtree = Some(id),
+                    Err(Error::Source { path, source }) => {
+                        self.warn(format!("{}: {source}", path.display()));
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => {}
+        }
+        self.settings.progress.add_file(path);
+        Ok(Some(node))
+    }
+
+    fn archive_dir(&self, path: &Path, root_dev: u64, skip_contents: bool, parent: Option<&Tree>) -> Result<TreeId> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        if !skip_contents {
+            let rd = fs::read_dir(path).map_err(|source| Error::Source { path: path.into(), source })?;
+            for e in rd {
+                match e {
+                    Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                    Err(err) => self.warn(format!("{}: {err}", path.display())),
+                }
+            }
+        }
+        names.sort();
+        let cache_tagged = self.settings.exclude_caches && is_cache_dir(path);
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| {
+                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                if self.settings.excludes.excluded(&child) || (cache_tagged && name != b"CACHEDIR.TAG") {
+                    return Ok(None);
+                }
+                self.archive_entry(&child, name, root_dev, parent.and_then(|t| t.get(name)))
+            })
+            .collect::<Result<_>>()?;
+        let tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        let id = self.save_tree(tree, parent.is_some())?;
+        Ok(id)
+    }
+
+    /// Saves a tree blob and counts the directory as new/changed/unmodified.
+    fn save_tree(&self, mut tree: Tree, had_parent: bool) -> Result<TreeId> {
+        tree.sort();
+        let bytes = tree.encode();
+        if bytes.len() > crate::format::MAX_TREE_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "a directory's listing encodes to {} bytes, over the {} limit",
+                bytes.len(),
+                crate::format::MAX_TREE_SIZE
+            )));
+        }
+        let id = self.repo.hasher().tree_id(&bytes);
+        let added = self.packer.save(BlobKind::Tree, id, &bytes)?;
+        if added > 0 {
+            self.stats.tree_blobs.fetch_add(1, Relaxed);
+            self.stats.bytes_added.fetch_add(bytes.len() as u64, Relaxed);
+            self.stats.bytes_added_packed.fetch_add(added, Relaxed);
+            if had_parent { &self.stats.dirs_changed } else { &self.stats.dirs_new }.fetch_add(1, Relaxed);
+        } else {
+            self.stats.dirs_unmodified.fetch_add(1, Relaxed);
+        }
+        Ok(id)
+    }
+
+    /// Fills a file node's content; false if the file was skipped.
+    fn archive_file(&self, path: &Path, node: &mut Node, prev: Option<&Node>) -> Result<bool> {
+        self.stats.total_files.fetch_add(1, Relaxed);
+        if let Some(p) = prev.filter(|p| unchanged(p, node)) {
+            // Reuse the chunk list only if the index still knows every chunk.
+            let mut known = true;
+            for id in &p.content {
+                if !self.repo.index().has(id)? {
+                    known = false;
+                    break;
+                }
+            }
+            if known {
+                node.content = p.content.clone();
+                node.chunker = p.chunker;
+                self.stats.files_unmodified.fetch_add(1, Relaxed);
+                self.stats.total_bytes.fetch_add(node.size, Relaxed);
+                return Ok(true);
+            }
+        }
+        let hl_key = (node.links > 1).then_some((node.device, node.inode));
+        if let Some(k) = hl_key
+            && let Some((content, size)) = self.hardlinks.lock().unwrap_or_else(|e| e.into_inner()).get(&k)
+        {
+            node.content = content.clone();
+            node.size = *size;
+            self.stats.total_bytes.fetch_add(node.size, Relaxed);
+            return Ok(true);
+        }
+        if prev.is_some() { &self.stats.files_changed } else { &self.stats.files_new }.fetch_add(1, Relaxed);
+        let file = match open_regular(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(false);
+            }
+        };
+        let before = file.metadata().ok().map(|m| mtime_ns(&m));
+        match self.chunk_reader(file, Some(node.size)) {
+            Ok((ids, n)) => {
+                if n != node.size {
+                    self.warn(format!("{}: size changed while reading ({} -> {n} bytes)", path.display(), node.size));
+                    node.size = n;
+                } else if fs::symlink_metadata(path).ok().map(|m| mtime_ns(&m)) != before {
+                    self.warn(format!("{}: modified while reading; the snapshot holds a mix", path.display()));
+                }
+                node.content = ids;
+                node.chunker = self.settings.profile;
+            }
+            Err(Error::Source { source, .. }) => {
+                self.warn(format!("{}: {source}", path.display()));
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(k) = hl_key {
+            self.hardlinks.lock().unwrap_or_else(|e| e.into_inner()).insert(k, (node.content.clone(), node.size));
+        }
+        self.stats.total_bytes.fetch_add(node.size, Relaxed);
+        Ok(true)
+    }
+
+    /// Chunks, hashes and stores everything `reader` yields. I/O errors of
+    /// the reader come back as [`Error::Source`] with an empty path.
+    pub(crate) fn chunk_reader(&self, reader: impl Read, size_hint: Option<u64>) -> Result<(Vec<BlobId>, u64)> {
+        // Keeps the reader's I/O errors apart from repository errors.
+        enum Fail {
+            Read(io::Error),
+            Repo(Error),
+        }
+        impl From<io::Error> for Fail {
+            fn from(e: io::Error) -> Self {
+                Fail::Read(e)
+            }
+        }
+        let mut ids = Vec::new();
+        let r = self.chunker.stream_batches(reader, size_hint, |batch| -> Result<(), Fail> {
+            let saved: Vec<(BlobId, u64)> = batch
+                .par_iter()
+                .map(|chunk| {
+                    let id = self.repo.hasher().chunk_id(chunk);
+                    Ok((id, self.packer.save(BlobKind::Data, id, chunk)?))
+                })
+                .collect::<Result<_>>()
+                .map_err(Fail::Repo)?;
+            for ((id, added), chunk) in saved.into_iter().zip(batch) {
+                if added > 0 {
+                    self.stats.data_blobs.fetch_add(1, Relaxed);
+                    self.stats.bytes_added.fetch_add(chunk.len() as u64, Relaxed);
+                    self.stats.bytes_added_packed.fetch_add(added, Relaxed);
+                }
+                self.stats.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
+                self.settings.progress.add_bytes(chunk.len() as u64);
+                ids.push(id);
+            }
+            Ok(())
+        });
+        match r {
+            Ok(n) => Ok((ids, n)),
+            Err(Fail::Read(source)) => Err(Error::Source { path: PathBuf::new(), source }),
+            Err(Fail::Repo(e)) => Err(e),
+        }
+    }
+
+    /// Counts a stream as a new file in the summary.
+    pub(crate) fn count_stream(&self, bytes: u64) {
+        self.stats.total_files.fetch_add(1, Relaxed);
+        self.stats.files_new.fetch_add(1, Relaxed);
+        self.stats.total_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Saves a tree built by the caller (stream roots).
+    pub(crate) fn save_built_tree(&self, tree: Tree) -> Result<TreeId> {
+        self.save_tree(tree, false)
+    }
+
+    /// Flushes packs and index; returns counters and warnings.
+    pub(crate) fn finish(self) -> Result<(SnapshotSummary, Vec<String>)> {
+        self.packer.finish()?;
+        let s = &self.stats;
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let summary = SnapshotSummary {
+            files_new: g(&s.files_new),
+            files_changed: g(&s.files_changed),
+            files_unmodified: g(&s.files_unmodified),
+            dirs_new: g(&s.dirs_new),
+            dirs_changed: g(&s.dirs_changed),
+            dirs_unmodified: g(&s.dirs_unmodified),
+            data_blobs: g(&s.data_blobs),
+            tree_blobs: g(&s.tree_blobs),
+            bytes_read: g(&s.bytes_read),
+            bytes_added: g(&s.bytes_added),
+            bytes_added_packed: g(&s.bytes_added_packed),
+            total_files: g(&s.total_files),
+            total_bytes: g(&s.total_bytes),
+            errors: g(&s.errors),
+            duration_ns: 0,
+        };
+        Ok((summary, self.warnings.into_inner().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+/// A file is unchanged when size, times, inode and device all match.
+fn unchanged(prev: &Node, now: &Node) -> bool {
+    prev.kind == NodeKind::File
+        && prev.size == now.size
+        && prev.mtime_ns == now.mtime_ns
+        && prev.ctime_ns == now.ctime_ns
+        && prev.inode == now.inode
+        && prev.device == now.device
+}
+
+/// Opens a regular file without following symlinks or blocking on a FIFO
+/// that replaced it since `lstat`.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("no longer a regular file"));
+    }
+    Ok(f)
+}
+
+fn is_cache_dir(path: &Path) -> bool {
+    let mut buf = [0u8; CACHEDIR_SIGNATURE.len()];
+    File::open(path.join("CACHEDIR.TAG"))
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok_and(|()| buf == CACHEDIR_SIGNATURE)
+}

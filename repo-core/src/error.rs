@@ -1,0 +1,103 @@
+//! The library's public error type: matchable variants for what a caller
+//! must tell apart (exit codes, retries), wrapping each layer's error.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::backend::{BackendError, ObjectKind};
+use crate::blob::BlobError;
+use crate::cache::CacheError;
+use crate::crypto::CryptoError;
+use crate::format::FormatError;
+use crate::id::{BlobId, PackId};
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a repository operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository config at the location.
+    #[error("no cairn repository at {0} (run `cairn init` first?)")]
+    NotARepository(String),
+    /// `init` found an existing repository.
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(String),
+    /// No key file could be unlocked with the password.
+    #[error("wrong password or no matching key")]
+    WrongPassword,
+    /// No snapshot matched the selection.
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+    /// An id prefix matched several snapshots.
+    #[error("snapshot id prefix {0:?} is ambiguous")]
+    AmbiguousSnapshot(String),
+    /// A path is not in a snapshot.
+    #[error("path {0:?} not found in the snapshot")]
+    PathNotFound(String),
+    /// A blob the snapshot needs is not in any index.
+    #[error("blob {0} is not in the index (lost data; run `cairn check`)")]
+    BlobNotFound(BlobId),
+    /// A pack could not be parsed or a blob in it failed verification.
+    #[error("pack {pack} is corrupt: {reason}")]
+    CorruptPack {
+        /// The damaged pack.
+        pack: PackId,
+        /// What failed.
+        reason: String,
+    },
+    /// A repository file other than a pack failed to decrypt or decode.
+    #[error("{kind} {name} is corrupt: {source}")]
+    CorruptObject {
+        /// The kind of file.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: BlobError,
+    },
+    /// A source could not be read at all (not a per-file warning).
+    #[error("cannot read {}: {source}", path.display())]
+    Source {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A stream's reader failed (e.g. the producing command exited non-zero).
+    #[error("stream {name}: {source}")]
+    Stream {
+        /// The stream name.
+        name: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a restored file or directory failed.
+    #[error("cannot restore {}: {source}", path.display())]
+    Target {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// An argument is invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Storage failure.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Local cache failure.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Malformed structure.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// Cryptographic failure.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}

@@ -1,0 +1,454 @@
+//! The repository: init and open, keys, loading and saving blobs, and the
+//! write ordering that keeps it consistent (SPEC §13, §14).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::backend::{Backend, ObjectKind};
+use crate::blob::{self, BlobKind};
+use crate::cache::Cache;
+use crate::chunker::Chunker;
+use crate::config::Config;
+use crate::crypto::{CryptoError, KdfParams, KeyFile, MasterKey};
+use crate::error::{Error, Result};
+use crate::hash::ContentHasher;
+use crate::id::{BlobId, KeyId, RepoId, SnapshotId, TreeId};
+use crate::index::Index;
+use crate::pack::{BlobLocation, PackHeader, PackWriter};
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Options for [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// argon2id parameters of the first key.
+    pub kdf: KdfParams,
+    /// zstd level for new blobs (0 = none).
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Where the index cache lives (`None`: in memory).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        let c = Config::new(RepoId::from_bytes([0; 32]), 0);
+        Self {
+            kdf: KdfParams::default(),
+            compression_level: c.compression_level,
+            pack_size: c.pack_size,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Options for [`Repository::open`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Directory holding per-repository caches (`None`: in memory).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// An open, unlocked repository. `Send + Sync`; operations take `&self`.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    key_id: KeyId,
+    hasher: ContentHasher,
+    config: Config,
+    index: Index,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.backend.location())
+            .field("id", &self.config.repo_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// This machine's host name, or `unknown`.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The current user's name, or their uid.
+pub fn username() -> String {
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn cache_for(dir: &Option<PathBuf>, id: &RepoId) -> Result<Cache> {
+    let path = dir.as_ref().map(|d| d.join(id.to_hex()).join("index.sqlite"));
+    Ok(Cache::open(path.as_deref())?)
+}
+
+impl Repository {
+    /// Creates a repository in an empty backend. SPEC §13: the key file is
+    /// written before the config, so an interrupted init is not a repository.
+    pub fn init(backend: impl Backend + 'static, password: &[u8], opts: InitOptions) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        if !backend.list(ObjectKind::Config)?.is_empty() {
+            return Err(Error::AlreadyExists(backend.location()));
+        }
+        let mut rid = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rid);
+        let repo_id = RepoId::from_bytes(rid);
+        let mut config = Config::new(repo_id, now_ns());
+        config.compression_level = opts.compression_level;
+        config.pack_size = opts.pack_size;
+        config.validate()?;
+        let key = MasterKey::generate();
+        let kf = KeyFile::create(&key, password, repo_id, opts.kdf, hostname(), username(), now_ns())?;
+        let kbytes = kf.encode();
+        let key_id = KeyId::hash_of(&kbytes);
+        backend.write(ObjectKind::Key, &key_id.to_hex(), &kbytes)?;
+        backend.write(ObjectKind::Config, "config", &config.to_file(key.data_key()))?;
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
+        Ok(Self { hasher: ContentHasher::new(&key), backend, key, key_id, config, index })
+    }
+
+    /// Opens and unlocks a repository with `password`.
+    pub fn open(backend: impl Backend + 'static, password: &[u8], opts: OpenOptions) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let cbytes = match backend.read(ObjectKind::Config, "config") {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
+            Err(e) => return Err(e.into()),
+        };
+        let repo_id = crate::config::Config::peek_id(&cbytes)
+            .map_err(|_| Error::NotARepository(backend.location()))?;
+        let (key, key_id) = Self::unlock(&*backend, &repo_id, password)?;
+        let config = Config::from_file(key.data_key(), &cbytes).map_err(|source| Error::CorruptObject {
+            kind: ObjectKind::Config,
+            name: "config".into(),
+            source,
+        })?;
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
+        index.sync(&*backend, key.data_key())?;
+        Ok(Self { hasher: ContentHasher::new(&key), backend, key, key_id, config, index })
+    }
+
+    fn unlock(backend: &dyn Backend, repo_id: &RepoId, password: &[u8]) -> Result<(MasterKey, KeyId)> {
+        let mut last = Error::WrongPassword;
+        for info in backend.list(ObjectKind::Key)? {
+            let bytes = backend.read(ObjectKind::Key, &info.name)?;
+            let Ok(kf) = KeyFile::decode(&bytes) else {
+                continue; // A damaged key file must not lock out the others.
+            };
+            if kf.header.repo_id != *repo_id {
+                continue;
+            }
+            match kf.unlock(password) {
+                Ok(k) => return Ok((k, KeyId::hash_of(&bytes))),
+                Err(CryptoError::WrongPassword) => {}
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+    /// The decrypted config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The id of the key file that unlocked this session.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    /// The blob hasher.
+    pub fn hasher(&self) -> &ContentHasher {
+        &self.hasher
+    }
+    /// The master key's data-encryption key.
+    pub(crate) fn data_key(&self) -> &[u8; 32] {
+        self.key.data_key()
+    }
+    /// The merged index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// A chunker for the config's profile number `profile`.
+    pub fn chunker(&self, profile: u8) -> Result<Chunker> {
+        let p = self
+            .config
+            .chunker_profiles
+            .get(profile as usize)
+            .ok_or_else(|| Error::InvalidArgument(format!("no chunker profile #{profile}")))?;
+        Ok(Chunker::new(p.params, self.key.chunker_seed())?)
+    }
+
+    /// Every snapshot, oldest first. Unreadable snapshot files are errors:
+    /// a listing must not silently hide a damaged backup.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(ObjectKind::Snapshot)? {
+            out.push(self.load_snapshot_named(&info.name)?);
+        }
+        out.sort_by(|a, b| a.snapshot.time_ns.cmp(&b.snapshot.time_ns).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn load_snapshot_named(&self, name: &str) -> Result<SnapshotEntry> {
+        let bytes = self.backend.read(ObjectKind::Snapshot, name)?;
+        let corrupt = |source| Error::CorruptObject { kind: ObjectKind::Snapshot, name: name.to_string(), source };
+        let id: SnapshotId = name.parse().map_err(|_| {
+            corrupt(blob::BlobError::Format(crate::format::FormatError::Malformed {
+                what: "snapshot",
+                reason: "file name is not an id".into(),
+            }))
+        })?;
+        if SnapshotId::hash_of(&bytes) != id {
+            return Err(corrupt(blob::BlobError::HashMismatch));
+        }
+        let snapshot = Snapshot::from_file(self.data_key(), &bytes).map_err(corrupt)?;
+        Ok(SnapshotEntry { id, snapshot })
+    }
+
+    /// Loads one snapshot by id.
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<SnapshotEntry> {
+        match self.load_snapshot_named(&id.to_hex()) {
+            Err(Error::Backend(e)) if e.is_not_found() => Err(Error::SnapshotNotFound(id.to_hex())),
+            r => r,
+        }
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix, among snapshots
+    /// passing `filter`.
+    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
+        let all: Vec<_> = self.snapshots()?.into_iter().filter(|s| filter.matches(&s.snapshot)).collect();
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotNotFound(spec.into()));
+        }
+        let mut m = all.into_iter().filter(|s| s.id.to_hex().starts_with(&spec_l));
+        match (m.next(), m.next()) {
+            (Some(s), None) => Ok(s),
+            (Some(_), Some(_)) => Err(Error::AmbiguousSnapshot(spec.into())),
+            _ => Err(Error::SnapshotNotFound(spec.into())),
+        }
+    }
+
+    /// Writes a snapshot file. SPEC §13: only after its packs and index.
+    pub(crate) fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let bytes = snap.to_file(self.data_key());
+        let id = SnapshotId::hash_of(&bytes);
+        self.backend.write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Reads, decrypts and verifies a blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.index.lookup(id)?.ok_or(Error::BlobNotFound(*id))?;
+        self.read_blob_at(&loc)
+    }
+
+    /// Reads a blob at a known location and verifies it.
+    pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let e = &loc.entry;
+        let sealed = self
+            .backend
+            .read_range(ObjectKind::Pack, &loc.pack.to_hex(), u64::from(e.offset), e.length)
+            .map_err(|err| match err.error_kind {
+                crate::backend::BackendErrorKind::NotFound => Error::Backend(err),
+                _ => Error::CorruptPack { pack: loc.pack, reason: format!("blob {}: {err}", e.id.short()) },
+            })?;
+        blob::open_blob(self.data_key(), &self.hasher, e.kind, &e.id, &sealed, e.raw_length)
+            .map_err(|err| Error::CorruptPack { pack: loc.pack, reason: format!("blob {}: {err}", e.id.short()) })
+    }
+
+    /// Loads and decodes a tree.
+    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
+        let bytes = self.read_blob(id)?;
+        Tree::decode(&bytes).map_err(|e| Error::CorruptPack {
+            pack: self.index.lookup(id).ok().flatten().map(|l| l.pack).unwrap_or(crate::id::PackId::from_bytes([0; 32])),
+            reason: format!("tree {}: {e}", id.short()),
+        })
+    }
+
+    /// Reads a pack's header from its tail (two reads at most).
+    pub fn read_pack_header(&self, pack: &crate::id::PackId) -> Result<PackHeader> {
+        let name = pack.to_hex();
+        let size = self.backend.size(ObjectKind::Pack, &name)?;
+        let corrupt = |reason: String| Error::CorruptPack { pack: *pack, reason };
+        let guess = size.min(64 * 1024) as u32;
+        let tail = self.backend.read_range(ObjectKind::Pack, &name, size - u64::from(guess), guess)?;
+        let r = PackHeader::from_tail(self.data_key(), &tail, size).map_err(|e| corrupt(e.to_string()))?;
+        match r {
+            Ok(h) => Ok(h),
+            Err(need) => {
+                let tail = self.backend.read_range(ObjectKind::Pack, &name, size - need, need as u32)?;
+                match PackHeader::from_tail(self.data_key(), &tail, size).map_err(|e| corrupt(e.to_string()))? {
+                    Ok(h) => Ok(h),
+                    Err(_) => Err(corrupt("header length inconsistent".into())),
+                }
+            }
+        }
+    }
+
+    /// Finds the node at `path` (components separated by `/`) in a snapshot.
+    pub fn find_node(&self, root: &TreeId, path: &str) -> Result<Node> {
+        let mut dir = Node::new(Vec::new(), NodeKind::Dir);
+        dir.subtree = Some(*root);
+        let mut node = dir;
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let Some(sub) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+                return Err(Error::PathNotFound(path.into()));
+            };
+            let tree = self.load_tree(&sub)?;
+            node = tree.get(comp.as_bytes()).cloned().ok_or_else(|| Error::PathNotFound(path.into()))?;
+        }
+        Ok(node)
+    }
+
+    /// Visits every node below `root` depth-first, in name order, with its
+    /// path (components joined by `/`, raw bytes).
+    pub fn walk(&self, root: &TreeId, visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>) -> Result<()> {
+        fn rec(repo: &Repository, tree: &TreeId, prefix: &mut Vec<u8>, visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>) -> Result<()> {
+            let t = repo.load_tree(tree)?;
+            for n in &t.nodes {
+                let len = prefix.len();
+                prefix.push(b'/');
+                prefix.extend_from_slice(&n.name);
+                let descend = visit(prefix, n)?;
+                if descend && let Some(sub) = &n.subtree {
+                    rec(repo, sub, prefix, visit)?;
+                }
+                prefix.truncate(len);
+            }
+            Ok(())
+        }
+        rec(self, root, &mut Vec::new(), visit)
+    }
+
+    /// Writes a file node's content to `out`, verifying every chunk.
+    pub fn dump_node(&self, node: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
+        let mut n = 0u64;
+        for id in &node.content {
+            let data = self.read_blob(id)?;
+            out.write_all(&data).map_err(|source| Error::Target { path: "<output>".into(), source })?;
+            n += data.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// A packer for a backup session.
+    pub(crate) fn packer(&self) -> Packer<'_> {
+        Packer { repo: self, writers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())] }
+    }
+}
+
+/// Selects snapshots by host, tags and paths.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this host.
+    pub host: Option<String>,
+    /// Only snapshots carrying all these tags.
+    pub tags: Vec<String>,
+    /// Only snapshots whose paths are exactly these (in any order).
+    pub paths: Vec<Vec<u8>>,
+}
+
+impl SnapshotFilter {
+    /// True if `s` passes.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        if let Some(h) = &self.host
+            && &s.host != h
+        {
+            return false;
+        }
+        if !self.tags.iter().all(|t| s.tags.contains(t)) {
+            return false;
+        }
+        if !self.paths.is_empty() {
+            let mut a = self.paths.clone();
+            let mut b = s.paths.clone();
+            a.sort();
+            b.sort();
+            if a != b {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Seals blobs into packs during one backup; two open packs, data and tree.
+pub(crate) struct Packer<'a> {
+    repo: &'a Repository,
+    writers: [Mutex<PackWriter>; 2],
+}
+
+impl Packer<'_> {
+    /// Stores `plaintext` as blob `id` unless already stored; returns the
+    /// sealed size added (0 when deduplicated).
+    pub fn save(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<u64> {
+        if !self.repo.index.claim(&id)? {
+            return Ok(0);
+        }
+        let level = match kind {
+            BlobKind::Data => self.repo.config.compression_level,
+            BlobKind::Tree => self.repo.config.compression_level.max(1),
+        };
+        let sealed = blob::seal_blob(self.repo.data_key(), kind, &id, plaintext, level);
+        let n = sealed.len() as u64;
+        let full = {
+            let mut w = self.writers[kind as usize].lock().unwrap_or_else(|e| e.into_inner());
+            w.add(kind, id, &sealed, plaintext.len() as u32);
+            if w.len() >= self.repo.config.pack_size as usize {
+                Some(std::mem::take(&mut *w))
+            } else {
+                None
+            }
+        };
+        if let Some(w) = full {
+            self.upload(w)?;
+        }
+        Ok(n)
+    }
+
+    fn upload(&self, w: PackWriter) -> Result<()> {
+        let (id, bytes, entries) = w.finish(self.repo.data_key());
+        self.repo.backend.write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        self.repo.index.add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)
+    }
+
+    /// Uploads the open packs and writes the index. SPEC §13: after this
+    /// returns, every saved blob is durable and indexed.
+    pub fn finish(self) -> Result<()> {
+        for m in &self.writers {
+            let w = std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+            if !w.is_empty() {
+                self.upload(w)?;
+            }
+        }
+        self.repo.index.flush(&*self.repo.backend, self.repo.data_key())?;
+        Ok(())
+    }
+}
