@@ -8,9 +8,7 @@ use crate::hash::ContentHasher;
 use crate::id::BlobId;
 
 /// What a blob holds (SPEC §6.3). The discriminant is on disk.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobKind {
     /// File or stream content.
@@ -58,12 +56,17 @@ pub enum BlobError {
 }
 
 impl bincode::Encode for BlobKind {
-    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        e: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
         self.to_byte().encode(e)
     }
 }
 impl<C> bincode::Decode<C> for BlobKind {
-    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        d: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
         let b = u8::decode(d)?;
         Self::from_byte(b).ok_or(bincode::error::DecodeError::Other("unknown blob kind"))
     }
@@ -95,7 +98,13 @@ pub fn open_object(
 }
 
 /// Seals a blob whose id is already known.
-pub fn seal_blob(key: &[u8; 32], kind: BlobKind, id: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
+pub fn seal_blob(
+    key: &[u8; 32],
+    kind: BlobKind,
+    id: &BlobId,
+    plaintext: &[u8],
+    level: i32,
+) -> Vec<u8> {
     seal_object(key, &blob_ad(kind, id), plaintext, level)
 }
 
@@ -139,7 +148,10 @@ mod tests {
         let sealed = seal_blob(k.data_key(), BlobKind::Data, &id, &data, 3);
         assert!(sealed.len() < data.len());
         let raw = data.len() as u32;
-        assert_eq!(open_blob(k.data_key(), &h, BlobKind::Data, &id, &sealed, raw).unwrap(), data);
+        assert_eq!(
+            open_blob(k.data_key(), &h, BlobKind::Data, &id, &sealed, raw).unwrap(),
+            data
+        );
         // Wrong kind or wrong id: the associated data no longer matches.
         assert!(matches!(
             open_blob(k.data_key(), &h, BlobKind::Tree, &id, &sealed, raw),
@@ -161,7 +173,12 @@ mod tests {
 
 /// Seals a whole repository file: `magic || version || sealed(plaintext)`,
 /// with `magic || version` as associated data (SPEC §2.3).
-pub fn seal_file(magic: &[u8; crate::format::MAGIC_LEN], key: &[u8; 32], plaintext: &[u8], level: i32) -> Vec<u8> {
+pub fn seal_file(
+    magic: &[u8; crate::format::MAGIC_LEN],
+    key: &[u8; 32],
+    plaintext: &[u8],
+    level: i32,
+) -> Vec<u8> {
     let mut out = Vec::new();
     crate::format::write_prefix(&mut out, magic, crate::format::FORMAT_VERSION);
     let sealed = seal_object(key, &out, plaintext, level);

@@ -14,9 +14,7 @@ use fastcdc::v2020::{self, Normalization};
 use crate::format::{FormatError, MAX_CHUNK_SIZE};
 
 /// Minimum, average and maximum chunk size of one profile (SPEC §6.1).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
 pub struct ChunkerParams {
     /// Smallest chunk, except a stream's last.
     pub min: u32,
@@ -279,8 +277,16 @@ mod tests {
             max: 4096,
         };
         let data = pseudo_random(100_000, 3);
-        let a: Vec<usize> = Chunker::new(p, 1).unwrap().split_slice(&data).map(|s| s.len()).collect();
-        let b: Vec<usize> = Chunker::new(p, 2).unwrap().split_slice(&data).map(|s| s.len()).collect();
+        let a: Vec<usize> = Chunker::new(p, 1)
+            .unwrap()
+            .split_slice(&data)
+            .map(|s| s.len())
+            .collect();
+        let b: Vec<usize> = Chunker::new(p, 2)
+            .unwrap()
+            .split_slice(&data)
+            .map(|s| s.len())
+            .collect();
         assert_ne!(a, b);
     }
 
@@ -300,9 +306,21 @@ mod tests {
 
     #[test]
     fn profiles_are_valid() {
-        for p in [ChunkerParams::DEFAULT, ChunkerParams::SMALL, ChunkerParams::TINY] {
+        for p in [
+            ChunkerParams::DEFAULT,
+            ChunkerParams::SMALL,
+            ChunkerParams::TINY,
+        ] {
             p.validate().unwrap();
         }
-        assert!(ChunkerParams { min: 10, avg: 20, max: 30 }.validate().is_err());
+        assert!(
+            ChunkerParams {
+                min: 10,
+                avg: 20,
+                max: 30
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -25,7 +25,9 @@ pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
             if c.as_ref().map(|(l, _)| *l) != Some(level) {
                 *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
             }
-            let Some((_, z)) = c.as_mut() else { return false };
+            let Some((_, z)) = c.as_mut() else {
+                return false;
+            };
             out.reserve(zstd::zstd_safe::compress_bound(data.len()));
             // Compress straight into `out` after the marker byte.
             let mut cur = std::io::Cursor::new(std::mem::take(&mut out));
@@ -47,7 +49,9 @@ pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
 /// Undoes [`compress`]; refuses output larger than `max_len`.
 pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
     let what = "compressed payload";
-    let (&marker, payload) = stored.split_first().ok_or(FormatError::Truncated { what })?;
+    let (&marker, payload) = stored
+        .split_first()
+        .ok_or(FormatError::Truncated { what })?;
     match marker {
         MARKER_RAW => {
             if payload.len() > max_len {
@@ -94,7 +98,9 @@ mod tests {
         assert!(c.len() < text.len() / 10);
         assert_eq!(decompress(&c, text.len()).unwrap(), text);
 
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let r = compress(&random, 3);
         assert_eq!(decompress(&r, random.len()).unwrap(), random);
 

@@ -7,7 +7,9 @@
 use crate::blob::{self, BlobError};
 use crate::chunker::ChunkerParams;
 use crate::encoding;
-use crate::format::{self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, MAX_META_FILE};
+use crate::format::{
+    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, MAX_META_FILE,
+};
 use crate::id::{ID_LEN, RepoId};
 
 /// A named chunker profile (SPEC §6.1).
@@ -45,9 +47,18 @@ impl Config {
             repo_id,
             created_ns,
             chunker_profiles: vec![
-                ChunkerProfile { name: "default".into(), params: ChunkerParams::DEFAULT },
-                ChunkerProfile { name: "small".into(), params: ChunkerParams::SMALL },
-                ChunkerProfile { name: "tiny".into(), params: ChunkerParams::TINY },
+                ChunkerProfile {
+                    name: "default".into(),
+                    params: ChunkerParams::DEFAULT,
+                },
+                ChunkerProfile {
+                    name: "small".into(),
+                    params: ChunkerParams::SMALL,
+                },
+                ChunkerProfile {
+                    name: "tiny".into(),
+                    params: ChunkerParams::TINY,
+                },
             ],
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
@@ -56,7 +67,10 @@ impl Config {
 
     /// Checks every parameter; a config that fails here is refused at open.
     pub fn validate(&self) -> Result<(), FormatError> {
-        let bad = |reason: String| FormatError::Malformed { what: "config", reason };
+        let bad = |reason: String| FormatError::Malformed {
+            what: "config",
+            reason,
+        };
         if self.chunker_profiles.is_empty() || self.chunker_profiles.len() > 255 {
             return Err(bad("needs 1..=255 chunker profiles".into()));
         }
@@ -64,17 +78,26 @@ impl Config {
             p.params.validate()?;
         }
         if !(0..=22).contains(&self.compression_level) {
-            return Err(bad(format!("compression level {} outside 0..=22", self.compression_level)));
+            return Err(bad(format!(
+                "compression level {} outside 0..=22",
+                self.compression_level
+            )));
         }
         if !(1 << 20..=1 << 30).contains(&self.pack_size) {
-            return Err(bad(format!("pack size {} outside 1 MiB..=1 GiB", self.pack_size)));
+            return Err(bad(format!(
+                "pack size {} outside 1 MiB..=1 GiB",
+                self.pack_size
+            )));
         }
         Ok(())
     }
 
     /// Index of the profile named `name`.
     pub fn profile(&self, name: &str) -> Option<u8> {
-        self.chunker_profiles.iter().position(|p| p.name == name).map(|i| i as u8)
+        self.chunker_profiles
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| i as u8)
     }
 
     /// The encrypted config file.
@@ -104,7 +127,11 @@ impl Config {
         let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
         let c: Config = encoding::decode(&plain, "config")?;
         if c.repo_id != id {
-            return Err(FormatError::Malformed { what: "config", reason: "repository id mismatch".into() }.into());
+            return Err(FormatError::Malformed {
+                what: "config",
+                reason: "repository id mismatch".into(),
+            }
+            .into());
         }
         c.validate()?;
         Ok(c)

@@ -6,7 +6,7 @@
 //! as a 0/1 byte followed by the value, enums as a u32 variant index followed
 //! by the fields. Decoding must consume the whole input.
 
-use bincode::config::{self, Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{self, Configuration, Fixint, Limit, LittleEndian};
 
 use crate::format::{FormatError, MAX_META_FILE};
 

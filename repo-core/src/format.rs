@@ -63,7 +63,9 @@ pub enum FormatError {
         what: &'static str,
     },
     /// The version is outside the readable range.
-    #[error("unsupported {what} format version {version} (this build reads {MIN_READ_VERSION}..={FORMAT_VERSION})")]
+    #[error(
+        "unsupported {what} format version {version} (this build reads {MIN_READ_VERSION}..={FORMAT_VERSION})"
+    )]
     UnsupportedVersion {
         /// What was being read.
         what: &'static str,

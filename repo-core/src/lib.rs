@@ -15,28 +15,30 @@
 //! storage (`backend`, `cache`) knows no trees or snapshots; the engine
 //! (`index` … `restore`) builds on both. `tests/layering.rs` enforces it.
 
-pub mod format;
-pub mod id;
-pub mod encoding;
-pub mod crypto;
-pub mod hash;
+pub mod backend;
+pub mod backup;
+pub mod blob;
+pub mod cache;
 pub mod chunker;
 pub mod compress;
-pub mod blob;
-pub mod pack;
-pub mod tree;
-pub mod snapshot;
 pub mod config;
-pub mod backend;
-pub mod cache;
+pub mod crypto;
+pub mod encoding;
 pub mod error;
+pub mod format;
+pub mod hash;
+pub mod id;
 pub mod index;
-pub mod repository;
+pub mod pack;
 pub mod progress;
-pub mod backup;
+pub mod repository;
 pub mod restore;
+pub mod snapshot;
+pub mod tree;
 
-pub use backend::{Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectKind};
+pub use backend::{
+    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectKind,
+};
 pub use backup::{BackupOutcome, ParentChoice};
 pub use crypto::KdfParams;
 pub use error::{Error, Result};

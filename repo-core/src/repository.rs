@@ -97,14 +97,20 @@ pub fn username() -> String {
 }
 
 fn cache_for(dir: &Option<PathBuf>, id: &RepoId) -> Result<Cache> {
-    let path = dir.as_ref().map(|d| d.join(id.to_hex()).join("index.sqlite"));
+    let path = dir
+        .as_ref()
+        .map(|d| d.join(id.to_hex()).join("index.sqlite"));
     Ok(Cache::open(path.as_deref())?)
 }
 
 impl Repository {
     /// Creates a repository in an empty backend. SPEC §13: the key file is
     /// written before the config, so an interrupted init is not a repository.
-    pub fn init(backend: impl Backend + 'static, password: &[u8], opts: InitOptions) -> Result<Self> {
+    pub fn init(
+        backend: impl Backend + 'static,
+        password: &[u8],
+        opts: InitOptions,
+    ) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::new(backend);
         if !backend.list(ObjectKind::Config)?.is_empty() {
             return Err(Error::AlreadyExists(backend.location()));
@@ -117,17 +123,40 @@ impl Repository {
         config.pack_size = opts.pack_size;
         config.validate()?;
         let key = MasterKey::generate();
-        let kf = KeyFile::create(&key, password, repo_id, opts.kdf, hostname(), username(), now_ns())?;
+        let kf = KeyFile::create(
+            &key,
+            password,
+            repo_id,
+            opts.kdf,
+            hostname(),
+            username(),
+            now_ns(),
+        )?;
         let kbytes = kf.encode();
         let key_id = KeyId::hash_of(&kbytes);
         backend.write(ObjectKind::Key, &key_id.to_hex(), &kbytes)?;
-        backend.write(ObjectKind::Config, "config", &config.to_file(key.data_key()))?;
+        backend.write(
+            ObjectKind::Config,
+            "config",
+            &config.to_file(key.data_key()),
+        )?;
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
-        Ok(Self { hasher: ContentHasher::new(&key), backend, key, key_id, config, index })
+        Ok(Self {
+            hasher: ContentHasher::new(&key),
+            backend,
+            key,
+            key_id,
+            config,
+            index,
+        })
     }
 
     /// Opens and unlocks a repository with `password`.
-    pub fn open(backend: impl Backend + 'static, password: &[u8], opts: OpenOptions) -> Result<Self> {
+    pub fn open(
+        backend: impl Backend + 'static,
+        password: &[u8],
+        opts: OpenOptions,
+    ) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::new(backend);
         let cbytes = match backend.read(ObjectKind::Config, "config") {
             Ok(b) => b,
@@ -137,17 +166,29 @@ impl Repository {
         let repo_id = crate::config::Config::peek_id(&cbytes)
             .map_err(|_| Error::NotARepository(backend.location()))?;
         let (key, key_id) = Self::unlock(&*backend, &repo_id, password)?;
-        let config = Config::from_file(key.data_key(), &cbytes).map_err(|source| Error::CorruptObject {
-            kind: ObjectKind::Config,
-            name: "config".into(),
-            source,
-        })?;
+        let config =
+            Config::from_file(key.data_key(), &cbytes).map_err(|source| Error::CorruptObject {
+                kind: ObjectKind::Config,
+                name: "config".into(),
+                source,
+            })?;
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
         index.sync(&*backend, key.data_key())?;
-        Ok(Self { hasher: ContentHasher::new(&key), backend, key, key_id, config, index })
+        Ok(Self {
+            hasher: ContentHasher::new(&key),
+            backend,
+            key,
+            key_id,
+            config,
+            index,
+        })
     }
 
-    fn unlock(backend: &dyn Backend, repo_id: &RepoId, password: &[u8]) -> Result<(MasterKey, KeyId)> {
+    fn unlock(
+        backend: &dyn Backend,
+        repo_id: &RepoId,
+        password: &[u8],
+    ) -> Result<(MasterKey, KeyId)> {
         let mut last = Error::WrongPassword;
         for info in backend.list(ObjectKind::Key)? {
             let bytes = backend.read(ObjectKind::Key, &info.name)?;
@@ -208,18 +249,29 @@ impl Repository {
         for info in self.backend.list(ObjectKind::Snapshot)? {
             out.push(self.load_snapshot_named(&info.name)?);
         }
-        out.sort_by(|a, b| a.snapshot.time_ns.cmp(&b.snapshot.time_ns).then(a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            a.snapshot
+                .time_ns
+                .cmp(&b.snapshot.time_ns)
+                .then(a.id.cmp(&b.id))
+        });
         Ok(out)
     }
 
     fn load_snapshot_named(&self, name: &str) -> Result<SnapshotEntry> {
         let bytes = self.backend.read(ObjectKind::Snapshot, name)?;
-        let corrupt = |source| Error::CorruptObject { kind: ObjectKind::Snapshot, name: name.to_string(), source };
+        let corrupt = |source| Error::CorruptObject {
+            kind: ObjectKind::Snapshot,
+            name: name.to_string(),
+            source,
+        };
         let id: SnapshotId = name.parse().map_err(|_| {
-            corrupt(blob::BlobError::Format(crate::format::FormatError::Malformed {
-                what: "snapshot",
-                reason: "file name is not an id".into(),
-            }))
+            corrupt(blob::BlobError::Format(
+                crate::format::FormatError::Malformed {
+                    what: "snapshot",
+                    reason: "file name is not an id".into(),
+                },
+            ))
         })?;
         if SnapshotId::hash_of(&bytes) != id {
             return Err(corrupt(blob::BlobError::HashMismatch));
@@ -239,15 +291,24 @@ impl Repository {
     /// Resolves `latest`, a full id or a unique id prefix, among snapshots
     /// passing `filter`.
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
-        let all: Vec<_> = self.snapshots()?.into_iter().filter(|s| filter.matches(&s.snapshot)).collect();
+        let all: Vec<_> = self
+            .snapshots()?
+            .into_iter()
+            .filter(|s| filter.matches(&s.snapshot))
+            .collect();
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
         }
         let spec_l = spec.to_ascii_lowercase();
         if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::SnapshotNotFound(spec.into()));
         }
-        let mut m = all.into_iter().filter(|s| s.id.to_hex().starts_with(&spec_l));
+        let mut m = all
+            .into_iter()
+            .filter(|s| s.id.to_hex().starts_with(&spec_l));
         match (m.next(), m.next()) {
             (Some(s), None) => Ok(s),
             (Some(_), Some(_)) => Err(Error::AmbiguousSnapshot(spec.into())),
@@ -259,7 +320,8 @@ impl Repository {
     pub(crate) fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let bytes = snap.to_file(self.data_key());
         let id = SnapshotId::hash_of(&bytes);
-        self.backend.write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        self.backend
+            .write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
@@ -274,20 +336,44 @@ impl Repository {
         let e = &loc.entry;
         let sealed = self
             .backend
-            .read_range(ObjectKind::Pack, &loc.pack.to_hex(), u64::from(e.offset), e.length)
+            .read_range(
+                ObjectKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(e.offset),
+                e.length,
+            )
             .map_err(|err| match err.error_kind {
                 crate::backend::BackendErrorKind::NotFound => Error::Backend(err),
-                _ => Error::CorruptPack { pack: loc.pack, reason: format!("blob {}: {err}", e.id.short()) },
+                _ => Error::CorruptPack {
+                    pack: loc.pack,
+                    reason: format!("blob {}: {err}", e.id.short()),
+                },
             })?;
-        blob::open_blob(self.data_key(), &self.hasher, e.kind, &e.id, &sealed, e.raw_length)
-            .map_err(|err| Error::CorruptPack { pack: loc.pack, reason: format!("blob {}: {err}", e.id.short()) })
+        blob::open_blob(
+            self.data_key(),
+            &self.hasher,
+            e.kind,
+            &e.id,
+            &sealed,
+            e.raw_length,
+        )
+        .map_err(|err| Error::CorruptPack {
+            pack: loc.pack,
+            reason: format!("blob {}: {err}", e.id.short()),
+        })
     }
 
     /// Loads and decodes a tree.
     pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
         let bytes = self.read_blob(id)?;
         Tree::decode(&bytes).map_err(|e| Error::CorruptPack {
-            pack: self.index.lookup(id).ok().flatten().map(|l| l.pack).unwrap_or(crate::id::PackId::from_bytes([0; 32])),
+            pack: self
+                .index
+                .lookup(id)
+                .ok()
+                .flatten()
+                .map(|l| l.pack)
+                .unwrap_or(crate::id::PackId::from_bytes([0; 32])),
             reason: format!("tree {}: {e}", id.short()),
         })
     }
@@ -296,15 +382,25 @@ impl Repository {
     pub fn read_pack_header(&self, pack: &crate::id::PackId) -> Result<PackHeader> {
         let name = pack.to_hex();
         let size = self.backend.size(ObjectKind::Pack, &name)?;
-        let corrupt = |reason: String| Error::CorruptPack { pack: *pack, reason };
+        let corrupt = |reason: String| Error::CorruptPack {
+            pack: *pack,
+            reason,
+        };
         let guess = size.min(64 * 1024) as u32;
-        let tail = self.backend.read_range(ObjectKind::Pack, &name, size - u64::from(guess), guess)?;
-        let r = PackHeader::from_tail(self.data_key(), &tail, size).map_err(|e| corrupt(e.to_string()))?;
+        let tail =
+            self.backend
+                .read_range(ObjectKind::Pack, &name, size - u64::from(guess), guess)?;
+        let r = PackHeader::from_tail(self.data_key(), &tail, size)
+            .map_err(|e| corrupt(e.to_string()))?;
         match r {
             Ok(h) => Ok(h),
             Err(need) => {
-                let tail = self.backend.read_range(ObjectKind::Pack, &name, size - need, need as u32)?;
-                match PackHeader::from_tail(self.data_key(), &tail, size).map_err(|e| corrupt(e.to_string()))? {
+                let tail =
+                    self.backend
+                        .read_range(ObjectKind::Pack, &name, size - need, need as u32)?;
+                match PackHeader::from_tail(self.data_key(), &tail, size)
+                    .map_err(|e| corrupt(e.to_string()))?
+                {
                     Ok(h) => Ok(h),
                     Err(_) => Err(corrupt("header length inconsistent".into())),
                 }
@@ -322,15 +418,27 @@ impl Repository {
                 return Err(Error::PathNotFound(path.into()));
             };
             let tree = self.load_tree(&sub)?;
-            node = tree.get(comp.as_bytes()).cloned().ok_or_else(|| Error::PathNotFound(path.into()))?;
+            node = tree
+                .get(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotFound(path.into()))?;
         }
         Ok(node)
     }
 
     /// Visits every node below `root` depth-first, in name order, with its
     /// path (components joined by `/`, raw bytes).
-    pub fn walk(&self, root: &TreeId, visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>) -> Result<()> {
-        fn rec(repo: &Repository, tree: &TreeId, prefix: &mut Vec<u8>, visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>) -> Result<()> {
+    pub fn walk(
+        &self,
+        root: &TreeId,
+        visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>,
+    ) -> Result<()> {
+        fn rec(
+            repo: &Repository,
+            tree: &TreeId,
+            prefix: &mut Vec<u8>,
+            visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>,
+        ) -> Result<()> {
             let t = repo.load_tree(tree)?;
             for n in &t.nodes {
                 let len = prefix.len();
@@ -352,7 +460,10 @@ impl Repository {
         let mut n = 0u64;
         for id in &node.content {
             let data = self.read_blob(id)?;
-            out.write_all(&data).map_err(|source| Error::Target { path: "<output>".into(), source })?;
+            out.write_all(&data).map_err(|source| Error::Target {
+                path: "<output>".into(),
+                source,
+            })?;
             n += data.len() as u64;
         }
         Ok(n)
@@ -360,7 +471,10 @@ impl Repository {
 
     /// A packer for a backup session.
     pub(crate) fn packer(&self) -> Packer<'_> {
-        Packer { repo: self, writers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())] }
+        Packer {
+            repo: self,
+            writers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
+        }
     }
 }
 
@@ -419,7 +533,9 @@ impl Packer<'_> {
         let sealed = blob::seal_blob(self.repo.data_key(), kind, &id, plaintext, level);
         let n = sealed.len() as u64;
         let full = {
-            let mut w = self.writers[kind as usize].lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = self.writers[kind as usize]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             w.add(kind, id, &sealed, plaintext.len() as u32);
             if w.len() >= self.repo.config.pack_size as usize {
                 Some(std::mem::take(&mut *w))
@@ -435,8 +551,12 @@ impl Packer<'_> {
 
     fn upload(&self, w: PackWriter) -> Result<()> {
         let (id, bytes, entries) = w.finish(self.repo.data_key());
-        self.repo.backend.write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-        self.repo.index.add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)
+        self.repo
+            .backend
+            .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        self.repo
+            .index
+            .add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)
     }
 
     /// Uploads the open packs and writes the index. SPEC §13: after this
@@ -448,7 +568,9 @@ impl Packer<'_> {
                 self.upload(w)?;
             }
         }
-        self.repo.index.flush(&*self.repo.backend, self.repo.data_key())?;
+        self.repo
+            .index
+            .flush(&*self.repo.backend, self.repo.data_key())?;
         Ok(())
     }
 }

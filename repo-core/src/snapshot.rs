@@ -6,7 +6,9 @@ use crate::format::SNAPSHOT_MAGIC;
 use crate::id::{SnapshotId, TreeId};
 
 /// Counters recorded by the backup that made a snapshot (SPEC §10).
-#[derive(Debug, Clone, Default, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize,
+)]
 pub struct SnapshotSummary {
     /// Files not in the parent snapshot.
     pub files_new: u64,
@@ -79,7 +81,10 @@ impl Snapshot {
 
     /// Paths for display (lossy for non-UTF-8).
     pub fn paths_lossy(&self) -> Vec<String> {
-        self.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+        self.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
     }
 }
 
@@ -109,7 +114,10 @@ mod tests {
             parent: None,
             tree: TreeId::from_bytes([3; 32]),
             program_version: "cairn 0.1.0".into(),
-            summary: SnapshotSummary { files_new: 4, ..Default::default() },
+            summary: SnapshotSummary {
+                files_new: 4,
+                ..Default::default()
+            },
             metadata: vec![("k".into(), "v".into())],
         };
         let f = s.to_file(k.data_key());

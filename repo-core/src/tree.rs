@@ -41,12 +41,17 @@ impl NodeKind {
 }
 
 impl bincode::Encode for NodeKind {
-    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        e: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
         (*self as u8).encode(e)
     }
 }
 impl<C> bincode::Decode<C> for NodeKind {
-    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        d: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
         let b = u8::decode(d)?;
         Self::from_byte(b).ok_or(bincode::error::DecodeError::Other("unknown node kind"))
     }
@@ -179,7 +184,10 @@ impl Tree {
             if (n.kind == NodeKind::Dir) != n.subtree.is_some() {
                 return Err(FormatError::Malformed {
                     what: "tree",
-                    reason: format!("entry {:?}: subtree only and always on directories", n.name_lossy()),
+                    reason: format!(
+                        "entry {:?}: subtree only and always on directories",
+                        n.name_lossy()
+                    ),
                 });
             }
         }
@@ -206,29 +214,40 @@ mod tests {
             0u8..7,
             any::<(u32, u32, u32, i64, i64, u64, u64)>(),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..8), proptest::collection::vec(any::<u8>(), 0..8)), 0..3),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 1..8),
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                ),
+                0..3,
+            ),
         )
-            .prop_map(|(mut name, k, (mode, uid, gid, mt, ct, ino, size), content, xattrs)| {
-                name.retain(|&b| b != b'/');
-                if name.is_empty() || name == b"." || name == b".." {
-                    name = b"x".to_vec();
-                }
-                let kind = NodeKind::from_byte(k).unwrap();
-                let mut n = Node::new(name, kind);
-                n.mode = mode;
-                n.uid = uid;
-                n.gid = gid;
-                n.mtime_ns = mt;
-                n.ctime_ns = ct;
-                n.inode = ino;
-                n.size = size;
-                n.content = content.into_iter().map(BlobId::from_bytes).collect();
-                n.xattrs = xattrs.into_iter().map(|(name, value)| Xattr { name, value }).collect();
-                if kind == NodeKind::Dir {
-                    n.subtree = Some(BlobId::from_bytes([9; 32]));
-                }
-                n
-            })
+            .prop_map(
+                |(mut name, k, (mode, uid, gid, mt, ct, ino, size), content, xattrs)| {
+                    name.retain(|&b| b != b'/');
+                    if name.is_empty() || name == b"." || name == b".." {
+                        name = b"x".to_vec();
+                    }
+                    let kind = NodeKind::from_byte(k).unwrap();
+                    let mut n = Node::new(name, kind);
+                    n.mode = mode;
+                    n.uid = uid;
+                    n.gid = gid;
+                    n.mtime_ns = mt;
+                    n.ctime_ns = ct;
+                    n.inode = ino;
+                    n.size = size;
+                    n.content = content.into_iter().map(BlobId::from_bytes).collect();
+                    n.xattrs = xattrs
+                        .into_iter()
+                        .map(|(name, value)| Xattr { name, value })
+                        .collect();
+                    if kind == NodeKind::Dir {
+                        n.subtree = Some(BlobId::from_bytes([9; 32]));
+                    }
+                    n
+                },
+            )
     }
 
     proptest! {
@@ -251,10 +270,15 @@ mod tests {
     #[test]
     fn rejects_unsorted_and_bad_names() {
         let t = Tree {
-            nodes: vec![Node::new(b"b".to_vec(), NodeKind::File), Node::new(b"a".to_vec(), NodeKind::File)],
+            nodes: vec![
+                Node::new(b"b".to_vec(), NodeKind::File),
+                Node::new(b"a".to_vec(), NodeKind::File),
+            ],
         };
         assert!(Tree::decode(&t.encode()).is_err());
-        let t = Tree { nodes: vec![Node::new(b"a/b".to_vec(), NodeKind::File)] };
+        let t = Tree {
+            nodes: vec![Node::new(b"a/b".to_vec(), NodeKind::File)],
+        };
         assert!(Tree::decode(&t.encode()).is_err());
     }
 }

@@ -33,7 +33,8 @@ impl LocalBackend {
     /// exist if it is empty.
     pub fn create(root: impl Into<PathBuf>) -> Result<Self, BackendError> {
         let root = root.into();
-        let err = |e| BackendError::io("create", ObjectKind::Config, &root.display().to_string(), e);
+        let err =
+            |e| BackendError::io("create", ObjectKind::Config, &root.display().to_string(), e);
         fs::create_dir_all(&root).map_err(err)?;
         for kind in ObjectKind::ALL {
             if kind != ObjectKind::Config {
@@ -52,7 +53,10 @@ impl LocalBackend {
         match kind {
             ObjectKind::Config => self.root.clone(),
             // Packs fan out over 256 directories to keep listings short.
-            ObjectKind::Pack => self.root.join(kind.dir()).join(name.get(..2).unwrap_or("00")),
+            ObjectKind::Pack => self
+                .root
+                .join(kind.dir())
+                .join(name.get(..2).unwrap_or("00")),
             _ => self.root.join(kind.dir()),
         }
     }
@@ -67,7 +71,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Backend for LocalBackend {
@@ -79,7 +87,13 @@ impl Backend for LocalBackend {
         fs::read(self.path(kind, name)).map_err(|e| BackendError::io("read", kind, name, e))
     }
 
-    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, BackendError> {
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, BackendError> {
         let err = |e| BackendError::io("read", kind, name, e);
         let f = File::open(self.path(kind, name)).map_err(err)?;
         let mut buf = vec![0u8; len as usize];
@@ -96,7 +110,10 @@ impl Backend for LocalBackend {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         let err = |e| BackendError::io("write", kind, name, e);
         if !valid_name(name) {
-            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "invalid object name")));
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "invalid object name",
+            )));
         }
         let dir = self.dir(kind, name);
         let target = dir.join(name);
@@ -145,8 +162,14 @@ impl Backend for LocalBackend {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 let md = e.metadata()?;
-                if md.is_file() && valid_name(&name) && (kind != ObjectKind::Config || name == "config") {
-                    out.push(ObjectInfo { name, size: md.len() });
+                if md.is_file()
+                    && valid_name(&name)
+                    && (kind != ObjectKind::Config || name == "config")
+                {
+                    out.push(ObjectInfo {
+                        name,
+                        size: md.len(),
+                    });
                 }
             }
             Ok(())
@@ -179,7 +202,6 @@ impl Backend for LocalBackend {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -191,7 +213,11 @@ mod tests {
         let stray = walkdir::WalkDir::new(d.path())
             .into_iter()
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(super::TMP_PREFIX))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(super::TMP_PREFIX)
+            })
             .count();
         assert_eq!(stray, 0);
     }

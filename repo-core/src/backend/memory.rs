@@ -20,7 +20,12 @@ impl MemoryBackend {
         Self::default()
     }
 
-    fn get(&self, kind: ObjectKind, name: &str, op: &'static str) -> Result<Arc<Vec<u8>>, BackendError> {
+    fn get(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        op: &'static str,
+    ) -> Result<Arc<Vec<u8>>, BackendError> {
         self.objects
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -47,12 +52,25 @@ impl Backend for MemoryBackend {
         Ok(self.get(kind, name, "read")?.as_ref().clone())
     }
 
-    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, BackendError> {
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, BackendError> {
         let d = self.get(kind, name, "read")?;
-        let end = offset.checked_add(u64::from(len)).filter(|&e| e <= d.len() as u64);
+        let end = offset
+            .checked_add(u64::from(len))
+            .filter(|&e| e <= d.len() as u64);
         match end {
             Some(end) => Ok(d[offset as usize..end as usize].to_vec()),
-            None => Err(BackendError::io("read", kind, name, io::ErrorKind::UnexpectedEof.into())),
+            None => Err(BackendError::io(
+                "read",
+                kind,
+                name,
+                io::ErrorKind::UnexpectedEof.into(),
+            )),
         }
     }
 
@@ -76,7 +94,10 @@ impl Backend for MemoryBackend {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|((k, _), _)| *k == kind)
-            .map(|((_, n), d)| ObjectInfo { name: n.clone(), size: d.len() as u64 })
+            .map(|((_, n), d)| ObjectInfo {
+                name: n.clone(),
+                size: d.len() as u64,
+            })
             .collect())
     }
 

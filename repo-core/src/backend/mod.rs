@@ -126,7 +126,13 @@ impl BackendError {
             }
             _ => BackendErrorKind::Permanent,
         };
-        Self { error_kind, op, kind, name: name.to_string(), source }
+        Self {
+            error_kind,
+            op,
+            kind,
+            name: name.to_string(),
+            source,
+        }
     }
 
     /// True when the object does not exist.
@@ -142,7 +148,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Reads a whole object.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
     /// Reads exactly `len` bytes at `offset`.
-    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, BackendError>;
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, BackendError>;
     /// Size of an object.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Stores an object atomically and durably; never overwrites.
@@ -158,28 +170,48 @@ pub trait Backend: Send + Sync + fmt::Debug {
 #[cfg(test)]
 pub(crate) fn conformance(b: &dyn Backend) {
     for kind in ObjectKind::ALL {
-        assert!(b.list(kind).unwrap().is_empty(), "{kind} not empty at start");
+        assert!(
+            b.list(kind).unwrap().is_empty(),
+            "{kind} not empty at start"
+        );
     }
     let name = "ab".repeat(32);
     let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
     b.write(ObjectKind::Pack, &name, &data).unwrap();
     assert_eq!(b.read(ObjectKind::Pack, &name).unwrap(), data);
     assert_eq!(b.size(ObjectKind::Pack, &name).unwrap(), 5000);
-    assert_eq!(b.read_range(ObjectKind::Pack, &name, 10, 20).unwrap(), &data[10..30]);
-    assert!(b.read_range(ObjectKind::Pack, &name, 4990, 20).is_err(), "short range read must fail");
+    assert_eq!(
+        b.read_range(ObjectKind::Pack, &name, 10, 20).unwrap(),
+        &data[10..30]
+    );
+    assert!(
+        b.read_range(ObjectKind::Pack, &name, 4990, 20).is_err(),
+        "short range read must fail"
+    );
     // Never overwrites.
     b.write(ObjectKind::Pack, &name, b"other").unwrap();
     assert_eq!(b.read(ObjectKind::Pack, &name).unwrap(), data);
     // Kinds are separate namespaces.
     assert!(b.read(ObjectKind::Index, &name).unwrap_err().is_not_found());
     b.write(ObjectKind::Config, "config", b"c").unwrap();
-    b.write(ObjectKind::Snapshot, &"01".repeat(32), b"s").unwrap();
+    b.write(ObjectKind::Snapshot, &"01".repeat(32), b"s")
+        .unwrap();
     let l = b.list(ObjectKind::Pack).unwrap();
-    assert_eq!(l, vec![ObjectInfo { name: name.clone(), size: 5000 }]);
+    assert_eq!(
+        l,
+        vec![ObjectInfo {
+            name: name.clone(),
+            size: 5000
+        }]
+    );
     assert_eq!(b.list(ObjectKind::Config).unwrap().len(), 1);
     assert_eq!(b.list(ObjectKind::Snapshot).unwrap().len(), 1);
     b.delete(ObjectKind::Pack, &name).unwrap();
     assert!(b.read(ObjectKind::Pack, &name).unwrap_err().is_not_found());
-    assert!(b.delete(ObjectKind::Pack, &name).unwrap_err().is_not_found());
+    assert!(
+        b.delete(ObjectKind::Pack, &name)
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(b.list(ObjectKind::Pack).unwrap().is_empty());
 }

@@ -58,7 +58,8 @@ impl Excludes {
                 nn += 1;
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
+        let build =
+            |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
         Ok(Self {
             by_path: if np > 0 { Some(build(p)?) } else { None },
             by_name: if nn > 0 { Some(build(n)?) } else { None },
@@ -158,7 +159,9 @@ impl Selection {
 }
 
 fn mtime_ns(md: &fs::Metadata) -> i64 {
-    md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec())
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
 }
 
 impl<'a> Archiver<'a> {
@@ -178,7 +181,10 @@ impl<'a> Archiver<'a> {
     fn warn(&self, msg: String) {
         self.stats.errors.fetch_add(1, Relaxed);
         self.settings.progress.warn(&msg);
-        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg);
     }
 
     fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
@@ -188,7 +194,11 @@ impl<'a> Archiver<'a> {
     }
 
     /// Archives the selected paths; returns the root tree.
-    pub(crate) fn archive_selection(&self, sel: &BTreeMap<Vec<u8>, Selection>, parent: Option<&Tree>) -> Result<TreeId> {
+    pub(crate) fn archive_selection(
+        &self,
+        sel: &BTreeMap<Vec<u8>, Selection>,
+        parent: Option<&Tree>,
+    ) -> Result<TreeId> {
         let mut nodes = Vec::new();
         for (name, s) in sel {
             let prev = parent.and_then(|t| t.get(name));
@@ -197,7 +207,12 @@ impl<'a> Archiver<'a> {
             };
             let md = match fs::symlink_metadata(path) {
                 Ok(md) => md,
-                Err(source) => return Err(Error::Source { path: path.clone(), source }),
+                Err(source) => {
+                    return Err(Error::Source {
+                        path: path.clone(),
+                        source,
+                    });
+                }
             };
             match s {
                 Selection::Full(p) => {
@@ -206,13 +221,21 @@ impl<'a> Archiver<'a> {
                     }
                 }
                 Selection::Partial(p, children) => {
-                    let (mut n, w) = source::node_from(p, name, &md, &self.names)
-                        .map_err(|source| Error::Source { path: p.clone(), source })?;
+                    let (mut n, w) =
+                        source::node_from(p, name, &md, &self.names).map_err(|source| {
+                            Error::Source {
+                                path: p.clone(),
+                                source,
+                            }
+                        })?;
                     if let Some(w) = w {
                         self.warn(w);
                     }
                     if n.kind != NodeKind::Dir {
-                        return Err(Error::Source { path: p.clone(), source: io::Error::other("not a directory") });
+                        return Err(Error::Source {
+                            path: p.clone(),
+                            source: io::Error::other("not a directory"),
+                        });
                     }
                     let sub = self.parent_tree(prev);
                     n.subtree = Some(self.archive_selection(children, sub.as_ref())?);
@@ -224,7 +247,13 @@ impl<'a> Archiver<'a> {
     }
 
     /// Archives one file-system entry; `None` if it was skipped with a warning.
-    fn archive_entry(&self, path: &Path, name: &[u8], root_dev: u64, prev: Option<&Node>) -> Result<Option<Node>> {
+    fn archive_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        root_dev: u64,
+        prev: Option<&Node>,
+    ) -> Result<Option<Node>> {
         let md = match fs::symlink_metadata(path) {
             Ok(md) => md,
             Err(e) => {
@@ -266,10 +295,19 @@ impl<'a> Archiver<'a> {
         Ok(Some(node))
     }
 
-    fn archive_dir(&self, path: &Path, root_dev: u64, skip_contents: bool, parent: Option<&Tree>) -> Result<TreeId> {
+    fn archive_dir(
+        &self,
+        path: &Path,
+        root_dev: u64,
+        skip_contents: bool,
+        parent: Option<&Tree>,
+    ) -> Result<TreeId> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         if !skip_contents {
-            let rd = fs::read_dir(path).map_err(|source| Error::Source { path: path.into(), source })?;
+            let rd = fs::read_dir(path).map_err(|source| Error::Source {
+                path: path.into(),
+                source,
+            })?;
             for e in rd {
                 match e {
                     Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
@@ -283,13 +321,17 @@ impl<'a> Archiver<'a> {
             .par_iter()
             .map(|name| {
                 let child = path.join(std::ffi::OsStr::from_bytes(name));
-                if self.settings.excludes.excluded(&child) || (cache_tagged && name != b"CACHEDIR.TAG") {
+                if self.settings.excludes.excluded(&child)
+                    || (cache_tagged && name != b"CACHEDIR.TAG")
+                {
                     return Ok(None);
                 }
                 self.archive_entry(&child, name, root_dev, parent.and_then(|t| t.get(name)))
             })
             .collect::<Result<_>>()?;
-        let tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        let tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
         let id = self.save_tree(tree, parent.is_some())?;
         Ok(id)
     }
@@ -309,9 +351,16 @@ impl<'a> Archiver<'a> {
         let added = self.packer.save(BlobKind::Tree, id, &bytes)?;
         if added > 0 {
             self.stats.tree_blobs.fetch_add(1, Relaxed);
-            self.stats.bytes_added.fetch_add(bytes.len() as u64, Relaxed);
+            self.stats
+                .bytes_added
+                .fetch_add(bytes.len() as u64, Relaxed);
             self.stats.bytes_added_packed.fetch_add(added, Relaxed);
-            if had_parent { &self.stats.dirs_changed } else { &self.stats.dirs_new }.fetch_add(1, Relaxed);
+            if had_parent {
+                &self.stats.dirs_changed
+            } else {
+                &self.stats.dirs_new
+            }
+            .fetch_add(1, Relaxed);
         } else {
             self.stats.dirs_unmodified.fetch_add(1, Relaxed);
         }
@@ -340,14 +389,23 @@ impl<'a> Archiver<'a> {
         }
         let hl_key = (node.links > 1).then_some((node.device, node.inode));
         if let Some(k) = hl_key
-            && let Some((content, size)) = self.hardlinks.lock().unwrap_or_else(|e| e.into_inner()).get(&k)
+            && let Some((content, size)) = self
+                .hardlinks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&k)
         {
             node.content = content.clone();
             node.size = *size;
             self.stats.total_bytes.fetch_add(node.size, Relaxed);
             return Ok(true);
         }
-        if prev.is_some() { &self.stats.files_changed } else { &self.stats.files_new }.fetch_add(1, Relaxed);
+        if prev.is_some() {
+            &self.stats.files_changed
+        } else {
+            &self.stats.files_new
+        }
+        .fetch_add(1, Relaxed);
         let file = match open_regular(path) {
             Ok(f) => f,
             Err(e) => {
@@ -359,10 +417,17 @@ impl<'a> Archiver<'a> {
         match self.chunk_reader(file, Some(node.size)) {
             Ok((ids, n)) => {
                 if n != node.size {
-                    self.warn(format!("{}: size changed while reading ({} -> {n} bytes)", path.display(), node.size));
+                    self.warn(format!(
+                        "{}: size changed while reading ({} -> {n} bytes)",
+                        path.display(),
+                        node.size
+                    ));
                     node.size = n;
                 } else if fs::symlink_metadata(path).ok().map(|m| mtime_ns(&m)) != before {
-                    self.warn(format!("{}: modified while reading; the snapshot holds a mix", path.display()));
+                    self.warn(format!(
+                        "{}: modified while reading; the snapshot holds a mix",
+                        path.display()
+                    ));
                 }
                 node.content = ids;
                 node.chunker = self.settings.profile;
@@ -374,7 +439,10 @@ impl<'a> Archiver<'a> {
             Err(e) => return Err(e),
         }
         if let Some(k) = hl_key {
-            self.hardlinks.lock().unwrap_or_else(|e| e.into_inner()).insert(k, (node.content.clone(), node.size));
+            self.hardlinks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(k, (node.content.clone(), node.size));
         }
         self.stats.total_bytes.fetch_add(node.size, Relaxed);
         Ok(true)
@@ -382,7 +450,11 @@ impl<'a> Archiver<'a> {
 
     /// Chunks, hashes and stores everything `reader` yields. I/O errors of
     /// the reader come back as [`Error::Source`] with an empty path.
-    pub(crate) fn chunk_reader(&self, reader: impl Read, size_hint: Option<u64>) -> Result<(Vec<BlobId>, u64)> {
+    pub(crate) fn chunk_reader(
+        &self,
+        reader: impl Read,
+        size_hint: Option<u64>,
+    ) -> Result<(Vec<BlobId>, u64)> {
         // Keeps the reader's I/O errors apart from repository errors.
         enum Fail {
             Read(io::Error),
@@ -394,30 +466,37 @@ impl<'a> Archiver<'a> {
             }
         }
         let mut ids = Vec::new();
-        let r = self.chunker.stream_batches(reader, size_hint, |batch| -> Result<(), Fail> {
-            let saved: Vec<(BlobId, u64)> = batch
-                .par_iter()
-                .map(|chunk| {
-                    let id = self.repo.hasher().chunk_id(chunk);
-                    Ok((id, self.packer.save(BlobKind::Data, id, chunk)?))
-                })
-                .collect::<Result<_>>()
-                .map_err(Fail::Repo)?;
-            for ((id, added), chunk) in saved.into_iter().zip(batch) {
-                if added > 0 {
-                    self.stats.data_blobs.fetch_add(1, Relaxed);
-                    self.stats.bytes_added.fetch_add(chunk.len() as u64, Relaxed);
-                    self.stats.bytes_added_packed.fetch_add(added, Relaxed);
+        let r = self
+            .chunker
+            .stream_batches(reader, size_hint, |batch| -> Result<(), Fail> {
+                let saved: Vec<(BlobId, u64)> = batch
+                    .par_iter()
+                    .map(|chunk| {
+                        let id = self.repo.hasher().chunk_id(chunk);
+                        Ok((id, self.packer.save(BlobKind::Data, id, chunk)?))
+                    })
+                    .collect::<Result<_>>()
+                    .map_err(Fail::Repo)?;
+                for ((id, added), chunk) in saved.into_iter().zip(batch) {
+                    if added > 0 {
+                        self.stats.data_blobs.fetch_add(1, Relaxed);
+                        self.stats
+                            .bytes_added
+                            .fetch_add(chunk.len() as u64, Relaxed);
+                        self.stats.bytes_added_packed.fetch_add(added, Relaxed);
+                    }
+                    self.stats.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
+                    self.settings.progress.add_bytes(chunk.len() as u64);
+                    ids.push(id);
                 }
-                self.stats.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
-                self.settings.progress.add_bytes(chunk.len() as u64);
-                ids.push(id);
-            }
-            Ok(())
-        });
+                Ok(())
+            });
         match r {
             Ok(n) => Ok((ids, n)),
-            Err(Fail::Read(source)) => Err(Error::Source { path: PathBuf::new(), source }),
+            Err(Fail::Read(source)) => Err(Error::Source {
+                path: PathBuf::new(),
+                source,
+            }),
             Err(Fail::Repo(e)) => Err(e),
         }
     }
@@ -456,7 +535,12 @@ impl<'a> Archiver<'a> {
             errors: g(&s.errors),
             duration_ns: 0,
         };
-        Ok((summary, self.warnings.into_inner().unwrap_or_else(|e| e.into_inner())))
+        Ok((
+            summary,
+            self.warnings
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 }
 
@@ -473,7 +557,10 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
 /// Opens a regular file without following symlinks or blocking on a FIFO
 /// that replaced it since `lstat`.
 fn open_regular(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
     if !f.metadata()?.is_file() {
         return Err(io::Error::other("no longer a regular file"));
     }

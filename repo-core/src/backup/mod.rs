@@ -147,22 +147,31 @@ impl<'a> Backup<'a> {
         let host = self.host.clone().unwrap_or_else(repository::hostname);
         let is_stream = self.stream.is_some();
         if is_stream == !self.paths.is_empty() {
-            return Err(Error::InvalidArgument("give either paths or one stream".into()));
+            return Err(Error::InvalidArgument(
+                "give either paths or one stream".into(),
+            ));
         }
-        let profile_name = self.profile.clone().unwrap_or_else(|| if is_stream { "small" } else { "default" }.into());
-        let profile = self
-            .repo
-            .config()
-            .profile(&profile_name)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown chunker profile {profile_name:?}")))?;
+        let profile_name = self
+            .profile
+            .clone()
+            .unwrap_or_else(|| if is_stream { "small" } else { "default" }.into());
+        let profile = self.repo.config().profile(&profile_name).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown chunker profile {profile_name:?}"))
+        })?;
         let mut abs = Vec::new();
         for p in &self.paths {
-            let a = std::path::absolute(p).map_err(|source| Error::Source { path: p.clone(), source })?;
+            let a = std::path::absolute(p).map_err(|source| Error::Source {
+                path: p.clone(),
+                source,
+            })?;
             abs.push(normalize(&a));
         }
         let mut snap_paths: Vec<Vec<u8>> = match &self.stream {
             Some((name, _)) => vec![name.as_bytes().to_vec()],
-            None => abs.iter().map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()).collect(),
+            None => abs
+                .iter()
+                .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+                .collect(),
         };
         snap_paths.sort();
         snap_paths.dedup();
@@ -170,8 +179,16 @@ impl<'a> Backup<'a> {
             ParentChoice::None => None,
             ParentChoice::Id(id) => Some(self.repo.snapshot(id)?),
             ParentChoice::Auto => {
-                let f = SnapshotFilter { host: Some(host.clone()), tags: Vec::new(), paths: snap_paths.clone() };
-                self.repo.snapshots()?.into_iter().rev().find(|s| f.matches(&s.snapshot))
+                let f = SnapshotFilter {
+                    host: Some(host.clone()),
+                    tags: Vec::new(),
+                    paths: snap_paths.clone(),
+                };
+                self.repo
+                    .snapshots()?
+                    .into_iter()
+                    .rev()
+                    .find(|s| f.matches(&s.snapshot))
             }
         };
         let archiver = Archiver::new(
@@ -187,7 +204,10 @@ impl<'a> Backup<'a> {
         let root = match self.stream {
             Some((name, reader)) => {
                 let (ids, n) = archiver.chunk_reader(reader, None).map_err(|e| match e {
-                    Error::Source { source, .. } => Error::Stream { name: name.clone(), source },
+                    Error::Source { source, .. } => Error::Stream {
+                        name: name.clone(),
+                        source,
+                    },
                     e => e,
                 })?;
                 archiver.count_stream(n);
@@ -230,7 +250,10 @@ impl<'a> Backup<'a> {
             metadata,
         };
         let id = self.repo.save_snapshot(&snapshot)?;
-        Ok(BackupOutcome { snapshot: SnapshotEntry { id, snapshot }, warnings })
+        Ok(BackupOutcome {
+            snapshot: SnapshotEntry { id, snapshot },
+            warnings,
+        })
     }
 }
 
@@ -250,10 +273,20 @@ fn normalize(p: &std::path::Path) -> PathBuf {
 }
 
 /// Builds the root tree of a stream: `a/b/name` becomes directories `a`, `b`.
-fn stream_root(archiver: &Archiver<'_>, name: &str, mut file: Node, time_ns: i64) -> Result<crate::id::TreeId> {
-    let comps: Vec<&str> = name.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..").collect();
+fn stream_root(
+    archiver: &Archiver<'_>,
+    name: &str,
+    mut file: Node,
+    time_ns: i64,
+) -> Result<crate::id::TreeId> {
+    let comps: Vec<&str> = name
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != "." && *c != "..")
+        .collect();
     let Some((last, dirs)) = comps.split_last() else {
-        return Err(Error::InvalidArgument(format!("invalid stream name {name:?}")));
+        return Err(Error::InvalidArgument(format!(
+            "invalid stream name {name:?}"
+        )));
     };
     file.name = last.as_bytes().to_vec();
     let mut tree = Tree { nodes: vec![file] };

@@ -21,7 +21,11 @@ impl Names {
         let mut m = self.users.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(uid)
             .or_insert_with(|| {
-                nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_default()
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -29,7 +33,11 @@ impl Names {
         let mut m = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(gid)
             .or_insert_with(|| {
-                nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name).unwrap_or_default()
+                nix::unistd::Group::from_gid(gid.into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_default()
             })
             .clone()
     }
@@ -63,7 +71,12 @@ fn ns(secs: i64, nsec: i64) -> i64 {
 
 /// Builds a node from `lstat` metadata; reads the link target and xattrs.
 /// Problems reading xattrs are returned as a warning, not an error.
-pub(crate) fn node_from(path: &Path, name: &[u8], md: &Metadata, names: &Names) -> std::io::Result<(Node, Option<String>)> {
+pub(crate) fn node_from(
+    path: &Path,
+    name: &[u8],
+    md: &Metadata,
+    names: &Names,
+) -> std::io::Result<(Node, Option<String>)> {
     let kind = kind_of(md).ok_or_else(|| std::io::Error::other("unknown file type"))?;
     let mut n = Node::new(name.to_vec(), kind);
     n.mode = md.mode() & 0o7777;
@@ -89,7 +102,12 @@ pub(crate) fn node_from(path: &Path, name: &[u8], md: &Metadata, names: &Names) 
     if matches!(kind, NodeKind::File | NodeKind::Dir | NodeKind::Symlink) {
         match read_xattrs(path) {
             Ok(x) => n.xattrs = x,
-            Err(e) => warning = Some(format!("{}: cannot read extended attributes: {e}", path.display())),
+            Err(e) => {
+                warning = Some(format!(
+                    "{}: cannot read extended attributes: {e}",
+                    path.display()
+                ))
+            }
         }
     }
     Ok((n, warning))
@@ -109,7 +127,10 @@ fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
             continue;
         }
         if let Some(value) = xattr::get(path, &name)? {
-            out.push(Xattr { name: raw.to_vec(), value });
+            out.push(Xattr {
+                name: raw.to_vec(),
+                value,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

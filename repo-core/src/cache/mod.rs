@@ -67,7 +67,9 @@ impl Cache {
         };
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn open_file(p: &Path) -> Result<Connection, CacheError> {
@@ -77,7 +79,8 @@ impl Cache {
         let conn = Connection::open(p)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let has_tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let has_tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if has_tables > 0 && v != SCHEMA_VERSION {
             return Err(CacheError(rusqlite::Error::InvalidQuery));
         }
@@ -103,7 +106,11 @@ impl Cache {
     }
 
     /// Merges one index file's packs, in one transaction.
-    pub fn add_index(&self, name: &str, packs: &[(PackId, Vec<PackEntry>)]) -> Result<(), CacheError> {
+    pub fn add_index(
+        &self,
+        name: &str,
+        packs: &[(PackId, Vec<PackEntry>)],
+    ) -> Result<(), CacheError> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         {
@@ -114,7 +121,8 @@ impl Cache {
             )?;
             for (pack, entries) in packs {
                 ins_pack.execute(params![pack.as_bytes().as_slice()])?;
-                let no: i64 = get_pack.query_row(params![pack.as_bytes().as_slice()], |r| r.get(0))?;
+                let no: i64 =
+                    get_pack.query_row(params![pack.as_bytes().as_slice()], |r| r.get(0))?;
                 for e in entries {
                     ins_blob.execute(params![
                         e.id.as_bytes().as_slice(),
@@ -126,7 +134,10 @@ impl Cache {
                     ])?;
                 }
             }
-            tx.execute("INSERT OR IGNORE INTO index_files (name) VALUES (?1)", params![name])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO index_files (name) VALUES (?1)",
+                params![name],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -140,14 +151,26 @@ impl Cache {
         )?;
         let row = st
             .query_row(params![id.as_bytes().as_slice()], |r| {
-                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
             })
             .optional()?;
         Ok(row.and_then(|(kind, pack, offset, length, raw_length)| {
             let pack: [u8; 32] = pack.try_into().ok()?;
             Some(BlobLocation {
                 pack: PackId::from_bytes(pack),
-                entry: PackEntry { kind: BlobKind::from_byte(kind)?, id: *id, offset, length, raw_length },
+                entry: PackEntry {
+                    kind: BlobKind::from_byte(kind)?,
+                    id: *id,
+                    offset,
+                    length,
+                    raw_length,
+                },
             })
         }))
     }
@@ -161,12 +184,15 @@ impl Cache {
 
     /// Number of blobs known.
     pub fn blob_count(&self) -> Result<u64, CacheError> {
-        Ok(self.conn().query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?)
     }
 
     /// Forgets everything (before a rebuild).
     pub fn clear(&self) -> Result<(), CacheError> {
-        self.conn().execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")?;
+        self.conn()
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")?;
         Ok(())
     }
 }
@@ -181,9 +207,18 @@ mod tests {
         let p = d.path().join("c.sqlite");
         let c = Cache::open(Some(&p)).unwrap();
         let pack = PackId::from_bytes([1; 32]);
-        let e = PackEntry { kind: BlobKind::Data, id: BlobId::from_bytes([2; 32]), offset: 12, length: 100, raw_length: 80 };
+        let e = PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId::from_bytes([2; 32]),
+            offset: 12,
+            length: 100,
+            raw_length: 80,
+        };
         c.add_index("i1", &[(pack, vec![e])]).unwrap();
-        assert_eq!(c.lookup(&e.id).unwrap(), Some(BlobLocation { pack, entry: e }));
+        assert_eq!(
+            c.lookup(&e.id).unwrap(),
+            Some(BlobLocation { pack, entry: e })
+        );
         assert!(c.contains(&e.id).unwrap());
         assert!(!c.contains(&BlobId::from_bytes([3; 32])).unwrap());
         assert!(c.index_files().unwrap().contains("i1"));

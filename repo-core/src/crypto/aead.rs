@@ -32,7 +32,13 @@ pub fn seal_with_nonce(
     // Encryption with a 32-byte key and 24-byte nonce cannot fail for inputs
     // below 256 GiB; our inputs are bounded far below that.
     let ct = cipher
-        .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad: ad })
+        .encrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad: ad,
+            },
+        )
         .unwrap_or_default();
     out.extend_from_slice(&ct);
     out

@@ -35,16 +35,14 @@ const MAX_PARALLELISM: u32 = 64;
 
 impl KdfParams {
     /// Derives a 32-byte key-encryption key from `password` and `salt`.
-    pub fn derive(
-        &self,
-        password: &[u8],
-        salt: &[u8],
-    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         if self.memory_kib > MAX_MEMORY_KIB
             || self.iterations > MAX_ITERATIONS
             || self.parallelism > MAX_PARALLELISM
         {
-            return Err(CryptoError::BadKdfParams(format!("{self:?} exceeds limits")));
+            return Err(CryptoError::BadKdfParams(format!(
+                "{self:?} exceeds limits"
+            )));
         }
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;

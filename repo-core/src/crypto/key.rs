@@ -169,8 +169,7 @@ impl KeyFile {
     /// Parses a key file without unlocking it.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let (_, rest) = format::read_prefix(bytes, &KEY_MAGIC, "key file")?;
-        let (header, sealed_master): (KeyFileHeader, Vec<u8>) =
-            encoding::decode(rest, "key file")?;
+        let (header, sealed_master): (KeyFileHeader, Vec<u8>) = encoding::decode(rest, "key file")?;
         Ok(Self {
             header,
             sealed_master,
@@ -200,7 +199,10 @@ mod tests {
         assert_eq!(back, kf);
         let k2 = back.unlock(b"pw").unwrap();
         assert_eq!(k2.data_key(), k.data_key());
-        assert_eq!(back.unlock(b"nope").unwrap_err(), CryptoError::WrongPassword);
+        assert_eq!(
+            back.unlock(b"nope").unwrap_err(),
+            CryptoError::WrongPassword
+        );
         // The header is authenticated: changing the host breaks unlocking.
         let mut t = back.clone();
         t.header.host = "x".into();

@@ -77,7 +77,10 @@ struct Pending {
 impl Index {
     /// Wraps a cache.
     pub fn new(cache: Cache) -> Self {
-        Self { cache, state: Mutex::new(Pending::default()) }
+        Self {
+            cache,
+            state: Mutex::new(Pending::default()),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -88,7 +91,11 @@ impl Index {
     /// a file the cache merged is gone (replaced by repair or prune), the
     /// cache is rebuilt from scratch. Superseded files are skipped.
     pub fn sync(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<()> {
-        let listed: Vec<String> = backend.list(ObjectKind::Index)?.into_iter().map(|o| o.name).collect();
+        let listed: Vec<String> = backend
+            .list(ObjectKind::Index)?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
         let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
         let mut known = self.cache.index_files()?;
         if known.iter().any(|k| !present.contains(k.as_str())) {
@@ -99,9 +106,15 @@ impl Index {
         for name in listed.iter().filter(|n| !known.contains(*n)) {
             files.push((name.clone(), load_index_file(backend, key, name)?));
         }
-        let superseded: HashSet<IndexId> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: HashSet<IndexId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         for (name, f) in files {
-            let skip = name.parse::<IndexId>().map(|id| superseded.contains(&id)).unwrap_or(false);
+            let skip = name
+                .parse::<IndexId>()
+                .map(|id| superseded.contains(&id))
+                .unwrap_or(false);
             if !skip {
                 let packs: Vec<_> = f.packs.into_iter().map(|p| (p.id, p.entries)).collect();
                 self.cache.add_index(&name, &packs)?;
@@ -136,7 +149,13 @@ impl Index {
     }
 
     /// Records a durable pack; writes an index file when enough are pending.
-    pub fn add_pack(&self, backend: &dyn Backend, key: &[u8; 32], pack: PackId, entries: Vec<PackEntry>) -> Result<()> {
+    pub fn add_pack(
+        &self,
+        backend: &dyn Backend,
+        key: &[u8; 32],
+        pack: PackId,
+        entries: Vec<PackEntry>,
+    ) -> Result<()> {
         let full = {
             let mut st = self.state();
             for e in &entries {
@@ -159,7 +178,13 @@ impl Index {
             return Ok(None);
         }
         let file = IndexFile {
-            packs: packs.iter().map(|(id, e)| IndexPack { id: *id, entries: e.clone() }).collect(),
+            packs: packs
+                .iter()
+                .map(|(id, e)| IndexPack {
+                    id: *id,
+                    entries: e.clone(),
+                })
+                .collect(),
             supersedes: Vec::new(),
         };
         let bytes = file.to_file(key);
@@ -209,7 +234,13 @@ mod tests {
         let f = IndexFile {
             packs: vec![IndexPack {
                 id: PackId::from_bytes([1; 32]),
-                entries: vec![PackEntry { kind: BlobKind::Tree, id: BlobId::from_bytes([2; 32]), offset: 12, length: 50, raw_length: 40 }],
+                entries: vec![PackEntry {
+                    kind: BlobKind::Tree,
+                    id: BlobId::from_bytes([2; 32]),
+                    offset: 12,
+                    length: 50,
+                    raw_length: 40,
+                }],
             }],
             supersedes: vec![IndexId::from_bytes([3; 32])],
         };

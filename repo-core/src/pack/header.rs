@@ -1,7 +1,9 @@
 //! The pack header: one fixed-size entry per blob (SPEC §7.2).
 
 use crate::blob::{self, BlobError, BlobKind};
-use crate::format::{self, FILE_PREFIX_LEN, FormatError, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN};
+use crate::format::{
+    self, FILE_PREFIX_LEN, FormatError, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN,
+};
 use crate::id::BlobId;
 
 /// Associated data of a pack header (SPEC §7.2).
@@ -56,7 +58,11 @@ impl PackHeader {
         if body.len() != count.saturating_mul(PACK_ENTRY_LEN) {
             return Err(FormatError::Malformed {
                 what,
-                reason: format!("{count} entries need {} bytes, have {}", count * PACK_ENTRY_LEN, body.len()),
+                reason: format!(
+                    "{count} entries need {} bytes, have {}",
+                    count * PACK_ENTRY_LEN,
+                    body.len()
+                ),
             });
         }
         let mut entries = Vec::with_capacity(count);
@@ -79,7 +85,11 @@ impl PackHeader {
             if u64::from(e.offset) != next {
                 return Err(FormatError::Malformed {
                     what,
-                    reason: format!("blob {} at offset {} instead of {next}", e.id.short(), e.offset),
+                    reason: format!(
+                        "blob {} at offset {} instead of {next}",
+                        e.id.short(),
+                        e.offset
+                    ),
                 });
             }
             next += u64::from(e.length);
@@ -109,12 +119,18 @@ impl PackHeader {
         pack_len: u64,
     ) -> Result<Result<Self, u64>, BlobError> {
         let what = "pack";
-        if pack_len < (FILE_PREFIX_LEN + PACK_TRAILER_LEN) as u64 || (tail.len() as u64) > pack_len {
+        if pack_len < (FILE_PREFIX_LEN + PACK_TRAILER_LEN) as u64 || (tail.len() as u64) > pack_len
+        {
             return Err(FormatError::Truncated { what }.into());
         }
         let hlen = format::read_u32_le(tail, tail.len() - PACK_TRAILER_LEN, what)? as u64;
         if hlen > MAX_PACK_HEADER as u64 {
-            return Err(FormatError::TooLarge { what: "pack header", len: hlen, limit: MAX_PACK_HEADER as u64 }.into());
+            return Err(FormatError::TooLarge {
+                what: "pack header",
+                len: hlen,
+                limit: MAX_PACK_HEADER as u64,
+            }
+            .into());
         }
         let need = hlen + PACK_TRAILER_LEN as u64;
         if need + FILE_PREFIX_LEN as u64 > pack_len {

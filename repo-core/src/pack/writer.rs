@@ -60,7 +60,8 @@ impl PackWriter {
     pub fn finish(mut self, key: &[u8; 32]) -> (PackId, Vec<u8>, Vec<PackEntry>) {
         let sealed = blob::seal_object(key, PACK_HEADER_AD, &self.header.encode(), 0);
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         let id = PackId::hash_of(&self.buf);
         (id, self.buf, self.header.entries)
     }
@@ -80,7 +81,12 @@ mod tests {
         let blobs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 + i as usize]).collect();
         for b in &blobs {
             let id = h.chunk_id(b);
-            w.add(BlobKind::Data, id, &blob::seal_blob(k.data_key(), BlobKind::Data, &id, b, 3), b.len() as u32);
+            w.add(
+                BlobKind::Data,
+                id,
+                &blob::seal_blob(k.data_key(), BlobKind::Data, &id, b, 3),
+                b.len() as u32,
+            );
         }
         let (pid, bytes, entries) = w.finish(k.data_key());
         assert_eq!(pid, PackId::hash_of(&bytes));
@@ -88,11 +94,17 @@ mod tests {
         assert_eq!(hdr.entries, entries);
         for (e, b) in hdr.entries.iter().zip(&blobs) {
             let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(&blob::open_blob(k.data_key(), &h, e.kind, &e.id, s, e.raw_length).unwrap(), b);
+            assert_eq!(
+                &blob::open_blob(k.data_key(), &h, e.kind, &e.id, s, e.raw_length).unwrap(),
+                b
+            );
         }
         // Truncation and a flipped header byte are errors, not panics.
         for cut in [0, 5, 12, bytes.len() / 2, bytes.len() - 1] {
-            assert!(PackHeader::from_pack(k.data_key(), &bytes[..cut]).is_err(), "cut {cut}");
+            assert!(
+                PackHeader::from_pack(k.data_key(), &bytes[..cut]).is_err(),
+                "cut {cut}"
+            );
         }
         let mut bad = bytes.clone();
         let n = bad.len();

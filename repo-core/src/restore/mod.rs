@@ -72,10 +72,17 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         let p = p.trim_end_matches('/');
-        let p = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
+        let p = if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("**/{p}")
+        };
         b.add(Glob::new(&p).map_err(|e| Error::InvalidArgument(format!("pattern {p:?}: {e}")))?);
     }
-    Ok(Some(b.build().map_err(|e| Error::InvalidArgument(e.to_string()))?))
+    Ok(Some(
+        b.build()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+    ))
 }
 
 /// A file to write, or a hard link to make.
@@ -118,10 +125,26 @@ impl<'a> Restore<'a> {
     pub fn run(self) -> Result<RestoreSummary> {
         let inc = globs(&self.includes)?;
         let exc = globs(&self.excludes)?;
-        fs::create_dir_all(&self.target).map_err(|source| Error::Target { path: self.target.clone(), source })?;
+        fs::create_dir_all(&self.target).map_err(|source| Error::Target {
+            path: self.target.clone(),
+            source,
+        })?;
         let mut plan = Plan::default();
-        self.plan_tree(&self.snapshot.snapshot.tree, Path::new("/"), &self.target, inc.is_none(), &inc, &exc, &mut plan)?;
-        let total: u64 = plan.files.iter().filter(|j| j.link_to.is_none()).map(|j| j.node.size).sum();
+        self.plan_tree(
+            &self.snapshot.snapshot.tree,
+            Path::new("/"),
+            &self.target,
+            inc.is_none(),
+            &inc,
+            &exc,
+            &mut plan,
+        )?;
+        let total: u64 = plan
+            .files
+            .iter()
+            .filter(|j| j.link_to.is_none())
+            .map(|j| j.node.size)
+            .sum();
         self.progress.set_total(total);
 
         let root = nix::unistd::geteuid().is_root();
@@ -145,7 +168,10 @@ impl<'a> Restore<'a> {
         for j in plan.files.iter() {
             if let Some(first) = &j.link_to {
                 let _ = fs::remove_file(&j.path);
-                fs::hard_link(first, &j.path).map_err(|source| Error::Target { path: j.path.clone(), source })?;
+                fs::hard_link(first, &j.path).map_err(|source| Error::Target {
+                    path: j.path.clone(),
+                    source,
+                })?;
             }
         }
         for (path, node) in &plan.others {
@@ -189,10 +215,15 @@ impl<'a> Restore<'a> {
                 NodeKind::Dir => {
                     // Create before descending; remove later if nothing inside was selected.
                     let existed = op.exists();
-                    fs::create_dir_all(&op).map_err(|source| Error::Target { path: op.clone(), source })?;
+                    fs::create_dir_all(&op).map_err(|source| Error::Target {
+                        path: op.clone(),
+                        source,
+                    })?;
                     let idx = plan.dirs.len();
                     plan.dirs.push((op.clone(), n.clone()));
-                    let sub = n.subtree.ok_or_else(|| Error::PathNotFound(sp.display().to_string()))?;
+                    let sub = n
+                        .subtree
+                        .ok_or_else(|| Error::PathNotFound(sp.display().to_string()))?;
                     let inner = self.plan_tree(&sub, &sp, &op, sel, inc, exc, plan)?;
                     if sel || inner {
                         any = true;
@@ -218,7 +249,11 @@ impl<'a> Restore<'a> {
                     } else {
                         None
                     };
-                    plan.files.push(FileJob { path: op, node: n.clone(), link_to });
+                    plan.files.push(FileJob {
+                        path: op,
+                        node: n.clone(),
+                        link_to,
+                    });
                 }
                 _ => {
                     any = true;
@@ -232,7 +267,10 @@ impl<'a> Restore<'a> {
     /// Writes a file's content, verifying every chunk; all-zero chunks
     /// become holes. Returns the bytes written.
     fn write_file(&self, path: &Path, node: &Node) -> Result<u64> {
-        let err = |source| Error::Target { path: path.to_path_buf(), source };
+        let err = |source| Error::Target {
+            path: path.to_path_buf(),
+            source,
+        };
         let _ = fs::remove_file(path);
         let mut f = OpenOptions::new()
             .write(true)
@@ -246,34 +284,47 @@ impl<'a> Restore<'a> {
         let mut at = 0u64; // where the file cursor is
         for id in &node.content {
             let data = self.repo.read_blob(id)?;
-            let len = data.len() as u64;
-            if data.iter().all(|&b| b == 0) {
-                pos += len; // leave a hole
-            } else {
-                if at != pos {
-                    f.seek(SeekFrom::Start(pos)).map_err(err)?;
+            // Write only the non-zero runs of file-system blocks; seeking over
+            // zero blocks leaves holes, so sparse files stay sparse.
+            for (off, run) in nonzero_runs(&data, pos) {
+                let at_pos = pos + off as u64;
+                if at != at_pos {
+                    f.seek(SeekFrom::Start(at_pos)).map_err(err)?;
                 }
-                f.write_all(&data).map_err(err)?;
-                pos += len;
-                at = pos;
-                written += len;
+                f.write_all(run).map_err(err)?;
+                at = at_pos + run.len() as u64;
+                written += run.len() as u64;
             }
-            self.progress.add_bytes(len);
+            pos += data.len() as u64;
+            self.progress.add_bytes(data.len() as u64);
         }
         f.set_len(pos).map_err(err)?;
         Ok(written)
     }
 
-    fn make_special(&self, path: &Path, node: &Node, root: bool, warn: &(dyn Fn(String) + Sync)) -> Result<()> {
-        let err = |source| Error::Target { path: path.to_path_buf(), source };
+    fn make_special(
+        &self,
+        path: &Path,
+        node: &Node,
+        root: bool,
+        warn: &(dyn Fn(String) + Sync),
+    ) -> Result<()> {
+        let err = |source| Error::Target {
+            path: path.to_path_buf(),
+            source,
+        };
         let _ = fs::remove_file(path);
         match node.kind {
             NodeKind::Symlink => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&node.symlink_target), path).map_err(err)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&node.symlink_target), path)
+                    .map_err(err)?;
             }
             NodeKind::Fifo => {
-                nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(node.mode as _))
-                    .map_err(|e| err(io::Error::from(e)))?;
+                nix::unistd::mkfifo(
+                    path,
+                    nix::sys::stat::Mode::from_bits_truncate(node.mode as _),
+                )
+                .map_err(|e| err(io::Error::from(e)))?;
             }
             NodeKind::CharDevice | NodeKind::BlockDevice => {
                 let kind = if node.kind == NodeKind::CharDevice {
@@ -281,13 +332,21 @@ impl<'a> Restore<'a> {
                 } else {
                     nix::sys::stat::SFlag::S_IFBLK
                 };
-                if let Err(e) = nix::sys::stat::mknod(path, kind, nix::sys::stat::Mode::from_bits_truncate(node.mode as _), node.rdev as _) {
+                if let Err(e) = nix::sys::stat::mknod(
+                    path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(node.mode as _),
+                    node.rdev as _,
+                ) {
                     warn(format!("{}: cannot create device: {e}", path.display()));
                     return Ok(());
                 }
             }
             NodeKind::Socket => {
-                warn(format!("{}: sockets are recorded but not restored", path.display()));
+                warn(format!(
+                    "{}: sockets are recorded but not restored",
+                    path.display()
+                ));
                 return Ok(());
             }
             NodeKind::File | NodeKind::Dir => {}
@@ -297,8 +356,17 @@ impl<'a> Restore<'a> {
 
     /// Ownership (as root), mode, xattrs, then times — in that order, since
     /// chown clears setuid bits and every change touches ctime/mtime.
-    fn set_meta(&self, path: &Path, node: &Node, root: bool, warn: &(dyn Fn(String) + Sync)) -> Result<()> {
-        let err = |source| Error::Target { path: path.to_path_buf(), source };
+    fn set_meta(
+        &self,
+        path: &Path,
+        node: &Node,
+        root: bool,
+        warn: &(dyn Fn(String) + Sync),
+    ) -> Result<()> {
+        let err = |source| Error::Target {
+            path: path.to_path_buf(),
+            source,
+        };
         if root {
             let (uid, gid) = self.ids(node);
             if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
@@ -310,7 +378,11 @@ impl<'a> Restore<'a> {
         }
         for x in &node.xattrs {
             if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
-                warn(format!("{}: cannot set xattr {}: {e}", path.display(), String::from_utf8_lossy(&x.name)));
+                warn(format!(
+                    "{}: cannot set xattr {}: {e}",
+                    path.display(),
+                    String::from_utf8_lossy(&x.name)
+                ));
             }
         }
         let t = filetime::FileTime::from_unix_time(
@@ -334,6 +406,60 @@ impl<'a> Restore<'a> {
             .flatten()
             .map_or(node.gid, |g| g.gid.as_raw());
         (uid, gid)
+    }
+}
+
+/// Hole granularity: file systems allocate in blocks of at least 4 KiB.
+const HOLE_BLOCK: usize = 4096;
+
+/// Splits `data`, which starts at file offset `file_pos`, into runs that
+/// contain non-zero bytes, at block boundaries of the file; all-zero blocks
+/// are left out.
+fn nonzero_runs(data: &[u8], file_pos: u64) -> Vec<(usize, &[u8])> {
+    let mut runs: Vec<(usize, &[u8])> = Vec::new();
+    let mut start = 0usize;
+    let mut run_start: Option<usize> = None;
+    while start < data.len() {
+        // Align block ends to the file, not to the chunk.
+        let to_boundary = HOLE_BLOCK - ((file_pos as usize + start) % HOLE_BLOCK);
+        let end = (start + to_boundary).min(data.len());
+        let zero = data[start..end].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(start),
+            (true, Some(s)) => {
+                runs.push((s, &data[s..start]));
+                run_start = None;
+            }
+            _ => {}
+        }
+        start = end;
+    }
+    if let Some(s) = run_start {
+        runs.push((s, &data[s..]));
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonzero_runs_skip_zero_blocks() {
+        let mut d = vec![0u8; 3 * HOLE_BLOCK];
+        d[10] = 1;
+        d[2 * HOLE_BLOCK + 5] = 2;
+        let r = nonzero_runs(&d, 0);
+        assert_eq!(
+            r.iter().map(|(o, s)| (*o, s.len())).collect::<Vec<_>>(),
+            vec![(0, HOLE_BLOCK), (2 * HOLE_BLOCK, HOLE_BLOCK)]
+        );
+        // Unaligned start: blocks follow the file's offsets.
+        let r = nonzero_runs(&d, 100);
+        assert_eq!(r[0], (0, &d[..HOLE_BLOCK - 100]));
+        assert!(nonzero_runs(&vec![0u8; 10_000], 7).is_empty());
+        let all: Vec<u8> = vec![1; 9000];
+        assert_eq!(nonzero_runs(&all, 0), vec![(0, &all[..])]);
     }
 }
 

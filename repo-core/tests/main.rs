@@ -1,0 +1,3 @@
+//! repo-core integration tests: one binary, one module per thing defended.
+
+mod suite;

@@ -1,0 +1,80 @@
+//! Acceptance: unchanged trees are not re-read; a one-line change adds
+//! about one chunk (issue 2).
+
+use std::fs;
+
+use super::{init_repo, random_bytes, text_lines};
+
+#[test]
+fn unchanged_tree_reads_nothing_and_adds_no_data() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    for i in 0..50 {
+        fs::write(
+            src.join(format!("a/f{i}")),
+            random_bytes(10_000 + i * 100, i as u64),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("a/b/big"), random_bytes(3 << 20, 99)).unwrap();
+    let repo = init_repo(d.path());
+    let first = repo.backup().path(&src).run().unwrap().snapshot;
+    assert_eq!(first.snapshot.summary.files_new, 51);
+    let second = repo.backup().path(&src).run().unwrap().snapshot;
+    let s = &second.snapshot.summary;
+    assert_eq!(second.snapshot.parent, Some(first.id));
+    assert_eq!(s.files_unmodified, 51);
+    assert_eq!((s.files_new, s.files_changed), (0, 0));
+    assert_eq!(s.bytes_read, 0, "an unchanged file was read");
+    assert_eq!(s.data_blobs, 0);
+    // Only the trees of the ancestors of `src` (whose times changed as the
+    // repository was written next to it) may be new; `src`'s own tree is reused.
+    assert!(s.tree_blobs <= 3, "{} new trees", s.tree_blobs);
+    let sub = |snap: &repo_core::SnapshotEntry| {
+        repo.find_node(&snap.snapshot.tree, &src.display().to_string())
+            .unwrap()
+            .subtree
+    };
+    assert_eq!(sub(&second), sub(&first));
+}
+
+#[test]
+fn one_line_change_in_large_file_adds_about_one_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // ~40 MiB of text: about 40 chunks at the default 1 MiB average.
+    let mut data = text_lines(600_000);
+    fs::write(src.join("dump.sql"), &data).unwrap();
+    let repo = init_repo(d.path());
+    let first = repo.backup().path(&src).run().unwrap().snapshot;
+    let chunks = repo
+        .find_node(&first.snapshot.tree, &format!("{}/dump.sql", src.display()))
+        .unwrap()
+        .content
+        .len();
+    assert!(chunks >= 20, "only {chunks} chunks");
+    let mid = data.len() / 2;
+    let line_start = mid + data[mid..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    data.splice(
+        line_start..line_start,
+        b"00000000 INSERT INTO t VALUES (-1, 'new row', 'n@example.org');\n"
+            .iter()
+            .copied(),
+    );
+    fs::write(src.join("dump.sql"), &data).unwrap();
+    let second = repo.backup().path(&src).run().unwrap().snapshot;
+    let s = &second.snapshot.summary;
+    assert_eq!(s.files_changed, 1);
+    assert!(
+        s.data_blobs <= 2,
+        "{} new chunks for a one-line change",
+        s.data_blobs
+    );
+    assert!(
+        s.bytes_added < (data.len() as u64) / 8,
+        "{} bytes added",
+        s.bytes_added
+    );
+}
