@@ -4,6 +4,7 @@ mod corruption;
 mod incremental;
 mod plaintext;
 mod roundtrip;
+mod selection;
 
 use std::path::Path;
 
