@@ -102,6 +102,49 @@ mod tests {
     use super::*;
     use crate::crypto::MasterKey;
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decode_encode_round_trip(
+            time_ns in any::<i64>(),
+            host in ".{0,20}",
+            paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 0..4),
+            tags in proptest::collection::vec("[a-z]{0,8}", 0..4),
+            parent in proptest::option::of(any::<[u8; 32]>()),
+            counters in any::<[u64; 6]>(),
+            metadata in proptest::collection::vec((".{0,8}", ".{0,8}"), 0..3),
+        ) {
+            let s = Snapshot {
+                time_ns,
+                host,
+                username: "u".into(),
+                paths,
+                tags,
+                parent: parent.map(SnapshotId::from_bytes),
+                tree: TreeId::from_bytes([1; 32]),
+                program_version: "cairn test".into(),
+                summary: SnapshotSummary {
+                    files_new: counters[0],
+                    bytes_read: counters[1],
+                    bytes_added: counters[2],
+                    total_files: counters[3],
+                    errors: counters[4],
+                    duration_ns: counters[5],
+                    ..Default::default()
+                },
+                metadata,
+            };
+            let enc = encoding::encode(&s);
+            prop_assert_eq!(encoding::decode::<Snapshot>(&enc, "snapshot").unwrap(), s);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = encoding::decode::<Snapshot>(&bytes, "snapshot");
+        }
+    }
+
     #[test]
     fn snapshot_file_round_trip() {
         let k = MasterKey::generate();

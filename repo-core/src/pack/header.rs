@@ -154,3 +154,39 @@ impl PackHeader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decode_encode_round_trip(blobs in proptest::collection::vec((any::<bool>(), any::<[u8; 32]>(), 1u32..10_000, any::<u32>()), 0..20)) {
+            let mut offset = FILE_PREFIX_LEN as u32;
+            let entries: Vec<PackEntry> = blobs
+                .into_iter()
+                .map(|(tree, id, length, raw_length)| {
+                    let e = PackEntry {
+                        kind: if tree { BlobKind::Tree } else { BlobKind::Data },
+                        id: BlobId::from_bytes(id),
+                        offset,
+                        length,
+                        raw_length,
+                    };
+                    offset += length;
+                    e
+                })
+                .collect();
+            let h = PackHeader { entries };
+            prop_assert_eq!(PackHeader::decode(&h.encode(), u64::from(offset)).unwrap(), h.clone());
+            // Any other end offset is inconsistent.
+            prop_assert!(PackHeader::decode(&h.encode(), u64::from(offset) + 1).is_err());
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), end in any::<u64>()) {
+            let _ = PackHeader::decode(&bytes, end);
+        }
+    }
+}
