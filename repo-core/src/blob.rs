@@ -134,6 +134,33 @@ pub fn open_blob(
     Ok(plain)
 }
 
+/// Seals a whole repository file: `magic || version || sealed(plaintext)`,
+/// with `magic || version` as associated data (SPEC §2.3).
+pub fn seal_file(
+    magic: &[u8; crate::format::MAGIC_LEN],
+    key: &[u8; 32],
+    plaintext: &[u8],
+    level: i32,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::format::write_prefix(&mut out, magic, crate::format::FORMAT_VERSION);
+    let sealed = seal_object(key, &out, plaintext, level);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens a file made by [`seal_file`].
+pub fn open_file(
+    magic: &[u8; crate::format::MAGIC_LEN],
+    what: &'static str,
+    key: &[u8; 32],
+    bytes: &[u8],
+) -> Result<Vec<u8>, BlobError> {
+    crate::format::read_prefix(bytes, magic, what)?;
+    let (ad, sealed) = bytes.split_at(crate::format::FILE_PREFIX_LEN);
+    open_object(key, ad, sealed, crate::format::MAX_META_FILE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,31 +196,4 @@ mod tests {
             Err(BlobError::HashMismatch)
         );
     }
-}
-
-/// Seals a whole repository file: `magic || version || sealed(plaintext)`,
-/// with `magic || version` as associated data (SPEC §2.3).
-pub fn seal_file(
-    magic: &[u8; crate::format::MAGIC_LEN],
-    key: &[u8; 32],
-    plaintext: &[u8],
-    level: i32,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    crate::format::write_prefix(&mut out, magic, crate::format::FORMAT_VERSION);
-    let sealed = seal_object(key, &out, plaintext, level);
-    out.extend_from_slice(&sealed);
-    out
-}
-
-/// Opens a file made by [`seal_file`].
-pub fn open_file(
-    magic: &[u8; crate::format::MAGIC_LEN],
-    what: &'static str,
-    key: &[u8; 32],
-    bytes: &[u8],
-) -> Result<Vec<u8>, BlobError> {
-    crate::format::read_prefix(bytes, magic, what)?;
-    let (ad, sealed) = bytes.split_at(crate::format::FILE_PREFIX_LEN);
-    open_object(key, ad, sealed, crate::format::MAX_META_FILE)
 }

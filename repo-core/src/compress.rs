@@ -64,20 +64,26 @@ pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError>
             Ok(payload.to_vec())
         }
         MARKER_ZSTD => {
-            // Bound the output before allocating: the frame header may lie.
-            if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(payload) {
-                if n > max_len as u64 {
-                    return Err(FormatError::TooLarge {
+            // Our frames always record their size; allocate that (bounded
+            // by `max_len`), never `max_len` itself.
+            let n = match zstd::zstd_safe::get_frame_content_size(payload) {
+                Ok(Some(n)) => n,
+                _ => {
+                    return Err(FormatError::Malformed {
                         what,
-                        len: n,
-                        limit: max_len as u64,
+                        reason: "zstd frame without content size".into(),
                     });
                 }
+            };
+            if n > max_len as u64 {
+                return Err(FormatError::TooLarge { what, len: n, limit: max_len as u64 });
             }
-            zstd::bulk::decompress(payload, max_len).map_err(|e| FormatError::Malformed {
-                what,
-                reason: e.to_string(),
-            })
+            let out = zstd::bulk::decompress(payload, n as usize)
+                .map_err(|e| FormatError::Malformed { what, reason: e.to_string() })?;
+            if out.len() as u64 != n {
+                return Err(FormatError::Malformed { what, reason: "frame shorter than its declared size".into() });
+            }
+            Ok(out)
         }
         m => Err(FormatError::Malformed {
             what,

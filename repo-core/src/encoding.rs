@@ -21,9 +21,10 @@ const fn cfg() -> Cfg {
 
 /// Encodes `value` canonically.
 pub fn encode<T: bincode::Encode>(value: &T) -> Vec<u8> {
-    // Encoding into a Vec cannot fail for our types: they hold no maps with
-    // fallible keys and nothing exceeds the limit that we did not decode.
-    bincode::encode_to_vec(value, cfg()).unwrap_or_default()
+    // Encoding into a Vec cannot fail for our types (no fallible maps, no
+    // limit on encoding); storing empty bytes instead would lose data.
+    #[allow(clippy::expect_used)]
+    bincode::encode_to_vec(value, cfg()).expect("encoding to a Vec cannot fail")
 }
 
 /// Decodes a whole `bytes` as `T`; trailing bytes are an error.

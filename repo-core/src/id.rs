@@ -21,7 +21,7 @@ pub struct ParseIdError(pub String);
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Hash, PartialOrd, Ord)]
+        #[derive(Clone, Copy, PartialOrd, Ord)]
         pub struct $name([u8; ID_LEN]);
 
         impl $name {
@@ -53,6 +53,12 @@ macro_rules! define_id {
             }
         }
         impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.0.hash(h)
+            }
+        }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

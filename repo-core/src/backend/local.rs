@@ -61,8 +61,17 @@ impl LocalBackend {
         }
     }
 
-    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
-        self.dir(kind, name).join(name)
+    /// The file of an object; names that could escape the layout are refused.
+    fn path(&self, kind: ObjectKind, name: &str) -> Result<PathBuf, BackendError> {
+        if !valid_name(name) {
+            return Err(BackendError::io(
+                "resolve",
+                kind,
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, "invalid object name"),
+            ));
+        }
+        Ok(self.dir(kind, name).join(name))
     }
 }
 
@@ -84,7 +93,7 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
-        fs::read(self.path(kind, name)).map_err(|e| BackendError::io("read", kind, name, e))
+        fs::read(self.path(kind, name)?).map_err(|e| BackendError::io("read", kind, name, e))
     }
 
     fn read_range(
@@ -95,14 +104,14 @@ impl Backend for LocalBackend {
         len: u32,
     ) -> Result<Vec<u8>, BackendError> {
         let err = |e| BackendError::io("read", kind, name, e);
-        let f = File::open(self.path(kind, name)).map_err(err)?;
+        let f = File::open(self.path(kind, name)?).map_err(err)?;
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, offset).map_err(err)?;
         Ok(buf)
     }
 
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
-        fs::metadata(self.path(kind, name))
+        fs::metadata(self.path(kind, name)?)
             .map(|m| m.len())
             .map_err(|e| BackendError::io("stat", kind, name, e))
     }
@@ -120,10 +129,10 @@ impl Backend for LocalBackend {
         if target.exists() {
             return Ok(());
         }
-        if let Err(e) = fs::create_dir(&dir) {
-            if e.kind() != io::ErrorKind::AlreadyExists {
-                return Err(err(e));
-            }
+        if let Err(e) = fs::create_dir(&dir)
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return Err(err(e));
         }
         let mut rnd = [0u8; 8];
         rand::rngs::OsRng.fill_bytes(&mut rnd);
@@ -133,12 +142,12 @@ impl Backend for LocalBackend {
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
+            // link(2) fails instead of replacing an existing name; a file
+            // system without hard links is not supported (SPEC §18).
             match fs::hard_link(&tmp, &target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                // File systems without hard links: rename (we checked above
-                // that the name was free; the content is the same anyway).
-                Err(_) => fs::rename(&tmp, &target)?,
+                Err(e) => return Err(e),
             }
             let _ = fs::remove_file(&tmp);
             sync_dir(&dir)
@@ -196,8 +205,9 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        let path = self.path(kind, name)?;
         let dir = self.dir(kind, name);
-        fs::remove_file(dir.join(name)).map_err(|e| BackendError::io("delete", kind, name, e))?;
+        fs::remove_file(path).map_err(|e| BackendError::io("delete", kind, name, e))?;
         sync_dir(&dir).map_err(|e| BackendError::io("delete", kind, name, e))
     }
 }

@@ -75,6 +75,9 @@ impl Excludes {
     }
 }
 
+/// Content already read for a hard-linked inode: chunk ids, size, profile.
+type LinkedContent = HashMap<(u64, u64), (Vec<BlobId>, u64, u8)>;
+
 /// Counters shared by the walking threads.
 #[derive(Debug, Default)]
 struct Stats {
@@ -112,7 +115,7 @@ pub(crate) struct Archiver<'a> {
     names: Names,
     stats: Stats,
     warnings: Mutex<Vec<String>>,
-    hardlinks: Mutex<HashMap<(u64, u64), (Vec<BlobId>, u64)>>,
+    hardlinks: Mutex<LinkedContent>,
 }
 
 /// Top-level selection: the absolute paths given, as a tree of components.
@@ -273,7 +276,8 @@ impl<'a> Archiver<'a> {
         }
         match node.kind {
             NodeKind::File => {
-                if !self.archive_file(path, &mut node, prev)? {
+                let kept = self.archive_file(path, &mut node, prev)?;
+                if !kept {
                     return Ok(None);
                 }
             }
@@ -338,6 +342,13 @@ impl<'a> Archiver<'a> {
 
     /// Saves a tree blob and counts the directory as new/changed/unmodified.
     fn save_tree(&self, mut tree: Tree, had_parent: bool) -> Result<TreeId> {
+        if tree.nodes.len() > crate::format::MAX_TREE_ENTRIES {
+            return Err(Error::InvalidArgument(format!(
+                "a directory has {} entries, over the {} this format version stores in one tree",
+                tree.nodes.len(),
+                crate::format::MAX_TREE_ENTRIES
+            )));
+        }
         tree.sort();
         let bytes = tree.encode();
         if bytes.len() > crate::format::MAX_TREE_SIZE {
@@ -389,7 +400,7 @@ impl<'a> Archiver<'a> {
         }
         let hl_key = (node.links > 1).then_some((node.device, node.inode));
         if let Some(k) = hl_key
-            && let Some((content, size)) = self
+            && let Some((content, size, profile)) = self
                 .hardlinks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -397,6 +408,7 @@ impl<'a> Archiver<'a> {
         {
             node.content = content.clone();
             node.size = *size;
+            node.chunker = *profile;
             self.stats.total_bytes.fetch_add(node.size, Relaxed);
             return Ok(true);
         }
@@ -442,7 +454,7 @@ impl<'a> Archiver<'a> {
             self.hardlinks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(k, (node.content.clone(), node.size));
+                .insert(k, (node.content.clone(), node.size, node.chunker));
         }
         self.stats.total_bytes.fetch_add(node.size, Relaxed);
         Ok(true)

@@ -146,7 +146,7 @@ impl<'a> Backup<'a> {
         let time_ns = self.time_ns.unwrap_or_else(repository::now_ns);
         let host = self.host.clone().unwrap_or_else(repository::hostname);
         let is_stream = self.stream.is_some();
-        if is_stream == !self.paths.is_empty() {
+        if is_stream != self.paths.is_empty() {
             return Err(Error::InvalidArgument(
                 "give either paths or one stream".into(),
             ));

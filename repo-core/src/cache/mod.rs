@@ -22,6 +22,24 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[error("local cache: {0}")]
 pub struct CacheError(#[from] rusqlite::Error);
 
+/// Marker for "this cache file is from another schema or damaged".
+const STALE: rusqlite::Error = rusqlite::Error::InvalidQuery;
+
+impl CacheError {
+    /// The file is of another schema version, or SQLite finds it damaged or
+    /// not a database: safe to delete and rebuild. Busy or permission errors
+    /// are not: another process may be using a good cache.
+    fn is_stale(&self) -> bool {
+        match &self.0 {
+            rusqlite::Error::InvalidQuery => true,
+            rusqlite::Error::SqliteFailure(e, _) => {
+                matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The SQLite index cache of one repository.
 #[derive(Debug)]
 pub struct Cache {
@@ -55,7 +73,7 @@ impl Cache {
             None => Connection::open_in_memory()?,
             Some(p) => match Self::open_file(p) {
                 Ok(c) => c,
-                Err(_) => {
+                Err(e) if e.is_stale() => {
                     for suffix in ["", "-wal", "-shm", "-journal"] {
                         let mut f = p.as_os_str().to_owned();
                         f.push(suffix);
@@ -63,6 +81,7 @@ impl Cache {
                     }
                     Self::open_file(p)?
                 }
+                Err(e) => return Err(e),
             },
         };
         conn.execute_batch(SCHEMA)?;
@@ -82,11 +101,11 @@ impl Cache {
         let has_tables: i64 =
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if has_tables > 0 && v != SCHEMA_VERSION {
-            return Err(CacheError(rusqlite::Error::InvalidQuery));
+            return Err(CacheError(STALE));
         }
         let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if ok != "ok" {
-            return Err(CacheError(rusqlite::Error::InvalidQuery));
+            return Err(CacheError(STALE));
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;

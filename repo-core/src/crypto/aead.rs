@@ -29,8 +29,8 @@ pub fn seal_with_nonce(
     let cipher = XChaCha20Poly1305::new(key.into());
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(nonce);
-    // Encryption with a 32-byte key and 24-byte nonce cannot fail for inputs
-    // below 256 GiB; our inputs are bounded far below that.
+    // Encryption cannot fail below 256 GiB of input; ours is bounded far
+    // below that. Storing a nonce without ciphertext would lose data.
     let ct = cipher
         .encrypt(
             XNonce::from_slice(nonce),
@@ -39,7 +39,7 @@ pub fn seal_with_nonce(
                 aad: ad,
             },
         )
-        .unwrap_or_default();
+        .expect("XChaCha20-Poly1305 input under 256 GiB");
     out.extend_from_slice(&ct);
     out
 }

@@ -101,6 +101,8 @@ pub struct KeyFileHeader {
 /// A key file: header plus the sealed master secret (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFile {
+    /// Format version the file was written with; part of the AD.
+    pub version: u32,
     /// Plain fields.
     pub header: KeyFileHeader,
     /// `seal(kek, magic||version||header, master)`.
@@ -129,17 +131,18 @@ impl KeyFile {
             salt,
         };
         let kek = kdf.derive(password, &salt)?;
-        let ad = Self::ad(&header);
+        let ad = Self::ad(FORMAT_VERSION, &header);
         let sealed_master = aead::seal(&kek, &ad, &key.master);
         Ok(Self {
+            version: FORMAT_VERSION,
             header,
             sealed_master,
         })
     }
 
-    fn ad(header: &KeyFileHeader) -> Vec<u8> {
+    fn ad(version: u32, header: &KeyFileHeader) -> Vec<u8> {
         let mut ad = Vec::new();
-        format::write_prefix(&mut ad, &KEY_MAGIC, FORMAT_VERSION);
+        format::write_prefix(&mut ad, &KEY_MAGIC, version);
         ad.extend_from_slice(&encoding::encode(header));
         ad
     }
@@ -148,7 +151,7 @@ impl KeyFile {
     pub fn unlock(&self, password: &[u8]) -> Result<MasterKey, CryptoError> {
         let kek = self.header.kdf.derive(password, &self.header.salt)?;
         let plain = Zeroizing::new(
-            aead::open(&kek, &Self::ad(&self.header), &self.sealed_master)
+            aead::open(&kek, &Self::ad(self.version, &self.header), &self.sealed_master)
                 .map_err(|_| CryptoError::WrongPassword)?,
         );
         let master: [u8; 32] = plain
@@ -161,16 +164,17 @@ impl KeyFile {
     /// `magic || version || header || u64 len || sealed_master` (SPEC §4).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        format::write_prefix(&mut out, &KEY_MAGIC, FORMAT_VERSION);
+        format::write_prefix(&mut out, &KEY_MAGIC, self.version);
         out.extend_from_slice(&encoding::encode(&(&self.header, &self.sealed_master)));
         out
     }
 
     /// Parses a key file without unlocking it.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let (_, rest) = format::read_prefix(bytes, &KEY_MAGIC, "key file")?;
+        let (version, rest) = format::read_prefix(bytes, &KEY_MAGIC, "key file")?;
         let (header, sealed_master): (KeyFileHeader, Vec<u8>) = encoding::decode(rest, "key file")?;
         Ok(Self {
+            version,
             header,
             sealed_master,
         })

@@ -215,11 +215,11 @@ impl Index {
 /// Reads and decrypts one index file, naming it on failure.
 pub fn load_index_file(backend: &dyn Backend, key: &[u8; 32], name: &str) -> Result<IndexFile> {
     let bytes = backend.read(ObjectKind::Index, name)?;
-    IndexFile::from_file(key, &bytes).map_err(|source| Error::CorruptObject {
-        kind: ObjectKind::Index,
-        name: name.to_string(),
-        source,
-    })
+    let corrupt = |source| Error::CorruptObject { kind: ObjectKind::Index, name: name.to_string(), source };
+    if IndexId::hash_of(&bytes).to_hex() != name {
+        return Err(corrupt(BlobError::HashMismatch));
+    }
+    IndexFile::from_file(key, &bytes).map_err(corrupt)
 }
 
 #[cfg(test)]

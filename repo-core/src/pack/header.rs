@@ -53,19 +53,19 @@ impl PackHeader {
     /// `blobs_end` (where the sealed header starts) without overlap.
     pub fn decode(bytes: &[u8], blobs_end: u64) -> Result<Self, FormatError> {
         let what = "pack header";
-        let count = format::read_u32_le(bytes, 0, what)? as usize;
+        let count = u64::from(format::read_u32_le(bytes, 0, what)?);
         let body = &bytes[4..];
-        if body.len() != count.saturating_mul(PACK_ENTRY_LEN) {
+        if body.len() as u64 != count * PACK_ENTRY_LEN as u64 {
             return Err(FormatError::Malformed {
                 what,
                 reason: format!(
                     "{count} entries need {} bytes, have {}",
-                    count * PACK_ENTRY_LEN,
+                    count * PACK_ENTRY_LEN as u64,
                     body.len()
                 ),
             });
         }
-        let mut entries = Vec::with_capacity(count);
+        let mut entries = Vec::with_capacity(body.len() / PACK_ENTRY_LEN);
         let mut next = FILE_PREFIX_LEN as u64;
         for raw in body.chunks_exact(PACK_ENTRY_LEN) {
             let kind = BlobKind::from_byte(raw[0]).ok_or_else(|| FormatError::Malformed {
@@ -119,7 +119,9 @@ impl PackHeader {
         pack_len: u64,
     ) -> Result<Result<Self, u64>, BlobError> {
         let what = "pack";
-        if pack_len < (FILE_PREFIX_LEN + PACK_TRAILER_LEN) as u64 || (tail.len() as u64) > pack_len
+        if pack_len < (FILE_PREFIX_LEN + PACK_TRAILER_LEN) as u64
+            || tail.len() < PACK_TRAILER_LEN
+            || (tail.len() as u64) > pack_len
         {
             return Err(FormatError::Truncated { what }.into());
         }
