@@ -1,1 +1,147 @@
-fn main() {}
+//! `cairn`: the command-line interface to cairn repositories.
+//!
+//! A thin layer (STYLE §3): parse arguments (`cli`), find the password
+//! (`credentials`), call `repo-core` (`commands`), render text or JSON
+//! (`output`) and progress (`progress`). Exit codes are chosen in one place,
+//! [`exit_code`], from the library's typed errors.
+
+mod cli;
+mod commands;
+mod credentials;
+mod output;
+mod progress;
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::commands::Status;
+
+/// Exit codes, numbered like restic's so scripts can tell cases apart.
+///
+/// Two more are part of the contract without code here: 11 is reserved for
+/// "repository is locked" (the library has no locks yet), and 130 is what a
+/// shell reports when Ctrl-C ends cairn (we keep the default SIGINT action,
+/// which stops the process at once; the repository stays consistent because
+/// the snapshot is written last).
+mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any error not listed below, including invalid arguments.
+    pub const FAILURE: u8 = 1;
+    /// The backup was saved, but some source files could not be read.
+    pub const INCOMPLETE: u8 = 3;
+    /// No repository at the given location.
+    pub const NO_REPOSITORY: u8 = 10;
+    /// The password opens no key of the repository.
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists: the only time the local offset can be read soundly.
+    output::init_local_offset();
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version end up here too, on stdout, with success.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::FAILURE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    match commands::run(&cli) {
+        Ok(Status::Ok) => ExitCode::from(exit::OK),
+        Ok(Status::Incomplete) => ExitCode::from(exit::INCOMPLETE),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("cairn: error: {}", message(&err));
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// Maps an error to an exit code by finding the library's error in its chain.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    use repo_core::Error;
+    use repo_core::crypto::CryptoError;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            match e {
+                Error::NotARepository(_) => return exit::NO_REPOSITORY,
+                Error::WrongPassword | Error::Crypto(CryptoError::WrongPassword) => {
+                    return exit::WRONG_PASSWORD;
+                }
+                _ => {}
+            }
+        }
+        if let Some(CryptoError::WrongPassword) = cause.downcast_ref::<CryptoError>() {
+            return exit::WRONG_PASSWORD;
+        }
+    }
+    exit::FAILURE
+}
+
+/// True when stdout was closed by its reader (`cairn ls … | head`): not an
+/// error worth a message.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes joined with `": "`. Many library messages
+/// already include their source; a cause whose text is already shown is skipped.
+fn message(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let m = cause.to_string();
+        if m.is_empty() || line.contains(&m) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&m);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_come_from_typed_errors() {
+        let e = anyhow::Error::from(repo_core::Error::WrongPassword).context("opening");
+        assert_eq!(exit_code(&e), exit::WRONG_PASSWORD);
+        let e = anyhow::Error::from(repo_core::Error::NotARepository("/x".into()));
+        assert_eq!(exit_code(&e), exit::NO_REPOSITORY);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), exit::FAILURE);
+    }
+
+    #[test]
+    fn message_skips_repeated_causes() {
+        let io = io::Error::new(io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::from(repo_core::Error::Source {
+            path: "/a".into(),
+            source: io,
+        })
+        .context("backup");
+        assert_eq!(message(&e), "backup: cannot read /a: gone");
+    }
+
+    #[test]
+    fn broken_pipe_is_found_in_the_chain() {
+        let io = io::Error::new(io::ErrorKind::BrokenPipe, "pipe");
+        let e = anyhow::Error::from(repo_core::Error::Target {
+            path: "<output>".into(),
+            source: io,
+        });
+        assert!(is_broken_pipe(&e));
+    }
+}

@@ -1,0 +1,245 @@
+//! `cairn backup`: paths, our standard input, or a command's output.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use repo_core::{BackupOutcome, ParentChoice, Repository, SnapshotFilter};
+use serde::Serialize;
+
+use super::{Status, describe_status, open};
+use crate::cli::{BackupArgs, GlobalArgs};
+use crate::output::{self, Output};
+use crate::progress::TermProgress;
+
+/// The `--json` result: exactly one object.
+#[derive(Serialize)]
+struct BackupJson<'a> {
+    snapshot_id: String,
+    parent: Option<String>,
+    files_new: u64,
+    files_changed: u64,
+    files_unmodified: u64,
+    dirs_new: u64,
+    dirs_changed: u64,
+    dirs_unmodified: u64,
+    bytes_read: u64,
+    bytes_added: u64,
+    bytes_added_packed: u64,
+    total_files: u64,
+    total_bytes: u64,
+    duration_s: f64,
+    warnings: &'a [String],
+}
+
+/// Runs the backup and prints its summary; [`Status::Incomplete`] when
+/// some files could not be read.
+pub fn run(g: &GlobalArgs, out: Output, a: &BackupArgs) -> Result<Status> {
+    if a.stdin_filename.is_some() && !a.stdin && !a.stdin_from_command {
+        bail!("--stdin-filename needs --stdin or --stdin-from-command");
+    }
+    if !a.command.is_empty() && !a.stdin_from_command {
+        bail!("arguments after `--` are only used with --stdin-from-command");
+    }
+    let excludes = excludes(a)?;
+    let repo = open(g, out)?;
+    let progress = TermProgress::new(out);
+
+    let mut b = repo
+        .backup()
+        .progress(&progress)
+        .one_file_system(a.one_file_system)
+        .exclude_caches(a.exclude_caches);
+    for e in excludes {
+        b = b.exclude(e);
+    }
+    for t in &a.tags {
+        b = b.tag(t);
+    }
+    if let Some(h) = &a.host {
+        b = b.host(h);
+    }
+    if let Some(p) = &a.profile {
+        b = b.profile(p);
+    }
+    b = b.parent(parent(&repo, a)?);
+
+    let outcome = if a.stdin {
+        let name = a.stdin_filename.clone().unwrap_or_else(|| "stdin".into());
+        b.stream(name, io::stdin()).run()?
+    } else if a.stdin_from_command {
+        let reader = CommandReader::spawn(&a.command)?;
+        let name = a
+            .stdin_filename
+            .clone()
+            .unwrap_or_else(|| reader.name.clone());
+        b.stream(name, reader).run()?
+    } else {
+        for p in &a.paths {
+            b = b.path(p);
+        }
+        b.run()?
+    };
+    progress.finish();
+    report(out, &outcome)?;
+    Ok(if outcome.warnings.is_empty() {
+        Status::Ok
+    } else {
+        Status::Incomplete
+    })
+}
+
+/// `--exclude` plus the lines of every `--exclude-file`.
+fn excludes(a: &BackupArgs) -> Result<Vec<String>> {
+    let mut all = a.excludes.clone();
+    for f in &a.exclude_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        all.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(all)
+}
+
+fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
+    Ok(match (&a.parent, a.force) {
+        (_, true) => ParentChoice::None,
+        (Some(spec), false) => {
+            let e = repo
+                .find_snapshot(spec, &SnapshotFilter::default())
+                .context("cannot use --parent")?;
+            ParentChoice::Id(e.id)
+        }
+        (None, false) => ParentChoice::Auto,
+    })
+}
+
+fn report(out: Output, o: &BackupOutcome) -> Result<()> {
+    let s = &o.snapshot.snapshot.summary;
+    if out.json {
+        out.json_value(&BackupJson {
+            snapshot_id: o.snapshot.id.to_hex(),
+            parent: o.snapshot.snapshot.parent.map(|p| p.to_hex()),
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unmodified,
+            dirs_new: s.dirs_new,
+            dirs_changed: s.dirs_changed,
+            dirs_unmodified: s.dirs_unmodified,
+            bytes_read: s.bytes_read,
+            bytes_added: s.bytes_added,
+            bytes_added_packed: s.bytes_added_packed,
+            total_files: s.total_files,
+            total_bytes: s.total_bytes,
+            duration_s: output::seconds(s.duration_ns),
+            warnings: &o.warnings,
+        })?;
+        return Ok(());
+    }
+    if let Some(p) = o.snapshot.snapshot.parent {
+        out.verbose(1, format!("compared with parent snapshot {}", p.short()));
+    }
+    out.line(format!(
+        "Files: {} new, {} changed, {} unmodified",
+        s.files_new, s.files_changed, s.files_unmodified
+    ))?;
+    out.line(format!(
+        "Dirs:  {} new, {} changed, {} unmodified",
+        s.dirs_new, s.dirs_changed, s.dirs_unmodified
+    ))?;
+    out.line(format!(
+        "Added to the repository: {} (stored {})",
+        output::bytes(s.bytes_added),
+        output::bytes(s.bytes_added_packed)
+    ))?;
+    out.line("")?;
+    out.line(format!(
+        "processed {} files, {} in {}",
+        s.total_files,
+        output::bytes(s.total_bytes),
+        output::duration(s.duration_ns)
+    ))?;
+    out.line(format!("snapshot {} saved", o.snapshot.id.short()))?;
+    if !o.warnings.is_empty() {
+        out.warn(format!(
+            "{} warning(s): the snapshot was saved, but entries named above are missing or incomplete",
+            o.warnings.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A command's standard output as a reader. At end of file it waits for the
+/// command and turns a failure into a read error, so the library aborts the
+/// backup and writes no snapshot of a partial dump.
+struct CommandReader {
+    /// The command's base name: the default stream name.
+    name: String,
+    child: Child,
+    stdout: ChildStdout,
+    done: bool,
+}
+
+impl CommandReader {
+    fn spawn(argv: &[OsString]) -> Result<Self> {
+        let Some((prog, args)) = argv.split_first() else {
+            bail!("--stdin-from-command needs a command after `--`");
+        };
+        let name = Path::new(prog)
+            .file_name()
+            .unwrap_or(prog)
+            .to_string_lossy()
+            .into_owned();
+        let mut child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot run {}", Path::new(prog).display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("command has no standard output")?;
+        Ok(Self {
+            name,
+            child,
+            stdout,
+            done: false,
+        })
+    }
+}
+
+impl Read for CommandReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done {
+            self.done = true;
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "command {} {}",
+                    self.name,
+                    describe_status(status)
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for CommandReader {
+    fn drop(&mut self) {
+        if !self.done {
+            // The backup failed before the end of the stream: stop the command.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `cairn init`: create a repository.
+
+use anyhow::Result;
+use repo_core::{Backend, InitOptions, KdfParams, LocalBackend, ObjectKind, Repository};
+use serde::Serialize;
+
+use super::{Status, cache_dir, repo_path};
+use crate::cli::{GlobalArgs, InitArgs};
+use crate::credentials::{self, Purpose};
+use crate::output::Output;
+
+#[derive(Serialize)]
+struct InitJson {
+    repository: String,
+    id: String,
+}
+
+/// Creates the repository; refuses an existing one before asking for a password.
+pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
+    let path = repo_path(g)?;
+    let existing = LocalBackend::open(path);
+    if !existing.list(ObjectKind::Config)?.is_empty() {
+        return Err(repo_core::Error::AlreadyExists(existing.location()).into());
+    }
+    let pw = credentials::password(g, Purpose::Init)?;
+    let opts = InitOptions {
+        kdf: KdfParams {
+            memory_kib: a.kdf_memory,
+            iterations: a.kdf_iterations,
+            ..KdfParams::default()
+        },
+        compression_level: a.compression,
+        pack_size: a.pack_size * 1024 * 1024,
+        cache_dir: cache_dir(g),
+    };
+    let repo = Repository::init(LocalBackend::create(path)?, &pw, opts)?;
+    let id = repo.config().repo_id.to_hex();
+    if out.json {
+        out.json_value(&InitJson {
+            repository: path.display().to_string(),
+            id,
+        })?;
+    } else {
+        out.line(format!(
+            "created cairn repository {} at {}",
+            &id[..8],
+            path.display()
+        ))?;
+        out.line("")?;
+        out.line(
+            "Keep the password safe: without it the data in this repository cannot be read, \
+             and it cannot be recovered.",
+        )?;
+    }
+    Ok(Status::Ok)
+}

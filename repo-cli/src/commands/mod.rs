@@ -1,0 +1,192 @@
+//! One module per subcommand: arguments in, one library call, output out.
+//! Helpers shared by several commands (opening the repository, snapshot
+//! selection, paths in a snapshot) live here.
+
+mod backup;
+mod cat;
+mod completions;
+mod dump;
+mod init;
+mod ls;
+mod restore;
+mod snapshots;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use anyhow::{Context, Result, anyhow};
+use repo_core::{
+    Backend, LocalBackend, Node, NodeKind, ObjectKind, OpenOptions, Repository, SnapshotEntry,
+    SnapshotFilter,
+};
+
+use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
+use crate::credentials::{self, Purpose};
+use crate::output::Output;
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything worked.
+    Ok,
+    /// A backup was saved, but some source files could not be read.
+    Incomplete,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: &Cli) -> Result<Status> {
+    let g = &cli.global;
+    let out = Output {
+        json: g.json,
+        quiet: g.quiet,
+        verbose: g.verbose,
+    };
+    match &cli.command {
+        Command::Init(a) => init::run(g, out, a),
+        Command::Backup(a) => backup::run(g, out, a),
+        Command::Snapshots(a) => snapshots::run(g, out, a),
+        Command::Ls(a) => ls::run(g, out, a),
+        Command::Restore(a) => restore::run(g, out, a),
+        Command::Dump(a) => dump::run(g, out, a),
+        Command::Cat(a) => cat::run(g, out, a),
+        Command::Completions(a) => completions::run(a),
+    }
+}
+
+/// The repository location, required by every command but `completions`.
+fn repo_path(g: &GlobalArgs) -> Result<&Path> {
+    g.repo
+        .as_deref()
+        .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
+}
+
+/// The cache directory: `--cache-dir`, else `$XDG_CACHE_HOME/cairn`, else
+/// `~/.cache/cairn`; `None` (in memory) with `--no-cache` or when no home
+/// directory is known.
+fn cache_dir(g: &GlobalArgs) -> Option<PathBuf> {
+    if g.no_cache {
+        return None;
+    }
+    if let Some(d) = &g.cache_dir {
+        return Some(d.clone());
+    }
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    nonempty("XDG_CACHE_HOME")
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join("cairn"))
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache").join("cairn")))
+}
+
+/// Opens and unlocks the repository. A location without a config fails
+/// before the password is asked for.
+fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
+    let path = repo_path(g)?;
+    let backend = LocalBackend::open(path);
+    if backend.list(ObjectKind::Config)?.is_empty() {
+        return Err(repo_core::Error::NotARepository(backend.location()).into());
+    }
+    let pw = credentials::password(g, Purpose::Open)?;
+    let repo = Repository::open(
+        backend,
+        &pw,
+        OpenOptions {
+            cache_dir: cache_dir(g),
+        },
+    )?;
+    out.verbose(
+        1,
+        format!(
+            "opened repository {} at {}",
+            repo.config().repo_id.short(),
+            path.display()
+        ),
+    );
+    Ok(repo)
+}
+
+/// Lexically removes `.` and `..` from an absolute path, like the library
+/// does for backup paths, without resolving symlinks.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(s) => out.push(s),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The library filter for `--host`, `--tag`, `--path`. Absolute paths and
+/// relative paths naming something that exists here are matched the way
+/// backup records them (absolute); other relative paths are matched as
+/// given, which is how stream names (`db.sql`) are recorded.
+fn filter(f: &FilterArgs) -> Result<SnapshotFilter> {
+    let mut paths = Vec::new();
+    for p in &f.paths {
+        let path = Path::new(p);
+        let recorded = if path.is_absolute() || path.symlink_metadata().is_ok() {
+            let abs = std::path::absolute(path)
+                .with_context(|| format!("invalid path {}", path.display()))?;
+            normalize(&abs).into_os_string()
+        } else {
+            p.clone()
+        };
+        paths.push(recorded.as_bytes().to_vec());
+    }
+    Ok(SnapshotFilter {
+        host: f.host.clone(),
+        tags: f.tags.clone(),
+        paths,
+    })
+}
+
+/// Resolves `latest`, an id or a unique prefix, narrowed by the filters.
+fn select(repo: &Repository, spec: &str, f: &FilterArgs) -> Result<SnapshotEntry> {
+    Ok(repo.find_snapshot(spec, &filter(f)?)?)
+}
+
+/// The node at `path` (raw bytes, `/`-separated) below `root`, so names that
+/// are not UTF-8 can be addressed. The root itself is a directory node.
+fn find_node(repo: &Repository, snap: &SnapshotEntry, path: &OsStr) -> Result<Node> {
+    let mut node = Node::new(Vec::new(), NodeKind::Dir);
+    node.subtree = Some(snap.snapshot.tree);
+    for comp in path
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
+        let sub = match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(sub)) => sub,
+            _ => {
+                return Err(
+                    repo_core::Error::PathNotFound(path.to_string_lossy().into_owned()).into(),
+                );
+            }
+        };
+        node =
+            repo.load_tree(&sub)?.get(comp).cloned().ok_or_else(|| {
+                repo_core::Error::PathNotFound(path.to_string_lossy().into_owned())
+            })?;
+    }
+    Ok(node)
+}
+
+/// `exited with status 3` / `killed by signal 9`, for messages.
+pub fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}

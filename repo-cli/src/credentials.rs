@@ -1,0 +1,127 @@
+//! Where the repository password comes from. Passwords live in
+//! [`Zeroizing`] buffers and are never printed, not even in errors.
+//!
+//! Order: `--password-file` / `CAIRN_PASSWORD_FILE`, then
+//! `--password-command` / `CAIRN_PASSWORD_COMMAND`, then `CAIRN_PASSWORD`,
+//! then an interactive prompt when standard input is a terminal.
+
+use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
+
+use crate::cli::GlobalArgs;
+
+/// A password; its buffer is wiped when dropped.
+pub type Password = Zeroizing<Vec<u8>>;
+
+/// Environment variable holding the password itself (not a clap argument,
+/// so it never shows in `--help`).
+pub const PASSWORD_ENV: &str = "CAIRN_PASSWORD";
+
+/// Whether the password is for a new repository (asked twice at a prompt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Unlock an existing repository.
+    Open,
+    /// Protect a new repository.
+    Init,
+}
+
+/// Finds the password, in the documented order.
+pub fn password(global: &GlobalArgs, purpose: Purpose) -> Result<Password> {
+    let pw = if let Some(file) = &global.password_file {
+        from_file(file)?
+    } else if let Some(cmd) = &global.password_command {
+        from_command(cmd)?
+    } else if let Some(v) = std::env::var_os(PASSWORD_ENV) {
+        Zeroizing::new(v.into_vec())
+    } else if std::io::stdin().is_terminal() {
+        prompt(purpose)?
+    } else {
+        bail!(
+            "no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, \
+             use --password-file or --password-command, or run from a terminal to be asked"
+        );
+    };
+    if pw.is_empty() {
+        bail!("empty password");
+    }
+    Ok(pw)
+}
+
+/// Cuts `buf` at its first newline (dropping a `\r` before it) in place, so
+/// the discarded bytes are wiped with the buffer.
+fn first_line(mut buf: Password) -> Password {
+    if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+        buf.truncate(i);
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    buf
+}
+
+fn from_file(path: &Path) -> Result<Password> {
+    let buf = Zeroizing::new(
+        std::fs::read(path)
+            .with_context(|| format!("cannot read password file {}", path.display()))?,
+    );
+    Ok(first_line(buf))
+}
+
+fn from_command(cmd: &str) -> Result<Password> {
+    // Standard input and error stay ours, so the command may prompt (pass, gpg).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .output()
+        .context("cannot run the password command")?;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        bail!(
+            "password command failed: {}",
+            crate::commands::describe_status(out.status)
+        );
+    }
+    Ok(first_line(stdout))
+}
+
+fn prompt(purpose: Purpose) -> Result<Password> {
+    let ask = |text: &str| -> Result<Password> {
+        let s =
+            Zeroizing::new(rpassword::prompt_password(text).context("cannot read the password")?);
+        Ok(Zeroizing::new(s.as_bytes().to_vec()))
+    };
+    match purpose {
+        Purpose::Open => ask("enter password for repository: "),
+        Purpose::Init => {
+            let a = ask("enter password for new repository: ")?;
+            let b = ask("enter password again: ")?;
+            if a != b {
+                bail!("passwords do not match");
+            }
+            Ok(a)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_line_strips_newline_and_rest() {
+        let f = |s: &[u8]| first_line(Zeroizing::new(s.to_vec())).to_vec();
+        assert_eq!(f(b"secret\n"), b"secret");
+        assert_eq!(f(b"secret\r\nmore\n"), b"secret");
+        assert_eq!(f(b"secret"), b"secret");
+        assert_eq!(f(b"\n"), b"");
+    }
+}
