@@ -76,12 +76,23 @@ pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError>
                 }
             };
             if n > max_len as u64 {
-                return Err(FormatError::TooLarge { what, len: n, limit: max_len as u64 });
+                return Err(FormatError::TooLarge {
+                    what,
+                    len: n,
+                    limit: max_len as u64,
+                });
             }
-            let out = zstd::bulk::decompress(payload, n as usize)
-                .map_err(|e| FormatError::Malformed { what, reason: e.to_string() })?;
+            let out = zstd::bulk::decompress(payload, n as usize).map_err(|e| {
+                FormatError::Malformed {
+                    what,
+                    reason: e.to_string(),
+                }
+            })?;
             if out.len() as u64 != n {
-                return Err(FormatError::Malformed { what, reason: "frame shorter than its declared size".into() });
+                return Err(FormatError::Malformed {
+                    what,
+                    reason: "frame shorter than its declared size".into(),
+                });
             }
             Ok(out)
         }

@@ -13,8 +13,8 @@ pub const MIN_READ_VERSION: u32 = 1;
 
 /// Length of every magic prefix (SPEC §2).
 pub const MAGIC_LEN: usize = 8;
-/// Magic of the repository config file (SPEC §5). Inspired by PNG: a high
-/// byte and CR LF / LF catch text-mode transfers.
+/// Magic of the repository config file (SPEC §5): seven ASCII letters and
+/// 0x1a (Ctrl-Z, which stops `type`/`cat`-style text dumps early).
 pub const CONFIG_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNCF\x1a";
 /// Magic of a key file (SPEC §4).
 pub const KEY_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNKY\x1a";
@@ -47,7 +47,7 @@ pub const MAX_TREE_SIZE: usize = 256 * 1024 * 1024;
 pub const MAX_TREE_ENTRIES: usize = 1_000_000;
 /// Largest plaintext of any blob of any kind.
 pub const MAX_BLOB_SIZE: usize = MAX_TREE_SIZE;
-/// Largest encrypted pack header (SPEC §7): 4 M entries' worth.
+/// Largest encrypted pack header (SPEC §7): about 1.49 M 45-byte entries.
 pub const MAX_PACK_HEADER: usize = 64 * 1024 * 1024;
 /// Length of the trailer holding the header length (SPEC §7).
 pub const PACK_TRAILER_LEN: usize = size_of::<u32>();

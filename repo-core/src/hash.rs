@@ -7,7 +7,7 @@ use crate::id::BlobId;
 /// anyone without the key.
 #[derive(Clone)]
 pub struct ContentHasher {
-    data_key: [u8; 32],
+    chunk_key: [u8; 32],
     tree_key: [u8; 32],
 }
 
@@ -21,14 +21,14 @@ impl ContentHasher {
     /// The hasher of a repository's master key.
     pub fn new(key: &MasterKey) -> Self {
         Self {
-            data_key: *key.id_key(),
+            chunk_key: *key.id_key(),
             tree_key: *key.tree_key(),
         }
     }
 
     /// Id of a data chunk.
     pub fn chunk_id(&self, data: &[u8]) -> BlobId {
-        BlobId::from_bytes(*blake3::keyed_hash(&self.data_key, data).as_bytes())
+        BlobId::from_bytes(*blake3::keyed_hash(&self.chunk_key, data).as_bytes())
     }
 
     /// Id of an encoded tree.

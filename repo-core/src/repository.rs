@@ -408,22 +408,29 @@ impl Repository {
         }
     }
 
-    /// Finds the node at `path` (components separated by `/`) in a snapshot.
-    pub fn find_node(&self, root: &TreeId, path: &str) -> Result<Node> {
-        let mut dir = Node::new(Vec::new(), NodeKind::Dir);
-        dir.subtree = Some(*root);
-        let mut node = dir;
-        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+    /// Finds the node at `path` (components separated by `/`, raw bytes,
+    /// so non-UTF-8 names are reachable) in a snapshot.
+    pub fn find_node(&self, root: &TreeId, path: impl AsRef<[u8]>) -> Result<Node> {
+        let path = path.as_ref();
+        let not_found = || Error::PathNotFound(String::from_utf8_lossy(path).into_owned());
+        let mut node = Node::new(Vec::new(), NodeKind::Dir);
+        node.subtree = Some(*root);
+        for comp in path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
             let Some(sub) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
-                return Err(Error::PathNotFound(path.into()));
+                return Err(not_found());
             };
             let tree = self.load_tree(&sub)?;
-            node = tree
-                .get(comp.as_bytes())
-                .cloned()
-                .ok_or_else(|| Error::PathNotFound(path.into()))?;
+            node = tree.get(comp).cloned().ok_or_else(not_found)?;
         }
         Ok(node)
+    }
+
+    /// Reads and decrypts one index file (checks its name, too).
+    pub fn load_index(&self, id: &crate::id::IndexId) -> Result<crate::index::IndexFile> {
+        crate::index::load_index_file(&*self.backend, self.data_key(), &id.to_hex())
     }
 
     /// Visits every node below `root` depth-first, in name order, with its

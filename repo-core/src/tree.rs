@@ -143,7 +143,8 @@ impl Node {
 }
 
 // A tree of MAX_TREE_ENTRIES entries must pass the decoder's allocation limit.
-const _: () = assert!(crate::format::MAX_TREE_ENTRIES * size_of::<Node>() <= crate::format::MAX_META_FILE);
+const _: () =
+    assert!(crate::format::MAX_TREE_ENTRIES * size_of::<Node>() <= crate::format::MAX_META_FILE);
 
 /// A directory's entries, sorted by name bytes, names unique.
 #[derive(Debug, Clone, PartialEq, Eq, Default, bincode::Encode, bincode::Decode)]

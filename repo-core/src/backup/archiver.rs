@@ -380,7 +380,6 @@ impl<'a> Archiver<'a> {
 
     /// Fills a file node's content; false if the file was skipped.
     fn archive_file(&self, path: &Path, node: &mut Node, prev: Option<&Node>) -> Result<bool> {
-        self.stats.total_files.fetch_add(1, Relaxed);
         if let Some(p) = prev.filter(|p| unchanged(p, node)) {
             // Reuse the chunk list only if the index still knows every chunk.
             let mut known = true;
@@ -394,6 +393,7 @@ impl<'a> Archiver<'a> {
                 node.content = p.content.clone();
                 node.chunker = p.chunker;
                 self.stats.files_unmodified.fetch_add(1, Relaxed);
+                self.stats.total_files.fetch_add(1, Relaxed);
                 self.stats.total_bytes.fetch_add(node.size, Relaxed);
                 return Ok(true);
             }
@@ -409,15 +409,10 @@ impl<'a> Archiver<'a> {
             node.content = content.clone();
             node.size = *size;
             node.chunker = *profile;
+            self.stats.total_files.fetch_add(1, Relaxed);
             self.stats.total_bytes.fetch_add(node.size, Relaxed);
             return Ok(true);
         }
-        if prev.is_some() {
-            &self.stats.files_changed
-        } else {
-            &self.stats.files_new
-        }
-        .fetch_add(1, Relaxed);
         let file = match open_regular(path) {
             Ok(f) => f,
             Err(e) => {
@@ -456,6 +451,13 @@ impl<'a> Archiver<'a> {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(k, (node.content.clone(), node.size, node.chunker));
         }
+        if prev.is_some() {
+            &self.stats.files_changed
+        } else {
+            &self.stats.files_new
+        }
+        .fetch_add(1, Relaxed);
+        self.stats.total_files.fetch_add(1, Relaxed);
         self.stats.total_bytes.fetch_add(node.size, Relaxed);
         Ok(true)
     }

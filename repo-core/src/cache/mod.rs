@@ -33,7 +33,10 @@ impl CacheError {
         match &self.0 {
             rusqlite::Error::InvalidQuery => true,
             rusqlite::Error::SqliteFailure(e, _) => {
-                matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+                matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                )
             }
             _ => false,
         }

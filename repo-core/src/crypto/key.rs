@@ -151,8 +151,12 @@ impl KeyFile {
     pub fn unlock(&self, password: &[u8]) -> Result<MasterKey, CryptoError> {
         let kek = self.header.kdf.derive(password, &self.header.salt)?;
         let plain = Zeroizing::new(
-            aead::open(&kek, &Self::ad(self.version, &self.header), &self.sealed_master)
-                .map_err(|_| CryptoError::WrongPassword)?,
+            aead::open(
+                &kek,
+                &Self::ad(self.version, &self.header),
+                &self.sealed_master,
+            )
+            .map_err(|_| CryptoError::WrongPassword)?,
         );
         let master: [u8; 32] = plain
             .as_slice()

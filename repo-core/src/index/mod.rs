@@ -22,7 +22,7 @@ use crate::pack::{BlobLocation, PackEntry};
 pub const MAX_INDEX_ENTRIES: usize = 65_536;
 
 /// One pack in an index file.
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
 pub struct IndexPack {
     /// The pack.
     pub id: PackId,
@@ -31,7 +31,9 @@ pub struct IndexPack {
 }
 
 /// Decrypted body of an index file (SPEC §8).
-#[derive(Debug, Clone, PartialEq, Eq, Default, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, bincode::Encode, bincode::Decode, serde::Serialize,
+)]
 pub struct IndexFile {
     /// Packs described.
     pub packs: Vec<IndexPack>,
@@ -215,7 +217,11 @@ impl Index {
 /// Reads and decrypts one index file, naming it on failure.
 pub fn load_index_file(backend: &dyn Backend, key: &[u8; 32], name: &str) -> Result<IndexFile> {
     let bytes = backend.read(ObjectKind::Index, name)?;
-    let corrupt = |source| Error::CorruptObject { kind: ObjectKind::Index, name: name.to_string(), source };
+    let corrupt = |source| Error::CorruptObject {
+        kind: ObjectKind::Index,
+        name: name.to_string(),
+        source,
+    };
     if IndexId::hash_of(&bytes).to_hex() != name {
         return Err(corrupt(BlobError::HashMismatch));
     }

@@ -32,7 +32,7 @@ fn unchanged_tree_reads_nothing_and_adds_no_data() {
     // repository was written next to it) may be new; `src`'s own tree is reused.
     assert!(s.tree_blobs <= 3, "{} new trees", s.tree_blobs);
     let sub = |snap: &repo_core::SnapshotEntry| {
-        repo.find_node(&snap.snapshot.tree, &src.display().to_string())
+        repo.find_node(&snap.snapshot.tree, src.display().to_string())
             .unwrap()
             .subtree
     };
@@ -50,7 +50,7 @@ fn one_line_change_in_large_file_adds_about_one_chunk() {
     let repo = init_repo(d.path());
     let first = repo.backup().path(&src).run().unwrap().snapshot;
     let chunks = repo
-        .find_node(&first.snapshot.tree, &format!("{}/dump.sql", src.display()))
+        .find_node(&first.snapshot.tree, format!("{}/dump.sql", src.display()))
         .unwrap()
         .content
         .len();

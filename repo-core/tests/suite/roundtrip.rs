@@ -258,7 +258,7 @@ fn restore_selected_paths_and_dump() {
     let node = repo
         .find_node(
             &snap.snapshot.tree,
-            &format!("{}/keep/sub/a.txt", src.display()),
+            format!("{}/keep/sub/a.txt", src.display()),
         )
         .unwrap();
     let mut out = Vec::new();
