@@ -142,7 +142,7 @@ impl Chunker {
     }
 
     /// Reads `reader` to its end and calls `each` with batches of
-    /// consecutive chunks, borrowed from one reused buffer of `3 × max` bytes
+    /// consecutive chunks, borrowed from one reused buffer of `2 × max` bytes
     /// (less when `size_hint` says the input is smaller), so a caller can
     /// process a batch in parallel without copying. Returns the bytes read.
     pub fn stream_batches<R: Read, E: From<io::Error>>(
@@ -152,7 +152,7 @@ impl Chunker {
         mut each: impl FnMut(&[&[u8]]) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max as usize;
-        let full = 3 * max;
+        let full = 2 * max;
         // One byte more than the hint lets us see EOF without a second buffer.
         let cap = size_hint.map_or(full, |h| (h as usize).saturating_add(1).clamp(1, full));
         let mut buf = vec![0u8; cap];

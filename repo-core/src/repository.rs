@@ -476,11 +476,19 @@ impl Repository {
         Ok(n)
     }
 
+    /// An empty pack; data packs get room for a full pack plus one blob.
+    fn new_pack(&self, kind: BlobKind) -> PackWriter {
+        match kind {
+            BlobKind::Data => PackWriter::with_capacity(self.config.pack_size as usize + (1 << 20)),
+            BlobKind::Tree => PackWriter::new(),
+        }
+    }
+
     /// A packer for a backup session.
     pub(crate) fn packer(&self) -> Packer<'_> {
         Packer {
             repo: self,
-            writers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
+            writers: [Mutex::new(self.new_pack(BlobKind::Data)), Mutex::new(self.new_pack(BlobKind::Tree))],
         }
     }
 }
@@ -545,7 +553,7 @@ impl Packer<'_> {
                 .unwrap_or_else(|e| e.into_inner());
             w.add(kind, id, &sealed, plaintext.len() as u32);
             if w.len() >= self.repo.config.pack_size as usize {
-                Some(std::mem::take(&mut *w))
+                Some(std::mem::replace(&mut *w, self.repo.new_pack(kind)))
             } else {
                 None
             }

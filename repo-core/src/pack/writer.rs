@@ -21,7 +21,13 @@ impl Default for PackWriter {
 impl PackWriter {
     /// An empty pack.
     pub fn new() -> Self {
-        let mut buf = Vec::new();
+        Self::with_capacity(0)
+    }
+
+    /// An empty pack with room for `bytes` without reallocating (a growing
+    /// Vec would briefly hold two copies of a nearly full pack).
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes);
         format::write_prefix(&mut buf, &PACK_MAGIC, FORMAT_VERSION);
         Self {
             buf,
