@@ -488,7 +488,10 @@ impl Repository {
     pub(crate) fn packer(&self) -> Packer<'_> {
         Packer {
             repo: self,
-            writers: [Mutex::new(self.new_pack(BlobKind::Data)), Mutex::new(self.new_pack(BlobKind::Tree))],
+            writers: [
+                Mutex::new(self.new_pack(BlobKind::Data)),
+                Mutex::new(self.new_pack(BlobKind::Tree)),
+            ],
         }
     }
 }
