@@ -41,9 +41,9 @@ pub const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 /// Largest plaintext of a tree blob (SPEC §9). A directory listing larger than
 /// this is refused at backup rather than written unreadable.
 pub const MAX_TREE_SIZE: usize = 256 * 1024 * 1024;
-/// Most entries in one directory (SPEC §9). The decoder charges the
-/// in-memory size of every entry against [`MAX_META_FILE`] before reading, so
-/// this many must fit; `tree.rs` checks that at compile time.
+/// Most entries in one directory (SPEC §9): a sanity cap that keeps one
+/// tree blob, and the memory to decode it, bounded. A later format version
+/// may split larger directories over several blobs.
 pub const MAX_TREE_ENTRIES: usize = 1_000_000;
 /// Largest plaintext of any blob of any kind.
 pub const MAX_BLOB_SIZE: usize = MAX_TREE_SIZE;

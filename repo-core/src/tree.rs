@@ -142,9 +142,11 @@ impl Node {
     }
 }
 
-// A tree of MAX_TREE_ENTRIES entries must pass the decoder's allocation limit.
-const _: () =
-    assert!(crate::format::MAX_TREE_ENTRIES * size_of::<Node>() <= crate::format::MAX_META_FILE);
+/// Smallest encoding of a node: one-byte name, no xattrs, content or
+/// subtree (SPEC §9.1). The decoder may reserve `DECODE_EXPANSION` bytes of
+/// memory per input byte, which must cover a node's in-memory size.
+const MIN_NODE_ENCODED: usize = 8 + 1 + 1 + 4 * 3 + 8 * 2 + 8 * 9 + 1 + 8 + 1;
+const _: () = assert!(size_of::<Node>() <= crate::encoding::DECODE_EXPANSION * MIN_NODE_ENCODED);
 
 /// A directory's entries, sorted by name bytes, names unique.
 #[derive(Debug, Clone, PartialEq, Eq, Default, bincode::Encode, bincode::Decode)]
@@ -183,6 +185,15 @@ impl Tree {
                 return Err(FormatError::Malformed {
                     what: "tree",
                     reason: format!("invalid entry name {:?}", n.name_lossy()),
+                });
+            }
+            if n.xattrs.windows(2).any(|w| w[0].name >= w[1].name) {
+                return Err(FormatError::Malformed {
+                    what: "tree",
+                    reason: format!(
+                        "entry {:?}: xattrs not in strictly increasing name order",
+                        n.name_lossy()
+                    ),
                 });
             }
             if (n.kind == NodeKind::Dir) != n.subtree.is_some() {

@@ -104,7 +104,7 @@ impl PackHeader {
         if next != blobs_end {
             return Err(FormatError::Malformed {
                 what,
-                reason: format!("{} unaccounted bytes before the header", blobs_end - next),
+                reason: format!("blobs end at {next}, the header starts at {blobs_end}"),
             });
         }
         Ok(Self { entries })

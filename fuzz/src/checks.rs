@@ -1,0 +1,629 @@
+//! One property check per fuzz target: hostile bytes in, no panic out, and
+//! whatever decodes must re-encode to the same bytes.
+//!
+//! This file is compiled twice: as `cairn_fuzz::checks` for the libFuzzer
+//! targets, and by path (`#[path = "../../fuzz/src/checks.rs"] mod checks;`)
+//! in the stable replay test `tests/tests/fuzz_replay.rs`. It may therefore
+//! depend only on `repo_core` and `std`, and every item must be used by both.
+//!
+//! Every check panics (assert) on a violated property, and is otherwise
+//! silent. Inputs that carry parameters read them from a little-endian
+//! prefix; the layout is documented on each function and the seeds in
+//! `fuzz/seeds/<target>/` follow it.
+//!
+//! Encrypted structures are exercised twice: once with the raw input as the
+//! ciphertext (must fail cleanly: nobody can forge a tag), and once with the
+//! input sealed under [`master`]'s data key with the fixed [`NONCE`], so the
+//! decoder behind the AEAD sees the hostile plaintext and must agree with the
+//! plain decoder.
+//!
+//! Known open bugs (each has an `open-*` file in `fuzz/regressions/`) are
+//! skipped when `CAIRN_FUZZ_SKIP_OPEN=1`, so long fuzzing runs can look past
+//! them; the replay test never sets it. Remove a skip when its bug is fixed.
+
+use std::io::{self, Read};
+use std::sync::OnceLock;
+
+use repo_core::blob::{self, BlobError, BlobKind};
+use repo_core::chunker::{Chunker, ChunkerParams};
+use repo_core::compress;
+use repo_core::config::Config;
+use repo_core::crypto::{self, CryptoError, KeyFile, MasterKey};
+use repo_core::encoding;
+use repo_core::format::{
+    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, MAGIC_LEN, MAX_CHUNK_SIZE,
+    MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
+};
+use repo_core::hash::ContentHasher;
+use repo_core::id::{BlobId, ID_LEN, RepoId};
+use repo_core::pack::PackHeader;
+use repo_core::snapshot::Snapshot;
+use repo_core::tree::Tree;
+
+/// A check: panics if `data` violates a property.
+pub type Check = fn(&[u8]);
+
+/// Every target: its name (= `fuzz_targets/<name>.rs`, `seeds/<name>/`,
+/// `regressions/<name>/`) and its check.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("pack_header_decode", pack_header_decode),
+    ("pack_from_pack", pack_from_pack),
+    ("pack_from_tail", pack_from_tail),
+    ("tree_decode", tree_decode),
+    ("snapshot_decode", snapshot_decode),
+    ("key_file_decode", key_file_decode),
+    ("config_decode", config_decode),
+    ("decompress", decompress),
+    ("open_blob", open_blob),
+    ("chunker", chunker),
+];
+
+/// Raw master secret of the fixed fuzzing key.
+pub const MASTER: [u8; 32] = [0x42; 32];
+/// Fixed nonce for deterministic sealing (never do this outside tests).
+pub const NONCE: [u8; format::NONCE_LEN] = [0x24; format::NONCE_LEN];
+/// Associated data of a sealed pack header (SPEC §7.2).
+pub const PACK_HEADER_AD: &[u8] = b"cairn pack header v1";
+/// Largest `max_len` the `decompress` and `open_blob` targets pick.
+pub const MAX_FUZZ_LEN: u32 = MAX_CHUNK_SIZE as u32;
+
+/// True when `CAIRN_FUZZ_SKIP_OPEN=1`: skip inputs that hit a known open bug.
+/// No bug is open right now; a check guards an input with it while one is.
+#[allow(dead_code)]
+pub fn skip_open() -> bool {
+    static SKIP: OnceLock<bool> = OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var_os("CAIRN_FUZZ_SKIP_OPEN").is_some_and(|v| v == "1"))
+}
+
+/// The fixed master key the encrypted targets (and their seeds) use.
+pub fn master() -> &'static MasterKey {
+    static KEY: OnceLock<MasterKey> = OnceLock::new();
+    KEY.get_or_init(|| MasterKey::from_bytes(MASTER))
+}
+
+/// The blob hasher of [`master`].
+pub fn hasher() -> &'static ContentHasher {
+    static HASHER: OnceLock<ContentHasher> = OnceLock::new();
+    HASHER.get_or_init(|| ContentHasher::new(master()))
+}
+
+fn key() -> &'static [u8; 32] {
+    master().data_key()
+}
+
+/// `crypto::seal` with [`NONCE`]: the stored bytes (`marker || payload`) are
+/// taken as given, so a hostile compressed payload reaches `decompress`.
+fn seal_stored(ad: &[u8], stored: &[u8]) -> Vec<u8> {
+    crypto::seal_with_nonce(key(), &NONCE, ad, stored)
+}
+
+/// `magic || version || seal(prefix, raw(plaintext))`, as `blob::seal_file` with level 0.
+fn seal_file(magic: &[u8; MAGIC_LEN], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    format::write_prefix(&mut out, magic, FORMAT_VERSION);
+    let sealed = seal_stored(&out, &compress::compress(plaintext, 0));
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Associated data of a blob: kind byte and id (SPEC §6.3).
+pub fn blob_ad(kind: BlobKind, id: &BlobId) -> Vec<u8> {
+    let mut ad = vec![kind.to_byte()];
+    ad.extend_from_slice(id.as_bytes());
+    ad
+}
+
+/// The id a blob of `kind` with `plain` content gets.
+pub fn blob_id(kind: BlobKind, plain: &[u8]) -> BlobId {
+    match kind {
+        BlobKind::Data => hasher().chunk_id(plain),
+        BlobKind::Tree => hasher().tree_id(plain),
+    }
+}
+
+/// Splits a little-endian u64 off the front (zero-padded if short).
+fn take_u64(data: &[u8]) -> (u64, &[u8]) {
+    let n = data.len().min(8);
+    let mut b = [0u8; 8];
+    b[..n].copy_from_slice(&data[..n]);
+    (u64::from_le_bytes(b), &data[n..])
+}
+
+/// Splits a little-endian u32 off the front (zero-padded if short).
+fn take_u32(data: &[u8]) -> (u32, &[u8]) {
+    let n = data.len().min(4);
+    let mut b = [0u8; 4];
+    b[..n].copy_from_slice(&data[..n]);
+    (u32::from_le_bytes(b), &data[n..])
+}
+
+/// The error `from_pack`/`from_file` report for a plain-decoder error.
+fn same_error(plain: &FormatError, wrapped: &BlobError) -> bool {
+    matches!(wrapped, BlobError::Format(e) if e == plain)
+}
+
+/// Checks that `h` describes contiguous blobs from the end of the file
+/// prefix up to exactly `blobs_end`.
+fn assert_contiguous(h: &PackHeader, blobs_end: u64) {
+    let mut next = FILE_PREFIX_LEN as u64;
+    for e in &h.entries {
+        assert_eq!(u64::from(e.offset), next, "pack entries not contiguous");
+        next += u64::from(e.length);
+    }
+    assert_eq!(next, blobs_end, "pack entries do not end at the header");
+}
+
+/// Input: `blobs_end u64 || plain pack header`.
+///
+/// `PackHeader::decode` must not panic; what decodes re-encodes to the same
+/// bytes and covers `[12, blobs_end)` exactly. The same header sealed into a
+/// pack of `blobs_end` bytes (when `12 <= blobs_end <= 1 MiB`) must give the
+/// same result through `from_pack` and `from_tail`, and a tail one byte short
+/// must ask for exactly the bytes it lacks.
+pub fn pack_header_decode(data: &[u8]) {
+    let (blobs_end, plain) = take_u64(data);
+    let r = PackHeader::decode(plain, blobs_end);
+    if let Ok(h) = &r {
+        let enc = h.encode();
+        assert_eq!(enc, plain, "pack header encoding is not canonical");
+        assert_eq!(PackHeader::decode(&enc, blobs_end).as_ref(), Ok(h));
+        assert_contiguous(h, blobs_end);
+    }
+    if !(FILE_PREFIX_LEN as u64..=1 << 20).contains(&blobs_end) {
+        return;
+    }
+    let mut pack = Vec::new();
+    format::write_prefix(&mut pack, &PACK_MAGIC, FORMAT_VERSION);
+    pack.resize(blobs_end as usize, 0);
+    let sealed = seal_stored(PACK_HEADER_AD, &compress::compress(plain, 0));
+    pack.extend_from_slice(&sealed);
+    pack.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    let whole = PackHeader::from_pack(key(), &pack);
+    let too_large = plain.len() > MAX_PACK_HEADER;
+    match (&r, &whole) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "from_pack disagrees with decode"),
+        (Err(a), Err(b)) => assert!(
+            too_large || same_error(a, b),
+            "from_pack: {b:?}, decode: {a:?}"
+        ),
+        (a, b) => panic!("from_pack {b:?} but decode {a:?}"),
+    }
+    let need = sealed.len() + PACK_TRAILER_LEN;
+    let len = pack.len() as u64;
+    let tail = &pack[pack.len() - need..];
+    assert_eq!(
+        PackHeader::from_tail(key(), tail, len),
+        whole.map(Ok),
+        "exact tail"
+    );
+    let short = &pack[pack.len() - need + 1..];
+    assert_eq!(
+        PackHeader::from_tail(key(), short, len),
+        Ok(Err(need as u64)),
+        "short tail"
+    );
+}
+
+/// Input: a whole pack file, sealed (if at all) under [`master`].
+///
+/// `from_pack` must not panic. When it succeeds, the entries cover the blob
+/// area exactly, `from_tail` agrees for the exact tail and asks for more on
+/// a shorter one, and every blob opens or fails cleanly.
+pub fn pack_from_pack(data: &[u8]) {
+    let len = data.len() as u64;
+    let whole = PackHeader::from_pack(key(), data);
+    if data.len() >= FILE_PREFIX_LEN + PACK_TRAILER_LEN {
+        // Same bytes without the magic check: errors may differ, success may not.
+        let t = PackHeader::from_tail(key(), data, len);
+        if let Ok(h) = &whole {
+            assert_eq!(
+                t.as_ref(),
+                Ok(&Ok(h.clone())),
+                "from_tail(whole) disagrees with from_pack"
+            );
+        }
+    }
+    let Ok(h) = whole else { return };
+    let (hlen, _) = take_u32(&data[data.len() - PACK_TRAILER_LEN..]);
+    let need = hlen as usize + PACK_TRAILER_LEN;
+    assert_contiguous(&h, len - need as u64);
+    let tail = &data[data.len() - need..];
+    assert_eq!(
+        PackHeader::from_tail(key(), tail, len),
+        Ok(Ok(h.clone())),
+        "exact tail"
+    );
+    let short = &data[data.len() - need + 1..];
+    assert_eq!(
+        PackHeader::from_tail(key(), short, len),
+        Ok(Err(need as u64)),
+        "short tail"
+    );
+    for e in &h.entries {
+        let start = e.offset as usize;
+        let sealed = &data[start..start + e.length as usize];
+        let raw = e.raw_length.min(MAX_FUZZ_LEN);
+        if let Ok(p) = blob::open_blob(key(), hasher(), e.kind, &e.id, sealed, raw) {
+            assert_eq!(p.len(), raw as usize);
+            assert_eq!(blob_id(e.kind, &p), e.id);
+        }
+    }
+}
+
+/// Input: `pack_len u64 || tail`.
+///
+/// `from_tail` is called with whatever a backend returned for "the last n
+/// bytes of a pack of pack_len bytes"; it must not panic, and a request for
+/// more bytes must be for more than it got and no more than the pack holds.
+pub fn pack_from_tail(data: &[u8]) {
+    let (pack_len, tail) = take_u64(data);
+    match PackHeader::from_tail(key(), tail, pack_len) {
+        Ok(Err(need)) => {
+            assert!(
+                need > tail.len() as u64,
+                "asks for {need} bytes but has {}",
+                tail.len()
+            );
+            assert!(
+                need + FILE_PREFIX_LEN as u64 <= pack_len,
+                "asks for {need} of a {pack_len}-byte pack"
+            );
+        }
+        Ok(Ok(h)) => {
+            let (hlen, _) = take_u32(&tail[tail.len() - PACK_TRAILER_LEN..]);
+            assert_contiguous(&h, pack_len - u64::from(hlen) - PACK_TRAILER_LEN as u64);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Input: an encoded tree (SPEC §9.2).
+///
+/// `Tree::decode` must not panic. A decoded tree re-encodes to the input
+/// (the encoding is canonical), decodes back to itself, is already in the
+/// order `Tree::sort` produces (nodes and each node's xattrs), and every node
+/// is found by `get`.
+pub fn tree_decode(data: &[u8]) {
+    let Ok(t) = Tree::decode(data) else { return };
+    let enc = t.encode();
+    assert_eq!(enc, data, "tree encoding is not canonical");
+    assert_eq!(Tree::decode(&enc).as_ref(), Ok(&t));
+    let mut sorted = t.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, t,
+        "Tree::decode accepted a tree that Tree::sort reorders"
+    );
+    for n in &t.nodes {
+        assert_eq!(t.get(&n.name), Some(n));
+    }
+}
+
+/// Input: an encoded snapshot body (SPEC §10).
+///
+/// `encoding::decode::<Snapshot>` must not panic and re-encodes what it
+/// accepts; `Snapshot::from_file` on the same bytes sealed as a snapshot
+/// file agrees with it; on the raw bytes it does not panic.
+pub fn snapshot_decode(data: &[u8]) {
+    let r = encoding::decode::<Snapshot>(data, "snapshot");
+    if let Ok(s) = &r {
+        assert_eq!(
+            encoding::encode(s),
+            data,
+            "snapshot encoding is not canonical"
+        );
+    }
+    let f = Snapshot::from_file(key(), &seal_file(&SNAPSHOT_MAGIC, data));
+    match (&r, &f) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert!(
+            data.len() > MAX_META_FILE || same_error(a, b),
+            "from_file {b:?}, decode {a:?}"
+        ),
+        (a, b) => panic!("from_file {b:?} but decode {a:?}"),
+    }
+    // Raw bytes as a file: authentication fails unless they are a real
+    // snapshot file sealed under the fuzzing key (as a seed may be).
+    let _ = Snapshot::from_file(key(), data);
+}
+
+/// Input: a key file (SPEC §4).
+///
+/// `KeyFile::decode` must not panic and re-encodes what it accepts. (No
+/// `unlock`: argon2 with the file's parameters is slow by design.)
+pub fn key_file_decode(data: &[u8]) {
+    let Ok(k) = KeyFile::decode(data) else { return };
+    let enc = k.encode();
+    assert_eq!(enc, data, "key file encoding is not canonical");
+    assert_eq!(KeyFile::decode(&enc).as_ref(), Ok(&k));
+}
+
+/// Input: either a config file or a config body (SPEC §5); both parsers run.
+///
+/// `peek_id` returns the clear id bytes; `encoding::decode::<Config>`
+/// re-encodes what it accepts, `validate` never panics and its profiles
+/// build chunkers; `from_file` on the body sealed as a config file accepts
+/// exactly the bodies that decode and validate; on the raw bytes it does not
+/// panic.
+pub fn config_decode(data: &[u8]) {
+    let id_range = FILE_PREFIX_LEN..FILE_PREFIX_LEN + ID_LEN;
+    match Config::peek_id(data) {
+        Ok(id) => assert_eq!(&id.as_bytes()[..], &data[id_range]),
+        Err(_) => assert!(
+            data.len() < id_range.end
+                || !data.starts_with(&CONFIG_MAGIC)
+                || data[MAGIC_LEN..FILE_PREFIX_LEN] != FORMAT_VERSION.to_le_bytes(),
+            "peek_id refused a well-formed prefix"
+        ),
+    }
+    let _ = Config::from_file(key(), data);
+
+    let r = encoding::decode::<Config>(data, "config");
+    if let Ok(c) = &r {
+        assert_eq!(
+            encoding::encode(c),
+            data,
+            "config encoding is not canonical"
+        );
+        if c.validate().is_ok() {
+            for (i, p) in c.chunker_profiles.iter().enumerate() {
+                assert!(
+                    Chunker::new(p.params, 0).is_ok(),
+                    "validated profile {i} rejected by Chunker::new"
+                );
+                assert!(c.profile(&p.name).is_some_and(|j| usize::from(j) <= i));
+            }
+        }
+    }
+    let id = r
+        .as_ref()
+        .map_or(RepoId::from_bytes([0; ID_LEN]), |c| c.repo_id);
+    let mut file = Vec::new();
+    format::write_prefix(&mut file, &CONFIG_MAGIC, FORMAT_VERSION);
+    file.extend_from_slice(id.as_bytes());
+    let sealed = seal_stored(&file, &compress::compress(data, 0));
+    file.extend_from_slice(&sealed);
+    match (&r, Config::from_file(key(), &file)) {
+        (Ok(a), Ok(b)) => assert_eq!(a, &b),
+        (Ok(a), Err(e)) => assert!(
+            a.validate().is_err(),
+            "valid config refused by from_file: {e:?}"
+        ),
+        (Err(a), Err(b)) => assert!(
+            data.len() > MAX_META_FILE || same_error(a, &b),
+            "from_file {b:?}, decode {a:?}"
+        ),
+        (Err(a), Ok(_)) => panic!("from_file accepted a body that decode refuses: {a:?}"),
+    }
+}
+
+/// Input: `max_len u32 || marker || payload` (`max_len` taken modulo
+/// [`MAX_FUZZ_LEN`] + 1).
+///
+/// `decompress` must not panic and never returns more than `max_len`; its
+/// output is reproducible with `max_len` equal to its length, refused with
+/// one byte less, equals the payload for raw objects, and survives a
+/// compress/decompress round trip.
+pub fn decompress(data: &[u8]) {
+    let (max, stored) = take_u32(data);
+    let max_len = (max % (MAX_FUZZ_LEN + 1)) as usize;
+    let Ok(out) = compress::decompress(stored, max_len) else {
+        return;
+    };
+    assert!(
+        out.len() <= max_len,
+        "{} bytes out, limit {max_len}",
+        out.len()
+    );
+    if stored[0] == compress::MARKER_RAW {
+        assert_eq!(out, stored[1..]);
+    }
+    assert_eq!(
+        compress::decompress(stored, out.len()).as_ref(),
+        Ok(&out),
+        "tight limit refused"
+    );
+    if !out.is_empty() {
+        assert!(
+            compress::decompress(stored, out.len() - 1).is_err(),
+            "limit exceeded"
+        );
+    }
+    if out.len() <= 1 << 20 {
+        let again = compress::compress(&out, 1);
+        assert_eq!(
+            compress::decompress(&again, out.len()).as_ref(),
+            Ok(&out),
+            "round trip"
+        );
+    }
+}
+
+/// Input: `kind u8 (low bit) || raw_len u32 || marker || payload`
+/// (`raw_len` taken modulo [`MAX_FUZZ_LEN`] + 1).
+///
+/// The stored bytes are sealed as a blob under [`master`] with the id of
+/// their plaintext; `open_blob` must return exactly what `decompress` does,
+/// or the length mismatch; the wrong kind, the wrong id and raw unsealed
+/// bytes fail authentication; a blob sealed under an id that is not its hash
+/// is caught.
+pub fn open_blob(data: &[u8]) {
+    let kind = if data.first().is_some_and(|b| b & 1 == 1) {
+        BlobKind::Tree
+    } else {
+        BlobKind::Data
+    };
+    let (raw, stored) = take_u32(data.get(1..).unwrap_or_default());
+    let raw_len = raw % (MAX_FUZZ_LEN + 1);
+    let expected = compress::decompress(stored, raw_len as usize);
+    let id = match &expected {
+        Ok(p) => blob_id(kind, p),
+        Err(_) => BlobId::from_bytes([0xab; ID_LEN]),
+    };
+    let sealed = seal_stored(&blob_ad(kind, &id), stored);
+    let r = blob::open_blob(key(), hasher(), kind, &id, &sealed, raw_len);
+    match (&expected, &r) {
+        (Err(e), Err(b)) => assert!(same_error(e, b), "open_blob {b:?}, decompress {e:?}"),
+        (Ok(p), Ok(q)) => {
+            assert_eq!(p, q);
+            assert_eq!(p.len(), raw_len as usize);
+        }
+        (Ok(p), Err(BlobError::LengthMismatch { expected, actual })) => {
+            assert_eq!((*expected, *actual), (u64::from(raw_len), p.len() as u64));
+            assert_ne!(p.len(), raw_len as usize);
+        }
+        (e, b) => panic!("open_blob {b:?}, decompress {e:?}"),
+    }
+    let other = if kind == BlobKind::Data {
+        BlobKind::Tree
+    } else {
+        BlobKind::Data
+    };
+    let auth = Err(BlobError::Crypto(CryptoError::AuthFailed));
+    assert_eq!(
+        blob::open_blob(key(), hasher(), other, &id, &sealed, raw_len),
+        auth,
+        "wrong kind"
+    );
+    let mut wrong = *id.as_bytes();
+    wrong[0] ^= 1;
+    let wrong = BlobId::from_bytes(wrong);
+    assert_eq!(
+        blob::open_blob(key(), hasher(), kind, &wrong, &sealed, raw_len),
+        auth,
+        "wrong id"
+    );
+    assert!(
+        blob::open_blob(key(), hasher(), kind, &id, stored, raw_len).is_err(),
+        "unsealed bytes opened"
+    );
+    assert!(
+        blob::open_object(key(), b"", stored, raw_len as usize).is_err(),
+        "unsealed bytes opened"
+    );
+    if r.is_ok() {
+        let lie = seal_stored(&blob_ad(kind, &wrong), stored);
+        assert_eq!(
+            blob::open_blob(key(), hasher(), kind, &wrong, &lie, raw_len),
+            Err(BlobError::HashMismatch)
+        );
+    }
+}
+
+/// A reader that returns pieces of 1..=`cap` bytes, sizes from a xorshift.
+struct Dribble<'a> {
+    data: &'a [u8],
+    state: u64,
+    cap: usize,
+}
+
+impl Read for Dribble<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let n = (1 + (self.state % self.cap as u64) as usize)
+            .min(out.len())
+            .min(self.data.len());
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// Input: `min u32 || avg u32 || max u32 || seed u64 || data`.
+///
+/// `validate` and `Chunker::new` agree on the parameters; when they are
+/// invalid or large, small valid ones are derived from the same numbers.
+/// `split_slice`, `stream` and `stream_batches` (with right, wrong and no
+/// size hints, reading in dribbles) give the same chunks; they concatenate
+/// to the input and every chunk but the last is within `[min, max]`.
+pub fn chunker(data: &[u8]) {
+    let (min, rest) = take_u32(data);
+    let (avg, rest) = take_u32(rest);
+    let (max, rest) = take_u32(rest);
+    let (seed, input) = take_u64(rest);
+    let p = ChunkerParams { min, avg, max };
+    let valid = p.validate().is_ok();
+    assert_eq!(
+        valid,
+        Chunker::new(p, seed).is_ok(),
+        "validate and Chunker::new disagree on {p:?}"
+    );
+    let p = if valid && max <= 1 << 16 {
+        p
+    } else {
+        let min = 64 + 2 * (min % 97);
+        let avg = 256 + 2 * (avg % 512);
+        ChunkerParams {
+            min,
+            avg,
+            max: avg.max(1024) + 2 * (max % 2048),
+        }
+    };
+    let c = Chunker::new(p, seed).expect("derived chunker parameters are valid");
+
+    let sliced: Vec<&[u8]> = c.split_slice(input).collect();
+    assert_eq!(
+        sliced.concat(),
+        input,
+        "split_slice chunks do not concatenate to the input"
+    );
+    if let Some((_, init)) = sliced.split_last() {
+        for ch in init {
+            assert!(
+                (p.min as usize..=p.max as usize).contains(&ch.len()),
+                "chunk of {} bytes, {p:?}",
+                ch.len()
+            );
+        }
+    }
+    assert!(
+        sliced
+            .iter()
+            .all(|ch| !ch.is_empty() && ch.len() <= p.max as usize),
+        "empty or oversized chunk"
+    );
+
+    let dribble = |salt: u64| Dribble {
+        data: input,
+        state: seed | salt | 1,
+        cap: 2 * p.max as usize,
+    };
+    let mut streamed = Vec::new();
+    let total = c
+        .stream::<_, io::Error>(dribble(2), |ch| {
+            streamed.push(ch.to_vec());
+            Ok(())
+        })
+        .expect("reading from a slice cannot fail");
+    assert_eq!(total, input.len() as u64);
+    assert_eq!(streamed, sliced, "stream and split_slice disagree");
+
+    let len = input.len() as u64;
+    for (i, hint) in [
+        None,
+        Some(len),
+        Some(0),
+        Some(len / 2),
+        Some(len * 2 + 1),
+        Some(u64::MAX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut batched = Vec::new();
+        let total = c
+            .stream_batches::<_, io::Error>(dribble(i as u64 * 4), hint, |batch| {
+                assert!(!batch.is_empty(), "empty batch");
+                batched.extend(batch.iter().map(|ch| ch.to_vec()));
+                Ok(())
+            })
+            .expect("reading from a slice cannot fail");
+        assert_eq!(total, len);
+        assert_eq!(
+            batched, sliced,
+            "stream_batches (hint {hint:?}) and split_slice disagree"
+        );
+    }
+}
