@@ -381,6 +381,12 @@ pub enum CatObject {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// A decrypted index file: its packs and their blobs (an id or a unique prefix).
+    Index {
+        /// Index file id or a unique prefix of one.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
     /// The public header of a key file (an id or a unique prefix).
     Key {
         /// Key file id or a unique prefix of one.

@@ -21,6 +21,22 @@ struct KeyJson<'a> {
     salt: String,
 }
 
+/// The one object of `kind` whose name starts with `prefix`.
+fn unique(backend: &dyn Backend, kind: ObjectKind, prefix: &str) -> Result<String> {
+    let p = prefix.to_ascii_lowercase();
+    let mut names: Vec<String> = backend
+        .list(kind)?
+        .into_iter()
+        .map(|o| o.name)
+        .filter(|n| !p.is_empty() && n.starts_with(&p))
+        .collect();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        0 => bail!("no {kind} file matches {prefix:?}"),
+        _ => bail!("{kind} id prefix {prefix:?} is ambiguous"),
+    }
+}
+
 /// Prints the chosen object as pretty JSON (with or without `--json`).
 pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
     match &a.object {
@@ -33,24 +49,19 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
             let snap = select(&repo, id, filter)?;
             out.json_value(&SnapshotJson::new(&snap))?;
         }
+        CatObject::Index { id } => {
+            let repo = open(g, out)?;
+            let name = unique(repo.backend(), ObjectKind::Index, id)?;
+            let index_id: repo_core::id::IndexId = name.parse()?;
+            out.json_value(&repo.load_index(&index_id)?)?;
+        }
         CatObject::Key { id } => {
             // Key headers are stored in clear, so no password is needed.
             let backend = LocalBackend::open(repo_path(g)?);
             if backend.list(ObjectKind::Config)?.is_empty() {
                 return Err(repo_core::Error::NotARepository(backend.location()).into());
             }
-            let prefix = id.to_ascii_lowercase();
-            let names: Vec<String> = backend
-                .list(ObjectKind::Key)?
-                .into_iter()
-                .map(|o| o.name)
-                .filter(|n| !prefix.is_empty() && n.starts_with(&prefix))
-                .collect();
-            let name = match names.as_slice() {
-                [one] => one,
-                [] => bail!("no key file matches {id:?}"),
-                _ => bail!("key id prefix {id:?} is ambiguous"),
-            };
+            let name = &unique(&backend, ObjectKind::Key, id)?;
             let bytes = backend.read(ObjectKind::Key, name)?;
             let kf = KeyFile::decode(&bytes)
                 .map_err(|e| anyhow::anyhow!("key file {name} is corrupt: {e}"))?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use filetime::FileTime;
 
-use super::harness::{Env, stderr, write};
+use super::harness::{Env, assert_success, stderr, write};
 
 #[test]
 fn restore_round_trip_is_byte_identical_with_times() {
@@ -261,4 +261,37 @@ fn cat_key_shows_the_header_but_no_secret() {
     assert_eq!(v["kdf"]["memory_kib"], 64);
     assert_eq!(v["kdf"]["iterations"], 1);
     assert!(v.get("sealed_master").is_none());
+}
+
+#[test]
+fn cat_index_lists_the_packs_and_blobs_of_a_backup() {
+    let env = Env::init();
+    let out = env.run_with_stdin(
+        ["backup", "--stdin", "--stdin-filename", "s.txt"],
+        b"indexed content",
+    );
+    assert_success(&out);
+    let idx = fs::read_dir(env.repo().join("index"))
+        .expect("index dir")
+        .next()
+        .expect("an index file")
+        .expect("entry");
+    let name = idx.file_name().to_string_lossy().into_owned();
+    let v = env.json(["cat", "index", &name[..8]]);
+    let packs = v["packs"].as_array().expect("packs");
+    let kinds: Vec<&str> = packs
+        .iter()
+        .flat_map(|p| p["entries"].as_array().expect("entries"))
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert!(
+        kinds.contains(&"data") && kinds.contains(&"tree"),
+        "{kinds:?}"
+    );
+    let missing = env.run(["cat", "index", "ffffffffffff"]);
+    assert!(
+        stderr(&missing).contains("no index file matches"),
+        "{}",
+        stderr(&missing)
+    );
 }
