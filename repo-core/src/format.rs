@@ -25,6 +25,9 @@ pub const INDEX_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNIX\x1a";
 /// Magic of a snapshot file (SPEC §10).
 pub const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNSN\x1a";
 
+/// Magic of a prune mark (SPEC §22).
+pub const MARK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNMK\x1a";
+
 /// Magic followed by the little-endian format version (SPEC §2).
 pub const FILE_PREFIX_LEN: usize = MAGIC_LEN + size_of::<u32>();
 

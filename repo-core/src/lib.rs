@@ -33,6 +33,7 @@ pub mod id;
 pub mod index;
 pub mod inspect;
 pub mod keys;
+pub mod lock;
 pub mod pack;
 pub mod progress;
 pub mod prune;

@@ -227,6 +227,16 @@ impl Repository {
     pub(crate) fn data_key(&self) -> &[u8; 32] {
         self.key.data_key()
     }
+    /// Re-reads index files written since open (or since the last call);
+    /// rebuilds the cache if some were removed by a prune or repair.
+    pub fn refresh_index(&self) -> Result<()> {
+        self.index.sync(&*self.backend, self.data_key())
+    }
+
+    /// The master key, for key management (`keys.rs`) only.
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.key
+    }
     /// The merged index.
     pub fn index(&self) -> &Index {
         &self.index

@@ -75,6 +75,14 @@ impl LocalBackend {
     }
 }
 
+/// The file system's modification time: the storage's clock, not ours.
+fn mtime_ns(md: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -108,6 +116,16 @@ impl Backend for LocalBackend {
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, offset).map_err(err)?;
         Ok(buf)
+    }
+
+    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
+        let md = fs::metadata(self.path(kind, name)?)
+            .map_err(|e| BackendError::io("stat", kind, name, e))?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: md.len(),
+            modified_ns: mtime_ns(&md),
+        })
     }
 
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
@@ -178,6 +196,7 @@ impl Backend for LocalBackend {
                     out.push(ObjectInfo {
                         name,
                         size: md.len(),
+                        modified_ns: mtime_ns(&md),
                     });
                 }
             }

@@ -6,7 +6,14 @@ use std::sync::{Arc, RwLock};
 
 use super::{Backend, BackendError, ObjectInfo, ObjectKind};
 
-type Objects = BTreeMap<(ObjectKind, String), Arc<Vec<u8>>>;
+/// The store's own clock.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+type Objects = BTreeMap<(ObjectKind, String), (Arc<Vec<u8>>, i64)>;
 
 /// Keeps every object in a map; clones share the same storage.
 #[derive(Debug, Default, Clone)]
@@ -25,7 +32,7 @@ impl MemoryBackend {
         kind: ObjectKind,
         name: &str,
         op: &'static str,
-    ) -> Result<Arc<Vec<u8>>, BackendError> {
+    ) -> Result<(Arc<Vec<u8>>, i64), BackendError> {
         self.objects
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -39,7 +46,7 @@ impl MemoryBackend {
         self.objects
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((kind, name.to_string()), Arc::new(data));
+            .insert((kind, name.to_string()), (Arc::new(data), now_ns()));
     }
 }
 
@@ -49,7 +56,7 @@ impl Backend for MemoryBackend {
     }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
-        Ok(self.get(kind, name, "read")?.as_ref().clone())
+        Ok(self.get(kind, name, "read")?.0.as_ref().clone())
     }
 
     fn read_range(
@@ -59,7 +66,7 @@ impl Backend for MemoryBackend {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, BackendError> {
-        let d = self.get(kind, name, "read")?;
+        let (d, _) = self.get(kind, name, "read")?;
         let end = offset
             .checked_add(u64::from(len))
             .filter(|&e| e <= d.len() as u64);
@@ -75,7 +82,16 @@ impl Backend for MemoryBackend {
     }
 
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
-        Ok(self.get(kind, name, "stat")?.len() as u64)
+        Ok(self.get(kind, name, "stat")?.0.len() as u64)
+    }
+
+    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
+        let (d, modified_ns) = self.get(kind, name, "stat")?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: d.len() as u64,
+            modified_ns,
+        })
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
@@ -83,7 +99,7 @@ impl Backend for MemoryBackend {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry((kind, name.to_string()))
-            .or_insert_with(|| Arc::new(data.to_vec()));
+            .or_insert_with(|| (Arc::new(data.to_vec()), now_ns()));
         Ok(())
     }
 
@@ -94,9 +110,10 @@ impl Backend for MemoryBackend {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|((k, _), _)| *k == kind)
-            .map(|((_, n), d)| ObjectInfo {
+            .map(|((_, n), (d, t))| ObjectInfo {
                 name: n.clone(),
                 size: d.len() as u64,
+                modified_ns: *t,
             })
             .collect())
     }

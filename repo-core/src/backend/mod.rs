@@ -31,19 +31,22 @@ pub enum ObjectKind {
     Index,
     /// Pack files.
     Pack,
-    /// Lock files.
+    /// Lock and heartbeat files (never block a backup; SPEC §22).
     Lock,
+    /// Prune marks: packs condemned by phase one of a prune (SPEC §22).
+    Mark,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
         ObjectKind::Index,
         ObjectKind::Pack,
         ObjectKind::Lock,
+        ObjectKind::Mark,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -55,6 +58,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Pack => "data",
             ObjectKind::Lock => "locks",
+            ObjectKind::Mark => "marks",
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Pack => "pack",
             ObjectKind::Lock => "lock",
+            ObjectKind::Mark => "mark",
         })
     }
 }
@@ -79,6 +84,10 @@ pub struct ObjectInfo {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was written, nanoseconds since the epoch, by the storage's
+    /// clock (not the client's): prune compares these times only with each
+    /// other, so client clock skew cannot shorten a grace period.
+    pub modified_ns: i64,
 }
 
 /// What went wrong, as far as a caller must decide on it.
@@ -157,6 +166,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<Vec<u8>, BackendError>;
     /// Size of an object.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
+    /// Size and modification time of an object.
+    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError>;
     /// Stores an object atomically and durably; never overwrites.
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Lists objects of a kind.
@@ -197,13 +208,10 @@ pub(crate) fn conformance(b: &dyn Backend) {
     b.write(ObjectKind::Snapshot, &"01".repeat(32), b"s")
         .unwrap();
     let l = b.list(ObjectKind::Pack).unwrap();
-    assert_eq!(
-        l,
-        vec![ObjectInfo {
-            name: name.clone(),
-            size: 5000
-        }]
-    );
+    assert_eq!(l.len(), 1);
+    assert_eq!((l[0].name.as_str(), l[0].size), (name.as_str(), 5000));
+    assert_eq!(b.stat(ObjectKind::Pack, &name).unwrap(), l[0]);
+    assert!(l[0].modified_ns > 1_600_000_000_000_000_000, "modification time in the past");
     assert_eq!(b.list(ObjectKind::Config).unwrap().len(), 1);
     assert_eq!(b.list(ObjectKind::Snapshot).unwrap().len(), 1);
     b.delete(ObjectKind::Pack, &name).unwrap();

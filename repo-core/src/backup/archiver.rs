@@ -104,6 +104,7 @@ pub(crate) struct ArchiverSettings<'a> {
     pub exclude_caches: bool,
     pub profile: u8,
     pub progress: &'a dyn Progress,
+    pub heartbeat: Option<&'a crate::lock::Heartbeat<'a>>,
 }
 
 /// One backup run's walker and chunk pipeline.
@@ -483,6 +484,9 @@ impl<'a> Archiver<'a> {
         let r = self
             .chunker
             .stream_batches(reader, size_hint, |batch| -> Result<(), Fail> {
+                if let Some(h) = self.settings.heartbeat {
+                    h.refresh().map_err(|e| Fail::Repo(e.into()))?;
+                }
                 let saved: Vec<(BlobId, u64)> = batch
                     .par_iter()
                     .map(|chunk| {

@@ -142,6 +142,21 @@ impl<'a> Backup<'a> {
     /// Runs the backup and writes the snapshot. SPEC §13: packs, then index,
     /// then the snapshot; on any error no snapshot is written.
     pub fn run(self) -> Result<BackupOutcome> {
+        // SPEC §22: announce the backup before reading the index, so a prune
+        // that condemns packs after this point waits for us, and one that
+        // condemned them before has already removed them from the index.
+        // A thread keeps the heartbeat fresh even while a stream is silent.
+        let heartbeat = crate::lock::Heartbeat::start(self.repo.backend())?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(|| heartbeat.keep_alive(rx));
+            let r = self.run_with(&heartbeat);
+            drop(tx);
+            r
+        })
+    }
+
+    fn run_with(self, heartbeat: &crate::lock::Heartbeat<'_>) -> Result<BackupOutcome> {
         let started = Instant::now();
         let time_ns = self.time_ns.unwrap_or_else(repository::now_ns);
         let host = self.host.clone().unwrap_or_else(repository::hostname);
@@ -191,6 +206,7 @@ impl<'a> Backup<'a> {
                     .find(|s| f.matches(&s.snapshot))
             }
         };
+        self.repo.refresh_index()?;
         let archiver = Archiver::new(
             self.repo,
             ArchiverSettings {
@@ -199,6 +215,7 @@ impl<'a> Backup<'a> {
                 exclude_caches: self.exclude_caches,
                 profile,
                 progress: self.progress,
+                heartbeat: Some(heartbeat),
             },
         )?;
         let root = match self.stream {

@@ -3,6 +3,7 @@
 mod corruption;
 mod incremental;
 mod plaintext;
+mod prune;
 mod roundtrip;
 mod selection;
 
