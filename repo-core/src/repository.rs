@@ -234,6 +234,7 @@ impl Repository {
     }
 
     /// The master key, for key management (`keys.rs`) only.
+    #[allow(dead_code)] // until keys.rs lands
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.key
     }
