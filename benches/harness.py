@@ -47,8 +47,7 @@ class Cairn(run.Tool):
         return run.Cmd([ctx.exe, "-q", "restore", "latest", "--target", dst])
 
     def check(self, ctx):
-        # `cairn check` arrives with issue 3; until then the step runs nothing.
-        return run.Cmd(["true"])
+        return run.Cmd([ctx.exe, "-q", "check", "--read-data"])
 
     def snapshots(self, ctx):
         return run.Cmd([ctx.exe, "snapshots"])

@@ -196,6 +196,197 @@ cairn cat key 5f3e"
     )]
     Cat(CatArgs),
 
+    /// Manage the repository's passwords (key files).
+    #[command(
+        about = "Manage the repository's passwords (keys)",
+        long_about = "A repository can be opened by several passwords: each is a key file that wraps \
+the same master key. `key list` shows them, `key add` adds a password, `key remove` deletes one, \
+and `key passwd` replaces the password this command was opened with. None of them touches the \
+backed-up data.\n\n\
+The new password for `add` and `passwd` comes from --new-password-file, else CAIRN_NEW_PASSWORD \
+(for scripts and tests), else an interactive prompt that asks twice.\n\n\
+The last usable key is never removed, nor the key this command was opened with (use \
+`key passwd` to replace that one). `passwd` writes the new key file before it deletes the old \
+one, so an interruption leaves two working passwords, never none.",
+        after_help = "Examples:\n  \
+cairn key list\n  \
+cairn key add --new-password-file ~/.cairn-pass-bob\n  \
+cairn key remove 5f3e"
+    )]
+    Key(KeyArgs),
+
+    /// Forget snapshots by a retention policy.
+    #[command(
+        about = "Forget snapshots by a retention policy",
+        long_about = "Decide, with --keep-* rules, which snapshots to keep, and delete the snapshot \
+files of the others. Snapshots are grouped (by host and paths unless --group-by says otherwise) \
+and the policy is applied to each group on its own, newest snapshot first. A snapshot is kept if \
+any rule keeps it; the output lists, for each kept snapshot, every rule that kept it.\n\n\
+--keep-last N keeps the N newest snapshots. --keep-hourly/-daily/-weekly/-monthly/-yearly N keep \
+the newest snapshot of each of the N most recent hours, days, ISO weeks (Monday to Sunday), \
+months or years that have a snapshot; periods without a snapshot do not count, and while a rule \
+still has counts left the group's oldest snapshot is kept too. Periods are those of the local \
+time zone. N may be `unlimited`. --keep-within DURATION keeps every snapshot less than DURATION \
+older than the group's newest snapshot (units y=365d, m=30d, w, d, h; e.g. 30d, 1y2m, 12h). \
+--keep-tag TAG keeps snapshots carrying TAG (`a,b`: both; repeat for either).\n\n\
+--host, --tag and --path restrict which snapshots are considered at all; others are left alone. \
+A policy without any rule is refused. Only snapshot files are deleted: the data they referenced \
+stays in the repository until `cairn prune`, or --prune runs one right after. Use --dry-run \
+first.",
+        after_help = "Examples:\n  \
+cairn forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  \
+cairn forget --keep-last 3 --keep-within 30d --host web1\n  \
+cairn forget --keep-tag release --keep-yearly unlimited --group-by host --json"
+    )]
+    Forget(ForgetArgs),
+
+    /// Remove data no snapshot needs, without stopping backups.
+    #[command(
+        about = "Remove data no snapshot needs (never blocks backups)",
+        long_about = "Find the data no snapshot references and free its space. Packs with no live \
+data are condemned; packs whose unused share exceeds --max-unused have their live blobs copied \
+into new packs first and are condemned too; packs no index names (left by interrupted backups) are \
+condemned as well. Condemned packs leave the index at once but are deleted only by a later prune, \
+after --grace has passed by the storage's own clock and no backup that began earlier is still \
+running; if a snapshot written meanwhile needs one of them, it is put back instead. So backups \
+and prunes may run at the same time from any number of hosts: nothing is locked.\n\n\
+--dry-run prints the plan (what would be condemned, repacked and deleted) and changes nothing. \
+--grace 0 deletes in the same run (still waiting for running backups).",
+        after_help = "Examples:\n  \
+cairn prune --dry-run\n  \
+cairn prune --max-unused 10 --grace 6h\n  \
+cairn forget --keep-daily 7 --prune --json"
+    )]
+    Prune(PruneArgs),
+
+    /// Rebuild the index, or rewrite snapshots that lost data.
+    #[command(
+        about = "Repair the index or snapshots",
+        long_about = "`repair index` rebuilds the index from the headers of the pack files, \
+replacing every index file. With --read-data it reads every pack whole: a pack whose bytes no \
+longer match its name has each blob verified, the good ones copied into a new pack and the \
+damaged ones dropped (the damaged pack is then deleted).\n\n\
+`repair snapshots` rewrites every snapshot that references data the index no longer has: a file \
+that lost a chunk keeps its name and metadata, loses its content and gets the extended attribute \
+user.cairn.damaged; a directory whose listing is lost becomes empty and is marked the same way. \
+The rewritten snapshot is tagged `repaired`, names the original as its parent, and replaces it. \
+Everything else stays restorable. Run `cairn check --read-data` first to see what is damaged.",
+        after_help = "Examples:\n  \
+cairn repair index\n  \
+cairn repair index --read-data && cairn repair snapshots\n  \
+cairn repair snapshots --json"
+    )]
+    Repair(RepairArgs),
+
+    /// Show what changed between two snapshots.
+    #[command(
+        about = "Show what changed between two snapshots",
+        long_about = "Compare snapshot A (older) with snapshot B (newer) and list every path that \
+differs, in path order: `+` added, `-` removed, `M` content modified, `U` only metadata changed \
+(permissions, owner, group, modification time or extended attributes), `T` type changed (e.g. a \
+directory became a file). Directories end in `/`; an added or removed directory is followed by \
+everything below it. A summary follows: files added, removed and changed, and the bytes of new and \
+dropped data at the changed paths (each chunk counted once).\n\n\
+Unchanged directories are recognised by their tree id and never read, so comparing two large, \
+nearly identical snapshots is fast. A and B are `latest` (narrowed by --host, --tag, --path), a \
+full id, or a unique prefix of one.",
+        after_help = "Examples:\n  \
+cairn diff 1a2b3c4d latest\n  \
+cairn diff 1a2b3c4d 5e6f7a8b --json | jq '.totals'\n  \
+cairn diff 1a2b3c4d latest | grep '^M'"
+    )]
+    Diff(DiffArgs),
+
+    /// Find files and directories by name or path across snapshots.
+    #[command(
+        about = "Find files and directories across snapshots",
+        long_about = "Search snapshots for entries matching the glob PATTERN and list them per \
+snapshot, with their type, size and modification time. A pattern without `/` is matched against \
+the entry's name (`*.pdf`), one with `/` against its whole path: `/home/*/notes.txt` from the root, \
+`docs/*.md` at any depth. `*` and `?` never match a `/`; `**` matches any number of directories. \
+Quote the pattern so the shell leaves it alone.\n\n\
+Every snapshot passing --host, --tag and --path is searched, or only those given with --snapshot \
+(repeatable). Directories shared by several snapshots are read once.",
+        after_help = "Examples:\n  \
+cairn find '*.pdf'\n  \
+cairn find '/home/*/.ssh/config' --host web1\n  \
+cairn find 'notes.txt' --snapshot latest --snapshot 1a2b3c4d --json"
+    )]
+    Find(FindArgs),
+
+    /// Show sizes, deduplication and compression.
+    #[command(
+        about = "Show sizes, deduplication and compression",
+        long_about = "Count the given snapshots (default: all, narrowed by --host, --tag, --path) \
+and the repository. Every mode shows the restore size (files, directories and bytes a restore of \
+each snapshot would write; an unchanged file counts once per snapshot) and the repository size \
+(all pack files). --mode raw adds the unique chunks and trees these snapshots reference, with \
+their plaintext and stored (compressed, encrypted) sizes and the compression ratio; --mode dedup \
+also the dedup ratio (restore size / unique plaintext). raw and dedup look up every chunk in the \
+index and take longer on large repositories.",
+        after_help = "Examples:\n  \
+cairn stats\n  \
+cairn stats latest --mode raw\n  \
+cairn stats --mode dedup --host web1 --json"
+    )]
+    Stats(StatsArgs),
+
+    /// Verify the repository's structure and, optionally, its data.
+    #[command(
+        about = "Verify the repository's structure and data",
+        long_about = "Verify the repository without trusting the local cache: every index file \
+decodes; every pack the index names exists, has the expected size and a header listing exactly \
+the indexed blobs; every snapshot decodes; every tree they reach loads; every chunk a file needs \
+is indexed. Packs no index names are reported as warnings (left by interrupted backups).\n\n\
+--read-data also reads every pack, checks its hash and decrypts, decompresses and hashes every \
+blob. --read-data-subset reads part of the packs: `n/m` (packs whose id's first byte modulo m is \
+n-1), `x%` or a size like `5G`. Verified packs are remembered in the local cache's ledger: `x%` \
+and size subsets take the least recently verified packs, so four `25%` runs read every pack once; \
+--max-age DURATION reads only packs not verified within DURATION; --max-duration DURATION starts \
+no new pack after that long.\n\n\
+Every problem names the pack, blob or file and the snapshots and paths it affects. Exits 1 when \
+any error is found.",
+        after_help = "Examples:\n  \
+cairn check\n  \
+cairn check --read-data-subset 25%\n  \
+cairn check --read-data --max-age 30d --max-duration 1h --json"
+    )]
+    Check(CheckArgs),
+
+    /// Restore a sample of a snapshot and compare it byte for byte.
+    #[command(
+        about = "Restore a sample of a snapshot and compare it (restore drill)",
+        long_about = "A restore drill: restore SNAPSHOT's files (all, or a sample chosen with \
+--sample) into a fresh scratch directory with the ordinary restore, read every restored file back \
+and compare it chunk by chunk with the keyed hashes the snapshot records, check size and \
+modification time, time it, print a report, and remove the scratch directory. The result is \
+remembered in the local cache for `cairn report`.\n\n\
+--sample N draws N files, --sample x% each file with probability x%. The draw is deterministic for \
+a --seed (a random seed is chosen and printed otherwise). The scratch directory is made inside \
+--scratch (default: the system's temporary directory). Exits 1 when a file differs or does not \
+restore.",
+        after_help = "Examples:\n  \
+cairn drill\n  \
+cairn drill latest --sample 100 --scratch /var/tmp\n  \
+cairn drill 1a2b3c4d --sample 5% --json"
+    )]
+    Drill(DrillArgs),
+
+    /// Print an integrity report on a snapshot for auditors.
+    #[command(
+        about = "Print an integrity report on a snapshot",
+        long_about = "Print an integrity report on SNAPSHOT for auditors: its id, time, host, paths \
+and tags, the root tree id, a BLAKE3 Merkle root over the whole tree (SPEC.md §23.5), file count \
+and total size, the backup's counters, how many of its packs this machine's ledger has verified, \
+and the last check and restore drill with their dates. As text, as Markdown with --markdown, or \
+as JSON with --json.",
+        after_help = "Examples:\n  \
+cairn report latest\n  \
+cairn report 1a2b3c4d --markdown > report.md\n  \
+cairn report latest --json | jq .merkle_root"
+    )]
+    Report(ReportArgs),
+
     /// Print a shell completion script.
     #[command(
         about = "Print a shell completion script",
@@ -393,6 +584,327 @@ pub enum CatObject {
         #[arg(value_name = "ID")]
         id: String,
     },
+}
+
+/// `cairn key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// What to do with the keys.
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+/// The `cairn key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key files.
+    #[command(
+        about = "List the key files",
+        long_about = "List the repository's key files, oldest first: id, creation time (local), the \
+host and user that created it, and its argon2id cost. The key this command was opened with is \
+marked with `*`. Key files that cannot be read, or that belong to another repository, are listed \
+as damaged with the reason; they open nothing and can be removed.",
+        after_help = "Examples:\n  \
+cairn key list\n  \
+cairn key list --json | jq -r '.[] | select(.current) | .id'"
+    )]
+    List,
+
+    /// Add a password.
+    #[command(
+        about = "Add a password",
+        long_about = "Add a key file that opens the repository with a new password. The existing \
+passwords keep working. The new password comes from --new-password-file, else \
+CAIRN_NEW_PASSWORD, else a prompt that asks twice.",
+        after_help = "Examples:\n  \
+cairn key add\n  \
+cairn key add --new-password-file ~/.cairn-pass-bob\n  \
+CAIRN_NEW_PASSWORD=test cairn key add --kdf-memory 64 --kdf-iterations 1"
+    )]
+    Add(KeyAddArgs),
+
+    /// Remove a password.
+    #[command(
+        about = "Remove a password",
+        long_about = "Delete the key file ID (a full id or a unique prefix, as `key list` shows). \
+Refused for the last usable key, which would make the repository impossible to open, and for \
+the key this command was opened with: open with another password to remove it, or use \
+`key passwd` to replace it.",
+        after_help = "Examples:\n  \
+cairn key remove 5f3e\n  \
+cairn key remove 5f3e --json"
+    )]
+    Remove(KeyRemoveArgs),
+
+    /// Change the password.
+    #[command(
+        about = "Change the password",
+        long_about = "Replace the password this command was opened with: a new key file wraps the \
+same master key under the new password, then the old key file is deleted. The data is not \
+touched. The new key file is written first, so an interruption leaves both passwords working. \
+Without --kdf-memory and --kdf-iterations, the new key keeps the old key's argon2id cost.",
+        after_help = "Examples:\n  \
+cairn key passwd\n  \
+cairn key passwd --new-password-file ~/.cairn-pass-new"
+    )]
+    Passwd(KeyPasswdArgs),
+}
+
+/// Where a new password comes from, and its argon2id cost.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Read the new password from the first line of FILE [default: CAIRN_NEW_PASSWORD, else ask].
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// argon2id memory cost of the new key, in KiB [default: 65536 for `add`, the old key's for `passwd`].
+    #[arg(long, value_name = "KIB")]
+    pub kdf_memory: Option<u32>,
+    /// argon2id passes of the new key [default: 3 for `add`, the old key's for `passwd`].
+    #[arg(long, value_name = "N")]
+    pub kdf_iterations: Option<u32>,
+}
+
+/// `cairn key add`.
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// The new password and its cost.
+    #[command(flatten)]
+    pub new: NewKeyArgs,
+}
+
+/// `cairn key remove`.
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// Key file id or a unique prefix of one.
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// `cairn key passwd`.
+#[derive(Debug, Args)]
+pub struct KeyPasswdArgs {
+    /// The new password and its cost.
+    #[command(flatten)]
+    pub new: NewKeyArgs,
+}
+
+/// How a prune repacks and how long it waits (shared by `prune` and `forget --prune`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PruneOptionArgs {
+    /// Repack packs whose unused share exceeds PERCENT.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub max_unused: f64,
+    /// Delete condemned packs only after this long (storage clock), e.g. 1h, 2d, 0.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_grace)]
+    pub grace: std::time::Duration,
+}
+
+impl PruneOptionArgs {
+    /// The library's options.
+    pub fn options(&self) -> repo_core::prune::PruneOptions {
+        repo_core::prune::PruneOptions { max_unused: self.max_unused / 100.0, grace: self.grace }
+    }
+}
+
+/// Parses a grace period: `0` or a duration like `1h`.
+fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    repo_core::forget::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// `cairn prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Print the plan and change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Repacking and grace period.
+    #[command(flatten)]
+    pub options: PruneOptionArgs,
+}
+
+/// `cairn repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// What to repair.
+    #[command(subcommand)]
+    pub what: RepairWhat,
+}
+
+/// `cairn repair index|snapshots`.
+#[derive(Debug, Subcommand)]
+pub enum RepairWhat {
+    /// Rebuild the index from the pack headers.
+    Index {
+        /// Read every pack whole and salvage damaged ones.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Rewrite snapshots that reference lost data.
+    Snapshots,
+}
+
+/// `cairn forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(short = 'l', long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(short = 'H', long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(short = 'd', long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(short = 'w', long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(short = 'm', long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(short = 'y', long, value_name = "N", value_parser = parse_keep_count)]
+    pub keep_yearly: Option<u32>,
+    /// Keep snapshots less than DURATION older than the group's newest (e.g. 30d, 1y2m, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = repo_core::forget::parse_duration)]
+    pub keep_within: Option<std::time::Duration>,
+    /// Keep snapshots carrying these tags (`a,b` needs both; repeat to keep either).
+    #[arg(long = "keep-tag", value_name = "TAG[,TAG]")]
+    pub keep_tags: Vec<String>,
+    /// Group snapshots by these fields before applying the policy (`""`: one group).
+    #[arg(long, value_name = "host,paths,tags", default_value = "host,paths",
+          value_parser = clap::value_parser!(repo_core::forget::GroupBy))]
+    pub group_by: repo_core::forget::GroupBy,
+    /// Show what would be kept and removed, and remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Then run a prune (skipped with --dry-run); see `cairn prune --help`.
+    #[arg(long)]
+    pub prune: bool,
+    /// Options of that prune.
+    #[command(flatten)]
+    pub prune_options: PruneOptionArgs,
+    /// Which snapshots to consider; the others are left alone.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// A `--keep-*` count: a number, or `unlimited`.
+fn parse_keep_count(s: &str) -> Result<u32, String> {
+    if s == "unlimited" {
+        return Ok(u32::MAX);
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a count (a number, or `unlimited`)"))
+}
+
+/// `cairn diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot: `latest`, an id, or a unique prefix of one.
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// The newer snapshot: `latest`, an id, or a unique prefix of one.
+    #[arg(value_name = "B")]
+    pub b: String,
+    /// Narrows `latest`.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `cairn find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Glob matched against names (no `/`) or paths (with `/`).
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+    /// Search only this snapshot (`latest`, an id or a prefix; repeat for several).
+    #[arg(short, long = "snapshot", value_name = "ID")]
+    pub snapshots: Vec<String>,
+    /// Which snapshots to search (and what `latest` means).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `cairn stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (`latest`, ids or prefixes) [default: all passing the filters].
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// What to compute.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = StatsModeArg::RestoreSize)]
+    pub mode: StatsModeArg,
+    /// Which snapshots to count (and what `latest` means).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `cairn stats --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsModeArg {
+    /// Files, directories and bytes a restore would write.
+    RestoreSize,
+    /// Also unique chunks and trees, plaintext and stored sizes, compression ratio.
+    Raw,
+    /// Also the dedup ratio.
+    Dedup,
+}
+
+/// `cairn check`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("data").args(["read_data", "read_data_subset"])))]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob (decrypt, decompress, hash).
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only some packs: `n/m`, `x%` (least recently verified first) or a size like `5G`.
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<repo_core::check::ReadData>,
+    /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h).
+    #[arg(long, value_name = "DURATION", requires = "data",
+          value_parser = repo_core::forget::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+    /// Start no new pack after DURATION (e.g. 1h, 90min, 1h30min; units d, h, min, s).
+    #[arg(long, value_name = "DURATION", requires = "data",
+          value_parser = crate::commands::parse_run_time)]
+    pub max_duration: Option<std::time::Duration>,
+}
+
+/// `cairn drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// `latest`, a snapshot id, or a unique prefix of one.
+    #[arg(value_name = "SNAPSHOT", default_value = "latest")]
+    pub snapshot: String,
+    /// Files to restore: `all`, a count (`100`) or a share (`5%`).
+    #[arg(long, value_name = "N|x%|all", default_value = "all")]
+    pub sample: repo_core::check::Sample,
+    /// Seed of the sample, to draw the same files again.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Directory to make the scratch directory in [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Narrows `latest`.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `cairn report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// `latest`, a snapshot id, or a unique prefix of one.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Print Markdown instead of text.
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
+    /// Narrows `latest`.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `cairn completions`.

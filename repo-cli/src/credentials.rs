@@ -3,7 +3,9 @@
 //!
 //! Order: `--password-file` / `CAIRN_PASSWORD_FILE`, then
 //! `--password-command` / `CAIRN_PASSWORD_COMMAND`, then `CAIRN_PASSWORD`,
-//! then an interactive prompt when standard input is a terminal.
+//! then an interactive prompt when standard input is a terminal. A new
+//! password (`key add`, `key passwd`) comes from `--new-password-file`, then
+//! `CAIRN_NEW_PASSWORD`, then a prompt asked twice.
 
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
@@ -29,6 +31,8 @@ pub enum Purpose {
     Open,
     /// Protect a new repository.
     Init,
+    /// A new password for an existing repository (`key add`, `key passwd`).
+    NewKey,
 }
 
 /// Finds the password, in the documented order.
@@ -49,6 +53,32 @@ pub fn password(global: &GlobalArgs, purpose: Purpose) -> Result<Password> {
     };
     if pw.is_empty() {
         bail!("empty password");
+    }
+    Ok(pw)
+}
+
+/// Environment variable holding a new password for `key add` and `key
+/// passwd`, meant for scripts and tests; like `CAIRN_PASSWORD`, it is not
+/// a clap argument, so its value never shows in `--help`.
+pub const NEW_PASSWORD_ENV: &str = "CAIRN_NEW_PASSWORD";
+
+/// Finds a new password: `file` (`--new-password-file`), then
+/// `CAIRN_NEW_PASSWORD`, then a prompt asked twice on a terminal.
+pub fn new_password(file: Option<&Path>) -> Result<Password> {
+    let pw = if let Some(file) = file {
+        from_file(file)?
+    } else if let Some(v) = std::env::var_os(NEW_PASSWORD_ENV) {
+        Zeroizing::new(v.into_vec())
+    } else if std::io::stdin().is_terminal() {
+        prompt(Purpose::NewKey)?
+    } else {
+        bail!(
+            "no new password given: use --new-password-file or set CAIRN_NEW_PASSWORD, \
+             or run from a terminal to be asked"
+        );
+    };
+    if pw.is_empty() {
+        bail!("empty new password");
     }
     Ok(pw)
 }
@@ -99,17 +129,17 @@ fn prompt(purpose: Purpose) -> Result<Password> {
             Zeroizing::new(rpassword::prompt_password(text).context("cannot read the password")?);
         Ok(Zeroizing::new(s.as_bytes().to_vec()))
     };
-    match purpose {
-        Purpose::Open => ask("enter password for repository: "),
-        Purpose::Init => {
-            let a = ask("enter password for new repository: ")?;
-            let b = ask("enter password again: ")?;
-            if a != b {
-                bail!("passwords do not match");
-            }
-            Ok(a)
-        }
+    let first = match purpose {
+        Purpose::Open => return ask("enter password for repository: "),
+        Purpose::Init => "enter password for new repository: ",
+        Purpose::NewKey => "enter new password: ",
+    };
+    let a = ask(first)?;
+    let b = ask("enter password again: ")?;
+    if a != b {
+        bail!("passwords do not match");
     }
+    Ok(a)
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ use crate::commands::Status;
 mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// Any error not listed below, including invalid arguments.
+    /// Any error not listed below, including invalid arguments, and a
+    /// `check` or `drill` that found a problem.
     pub const FAILURE: u8 = 1;
     /// The backup was saved, but some source files could not be read.
     pub const INCOMPLETE: u8 = 3;

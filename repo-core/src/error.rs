@@ -33,6 +33,28 @@ pub enum Error {
     /// An id prefix matched several snapshots.
     #[error("snapshot id prefix {0:?} is ambiguous")]
     AmbiguousSnapshot(String),
+    /// No key file matched the id or prefix.
+    #[error("no key matches {0:?}")]
+    KeyNotFound(String),
+    /// An id prefix matched several key files.
+    #[error("key id prefix {0:?} is ambiguous")]
+    AmbiguousKey(String),
+    /// Removing the key would leave no usable key: the repository could
+    /// never be opened again.
+    #[error(
+        "refusing to remove key {}: it is the last key that opens this repository \
+         (add another key first)",
+        .0.short()
+    )]
+    LastKey(crate::id::KeyId),
+    /// The key unlocked the current session; removing it is refused so a
+    /// typo cannot lock the user out mid-session.
+    #[error(
+        "refusing to remove key {}: it is the key this session was opened with \
+         (open the repository with another key's password, or use `cairn key passwd` to replace it)",
+        .0.short()
+    )]
+    KeyInUse(crate::id::KeyId),
     /// A path is not in a snapshot.
     #[error("path {0:?} not found in the snapshot")]
     PathNotFound(String),

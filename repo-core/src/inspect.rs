@@ -1,1 +1,827 @@
-//! (being written)
+//! Read-only views of snapshots: `diff` (what changed between two),
+//! `find` (which snapshots hold a path matching a glob) and `stats` (logical
+//! size, unique and stored size, dedup and compression ratios). Nothing here
+//! writes to the repository. Trees are read as SPEC §9 defines them; blob
+//! sizes come from the index (SPEC §8).
+//!
+//! All three lean on trees being content addressed: equal tree ids mean equal
+//! directories, so `diff` skips unchanged subtrees without loading them, and
+//! `find` and `stats` load a subtree shared by several snapshots only once.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+
+use crate::backend::ObjectKind;
+use crate::blob::BlobKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::repository::Repository;
+use crate::snapshot::SnapshotEntry;
+use crate::tree::{Node, NodeKind, Tree};
+
+// ---------------------------------------------------------------- diff
+
+/// How a path differs between the two snapshots of a [`Diff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// Only in the second snapshot.
+    Added,
+    /// Only in the first snapshot.
+    Removed,
+    /// Same kind, different content: file chunks, symlink target or device
+    /// number. Metadata may differ too (see [`DiffEntry::fields`]).
+    Modified,
+    /// Same kind and content; only metadata differs (see [`DiffEntry::fields`]).
+    MetadataOnly,
+    /// The entry changed kind (e.g. a directory became a file).
+    TypeChanged,
+}
+
+/// Metadata a [`Change::MetadataOnly`] (or [`Change::Modified`]) entry
+/// differs in. ctime, inode, device and link count are not compared: they
+/// change whenever a file is copied or restored without anyone changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataField {
+    /// Permission bits.
+    Mode,
+    /// Owner (uid or user name).
+    Owner,
+    /// Group (gid or group name).
+    Group,
+    /// Modification time.
+    Mtime,
+    /// Extended attributes.
+    Xattrs,
+}
+
+/// One changed path. Serialized with `path` as (lossy) UTF-8 and, only when
+/// the raw name is not UTF-8, `path_hex` holding the raw bytes in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffEntry {
+    /// Full path in the snapshot, raw bytes, components joined by `/`.
+    pub path: Vec<u8>,
+    /// What changed.
+    pub change: Change,
+    /// Kind in the first snapshot (`None` when added).
+    pub old_kind: Option<NodeKind>,
+    /// Kind in the second snapshot (`None` when removed).
+    pub new_kind: Option<NodeKind>,
+    /// Content size in the first snapshot (`None` when added).
+    pub old_size: Option<u64>,
+    /// Content size in the second snapshot (`None` when removed).
+    pub new_size: Option<u64>,
+    /// Metadata that differs, for `Modified` and `MetadataOnly`.
+    pub fields: Vec<MetadataField>,
+}
+
+impl DiffEntry {
+    /// The path for display (lossy for non-UTF-8 names).
+    pub fn path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+impl Serialize for DiffEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let raw = raw_hex(&self.path);
+        let mut st = s.serialize_struct("DiffEntry", 8)?;
+        st.serialize_field("path", &self.path_lossy())?;
+        if let Some(h) = &raw {
+            st.serialize_field("path_hex", h)?;
+        } else {
+            st.skip_field("path_hex")?;
+        }
+        st.serialize_field("change", &self.change)?;
+        st.serialize_field("old_kind", &self.old_kind)?;
+        st.serialize_field("new_kind", &self.new_kind)?;
+        st.serialize_field("old_size", &self.old_size)?;
+        st.serialize_field("new_size", &self.new_size)?;
+        st.serialize_field("fields", &self.fields)?;
+        st.end()
+    }
+}
+
+/// Hex of `path` when it is not valid UTF-8 (so JSON can carry it exactly).
+fn raw_hex(path: &[u8]) -> Option<String> {
+    std::str::from_utf8(path)
+        .is_err()
+        .then(|| hex::encode(path))
+}
+
+/// Counts over a [`Diff`]. "Files" are all entries that are not directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiffTotals {
+    /// Non-directory entries added.
+    pub files_added: u64,
+    /// Non-directory entries removed.
+    pub files_removed: u64,
+    /// Entries whose content changed.
+    pub files_modified: u64,
+    /// Entries (directories included) whose metadata alone changed.
+    pub metadata_only: u64,
+    /// Entries that changed kind.
+    pub type_changed: u64,
+    /// Directories added.
+    pub dirs_added: u64,
+    /// Directories removed.
+    pub dirs_removed: u64,
+    /// Plaintext bytes of the content chunks the changed paths of the second
+    /// snapshot reference and the changed paths of the first do not: about
+    /// the new data the second snapshot brings (each chunk counted once).
+    pub bytes_added: u64,
+    /// The same, the other way round: data the second snapshot no longer has
+    /// at the changed paths.
+    pub bytes_removed: u64,
+}
+
+/// The differences between two snapshots, in path order (depth first, names
+/// in byte order, a directory before its entries).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    /// The first ("old") snapshot.
+    pub a: SnapshotId,
+    /// The second ("new") snapshot.
+    pub b: SnapshotId,
+    /// Every changed path. Added or removed directories are followed by
+    /// everything below them.
+    pub changes: Vec<DiffEntry>,
+    /// Counts and bytes.
+    pub totals: DiffTotals,
+}
+
+/// The state of one diff walk.
+struct DiffWalk<'a> {
+    repo: &'a Repository,
+    changes: Vec<DiffEntry>,
+    totals: DiffTotals,
+    /// Content chunks of changed paths on either side. Only changed paths
+    /// contribute, so memory follows the size of the change, not the snapshot.
+    chunks_a: HashSet<BlobId>,
+    chunks_b: HashSet<BlobId>,
+}
+
+/// Metadata fields in which `a` and `b` differ.
+fn metadata_fields(a: &Node, b: &Node) -> Vec<MetadataField> {
+    let mut f = Vec::new();
+    if a.mode != b.mode {
+        f.push(MetadataField::Mode);
+    }
+    if a.uid != b.uid || a.user != b.user {
+        f.push(MetadataField::Owner);
+    }
+    if a.gid != b.gid || a.group != b.group {
+        f.push(MetadataField::Group);
+    }
+    if a.mtime_ns != b.mtime_ns {
+        f.push(MetadataField::Mtime);
+    }
+    if a.xattrs != b.xattrs {
+        f.push(MetadataField::Xattrs);
+    }
+    f
+}
+
+/// True when two nodes of the same kind have different content. Directories
+/// never do: their entries are compared one by one instead.
+fn content_differs(a: &Node, b: &Node) -> bool {
+    match a.kind {
+        NodeKind::File => a.size != b.size || a.content != b.content,
+        NodeKind::Symlink => a.symlink_target != b.symlink_target,
+        NodeKind::CharDevice | NodeKind::BlockDevice => a.rdev != b.rdev,
+        NodeKind::Dir | NodeKind::Fifo | NodeKind::Socket => false,
+    }
+}
+
+fn child_path(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(prefix.len() + 1 + name.len());
+    p.extend_from_slice(prefix);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+impl DiffWalk<'_> {
+    /// Compares two directories. Equal ids (or two absent trees) are equal
+    /// directories: nothing below them is loaded.
+    fn trees(&mut self, a: Option<TreeId>, b: Option<TreeId>, prefix: &[u8]) -> Result<()> {
+        if a == b {
+            return Ok(());
+        }
+        let load = |id: Option<TreeId>| -> Result<Tree> {
+            id.map_or_else(|| Ok(Tree::default()), |id| self.repo.load_tree(&id))
+        };
+        let (ta, tb) = (load(a)?, load(b)?);
+        // Both lists are sorted by name (SPEC §9.2): a merge join.
+        let (mut ia, mut ib) = (ta.nodes.iter().peekable(), tb.nodes.iter().peekable());
+        loop {
+            let order = match (ia.peek(), ib.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(na), Some(nb)) => na.name.cmp(&nb.name),
+            };
+            match (
+                order,
+                ia.next_if(|_| order.is_le()),
+                ib.next_if(|_| order.is_ge()),
+            ) {
+                (Ordering::Equal, Some(na), Some(nb)) => self.both(na, nb, prefix)?,
+                (_, Some(na), None) => self.one_side(na, prefix, Change::Removed)?,
+                (_, None, Some(nb)) => self.one_side(nb, prefix, Change::Added)?,
+                _ => break, // Unreachable: each arm above consumes one entry at least.
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry only in one snapshot, and everything below it.
+    fn one_side(&mut self, n: &Node, prefix: &[u8], change: Change) -> Result<()> {
+        let path = child_path(prefix, &n.name);
+        let added = change == Change::Added;
+        let is_dir = n.kind == NodeKind::Dir;
+        match (added, is_dir) {
+            (true, true) => self.totals.dirs_added += 1,
+            (true, false) => self.totals.files_added += 1,
+            (false, true) => self.totals.dirs_removed += 1,
+            (false, false) => self.totals.files_removed += 1,
+        }
+        if added {
+            self.chunks_b.extend(n.content.iter().copied());
+        } else {
+            self.chunks_a.extend(n.content.iter().copied());
+        }
+        self.changes.push(DiffEntry {
+            path: path.clone(),
+            change,
+            old_kind: (!added).then_some(n.kind),
+            new_kind: added.then_some(n.kind),
+            old_size: (!added).then_some(n.size),
+            new_size: added.then_some(n.size),
+            fields: Vec::new(),
+        });
+        if let Some(sub) = n.subtree.filter(|_| is_dir) {
+            if added {
+                self.trees(None, Some(sub), &path)?;
+            } else {
+                self.trees(Some(sub), None, &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry present in both snapshots.
+    fn both(&mut self, a: &Node, b: &Node, prefix: &[u8]) -> Result<()> {
+        let path = child_path(prefix, &a.name);
+        let dir_a = a.subtree.filter(|_| a.kind == NodeKind::Dir);
+        let dir_b = b.subtree.filter(|_| b.kind == NodeKind::Dir);
+        let (change, fields) = if a.kind != b.kind {
+            self.totals.type_changed += 1;
+            (Some(Change::TypeChanged), Vec::new())
+        } else {
+            let fields = metadata_fields(a, b);
+            if content_differs(a, b) {
+                self.totals.files_modified += 1;
+                (Some(Change::Modified), fields)
+            } else if !fields.is_empty() {
+                self.totals.metadata_only += 1;
+                (Some(Change::MetadataOnly), fields)
+            } else {
+                (None, fields)
+            }
+        };
+        if let Some(change) = change {
+            if a.content != b.content {
+                self.chunks_a.extend(a.content.iter().copied());
+                self.chunks_b.extend(b.content.iter().copied());
+            }
+            self.changes.push(DiffEntry {
+                path: path.clone(),
+                change,
+                old_kind: Some(a.kind),
+                new_kind: Some(b.kind),
+                old_size: Some(a.size),
+                new_size: Some(b.size),
+                fields,
+            });
+        }
+        // A directory that became something else: its entries are removed
+        // (and the other way round, added), so totals account for them.
+        if dir_a.is_some() || dir_b.is_some() {
+            self.trees(dir_a, dir_b, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Plaintext bytes of the chunks in `of` but not in `minus`.
+    fn bytes_only_in(&self, of: &HashSet<BlobId>, minus: &HashSet<BlobId>) -> Result<u64> {
+        let mut n = 0u64;
+        for id in of.difference(minus) {
+            let loc = self
+                .repo
+                .index()
+                .lookup(id)?
+                .ok_or(Error::BlobNotFound(*id))?;
+            n += u64::from(loc.entry.raw_length);
+        }
+        Ok(n)
+    }
+}
+
+impl Repository {
+    /// What changed from snapshot `a` to snapshot `b`. Both trees are walked
+    /// together and subtrees with equal ids are skipped, so the cost follows
+    /// the number of changed directories, not the size of the snapshots.
+    pub fn diff(&self, a: &SnapshotEntry, b: &SnapshotEntry) -> Result<Diff> {
+        let mut w = DiffWalk {
+            repo: self,
+            changes: Vec::new(),
+            totals: DiffTotals::default(),
+            chunks_a: HashSet::new(),
+            chunks_b: HashSet::new(),
+        };
+        w.trees(Some(a.snapshot.tree), Some(b.snapshot.tree), b"")?;
+        w.totals.bytes_added = w.bytes_only_in(&w.chunks_b, &w.chunks_a)?;
+        w.totals.bytes_removed = w.bytes_only_in(&w.chunks_a, &w.chunks_b)?;
+        Ok(Diff {
+            a: a.id,
+            b: b.id,
+            changes: w.changes,
+            totals: w.totals,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- find
+
+/// A glob matched against a base name (pattern without `/`) or against the
+/// whole path (pattern with `/`), as backup excludes are. A path pattern not
+/// starting with `/` may match at any depth, as restore includes do.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    glob: GlobMatcher,
+    by_name: bool,
+}
+
+impl PathPattern {
+    /// Compiles `pattern`; a trailing `/` is ignored.
+    pub fn new(pattern: &str) -> Result<Self> {
+        let pat = pattern.trim_end_matches('/');
+        if pat.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "pattern {pattern:?} matches no name"
+            )));
+        }
+        let by_name = !pat.contains('/');
+        let full = if by_name || pat.starts_with('/') || pat.starts_with("**") {
+            pat.to_string()
+        } else {
+            format!("**/{pat}")
+        };
+        let glob = GlobBuilder::new(&full)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("pattern {pattern:?}: {e}")))?
+            .compile_matcher();
+        Ok(Self { glob, by_name })
+    }
+
+    /// True if the entry `name` at `path` (raw bytes, `/`-separated) matches.
+    pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
+        let subject = if self.by_name { name } else { path };
+        self.glob.is_match(Path::new(OsStr::from_bytes(subject)))
+    }
+}
+
+/// One path matching a [`Repository::find`] pattern. Serialized with `path`
+/// as (lossy) UTF-8 plus `path_hex` when the raw path is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindMatch {
+    /// The snapshot holding it.
+    pub snapshot: SnapshotId,
+    /// That snapshot's time, nanoseconds since the Unix epoch.
+    pub snapshot_time_ns: i64,
+    /// Full path, raw bytes.
+    pub path: Vec<u8>,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Content size (files).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+impl FindMatch {
+    /// The path for display (lossy for non-UTF-8 names).
+    pub fn path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+impl Serialize for FindMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let raw = raw_hex(&self.path);
+        let mut st = s.serialize_struct("FindMatch", 7)?;
+        st.serialize_field("snapshot", &self.snapshot)?;
+        st.serialize_field("snapshot_time_ns", &self.snapshot_time_ns)?;
+        st.serialize_field("path", &self.path_lossy())?;
+        if let Some(h) = &raw {
+            st.serialize_field("path_hex", h)?;
+        } else {
+            st.skip_field("path_hex")?;
+        }
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("size", &self.size)?;
+        st.serialize_field("mtime_ns", &self.mtime_ns)?;
+        st.end()
+    }
+}
+
+/// A match without its snapshot, as remembered for a subtree.
+#[derive(Debug, Clone)]
+struct Hit {
+    path: Vec<u8>,
+    kind: NodeKind,
+    size: u64,
+    mtime_ns: i64,
+}
+
+/// What a directory contributes, in order: its matching entries and the
+/// subdirectories to descend into.
+#[derive(Debug)]
+enum Step {
+    Hit(Hit),
+    Descend(TreeId, Vec<u8>),
+}
+
+/// Steps per (tree, path). The path is part of the key because path globs
+/// depend on it; the same directory at the same place in several snapshots
+/// (the common case) is loaded once. Memory: one entry per distinct
+/// directory plus the matches, not one per file.
+type FindMemo = HashMap<(TreeId, Vec<u8>), Rc<Vec<Step>>>;
+
+impl Repository {
+    /// Every entry matching `pattern` (see [`PathPattern`]) in each of
+    /// `snapshots`, in snapshot order, then path order.
+    pub fn find(&self, pattern: &str, snapshots: &[SnapshotEntry]) -> Result<Vec<FindMatch>> {
+        let pat = PathPattern::new(pattern)?;
+        let mut memo = FindMemo::new();
+        let mut out = Vec::new();
+        for s in snapshots {
+            let mut hits = Vec::new();
+            self.find_below(&s.snapshot.tree, b"", &pat, &mut memo, &mut hits)?;
+            out.extend(hits.into_iter().map(|h| FindMatch {
+                snapshot: s.id,
+                snapshot_time_ns: s.snapshot.time_ns,
+                path: h.path,
+                kind: h.kind,
+                size: h.size,
+                mtime_ns: h.mtime_ns,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn find_below(
+        &self,
+        tree: &TreeId,
+        prefix: &[u8],
+        pat: &PathPattern,
+        memo: &mut FindMemo,
+        out: &mut Vec<Hit>,
+    ) -> Result<()> {
+        let key = (*tree, prefix.to_vec());
+        let steps = match memo.get(&key) {
+            Some(s) => Rc::clone(s),
+            None => {
+                let t = self.load_tree(tree)?;
+                let mut steps = Vec::new();
+                for n in &t.nodes {
+                    let path = child_path(prefix, &n.name);
+                    if pat.matches(&path, &n.name) {
+                        steps.push(Step::Hit(Hit {
+                            path: path.clone(),
+                            kind: n.kind,
+                            size: n.size,
+                            mtime_ns: n.mtime_ns,
+                        }));
+                    }
+                    if let Some(sub) = n.subtree.filter(|_| n.kind == NodeKind::Dir) {
+                        steps.push(Step::Descend(sub, path));
+                    }
+                }
+                let steps = Rc::new(steps);
+                memo.insert(key, Rc::clone(&steps));
+                steps
+            }
+        };
+        for s in steps.iter() {
+            match s {
+                Step::Hit(h) => out.push(h.clone()),
+                Step::Descend(sub, path) => self.find_below(sub, path, pat, memo, out)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- stats
+
+/// What [`Repository::stats`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatsMode {
+    /// Logical size: what restoring every snapshot would write. Loads each
+    /// distinct tree once.
+    #[default]
+    RestoreSize,
+    /// Also the unique blobs the snapshots reference, their plaintext and
+    /// stored sizes (one index lookup per blob), and the compression ratio.
+    Raw,
+    /// Everything `Raw` gives, plus the dedup ratio.
+    Dedup,
+}
+
+/// Logical totals: every snapshot counted in full, so an unchanged file in
+/// two snapshots counts twice (and hard links once per path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreTotals {
+    /// Regular files (and streams).
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks, fifos, devices, sockets.
+    pub others: u64,
+    /// Sum of file sizes.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for RestoreTotals {
+    fn add_assign(&mut self, o: Self) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.others += o.others;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Unique blobs of one kind: each counted once however often referenced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BlobTotals {
+    /// Number of distinct blobs.
+    pub count: u64,
+    /// Sum of their plaintext lengths.
+    pub raw_bytes: u64,
+    /// Sum of their lengths in packs (compressed and sealed).
+    pub stored_bytes: u64,
+    /// Referenced but not in the index (lost data: run `cairn check`).
+    pub missing: u64,
+}
+
+/// The packs of the repository, as the backend lists them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RepositorySize {
+    /// Pack files.
+    pub packs: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// Result of [`Repository::stats`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// What was computed.
+    pub mode: StatsMode,
+    /// Snapshots counted.
+    pub snapshots: u64,
+    /// Logical totals (every mode).
+    pub restore: RestoreTotals,
+    /// Unique data blobs (`raw` and `dedup`).
+    pub data_blobs: Option<BlobTotals>,
+    /// Unique tree blobs (`raw` and `dedup`).
+    pub tree_blobs: Option<BlobTotals>,
+    /// Unique data plaintext / its stored size (`raw` and `dedup`; `None`
+    /// when nothing is stored).
+    pub compression_ratio: Option<f64>,
+    /// Restore size / unique data plaintext (`dedup`; `None` when there is
+    /// no data).
+    pub dedup_ratio: Option<f64>,
+    /// Every pack in the repository, referenced by these snapshots or not.
+    pub repository: RepositorySize,
+}
+
+/// The state of one stats walk.
+struct StatsWalk<'a> {
+    repo: &'a Repository,
+    /// Totals per distinct tree: a tree's totals depend only on its id, so
+    /// a subtree shared by many snapshots is loaded once. Its keys are also
+    /// the set of unique tree blobs.
+    trees: HashMap<TreeId, RestoreTotals>,
+    /// Unique data blobs, when asked for. Memory: about 50 bytes per distinct
+    /// chunk (tens of millions of chunks need gigabytes); an on-disk set
+    /// would be needed for repositories that large.
+    data: Option<HashSet<BlobId>>,
+}
+
+impl StatsWalk<'_> {
+    fn tree(&mut self, id: &TreeId) -> Result<RestoreTotals> {
+        if let Some(t) = self.trees.get(id) {
+            return Ok(*t);
+        }
+        let tree = self.repo.load_tree(id)?;
+        let mut t = RestoreTotals::default();
+        for n in &tree.nodes {
+            match n.kind {
+                NodeKind::File => {
+                    t.files += 1;
+                    t.bytes += n.size;
+                    if let Some(d) = &mut self.data {
+                        d.extend(n.content.iter().copied());
+                    }
+                }
+                NodeKind::Dir => {
+                    t.dirs += 1;
+                    if let Some(sub) = &n.subtree {
+                        t += self.tree(sub)?;
+                    }
+                }
+                _ => t.others += 1,
+            }
+        }
+        self.trees.insert(*id, t);
+        Ok(t)
+    }
+}
+
+fn blob_totals<'a>(
+    repo: &Repository,
+    ids: impl Iterator<Item = &'a BlobId>,
+    kind: BlobKind,
+) -> Result<BlobTotals> {
+    let mut t = BlobTotals::default();
+    for id in ids {
+        t.count += 1;
+        match repo.index().lookup(id)? {
+            Some(loc) if loc.entry.kind == kind => {
+                t.raw_bytes += u64::from(loc.entry.raw_length);
+                t.stored_bytes += u64::from(loc.entry.length);
+            }
+            _ => t.missing += 1,
+        }
+    }
+    Ok(t)
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+impl Repository {
+    /// Sizes of `snapshots` and of the repository; see [`StatsMode`].
+    pub fn stats(&self, snapshots: &[SnapshotEntry], mode: StatsMode) -> Result<Stats> {
+        let blobs = mode != StatsMode::RestoreSize;
+        let mut w = StatsWalk {
+            repo: self,
+            trees: HashMap::new(),
+            data: blobs.then(HashSet::new),
+        };
+        let mut restore = RestoreTotals::default();
+        for s in snapshots {
+            // Per snapshot: an unchanged file counts once in each.
+            restore += w.tree(&s.snapshot.tree)?;
+        }
+        let (data_blobs, tree_blobs) = match &w.data {
+            Some(d) => (
+                Some(blob_totals(self, d.iter(), BlobKind::Data)?),
+                Some(blob_totals(self, w.trees.keys(), BlobKind::Tree)?),
+            ),
+            None => (None, None),
+        };
+        let compression_ratio = data_blobs.and_then(|d| ratio(d.raw_bytes, d.stored_bytes));
+        let dedup_ratio = data_blobs
+            .filter(|_| mode == StatsMode::Dedup)
+            .and_then(|d| ratio(restore.bytes, d.raw_bytes));
+        let mut repository = RepositorySize::default();
+        for p in self.backend().list(ObjectKind::Pack)? {
+            repository.packs += 1;
+            repository.bytes += p.size;
+        }
+        Ok(Stats {
+            mode,
+            snapshots: snapshots.len() as u64,
+            restore,
+            data_blobs,
+            tree_blobs,
+            compression_ratio,
+            dedup_ratio,
+            repository,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Xattr;
+
+    #[test]
+    fn name_and_path_patterns() {
+        let p = PathPattern::new("*.log").unwrap();
+        assert!(p.matches(b"/var/log/a.log", b"a.log"));
+        assert!(!p.matches(b"/var/a.log/x", b"x"));
+        let p = PathPattern::new("/var/*/a.log").unwrap();
+        assert!(p.matches(b"/var/log/a.log", b"a.log"));
+        assert!(
+            !p.matches(b"/var/log/deep/a.log", b"a.log"),
+            "* crossed a /"
+        );
+        let p = PathPattern::new("log/*.log").unwrap();
+        assert!(p.matches(b"/var/log/a.log", b"a.log"));
+        assert!(p.matches(b"/log/a.log", b"a.log"));
+        assert!(!p.matches(b"/var/logs/a.log", b"a.log"));
+        let p = PathPattern::new("/srv/**/*.db").unwrap();
+        assert!(p.matches(b"/srv/a/b/c.db", b"c.db"));
+        let p = PathPattern::new("caf\u{e9}*").unwrap();
+        assert!(
+            !p.matches(b"/caf\xe9", b"caf\xe9"),
+            "latin-1 bytes are not é"
+        );
+        let p = PathPattern::new("caf?").unwrap();
+        assert!(
+            p.matches(b"/caf\xe9", b"caf\xe9"),
+            "? matches a non-UTF-8 byte"
+        );
+        assert!(PathPattern::new("/").is_err());
+        assert!(PathPattern::new("a[").is_err());
+    }
+
+    #[test]
+    fn node_comparison() {
+        let mut a = Node::new(b"f".to_vec(), NodeKind::File);
+        a.content = vec![BlobId::from_bytes([1; 32])];
+        a.size = 10;
+        let mut b = a.clone();
+        assert!(!content_differs(&a, &b));
+        assert!(metadata_fields(&a, &b).is_empty());
+        b.mode = 0o600;
+        b.mtime_ns = 5;
+        b.user = "bob".into();
+        b.xattrs = vec![Xattr {
+            name: b"user.x".to_vec(),
+            value: b"1".to_vec(),
+        }];
+        b.ctime_ns = 9;
+        b.inode = 9;
+        assert_eq!(
+            metadata_fields(&a, &b),
+            [
+                MetadataField::Mode,
+                MetadataField::Owner,
+                MetadataField::Mtime,
+                MetadataField::Xattrs
+            ]
+        );
+        assert!(!content_differs(&a, &b));
+        b.content = vec![BlobId::from_bytes([2; 32])];
+        assert!(content_differs(&a, &b));
+        let mut l1 = Node::new(b"l".to_vec(), NodeKind::Symlink);
+        let mut l2 = l1.clone();
+        l1.symlink_target = b"x".to_vec();
+        l2.symlink_target = b"y".to_vec();
+        assert!(content_differs(&l1, &l2));
+    }
+
+    #[test]
+    fn entries_serialize_raw_paths_in_hex() {
+        let e = DiffEntry {
+            path: b"/a/\xff".to_vec(),
+            change: Change::MetadataOnly,
+            old_kind: Some(NodeKind::File),
+            new_kind: Some(NodeKind::File),
+            old_size: Some(1),
+            new_size: Some(1),
+            fields: vec![MetadataField::Mode],
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["path"], "/a/\u{fffd}");
+        assert_eq!(v["path_hex"], "2f612fff");
+        assert_eq!(v["change"], "metadata_only");
+        assert_eq!(v["fields"], serde_json::json!(["mode"]));
+        let e = DiffEntry {
+            path: b"/a/b".to_vec(),
+            ..e
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert!(v.get("path_hex").is_none());
+    }
+}

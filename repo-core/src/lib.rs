@@ -47,9 +47,21 @@ pub use backend::{
     Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectKind,
 };
 pub use backup::{BackupOutcome, ParentChoice};
+pub use check::{
+    CheckOptions, CheckReport, DrillOptions, DrillReport, IntegrityReport, Problem, ProblemKind,
+    ReadData, Sample,
+};
 pub use crypto::KdfParams;
 pub use error::{Error, Result};
+pub use forget::{
+    ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,
+    plan_forget,
+};
 pub use id::{BlobId, PackId, SnapshotId, TreeId};
+pub use inspect::{
+    Change, Diff, DiffEntry, DiffTotals, FindMatch, MetadataField, Stats, StatsMode,
+};
+pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
 pub use restore::RestoreSummary;

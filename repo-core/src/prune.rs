@@ -264,6 +264,15 @@ impl Repository {
             .collect()
     }
 
+    /// Packs named by pending prune marks (condemned, not yet deleted).
+    pub(crate) fn marked_pack_ids(&self) -> Result<HashSet<PackId>> {
+        Ok(self
+            .load_marks()?
+            .iter()
+            .flat_map(|(_, _, m)| m.packs.iter().map(|p| p.id))
+            .collect())
+    }
+
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
         let mut out = Vec::new();
         for o in self.backend().list(ObjectKind::Mark)? {

@@ -234,7 +234,6 @@ impl Repository {
     }
 
     /// The master key, for key management (`keys.rs`) only.
-    #[allow(dead_code)] // until keys.rs lands
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.key
     }
@@ -586,6 +585,20 @@ impl Packer<'_> {
         self.repo
             .index
             .add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)
+    }
+
+    /// Uploads the open packs and writes the index, keeping the packer
+    /// usable (for callers that write snapshots as they go).
+    pub fn flush_all(&self) -> Result<()> {
+        for (i, m) in self.writers.iter().enumerate() {
+            let kind = if i == BlobKind::Data as usize { BlobKind::Data } else { BlobKind::Tree };
+            let w = std::mem::replace(&mut *m.lock().unwrap_or_else(|e| e.into_inner()), self.repo.new_pack(kind));
+            if !w.is_empty() {
+                self.upload(w)?;
+            }
+        }
+        self.repo.index.flush(&*self.repo.backend, self.repo.data_key())?;
+        Ok(())
     }
 
     /// Uploads the open packs and writes the index. SPEC §13: after this

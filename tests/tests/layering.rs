@@ -6,8 +6,8 @@ use std::path::Path;
 
 /// Top-level modules of repo-core, lowest layer first (STYLE §3).
 const ORDER: &str = "format id encoding crypto hash chunker compress blob pack tree snapshot config \
-    backend cache lock error index repository keys progress backup restore check repair inspect \
-    forget prune lib";
+    backend cache lock error index repository keys progress backup restore check inspect forget \
+    prune repair lib";
 
 /// `src` without `//` comments and without `#[cfg(test)] mod … { … }` blocks.
 fn strip(src: &str) -> String {

@@ -4,12 +4,22 @@
 
 mod backup;
 mod cat;
+mod check;
 mod completions;
+mod diff;
+mod drill;
 mod dump;
+mod find;
+mod forget;
 mod init;
+mod key;
 mod ls;
+mod prune;
+mod repair;
+mod report;
 mod restore;
 mod snapshots;
+mod stats;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -23,6 +33,7 @@ use repo_core::{
     SnapshotFilter,
 };
 
+pub(crate) use check::parse_run_time;
 use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
 use crate::credentials::{self, Purpose};
 use crate::output::Output;
@@ -52,6 +63,16 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Restore(a) => restore::run(g, out, a),
         Command::Dump(a) => dump::run(g, out, a),
         Command::Cat(a) => cat::run(g, out, a),
+        Command::Forget(a) => forget::run(g, out, a),
+        Command::Prune(a) => prune::run(g, out, a),
+        Command::Repair(a) => repair::run(g, out, a),
+        Command::Key(a) => key::run(g, out, a),
+        Command::Diff(a) => diff::run(g, out, a),
+        Command::Find(a) => find::run(g, out, a),
+        Command::Stats(a) => stats::run(g, out, a),
+        Command::Check(a) => check::run(g, out, a),
+        Command::Drill(a) => drill::run(g, out, a),
+        Command::Report(a) => report::run(g, out, a),
         Command::Completions(a) => completions::run(a),
     }
 }

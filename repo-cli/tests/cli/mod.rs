@@ -2,6 +2,11 @@
 
 mod backup;
 mod browse;
+mod check;
+mod forget;
 mod harness;
 mod help;
+mod inspect;
+mod prune;
+mod keys;
 mod repository;

@@ -1,9 +1,13 @@
 //! Shared helpers for the integration suites.
 
+mod check;
 mod corruption;
 mod incremental;
+mod inspect;
+mod keys;
 mod plaintext;
 mod prune;
+mod repair;
 mod roundtrip;
 mod selection;
 

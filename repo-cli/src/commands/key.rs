@@ -1,0 +1,218 @@
+//! `cairn key`: list, add, remove and change the repository's passwords.
+
+use anyhow::Result;
+use repo_core::{KdfParams, KeyInfo, KeyStatus, Repository};
+use serde::Serialize;
+
+use super::{Status, open};
+use crate::cli::{GlobalArgs, KeyArgs, KeyCommand, NewKeyArgs};
+use crate::credentials;
+use crate::output::{self, Output};
+
+/// One `key list --json` entry. Every key is always present (null when it
+/// does not apply), so scripts can rely on the shape.
+#[derive(Serialize)]
+struct KeyJson<'a> {
+    id: String,
+    short_id: String,
+    current: bool,
+    /// `ok` or `damaged`.
+    status: &'static str,
+    created: Option<String>,
+    host: Option<&'a str>,
+    username: Option<&'a str>,
+    kdf: Option<KdfParams>,
+    /// Why a damaged key file cannot be used.
+    error: Option<&'a str>,
+}
+
+impl<'a> KeyJson<'a> {
+    fn new(k: &'a KeyInfo) -> Self {
+        let (status, details, error) = match &k.status {
+            KeyStatus::Usable(d) => ("ok", Some(d), None),
+            KeyStatus::Damaged(reason) => ("damaged", None, Some(reason.as_str())),
+        };
+        Self {
+            id: k.id.to_hex(),
+            short_id: k.id.short(),
+            current: k.current,
+            status,
+            created: details.map(|d| output::rfc3339(d.created_ns)),
+            host: details.map(|d| d.host.as_str()),
+            username: details.map(|d| d.username.as_str()),
+            kdf: details.map(|d| d.kdf),
+            error,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AddJson {
+    id: String,
+    short_id: String,
+    kdf: KdfParams,
+}
+
+#[derive(Serialize)]
+struct RemoveJson {
+    removed: String,
+}
+
+#[derive(Serialize)]
+struct PasswdJson {
+    id: String,
+    short_id: String,
+    replaced: String,
+    kdf: KdfParams,
+}
+
+/// Runs one `cairn key` subcommand.
+pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
+    // Every subcommand needs an unlocked session: `list` to mark the
+    // current key, the others to wrap the master key or apply the rules.
+    let repo = open(g, out)?;
+    match &a.command {
+        KeyCommand::List => list(&repo, out)?,
+        KeyCommand::Add(a) => {
+            let kdf = kdf_params(&a.new, KdfParams::default());
+            let pw = credentials::new_password(a.new.new_password_file.as_deref())?;
+            let id = repo.add_key(&pw, kdf)?;
+            if out.json {
+                out.json_value(&AddJson {
+                    id: id.to_hex(),
+                    short_id: id.short(),
+                    kdf,
+                })?;
+            } else {
+                out.line(format!(
+                    "added key {}: the new password opens this repository",
+                    id.short()
+                ))?;
+            }
+        }
+        KeyCommand::Remove(a) => {
+            let id = repo.find_key(&a.id)?;
+            repo.remove_key(&id)?;
+            if out.json {
+                out.json_value(&RemoveJson {
+                    removed: id.to_hex(),
+                })?;
+            } else {
+                out.line(format!("removed key {}", id.short()))?;
+            }
+        }
+        KeyCommand::Passwd(a) => {
+            // Keep the cost the user chose for this key unless told otherwise.
+            let current = repo
+                .keys()?
+                .into_iter()
+                .find_map(|k| match k.status {
+                    KeyStatus::Usable(d) if k.current => Some(d.kdf),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let kdf = kdf_params(&a.new, current);
+            let pw = credentials::new_password(a.new.new_password_file.as_deref())?;
+            let change = repo.change_password(&pw, kdf)?;
+            if out.json {
+                out.json_value(&PasswdJson {
+                    id: change.new_key.to_hex(),
+                    short_id: change.new_key.short(),
+                    replaced: change.old_key.to_hex(),
+                    kdf,
+                })?;
+            } else {
+                out.line(format!(
+                    "changed password: key {} replaces key {}",
+                    change.new_key.short(),
+                    change.old_key.short()
+                ))?;
+            }
+        }
+    }
+    Ok(Status::Ok)
+}
+
+/// `--kdf-memory` and `--kdf-iterations` over `base`.
+fn kdf_params(a: &NewKeyArgs, base: KdfParams) -> KdfParams {
+    KdfParams {
+        memory_kib: a.kdf_memory.unwrap_or(base.memory_kib),
+        iterations: a.kdf_iterations.unwrap_or(base.iterations),
+        ..base
+    }
+}
+
+/// `m=64.0 MiB t=3 p=1`.
+fn kdf_text(k: &KdfParams) -> String {
+    format!(
+        "m={} t={} p={}",
+        output::bytes(u64::from(k.memory_kib) * 1024),
+        k.iterations,
+        k.parallelism
+    )
+}
+
+fn list(repo: &Repository, out: Output) -> Result<()> {
+    let keys = repo.keys()?;
+    if out.json {
+        let v: Vec<_> = keys.iter().map(KeyJson::new).collect();
+        out.json_value(&v)?;
+        return Ok(());
+    }
+    let header = ["", "ID", "Created", "Host", "User", "KDF"];
+    let rows: Vec<[String; 6]> = keys
+        .iter()
+        .filter_map(|k| match &k.status {
+            KeyStatus::Usable(d) => Some([
+                if k.current { "*" } else { "" }.to_string(),
+                k.id.short(),
+                output::local_time(d.created_ns),
+                d.host.clone(),
+                d.username.clone(),
+                kdf_text(&d.kdf),
+            ]),
+            KeyStatus::Damaged(_) => None,
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt = |cells: [&str; 6]| -> String {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        line.join("  ").trim_end().to_string()
+    };
+    out.line(fmt(header))?;
+    for r in &rows {
+        out.line(fmt(r.each_ref().map(String::as_str)))?;
+    }
+    // Damaged files do not fit the columns; their reason is the point.
+    let damaged: Vec<_> = keys
+        .iter()
+        .filter_map(|k| match &k.status {
+            KeyStatus::Damaged(reason) => Some((k, reason)),
+            KeyStatus::Usable(_) => None,
+        })
+        .collect();
+    for (k, reason) in &damaged {
+        out.line(format!(
+            "{:<w$}  {}  damaged: {reason}",
+            "",
+            k.id.short(),
+            w = width[0]
+        ))?;
+    }
+    let n = keys.len();
+    let mut summary = format!("{n} key{}", if n == 1 { "" } else { "s" });
+    if !damaged.is_empty() {
+        summary.push_str(&format!(" ({} damaged)", damaged.len()));
+    }
+    out.line(summary)?;
+    Ok(())
+}

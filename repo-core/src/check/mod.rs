@@ -1,0 +1,1201 @@
+//! Verification (SPEC §23): `check` proves the structure of a repository and,
+//! with `read_data`, every byte of the packs it selects; the verification
+//! ledger in the local cache (SPEC §12) rotates partial data checks through
+//! every pack over successive runs (`select`); `drill` restores a sample of
+//! a snapshot and compares it with the snapshot's chunk ids; `report`
+//! summarises a snapshot for auditors, with a Merkle root over its tree.
+//!
+//! `check` never trusts the local cache for structure: it reads every index
+//! file, pack listing, pack header, snapshot and tree from the backend. The
+//! cache only supplies the ledger, which decides *which* packs a partial
+//! run reads, never whether they are intact.
+
+mod drill;
+mod report;
+mod select;
+
+pub use drill::{DrillFailure, DrillOptions, DrillReport, Sample};
+pub use report::{
+    CheckSummary, DrillSummary, IntegrityReport, MERKLE_DOMAIN, MerkleRoot, merkle_tree_hash,
+};
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use crate::backend::{BackendErrorKind, ObjectKind};
+use crate::blob::{self, BlobKind};
+use crate::cache::CheckRecord;
+use crate::error::{Error, Result};
+use crate::format::{FILE_PREFIX_LEN, PACK_TRAILER_LEN, SEAL_OVERHEAD};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use crate::index::load_index_file;
+use crate::pack::{BlobLocation, PackEntry, PackHeader};
+use crate::progress::Progress;
+use crate::repository::{Repository, now_ns};
+use crate::snapshot::SnapshotEntry;
+use crate::tree::Tree;
+use select::{Cycle, select_packs};
+
+/// At most this many paths are listed per problem; the rest are counted in
+/// [`Problem::paths_omitted`], so one lost pack cannot make a report of
+/// millions of lines.
+pub const MAX_PATHS_PER_PROBLEM: usize = 1000;
+
+/// Trees decoded at once while walking: bounds memory on wide levels.
+const TREE_BATCH: usize = 256;
+
+/// Which pack data `check` reads, decrypts and hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ReadData {
+    /// Structure only: no pack data is read (pack headers are).
+    #[default]
+    None,
+    /// Every pack (or, with `max_age`, every pack not verified recently).
+    All,
+    /// `Subset(n, m)`: the packs whose id's first byte modulo `m` is `n − 1`
+    /// (`1 ≤ n ≤ m ≤ 256`), so `1/4` … `4/4` partition the repository.
+    Subset(u32, u32),
+    /// This share of the packs (0 < f ≤ 1), least recently verified first,
+    /// never one twice in a rotation cycle (SPEC §23.3).
+    Fraction(f64),
+    /// Packs up to this many bytes, least recently verified first, never one
+    /// twice in a rotation cycle.
+    Bytes(u64),
+}
+
+impl ReadData {
+    /// True when some pack data is to be read.
+    pub fn reads(&self) -> bool {
+        !matches!(self, ReadData::None)
+    }
+
+    /// Refuses subsets that select nothing sensible (`0/4`, `5/4`, `0%`,
+    /// `150%`, zero bytes); [`FromStr`] never produces them.
+    pub fn validate(&self) -> Result<()> {
+        let ok = match *self {
+            ReadData::None | ReadData::All => true,
+            ReadData::Subset(n, m) => (1..=256).contains(&m) && (1..=m).contains(&n),
+            ReadData::Fraction(f) => f > 0.0 && f <= 1.0,
+            ReadData::Bytes(b) => b > 0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "read-data subset {self} selects nothing"
+            )))
+        }
+    }
+}
+
+impl fmt::Display for ReadData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadData::None => f.write_str("none"),
+            ReadData::All => f.write_str("all"),
+            ReadData::Subset(n, m) => write!(f, "{n}/{m}"),
+            // Rounded so that `10%` prints as typed, not as 10.000000000000002%.
+            ReadData::Fraction(x) => write!(f, "{}%", (x * 1e8).round() / 1e6),
+            ReadData::Bytes(b) => write!(f, "{b} bytes"),
+        }
+    }
+}
+
+/// Parses a `--read-data-subset` value: `n/m`, `x%` (a decimal percentage),
+/// or a size (`500M`, `5G`, `1T`, `4096`; binary units, an optional `B` or
+/// `iB`).
+impl FromStr for ReadData {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::InvalidArgument(format!(
+                "read-data subset {s:?}: {why} (expected n/m, x% or a size like 5G)"
+            ))
+        };
+        let t = s.trim();
+        if let Some((n, m)) = t.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| bad("n is not a number"))?;
+            let m: u32 = m.trim().parse().map_err(|_| bad("m is not a number"))?;
+            if m == 0 || m > 256 || n == 0 || n > m {
+                return Err(bad("need 1 <= n <= m <= 256"));
+            }
+            return Ok(ReadData::Subset(n, m));
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad("not a percentage"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad("the percentage must be above 0 and at most 100"));
+            }
+            return Ok(ReadData::Fraction(p / 100.0));
+        }
+        let b = parse_size(t).ok_or_else(|| bad("not a size"))?;
+        if b == 0 {
+            return Err(bad("the size must not be zero"));
+        }
+        Ok(ReadData::Bytes(b))
+    }
+}
+
+/// `4096`, `500K`, `5G`, `1.5T`, `2GiB`, `10MB`: binary units.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let upper = s.to_ascii_uppercase();
+    let body = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (num, mult) = match body.chars().last()? {
+        'K' => (&body[..body.len() - 1], 1u64 << 10),
+        'M' => (&body[..body.len() - 1], 1 << 20),
+        'G' => (&body[..body.len() - 1], 1 << 30),
+        'T' => (&body[..body.len() - 1], 1 << 40),
+        c if c.is_ascii_digit() => (body, 1),
+        _ => return None,
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    if v.is_nan() || v < 0.0 || !v.is_finite() {
+        return None;
+    }
+    let bytes = v * mult as f64;
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Options for [`Repository::check`].
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Which pack data to read.
+    pub read_data: ReadData,
+    /// Read only packs not verified within this age (per the ledger).
+    pub max_age: Option<Duration>,
+    /// Start no new pack once the check has run this long.
+    pub max_duration: Option<Duration>,
+}
+
+/// What a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// An index file cannot be read, does not match its name, or does not decode.
+    IndexCorrupt,
+    /// Two index files describe the same pack differently.
+    IndexConflict,
+    /// A pack named by the index does not exist.
+    PackMissing,
+    /// A pack's size differs from what its index entries imply.
+    PackSize,
+    /// A pack's header cannot be read, opened or decoded.
+    PackHeader,
+    /// The index and a pack's header list different blobs.
+    IndexMismatch,
+    /// A pack no index names (warning: left by an interrupted backup, or
+    /// condemned by a prune that has not deleted it yet).
+    PackUnreferenced,
+    /// A snapshot file cannot be read, does not match its name, or does not decode.
+    SnapshotCorrupt,
+    /// A tree a snapshot needs is in no index.
+    TreeMissing,
+    /// A tree cannot be read, opened or decoded.
+    TreeDamaged,
+    /// A data chunk a file needs is in no index.
+    BlobMissing,
+    /// The index lists a chunk a file needs as a tree blob.
+    BlobWrongKind,
+    /// A pack could not be read while reading data.
+    PackRead,
+    /// A pack's bytes do not hash to its name.
+    PackHashMismatch,
+    /// A blob fails to decrypt, decompress or hash to its id.
+    BlobDamaged,
+    /// The ledger could not be updated (warning: the check itself stands).
+    Ledger,
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// One problem found by `check`, with what it affects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Problem {
+    /// What is wrong.
+    pub kind: ProblemKind,
+    /// The pack concerned, if one is.
+    pub pack: Option<PackId>,
+    /// The blob concerned, if one is.
+    pub blob: Option<BlobId>,
+    /// The index file concerned, if one is.
+    pub index: Option<String>,
+    /// Snapshots with files (or trees) that depend on the damaged object.
+    pub snapshots: Vec<SnapshotId>,
+    /// Those files and directories (paths in the snapshots, lossy UTF-8),
+    /// sorted, at most [`MAX_PATHS_PER_PROBLEM`].
+    pub paths: Vec<String>,
+    /// Affected paths not listed.
+    pub paths_omitted: u64,
+    /// A sentence naming the objects.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(kind: ProblemKind, message: String) -> Self {
+        Self {
+            kind,
+            pack: None,
+            blob: None,
+            index: None,
+            snapshots: Vec::new(),
+            paths: Vec::new(),
+            paths_omitted: 0,
+            message,
+        }
+    }
+    fn pack(mut self, p: PackId) -> Self {
+        self.pack = Some(p);
+        self
+    }
+    fn blob(mut self, b: BlobId) -> Self {
+        self.blob = Some(b);
+        self
+    }
+    fn index(mut self, name: &str) -> Self {
+        self.index = Some(name.to_string());
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if !self.snapshots.is_empty() {
+            let ids: Vec<String> = self.snapshots.iter().map(SnapshotId::short).collect();
+            write!(f, "\n  affects snapshot(s) {}", ids.join(", "))?;
+        }
+        for p in &self.paths {
+            write!(f, "\n    {p}")?;
+        }
+        if self.paths_omitted > 0 {
+            write!(f, "\n    … and {} more path(s)", self.paths_omitted)?;
+        }
+        Ok(())
+    }
+}
+
+fn ser_duration_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
+/// What [`Repository::check`] found and did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// True when no errors were found (warnings allowed).
+    pub ok: bool,
+    /// Problems that mean data is lost, damaged or unreachable.
+    pub errors: Vec<Problem>,
+    /// Problems that cost space or history, not data.
+    pub warnings: Vec<Problem>,
+    /// Index files read (superseded ones included).
+    pub index_files: u64,
+    /// Packs named by the index.
+    pub packs: u64,
+    /// Packs selected for reading data.
+    pub packs_selected: u64,
+    /// Selected packs whose data was read and checked.
+    pub packs_checked: u64,
+    /// Selected packs left unread because `max_duration` ran out.
+    pub packs_skipped: u64,
+    /// Blobs opened (decrypted, decompressed, hashed).
+    pub blobs_checked: u64,
+    /// Pack bytes read for data checks.
+    pub bytes_read: u64,
+    /// Snapshots read.
+    pub snapshots: u64,
+    /// Distinct trees loaded and decoded.
+    pub trees: u64,
+    /// Data chunk references checked against the index.
+    pub data_refs: u64,
+    /// Wall time.
+    #[serde(rename = "duration_ns", serialize_with = "ser_duration_ns")]
+    pub duration: Duration,
+}
+
+impl CheckReport {
+    /// True when no errors were found (warnings allowed).
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "structure: {} index files, {} packs, {} snapshots, {} trees, {} data references",
+            self.index_files, self.packs, self.snapshots, self.trees, self.data_refs
+        )?;
+        if self.packs_selected > 0 {
+            write!(
+                f,
+                "data: {} of {} packs read ({} blobs, {})",
+                self.packs_checked,
+                self.packs,
+                self.blobs_checked,
+                human_bytes(self.bytes_read)
+            )?;
+            if self.packs_skipped > 0 {
+                write!(
+                    f,
+                    "; {} left for the next run (time limit)",
+                    self.packs_skipped
+                )?;
+            }
+            writeln!(f)?;
+        }
+        for p in &self.errors {
+            writeln!(f, "error: {p}")?;
+        }
+        for p in &self.warnings {
+            writeln!(f, "warning: {p}")?;
+        }
+        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        if self.errors.is_empty() {
+            write!(
+                f,
+                "no errors found ({}) in {:.1}s",
+                plural(self.warnings.len(), "warning"),
+                self.duration.as_secs_f64()
+            )
+        } else {
+            write!(
+                f,
+                "{} and {} found in {:.1}s",
+                plural(self.errors.len(), "error"),
+                plural(self.warnings.len(), "warning"),
+                self.duration.as_secs_f64()
+            )
+        }
+    }
+}
+
+/// `12 B`, `3.4 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// An indexed pack: its entries and the index file that names it.
+struct IndexedPack {
+    entries: Vec<PackEntry>,
+    index: String,
+}
+
+/// Outcome of loading one tree without the cache.
+enum TreeLoad {
+    Ok(Tree),
+    /// In no index file.
+    NotIndexed,
+    /// Only in packs already known to be bad (the pack's problem covers it).
+    InBadPack,
+    /// Read, opened or decoded with an error.
+    Damaged(PackId, String),
+}
+
+/// Paths affected by one problem.
+#[derive(Default)]
+struct Affected {
+    snapshots: BTreeSet<SnapshotId>,
+    paths: BTreeSet<String>,
+    omitted: u64,
+}
+
+impl Affected {
+    fn add(&mut self, snap: SnapshotId, path: &[u8]) {
+        self.snapshots.insert(snap);
+        let p = if path.is_empty() {
+            "/".to_string()
+        } else {
+            String::from_utf8_lossy(path).into_owned()
+        };
+        if self.paths.len() < MAX_PATHS_PER_PROBLEM || self.paths.contains(&p) {
+            self.paths.insert(p);
+        } else {
+            self.omitted += 1;
+        }
+    }
+}
+
+/// One data check's result for one pack.
+#[derive(Default)]
+struct PackOutcome {
+    skipped: bool,
+    checked: bool,
+    blobs: u64,
+    bytes: u64,
+    problems: Vec<Problem>,
+    verified: bool,
+}
+
+struct Checker<'a> {
+    repo: &'a Repository,
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+    packs: HashMap<PackId, IndexedPack>,
+    /// Every location of every indexed blob (usually one).
+    blobs: HashMap<BlobId, Vec<BlobLocation>>,
+    /// Packs with a structural error, mapped to that error.
+    bad_packs: HashMap<PackId, usize>,
+    /// Blobs whose loss or damage an error describes, mapped to the errors.
+    bad_blobs: HashMap<BlobId, Vec<usize>>,
+}
+
+impl Repository {
+    /// Verifies the repository (SPEC §23): every index file decodes; every
+    /// indexed pack exists, has the size its entries imply, and a header
+    /// listing exactly those entries; every snapshot decodes; every tree
+    /// they reach loads and decodes; every data chunk they reference is
+    /// indexed. With [`CheckOptions::read_data`], the selected packs are read
+    /// whole, hashed against their names, and every blob is opened.
+    /// Problems name the pack, blob or file, and the snapshots and paths
+    /// they affect. Verified packs are recorded in the ledger as they pass,
+    /// and the run in the check history.
+    ///
+    /// Returns `Err` only when the check itself cannot proceed (invalid
+    /// options, a backend that cannot be listed); everything wrong with the
+    /// repository is in the report.
+    pub fn check(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+        opts.read_data.validate()?;
+        let started = Instant::now();
+        let time_ns = now_ns();
+        let mut ck = Checker {
+            repo: self,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            packs: HashMap::new(),
+            blobs: HashMap::new(),
+            bad_packs: HashMap::new(),
+            bad_blobs: HashMap::new(),
+        };
+        let index_files = ck.read_index()?;
+        let listed = ck.check_packs()?;
+        let snaps = ck.read_snapshots()?;
+        let (trees, data_refs) = ck.walk_trees(&snaps);
+
+        let mut report = CheckReport {
+            ok: false,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            index_files,
+            packs: ck.packs.len() as u64,
+            packs_selected: 0,
+            packs_checked: 0,
+            packs_skipped: 0,
+            blobs_checked: 0,
+            bytes_read: 0,
+            snapshots: snaps.len() as u64,
+            trees,
+            data_refs,
+            duration: Duration::ZERO,
+        };
+        if opts.read_data.reads() {
+            ck.read_data(opts, &listed, started, progress, &mut report);
+        }
+        if !ck.bad_blobs.is_empty() {
+            ck.attribute(&snaps);
+        }
+        let ledger = self.index().cache();
+        let existing: HashSet<PackId> = listed.keys().copied().collect();
+        if let Err(e) = ledger.retain_verified(&existing) {
+            ck.warnings.push(Problem::new(
+                ProblemKind::Ledger,
+                format!("could not update the verification ledger: {e}"),
+            ));
+        }
+        report.errors = ck.errors;
+        report.warnings = ck.warnings;
+        report.ok = report.errors.is_empty();
+        report.duration = started.elapsed();
+        let record = CheckRecord {
+            time_ns,
+            duration_ns: report.duration.as_nanos() as u64,
+            read_data: opts.read_data.reads(),
+            packs: report.packs,
+            packs_verified: report.packs_checked,
+            errors: report.errors.len() as u64,
+            warnings: report.warnings.len() as u64,
+            report_json: serde_json::to_string(&report).unwrap_or_default(),
+        };
+        if let Err(e) = ledger.record_check(&record) {
+            report.warnings.push(Problem::new(
+                ProblemKind::Ledger,
+                format!("could not record this check in the local cache: {e}"),
+            ));
+        }
+        Ok(report)
+    }
+}
+
+impl Checker<'_> {
+    fn error(&mut self, p: Problem) -> usize {
+        self.errors.push(p);
+        self.errors.len() - 1
+    }
+
+    /// Step 1: every index file, read from the backend (SPEC §23.1).
+    fn read_index(&mut self) -> Result<u64> {
+        let backend = self.repo.backend();
+        let key = self.repo.data_key();
+        let mut names: Vec<String> = backend
+            .list(ObjectKind::Index)?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        let files: Vec<_> = names
+            .par_iter()
+            .map(|n| (n.clone(), load_index_file(backend, key, n)))
+            .collect();
+        let superseded: HashSet<IndexId> = files
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().ok())
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        for (name, file) in files {
+            let file = match file {
+                Ok(f) => f,
+                Err(e) => {
+                    self.error(
+                        Problem::new(ProblemKind::IndexCorrupt, format!("index file {name}: {e}"))
+                            .index(&name),
+                    );
+                    continue;
+                }
+            };
+            if name
+                .parse::<IndexId>()
+                .is_ok_and(|id| superseded.contains(&id))
+            {
+                continue;
+            }
+            for p in file.packs {
+                if let Some(known) = self.packs.get(&p.id) {
+                    if known.entries != p.entries {
+                        let msg = format!(
+                            "index files {} and {name} describe pack {} differently",
+                            known.index, p.id
+                        );
+                        self.error(
+                            Problem::new(ProblemKind::IndexConflict, msg)
+                                .pack(p.id)
+                                .index(&name),
+                        );
+                    }
+                    continue;
+                }
+                for e in &p.entries {
+                    self.blobs.entry(e.id).or_default().push(BlobLocation {
+                        pack: p.id,
+                        entry: *e,
+                    });
+                }
+                self.packs.insert(
+                    p.id,
+                    IndexedPack {
+                        entries: p.entries,
+                        index: name.clone(),
+                    },
+                );
+            }
+        }
+        Ok(names.len() as u64)
+    }
+
+    /// Step 2 and 3: indexed packs exist, have the right size and a
+    /// matching header; unindexed packs are warned about. Returns the
+    /// listed packs with their sizes.
+    fn check_packs(&mut self) -> Result<HashMap<PackId, u64>> {
+        let mut listed: HashMap<PackId, u64> = HashMap::new();
+        for o in self.repo.backend().list(ObjectKind::Pack)? {
+            match o.name.parse::<PackId>() {
+                Ok(id) => {
+                    listed.insert(id, o.size);
+                }
+                Err(_) => self.warnings.push(Problem::new(
+                    ProblemKind::PackUnreferenced,
+                    format!("file data/{} is not named like a pack", o.name),
+                )),
+            }
+        }
+        let mut ids: Vec<PackId> = self.packs.keys().copied().collect();
+        ids.sort();
+        let found: Vec<(PackId, Option<Problem>)> = ids
+            .par_iter()
+            .map(|id| (*id, self.check_pack(id, listed.get(id).copied())))
+            .collect();
+        for (id, p) in found {
+            if let Some(p) = p {
+                let at = self.error(p);
+                self.bad_packs.insert(id, at);
+                for e in &self.packs[&id].entries {
+                    self.bad_blobs.entry(e.id).or_default().push(at);
+                }
+            }
+        }
+        let mut stray: Vec<(&PackId, &u64)> = listed
+            .iter()
+            .filter(|(id, _)| !self.packs.contains_key(id))
+            .collect();
+        stray.sort();
+        for (id, size) in stray {
+            self.warnings.push(
+                Problem::new(
+                    ProblemKind::PackUnreferenced,
+                    format!(
+                        "pack {id} ({}) is in no index file (left by an interrupted backup, or awaiting prune)",
+                        human_bytes(*size)
+                    ),
+                )
+                .pack(*id),
+            );
+        }
+        Ok(listed)
+    }
+
+    fn check_pack(&self, id: &PackId, size: Option<u64>) -> Option<Problem> {
+        let ip = &self.packs[id];
+        let Some(size) = size else {
+            return Some(
+                Problem::new(
+                    ProblemKind::PackMissing,
+                    format!("pack {id} is missing (named by index file {})", ip.index),
+                )
+                .pack(*id)
+                .index(&ip.index),
+            );
+        };
+        // SPEC §7: the header is stored raw, so its sealed size follows from
+        // the entry count.
+        let blobs_end = ip.entries.last().map_or(FILE_PREFIX_LEN as u64, |e| {
+            u64::from(e.offset) + u64::from(e.length)
+        });
+        let header = PackHeader {
+            entries: ip.entries.clone(),
+        }
+        .encode()
+        .len();
+        let expected = blobs_end + (SEAL_OVERHEAD + header + PACK_TRAILER_LEN) as u64;
+        if size != expected {
+            return Some(
+                Problem::new(
+                    ProblemKind::PackSize,
+                    format!(
+                        "pack {id} has {size} bytes, index file {} implies {expected}",
+                        ip.index
+                    ),
+                )
+                .pack(*id)
+                .index(&ip.index),
+            );
+        }
+        match self.repo.read_pack_header(id) {
+            Err(e) => Some(
+                Problem::new(
+                    ProblemKind::PackHeader,
+                    format!("pack {id}: header unreadable: {e}"),
+                )
+                .pack(*id),
+            ),
+            Ok(h) if h.entries != ip.entries => {
+                let differ = h
+                    .entries
+                    .iter()
+                    .zip(&ip.entries)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(h.entries.len().min(ip.entries.len()));
+                Some(
+                    Problem::new(
+                        ProblemKind::IndexMismatch,
+                        format!(
+                            "index file {} is inconsistent with the header of pack {id}: \
+                             {} entries in the header, {} in the index, first difference at entry {differ}",
+                            ip.index,
+                            h.entries.len(),
+                            ip.entries.len()
+                        ),
+                    )
+                    .pack(*id)
+                    .index(&ip.index),
+                )
+            }
+            Ok(_) => None,
+        }
+    }
+
+    /// Step 4a: every snapshot file decodes.
+    fn read_snapshots(&mut self) -> Result<Vec<SnapshotEntry>> {
+        let mut names: Vec<String> = self
+            .repo
+            .backend()
+            .list(ObjectKind::Snapshot)?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        let loaded: Vec<(String, Result<SnapshotEntry>)> = names
+            .par_iter()
+            .map(|n| {
+                let r = match n.parse::<SnapshotId>() {
+                    Ok(id) => self.repo.snapshot(&id),
+                    Err(_) => Err(Error::InvalidArgument("file name is not an id".into())),
+                };
+                (n.clone(), r)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (name, r) in loaded {
+            match r {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    let mut p = Problem::new(
+                        ProblemKind::SnapshotCorrupt,
+                        format!("snapshot {name}: {e}"),
+                    );
+                    if let Ok(id) = name.parse() {
+                        p.snapshots.push(id);
+                    }
+                    self.error(p);
+                }
+            }
+        }
+        out.sort_by_key(|a| (a.snapshot.time_ns, a.id));
+        Ok(out)
+    }
+
+    /// Loads a tree through the index files read by this check, never the
+    /// cache, preferring a copy in a pack not known to be bad.
+    fn load_tree(&self, id: &TreeId) -> TreeLoad {
+        let Some(locs) = self.blobs.get(id) else {
+            return TreeLoad::NotIndexed;
+        };
+        let Some(loc) = locs.iter().find(|l| !self.bad_packs.contains_key(&l.pack)) else {
+            return TreeLoad::InBadPack;
+        };
+        if loc.entry.kind != BlobKind::Tree {
+            return TreeLoad::Damaged(loc.pack, "indexed as a data blob".into());
+        }
+        match self.repo.read_blob_at(loc) {
+            Err(e) => TreeLoad::Damaged(loc.pack, e.to_string()),
+            Ok(bytes) => match Tree::decode(&bytes) {
+                Ok(t) => TreeLoad::Ok(t),
+                Err(e) => TreeLoad::Damaged(loc.pack, e.to_string()),
+            },
+        }
+    }
+
+    /// Step 4b: every tree reachable from a snapshot, once each, level by
+    /// level in parallel; every data chunk referenced is indexed as data.
+    /// Returns (trees loaded, data references checked).
+    fn walk_trees(&mut self, snaps: &[SnapshotEntry]) -> (u64, u64) {
+        let mut seen: HashSet<TreeId> = HashSet::new();
+        let mut frontier: Vec<TreeId> = snaps
+            .iter()
+            .map(|s| s.snapshot.tree)
+            .filter(|t| seen.insert(*t))
+            .collect();
+        let (mut trees, mut refs) = (0u64, 0u64);
+        let mut reported: HashMap<BlobId, usize> = HashMap::new();
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for batch in frontier.chunks(TREE_BATCH) {
+                let loaded: Vec<(TreeId, TreeLoad)> = batch
+                    .par_iter()
+                    .map(|id| (*id, self.load_tree(id)))
+                    .collect();
+                for (id, r) in loaded {
+                    match r {
+                        TreeLoad::Ok(t) => {
+                            trees += 1;
+                            for n in &t.nodes {
+                                if let Some(sub) = n.subtree
+                                    && seen.insert(sub)
+                                {
+                                    next.push(sub);
+                                }
+                                for c in &n.content {
+                                    refs += 1;
+                                    self.check_data_ref(c, &mut reported);
+                                }
+                            }
+                        }
+                        TreeLoad::InBadPack => {}
+                        TreeLoad::NotIndexed => {
+                            let at = self.error(
+                                Problem::new(
+                                    ProblemKind::TreeMissing,
+                                    format!("tree {id} is in no index file"),
+                                )
+                                .blob(id),
+                            );
+                            self.bad_blobs.entry(id).or_default().push(at);
+                        }
+                        TreeLoad::Damaged(pack, why) => {
+                            let at = self.error(
+                                Problem::new(
+                                    ProblemKind::TreeDamaged,
+                                    format!("tree {id} in pack {pack}: {why}"),
+                                )
+                                .blob(id)
+                                .pack(pack),
+                            );
+                            self.bad_blobs.entry(id).or_default().push(at);
+                        }
+                    }
+                }
+            }
+            frontier = next;
+        }
+        (trees, refs)
+    }
+
+    fn check_data_ref(&mut self, c: &BlobId, reported: &mut HashMap<BlobId, usize>) {
+        if reported.contains_key(c) {
+            return;
+        }
+        let problem = match self.blobs.get(c) {
+            None => Problem::new(
+                ProblemKind::BlobMissing,
+                format!("data blob {c} is in no index file"),
+            )
+            .blob(*c),
+            Some(locs) if locs.iter().all(|l| l.entry.kind != BlobKind::Data) => Problem::new(
+                ProblemKind::BlobWrongKind,
+                format!(
+                    "blob {c} is referenced as file data but indexed as a tree (pack {})",
+                    locs[0].pack
+                ),
+            )
+            .blob(*c)
+            .pack(locs[0].pack),
+            Some(_) => return,
+        };
+        let at = self.error(problem);
+        reported.insert(*c, at);
+        self.bad_blobs.entry(*c).or_default().push(at);
+    }
+
+    /// Step 5: reads the selected packs whole, in parallel, and opens every
+    /// blob; records each pack that passes in the ledger.
+    fn read_data(
+        &mut self,
+        opts: &CheckOptions,
+        listed: &HashMap<PackId, u64>,
+        started: Instant,
+        progress: &dyn Progress,
+        report: &mut CheckReport,
+    ) {
+        let ledger = self.repo.index().cache();
+        let times = match ledger.verification_times() {
+            Ok(t) => t,
+            Err(e) => {
+                self.warnings.push(Problem::new(
+                    ProblemKind::Ledger,
+                    format!("could not read the verification ledger (treating every pack as unverified): {e}"),
+                ));
+                HashMap::new()
+            }
+        };
+        let cycle = ledger
+            .rotation_cycle()
+            .ok()
+            .flatten()
+            .map(|(start_ns, runs)| Cycle { start_ns, runs });
+        let mut candidates: Vec<(PackId, u64)> = self
+            .packs
+            .keys()
+            .filter(|p| !self.bad_packs.contains_key(p))
+            .filter_map(|p| listed.get(p).map(|s| (*p, *s)))
+            .collect();
+        candidates.shuffle(&mut rand::thread_rng());
+        let sel = select_packs(candidates, &times, opts, now_ns(), cycle);
+        if let Some(c) = sel.cycle
+            && let Err(e) = ledger.set_rotation_cycle(c.start_ns, c.runs)
+        {
+            self.warnings.push(Problem::new(
+                ProblemKind::Ledger,
+                format!("could not update the rotation cycle in the ledger: {e}"),
+            ));
+        }
+        report.packs_selected = sel.packs.len() as u64;
+        progress.set_total(sel.packs.iter().map(|(_, s)| *s).sum());
+        let ledger_failed = Mutex::new(None::<String>);
+        let outcomes: Vec<(PackId, PackOutcome)> = sel
+            .packs
+            .par_iter()
+            .map(|(id, _)| {
+                if opts.max_duration.is_some_and(|d| started.elapsed() >= d) {
+                    return (
+                        *id,
+                        PackOutcome {
+                            skipped: true,
+                            ..Default::default()
+                        },
+                    );
+                }
+                let out = self.read_pack(id);
+                progress.add_bytes(out.bytes);
+                if out.verified
+                    && let Err(e) = ledger.record_verified(id, now_ns())
+                {
+                    *ledger_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                }
+                (*id, out)
+            })
+            .collect();
+        if let Some(e) = ledger_failed
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            self.warnings.push(Problem::new(
+                ProblemKind::Ledger,
+                format!("could not record verified packs in the ledger: {e}"),
+            ));
+        }
+        for (_, o) in outcomes {
+            report.packs_skipped += u64::from(o.skipped);
+            report.packs_checked += u64::from(o.checked);
+            report.blobs_checked += o.blobs;
+            report.bytes_read += o.bytes;
+            for p in o.problems {
+                let blob = p.blob;
+                let pack = p.pack;
+                let at = self.error(p);
+                match blob {
+                    Some(b) => self.bad_blobs.entry(b).or_default().push(at),
+                    None => {
+                        // The whole pack is suspect (unreadable or gone).
+                        if let Some(pk) =
+                            pack.filter(|_| self.errors[at].kind != ProblemKind::PackHashMismatch)
+                            && let Some(ip) = self.packs.get(&pk)
+                        {
+                            for e in &ip.entries {
+                                self.bad_blobs.entry(e.id).or_default().push(at);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one pack and opens every blob the index lists in it.
+    fn read_pack(&self, id: &PackId) -> PackOutcome {
+        let mut out = PackOutcome {
+            checked: true,
+            ..Default::default()
+        };
+        let ip = &self.packs[id];
+        let bytes = match self.repo.backend().read(ObjectKind::Pack, &id.to_hex()) {
+            Ok(b) => b,
+            Err(e) => {
+                let kind = if e.error_kind == BackendErrorKind::NotFound {
+                    ProblemKind::PackMissing
+                } else {
+                    ProblemKind::PackRead
+                };
+                out.problems.push(
+                    Problem::new(kind, format!("pack {id}: {e}"))
+                        .pack(*id)
+                        .index(&ip.index),
+                );
+                return out;
+            }
+        };
+        out.bytes = bytes.len() as u64;
+        let hash_ok = PackId::hash_of(&bytes) == *id;
+        let key = self.repo.data_key();
+        let hasher = self.repo.hasher();
+        for e in &ip.entries {
+            out.blobs += 1;
+            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
+            let r = match bytes.get(start..end) {
+                None => Err("lies beyond the end of the pack".to_string()),
+                Some(sealed) => blob::open_blob(key, hasher, e.kind, &e.id, sealed, e.raw_length)
+                    .map(|_| ())
+                    .map_err(|err| err.to_string()),
+            };
+            if let Err(why) = r {
+                let what = match e.kind {
+                    BlobKind::Data => "data blob",
+                    BlobKind::Tree => "tree",
+                };
+                out.problems.push(
+                    Problem::new(
+                        ProblemKind::BlobDamaged,
+                        format!("pack {id}: {what} {} at offset {start}: {why}", e.id),
+                    )
+                    .pack(*id)
+                    .blob(e.id),
+                );
+            }
+        }
+        if !hash_ok && out.problems.is_empty() {
+            // Every blob opens, yet the bytes changed: the prefix or the
+            // header's own bytes are damaged. No file is affected (yet).
+            out.problems.push(
+                Problem::new(
+                    ProblemKind::PackHashMismatch,
+                    format!("pack {id}: content does not hash to its name (blobs intact)"),
+                )
+                .pack(*id),
+            );
+        }
+        out.verified = hash_ok && out.problems.is_empty();
+        out
+    }
+
+    /// Finds the snapshots and paths affected by each error that names
+    /// blobs, walking every snapshot but skipping subtrees known clean.
+    fn attribute(&mut self, snaps: &[SnapshotEntry]) {
+        let mut affected: HashMap<usize, Affected> = HashMap::new();
+        let mut clean: HashMap<TreeId, bool> = HashMap::new();
+        let mut kept: HashMap<TreeId, std::sync::Arc<Tree>> = HashMap::new();
+        for s in snaps {
+            let root = s.snapshot.tree;
+            for &p in self.bad_blobs.get(&root).into_iter().flatten() {
+                affected.entry(p).or_default().add(s.id, b"");
+            }
+            let mut prefix = Vec::new();
+            self.attribute_tree(
+                s.id,
+                &root,
+                &mut prefix,
+                &mut clean,
+                &mut kept,
+                &mut affected,
+            );
+        }
+        for (at, a) in affected {
+            let p = &mut self.errors[at];
+            p.snapshots = a.snapshots.into_iter().collect();
+            p.paths = a.paths.into_iter().collect();
+            p.paths_omitted = a.omitted;
+        }
+    }
+
+    /// True when something below `tree` is affected.
+    fn attribute_tree(
+        &self,
+        snap: SnapshotId,
+        tree: &TreeId,
+        prefix: &mut Vec<u8>,
+        clean: &mut HashMap<TreeId, bool>,
+        kept: &mut HashMap<TreeId, std::sync::Arc<Tree>>,
+        affected: &mut HashMap<usize, Affected>,
+    ) -> bool {
+        if clean.get(tree) == Some(&true) {
+            return false;
+        }
+        let t = match kept.get(tree) {
+            Some(t) => t.clone(),
+            None => match self.load_tree(tree) {
+                TreeLoad::Ok(t) => std::sync::Arc::new(t),
+                // Unloadable: its own problem was attributed to its parent.
+                _ => {
+                    clean.insert(*tree, true);
+                    return false;
+                }
+            },
+        };
+        let mut found = false;
+        for n in &t.nodes {
+            let len = prefix.len();
+            prefix.push(b'/');
+            prefix.extend_from_slice(&n.name);
+            for c in &n.content {
+                for &p in self.bad_blobs.get(c).into_iter().flatten() {
+                    affected.entry(p).or_default().add(snap, prefix);
+                    found = true;
+                }
+            }
+            if let Some(sub) = &n.subtree {
+                for &p in self.bad_blobs.get(sub).into_iter().flatten() {
+                    affected.entry(p).or_default().add(snap, prefix);
+                    found = true;
+                }
+                if self.attribute_tree(snap, sub, prefix, clean, kept, affected) {
+                    found = true;
+                }
+            }
+            prefix.truncate(len);
+        }
+        clean.insert(*tree, !found);
+        if found {
+            kept.insert(*tree, t);
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_syntax() {
+        assert_eq!("2/5".parse::<ReadData>().unwrap(), ReadData::Subset(2, 5));
+        assert_eq!("25%".parse::<ReadData>().unwrap(), ReadData::Fraction(0.25));
+        assert_eq!("10%".parse::<ReadData>().unwrap().to_string(), "10%");
+        assert_eq!("12.5%".parse::<ReadData>().unwrap().to_string(), "12.5%");
+        for bad in [
+            ReadData::Subset(0, 4),
+            ReadData::Subset(5, 4),
+            ReadData::Subset(1, 0),
+            ReadData::Fraction(0.0),
+            ReadData::Fraction(1.5),
+            ReadData::Fraction(f64::NAN),
+            ReadData::Bytes(0),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?} accepted");
+        }
+        assert!(ReadData::Subset(4, 4).validate().is_ok());
+        assert_eq!("5G".parse::<ReadData>().unwrap(), ReadData::Bytes(5 << 30));
+        assert_eq!(
+            "500MiB".parse::<ReadData>().unwrap(),
+            ReadData::Bytes(500 << 20)
+        );
+        assert_eq!("1.5K".parse::<ReadData>().unwrap(), ReadData::Bytes(1536));
+        assert_eq!("4096".parse::<ReadData>().unwrap(), ReadData::Bytes(4096));
+        for bad in [
+            "0/4", "5/4", "1/0", "1/300", "0%", "101%", "x%", "5Q", "", "0", "-1G",
+        ] {
+            assert!(
+                matches!(bad.parse::<ReadData>(), Err(Error::InvalidArgument(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}
