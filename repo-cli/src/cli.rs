@@ -702,7 +702,10 @@ pub struct PruneOptionArgs {
 impl PruneOptionArgs {
     /// The library's options.
     pub fn options(&self) -> repo_core::prune::PruneOptions {
-        repo_core::prune::PruneOptions { max_unused: self.max_unused / 100.0, grace: self.grace }
+        repo_core::prune::PruneOptions {
+            max_unused: self.max_unused / 100.0,
+            grace: self.grace,
+        }
     }
 }
 

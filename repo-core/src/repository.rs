@@ -591,13 +591,22 @@ impl Packer<'_> {
     /// usable (for callers that write snapshots as they go).
     pub fn flush_all(&self) -> Result<()> {
         for (i, m) in self.writers.iter().enumerate() {
-            let kind = if i == BlobKind::Data as usize { BlobKind::Data } else { BlobKind::Tree };
-            let w = std::mem::replace(&mut *m.lock().unwrap_or_else(|e| e.into_inner()), self.repo.new_pack(kind));
+            let kind = if i == BlobKind::Data as usize {
+                BlobKind::Data
+            } else {
+                BlobKind::Tree
+            };
+            let w = std::mem::replace(
+                &mut *m.lock().unwrap_or_else(|e| e.into_inner()),
+                self.repo.new_pack(kind),
+            );
             if !w.is_empty() {
                 self.upload(w)?;
             }
         }
-        self.repo.index.flush(&*self.repo.backend, self.repo.data_key())?;
+        self.repo
+            .index
+            .flush(&*self.repo.backend, self.repo.data_key())?;
         Ok(())
     }
 

@@ -33,10 +33,10 @@ use repo_core::{
     SnapshotFilter,
 };
 
-pub(crate) use check::parse_run_time;
 use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
 use crate::credentials::{self, Purpose};
 use crate::output::Output;
+pub(crate) use check::parse_run_time;
 
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,6 @@ mod forget;
 mod harness;
 mod help;
 mod inspect;
-mod prune;
 mod keys;
+mod prune;
 mod repository;

@@ -211,7 +211,10 @@ pub(crate) fn conformance(b: &dyn Backend) {
     assert_eq!(l.len(), 1);
     assert_eq!((l[0].name.as_str(), l[0].size), (name.as_str(), 5000));
     assert_eq!(b.stat(ObjectKind::Pack, &name).unwrap(), l[0]);
-    assert!(l[0].modified_ns > 1_600_000_000_000_000_000, "modification time in the past");
+    assert!(
+        l[0].modified_ns > 1_600_000_000_000_000_000,
+        "modification time in the past"
+    );
     assert_eq!(b.list(ObjectKind::Config).unwrap().len(), 1);
     assert_eq!(b.list(ObjectKind::Snapshot).unwrap().len(), 1);
     b.delete(ObjectKind::Pack, &name).unwrap();
