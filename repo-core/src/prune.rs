@@ -19,7 +19,7 @@ use crate::encoding;
 use crate::error::{Error, Result};
 use crate::format::MARK_MAGIC;
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::{IndexFile, IndexPack, MAX_INDEX_ENTRIES, load_index_file};
+use crate::index::{IndexPack, load_index_file, write_index_files};
 use crate::lock::{HEARTBEAT_EXPIRY, Heartbeat, storage_now};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
@@ -491,26 +491,7 @@ impl Repository {
         // 2. New index: kept packs and new packs, superseding every index
         //    file the plan read (files written since stay untouched).
         let all: Vec<IndexPack> = plan.kept_packs.iter().cloned().chain(new_packs).collect();
-        let mut start = 0;
-        while start < all.len() {
-            let mut end = start;
-            let mut n = 0;
-            while end < all.len() && (n == 0 || n + all[end].entries.len() <= MAX_INDEX_ENTRIES) {
-                n += all[end].entries.len();
-                end += 1;
-            }
-            let f = IndexFile {
-                packs: all[start..end].to_vec(),
-                supersedes: plan.index_files.clone(),
-            };
-            let bytes = f.to_file(key);
-            self.backend().write(
-                ObjectKind::Index,
-                &IndexId::hash_of(&bytes).to_hex(),
-                &bytes,
-            )?;
-            start = end;
-        }
+        write_index_files(self.backend(), key, &all, &plan.index_files)?;
         if stop == Some(PruneStep::IndexWritten) {
             return Ok(true);
         }
@@ -618,16 +599,7 @@ impl Repository {
                     .filter(|p| self.read_pack_header(&p.id).is_ok())
                     .collect();
                 sum.packs_resurrected += entries.len();
-                let f = IndexFile {
-                    packs: entries,
-                    supersedes: Vec::new(),
-                };
-                let bytes = f.to_file(self.data_key());
-                self.backend().write(
-                    ObjectKind::Index,
-                    &IndexId::hash_of(&bytes).to_hex(),
-                    &bytes,
-                )?;
+                write_index_files(self.backend(), self.data_key(), &entries, &[])?;
             }
             for id in delete {
                 let name = id.to_hex();

@@ -7,7 +7,7 @@ use crate::backend::ObjectKind;
 use crate::blob::{self, BlobKind};
 use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use crate::index::{IndexFile, IndexPack, MAX_INDEX_ENTRIES};
+use crate::index::{IndexPack, write_index_files};
 use crate::pack::{PackHeader, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::Snapshot;
@@ -145,7 +145,7 @@ impl Repository {
         let supersedes: Vec<IndexId> = old_index.iter().filter_map(|n| n.parse().ok()).collect();
         // SPEC §13: new index (naming only durable packs) first, then delete
         // what it replaces.
-        self.write_index_files(&packs, &supersedes)?;
+        write_index_files(self.backend(), key, &packs, &supersedes)?;
         for name in &old_index {
             match self.backend().delete(ObjectKind::Index, name) {
                 Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -158,35 +158,6 @@ impl Repository {
         report.packs_salvaged = damaged_packs;
         self.refresh_index()?;
         Ok(report)
-    }
-
-    /// Writes `packs` as index files of at most [`MAX_INDEX_ENTRIES`] entries.
-    pub(crate) fn write_index_files(
-        &self,
-        packs: &[IndexPack],
-        supersedes: &[IndexId],
-    ) -> Result<()> {
-        let mut start = 0;
-        while start < packs.len() {
-            let (mut end, mut n) = (start, 0);
-            while end < packs.len() && (n == 0 || n + packs[end].entries.len() <= MAX_INDEX_ENTRIES)
-            {
-                n += packs[end].entries.len();
-                end += 1;
-            }
-            let f = IndexFile {
-                packs: packs[start..end].to_vec(),
-                supersedes: supersedes.to_vec(),
-            };
-            let bytes = f.to_file(self.data_key());
-            self.backend().write(
-                ObjectKind::Index,
-                &IndexId::hash_of(&bytes).to_hex(),
-                &bytes,
-            )?;
-            start = end;
-        }
-        Ok(())
     }
 
     /// Rewrites every snapshot that references a blob the index no longer

@@ -613,15 +613,6 @@ impl Packer<'_> {
     /// Uploads the open packs and writes the index. SPEC §13: after this
     /// returns, every saved blob is durable and indexed.
     pub fn finish(self) -> Result<()> {
-        for m in &self.writers {
-            let w = std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
-            if !w.is_empty() {
-                self.upload(w)?;
-            }
-        }
-        self.repo
-            .index
-            .flush(&*self.repo.backend, self.repo.data_key())?;
-        Ok(())
+        self.flush_all()
     }
 }

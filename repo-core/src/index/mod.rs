@@ -214,6 +214,35 @@ impl Index {
     }
 }
 
+/// Writes `packs` as index files of at most [`MAX_INDEX_ENTRIES`] entries
+/// each (a pack is never split), every file naming `supersedes`.
+pub fn write_index_files(
+    backend: &dyn Backend,
+    key: &[u8; 32],
+    packs: &[IndexPack],
+    supersedes: &[IndexId],
+) -> Result<Vec<IndexId>> {
+    let mut written = Vec::new();
+    let mut start = 0;
+    while start < packs.len() {
+        let (mut end, mut n) = (start, 0);
+        while end < packs.len() && (n == 0 || n + packs[end].entries.len() <= MAX_INDEX_ENTRIES) {
+            n += packs[end].entries.len();
+            end += 1;
+        }
+        let f = IndexFile {
+            packs: packs[start..end].to_vec(),
+            supersedes: supersedes.to_vec(),
+        };
+        let bytes = f.to_file(key);
+        let id = IndexId::hash_of(&bytes);
+        backend.write(ObjectKind::Index, &id.to_hex(), &bytes)?;
+        written.push(id);
+        start = end;
+    }
+    Ok(written)
+}
+
 /// Reads and decrypts one index file, naming it on failure.
 pub fn load_index_file(backend: &dyn Backend, key: &[u8; 32], name: &str) -> Result<IndexFile> {
     let bytes = backend.read(ObjectKind::Index, name)?;
