@@ -49,6 +49,10 @@ impl Default for InitOptions {
 pub struct OpenOptions {
     /// Directory holding per-repository caches (`None`: in memory).
     pub cache_dir: Option<PathBuf>,
+    /// Open even if an index file is damaged, leaving it out of the cache
+    /// (for `check`, which then reports it). Normal operations should not:
+    /// blobs only that file names would look lost.
+    pub skip_damaged_index: bool,
 }
 
 /// An open, unlocked repository. `Send + Sync`; operations take `&self`.
@@ -173,6 +177,7 @@ impl Repository {
                 source,
             })?;
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
+        index.set_skip_damaged(opts.skip_damaged_index);
         index.sync(&*backend, key.data_key())?;
         Ok(Self {
             hasher: ContentHasher::new(&key),

@@ -14,7 +14,9 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+mod pg;
 mod prune;
+mod redis;
 mod repair;
 mod report;
 mod restore;
@@ -73,6 +75,8 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Check(a) => check::run(g, out, a),
         Command::Drill(a) => drill::run(g, out, a),
         Command::Report(a) => report::run(g, out, a),
+        Command::Redis(a) => redis::run(g, out, a),
+        Command::Pg(a) => pg::run(g, out, a),
         Command::Completions(a) => completions::run(a),
     }
 }
@@ -108,6 +112,12 @@ fn cache_dir(g: &GlobalArgs) -> Option<PathBuf> {
 /// Opens and unlocks the repository. A location without a config fails
 /// before the password is asked for.
 fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
+    open_with(g, out, false)
+}
+
+/// [`open`]; with `skip_damaged_index`, a damaged index file is left out
+/// instead of failing the open (for `check`, which reports it).
+fn open_with(g: &GlobalArgs, out: Output, skip_damaged_index: bool) -> Result<Repository> {
     let path = repo_path(g)?;
     let backend = LocalBackend::open(path);
     if backend.list(ObjectKind::Config)?.is_empty() {
@@ -119,6 +129,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
         &pw,
         OpenOptions {
             cache_dir: cache_dir(g),
+            skip_damaged_index,
         },
     )?;
     out.verbose(

@@ -206,3 +206,35 @@ fn prune_dry_run_changes_nothing_and_repair_index_restores_a_lost_index() {
         "{r}"
     );
 }
+
+#[test]
+fn check_reports_a_damaged_index_file_even_with_a_fresh_cache() {
+    let env = init_small_packs();
+    generations(&env, 1);
+    let idx = fs::read_dir(env.repo().join("index"))
+        .expect("index")
+        .next()
+        .expect("an index file")
+        .expect("entry")
+        .path();
+    let bytes = fs::read(&idx).expect("read");
+    fs::write(&idx, &bytes[..bytes.len() - 7]).expect("truncate");
+    let _ = fs::remove_dir_all(env.path("cache"));
+    let name = idx
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let out = env.cmd().args(["--json", "check"]).output().expect("check");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("a JSON report, not an open failure");
+    assert!(report.to_string().contains(&name), "{report}");
+    // Other commands still refuse, naming the file.
+    let ls = env.run(["snapshots"]);
+    assert!(
+        !ls.status.success() && stderr(&ls).contains(&name),
+        "{}",
+        stderr(&ls)
+    );
+}

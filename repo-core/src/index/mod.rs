@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::backend::{Backend, ObjectKind};
 use crate::blob::{self, BlobError};
@@ -63,6 +64,7 @@ impl IndexFile {
 #[derive(Debug)]
 pub struct Index {
     cache: Cache,
+    skip_damaged: AtomicBool,
     state: Mutex<Pending>,
 }
 
@@ -81,8 +83,14 @@ impl Index {
     pub fn new(cache: Cache) -> Self {
         Self {
             cache,
+            skip_damaged: AtomicBool::new(false),
             state: Mutex::new(Pending::default()),
         }
+    }
+
+    /// Whether `sync` skips damaged index files instead of failing.
+    pub fn set_skip_damaged(&self, yes: bool) {
+        self.skip_damaged.store(yes, Relaxed);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -106,7 +114,12 @@ impl Index {
         }
         let mut files = Vec::new();
         for name in listed.iter().filter(|n| !known.contains(*n)) {
-            files.push((name.clone(), load_index_file(backend, key, name)?));
+            match load_index_file(backend, key, name) {
+                Ok(f) => files.push((name.clone(), f)),
+                // Not merged, so the next sync tries it again.
+                Err(Error::CorruptObject { .. }) if self.skip_damaged.load(Relaxed) => {}
+                Err(e) => return Err(e),
+            }
         }
         let superseded: HashSet<IndexId> = files
             .iter()
