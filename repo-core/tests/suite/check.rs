@@ -210,6 +210,7 @@ fn open_cached(d: &Path) -> Repository {
         b"pw",
         OpenOptions {
             cache_dir: Some(d.join("cache")),
+            ..Default::default()
         },
     )
     .unwrap()
