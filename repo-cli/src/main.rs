@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod credentials;
+mod exporters;
 mod output;
 mod progress;
 

@@ -8,5 +8,7 @@ mod harness;
 mod help;
 mod inspect;
 mod keys;
+mod pg;
 mod prune;
+mod redis;
 mod repository;

@@ -1,0 +1,8 @@
+//! Exporters: native clients of database servers that produce a stream for
+//! the library's stream backup, and put it back on restore. They live in the
+//! CLI crate because they open sockets and start processes (STYLE §3).
+
+pub mod crc64;
+pub mod postgres;
+pub mod process;
+pub mod redis;

@@ -1,0 +1,601 @@
+//! PostgreSQL exporter: `pg_dump` and `pg_dumpall` streamed into the
+//! repository, `pg_restore` fed from it, and restore-based verification.
+//!
+//! Everything goes through the PostgreSQL client programs (no driver): a
+//! `psql` session opens a REPEATABLE READ transaction, exports its snapshot
+//! and counts the rows of every user table in it, and stays open while
+//! `pg_dump --snapshot` dumps the very same state. The dump is custom format
+//! without compression (`-Fc -Z0`): the repository compresses and
+//! deduplicates, and a compressed dump would not deduplicate between days.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use anyhow::{Context, Result, anyhow, bail};
+use repo_core::{BackupOutcome, Node, Repository, SnapshotEntry};
+use serde::Deserialize;
+
+use super::process::CommandReader;
+use crate::commands::describe_status;
+
+/// Snapshot tag of database dumps.
+pub const TAG: &str = "postgres";
+/// Snapshot tag of `pg_dumpall --globals-only` streams.
+pub const GLOBALS_TAG: &str = "postgres-globals";
+/// Metadata key prefix of per-table row counts: `pg.rowcount.<schema>.<table>`.
+pub const ROWCOUNT_PREFIX: &str = "pg.rowcount.";
+
+/// The one query run in the exporting transaction: snapshot name, versions,
+/// size and exact per-table row counts, as a single JSON line. Counting in
+/// the exporting transaction itself means the counts see exactly the state
+/// `pg_dump --snapshot` dumps.
+const STATE_QUERY: &str = "SELECT json_build_object(\
+'snapshot', CASE WHEN $1 THEN pg_export_snapshot() END, \
+'server_version', current_setting('server_version'), \
+'server_version_num', current_setting('server_version_num')::int, \
+'size', pg_database_size(current_database()), \
+'counts', (SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, \
+(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), \
+false, true, '')))[1]::text::bigint) ORDER BY n.nspname, c.relname), '[]'::json) \
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'))::text;";
+
+/// What [`STATE_QUERY`] returns.
+#[derive(Debug, Deserialize)]
+struct DbState {
+    snapshot: Option<String>,
+    server_version: String,
+    server_version_num: u32,
+    size: u64,
+    counts: Vec<(String, String, u64)>,
+}
+
+impl DbState {
+    fn rowcounts(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .iter()
+            .map(|(s, t, n)| (format!("{ROWCOUNT_PREFIX}{s}.{t}"), *n))
+            .collect()
+    }
+}
+
+/// The client programs of one PostgreSQL major version.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Directory holding `psql`, `pg_dump`, `pg_dumpall`, `pg_restore`.
+    pub bindir: PathBuf,
+}
+
+impl Clients {
+    /// Client programs for a server of major version `server_major`: those
+    /// in `$CAIRN_PG_BINDIR` when set, else the newest
+    /// `/usr/lib/postgresql/N/bin` (Debian's layout). pg_dump refuses newer
+    /// servers, so older clients are an error.
+    pub fn for_server(server_major: u32) -> Result<Self> {
+        let c = Self::newest()?;
+        let major = c.major()?;
+        if major < server_major {
+            bail!(
+                "the PostgreSQL client programs in {} are version {major}, older than the server \
+                 (version {server_major}); pg_dump refuses newer servers: install the version \
+                 {server_major} client (Debian: postgresql-client-{server_major}) or set CAIRN_PG_BINDIR",
+                c.bindir.display()
+            );
+        }
+        Ok(c)
+    }
+
+    /// The newest installed client programs, before the server is known.
+    pub fn newest() -> Result<Self> {
+        if let Some(d) = std::env::var_os("CAIRN_PG_BINDIR").filter(|d| !d.is_empty()) {
+            return Ok(Self {
+                bindir: PathBuf::from(d),
+            });
+        }
+        let mut best: Option<(u32, PathBuf)> = None;
+        if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+            for e in entries.flatten() {
+                let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let bin = e.path().join("bin");
+                if bin.join("pg_dump").exists() && best.as_ref().is_none_or(|(b, _)| n > *b) {
+                    best = Some((n, bin));
+                }
+            }
+        }
+        best.map(|(_, bindir)| Self { bindir }).ok_or_else(|| {
+            anyhow!(
+                "no PostgreSQL client programs found in /usr/lib/postgresql/*/bin \
+                 (install postgresql-client, or set CAIRN_PG_BINDIR)"
+            )
+        })
+    }
+
+    /// A command for one of the client programs.
+    pub fn cmd(&self, prog: &str) -> Command {
+        Command::new(self.bindir.join(prog))
+    }
+
+    /// `pg_dump --version`'s version string, e.g. `15.18`.
+    pub fn pg_dump_version(&self) -> Result<String> {
+        let out = self
+            .cmd("pg_dump")
+            .arg("--version")
+            .output()
+            .with_context(|| format!("cannot run {}", self.bindir.join("pg_dump").display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .last()
+            .map(String::from)
+            .ok_or_else(|| anyhow!("unexpected pg_dump --version output {text:?}"))
+    }
+
+    /// The major version of these clients.
+    pub fn major(&self) -> Result<u32> {
+        let v = self.pg_dump_version()?;
+        v.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("unexpected pg_dump version {v:?}"))
+    }
+
+    /// Runs one SQL statement with `psql` and returns its unaligned output.
+    pub fn query(&self, dsn: &str, sql: &str) -> Result<String> {
+        let out = self
+            .cmd("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                dsn,
+                "-c",
+                sql,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.bindir.join("psql").display()))?;
+        if !out.status.success() {
+            bail!(
+                "psql {}: {}",
+                describe_status(out.status),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+}
+
+/// `dsn` with its database replaced by `db`. URLs
+/// (`postgresql://user@host:port/db?params`) get a new path; key/value
+/// strings get a trailing `dbname=` (the last keyword wins in libpq).
+pub fn with_database(dsn: &str, db: &str) -> String {
+    if let Some(scheme_end) = dsn.find("://") {
+        let rest_start = scheme_end + 3;
+        let rest = &dsn[rest_start..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let after = &rest[auth_end..];
+        let query = after.find('?').map(|q| &after[q..]).unwrap_or("");
+        format!(
+            "{}{}/{}{}",
+            &dsn[..rest_start],
+            &rest[..auth_end],
+            percent_encode(db),
+            query
+        )
+    } else {
+        format!(
+            "{dsn} dbname='{}'",
+            db.replace('\\', "\\\\").replace('\'', "\\'")
+        )
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A server and the clients to talk to it.
+pub struct Server {
+    /// The connection string as given (its database is the maintenance one).
+    pub dsn: String,
+    /// Client programs of the server's major version or newer.
+    pub clients: Clients,
+    /// `server_version_num`, e.g. 150018.
+    pub version_num: u32,
+}
+
+impl Server {
+    /// Connects once to learn the server's version and pick clients.
+    pub fn connect(dsn: &str) -> Result<Self> {
+        let probe = Clients::newest()?;
+        let num: u32 = probe
+            .query(dsn, "SHOW server_version_num")
+            .context("cannot connect to the PostgreSQL server")?
+            .trim()
+            .parse()
+            .context("unexpected server_version_num")?;
+        let clients = Clients::for_server(num / 10000)?;
+        Ok(Self {
+            dsn: dsn.to_string(),
+            clients,
+            version_num: num,
+        })
+    }
+
+    /// Every database that accepts connections, templates excluded.
+    pub fn databases(&self) -> Result<Vec<String>> {
+        Ok(self
+            .clients
+            .query(
+                &self.dsn,
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+            )?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// The state (versions, size, row counts) of `db` right now.
+    fn state(&self, db: &str) -> Result<DbState> {
+        let sql = STATE_QUERY.replace("$1", "false");
+        let line = self.clients.query(&with_database(&self.dsn, db), &sql)?;
+        serde_json::from_str(&line).context("unexpected answer from the server")
+    }
+}
+
+/// A `psql` session holding an open REPEATABLE READ transaction whose
+/// snapshot was exported; closing it (drop) ends the transaction.
+struct SnapshotSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    state: DbState,
+}
+
+impl SnapshotSession {
+    fn open(server: &Server, db: &str) -> Result<Self> {
+        let mut child = server
+            .clients
+            .cmd("psql")
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(with_database(&server.dsn, db))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot run psql")?;
+        let mut stdin = child.stdin.take().context("psql has no stdin")?;
+        let stdout = child.stdout.take().context("psql has no stdout")?;
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n{}\n",
+            STATE_QUERY.replace("$1", "true")
+        );
+        // A failed write means psql already exited; its status says why.
+        let _ = stdin.write_all(sql.as_bytes()).and_then(|()| stdin.flush());
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim().is_empty() {
+            drop(stdin);
+            let status = child.wait()?;
+            bail!(
+                "cannot open a transaction in database {db:?}: psql {}",
+                describe_status(status)
+            );
+        }
+        let state: DbState =
+            serde_json::from_str(line.trim()).context("unexpected answer from the server")?;
+        Ok(Self {
+            child,
+            stdin: Some(stdin),
+            state,
+        })
+    }
+}
+
+impl Drop for SnapshotSession {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"COMMIT;\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One database's backup.
+pub struct DatabaseBackup {
+    /// The database.
+    pub database: String,
+    /// The stream name in the snapshot (`postgres/<db>.dump`).
+    pub path: String,
+    /// The library's result.
+    pub outcome: BackupOutcome,
+    /// Row counts recorded, by metadata key.
+    pub rowcounts: BTreeMap<String, u64>,
+    /// `pg_database_size` at the dump.
+    pub database_size: u64,
+}
+
+/// Backs up the globals (`pg_dumpall --globals-only`) as one snapshot
+/// tagged [`GLOBALS_TAG`].
+pub fn backup_globals(
+    repo: &Repository,
+    server: &Server,
+    tags: &[String],
+) -> Result<BackupOutcome> {
+    let mut cmd = server.clients.cmd("pg_dumpall");
+    cmd.args(["--globals-only", "-d"]).arg(&server.dsn);
+    let reader = CommandReader::from_command(cmd)?;
+    let mut b = repo
+        .backup()
+        .stream("postgres/globals.sql", reader)
+        .tag(GLOBALS_TAG)
+        .metadata("pg.server_version_num", server.version_num.to_string())
+        .metadata("pg.pg_dump_version", server.clients.pg_dump_version()?);
+    for t in tags {
+        b = b.tag(t);
+    }
+    b.run()
+        .context("pg_dumpall --globals-only failed; no snapshot was written")
+}
+
+/// Backs up one database: a consistent `pg_dump -Fc -Z0` of the exported
+/// snapshot, streamed, with the row counts of that snapshot as metadata.
+pub fn backup_database(
+    repo: &Repository,
+    server: &Server,
+    db: &str,
+    globals: Option<&str>,
+    tags: &[String],
+) -> Result<DatabaseBackup> {
+    let session = SnapshotSession::open(server, db)?;
+    let snapshot_name = session
+        .state
+        .snapshot
+        .clone()
+        .context("the server exported no snapshot")?;
+    let mut cmd = server.clients.cmd("pg_dump");
+    cmd.args(["-Fc", "-Z0", "--snapshot"])
+        .arg(&snapshot_name)
+        .arg("-d")
+        .arg(with_database(&server.dsn, db));
+    let reader = CommandReader::from_command(cmd)?;
+    let path = dump_path(db);
+    let rowcounts = session.state.rowcounts();
+    let mut b = repo
+        .backup()
+        .stream(path.clone(), reader)
+        .tag(TAG)
+        .metadata("pg.database", db)
+        .metadata("pg.format", "custom")
+        .metadata("pg.server_version", &session.state.server_version)
+        .metadata(
+            "pg.server_version_num",
+            session.state.server_version_num.to_string(),
+        )
+        .metadata("pg.pg_dump_version", server.clients.pg_dump_version()?)
+        .metadata("pg.database_size", session.state.size.to_string());
+    if let Some(g) = globals {
+        b = b.metadata("pg.globals_snapshot", g);
+    }
+    for (k, n) in &rowcounts {
+        b = b.metadata(k, n.to_string());
+    }
+    for t in tags {
+        b = b.tag(t);
+    }
+    let outcome = b
+        .run()
+        .with_context(|| format!("pg_dump of database {db:?} failed; no snapshot was written"))?;
+    let database_size = session.state.size;
+    drop(session);
+    Ok(DatabaseBackup {
+        database: db.to_string(),
+        path,
+        outcome,
+        rowcounts,
+        database_size,
+    })
+}
+
+/// A snapshot's metadata value.
+pub fn meta<'a>(snap: &'a SnapshotEntry, key: &str) -> Option<&'a str> {
+    snap.snapshot
+        .metadata
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Streams `node` into a program's standard input and waits for it.
+pub fn feed(repo: &Repository, node: &Node, mut cmd: Command, what: &str) -> Result<()> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {what}"))?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let fed = repo.dump_node(node, &mut stdin);
+    drop(stdin);
+    let status = child.wait()?;
+    if !status.success() {
+        // The program's own failure explains a broken pipe on our side.
+        bail!("{what} {}", describe_status(status));
+    }
+    fed.with_context(|| format!("cannot feed {what}"))?;
+    Ok(())
+}
+
+/// How to restore.
+#[derive(Debug, Default)]
+pub struct RestoreOptions {
+    /// Target database (default: the one dumped); ignored with `create`.
+    pub database: Option<String>,
+    /// `pg_restore --create`: create the dumped database (connect to the DSN's).
+    pub create: bool,
+    /// `pg_restore --clean --if-exists`.
+    pub clean: bool,
+    /// Restore the globals snapshot (roles) first.
+    pub globals: Option<Node>,
+    /// Skip ownership and privileges (verification into a scratch database).
+    pub no_owner: bool,
+}
+
+/// Restores a dump node with `pg_restore` reading its standard input.
+/// Returns the database restored into.
+pub fn restore(
+    repo: &Repository,
+    server: &Server,
+    dump: &Node,
+    dumped_db: &str,
+    o: &RestoreOptions,
+) -> Result<String> {
+    if let Some(g) = &o.globals {
+        // Without ON_ERROR_STOP: roles that already exist (at least the
+        // connecting one) make harmless errors, as with any pg_dumpall script.
+        let mut cmd = server.clients.cmd("psql");
+        cmd.args(["-X", "-q", "-d"]).arg(&server.dsn);
+        feed(repo, g, cmd, "psql (globals)")?;
+    }
+    let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
+    let target = if o.create {
+        args.push("--create".into());
+        args.push("-d".into());
+        args.push(server.dsn.clone().into());
+        dumped_db.to_string()
+    } else {
+        let db = o.database.clone().unwrap_or_else(|| dumped_db.to_string());
+        args.push("-d".into());
+        args.push(with_database(&server.dsn, &db).into());
+        db
+    };
+    if o.clean {
+        args.push("--clean".into());
+        args.push("--if-exists".into());
+    }
+    if o.no_owner {
+        args.push("--no-owner".into());
+        args.push("--no-acl".into());
+    }
+    let mut cmd = server.clients.cmd("pg_restore");
+    cmd.args(&args);
+    feed(repo, dump, cmd, "pg_restore")?;
+    Ok(target)
+}
+
+/// One table whose restored count differs from the recorded one.
+#[derive(Debug, serde::Serialize)]
+pub struct Mismatch {
+    /// `schema.table`.
+    pub table: String,
+    /// Count recorded at backup (`None`: table not recorded).
+    pub recorded: Option<u64>,
+    /// Count after restore (`None`: table missing).
+    pub restored: Option<u64>,
+}
+
+/// Restores into a scratch database, counts rows, drops it.
+pub fn verify(
+    repo: &Repository,
+    server: &Server,
+    snap: &SnapshotEntry,
+    dump: &Node,
+) -> Result<(String, usize, Vec<Mismatch>)> {
+    let dumped = meta(snap, "pg.database").context("snapshot has no pg.database")?;
+    let scratch = format!(
+        "cairn_verify_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+    server
+        .clients
+        .query(&server.dsn, &format!("CREATE DATABASE \"{scratch}\""))
+        .context("cannot create the scratch database")?;
+    let dropper = ScratchDb {
+        server,
+        name: scratch.clone(),
+    };
+    restore(
+        repo,
+        server,
+        dump,
+        dumped,
+        &RestoreOptions {
+            database: Some(scratch.clone()),
+            no_owner: true,
+            ..RestoreOptions::default()
+        },
+    )?;
+    let state = server.state(&scratch)?;
+    drop(dropper);
+    let restored = state.rowcounts();
+    let recorded: BTreeMap<String, u64> = snap
+        .snapshot
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with(ROWCOUNT_PREFIX))
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                v.parse::<u64>().with_context(|| format!("bad {k}"))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut mismatches = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        recorded.keys().chain(restored.keys()).collect();
+    for k in &keys {
+        let (a, b) = (recorded.get(*k).copied(), restored.get(*k).copied());
+        if a != b {
+            mismatches.push(Mismatch {
+                table: k[ROWCOUNT_PREFIX.len()..].to_string(),
+                recorded: a,
+                restored: b,
+            });
+        }
+    }
+    Ok((scratch, keys.len(), mismatches))
+}
+
+/// Drops the scratch database however verification ends.
+struct ScratchDb<'a> {
+    server: &'a Server,
+    name: String,
+}
+
+impl Drop for ScratchDb<'_> {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\"", self.name);
+        if let Err(e) = self.server.clients.query(&self.server.dsn, &sql) {
+            eprintln!(
+                "cairn: warning: cannot drop scratch database {}: {e:#}",
+                self.name
+            );
+        }
+    }
+}
+
+/// The stream path of a database dump in a snapshot.
+pub fn dump_path(db: &str) -> String {
+    format!("postgres/{db}.dump")
+}

@@ -1,0 +1,865 @@
+//! Redis: an RDB fetched over the replication protocol, the way
+//! `redis-cli --rdb` does, but natively so the diskless EOF marker is
+//! stripped and the RDB is checked (magic, version, CRC64) while it streams.
+//!
+//! Also a small RESP client (INFO, DUMP/RESTORE, SCAN) and a throw-away
+//! `redis-server` used by restore-to-url and verify.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::crc64;
+
+/// Length of the random marker framing a diskless transfer.
+const EOF_MARK_LEN: usize = 40;
+/// `REDIS` + 4 version digits.
+const HEADER_LEN: usize = 9;
+/// The CRC64 trailer after the `0xFF` EOF opcode.
+const TRAILER_LEN: usize = 8;
+/// How long a read may stall; the server sends `\n` keepalives while it
+/// prepares the RDB, so this only trips on a dead peer.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where a Redis server is, from `redis://[user:pass@]host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (default 6379).
+    pub port: u16,
+    /// ACL user, if given.
+    pub user: Option<String>,
+    /// Password, if given.
+    pub password: Option<String>,
+}
+
+impl RedisUrl {
+    /// Parses `redis://[[user]:pass@]host[:port][/]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let rest = s
+            .strip_prefix("redis://")
+            .ok_or_else(|| anyhow!("invalid Redis URL {s:?}: must start with redis://"))?;
+        let rest = rest.trim_end_matches('/');
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (user, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+                None => (None, Some(a.to_string())),
+            },
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse()
+                    .map_err(|_| anyhow!("invalid port {p:?} in Redis URL"))?,
+            ),
+            None => (hostport, 6379),
+        };
+        if host.is_empty() {
+            bail!("invalid Redis URL {s:?}: no host");
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            user,
+            password,
+        })
+    }
+
+    /// `host:port`, for messages and metadata (never the password).
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`.
+    Simple(String),
+    /// `-ERR …`.
+    Error(String),
+    /// `:42`.
+    Int(i64),
+    /// `$n` bulk string; `None` for `$-1`.
+    Bulk(Option<Vec<u8>>),
+    /// `*n` array; `None` for `*-1`.
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The reply as an error when the server answered `-…`.
+    pub fn ok(self) -> Result<Reply> {
+        match self {
+            Reply::Error(e) => Err(anyhow!("Redis error: {e}")),
+            r => Ok(r),
+        }
+    }
+
+    /// A bulk or simple string's bytes.
+    pub fn bytes(self) -> Result<Vec<u8>> {
+        match self.ok()? {
+            Reply::Bulk(Some(b)) => Ok(b),
+            Reply::Simple(s) => Ok(s.into_bytes()),
+            r => Err(anyhow!("unexpected Redis reply {r:?}")),
+        }
+    }
+
+    /// An integer reply.
+    pub fn int(self) -> Result<i64> {
+        match self.ok()? {
+            Reply::Int(i) => Ok(i),
+            r => Err(anyhow!("unexpected Redis reply {r:?}")),
+        }
+    }
+}
+
+fn bad_data(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Reads one line ending in `\n`, without the `\r\n`.
+fn read_line(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed by the Redis server",
+        ));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+fn parse_int(b: &[u8]) -> io::Result<i64> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad_data(format!("bad RESP number {:?}", String::from_utf8_lossy(b))))
+}
+
+/// Reads one RESP2 reply.
+pub fn read_reply(r: &mut impl BufRead) -> io::Result<Reply> {
+    let line = read_line(r)?;
+    let (&kind, rest) = line
+        .split_first()
+        .ok_or_else(|| bad_data("empty RESP line"))?;
+    let text = || String::from_utf8_lossy(rest).into_owned();
+    Ok(match kind {
+        b'+' => Reply::Simple(text()),
+        b'-' => Reply::Error(text()),
+        b':' => Reply::Int(parse_int(rest)?),
+        b'$' => {
+            let n = parse_int(rest)?;
+            if n < 0 {
+                Reply::Bulk(None)
+            } else {
+                let mut buf = vec![0; n as usize + 2];
+                r.read_exact(&mut buf)?;
+                if !buf.ends_with(b"\r\n") {
+                    return Err(bad_data("RESP bulk string not followed by CRLF"));
+                }
+                buf.truncate(n as usize);
+                Reply::Bulk(Some(buf))
+            }
+        }
+        b'*' => {
+            let n = parse_int(rest)?;
+            if n < 0 {
+                Reply::Array(None)
+            } else {
+                let mut items = Vec::with_capacity(n.min(1024) as usize);
+                for _ in 0..n {
+                    items.push(read_reply(r)?);
+                }
+                Reply::Array(Some(items))
+            }
+        }
+        _ => return Err(bad_data(format!("unknown RESP type {:?}", kind as char))),
+    })
+}
+
+/// A command as a RESP array of bulk strings.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// One connection to a Redis server.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    /// Connects and authenticates with the URL's credentials.
+    pub fn connect(url: &RedisUrl) -> Result<Self> {
+        let stream = TcpStream::connect((url.host.as_str(), url.port))
+            .with_context(|| format!("cannot connect to Redis at {}", url.address()))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        let writer = stream.try_clone()?;
+        let mut c = Self {
+            reader: BufReader::with_capacity(256 * 1024, stream),
+            writer,
+        };
+        if let Some(pw) = &url.password {
+            let reply = match &url.user {
+                Some(u) => c.command(&[b"AUTH", u.as_bytes(), pw.as_bytes()])?,
+                None => c.command(&[b"AUTH", pw.as_bytes()])?,
+            };
+            reply.ok().context("Redis authentication failed")?;
+        }
+        Ok(c)
+    }
+
+    /// Sends one command and reads its reply (which may be an error reply).
+    pub fn command(&mut self, args: &[&[u8]]) -> Result<Reply> {
+        self.writer.write_all(&encode(args))?;
+        Ok(read_reply(&mut self.reader)?)
+    }
+
+    /// `INFO section` as `field → value`.
+    pub fn info(&mut self, section: &str) -> Result<BTreeMap<String, String>> {
+        let text = self.command(&[b"INFO", section.as_bytes()])?.bytes()?;
+        Ok(parse_info(&String::from_utf8_lossy(&text)))
+    }
+
+    /// Keys per database from `INFO keyspace`.
+    pub fn keyspace(&mut self) -> Result<BTreeMap<u32, u64>> {
+        Ok(keyspace(&self.info("keyspace")?))
+    }
+
+    /// Starts a full sync asking for the RDB only, and returns a reader of
+    /// the validated RDB (see [`RdbReader`]).
+    pub fn sync_rdb(mut self) -> Result<RdbReader<Payload>> {
+        self.command(&[b"REPLCONF", b"capa", b"eof"])?
+            .ok()
+            .context("REPLCONF capa eof refused (needs the +replconf permission)")?;
+        // Servers before 7.0 do not know rdb-only: they send the RDB and then
+        // the replication stream, which the payload framing stops at.
+        let _ = self.command(&[b"REPLCONF", b"rdb-only", b"1"])?;
+        // Plain SYNC (not PSYNC): the server expects no ACKs from us.
+        self.writer.write_all(b"SYNC\r\n")?;
+        let header = loop {
+            let line = read_line(&mut self.reader)?;
+            // Keepalives while the server forks and prepares the RDB.
+            if line.is_empty() {
+                continue;
+            }
+            break line;
+        };
+        let framing = parse_sync_header(&header)?;
+        let payload = Payload {
+            inner: self.reader,
+            framing,
+            tail: Vec::new(),
+            done: false,
+            _writer: self.writer,
+        };
+        Ok(RdbReader::new(payload)?)
+    }
+}
+
+/// `field:value` lines of an INFO reply.
+pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// `db0:keys=3,expires=1,avg_ttl=0` → `0 → 3`.
+pub fn keyspace(info: &BTreeMap<String, String>) -> BTreeMap<u32, u64> {
+    info.iter()
+        .filter_map(|(k, v)| {
+            let db = k.strip_prefix("db")?.parse().ok()?;
+            let keys = v
+                .split(',')
+                .find_map(|f| f.strip_prefix("keys="))?
+                .parse()
+                .ok()?;
+            Some((db, keys))
+        })
+        .collect()
+}
+
+/// How the RDB follows the SYNC reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// `$<len>`: exactly this many bytes remain.
+    Bulk(u64),
+    /// `$EOF:<mark>`: read until the stream ends with the marker.
+    Eof([u8; EOF_MARK_LEN]),
+}
+
+/// Parses the line after SYNC: `$123`, `$EOF:<40 bytes>` or an error.
+pub fn parse_sync_header(line: &[u8]) -> Result<Framing> {
+    if let Some(e) = line.strip_prefix(b"-") {
+        bail!(
+            "Redis refused SYNC: {} (the user needs +sync and +replconf)",
+            String::from_utf8_lossy(e)
+        );
+    }
+    if let Some(mark) = line.strip_prefix(b"$EOF:") {
+        let mark: [u8; EOF_MARK_LEN] = mark
+            .try_into()
+            .map_err(|_| anyhow!("bad diskless EOF marker of {} bytes", mark.len()))?;
+        return Ok(Framing::Eof(mark));
+    }
+    if let Some(n) = line.strip_prefix(b"$") {
+        let n = parse_int(n)?;
+        if n < 0 {
+            bail!("negative RDB length {n}");
+        }
+        return Ok(Framing::Bulk(n as u64));
+    }
+    bail!(
+        "unexpected reply to SYNC: {:?}",
+        String::from_utf8_lossy(line)
+    )
+}
+
+/// The raw RDB bytes of a SYNC reply: a bulk of known length, or a
+/// diskless transfer with its trailing EOF marker removed. A connection
+/// that ends early is an error.
+pub struct Payload<R = BufReader<TcpStream>> {
+    inner: R,
+    framing: Framing,
+    /// Diskless only: the last bytes read, held back until we know they are
+    /// not the marker.
+    tail: Vec<u8>,
+    done: bool,
+    /// Keeps the socket's write half open until the transfer ends.
+    _writer: TcpStream,
+}
+
+impl<R: Read> Payload<R> {
+    fn read_eof_framed(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Framing::Eof(mark) = self.framing else {
+            unreachable!()
+        };
+        loop {
+            if self.done {
+                return Ok(0);
+            }
+            let mut chunk = vec![0; buf.len().max(1)];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "Redis connection closed before the end of the RDB (no EOF marker)",
+                ));
+            }
+            self.tail.extend_from_slice(&chunk[..n]);
+            // The marker ends the RDB; whatever follows it (the replication
+            // stream of a server that ignored rdb-only) is not ours.
+            let release = match self
+                .tail
+                .windows(EOF_MARK_LEN)
+                .position(|w| w == mark.as_slice())
+            {
+                Some(p) => {
+                    self.done = true;
+                    p
+                }
+                None => self.tail.len().saturating_sub(EOF_MARK_LEN),
+            };
+            // The tail held at most EOF_MARK_LEN bytes before this read, so
+            // `release <= n <= buf.len()`.
+            let release = release.min(buf.len());
+            buf[..release].copy_from_slice(&self.tail[..release]);
+            self.tail.drain(..release);
+            if self.done {
+                self.tail.clear();
+            }
+            if release > 0 || self.done {
+                return Ok(release);
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Payload<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.framing {
+            Framing::Bulk(0) => Ok(0),
+            Framing::Bulk(left) => {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = self.inner.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("Redis connection closed with {left} bytes of the RDB missing"),
+                    ));
+                }
+                self.framing = Framing::Bulk(left - n as u64);
+                Ok(n)
+            }
+            Framing::Eof(_) => self.read_eof_framed(buf),
+        }
+    }
+}
+
+/// Streams an RDB through, checking it: the `REDIS` magic and a 4-digit
+/// version up front (in [`RdbReader::new`]), and at the end the `0xFF` EOF
+/// opcode and the CRC64 trailer over everything before it. A bad or missing
+/// trailer makes the final read an error, so a stream backup fed by this
+/// reader fails and writes no snapshot. A zero trailer means the server has
+/// `rdbchecksum no`; Redis itself skips the check then, and so do we.
+pub struct RdbReader<R> {
+    inner: R,
+    header: Vec<u8>,
+    header_pos: usize,
+    /// The last bytes read, held back: they may be the trailer.
+    tail: Vec<u8>,
+    crc: u64,
+    last_released: Option<u8>,
+    total: u64,
+    version: u32,
+    finished: bool,
+}
+
+impl<R: Read> RdbReader<R> {
+    /// Reads and checks the header.
+    pub fn new(mut inner: R) -> io::Result<Self> {
+        let mut header = vec![0; HEADER_LEN];
+        inner.read_exact(&mut header).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                bad_data("RDB shorter than its header")
+            } else {
+                e
+            }
+        })?;
+        let version = parse_header(&header)?;
+        Ok(Self {
+            inner,
+            header,
+            header_pos: 0,
+            tail: Vec::new(),
+            crc: 0,
+            last_released: None,
+            total: 0,
+            version,
+            finished: false,
+        })
+    }
+
+    /// The RDB format version from the header (10 for Redis 7.0).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if self.tail.len() < TRAILER_LEN || self.last_released != Some(0xff) {
+            return Err(bad_data(format!(
+                "RDB truncated: {} bytes and no EOF opcode with CRC64 trailer",
+                self.total
+            )));
+        }
+        let want = u64::from_le_bytes(self.tail[..TRAILER_LEN].try_into().expect("8 bytes"));
+        if want != 0 && want != self.crc {
+            return Err(bad_data(format!(
+                "RDB checksum mismatch: trailer {want:016x}, computed {:016x}",
+                self.crc
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks `REDIS` + 4 digits and returns the version.
+pub fn parse_header(h: &[u8]) -> io::Result<u32> {
+    if h.len() < HEADER_LEN || &h[..5] != b"REDIS" {
+        return Err(bad_data("not an RDB: no REDIS magic"));
+    }
+    let digits = &h[5..HEADER_LEN];
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad_data("not an RDB: bad version digits"));
+    }
+    Ok(std::str::from_utf8(digits)
+        .expect("digits")
+        .parse()
+        .expect("digits"))
+}
+
+impl<R: Read> Read for RdbReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.finished {
+                // The checked trailer is part of the RDB file.
+                let n = self.tail.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.tail[..n]);
+                self.tail.drain(..n);
+                return Ok(n);
+            }
+            let mut chunk = vec![0; buf.len()];
+            let n = if self.header_pos < self.header.len() {
+                let n = (self.header.len() - self.header_pos).min(chunk.len());
+                chunk[..n].copy_from_slice(&self.header[self.header_pos..self.header_pos + n]);
+                self.header_pos += n;
+                n
+            } else {
+                self.inner.read(&mut chunk)?
+            };
+            if n == 0 {
+                self.finish()?;
+                self.finished = true;
+                continue;
+            }
+            self.tail.extend_from_slice(&chunk[..n]);
+            // At most TRAILER_LEN bytes were held before, so this fits `buf`.
+            let release = self.tail.len().saturating_sub(TRAILER_LEN).min(buf.len());
+            if release == 0 {
+                continue;
+            }
+            buf[..release].copy_from_slice(&self.tail[..release]);
+            self.tail.drain(..release);
+            self.crc = crc64::update(self.crc, &buf[..release]);
+            self.last_released = Some(buf[release - 1]);
+            self.total += release as u64;
+            return Ok(release);
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for a
+/// throw-away server that fails loudly if it lost the race).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A `redis-server` started on an RDB file in a private directory, on a free
+/// loopback port, with persistence off; killed when dropped.
+pub struct ScratchServer {
+    child: Child,
+    /// Its URL (`redis://127.0.0.1:PORT`).
+    pub url: RedisUrl,
+    _dir: PathBuf,
+}
+
+impl ScratchServer {
+    /// Starts `binary` on `dir/dump.rdb` and waits until the RDB is loaded.
+    pub fn start(binary: &Path, dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .args([
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+                "--databases",
+                "16",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut server = Self {
+            child,
+            url: RedisUrl {
+                host: "127.0.0.1".into(),
+                port,
+                user: None,
+                password: None,
+            },
+            _dir: dir.to_path_buf(),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!(
+                    "scratch redis-server {} before it was ready{}{}",
+                    crate::commands::describe_status(status),
+                    if err.is_empty() { "" } else { ": " },
+                    err.trim()
+                );
+            }
+            // -LOADING while the RDB is read; +PONG once it is in memory.
+            if let Ok(mut c) = Conn::connect(&self.url)
+                && let Ok(Reply::Simple(s)) = c.command(&[b"PING"])
+                && s == "PONG"
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("scratch redis-server did not become ready within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ScratchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies every key of every database from `from` to `to` with DUMP and
+/// `RESTORE key abs-ttl payload ABSTTL REPLACE`, keeping absolute expiry
+/// times. Returns the keys copied per database.
+pub fn copy_keys(from: &RedisUrl, to: &RedisUrl) -> Result<BTreeMap<u32, u64>> {
+    let mut src = Conn::connect(from)?;
+    let mut dst = Conn::connect(to)?;
+    let mut copied = BTreeMap::new();
+    for db in src.keyspace()?.into_keys() {
+        let dbs = db.to_string();
+        src.command(&[b"SELECT", dbs.as_bytes()])?.ok()?;
+        dst.command(&[b"SELECT", dbs.as_bytes()])?
+            .ok()
+            .with_context(|| format!("target cannot select database {db}"))?;
+        let mut n = 0u64;
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reply = src.command(&[b"SCAN", &cursor, b"COUNT", b"1000"])?.ok()?;
+            let Reply::Array(Some(mut parts)) = reply else {
+                bail!("unexpected SCAN reply");
+            };
+            if parts.len() != 2 {
+                bail!("unexpected SCAN reply");
+            }
+            let keys = parts.pop().expect("2");
+            cursor = parts.pop().expect("2").bytes()?;
+            let Reply::Array(Some(keys)) = keys else {
+                bail!("unexpected SCAN reply");
+            };
+            for k in keys {
+                let key = k.bytes()?;
+                let Reply::Bulk(Some(payload)) = src.command(&[b"DUMP", &key])?.ok()? else {
+                    continue; // expired or deleted since SCAN saw it
+                };
+                // Absolute expiry in Unix ms; -1 = none, which RESTORE takes as 0.
+                let at = src.command(&[b"PEXPIRETIME", &key])?.int()?;
+                if at == -2 {
+                    continue;
+                }
+                let ttl = at.max(0).to_string();
+                dst.command(&[
+                    b"RESTORE",
+                    &key,
+                    ttl.as_bytes(),
+                    &payload,
+                    b"ABSTTL",
+                    b"REPLACE",
+                ])?
+                .ok()
+                .with_context(|| {
+                    format!(
+                        "RESTORE of key {:?} in database {db} failed",
+                        String::from_utf8_lossy(&key)
+                    )
+                })?;
+                n += 1;
+            }
+            if cursor == b"0" {
+                break;
+            }
+        }
+        copied.insert(db, n);
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn rdb(body: &[u8]) -> Vec<u8> {
+        let mut v = b"REDIS0010".to_vec();
+        v.extend_from_slice(body);
+        v.push(0xff);
+        let crc = crc64::update(0, &v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    fn read_all(r: impl Read) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        // Small reads exercise the hold-back logic across boundaries.
+        let mut r = r;
+        let mut buf = [0u8; 3];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn payload(data: Vec<u8>, framing: Framing) -> Payload<Cursor<Vec<u8>>> {
+        // A connected socket pair is not needed: a throw-away listener gives
+        // us a TcpStream to satisfy the writer field.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let w = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        Payload {
+            inner: Cursor::new(data),
+            framing,
+            tail: Vec::new(),
+            done: false,
+            _writer: w,
+        }
+    }
+
+    #[test]
+    fn resp_replies_parse() {
+        let mut r = Cursor::new(
+            b"+OK\r\n-ERR no\r\n:42\r\n$3\r\na\r\n\r\n$-1\r\n*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n"
+                .to_vec(),
+        );
+        assert_eq!(read_reply(&mut r).unwrap(), Reply::Simple("OK".into()));
+        assert_eq!(read_reply(&mut r).unwrap(), Reply::Error("ERR no".into()));
+        assert_eq!(read_reply(&mut r).unwrap(), Reply::Int(42));
+        assert_eq!(
+            read_reply(&mut r).unwrap(),
+            Reply::Bulk(Some(b"a\r\n".to_vec()))
+        );
+        assert_eq!(read_reply(&mut r).unwrap(), Reply::Bulk(None));
+        assert_eq!(
+            read_reply(&mut r).unwrap(),
+            Reply::Array(Some(vec![
+                Reply::Bulk(Some(b"0".to_vec())),
+                Reply::Array(Some(vec![Reply::Bulk(Some(b"k".to_vec()))])),
+            ]))
+        );
+        assert!(read_reply(&mut r).is_err(), "end of input is an error");
+        assert!(read_reply(&mut Cursor::new(b"?x\r\n".to_vec())).is_err());
+        assert!(read_reply(&mut Cursor::new(b"$5\r\nab\r\n".to_vec())).is_err());
+        assert_eq!(encode(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    }
+
+    #[test]
+    fn sync_header_and_url_parse() {
+        assert_eq!(parse_sync_header(b"$123").unwrap(), Framing::Bulk(123));
+        let mark = [b'a'; 40];
+        let mut line = b"$EOF:".to_vec();
+        line.extend_from_slice(&mark);
+        assert_eq!(parse_sync_header(&line).unwrap(), Framing::Eof(mark));
+        assert!(parse_sync_header(b"$EOF:short").is_err());
+        assert!(parse_sync_header(b"-NOPERM no").is_err());
+        let u = RedisUrl::parse("redis://bob:s3cr:t@db.local:6380/").unwrap();
+        assert_eq!(
+            (
+                u.user.as_deref(),
+                u.password.as_deref(),
+                u.host.as_str(),
+                u.port
+            ),
+            (Some("bob"), Some("s3cr:t"), "db.local", 6380)
+        );
+        let u = RedisUrl::parse("redis://:pw@h").unwrap();
+        assert_eq!(
+            (u.user, u.password.as_deref(), u.port),
+            (None, Some("pw"), 6379)
+        );
+        assert!(RedisUrl::parse("http://h:1").is_err());
+        let info =
+            parse_info("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb2:keys=7,expires=0\r\n");
+        assert_eq!(keyspace(&info), BTreeMap::from([(0, 3), (2, 7)]));
+    }
+
+    #[test]
+    fn eof_marker_is_stripped() {
+        let body = rdb(b"some keys and values, long enough to cross reads");
+        let mark = *b"0123456789012345678901234567890123456789";
+        let mut wire = body.clone();
+        wire.extend_from_slice(&mark);
+        // Anything after the marker (a replication stream) is not ours.
+        wire.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let got = read_all(payload(wire, Framing::Eof(mark))).unwrap();
+        assert_eq!(got, body);
+        // Through the validator as well.
+        let mut wire = body.clone();
+        wire.extend_from_slice(&mark);
+        let r = RdbReader::new(payload(wire, Framing::Eof(mark))).unwrap();
+        assert_eq!(r.version(), 10);
+        assert_eq!(read_all(r).unwrap(), body);
+    }
+
+    #[test]
+    fn missing_marker_or_short_bulk_fails() {
+        let body = rdb(b"abc");
+        let mark = [b'z'; 40];
+        let err = read_all(payload(body.clone(), Framing::Eof(mark))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err =
+            read_all(payload(body.clone(), Framing::Bulk(body.len() as u64 + 5))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let ok = read_all(payload(body.clone(), Framing::Bulk(body.len() as u64))).unwrap();
+        assert_eq!(ok, body);
+    }
+
+    #[test]
+    fn rdb_validation() {
+        let good = rdb(b"\xfe\x00\xfb\x01\x00\x00\x01k\x01v");
+        assert_eq!(
+            read_all(RdbReader::new(Cursor::new(good.clone())).unwrap()).unwrap(),
+            good
+        );
+        // Flipped byte: checksum mismatch at the end.
+        let mut bad = good.clone();
+        bad[12] ^= 1;
+        let e = read_all(RdbReader::new(Cursor::new(bad)).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        // Truncated: no trailer.
+        let e = read_all(RdbReader::new(Cursor::new(good[..good.len() - 5].to_vec())).unwrap())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // Zero trailer: checksums disabled on the server, accepted.
+        let mut nocrc = good.clone();
+        let l = nocrc.len();
+        nocrc[l - 8..].fill(0);
+        assert!(read_all(RdbReader::new(Cursor::new(nocrc)).unwrap()).is_ok());
+        // Bad magic or version.
+        assert!(RdbReader::new(Cursor::new(b"REDIX0010\xff".to_vec())).is_err());
+        assert!(RdbReader::new(Cursor::new(b"REDIS00a0\xff".to_vec())).is_err());
+        assert!(RdbReader::new(Cursor::new(b"RED".to_vec())).is_err());
+    }
+}

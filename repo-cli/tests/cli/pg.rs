@@ -1,0 +1,449 @@
+//! `cairn pg`: backup, restore and verify against a real, throw-away
+//! PostgreSQL server (initdb + pg_ctl as the unprivileged `postgres` user,
+//! on a free loopback port, socket in its own directory).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+use super::harness::{Env, PASSWORD, assert_success};
+
+/// The newest `/usr/lib/postgresql/N/bin` holding a server. Fails (does not
+/// skip) when PostgreSQL is missing: `.ci/run` installs it.
+fn pg_bindir() -> PathBuf {
+    let mut best: Option<(u32, PathBuf)> = None;
+    for e in std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            let bin = e.path().join("bin");
+            if bin.join("initdb").exists() && best.as_ref().is_none_or(|(b, _)| n > *b) {
+                best = Some((n, bin));
+            }
+        }
+    }
+    best.map(|(_, b)| b).expect(
+        "PostgreSQL is not installed (no /usr/lib/postgresql/N/bin/initdb): \
+         install the `postgresql` package (.ci/run does) to run the pg tests",
+    )
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A command run as `postgres` when we are root (initdb refuses root).
+fn as_pg_user(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+fn check(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running server; stopped (immediate mode) on drop.
+struct PgServer {
+    dir: TempDir,
+    bindir: PathBuf,
+    port: u16,
+}
+
+impl PgServer {
+    fn start() -> Self {
+        let bindir = pg_bindir();
+        let dir = tempfile::tempdir().expect("tempdir");
+        if is_root() {
+            let st = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(st.success(), "chown postgres failed");
+        }
+        let data = dir.path().join("data");
+        let out = as_pg_user(&bindir.join("initdb"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .expect("run initdb");
+        check(&out, "initdb");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            dir.path().display()
+        );
+        let out = as_pg_user(&bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .args(["-w", "-o", &opts, "start"])
+            .output()
+            .expect("run pg_ctl");
+        let server = Self { dir, bindir, port };
+        if !out.status.success() {
+            let log = std::fs::read_to_string(server.dir.path().join("log")).unwrap_or_default();
+            panic!(
+                "pg_ctl start failed: {}\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        server
+    }
+
+    fn dsn(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL (stopping at the first error) and returns the unaligned output.
+    fn sql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.dsn(db))
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .expect("run psql");
+        check(&out, &format!("psql {sql}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = as_pg_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+const TABLES: [&str; 3] = ["items", "orders", "notes"];
+
+/// A database `shop` with several tables (one of 50k rows), a sequence, a
+/// view, an index, bytea and jsonb columns, and a role with a grant.
+fn make_shop(pg: &PgServer) {
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql("postgres", "CREATE ROLE app_reader LOGIN");
+    pg.sql(
+        "shop",
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, payload bytea, doc jsonb);
+         INSERT INTO items SELECT g, 'item ' || g, decode(md5(g::text), 'hex'),
+             jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 7))
+           FROM generate_series(1, 50000) g;
+         CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint REFERENCES items(id), qty int);
+         INSERT INTO orders SELECT g, (g * 7919) % 50000 + 1, g % 13 FROM generate_series(1, 2000) g;
+         CREATE INDEX orders_item_idx ON orders(item_id);
+         CREATE TABLE notes (id bigint PRIMARY KEY, body text);
+         INSERT INTO notes VALUES (1, 'line one'), (2, E'tab\\there, quote '' and newline\\n');
+         CREATE SEQUENCE ticket_seq;
+         SELECT setval('ticket_seq', 42);
+         CREATE VIEW big_orders AS SELECT o.id, i.name FROM orders o JOIN items i ON i.id = o.item_id WHERE o.qty > 10;
+         GRANT SELECT ON items, big_orders TO app_reader;",
+    );
+}
+
+/// Row count and content checksum of each table.
+fn fingerprint(pg: &PgServer, db: &str) -> Vec<(String, String)> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let v = pg.sql(
+                db,
+                &format!(
+                    "SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY id)) FROM {t} t"
+                ),
+            );
+            (t.to_string(), v)
+        })
+        .collect()
+}
+
+fn cairn_pg(env: &Env, args: &[&str]) -> Output {
+    env.cmd()
+        .arg("--json")
+        .arg("pg")
+        .args(args)
+        .output()
+        .expect("run cairn")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert_success(out);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn meta<'a>(snap: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    snap["metadata"][key].as_str().or_else(|| {
+        snap["metadata"]
+            .as_array()?
+            .iter()
+            .find(|kv| kv[0] == key)
+            .and_then(|kv| kv[1].as_str())
+    })
+}
+
+#[test]
+fn pg_backup_restore_verify_round_trip() {
+    let pg = PgServer::start();
+    make_shop(&pg);
+    let before = fingerprint(&pg, "shop");
+    let env = Env::init();
+    let admin = pg.dsn("postgres");
+
+    let saved = json(&cairn_pg(
+        &env,
+        &["backup", "--dsn", &admin, "--database", "shop"],
+    ));
+    let saved = saved.as_array().expect("array");
+    assert_eq!(saved.len(), 2, "globals + shop: {saved:?}");
+    assert_eq!(saved[1]["database"], "shop");
+    assert_eq!(saved[1]["tables"], 3);
+    let first_dump = saved[1]["bytes_read"].as_u64().unwrap();
+    let db_snap_id = saved[1]["snapshot_id"].as_str().unwrap().to_string();
+
+    // Metadata recorded in the snapshot.
+    let snaps = env.snapshots();
+    let db_snap = snaps
+        .iter()
+        .find(|s| {
+            s["id"]
+                .as_str()
+                .is_some_and(|i| db_snap_id.starts_with(i) || i.starts_with(&db_snap_id))
+        })
+        .unwrap_or_else(|| panic!("snapshot {db_snap_id} not listed: {snaps:?}"));
+    assert_eq!(meta(db_snap, "pg.database"), Some("shop"), "{db_snap}");
+    assert_eq!(meta(db_snap, "pg.rowcount.public.items"), Some("50000"));
+    assert_eq!(meta(db_snap, "pg.rowcount.public.orders"), Some("2000"));
+    assert_eq!(meta(db_snap, "pg.rowcount.public.notes"), Some("2"));
+    assert!(
+        meta(db_snap, "pg.server_version").is_some_and(|v| v.starts_with("15") || !v.is_empty())
+    );
+    assert!(meta(db_snap, "pg.pg_dump_version").is_some());
+    assert!(
+        meta(db_snap, "pg.database_size")
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > 1_000_000)
+    );
+    assert!(
+        db_snap["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "postgres")
+    );
+
+    // Drop everything, restore with roles, compare.
+    pg.sql("postgres", "DROP DATABASE shop");
+    pg.sql("postgres", "DROP ROLE app_reader");
+    let restored = json(&cairn_pg(
+        &env,
+        &[
+            "restore",
+            "latest",
+            "--dsn",
+            &admin,
+            "--create",
+            "--globals",
+        ],
+    ));
+    assert_eq!(restored["database"], "shop");
+    assert_eq!(fingerprint(&pg, "shop"), before);
+    assert_eq!(pg.sql("shop", "SELECT last_value FROM ticket_seq"), "42");
+    assert_eq!(pg.sql("shop", "SELECT count(*) > 0 FROM big_orders"), "t");
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_item_idx'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT has_table_privilege('app_reader', 'items', 'SELECT')"
+        ),
+        "t"
+    );
+    assert_eq!(
+        pg.sql("shop", "SELECT doc->>'n' FROM items WHERE id = 777"),
+        "777"
+    );
+
+    // Verify passes and leaves no scratch database behind.
+    let v = json(&cairn_pg(&env, &["verify", &db_snap_id, "--dsn", &admin]));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["tables_checked"], 3);
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_verify%'"
+        ),
+        "0"
+    );
+
+    // A snapshot of the same dump whose recorded count is wrong fails verify.
+    let tampered = {
+        let repo = repo_core::Repository::open(
+            repo_core::LocalBackend::open(env.repo()),
+            PASSWORD.as_bytes(),
+            repo_core::OpenOptions::default(),
+        )
+        .expect("open repository");
+        let snap = repo
+            .find_snapshot(&db_snap_id, &repo_core::SnapshotFilter::default())
+            .expect("snapshot");
+        let dir = repo.load_tree(&snap.snapshot.tree).expect("root");
+        let sub = dir
+            .get(b"postgres")
+            .and_then(|n| n.subtree)
+            .expect("postgres dir");
+        let node = repo
+            .load_tree(&sub)
+            .expect("tree")
+            .get(b"shop.dump")
+            .cloned()
+            .expect("dump");
+        let mut bytes = Vec::new();
+        repo.dump_node(&node, &mut bytes).expect("dump");
+        let mut b = repo
+            .backup()
+            .stream("postgres/shop.dump", std::io::Cursor::new(bytes))
+            .tag("postgres");
+        for (k, v) in &snap.snapshot.metadata {
+            let v = if k == "pg.rowcount.public.orders" {
+                "1999".to_string()
+            } else {
+                v.clone()
+            };
+            b = b.metadata(k, v);
+        }
+        b.run().expect("tampered backup").snapshot.id.to_hex()
+    };
+    let out = cairn_pg(&env, &["verify", &tampered, "--dsn", &admin]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["mismatches"][0]["table"], "public.orders");
+    assert_eq!(v["mismatches"][0]["recorded"], 1999);
+    assert_eq!(v["mismatches"][0]["restored"], 2000);
+
+    // Dedup: append 1% rows of the same shape (smaller rows would fill the
+    // free space left in every page, which scatters them through the dump),
+    // back up again, measure what was added.
+    pg.sql(
+        "shop",
+        "INSERT INTO items SELECT g, 'item ' || g, decode(md5(g::text), 'hex'),
+             jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 7))
+           FROM generate_series(50001, 50500) g",
+    );
+    let again = json(&cairn_pg(
+        &env,
+        &["backup", "--dsn", &admin, "--database", "shop"],
+    ));
+    let second = &again.as_array().unwrap()[1];
+    let added = second["bytes_added"].as_u64().unwrap();
+    let dump = second["bytes_read"].as_u64().unwrap();
+    assert!(dump > first_dump);
+    let frac = added as f64 / dump as f64;
+    println!(
+        "pg dedup: first dump {first_dump} B, second dump {dump} B after +1% rows, added {added} B = {:.1}% of the dump",
+        frac * 100.0
+    );
+    assert!(frac < 0.15, "second backup added {added} of {dump} bytes");
+}
+
+#[test]
+fn pg_backup_fails_without_snapshot_when_pg_dump_fails() {
+    let pg = PgServer::start();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
+    );
+    let env = Env::init();
+    let admin = pg.dsn("postgres");
+
+    // A database that does not exist: refused before anything is written.
+    let out = cairn_pg(&env, &["backup", "--dsn", &admin, "--database", "nosuchdb"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchdb"));
+    assert!(env.snapshots().is_empty());
+
+    // A pg_dump that writes part of a dump and then fails: no database
+    // snapshot (the separate globals snapshot is saved before).
+    let fake = env.path("fakebin");
+    std::fs::create_dir(&fake).unwrap();
+    for p in ["psql", "pg_dumpall", "pg_restore"] {
+        std::os::unix::fs::symlink(pg.bindir.join(p), fake.join(p)).unwrap();
+    }
+    let real = pg.bindir.join("pg_dump");
+    std::fs::write(
+        fake.join("pg_dump"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec {0} --version\n{0} \"$@\" | head -c 3000\nexit 1\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(fake.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_PG_BINDIR", &fake)
+        .args(["pg", "backup", "--dsn", &admin, "--database", "shop"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pg_dump") && err.contains("no snapshot"),
+        "{err}"
+    );
+    let snaps = env.snapshots();
+    assert!(
+        snaps.iter().all(|s| !s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "postgres")),
+        "{snaps:?}"
+    );
+}
