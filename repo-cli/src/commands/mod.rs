@@ -143,22 +143,6 @@ fn open_with(g: &GlobalArgs, out: Output, skip_damaged_index: bool) -> Result<Re
     Ok(repo)
 }
 
-/// Lexically removes `.` and `..` from an absolute path, like the library
-/// does for backup paths, without resolving symlinks.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(s) => out.push(s),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// The library filter for `--host`, `--tag`, `--path`. Absolute paths and
 /// relative paths naming something that exists here are matched the way
 /// backup records them (absolute); other relative paths are matched as
@@ -170,7 +154,7 @@ fn filter(f: &FilterArgs) -> Result<SnapshotFilter> {
         let recorded = if path.is_absolute() || path.symlink_metadata().is_ok() {
             let abs = std::path::absolute(path)
                 .with_context(|| format!("invalid path {}", path.display()))?;
-            normalize(&abs).into_os_string()
+            repo_core::backup::normalize_path(&abs).into_os_string()
         } else {
             p.clone()
         };

@@ -179,7 +179,7 @@ impl<'a> Backup<'a> {
                 path: p.clone(),
                 source,
             })?;
-            abs.push(normalize(&a));
+            abs.push(normalize_path(&a));
         }
         let mut snap_paths: Vec<Vec<u8>> = match &self.stream {
             Some((name, _)) => vec![name.as_bytes().to_vec()],
@@ -274,8 +274,9 @@ impl<'a> Backup<'a> {
     }
 }
 
-/// Lexically removes `.` and `..` (after `absolute`), without touching symlinks.
-fn normalize(p: &std::path::Path) -> PathBuf {
+/// Lexically removes `.` and `..` from an absolute path, without resolving
+/// symlinks: how backup records the paths it is given.
+pub fn normalize_path(p: &std::path::Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in p.components() {
         match c {
