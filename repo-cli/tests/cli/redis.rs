@@ -165,7 +165,45 @@ fn fill(c: &mut Client) {
     }
 }
 
-/// Per database: key → (type, DUMP payload, absolute expiry ms or -1).
+/// Flattens a reply into its bulk strings, in order.
+fn flatten(r: R, out: &mut Vec<Vec<u8>>) {
+    match r {
+        R::B(Some(b)) => out.push(b),
+        R::S(s) => out.push(s.into_bytes()),
+        R::I(i) => out.push(i.to_string().into_bytes()),
+        R::A(items) => items.into_iter().for_each(|i| flatten(i, out)),
+        R::B(None) | R::E(_) => out.push(Vec::new()),
+    }
+}
+
+/// A key's value in a form that does not depend on the server's internal
+/// encoding (DUMP payloads of sets and hashes may order members differently
+/// after a restore, though the values are equal).
+fn canonical_value(c: &mut Client, k: &[u8], t: &str) -> Vec<u8> {
+    let reply = match t {
+        "string" => c.cmd(&[b"GET", k]),
+        "list" => c.cmd(&[b"LRANGE", k, b"0", b"-1"]),
+        "set" => c.cmd(&[b"SMEMBERS", k]),
+        "hash" => c.cmd(&[b"HGETALL", k]),
+        "zset" => c.cmd(&[b"ZRANGE", k, b"0", b"-1", b"WITHSCORES"]),
+        "stream" => c.cmd(&[b"XRANGE", k, b"-", b"+"]),
+        other => panic!("unexpected type {other}"),
+    };
+    let mut parts = Vec::new();
+    flatten(reply, &mut parts);
+    match t {
+        "set" => parts.sort(),
+        "hash" => {
+            let mut pairs: Vec<Vec<u8>> = parts.chunks(2).map(|p| p.join(&b"\x01"[..])).collect();
+            pairs.sort();
+            parts = pairs;
+        }
+        _ => {}
+    }
+    parts.join(&b"\x00"[..])
+}
+
+/// Per database: key → (type, canonical value, absolute expiry ms or -1).
 type State = Vec<(String, Vec<(Vec<u8>, String, Vec<u8>, i64)>)>;
 
 fn state(c: &mut Client) -> State {
@@ -181,9 +219,7 @@ fn state(c: &mut Client) -> State {
             let R::S(t) = c.cmd(&[b"TYPE", &k]) else {
                 panic!("TYPE")
             };
-            let R::B(Some(d)) = c.cmd(&[b"DUMP", &k]) else {
-                panic!("DUMP")
-            };
+            let d = canonical_value(c, &k, &t);
             let R::I(at) = c.cmd(&[b"PEXPIRETIME", &k]) else {
                 panic!("PEXPIRETIME")
             };
