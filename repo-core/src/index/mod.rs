@@ -101,6 +101,19 @@ impl Index {
     /// a file the cache merged is gone (replaced by repair or prune), the
     /// cache is rebuilt from scratch. Superseded files are skipped.
     pub fn sync(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<()> {
+        // A file that vanishes between listing and reading was replaced by a
+        // prune or repair whose replacement this listing may have missed:
+        // list again (a few times at most; each retry means progress elsewhere).
+        for _ in 0..3 {
+            if !self.sync_once(backend, key)? {
+                return Ok(());
+            }
+        }
+        self.sync_once(backend, key).map(|_| ())
+    }
+
+    /// One pass of [`Index::sync`]; true if an index file vanished meanwhile.
+    fn sync_once(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<bool> {
         let listed: Vec<String> = backend
             .list(ObjectKind::Index)?
             .into_iter()
@@ -113,11 +126,15 @@ impl Index {
             known.clear();
         }
         let mut files = Vec::new();
+        let mut vanished = false;
         for name in listed.iter().filter(|n| !known.contains(*n)) {
             match load_index_file(backend, key, name) {
                 Ok(f) => files.push((name.clone(), f)),
                 // Not merged, so the next sync tries it again.
                 Err(Error::CorruptObject { .. }) if self.skip_damaged.load(Relaxed) => {}
+                // Deleted since the listing: a prune or repair replaced it,
+                // and its replacement was written first (SPEC §13, §22).
+                Err(Error::Backend(e)) if e.is_not_found() => vanished = true,
                 Err(e) => return Err(e),
             }
         }
@@ -135,7 +152,7 @@ impl Index {
                 self.cache.add_index(&name, &packs)?;
             }
         }
-        Ok(())
+        Ok(vanished)
     }
 
     /// Where blob `id` is, if known.
