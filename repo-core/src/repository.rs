@@ -145,14 +145,24 @@ impl Repository {
             &config.to_file(key.data_key()),
         )?;
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
-        Ok(Self {
+        Ok(Self::assemble(backend, key, key_id, config, index))
+    }
+
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        key: MasterKey,
+        key_id: KeyId,
+        config: Config,
+        index: Index,
+    ) -> Self {
+        Self {
             hasher: ContentHasher::new(&key),
             backend,
             key,
             key_id,
             config,
             index,
-        })
+        }
     }
 
     /// Opens and unlocks a repository with `password`.
@@ -179,14 +189,7 @@ impl Repository {
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
         index.set_skip_damaged(opts.skip_damaged_index);
         index.sync(&*backend, key.data_key())?;
-        Ok(Self {
-            hasher: ContentHasher::new(&key),
-            backend,
-            key,
-            key_id,
-            config,
-            index,
-        })
+        Ok(Self::assemble(backend, key, key_id, config, index))
     }
 
     fn unlock(
