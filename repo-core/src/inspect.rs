@@ -326,11 +326,7 @@ impl DiffWalk<'_> {
     fn bytes_only_in(&self, of: &HashSet<BlobId>, minus: &HashSet<BlobId>) -> Result<u64> {
         let mut n = 0u64;
         for id in of.difference(minus) {
-            let loc = self
-                .repo
-                .index()
-                .lookup(id)?
-                .ok_or(Error::BlobNotFound(*id))?;
+            let loc = self.repo.locate(id)?;
             n += u64::from(loc.entry.raw_length);
         }
         Ok(n)

@@ -345,8 +345,20 @@ impl Repository {
 
     /// Reads, decrypts and verifies a blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.lookup(id)?.ok_or(Error::BlobNotFound(*id))?;
+        let loc = self.locate(id)?;
         self.read_blob_at(&loc)
+    }
+
+    /// Where blob `id` is. A blob the index does not know may belong to a
+    /// snapshot written by another process since this one last read the
+    /// index files (its index files were written before it, SPEC §13): the
+    /// index is brought up to date once before the blob is called missing.
+    pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        if let Some(loc) = self.index.lookup(id)? {
+            return Ok(loc);
+        }
+        self.refresh_index()?;
+        self.index.lookup(id)?.ok_or(Error::BlobNotFound(*id))
     }
 
     /// Reads a blob at a known location and verifies it.
@@ -449,6 +461,18 @@ impl Repository {
     /// Reads and decrypts one index file (checks its name, too).
     pub fn load_index(&self, id: &crate::id::IndexId) -> Result<crate::index::IndexFile> {
         crate::index::load_index_file(&*self.backend, self.data_key(), &id.to_hex())
+    }
+
+    /// Writes index files (of at most `MAX_INDEX_ENTRIES` entries each)
+    /// describing `packs`, and merges them into the cache. For tools that
+    /// index packs themselves; the packs must exist first (SPEC §13).
+    pub fn write_index(
+        &self,
+        packs: &[crate::index::IndexPack],
+    ) -> Result<Vec<crate::id::IndexId>> {
+        let ids = crate::index::write_index_files(&*self.backend, self.data_key(), packs, &[])?;
+        self.refresh_index()?;
+        Ok(ids)
     }
 
     /// Visits every node below `root` depth-first, in name order, with its

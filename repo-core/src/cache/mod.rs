@@ -3,7 +3,10 @@
 //!
 //! The cache is disposable: on a schema mismatch or damage it is dropped and
 //! rebuilt from the repository's index files, and `check` never trusts it.
-//! It keeps lookups off the heap, so the index never has to fit in RAM.
+//! The merged index lives in sorted run files next to the database
+//! (`runs`); SQLite holds the list of runs and of merged index files, so
+//! processes sharing a cache agree on it through SQLite's transactions.
+//! Lookups stay off the heap, so the index never has to fit in RAM.
 //!
 //! The ledger lives in the same file: which packs `check --read-data`
 //! verified and when, and the outcome of recent checks and restore drills.
@@ -11,23 +14,32 @@
 //! check starts over, and nothing in it is ever used to decide whether data
 //! is intact.
 
+mod runs;
+
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::blob::BlobKind;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::pack::{BlobLocation, PackEntry};
 
+pub use runs::{BLOCK_RECORDS, RECORD_LEN, RUN_MAGIC, RUN_VERSION};
+
 /// Bump on any schema change: old caches are dropped and rebuilt.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A cache failure (SQLite or file system).
 #[derive(Debug, thiserror::Error)]
-#[error("local cache: {0}")]
-pub struct CacheError(#[from] rusqlite::Error);
+pub enum CacheError {
+    /// SQLite failed.
+    #[error("local cache: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A run file could not be written or read.
+    #[error("local cache: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Marker for "this cache file is from another schema or damaged".
 const STALE: rusqlite::Error = rusqlite::Error::InvalidQuery;
@@ -37,9 +49,10 @@ impl CacheError {
     /// not a database: safe to delete and rebuild. Busy or permission errors
     /// are not: another process may be using a good cache.
     fn is_stale(&self) -> bool {
-        match &self.0 {
-            rusqlite::Error::InvalidQuery => true,
-            rusqlite::Error::SqliteFailure(e, _) => {
+        match self {
+            Self::Io(_) => false,
+            Self::Sqlite(rusqlite::Error::InvalidQuery) => true,
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 matches!(
                     e.code,
                     rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
@@ -50,24 +63,50 @@ impl CacheError {
     }
 }
 
-/// The SQLite index cache of one repository.
+/// The index cache of one repository: SQLite for the bookkeeping and the
+/// ledger, sorted run files for the blob index.
 #[derive(Debug)]
 pub struct Cache {
     conn: Mutex<Connection>,
+    dir: RunDir,
+    /// The open runs, oldest first, as of the last reload.
+    live: RwLock<Vec<Arc<runs::Run>>>,
+    /// Runs this process had open that another process merged away or
+    /// cleared since. They stay searchable (after `live`) for the rest of
+    /// the session: what the session once knew must not vanish under it
+    /// (SPEC §12.1).
+    stale: RwLock<Vec<Arc<runs::Run>>>,
 }
 
+/// Where run files live: beside the database, or in a private temporary
+/// directory for an in-memory cache.
+#[derive(Debug)]
+enum RunDir {
+    Path(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl RunDir {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Path(p) => p,
+            Self::Temp(t) => t.path(),
+        }
+    }
+}
+
+/// A run may be merged into the runs after it while it holds at most this
+/// many times their records: run sizes then grow geometrically, so a
+/// lookup reads O(log n) runs and a blob is rewritten O(log n) times.
+const MERGE_RATIO: u64 = 4;
+/// More runs than this are merged whatever their sizes.
+const MAX_RUNS: usize = 6;
+
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS packs (
-    pack_no INTEGER PRIMARY KEY,
-    id BLOB NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS blobs (
-    id BLOB PRIMARY KEY,
-    kind INTEGER NOT NULL,
-    pack_no INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    length INTEGER NOT NULL,
-    raw_length INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    records INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_files (
     name TEXT PRIMARY KEY
@@ -160,30 +199,46 @@ fn to_u64(n: i64) -> u64 {
 }
 
 impl Cache {
-    /// Opens (or creates) the cache file at `path`; `None` keeps it in memory.
+    /// Opens (or creates) the cache file at `path`, with its run files in
+    /// the directory beside it (`index.sqlite` → `index.runs/`); `None`
+    /// keeps the database in memory and the runs in a temporary directory.
     /// A cache of another schema version, or one SQLite finds damaged, is
     /// deleted and created anew.
     pub fn open(path: Option<&Path>) -> Result<Self, CacheError> {
-        let conn = match path {
-            None => Connection::open_in_memory()?,
-            Some(p) => match Self::open_file(p) {
-                Ok(c) => c,
-                Err(e) if e.is_stale() => {
-                    for suffix in ["", "-wal", "-shm", "-journal"] {
-                        let mut f = p.as_os_str().to_owned();
-                        f.push(suffix);
-                        let _ = std::fs::remove_file(&f);
+        let (conn, dir) = match path {
+            None => (
+                Connection::open_in_memory()?,
+                RunDir::Temp(tempfile::tempdir()?),
+            ),
+            Some(p) => {
+                let dir = p.with_extension("runs");
+                let conn = match Self::open_file(p) {
+                    Ok(c) => c,
+                    Err(e) if e.is_stale() => {
+                        for suffix in ["", "-wal", "-shm", "-journal"] {
+                            let mut f = p.as_os_str().to_owned();
+                            f.push(suffix);
+                            let _ = std::fs::remove_file(&f);
+                        }
+                        let _ = std::fs::remove_dir_all(&dir);
+                        Self::open_file(p)?
                     }
-                    Self::open_file(p)?
-                }
-                Err(e) => return Err(e),
-            },
+                    Err(e) => return Err(e),
+                };
+                std::fs::create_dir_all(&dir)?;
+                (conn, RunDir::Path(dir))
+            }
         };
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Self {
+        let cache = Self {
             conn: Mutex::new(conn),
-        })
+            dir,
+            live: RwLock::new(Vec::new()),
+            stale: RwLock::new(Vec::new()),
+        };
+        cache.reload()?;
+        Ok(cache)
     }
 
     fn open_file(p: &Path) -> Result<Connection, CacheError> {
@@ -196,21 +251,69 @@ impl Cache {
         let has_tables: i64 =
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if has_tables > 0 && v != SCHEMA_VERSION {
-            return Err(CacheError(STALE));
+            return Err(CacheError::Sqlite(STALE));
         }
         // No integrity scan here: it reads the whole file on every command.
         // A damaged file shows up as NotADatabase/DatabaseCorrupt instead,
         // and `check` never trusts the cache anyway.
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // 16 MiB of page cache keeps lookups and bulk inserts off the disk
-        // without dominating the process's memory.
-        conn.pragma_update(None, "cache_size", -16_384)?;
+        conn.pragma_update(None, "cache_size", -4096)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(conn)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<runs::Run>>> {
+        self.live.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the runs the database lists, keeping those already open. A run
+    /// that cannot be opened may have just been merged away by another
+    /// process: the list is read again, up to three times, and then the
+    /// merged index is cleared, to be rebuilt from the repository.
+    pub fn reload(&self) -> Result<(), CacheError> {
+        for _ in 0..3 {
+            if self.try_reload()? {
+                return Ok(());
+            }
+        }
+        if !self.try_reload()? {
+            self.clear()?;
+        }
+        Ok(())
+    }
+
+    fn try_reload(&self) -> Result<bool, CacheError> {
+        let names: Vec<String> = {
+            let c = self.conn();
+            let mut st = c.prepare_cached("SELECT name FROM runs ORDER BY seq, name")?;
+            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let mut open = Vec::with_capacity(names.len());
+        {
+            let live = self.live();
+            for n in &names {
+                match live.iter().find(|r| r.name() == n) {
+                    Some(r) => open.push(Arc::clone(r)),
+                    None => match runs::Run::open(self.dir.path(), n) {
+                        Ok(r) => open.push(Arc::new(r)),
+                        Err(_) => return Ok(false),
+                    },
+                }
+            }
+        }
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let gone = live.iter().filter(|r| !names.iter().any(|n| n == r.name()));
+        let gone: Vec<_> = gone.cloned().collect();
+        self.stale
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(gone);
+        *live = open;
+        Ok(true)
     }
 
     /// Names of the index files already merged into the cache.
@@ -221,102 +324,188 @@ impl Cache {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Merges one index file's packs, in one transaction.
+    /// Merges one index file's packs.
     pub fn add_index(
         &self,
         name: &str,
         packs: &[(PackId, Vec<PackEntry>)],
     ) -> Result<(), CacheError> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
+        self.add_indexes(&[name.to_string()], packs)
+    }
+
+    /// Merges the packs of the index files `names` as one new run, and
+    /// records the names, in one transaction. Runs are not merged with
+    /// each other here: call [`Cache::compact`] after a batch of these.
+    pub fn add_indexes(
+        &self,
+        names: &[String],
+        packs: &[(PackId, Vec<PackEntry>)],
+    ) -> Result<(), CacheError> {
+        let run = if packs.iter().any(|p| !p.1.is_empty()) {
+            Some(runs::build(self.dir.path(), packs)?)
+        } else {
+            None
+        };
         {
-            let mut ins_pack = tx.prepare_cached("INSERT OR IGNORE INTO packs (id) VALUES (?1)")?;
-            let mut get_pack = tx.prepare_cached("SELECT pack_no FROM packs WHERE id = ?1")?;
-            let mut ins_blob = tx.prepare_cached(
-                "INSERT OR IGNORE INTO blobs (id, kind, pack_no, offset, length, raw_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            // Insert in key order: random-order inserts into the B-tree
-            // get several times slower as the table grows.
-            let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
-            for (pack, entries) in packs {
-                ins_pack.execute(params![pack.as_bytes().as_slice()])?;
-                let no: i64 =
-                    get_pack.query_row(params![pack.as_bytes().as_slice()], |r| r.get(0))?;
-                rows.extend(entries.iter().map(|e| (no, e)));
+            let mut c = self.conn();
+            let tx = c.transaction()?;
+            if let Some((run, records)) = &run {
+                tx.execute(
+                    "INSERT INTO runs (name, seq, records) \
+                     VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM runs), ?2)",
+                    params![run, to_i64(*records)],
+                )?;
             }
-            rows.sort_unstable_by(|a, b| a.1.id.as_bytes().cmp(b.1.id.as_bytes()));
-            {
-                for (no, e) in rows {
-                    ins_blob.execute(params![
-                        e.id.as_bytes().as_slice(),
-                        e.kind.to_byte(),
-                        no,
-                        e.offset,
-                        e.length,
-                        e.raw_length
-                    ])?;
-                }
+            for n in names {
+                tx.execute(
+                    "INSERT OR IGNORE INTO index_files (name) VALUES (?1)",
+                    params![n],
+                )?;
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO index_files (name) VALUES (?1)",
-                params![name],
-            )?;
+            tx.commit()?;
         }
-        tx.commit()?;
-        Ok(())
+        self.reload()
+    }
+
+    /// Merges runs until their sizes grow geometrically (each run holds
+    /// more than [`MERGE_RATIO`] times the records of all newer ones) and
+    /// there are at most [`MAX_RUNS`]. The newest runs that break the rule
+    /// are merged in one streaming pass.
+    pub fn compact(&self) -> Result<(), CacheError> {
+        loop {
+            let live: Vec<Arc<runs::Run>> = self.live().clone();
+            let n = live.len();
+            if n < 2 {
+                return Ok(());
+            }
+            let mut from = n - 1;
+            let mut newer = live[n - 1].records();
+            while from > 0
+                && (live[from - 1].records() <= MERGE_RATIO * newer || from + 1 > MAX_RUNS)
+            {
+                from -= 1;
+                newer += live[from].records();
+            }
+            if from == n - 1 {
+                return Ok(());
+            }
+            let parts: Vec<&runs::Run> = live[from..].iter().map(|r| &**r).collect();
+            let (merged, records) = runs::merge(self.dir.path(), &parts)?;
+            let replaced = {
+                let mut c = self.conn();
+                let tx = c.transaction()?;
+                let mut present = 0;
+                for r in &parts {
+                    present += tx.execute("DELETE FROM runs WHERE name = ?1", params![r.name()])?;
+                }
+                if present == parts.len() {
+                    // The parts were the newest runs, so the merged run is too.
+                    tx.execute(
+                        "INSERT INTO runs (name, seq, records) \
+                         VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM runs), ?2)",
+                        params![merged, to_i64(records)],
+                    )?;
+                    tx.commit()?;
+                    true
+                } else {
+                    // Another process merged or cleared these runs first.
+                    false
+                }
+            };
+            if replaced {
+                // Merged away by this process: not stale, just gone.
+                self.live
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|r| parts.iter().all(|p| p.name() != r.name()));
+                for r in &parts {
+                    let _ = std::fs::remove_file(self.dir.path().join(r.name()));
+                }
+            } else {
+                let _ = std::fs::remove_file(self.dir.path().join(&merged));
+            }
+            self.reload()?;
+            if !replaced {
+                return Ok(());
+            }
+        }
+    }
+
+    fn find(&self, id: &BlobId) -> Result<Option<(Arc<runs::Run>, runs::Record)>, CacheError> {
+        for run in self.live().iter().rev() {
+            if let Some(r) = run.find(id.as_bytes())? {
+                return Ok(Some((Arc::clone(run), r)));
+            }
+        }
+        for run in self
+            .stale
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+        {
+            if let Some(r) = run.find(id.as_bytes())? {
+                return Ok(Some((Arc::clone(run), r)));
+            }
+        }
+        Ok(None)
     }
 
     /// Where blob `id` is stored, if any merged index knows it.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>, CacheError> {
-        let c = self.conn();
-        let mut st = c.prepare_cached(
-            "SELECT b.kind, p.id, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack_no = b.pack_no WHERE b.id = ?1",
-        )?;
-        let row = st
-            .query_row(params![id.as_bytes().as_slice()], |r| {
-                Ok((
-                    r.get::<_, u8>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                ))
-            })
-            .optional()?;
-        Ok(row.and_then(|(kind, pack, offset, length, raw_length)| {
-            let pack: [u8; 32] = pack.try_into().ok()?;
-            Some(BlobLocation {
-                pack: PackId::from_bytes(pack),
-                entry: PackEntry {
-                    kind: BlobKind::from_byte(kind)?,
-                    id: *id,
-                    offset,
-                    length,
-                    raw_length,
-                },
-            })
+        let Some((run, rec)) = self.find(id)? else {
+            return Ok(None);
+        };
+        let Some(entry) = rec.entry() else {
+            return Ok(None);
+        };
+        Ok(Some(BlobLocation {
+            pack: run.pack(rec.pack_no)?,
+            entry,
         }))
     }
 
     /// True if blob `id` is in a merged index.
     pub fn contains(&self, id: &BlobId) -> Result<bool, CacheError> {
-        let c = self.conn();
-        let mut st = c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
-        Ok(st.exists(params![id.as_bytes().as_slice()])?)
+        Ok(self.find(id)?.is_some())
     }
 
-    /// Number of blobs known.
+    /// Number of blob records in the runs (a blob merged from two index
+    /// files may count twice until its runs are merged).
     pub fn blob_count(&self) -> Result<u64, CacheError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?)
+        Ok(self.live().iter().map(|r| r.records()).sum())
+    }
+
+    /// Number of runs, and bytes of memory their fences hold.
+    pub fn run_stats(&self) -> (usize, usize) {
+        let live = self.live();
+        (live.len(), live.iter().map(|r| r.memory()).sum())
     }
 
     /// Forgets the merged index (before a rebuild). The ledger stays: a
     /// verified pack stays verified when the index files around it change.
     pub fn clear(&self) -> Result<(), CacheError> {
-        self.conn()
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")?;
+        let names: Vec<String> = {
+            let mut c = self.conn();
+            let tx = c.transaction()?;
+            let names = {
+                let mut st = tx.prepare("SELECT name FROM runs")?;
+                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            tx.execute_batch("DELETE FROM runs; DELETE FROM index_files;")?;
+            tx.commit()?;
+            names
+        };
+        // Processes that have these runs open keep reading them until they
+        // reload; the names are gone from the list, so nobody opens them anew.
+        for n in names {
+            let _ = std::fs::remove_file(self.dir.path().join(n));
+        }
+        self.live.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.stale
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -525,6 +714,81 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::BlobKind;
+
+    fn entries(seed: u8, n: u32) -> Vec<PackEntry> {
+        (0..n)
+            .map(|i| {
+                let mut id = *blake3::hash(&[seed, (i >> 8) as u8, i as u8]).as_bytes();
+                id[31] = seed;
+                PackEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId::from_bytes(id),
+                    offset: i,
+                    length: 10,
+                    raw_length: 9,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_stay_few_and_every_blob_stays_findable_as_indexes_arrive() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.sqlite");
+        let c = Cache::open(Some(&p)).unwrap();
+        let mut all = Vec::new();
+        for i in 0..40u8 {
+            let pack = PackId::from_bytes([i; 32]);
+            let e = entries(i, 50 + u32::from(i) * 7);
+            c.add_index(&format!("i{i}"), &[(pack, e.clone())]).unwrap();
+            c.compact().unwrap();
+            all.extend(e.into_iter().map(|e| (pack, e)));
+            let (runs, _) = c.run_stats();
+            assert!(runs <= MAX_RUNS, "{runs} runs after {i} merges");
+        }
+        assert_eq!(c.blob_count().unwrap(), all.len() as u64);
+        // A second handle on the same files (another process) sees it all,
+        // and keeps working after the first merges runs away under it.
+        let other = Cache::open(Some(&p)).unwrap();
+        c.add_index("big", &[(PackId::from_bytes([99; 32]), entries(99, 5000))])
+            .unwrap();
+        c.compact().unwrap();
+        assert_eq!(c.run_stats().0, 1, "a big new run absorbs the small ones");
+        for (pack, e) in &all {
+            let want = Some(BlobLocation {
+                pack: *pack,
+                entry: *e,
+            });
+            assert_eq!(c.lookup(&e.id).unwrap(), want);
+            // The other handle still reads its open (now unlinked) runs...
+            assert_eq!(other.lookup(&e.id).unwrap(), want);
+        }
+        // ...and after a reload, the merged one.
+        other.reload().unwrap();
+        assert_eq!(other.run_stats().0, 1);
+        assert!(other.contains(&entries(99, 5000)[4999].id).unwrap());
+        assert!(!other.contains(&BlobId::from_bytes([0xee; 32])).unwrap());
+    }
+
+    #[test]
+    fn a_lost_run_file_clears_the_merged_index_for_a_rebuild() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.sqlite");
+        let c = Cache::open(Some(&p)).unwrap();
+        c.add_index("i1", &[(PackId::from_bytes([1; 32]), entries(1, 10))])
+            .unwrap();
+        drop(c);
+        for f in std::fs::read_dir(d.path().join("c.runs")).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        let c = Cache::open(Some(&p)).unwrap();
+        assert_eq!(c.blob_count().unwrap(), 0);
+        assert!(
+            c.index_files().unwrap().is_empty(),
+            "so sync merges i1 again"
+        );
+    }
 
     #[test]
     fn add_lookup_and_rebuild_on_schema_mismatch() {

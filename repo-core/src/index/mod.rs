@@ -9,6 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use rayon::prelude::*;
+
 use crate::backend::{Backend, ObjectKind};
 use crate::blob::{self, BlobError};
 use crate::cache::Cache;
@@ -21,6 +23,27 @@ use crate::pack::{BlobLocation, PackEntry};
 /// Entries per index file; a backup writes a new file when it has this many
 /// pending, which bounds the memory a large backup needs (SPEC §8).
 pub const MAX_INDEX_ENTRIES: usize = 65_536;
+
+/// Index entries merged into one cache run while syncing: bounds the
+/// memory a rebuild of a large repository needs (about 100 bytes each).
+const SYNC_BATCH_ENTRIES: usize = 1 << 19;
+/// Index files read in parallel while syncing.
+const SYNC_PARALLEL_FILES: usize = 4;
+/// Passes a sync makes at most (SPEC §12.1).
+const SYNC_PASSES: usize = 8;
+
+/// How a pass of [`Index::sync`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every listed index file is merged.
+    Done,
+    /// Something changed meanwhile; `complete` if every file still listed
+    /// is merged (only vanished files were missed).
+    Repeat {
+        /// Every listed file that still exists is merged.
+        complete: bool,
+    },
+}
 
 /// One pack in an index file.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
@@ -66,6 +89,7 @@ pub struct Index {
     cache: Cache,
     skip_damaged: AtomicBool,
     state: Mutex<Pending>,
+    syncing: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +109,7 @@ impl Index {
             cache,
             skip_damaged: AtomicBool::new(false),
             state: Mutex::new(Pending::default()),
+            syncing: Mutex::new(()),
         }
     }
 
@@ -101,19 +126,45 @@ impl Index {
     /// a file the cache merged is gone (replaced by repair or prune), the
     /// cache is rebuilt from scratch. Superseded files are skipped.
     pub fn sync(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<()> {
-        // A file that vanishes between listing and reading was replaced by a
-        // prune or repair whose replacement this listing may have missed:
-        // list again (a few times at most; each retry means progress elsewhere).
-        for _ in 0..3 {
-            if !self.sync_once(backend, key)? {
+        // A pass is repeated when an index file vanished between listing and
+        // reading (a prune or repair replaced it; its replacement may have
+        // been missed), or when another process sharing the cache cleared it
+        // meanwhile. Each retry means progress elsewhere, so a few suffice.
+        // One sync at a time in this process: threads that miss a blob at
+        // once (a parallel restore) would otherwise all merge the same files.
+        let _one = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut superseded = HashSet::new();
+        let mut state = Pass::Repeat { complete: false };
+        for _ in 0..SYNC_PASSES {
+            state = self.sync_once(backend, key, &mut superseded)?;
+            if state == Pass::Done {
                 return Ok(());
             }
         }
-        self.sync_once(backend, key).map(|_| ())
+        match state {
+            // Only vanished files: what is listed now is merged.
+            Pass::Repeat { complete: true } | Pass::Done => Ok(()),
+            Pass::Repeat { complete: false } => Err(Error::Cache(crate::cache::CacheError::Io(
+                std::io::Error::other(
+                    "the index cache kept changing under other processes while it was \
+                     brought up to date; try again",
+                ),
+            ))),
+        }
     }
 
-    /// One pass of [`Index::sync`]; true if an index file vanished meanwhile.
-    fn sync_once(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<bool> {
+    /// One pass of [`Index::sync`]. It must be repeated if an index file
+    /// vanished meanwhile, if one merged in an earlier batch of this pass
+    /// turned out to be superseded (`superseded` remembers it), or if the
+    /// cache does not hold every listed file at the end (another process
+    /// cleared it meanwhile).
+    fn sync_once(
+        &self,
+        backend: &dyn Backend,
+        key: &[u8; 32],
+        superseded: &mut HashSet<IndexId>,
+    ) -> Result<Pass> {
+        self.cache.reload()?;
         let listed: Vec<String> = backend
             .list(ObjectKind::Index)?
             .into_iter()
@@ -125,34 +176,89 @@ impl Index {
             self.cache.clear()?;
             known.clear();
         }
-        let mut files = Vec::new();
-        let mut vanished = false;
-        for name in listed.iter().filter(|n| !known.contains(*n)) {
-            match load_index_file(backend, key, name) {
-                Ok(f) => files.push((name.clone(), f)),
-                // Not merged, so the next sync tries it again.
-                Err(Error::CorruptObject { .. }) if self.skip_damaged.load(Relaxed) => {}
-                // Deleted since the listing: a prune or repair replaced it,
-                // and its replacement was written first (SPEC §13, §22).
-                Err(Error::Backend(e)) if e.is_not_found() => vanished = true,
-                Err(e) => return Err(e),
-            }
-        }
-        let superseded: HashSet<IndexId> = files
+        let is_superseded = |name: &str, sup: &HashSet<IndexId>| {
+            name.parse::<IndexId>()
+                .map(|id| sup.contains(&id))
+                .unwrap_or(false)
+        };
+        let new: Vec<&String> = listed
             .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .filter(|n| !known.contains(*n) && !is_superseded(n, superseded))
             .collect();
-        for (name, f) in files {
-            let skip = name
-                .parse::<IndexId>()
-                .map(|id| superseded.contains(&id))
-                .unwrap_or(false);
-            if !skip {
-                let packs: Vec<_> = f.packs.into_iter().map(|p| (p.id, p.entries)).collect();
-                self.cache.add_index(&name, &packs)?;
+        let mut vanished = false;
+        let mut left_out: HashSet<&str> = HashSet::new();
+        let mut merged: Vec<String> = Vec::new();
+        let mut batch: Vec<(String, IndexFile)> = Vec::new();
+        let mut batch_entries = 0;
+        let flush = |batch: &mut Vec<(String, IndexFile)>,
+                     sup: &HashSet<IndexId>,
+                     merged: &mut Vec<String>|
+         -> Result<()> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let (mut names, mut packs) = (Vec::new(), Vec::new());
+            for (name, f) in batch.drain(..) {
+                if !is_superseded(&name, sup) {
+                    packs.extend(f.packs.into_iter().map(|p| (p.id, p.entries)));
+                    names.push(name);
+                }
+            }
+            self.cache.add_indexes(&names, &packs)?;
+            merged.extend(names);
+            Ok(())
+        };
+        // Files are read a few at a time in parallel (each is a read, a
+        // decryption and a decode), and merged in batches of bounded size.
+        for group in new.chunks(SYNC_PARALLEL_FILES) {
+            let loaded: Vec<(&String, Result<IndexFile>)> = group
+                .par_iter()
+                .map(|n| (*n, load_index_file(backend, key, n)))
+                .collect();
+            for (name, r) in loaded {
+                match r {
+                    Ok(f) => {
+                        superseded.extend(f.supersedes.iter().copied());
+                        batch_entries += f.entry_count();
+                        batch.push((name.clone(), f));
+                    }
+                    // Not merged, so the next sync tries it again.
+                    Err(Error::CorruptObject { .. }) if self.skip_damaged.load(Relaxed) => {
+                        left_out.insert(name);
+                    }
+                    // Deleted since the listing: a prune or repair replaced it,
+                    // and its replacement was written first (SPEC §13, §22).
+                    Err(Error::Backend(e)) if e.is_not_found() => {
+                        vanished = true;
+                        left_out.insert(name);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if batch_entries >= SYNC_BATCH_ENTRIES {
+                flush(&mut batch, superseded, &mut merged)?;
+                batch_entries = 0;
             }
         }
-        Ok(vanished)
+        flush(&mut batch, superseded, &mut merged)?;
+        if merged.iter().any(|n| is_superseded(n, superseded)) {
+            // Rare: a prune's replacement came in a later batch than the
+            // file it replaces. Start again, skipping what is now known.
+            self.cache.clear()?;
+            return Ok(Pass::Repeat { complete: false });
+        }
+        self.cache.compact()?;
+        // compact() reloaded the runs; the merged names are read after it,
+        // so a clear by another process in between shows up here.
+        let now = self.cache.index_files()?;
+        let complete = listed.iter().all(|n| {
+            now.contains(n) || left_out.contains(n.as_str()) || is_superseded(n, superseded)
+        });
+        Ok(if complete && !vanished {
+            Pass::Done
+        } else {
+            Pass::Repeat { complete }
+        })
     }
 
     /// Where blob `id` is, if known.
