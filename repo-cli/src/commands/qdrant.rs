@@ -92,9 +92,12 @@ fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
     let collections = if a.all {
         client.collections()?
     } else {
-        let mut c = a.collections.clone();
-        c.dedup();
-        c
+        let mut seen = HashSet::new();
+        a.collections
+            .iter()
+            .filter(|c| seen.insert(c.as_str()))
+            .cloned()
+            .collect()
     };
     // Every name first, so a typo fails before anything is written.
     let mut infos = Vec::new();

@@ -575,3 +575,52 @@ fn qdrant_real_server_round_trip() {
     assert_eq!(v["ok"], true);
     assert_eq!(api.collections(), ["docs"]);
 }
+
+#[test]
+fn qdrant_damaged_repository_data_uploads_nothing() {
+    let env = Env::init();
+    let fake = FakeQdrant::start(Knobs::default());
+    let api = Api::new(&fake.url, None);
+    api.create_collection("docs", 8);
+    api.upsert("docs", 0..300, 8);
+    env.ok(["qdrant", "backup", "--url", &fake.url, "--all"]);
+
+    // Flip a byte inside the first blob of the largest pack (the tar's data).
+    let mut packs: Vec<_> = walk(&env.repo().join("data"));
+    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    let mut bytes = std::fs::read(&packs[0]).unwrap();
+    bytes[12 + 100] ^= 0x10;
+    std::fs::write(&packs[0], &bytes).unwrap();
+
+    // The upload is cut short rather than completed with missing bytes.
+    let out = env.run([
+        "qdrant",
+        "restore",
+        "latest",
+        "--url",
+        &fake.url,
+        "--collection",
+        "docs-copy",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("reading the snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fake.state().uploads.is_empty());
+    assert_eq!(api.collections(), ["docs"]);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
