@@ -494,6 +494,21 @@ fn qdrant_all_collections_and_same_second_names() {
     );
     assert_eq!(env.snapshots().len(), 5);
     assert!(api.snapshots("b").is_empty());
+
+    // `latest` narrowed to one collection's stream.
+    let r = env.json([
+        "qdrant",
+        "restore",
+        "latest",
+        "--url",
+        &fake.url,
+        "--path",
+        "qdrant/b.snapshot",
+        "--collection",
+        "b2",
+    ]);
+    assert_eq!(r["collection"], "b");
+    assert_eq!(api.count("b2"), 25);
 }
 
 /// A real `qdrant` on free ports in a temporary directory; killed on drop.
