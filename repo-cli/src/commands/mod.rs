@@ -16,6 +16,7 @@ mod key;
 mod ls;
 mod pg;
 mod prune;
+mod qdrant;
 mod redis;
 mod repair;
 mod report;
@@ -77,6 +78,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Report(a) => report::run(g, out, a),
         Command::Redis(a) => redis::run(g, out, a),
         Command::Pg(a) => pg::run(g, out, a),
+        Command::Qdrant(a) => qdrant::run(g, out, a),
         Command::Completions(a) => completions::run(a),
     }
 }

@@ -5,4 +5,5 @@
 pub mod crc64;
 pub mod postgres;
 pub mod process;
+pub mod qdrant;
 pub mod redis;

@@ -10,5 +10,7 @@ mod inspect;
 mod keys;
 mod pg;
 mod prune;
+mod qdrant;
+mod qdrant_fake;
 mod redis;
 mod repository;
