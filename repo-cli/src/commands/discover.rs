@@ -219,9 +219,17 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         if SYSTEM_VAR_LIB.contains(&name.as_str()) {
             continue;
         }
-        if let Some((_, why)) = DATABASE_VAR_LIB.iter().find(|(n, _)| *n == name) {
-            findings.push(Finding::file("note", &d, *why, ""));
+        if let Some((kind, why)) = DATABASE_VAR_LIB.iter().find(|(n, _)| *n == name) {
+            let running = proposals.iter().any(|p| p.name.starts_with(kind));
+            let why = if running || *kind == "mysql" {
+                why.to_string()
+            } else {
+                format!(
+                    "{why} (no running server was found: add the source by hand, see `cairn plan init`)"
+                )
+            };
             app_comment.push(format!("not {}: {why}", d.display()));
+            findings.push(Finding::file("note", &d, why, ""));
             continue;
         }
         if is_empty_dir(&d) {

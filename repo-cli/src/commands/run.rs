@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::{Status, describe_status};
@@ -170,6 +172,9 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
     let state_dir = loaded.state_dir()?;
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    // One run of a plan at a time (a timer and a manual run would race on
+    // the state and the repositories' retention); held until we return.
+    let _lock = lock(&state_dir, &loaded.name)?;
     let mut state = load_state(&state_dir.join(STATE_FILE))?;
     let started = SystemTime::now();
     let t0 = Instant::now();
@@ -769,6 +774,27 @@ fn unix_ns(t: SystemTime) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
+/// Takes `STATE_DIR/lock` (flock, exclusive, not waiting).
+fn lock(state_dir: &Path, name: &str) -> Result<Flock<std::fs::File>> {
+    let path = state_dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == Errno::EWOULDBLOCK {
+            anyhow::anyhow!(
+                "plan {name} is already running (another process holds {})",
+                path.display()
+            )
+        } else {
+            anyhow::Error::from(e).context(format!("cannot lock {}", path.display()))
+        }
+    })
+}
+
 fn load_state(path: &Path) -> Result<State> {
     match std::fs::read(path) {
         Ok(b) => serde_json::from_slice(&b).with_context(|| {
@@ -1112,6 +1138,112 @@ mod tests {
         assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
         assert_eq!(redact("postgresql://u:pw@h/db"), "postgresql://u:***@h/db");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+
+    /// Every child command line is one our own parser accepts (qdrant's
+    /// is another command's; it is built the same way).
+    #[test]
+    fn child_command_lines_parse() {
+        use clap::Parser;
+        let text = r#"
+version = 1
+host = "h1"
+[[repository]]
+name = "r"
+path = "/r"
+password_file = "/pw"
+[retention]
+keep_last = 3
+keep_within = "2d"
+keep_tags = ["a,b"]
+prune = true
+prune_grace = "0"
+[[source]]
+name = "files"
+type = "paths"
+paths = ["/etc", "rel"]
+exclude = ["*.tmp"]
+exclude_file = ["ex"]
+exclude_caches = true
+one_file_system = true
+tags = ["t1"]
+[[source]]
+name = "db"
+type = "postgres"
+dsn = "postgresql://u:p@h/postgres"
+databases = ["a", "b"]
+[[source]]
+name = "dball"
+type = "postgres"
+dsn = "host=/run/postgresql"
+all = true
+[[source]]
+name = "cache"
+type = "redis"
+url = "redis://h:1"
+[[source]]
+name = "ldap"
+type = "command"
+command = ["slapcat", "-n", "1"]
+stdin_filename = "ldap.ldif"
+"#;
+        let (plan, name) = crate::plan::parse(text, "x", Path::new("/base")).unwrap();
+        let loaded = Loaded {
+            plan,
+            name,
+            path: "/base/x.toml".into(),
+        };
+        let parse = |rest: Vec<OsString>| {
+            let mut argv: Vec<OsString> = vec!["cairn".into(), "-r".into(), "/r".into()];
+            argv.extend(rest);
+            crate::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        };
+        for src in &loaded.plan.sources {
+            let cli = parse(source_args(&loaded, src));
+            match (&cli.command, src) {
+                (crate::cli::Command::Backup(b), Source::Paths(_)) => {
+                    assert_eq!(b.paths, [Path::new("/etc"), Path::new("/base/rel")]);
+                    assert_eq!(b.tags, ["plan:x", "source:files", "t1"]);
+                    assert_eq!(b.excludes, ["*.tmp"]);
+                    assert_eq!(b.exclude_files, [Path::new("/base/ex")]);
+                    assert!(b.exclude_caches && b.one_file_system);
+                    assert_eq!(b.host.as_deref(), Some("h1"));
+                }
+                (crate::cli::Command::Backup(b), Source::Command(_)) => {
+                    assert!(b.stdin_from_command && b.paths.is_empty());
+                    assert_eq!(b.command, ["slapcat", "-n", "1"]);
+                    assert_eq!(b.stdin_filename.as_deref(), Some("ldap.ldif"));
+                }
+                (crate::cli::Command::Pg(p), Source::Postgres(s)) => {
+                    let crate::cli::PgCommand::Backup(b) = &p.command else {
+                        panic!("not pg backup")
+                    };
+                    assert_eq!(b.dsn, s.dsn);
+                    assert_eq!(b.all, s.all);
+                    assert_eq!(b.databases, s.databases);
+                    assert_eq!(b.tags, ["plan:x", format!("source:{}", s.name).as_str()]);
+                }
+                (crate::cli::Command::Redis(r), Source::Redis(_)) => {
+                    let crate::cli::RedisCommand::Backup(b) = &r.command else {
+                        panic!("not redis backup")
+                    };
+                    assert_eq!(b.url, "redis://h:1");
+                    assert_eq!(b.host.as_deref(), Some("h1"));
+                }
+                (c, s) => panic!("{} became {c:?}", s.name()),
+            }
+        }
+        let r = loaded.plan.retention.as_ref().unwrap();
+        let cli = parse(retention_args(&loaded, r));
+        let crate::cli::Command::Forget(f) = &cli.command else {
+            panic!("not forget")
+        };
+        assert_eq!(f.keep_last, Some(3));
+        assert!(f.keep_within.is_some());
+        assert_eq!(f.keep_tags, ["a,b"]);
+        assert_eq!(f.filter.tags, ["plan:x"]);
+        assert!(f.prune);
+        assert_eq!(f.prune_options.grace, Duration::ZERO);
     }
 
     #[test]

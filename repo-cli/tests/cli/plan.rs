@@ -284,6 +284,24 @@ fn failing_sources_do_not_stop_the_others() {
 fn all_success_exits_zero_and_runs_on_success() {
     let s = Setup::new();
     let plan = s.plan(&good_sources(&s), &s.repositories());
+    // While another run holds the plan's lock, a second run refuses.
+    std::fs::create_dir_all(s.a.path("state")).unwrap();
+    let held = Command::new("flock")
+        .arg(s.a.path("state/lock"))
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .arg("run")
+        .arg(&plan)
+        .current_dir(s.a.dir.path())
+        .output()
+        .expect("flock (util-linux)");
+    assert_eq!(held.status.code(), Some(1));
+    assert!(
+        stderr(&held).contains("plan nightly is already running"),
+        "{}",
+        stderr(&held)
+    );
+    assert!(s.b.snapshots().is_empty());
+
     let out = s.run(&plan);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -684,6 +702,25 @@ fn discover_maps_a_listening_redis_to_its_process() {
     write(&plan, text.as_bytes());
     let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // Pointed at a real repository, the proposal backs the server up.
+    let repo = Env::init();
+    write(&repo.path("pw"), PASSWORD.as_bytes());
+    let text = text
+        .replacen(
+            "version = 1\n",
+            &format!("version = 1\nstate_dir = {:?}\n", env.path("state")),
+            1,
+        )
+        .replace("\"/backup/cairn\"", &format!("{:?}", repo.repo()))
+        .replace("\"/etc/cairn/password\"", &format!("{:?}", repo.path("pw")));
+    write(&plan, text.as_bytes());
+    let name = f["source"].as_str().unwrap();
+    let out = cairn(&["run", plan.to_str().unwrap(), "--source", name]);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    let snaps = of_source(&repo, name);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["paths"], serde_json::json!(["redis/dump.rdb"]));
 }
 
 #[test]
