@@ -71,7 +71,6 @@ fn units(a: &PlanScheduleArgs, name: &str, exe: &Path, plan_path: &Path) -> Vec<
     let service = format!(
         "[Unit]\n\
          Description=cairn backup plan {name}\n\
-         Documentation=man:cairn(1)\n\
          Wants=network-online.target\n\
          After=network-online.target\n\
          \n\
@@ -135,6 +134,9 @@ fn schedule(a: &PlanScheduleArgs) -> Result<Status> {
     // Load it: scheduling a plan that does not parse would only fail later.
     let loaded = plan::load(&a.plan)?;
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
+    if !a.cron {
+        check_calendar(&a.on_calendar)?;
+    }
     let files = units(a, &loaded.name, &exe, &loaded.path);
     if !a.install {
         let mut o = std::io::stdout().lock();
@@ -195,6 +197,25 @@ fn schedule(a: &PlanScheduleArgs) -> Result<Status> {
         _ => eprintln!("now run: systemctl daemon-reload && systemctl enable --now {timer}"),
     }
     Ok(Status::Ok)
+}
+
+/// Refuses an OnCalendar= that systemd would ignore (leaving a timer that
+/// never fires), when systemd-analyze is there to ask.
+fn check_calendar(spec: &str) -> Result<()> {
+    let Some(sa) = which("systemd-analyze") else {
+        return Ok(());
+    };
+    let out = Command::new(sa)
+        .args(["calendar", spec])
+        .output()
+        .context("cannot run systemd-analyze")?;
+    if !out.status.success() {
+        bail!(
+            "--on-calendar {spec:?} is not a valid systemd calendar specification: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The first `name` on PATH.

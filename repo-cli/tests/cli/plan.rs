@@ -541,6 +541,29 @@ fn plan_schedule_prints_and_installs_units() {
     assert!(timer.contains("OnCalendar=Mon *-*-* 04:00\n"), "{timer}");
     let service = std::fs::read_to_string(dir.join("cairn-plan-nightly.service")).unwrap();
     assert!(service.contains(&format!("ExecStart={exe} run {}\n", plan.display())));
+    // systemd's own parser accepts the pair, where it is installed.
+    if let Ok(v) = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("cairn-plan-nightly.timer"))
+        .arg(dir.join("cairn-plan-nightly.service"))
+        .output()
+    {
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        // And so a calendar it would ignore is refused before anything is written.
+        let out = cairn(&[
+            "plan",
+            "schedule",
+            plan.to_str().unwrap(),
+            "--on-calendar",
+            "bogus 99:99",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("not a valid systemd calendar"),
+            "{}",
+            stderr(&out)
+        );
+    }
 
     let out = cairn(&[
         "plan",
