@@ -453,6 +453,48 @@ cairn completions zsh > \"${fpath[1]}/_cairn\"\n  \
 cairn completions fish > ~/.config/fish/completions/cairn.fish"
     )]
     Completions(CompletionsArgs),
+
+    /// Run a backup plan: every source into every repository, then retention and checks.
+    #[command(
+        about = "Run a backup plan (sources, repositories, retention, checks, hooks)",
+        long_about = "Run the plan file PLAN (see `cairn plan init` and SPEC.md §28): back up every source into every repository, each as its own `cairn` child process, so one failing source never stops the others. Then apply the retention policy to the plan's snapshots (forget, and prune if asked), run `check` and `drill` on each repository when their cadence is due, write the JSON report and the Prometheus metrics file, and run the on_success or on_failure hook.\n\nA child that exits 3 (snapshot saved, some files unreadable) is a warning, not a failure. Exits 1 when any backup, retention, check, drill or hook failed; the others still ran. --source runs only the named sources (repeatable). --dry-run validates the plan and prints the commands without running anything.",
+        after_help = "Examples:\n  \
+cairn run /etc/cairn/nightly.toml\n  \
+cairn run nightly.toml --source postgres --source etc\n  \
+cairn run nightly.toml --dry-run\n  \
+cairn run nightly.toml --json | jq '.sources[] | select(.status == \"failed\")'"
+    )]
+    Run(RunArgs),
+
+    /// Write an example plan, or schedule one with systemd or cron.
+    #[command(
+        about = "Write an example plan, or schedule a plan",
+        long_about = "`plan init [PATH]` writes a commented example plan (to stdout without PATH; an existing file is never overwritten). `plan schedule PLAN` prints a systemd service and timer (default) or a cron.d line that runs `cairn run PLAN`; --install writes them (to /etc/systemd/system or /etc/cron.d, or --unit-dir) and, for systemd in the default directory, reloads systemd and enables the timer.",
+        after_help = "Examples:\n  \
+cairn plan init /etc/cairn/nightly.toml\n  \
+cairn plan schedule /etc/cairn/nightly.toml\n  \
+cairn plan schedule /etc/cairn/nightly.toml --on-calendar '*-*-* 03:15' --install\n  \
+cairn plan schedule /etc/cairn/nightly.toml --cron"
+    )]
+    Plan(PlanArgs),
+
+    /// Look at this machine and propose a backup plan.
+    #[command(
+        about = "Find what this machine should back up and propose a plan",
+        long_about = "Look for what should be backed up here: PostgreSQL, Redis and Qdrant servers \
+(listening TCP sockets from /proc/net/tcp and tcp6 mapped to their processes, so servers on \
+other ports are found too; the usual ports; PostgreSQL and Redis unix sockets), /etc with its \
+TLS material, application data under /var/lib, /srv and /opt, home directories, and git \
+repositories (a bounded walk). Print a plan proposing a source for each, with a comment saying \
+what was found and why, or write it with --write (never over an existing file). --json lists the \
+findings instead. Sockets of other users' processes are only mapped when run as root; the \
+well-known ports still are.",
+        after_help = "Examples:\n  \
+cairn discover\n  \
+cairn discover --write /etc/cairn/nightly.toml\n  \
+cairn discover --json | jq '.[] | select(.kind == \"redis\")'"
+    )]
+    Discover(DiscoverArgs),
 }
 
 /// `cairn init`.
@@ -1312,6 +1354,131 @@ pub struct CompletionsArgs {
     /// The shell to print a script for.
     #[arg(value_name = "SHELL")]
     pub shell: clap_complete::Shell,
+}
+
+/// `cairn run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// Run only this source (repeatable) [default: all].
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// Validate the plan and print what would run; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// `cairn plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PlanCommand,
+}
+
+/// The `cairn plan` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Write a commented example plan.
+    #[command(
+        about = "Write a commented example plan",
+        long_about = "Write a commented example plan to PATH (never over an existing file), or to \
+stdout without PATH. It backs up /etc into two repositories, keeps 30 daily and 12 monthly \
+snapshots, checks weekly and drills monthly; the database sources are there, commented out.",
+        after_help = "Examples:\n  \
+cairn plan init > nightly.toml\n  \
+cairn plan init /etc/cairn/nightly.toml"
+    )]
+    Init(PlanInitArgs),
+    /// Print or install a systemd timer or a cron line for a plan.
+    #[command(
+        about = "Print or install a systemd timer (or cron line) running a plan",
+        long_about = "Print a systemd service (Type=oneshot, running `cairn run PLAN` with absolute \
+paths) and timer (OnCalendar=--on-calendar, Persistent=true so a missed run happens at boot, \
+RandomizedDelaySec) named cairn-plan-NAME, or with --cron a cron.d entry. --install writes the \
+files to /etc/systemd/system or /etc/cron.d (or --unit-dir); for systemd in the default \
+directory it then runs `systemctl daemon-reload` and `systemctl enable --now` on the timer, \
+otherwise it prints the commands to run.",
+        after_help = "Examples:\n  \
+cairn plan schedule /etc/cairn/nightly.toml\n  \
+cairn plan schedule /etc/cairn/nightly.toml --on-calendar 'Mon..Fri 22:00' --install\n  \
+cairn plan schedule /etc/cairn/nightly.toml --cron --cron-schedule '15 3 * * *' --install"
+    )]
+    Schedule(PlanScheduleArgs),
+}
+
+/// `cairn plan init`.
+#[derive(Debug, Args)]
+pub struct PlanInitArgs {
+    /// Where to write the plan [default: stdout].
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+/// `cairn plan schedule`.
+#[derive(Debug, Args)]
+pub struct PlanScheduleArgs {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// A systemd service and timer (the default).
+    #[arg(long, conflicts_with = "cron")]
+    pub systemd: bool,
+    /// A cron.d entry instead.
+    #[arg(long)]
+    pub cron: bool,
+    /// The timer's OnCalendar= (systemd.time(7)).
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "*-*-* 02:30:00",
+        conflicts_with = "cron"
+    )]
+    pub on_calendar: String,
+    /// The timer's RandomizedDelaySec=.
+    #[arg(
+        long,
+        value_name = "SPAN",
+        default_value = "15min",
+        conflicts_with = "cron"
+    )]
+    pub randomized_delay: String,
+    /// The five cron time fields.
+    #[arg(
+        long,
+        value_name = "FIELDS",
+        default_value = "30 2 * * *",
+        requires = "cron"
+    )]
+    pub cron_schedule: String,
+    /// The user a cron.d entry runs as.
+    #[arg(long, value_name = "USER", default_value = "root", requires = "cron")]
+    pub cron_user: String,
+    /// Write the files instead of printing them.
+    #[arg(long)]
+    pub install: bool,
+    /// Directory to install into [default: /etc/systemd/system, or /etc/cron.d with --cron].
+    #[arg(long, value_name = "DIR", requires = "install")]
+    pub unit_dir: Option<PathBuf>,
+}
+
+/// `cairn discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Write the proposed plan to PATH (never over an existing file).
+    #[arg(long, value_name = "PATH")]
+    pub write: Option<PathBuf>,
+    /// Look below DIR instead of / for files (for tests and chroots).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The proc file system to read sockets and processes from.
+    #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
+    pub proc: PathBuf,
+    /// How deep to look for git repositories below /srv, /opt, /home and /var/lib.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub git_depth: usize,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod commands;
 mod credentials;
 mod exporters;
 mod output;
+mod plan;
 mod progress;
 
 use std::io;

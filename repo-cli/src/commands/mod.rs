@@ -7,6 +7,7 @@ mod cat;
 mod check;
 mod completions;
 mod diff;
+mod discover;
 mod drill;
 mod dump;
 mod find;
@@ -15,12 +16,14 @@ mod init;
 mod key;
 mod ls;
 mod pg;
+mod plan;
 mod prune;
 mod qdrant;
 mod redis;
 mod repair;
 mod report;
 mod restore;
+mod run;
 mod snapshots;
 mod stats;
 
@@ -80,6 +83,9 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Pg(a) => pg::run(g, out, a),
         Command::Qdrant(a) => qdrant::run(g, out, a),
         Command::Completions(a) => completions::run(a),
+        Command::Run(a) => run::run(g, out, a),
+        Command::Plan(a) => plan::run(a),
+        Command::Discover(a) => discover::run(out, a),
     }
 }
 

@@ -9,6 +9,7 @@ mod help;
 mod inspect;
 mod keys;
 mod pg;
+mod plan;
 mod prune;
 mod qdrant;
 mod qdrant_fake;

@@ -1,0 +1,750 @@
+//! The plan file (SPEC.md §28): a versioned TOML description of what to back
+//! up, where to, how long to keep it, how often to verify it and whom to
+//! tell. `cairn run` executes one; `cairn plan init` and `cairn discover`
+//! write one. Every table denies unknown keys, so a typo fails with the
+//! line it is on instead of silently doing less than intended.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Deserializer};
+
+/// The only plan format version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// A whole plan file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Format version; must be [`VERSION`] (checked before the full parse).
+    #[allow(dead_code)]
+    pub version: u32,
+    /// Name used in tags, metrics and unit names [default: the file's stem].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Host name recorded in snapshots (where the command supports it).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Directory for cadence bookkeeping and the last report.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Every source is backed up into each of these.
+    #[serde(rename = "repository", default)]
+    pub repositories: Vec<RepositorySpec>,
+    /// What to keep; absent: keep everything.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Structure (and data) checks, at most once per `every`.
+    #[serde(default)]
+    pub check: Option<CheckSpec>,
+    /// Restore drills, at most once per `every`.
+    #[serde(default)]
+    pub drill: Option<DrillSpec>,
+    /// Shell commands run after the plan.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Where to write the JSON report and the metrics.
+    #[serde(default)]
+    pub report: ReportSpec,
+    /// What to back up.
+    #[serde(rename = "source", default)]
+    pub sources: Vec<Source>,
+}
+
+/// One `[[repository]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySpec {
+    /// Short name for reports and metrics.
+    pub name: String,
+    /// Repository location.
+    pub path: PathBuf,
+    /// File whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Command (`sh -c`) printing the password.
+    #[serde(default)]
+    pub password_command: Option<String>,
+    /// Index cache directory for this repository.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `[retention]`: the `cairn forget` policy, applied to this plan's snapshots.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// `--keep-last`.
+    pub keep_last: Option<u32>,
+    /// `--keep-hourly`.
+    pub keep_hourly: Option<u32>,
+    /// `--keep-daily`.
+    pub keep_daily: Option<u32>,
+    /// `--keep-weekly`.
+    pub keep_weekly: Option<u32>,
+    /// `--keep-monthly`.
+    pub keep_monthly: Option<u32>,
+    /// `--keep-yearly`.
+    pub keep_yearly: Option<u32>,
+    /// `--keep-within`, e.g. `30d`.
+    #[serde(default, deserialize_with = "opt_duration_text")]
+    pub keep_within: Option<String>,
+    /// `--keep-tag` (each entry may be `a,b`).
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Run a prune after forgetting.
+    #[serde(default)]
+    pub prune: bool,
+    /// `--grace` of that prune (`0` or a duration) [default: 1h].
+    #[serde(default)]
+    pub prune_grace: Option<String>,
+}
+
+/// `[check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Minimum time between two successful checks of a repository.
+    #[serde(deserialize_with = "duration")]
+    pub every: Duration,
+    /// `--read-data`.
+    #[serde(default)]
+    pub read_data: bool,
+    /// `--read-data-subset`, e.g. `5%`, `1/7`, `2G`.
+    #[serde(default)]
+    pub read_data_subset: Option<String>,
+}
+
+/// `[drill]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSpec {
+    /// Minimum time between two successful drills of a repository.
+    #[serde(deserialize_with = "duration")]
+    pub every: Duration,
+    /// `--sample`: `all`, a count or a share [default: all].
+    #[serde(default)]
+    pub sample: Option<String>,
+    /// `--scratch` directory.
+    #[serde(default)]
+    pub scratch: Option<PathBuf>,
+}
+
+/// `[hooks]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run with `sh -c` when everything succeeded.
+    #[serde(default)]
+    pub on_success: Option<String>,
+    /// Run with `sh -c` when anything failed.
+    #[serde(default)]
+    pub on_failure: Option<String>,
+}
+
+/// `[report]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    /// JSON report path [default: STATE_DIR/last-report.json].
+    #[serde(default)]
+    pub json: Option<PathBuf>,
+    /// Prometheus textfile-collector file.
+    #[serde(default)]
+    pub metrics: Option<PathBuf>,
+}
+
+/// One `[[source]]`; `type` selects the kind.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Source {
+    /// Files and directories (`cairn backup PATHS`).
+    Paths(PathsSource),
+    /// PostgreSQL databases (`cairn pg backup`).
+    Postgres(PostgresSource),
+    /// A Redis server's RDB (`cairn redis backup`).
+    Redis(RedisSource),
+    /// Qdrant collections (`cairn qdrant backup`).
+    Qdrant(QdrantSource),
+    /// Any command's standard output (`cairn backup --stdin-from-command`).
+    Command(CommandSource),
+}
+
+/// `type = "paths"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsSource {
+    /// Source name.
+    pub name: String,
+    /// Extra snapshot tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kill the backup (and what it started) after this long, e.g. `2h`, `90min`.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+    /// What to back up.
+    pub paths: Vec<PathBuf>,
+    /// `--exclude` globs.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// `--exclude-file` files.
+    #[serde(default)]
+    pub exclude_file: Vec<PathBuf>,
+    /// `--exclude-caches`.
+    #[serde(default)]
+    pub exclude_caches: bool,
+    /// `--one-file-system`.
+    #[serde(default)]
+    pub one_file_system: bool,
+}
+
+/// `type = "postgres"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    /// Source name.
+    pub name: String,
+    /// Extra snapshot tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kill the backup (and what it started) after this long, e.g. `2h`, `90min`.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+    /// Connection string.
+    pub dsn: String,
+    /// Databases to dump.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Dump every database instead.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `type = "redis"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSource {
+    /// Source name.
+    pub name: String,
+    /// Extra snapshot tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kill the backup (and what it started) after this long, e.g. `2h`, `90min`.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+    /// `redis://[user:pass@]host:port`.
+    pub url: String,
+}
+
+/// `type = "qdrant"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSource {
+    /// Source name.
+    pub name: String,
+    /// Extra snapshot tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kill the backup (and what it started) after this long, e.g. `2h`, `90min`.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+    /// `http://host:6333`.
+    pub url: String,
+    /// Collections to back up.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// Back up every collection instead.
+    #[serde(default)]
+    pub all: bool,
+    /// File holding the API key (passed as `CAIRN_QDRANT_API_KEY`).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+}
+
+/// `type = "command"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSource {
+    /// Source name.
+    pub name: String,
+    /// Extra snapshot tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kill the backup (and what it started) after this long, e.g. `2h`, `90min`.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+    /// The program and its arguments (not a shell line).
+    pub command: Vec<String>,
+    /// Name of the stream in the snapshot.
+    pub stdin_filename: String,
+}
+
+impl Source {
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Paths(s) => &s.name,
+            Source::Postgres(s) => &s.name,
+            Source::Redis(s) => &s.name,
+            Source::Qdrant(s) => &s.name,
+            Source::Command(s) => &s.name,
+        }
+    }
+
+    /// The `type` value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Paths(_) => "paths",
+            Source::Postgres(_) => "postgres",
+            Source::Redis(_) => "redis",
+            Source::Qdrant(_) => "qdrant",
+            Source::Command(_) => "command",
+        }
+    }
+
+    /// How long a backup of this source may take.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            Source::Paths(s) => s.timeout,
+            Source::Postgres(s) => s.timeout,
+            Source::Redis(s) => s.timeout,
+            Source::Qdrant(s) => s.timeout,
+            Source::Command(s) => s.timeout,
+        }
+    }
+
+    /// The user's extra tags.
+    pub fn tags(&self) -> &[String] {
+        match self {
+            Source::Paths(s) => &s.tags,
+            Source::Postgres(s) => &s.tags,
+            Source::Redis(s) => &s.tags,
+            Source::Qdrant(s) => &s.tags,
+            Source::Command(s) => &s.tags,
+        }
+    }
+}
+
+/// A duration like `7d` or `12h` (the units of `cairn forget --keep-within`).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    repo_core::forget::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// A run time like `2h`, `90min`, `30s` (the units of `cairn check --max-duration`).
+fn opt_run_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::commands::parse_run_time(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// An optional duration kept as text (it is passed on to a command), but
+/// checked here so the error names the line.
+fn opt_duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    repo_core::forget::parse_duration(&s).map_err(serde::de::Error::custom)?;
+    Ok(Some(s))
+}
+
+/// Tag-safe names: they end up in tags (which `--tag` splits at commas),
+/// metric labels and unit file names.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        bail!(
+            "{what} name {name:?} must be non-empty and use only letters, digits, `-`, `_` and `.`"
+        );
+    }
+    Ok(())
+}
+
+/// A loaded, validated plan and where it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The plan, with relative paths resolved against the file's directory.
+    pub plan: Plan,
+    /// The plan's name (its `name`, else the file's stem).
+    pub name: String,
+    /// Absolute path of the plan file.
+    pub path: PathBuf,
+}
+
+impl Loaded {
+    /// The state directory: `state_dir`, else `/var/lib/cairn/plans/NAME`
+    /// for root, else `$XDG_STATE_HOME/cairn/plans/NAME` or
+    /// `~/.local/state/cairn/plans/NAME`.
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.plan.state_dir {
+            return Ok(d.clone());
+        }
+        let base = if nix::unistd::geteuid().is_root() {
+            PathBuf::from("/var/lib/cairn")
+        } else if let Some(x) = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+        {
+            x.join("cairn")
+        } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            PathBuf::from(h).join(".local/state/cairn")
+        } else {
+            bail!("no state_dir in the plan and no home directory to default to");
+        };
+        Ok(base.join("plans").join(&self.name))
+    }
+
+    /// The JSON report path.
+    pub fn report_path(&self) -> Result<PathBuf> {
+        match &self.plan.report.json {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.state_dir()?.join("last-report.json")),
+        }
+    }
+}
+
+/// Reads, parses and validates the plan at `path`.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read plan {}", path.display()))?;
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("invalid plan path {}", path.display()))?;
+    let stem = abs
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plan".into());
+    let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &stem, &base)
+        .with_context(|| format!("invalid plan {}", path.display()))
+        .map(|(plan, name)| Loaded {
+            plan,
+            name,
+            path: abs,
+        })
+}
+
+/// Parses and validates plan text; relative paths are resolved against
+/// `base`, and `default_name` names a plan without `name`.
+pub fn parse(text: &str, default_name: &str, base: &Path) -> Result<(Plan, String)> {
+    // The version first, on its own, so a future plan fails with a clear
+    // message rather than with its first unknown key.
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: Option<toml::Value>,
+    }
+    let v: VersionOnly = toml::from_str(text).map_err(toml_error)?;
+    match v.version {
+        None => bail!("missing `version = {VERSION}` at the top of the plan"),
+        Some(toml::Value::Integer(n)) if n == i64::from(VERSION) => {}
+        Some(other) => bail!(
+            "plan version {other} is not supported by this cairn (it reads version {VERSION})"
+        ),
+    }
+    let mut plan: Plan = toml::from_str(text).map_err(toml_error)?;
+    let name = plan
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name.to_string());
+    check_name("plan", &name)?;
+    validate(&plan)?;
+    resolve(&mut plan, base);
+    Ok((plan, name))
+}
+
+/// toml's message (with the line, a snippet and a caret), without its
+/// trailing newline.
+fn toml_error(e: toml::de::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.to_string().trim_end())
+}
+
+fn validate(plan: &Plan) -> Result<()> {
+    if plan.repositories.is_empty() {
+        bail!("the plan names no [[repository]]");
+    }
+    if plan.sources.is_empty() {
+        bail!("the plan names no [[source]]");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &plan.repositories {
+        check_name("repository", &r.name)?;
+        if !seen.insert(r.name.as_str()) {
+            bail!("two repositories are named {:?}", r.name);
+        }
+        match (&r.password_file, &r.password_command) {
+            (Some(_), Some(_)) => bail!(
+                "repository {:?}: give password_file or password_command, not both",
+                r.name
+            ),
+            (None, None) => bail!(
+                "repository {:?}: needs password_file or password_command (a plan runs unattended)",
+                r.name
+            ),
+            _ => {}
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &plan.sources {
+        check_name("source", s.name())?;
+        if !seen.insert(s.name()) {
+            bail!("two sources are named {:?}", s.name());
+        }
+        for t in s.tags() {
+            if t.is_empty() || t.contains(',') {
+                bail!(
+                    "source {:?}: tag {t:?} must be non-empty and have no comma",
+                    s.name()
+                );
+            }
+        }
+        match s {
+            Source::Paths(p) if p.paths.is_empty() => {
+                bail!("source {:?}: `paths` is empty", p.name)
+            }
+            Source::Postgres(p) if p.all != p.databases.is_empty() => bail!(
+                "source {:?}: give either `databases` or `all = true`",
+                p.name
+            ),
+            Source::Qdrant(q) if q.all != q.collections.is_empty() => bail!(
+                "source {:?}: give either `collections` or `all = true`",
+                q.name
+            ),
+            Source::Command(c) if c.command.is_empty() => {
+                bail!("source {:?}: `command` is empty", c.name)
+            }
+            _ => {}
+        }
+    }
+    if let Some(r) = &plan.retention {
+        let any = r.keep_last.is_some()
+            || r.keep_hourly.is_some()
+            || r.keep_daily.is_some()
+            || r.keep_weekly.is_some()
+            || r.keep_monthly.is_some()
+            || r.keep_yearly.is_some()
+            || r.keep_within.is_some()
+            || !r.keep_tags.is_empty();
+        if !any {
+            bail!("[retention] has no keep_* rule (remove the table to keep everything)");
+        }
+        if let Some(g) = &r.prune_grace
+            && g.trim() != "0"
+        {
+            repo_core::forget::parse_duration(g)
+                .with_context(|| format!("[retention] prune_grace {g:?}"))?;
+        }
+    }
+    if let Some(c) = &plan.check {
+        if c.read_data && c.read_data_subset.is_some() {
+            bail!("[check]: give read_data or read_data_subset, not both");
+        }
+        if let Some(s) = &c.read_data_subset {
+            s.parse::<repo_core::check::ReadData>()
+                .map_err(|e| anyhow::anyhow!("[check] read_data_subset {s:?}: {e}"))?;
+        }
+    }
+    if let Some(d) = &plan.drill
+        && let Some(s) = &d.sample
+    {
+        s.parse::<repo_core::check::Sample>()
+            .map_err(|e| anyhow::anyhow!("[drill] sample {s:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Makes every relative path absolute against the plan's directory, so the
+/// plan means the same whatever directory it is run from (systemd runs it
+/// from `/`).
+fn resolve(plan: &mut Plan, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if let Some(d) = &mut plan.state_dir {
+        fix(d);
+    }
+    for r in &mut plan.repositories {
+        fix(&mut r.path);
+        if let Some(f) = &mut r.password_file {
+            fix(f);
+        }
+        if let Some(c) = &mut r.cache_dir {
+            fix(c);
+        }
+    }
+    if let Some(d) = &mut plan.drill
+        && let Some(s) = &mut d.scratch
+    {
+        fix(s);
+    }
+    if let Some(p) = &mut plan.report.json {
+        fix(p);
+    }
+    if let Some(p) = &mut plan.report.metrics {
+        fix(p);
+    }
+    for s in &mut plan.sources {
+        match s {
+            Source::Paths(p) => {
+                p.paths.iter_mut().for_each(fix);
+                p.exclude_file.iter_mut().for_each(fix);
+            }
+            Source::Qdrant(q) => {
+                if let Some(f) = &mut q.api_key_file {
+                    fix(f);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The commented example `cairn plan init` writes. It parses (a unit test
+/// and the CLI tests hold it to that).
+pub const EXAMPLE: &str = r#"# cairn backup plan (run it with `cairn run THIS_FILE`; schedule it with
+# `cairn plan schedule THIS_FILE --install`). Format: SPEC.md §28.
+version = 1
+
+# Name used in snapshot tags (plan:NAME), metrics and unit names.
+# Default: the file name without its extension.
+# name = "nightly"
+
+# Host name recorded in the snapshots (paths, command and redis sources).
+# host = "db1"
+
+# Where cadence bookkeeping (last check, last drill, last success per source)
+# and the last JSON report are kept. Default: /var/lib/cairn/plans/NAME as
+# root, else ~/.local/state/cairn/plans/NAME.
+# state_dir = "/var/lib/cairn/plans/nightly"
+
+# Every source is backed up into each repository ("store in two places").
+# Relative paths are relative to this file's directory.
+[[repository]]
+name = "local"
+path = "/srv/backup/cairn"
+password_file = "/etc/cairn/password"
+# cache_dir = "/var/cache/cairn"
+
+[[repository]]
+name = "offsite"
+path = "/mnt/offsite/cairn"
+password_command = "cat /etc/cairn/password"
+
+# Keep 30 daily and 12 monthly snapshots of each source (cairn forget);
+# then free the space (cairn prune). Remove the table to keep everything.
+[retention]
+keep_daily = 30
+keep_monthly = 12
+# keep_last = 3
+# keep_weekly = 8
+# keep_yearly = 5
+# keep_within = "2d"
+# keep_tags = ["release"]
+prune = true
+# prune_grace = "1h"
+
+# Verify each repository at most once a week, reading 5% of its packs
+# (least recently verified first, so twenty runs read everything).
+[check]
+every = "7d"
+read_data_subset = "5%"
+
+# Restore-drill the latest snapshot of each source at most once a month.
+[drill]
+every = "30d"
+sample = "5%"
+# scratch = "/var/tmp"
+
+# Run with `sh -c` after the plan, with CAIRN_PLAN, CAIRN_PLAN_FILE,
+# CAIRN_PLAN_STATUS (success|failure), CAIRN_PLAN_REPORT (the JSON report)
+# and CAIRN_PLAN_FAILED (comma-separated failed sources) in the environment.
+[hooks]
+# on_success = "curl -fsS https://hc.example/ping/UUID"
+on_failure = "logger -t cairn \"plan $CAIRN_PLAN failed: $CAIRN_PLAN_FAILED\""
+
+[report]
+# json = "/var/lib/cairn/nightly-report.json"
+# For node_exporter's textfile collector:
+# metrics = "/var/lib/node_exporter/textfile_collector/cairn.prom"
+
+# Sources. `type` is one of paths, postgres, redis, qdrant, command; every
+# source may carry extra `tags`.
+[[source]]
+name = "etc"
+type = "paths"
+paths = ["/etc"]
+# exclude = ["*.tmp"]
+# exclude_file = ["/etc/cairn/excludes"]
+exclude_caches = true
+one_file_system = true
+
+# Every database and the roles (pg_dumpall --globals-only).
+# [[source]]
+# name = "postgres"
+# type = "postgres"
+# dsn = "host=/var/run/postgresql user=postgres dbname=postgres"
+# all = true
+# # databases = ["shop", "crm"]
+
+# [[source]]
+# name = "redis"
+# type = "redis"
+# url = "redis://127.0.0.1:6379"
+
+# [[source]]
+# name = "qdrant"
+# type = "qdrant"
+# url = "http://127.0.0.1:6333"
+# all = true
+# # collections = ["docs"]
+# # api_key_file = "/etc/cairn/qdrant-api-key"
+
+# Any program's standard output, stored as one file.
+# [[source]]
+# name = "ldap"
+# type = "command"
+# command = ["slapcat", "-n", "1"]
+# stdin_filename = "ldap/data.ldif"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let (plan, name) = parse(EXAMPLE, "example", Path::new("/x")).unwrap();
+        assert_eq!(name, "example");
+        assert_eq!(plan.repositories.len(), 2);
+        assert_eq!(plan.sources.len(), 1);
+        assert_eq!(plan.check.unwrap().every, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn typo_names_the_key_and_line() {
+        let text = EXAMPLE.replace("keep_daily = 30", "keep_dialy = 30");
+        let err = parse(&text, "x", Path::new("/x")).unwrap_err().to_string();
+        assert!(err.contains("keep_dialy"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn version_is_required_and_checked() {
+        let text = EXAMPLE.replace("version = 1\n", "");
+        let err = parse(&text, "x", Path::new("/x")).unwrap_err().to_string();
+        assert!(err.contains("missing `version"), "{err}");
+        let text = EXAMPLE.replace("version = 1\n", "version = 2\n");
+        let err = parse(&text, "x", Path::new("/x")).unwrap_err().to_string();
+        assert!(err.contains("version 2 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_plan_file() {
+        let text = EXAMPLE.replace("/srv/backup/cairn", "repo");
+        let (plan, _) = parse(&text, "x", Path::new("/plans")).unwrap();
+        assert_eq!(plan.repositories[0].path, Path::new("/plans/repo"));
+    }
+}

@@ -1,0 +1,801 @@
+//! Plans: `cairn run` (isolation of failing sources, two repositories,
+//! report, metrics, hooks, retention, cadence), `cairn plan init|schedule`
+//! and `cairn discover`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::harness::{Env, PASSWORD, stderr, write};
+
+/// `cairn` with none of the harness's repository or password settings:
+/// everything must come from the plan.
+fn cairn(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for v in [
+        "CAIRN_REPOSITORY",
+        "CAIRN_PASSWORD",
+        "CAIRN_PASSWORD_FILE",
+        "CAIRN_PASSWORD_COMMAND",
+        "CAIRN_CACHE_DIR",
+    ] {
+        c.env_remove(v);
+    }
+    c.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cairn")
+}
+
+/// Two initialized repositories (`a` in the first env's directory, which
+/// also holds the plan, state and reports; `b` in the second's).
+struct Setup {
+    a: Env,
+    b: Env,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let s = Setup {
+            a: Env::init(),
+            b: Env::init(),
+        };
+        write(&s.a.path("pw"), format!("{PASSWORD}\n").as_bytes());
+        write(&s.a.path("src/one.txt"), b"first file");
+        write(&s.a.path("src/sub/two.txt"), &vec![7u8; 100_000]);
+        s
+    }
+
+    /// The `[[repository]]` tables for both repositories.
+    fn repositories(&self) -> String {
+        let mut t = String::new();
+        for (name, env) in [("a", &self.a), ("b", &self.b)] {
+            t.push_str(&format!(
+                "[[repository]]\nname = \"{name}\"\npath = {:?}\npassword_file = {:?}\ncache_dir = {:?}\n\n",
+                env.repo(),
+                self.a.path("pw"),
+                env.path("cache"),
+            ));
+        }
+        t
+    }
+
+    /// Writes `plan.toml` (header, `body`, then the given repositories).
+    fn plan(&self, body: &str, repositories: &str) -> PathBuf {
+        let text = format!(
+            "version = 1\nname = \"nightly\"\nstate_dir = \"state\"\n\n\
+             [report]\njson = \"report.json\"\nmetrics = \"metrics/cairn.prom\"\n\n\
+             [hooks]\n\
+             on_success = \"printf '%s|%s|%s' \\\"$CAIRN_PLAN\\\" \\\"$CAIRN_PLAN_STATUS\\\" \\\"$CAIRN_PLAN_FAILED\\\" > success-marker\"\n\
+             on_failure = \"printf '%s|%s|%s|%s' \\\"$CAIRN_PLAN\\\" \\\"$CAIRN_PLAN_STATUS\\\" \\\"$CAIRN_PLAN_FAILED\\\" \\\"$CAIRN_PLAN_REPORT\\\" > failure-marker\"\n\n\
+             {body}\n{repositories}"
+        );
+        let p = self.a.path("plan.toml");
+        write(&p, text.as_bytes());
+        p
+    }
+
+    /// `cairn run PLAN`, from the plan's directory (hooks write there).
+    fn run(&self, plan: &Path) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        for v in [
+            "CAIRN_REPOSITORY",
+            "CAIRN_PASSWORD",
+            "CAIRN_PASSWORD_FILE",
+            "CAIRN_PASSWORD_COMMAND",
+            "CAIRN_CACHE_DIR",
+        ] {
+            c.env_remove(v);
+        }
+        c.current_dir(self.a.dir.path())
+            .arg("run")
+            .arg(plan)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn")
+    }
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.a.path("report.json")).expect("report"))
+            .expect("report JSON")
+    }
+
+    fn metrics(&self) -> String {
+        std::fs::read_to_string(self.a.path("metrics/cairn.prom")).expect("metrics")
+    }
+}
+
+/// Snapshots of `env`'s repository carrying tag `source:NAME`.
+fn of_source(env: &Env, name: &str) -> Vec<serde_json::Value> {
+    let tag = format!("source:{name}");
+    env.snapshots()
+        .into_iter()
+        .filter(|s| s["tags"].as_array().unwrap().iter().any(|t| t == &tag))
+        .collect()
+}
+
+/// The value of one metric line (`name{labels}`), if present.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("metric value"))
+}
+
+fn series(name: &str, source: &str, repo: &str) -> String {
+    format!("{name}{{plan=\"nightly\",source=\"{source}\",repository=\"{repo}\"}}")
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn good_sources(s: &Setup) -> String {
+    format!(
+        "[[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [{:?}]\ntags = [\"docs\"]\n\n\
+         [[source]]\nname = \"stream\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"printf streamed-data\"]\nstdin_filename = \"stream.txt\"\n\n",
+        s.a.path("src")
+    )
+}
+
+/// The issue's acceptance test: a plan with a failing source still backs
+/// up the others, reports the failure, runs the on_failure hook and exits
+/// non-zero.
+#[test]
+fn failing_sources_do_not_stop_the_others() {
+    let s = Setup::new();
+    let body = format!(
+        "{}[[source]]\nname = \"broken\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo dump-exploded >&2; exit 1\"]\nstdin_filename = \"broken.txt\"\n\n\
+         [[source]]\nname = \"redis-down\"\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        good_sources(&s),
+        closed_port()
+    );
+    let plan = s.plan(&body, &s.repositories());
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("broken") && err.contains("redis-down"),
+        "{err}"
+    );
+
+    // The working sources are in both repositories, the failed ones in none.
+    for env in [&s.a, &s.b] {
+        for good in ["files", "stream"] {
+            let snaps = of_source(env, good);
+            assert_eq!(snaps.len(), 1, "{good}: {snaps:?}");
+            let tags = snaps[0]["tags"].as_array().unwrap();
+            assert!(tags.iter().any(|t| t == "plan:nightly"), "{tags:?}");
+        }
+        assert!(
+            of_source(env, "files")[0]["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "docs")
+        );
+        assert_eq!(env.snapshots().len(), 2);
+    }
+    // The stream holds the command's output.
+    let dumped =
+        s.a.ok(["dump", "latest", "stream.txt", "--tag", "source:stream"]);
+    assert_eq!(dumped.stdout, b"streamed-data");
+
+    // The report names each failure per repository, with its error text.
+    let r = s.report();
+    assert_eq!(r["status"], "failure");
+    let results = r["sources"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    for x in results {
+        let name = x["source"].as_str().unwrap();
+        let failed = name == "broken" || name == "redis-down";
+        let want = if failed { "failed" } else { "ok" };
+        assert_eq!(x["status"], want, "{x}");
+        if failed {
+            let e = x["error"].as_str().unwrap();
+            let why = if name == "broken" {
+                "status 1"
+            } else {
+                "refused"
+            };
+            assert!(e.contains(why), "{name}: {e}");
+            assert!(x["snapshot_ids"].as_array().unwrap().is_empty());
+        } else {
+            assert_eq!(x["snapshot_ids"].as_array().unwrap().len(), 1, "{x}");
+            assert!(x["bytes_added"].as_u64().unwrap() > 0, "{x}");
+        }
+    }
+    let broken = results.iter().find(|x| x["source"] == "broken").unwrap();
+    assert!(
+        broken["stderr"].as_str().unwrap().contains("dump-exploded"),
+        "{broken}"
+    );
+    assert_eq!(
+        r["failed"],
+        serde_json::json!(["broken", "redis-down"]),
+        "{r}"
+    );
+
+    // on_failure ran with the documented environment; on_success did not.
+    let marker = std::fs::read_to_string(s.a.path("failure-marker")).expect("on_failure ran");
+    let report_path = s.a.path("report.json");
+    assert_eq!(
+        marker,
+        format!(
+            "nightly|failure|broken,redis-down|{}",
+            report_path.display()
+        )
+    );
+    assert!(!s.a.path("success-marker").exists());
+
+    // Metrics: success per source and repository, and the run.
+    let m = s.metrics();
+    for repo in ["a", "b"] {
+        for (src, v) in [
+            ("files", 1.0),
+            ("stream", 1.0),
+            ("broken", 0.0),
+            ("redis-down", 0.0),
+        ] {
+            assert_eq!(
+                metric(&m, &series("cairn_source_success", src, repo)),
+                Some(v),
+                "{src}@{repo}:\n{m}"
+            );
+        }
+        assert!(
+            metric(
+                &m,
+                &series("cairn_source_last_success_timestamp_seconds", "files", repo)
+            )
+            .unwrap()
+                > 1.6e9
+        );
+        assert_eq!(
+            metric(
+                &m,
+                &series(
+                    "cairn_source_last_success_timestamp_seconds",
+                    "broken",
+                    repo
+                )
+            ),
+            None
+        );
+        assert!(metric(&m, &series("cairn_source_bytes_added", "files", repo)).unwrap() > 0.0);
+    }
+    assert_eq!(metric(&m, "cairn_run_success{plan=\"nightly\"}"), Some(0.0));
+    assert!(metric(&m, "cairn_run_timestamp_seconds{plan=\"nightly\"}").is_some());
+    assert!(m.contains("# TYPE cairn_source_success gauge"));
+    // Written atomically: no temporary file is left next to it.
+    let left: Vec<_> = std::fs::read_dir(s.a.path("metrics"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["cairn.prom"]);
+}
+
+#[test]
+fn all_success_exits_zero_and_runs_on_success() {
+    let s = Setup::new();
+    let plan = s.plan(&good_sources(&s), &s.repositories());
+    // While another run holds the plan's lock, a second run refuses.
+    std::fs::create_dir_all(s.a.path("state")).unwrap();
+    let held = Command::new("flock")
+        .arg(s.a.path("state/lock"))
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .arg("run")
+        .arg(&plan)
+        .current_dir(s.a.dir.path())
+        .output()
+        .expect("flock (util-linux)");
+    assert_eq!(held.status.code(), Some(1));
+    assert!(
+        stderr(&held).contains("plan nightly is already running"),
+        "{}",
+        stderr(&held)
+    );
+    assert!(s.b.snapshots().is_empty());
+
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("plan nightly: success"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(s.a.path("success-marker")).expect("on_success ran"),
+        "nightly|success|"
+    );
+    assert!(!s.a.path("failure-marker").exists());
+    assert_eq!(s.report()["status"], "success");
+    assert_eq!(
+        metric(&s.metrics(), "cairn_run_success{plan=\"nightly\"}"),
+        Some(1.0)
+    );
+    assert_eq!(s.b.snapshots().len(), 2);
+}
+
+#[test]
+fn retention_keeps_the_policy_and_prunes() {
+    let s = Setup::new();
+    let one = format!(
+        "[[repository]]\nname = \"a\"\npath = {:?}\npassword_command = \"cat {}\"\ncache_dir = {:?}\n",
+        s.a.repo(),
+        s.a.path("pw").display(),
+        s.a.path("cache")
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 2\nprune = true\nprune_grace = \"0\"\n\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &one);
+    // A snapshot outside the plan is left alone by its retention.
+    s.a.ok(["backup", s.a.path("src").to_str().unwrap()]);
+    for i in 0..3 {
+        write(&s.a.path("src/one.txt"), format!("version {i}").as_bytes());
+        let out = s.run(&plan);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(of_source(&s.a, "files").len(), 2);
+    assert_eq!(of_source(&s.a, "stream").len(), 2);
+    assert_eq!(s.a.snapshots().len(), 5);
+    let r = s.report();
+    let ret = &r["repositories"][0]["retention"];
+    assert_eq!(ret["status"], "ok", "{ret}");
+    assert_eq!(ret["detail"], "removed 2 snapshot(s), pruned", "{ret}");
+    // The newest version is the one kept last.
+    let out = s.a.ok(["dump", "latest", "--tag", "source:files"]
+        .into_iter()
+        .chain([s.a.path("src/one.txt").to_str().unwrap()]));
+    assert_eq!(out.stdout, b"version 2");
+    s.a.ok(["check"]);
+}
+
+#[test]
+fn check_runs_when_due_only() {
+    let s = Setup::new();
+    let body = format!(
+        "[check]\nevery = \"1d\"\nread_data = true\n\n[drill]\nevery = \"1d\"\n\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &s.repositories());
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = s.report();
+    for repo in r["repositories"].as_array().unwrap() {
+        assert_eq!(repo["check"]["status"], "ok", "{repo}");
+        assert_eq!(repo["drill"]["status"], "ok", "{repo}");
+        assert_eq!(repo["drill"]["detail"], "drilled files, stream", "{repo}");
+    }
+    let first = metric(
+        &s.metrics(),
+        "cairn_check_last_success_timestamp_seconds{plan=\"nightly\",repository=\"a\"}",
+    )
+    .expect("check timestamp");
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = s.report();
+    for repo in r["repositories"].as_array().unwrap() {
+        assert_eq!(repo["check"]["status"], "skipped", "{repo}");
+        assert!(
+            repo["check"]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("not due until"),
+            "{repo}"
+        );
+        assert_eq!(repo["drill"]["status"], "skipped", "{repo}");
+    }
+    assert_eq!(
+        metric(
+            &s.metrics(),
+            "cairn_check_last_success_timestamp_seconds{plan=\"nightly\",repository=\"a\"}"
+        ),
+        Some(first)
+    );
+}
+
+#[test]
+fn last_success_survives_a_failing_run() {
+    let s = Setup::new();
+    let flag = s.a.path("flag");
+    write(&flag, b"");
+    let body = format!(
+        "[[source]]\nname = \"flaky\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"test -e {} && printf ok\"]\nstdin_filename = \"flaky.txt\"\n",
+        flag.display()
+    );
+    let plan = s.plan(&body, &s.repositories());
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let key = series("cairn_source_last_success_timestamp_seconds", "flaky", "b");
+    let first = metric(&s.metrics(), &key).expect("timestamp after success");
+    assert_eq!(
+        metric(&s.metrics(), &series("cairn_source_success", "flaky", "b")),
+        Some(1.0)
+    );
+
+    assert!(first > 1.6e9, "{first}");
+    // Move the recorded success into the past (the state file is SPEC
+    // §27's), so a run that wrongly stamped "now" is told apart even
+    // within the same second.
+    let state_path = s.a.path("state/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(state["last_success"]["flaky"]["b"].as_f64(), Some(first));
+    state["last_success"]["flaky"]["b"] = serde_json::json!(1_000_000_000);
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    std::fs::remove_file(&flag).unwrap();
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let m = s.metrics();
+    assert_eq!(
+        metric(&m, &series("cairn_source_success", "flaky", "b")),
+        Some(0.0)
+    );
+    assert_eq!(metric(&m, &key), Some(1e9), "{m}");
+    assert_eq!(
+        std::fs::read_to_string(s.a.path("failure-marker")).unwrap(),
+        format!(
+            "nightly|failure|flaky|{}",
+            s.a.path("report.json").display()
+        )
+    );
+}
+
+#[test]
+fn plan_init_parses_and_typos_are_named() {
+    let env = Env::empty();
+    let out = cairn(&["plan", "init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = env.path("example.toml");
+    write(&p, &out.stdout);
+    let out = cairn(&["run", p.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("plan example is valid"), "{text}");
+    assert!(
+        text.contains("forget --keep-daily 30 --keep-monthly 12"),
+        "{text}"
+    );
+
+    // `plan init PATH` writes the same, and never overwrites.
+    let q = env.path("init.toml");
+    let out = cairn(&["plan", "init", q.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&q).unwrap(), std::fs::read(&p).unwrap());
+    std::fs::write(&q, "mine").unwrap();
+    let out = cairn(&["plan", "init", q.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&q).unwrap(), "mine");
+
+    let typo = String::from_utf8(std::fs::read(&p).unwrap())
+        .unwrap()
+        .replace("keep_monthly = 12", "keep_montly = 12");
+    std::fs::write(&p, &typo).unwrap();
+    let line = typo
+        .lines()
+        .position(|l| l.starts_with("keep_montly"))
+        .unwrap()
+        + 1;
+    let out = cairn(&["run", p.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("unknown field `keep_montly`"), "{err}");
+    assert!(err.contains(&format!("line {line}")), "{err}");
+}
+
+#[test]
+fn plan_schedule_prints_and_installs_units() {
+    let s = Setup::new();
+    let plan = s.plan(&good_sources(&s), &s.repositories());
+    let exe = env!("CARGO_BIN_EXE_cairn");
+    let out = cairn(&["plan", "schedule", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "# /etc/systemd/system/cairn-plan-nightly.service",
+        "# /etc/systemd/system/cairn-plan-nightly.timer",
+        "Type=oneshot",
+        &format!("ExecStart={exe} run {}", plan.display()),
+        "OnCalendar=*-*-* 02:30:00",
+        "Persistent=true",
+        "RandomizedDelaySec=15min",
+        "Unit=cairn-plan-nightly.service",
+        "WantedBy=timers.target",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+
+    let out = cairn(&["plan", "schedule", plan.to_str().unwrap(), "--cron"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cron = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        cron.contains(&format!("\n30 2 * * * root {exe} run {}\n", plan.display())),
+        "{cron}"
+    );
+
+    let dir = s.a.path("units");
+    let out = cairn(&[
+        "plan",
+        "schedule",
+        plan.to_str().unwrap(),
+        "--on-calendar",
+        "Mon *-*-* 04:00",
+        "--install",
+        "--unit-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("systemctl daemon-reload && systemctl enable --now cairn-plan-nightly.timer"),
+        "{}",
+        stderr(&out)
+    );
+    let timer = std::fs::read_to_string(dir.join("cairn-plan-nightly.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=Mon *-*-* 04:00\n"), "{timer}");
+    let service = std::fs::read_to_string(dir.join("cairn-plan-nightly.service")).unwrap();
+    assert!(service.contains(&format!("ExecStart={exe} run {}\n", plan.display())));
+    // systemd's own parser accepts the pair, where it is installed.
+    if let Ok(v) = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("cairn-plan-nightly.timer"))
+        .arg(dir.join("cairn-plan-nightly.service"))
+        .output()
+    {
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        // And so a calendar it would ignore is refused before anything is written.
+        let out = cairn(&[
+            "plan",
+            "schedule",
+            plan.to_str().unwrap(),
+            "--on-calendar",
+            "bogus 99:99",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("not a valid systemd calendar"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    let out = cairn(&[
+        "plan",
+        "schedule",
+        plan.to_str().unwrap(),
+        "--cron",
+        "--install",
+        "--unit-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let installed = std::fs::read_to_string(dir.join("cairn-plan-nightly")).unwrap();
+    assert_eq!(
+        format!("# /etc/cron.d/cairn-plan-nightly\n{installed}"),
+        cron
+    );
+}
+
+#[test]
+fn discover_finds_files_and_proposes_a_valid_plan() {
+    let env = Env::empty();
+    let root = env.path("root");
+    write(&root.join("etc/hostname"), b"box\n");
+    write(&root.join("etc/letsencrypt/live/x/privkey.pem"), b"k");
+    write(&root.join("srv/app/.git/HEAD"), b"ref: refs/heads/main\n");
+    write(&root.join("srv/app/main.py"), b"print()\n");
+    write(&root.join("var/lib/x/data.db"), b"data");
+    write(&root.join("var/lib/dpkg/status"), b"pkgs");
+    write(&root.join("home/alice/projects/tool/.git/HEAD"), b"ref\n");
+    let empty_proc = env.path("proc");
+    std::fs::create_dir_all(&empty_proc).unwrap();
+    let r = root.to_str().unwrap();
+    let out = cairn(&[
+        "discover",
+        "--root",
+        r,
+        "--proc",
+        empty_proc.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let has = |kind: &str, rel: &str, source: &str| {
+        let path = root.join(rel).display().to_string();
+        found
+            .iter()
+            .any(|f| f["kind"] == kind && f["path"] == path.as_str() && f["source"] == source)
+    };
+    assert!(has("etc", "etc", "etc"), "{found:#?}");
+    assert!(has("tls", "etc/letsencrypt", "etc"), "{found:#?}");
+    assert!(has("app-data", "srv/app", "app-data"), "{found:#?}");
+    assert!(has("app-data", "var/lib/x", "app-data"), "{found:#?}");
+    assert!(has("git", "srv/app", "app-data"), "{found:#?}");
+    assert!(has("git", "home/alice/projects/tool", "home"), "{found:#?}");
+    assert!(
+        !found
+            .iter()
+            .any(|f| f["path"].as_str().is_some_and(|p| p.ends_with("dpkg"))),
+        "{found:#?}"
+    );
+
+    let plan = env.path("proposed.toml");
+    let out = cairn(&[
+        "discover",
+        "--root",
+        r,
+        "--proc",
+        empty_proc.to_str().unwrap(),
+        "--write",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&plan).unwrap();
+    assert!(text.contains("# includes git repository"), "{text}");
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    let dry = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dry.contains(&format!(
+            "{} {}",
+            root.join("var/lib/x").display(),
+            root.join("srv/app").display()
+        )),
+        "{dry}"
+    );
+}
+
+/// A redis-server on a free (not the usual) loopback port, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Self {
+        let found = Command::new("redis-server").arg("--version").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "redis-server is not installed: this test needs it (apt-get install redis-server)"
+        );
+        let port = closed_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--logfile", ""])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn discover_maps_a_listening_redis_to_its_process() {
+    let env = Env::empty();
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let redis = Redis::start(env.dir.path());
+    let out = cairn(&["discover", "--root", root.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let address = format!("127.0.0.1:{}", redis.port);
+    let f = found
+        .iter()
+        .find(|f| f["kind"] == "redis" && f["address"] == address.as_str())
+        .unwrap_or_else(|| panic!("redis on {address} not found: {found:#?}"));
+    assert_eq!(f["process"], "redis-server", "{f}");
+    assert_eq!(f["pid"], redis.child.id(), "{f}");
+
+    // The proposed plan backs it up, and the plan parses.
+    let out = cairn(&["discover", "--root", root.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("url = \"redis://{address}\"")),
+        "{text}"
+    );
+    let plan = env.path("p.toml");
+    write(&plan, text.as_bytes());
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Pointed at a real repository, the proposal backs the server up.
+    let repo = Env::init();
+    write(&repo.path("pw"), PASSWORD.as_bytes());
+    let text = text
+        .replacen(
+            "version = 1\n",
+            &format!("version = 1\nstate_dir = {:?}\n", env.path("state")),
+            1,
+        )
+        .replace("\"/backup/cairn\"", &format!("{:?}", repo.repo()))
+        .replace("\"/etc/cairn/password\"", &format!("{:?}", repo.path("pw")));
+    write(&plan, text.as_bytes());
+    let name = f["source"].as_str().unwrap();
+    let out = cairn(&["run", plan.to_str().unwrap(), "--source", name]);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    let snaps = of_source(&repo, name);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["paths"], serde_json::json!(["redis/dump.rdb"]));
+}
+
+#[test]
+fn a_hanging_source_is_killed_at_its_timeout() {
+    let s = Setup::new();
+    let body = format!(
+        "{}[[source]]\nname = \"hangs\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 600\"]\nstdin_filename = \"never.txt\"\ntimeout = \"1s\"\n",
+        good_sources(&s)
+    );
+    let one = format!(
+        "[[repository]]\nname = \"a\"\npath = {:?}\npassword_file = {:?}\n",
+        s.a.repo(),
+        s.a.path("pw")
+    );
+    let plan = s.plan(&body, &one);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = s.report();
+    let hung = r["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["source"] == "hangs")
+        .unwrap()
+        .clone();
+    assert_eq!(hung["status"], "failed");
+    assert!(
+        hung["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{hung}"
+    );
+    assert_eq!(of_source(&s.a, "files").len(), 1);
+    assert!(of_source(&s.a, "hangs").is_empty());
+}
+
+#[test]
+fn plan_commands_have_help_with_examples() {
+    for cmd in [
+        &["run", "--help"][..],
+        &["plan", "init", "--help"],
+        &["plan", "schedule", "--help"],
+        &["discover", "--help"],
+    ] {
+        let out = cairn(cmd);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Examples:"), "{cmd:?}: {text}");
+        assert!(
+            text.contains(&format!("cairn {}", cmd[0])),
+            "{cmd:?}: {text}"
+        );
+    }
+}
