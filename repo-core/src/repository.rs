@@ -59,7 +59,8 @@ pub struct OpenOptions {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     key: MasterKey,
-    key_id: KeyId,
+    /// Changes when `change_password` replaces this session's key file.
+    key_id: std::sync::RwLock<KeyId>,
     hasher: ContentHasher,
     config: Config,
     index: Index,
@@ -159,7 +160,7 @@ impl Repository {
             hasher: ContentHasher::new(&key),
             backend,
             key,
-            key_id,
+            key_id: std::sync::RwLock::new(key_id),
             config,
             index,
         }
@@ -223,9 +224,16 @@ impl Repository {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    /// The id of the key file that unlocked this session.
+    /// The id of the key file that unlocked this session (after
+    /// [`Repository::change_password`], the key file that replaced it).
     pub fn key_id(&self) -> KeyId {
-        self.key_id
+        *self.key_id.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that key file `id` now wraps this session's master key in
+    /// place of the one that unlocked it (`keys.rs` only).
+    pub(crate) fn set_key_id(&self, id: KeyId) {
+        *self.key_id.write().unwrap_or_else(|e| e.into_inner()) = id;
     }
     /// The blob hasher.
     pub fn hasher(&self) -> &ContentHasher {
