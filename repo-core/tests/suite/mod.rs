@@ -2,6 +2,7 @@
 
 mod check;
 mod corruption;
+mod faults;
 mod incremental;
 mod inspect;
 mod keys;
