@@ -2,6 +2,7 @@
 
 mod check;
 mod corruption;
+mod fault_model;
 mod faults;
 mod incremental;
 mod inspect;
