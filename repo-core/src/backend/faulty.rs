@@ -271,6 +271,11 @@ impl<B: Backend> FaultyBackend<B> {
         self.lock().seq
     }
 
+    /// Every operation since the plan was set, in order: `(kind, object)`.
+    pub fn log(&self) -> Vec<(OpKind, ObjectKind)> {
+        self.lock().ops.clone()
+    }
+
     /// Operations of kind `op` seen since the plan was set.
     pub fn ops_of(&self, op: OpKind) -> u64 {
         self.lock().ops.iter().filter(|(o, _)| *o == op).count() as u64

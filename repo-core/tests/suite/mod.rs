@@ -2,6 +2,7 @@
 
 mod check;
 mod corruption;
+mod corruption_sweep;
 mod fault_model;
 mod faults;
 mod incremental;
