@@ -644,3 +644,100 @@ fn no_space_on_pack_write_is_named_and_leaves_no_snapshot() {
     assert_eq!(after.snapshots().unwrap().len(), base.model.len());
     check_clean(&after).unwrap();
 }
+
+/// Runs `hook` once, right after the first index listing once armed: a
+/// concurrent client acting between another's listing and its reads.
+/// Clones share the hook.
+#[derive(Clone)]
+struct Racing {
+    inner: MemoryBackend,
+    hook: std::sync::Arc<std::sync::Mutex<Option<Hook>>>,
+}
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Racing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Racing")
+    }
+}
+
+impl Backend for Racing {
+    fn location(&self) -> String {
+        "racing:".into()
+    }
+    fn read(&self, k: ObjectKind, n: &str) -> Result<Vec<u8>, repo_core::BackendError> {
+        self.inner.read(k, n)
+    }
+    fn read_range(
+        &self,
+        k: ObjectKind,
+        n: &str,
+        o: u64,
+        l: u32,
+    ) -> Result<Vec<u8>, repo_core::BackendError> {
+        self.inner.read_range(k, n, o, l)
+    }
+    fn size(&self, k: ObjectKind, n: &str) -> Result<u64, repo_core::BackendError> {
+        self.inner.size(k, n)
+    }
+    fn stat(
+        &self,
+        k: ObjectKind,
+        n: &str,
+    ) -> Result<repo_core::backend::ObjectInfo, repo_core::BackendError> {
+        self.inner.stat(k, n)
+    }
+    fn write(&self, k: ObjectKind, n: &str, d: &[u8]) -> Result<(), repo_core::BackendError> {
+        self.inner.write(k, n, d)
+    }
+    fn list(
+        &self,
+        k: ObjectKind,
+    ) -> Result<Vec<repo_core::backend::ObjectInfo>, repo_core::BackendError> {
+        let listed = self.inner.list(k)?;
+        if k == ObjectKind::Index {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(h) = hook {
+                h();
+            }
+        }
+        Ok(listed)
+    }
+    fn delete(&self, k: ObjectKind, n: &str) -> Result<(), repo_core::BackendError> {
+        self.inner.delete(k, n)
+    }
+}
+
+#[test]
+fn a_prune_racing_another_prune_does_not_fail_on_vanished_index_files() {
+    let base = Base::new();
+    let mem = fork(&base.backend);
+    forget_oldest(&Repository::open(mem.clone(), b"pw", OpenOptions::default()).unwrap()).unwrap();
+    let racing = Racing {
+        inner: mem.clone(),
+        hook: Default::default(),
+    };
+    let a = Repository::open(racing.clone(), b"pw", OpenOptions::default()).unwrap();
+    // Between A's listing of index files and its reading them, B prunes
+    // completely: repacks, rewrites the index, deletes the old files,
+    // sweeps. A must neither fail on the vanished files nor, having listed
+    // packs before B's repack, write an index without B's new pack.
+    let other = mem.clone();
+    *racing.hook.lock().unwrap() = Some(Box::new(move || {
+        let b = Repository::open(other, b"pw", OpenOptions::default()).unwrap();
+        prune_now(&b).unwrap();
+    }));
+    prune_now(&a).unwrap_or_else(|e| panic!("racing prune failed: {e}"));
+    assert!(
+        racing.hook.lock().unwrap().is_none(),
+        "the race did not happen"
+    );
+    drop(a);
+    let after = open_any(&mem, &[b"pw"]);
+    check_clean(&after).unwrap();
+    let mut model = base.model.clone();
+    model.remove(&base.oldest);
+    let scratch = base.dir.path().join("race");
+    assert_snapshots(&after, &model, None, None, 0, &base.src(), &scratch, "race");
+}
