@@ -160,7 +160,7 @@ impl Backend for LocalBackend {
             opts.write(true).create_new(true);
             if kind == ObjectKind::Key {
                 // Owner only: a key file lets whoever reads it try
-                // passwords offline (SPEC §26).
+                // passwords offline (SPEC §27).
                 opts.mode(0o600);
             }
             let mut f = opts.open(&tmp)?;

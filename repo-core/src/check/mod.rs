@@ -572,7 +572,7 @@ impl Checker<'_> {
 
     /// Step 0: every key file decodes, belongs to this repository and
     /// hashes to its name. Without the passwords, the name is what shows
-    /// that the encrypted part is intact (SPEC §26).
+    /// that the encrypted part is intact (SPEC §27).
     fn check_keys(&mut self) -> Result<()> {
         let backend = self.repo.backend();
         let repo_id = self.repo.config().repo_id;
