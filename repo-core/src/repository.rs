@@ -292,11 +292,17 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first. Unreadable snapshot files are errors:
-    /// a listing must not silently hide a damaged backup.
+    /// a listing must not silently hide a damaged backup. A file deleted
+    /// between the listing and its reading was forgotten meanwhile, and is
+    /// left out.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let mut out = Vec::new();
         for info in self.backend.list(ObjectKind::Snapshot)? {
-            out.push(self.load_snapshot_named(&info.name)?);
+            match self.load_snapshot_named(&info.name) {
+                Ok(s) => out.push(s),
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| {
             a.snapshot

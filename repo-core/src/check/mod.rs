@@ -815,6 +815,8 @@ impl Checker<'_> {
         for (name, r) in loaded {
             match r {
                 Ok(s) => out.push(s),
+                // Forgotten by another client since the listing.
+                Err(Error::SnapshotNotFound(_)) => {}
                 Err(e) => {
                     let mut p = Problem::new(
                         ProblemKind::SnapshotCorrupt,

@@ -645,12 +645,14 @@ fn no_space_on_pack_write_is_named_and_leaves_no_snapshot() {
     check_clean(&after).unwrap();
 }
 
-/// Runs `hook` once, right after the first index listing once armed: a
+/// Runs `hook` once, right after the first listing of kind `on` once armed: a
 /// concurrent client acting between another's listing and its reads.
 /// Clones share the hook.
 #[derive(Clone)]
 struct Racing {
     inner: MemoryBackend,
+    /// The kind whose listing triggers the hook.
+    on: ObjectKind,
     hook: std::sync::Arc<std::sync::Mutex<Option<Hook>>>,
 }
 
@@ -696,7 +698,7 @@ impl Backend for Racing {
         k: ObjectKind,
     ) -> Result<Vec<repo_core::backend::ObjectInfo>, repo_core::BackendError> {
         let listed = self.inner.list(k)?;
-        if k == ObjectKind::Index {
+        if k == self.on {
             let hook = self.hook.lock().unwrap().take();
             if let Some(h) = hook {
                 h();
@@ -716,6 +718,7 @@ fn a_prune_racing_another_prune_does_not_fail_on_vanished_index_files() {
     forget_oldest(&Repository::open(mem.clone(), b"pw", OpenOptions::default()).unwrap()).unwrap();
     let racing = Racing {
         inner: mem.clone(),
+        on: ObjectKind::Index,
         hook: Default::default(),
     };
     let a = Repository::open(racing.clone(), b"pw", OpenOptions::default()).unwrap();
@@ -740,4 +743,44 @@ fn a_prune_racing_another_prune_does_not_fail_on_vanished_index_files() {
     model.remove(&base.oldest);
     let scratch = base.dir.path().join("race");
     assert_snapshots(&after, &model, None, None, 0, &base.src(), &scratch, "race");
+}
+
+/// Arms `r` to forget the oldest snapshot (another client) right after
+/// the next snapshot listing.
+fn arm_forget(r: &Racing) {
+    let other = r.inner.clone();
+    *r.hook.lock().unwrap() = Some(Box::new(move || {
+        forget_oldest(&Repository::open(other, b"pw", OpenOptions::default()).unwrap()).unwrap();
+    }));
+}
+
+#[test]
+fn a_snapshot_forgotten_between_listing_and_reading_is_left_out_not_an_error() {
+    let base = Base::new();
+    for via_check in [false, true] {
+        let racing = Racing {
+            inner: fork(&base.backend),
+            on: ObjectKind::Snapshot,
+            hook: Default::default(),
+        };
+        let a = Repository::open(racing.clone(), b"pw", OpenOptions::default()).unwrap();
+        arm_forget(&racing);
+        let seen = if via_check {
+            // A forgotten snapshot is not a corrupt one.
+            let report = a.check(&CheckOptions::default(), &NoProgress).unwrap();
+            assert!(report.is_ok(), "{report}");
+            report.snapshots as usize
+        } else {
+            // As backup, prune and find_snapshot list them.
+            let listed: Vec<SnapshotId> =
+                a.snapshots().unwrap().into_iter().map(|s| s.id).collect();
+            assert!(!listed.contains(&base.oldest));
+            listed.len()
+        };
+        assert!(
+            racing.hook.lock().unwrap().is_none(),
+            "the race did not happen"
+        );
+        assert_eq!(seen, base.model.len() - 1);
+    }
 }
