@@ -122,15 +122,24 @@ pub fn check_clean(repo: &Repository) -> Result<(), String> {
     }
 }
 
+/// What the snapshot listing may hold after an operation.
+struct Expect<'a> {
+    /// Committed before the operation.
+    model: &'a Model,
+    /// The one the operation may remove.
+    may_vanish: Option<SnapshotId>,
+    /// What a snapshot the operation adds restores to.
+    extra: Option<&'a Files>,
+    /// How many it may add.
+    max_new: usize,
+}
+
 /// Every snapshot in `repo` is in `model` (or is `extra`, the one a backup
 /// may have committed) and restores exactly; every one in `model` except
 /// `may_vanish` is listed. Returns the listed ids.
 fn assert_snapshots(
     repo: &Repository,
-    model: &Model,
-    may_vanish: Option<SnapshotId>,
-    extra: Option<&Files>,
-    max_new: usize,
+    e: &Expect<'_>,
     src: &Path,
     scratch: &Path,
     what: &str,
@@ -141,14 +150,14 @@ fn assert_snapshots(
         .into_iter()
         .map(|s| s.id)
         .collect();
-    for id in model.keys() {
+    for id in e.model.keys() {
         assert!(
-            listed.contains(id) || may_vanish == Some(*id),
+            listed.contains(id) || e.may_vanish == Some(*id),
             "{what}: committed snapshot {id} lost"
         );
     }
     for id in &listed {
-        let want = match (model.get(id), extra) {
+        let want = match (e.model.get(id), e.extra) {
             (Some(f), _) => f,
             (None, Some(f)) => f,
             (None, None) => panic!("{what}: unexpected snapshot {id}"),
@@ -158,8 +167,8 @@ fn assert_snapshots(
             "{what}: snapshot {id} restores different bytes"
         );
     }
-    let new = listed.iter().filter(|id| !model.contains_key(id)).count();
-    assert!(new <= max_new, "{what}: {new} new snapshots");
+    let new = listed.iter().filter(|id| !e.model.contains_key(id)).count();
+    assert!(new <= e.max_new, "{what}: {new} new snapshots");
     listed
 }
 
@@ -188,7 +197,7 @@ fn gen_files(round: u64) -> Files {
         "changing.txt".into(),
         format!("round {round}\n").repeat(500).into_bytes(),
     );
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         f.insert(
             format!("deep/a/b/{round}.bin"),
             random_bytes(20_000, 1000 + round),
@@ -380,18 +389,35 @@ fn ops() -> Vec<Op> {
 /// How a sweep injects its fault at operation N.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// The operation fails; the process goes on.
     Error,
+    /// A write stores a prefix and fails; the process goes on.
+    Torn,
+    /// The process dies before the operation.
     Crash,
+    /// The process dies during a write, leaving a prefix.
     CrashTorn,
 }
 
 impl Mode {
-    fn fault(self) -> Fault {
+    /// The fault at operation `n`; errors rotate through the kinds a
+    /// caller might treat differently.
+    fn fault(self, n: u64) -> Fault {
         match self {
-            Mode::Error => Fault::Error(io::ErrorKind::Other),
+            Mode::Error => match n % 4 {
+                0 => Fault::Error(io::ErrorKind::Other),
+                1 => Fault::NoSpace,
+                2 => Fault::Error(io::ErrorKind::TimedOut),
+                _ => Fault::Error(io::ErrorKind::PermissionDenied),
+            },
+            Mode::Torn => Fault::TornWrite { keep: 37 },
             Mode::Crash => Fault::Crash,
             Mode::CrashTorn => Fault::CrashTorn { keep: 37 },
         }
+    }
+
+    fn tears(self) -> bool {
+        matches!(self, Mode::Torn | Mode::CrashTorn)
     }
 }
 
@@ -408,8 +434,11 @@ struct Tally {
 }
 
 /// A torn object is detected and named; removing it is the cleanup.
+/// Returns false where there is nothing to detect: the write left nothing,
+/// or a heartbeat, which carries no integrity (a torn one is left in
+/// place, and the checks that follow show it harms nothing).
 fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what: &str) -> bool {
-    if b.read(kind, name).is_err() {
+    if b.read(kind, name).is_err() || matches!(kind, ObjectKind::Lock | ObjectKind::Config) {
         return false;
     }
     let named = |msg: String| {
@@ -445,8 +474,7 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             let e = r.prune_plan(&PruneOptions::default()).unwrap_err();
             named(e.to_string());
         }
-        // Heartbeats carry no integrity; a torn one only delays a prune.
-        ObjectKind::Lock | ObjectKind::Config => {}
+        ObjectKind::Lock | ObjectKind::Config => unreachable!(),
     }
     b.delete(kind, name).unwrap();
     true
@@ -480,14 +508,14 @@ fn sweep(op: &Op, mode: Mode, base: &Base) -> Tally {
     assert!(count > 0, "{}: no backend operations", op.name);
     let mut t = Tally::default();
     for n in 0..count {
-        // A torn crash differs from a plain one only on a write.
-        if mode == Mode::CrashTorn && log[n as usize].0 != OpKind::Write {
+        // A torn write differs from a failed one only on a write.
+        if mode.tears() && log[n as usize].0 != OpKind::Write {
             continue;
         }
         let what = format!("{} {mode:?} at op {n}/{count}", op.name);
         let fb = FaultyBackend::new(fork(&prepared));
         let r = Repository::open(fb.clone(), op.password, OpenOptions::default()).unwrap();
-        fb.set_plan(FaultPlan::at(n, mode.fault()));
+        fb.set_plan(FaultPlan::at(n, mode.fault(n)));
         let result = (op.run)(&r, base);
         drop(r);
         let injected = fb.injected();
@@ -508,7 +536,7 @@ fn sweep(op: &Op, mode: Mode, base: &Base) -> Tally {
         // already answered); the checks below then hold as for any success.
         // Reboot onto what survived.
         let survived: &MemoryBackend = fb.inner();
-        if mode == Mode::CrashTorn
+        if mode.tears()
             && let Some(i) = injected.first()
             && i.op == OpKind::Write
             && detect_and_remove_torn(survived, i.object, &i.name, &what)
@@ -520,16 +548,13 @@ fn sweep(op: &Op, mode: Mode, base: &Base) -> Tally {
             panic!("{what}: check after the fault:\n{report}");
         }
         // A failed backup commits at most its one snapshot.
-        assert_snapshots(
-            &after,
-            &model,
+        let expect = Expect {
+            model: &model,
             may_vanish,
             extra,
-            1,
-            &base.src(),
-            &scratch,
-            &what,
-        );
+            max_new: 1,
+        };
+        assert_snapshots(&after, &expect, &base.src(), &scratch, &what);
         drop(after);
         // Retry without faults.
         let retry = open_any(survived, op.passwords);
@@ -564,9 +589,9 @@ fn sweep_all_modes(name: &str) {
     let base = Base::new();
     let op = ops().into_iter().find(|o| o.name == name).unwrap();
     let mut lines = Vec::new();
-    for mode in [Mode::Error, Mode::Crash, Mode::CrashTorn] {
+    for mode in [Mode::Error, Mode::Torn, Mode::Crash, Mode::CrashTorn] {
         let t = sweep(&op, mode, &base);
-        // (CrashTorn has no points in an operation that writes nothing.)
+        // (Torn modes have no points in an operation that writes nothing.)
         assert!(
             t.points == 0 || t.failed > 0,
             "{name} {mode:?}: no fault made it fail"
@@ -742,7 +767,13 @@ fn a_prune_racing_another_prune_does_not_fail_on_vanished_index_files() {
     let mut model = base.model.clone();
     model.remove(&base.oldest);
     let scratch = base.dir.path().join("race");
-    assert_snapshots(&after, &model, None, None, 0, &base.src(), &scratch, "race");
+    let expect = Expect {
+        model: &model,
+        may_vanish: None,
+        extra: None,
+        max_new: 0,
+    };
+    assert_snapshots(&after, &expect, &base.src(), &scratch, "race");
 }
 
 /// Arms `r` to forget the oldest snapshot (another client) right after
