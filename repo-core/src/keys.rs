@@ -68,6 +68,13 @@ impl Repository {
     /// listed with the reason rather than failing the listing, so it can be
     /// seen and removed.
     pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+        self.list_keys(false)
+    }
+
+    /// [`Repository::keys`]; with `strict`, a key file that cannot be read
+    /// (other than gone) is an error rather than listed as damaged, for
+    /// decisions that a transient read failure must not sway.
+    fn list_keys(&self, strict: bool) -> Result<Vec<KeyInfo>> {
         let backend = self.backend();
         let repo_id = self.config().repo_id;
         let mut out = Vec::new();
@@ -81,6 +88,7 @@ impl Repository {
                 Ok(b) => b,
                 // Removed by another client since the listing.
                 Err(e) if e.is_not_found() => continue,
+                Err(e) if strict => return Err(e.into()),
                 Err(e) => {
                     out.push(KeyInfo {
                         id,
@@ -164,7 +172,9 @@ impl Repository {
     /// key that unlocked this session (use [`Repository::change_password`]
     /// to replace that one). Damaged key files can always be removed.
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
-        let keys = self.keys()?;
+        // Strict: a usable key that failed to read once must not count as
+        // damaged (always removable) nor as missing from the usable ones.
+        let keys = self.list_keys(true)?;
         let target = keys
             .iter()
             .find(|k| k.id == *id)
@@ -187,12 +197,14 @@ impl Repository {
     ///
     /// SPEC §4.1 write order: the new key file is durable before the old
     /// one is deleted, so a crash in between leaves two working keys, never
-    /// none. This session keeps its master key and goes on working; its
-    /// [`Repository::key_id`] names the old key until the repository is
-    /// opened again.
+    /// none. This session keeps its master key and goes on working; from
+    /// the moment the new key file is written, its [`Repository::key_id`]
+    /// names the new key (so [`Repository::keys`] marks it current and
+    /// [`Repository::remove_key`] protects it).
     pub fn change_password(&self, new_password: &[u8], kdf: KdfParams) -> Result<PasswordChange> {
         let old_key = self.key_id();
         let new_key = self.add_key(new_password, kdf)?;
+        self.set_key_id(new_key);
         if new_key != old_key {
             match self.backend().delete(ObjectKind::Key, &old_key.to_hex()) {
                 // Another client removed it already: the outcome is the same.
@@ -337,15 +349,59 @@ mod tests {
         let b = MemoryBackend::new();
         let repo = init(&b);
         let spare = repo.add_key(b"spare", weak()).unwrap();
+        let first = repo.key_id();
         let change = repo.change_password(b"new", weak()).unwrap();
-        assert_eq!(change.old_key, repo.key_id());
+        assert_eq!(change.old_key, first);
         assert_ne!(change.new_key, change.old_key);
+        // The session now stands on the new key file: it is current and
+        // protected, not the deleted one.
+        assert_eq!(repo.key_id(), change.new_key);
+        let current: Vec<_> = repo
+            .keys()
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.current)
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(current, vec![change.new_key]);
+        assert!(matches!(
+            repo.remove_key(&change.new_key),
+            Err(Error::KeyInUse(id)) if id == change.new_key
+        ));
         let ids: Vec<_> = repo.keys().unwrap().iter().map(|k| k.id).collect();
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&spare) && ids.contains(&change.new_key));
         assert!(matches!(open(&b, b"first"), Err(Error::WrongPassword)));
         assert_eq!(open(&b, b"new").unwrap().key_id(), change.new_key);
         assert_eq!(open(&b, b"spare").unwrap().key_id(), spare);
+    }
+
+    #[test]
+    fn a_failed_read_does_not_make_the_last_usable_key_removable() {
+        use crate::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
+        let b = MemoryBackend::new();
+        let fb = FaultyBackend::new(b.clone());
+        let opts = InitOptions {
+            kdf: weak(),
+            ..Default::default()
+        };
+        let repo = Repository::init(fb.clone(), b"first", opts).unwrap();
+        let second = repo.add_key(b"second", weak()).unwrap();
+        // Another client removed this session's key file: `second` is the
+        // last usable key.
+        b.delete(ObjectKind::Key, &repo.key_id().to_hex()).unwrap();
+        // Reading it fails once: it must not pass for a damaged file.
+        fb.set_plan(FaultPlan::none().and_nth(
+            Some(OpKind::Read),
+            Some(ObjectKind::Key),
+            0,
+            Fault::Error(std::io::ErrorKind::Other),
+        ));
+        assert!(matches!(repo.remove_key(&second), Err(Error::Backend(_))));
+        assert_eq!(fb.injected().len(), 1);
+        assert_eq!(open(&b, b"second").unwrap().key_id(), second);
+        fb.set_plan(FaultPlan::none());
+        assert!(matches!(repo.remove_key(&second), Err(Error::LastKey(_))));
     }
 
     #[test]

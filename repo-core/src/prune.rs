@@ -19,7 +19,7 @@ use crate::encoding;
 use crate::error::{Error, Result};
 use crate::format::MARK_MAGIC;
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::{IndexPack, load_index_file, write_index_files};
+use crate::index::{IndexPack, load_index_files, write_index_files};
 use crate::lock::{HEARTBEAT_EXPIRY, Heartbeat, storage_now};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
@@ -276,7 +276,13 @@ impl Repository {
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
         let mut out = Vec::new();
         for o in self.backend().list(ObjectKind::Mark)? {
-            let bytes = self.backend().read(ObjectKind::Mark, &o.name)?;
+            let bytes = match self.backend().read(ObjectKind::Mark, &o.name) {
+                Ok(b) => b,
+                // Swept by a concurrent prune since the listing: its packs
+                // are dealt with.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
             let corrupt = |source| Error::CorruptObject {
                 kind: ObjectKind::Mark,
                 name: o.name.clone(),
@@ -303,8 +309,6 @@ impl Repository {
         let snapshots = self.snapshots()?.len();
         let marks = self.load_marks()?;
         let referenced = self.referenced_blobs_with(&Self::marked_locations(&marks))?;
-        let listed = self.backend().list(ObjectKind::Pack)?;
-        let sizes: HashMap<String, u64> = listed.iter().map(|o| (o.name.clone(), o.size)).collect();
         let marked: HashSet<PackId> = marks
             .iter()
             .flat_map(|(_, _, m)| m.packs.iter().map(|p| p.id))
@@ -313,12 +317,10 @@ impl Repository {
         let mut index_files = Vec::new();
         let mut packs: Vec<IndexPack> = Vec::new();
         let mut seen_packs = HashSet::new();
-        for o in self.backend().list(ObjectKind::Index)? {
-            let f = load_index_file(self.backend(), self.data_key(), &o.name)?;
+        for (name, f) in load_index_files(self.backend(), self.data_key())? {
             index_files.push(
-                o.name
-                    .parse::<IndexId>()
-                    .map_err(|_| Error::InvalidArgument(o.name.clone()))?,
+                name.parse::<IndexId>()
+                    .map_err(|_| Error::InvalidArgument(name.clone()))?,
             );
             for p in f.packs {
                 if seen_packs.insert(p.id) {
@@ -326,6 +328,13 @@ impl Repository {
                 }
             }
         }
+        // Packs are listed after the index is read: every pack an index
+        // file names was written before that file (SPEC §13), so it is
+        // listed unless deleted since. Listed first, a pack written by a
+        // concurrent prune's repack (and named by its new index) would look
+        // missing, and this plan's index would leave it out.
+        let listed = self.backend().list(ObjectKind::Pack)?;
+        let sizes: HashMap<String, u64> = listed.iter().map(|o| (o.name.clone(), o.size)).collect();
         // The first location of each blob is the one kept.
         let mut located: HashSet<BlobId> = HashSet::new();
         let (mut keep, mut condemn, mut kept_packs) = (0usize, Vec::new(), Vec::new());
@@ -560,8 +569,8 @@ impl Repository {
                 // Recomputed now, not at plan time: snapshots written since count.
                 let mut indexed_packs = HashSet::new();
                 let mut indexed_blobs = HashSet::new();
-                for o in self.backend().list(ObjectKind::Index)? {
-                    for p in load_index_file(self.backend(), self.data_key(), &o.name)?.packs {
+                for (_, f) in load_index_files(self.backend(), self.data_key())? {
+                    for p in f.packs {
                         indexed_blobs.extend(p.entries.iter().map(|e| e.id));
                         indexed_packs.insert(p.id);
                     }

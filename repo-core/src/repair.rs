@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::backend::ObjectKind;
 use crate::blob::{self, BlobKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{IndexPack, write_index_files};
 use crate::pack::{PackHeader, PackWriter};
@@ -101,6 +101,11 @@ impl Repository {
                         id,
                         entries: h.entries,
                     }),
+                    // Deleted since the listing (a concurrent prune).
+                    Err(Error::Backend(e)) if e.is_not_found() => {}
+                    // A failed read says nothing about the pack: leaving it
+                    // out of the new index would lose every blob in it.
+                    Err(e @ Error::Backend(_)) => return Err(e),
                     Err(_) => report.packs_unreadable.push(id),
                 }
                 continue;

@@ -59,7 +59,8 @@ pub struct OpenOptions {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     key: MasterKey,
-    key_id: KeyId,
+    /// Changes when `change_password` replaces this session's key file.
+    key_id: std::sync::RwLock<KeyId>,
     hasher: ContentHasher,
     config: Config,
     index: Index,
@@ -159,7 +160,7 @@ impl Repository {
             hasher: ContentHasher::new(&key),
             backend,
             key,
-            key_id,
+            key_id: std::sync::RwLock::new(key_id),
             config,
             index,
         }
@@ -177,15 +178,22 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
             Err(e) => return Err(e.into()),
         };
-        let repo_id = crate::config::Config::peek_id(&cbytes)
-            .map_err(|_| Error::NotARepository(backend.location()))?;
+        let corrupt_config = |source: blob::BlobError| Error::CorruptObject {
+            kind: ObjectKind::Config,
+            name: "config".into(),
+            source,
+        };
+        let repo_id = match crate::config::Config::peek_id(&cbytes) {
+            Ok(id) => id,
+            // Not ours at all (another tool's `config`, or not a config).
+            Err(crate::format::FormatError::BadMagic { .. }) => {
+                return Err(Error::NotARepository(backend.location()));
+            }
+            Err(e @ crate::format::FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
+            Err(e) => return Err(corrupt_config(e.into())),
+        };
         let (key, key_id) = Self::unlock(&*backend, &repo_id, password)?;
-        let config =
-            Config::from_file(key.data_key(), &cbytes).map_err(|source| Error::CorruptObject {
-                kind: ObjectKind::Config,
-                name: "config".into(),
-                source,
-            })?;
+        let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
         index.set_skip_damaged(opts.skip_damaged_index);
         index.sync(&*backend, key.data_key())?;
@@ -198,19 +206,35 @@ impl Repository {
         password: &[u8],
     ) -> Result<(MasterKey, KeyId)> {
         let mut last = Error::WrongPassword;
+        let (mut decoded, mut ours) = (0usize, 0usize);
         for info in backend.list(ObjectKind::Key)? {
             let bytes = backend.read(ObjectKind::Key, &info.name)?;
             let Ok(kf) = KeyFile::decode(&bytes) else {
                 continue; // A damaged key file must not lock out the others.
             };
+            decoded += 1;
             if kf.header.repo_id != *repo_id {
                 continue;
             }
+            ours += 1;
             match kf.unlock(password) {
                 Ok(k) => return Ok((k, KeyId::hash_of(&bytes))),
                 Err(CryptoError::WrongPassword) => {}
                 Err(e) => last = e.into(),
             }
+        }
+        if decoded > 0 && ours == 0 {
+            // Key files exist but none is of the repository the config
+            // names: the config's id is what is damaged (or replaced).
+            return Err(Error::CorruptObject {
+                kind: ObjectKind::Config,
+                name: "config".into(),
+                source: crate::format::FormatError::Malformed {
+                    what: "config",
+                    reason: "its repository id matches no key file".into(),
+                }
+                .into(),
+            });
         }
         Err(last)
     }
@@ -223,9 +247,16 @@ impl Repository {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    /// The id of the key file that unlocked this session.
+    /// The id of the key file that unlocked this session (after
+    /// [`Repository::change_password`], the key file that replaced it).
     pub fn key_id(&self) -> KeyId {
-        self.key_id
+        *self.key_id.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that key file `id` now wraps this session's master key in
+    /// place of the one that unlocked it (`keys.rs` only).
+    pub(crate) fn set_key_id(&self, id: KeyId) {
+        *self.key_id.write().unwrap_or_else(|e| e.into_inner()) = id;
     }
     /// The blob hasher.
     pub fn hasher(&self) -> &ContentHasher {
@@ -261,11 +292,17 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first. Unreadable snapshot files are errors:
-    /// a listing must not silently hide a damaged backup.
+    /// a listing must not silently hide a damaged backup. A file deleted
+    /// between the listing and its reading was forgotten meanwhile, and is
+    /// left out.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let mut out = Vec::new();
         for info in self.backend.list(ObjectKind::Snapshot)? {
-            out.push(self.load_snapshot_named(&info.name)?);
+            match self.load_snapshot_named(&info.name) {
+                Ok(s) => out.push(s),
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| {
             a.snapshot

@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -156,7 +156,14 @@ impl Backend for LocalBackend {
         rand::rngs::OsRng.fill_bytes(&mut rnd);
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut opts = OpenOptions::new();
+            opts.write(true).create_new(true);
+            if kind == ObjectKind::Key {
+                // Owner only: a key file lets whoever reads it try
+                // passwords offline (SPEC §29).
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
@@ -249,5 +256,17 @@ mod tests {
             })
             .count();
         assert_eq!(stray, 0);
+    }
+
+    #[test]
+    fn key_files_are_readable_by_the_owner_only() {
+        use super::super::{Backend, ObjectKind};
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let b = super::LocalBackend::create(d.path().join("repo")).unwrap();
+        let name = "cd".repeat(32);
+        b.write(ObjectKind::Key, &name, b"key").unwrap();
+        let md = std::fs::metadata(d.path().join("repo/keys").join(&name)).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
     }
 }

@@ -9,9 +9,13 @@
 //! - `read_range` returns exactly `len` bytes or fails.
 //! - `list` may omit objects written concurrently, never invents any.
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faulty;
 mod local;
 mod memory;
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub use faulty::{Fault, FaultPlan, FaultyBackend, OpKind};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 

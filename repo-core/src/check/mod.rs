@@ -31,9 +31,10 @@ use rayon::prelude::*;
 use crate::backend::{BackendErrorKind, ObjectKind};
 use crate::blob::{self, BlobKind};
 use crate::cache::CheckRecord;
+use crate::crypto::KeyFile;
 use crate::error::{Error, Result};
 use crate::format::{FILE_PREFIX_LEN, PACK_TRAILER_LEN, SEAL_OVERHEAD};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use crate::index::load_index_file;
 use crate::pack::{BlobLocation, PackEntry, PackHeader};
 use crate::progress::Progress;
@@ -216,6 +217,9 @@ pub enum ProblemKind {
     BlobDamaged,
     /// The ledger could not be updated (warning: the check itself stands).
     Ledger,
+    /// A key file cannot be read or decoded, belongs to another repository,
+    /// or does not hash to its name (damaged, or replaced by other bytes).
+    KeyDamaged,
 }
 
 impl fmt::Display for ProblemKind {
@@ -500,6 +504,7 @@ impl Repository {
             bad_packs: HashMap::new(),
             bad_blobs: HashMap::new(),
         };
+        ck.check_keys()?;
         let index_files = ck.read_index()?;
         let listed = ck.check_packs()?;
         let snaps = ck.read_snapshots()?;
@@ -563,6 +568,37 @@ impl Checker<'_> {
     fn error(&mut self, p: Problem) -> usize {
         self.errors.push(p);
         self.errors.len() - 1
+    }
+
+    /// Step 0: every key file decodes, belongs to this repository and
+    /// hashes to its name. Without the passwords, the name is what shows
+    /// that the encrypted part is intact (SPEC §29).
+    fn check_keys(&mut self) -> Result<()> {
+        let backend = self.repo.backend();
+        let repo_id = self.repo.config().repo_id;
+        for o in backend.list(ObjectKind::Key)? {
+            let why = match backend.read(ObjectKind::Key, &o.name) {
+                Err(e) if e.is_not_found() => continue, // removed meanwhile
+                Err(e) => Some(e.to_string()),
+                Ok(bytes) => match KeyFile::decode(&bytes) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(kf) if kf.header.repo_id != repo_id => {
+                        Some("belongs to another repository".into())
+                    }
+                    Ok(_) if KeyId::hash_of(&bytes).to_hex() != o.name => {
+                        Some("content does not match its name".into())
+                    }
+                    Ok(_) => None,
+                },
+            };
+            if let Some(why) = why {
+                self.error(Problem::new(
+                    ProblemKind::KeyDamaged,
+                    format!("key file {}: {why}", o.name),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Step 1: every index file, read from the backend (SPEC §23.1).
@@ -779,6 +815,8 @@ impl Checker<'_> {
         for (name, r) in loaded {
             match r {
                 Ok(s) => out.push(s),
+                // Forgotten by another client since the listing.
+                Err(Error::SnapshotNotFound(_)) => {}
                 Err(e) => {
                     let mut p = Problem::new(
                         ProblemKind::SnapshotCorrupt,

@@ -379,6 +379,27 @@ pub fn write_index_files(
     Ok(written)
 }
 
+/// Reads every index file with its name. A file that vanishes between the
+/// listing and its reading was replaced by a concurrent prune or repair,
+/// whose replacement was written first but may postdate the listing: the
+/// listing is repeated (a few times at most; each repeat means progress
+/// elsewhere) rather than failing, or silently missing the replacement.
+pub fn load_index_files(backend: &dyn Backend, key: &[u8; 32]) -> Result<Vec<(String, IndexFile)>> {
+    let mut attempt = 0;
+    'list: loop {
+        attempt += 1;
+        let mut out = Vec::new();
+        for o in backend.list(ObjectKind::Index)? {
+            match load_index_file(backend, key, &o.name) {
+                Ok(f) => out.push((o.name, f)),
+                Err(Error::Backend(e)) if e.is_not_found() && attempt < 4 => continue 'list,
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(out);
+    }
+}
+
 /// Reads and decrypts one index file, naming it on failure.
 pub fn load_index_file(backend: &dyn Backend, key: &[u8; 32], name: &str) -> Result<IndexFile> {
     let bytes = backend.read(ObjectKind::Index, name)?;

@@ -2,6 +2,9 @@
 
 mod check;
 mod corruption;
+mod corruption_sweep;
+mod fault_model;
+mod faults;
 mod incremental;
 mod inspect;
 mod keys;
