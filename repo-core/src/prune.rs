@@ -14,13 +14,14 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::backend::ObjectKind;
-use crate::blob::{self, BlobError};
+use crate::blob;
 use crate::encoding;
 use crate::error::{Error, Result};
 use crate::format::MARK_MAGIC;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{IndexPack, load_index_file, write_index_files};
 use crate::lock::{HEARTBEAT_EXPIRY, Heartbeat, storage_now};
+use crate::mark::{MarkFile, load_marks};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::tree::{NodeKind, Tree};
@@ -152,15 +153,6 @@ pub enum PruneStep {
     SweptSome,
 }
 
-/// Decrypted body of a mark file (SPEC §22).
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-struct MarkFile {
-    /// Client time of writing (informational; grace uses the storage clock).
-    created_ns: i64,
-    /// Condemned packs with their blobs (for resurrection).
-    packs: Vec<IndexPack>,
-}
-
 impl fmt::Display for PrunePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -274,21 +266,7 @@ impl Repository {
     }
 
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
-        let mut out = Vec::new();
-        for o in self.backend().list(ObjectKind::Mark)? {
-            let bytes = self.backend().read(ObjectKind::Mark, &o.name)?;
-            let corrupt = |source| Error::CorruptObject {
-                kind: ObjectKind::Mark,
-                name: o.name.clone(),
-                source,
-            };
-            let plain =
-                blob::open_file(&MARK_MAGIC, "mark", self.data_key(), &bytes).map_err(corrupt)?;
-            let m: MarkFile =
-                encoding::decode(&plain, "mark").map_err(|e| corrupt(BlobError::Format(e)))?;
-            out.push((o.name, o.modified_ns, m));
-        }
-        Ok(out)
+        load_marks(self.backend(), self.data_key())
     }
 
     /// Computes what a prune would do. Reads every snapshot, tree and index
