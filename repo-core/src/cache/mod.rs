@@ -305,6 +305,13 @@ impl Cache {
         Ok(st.exists(params![id.as_bytes().as_slice()])?)
     }
 
+    /// True if a merged index file names pack `id`.
+    pub fn has_pack(&self, id: &PackId) -> Result<bool, CacheError> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT 1 FROM packs WHERE id = ?1")?;
+        Ok(st.exists(params![id.as_bytes().as_slice()])?)
+    }
+
     /// Number of blobs known.
     pub fn blob_count(&self) -> Result<u64, CacheError> {
         Ok(self

@@ -8,6 +8,7 @@ mod keys;
 mod plaintext;
 mod prune;
 mod repair;
+mod resume;
 mod roundtrip;
 mod selection;
 
