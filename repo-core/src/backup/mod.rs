@@ -18,6 +18,11 @@ use crate::repository::{self, Repository, SnapshotFilter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
 
+/// Stack size of the threads that walk the source tree. A path is at most
+/// `PATH_MAX` (4096) bytes, so at most 2048 directories deep; a debug build
+/// needs tens of KiB of stack per level.
+const WALK_STACK: usize = 256 << 20;
+
 /// Which snapshot to compare with.
 #[derive(Debug, Clone, Default)]
 pub enum ParentChoice {
@@ -154,7 +159,19 @@ impl<'a> Backup<'a> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|s| {
             s.spawn(|| heartbeat.keep_alive(rx));
-            let r = self.run_with(&heartbeat);
+            // The walk recurses once per directory level, inline on
+            // whichever thread reaches a directory: give those threads room
+            // for the deepest tree a path can name (only touched pages use
+            // memory). Without such a pool, the default stacks still work
+            // for ordinary depths.
+            let work = || self.run_with(&heartbeat);
+            let r = match rayon::ThreadPoolBuilder::new()
+                .stack_size(WALK_STACK)
+                .build()
+            {
+                Ok(pool) => pool.install(work),
+                Err(_) => work(),
+            };
             drop(tx);
             r
         })
