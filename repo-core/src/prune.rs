@@ -114,6 +114,8 @@ pub struct PrunePlan {
     #[serde(skip)]
     options_grace: Duration,
     #[serde(skip)]
+    options_max_unused: f64,
+    #[serde(skip)]
     index_files: Vec<IndexId>,
     #[serde(skip)]
     kept_packs: Vec<IndexPack>,
@@ -198,6 +200,15 @@ impl fmt::Display for PrunePlan {
     }
 }
 
+/// How often a prune starts over when a concurrent prune deleted something
+/// it was about to read.
+const CONCURRENT_RETRIES: u32 = 3;
+
+/// True for "not found" from the storage: deleted since it was listed.
+fn vanished(e: &Error) -> bool {
+    matches!(e, Error::Backend(b) if b.is_not_found())
+}
+
 impl Repository {
     /// Every blob reachable from every snapshot (trees and data).
     pub fn referenced_blobs(&self) -> Result<HashSet<BlobId>> {
@@ -272,6 +283,22 @@ impl Repository {
     /// Computes what a prune would do. Reads every snapshot, tree and index
     /// file from the repository (not the cache).
     pub fn prune_plan(&self, opts: &PruneOptions) -> Result<PrunePlan> {
+        // A concurrent prune may delete an index file or a pack between our
+        // listing (or cache) and our read; what it deletes it has replaced
+        // first (SPEC §13, §22), so sync and plan again from what is there now.
+        let mut attempts = 0;
+        loop {
+            match self.prune_plan_once(opts) {
+                Err(e) if vanished(&e) && attempts < CONCURRENT_RETRIES => {
+                    attempts += 1;
+                    self.refresh_index()?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn prune_plan_once(&self, opts: &PruneOptions) -> Result<PrunePlan> {
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::InvalidArgument(format!(
                 "max-unused {} outside 0..=1",
@@ -396,6 +423,7 @@ impl Repository {
             condemn,
             marks: pending,
             options_grace: opts.grace,
+            options_max_unused: opts.max_unused,
             index_files,
             kept_packs,
         })
@@ -403,8 +431,27 @@ impl Repository {
 
     /// Executes a plan: phase one for the packs it condemns, then phase two
     /// for every mark whose grace period is over.
+    ///
+    /// A concurrent prune may delete what this one is about to read (a pack
+    /// to repack, an index file, a tree's pack). Every step is crash-safe
+    /// (SPEC §22), so such a failure is a crash at that step: the prune plans
+    /// again from the repository as it is now and runs that plan.
     pub fn prune(&self, plan: PrunePlan) -> Result<PruneSummary> {
-        self.prune_until(plan, None)
+        let opts = PruneOptions {
+            max_unused: plan.options_max_unused,
+            grace: plan.options_grace,
+        };
+        let mut r = self.prune_until(plan, None);
+        let mut attempts = 0;
+        while let Err(e) = &r
+            && vanished(e)
+            && attempts < CONCURRENT_RETRIES
+        {
+            attempts += 1;
+            self.refresh_index()?;
+            r = self.prune_until(self.prune_plan(&opts)?, None);
+        }
+        r
     }
 
     /// [`Repository::prune`], stopping after `stop` (crash-consistency tests).

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration suites.
 
 mod check;
+mod concurrent_prune;
 mod corruption;
 mod incremental;
 mod inspect;
