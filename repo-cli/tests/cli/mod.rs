@@ -3,6 +3,9 @@
 mod backup;
 mod browse;
 mod check;
+mod concurrency;
+mod exhaustion;
+mod faults;
 mod forget;
 mod harness;
 mod help;
@@ -12,3 +15,4 @@ mod pg;
 mod prune;
 mod redis;
 mod repository;
+mod trees;
