@@ -5,6 +5,7 @@ mod concurrent_prune;
 mod corruption;
 mod incremental;
 mod inspect;
+mod key_race;
 mod keys;
 mod plaintext;
 mod prune;
