@@ -172,22 +172,50 @@ impl Repository {
     /// key that unlocked this session (use [`Repository::change_password`]
     /// to replace that one). Damaged key files can always be removed.
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
-        // Strict: a usable key that failed to read once must not count as
-        // damaged (always removable) nor as missing from the usable ones.
-        let keys = self.list_keys(true)?;
-        let target = keys
-            .iter()
-            .find(|k| k.id == *id)
-            .ok_or_else(|| Error::KeyNotFound(id.to_hex()))?;
-        // Only well-formed keys of this repository count: a damaged file
-        // left behind would not open anything.
-        if target.is_usable() && !keys.iter().any(|k| k.id != *id && k.is_usable()) {
-            return Err(Error::LastKey(*id));
-        }
+        let last_key_rule = |keys: &[KeyInfo]| -> Result<()> {
+            let target = keys
+                .iter()
+                .find(|k| k.id == *id)
+                .ok_or_else(|| Error::KeyNotFound(id.to_hex()))?;
+            // Only well-formed keys of this repository count: a damaged file
+            // left behind would not open anything.
+            if target.is_usable() && !keys.iter().any(|k| k.id != *id && k.is_usable()) {
+                return Err(Error::LastKey(*id));
+            }
+            Ok(())
+        };
+        // Strict listing: a usable key that failed to read once must not
+        // count as damaged (always removable) nor as missing from the usable ones.
+        last_key_rule(&self.list_keys(true)?)?;
         if *id == self.key_id() {
             return Err(Error::KeyInUse(*id));
         }
+        // Two sessions removing each other's key at once both see the other
+        // key usable, and would leave none. So keep this session's key file
+        // (named by its hash) and put it back if it is gone after the
+        // removal: of any such pair, the one that checks last restores its
+        // key (SPEC §4.1).
+        let own = self.key_id().to_hex();
+        let own_bytes = match self.backend().read(ObjectKind::Key, &own) {
+            Ok(b) => Some(b),
+            // Removed since the listing: the rule must hold without it.
+            Err(e) if e.is_not_found() => {
+                last_key_rule(&self.list_keys(true)?)?;
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.backend().delete(ObjectKind::Key, &id.to_hex())?;
+        if let Some(bytes) = own_bytes {
+            match self.backend().size(ObjectKind::Key, &own) {
+                Err(e) if e.is_not_found() => {
+                    self.backend().write(ObjectKind::Key, &own, &bytes)?
+                }
+                r => {
+                    r?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub mod index;
 pub mod inspect;
 pub mod keys;
 pub mod lock;
+mod mark;
 pub mod pack;
 pub mod progress;
 pub mod prune;

@@ -14,13 +14,14 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::backend::ObjectKind;
-use crate::blob::{self, BlobError};
+use crate::blob;
 use crate::encoding;
 use crate::error::{Error, Result};
 use crate::format::MARK_MAGIC;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{IndexPack, load_index_files, write_index_files};
 use crate::lock::{HEARTBEAT_EXPIRY, Heartbeat, storage_now};
+use crate::mark::{MarkFile, load_marks};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::tree::{NodeKind, Tree};
@@ -113,6 +114,8 @@ pub struct PrunePlan {
     #[serde(skip)]
     options_grace: Duration,
     #[serde(skip)]
+    options_max_unused: f64,
+    #[serde(skip)]
     index_files: Vec<IndexId>,
     #[serde(skip)]
     kept_packs: Vec<IndexPack>,
@@ -150,15 +153,6 @@ pub enum PruneStep {
     Marked,
     /// After phase two resurrected or deleted some packs.
     SweptSome,
-}
-
-/// Decrypted body of a mark file (SPEC §22).
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-struct MarkFile {
-    /// Client time of writing (informational; grace uses the storage clock).
-    created_ns: i64,
-    /// Condemned packs with their blobs (for resurrection).
-    packs: Vec<IndexPack>,
 }
 
 impl fmt::Display for PrunePlan {
@@ -204,6 +198,15 @@ impl fmt::Display for PrunePlan {
         }
         write!(f, "grace period {} s", self.options_grace.as_secs())
     }
+}
+
+/// How often a prune starts over when a concurrent prune deleted something
+/// it was about to read.
+const CONCURRENT_RETRIES: u32 = 3;
+
+/// True for "not found" from the storage: deleted since it was listed.
+fn vanished(e: &Error) -> bool {
+    matches!(e, Error::Backend(b) if b.is_not_found())
 }
 
 impl Repository {
@@ -274,32 +277,28 @@ impl Repository {
     }
 
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
-        let mut out = Vec::new();
-        for o in self.backend().list(ObjectKind::Mark)? {
-            let bytes = match self.backend().read(ObjectKind::Mark, &o.name) {
-                Ok(b) => b,
-                // Swept by a concurrent prune since the listing: its packs
-                // are dealt with.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let corrupt = |source| Error::CorruptObject {
-                kind: ObjectKind::Mark,
-                name: o.name.clone(),
-                source,
-            };
-            let plain =
-                blob::open_file(&MARK_MAGIC, "mark", self.data_key(), &bytes).map_err(corrupt)?;
-            let m: MarkFile =
-                encoding::decode(&plain, "mark").map_err(|e| corrupt(BlobError::Format(e)))?;
-            out.push((o.name, o.modified_ns, m));
-        }
-        Ok(out)
+        load_marks(self.backend(), self.data_key())
     }
 
     /// Computes what a prune would do. Reads every snapshot, tree and index
     /// file from the repository (not the cache).
     pub fn prune_plan(&self, opts: &PruneOptions) -> Result<PrunePlan> {
+        // A concurrent prune may delete an index file or a pack between our
+        // listing (or cache) and our read; what it deletes it has replaced
+        // first (SPEC §13, §22), so sync and plan again from what is there now.
+        let mut attempts = 0;
+        loop {
+            match self.prune_plan_once(opts) {
+                Err(e) if vanished(&e) && attempts < CONCURRENT_RETRIES => {
+                    attempts += 1;
+                    self.refresh_index()?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn prune_plan_once(&self, opts: &PruneOptions) -> Result<PrunePlan> {
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::InvalidArgument(format!(
                 "max-unused {} outside 0..=1",
@@ -427,6 +426,7 @@ impl Repository {
             condemn,
             marks: pending,
             options_grace: opts.grace,
+            options_max_unused: opts.max_unused,
             index_files,
             kept_packs,
         })
@@ -434,8 +434,27 @@ impl Repository {
 
     /// Executes a plan: phase one for the packs it condemns, then phase two
     /// for every mark whose grace period is over.
+    ///
+    /// A concurrent prune may delete what this one is about to read (a pack
+    /// to repack, an index file, a tree's pack). Every step is crash-safe
+    /// (SPEC §22), so such a failure is a crash at that step: the prune plans
+    /// again from the repository as it is now and runs that plan.
     pub fn prune(&self, plan: PrunePlan) -> Result<PruneSummary> {
-        self.prune_until(plan, None)
+        let opts = PruneOptions {
+            max_unused: plan.options_max_unused,
+            grace: plan.options_grace,
+        };
+        let mut r = self.prune_until(plan, None);
+        let mut attempts = 0;
+        while let Err(e) = &r
+            && vanished(e)
+            && attempts < CONCURRENT_RETRIES
+        {
+            attempts += 1;
+            self.refresh_index()?;
+            r = self.prune_until(self.prune_plan(&opts)?, None);
+        }
+        r
     }
 
     /// [`Repository::prune`], stopping after `stop` (crash-consistency tests).

@@ -30,6 +30,8 @@ struct BackupJson<'a> {
     total_bytes: u64,
     duration_s: f64,
     warnings: &'a [String],
+    /// Packs of interrupted backups taken over instead of uploaded again.
+    packs_resumed: usize,
 }
 
 /// Runs the backup and prints its summary; [`Status::Incomplete`] when
@@ -137,6 +139,7 @@ fn report(out: Output, o: &BackupOutcome) -> Result<()> {
             total_bytes: s.total_bytes,
             duration_s: output::seconds(s.duration_ns),
             warnings: &o.warnings,
+            packs_resumed: o.packs_resumed,
         })?;
         return Ok(());
     }
@@ -151,6 +154,12 @@ fn report(out: Output, o: &BackupOutcome) -> Result<()> {
         "Dirs:  {} new, {} changed, {} unmodified",
         s.dirs_new, s.dirs_changed, s.dirs_unmodified
     ))?;
+    if o.packs_resumed > 0 {
+        out.line(format!(
+            "Resumed: {} pack(s) left by an interrupted backup reused",
+            o.packs_resumed
+        ))?;
+    }
     out.line(format!(
         "Added to the repository: {} (stored {})",
         output::bytes(s.bytes_added),

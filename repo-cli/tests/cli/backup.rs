@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::harness::{Env, assert_success, stderr, write};
 
-const BACKUP_KEYS: [&str; 14] = [
+const BACKUP_KEYS: [&str; 15] = [
     "snapshot_id",
     "files_new",
     "files_changed",
@@ -20,6 +20,7 @@ const BACKUP_KEYS: [&str; 14] = [
     "total_bytes",
     "duration_s",
     "warnings",
+    "packs_resumed",
 ];
 
 const SNAPSHOT_KEYS: [&str; 11] = [

@@ -3,6 +3,9 @@
 mod backup;
 mod browse;
 mod check;
+mod concurrency;
+mod exhaustion;
+mod faults;
 mod forget;
 mod harness;
 mod help;
@@ -15,3 +18,4 @@ mod qdrant;
 mod qdrant_fake;
 mod redis;
 mod repository;
+mod trees;

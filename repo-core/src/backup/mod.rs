@@ -10,12 +10,18 @@ use std::time::Instant;
 
 use archiver::{Archiver, ArchiverSettings, Excludes, Selection};
 
+use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
-use crate::id::SnapshotId;
+use crate::id::{PackId, SnapshotId};
 use crate::progress::{NoProgress, Progress};
 use crate::repository::{self, Repository, SnapshotFilter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
+
+/// Stack size of the threads that walk the source tree. A path is at most
+/// `PATH_MAX` (4096) bytes, so at most 2048 directories deep; a debug build
+/// needs tens of KiB of stack per level.
+const WALK_STACK: usize = 256 << 20;
 
 /// Which snapshot to compare with.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +42,9 @@ pub struct BackupOutcome {
     pub snapshot: SnapshotEntry,
     /// Entries skipped or read inconsistently (the CLI exits 3 if any).
     pub warnings: Vec<String>,
+    /// Packs left unindexed by interrupted backups that this one took over
+    /// instead of uploading their blobs again.
+    pub packs_resumed: usize,
 }
 
 /// Builder for one backup run.
@@ -150,7 +159,19 @@ impl<'a> Backup<'a> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|s| {
             s.spawn(|| heartbeat.keep_alive(rx));
-            let r = self.run_with(&heartbeat);
+            // The walk recurses once per directory level, inline on
+            // whichever thread reaches a directory: give those threads room
+            // for the deepest tree a path can name (only touched pages use
+            // memory). Without such a pool, the default stacks still work
+            // for ordinary depths.
+            let work = || self.run_with(&heartbeat);
+            let r = match rayon::ThreadPoolBuilder::new()
+                .stack_size(WALK_STACK)
+                .build()
+            {
+                Ok(pool) => pool.install(work),
+                Err(_) => work(),
+            };
             drop(tx);
             r
         })
@@ -207,6 +228,7 @@ impl<'a> Backup<'a> {
             }
         };
         self.repo.refresh_index()?;
+        let packs_resumed = adopt_unindexed_packs(self.repo)?;
         let archiver = Archiver::new(
             self.repo,
             ArchiverSettings {
@@ -270,8 +292,44 @@ impl<'a> Backup<'a> {
         Ok(BackupOutcome {
             snapshot: SnapshotEntry { id, snapshot },
             warnings,
+            packs_resumed,
         })
     }
+}
+
+/// Resumes interrupted backups (SPEC §15): every pack that no index file
+/// names and no prune mark condemns is read from its header and indexed by
+/// this backup, so its blobs are not uploaded again. Called after the
+/// heartbeat started and the index was synced: a mark written before the
+/// heartbeat is listed here (marks before packs: a sweep deletes packs
+/// before their mark), and one written later waits for this backup, whose
+/// index file then keeps the pack. A pack a concurrent backup has written
+/// but not indexed yet ends up named by two index files with the same
+/// entries, which costs nothing. A header that does not open (damaged, or
+/// another key's) leaves the pack alone for `check` and `prune`.
+fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
+    let condemned: std::collections::HashSet<PackId> =
+        crate::mark::load_marks(repo.backend(), repo.data_key())?
+            .into_iter()
+            .flat_map(|(_, _, m)| m.packs.into_iter().map(|p| p.id))
+            .collect();
+    let indexed = repo.index().cache().pack_ids()?;
+    let mut n = 0;
+    for o in repo.backend().list(ObjectKind::Pack)? {
+        let Ok(id) = o.name.parse::<PackId>() else {
+            continue;
+        };
+        if condemned.contains(&id) || indexed.contains(&id) {
+            continue;
+        }
+        let Ok(header) = repo.read_pack_header(&id) else {
+            continue;
+        };
+        repo.index()
+            .adopt_pack(repo.backend(), repo.data_key(), id, header.entries)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Lexically removes `.` and `..` from an absolute path, without resolving

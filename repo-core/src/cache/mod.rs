@@ -476,6 +476,20 @@ impl Cache {
         Ok(self.live().iter().map(|r| r.records()).sum())
     }
 
+    /// Every pack a merged index file names (read from the runs' pack
+    /// tables: about 50 bytes of memory per pack while the set lives).
+    pub fn pack_ids(&self) -> Result<HashSet<PackId>, CacheError> {
+        let mut out = HashSet::new();
+        let live = self.live();
+        let stale = self.stale.read().unwrap_or_else(|e| e.into_inner());
+        for run in live.iter().chain(stale.iter()) {
+            run.for_each_pack(|p| {
+                out.insert(p);
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Number of runs, and bytes of memory their fences hold.
     pub fn run_stats(&self) -> (usize, usize) {
         let live = self.live();

@@ -277,6 +277,17 @@ impl Run {
         Ok(PackId::from_bytes(b))
     }
 
+    /// Calls `f` with every pack id of the pack table, in order.
+    pub fn for_each_pack(&self, mut f: impl FnMut(PackId)) -> io::Result<()> {
+        let mut r = self.reader(HEADER_LEN);
+        let mut b = [0u8; 32];
+        for _ in 0..self.packs {
+            r.read_exact(&mut b)?;
+            f(PackId::from_bytes(b));
+        }
+        Ok(())
+    }
+
     fn reader(&self, offset: u64) -> BufReader<AtReader<'_>> {
         BufReader::with_capacity(
             1 << 16,

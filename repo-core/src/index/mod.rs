@@ -308,6 +308,20 @@ impl Index {
         Ok(())
     }
 
+    /// Takes on a durable pack that no index file names (left by an
+    /// interrupted backup): its blobs count as stored by this session, and
+    /// the session's next index file names it (SPEC §15).
+    pub fn adopt_pack(
+        &self,
+        backend: &dyn Backend,
+        key: &[u8; 32],
+        pack: PackId,
+        entries: Vec<PackEntry>,
+    ) -> Result<()> {
+        self.state().claimed.extend(entries.iter().map(|e| e.id));
+        self.add_pack(backend, key, pack, entries)
+    }
+
     /// Writes pending packs to a new index file and merges it into the cache.
     /// SPEC §13: called only after those packs are durable.
     pub fn flush(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<Option<IndexId>> {

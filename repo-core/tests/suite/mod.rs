@@ -1,16 +1,19 @@
 //! Shared helpers for the integration suites.
 
 mod check;
+mod concurrent_prune;
 mod corruption;
 mod corruption_sweep;
 mod fault_model;
 mod faults;
 mod incremental;
 mod inspect;
+mod key_race;
 mod keys;
 mod plaintext;
 mod prune;
 mod repair;
+mod resume;
 mod roundtrip;
 mod selection;
 
