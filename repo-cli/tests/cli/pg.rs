@@ -453,6 +453,60 @@ fn pg_backup_restore_verify_round_trip() {
         frac * 100.0
     );
     assert!(frac < 0.15, "second backup added {added} of {dump} bytes");
+
+    // In a plan with `verify = true`: the database snapshot (not the
+    // globals one, which `pg verify` would refuse) is verified after the
+    // backup, and the plan's host is recorded.
+    std::fs::write(env.path("pw"), PASSWORD).unwrap();
+    let plan = env.path("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version = 1\nhost = \"pg-host\"\nstate_dir = {:?}\n\
+             [[repository]]\nname = \"r\"\npath = {:?}\npassword_file = {:?}\n\
+             [[source]]\nname = \"db\"\ntype = \"postgres\"\ndsn = {admin:?}\ndatabases = [\"shop\"]\nverify = true\n",
+            env.path("state"),
+            env.repo(),
+            env.path("pw")
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .arg("--json")
+        .arg("run")
+        .arg(&plan)
+        .output()
+        .expect("run cairn");
+    let report = json(&out);
+    let x = &report["sources"][0];
+    assert_eq!(
+        (&x["status"], &x["verified"]),
+        (&"ok".into(), &true.into()),
+        "{x}"
+    );
+    assert_eq!(x["snapshot_ids"].as_array().unwrap().len(), 2, "{x}");
+    let tagged: Vec<_> = env
+        .snapshots()
+        .into_iter()
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "source:db")
+        })
+        .collect();
+    assert_eq!(tagged.len(), 2, "{tagged:?}");
+    assert!(tagged.iter().all(|s| s["host"] == "pg-host"), "{tagged:?}");
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_verify%'"
+        ),
+        "0"
+    );
 }
 
 #[test]
