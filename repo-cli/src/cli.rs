@@ -1040,10 +1040,15 @@ cairn pg backup --dsn 'host=/run/postgresql user=postgres' --database shop --dat
 With --create, pg_restore connects to the DSN's database and creates the dumped one; otherwise it \
 restores into --database (default: the dumped database), which must exist. --clean drops objects \
 first. --globals first replays the roles saved with the same backup through psql (roles that \
-exist already only produce errors that are ignored).",
+exist already only produce errors that are ignored).\n\n\
+--jobs N (N > 1) runs `pg_restore -j N`, which restores tables and builds indexes in parallel but \
+cannot read a pipe: the dump is then first written to a private temporary file (mode 0600, in a \
+new 0700 directory under --temp-dir, default $TMPDIR) as large as the dump, which is removed \
+afterwards, also when the restore fails.",
         after_help = "Examples:\n  \
 cairn pg restore latest --dsn postgresql://postgres@localhost/postgres --create --globals\n  \
-cairn pg restore 1a2b3c4d --dsn postgresql://postgres@localhost/postgres --database shop_copy"
+cairn pg restore 1a2b3c4d --dsn postgresql://postgres@localhost/postgres --database shop_copy\n  \
+cairn pg restore latest --dsn postgresql://postgres@localhost/postgres --create --jobs 4 --temp-dir /var/tmp"
     )]
     Restore(PgRestoreArgs),
 
@@ -1080,6 +1085,9 @@ pub struct PgBackupArgs {
     /// Extra tag for the snapshots (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 /// `cairn pg restore`.
@@ -1103,6 +1111,12 @@ pub struct PgRestoreArgs {
     /// Restore roles and tablespaces saved with the backup first.
     #[arg(long)]
     pub globals: bool,
+    /// Parallel pg_restore jobs; above 1 the dump is written to a temporary file first.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: u32,
+    /// Directory for that temporary file [default: $TMPDIR, else /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
 }
 
 /// `cairn pg verify`.
@@ -1175,7 +1189,7 @@ cairn redis verify 1a2b3c4d --json"
 /// `cairn redis backup`.
 #[derive(Debug, Args)]
 pub struct RedisBackupArgs {
-    /// The server: redis://[user:pass@]host:port.
+    /// The server: `redis://[user:pass@]host:port`.
     #[arg(long, value_name = "URL")]
     pub url: String,
     /// Extra tags (besides `redis`).
@@ -1196,7 +1210,7 @@ pub struct RedisRestoreArgs {
     /// Write the RDB to this file.
     #[arg(long, value_name = "PATH")]
     pub to_file: Option<PathBuf>,
-    /// Load the keys into this running server: redis://[user:pass@]host:port.
+    /// Load the keys into this running server: `redis://[user:pass@]host:port`.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
     /// The redis-server binary for the throw-away server (--url).

@@ -219,6 +219,10 @@ pub struct PostgresSource {
     /// Dump every database instead.
     #[serde(default)]
     pub all: bool,
+    /// After the backup, `cairn pg verify` each database snapshot (restored
+    /// into a scratch database on this same server, row counts compared).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 /// `type = "redis"`.
@@ -235,6 +239,10 @@ pub struct RedisSource {
     pub timeout: Option<Duration>,
     /// `redis://[user:pass@]host:port`.
     pub url: String,
+    /// After the backup, `cairn redis verify` the snapshot (loaded into a
+    /// throw-away local redis-server, key counts compared).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 /// `type = "qdrant"`.
@@ -260,6 +268,11 @@ pub struct QdrantSource {
     /// File holding the API key (passed as `CAIRN_QDRANT_API_KEY`).
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// After the backup, `cairn qdrant verify` each collection snapshot
+    /// (restored into a scratch collection on this same server, points
+    /// counted).
+    #[serde(default)]
+    pub verify: bool,
 }
 
 /// `type = "command"`.
@@ -311,6 +324,16 @@ impl Source {
             Source::Redis(s) => s.timeout,
             Source::Qdrant(s) => s.timeout,
             Source::Command(s) => s.timeout,
+        }
+    }
+
+    /// Whether each snapshot is verified after the backup (`verify = true`).
+    pub fn verify(&self) -> bool {
+        match self {
+            Source::Postgres(s) => s.verify,
+            Source::Redis(s) => s.verify,
+            Source::Qdrant(s) => s.verify,
+            Source::Paths(_) | Source::Command(_) => false,
         }
     }
 
@@ -612,7 +635,7 @@ version = 1
 # Default: the file name without its extension.
 # name = "nightly"
 
-# Host name recorded in the snapshots (paths, command and redis sources).
+# Host name recorded in the snapshots (every source type).
 # host = "db1"
 
 # Where cadence bookkeeping (last check, last drill, last success per source)
@@ -688,11 +711,15 @@ one_file_system = true
 # dsn = "host=/var/run/postgresql user=postgres dbname=postgres"
 # all = true
 # # databases = ["shop", "crm"]
+# # Restore each database into a scratch database on the same server after
+# # the backup and compare row counts (cairn pg verify):
+# verify = true
 
 # [[source]]
 # name = "redis"
 # type = "redis"
 # url = "redis://127.0.0.1:6379"
+# verify = true
 
 # [[source]]
 # name = "qdrant"
@@ -701,6 +728,7 @@ one_file_system = true
 # all = true
 # # collections = ["docs"]
 # # api_key_file = "/etc/cairn/qdrant-api-key"
+# verify = true
 
 # Any program's standard output, stored as one file.
 # [[source]]

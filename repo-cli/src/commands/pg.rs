@@ -52,7 +52,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
     }
     let repo = open(g, out)?;
     let mut saved = Vec::new();
-    let globals = pg::backup_globals(&repo, &server, &a.tags)?;
+    let globals = pg::backup_globals(&repo, &server, &a.tags, a.host.as_deref())?;
     let s = &globals.snapshot.snapshot.summary;
     saved.push(SavedJson {
         database: None,
@@ -73,7 +73,14 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
     }
     let globals_id = globals.snapshot.id.to_hex();
     for db in &databases {
-        let b = pg::backup_database(&repo, &server, db, Some(&globals_id), &a.tags)?;
+        let b = pg::backup_database(
+            &repo,
+            &server,
+            db,
+            Some(&globals_id),
+            &a.tags,
+            a.host.as_deref(),
+        )?;
         let s = &b.outcome.snapshot.snapshot.summary;
         if out.text() {
             out.line(format!(
@@ -154,6 +161,8 @@ fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreArgs) -> Result<Status> {
             clean: a.clean,
             globals,
             no_owner: false,
+            jobs: a.jobs,
+            temp_dir: a.temp_dir.clone(),
         },
     )?;
     if out.json {

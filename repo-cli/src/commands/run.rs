@@ -71,6 +71,11 @@ struct SourceResult {
     error: Option<String>,
     /// The end of the child's standard error.
     stderr: String,
+    /// With `verify = true`: whether every snapshot saved passed its
+    /// `verify` (`null` when not asked or the backup failed).
+    verified: Option<bool>,
+    /// How long those verifications took.
+    verify_duration_s: Option<f64>,
 }
 
 /// A retention, check or drill step on one repository.
@@ -413,6 +418,7 @@ fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
                 a.extend(["--database".into(), d.into()]);
             }
             tag_args(&mut a);
+            host_args(&mut a);
         }
         Source::Redis(r) => {
             a.extend([
@@ -438,6 +444,7 @@ fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
                 a.extend(["--collection".into(), c.into()]);
             }
             tag_args(&mut a);
+            host_args(&mut a);
         }
     }
     a
@@ -526,23 +533,19 @@ fn backup(
         snapshot_ids: Vec::new(),
         error: None,
         stderr: String::new(),
+        verified: None,
+        verify_duration_s: None,
     };
     let mut c = base_command(g, repo, exe);
-    if let Source::Qdrant(q) = src
-        && let Some(f) = &q.api_key_file
-    {
-        match std::fs::read_to_string(f) {
-            Ok(k) => {
-                c.env(
-                    "CAIRN_QDRANT_API_KEY",
-                    k.lines().next().unwrap_or("").trim(),
-                );
-            }
-            Err(e) => {
-                r.error = Some(format!("cannot read api_key_file {}: {e}", f.display()));
-                return r;
-            }
+    let api_key = match qdrant_api_key(src) {
+        Ok(k) => k,
+        Err(e) => {
+            r.error = Some(format!("{e:#}"));
+            return r;
         }
+    };
+    if let Some(k) = &api_key {
+        c.env("CAIRN_QDRANT_API_KEY", k);
     }
     c.args(source_args(loaded, src));
     let child = match spawn(c, src.timeout()) {
@@ -555,8 +558,9 @@ fn backup(
     r.exit_code = child.code;
     r.duration_s = child.duration.as_secs_f64();
     r.stderr = child.stderr.clone();
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&child.stdout) {
-        collect(&v, &mut r.snapshot_ids, &mut r.bytes_added);
+    let json = serde_json::from_slice::<serde_json::Value>(&child.stdout).ok();
+    if let Some(v) = &json {
+        collect(v, &mut r.snapshot_ids, &mut r.bytes_added);
     }
     match child.code {
         Some(0) => r.status = Outcome::Ok,
@@ -566,7 +570,103 @@ fn backup(
         }
         _ => r.error = Some(child.error()),
     }
+    if src.verify() && r.status != Outcome::Failed {
+        let t = Instant::now();
+        let errors = verify_saved(g, repo, src, json.as_ref(), api_key.as_deref(), exe);
+        r.verify_duration_s = Some(t.elapsed().as_secs_f64());
+        r.verified = Some(errors.is_empty());
+        if !errors.is_empty() {
+            r.status = Outcome::Failed;
+            r.error = Some(format!("verify failed: {}", errors.join("; ")));
+        }
+    }
     r
+}
+
+/// A qdrant source's API key (the first line of `api_key_file`).
+fn qdrant_api_key(src: &Source) -> Result<Option<String>> {
+    let Source::Qdrant(q) = src else {
+        return Ok(None);
+    };
+    let Some(f) = &q.api_key_file else {
+        return Ok(None);
+    };
+    let k = std::fs::read_to_string(f)
+        .with_context(|| format!("cannot read api_key_file {}", f.display()))?;
+    Ok(Some(k.lines().next().unwrap_or("").trim().to_string()))
+}
+
+/// The snapshots a successful backup of `src` reported that `verify`
+/// applies to: pg's database snapshots (not the globals), redis's one,
+/// qdrant's one per collection. `None` when the output is not shaped as
+/// expected.
+fn verify_ids(src: &Source, v: &serde_json::Value) -> Option<Vec<String>> {
+    let id = |x: &serde_json::Value| x["snapshot_id"].as_str().map(String::from);
+    match src {
+        Source::Postgres(_) => v
+            .as_array()?
+            .iter()
+            .filter(|x| x["database"].is_string())
+            .map(id)
+            .collect::<Option<Vec<_>>>()
+            .filter(|ids| !ids.is_empty()),
+        Source::Redis(_) => id(v).map(|i| vec![i]),
+        Source::Qdrant(_) => v["snapshots"].as_array()?.iter().map(id).collect(),
+        Source::Paths(_) | Source::Command(_) => None,
+    }
+}
+
+/// The `verify` subcommand for snapshot `id` of `src` (after the global
+/// options).
+fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
+    match src {
+        Source::Postgres(p) => vec![
+            "pg".into(),
+            "verify".into(),
+            id.into(),
+            "--dsn".into(),
+            (&p.dsn).into(),
+        ],
+        Source::Redis(_) => vec!["redis".into(), "verify".into(), id.into()],
+        Source::Qdrant(q) => vec![
+            "qdrant".into(),
+            "verify".into(),
+            id.into(),
+            "--url".into(),
+            (&q.url).into(),
+        ],
+        Source::Paths(_) | Source::Command(_) => Vec::new(),
+    }
+}
+
+/// Verifies every snapshot the backup reported, one child each (with the
+/// source's timeout); returns what failed.
+fn verify_saved(
+    g: &GlobalArgs,
+    repo: &RepositorySpec,
+    src: &Source,
+    json: Option<&serde_json::Value>,
+    api_key: Option<&str>,
+    exe: &Path,
+) -> Vec<String> {
+    let Some(ids) = json.and_then(|v| verify_ids(src, v)) else {
+        return vec!["the backup reported no snapshot to verify".into()];
+    };
+    let mut errors = Vec::new();
+    for id in ids {
+        let mut c = base_command(g, repo, exe);
+        if let Some(k) = api_key {
+            c.env("CAIRN_QDRANT_API_KEY", k);
+        }
+        c.args(verify_args(src, &id));
+        let short: String = id.chars().take(8).collect();
+        match spawn(c, src.timeout()) {
+            Ok(ch) if ch.code == Some(0) => {}
+            Ok(ch) => errors.push(format!("snapshot {short}: {}", ch.error())),
+            Err(e) => errors.push(format!("snapshot {short}: {e:#}")),
+        }
+    }
+    errors
 }
 
 /// Gathers `snapshot_id`s and sums `bytes_added` anywhere in a command's
@@ -896,6 +996,11 @@ fn metrics(loaded: &Loaded, r: &Report, state: &State, started: SystemTime) -> S
         "Bytes of new data the source's last backup added to the repository.",
         rows(&|s| Some(s.bytes_added as f64)),
     );
+    family(
+        "cairn_source_verified",
+        "1 if every snapshot of the source's last backup into the repository passed its verify, else 0 (sources with verify = true).",
+        rows(&|s| s.verified.map(|ok| if ok { 1.0 } else { 0.0 })),
+    );
     let repo_rows = |f: &dyn Fn(&str) -> Option<f64>| {
         r.repositories
             .iter()
@@ -1054,6 +1159,11 @@ fn dry_run(
                 c
             };
             lines.push(show(&c));
+            if s.verify() {
+                let mut c = base_command(g, repo, exe);
+                c.args(verify_args(s, "SNAPSHOT"));
+                lines.push(format!("{} (each snapshot saved)", show(&c)));
+            }
         }
         if let Some(r) = &p.retention {
             let mut c = base_command(g, repo, exe);
@@ -1181,6 +1291,13 @@ all = true
 name = "cache"
 type = "redis"
 url = "redis://h:1"
+verify = true
+[[source]]
+name = "vectors"
+type = "qdrant"
+url = "http://h:6333"
+collections = ["docs"]
+verify = true
 [[source]]
 name = "ldap"
 type = "command"
@@ -1222,6 +1339,15 @@ stdin_filename = "ldap.ldif"
                     assert_eq!(b.all, s.all);
                     assert_eq!(b.databases, s.databases);
                     assert_eq!(b.tags, ["plan:x", format!("source:{}", s.name).as_str()]);
+                    assert_eq!(b.host.as_deref(), Some("h1"));
+                }
+                (crate::cli::Command::Qdrant(q), Source::Qdrant(_)) => {
+                    let crate::cli::QdrantCommand::Backup(b) = &q.command else {
+                        panic!("not qdrant backup")
+                    };
+                    assert_eq!(b.server.url, "http://h:6333");
+                    assert_eq!(b.collections, ["docs"]);
+                    assert_eq!(b.host.as_deref(), Some("h1"));
                 }
                 (crate::cli::Command::Redis(r), Source::Redis(_)) => {
                     let crate::cli::RedisCommand::Backup(b) = &r.command else {
@@ -1229,6 +1355,35 @@ stdin_filename = "ldap.ldif"
                     };
                     assert_eq!(b.url, "redis://h:1");
                     assert_eq!(b.host.as_deref(), Some("h1"));
+                }
+                (c, s) => panic!("{} became {c:?}", s.name()),
+            }
+        }
+        // The verify commands, on a snapshot id.
+        for src in &loaded.plan.sources {
+            let args = verify_args(src, "1a2b3c4d");
+            if args.is_empty() {
+                continue;
+            }
+            match (&parse(args).command, src) {
+                (crate::cli::Command::Pg(p), Source::Postgres(s)) => {
+                    let crate::cli::PgCommand::Verify(v) = &p.command else {
+                        panic!("not pg verify")
+                    };
+                    assert_eq!((v.snapshot.as_str(), v.dsn.as_str()), ("1a2b3c4d", &*s.dsn));
+                }
+                (crate::cli::Command::Redis(r), Source::Redis(_)) => {
+                    let crate::cli::RedisCommand::Verify(v) = &r.command else {
+                        panic!("not redis verify")
+                    };
+                    assert_eq!(v.snapshot, "1a2b3c4d");
+                }
+                (crate::cli::Command::Qdrant(q), Source::Qdrant(_)) => {
+                    let crate::cli::QdrantCommand::Verify(v) = &q.command else {
+                        panic!("not qdrant verify")
+                    };
+                    assert_eq!(v.snapshot, "1a2b3c4d");
+                    assert_eq!(v.server.url, "http://h:6333");
                 }
                 (c, s) => panic!("{} became {c:?}", s.name()),
             }
@@ -1252,6 +1407,43 @@ stdin_filename = "ldap.ldif"
         assert_eq!(due(None, day, 100), None);
         assert_eq!(due(Some(&100), day, 200), Some(86_500));
         assert_eq!(due(Some(&100), day, 86_500), None);
+    }
+
+    /// Which snapshots `verify = true` verifies, from each backup's JSON:
+    /// pg's databases but not its globals, redis's one, qdrant's nested list.
+    #[test]
+    fn verify_ids_follow_each_commands_json() {
+        let text = |kind: &str, extra: &str| {
+            format!(
+                "version = 1\n[[repository]]\nname = \"r\"\npath = \"/r\"\npassword_file = \"/pw\"\n\
+                 [[source]]\nname = \"s\"\ntype = \"{kind}\"\nverify = true\n{extra}"
+            )
+        };
+        let src = |kind: &str, extra: &str| {
+            let (mut p, _) = crate::plan::parse(&text(kind, extra), "x", Path::new("/")).unwrap();
+            p.sources.remove(0)
+        };
+        let pg = src("postgres", "dsn = \"d\"\nall = true\n");
+        let v = serde_json::json!([
+            {"database": null, "snapshot_id": "g", "bytes_added": 1},
+            {"database": "a", "snapshot_id": "da", "bytes_added": 2},
+            {"database": "b", "snapshot_id": "db", "bytes_added": 3}
+        ]);
+        assert_eq!(verify_ids(&pg, &v).unwrap(), ["da", "db"]);
+        assert_eq!(verify_ids(&pg, &serde_json::json!([])), None);
+        let redis = src("redis", "url = \"redis://h:1\"\n");
+        let v = serde_json::json!({"snapshot_id": "r1", "bytes_added": 5});
+        assert_eq!(verify_ids(&redis, &v).unwrap(), ["r1"]);
+        let q = src("qdrant", "url = \"http://h\"\nall = true\n");
+        let v = serde_json::json!({"server": "http://h", "snapshots": [
+            {"collection": "c1", "snapshot_id": "q1", "qdrant_snapshot": "x", "bytes_added": 1},
+            {"collection": "c2", "snapshot_id": "q2", "qdrant_snapshot": "y", "bytes_added": 2}
+        ], "failed": []});
+        assert_eq!(verify_ids(&q, &v).unwrap(), ["q1", "q2"]);
+        let (mut ids, mut n) = (Vec::new(), 0);
+        collect(&v, &mut ids, &mut n);
+        assert_eq!(ids, ["q1", "q2"]);
+        assert_eq!(n, 3);
     }
 
     #[test]

@@ -333,11 +333,12 @@ pub struct DatabaseBackup {
 }
 
 /// Backs up the globals (`pg_dumpall --globals-only`) as one snapshot
-/// tagged [`GLOBALS_TAG`].
+/// tagged [`GLOBALS_TAG`]; `host` replaces this machine's name in it.
 pub fn backup_globals(
     repo: &Repository,
     server: &Server,
     tags: &[String],
+    host: Option<&str>,
 ) -> Result<BackupOutcome> {
     let mut cmd = server.clients.cmd("pg_dumpall");
     cmd.args(["--globals-only", "-d"]).arg(&server.dsn);
@@ -351,6 +352,9 @@ pub fn backup_globals(
     for t in tags {
         b = b.tag(t);
     }
+    if let Some(h) = host {
+        b = b.host(h);
+    }
     b.run()
         .context("pg_dumpall --globals-only failed; no snapshot was written")
 }
@@ -363,6 +367,7 @@ pub fn backup_database(
     db: &str,
     globals: Option<&str>,
     tags: &[String],
+    host: Option<&str>,
 ) -> Result<DatabaseBackup> {
     let session = SnapshotSession::open(server, db)?;
     let snapshot_name = session
@@ -399,6 +404,9 @@ pub fn backup_database(
     }
     for t in tags {
         b = b.tag(t);
+    }
+    if let Some(h) = host {
+        b = b.host(h);
     }
     let outcome = b
         .run()
@@ -456,6 +464,11 @@ pub struct RestoreOptions {
     pub globals: Option<Node>,
     /// Skip ownership and privileges (verification into a scratch database).
     pub no_owner: bool,
+    /// `pg_restore -j`: parallel jobs; above 1 the dump goes through a
+    /// private temporary file, as pg_restore cannot read stdin in parallel.
+    pub jobs: u32,
+    /// Where that temporary file goes [default: `$TMPDIR`].
+    pub temp_dir: Option<PathBuf>,
 }
 
 /// Restores a dump node with `pg_restore` reading its standard input.
@@ -496,8 +509,52 @@ pub fn restore(
     }
     let mut cmd = server.clients.cmd("pg_restore");
     cmd.args(&args);
-    feed(repo, dump, cmd, "pg_restore")?;
+    if o.jobs > 1 {
+        restore_parallel(repo, dump, cmd, o)?;
+    } else {
+        feed(repo, dump, cmd, "pg_restore")?;
+    }
     Ok(target)
+}
+
+/// `pg_restore -j N FILE`: its parallel mode seeks in the archive, so the
+/// dump is first written to a file readable by us only, in a fresh
+/// directory (0700) that is removed however the restore ends.
+fn restore_parallel(
+    repo: &Repository,
+    dump: &Node,
+    mut cmd: Command,
+    o: &RestoreOptions,
+) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let base = o.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-pg-restore-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot create a temporary directory in {}", base.display()))?;
+    let path = dir.path().join("dump.pgdump");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    repo.dump_node(dump, &mut f)
+        .with_context(|| format!("cannot write the dump to {}", path.display()))?;
+    drop(f);
+    let status = cmd
+        .arg("-j")
+        .arg(o.jobs.to_string())
+        .arg(&path)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run pg_restore")?;
+    if !status.success() {
+        bail!("pg_restore {}", describe_status(status));
+    }
+    dir.close()
+        .with_context(|| format!("cannot remove {}", path.display()))?;
+    Ok(())
 }
 
 /// One table whose restored count differs from the recorded one.

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-use super::harness::{Env, PASSWORD, assert_success};
+use super::harness::{Env, PASSWORD, assert_success, stderr};
 
 /// The newest `/usr/lib/postgresql/N/bin` holding a server. Fails (does not
 /// skip) when PostgreSQL is missing: `.ci/run` installs it.
@@ -225,7 +225,15 @@ fn pg_backup_restore_verify_round_trip() {
 
     let saved = json(&cairn_pg(
         &env,
-        &["backup", "--dsn", &admin, "--database", "shop"],
+        &[
+            "backup",
+            "--dsn",
+            &admin,
+            "--database",
+            "shop",
+            "--host",
+            "db-primary",
+        ],
     ));
     let saved = saved.as_array().expect("array");
     assert_eq!(saved.len(), 2, "globals + shop: {saved:?}");
@@ -245,6 +253,9 @@ fn pg_backup_restore_verify_round_trip() {
         })
         .unwrap_or_else(|| panic!("snapshot {db_snap_id} not listed: {snaps:?}"));
     assert_eq!(meta(db_snap, "pg.database"), Some("shop"), "{db_snap}");
+    // --host is recorded in the database and the globals snapshots.
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps.iter().all(|s| s["host"] == "db-primary"), "{snaps:?}");
     assert_eq!(meta(db_snap, "pg.rowcount.public.items"), Some("50000"));
     assert_eq!(meta(db_snap, "pg.rowcount.public.orders"), Some("2000"));
     assert_eq!(meta(db_snap, "pg.rowcount.public.notes"), Some("2"));
@@ -301,6 +312,60 @@ fn pg_backup_restore_verify_round_trip() {
         pg.sql("shop", "SELECT doc->>'n' FROM items WHERE id = 777"),
         "777"
     );
+
+    // Parallel restore (--jobs 2) into another database: pg_restore -j
+    // reads a private temporary file under --temp-dir, which is gone after
+    // success and after failure. A wrapper records how pg_restore ran.
+    let fake = env.path("jobsbin");
+    std::fs::create_dir(&fake).unwrap();
+    for p in ["psql", "pg_dump", "pg_dumpall"] {
+        std::os::unix::fs::symlink(pg.bindir.join(p), fake.join(p)).unwrap();
+    }
+    let log = env.path("pg_restore.log");
+    std::fs::write(
+        fake.join("pg_restore"),
+        format!(
+            "#!/bin/sh\nfor a; do last=$a; done\n\
+             {{ echo \"args: $*\"; [ -f \"$last\" ] && stat -c 'mode %a' \"$last\"; }} >> {log:?}\n\
+             exec {:?} \"$@\"\n",
+            pg.bindir.join("pg_restore")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        fake.join("pg_restore"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let tmp = env.path("pgtmp");
+    std::fs::create_dir(&tmp).unwrap();
+    pg.sql("postgres", "CREATE DATABASE shop_par");
+    let parallel = |db: &str| {
+        env.cmd()
+            .env("CAIRN_PG_BINDIR", &fake)
+            .args(["--json", "pg", "restore", &db_snap_id, "--dsn", &admin])
+            .args(["--database", db, "--jobs", "2", "--temp-dir"])
+            .arg(&tmp)
+            .output()
+            .expect("run cairn")
+    };
+    let restored = json(&parallel("shop_par"));
+    assert_eq!(restored["database"], "shop_par");
+    assert_eq!(fingerprint(&pg, "shop_par"), before);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(" -j 2 "), "{logged}");
+    assert!(
+        logged.contains(&format!("{}/cairn-pg-restore-", tmp.display())),
+        "{logged}"
+    );
+    assert!(logged.contains("mode 600"), "{logged}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temp left");
+    let out = parallel("no_such_db");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pg_restore"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temp left");
+    pg.sql("postgres", "DROP DATABASE shop_par");
 
     // Verify passes and leaves no scratch database behind.
     let v = json(&cairn_pg(&env, &["verify", &db_snap_id, "--dsn", &admin]));
@@ -388,6 +453,60 @@ fn pg_backup_restore_verify_round_trip() {
         frac * 100.0
     );
     assert!(frac < 0.15, "second backup added {added} of {dump} bytes");
+
+    // In a plan with `verify = true`: the database snapshot (not the
+    // globals one, which `pg verify` would refuse) is verified after the
+    // backup, and the plan's host is recorded.
+    std::fs::write(env.path("pw"), PASSWORD).unwrap();
+    let plan = env.path("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version = 1\nhost = \"pg-host\"\nstate_dir = {:?}\n\
+             [[repository]]\nname = \"r\"\npath = {:?}\npassword_file = {:?}\n\
+             [[source]]\nname = \"db\"\ntype = \"postgres\"\ndsn = {admin:?}\ndatabases = [\"shop\"]\nverify = true\n",
+            env.path("state"),
+            env.repo(),
+            env.path("pw")
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .arg("--json")
+        .arg("run")
+        .arg(&plan)
+        .output()
+        .expect("run cairn");
+    let report = json(&out);
+    let x = &report["sources"][0];
+    assert_eq!(
+        (&x["status"], &x["verified"]),
+        (&"ok".into(), &true.into()),
+        "{x}"
+    );
+    assert_eq!(x["snapshot_ids"].as_array().unwrap().len(), 2, "{x}");
+    let tagged: Vec<_> = env
+        .snapshots()
+        .into_iter()
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "source:db")
+        })
+        .collect();
+    assert_eq!(tagged.len(), 2, "{tagged:?}");
+    assert!(tagged.iter().all(|s| s["host"] == "pg-host"), "{tagged:?}");
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_verify%'"
+        ),
+        "0"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::harness::{Env, PASSWORD, stderr, write};
+use super::qdrant_fake::{Collection, FakeQdrant, Knobs};
 
 /// `cairn` with none of the harness's repository or password settings:
 /// everything must come from the plan.
@@ -676,7 +677,8 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(dir)
-            .args(["--logfile", ""])
+            // Diskless transfers wait 5 s by default before sending.
+            .args(["--repl-diskless-sync-delay", "0", "--logfile", ""])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -798,4 +800,242 @@ fn plan_commands_have_help_with_examples() {
             "{cmd:?}: {text}"
         );
     }
+}
+
+/// Sends inline commands whose replies are one line each, checking none is
+/// an error.
+fn redis_cmds(port: u16, cmds: &[&str]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect redis");
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    for c in cmds {
+        conn.write_all(format!("{c}\r\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(!line.starts_with('-'), "{c}: {line}");
+    }
+}
+
+/// The one-repository `[[repository]]` table of `s.a`.
+fn repository_a(s: &Setup) -> String {
+    format!(
+        "[[repository]]\nname = \"a\"\npath = {:?}\npassword_file = {:?}\ncache_dir = {:?}\n",
+        s.a.repo(),
+        s.a.path("pw"),
+        s.a.path("cache")
+    )
+}
+
+/// `verify = true` on a redis source: after the backup, `cairn redis
+/// verify` loads the snapshot into a throw-away server and its key counts
+/// match; the report and metrics say so.
+#[test]
+fn plan_verifies_a_redis_backup() {
+    let s = Setup::new();
+    let redis = Redis::start(s.a.dir.path());
+    redis_cmds(
+        redis.port,
+        &[
+            "SET a 1",
+            "HSET h f v",
+            "RPUSH l x y",
+            "SELECT 2",
+            "SET b 2",
+        ],
+    );
+    let body = format!(
+        "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nverify = true\n",
+        redis.port
+    );
+    let plan = s.plan(&body, &repository_a(&s));
+    // The verify's throw-away server comes first in PATH: a wrapper that
+    // logs its start, and refuses to start once `refuse` exists.
+    let bin = s.a.path("wrapbin");
+    std::fs::create_dir(&bin).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v redis-server"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let (log, refuse) = (s.a.path("redis-server.log"), s.a.path("refuse"));
+    write(
+        &bin.join("redis-server"),
+        format!(
+            "#!/bin/sh\n[ -e {refuse:?} ] && exit 1\necho \"$*\" >> {log:?}\nexec {} \"$@\"\n",
+            real.trim()
+        )
+        .as_bytes(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        bin.join("redis-server"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .env_remove("CAIRN_REPOSITORY")
+            .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("CAIRN_PASSWORD_COMMAND")
+            .env_remove("CAIRN_CACHE_DIR")
+            .env("PATH", &path)
+            .current_dir(s.a.dir.path())
+            .arg("run")
+            .arg(&plan)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn")
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let started = std::fs::read_to_string(&log).expect("verify started a redis-server");
+    assert_eq!(started.lines().count(), 1, "{started}");
+    let r = s.report();
+    let x = &r["sources"][0];
+    assert_eq!(x["status"], "ok", "{x}");
+    assert_eq!(x["verified"], true, "{x}");
+    assert!(x["verify_duration_s"].as_f64().is_some(), "{x}");
+    let snaps = of_source(&s.a, "cache");
+    assert_eq!(snaps.len(), 1);
+    let id = x["snapshot_ids"][0].as_str().unwrap();
+    let listed = snaps[0]["id"].as_str().unwrap();
+    assert!(
+        id.starts_with(listed) || listed.starts_with(id),
+        "{id} vs {listed}"
+    );
+    assert_eq!(
+        metric(&s.metrics(), &series("cairn_source_verified", "cache", "a")),
+        Some(1.0)
+    );
+
+    // When the snapshot cannot be loaded, the source fails.
+    write(&refuse, b"");
+    let out = run();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let x = &s.report()["sources"][0];
+    assert_eq!(
+        (&x["status"], &x["verified"]),
+        (&"failed".into(), &false.into()),
+        "{x}"
+    );
+    assert!(
+        x["error"].as_str().unwrap().contains("verify failed"),
+        "{x}"
+    );
+    assert!(s.a.path("failure-marker").exists());
+}
+
+/// A qdrant source end to end in a plan, against the fake server: the
+/// plan's host is recorded, the snapshot id and bytes added are read from
+/// `qdrant backup`'s nested JSON, and `verify = true` restores into a
+/// scratch collection. When the restore loses a point, verify fails: the
+/// source fails in the report and metrics, on_failure runs, exit 1.
+#[test]
+fn plan_qdrant_source_with_verify() {
+    let s = Setup::new();
+    let fake = FakeQdrant::start(Knobs::default());
+    let points = (0..50u64)
+        .map(|id| (id, vec![id as f32, 1.0, 2.0, 3.0]))
+        .collect();
+    fake.state().collections.insert(
+        "docs".into(),
+        Collection {
+            config: serde_json::json!({"params": {"vectors": {"size": 4, "distance": "Dot"}}}),
+            points,
+        },
+    );
+    let body = format!(
+        "[[source]]\nname = \"vectors\"\ntype = \"qdrant\"\nurl = \"{}\"\ncollections = [\"docs\"]\nverify = true\n",
+        fake.url
+    );
+    let plan = s.plan(&body, &repository_a(&s));
+    let text = std::fs::read_to_string(&plan).unwrap().replacen(
+        "version = 1\n",
+        "version = 1\nhost = \"vec-host\"\n",
+        1,
+    );
+    write(&plan, text.as_bytes());
+
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = s.report();
+    let x = &r["sources"][0];
+    assert_eq!(
+        (&x["status"], &x["verified"]),
+        (&"ok".into(), &true.into()),
+        "{x}"
+    );
+    let snaps = of_source(&s.a, "vectors");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["host"], "vec-host");
+    assert_eq!(
+        snaps[0]["paths"],
+        serde_json::json!(["qdrant/docs.snapshot"])
+    );
+    let id = x["snapshot_ids"][0].as_str().unwrap();
+    let listed = snaps[0]["id"].as_str().unwrap();
+    assert!(
+        id.starts_with(listed) || listed.starts_with(id),
+        "{id} vs {listed}"
+    );
+    assert!(x["bytes_added"].as_u64().unwrap() > 0, "{x}");
+    {
+        // Verify uploaded the snapshot once and deleted its scratch collection.
+        let st = fake.state();
+        assert_eq!(st.uploads.len(), 1);
+        assert!(st.uploads[0].collection.starts_with("docs-cairn-verify-"));
+        assert_eq!(st.collections.keys().collect::<Vec<_>>(), ["docs"]);
+    }
+    assert!(s.a.path("success-marker").exists());
+    let m = s.metrics();
+    assert_eq!(
+        metric(&m, &series("cairn_source_verified", "vectors", "a")),
+        Some(1.0)
+    );
+
+    // A snapshot that restores with a point missing: verify fails.
+    fake.knobs(|k| k.lose_point_on_recover = true);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = s.report();
+    assert_eq!(r["status"], "failure");
+    assert_eq!(r["failed"], serde_json::json!(["vectors"]));
+    let x = &r["sources"][0];
+    assert_eq!(
+        (&x["status"], &x["verified"]),
+        (&"failed".into(), &false.into()),
+        "{x}"
+    );
+    let e = x["error"].as_str().unwrap();
+    assert!(
+        e.contains("verify failed") && e.contains("49") && e.contains("50"),
+        "{e}"
+    );
+    // The backup itself was saved (and is reported); only verify failed.
+    assert_eq!(x["snapshot_ids"].as_array().unwrap().len(), 1, "{x}");
+    assert_eq!(of_source(&s.a, "vectors").len(), 2);
+    let marker = std::fs::read_to_string(s.a.path("failure-marker")).expect("on_failure ran");
+    assert!(marker.starts_with("nightly|failure|vectors|"), "{marker}");
+    let m = s.metrics();
+    assert_eq!(
+        metric(&m, &series("cairn_source_verified", "vectors", "a")),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, &series("cairn_source_success", "vectors", "a")),
+        Some(0.0)
+    );
+    assert_eq!(
+        fake.state().collections.keys().collect::<Vec<_>>(),
+        ["docs"]
+    );
 }

@@ -368,8 +368,8 @@ impl Cache {
     }
 
     /// Merges runs until their sizes grow geometrically (each run holds
-    /// more than [`MERGE_RATIO`] times the records of all newer ones) and
-    /// there are at most [`MAX_RUNS`]. The newest runs that break the rule
+    /// more than `MERGE_RATIO` times the records of all newer ones) and
+    /// there are at most `MAX_RUNS`. The newest runs that break the rule
     /// are merged in one streaming pass.
     pub fn compact(&self) -> Result<(), CacheError> {
         loop {
