@@ -44,6 +44,7 @@ mod exit {
 fn main() -> ExitCode {
     // Before any thread exists: the only time the local offset can be read soundly.
     output::init_local_offset();
+    tune_allocator();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -66,6 +67,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc serves a large allocation from its own mapping until one is freed,
+/// then raises the threshold to that size (up to 32 MiB): after the first
+/// pack buffer is freed, pack, chunker and blob buffers come from the heap
+/// arenas, whose freed space is kept and fragments. A fixed threshold keeps
+/// every buffer of 1 MiB or more in a mapping returned on free. Measured on
+/// the 1 GiB benchmark corpus: initial backup peak RSS 128 → 74 MiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes a malloc tunable; called before any
+    // thread exists, with a documented parameter and a valid value.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
 
 /// Maps an error to an exit code by finding the library's error in its chain.
 fn exit_code(err: &anyhow::Error) -> u8 {
