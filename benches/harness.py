@@ -32,7 +32,7 @@ spec.loader.exec_module(run)
 class Cairn(run.Tool):
     name, exe = "cairn", CAIRN
     note = ("defaults: FastCDC 512K/1M/8M keyed, BLAKE3-keyed ids, zstd -3, "
-            "XChaCha20-Poly1305, 16 MiB packs, SQLite index cache")
+            "XChaCha20-Poly1305, 16 MiB packs, sorted-run index cache")
 
     def env(self, ctx):
         return {"CAIRN_PASSWORD": run.PASSWORD, "CAIRN_REPOSITORY": ctx.repo}

@@ -231,8 +231,19 @@ fn run_child(step: &str, dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The allocator setting the `cairn` binary makes (repo-cli/src/main.rs),
+/// so the library steps here use memory as the command would.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes a malloc tunable, before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() {
     if let Ok(s) = std::env::var("CAIRN_SCALE_STEP") {
+        tune_allocator();
         let dir = PathBuf::from(std::env::var("CAIRN_SCALE_WORKDIR").expect("workdir"));
         step(&s, &dir);
         return;
@@ -287,7 +298,7 @@ fn main() {
             "open-cold" => (
                 format!("{} s", get("secs")),
                 format!(
-                    "cache built from scratch: {} blobs in {} runs, {} KiB of fence and filter in memory, {:.0} MB of runs on disk",
+                    "cache built from scratch: {} blobs in {} runs, {} KiB of pack tables, fences and filters in memory, {:.0} MB of runs on disk",
                     get("blobs"),
                     get("runs"),
                     get("fence_kib"),

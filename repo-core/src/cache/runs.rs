@@ -2,12 +2,13 @@
 //!
 //! A run is an immutable file of fixed-size records sorted by blob id, with
 //! the pack ids its records point to, a fence (the first 8 id bytes of every
-//! 4 KiB block) and a blocked Bloom filter of one byte per record. The fence
-//! and the filter are held in memory, about 1.1 bytes per blob: a lookup of
-//! an absent id (most of a backup's lookups) usually ends in the filter
-//! without touching the file, and one of a present id binary-searches the
-//! fence and reads one block with a positioned read (and the pack id with
-//! another). The rest stays on disk, so the index never has to fit in RAM (a SQLite B-tree did the same job at
+//! 4 KiB block) and a blocked Bloom filter of one byte per record. The pack
+//! table, fence and filter are held in memory, about 1.1 bytes per blob and
+//! 32 per pack: a lookup of an absent id (most of a backup's lookups)
+//! usually ends in the filter without touching the file, and one of a
+//! present id binary-searches the fence and reads one block with a
+//! positioned read. The records stay on disk, so the index never has to fit
+//! in RAM (a SQLite B-tree did the same job at
 //! a fifth of the speed and grew slower to fill as it grew).
 //!
 //! Not a memory map: random lookups would make the whole file resident in
@@ -142,6 +143,7 @@ pub struct Run {
     records: u64,
     packs: u64,
     records_offset: u64,
+    pack_table: Vec<PackId>,
     fence: Vec<[u8; 8]>,
     filter: Vec<u8>,
 }
@@ -189,7 +191,23 @@ impl Run {
         let fence = raw.chunks_exact(8).map(|c| c.try_into().unwrap_or([0; 8]));
         let mut bloom = vec![0u8; (filter * FILTER_BLOCK as u64) as usize];
         file.read_exact_at(&mut bloom, fence_offset + fence_len)?;
+        // Read in pieces: a whole copy of a large table would double the peak.
+        let mut pack_table = Vec::with_capacity(packs as usize);
+        let mut r = BufReader::with_capacity(
+            1 << 16,
+            AtReader {
+                file: &file,
+                pos: HEADER_LEN,
+            },
+        );
+        let mut b = [0u8; 32];
+        for _ in 0..packs {
+            r.read_exact(&mut b)?;
+            pack_table.push(PackId::from_bytes(b));
+        }
+        drop(r);
         Ok(Self {
+            pack_table,
             name: name.to_string(),
             file,
             records,
@@ -210,9 +228,9 @@ impl Run {
         self.records
     }
 
-    /// Bytes of memory the open run holds (fence and filter).
+    /// Bytes of memory the open run holds (pack table, fence and filter).
     pub fn memory(&self) -> usize {
-        self.fence.len() * 8 + self.filter.len()
+        self.pack_table.len() * 32 + self.fence.len() * 8 + self.filter.len()
     }
 
     /// False if the run certainly has no record for `id`.
@@ -268,23 +286,15 @@ impl Run {
 
     /// Pack `no` of the pack table.
     pub fn pack(&self, no: u32) -> io::Result<PackId> {
-        if u64::from(no) >= self.packs {
-            return Err(damaged(Path::new(&self.name), "pack number out of range"));
-        }
-        let mut b = [0u8; 32];
-        self.file
-            .read_exact_at(&mut b, HEADER_LEN + u64::from(no) * 32)?;
-        Ok(PackId::from_bytes(b))
+        self.pack_table
+            .get(no as usize)
+            .copied()
+            .ok_or_else(|| damaged(Path::new(&self.name), "pack number out of range"))
     }
 
     /// Calls `f` with every pack id of the pack table, in order.
     pub fn for_each_pack(&self, mut f: impl FnMut(PackId)) -> io::Result<()> {
-        let mut r = self.reader(HEADER_LEN);
-        let mut b = [0u8; 32];
-        for _ in 0..self.packs {
-            r.read_exact(&mut b)?;
-            f(PackId::from_bytes(b));
-        }
+        self.pack_table.iter().for_each(|p| f(*p));
         Ok(())
     }
 
