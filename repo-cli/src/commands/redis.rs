@@ -77,6 +77,11 @@ fn backup(g: &GlobalArgs, out: Output, a: &RedisBackupArgs) -> Result<Status> {
     let mut b = repo
         .backup()
         .progress(&progress)
+        // An RDB is written in hash-table order, so a day's changes are
+        // scattered through it: measured on a 20 MB RDB with 0.12 % of keys
+        // changed, the tiny profile (16 KiB chunks) stored 24 % of it again,
+        // small 61 %, default 100 % (README, Redis).
+        .profile("tiny")
         .tag(TAG)
         .metadata(META_SERVER, url.address())
         .metadata(META_VERSION, &version)
