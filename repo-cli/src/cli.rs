@@ -1269,7 +1269,7 @@ pub enum QdrantCommand {
         long_about = "For each collection (--collection, repeatable, or --all): read its info and \
 exact points count, create a snapshot (POST /collections/<name>/snapshots?wait=true), stream the \
 download into a new snapshot tagged `qdrant` holding qdrant/<name>.snapshot (chunk profile \
-`small`), checking size and SHA-256 against what the server reported before the snapshot is \
+`tiny`), checking size and SHA-256 against what the server reported before the snapshot is \
 written, then delete the snapshot on the server (also when the backup failed). A collection that \
 fails does not stop the others; the command exits 1 if any failed. If the server-side snapshot \
 name already existed before (two snapshots in the same second share a name and overwrite each \
