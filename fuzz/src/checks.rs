@@ -4,7 +4,8 @@
 //! This file is compiled twice: as `cairn_fuzz::checks` for the libFuzzer
 //! targets, and by path (`#[path = "../../fuzz/src/checks.rs"] mod checks;`)
 //! in the stable replay test `tests/tests/fuzz_replay.rs`. It may therefore
-//! depend only on `repo_core` and `std`, and every item must be used by both.
+//! depend only on `repo_core` and `std` (and on the CLI's self-contained RDB
+//! checker, included by path as [`rdb`]), and every item must be used by both.
 //!
 //! Every check panics (assert) on a violated property, and is otherwise
 //! silent. Inputs that carry parameters read them from a little-endian
@@ -21,24 +22,36 @@
 //! skipped when `CAIRN_FUZZ_SKIP_OPEN=1`, so long fuzzing runs can look past
 //! them; the replay test never sets it. Remove a skip when its bug is fixed.
 
+use std::fs;
 use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use repo_core::blob::{self, BlobError, BlobKind};
+use repo_core::cache::runs::{self, Run};
 use repo_core::chunker::{Chunker, ChunkerParams};
 use repo_core::compress;
 use repo_core::config::Config;
 use repo_core::crypto::{self, CryptoError, KeyFile, MasterKey};
 use repo_core::encoding;
 use repo_core::format::{
-    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, MAGIC_LEN, MAX_CHUNK_SIZE,
-    MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
+    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, INDEX_MAGIC, MAGIC_LEN,
+    MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN,
+    SNAPSHOT_MAGIC,
 };
 use repo_core::hash::ContentHasher;
-use repo_core::id::{BlobId, ID_LEN, RepoId};
-use repo_core::pack::PackHeader;
+use repo_core::id::{BlobId, ID_LEN, PackId, RepoId};
+use repo_core::index::IndexFile;
+use repo_core::mark::MarkFile;
+use repo_core::pack::{PackEntry, PackHeader};
 use repo_core::snapshot::Snapshot;
 use repo_core::tree::Tree;
+
+/// The Redis exporter's RDB stream checker (std only), shared by path with
+/// the CLI.
+#[path = "../../repo-cli/src/exporters/rdb.rs"]
+pub mod rdb;
 
 /// A check: panics if `data` violates a property.
 pub type Check = fn(&[u8]);
@@ -56,6 +69,10 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("decompress", decompress),
     ("open_blob", open_blob),
     ("chunker", chunker),
+    ("index_file_decode", index_file_decode),
+    ("mark_decode", mark_decode),
+    ("cache_run", cache_run),
+    ("rdb_stream", rdb_stream),
 ];
 
 /// Raw master secret of the fixed fuzzing key.
@@ -626,4 +643,443 @@ pub fn chunker(data: &[u8]) {
             "stream_batches (hint {hint:?}) and split_slice disagree"
         );
     }
+}
+
+/// `from_file` on a body sealed as a file must agree with `decode` of the
+/// body (bodies over [`MAX_META_FILE`] may fail differently).
+fn assert_file_agrees<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    len: usize,
+    plain: &Result<T, FormatError>,
+    file: &Result<T, BlobError>,
+) {
+    match (plain, file) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}: from_file disagrees with decode"),
+        (Err(a), Err(b)) => assert!(
+            len > MAX_META_FILE || same_error(a, b),
+            "{what}: from_file {b:?}, decode {a:?}"
+        ),
+        (a, b) => panic!("{what}: from_file {b:?} but decode {a:?}"),
+    }
+}
+
+/// Encoded size of one pack entry in a bincode body: integers are fixed
+/// width, so every entry has the same size.
+fn entry_len() -> usize {
+    encoding::encode(&PackEntry {
+        kind: BlobKind::Data,
+        id: BlobId::from_bytes([0; ID_LEN]),
+        offset: 0,
+        length: 0,
+        raw_length: 0,
+    })
+    .len()
+}
+
+/// Input: an encoded index file body (SPEC §8), or a whole index file.
+///
+/// `encoding::decode::<IndexFile>` must not panic and re-encodes what it
+/// accepts; the body's size is exactly what its counts say (so
+/// `entry_count` counts every entry and nothing else hides in it); the
+/// index survives `to_file`/`from_file`; `from_file` on the body sealed as
+/// an index file agrees with `decode`; on the raw bytes it does not panic.
+pub fn index_file_decode(data: &[u8]) {
+    let r = encoding::decode::<IndexFile>(data, "index");
+    if let Ok(f) = &r {
+        assert_eq!(encoding::encode(f), data, "index encoding is not canonical");
+        let entries: usize = f.packs.iter().map(|p| p.entries.len()).sum();
+        assert_eq!(f.entry_count(), entries);
+        // Two counts; per pack an id and a count; fixed-size entries.
+        assert_eq!(
+            data.len(),
+            16 + f.packs.len() * (ID_LEN + 8)
+                + f.entry_count() * entry_len()
+                + f.supersedes.len() * ID_LEN,
+            "index body size does not match its counts"
+        );
+        assert_eq!(
+            IndexFile::from_file(key(), &f.to_file(key())).as_ref(),
+            Ok(f),
+            "index to_file/from_file round trip"
+        );
+    }
+    let file = IndexFile::from_file(key(), &seal_file(&INDEX_MAGIC, data));
+    assert_file_agrees("index", data.len(), &r, &file);
+    let _ = IndexFile::from_file(key(), data);
+}
+
+/// Input: an encoded prune mark body (SPEC §22), or a whole mark file.
+///
+/// `encoding::decode::<MarkFile>` must not panic and re-encodes what it
+/// accepts; the body's size is exactly what its counts say; the mark
+/// survives `to_file`/`from_file`; `from_file` on the body sealed as a mark
+/// file agrees with `decode`; on the raw bytes it does not panic.
+pub fn mark_decode(data: &[u8]) {
+    let r = encoding::decode::<MarkFile>(data, "mark");
+    if let Ok(m) = &r {
+        assert_eq!(encoding::encode(m), data, "mark encoding is not canonical");
+        let entries: usize = m.packs.iter().map(|p| p.entries.len()).sum();
+        // The time, the pack count; per pack an id and a count; entries.
+        assert_eq!(
+            data.len(),
+            16 + m.packs.len() * (ID_LEN + 8) + entries * entry_len(),
+            "mark body size does not match its counts"
+        );
+        assert_eq!(
+            MarkFile::from_file(key(), &m.to_file(key())).as_ref(),
+            Ok(m),
+            "mark to_file/from_file round trip"
+        );
+    }
+    let file = MarkFile::from_file(key(), &seal_file(&MARK_MAGIC, data));
+    assert_file_agrees("mark", data.len(), &r, &file);
+    let _ = MarkFile::from_file(key(), data);
+}
+
+/// A fresh directory under the system temporary directory, removed on drop
+/// (also when a check panics).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cairn-fuzz-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Records of a run file the checks look at, and entries they build a run
+/// from, at most: every record costs a few positioned reads, and more
+/// records only repeat the same fence blocks.
+const MAX_RUN_RECORDS: usize = 768;
+
+/// Ids near `id`: the same fence prefix and filter slot with another last
+/// byte (they pass the filter whenever `id` does, so the block search
+/// decides), and ids with another prefix.
+fn neighbours(id: &[u8; 32]) -> [[u8; 32]; 4] {
+    let mut out = [*id; 4];
+    out[0][31] = id[31].wrapping_add(1);
+    out[1][31] = id[31].wrapping_sub(1);
+    out[2][7] ^= 0x10;
+    out[3][0] = id[0].wrapping_add(0x10);
+    out
+}
+
+/// Input: `mode u8 || rest`. An even `mode` makes `rest` a run file of the
+/// local cache (SPEC §12.1) for [`cache_run_file`]; an odd one makes it a
+/// list of entries for [`cache_run_build`], in `1 + (mode >> 1) % 8` packs.
+pub fn cache_run(data: &[u8]) {
+    match data.split_first() {
+        Some((mode, rest)) if mode & 1 == 1 => {
+            cache_run_build(rest, 1 + usize::from(mode >> 1) % 8);
+        }
+        Some((_, rest)) => cache_run_file(rest),
+        None => {}
+    }
+}
+
+/// `Run::open` on hostile bytes must not panic. When it accepts them, the
+/// counts match the header, the pack table reads back through `pack` and
+/// `for_each_pack`, a pack number out of range errors, `find` never fails
+/// and only ever returns the record of the id asked for (for every id in
+/// the record area and its neighbours). When the file is exactly what
+/// `runs::build` writes for its own records (sorted, fence and filter
+/// right), `find` returns each record.
+fn cache_run_file(bytes: &[u8]) {
+    let dir = TempDir::new();
+    fs::write(dir.0.join("run"), bytes).expect("write the run file");
+    let Ok(run) = Run::open(&dir.0, "run") else {
+        return;
+    };
+    let at = |i: usize| take_u64(&bytes[i..]).0;
+    let (records, packs, records_offset) = (at(16), at(24), at(32) as usize);
+    assert_eq!(run.name(), "run");
+    assert_eq!(run.records(), records);
+    assert!(run.memory() <= bytes.len(), "more memory than file");
+    let mut table = Vec::new();
+    run.for_each_pack(|p| table.push(p))
+        .expect("the pack table is within the file");
+    assert_eq!(table.len() as u64, packs);
+    for (no, p) in table.iter().enumerate().take(64) {
+        assert_eq!(run.pack(no as u32).ok(), Some(*p), "pack {no}");
+    }
+    assert!(
+        run.pack(packs as u32).is_err(),
+        "pack number {packs} of {packs}"
+    );
+    assert!(run.pack(u32::MAX).is_err());
+
+    let record = |i: usize| &bytes[records_offset + i * runs::RECORD_LEN..][..runs::RECORD_LEN];
+    let shown = (records as usize).min(MAX_RUN_RECORDS);
+    let ids: Vec<[u8; 32]> = (0..shown)
+        .map(|i| record(i)[..32].try_into().expect("32 bytes"))
+        .collect();
+    let find = |id: &[u8; 32]| {
+        let r = run.find(id).expect("find reads within the file");
+        if let Some(r) = &r {
+            assert_eq!(&r.id, id, "find returned another id's record");
+        }
+        r
+    };
+    for (i, id) in ids.iter().enumerate() {
+        find(id);
+        if i < 256 {
+            for n in neighbours(id) {
+                find(&n);
+            }
+        }
+    }
+    find(&[0; 32]);
+    find(&[0xff; 32]);
+
+    // Is the file what `build` writes for these records?
+    let sorted = ids.windows(2).all(|w| w[0] < w[1]);
+    let entries: Option<Vec<(u32, PackEntry)>> = (0..shown)
+        .map(|i| {
+            let b = record(i);
+            let kind = BlobKind::from_byte(b[32]).filter(|_| b[33..36] == [0; 3])?;
+            let u = |o: usize| take_u32(&b[o..]).0;
+            let no = u(36);
+            (u64::from(no) < packs).then_some((
+                no,
+                PackEntry {
+                    kind,
+                    id: BlobId::from_bytes(ids[i]),
+                    offset: u(40),
+                    length: u(44),
+                    raw_length: u(48),
+                },
+            ))
+        })
+        .collect();
+    let Some(entries) = entries.filter(|_| sorted && shown as u64 == records) else {
+        return;
+    };
+    let mut grouped: Vec<(PackId, Vec<PackEntry>)> =
+        table.iter().map(|p| (*p, Vec::new())).collect();
+    for (no, e) in &entries {
+        grouped[*no as usize].1.push(*e);
+    }
+    let (name, n) = runs::build(&dir.0, &grouped).expect("build a run");
+    assert_eq!(n, records);
+    if fs::read(dir.0.join(name)).expect("read the rebuilt run") != bytes {
+        return;
+    }
+    for (no, e) in &entries {
+        let r = find(e.id.as_bytes()).expect("a canonical run finds its record");
+        assert_eq!((r.pack_no, r.entry()), (*no, Some(*e)));
+    }
+}
+
+/// Input: 3-byte groups `a b c` (the first [`MAX_RUN_RECORDS`]), one blob
+/// entry each (group `i` in pack
+/// `i % packs`). The id has prefix `a >> 4, 0…, a & 15` (many ties, across
+/// fence blocks too), filter words from `a` and `b`, and last byte `c`, so
+/// ids that differ only in `c` share the prefix and the filter slot.
+///
+/// `runs::build` writes a run that `Run::open` accepts; `find` returns
+/// every id with the first location listed (duplicates: the lowest pack,
+/// then the earliest entry), `pack` maps its pack number to the pack id,
+/// and ids not built (neighbours of built ones) are not found. The run
+/// merged with itself (`runs::merge`) holds the same records, the pack
+/// table twice, and each record from the first copy.
+fn cache_run_build(data: &[u8], packs: usize) {
+    let id_of = |g: &[u8]| {
+        let mut id = [0u8; 32];
+        id[0] = g[0] >> 4;
+        id[7] = g[0] & 15;
+        id[8..16].fill(g[1]);
+        id[16..24].fill(g[0] ^ g[1].rotate_left(3));
+        id[31] = g[2];
+        id
+    };
+    let mut table: Vec<(PackId, Vec<PackEntry>)> = (0..packs)
+        .map(|p| (PackId::from_bytes([p as u8 + 1; 32]), Vec::new()))
+        .collect();
+    for (i, g) in data.chunks_exact(3).take(MAX_RUN_RECORDS).enumerate() {
+        table[i % packs].1.push(PackEntry {
+            kind: if g[2] & 1 == 1 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
+            id: BlobId::from_bytes(id_of(g)),
+            offset: i as u32,
+            length: u32::from(g[1]),
+            raw_length: i as u32 * 3,
+        });
+    }
+    // The first location in pack order wins.
+    let mut expected: std::collections::BTreeMap<[u8; 32], (u32, PackEntry)> = Default::default();
+    for (no, (_, entries)) in table.iter().enumerate() {
+        for e in entries {
+            expected.entry(*e.id.as_bytes()).or_insert((no as u32, *e));
+        }
+    }
+    let dir = TempDir::new();
+    let (name, n) = runs::build(&dir.0, &table).expect("build a run");
+    assert_eq!(n, expected.len() as u64, "records in the built run");
+    let run = Run::open(&dir.0, &name).expect("open a built run");
+    assert_eq!(run.records(), n);
+    let mut listed = Vec::new();
+    run.for_each_pack(|p| listed.push(p)).expect("pack table");
+    assert!(listed.iter().eq(table.iter().map(|(p, _)| p)));
+    assert!(run.pack(packs as u32).is_err());
+    for (id, (no, e)) in &expected {
+        assert!(run.may_contain(id), "the filter misses a built id");
+        let r = run
+            .find(id)
+            .expect("find on a built run")
+            .expect("a built id is found");
+        assert_eq!((r.pack_no, r.entry()), (*no, Some(*e)), "wrong location");
+        assert_eq!(run.pack(r.pack_no).ok(), Some(table[*no as usize].0));
+        for m in neighbours(id) {
+            if !expected.contains_key(&m) {
+                assert_eq!(run.find(&m).expect("find"), None, "found an id not built");
+            }
+        }
+    }
+    // Merged with itself: the pack table twice, every record once, from the
+    // first run.
+    let (merged, m) = runs::merge(&dir.0, &[&run, &run]).expect("merge runs");
+    assert_eq!(m, n, "records in the merged run");
+    let twice = Run::open(&dir.0, &merged).expect("open a merged run");
+    let mut listed = Vec::new();
+    twice.for_each_pack(|p| listed.push(p)).expect("pack table");
+    assert!(listed.iter().eq(table.iter().chain(&table).map(|(p, _)| p)));
+    for (id, (no, e)) in &expected {
+        let r = twice.find(id).expect("find").expect("a merged id is found");
+        assert_eq!((r.pack_no, r.entry()), (*no, Some(*e)), "merged location");
+    }
+    drop(run);
+    cache_run_file(&fs::read(dir.0.join(&name)).expect("read the built run"));
+}
+
+/// Splits a u64 off a xorshift state.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Reads `stream` through `rdb::RdbReader`, whole (`seed` None: the source
+/// gives everything at once) or in pieces: the source and the caller's
+/// buffer both of random sizes. Returns what came out and the verdict: the
+/// version, or the error's text.
+fn rdb_read(stream: &[u8], seed: Option<u64>) -> (Vec<u8>, Result<u32, String>) {
+    let src: Box<dyn Read + '_> = match seed {
+        None => Box::new(stream),
+        Some(s) => Box::new(Dribble {
+            data: stream,
+            state: s | 1,
+            cap: 64,
+        }),
+    };
+    let mut r = match rdb::RdbReader::new(src) {
+        Ok(r) => r,
+        Err(e) => return (Vec::new(), Err(e.to_string())),
+    };
+    let mut state = seed.unwrap_or(0) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; stream.len().max(32) + 1];
+    let mut out = Vec::new();
+    loop {
+        let n = match seed {
+            None => buf.len(),
+            Some(_) => 1 + (xorshift(&mut state) % 32) as usize,
+        };
+        match r.read(&mut buf[..n]) {
+            Ok(0) => return (out, Ok(r.version())),
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+            Err(e) => return (out, Err(e.to_string())),
+        }
+    }
+}
+
+/// The RDB stream rule, written plainly: `REDIS` and 4 digits, the `0xFF`
+/// opcode right before an 8-byte trailer, which is 0 (checksums off) or
+/// the CRC-64 of everything before it.
+fn rdb_valid(s: &[u8]) -> bool {
+    let n = s.len();
+    if n < rdb::HEADER_LEN + 1 + rdb::TRAILER_LEN || rdb::parse_header(s).is_err() {
+        return false;
+    }
+    let trailer = take_u64(&s[n - rdb::TRAILER_LEN..]).0;
+    s[n - rdb::TRAILER_LEN - 1] == 0xff
+        && (trailer == 0 || trailer == rdb::crc64::update(0, &s[..n - rdb::TRAILER_LEN]))
+}
+
+/// `stream` gives the same verdict read whole and in random pieces, the
+/// verdict is [`rdb_valid`]'s, the version is the header's, an accepted
+/// stream comes out unchanged, and a refused one never lets its last 8
+/// bytes (the unverified trailer) out.
+fn rdb_agree(stream: &[u8], seed: u64) {
+    let (whole_out, whole) = rdb_read(stream, None);
+    let (piece_out, pieces) = rdb_read(stream, Some(seed));
+    assert_eq!(whole, pieces, "whole and piecewise reads disagree");
+    assert_eq!(whole_out, piece_out);
+    let valid = rdb_valid(stream);
+    assert_eq!(
+        whole.is_ok(),
+        valid,
+        "verdict {whole:?} for a stream the rule calls valid={valid}"
+    );
+    match whole {
+        Ok(v) => {
+            assert_eq!(Ok(v), rdb::parse_header(stream).map_err(|e| e.to_string()));
+            assert_eq!(whole_out, stream, "an accepted RDB came out changed");
+        }
+        Err(_) => assert!(
+            stream.starts_with(&whole_out)
+                && whole_out.len() + rdb::TRAILER_LEN <= stream.len().max(rdb::TRAILER_LEN),
+            "a refused RDB let {} of {} bytes out",
+            whole_out.len(),
+            stream.len()
+        ),
+    }
+}
+
+/// Input: `seed u64 || stream`.
+///
+/// The stream goes through [`rdb_agree`]. Then a valid RDB is built from it
+/// (header version `seed % 10000`, the stream as the body, `0xFF`, the
+/// right CRC-64) and must pass; truncations of it (at the end, inside the
+/// trailer, before the opcode, at a point from `seed`) and one with a
+/// flipped trailer bit go through [`rdb_agree`] as well.
+pub fn rdb_stream(data: &[u8]) {
+    let (seed, stream) = take_u64(data);
+    rdb_agree(stream, seed);
+
+    let mut built = format!("REDIS{:04}", seed % 10_000).into_bytes();
+    built.extend_from_slice(stream);
+    built.push(0xff);
+    let crc = rdb::crc64::update(0, &built);
+    built.extend_from_slice(&crc.to_le_bytes());
+    assert!(rdb_valid(&built));
+    assert!(rdb_read(&built, None).1.is_ok(), "a valid RDB refused");
+    rdb_agree(&built, seed);
+    let n = built.len();
+    for cut in [
+        n - 1,
+        n - rdb::TRAILER_LEN,
+        n - rdb::TRAILER_LEN - 1,
+        rdb::HEADER_LEN,
+        (seed >> 32) as usize % n,
+    ] {
+        rdb_agree(&built[..cut], seed.rotate_left(7));
+    }
+    built[n - 1 - (seed % 8) as usize] ^= 1 << ((seed >> 8) % 8);
+    rdb_agree(&built, seed.rotate_left(13));
 }

@@ -34,7 +34,7 @@ pub mod index;
 pub mod inspect;
 pub mod keys;
 pub mod lock;
-mod mark;
+pub mod mark;
 pub mod pack;
 pub mod progress;
 pub mod prune;

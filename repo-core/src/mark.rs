@@ -11,11 +11,24 @@ use crate::index::IndexPack;
 
 /// Decrypted body of a mark file (SPEC §22).
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub(crate) struct MarkFile {
+pub struct MarkFile {
     /// Client time of writing (informational; grace uses the storage clock).
-    pub(crate) created_ns: i64,
+    pub created_ns: i64,
     /// Condemned packs with their blobs (for resurrection).
-    pub(crate) packs: Vec<IndexPack>,
+    pub packs: Vec<IndexPack>,
+}
+
+impl MarkFile {
+    /// The encrypted file.
+    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+        blob::seal_file(&MARK_MAGIC, key, &encoding::encode(self), 3)
+    }
+
+    /// Parses a mark file.
+    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+        let plain = blob::open_file(&MARK_MAGIC, "mark", key, bytes)?;
+        Ok(encoding::decode(&plain, "mark")?)
+    }
 }
 
 /// Every pending mark: name, modification time (storage clock), body.
@@ -37,9 +50,7 @@ pub(crate) fn load_marks(
             name: o.name.clone(),
             source,
         };
-        let plain = blob::open_file(&MARK_MAGIC, "mark", key, &bytes).map_err(corrupt)?;
-        let m: MarkFile =
-            encoding::decode(&plain, "mark").map_err(|e| corrupt(BlobError::Format(e)))?;
+        let m = MarkFile::from_file(key, &bytes).map_err(corrupt)?;
         out.push((o.name, o.modified_ns, m));
     }
     Ok(out)

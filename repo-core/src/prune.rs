@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use crate::backend::ObjectKind;
 use crate::blob;
-use crate::encoding;
 use crate::error::{Error, Result};
-use crate::format::MARK_MAGIC;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{IndexPack, load_index_files, write_index_files};
 use crate::lock::{HEARTBEAT_EXPIRY, Heartbeat, storage_now};
@@ -546,7 +544,7 @@ impl Repository {
                 })
                 .collect(),
         };
-        let bytes = blob::seal_file(&MARK_MAGIC, key, &encoding::encode(&mark), 3);
+        let bytes = mark.to_file(key);
         self.backend()
             .write(ObjectKind::Mark, &IndexId::hash_of(&bytes).to_hex(), &bytes)?;
         sum.packs_condemned = plan.condemn.len();

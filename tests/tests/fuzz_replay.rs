@@ -247,22 +247,30 @@ replay_tests!(
     decompress,
     open_blob,
     chunker,
+    index_file_decode,
+    mark_decode,
+    cache_run,
+    rdb_stream,
 );
 
 /// Seed inputs per target, following the layouts documented in `checks.rs`.
 mod seeds {
     use repo_core::blob::{self, BlobKind};
+    use repo_core::cache::runs;
     use repo_core::chunker::ChunkerParams;
     use repo_core::compress;
     use repo_core::config::Config;
     use repo_core::crypto::{KdfParams, KeyFile, MasterKey};
     use repo_core::encoding;
     use repo_core::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
-    use repo_core::id::{BlobId, RepoId, SnapshotId};
+    use repo_core::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
+    use repo_core::index::{IndexFile, IndexPack};
+    use repo_core::mark::MarkFile;
     use repo_core::pack::{PackEntry, PackHeader, PackWriter};
     use repo_core::snapshot::{Snapshot, SnapshotSummary};
     use repo_core::tree::{Node, NodeKind, Tree, Xattr};
 
+    use super::checks::rdb::crc64;
     use super::checks::{MASTER, blob_id, master};
 
     pub type Seeds = Vec<(&'static str, Vec<u8>)>;
@@ -547,6 +555,131 @@ mod seeds {
                 ("empty", params(mid, 3, b"")),
             ],
         ));
+
+        let packs = index_packs();
+        let index = IndexFile {
+            packs: packs.clone(),
+            supersedes: vec![IndexId::from_bytes([9; 32])],
+        };
+        out.push((
+            "index_file_decode",
+            vec![
+                ("empty", encoding::encode(&IndexFile::default())),
+                ("two-packs", encoding::encode(&index)),
+                ("file", index.to_file(key)),
+            ],
+        ));
+
+        let mark = MarkFile {
+            created_ns: 1_700_000_000_000_000_000,
+            packs,
+        };
+        let bare = MarkFile {
+            created_ns: -1,
+            packs: Vec::new(),
+        };
+        out.push((
+            "mark_decode",
+            vec![
+                ("bare", encoding::encode(&bare)),
+                ("two-packs", encoding::encode(&mark)),
+                ("file", mark.to_file(key)),
+            ],
+        ));
+
+        out.push(("cache_run", cache_runs()));
+
+        let mut redis7 = b"REDIS0011".to_vec();
+        redis7.extend_from_slice(b"\xfa\x09redis-ver\x057.2.4\xfa\x0aredis-bits\xc0\x40");
+        redis7.extend_from_slice(b"\xfe\x00\xfb\x02\x00\x00\x01k\x01v\x00\x02k2\x03abc\xff");
+        let mut zero_trailer = redis7.clone();
+        zero_trailer.extend_from_slice(&[0; 8]);
+        let crc = crc64::update(0, &redis7);
+        redis7.extend_from_slice(&crc.to_le_bytes());
+        out.push((
+            "rdb_stream",
+            vec![
+                ("redis7", le64(11, &redis7)),
+                ("zero-trailer", le64(10, &zero_trailer)),
+                ("truncated", le64(3, &redis7[..redis7.len() - 3])),
+                ("empty", le64(0, b"")),
+            ],
+        ));
+        out
+    }
+
+    /// Two packs of an index or mark body.
+    fn index_packs() -> Vec<IndexPack> {
+        let entry = |kind, n: u8| PackEntry {
+            kind,
+            id: BlobId::from_bytes([n; 32]),
+            offset: 12 + u32::from(n) * 100,
+            length: 100,
+            raw_length: 180,
+        };
+        vec![
+            IndexPack {
+                id: PackId::from_bytes([7; 32]),
+                entries: vec![entry(BlobKind::Data, 1), entry(BlobKind::Tree, 2)],
+            },
+            IndexPack {
+                id: PackId::from_bytes([8; 32]),
+                entries: vec![entry(BlobKind::Data, 3)],
+            },
+        ]
+    }
+
+    /// `cache_run` seeds: run files `runs::build` wrote (mode 0), and entry
+    /// lists to build from (odd modes).
+    fn cache_runs() -> Seeds {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let built = |name, packs: &[(PackId, Vec<PackEntry>)]| {
+            let (file, _) = runs::build(dir.path(), packs).expect("build a run");
+            let mut v = vec![0];
+            v.extend(std::fs::read(dir.path().join(file)).expect("read the run"));
+            (name, v)
+        };
+        let entries = |seed: u64, n: usize| -> Vec<PackEntry> {
+            pseudo_random(n * 32, seed)
+                .chunks(32)
+                .enumerate()
+                .map(|(i, id)| PackEntry {
+                    kind: if i % 3 == 0 {
+                        BlobKind::Tree
+                    } else {
+                        BlobKind::Data
+                    },
+                    id: BlobId::from_bytes(id.try_into().expect("32 bytes")),
+                    offset: i as u32 * 10,
+                    length: 10,
+                    raw_length: 20,
+                })
+                .collect()
+        };
+        let mut out = vec![
+            built("run-empty", &[(PackId::from_bytes([1; 32]), Vec::new())]),
+            built("run-small", &[(PackId::from_bytes([1; 32]), entries(1, 5))]),
+            built(
+                "run-blocks",
+                &[
+                    (PackId::from_bytes([1; 32]), entries(2, 90)),
+                    (PackId::from_bytes([2; 32]), entries(3, 90)),
+                ],
+            ),
+        ];
+        // Groups `a b c`: random; one fence prefix throughout (300 records,
+        // several blocks); and many duplicates in three packs.
+        out.push(("build-random", [vec![3], pseudo_random(1500, 9)].concat()));
+        let mut one_prefix = vec![1];
+        for (i, r) in pseudo_random(600, 4).chunks(2).enumerate() {
+            one_prefix.extend_from_slice(&[0x5a, r[0], r[1] ^ i as u8]);
+        }
+        out.push(("build-one-prefix", one_prefix));
+        let mut dups = vec![5];
+        for r in pseudo_random(120, 6).chunks(3) {
+            dups.extend_from_slice(&[r[0] & 0x11, r[1] & 3, r[2] & 7]);
+        }
+        out.push(("build-duplicates", dups));
         out
     }
 }

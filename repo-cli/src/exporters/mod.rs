@@ -2,8 +2,8 @@
 //! the library's stream backup, and put it back on restore. They live in the
 //! CLI crate because they open sockets and start processes (STYLE §3).
 
-pub mod crc64;
 pub mod postgres;
 pub mod process;
 pub mod qdrant;
+pub mod rdb;
 pub mod redis;

@@ -14,7 +14,8 @@
 //! check starts over, and nothing in it is ever used to decide whether data
 //! is intact.
 
-mod runs;
+/// The run files' on-disk format (SPEC §12.1); public for the fuzz targets.
+pub mod runs;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
