@@ -119,7 +119,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// The error and its causes joined with `": "`. Many library messages
 /// already include their source; a cause whose text is already shown is skipped.
-fn message(err: &anyhow::Error) -> String {
+pub(crate) fn message(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let m = cause.to_string();

@@ -129,7 +129,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
             }
             Err(e) => report.failed.push(FailedJson {
                 collection: c.clone(),
-                error: chain_message(&e),
+                error: crate::message(&e),
             }),
         }
     }
@@ -257,23 +257,6 @@ fn backup_collection(
         bytes_added: s.bytes_added,
         duration_s: start.elapsed().as_secs_f64(),
     })
-}
-
-/// The error and its causes joined with `": "`, skipping a cause whose
-/// text is already shown (library messages often include their source).
-fn chain_message(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let m = cause.to_string();
-        if m.is_empty() || line.contains(&m) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&m);
-    }
-    line
 }
 
 fn meta<'a>(snap: &'a SnapshotEntry, key: &str) -> Option<&'a str> {

@@ -145,11 +145,12 @@ impl<R: Read> Read for RdbReader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Cursor;
 
-    fn rdb(body: &[u8]) -> Vec<u8> {
+    /// A valid RDB around `body`, with its CRC-64 trailer.
+    pub(crate) fn rdb(body: &[u8]) -> Vec<u8> {
         let mut v = b"REDIS0010".to_vec();
         v.extend_from_slice(body);
         v.push(0xff);
@@ -158,7 +159,8 @@ mod tests {
         v
     }
 
-    fn read_all(r: impl Read) -> io::Result<Vec<u8>> {
+    /// Reads `r` to the end in 3-byte reads.
+    pub(crate) fn read_all(r: impl Read) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         // Small reads exercise the hold-back logic across boundaries.
         let mut r = r;

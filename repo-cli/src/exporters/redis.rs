@@ -580,31 +580,8 @@ pub fn copy_keys(from: &RedisUrl, to: &RedisUrl) -> Result<BTreeMap<u32, u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::rdb::crc64;
+    use crate::exporters::rdb::tests::{rdb, read_all};
     use std::io::Cursor;
-
-    fn rdb(body: &[u8]) -> Vec<u8> {
-        let mut v = b"REDIS0010".to_vec();
-        v.extend_from_slice(body);
-        v.push(0xff);
-        let crc = crc64::update(0, &v);
-        v.extend_from_slice(&crc.to_le_bytes());
-        v
-    }
-
-    fn read_all(r: impl Read) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        // Small reads exercise the hold-back logic across boundaries.
-        let mut r = r;
-        let mut buf = [0u8; 3];
-        loop {
-            let n = r.read(&mut buf)?;
-            if n == 0 {
-                return Ok(out);
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-    }
 
     fn payload(data: Vec<u8>, framing: Framing) -> Payload<Cursor<Vec<u8>>> {
         // A connected socket pair is not needed: a throw-away listener gives

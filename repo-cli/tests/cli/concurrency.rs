@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
 use super::harness::{Env, stderr, write};
-use super::trees::{Rng, assert_restores, check_read_data, noise, read_tree, snapshot_ids};
+use super::trees::{
+    Rng, assert_restores, check_read_data, init_small_packs, noise, read_tree, snapshot_ids,
+};
 
 type Tree = std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>;
 
@@ -26,16 +28,7 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
 
 #[test]
 fn backups_and_a_prune_at_once_lose_no_snapshot_and_no_chunk() {
-    let env = Env::empty();
-    env.ok([
-        "init",
-        "--kdf-memory",
-        "64",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]);
+    let env = init_small_packs();
     let mut rng = Rng::seeded("concurrency");
     let srcs: Vec<PathBuf> = (0..BACKUPS).map(|i| env.path(&format!("src{i}"))).collect();
     // Shared content (the same bytes in every tree) dedups across backups
@@ -114,16 +107,7 @@ fn backups_and_a_prune_at_once_lose_no_snapshot_and_no_chunk() {
 /// worst they repack the same data twice").
 #[test]
 fn two_prunes_at_once_both_succeed_and_lose_nothing() {
-    let env = Env::empty();
-    env.ok([
-        "init",
-        "--kdf-memory",
-        "64",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]);
+    let env = init_small_packs();
     let mut rng = Rng::seeded("two prunes");
     let src = env.path("src");
     for g in 0..4u64 {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::harness::{Env, PASSWORD, assert_success, stderr, write};
 use super::trees::{
-    Rng, assert_restores, check_read_data, noise, read_tree, snapshot_ids, unreferenced_packs,
+    Rng, assert_restores, check_read_data, init_small_packs, noise, read_tree, snapshot_ids,
+    unreferenced_packs,
 };
 
 type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
@@ -47,20 +48,6 @@ fn kill_after(mut cmd: Command, delay: Duration) -> bool {
     };
     child.wait().expect("reap");
     killed
-}
-
-fn init_small_packs() -> Env {
-    let env = Env::empty();
-    env.ok([
-        "init",
-        "--kdf-memory",
-        "64",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]);
-    env
 }
 
 /// Every snapshot restores as recorded; one not yet known (a backup killed

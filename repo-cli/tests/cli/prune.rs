@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::harness::{Env, assert_success, stderr};
+use super::trees::init_small_packs;
 
 /// Deterministic incompressible bytes (xorshift).
 fn noise(n: usize, seed: u64) -> Vec<u8> {
@@ -47,20 +48,6 @@ fn generations(env: &Env, generations: u64) -> std::path::PathBuf {
         env.ok(["backup", "-q", src.to_str().expect("utf8")]);
     }
     src
-}
-
-fn init_small_packs() -> Env {
-    let env = Env::empty();
-    env.ok([
-        "init",
-        "--kdf-memory",
-        "64",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]);
-    env
 }
 
 fn restores_identically(env: &Env, src: &Path, target: &str) {

@@ -149,3 +149,19 @@ pub fn unreferenced_packs(env: &Env, report: &serde_json::Value) -> Vec<(String,
         })
         .collect()
 }
+
+/// A repository with a fast key and 1 MiB packs, so small trees span
+/// several packs (prune and crash tests need packs to condemn and lose).
+pub fn init_small_packs() -> Env {
+    let env = Env::empty();
+    env.ok([
+        "init",
+        "--kdf-memory",
+        "64",
+        "--kdf-iterations",
+        "1",
+        "--pack-size",
+        "1",
+    ]);
+    env
+}
