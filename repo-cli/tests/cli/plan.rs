@@ -4,11 +4,11 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use super::harness::{Env, PASSWORD, stderr, write};
 use super::qdrant_fake::{Collection, FakeQdrant, Knobs};
+use super::redis::Server;
 
 /// `cairn` with none of the harness's repository or password settings:
 /// everything must come from the plan.
@@ -652,59 +652,12 @@ fn discover_finds_files_and_proposes_a_valid_plan() {
     );
 }
 
-/// A redis-server on a free (not the usual) loopback port, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Self {
-        let found = Command::new("redis-server").arg("--version").output();
-        assert!(
-            found.is_ok_and(|o| o.status.success()),
-            "redis-server is not installed: this test needs it (apt-get install redis-server)"
-        );
-        let port = closed_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            // Diskless transfers wait 5 s by default before sending.
-            .args(["--repl-diskless-sync-delay", "0", "--logfile", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn discover_maps_a_listening_redis_to_its_process() {
     let env = Env::empty();
     let root = env.path("root");
     std::fs::create_dir_all(&root).unwrap();
-    let redis = Redis::start(env.dir.path());
+    let redis = Server::start(env.dir.path());
     let out = cairn(&["discover", "--root", root.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -832,7 +785,7 @@ fn repository_a(s: &Setup) -> String {
 #[test]
 fn plan_verifies_a_redis_backup() {
     let s = Setup::new();
-    let redis = Redis::start(s.a.dir.path());
+    let redis = Server::start(s.a.dir.path());
     redis_cmds(
         redis.port,
         &[

@@ -80,14 +80,15 @@ impl Client {
     }
 }
 
-/// A redis-server on a free port in its own directory, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
+/// A redis-server on a free port in its own directory, killed on drop
+/// (also used by the plan tests).
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Server {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let found = Command::new("redis-server").arg("--version").output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
