@@ -141,7 +141,6 @@ pub struct Run {
     name: String,
     file: File,
     records: u64,
-    packs: u64,
     records_offset: u64,
     pack_table: Vec<PackId>,
     fence: Vec<[u8; 8]>,
@@ -211,7 +210,6 @@ impl Run {
             name: name.to_string(),
             file,
             records,
-            packs,
             records_offset,
             fence: fence.collect(),
             filter: bloom,
@@ -445,15 +443,17 @@ pub fn build(dir: &Path, packs: &[(PackId, Vec<PackEntry>)]) -> io::Result<(Stri
 /// returns its name and record count. Where runs share a blob id, the
 /// earliest run's record is kept.
 pub fn merge(dir: &Path, runs: &[&Run]) -> io::Result<(String, u64)> {
-    let total_packs: u64 = runs.iter().map(|r| r.packs).sum();
+    let total_packs = runs.iter().map(|r| r.pack_table.len() as u64).sum();
     let offered = runs.iter().map(|r| r.records).sum();
     let mut w = Writer::create(dir, total_packs, offered)?;
     let mut bases = Vec::with_capacity(runs.len());
     let mut base = 0u64;
     for r in runs {
         bases.push(u32::try_from(base).map_err(|_| damaged(dir, "too many packs"))?);
-        io::copy(&mut r.reader(HEADER_LEN).take(r.packs * 32), &mut w.out)?;
-        base += r.packs;
+        for p in &r.pack_table {
+            w.pack(p)?;
+        }
+        base += r.pack_table.len() as u64;
     }
     let mut heads: Vec<(BufReader<AtReader<'_>>, u64, Option<Record>)> = runs
         .iter()
@@ -604,7 +604,7 @@ mod tests {
         let (m, n) = merge(d.path(), &[&ra, &rb]).unwrap();
         assert_eq!(n, 1200);
         let run = Run::open(d.path(), &m).unwrap();
-        assert_eq!(run.packs, 2);
+        assert_eq!(run.pack_table.len(), 2);
         for id in &a_ids {
             let r = run.find(id).unwrap().unwrap();
             assert_eq!((run.pack(r.pack_no).unwrap(), r.offset), (pa, 1));
