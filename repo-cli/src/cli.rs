@@ -11,6 +11,8 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 pub const DEFAULT_KDF_MEMORY_KIB: u32 = 64 * 1024;
 /// Default argon2id passes for new keys (the library's default).
 pub const DEFAULT_KDF_ITERATIONS: u32 = 3;
+/// Default argon2id lanes of a new key (RFC 9106's second recommended option).
+pub const DEFAULT_KDF_PARALLELISM: u32 = 4;
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -102,7 +104,7 @@ pub enum Command {
 password. The password is asked twice when read from a terminal. Losing the password means losing the \
 data: there is no way to recover it.\n\n\
 The key-derivation cost (argon2id) can be lowered with --kdf-memory and --kdf-iterations for slow \
-machines or tests; the defaults are 65536 KiB and 3 passes.",
+machines or tests; the defaults are 65536 KiB, 3 passes and 4 lanes (computed in parallel).",
         after_help = "Examples:\n  \
 cairn -r /srv/backup init\n  \
 cairn -r /srv/backup init --compression 9 --pack-size 32\n  \
@@ -506,6 +508,10 @@ pub struct InitArgs {
     /// argon2id passes of the password key.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KDF_ITERATIONS)]
     pub kdf_iterations: u32,
+    /// argon2id lanes of the password key, computed in parallel (1 to 64).
+    #[arg(long, value_name = "LANES", default_value_t = DEFAULT_KDF_PARALLELISM,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub kdf_parallelism: u32,
     /// zstd compression level for data, 0 (none) to 22.
     #[arg(long, value_name = "LEVEL", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(0..=22))]
@@ -759,6 +765,9 @@ pub struct NewKeyArgs {
     /// argon2id passes of the new key [default: 3 for `add`, the old key's for `passwd`].
     #[arg(long, value_name = "N")]
     pub kdf_iterations: Option<u32>,
+    /// argon2id lanes of the new key [default: 4 for `add`, the old key's for `passwd`].
+    #[arg(long, value_name = "LANES", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub kdf_parallelism: Option<u32>,
 }
 
 /// `cairn key add`.

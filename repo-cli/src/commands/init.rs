@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         kdf: KdfParams {
             memory_kib: a.kdf_memory,
             iterations: a.kdf_iterations,
-            ..KdfParams::default()
+            parallelism: a.kdf_parallelism,
         },
         compression_level: a.compression,
         pack_size: a.pack_size * 1024 * 1024,

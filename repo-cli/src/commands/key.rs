@@ -133,12 +133,12 @@ pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
     Ok(Status::Ok)
 }
 
-/// `--kdf-memory` and `--kdf-iterations` over `base`.
+/// `--kdf-memory`, `--kdf-iterations` and `--kdf-parallelism` over `base`.
 fn kdf_params(a: &NewKeyArgs, base: KdfParams) -> KdfParams {
     KdfParams {
         memory_kib: a.kdf_memory.unwrap_or(base.memory_kib),
         iterations: a.kdf_iterations.unwrap_or(base.iterations),
-        ..base
+        parallelism: a.kdf_parallelism.unwrap_or(base.parallelism),
     }
 }
 

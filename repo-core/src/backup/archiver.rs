@@ -226,7 +226,7 @@ impl<'a> Archiver<'a> {
                 }
                 Selection::Partial(p, children) => {
                     let (mut n, w) =
-                        source::node_from(p, name, &md, &self.names).map_err(|source| {
+                        source::node_from(p, name, &md, &self.names, prev).map_err(|source| {
                             Error::Source {
                                 path: p.clone(),
                                 source,
@@ -265,7 +265,7 @@ impl<'a> Archiver<'a> {
                 return Ok(None);
             }
         };
-        let (mut node, w) = match source::node_from(path, name, &md, &self.names) {
+        let (mut node, w) = match source::node_from(path, name, &md, &self.names, prev) {
             Ok(x) => x,
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));

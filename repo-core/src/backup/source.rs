@@ -71,11 +71,17 @@ fn ns(secs: i64, nsec: i64) -> i64 {
 
 /// Builds a node from `lstat` metadata; reads the link target and xattrs.
 /// Problems reading xattrs are returned as a warning, not an error.
+///
+/// `prev` is the same name's node in the parent snapshot. When its inode,
+/// device and ctime match, the xattrs and link target are taken from it
+/// instead of being read again: changing either updates the ctime, and on
+/// an unchanged tree these calls would cost as much as the `lstat` itself.
 pub(crate) fn node_from(
     path: &Path,
     name: &[u8],
     md: &Metadata,
     names: &Names,
+    prev: Option<&Node>,
 ) -> std::io::Result<(Node, Option<String>)> {
     let kind = kind_of(md).ok_or_else(|| std::io::Error::other("unknown file type"))?;
     let mut n = Node::new(name.to_vec(), kind);
@@ -94,6 +100,14 @@ pub(crate) fn node_from(
     }
     if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
         n.rdev = md.rdev();
+    }
+    let same = prev.filter(|p| {
+        p.kind == kind && p.ctime_ns == n.ctime_ns && p.inode == n.inode && p.device == n.device
+    });
+    if let Some(p) = same {
+        n.symlink_target = p.symlink_target.clone();
+        n.xattrs = p.xattrs.clone();
+        return Ok((n, None));
     }
     if kind == NodeKind::Symlink {
         n.symlink_target = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
