@@ -13,11 +13,20 @@ thread_local! {
     // One compressor per thread and level: creating a zstd context costs more
     // than compressing a small chunk.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    // Likewise one decompression context per thread.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// `marker || payload` for `data` at zstd `level` (0 = never compress).
 pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 1);
+    compress_into(data, level, &mut out);
+    out
+}
+
+/// [`compress`], appended to `out` (whose capacity a caller can reuse).
+pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let start = out.len();
     if level != 0 {
         out.push(MARKER_ZSTD);
         let ok = COMPRESSOR.with(|c| {
@@ -29,25 +38,37 @@ pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
                 return false;
             };
             out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-            // Compress straight into `out` after the marker byte.
-            let mut cur = std::io::Cursor::new(std::mem::take(&mut out));
-            cur.set_position(1);
+            // Compress straight into `out`'s spare capacity after the marker.
+            let mut cur = std::io::Cursor::new(std::mem::take(out));
+            cur.set_position((start + 1) as u64);
             let r = z.compress_to_buffer(data, &mut cur);
-            out = cur.into_inner();
+            *out = cur.into_inner();
             matches!(r, Ok(n) if n < data.len())
         });
         if ok {
-            return out;
+            return;
         }
-        out.clear();
+        out.truncate(start);
     }
     out.push(MARKER_RAW);
     out.extend_from_slice(data);
-    out
 }
 
 /// Undoes [`compress`]; refuses output larger than `max_len`.
 pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::new();
+    decompress_into(stored, max_len, &mut out)?;
+    Ok(out)
+}
+
+/// Undoes [`compress`] into `out` (cleared first; its capacity is reused,
+/// so a reader that opens many blobs allocates once).
+pub fn decompress_into(
+    stored: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    out.clear();
     let what = "compressed payload";
     let (&marker, payload) = stored
         .split_first()
@@ -61,7 +82,8 @@ pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError>
                     limit: max_len as u64,
                 });
             }
-            Ok(payload.to_vec())
+            out.extend_from_slice(payload);
+            Ok(())
         }
         MARKER_ZSTD => {
             // Our frames always record their size; allocate that (bounded
@@ -82,19 +104,28 @@ pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError>
                     limit: max_len as u64,
                 });
             }
-            let out = zstd::bulk::decompress(payload, n as usize).map_err(|e| {
-                FormatError::Malformed {
-                    what,
-                    reason: e.to_string(),
+            out.reserve(n as usize);
+            let r = DECOMPRESSOR.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
                 }
+                match d.as_mut() {
+                    Some(z) => z.decompress_to_buffer(payload, out),
+                    None => Err(std::io::Error::other("no zstd context")),
+                }
+            });
+            let got = r.map_err(|e| FormatError::Malformed {
+                what,
+                reason: e.to_string(),
             })?;
-            if out.len() as u64 != n {
+            if got as u64 != n {
                 return Err(FormatError::Malformed {
                     what,
                     reason: "frame shorter than its declared size".into(),
                 });
             }
-            Ok(out)
+            Ok(())
         }
         m => Err(FormatError::Malformed {
             what,

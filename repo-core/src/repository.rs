@@ -55,6 +55,10 @@ pub struct OpenOptions {
     pub skip_damaged_index: bool,
 }
 
+/// Read buffers above this size (two default-profile chunks) are not kept
+/// between blobs, so one huge chunk does not pin its memory in every thread.
+const MAX_KEPT_BUFFER: usize = 16 << 20;
+
 /// An open, unlocked repository. `Send + Sync`; operations take `&self`.
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -400,14 +404,52 @@ impl Repository {
 
     /// Reads a blob at a known location and verifies it.
     pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        self.with_blob_at(loc, <[u8]>::to_vec)
+    }
+
+    /// Reads a blob at a known location, verifies it and hands it to `f`
+    /// without copying: the sealed and the plain bytes live in this
+    /// thread's reused buffers. `f` must not read blobs itself (it would get
+    /// fresh buffers, correct but slower).
+    pub fn with_blob_at<R>(&self, loc: &BlobLocation, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        thread_local! {
+            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        BUFS.with(|b| match b.try_borrow_mut() {
+            Ok(mut b) => {
+                let (sealed, plain) = &mut *b;
+                let r = self.open_blob_at(loc, sealed, plain).map(|()| f(plain));
+                // Keep at most one large chunk's worth per thread.
+                for v in [sealed, plain] {
+                    if v.capacity() > MAX_KEPT_BUFFER {
+                        *v = Vec::new();
+                    }
+                }
+                r
+            }
+            Err(_) => {
+                let (mut sealed, mut plain) = (Vec::new(), Vec::new());
+                self.open_blob_at(loc, &mut sealed, &mut plain)?;
+                Ok(f(&plain))
+            }
+        })
+    }
+
+    fn open_blob_at(
+        &self,
+        loc: &BlobLocation,
+        sealed: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
         let e = &loc.entry;
-        let sealed = self
-            .backend
-            .read_range(
+        self.backend
+            .read_range_into(
                 ObjectKind::Pack,
                 &loc.pack.to_hex(),
                 u64::from(e.offset),
                 e.length,
+                sealed,
             )
             .map_err(|err| match err.error_kind {
                 crate::backend::BackendErrorKind::NotFound => Error::Backend(err),
@@ -416,13 +458,14 @@ impl Repository {
                     reason: format!("blob {}: {err}", e.id.short()),
                 },
             })?;
-        blob::open_blob(
+        blob::open_blob_into(
             self.data_key(),
             &self.hasher,
             e.kind,
             &e.id,
-            &sealed,
+            sealed,
             e.raw_length,
+            plain,
         )
         .map_err(|err| Error::CorruptPack {
             pack: loc.pack,
@@ -571,6 +614,7 @@ impl Repository {
                 Mutex::new(self.new_pack(BlobKind::Data)),
                 Mutex::new(self.new_pack(BlobKind::Tree)),
             ],
+            inflight: Mutex::new(None),
         }
     }
 }
@@ -611,15 +655,34 @@ impl SnapshotFilter {
 }
 
 /// Seals blobs into packs during one backup; two open packs, data and tree.
+///
+/// A full pack is written by a background thread while the workers go on
+/// sealing: a local write ends in an fsync (tens of milliseconds for 16 MiB)
+/// that would otherwise stall a core. At most one pack is in flight; its
+/// index entries are recorded only after its write succeeded (SPEC §13).
 pub(crate) struct Packer<'a> {
     repo: &'a Repository,
     writers: [Mutex<PackWriter>; 2],
+    inflight: Mutex<Option<Inflight>>,
+}
+
+/// A pack being written in the background, and the entries to index once
+/// it is durable.
+struct Inflight {
+    write: std::thread::JoinHandle<std::result::Result<(), crate::backend::BackendError>>,
+    id: crate::id::PackId,
+    entries: Vec<crate::pack::PackEntry>,
 }
 
 impl Packer<'_> {
     /// Stores `plaintext` as blob `id` unless already stored; returns the
     /// sealed size added (0 when deduplicated).
     pub fn save(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<u64> {
+        thread_local! {
+            // Compression and encryption happen in this buffer, reused per
+            // thread: a fresh megabyte per chunk costs page faults.
+            static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         if !self.repo.index.claim(&id)? {
             return Ok(0);
         }
@@ -627,33 +690,74 @@ impl Packer<'_> {
             BlobKind::Data => self.repo.config.compression_level,
             BlobKind::Tree => self.repo.config.compression_level.max(1),
         };
-        let sealed = blob::seal_blob(self.repo.data_key(), kind, &id, plaintext, level);
-        let n = sealed.len() as u64;
-        let full = {
+        let (n, full) = SEALED.with(|b| {
+            let mut sealed = b.borrow_mut();
+            blob::seal_blob_into(
+                self.repo.data_key(),
+                kind,
+                &id,
+                plaintext,
+                level,
+                &mut sealed,
+            );
+            let n = sealed.len() as u64;
             let mut w = self.writers[kind as usize]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             w.add(kind, id, &sealed, plaintext.len() as u32);
-            if w.len() >= self.repo.config.pack_size as usize {
-                Some(std::mem::replace(&mut *w, self.repo.new_pack(kind)))
-            } else {
-                None
+            let full = (w.len() >= self.repo.config.pack_size as usize)
+                .then(|| std::mem::replace(&mut *w, self.repo.new_pack(kind)));
+            if sealed.capacity() > MAX_KEPT_BUFFER {
+                *sealed = Vec::new();
             }
-        };
+            (n, full)
+        });
         if let Some(w) = full {
             self.upload(w)?;
         }
         Ok(n)
     }
 
+    /// Finishes `w` and starts writing it in the background, after the
+    /// previous background write has completed and been indexed.
     fn upload(&self, w: PackWriter) -> Result<()> {
         let (id, bytes, entries) = w.finish(self.repo.data_key());
-        self.repo
-            .backend
-            .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+        let mut slot = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        self.settle(&mut slot)?;
+        let backend = Arc::clone(&self.repo.backend);
+        let name = id.to_hex();
+        let bytes = Arc::new(bytes);
+        let shared = Arc::clone(&bytes);
+        let spawned = std::thread::Builder::new()
+            .name("cairn-pack-write".into())
+            .spawn(move || backend.write(ObjectKind::Pack, &name, &shared));
+        match spawned {
+            Ok(write) => *slot = Some(Inflight { write, id, entries }),
+            // No thread to be had: write here instead.
+            Err(_) => {
+                self.repo
+                    .backend
+                    .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+                self.repo
+                    .index
+                    .add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the background write in `slot`, then indexes its pack.
+    fn settle(&self, slot: &mut Option<Inflight>) -> Result<()> {
+        let Some(f) = slot.take() else {
+            return Ok(());
+        };
+        match f.write.join() {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
         self.repo
             .index
-            .add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)
+            .add_pack(&*self.repo.backend, self.repo.data_key(), f.id, f.entries)
     }
 
     /// Uploads the open packs and writes the index, keeping the packer
@@ -673,6 +777,7 @@ impl Packer<'_> {
                 self.upload(w)?;
             }
         }
+        self.settle(&mut self.inflight.lock().unwrap_or_else(|e| e.into_inner()))?;
         self.repo
             .index
             .flush(&*self.repo.backend, self.repo.data_key())?;
@@ -683,5 +788,17 @@ impl Packer<'_> {
     /// returns, every saved blob is durable and indexed.
     pub fn finish(self) -> Result<()> {
         self.flush_all()
+    }
+}
+
+impl Drop for Packer<'_> {
+    /// A backup that fails still waits for its background write, so nothing
+    /// touches the repository after the call that owned the packer returned.
+    /// The pack stays unindexed, as after a crash; the next backup adopts it.
+    fn drop(&mut self) {
+        let slot = self.inflight.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = slot.take() {
+            let _ = f.write.join();
+        }
     }
 }

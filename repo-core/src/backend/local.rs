@@ -118,6 +118,21 @@ impl Backend for LocalBackend {
         Ok(buf)
     }
 
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let err = |e| BackendError::io("read", kind, name, e);
+        let f = File::open(self.path(kind, name)?).map_err(err)?;
+        buf.clear();
+        buf.resize(len as usize, 0);
+        f.read_exact_at(buf, offset).map_err(err)
+    }
+
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
         let md = fs::metadata(self.path(kind, name)?)
             .map_err(|e| BackendError::io("stat", kind, name, e))?;

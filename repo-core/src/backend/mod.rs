@@ -168,6 +168,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, BackendError>;
+    /// [`Backend::read_range`] into `buf` (replacing its contents), so a
+    /// reader of many ranges can reuse one buffer. Backends that can read
+    /// into caller memory override it.
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        *buf = self.read_range(kind, name, offset, len)?;
+        Ok(())
+    }
     /// Size of an object.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Size and modification time of an object.
@@ -202,6 +216,18 @@ pub(crate) fn conformance(b: &dyn Backend) {
     assert!(
         b.read_range(ObjectKind::Pack, &name, 4990, 20).is_err(),
         "short range read must fail"
+    );
+    // A reused buffer holds exactly the range afterwards, shorter or longer.
+    let mut buf = vec![0xEE; 100];
+    b.read_range_into(ObjectKind::Pack, &name, 10, 20, &mut buf)
+        .unwrap();
+    assert_eq!(buf, &data[10..30]);
+    b.read_range_into(ObjectKind::Pack, &name, 100, 300, &mut buf)
+        .unwrap();
+    assert_eq!(buf, &data[100..400]);
+    assert!(
+        b.read_range_into(ObjectKind::Pack, &name, 4990, 20, &mut buf)
+            .is_err()
     );
     // Never overwrites.
     b.write(ObjectKind::Pack, &name, b"other").unwrap();

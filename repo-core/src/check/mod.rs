@@ -1076,14 +1076,29 @@ impl Checker<'_> {
         let hash_ok = PackId::hash_of(&bytes) == *id;
         let key = self.repo.data_key();
         let hasher = self.repo.hasher();
+        // Two buffers for the whole pack: a fresh allocation per blob costs
+        // more in page faults than opening it.
+        let (mut sealed, mut plain) = (Vec::new(), Vec::new());
         for e in &ip.entries {
             out.blobs += 1;
             let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
             let r = match bytes.get(start..end) {
                 None => Err("lies beyond the end of the pack".to_string()),
-                Some(sealed) => blob::open_blob(key, hasher, e.kind, &e.id, sealed, e.raw_length)
-                    .map(|_| ())
-                    .map_err(|err| err.to_string()),
+                Some(range) => {
+                    sealed.clear();
+                    sealed.extend_from_slice(range);
+                    let kind = e.kind;
+                    blob::open_blob_into(
+                        key,
+                        hasher,
+                        kind,
+                        &e.id,
+                        &mut sealed,
+                        e.raw_length,
+                        &mut plain,
+                    )
+                    .map_err(|err| err.to_string())
+                }
             };
             if let Err(why) = r {
                 let what = match e.kind {

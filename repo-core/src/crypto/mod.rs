@@ -4,7 +4,7 @@ mod aead;
 mod kdf;
 mod key;
 
-pub use aead::{open, seal, seal_with_nonce};
+pub use aead::{open, open_in_place, seal, seal_in_place, seal_with_nonce};
 pub use kdf::KdfParams;
 pub use key::{KeyFile, MasterKey};
 
