@@ -17,6 +17,16 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// Inputs longer than this are compressed at the default level 3 with a
+/// minimum match of [`LONG_MIN_MATCH`] bytes instead of zstd's 5. Measured
+/// on the benchmark corpus in 1 MiB chunks (CPU time, one core): a SQL dump
+/// 141 → 170 MB/s and 2 % smaller, binaries 236 → 263 MB/s and 0.3 %
+/// smaller, JSON/log text 1 % larger at the same speed. Below 128 KiB
+/// (small files, whose own tables zstd picks) it costs up to 7 %: left alone.
+/// An encoder setting only: every zstd decoder reads the frames.
+const LONG_INPUT: usize = 128 << 10;
+const LONG_MIN_MATCH: u32 = 6;
+
 /// `marker || payload` for `data` at zstd `level` (0 = never compress).
 pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 1);
@@ -37,6 +47,18 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
             let Some((_, z)) = c.as_mut() else {
                 return false;
             };
+            // 0 restores the level's own minimum match length.
+            let min_match = if level == 3 && data.len() > LONG_INPUT {
+                LONG_MIN_MATCH
+            } else {
+                0
+            };
+            if z
+                .set_parameter(zstd::zstd_safe::CParameter::MinMatch(min_match))
+                .is_err()
+            {
+                return false;
+            }
             out.reserve(zstd::zstd_safe::compress_bound(data.len()));
             // Compress straight into `out`'s spare capacity after the marker.
             let mut cur = std::io::Cursor::new(std::mem::take(out));
