@@ -53,8 +53,7 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
             } else {
                 0
             };
-            if z
-                .set_parameter(zstd::zstd_safe::CParameter::MinMatch(min_match))
+            if z.set_parameter(zstd::zstd_safe::CParameter::MinMatch(min_match))
                 .is_err()
             {
                 return false;
