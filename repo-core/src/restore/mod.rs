@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -49,6 +49,14 @@ pub struct Restore<'a> {
     excludes: Vec<String>,
     numeric_ids: bool,
     progress: &'a dyn Progress,
+    names: std::sync::Mutex<NameCache>,
+}
+
+/// Owner names already mapped to ids, keyed by (name, recorded id).
+#[derive(Default)]
+struct NameCache {
+    users: HashMap<(String, u32), u32>,
+    groups: HashMap<(String, u32), u32>,
 }
 
 impl Repository {
@@ -62,6 +70,7 @@ impl Repository {
             excludes: Vec::new(),
             numeric_ids: false,
             progress: &NoProgress,
+            names: Default::default(),
         }
     }
 }
@@ -84,6 +93,14 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
         b.build()
             .map_err(|e| Error::InvalidArgument(e.to_string()))?,
     ))
+}
+
+/// Where metadata is set: through a path (directories, links, special
+/// files) or on the file just written, which spares a path walk per call.
+#[derive(Clone, Copy)]
+enum At<'f> {
+    Path,
+    Open(&'f File),
 }
 
 /// A file to write, or a hard link to make.
@@ -160,9 +177,9 @@ impl<'a> Restore<'a> {
             .par_iter()
             .filter(|j| j.link_to.is_none())
             .try_for_each(|j| -> Result<()> {
-                let n = self.write_file(&j.path, &j.node)?;
+                let (f, n) = self.write_file(&j.path, &j.node)?;
                 written.fetch_add(n, Relaxed);
-                self.set_meta(&j.path, &j.node, root, &warn)?;
+                self.set_meta(&j.path, At::Open(&f), &j.node, root, &warn)?;
                 self.progress.add_file(&j.path);
                 Ok(())
             })?;
@@ -180,7 +197,7 @@ impl<'a> Restore<'a> {
         }
         // Deepest directories first, so a parent's mtime is set after its children change it.
         for (path, node) in plan.dirs.iter().rev() {
-            self.set_meta(path, node, root, &warn)?;
+            self.set_meta(path, At::Path, node, root, &warn)?;
         }
         Ok(RestoreSummary {
             files: plan.files.len() as u64,
@@ -272,19 +289,29 @@ impl<'a> Restore<'a> {
     /// then read, verified and written with `pwrite` in parallel and out of
     /// order, so one large file (a database dump) uses every core instead
     /// of one. Blocks never written (zeros) stay holes.
-    fn write_file(&self, path: &Path, node: &Node) -> Result<u64> {
+    fn write_file(&self, path: &Path, node: &Node) -> Result<(File, u64)> {
         let err = |source| Error::Target {
             path: path.to_path_buf(),
             source,
         };
-        let _ = fs::remove_file(path);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(err)?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        };
+        // Whatever is in the way (a file, a link) is replaced; an empty
+        // target, the common case, costs no unlink.
+        let f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(path);
+                create()
+            }
+            r => r,
+        }
+        .map_err(err)?;
         let written = AtomicU64::new(0);
         // All-zero chunks once verified: a sparse file repeats one such
         // chunk thousands of times, and each repeat is just a hole.
@@ -348,7 +375,7 @@ impl<'a> Restore<'a> {
             }
         }
         f.set_len(pos).map_err(err)?;
-        Ok(written.into_inner())
+        Ok((f, written.into_inner()))
     }
 
     fn make_special(
@@ -400,7 +427,7 @@ impl<'a> Restore<'a> {
             }
             NodeKind::File | NodeKind::Dir => {}
         }
-        self.set_meta(path, node, root, warn)
+        self.set_meta(path, At::Path, node, root, warn)
     }
 
     /// Ownership (as root), mode, xattrs, then times — in that order, since
@@ -408,6 +435,7 @@ impl<'a> Restore<'a> {
     fn set_meta(
         &self,
         path: &Path,
+        at: At<'_>,
         node: &Node,
         root: bool,
         warn: &(dyn Fn(String) + Sync),
@@ -418,15 +446,29 @@ impl<'a> Restore<'a> {
         };
         if root {
             let (uid, gid) = self.ids(node);
-            if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+            let r = match at {
+                At::Open(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+                At::Path => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+            };
+            if let Err(e) = r {
                 warn(format!("{}: cannot set owner: {e}", path.display()));
             }
         }
         if node.kind != NodeKind::Symlink {
-            fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).map_err(err)?;
+            let mode = fs::Permissions::from_mode(node.mode);
+            match at {
+                At::Open(f) => f.set_permissions(mode),
+                At::Path => fs::set_permissions(path, mode),
+            }
+            .map_err(err)?;
         }
         for x in &node.xattrs {
-            if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            let name = OsStr::from_bytes(&x.name);
+            let r = match at {
+                At::Open(f) => xattr::FileExt::set_xattr(f, name, &x.value),
+                At::Path => xattr::set(path, name, &x.value),
+            };
+            if let Err(e) = r {
                 warn(format!(
                     "{}: cannot set xattr {}: {e}",
                     path.display(),
@@ -438,7 +480,11 @@ impl<'a> Restore<'a> {
             node.mtime_ns.div_euclid(1_000_000_000),
             node.mtime_ns.rem_euclid(1_000_000_000) as u32,
         );
-        filetime::set_symlink_file_times(path, t, t).map_err(err)?;
+        match at {
+            At::Open(f) => filetime::set_file_handle_times(f, Some(t), Some(t)),
+            At::Path => filetime::set_symlink_file_times(path, t, t),
+        }
+        .map_err(err)?;
         Ok(())
     }
 
@@ -446,14 +492,27 @@ impl<'a> Restore<'a> {
         if self.numeric_ids {
             return (node.uid, node.gid);
         }
-        let uid = (!node.user.is_empty())
-            .then(|| nix::unistd::User::from_name(&node.user).ok().flatten())
-            .flatten()
-            .map_or(node.uid, |u| u.uid.as_raw());
-        let gid = (!node.group.is_empty())
-            .then(|| nix::unistd::Group::from_name(&node.group).ok().flatten())
-            .flatten()
-            .map_or(node.gid, |g| g.gid.as_raw());
+        // One NSS lookup per name, not per file: each reads /etc/passwd
+        // (or asks a directory service).
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let uid = *names
+            .users
+            .entry((node.user.clone(), node.uid))
+            .or_insert_with(|| {
+                (!node.user.is_empty())
+                    .then(|| nix::unistd::User::from_name(&node.user).ok().flatten())
+                    .flatten()
+                    .map_or(node.uid, |u| u.uid.as_raw())
+            });
+        let gid = *names
+            .groups
+            .entry((node.group.clone(), node.gid))
+            .or_insert_with(|| {
+                (!node.group.is_empty())
+                    .then(|| nix::unistd::Group::from_name(&node.group).ok().flatten())
+                    .flatten()
+                    .map_or(node.gid, |g| g.gid.as_raw())
+            });
         (uid, gid)
     }
 }

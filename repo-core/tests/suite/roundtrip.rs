@@ -233,6 +233,48 @@ fn every_kind_of_entry_round_trips() {
     );
 }
 
+/// A restore into a target that already holds the files replaces them, and
+/// a symlink in a file's place is replaced, never followed.
+#[test]
+fn restore_replaces_files_and_links_in_the_way() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("plain"), b"from the snapshot\n").unwrap();
+    fs::write(src.join("linked"), b"also from the snapshot\n").unwrap();
+    fs::set_permissions(src.join("linked"), fs::Permissions::from_mode(0o640)).unwrap();
+    set_mtime(&src.join("linked"), 1_600_000_000, 123_456_789);
+    let repo = init_repo(d.path());
+    let snap = repo.backup().path(&src).run().unwrap().snapshot;
+
+    let t = d.path().join("r");
+    let base = t.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(&base).unwrap();
+    fs::write(
+        base.join("plain"),
+        b"stale and much longer than the real content\n",
+    )
+    .unwrap();
+    let outside = d.path().join("outside");
+    fs::write(&outside, b"must not change").unwrap();
+    symlink(&outside, base.join("linked")).unwrap();
+
+    repo.restore(&snap).to(&t).run().unwrap();
+    assert_eq!(
+        fs::read(base.join("plain")).unwrap(),
+        b"from the snapshot\n"
+    );
+    assert_eq!(fs::read(&outside).unwrap(), b"must not change");
+    let m = fs::symlink_metadata(base.join("linked")).unwrap();
+    assert!(m.file_type().is_file(), "the symlink was not replaced");
+    assert_eq!(
+        fs::read(base.join("linked")).unwrap(),
+        b"also from the snapshot\n"
+    );
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 123_456_789));
+}
+
 #[test]
 fn restore_selected_paths_and_dump() {
     let d = tempfile::tempdir().unwrap();
