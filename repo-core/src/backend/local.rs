@@ -6,7 +6,7 @@
 //! object or a stray temporary file that `list` ignores.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -102,6 +102,19 @@ impl Backend for LocalBackend {
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         fs::read(self.path(kind, name)?).map_err(|e| BackendError::io("read", kind, name, e))
+    }
+
+    fn read_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let err = |e| BackendError::io("read", kind, name, e);
+        let mut f = File::open(self.path(kind, name)?).map_err(err)?;
+        buf.clear();
+        f.read_to_end(buf).map_err(err)?;
+        Ok(())
     }
 
     fn read_range(

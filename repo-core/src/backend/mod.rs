@@ -160,6 +160,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn location(&self) -> String;
     /// Reads a whole object.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// [`Backend::read`] into `buf` (replacing its contents): a reader of
+    /// many packs reuses one buffer instead of faulting in a fresh one per
+    /// pack. Backends that can read into caller memory override it.
+    fn read_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        *buf = self.read(kind, name)?;
+        Ok(())
+    }
     /// Reads exactly `len` bytes at `offset`.
     fn read_range(
         &self,
@@ -228,6 +240,14 @@ pub(crate) fn conformance(b: &dyn Backend) {
     assert!(
         b.read_range_into(ObjectKind::Pack, &name, 4990, 20, &mut buf)
             .is_err()
+    );
+    let mut whole = vec![0xEE; 9000];
+    b.read_into(ObjectKind::Pack, &name, &mut whole).unwrap();
+    assert_eq!(whole, data);
+    assert!(
+        b.read_into(ObjectKind::Pack, &"cd".repeat(32), &mut whole)
+            .unwrap_err()
+            .is_not_found()
     );
     // Never overwrites.
     b.write(ObjectKind::Pack, &name, b"other").unwrap();

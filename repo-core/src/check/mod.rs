@@ -51,6 +51,13 @@ pub const MAX_PATHS_PER_PROBLEM: usize = 1000;
 /// Trees decoded at once while walking: bounds memory on wide levels.
 const TREE_BATCH: usize = 256;
 
+/// Largest pack buffer a check thread keeps for the next pack.
+const MAX_KEPT_PACK_BUF: usize = 64 << 20;
+
+thread_local! {
+    static PACK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Which pack data `check` reads, decrypts and hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum ReadData {
@@ -1051,13 +1058,34 @@ impl Checker<'_> {
 
     /// Reads one pack and opens every blob the index lists in it.
     fn read_pack(&self, id: &PackId) -> PackOutcome {
-        let mut out = PackOutcome {
+        let out = PackOutcome {
             checked: true,
             ..Default::default()
         };
         let ip = &self.packs[id];
-        let bytes = match self.repo.backend().read(ObjectKind::Pack, &id.to_hex()) {
-            Ok(b) => b,
+        // One pack buffer per thread, kept between packs: a fresh 16 MiB
+        // allocation per pack costs page faults and zeroing on every read.
+        let mut bytes = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let outcome = self.read_pack_into(id, ip, &mut bytes, out);
+        if bytes.capacity() <= MAX_KEPT_PACK_BUF {
+            PACK_BUF.with(|b| *b.borrow_mut() = bytes);
+        }
+        outcome
+    }
+
+    fn read_pack_into(
+        &self,
+        id: &PackId,
+        ip: &IndexedPack,
+        bytes: &mut Vec<u8>,
+        mut out: PackOutcome,
+    ) -> PackOutcome {
+        match self
+            .repo
+            .backend()
+            .read_into(ObjectKind::Pack, &id.to_hex(), bytes)
+        {
+            Ok(()) => {}
             Err(e) => {
                 let kind = if e.error_kind == BackendErrorKind::NotFound {
                     ProblemKind::PackMissing
@@ -1073,27 +1101,37 @@ impl Checker<'_> {
             }
         };
         out.bytes = bytes.len() as u64;
-        let hash_ok = PackId::hash_of(&bytes) == *id;
+        let hash_ok = PackId::hash_of(bytes) == *id;
         let key = self.repo.data_key();
         let hasher = self.repo.hasher();
-        // Two buffers for the whole pack: a fresh allocation per blob costs
-        // more in page faults than opening it.
+        // Blobs are opened in place in the pack buffer (the pack hash is
+        // taken above) when the entries are disjoint; if a damaged index
+        // makes them overlap, each is copied first so it is judged on the
+        // pack's own bytes, not on bytes another entry decrypted in place.
+        let in_place = ip
+            .entries
+            .windows(2)
+            .all(|w| u64::from(w[0].offset) + u64::from(w[0].length) <= u64::from(w[1].offset));
         let (mut sealed, mut plain) = (Vec::new(), Vec::new());
         for e in &ip.entries {
             out.blobs += 1;
             let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
-            let r = match bytes.get(start..end) {
+            let r = match bytes.get_mut(start..end) {
                 None => Err("lies beyond the end of the pack".to_string()),
                 Some(range) => {
-                    sealed.clear();
-                    sealed.extend_from_slice(range);
-                    let kind = e.kind;
+                    let range = if in_place {
+                        range
+                    } else {
+                        sealed.clear();
+                        sealed.extend_from_slice(range);
+                        &mut sealed[..]
+                    };
                     blob::open_blob_into(
                         key,
                         hasher,
-                        kind,
+                        e.kind,
                         &e.id,
-                        &mut sealed,
+                        range,
                         e.raw_length,
                         &mut plain,
                     )
