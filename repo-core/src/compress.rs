@@ -381,4 +381,82 @@ mod tests {
         assert!(decompress(&[9, 1, 2], 10).is_err());
         assert!(decompress(&[], 10).is_err());
     }
+
+    /// A dictionary made of the kind of text it compresses.
+    fn dictionary() -> Dictionary {
+        let samples: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| {
+                format!("key_{} = value {} # comment {}\n", i % 13, i * 7, i % 5)
+                    .repeat(4)
+                    .into_bytes()
+            })
+            .collect();
+        let sizes: Vec<usize> = samples.iter().map(Vec::len).collect();
+        let bytes = zstd::dict::from_continuous(&samples.concat(), &sizes, 2048).unwrap();
+        Dictionary::new(DictId::from_bytes([7; 32]), bytes)
+    }
+
+    struct One(Arc<Dictionary>);
+    impl DictionarySource for One {
+        fn dictionary(&self, r: DictRef) -> Result<Arc<Dictionary>, FormatError> {
+            assert_eq!(r, self.0.reference());
+            Ok(Arc::clone(&self.0))
+        }
+    }
+
+    /// Looks up nothing: any lookup fails the test.
+    struct Never;
+    impl DictionarySource for Never {
+        fn dictionary(&self, _: DictRef) -> Result<Arc<Dictionary>, FormatError> {
+            panic!("dictionary fetched before the output was bounded")
+        }
+    }
+
+    #[test]
+    fn dictionary_round_trip_fallback_and_bounds() {
+        let d = Arc::new(dictionary());
+        let text = b"key_3 = value 21 # comment 1\nkey_4 = value 28 # comment 2\n".to_vec();
+        let mut c = Vec::new();
+        compress_into_dict(&text, 3, &d, &mut c);
+        assert_eq!(c[0], MARKER_ZSTD_DICT);
+        assert_eq!(c[1..1 + DICT_REF_LEN], d.id().as_bytes()[..DICT_REF_LEN]);
+        // Smaller than without the dictionary.
+        assert!(c.len() < compress(&text, 3).len(), "{} bytes", c.len());
+        let mut out = vec![1, 2, 3];
+        decompress_into_with(&c, text.len(), &mut out, &One(Arc::clone(&d))).unwrap();
+        assert_eq!(out, text);
+        // Without a source it fails and names the dictionary.
+        let e = decompress(&c, text.len()).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::Dictionary { dict, .. } if *dict == d.reference().to_string())
+        );
+        // Bounded before the dictionary is looked up.
+        assert!(matches!(
+            decompress_into_with(&c, text.len() - 1, &mut out, &Never),
+            Err(FormatError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decompress_into_with(&c[..5], 100, &mut out, &Never),
+            Err(FormatError::Truncated { .. })
+        ));
+        // Incompressible data falls back to marker 1 or 0, never grows.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut n = Vec::new();
+        compress_into_dict(&noise, 3, &d, &mut n);
+        assert_ne!(n[0], MARKER_ZSTD_DICT);
+        assert!(n.len() <= noise.len() + 1);
+        assert_eq!(decompress(&n, noise.len()).unwrap(), noise);
+        // Level 0 never compresses.
+        let mut z = Vec::new();
+        compress_into_dict(&text, 0, &d, &mut z);
+        assert_eq!(z[0], MARKER_RAW);
+    }
 }

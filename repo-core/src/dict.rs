@@ -33,9 +33,12 @@ pub const SMALL_BLOB_MAX: usize = 128 << 10;
 /// files of the benchmark corpus: no dictionary 43.2 % of their size, a
 /// 64 KiB one 34.7 %, 112 KiB 34.4 %.
 pub const TARGET_SIZE: usize = 112 << 10;
-/// Bytes of small blobs collected before training: about 100 times the
-/// dictionary, as zstd's trainer recommends.
-pub const TRAIN_BYTES: usize = 12 << 20;
+/// Bytes of small blobs collected before training. The trainer is single
+/// threaded and runs while other workers wait with their small blobs.
+/// Measured with the zstd CLI's trainer on the benchmark corpus's small
+/// files: 4.5 MB of samples train in 0.55 s of CPU, 15 MB in 2.2 s, and the
+/// larger sample compresses held-out files only 0.7 % better.
+pub const TRAIN_BYTES: usize = 4 << 20;
 /// Fewest small blobs worth training on. A backup with fewer stores them
 /// without a dictionary and leaves the training to a later backup.
 pub const MIN_SAMPLES: usize = 64;
