@@ -267,3 +267,75 @@ fn version_1_repository_never_gains_a_dictionary() {
     // A new repository is version 2.
     assert_eq!(init(d.path(), "v2", true).config().version, 2);
 }
+
+/// What a version-1 build does with a version-2 config, this build does with
+/// the next version: refuses it by name before trying any key.
+#[test]
+fn a_newer_config_version_is_refused_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    drop(init(d.path(), "repo", true));
+    let path = d.path().join("repo/config");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(repo_core::format::FORMAT_VERSION + 1).to_le_bytes());
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, bytes).unwrap();
+    let err = open_repo(d.path(), b"wrong password").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Format(repo_core::format::FormatError::UnsupportedVersion { version: 3, .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("unsupported config format version 3"),
+        "{err}"
+    );
+}
+
+/// Prune repacks dictionary-compressed blobs unchanged (they are opened with
+/// the dictionary to verify them) and keeps the dictionary.
+#[test]
+fn prune_repacks_dictionary_blobs_and_keeps_the_dictionary() {
+    let d = tempfile::tempdir().unwrap();
+    let both = d.path().join("both");
+    small_files(&both, 200, 0);
+    let src1 = small_files(&both, 200, 3000);
+    let repo = init(d.path(), "repo", true);
+    let old = repo.backup().path(&both).run().unwrap().snapshot;
+    repo.backup().path(&src1).run().unwrap();
+    let dicts = repo.dictionaries().list().unwrap();
+    assert_eq!(dicts.len(), 1);
+    repo.backend()
+        .delete(ObjectKind::Snapshot, &old.id.to_hex())
+        .unwrap();
+    let plan = repo
+        .prune_plan(&repo_core::prune::PruneOptions {
+            max_unused: 0.0,
+            grace: std::time::Duration::ZERO,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(plan.bytes_repacked > 0, "{plan}");
+    repo.prune(plan).unwrap();
+
+    let repo = Repository::open(
+        LocalBackend::open(d.path().join("repo")),
+        b"pw",
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(repo.dictionaries().list().unwrap(), dicts);
+    let r = check(&repo);
+    assert!(r.ok, "{r}");
+    for id in data_blobs(&repo) {
+        assert_eq!(repo.stored_payload(&id).unwrap()[0], MARKER_ZSTD_DICT);
+    }
+    let snap = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .unwrap();
+    let out = d.path().join("out");
+    repo.restore(&snap).to(&out).run().unwrap();
+    assert_same_tree(&src1, &out.join(src1.strip_prefix("/").unwrap()));
+}
