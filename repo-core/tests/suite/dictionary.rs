@@ -314,7 +314,6 @@ fn prune_repacks_dictionary_blobs_and_keeps_the_dictionary() {
         .prune_plan(&repo_core::prune::PruneOptions {
             max_unused: 0.0,
             grace: std::time::Duration::ZERO,
-            ..Default::default()
         })
         .unwrap();
     assert!(plan.bytes_repacked > 0, "{plan}");
