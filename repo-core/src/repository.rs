@@ -809,10 +809,10 @@ impl Packer<'_> {
         self.store(kind, id, plaintext, dict.as_deref())
     }
 
-    /// Trains a dictionary on the collected blobs (any number, if
-    /// `st` holds too few the blobs are stored without one) and seals them.
-    /// Holding `st` meanwhile makes other workers wait with their small
-    /// blobs: once per repository.
+    /// Trains a dictionary on the blobs collected in `st` and seals them
+    /// with it; with fewer than [`dict::MIN_SAMPLES`] they are sealed
+    /// without one. Holding `st` meanwhile makes other workers wait with
+    /// their small blobs: once per repository.
     fn train(&self, mut st: std::sync::MutexGuard<'_, DictState>) -> Result<()> {
         let DictState::Collect { blobs, bytes } = &mut *st else {
             return Ok(());
