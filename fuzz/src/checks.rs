@@ -36,9 +36,9 @@ use repo_core::config::Config;
 use repo_core::crypto::{self, CryptoError, KeyFile, MasterKey};
 use repo_core::encoding;
 use repo_core::format::{
-    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, INDEX_MAGIC, MAGIC_LEN,
-    MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN,
-    SNAPSHOT_MAGIC,
+    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION, FormatError, INDEX_MAGIC,
+    MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC,
+    PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
 };
 use repo_core::hash::ContentHasher;
 use repo_core::id::{BlobId, ID_LEN, PackId, RepoId};
@@ -117,7 +117,7 @@ fn seal_stored(ad: &[u8], stored: &[u8]) -> Vec<u8> {
 /// `magic || version || seal(prefix, raw(plaintext))`, as `blob::seal_file` with level 0.
 fn seal_file(magic: &[u8; MAGIC_LEN], plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    format::write_prefix(&mut out, magic, FORMAT_VERSION);
+    format::write_prefix(&mut out, magic, FILE_VERSION);
     let sealed = seal_stored(&out, &compress::compress(plaintext, 0));
     out.extend_from_slice(&sealed);
     out
@@ -190,7 +190,7 @@ pub fn pack_header_decode(data: &[u8]) {
         return;
     }
     let mut pack = Vec::new();
-    format::write_prefix(&mut pack, &PACK_MAGIC, FORMAT_VERSION);
+    format::write_prefix(&mut pack, &PACK_MAGIC, FILE_VERSION);
     pack.resize(blobs_end as usize, 0);
     let sealed = seal_stored(PACK_HEADER_AD, &compress::compress(plain, 0));
     pack.extend_from_slice(&sealed);
@@ -369,7 +369,8 @@ pub fn config_decode(data: &[u8]) {
         Err(_) => assert!(
             data.len() < id_range.end
                 || !data.starts_with(&CONFIG_MAGIC)
-                || data[MAGIC_LEN..FILE_PREFIX_LEN] != FORMAT_VERSION.to_le_bytes(),
+                || !(1..=FORMAT_VERSION)
+                    .any(|v| data[MAGIC_LEN..FILE_PREFIX_LEN] == v.to_le_bytes()),
             "peek_id refused a well-formed prefix"
         ),
     }
@@ -395,8 +396,10 @@ pub fn config_decode(data: &[u8]) {
     let id = r
         .as_ref()
         .map_or(RepoId::from_bytes([0; ID_LEN]), |c| c.repo_id);
+    // The prefix carries the body's version, as `Config::to_file` writes it.
+    let version = r.as_ref().map_or(FORMAT_VERSION, |c| c.version);
     let mut file = Vec::new();
-    format::write_prefix(&mut file, &CONFIG_MAGIC, FORMAT_VERSION);
+    format::write_prefix(&mut file, &CONFIG_MAGIC, version);
     file.extend_from_slice(id.as_bytes());
     let sealed = seal_stored(&file, &compress::compress(data, 0));
     file.extend_from_slice(&sealed);

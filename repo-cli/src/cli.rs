@@ -520,6 +520,11 @@ pub struct InitArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub pack_size: u32,
+    /// Create a format-version-1 repository: small files are compressed
+    /// without a trained dictionary, and cairn builds older than format 2
+    /// can read it. It never gains a dictionary later.
+    #[arg(long)]
+    pub no_dictionary: bool,
 }
 
 /// Selects snapshots where `latest` is used.
@@ -686,6 +691,18 @@ pub enum CatObject {
         /// Key file id or a unique prefix of one.
         #[arg(value_name = "ID")]
         id: String,
+    },
+    /// The compression dictionaries: id, size and zstd dictionary id of
+    /// each (or of the one matching ID), verified; --raw writes the
+    /// dictionary itself to standard output.
+    #[command(alias = "dict", alias = "dictionaries")]
+    Dictionary {
+        /// Dictionary id or a unique prefix of one (default: all).
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+        /// Write the raw zstd dictionary of the one selected to standard output.
+        #[arg(long, requires = "id")]
+        raw: bool,
     },
 }
 

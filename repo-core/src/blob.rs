@@ -1,7 +1,7 @@
 //! Sealing: compress, then encrypt, binding what the bytes are into the AEAD's
 //! associated data (SPEC §6).
 
-use crate::compress;
+use crate::compress::{self, Dictionary, DictionarySource, NoDictionaries};
 use crate::crypto::{self, CryptoError};
 use crate::format::FormatError;
 use crate::hash::ContentHasher;
@@ -74,7 +74,7 @@ impl<C> bincode::Decode<C> for BlobKind {
 bincode::impl_borrow_decode!(BlobKind);
 
 /// Associated data of a blob: its kind byte and id (SPEC §6.3).
-fn blob_ad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
+pub fn blob_ad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     let mut ad = [0u8; 33];
     ad[0] = kind.to_byte();
     ad[1..].copy_from_slice(id.as_bytes());
@@ -118,9 +118,25 @@ pub fn seal_blob_into(
     level: i32,
     out: &mut Vec<u8>,
 ) {
+    seal_blob_into_with(key, kind, id, plaintext, level, None, out);
+}
+
+/// [`seal_blob_into`], compressed with `dict` when one is given (SPEC §30).
+pub fn seal_blob_into_with(
+    key: &[u8; 32],
+    kind: BlobKind,
+    id: &BlobId,
+    plaintext: &[u8],
+    level: i32,
+    dict: Option<&Dictionary>,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.resize(crate::format::NONCE_LEN, 0);
-    compress::compress_into(plaintext, level, out);
+    match dict {
+        Some(d) => compress::compress_into_dict(plaintext, level, d, out),
+        None => compress::compress_into(plaintext, level, out),
+    }
     crypto::seal_in_place(key, &blob_ad(kind, id), out);
 }
 
@@ -133,8 +149,21 @@ pub fn open_blob(
     sealed: &[u8],
     raw_len: u32,
 ) -> Result<Vec<u8>, BlobError> {
+    open_blob_with(key, hasher, kind, id, sealed, raw_len, &NoDictionaries)
+}
+
+/// [`open_blob`] that resolves dictionary references with `dicts`.
+pub fn open_blob_with(
+    key: &[u8; 32],
+    hasher: &ContentHasher,
+    kind: BlobKind,
+    id: &BlobId,
+    sealed: &[u8],
+    raw_len: u32,
+    dicts: &dyn DictionarySource,
+) -> Result<Vec<u8>, BlobError> {
     let mut plain = Vec::new();
-    open_blob_into(
+    open_blob_into_with(
         key,
         hasher,
         kind,
@@ -142,6 +171,7 @@ pub fn open_blob(
         &mut sealed.to_vec(),
         raw_len,
         &mut plain,
+        dicts,
     )?;
     Ok(plain)
 }
@@ -159,8 +189,32 @@ pub fn open_blob_into(
     raw_len: u32,
     plain: &mut Vec<u8>,
 ) -> Result<(), BlobError> {
+    open_blob_into_with(
+        key,
+        hasher,
+        kind,
+        id,
+        sealed,
+        raw_len,
+        plain,
+        &NoDictionaries,
+    )
+}
+
+/// [`open_blob_into`] that resolves dictionary references with `dicts`.
+#[allow(clippy::too_many_arguments)]
+pub fn open_blob_into_with(
+    key: &[u8; 32],
+    hasher: &ContentHasher,
+    kind: BlobKind,
+    id: &BlobId,
+    sealed: &mut [u8],
+    raw_len: u32,
+    plain: &mut Vec<u8>,
+    dicts: &dyn DictionarySource,
+) -> Result<(), BlobError> {
     let stored = crypto::open_in_place(key, &blob_ad(kind, id), sealed)?;
-    compress::decompress_into(stored, raw_len as usize, plain)?;
+    compress::decompress_into_with(stored, raw_len as usize, plain, dicts)?;
     if plain.len() != raw_len as usize {
         return Err(BlobError::LengthMismatch {
             expected: raw_len.into(),
@@ -185,8 +239,20 @@ pub fn seal_file(
     plaintext: &[u8],
     level: i32,
 ) -> Vec<u8> {
+    seal_file_version(magic, crate::format::FILE_VERSION, key, plaintext, level)
+}
+
+/// [`seal_file`] with an explicit prefix version (dictionaries carry the
+/// version that introduced them, SPEC §30).
+pub fn seal_file_version(
+    magic: &[u8; crate::format::MAGIC_LEN],
+    version: u32,
+    key: &[u8; 32],
+    plaintext: &[u8],
+    level: i32,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    crate::format::write_prefix(&mut out, magic, crate::format::FORMAT_VERSION);
+    crate::format::write_prefix(&mut out, magic, version);
     let sealed = seal_object(key, &out, plaintext, level);
     out.extend_from_slice(&sealed);
     out

@@ -1,13 +1,112 @@
-//! zstd compression, stored raw when it does not shrink (SPEC §6.2).
+//! zstd compression, stored raw when it does not shrink (SPEC §6.2), and
+//! with a per-repository dictionary for small blobs (SPEC §30).
 
 use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
 
 use crate::format::FormatError;
+use crate::id::DictId;
 
 /// Marker byte before the payload inside every sealed object (SPEC §6.2).
 pub const MARKER_RAW: u8 = 0;
 /// Marker: the payload is one zstd frame.
 pub const MARKER_ZSTD: u8 = 1;
+/// Marker: a [`DictRef`], then one zstd frame made with that dictionary
+/// (SPEC §30; format version 2).
+pub const MARKER_ZSTD_DICT: u8 = 2;
+/// Length of the dictionary reference after [`MARKER_ZSTD_DICT`] (SPEC §30).
+pub const DICT_REF_LEN: usize = 8;
+
+/// How a blob names the dictionary it was compressed with: the first
+/// [`DICT_REF_LEN`] bytes of the dictionary's id (SPEC §30).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DictRef([u8; DICT_REF_LEN]);
+
+impl DictRef {
+    /// The reference of dictionary `id`.
+    pub fn of(id: &DictId) -> Self {
+        let mut r = [0u8; DICT_REF_LEN];
+        r.copy_from_slice(&id.as_bytes()[..DICT_REF_LEN]);
+        Self(r)
+    }
+    /// The on-disk bytes.
+    pub fn as_bytes(&self) -> &[u8; DICT_REF_LEN] {
+        &self.0
+    }
+    /// Whether `id` is the dictionary this reference names.
+    pub fn names(&self, id: &DictId) -> bool {
+        id.as_bytes()[..DICT_REF_LEN] == self.0
+    }
+}
+
+impl fmt::Display for DictRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+impl fmt::Debug for DictRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DictRef({self})")
+    }
+}
+
+/// A compression dictionary (the zstd dictionary format, RFC 8878 §5) and
+/// its id. Compression and decompression contexts are cached per thread by
+/// that id, so a dictionary is parsed once per thread, not once per blob.
+pub struct Dictionary {
+    id: DictId,
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("id", &self.id)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl Dictionary {
+    /// Wraps dictionary `bytes` whose (verified) id is `id`.
+    pub fn new(id: DictId, bytes: Vec<u8>) -> Self {
+        Self { id, bytes }
+    }
+    /// Its id.
+    pub fn id(&self) -> &DictId {
+        &self.id
+    }
+    /// How blobs name it.
+    pub fn reference(&self) -> DictRef {
+        DictRef::of(&self.id)
+    }
+    /// The dictionary itself.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Finds the dictionary a [`MARKER_ZSTD_DICT`] payload names; a missing or
+/// damaged one is [`FormatError::Dictionary`].
+pub trait DictionarySource {
+    /// The dictionary `r` names.
+    fn dictionary(&self, r: DictRef) -> Result<Arc<Dictionary>, FormatError>;
+}
+
+/// A source without dictionaries, for objects that never use one (index,
+/// snapshot and config files, pack headers) and version-1 repositories.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDictionaries;
+
+impl DictionarySource for NoDictionaries {
+    fn dictionary(&self, r: DictRef) -> Result<Arc<Dictionary>, FormatError> {
+        Err(FormatError::Dictionary {
+            dict: r.to_string(),
+            reason: "no dictionaries here".into(),
+        })
+    }
+}
 
 thread_local! {
     // One compressor per thread and level: creating a zstd context costs more
@@ -15,6 +114,11 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     // Likewise one decompression context per thread.
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    // Dictionary contexts apart from the plain ones, keyed by dictionary id
+    // (and level): loading a dictionary into a context costs about as much
+    // as compressing a few small blobs, so it happens once per thread.
+    static DICT_COMPRESSOR: RefCell<Option<(DictId, i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DICT_DECOMPRESSOR: RefCell<Option<(DictId, zstd::bulk::Decompressor<'static>)>> = const { RefCell::new(None) };
 }
 
 /// Inputs longer than this are compressed at the default level 3 with a
@@ -75,6 +179,46 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
+/// Like [`compress_into`] but with dictionary `dict`: `2 || ref || frame`
+/// (SPEC §30). Falls back to [`compress_into`] when that is not strictly
+/// shorter than the data, so a payload never exceeds the data plus marker.
+pub fn compress_into_dict(data: &[u8], level: i32, dict: &Dictionary, out: &mut Vec<u8>) {
+    let start = out.len();
+    if level != 0 {
+        out.push(MARKER_ZSTD_DICT);
+        out.extend_from_slice(dict.reference().as_bytes());
+        let frame_at = out.len();
+        let ok = DICT_COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().map(|(id, l, _)| (id, *l)) != Some((dict.id(), level)) {
+                *c = zstd::bulk::Compressor::with_dictionary(level, dict.bytes())
+                    .and_then(|mut z| {
+                        // The reference after the marker names the
+                        // dictionary; zstd's own 4-byte id would repeat it.
+                        z.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))?;
+                        Ok(z)
+                    })
+                    .ok()
+                    .map(|z| (*dict.id(), level, z));
+            }
+            let Some((_, _, z)) = c.as_mut() else {
+                return false;
+            };
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            let mut cur = std::io::Cursor::new(std::mem::take(out));
+            cur.set_position(frame_at as u64);
+            let r = z.compress_to_buffer(data, &mut cur);
+            *out = cur.into_inner();
+            matches!(r, Ok(n) if n + DICT_REF_LEN < data.len())
+        });
+        if ok {
+            return;
+        }
+        out.truncate(start);
+    }
+    compress_into(data, level, out);
+}
+
 /// Undoes [`compress`]; refuses output larger than `max_len`.
 pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
@@ -83,11 +227,22 @@ pub fn decompress(stored: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError>
 }
 
 /// Undoes [`compress`] into `out` (cleared first; its capacity is reused,
-/// so a reader that opens many blobs allocates once).
+/// so a reader that opens many blobs allocates once). A dictionary payload
+/// fails: see [`decompress_into_with`].
 pub fn decompress_into(
     stored: &[u8],
     max_len: usize,
     out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    decompress_into_with(stored, max_len, out, &NoDictionaries)
+}
+
+/// [`decompress_into`] that resolves dictionary references with `dicts`.
+pub fn decompress_into_with(
+    stored: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+    dicts: &dyn DictionarySource,
 ) -> Result<(), FormatError> {
     out.clear();
     let what = "compressed payload";
@@ -107,25 +262,8 @@ pub fn decompress_into(
             Ok(())
         }
         MARKER_ZSTD => {
-            // Our frames always record their size; allocate that (bounded
-            // by `max_len`), never `max_len` itself.
-            let n = match zstd::zstd_safe::get_frame_content_size(payload) {
-                Ok(Some(n)) => n,
-                _ => {
-                    return Err(FormatError::Malformed {
-                        what,
-                        reason: "zstd frame without content size".into(),
-                    });
-                }
-            };
-            if n > max_len as u64 {
-                return Err(FormatError::TooLarge {
-                    what,
-                    len: n,
-                    limit: max_len as u64,
-                });
-            }
-            out.reserve(n as usize);
+            let n = frame_size(payload, max_len)?;
+            out.reserve(n);
             let r = DECOMPRESSOR.with(|d| {
                 let mut d = d.borrow_mut();
                 if d.is_none() {
@@ -136,23 +274,81 @@ pub fn decompress_into(
                     None => Err(std::io::Error::other("no zstd context")),
                 }
             });
-            let got = r.map_err(|e| FormatError::Malformed {
-                what,
-                reason: e.to_string(),
+            check_frame(r, n)
+        }
+        MARKER_ZSTD_DICT => {
+            let (r, frame) = payload
+                .split_first_chunk::<DICT_REF_LEN>()
+                .ok_or(FormatError::Truncated { what })?;
+            let r = DictRef(*r);
+            // Bound the output before fetching the dictionary.
+            let n = frame_size(frame, max_len)?;
+            let dict = dicts.dictionary(r)?;
+            out.reserve(n);
+            let res = DICT_DECOMPRESSOR.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.as_ref().map(|(id, _)| id) != Some(dict.id()) {
+                    *d = None;
+                    let z =
+                        zstd::bulk::Decompressor::with_dictionary(dict.bytes()).map_err(|e| {
+                            FormatError::Dictionary {
+                                dict: r.to_string(),
+                                reason: format!("zstd refuses it: {e}"),
+                            }
+                        })?;
+                    *d = Some((*dict.id(), z));
+                }
+                Ok(match d.as_mut() {
+                    Some((_, z)) => z.decompress_to_buffer(frame, out),
+                    None => Err(std::io::Error::other("no zstd context")),
+                })
             })?;
-            if got as u64 != n {
-                return Err(FormatError::Malformed {
-                    what,
-                    reason: "frame shorter than its declared size".into(),
-                });
-            }
-            Ok(())
+            check_frame(res, n)
         }
         m => Err(FormatError::Malformed {
             what,
             reason: format!("unknown compression marker {m}"),
         }),
     }
+}
+
+/// The content size a frame declares, bounded by `max_len`. Our frames
+/// always record it: the output gets exactly that, never `max_len` itself.
+fn frame_size(frame: &[u8], max_len: usize) -> Result<usize, FormatError> {
+    let what = "compressed payload";
+    let n = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) => n,
+        _ => {
+            return Err(FormatError::Malformed {
+                what,
+                reason: "zstd frame without content size".into(),
+            });
+        }
+    };
+    if n > max_len as u64 {
+        return Err(FormatError::TooLarge {
+            what,
+            len: n,
+            limit: max_len as u64,
+        });
+    }
+    Ok(n as usize)
+}
+
+/// A decompression result checked against the declared size `n`.
+fn check_frame(r: std::io::Result<usize>, n: usize) -> Result<(), FormatError> {
+    let what = "compressed payload";
+    let got = r.map_err(|e| FormatError::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
+    if got != n {
+        return Err(FormatError::Malformed {
+            what,
+            reason: "frame shorter than its declared size".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,5 +380,83 @@ mod tests {
         assert!(decompress(&c, 1000).is_err());
         assert!(decompress(&[9, 1, 2], 10).is_err());
         assert!(decompress(&[], 10).is_err());
+    }
+
+    /// A dictionary made of the kind of text it compresses.
+    fn dictionary() -> Dictionary {
+        let samples: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| {
+                format!("key_{} = value {} # comment {}\n", i % 13, i * 7, i % 5)
+                    .repeat(4)
+                    .into_bytes()
+            })
+            .collect();
+        let sizes: Vec<usize> = samples.iter().map(Vec::len).collect();
+        let bytes = zstd::dict::from_continuous(&samples.concat(), &sizes, 2048).unwrap();
+        Dictionary::new(DictId::from_bytes([7; 32]), bytes)
+    }
+
+    struct One(Arc<Dictionary>);
+    impl DictionarySource for One {
+        fn dictionary(&self, r: DictRef) -> Result<Arc<Dictionary>, FormatError> {
+            assert_eq!(r, self.0.reference());
+            Ok(Arc::clone(&self.0))
+        }
+    }
+
+    /// Looks up nothing: any lookup fails the test.
+    struct Never;
+    impl DictionarySource for Never {
+        fn dictionary(&self, _: DictRef) -> Result<Arc<Dictionary>, FormatError> {
+            panic!("dictionary fetched before the output was bounded")
+        }
+    }
+
+    #[test]
+    fn dictionary_round_trip_fallback_and_bounds() {
+        let d = Arc::new(dictionary());
+        let text = b"key_3 = value 21 # comment 1\nkey_4 = value 28 # comment 2\n".to_vec();
+        let mut c = Vec::new();
+        compress_into_dict(&text, 3, &d, &mut c);
+        assert_eq!(c[0], MARKER_ZSTD_DICT);
+        assert_eq!(c[1..1 + DICT_REF_LEN], d.id().as_bytes()[..DICT_REF_LEN]);
+        // Smaller than without the dictionary.
+        assert!(c.len() < compress(&text, 3).len(), "{} bytes", c.len());
+        let mut out = vec![1, 2, 3];
+        decompress_into_with(&c, text.len(), &mut out, &One(Arc::clone(&d))).unwrap();
+        assert_eq!(out, text);
+        // Without a source it fails and names the dictionary.
+        let e = decompress(&c, text.len()).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::Dictionary { dict, .. } if *dict == d.reference().to_string())
+        );
+        // Bounded before the dictionary is looked up.
+        assert!(matches!(
+            decompress_into_with(&c, text.len() - 1, &mut out, &Never),
+            Err(FormatError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decompress_into_with(&c[..5], 100, &mut out, &Never),
+            Err(FormatError::Truncated { .. })
+        ));
+        // Incompressible data falls back to marker 1 or 0, never grows.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut n = Vec::new();
+        compress_into_dict(&noise, 3, &d, &mut n);
+        assert_ne!(n[0], MARKER_ZSTD_DICT);
+        assert!(n.len() <= noise.len() + 1);
+        assert_eq!(decompress(&n, noise.len()).unwrap(), noise);
+        // Level 0 never compresses.
+        let mut z = Vec::new();
+        compress_into_dict(&text, 0, &d, &mut z);
+        assert_eq!(z[0], MARKER_RAW);
     }
 }

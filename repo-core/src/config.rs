@@ -8,7 +8,8 @@ use crate::blob::{self, BlobError};
 use crate::chunker::ChunkerParams;
 use crate::encoding;
 use crate::format::{
-    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError, MAX_META_FILE,
+    self, CONFIG_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError,
+    MAX_META_FILE, MIN_READ_VERSION,
 };
 use crate::id::{ID_LEN, RepoId};
 
@@ -24,7 +25,8 @@ pub struct ChunkerProfile {
 /// Encrypted body of the config (SPEC §5).
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
 pub struct Config {
-    /// Format version the repository was created with.
+    /// Format version the repository was created with; also the config
+    /// file's prefix version. From 2 on, blobs may use dictionaries (SPEC §30).
     pub version: u32,
     /// Same as the clear id.
     pub repo_id: RepoId,
@@ -65,12 +67,25 @@ impl Config {
         }
     }
 
+    /// Whether blobs of this repository may be compressed with a dictionary
+    /// (SPEC §30). A version-1 repository never gains one: its config cannot
+    /// be replaced atomically, and version-1 readers would not read them.
+    pub fn dictionaries(&self) -> bool {
+        self.version >= DICTIONARY_VERSION
+    }
+
     /// Checks every parameter; a config that fails here is refused at open.
     pub fn validate(&self) -> Result<(), FormatError> {
         let bad = |reason: String| FormatError::Malformed {
             what: "config",
             reason,
         };
+        if !(MIN_READ_VERSION..=FORMAT_VERSION).contains(&self.version) {
+            return Err(FormatError::UnsupportedVersion {
+                what: "config",
+                version: self.version,
+            });
+        }
         if self.chunker_profiles.is_empty() || self.chunker_profiles.len() > 255 {
             return Err(bad("needs 1..=255 chunker profiles".into()));
         }
@@ -103,7 +118,7 @@ impl Config {
     /// The encrypted config file.
     pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
         let mut out = Vec::new();
-        format::write_prefix(&mut out, &CONFIG_MAGIC, FORMAT_VERSION);
+        format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
         let sealed = blob::seal_object(key, &out, &encoding::encode(self), 0);
         out.extend_from_slice(&sealed);
@@ -123,6 +138,7 @@ impl Config {
     /// Decrypts and validates the config file.
     pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
         let id = Self::peek_id(bytes)?;
+        let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
         let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
         let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
         let c: Config = encoding::decode(&plain, "config")?;
@@ -130,6 +146,16 @@ impl Config {
             return Err(FormatError::Malformed {
                 what: "config",
                 reason: "repository id mismatch".into(),
+            }
+            .into());
+        }
+        if c.version != prefix_version {
+            return Err(FormatError::Malformed {
+                what: "config",
+                reason: format!(
+                    "body version {} differs from the file's {prefix_version}",
+                    c.version
+                ),
             }
             .into());
         }
@@ -155,5 +181,14 @@ mod tests {
         t[FILE_PREFIX_LEN] ^= 1; // the clear id is authenticated
         assert!(Config::from_file(k.data_key(), &t).is_err());
         assert_eq!(c.profile("small"), Some(1));
+        assert!(c.dictionaries());
+
+        // A version-1 config keeps its version in the prefix and the body.
+        let mut v1 = c.clone();
+        v1.version = 1;
+        let f1 = v1.to_file(k.data_key());
+        assert_eq!(f1[8..12], 1u32.to_le_bytes());
+        let back = Config::from_file(k.data_key(), &f1).unwrap();
+        assert!(!back.dictionaries());
     }
 }

@@ -69,6 +69,19 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// A blob names a compression dictionary that is missing or damaged
+    /// (SPEC §30): every blob compressed with it is unreadable.
+    #[error(
+        "blob {blob} needs dictionary {dict}, which is unavailable: {reason} (run `cairn check`)"
+    )]
+    DictionaryUnavailable {
+        /// The dictionary reference, in hex.
+        dict: String,
+        /// The blob being read.
+        blob: BlobId,
+        /// Why the dictionary cannot be used.
+        reason: String,
+    },
     /// A repository file other than a pack failed to decrypt or decode.
     #[error("{kind} {name} is corrupt: {source}")]
     CorruptObject {

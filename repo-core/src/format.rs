@@ -6,10 +6,18 @@
 
 use thiserror::Error;
 
-/// The format version written by this build for new repositories (SPEC §1).
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version: this build reads files up to it and creates
+/// repositories of it (SPEC §1, §19).
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build can read (SPEC §1).
 pub const MIN_READ_VERSION: u32 = 1;
+/// The version in the prefix of key, pack, index, snapshot and mark files.
+/// Their encodings did not change in version 2, so a version-1 repository
+/// that this build writes to stays readable by version-1 builds (SPEC §1).
+pub const FILE_VERSION: u32 = 1;
+/// The first repository version whose blobs may be compressed with a
+/// dictionary (SPEC §30); its config and dictionary files carry it.
+pub const DICTIONARY_VERSION: u32 = 2;
 
 /// Length of every magic prefix (SPEC §2).
 pub const MAGIC_LEN: usize = 8;
@@ -27,6 +35,10 @@ pub const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNSN\x1a";
 
 /// Magic of a prune mark (SPEC §22).
 pub const MARK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNMK\x1a";
+/// Magic of a compression dictionary file (SPEC §30).
+pub const DICT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNDC\x1a";
+/// Largest dictionary (SPEC §30); writers train about 112 KiB.
+pub const MAX_DICT_SIZE: usize = 1 << 20;
 
 /// Magic followed by the little-endian format version (SPEC §2).
 pub const FILE_PREFIX_LEN: usize = MAGIC_LEN + size_of::<u32>();
@@ -94,6 +106,15 @@ pub enum FormatError {
         len: u64,
         /// The limit.
         limit: u64,
+    },
+    /// A payload names a compression dictionary that cannot be had
+    /// (missing, damaged, or not allowed in this repository; SPEC §30).
+    #[error("dictionary {dict}: {reason}")]
+    Dictionary {
+        /// The 8-byte reference, in hex.
+        dict: String,
+        /// Why it is unavailable.
+        reason: String,
     },
     /// The encoded structure could not be decoded.
     #[error("malformed {what}: {reason}")]
@@ -163,7 +184,7 @@ mod tests {
         write_prefix(&mut future, &PACK_MAGIC, FORMAT_VERSION + 1);
         assert!(matches!(
             read_prefix(&future, &PACK_MAGIC, "pack"),
-            Err(FormatError::UnsupportedVersion { version: 2, .. })
+            Err(FormatError::UnsupportedVersion { version: 3, .. })
         ));
     }
 }

@@ -1,7 +1,7 @@
 //! Keyed BLAKE3 naming of blobs (SPEC §3.1, §6).
 
 use crate::crypto::MasterKey;
-use crate::id::BlobId;
+use crate::id::{BlobId, DictId};
 
 /// Names blobs with keyed BLAKE3, so ids reveal nothing about plaintext to
 /// anyone without the key.
@@ -9,6 +9,7 @@ use crate::id::BlobId;
 pub struct ContentHasher {
     chunk_key: [u8; 32],
     tree_key: [u8; 32],
+    dict_key: [u8; 32],
 }
 
 impl std::fmt::Debug for ContentHasher {
@@ -23,6 +24,7 @@ impl ContentHasher {
         Self {
             chunk_key: *key.id_key(),
             tree_key: *key.tree_key(),
+            dict_key: *key.dict_key(),
         }
     }
 
@@ -34,5 +36,10 @@ impl ContentHasher {
     /// Id of an encoded tree.
     pub fn tree_id(&self, encoded: &[u8]) -> BlobId {
         BlobId::from_bytes(*blake3::keyed_hash(&self.tree_key, encoded).as_bytes())
+    }
+
+    /// Id of a compression dictionary (SPEC §30).
+    pub fn dict_id(&self, dictionary: &[u8]) -> DictId {
+        DictId::from_bytes(*blake3::keyed_hash(&self.dict_key, dictionary).as_bytes())
     }
 }

@@ -125,6 +125,11 @@ define_id!(
     SnapshotId
 );
 define_id!(
+    /// Keyed BLAKE3 of a compression dictionary (SPEC §30); also its file
+    /// name. Its first 8 bytes are the dictionary reference in blobs.
+    DictId
+);
+define_id!(
     /// Random identifier of a repository, chosen at `init`.
     RepoId
 );

@@ -24,6 +24,7 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod dict;
 pub mod encoding;
 pub mod error;
 pub mod forget;

@@ -497,12 +497,16 @@ impl Repository {
                         pack: c.pack,
                         reason: format!("blob {} outside the pack", e.id.short()),
                     })?;
-                blob::open_blob(key, self.hasher(), e.kind, &e.id, sealed, e.raw_length).map_err(
-                    |err| Error::CorruptPack {
-                        pack: c.pack,
-                        reason: format!("blob {}: {err}", e.id.short()),
-                    },
-                )?;
+                blob::open_blob_with(
+                    key,
+                    self.hasher(),
+                    e.kind,
+                    &e.id,
+                    sealed,
+                    e.raw_length,
+                    self.dictionaries(),
+                )
+                .map_err(|err| self.blob_error(c.pack, &e.id, err))?;
                 w.add(e.kind, e.id, sealed, e.raw_length);
                 if w.len() >= self.config().pack_size as usize {
                     flush(std::mem::take(&mut w), &mut new_packs)?;

@@ -125,7 +125,17 @@ impl Repository {
             // Damaged: keep what still verifies.
             for e in &header.entries {
                 let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
-                match blob::open_blob(key, self.hasher(), e.kind, &e.id, sealed, e.raw_length) {
+                // Blobs whose dictionary is damaged are lost too: repair
+                // cannot recompress them without their plaintext.
+                match blob::open_blob_with(
+                    key,
+                    self.hasher(),
+                    e.kind,
+                    &e.id,
+                    sealed,
+                    e.raw_length,
+                    self.dictionaries(),
+                ) {
                     Ok(_) => {
                         salvage.add(e.kind, e.id, sealed, e.raw_length);
                         if salvage.len() >= self.config().pack_size as usize {

@@ -9,8 +9,10 @@ use crate::backend::{Backend, ObjectKind};
 use crate::blob::{self, BlobKind};
 use crate::cache::Cache;
 use crate::chunker::Chunker;
+use crate::compress::Dictionary;
 use crate::config::Config;
 use crate::crypto::{CryptoError, KdfParams, KeyFile, MasterKey};
+use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result};
 use crate::hash::ContentHasher;
 use crate::id::{BlobId, KeyId, RepoId, SnapshotId, TreeId};
@@ -30,6 +32,10 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Where the index cache lives (`None`: in memory).
     pub cache_dir: Option<PathBuf>,
+    /// Create a version-2 repository, whose small blobs are compressed with
+    /// a trained dictionary (SPEC §30). `false` creates version 1, which
+    /// version-1 builds can read and which never gains a dictionary.
+    pub dictionary: bool,
 }
 
 impl Default for InitOptions {
@@ -40,6 +46,7 @@ impl Default for InitOptions {
             compression_level: c.compression_level,
             pack_size: c.pack_size,
             cache_dir: None,
+            dictionary: true,
         }
     }
 }
@@ -68,6 +75,7 @@ pub struct Repository {
     hasher: ContentHasher,
     config: Config,
     index: Index,
+    dicts: Dictionaries,
 }
 
 impl std::fmt::Debug for Repository {
@@ -130,6 +138,9 @@ impl Repository {
         let mut config = Config::new(repo_id, now_ns());
         config.compression_level = opts.compression_level;
         config.pack_size = opts.pack_size;
+        if !opts.dictionary {
+            config.version = 1;
+        }
         config.validate()?;
         let key = MasterKey::generate();
         let kf = KeyFile::create(
@@ -160,13 +171,21 @@ impl Repository {
         config: Config,
         index: Index,
     ) -> Self {
+        let hasher = ContentHasher::new(&key);
+        let dicts = Dictionaries::new(
+            Arc::clone(&backend),
+            key.data_key(),
+            hasher.clone(),
+            config.dictionaries(),
+        );
         Self {
-            hasher: ContentHasher::new(&key),
+            hasher,
             backend,
             key,
             key_id: std::sync::RwLock::new(key_id),
             config,
             index,
+            dicts,
         }
     }
 
@@ -265,6 +284,11 @@ impl Repository {
     /// The blob hasher.
     pub fn hasher(&self) -> &ContentHasher {
         &self.hasher
+    }
+    /// The compression dictionaries (SPEC §30), which every blob read
+    /// resolves references with.
+    pub fn dictionaries(&self) -> &Dictionaries {
+        &self.dicts
     }
     /// The master key's data-encryption key.
     pub(crate) fn data_key(&self) -> &[u8; 32] {
@@ -458,7 +482,7 @@ impl Repository {
                     reason: format!("blob {}: {err}", e.id.short()),
                 },
             })?;
-        blob::open_blob_into(
+        blob::open_blob_into_with(
             self.data_key(),
             &self.hasher,
             e.kind,
@@ -466,8 +490,48 @@ impl Repository {
             sealed,
             e.raw_length,
             plain,
+            &self.dicts,
         )
-        .map_err(|err| Error::CorruptPack {
+        .map_err(|err| self.blob_error(loc.pack, &e.id, err))
+    }
+
+    /// The error for blob `id` of `pack` that failed to open: a missing or
+    /// damaged dictionary is named as such, not blamed on the pack.
+    pub(crate) fn blob_error(
+        &self,
+        pack: crate::id::PackId,
+        id: &BlobId,
+        err: blob::BlobError,
+    ) -> Error {
+        match err {
+            blob::BlobError::Format(crate::format::FormatError::Dictionary { dict, reason }) => {
+                Error::DictionaryUnavailable {
+                    dict,
+                    blob: *id,
+                    reason,
+                }
+            }
+            err => Error::CorruptPack {
+                pack,
+                reason: format!("blob {}: {err}", id.short()),
+            },
+        }
+    }
+
+    /// Blob `id` decrypted but not decompressed: its compression marker
+    /// and payload (SPEC §6.2, §30). For inspection and tests; nothing is
+    /// verified beyond the AEAD tag.
+    pub fn stored_payload(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let e = &loc.entry;
+        let sealed = self.backend.read_range(
+            ObjectKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(e.offset),
+            e.length,
+        )?;
+        let ad = blob::blob_ad(e.kind, &e.id);
+        crate::crypto::open(self.data_key(), &ad, &sealed).map_err(|err| Error::CorruptPack {
             pack: loc.pack,
             reason: format!("blob {}: {err}", e.id.short()),
         })
@@ -615,7 +679,27 @@ impl Repository {
                 Mutex::new(self.new_pack(BlobKind::Tree)),
             ],
             inflight: Mutex::new(None),
+            dict: Mutex::new(DictState::Unknown),
+            packed_adjust: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// The dictionary state a backup starts in: the first stored dictionary
+    /// that loads, else collecting samples to train one (SPEC §30).
+    fn initial_dict_state(&self) -> Result<DictState> {
+        if !self.config.dictionaries() || self.config.compression_level == 0 {
+            return Ok(DictState::Off);
+        }
+        for id in self.dicts.list()? {
+            // A damaged dictionary is left to `check`; new blobs use another.
+            if let Ok(d) = self.dicts.load(&id) {
+                return Ok(DictState::Use(d));
+            }
+        }
+        Ok(DictState::Collect {
+            blobs: Vec::new(),
+            bytes: 0,
+        })
     }
 }
 
@@ -664,6 +748,27 @@ pub(crate) struct Packer<'a> {
     repo: &'a Repository,
     writers: [Mutex<PackWriter>; 2],
     inflight: Mutex<Option<Inflight>>,
+    dict: Mutex<DictState>,
+    /// Sealed size minus what [`Packer::save`] reported, for blobs held back
+    /// to train a dictionary (their size was not known yet).
+    packed_adjust: std::sync::atomic::AtomicI64,
+}
+
+/// Whether small data blobs are compressed with a dictionary (SPEC §30).
+enum DictState {
+    /// Not looked at yet (trees-only packers never do).
+    Unknown,
+    /// Version-1 repository, compression off, or training failed.
+    Off,
+    /// Small blobs use this dictionary.
+    Use(Arc<Dictionary>),
+    /// No dictionary yet: small blobs are held back as training samples,
+    /// claimed but not sealed, until [`dict::TRAIN_BYTES`] are collected
+    /// or the packer flushes.
+    Collect {
+        blobs: Vec<(BlobId, Vec<u8>)>,
+        bytes: usize,
+    },
 }
 
 /// A pack being written in the background, and the entries to index once
@@ -678,13 +783,82 @@ impl Packer<'_> {
     /// Stores `plaintext` as blob `id` unless already stored; returns the
     /// sealed size added (0 when deduplicated).
     pub fn save(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<u64> {
+        if !self.repo.index.claim(&id)? {
+            return Ok(0);
+        }
+        let mut dict = None;
+        if kind == BlobKind::Data && plaintext.len() <= dict::SMALL_BLOB_MAX {
+            let mut st = self.dict.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*st, DictState::Unknown) {
+                *st = self.repo.initial_dict_state()?;
+            }
+            match &mut *st {
+                DictState::Use(d) => dict = Some(Arc::clone(d)),
+                DictState::Collect { blobs, bytes } => {
+                    blobs.push((id, plaintext.to_vec()));
+                    *bytes += plaintext.len();
+                    if *bytes >= dict::TRAIN_BYTES {
+                        self.train(st)?;
+                    }
+                    // Reported now, corrected once sealed.
+                    return Ok((plaintext.len() + crate::format::SEAL_OVERHEAD) as u64);
+                }
+                DictState::Unknown | DictState::Off => {}
+            }
+        }
+        self.store(kind, id, plaintext, dict.as_deref())
+    }
+
+    /// Trains a dictionary on the blobs collected in `st` and seals them
+    /// with it; with fewer than [`dict::MIN_SAMPLES`] they are sealed
+    /// without one. Holding `st` meanwhile makes other workers wait with
+    /// their small blobs: once per repository.
+    fn train(&self, mut st: std::sync::MutexGuard<'_, DictState>) -> Result<()> {
+        let DictState::Collect { blobs, bytes } = &mut *st else {
+            return Ok(());
+        };
+        *bytes = 0;
+        let blobs = std::mem::take(blobs);
+        let samples: Vec<&[u8]> = blobs.iter().map(|(_, b)| b.as_slice()).collect();
+        let trained = if samples.len() >= dict::MIN_SAMPLES {
+            dict::train_and_store(
+                &*self.repo.backend,
+                self.repo.data_key(),
+                &self.repo.hasher,
+                &samples,
+            )?
+        } else {
+            None
+        };
+        match &trained {
+            Some(d) => *st = DictState::Use(Arc::clone(d)),
+            // Too few samples: keep collecting (a later flush or backup
+            // may have enough). Nothing to learn from them: stop.
+            None if samples.len() < dict::MIN_SAMPLES => {}
+            None => *st = DictState::Off,
+        }
+        drop(st);
+        for (id, plain) in &blobs {
+            let n = self.store(BlobKind::Data, *id, plain, trained.as_deref())?;
+            let reported = (plain.len() + crate::format::SEAL_OVERHEAD) as i64;
+            self.packed_adjust
+                .fetch_add(n as i64 - reported, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Seals and adds one claimed blob; returns its sealed size.
+    fn store(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: &[u8],
+        dict: Option<&Dictionary>,
+    ) -> Result<u64> {
         thread_local! {
             // Compression and encryption happen in this buffer, reused per
             // thread: a fresh megabyte per chunk costs page faults.
             static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        if !self.repo.index.claim(&id)? {
-            return Ok(0);
         }
         let level = match kind {
             BlobKind::Data => self.repo.config.compression_level,
@@ -692,12 +866,13 @@ impl Packer<'_> {
         };
         let (n, full) = SEALED.with(|b| {
             let mut sealed = b.borrow_mut();
-            blob::seal_blob_into(
+            blob::seal_blob_into_with(
                 self.repo.data_key(),
                 kind,
                 &id,
                 plaintext,
                 level,
+                dict,
                 &mut sealed,
             );
             let n = sealed.len() as u64;
@@ -763,6 +938,8 @@ impl Packer<'_> {
     /// Uploads the open packs and writes the index, keeping the packer
     /// usable (for callers that write snapshots as they go).
     pub fn flush_all(&self) -> Result<()> {
+        // Held-back small blobs are claimed: they must be in these packs.
+        self.train(self.dict.lock().unwrap_or_else(|e| e.into_inner()))?;
         for (i, m) in self.writers.iter().enumerate() {
             let kind = if i == BlobKind::Data as usize {
                 BlobKind::Data
@@ -785,9 +962,14 @@ impl Packer<'_> {
     }
 
     /// Uploads the open packs and writes the index. SPEC §13: after this
-    /// returns, every saved blob is durable and indexed.
-    pub fn finish(self) -> Result<()> {
-        self.flush_all()
+    /// returns, every saved blob is durable and indexed. Returns how far
+    /// the sizes [`Packer::save`] reported were off (blobs held back for
+    /// training are reported before they are sealed).
+    pub fn finish(self) -> Result<i64> {
+        self.flush_all()?;
+        Ok(self
+            .packed_adjust
+            .load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Golden vectors of the v1 on-disk format (SPEC §20).
+//! Golden vectors of the on-disk format (SPEC §20): version 1, and (n) for
+//! the dictionaries of version 2.
 //!
 //! Each test recomputes one vector from fixed inputs and compares it with a
 //! hex literal; `spec_prints_every_vector` checks that SPEC.md prints the same
@@ -18,11 +19,11 @@ use repo_core::config::Config;
 use repo_core::crypto::{self, CryptoError, KdfParams, KeyFile, MasterKey};
 use repo_core::encoding;
 use repo_core::format::{
-    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC,
-    SEAL_OVERHEAD, SNAPSHOT_MAGIC,
+    self, CONFIG_MAGIC, DICT_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN, FILE_VERSION,
+    FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC, SEAL_OVERHEAD, SNAPSHOT_MAGIC,
 };
 use repo_core::hash::ContentHasher;
-use repo_core::id::{BlobId, IndexId, PackId, RepoId, SnapshotId, TreeId};
+use repo_core::id::{BlobId, DictId, IndexId, PackId, RepoId, SnapshotId, TreeId};
 use repo_core::index::{IndexFile, IndexPack};
 use repo_core::pack::{PackEntry, PackHeader};
 use repo_core::snapshot::{Snapshot, SnapshotSummary};
@@ -126,12 +127,43 @@ const M_CHUNKS_TINY: &str =
     "29654,16450,42725,4822,16416,4344,19141,12260,43751,34239,23554,9751,5037";
 const M_CHUNKS_DEFAULT: &str = "1492952,1629127,1562175,960663,1059256,548206,1136229";
 
+// --- (n) a dictionary and a blob compressed with it (§30, version 2) --------------
+const CONTEXT_DICT_ID: &str = "cairn 2026-12 dictionary id key v2";
+const N_DICT_KEY: &str = "fc6eaa9d18bfb66cd304c3da1ba5e24bc2603869f5b2743040c48c77b251599c";
+/// 256 bytes trained by zstd 1.5.7 on 200 lines like `N_PLAIN`; pinned, not retrained.
+const N_DICT: &str = "37a430ec77e18e1e1510e00ae9ffffffffffffc61142f64e5236c00bad057305\
+                      000000c8b12c00000004000011000f000080128029000000000400231a00d103\
+                      00000f21070000008900000000000024b21b0000000000000000000000000000\
+                      0001000000040000000800000065727665725d0a686f7374203d206e6f646535\
+                      2e6578616d706c652e6f72670a706f7274203d20383030340a6c6f675f6c6565\
+                      727665725d0a686f7374203d206e6f6465302e6578616d706c652e6f72670a70\
+                      6f7274203d20383030320a6c6f675f6c65727665725d0a686f7374203d206e6f\
+                      646531322e6578616d706c652e6f72670a706f7274203d20383030330a6c6f67";
+const N_DICT_ID: &str = "10142272a906d54622fff7559f459d94de2069d04a49519144c52bd0fa377bfe";
+const N_DICT_FILE: &str = "434149524e44431a02000000dddddddddddddddddddddddddddddddddddddddd\
+                           dddddddda065a6fe23de28eca17f637728ef056bb3d56a3be46b5243431a0b1e\
+                           05e47ca8174203cdae19b1c83594f6225bd84b0a6a69738754f6637cc6b93b8c\
+                           db26c97f16fafb837727dc53311372ed0de2cabb20f26d5feec391b4ed7b11ae\
+                           c2069418425ba4398d3cb0ca3d67bed6c78fa5f5b9331885ecd397cbdd902190\
+                           1730d1652383a37bb44c8f9e9f1dedb8a95fed5c024d5a8d34e90943a7ba459c\
+                           0718c0170ea782e7a7f5adbc00e7b4ae4a43caa18742d793cb3dd470a387bb1b\
+                           f10d34e90fac13a0e29697a9aa5d69032d6cf67d6e2e0525f3e304249c506781\
+                           0c6868d0794030406b0f46bac485d40784211a2e8d940e7d77f37031831cc4d7\
+                           7bb9fb689111a2ae05d38666515866d37c772cfda2";
+const N_PLAIN: &str = "[server]\nhost = node5.example.org\nport = 8004\nlog_level = info\n";
+const N_PAYLOAD: &str =
+    "0210142272a906d54628b52ffd203fbd0000685b7376656c203d20696e666f0a02fc1816808a0bfc7f";
+const N_SEALED_BLOB: &str = "cccccccccccccccccccccccccccccccccccccccccccccccc1568b9498de794bd\
+                             9bdd04a7ad7f1695f918521cd3c8544f3e3aacb86c1f57b9e771338e3d4a0f5b\
+                             d27992dbc1aae561410161efbd13b2a09d";
+
 // --- magics (§2) -----------------------------------------------------------------
 const MAGIC_CONFIG: &str = "434149524e43461a";
 const MAGIC_KEY: &str = "434149524e4b591a";
 const MAGIC_PACK: &str = "434149524e504b1a";
 const MAGIC_INDEX: &str = "434149524e49581a";
 const MAGIC_SNAPSHOT: &str = "434149524e534e1a";
+const MAGIC_DICT: &str = "434149524e44431a";
 const PACK_HEADER_AD: &str = "cairn pack header v1";
 
 /// Every literal SPEC.md must print (compared with whitespace removed).
@@ -169,6 +201,14 @@ const VECTORS: &[(&str, &str)] = &[
     ("MAGIC_PACK", MAGIC_PACK),
     ("MAGIC_INDEX", MAGIC_INDEX),
     ("MAGIC_SNAPSHOT", MAGIC_SNAPSHOT),
+    ("MAGIC_DICT", MAGIC_DICT),
+    ("CONTEXT_DICT_ID", CONTEXT_DICT_ID),
+    ("N_DICT_KEY", N_DICT_KEY),
+    ("N_DICT", N_DICT),
+    ("N_DICT_ID", N_DICT_ID),
+    ("N_DICT_FILE", N_DICT_FILE),
+    ("N_PAYLOAD", N_PAYLOAD),
+    ("N_SEALED_BLOB", N_SEALED_BLOB),
     ("PACK_HEADER_AD", PACK_HEADER_AD),
 ];
 
@@ -194,7 +234,7 @@ fn weak_kdf() -> KdfParams {
 
 fn prefix(magic: &[u8; format::MAGIC_LEN]) -> Vec<u8> {
     let mut v = Vec::new();
-    format::write_prefix(&mut v, magic, FORMAT_VERSION);
+    format::write_prefix(&mut v, magic, FILE_VERSION);
     v
 }
 
@@ -339,8 +379,11 @@ fn golden_key_file() -> Vec<u8> {
     f
 }
 
+/// A version-1 config (which this build still writes for `--no-dictionary`).
 fn golden_config() -> Config {
-    Config::new(RepoId::from_bytes([0x55; 32]), 1_700_000_000_000_000_000)
+    let mut c = Config::new(RepoId::from_bytes([0x55; 32]), 1_700_000_000_000_000_000);
+    c.version = 1;
+    c
 }
 
 /// (j): `prefix || repo id || seal(AD = the 44 bytes before it)`.
@@ -636,13 +679,103 @@ fn magics() {
         (PACK_MAGIC, MAGIC_PACK),
         (INDEX_MAGIC, MAGIC_INDEX),
         (SNAPSHOT_MAGIC, MAGIC_SNAPSHOT),
+        (DICT_MAGIC, MAGIC_DICT),
     ] {
         assert_eq!(hex::encode(magic), hex_literal);
     }
     assert_eq!(
-        (FORMAT_VERSION, FILE_PREFIX_LEN, SEAL_OVERHEAD),
-        (1, 12, 41)
+        (
+            FORMAT_VERSION,
+            FILE_VERSION,
+            DICTIONARY_VERSION,
+            FILE_PREFIX_LEN,
+            SEAL_OVERHEAD
+        ),
+        (2, 1, 2, 12, 41)
     );
+}
+
+/// (n): dictionary id, dictionary file and a marker-2 blob. The frame was
+/// made once by zstd 1.5.7 at level 3; encoders may differ, so only the
+/// decoding side is pinned: any reader must turn `N_SEALED_BLOB` back into
+/// `N_PLAIN` with `N_DICT`.
+#[test]
+fn n_dictionary_and_dictionary_blob() {
+    let k = key();
+    assert_eq!(
+        hex::encode(blake3::derive_key(CONTEXT_DICT_ID, &[0x11; 32])),
+        N_DICT_KEY
+    );
+    assert_eq!(hex::encode(k.dict_key()), N_DICT_KEY);
+    let dict = unhex(N_DICT);
+    repo_core::dict::validate(&dict).unwrap();
+    let h = ContentHasher::new(&k);
+    let dict_id = h.dict_id(&dict);
+    assert_eq!(dict_id.to_hex(), N_DICT_ID);
+
+    let mut file = Vec::new();
+    format::write_prefix(&mut file, &DICT_MAGIC, DICTIONARY_VERSION);
+    let sealed = crypto::seal_with_nonce(
+        k.data_key(),
+        &[0xdd; 24],
+        &file.clone(),
+        &compress::compress(&dict, 0),
+    );
+    file.extend_from_slice(&sealed);
+    assert_eq!(hex::encode(&file), N_DICT_FILE);
+    let opened = repo_core::dict::from_file(k.data_key(), &h, &dict_id, &file).unwrap();
+    assert_eq!(opened.bytes(), dict);
+
+    let plain = N_PLAIN.as_bytes();
+    let id = h.chunk_id(plain);
+    let payload = unhex(N_PAYLOAD);
+    assert_eq!(payload[0], compress::MARKER_ZSTD_DICT);
+    assert_eq!(payload[1..9], dict_id.as_bytes()[..8]);
+    let sealed_blob = crypto::seal_with_nonce(
+        k.data_key(),
+        &[0xcc; 24],
+        &blob::blob_ad(BlobKind::Data, &id),
+        &payload,
+    );
+    assert_eq!(hex::encode(&sealed_blob), N_SEALED_BLOB);
+
+    struct One(std::sync::Arc<compress::Dictionary>);
+    impl compress::DictionarySource for One {
+        fn dictionary(
+            &self,
+            r: compress::DictRef,
+        ) -> Result<std::sync::Arc<compress::Dictionary>, format::FormatError> {
+            assert_eq!(r, self.0.reference());
+            Ok(self.0.clone())
+        }
+    }
+    let src = One(std::sync::Arc::new(compress::Dictionary::new(
+        DictId::from_bytes(*dict_id.as_bytes()),
+        dict.clone(),
+    )));
+    let raw = plain.len() as u32;
+    let got = blob::open_blob_with(
+        k.data_key(),
+        &h,
+        BlobKind::Data,
+        &id,
+        &unhex(N_SEALED_BLOB),
+        raw,
+        &src,
+    )
+    .unwrap();
+    assert_eq!(got, plain);
+    // Without the dictionary the blob cannot be read, and says so.
+    assert!(matches!(
+        blob::open_blob(k.data_key(), &h, BlobKind::Data, &id, &sealed_blob, raw),
+        Err(blob::BlobError::Format(
+            format::FormatError::Dictionary { .. }
+        ))
+    ));
+    // Today's encoder, for regenerating: prints the payload it would write.
+    let mut now = Vec::new();
+    compress::compress_into_dict(plain, 3, &src.0, &mut now);
+    println!("N_PAYLOAD now: {}", hex::encode(&now));
 }
 
 #[test]

@@ -21,6 +21,16 @@ struct KeyJson<'a> {
     salt: String,
 }
 
+/// A verified compression dictionary (SPEC §30); its content is not printed.
+#[derive(Serialize)]
+struct DictJson {
+    id: String,
+    reference: String,
+    size: usize,
+    stored_size: u64,
+    zstd_dict_id: u32,
+}
+
 /// The one object of `kind` whose name starts with `prefix`.
 fn unique(backend: &dyn Backend, kind: ObjectKind, prefix: &str) -> Result<String> {
     let p = prefix.to_ascii_lowercase();
@@ -54,6 +64,42 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
             let name = unique(repo.backend(), ObjectKind::Index, id)?;
             let index_id: repo_core::id::IndexId = name.parse()?;
             out.json_value(&repo.load_index(&index_id)?)?;
+        }
+        CatObject::Dictionary { id, raw } => {
+            let repo = open(g, out)?;
+            let mut names: Vec<String> = match id {
+                Some(p) => vec![unique(repo.backend(), ObjectKind::Dict, p)?],
+                None => repo
+                    .backend()
+                    .list(ObjectKind::Dict)?
+                    .into_iter()
+                    .map(|o| o.name)
+                    .collect(),
+            };
+            names.sort();
+            let mut all = Vec::new();
+            for name in names {
+                let dict_id: repo_core::id::DictId = name
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("dictionary {name}: name is not an id"))?;
+                let d = repo
+                    .dictionaries()
+                    .load(&dict_id)
+                    .map_err(|e| anyhow::anyhow!("dictionary {name} is corrupt: {e}"))?;
+                if *raw {
+                    use std::io::Write;
+                    std::io::stdout().write_all(d.bytes())?;
+                    return Ok(Status::Ok);
+                }
+                all.push(DictJson {
+                    reference: d.reference().to_string(),
+                    size: d.bytes().len(),
+                    stored_size: repo.backend().size(ObjectKind::Dict, &name)?,
+                    zstd_dict_id: repo_core::dict::zstd_dict_id(d.bytes()),
+                    id: name,
+                });
+            }
+            out.json_value(&all)?;
         }
         CatObject::Key { id } => {
             // Key headers are stored in clear, so no password is needed.

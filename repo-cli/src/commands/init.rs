@@ -13,6 +13,7 @@ use crate::output::Output;
 struct InitJson {
     repository: String,
     id: String,
+    version: u32,
 }
 
 /// Creates the repository; refuses an existing one before asking for a password.
@@ -32,6 +33,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         compression_level: a.compression,
         pack_size: a.pack_size * 1024 * 1024,
         cache_dir: cache_dir(g),
+        dictionary: !a.no_dictionary,
     };
     let repo = Repository::init(LocalBackend::create(path)?, &pw, opts)?;
     let id = repo.config().repo_id.to_hex();
@@ -39,6 +41,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         out.json_value(&InitJson {
             repository: path.display().to_string(),
             id,
+            version: repo.config().version,
         })?;
     } else {
         out.line(format!(

@@ -4,6 +4,7 @@ mod backup;
 mod browse;
 mod check;
 mod concurrency;
+mod dictionary;
 mod exhaustion;
 mod faults;
 mod forget;

@@ -39,11 +39,13 @@ pub enum ObjectKind {
     Lock,
     /// Prune marks: packs condemned by phase one of a prune (SPEC §22).
     Mark,
+    /// Compression dictionaries (SPEC §30); never deleted.
+    Dict,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -51,6 +53,7 @@ impl ObjectKind {
         ObjectKind::Pack,
         ObjectKind::Lock,
         ObjectKind::Mark,
+        ObjectKind::Dict,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -63,6 +66,7 @@ impl ObjectKind {
             ObjectKind::Pack => "data",
             ObjectKind::Lock => "locks",
             ObjectKind::Mark => "marks",
+            ObjectKind::Dict => "dicts",
         }
     }
 }
@@ -77,6 +81,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Pack => "pack",
             ObjectKind::Lock => "lock",
             ObjectKind::Mark => "mark",
+            ObjectKind::Dict => "dictionary",
         })
     }
 }

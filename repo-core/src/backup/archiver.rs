@@ -533,7 +533,7 @@ impl<'a> Archiver<'a> {
 
     /// Flushes packs and index; returns counters and warnings.
     pub(crate) fn finish(self) -> Result<(SnapshotSummary, Vec<String>)> {
-        self.packer.finish()?;
+        let adjust = self.packer.finish()?;
         let s = &self.stats;
         let g = |a: &AtomicU64| a.load(Relaxed);
         let summary = SnapshotSummary {
@@ -547,7 +547,7 @@ impl<'a> Archiver<'a> {
             tree_blobs: g(&s.tree_blobs),
             bytes_read: g(&s.bytes_read),
             bytes_added: g(&s.bytes_added),
-            bytes_added_packed: g(&s.bytes_added_packed),
+            bytes_added_packed: g(&s.bytes_added_packed).saturating_add_signed(adjust),
             total_files: g(&s.total_files),
             total_bytes: g(&s.total_bytes),
             errors: g(&s.errors),

@@ -227,6 +227,9 @@ pub enum ProblemKind {
     /// A key file cannot be read or decoded, belongs to another repository,
     /// or does not hash to its name (damaged, or replaced by other bytes).
     KeyDamaged,
+    /// A compression dictionary cannot be read, decrypted or parsed, or does
+    /// not hash to its name (SPEC §30): blobs compressed with it are lost.
+    DictDamaged,
 }
 
 impl fmt::Display for ProblemKind {
@@ -338,6 +341,8 @@ pub struct CheckReport {
     pub trees: u64,
     /// Data chunk references checked against the index.
     pub data_refs: u64,
+    /// Compression dictionaries read and verified (SPEC §30).
+    pub dictionaries: u64,
     /// Wall time.
     #[serde(rename = "duration_ns", serialize_with = "ser_duration_ns")]
     pub duration: Duration,
@@ -512,6 +517,7 @@ impl Repository {
             bad_blobs: HashMap::new(),
         };
         ck.check_keys()?;
+        let dictionaries = ck.check_dictionaries()?;
         let index_files = ck.read_index()?;
         let listed = ck.check_packs()?;
         let snaps = ck.read_snapshots()?;
@@ -531,6 +537,7 @@ impl Repository {
             snapshots: snaps.len() as u64,
             trees,
             data_refs,
+            dictionaries,
             duration: Duration::ZERO,
         };
         if opts.read_data.reads() {
@@ -606,6 +613,38 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Step 0b: every compression dictionary decrypts, hashes to its name
+    /// and is a dictionary zstd loads (SPEC §23.1, §30). That each blob's
+    /// reference resolves is seen when its data is read (step 6).
+    fn check_dictionaries(&mut self) -> Result<u64> {
+        let backend = self.repo.backend();
+        let mut n = 0;
+        for o in backend.list(ObjectKind::Dict)? {
+            let why = if !self.repo.config().dictionaries() {
+                Some("a version-1 repository has no dictionaries".to_string())
+            } else {
+                match o.name.parse::<crate::id::DictId>() {
+                    Err(_) => Some("its name is not a dictionary id".into()),
+                    Ok(id) => match self.repo.dictionaries().load(&id) {
+                        Err(crate::dict::DictLoadError::Backend(e)) if e.is_not_found() => {
+                            continue;
+                        }
+                        Err(e) => Some(e.to_string()),
+                        Ok(_) => None,
+                    },
+                }
+            };
+            n += 1;
+            if let Some(why) = why {
+                self.error(Problem::new(
+                    ProblemKind::DictDamaged,
+                    format!("dictionary {}: {why}", o.name),
+                ));
+            }
+        }
+        Ok(n)
     }
 
     /// Step 1: every index file, read from the backend (SPEC §23.1).
@@ -1126,7 +1165,7 @@ impl Checker<'_> {
                         sealed.extend_from_slice(range);
                         &mut sealed[..]
                     };
-                    blob::open_blob_into(
+                    blob::open_blob_into_with(
                         key,
                         hasher,
                         e.kind,
@@ -1134,6 +1173,7 @@ impl Checker<'_> {
                         range,
                         e.raw_length,
                         &mut plain,
+                        self.repo.dictionaries(),
                     )
                     .map_err(|err| err.to_string())
                 }

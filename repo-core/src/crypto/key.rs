@@ -7,7 +7,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{CryptoError, KdfParams, aead};
 use crate::encoding;
-use crate::format::{self, FORMAT_VERSION, FormatError, KEY_MAGIC};
+use crate::format::{self, FILE_VERSION, FormatError, KEY_MAGIC};
 use crate::id::RepoId;
 
 /// Context strings for BLAKE3 `derive_key` (SPEC §3.1). Changing any of them
@@ -19,6 +19,8 @@ pub const CONTEXT_TREE_ID: &str = "cairn 2026-11 tree id key v1";
 pub const CONTEXT_CHUNKER_SEED: &str = "cairn 2026-11 chunker gear seed v1";
 /// Data encryption context (SPEC §3.1): blobs, pack headers, index, snapshots, config.
 pub const CONTEXT_DATA: &str = "cairn 2026-11 data encryption key v1";
+/// Dictionary id context (SPEC §3.1, §30), added in format version 2.
+pub const CONTEXT_DICT_ID: &str = "cairn 2026-12 dictionary id key v2";
 
 /// The repository's 256-bit master secret and the sub-keys derived from it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -27,6 +29,7 @@ pub struct MasterKey {
     id_key: [u8; 32],
     tree_key: [u8; 32],
     data_key: [u8; 32],
+    dict_key: [u8; 32],
     chunker_seed: u64,
 }
 
@@ -54,6 +57,7 @@ impl MasterKey {
             id_key: blake3::derive_key(CONTEXT_CHUNK_ID, &master),
             tree_key: blake3::derive_key(CONTEXT_TREE_ID, &master),
             data_key: blake3::derive_key(CONTEXT_DATA, &master),
+            dict_key: blake3::derive_key(CONTEXT_DICT_ID, &master),
             chunker_seed: u64::from_le_bytes([
                 seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
             ]),
@@ -71,6 +75,10 @@ impl MasterKey {
     /// Key for XChaCha20-Poly1305 of every encrypted object.
     pub fn data_key(&self) -> &[u8; 32] {
         &self.data_key
+    }
+    /// Key for keyed BLAKE3 dictionary ids (SPEC §30).
+    pub fn dict_key(&self) -> &[u8; 32] {
+        &self.dict_key
     }
     /// Seed XOR-ed into FastCDC's gear table.
     pub fn chunker_seed(&self) -> u64 {
@@ -131,10 +139,10 @@ impl KeyFile {
             salt,
         };
         let kek = kdf.derive(password, &salt)?;
-        let ad = Self::ad(FORMAT_VERSION, &header);
+        let ad = Self::ad(FILE_VERSION, &header);
         let sealed_master = aead::seal(&kek, &ad, &key.master);
         Ok(Self {
-            version: FORMAT_VERSION,
+            version: FILE_VERSION,
             header,
             sealed_master,
         })

@@ -2,7 +2,7 @@
 
 use super::{PackEntry, PackHeader, header::PACK_HEADER_AD};
 use crate::blob::{self, BlobKind};
-use crate::format::{self, FORMAT_VERSION, PACK_MAGIC};
+use crate::format::{self, FILE_VERSION, PACK_MAGIC};
 use crate::id::{BlobId, PackId};
 
 /// Accumulates sealed blobs of one kind until the pack is big enough.
@@ -28,7 +28,7 @@ impl PackWriter {
     /// Vec would briefly hold two copies of a nearly full pack).
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = Vec::with_capacity(bytes);
-        format::write_prefix(&mut buf, &PACK_MAGIC, FORMAT_VERSION);
+        format::write_prefix(&mut buf, &PACK_MAGIC, FILE_VERSION);
         Self {
             buf,
             header: PackHeader::default(),

@@ -474,6 +474,11 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             let e = r.prune_plan(&PruneOptions::default()).unwrap_err();
             named(e.to_string());
         }
+        ObjectKind::Dict => {
+            let r = open_any(b, &[b"pw", b"pw2"]);
+            let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
+            named(format!("{rep}"));
+        }
         ObjectKind::Lock | ObjectKind::Config => unreachable!(),
     }
     b.delete(kind, name).unwrap();

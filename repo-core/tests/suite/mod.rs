@@ -4,6 +4,7 @@ mod check;
 mod concurrent_prune;
 mod corruption;
 mod corruption_sweep;
+mod dictionary;
 mod fault_model;
 mod faults;
 mod incremental;
