@@ -9,6 +9,7 @@
 mod header;
 mod writer;
 
+pub(crate) use header::PACK_ENTRY_LEN;
 pub use header::{PackEntry, PackHeader};
 pub use writer::PackWriter;
 
