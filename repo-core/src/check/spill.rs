@@ -81,10 +81,12 @@ impl<T: Record> Spill<T> {
     /// Once some runs are on disk, writes the rest too and frees the
     /// buffer, so memory is free for the next step before the merge.
     pub(super) fn seal(&mut self) -> io::Result<()> {
-        if !self.runs.is_empty() && !self.buf.is_empty() {
-            self.write_run()?;
+        if !self.runs.is_empty() {
+            if !self.buf.is_empty() {
+                self.write_run()?;
+            }
+            self.buf = Vec::new();
         }
-        self.buf = Vec::new();
         Ok(())
     }
 
@@ -282,6 +284,12 @@ mod tests {
         s.seal().unwrap();
         assert_eq!(s.files(), 3);
         assert!(s.buf.capacity() == 0);
+        // Without runs, the records stay in memory.
+        let mut small = Spill::new(d.path(), "u", 1 << 20);
+        small.push(R(1, 1)).unwrap();
+        small.seal().unwrap();
+        assert_eq!(small.files(), 0);
+        assert_eq!(small.finish().unwrap().0.count(), 1);
         let out: Vec<R> = s.finish().unwrap().0.map(Result::unwrap).collect();
         let mut want = v;
         want.sort();
