@@ -253,7 +253,9 @@ impl Cache {
             RunDir::Temp(t) => t.path().join("scratch"),
         };
         std::fs::create_dir_all(&base)?;
-        Ok(tempfile::Builder::new().prefix("check-").tempdir_in(&base)?)
+        Ok(tempfile::Builder::new()
+            .prefix("check-")
+            .tempdir_in(&base)?)
     }
 
     fn open_file(p: &Path) -> Result<Connection, CacheError> {

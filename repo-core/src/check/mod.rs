@@ -678,7 +678,10 @@ fn read_index(
     }
     let superseded: Vec<bool> = names
         .iter()
-        .map(|n| n.parse::<IndexId>().is_ok_and(|id| supersedes.contains(&id)))
+        .map(|n| {
+            n.parse::<IndexId>()
+                .is_ok_and(|id| supersedes.contains(&id))
+        })
         .collect();
     let (view, conflicts) = builder.finish(&superseded).map_err(scratch)?;
     for (w, o) in conflicts {

@@ -157,7 +157,10 @@ impl ViewBuilder {
     /// Picks each pack's winning slot, skipping the files `superseded`
     /// marks; returns the view and the conflicts found, as (winning slot,
     /// other slot) in slot order.
-    pub(super) fn finish(mut self, superseded: &[bool]) -> io::Result<(IndexView, Vec<(u32, u32)>)> {
+    pub(super) fn finish(
+        mut self,
+        superseded: &[bool],
+    ) -> io::Result<(IndexView, Vec<(u32, u32)>)> {
         self.out.flush()?;
         drop(self.out);
         let entries = File::open(&self.path)?;
@@ -281,10 +284,14 @@ impl IndexView {
 
     /// Every indexed location of tree `id` (winning slots only).
     pub(super) fn tree_locations(&self, id: &BlobId) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.trees.get(id).into_iter().flatten().map(|(s, e)| BlobLocation {
-            pack: self.slots[*s as usize].pack,
-            entry: *e,
-        })
+        self.trees
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|(s, e)| BlobLocation {
+                pack: self.slots[*s as usize].pack,
+                entry: *e,
+            })
     }
 
     /// Joins the sorted references and the trees that have no tree location
@@ -315,7 +322,10 @@ impl IndexView {
             let Some(r) = refs.next().transpose()? else {
                 return Ok(None);
             };
-            while refs.next_if(|n| n.as_ref().is_ok_and(|n| n.0 == r.0)).is_some() {}
+            while refs
+                .next_if(|n| n.as_ref().is_ok_and(|n| n.0 == r.0))
+                .is_some()
+            {}
             Ok(Some(r.0))
         }
         let mut cur_ref = next_ref(&mut refs)?;
