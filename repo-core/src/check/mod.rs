@@ -728,20 +728,21 @@ impl Checker<'_> {
         // In pack id order; each pack's entries are read back from the
         // scratch file by the worker that compares them with its header.
         let slots: Vec<Slot> = self.view.packs().copied().collect();
-        let found: Vec<(Slot, Option<Problem>)> = slots
+        // Only the problems are kept: one result per pack would grow with
+        // the repository.
+        let found: Vec<(Slot, Problem)> = slots
             .par_iter()
-            .map(|s| {
-                let p = self.check_pack(s, listed.get(&s.pack).copied())?;
-                Ok((*s, p))
+            .filter_map(|s| {
+                self.check_pack(s, listed.get(&s.pack).copied())
+                    .transpose()
+                    .map(|p| p.map(|p| (*s, p)))
             })
             .collect::<Result<_>>()?;
         for (s, p) in found {
-            if let Some(p) = p {
-                let at = self.error(p);
-                self.bad_packs.insert(s.pack, at);
-                for e in self.view.entries(&s).map_err(scratch)? {
-                    self.bad_blobs.entry(e.id).or_default().push(at);
-                }
+            let at = self.error(p);
+            self.bad_packs.insert(s.pack, at);
+            for e in self.view.entries(&s).map_err(scratch)? {
+                self.bad_blobs.entry(e.id).or_default().push(at);
             }
         }
         let mut stray: Vec<(&PackId, &u64)> = listed
