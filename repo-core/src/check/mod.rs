@@ -953,12 +953,12 @@ impl Checker<'_> {
         let (referenced, ref_files) = referenced.finish().map_err(scratch)?;
         let pending: BTreeSet<TreeId> = unindexed.iter().copied().collect();
         let bad_packs = &self.bad_packs;
-        let (ref_issues, tree_issues, blob_files) = self
+        let joined = self
             .view
             .join(referenced, &pending, &|p| bad_packs.contains_key(p))
             .map_err(scratch)?;
         for id in unindexed {
-            match tree_issues.get(&id).copied().unwrap_or(TreeIssue::Missing) {
+            match joined.trees.get(&id).copied().unwrap_or(TreeIssue::Missing) {
                 TreeIssue::InBadPack => {}
                 TreeIssue::DataBlob(pack) => self.tree_damaged(id, pack, "indexed as a data blob"),
                 TreeIssue::Missing => {
@@ -973,7 +973,7 @@ impl Checker<'_> {
                 }
             }
         }
-        for (c, issue) in ref_issues {
+        for (c, issue) in joined.refs {
             let problem = match issue {
                 RefIssue::Missing => Problem::new(
                     ProblemKind::BlobMissing,
@@ -992,7 +992,7 @@ impl Checker<'_> {
             let at = self.error(problem);
             self.bad_blobs.entry(c).or_default().push(at);
         }
-        Ok((trees, refs, ref_files + blob_files))
+        Ok((trees, refs, ref_files + joined.files))
     }
 
     fn tree_damaged(&mut self, id: TreeId, pack: PackId, why: &str) {

@@ -239,6 +239,16 @@ pub(super) enum TreeIssue {
     InBadPack,
 }
 
+/// What the join found.
+pub(super) struct Joined {
+    /// References not indexed as data, ascending.
+    pub refs: Vec<(BlobId, RefIssue)>,
+    /// What each tree without a tree location is.
+    pub trees: HashMap<BlobId, TreeIssue>,
+    /// Run files the index's sort wrote.
+    pub files: u64,
+}
+
 /// The index as the check sees it.
 pub(super) struct IndexView {
     entries: File,
@@ -295,15 +305,13 @@ impl IndexView {
     }
 
     /// Joins the sorted references and the trees that have no tree location
-    /// with every indexed location; returns the references that are not
-    /// indexed as data (ascending) and what each such tree is, and the
-    /// number of run files the sort wrote. Runs once: it consumes the sort.
+    /// with every indexed location. Runs once: it consumes the sort.
     pub(super) fn join(
         &mut self,
         refs: Merge<Ref>,
         trees: &BTreeSet<BlobId>,
         bad_pack: &dyn Fn(&PackId) -> bool,
-    ) -> io::Result<(Vec<(BlobId, RefIssue)>, HashMap<BlobId, TreeIssue>, u64)> {
+    ) -> io::Result<Joined> {
         let sort = self
             .by_id
             .take()
@@ -369,6 +377,10 @@ impl IndexView {
         for t in trees {
             tree_out.insert(*t, TreeIssue::Missing);
         }
-        Ok((ref_out, tree_out, files))
+        Ok(Joined {
+            refs: ref_out,
+            trees: tree_out,
+            files,
+        })
     }
 }
