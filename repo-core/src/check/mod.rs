@@ -652,8 +652,9 @@ fn read_index(
     let mut builder = ViewBuilder::new(dir, budget).map_err(scratch)?;
     let mut supersedes: HashSet<IndexId> = HashSet::new();
     let mut problems: Vec<(u32, Problem)> = Vec::new();
-    // A few files decoded at a time: all at once would hold the whole index.
-    let batch = rayon::current_num_threads().max(1) * 2;
+    // One file per thread at a time (each about 10 MiB decoded at the
+    // largest): all at once would hold the whole index.
+    let batch = rayon::current_num_threads().max(1);
     for (k, chunk) in names.chunks(batch).enumerate() {
         let files: Vec<_> = chunk
             .par_iter()
