@@ -9,6 +9,10 @@
 //! file, pack listing, pack header, snapshot and tree from the backend. The
 //! cache only supplies the ledger, which decides *which* packs a partial
 //! run reads, never whether they are intact.
+//!
+//! The structure check runs in flat memory: the index and the referenced
+//! chunks are streamed through sorted scratch files in the local cache
+//! (`view`, `spill`; SPEC §23.1), never held whole.
 
 mod drill;
 mod report;
