@@ -53,7 +53,7 @@ use spill::Spill;
 use view::{IndexView, Ref, RefIssue, Slot, TreeIssue, ViewBuilder};
 
 /// Default of [`CheckOptions::spill_bytes`].
-pub const DEFAULT_SPILL_BYTES: usize = 64 << 20;
+pub const DEFAULT_SPILL_BYTES: usize = 32 << 20;
 
 /// At most this many paths are listed per problem; the rest are counted in
 /// [`Problem::paths_omitted`], so one lost pack cannot make a report of
