@@ -552,6 +552,24 @@ impl Repository {
         })
     }
 
+    /// The prefix and the sealed header and trailer of a pack holding
+    /// `entries`, under this repository's key: what a pack's first and
+    /// last bytes are. For the scale benchmark's placeholder packs, whose
+    /// blob region is a sparse hole.
+    #[doc(hidden)]
+    pub fn pack_ends(&self, entries: &[crate::pack::PackEntry]) -> (Vec<u8>, Vec<u8>) {
+        let mut prefix = Vec::new();
+        crate::format::write_prefix(
+            &mut prefix,
+            &crate::format::PACK_MAGIC,
+            crate::format::FORMAT_VERSION,
+        );
+        let header = PackHeader {
+            entries: entries.to_vec(),
+        };
+        (prefix, crate::pack::seal_header(self.data_key(), &header))
+    }
+
     /// Reads a pack's header from its tail (two reads at most).
     pub fn read_pack_header(&self, pack: &crate::id::PackId) -> Result<PackHeader> {
         let name = pack.to_hex();

@@ -64,6 +64,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CheckArgs) -> Result<Status> {
         read_data,
         max_age: a.max_age,
         max_duration: a.max_duration,
+        ..Default::default()
     };
     out.verbose(1, format!("checking (read data: {read_data})"));
     let progress = TermProgress::new(out);

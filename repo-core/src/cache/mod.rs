@@ -242,6 +242,22 @@ impl Cache {
         Ok(cache)
     }
 
+    /// A fresh private directory for one command's scratch files (the
+    /// sort runs of `check`, SPEC §12), beside the run directory
+    /// (`index.scratch/check-XXXXXX/`), removed when the handle drops. The
+    /// data set is as large as the index, so it goes on the cache's disk,
+    /// not into a RAM-backed temp dir.
+    pub(crate) fn scratch_dir(&self) -> Result<tempfile::TempDir, CacheError> {
+        let base = match &self.dir {
+            RunDir::Path(p) => p.with_extension("scratch"),
+            RunDir::Temp(t) => t.path().join("scratch"),
+        };
+        std::fs::create_dir_all(&base)?;
+        Ok(tempfile::Builder::new()
+            .prefix("check-")
+            .tempdir_in(&base)?)
+    }
+
     fn open_file(p: &Path) -> Result<Connection, CacheError> {
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);

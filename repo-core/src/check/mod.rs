@@ -9,10 +9,16 @@
 //! file, pack listing, pack header, snapshot and tree from the backend. The
 //! cache only supplies the ledger, which decides *which* packs a partial
 //! run reads, never whether they are intact.
+//!
+//! The structure check runs in flat memory: the index and the referenced
+//! chunks are streamed through sorted scratch files in the local cache
+//! (`view`, `spill`; SPEC §23.1), never held whole.
 
 mod drill;
 mod report;
 mod select;
+mod spill;
+mod view;
 
 pub use drill::{DrillFailure, DrillOptions, DrillReport, Sample};
 pub use report::{
@@ -21,6 +27,7 @@ pub use report::{
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,18 +37,23 @@ use rayon::prelude::*;
 
 use crate::backend::{BackendErrorKind, ObjectKind};
 use crate::blob::{self, BlobKind};
-use crate::cache::CheckRecord;
+use crate::cache::{CacheError, CheckRecord};
 use crate::crypto::KeyFile;
 use crate::error::{Error, Result};
 use crate::format::{FILE_PREFIX_LEN, PACK_TRAILER_LEN, SEAL_OVERHEAD};
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use crate::index::load_index_file;
-use crate::pack::{BlobLocation, PackEntry, PackHeader};
+use crate::pack::{PACK_ENTRY_LEN, PackEntry};
 use crate::progress::Progress;
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::SnapshotEntry;
 use crate::tree::Tree;
 use select::{Cycle, select_packs};
+use spill::Spill;
+use view::{IndexView, Ref, RefIssue, Slot, TreeIssue, ViewBuilder};
+
+/// Default of [`CheckOptions::spill_bytes`].
+pub const DEFAULT_SPILL_BYTES: usize = 32 << 20;
 
 /// At most this many paths are listed per problem; the rest are counted in
 /// [`Problem::paths_omitted`], so one lost pack cannot make a report of
@@ -176,7 +188,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Options for [`Repository::check`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CheckOptions {
     /// Which pack data to read.
     pub read_data: ReadData,
@@ -184,6 +196,21 @@ pub struct CheckOptions {
     pub max_age: Option<Duration>,
     /// Start no new pack once the check has run this long.
     pub max_duration: Option<Duration>,
+    /// Memory for each of the check's sorts; past it, sorted runs go to
+    /// scratch files (SPEC §23.1). Tests set it tiny to force spilling.
+    #[doc(hidden)]
+    pub spill_bytes: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            read_data: ReadData::None,
+            max_age: None,
+            max_duration: None,
+            spill_bytes: DEFAULT_SPILL_BYTES,
+        }
+    }
 }
 
 /// What a problem is about.
@@ -308,6 +335,10 @@ impl fmt::Display for Problem {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn ser_duration_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
@@ -343,6 +374,10 @@ pub struct CheckReport {
     pub data_refs: u64,
     /// Compression dictionaries read and verified (SPEC §30).
     pub dictionaries: u64,
+    /// Sorted run files the check wrote to its scratch directory (zero
+    /// when its sorts fit in memory).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spill_files: u64,
     /// Wall time.
     #[serde(rename = "duration_ns", serialize_with = "ser_duration_ns")]
     pub duration: Duration,
@@ -424,12 +459,6 @@ fn human_bytes(n: u64) -> String {
     format!("{v:.1} {unit}")
 }
 
-/// An indexed pack: its entries and the index file that names it.
-struct IndexedPack {
-    entries: Vec<PackEntry>,
-    index: String,
-}
-
 /// Outcome of loading one tree without the cache.
 enum TreeLoad {
     Ok(Tree),
@@ -480,9 +509,10 @@ struct Checker<'a> {
     repo: &'a Repository,
     errors: Vec<Problem>,
     warnings: Vec<Problem>,
-    packs: HashMap<PackId, IndexedPack>,
-    /// Every location of every indexed blob (usually one).
-    blobs: HashMap<BlobId, Vec<BlobLocation>>,
+    /// The index files' packs and blobs, mostly on scratch disk.
+    view: IndexView,
+    /// Index file names, by number.
+    index_names: Vec<String>,
     /// Packs with a structural error, mapped to that error.
     bad_packs: HashMap<PackId, usize>,
     /// Blobs whose loss or damage an error describes, mapped to the errors.
@@ -507,28 +537,33 @@ impl Repository {
         opts.read_data.validate()?;
         let started = Instant::now();
         let time_ns = now_ns();
+        // The sorts' run files, removed when this handle drops (SPEC §23.1).
+        let scratch = self.index().cache().scratch_dir()?;
+        let mut errors = check_keys(self)?;
+        let (view, index_names, index_errors) = read_index(self, scratch.path(), opts.spill_bytes)?;
+        errors.extend(index_errors);
         let mut ck = Checker {
             repo: self,
-            errors: Vec::new(),
+            errors,
             warnings: Vec::new(),
-            packs: HashMap::new(),
-            blobs: HashMap::new(),
+            view,
+            index_names,
             bad_packs: HashMap::new(),
             bad_blobs: HashMap::new(),
         };
-        ck.check_keys()?;
         let dictionaries = ck.check_dictionaries()?;
-        let index_files = ck.read_index()?;
+        let index_files = ck.index_names.len() as u64;
         let listed = ck.check_packs()?;
         let snaps = ck.read_snapshots()?;
-        let (trees, data_refs) = ck.walk_trees(&snaps);
+        let (trees, data_refs, spill_files) =
+            ck.walk_trees(&snaps, scratch.path(), opts.spill_bytes)?;
 
         let mut report = CheckReport {
             ok: false,
             errors: Vec::new(),
             warnings: Vec::new(),
             index_files,
-            packs: ck.packs.len() as u64,
+            packs: ck.view.packs().len() as u64,
             packs_selected: 0,
             packs_checked: 0,
             packs_skipped: 0,
@@ -538,6 +573,7 @@ impl Repository {
             trees,
             data_refs,
             dictionaries,
+            spill_files,
             duration: Duration::ZERO,
         };
         if opts.read_data.reads() {
@@ -578,41 +614,118 @@ impl Repository {
     }
 }
 
+/// A scratch file failed: the check cannot go on.
+fn scratch(e: std::io::Error) -> Error {
+    Error::Cache(CacheError::Io(e))
+}
+
+/// Step 0: every key file decodes, belongs to this repository and hashes
+/// to its name. Without the passwords, the name is what shows that the
+/// encrypted part is intact (SPEC §29).
+fn check_keys(repo: &Repository) -> Result<Vec<Problem>> {
+    let backend = repo.backend();
+    let repo_id = repo.config().repo_id;
+    let mut errors = Vec::new();
+    for o in backend.list(ObjectKind::Key)? {
+        let why = match backend.read(ObjectKind::Key, &o.name) {
+            Err(e) if e.is_not_found() => continue, // removed meanwhile
+            Err(e) => Some(e.to_string()),
+            Ok(bytes) => match KeyFile::decode(&bytes) {
+                Err(e) => Some(e.to_string()),
+                Ok(kf) if kf.header.repo_id != repo_id => {
+                    Some("belongs to another repository".into())
+                }
+                Ok(_) if KeyId::hash_of(&bytes).to_hex() != o.name => {
+                    Some("content does not match its name".into())
+                }
+                Ok(_) => None,
+            },
+        };
+        if let Some(why) = why {
+            errors.push(Problem::new(
+                ProblemKind::KeyDamaged,
+                format!("key file {}: {why}", o.name),
+            ));
+        }
+    }
+    Ok(errors)
+}
+
+/// Step 1: every index file, read from the backend (SPEC §23.1) into the
+/// check's view. Returns the view, the index file names (sorted) and the
+/// problems found, in file order.
+fn read_index(
+    repo: &Repository,
+    dir: &Path,
+    budget: usize,
+) -> Result<(IndexView, Vec<String>, Vec<Problem>)> {
+    let backend = repo.backend();
+    let key = repo.data_key();
+    let mut names: Vec<String> = backend
+        .list(ObjectKind::Index)?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    names.sort();
+    let mut builder = ViewBuilder::new(dir, budget).map_err(scratch)?;
+    let mut supersedes: HashSet<IndexId> = HashSet::new();
+    let mut problems: Vec<(u32, Problem)> = Vec::new();
+    // One file per thread at a time (each about 10 MiB decoded at the
+    // largest): all at once would hold the whole index.
+    let batch = rayon::current_num_threads().max(1);
+    for (k, chunk) in names.chunks(batch).enumerate() {
+        let files: Vec<_> = chunk
+            .par_iter()
+            .map(|n| load_index_file(backend, key, n))
+            .collect();
+        for (i, (name, file)) in chunk.iter().zip(files).enumerate() {
+            let no = (k * batch + i) as u32;
+            match file {
+                Err(e) => problems.push((
+                    no,
+                    Problem::new(ProblemKind::IndexCorrupt, format!("index file {name}: {e}"))
+                        .index(name),
+                )),
+                Ok(f) => {
+                    supersedes.extend(f.supersedes.iter().copied());
+                    for p in &f.packs {
+                        builder.add(no, p).map_err(scratch)?;
+                    }
+                }
+            }
+        }
+    }
+    let superseded: Vec<bool> = names
+        .iter()
+        .map(|n| {
+            n.parse::<IndexId>()
+                .is_ok_and(|id| supersedes.contains(&id))
+        })
+        .collect();
+    let (view, conflicts) = builder.finish(&superseded).map_err(scratch)?;
+    for (w, o) in conflicts {
+        let (w, o) = (view.slot(w), view.slot(o));
+        let name = &names[o.file as usize];
+        let msg = format!(
+            "index files {} and {name} describe pack {} differently",
+            names[w.file as usize], o.pack
+        );
+        problems.push((
+            o.file,
+            Problem::new(ProblemKind::IndexConflict, msg)
+                .pack(o.pack)
+                .index(name),
+        ));
+    }
+    // Stable: in file order, as the files were read.
+    problems.sort_by_key(|(f, _)| *f);
+    Ok((view, names, problems.into_iter().map(|(_, p)| p).collect()))
+}
+
 impl Checker<'_> {
     fn error(&mut self, p: Problem) -> usize {
         self.errors.push(p);
         self.errors.len() - 1
-    }
-
-    /// Step 0: every key file decodes, belongs to this repository and
-    /// hashes to its name. Without the passwords, the name is what shows
-    /// that the encrypted part is intact (SPEC §29).
-    fn check_keys(&mut self) -> Result<()> {
-        let backend = self.repo.backend();
-        let repo_id = self.repo.config().repo_id;
-        for o in backend.list(ObjectKind::Key)? {
-            let why = match backend.read(ObjectKind::Key, &o.name) {
-                Err(e) if e.is_not_found() => continue, // removed meanwhile
-                Err(e) => Some(e.to_string()),
-                Ok(bytes) => match KeyFile::decode(&bytes) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(kf) if kf.header.repo_id != repo_id => {
-                        Some("belongs to another repository".into())
-                    }
-                    Ok(_) if KeyId::hash_of(&bytes).to_hex() != o.name => {
-                        Some("content does not match its name".into())
-                    }
-                    Ok(_) => None,
-                },
-            };
-            if let Some(why) = why {
-                self.error(Problem::new(
-                    ProblemKind::KeyDamaged,
-                    format!("key file {}: {why}", o.name),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Step 0b: every compression dictionary decrypts, hashes to its name
@@ -647,75 +760,6 @@ impl Checker<'_> {
         Ok(n)
     }
 
-    /// Step 1: every index file, read from the backend (SPEC §23.1).
-    fn read_index(&mut self) -> Result<u64> {
-        let backend = self.repo.backend();
-        let key = self.repo.data_key();
-        let mut names: Vec<String> = backend
-            .list(ObjectKind::Index)?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
-        names.sort();
-        let files: Vec<_> = names
-            .par_iter()
-            .map(|n| (n.clone(), load_index_file(backend, key, n)))
-            .collect();
-        let superseded: HashSet<IndexId> = files
-            .iter()
-            .filter_map(|(_, f)| f.as_ref().ok())
-            .flat_map(|f| f.supersedes.iter().copied())
-            .collect();
-        for (name, file) in files {
-            let file = match file {
-                Ok(f) => f,
-                Err(e) => {
-                    self.error(
-                        Problem::new(ProblemKind::IndexCorrupt, format!("index file {name}: {e}"))
-                            .index(&name),
-                    );
-                    continue;
-                }
-            };
-            if name
-                .parse::<IndexId>()
-                .is_ok_and(|id| superseded.contains(&id))
-            {
-                continue;
-            }
-            for p in file.packs {
-                if let Some(known) = self.packs.get(&p.id) {
-                    if known.entries != p.entries {
-                        let msg = format!(
-                            "index files {} and {name} describe pack {} differently",
-                            known.index, p.id
-                        );
-                        self.error(
-                            Problem::new(ProblemKind::IndexConflict, msg)
-                                .pack(p.id)
-                                .index(&name),
-                        );
-                    }
-                    continue;
-                }
-                for e in &p.entries {
-                    self.blobs.entry(e.id).or_default().push(BlobLocation {
-                        pack: p.id,
-                        entry: *e,
-                    });
-                }
-                self.packs.insert(
-                    p.id,
-                    IndexedPack {
-                        entries: p.entries,
-                        index: name.clone(),
-                    },
-                );
-            }
-        }
-        Ok(names.len() as u64)
-    }
-
     /// Step 2 and 3: indexed packs exist, have the right size and a
     /// matching header; unindexed packs are warned about. Returns the
     /// listed packs with their sizes.
@@ -732,24 +776,29 @@ impl Checker<'_> {
                 )),
             }
         }
-        let mut ids: Vec<PackId> = self.packs.keys().copied().collect();
-        ids.sort();
-        let found: Vec<(PackId, Option<Problem>)> = ids
+        // In pack id order; each pack's entries are read back from the
+        // scratch file by the worker that compares them with its header.
+        let slots: Vec<Slot> = self.view.packs().copied().collect();
+        // Only the problems are kept: one result per pack would grow with
+        // the repository.
+        let found: Vec<(Slot, Problem)> = slots
             .par_iter()
-            .map(|id| (*id, self.check_pack(id, listed.get(id).copied())))
-            .collect();
-        for (id, p) in found {
-            if let Some(p) = p {
-                let at = self.error(p);
-                self.bad_packs.insert(id, at);
-                for e in &self.packs[&id].entries {
-                    self.bad_blobs.entry(e.id).or_default().push(at);
-                }
+            .filter_map(|s| {
+                self.check_pack(s, listed.get(&s.pack).copied())
+                    .transpose()
+                    .map(|p| p.map(|p| (*s, p)))
+            })
+            .collect::<Result<_>>()?;
+        for (s, p) in found {
+            let at = self.error(p);
+            self.bad_packs.insert(s.pack, at);
+            for e in self.view.entries(&s).map_err(scratch)? {
+                self.bad_blobs.entry(e.id).or_default().push(at);
             }
         }
         let mut stray: Vec<(&PackId, &u64)> = listed
             .iter()
-            .filter(|(id, _)| !self.packs.contains_key(id))
+            .filter(|(id, _)| self.view.find(id).is_none())
             .collect();
         stray.sort();
         for (id, size) in stray {
@@ -767,43 +816,44 @@ impl Checker<'_> {
         Ok(listed)
     }
 
-    fn check_pack(&self, id: &PackId, size: Option<u64>) -> Option<Problem> {
-        let ip = &self.packs[id];
+    fn index_name(&self, s: &Slot) -> &str {
+        &self.index_names[s.file as usize]
+    }
+
+    /// One pack's existence, size and header, against the index entries
+    /// of its winning slot; `Err` only when the scratch file fails.
+    fn check_pack(&self, s: &Slot, size: Option<u64>) -> Result<Option<Problem>> {
+        let id = &s.pack;
+        let index = self.index_name(s);
         let Some(size) = size else {
-            return Some(
+            return Ok(Some(
                 Problem::new(
                     ProblemKind::PackMissing,
-                    format!("pack {id} is missing (named by index file {})", ip.index),
+                    format!("pack {id} is missing (named by index file {index})"),
                 )
                 .pack(*id)
-                .index(&ip.index),
-            );
+                .index(index),
+            ));
         };
+        let entries: Vec<PackEntry> = self.view.entries(s).map_err(scratch)?;
         // SPEC §7: the header is stored raw, so its sealed size follows from
-        // the entry count.
-        let blobs_end = ip.entries.last().map_or(FILE_PREFIX_LEN as u64, |e| {
+        // the entry count (`count u32 || entries`, §7.2).
+        let blobs_end = entries.last().map_or(FILE_PREFIX_LEN as u64, |e| {
             u64::from(e.offset) + u64::from(e.length)
         });
-        let header = PackHeader {
-            entries: ip.entries.clone(),
-        }
-        .encode()
-        .len();
+        let header = 4 + entries.len() * PACK_ENTRY_LEN;
         let expected = blobs_end + (SEAL_OVERHEAD + header + PACK_TRAILER_LEN) as u64;
         if size != expected {
-            return Some(
+            return Ok(Some(
                 Problem::new(
                     ProblemKind::PackSize,
-                    format!(
-                        "pack {id} has {size} bytes, index file {} implies {expected}",
-                        ip.index
-                    ),
+                    format!("pack {id} has {size} bytes, index file {index} implies {expected}"),
                 )
                 .pack(*id)
-                .index(&ip.index),
-            );
+                .index(index),
+            ));
         }
-        match self.repo.read_pack_header(id) {
+        Ok(match self.repo.read_pack_header(id) {
             Err(e) => Some(
                 Problem::new(
                     ProblemKind::PackHeader,
@@ -811,30 +861,29 @@ impl Checker<'_> {
                 )
                 .pack(*id),
             ),
-            Ok(h) if h.entries != ip.entries => {
+            Ok(h) if h.entries != entries => {
                 let differ = h
                     .entries
                     .iter()
-                    .zip(&ip.entries)
+                    .zip(&entries)
                     .position(|(a, b)| a != b)
-                    .unwrap_or(h.entries.len().min(ip.entries.len()));
+                    .unwrap_or(h.entries.len().min(entries.len()));
                 Some(
                     Problem::new(
                         ProblemKind::IndexMismatch,
                         format!(
-                            "index file {} is inconsistent with the header of pack {id}: \
+                            "index file {index} is inconsistent with the header of pack {id}: \
                              {} entries in the header, {} in the index, first difference at entry {differ}",
-                            ip.index,
                             h.entries.len(),
-                            ip.entries.len()
+                            entries.len()
                         ),
                     )
                     .pack(*id)
-                    .index(&ip.index),
+                    .index(index),
                 )
             }
             Ok(_) => None,
-        }
+        })
     }
 
     /// Step 4a: every snapshot file decodes.
@@ -882,16 +931,16 @@ impl Checker<'_> {
     /// Loads a tree through the index files read by this check, never the
     /// cache, preferring a copy in a pack not known to be bad.
     fn load_tree(&self, id: &TreeId) -> TreeLoad {
-        let Some(locs) = self.blobs.get(id) else {
+        let mut locs = self.view.tree_locations(id).peekable();
+        if locs.peek().is_none() {
+            // Not indexed as a tree; the join after the walk tells whether
+            // it is indexed at all.
             return TreeLoad::NotIndexed;
-        };
-        let Some(loc) = locs.iter().find(|l| !self.bad_packs.contains_key(&l.pack)) else {
+        }
+        let Some(loc) = locs.find(|l| !self.bad_packs.contains_key(&l.pack)) else {
             return TreeLoad::InBadPack;
         };
-        if loc.entry.kind != BlobKind::Tree {
-            return TreeLoad::Damaged(loc.pack, "indexed as a data blob".into());
-        }
-        match self.repo.read_blob_at(loc) {
+        match self.repo.read_blob_at(&loc) {
             Err(e) => TreeLoad::Damaged(loc.pack, e.to_string()),
             Ok(bytes) => match Tree::decode(&bytes) {
                 Ok(t) => TreeLoad::Ok(t),
@@ -902,8 +951,15 @@ impl Checker<'_> {
 
     /// Step 4b: every tree reachable from a snapshot, once each, level by
     /// level in parallel; every data chunk referenced is indexed as data.
-    /// Returns (trees loaded, data references checked).
-    fn walk_trees(&mut self, snaps: &[SnapshotEntry]) -> (u64, u64) {
+    /// The references go into a sort and are joined with the index's
+    /// locations afterwards, so their number does not bound memory.
+    /// Returns (trees loaded, data references checked, run files written).
+    fn walk_trees(
+        &mut self,
+        snaps: &[SnapshotEntry],
+        dir: &Path,
+        budget: usize,
+    ) -> Result<(u64, u64, u64)> {
         let mut seen: HashSet<TreeId> = HashSet::new();
         let mut frontier: Vec<TreeId> = snaps
             .iter()
@@ -911,7 +967,9 @@ impl Checker<'_> {
             .filter(|t| seen.insert(*t))
             .collect();
         let (mut trees, mut refs) = (0u64, 0u64);
-        let mut reported: HashMap<BlobId, usize> = HashMap::new();
+        let mut referenced: Spill<Ref> = Spill::new(dir, "refs", budget);
+        // Trees with no tree location, in walk order.
+        let mut unindexed: Vec<TreeId> = Vec::new();
         while !frontier.is_empty() {
             let mut next = Vec::new();
             for batch in frontier.chunks(TREE_BATCH) {
@@ -931,64 +989,73 @@ impl Checker<'_> {
                                 }
                                 for c in &n.content {
                                     refs += 1;
-                                    self.check_data_ref(c, &mut reported);
+                                    referenced.push(Ref(*c.as_bytes())).map_err(scratch)?;
                                 }
                             }
                         }
                         TreeLoad::InBadPack => {}
-                        TreeLoad::NotIndexed => {
-                            let at = self.error(
-                                Problem::new(
-                                    ProblemKind::TreeMissing,
-                                    format!("tree {id} is in no index file"),
-                                )
-                                .blob(id),
-                            );
-                            self.bad_blobs.entry(id).or_default().push(at);
-                        }
-                        TreeLoad::Damaged(pack, why) => {
-                            let at = self.error(
-                                Problem::new(
-                                    ProblemKind::TreeDamaged,
-                                    format!("tree {id} in pack {pack}: {why}"),
-                                )
-                                .blob(id)
-                                .pack(pack),
-                            );
-                            self.bad_blobs.entry(id).or_default().push(at);
-                        }
+                        TreeLoad::NotIndexed => unindexed.push(id),
+                        TreeLoad::Damaged(pack, why) => self.tree_damaged(id, pack, &why),
                     }
                 }
             }
             frontier = next;
         }
-        (trees, refs)
+        let (referenced, ref_files) = referenced.finish().map_err(scratch)?;
+        let pending: BTreeSet<TreeId> = unindexed.iter().copied().collect();
+        let bad_packs = &self.bad_packs;
+        let joined = self
+            .view
+            .join(referenced, &pending, &|p| bad_packs.contains_key(p))
+            .map_err(scratch)?;
+        for id in unindexed {
+            match joined.trees.get(&id).copied().unwrap_or(TreeIssue::Missing) {
+                TreeIssue::InBadPack => {}
+                TreeIssue::DataBlob(pack) => self.tree_damaged(id, pack, "indexed as a data blob"),
+                TreeIssue::Missing => {
+                    let at = self.error(
+                        Problem::new(
+                            ProblemKind::TreeMissing,
+                            format!("tree {id} is in no index file"),
+                        )
+                        .blob(id),
+                    );
+                    self.bad_blobs.entry(id).or_default().push(at);
+                }
+            }
+        }
+        for (c, issue) in joined.refs {
+            let problem = match issue {
+                RefIssue::Missing => Problem::new(
+                    ProblemKind::BlobMissing,
+                    format!("data blob {c} is in no index file"),
+                )
+                .blob(c),
+                RefIssue::WrongKind(pack) => Problem::new(
+                    ProblemKind::BlobWrongKind,
+                    format!(
+                        "blob {c} is referenced as file data but indexed as a tree (pack {pack})"
+                    ),
+                )
+                .blob(c)
+                .pack(pack),
+            };
+            let at = self.error(problem);
+            self.bad_blobs.entry(c).or_default().push(at);
+        }
+        Ok((trees, refs, ref_files + joined.files))
     }
 
-    fn check_data_ref(&mut self, c: &BlobId, reported: &mut HashMap<BlobId, usize>) {
-        if reported.contains_key(c) {
-            return;
-        }
-        let problem = match self.blobs.get(c) {
-            None => Problem::new(
-                ProblemKind::BlobMissing,
-                format!("data blob {c} is in no index file"),
+    fn tree_damaged(&mut self, id: TreeId, pack: PackId, why: &str) {
+        let at = self.error(
+            Problem::new(
+                ProblemKind::TreeDamaged,
+                format!("tree {id} in pack {pack}: {why}"),
             )
-            .blob(*c),
-            Some(locs) if locs.iter().all(|l| l.entry.kind != BlobKind::Data) => Problem::new(
-                ProblemKind::BlobWrongKind,
-                format!(
-                    "blob {c} is referenced as file data but indexed as a tree (pack {})",
-                    locs[0].pack
-                ),
-            )
-            .blob(*c)
-            .pack(locs[0].pack),
-            Some(_) => return,
-        };
-        let at = self.error(problem);
-        reported.insert(*c, at);
-        self.bad_blobs.entry(*c).or_default().push(at);
+            .blob(id)
+            .pack(pack),
+        );
+        self.bad_blobs.entry(id).or_default().push(at);
     }
 
     /// Step 5: reads the selected packs whole, in parallel, and opens every
@@ -1018,10 +1085,11 @@ impl Checker<'_> {
             .flatten()
             .map(|(start_ns, runs)| Cycle { start_ns, runs });
         let mut candidates: Vec<(PackId, u64)> = self
-            .packs
-            .keys()
+            .view
+            .packs()
+            .map(|s| s.pack)
             .filter(|p| !self.bad_packs.contains_key(p))
-            .filter_map(|p| listed.get(p).map(|s| (*p, *s)))
+            .filter_map(|p| listed.get(&p).map(|s| (p, *s)))
             .collect();
         candidates.shuffle(&mut rand::thread_rng());
         let sel = select_packs(candidates, &times, opts, now_ns(), cycle);
@@ -1083,9 +1151,11 @@ impl Checker<'_> {
                         // The whole pack is suspect (unreadable or gone).
                         if let Some(pk) =
                             pack.filter(|_| self.errors[at].kind != ProblemKind::PackHashMismatch)
-                            && let Some(ip) = self.packs.get(&pk)
+                            && let Some(s) = self.view.find(&pk)
                         {
-                            for e in &ip.entries {
+                            // A scratch read failing here only loses the
+                            // attribution; the problem itself stands.
+                            for e in self.view.entries(s).unwrap_or_default() {
                                 self.bad_blobs.entry(e.id).or_default().push(at);
                             }
                         }
@@ -1097,15 +1167,32 @@ impl Checker<'_> {
 
     /// Reads one pack and opens every blob the index lists in it.
     fn read_pack(&self, id: &PackId) -> PackOutcome {
-        let out = PackOutcome {
+        let mut out = PackOutcome {
             checked: true,
             ..Default::default()
         };
-        let ip = &self.packs[id];
+        let Some(slot) = self.view.find(id) else {
+            return out;
+        };
+        let index = self.index_name(slot);
+        let entries = match self.view.entries(slot) {
+            Ok(e) => e,
+            Err(e) => {
+                out.problems.push(
+                    Problem::new(
+                        ProblemKind::PackRead,
+                        format!("pack {id}: its index entries could not be read back from the check's scratch file: {e}"),
+                    )
+                    .pack(*id)
+                    .index(index),
+                );
+                return out;
+            }
+        };
         // One pack buffer per thread, kept between packs: a fresh 16 MiB
         // allocation per pack costs page faults and zeroing on every read.
         let mut bytes = PACK_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let outcome = self.read_pack_into(id, ip, &mut bytes, out);
+        let outcome = self.read_pack_into(id, index, &entries, &mut bytes, out);
         if bytes.capacity() <= MAX_KEPT_PACK_BUF {
             PACK_BUF.with(|b| *b.borrow_mut() = bytes);
         }
@@ -1115,7 +1202,8 @@ impl Checker<'_> {
     fn read_pack_into(
         &self,
         id: &PackId,
-        ip: &IndexedPack,
+        index: &str,
+        entries: &[PackEntry],
         bytes: &mut Vec<u8>,
         mut out: PackOutcome,
     ) -> PackOutcome {
@@ -1134,7 +1222,7 @@ impl Checker<'_> {
                 out.problems.push(
                     Problem::new(kind, format!("pack {id}: {e}"))
                         .pack(*id)
-                        .index(&ip.index),
+                        .index(index),
                 );
                 return out;
             }
@@ -1147,12 +1235,11 @@ impl Checker<'_> {
         // taken above) when the entries are disjoint; if a damaged index
         // makes them overlap, each is copied first so it is judged on the
         // pack's own bytes, not on bytes another entry decrypted in place.
-        let in_place = ip
-            .entries
+        let in_place = entries
             .windows(2)
             .all(|w| u64::from(w[0].offset) + u64::from(w[0].length) <= u64::from(w[1].offset));
         let (mut sealed, mut plain) = (Vec::new(), Vec::new());
-        for e in &ip.entries {
+        for e in entries {
             out.blobs += 1;
             let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
             let r = match bytes.get_mut(start..end) {

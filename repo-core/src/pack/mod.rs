@@ -9,8 +9,9 @@
 mod header;
 mod writer;
 
+pub(crate) use header::PACK_ENTRY_LEN;
 pub use header::{PackEntry, PackHeader};
-pub use writer::PackWriter;
+pub use writer::{PackWriter, seal_header};
 
 use crate::id::PackId;
 

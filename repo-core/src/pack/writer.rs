@@ -64,13 +64,19 @@ impl PackWriter {
 
     /// Appends the sealed header and trailer; returns the pack's id, bytes and entries.
     pub fn finish(mut self, key: &[u8; 32]) -> (PackId, Vec<u8>, Vec<PackEntry>) {
-        let sealed = blob::seal_object(key, PACK_HEADER_AD, &self.header.encode(), 0);
-        self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&seal_header(key, &self.header));
         let id = PackId::hash_of(&self.buf);
         (id, self.buf, self.header.entries)
     }
+}
+
+/// The end of a pack (SPEC §7.1): the sealed header and the trailer
+/// giving its length.
+pub fn seal_header(key: &[u8; 32], header: &PackHeader) -> Vec<u8> {
+    let mut out = blob::seal_object(key, PACK_HEADER_AD, &header.encode(), 0);
+    let len = out.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out
 }
 
 #[cfg(test)]

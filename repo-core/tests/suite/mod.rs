@@ -1,6 +1,7 @@
 //! Shared helpers for the integration suites.
 
 mod check;
+mod check_spill;
 mod concurrent_prune;
 mod corruption;
 mod corruption_sweep;
