@@ -162,13 +162,7 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
             {
                 return false;
             }
-            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-            // Compress straight into `out`'s spare capacity after the marker.
-            let mut cur = std::io::Cursor::new(std::mem::take(out));
-            cur.set_position((start + 1) as u64);
-            let r = z.compress_to_buffer(data, &mut cur);
-            *out = cur.into_inner();
-            matches!(r, Ok(n) if n < data.len())
+            matches!(append_frame(z, data, out), Some(n) if n < data.len())
         });
         if ok {
             return;
@@ -179,6 +173,22 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
+/// Compresses `data` with `z` straight into `out`'s spare capacity after
+/// its current end (no intermediate buffer); the frame's length.
+fn append_frame(
+    z: &mut zstd::bulk::Compressor<'static>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let at = out.len();
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let mut cur = std::io::Cursor::new(std::mem::take(out));
+    cur.set_position(at as u64);
+    let r = z.compress_to_buffer(data, &mut cur);
+    *out = cur.into_inner();
+    r.ok()
+}
+
 /// Like [`compress_into`] but with dictionary `dict`: `2 || ref || frame`
 /// (SPEC §30). Falls back to [`compress_into`] when that is not strictly
 /// shorter than the data, so a payload never exceeds the data plus marker.
@@ -187,7 +197,6 @@ pub fn compress_into_dict(data: &[u8], level: i32, dict: &Dictionary, out: &mut 
     if level != 0 {
         out.push(MARKER_ZSTD_DICT);
         out.extend_from_slice(dict.reference().as_bytes());
-        let frame_at = out.len();
         let ok = DICT_COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().map(|(id, l, _)| (id, *l)) != Some((dict.id(), level)) {
@@ -204,12 +213,7 @@ pub fn compress_into_dict(data: &[u8], level: i32, dict: &Dictionary, out: &mut 
             let Some((_, _, z)) = c.as_mut() else {
                 return false;
             };
-            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-            let mut cur = std::io::Cursor::new(std::mem::take(out));
-            cur.set_position(frame_at as u64);
-            let r = z.compress_to_buffer(data, &mut cur);
-            *out = cur.into_inner();
-            matches!(r, Ok(n) if n + DICT_REF_LEN < data.len())
+            matches!(append_frame(z, data, out), Some(n) if n + DICT_REF_LEN < data.len())
         });
         if ok {
             return;

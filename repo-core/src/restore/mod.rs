@@ -52,11 +52,30 @@ pub struct Restore<'a> {
     names: std::sync::Mutex<NameCache>,
 }
 
-/// Owner names already mapped to ids, keyed by (name, recorded id).
+/// Owner names already looked up: the local id, or `None` where this
+/// system does not know the name (the recorded id is used then).
 #[derive(Default)]
 struct NameCache {
-    users: HashMap<(String, u32), u32>,
-    groups: HashMap<(String, u32), u32>,
+    users: HashMap<String, Option<u32>>,
+    groups: HashMap<String, Option<u32>>,
+}
+
+/// The local id for owner `name` (recorded as `recorded`), resolving each
+/// name once; an empty or unknown name keeps the recorded id.
+fn cached_id(
+    cache: &mut HashMap<String, Option<u32>>,
+    name: &str,
+    recorded: u32,
+    resolve: impl FnOnce(&str) -> Option<u32>,
+) -> u32 {
+    if name.is_empty() {
+        return recorded;
+    }
+    let local = match cache.get(name) {
+        Some(local) => *local,
+        None => *cache.entry(name.to_string()).or_insert(resolve(name)),
+    };
+    local.unwrap_or(recorded)
 }
 
 impl Repository {
@@ -495,24 +514,18 @@ impl<'a> Restore<'a> {
         // One NSS lookup per name, not per file: each reads /etc/passwd
         // (or asks a directory service).
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        let uid = *names
-            .users
-            .entry((node.user.clone(), node.uid))
-            .or_insert_with(|| {
-                (!node.user.is_empty())
-                    .then(|| nix::unistd::User::from_name(&node.user).ok().flatten())
-                    .flatten()
-                    .map_or(node.uid, |u| u.uid.as_raw())
-            });
-        let gid = *names
-            .groups
-            .entry((node.group.clone(), node.gid))
-            .or_insert_with(|| {
-                (!node.group.is_empty())
-                    .then(|| nix::unistd::Group::from_name(&node.group).ok().flatten())
-                    .flatten()
-                    .map_or(node.gid, |g| g.gid.as_raw())
-            });
+        let uid = cached_id(&mut names.users, &node.user, node.uid, |n| {
+            nix::unistd::User::from_name(n)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        });
+        let gid = cached_id(&mut names.groups, &node.group, node.gid, |n| {
+            nix::unistd::Group::from_name(n)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        });
         (uid, gid)
     }
 }
