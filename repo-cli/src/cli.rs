@@ -165,8 +165,10 @@ cairn ls latest /etc --recursive=false"
 the directory given by --target (created if missing). Paths are restored below the target as they \
 are in the snapshot, e.g. /home/alice/x becomes TARGET/home/alice/x. Content is verified as it is \
 written; permissions and times are restored, and ownership too when running as root.\n\n\
-Glob patterns starting with / match from the snapshot's root; others match at any depth. A match \
-includes or excludes everything below it.",
+Patterns are those of backup --exclude and find: one without `/` matches names at any depth \
+(`*.log`), one starting with `/` the whole path from the snapshot's root (`/etc/*.conf`), any other \
+one a path ending so at any depth (`log/*.gz`); `*` and `?` never match a `/`, `**` matches any \
+number of directories. A match includes or excludes everything below it.",
         after_help = "Examples:\n  \
 cairn restore latest --target /tmp/restored\n  \
 cairn restore 1a2b3c4d --target /tmp/r --include /home/alice/Documents\n  \
@@ -549,7 +551,8 @@ pub struct BackupArgs {
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
-    /// Skip paths matching GLOB (a pattern with `/` matches the whole path, one without the name).
+    /// Skip paths matching GLOB: `*.tmp` names at any depth, `/var/*/cache` from the root,
+    /// `log/*.gz` at any depth (`*` never matches `/`).
     #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
     /// Read exclude globs from FILE, one per line (`#` starts a comment).

@@ -14,12 +14,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, TreeId};
 use crate::pack::BlobLocation;
+use crate::pattern::PathPatterns;
 use crate::progress::{NoProgress, Progress};
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
@@ -94,26 +94,6 @@ impl Repository {
     }
 }
 
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim_end_matches('/');
-        let p = if p.starts_with('/') {
-            p.to_string()
-        } else {
-            format!("**/{p}")
-        };
-        b.add(Glob::new(&p).map_err(|e| Error::InvalidArgument(format!("pattern {p:?}: {e}")))?);
-    }
-    Ok(Some(
-        b.build()
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-    ))
-}
-
 /// Where metadata is set: through a path (directories, links, special
 /// files) or on the file just written, which spares a path walk per call.
 #[derive(Clone, Copy)]
@@ -135,9 +115,9 @@ impl<'a> Restore<'a> {
         self.target = dir.into();
         self
     }
-    /// Restores only paths matching a glob (and everything below a match).
-    /// Patterns starting with `/` match from the snapshot root; others match
-    /// at any depth.
+    /// Restores only paths matching a pattern (and everything below a
+    /// match): see [`PathPattern`](crate::PathPattern) for the rules, the
+    /// same as backup excludes and find.
     pub fn include(mut self, pattern: impl Into<String>) -> Self {
         self.includes.push(pattern.into());
         self
@@ -160,8 +140,8 @@ impl<'a> Restore<'a> {
 
     /// Runs the restore.
     pub fn run(self) -> Result<RestoreSummary> {
-        let inc = globs(&self.includes)?;
-        let exc = globs(&self.excludes)?;
+        let inc = PathPatterns::new(&self.includes)?;
+        let exc = PathPatterns::new(&self.excludes)?;
         fs::create_dir_all(&self.target).map_err(|source| Error::Target {
             path: self.target.clone(),
             source,
@@ -171,7 +151,7 @@ impl<'a> Restore<'a> {
             &self.snapshot.snapshot.tree,
             Path::new("/"),
             &self.target,
-            inc.is_none(),
+            inc.is_empty(),
             &inc,
             &exc,
             &mut plan,
@@ -234,8 +214,8 @@ impl<'a> Restore<'a> {
         snap_path: &Path,
         out: &Path,
         selected: bool,
-        inc: &Option<GlobSet>,
-        exc: &Option<GlobSet>,
+        inc: &PathPatterns,
+        exc: &PathPatterns,
         plan: &mut Plan,
     ) -> Result<bool> {
         let t = self.repo.load_tree(tree)?;
@@ -243,10 +223,10 @@ impl<'a> Restore<'a> {
         for n in &t.nodes {
             let name = OsStr::from_bytes(&n.name);
             let sp = snap_path.join(name);
-            if exc.as_ref().is_some_and(|g| g.is_match(&sp)) {
+            if exc.matches(sp.as_os_str().as_bytes(), &n.name) {
                 continue;
             }
-            let sel = selected || inc.as_ref().is_some_and(|g| g.is_match(&sp));
+            let sel = selected || inc.matches(sp.as_os_str().as_bytes(), &n.name);
             let op = out.join(name);
             match n.kind {
                 NodeKind::Dir => {
