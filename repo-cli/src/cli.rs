@@ -1096,8 +1096,12 @@ cairn pg verify latest --dsn postgresql://postgres@localhost/postgres --json | j
 pub struct PgBackupArgs {
     /// Connection string (URL or key=value) of the server; its database is
     /// the one used for server-wide queries and pg_dumpall.
-    #[arg(long, value_name = "URL")]
-    pub dsn: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
     /// A database to back up (repeatable).
     #[arg(
         long = "database",
@@ -1123,8 +1127,12 @@ pub struct PgRestoreArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Connection string of the server (its database is the one connected to with --create).
-    #[arg(long, value_name = "URL")]
-    pub dsn: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
     /// Database to restore into (default: the dumped one).
     #[arg(long, value_name = "NAME", conflicts_with = "create")]
     pub database: Option<String>,
@@ -1152,8 +1160,12 @@ pub struct PgVerifyArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Connection string of a server to restore into (a scratch database is created there).
-    #[arg(long, value_name = "URL")]
-    pub dsn: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
 }
 
 /// `cairn redis`.
@@ -1216,8 +1228,12 @@ cairn redis verify 1a2b3c4d --json"
 #[derive(Debug, Args)]
 pub struct RedisBackupArgs {
     /// The server: `redis://[user:pass@]host:port`.
-    #[arg(long, value_name = "URL")]
-    pub url: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_REDIS_URL", hide_env_values = true)]
+    pub url: Option<String>,
+    /// Read the URL from the first line of this file instead (keeps a
+    /// password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub url_file: Option<PathBuf>,
     /// Extra tags (besides `redis`).
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
@@ -1228,7 +1244,7 @@ pub struct RedisBackupArgs {
 
 /// `cairn redis restore`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["to_file", "url"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["to_file", "url", "url_file"])))]
 pub struct RedisRestoreArgs {
     /// `latest`, a snapshot id, or a unique prefix of one.
     #[arg(value_name = "SNAPSHOT")]
@@ -1239,6 +1255,9 @@ pub struct RedisRestoreArgs {
     /// Load the keys into this running server: `redis://[user:pass@]host:port`.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// Read that URL from the first line of this file (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub url_file: Option<PathBuf>,
     /// The redis-server binary for the throw-away server (--url).
     #[arg(long, value_name = "PATH", default_value = "redis-server")]
     pub redis_server: PathBuf,

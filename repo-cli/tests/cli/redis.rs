@@ -159,6 +159,19 @@ fn fill(c: &mut Client) {
         c.ok(&["SADD", &format!("{p}set"), "m1", "m2"]);
         c.ok(&["ZADD", &format!("{p}zset"), "1.5", "one", "2", "two"]);
         c.ok(&["XADD", &format!("{p}stream"), "1-1", "f", "v"]);
+        // A consumer group with a pending entry: the RDB key count walks it.
+        c.ok(&["XGROUP", "CREATE", &format!("{p}stream"), "g", "0"]);
+        c.ok(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &format!("{p}stream"),
+            ">",
+        ]);
         c.ok(&["HSET", &format!("{p}hashttl"), "k", "v"]);
         c.ok(&["PEXPIRE", &format!("{p}hashttl"), "500000"]);
         // A larger value so the RDB spans several reads.
