@@ -1228,7 +1228,12 @@ cairn redis verify 1a2b3c4d --json"
 #[derive(Debug, Args)]
 pub struct RedisBackupArgs {
     /// The server: `redis://[user:pass@]host:port`.
-    #[arg(long, value_name = "URL", env = "CAIRN_REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAIRN_REDIS_URL",
+        hide_env_values = true
+    )]
     pub url: Option<String>,
     /// Read the URL from the first line of this file instead (keeps a
     /// password out of `ps`).

@@ -202,6 +202,9 @@ pub fn connection_string(
             }
             Ok(v.to_string())
         }
-        (None, None) => bail!("give {option} or {file_option}{}", env.map(|e| format!(", or set {e}")).unwrap_or_default()),
+        (None, None) => bail!(
+            "give {option} or {file_option}{}",
+            env.map(|e| format!(", or set {e}")).unwrap_or_default()
+        ),
     }
 }

@@ -23,13 +23,10 @@ pub fn run(g: &GlobalArgs, out: Output, a: &PgArgs) -> Result<Status> {
 
 /// Connects to the server of `--dsn` / `CAIRN_PG_DSN` / `--dsn-file`.
 fn connect(dsn: Option<&str>, file: Option<&std::path::Path>) -> Result<Server> {
-    let dsn = crate::credentials::connection_string(
-        dsn,
-        file,
-        "--dsn",
-        Some("CAIRN_PG_DSN"),
-        |d| pg::split_password(d).1.is_some(),
-    )?;
+    let dsn =
+        crate::credentials::connection_string(dsn, file, "--dsn", Some("CAIRN_PG_DSN"), |d| {
+            pg::split_password(d).1.is_some()
+        })?;
     Server::connect(&dsn)
 }
 
