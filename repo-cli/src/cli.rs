@@ -1052,9 +1052,14 @@ count the rows of every user table in it, and stream `pg_dump --snapshot=… -Fc
 snapshot tagged `postgres` holding `postgres/<db>.dump`. Before the databases, \
 `pg_dumpall --globals-only` is saved as `postgres/globals.sql` in a snapshot tagged \
 `postgres-globals`. If pg_dump fails or the connection drops, that database's snapshot is not \
-written and the command fails.",
+written and the command fails.\n\n\
+The connection string comes from --dsn, CAIRN_PG_DSN or the first line of --dsn-file. Its \
+password is taken out and given to psql, pg_dump, pg_dumpall and pg_restore as PGPASSWORD in \
+their environment, never as an argument; a password in --dsn itself shows in `ps` (a warning \
+says so).",
         after_help = "Examples:\n  \
 cairn pg backup --dsn postgresql://postgres@localhost/postgres --all\n  \
+CAIRN_PG_DSN=postgresql://backup:secret@db1/postgres cairn pg backup --all\n  \
 cairn pg backup --dsn 'host=/run/postgresql user=postgres' --database shop --database crm"
     )]
     Backup(PgBackupArgs),
@@ -1188,7 +1193,9 @@ SYNC) and stream it into a new snapshot tagged `redis` as redis/dump.rdb. Both t
 (`$<len>`) and the diskless (`$EOF:<marker>`) transfer are handled; the marker is not stored. \
 The RDB magic and version are checked first and the CRC64 trailer at the end; a transfer that \
 is short or does not match fails and writes no snapshot. The user needs the +sync and +replconf \
-permissions. Diskless servers wait repl-diskless-sync-delay (5 s by default) before sending.",
+permissions. Diskless servers wait repl-diskless-sync-delay (5 s by default) before sending. \
+The URL comes from --url, CAIRN_REDIS_URL or the first line of --url-file; a password in --url \
+itself shows in `ps` (a warning says so).",
         after_help = "Examples:\n  \
 cairn redis backup --url redis://127.0.0.1:6379\n  \
 cairn redis backup --url redis://backup:secret@db1:6379 --tag nightly\n  \
@@ -1200,10 +1207,12 @@ cairn redis backup --url redis://127.0.0.1:6379 --json"
         about = "Restore a Redis snapshot to a file or a running server",
         long_about = "With --to-file, write the snapshot's RDB to PATH: stop the server without \
 saving (SHUTDOWN NOSAVE), put the file at its dir/dbfilename and start it (with appendonly no). \
-With --url, load it into a running server: a throw-away redis-server is started on a free \
-loopback port on the RDB, and every key of every database is copied to the target with DUMP \
-and RESTORE key abs-ttl payload ABSTTL REPLACE (same database number, same expiry time; \
-existing keys with the same names are replaced, others are left alone).",
+With --url, load it into a running server: a throw-away redis-server is started on the RDB \
+(no TCP port: a unix socket in a private 0700 directory, a random password set in a 0600 \
+config file), and every key of every database is copied to the target with DUMP and RESTORE \
+key abs-ttl payload ABSTTL REPLACE (same database number, same expiry time; existing keys with \
+the same names are replaced, others are left alone). Holding more keys than the RDB, before or \
+after the copy, is an error. A password in --url shows in `ps`: use --url-file.",
         after_help = "Examples:\n  \
 cairn redis restore latest --to-file /tmp/dump.rdb\n  \
 cairn redis restore 1a2b3c4d --url redis://:secret@127.0.0.1:6379\n  \
@@ -1213,10 +1222,11 @@ cairn redis restore latest --url redis://127.0.0.1:6380 --json"
     /// Load a Redis snapshot into a throw-away server and compare key counts.
     #[command(
         about = "Load a Redis snapshot into a throw-away server and compare key counts",
-        long_about = "Start a throw-away redis-server on a free loopback port on the snapshot's \
-RDB, read INFO keyspace, and compare the keys per database with those recorded at backup time. \
-Exits 1 when a count differs or the RDB does not load. Keys that expired since the backup are \
-not loaded and count as a difference.",
+        long_about = "Start a throw-away redis-server (unix socket only, random password) on the \
+snapshot's RDB, read INFO keyspace, and compare the keys per database with those in the RDB \
+itself: keys without an expiry time must all load; keys with one may be fewer, but only by \
+those whose expiry time has passed (Redis does not load them). Exits 1 on any other \
+difference or when the RDB does not load.",
         after_help = "Examples:\n  \
 cairn redis verify latest\n  \
 cairn redis verify 1a2b3c4d --json"

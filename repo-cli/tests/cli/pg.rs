@@ -616,7 +616,10 @@ fn pg_passwords_stay_out_of_command_lines() {
     let url = |pw: &str| format!("postgresql://vault:{pw}@127.0.0.1:{}/postgres", pg.port);
     let run = |dsn_env: Option<&str>, args: &[&str]| {
         let mut c = env.cmd();
-        c.env("CAIRN_PG_BINDIR", &bin).arg("--json").arg("pg").args(args);
+        c.env("CAIRN_PG_BINDIR", &bin)
+            .arg("--json")
+            .arg("pg")
+            .args(args);
         if let Some(d) = dsn_env {
             c.env("CAIRN_PG_DSN", d);
         }
