@@ -142,20 +142,6 @@ fn prompt(purpose: Purpose) -> Result<Password> {
     Ok(a)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_line_strips_newline_and_rest() {
-        let f = |s: &[u8]| first_line(Zeroizing::new(s.to_vec())).to_vec();
-        assert_eq!(f(b"secret\n"), b"secret");
-        assert_eq!(f(b"secret\r\nmore\n"), b"secret");
-        assert_eq!(f(b"secret"), b"secret");
-        assert_eq!(f(b"\n"), b"");
-    }
-}
-
 /// An exporter's connection string (`--dsn`, `--url`): the option's value
 /// (given on the command line or through `env`, which clap fills in), else
 /// the first line of `file`. A password typed on the command line itself is
@@ -206,5 +192,19 @@ pub fn connection_string(
             "give {option} or {file_option}{}",
             env.map(|e| format!(", or set {e}")).unwrap_or_default()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_line_strips_newline_and_rest() {
+        let f = |s: &[u8]| first_line(Zeroizing::new(s.to_vec())).to_vec();
+        assert_eq!(f(b"secret\n"), b"secret");
+        assert_eq!(f(b"secret\r\nmore\n"), b"secret");
+        assert_eq!(f(b"secret"), b"secret");
+        assert_eq!(f(b"\n"), b"");
     }
 }

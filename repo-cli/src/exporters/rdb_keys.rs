@@ -143,6 +143,10 @@ impl<R: Read> Parser<R> {
     }
 
     /// A length, or a special string encoding (`Err(kind)` inside `Ok`).
+    #[expect(
+        clippy::big_endian_bytes,
+        reason = "RDB's 32- and 64-bit lengths are big-endian"
+    )]
     fn len_or_enc(&mut self) -> io::Result<Result<u64, u8>> {
         let b = self.byte()?;
         Ok(match b >> 6 {
