@@ -431,3 +431,26 @@ fn verify(g: &GlobalArgs, out: Output, a: &RedisVerifyArgs) -> Result<Status> {
     }
     Ok(Status::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_expired_keys_may_be_missing() {
+        // 3 keys: one without expiry, one expiring at 100, one at 10_000.
+        let rdb = DbKeys {
+            keys: 3,
+            expires_at: vec![100, 10_000],
+        };
+        let ok = |loaded, now| check_db(0, 3, &rdb, loaded, now).ok;
+        assert!(ok((3, 2), 50), "all loaded");
+        assert!(ok((2, 1), 200), "the expired one is gone");
+        assert!(!ok((2, 1), 50), "gone before its time");
+        assert!(!ok((1, 0), 200), "the unexpired one is gone too");
+        assert!(!ok((2, 2), 200), "a key without expiry is gone");
+        assert!(!ok((4, 2), 50), "a key too many");
+        assert!(!ok((3, 3), 50), "a key too many, with expiry");
+        assert!(ok((1, 0), 20_000), "both expired");
+    }
+}

@@ -663,3 +663,63 @@ fn redis_verify_allows_expired_keys_but_not_lost_ones() {
         (&serde_json::json!(2), &serde_json::json!(1))
     );
 }
+
+/// The check before copying: a scratch server that loaded more keys than
+/// the snapshot's RDB holds (here a wrapper swaps the RDB file before the
+/// real redis-server starts) stops the restore before anything is copied.
+#[test]
+fn redis_restore_refuses_a_scratch_server_with_foreign_keys() {
+    let env = Env::init();
+    let rdb = |keys: &[&[u8]]| {
+        let mut v = b"REDIS0010\xfe\x00".to_vec();
+        for k in keys {
+            v.push(0);
+            v.push(k.len() as u8);
+            v.extend_from_slice(k);
+            v.extend_from_slice(b"\x01v");
+        }
+        v.push(0xff);
+        v.extend_from_slice(&[0; 8]); // checksum disabled
+        v
+    };
+    let port = fake_server(rdb(&[b"a"]), rdb(&[b"a"]).len());
+    env.ok([
+        "redis",
+        "backup",
+        "--url",
+        &format!("redis://127.0.0.1:{port}"),
+    ]);
+
+    let other = env.path("other.rdb");
+    std::fs::write(&other, rdb(&[b"a", b"foreign"])).unwrap();
+    let wrapper = env.path("redis-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncp {} \"$(dirname \"$1\")/dump.rdb\"\nexec redis-server \"$@\"\n",
+            other.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let target = Server::start(&env.path("target"));
+    let out = env.run([
+        "redis",
+        "restore",
+        "latest",
+        "--url",
+        &target.url(),
+        "--redis-server",
+        wrapper.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was copied") && stderr(&out).contains("db0: 2 keys"),
+        "{}",
+        stderr(&out)
+    );
+    let mut c = Client::new(target.port);
+    assert_eq!(c.ok(&["DBSIZE"]), R::I(0), "nothing reached the target");
+}
