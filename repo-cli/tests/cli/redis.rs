@@ -621,7 +621,14 @@ fn redis_verify_allows_expired_keys_but_not_lost_ones() {
     let R::I(expires) = c.ok(&["PEXPIRETIME", "session:4"]) else {
         panic!("PEXPIRETIME")
     };
-    env.ok(["redis", "backup", "--url", &server.url()]);
+    // The URL from the environment.
+    let out = env
+        .cmd()
+        .env("CAIRN_REDIS_URL", server.url())
+        .args(["redis", "backup"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     // Wait out the sessions' TTL (their own deadline, not a guess).
     while now_ms() <= expires {
         std::thread::sleep(Duration::from_millis(20));
@@ -683,12 +690,9 @@ fn redis_restore_refuses_a_scratch_server_with_foreign_keys() {
         v
     };
     let port = fake_server(rdb(&[b"a"]), rdb(&[b"a"]).len());
-    env.ok([
-        "redis",
-        "backup",
-        "--url",
-        &format!("redis://127.0.0.1:{port}"),
-    ]);
+    let url_file = env.path("url");
+    std::fs::write(&url_file, format!("redis://127.0.0.1:{port}\n")).unwrap();
+    env.ok(["redis", "backup", "--url-file", url_file.to_str().unwrap()]);
 
     let other = env.path("other.rdb");
     std::fs::write(&other, rdb(&[b"a", b"foreign"])).unwrap();
