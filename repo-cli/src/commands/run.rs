@@ -334,6 +334,8 @@ fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) -> Command {
         "CAIRN_PASSWORD_FILE",
         "CAIRN_PASSWORD_COMMAND",
         "CAIRN_QDRANT_API_KEY",
+        "CAIRN_PG_DSN",
+        "CAIRN_REDIS_URL",
     ] {
         c.env_remove(v);
     }
@@ -351,6 +353,16 @@ fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) -> Command {
     }
     c.stdin(Stdio::null());
     c
+}
+
+/// The connection string of a database source: its children get it in
+/// their environment, as in their arguments a password would show in `ps`.
+fn source_env(src: &Source) -> Option<(&'static str, &str)> {
+    match src {
+        Source::Postgres(p) => Some(("CAIRN_PG_DSN", &p.dsn)),
+        Source::Redis(r) => Some(("CAIRN_REDIS_URL", &r.url)),
+        Source::Paths(_) | Source::Command(_) | Source::Qdrant(_) => None,
+    }
 }
 
 /// The subcommand and flags backing up `src` (after the global options).
@@ -405,12 +417,7 @@ fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             a.extend(c.command.iter().map(OsString::from));
         }
         Source::Postgres(pg) => {
-            a.extend([
-                "pg".into(),
-                "backup".into(),
-                "--dsn".into(),
-                (&pg.dsn).into(),
-            ]);
+            a.extend(["pg".into(), "backup".into()]);
             if pg.all {
                 a.push("--all".into());
             }
@@ -420,13 +427,8 @@ fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             tag_args(&mut a);
             host_args(&mut a);
         }
-        Source::Redis(r) => {
-            a.extend([
-                "redis".into(),
-                "backup".into(),
-                "--url".into(),
-                (&r.url).into(),
-            ]);
+        Source::Redis(_) => {
+            a.extend(["redis".into(), "backup".into()]);
             tag_args(&mut a);
             host_args(&mut a);
         }
@@ -548,6 +550,7 @@ fn backup(
         c.env("CAIRN_QDRANT_API_KEY", k);
     }
     c.args(source_args(loaded, src));
+    c.envs(source_env(src));
     let child = match spawn(c, src.timeout()) {
         Ok(ch) => ch,
         Err(e) => {
@@ -620,13 +623,7 @@ fn verify_ids(src: &Source, v: &serde_json::Value) -> Option<Vec<String>> {
 /// options).
 fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
     match src {
-        Source::Postgres(p) => vec![
-            "pg".into(),
-            "verify".into(),
-            id.into(),
-            "--dsn".into(),
-            (&p.dsn).into(),
-        ],
+        Source::Postgres(_) => vec!["pg".into(), "verify".into(), id.into()],
         Source::Redis(_) => vec!["redis".into(), "verify".into(), id.into()],
         Source::Qdrant(q) => vec![
             "qdrant".into(),
@@ -659,6 +656,7 @@ fn verify_saved(
             c.env("CAIRN_QDRANT_API_KEY", k);
         }
         c.args(verify_args(src, &id));
+        c.envs(source_env(src));
         let short: String = id.chars().take(8).collect();
         match spawn(c, src.timeout()) {
             Ok(ch) if ch.code == Some(0) => {}
@@ -1156,12 +1154,14 @@ fn dry_run(
             let c = {
                 let mut c = base_command(g, repo, exe);
                 c.args(source_args(loaded, s));
+                c.envs(source_env(s));
                 c
             };
             lines.push(show(&c));
             if s.verify() {
                 let mut c = base_command(g, repo, exe);
                 c.args(verify_args(s, "SNAPSHOT"));
+                c.envs(source_env(s));
                 lines.push(format!("{} (each snapshot saved)", show(&c)));
             }
         }
@@ -1210,7 +1210,18 @@ fn dry_run(
 
 /// A command for display, with credentials in URLs hidden.
 fn show(c: &Command) -> String {
-    let mut parts = vec![c.get_program().to_string_lossy().into_owned()];
+    let mut parts: Vec<String> = c
+        .get_envs()
+        .filter(|(k, _)| *k == "CAIRN_PG_DSN" || *k == "CAIRN_REDIS_URL")
+        .filter_map(|(k, v)| {
+            Some(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                redact(&v?.to_string_lossy())
+            ))
+        })
+        .collect();
+    parts.push(c.get_program().to_string_lossy().into_owned());
     parts.extend(c.get_args().map(|a| redact(&a.to_string_lossy())));
     parts.join(" ")
 }
@@ -1335,7 +1346,8 @@ stdin_filename = "ldap.ldif"
                     let crate::cli::PgCommand::Backup(b) = &p.command else {
                         panic!("not pg backup")
                     };
-                    assert_eq!(b.dsn, s.dsn);
+                    assert_eq!(b.dsn, None, "the DSN goes in the environment");
+                    assert_eq!(source_env(src), Some(("CAIRN_PG_DSN", s.dsn.as_str())));
                     assert_eq!(b.all, s.all);
                     assert_eq!(b.databases, s.databases);
                     assert_eq!(b.tags, ["plan:x", format!("source:{}", s.name).as_str()]);
@@ -1353,7 +1365,8 @@ stdin_filename = "ldap.ldif"
                     let crate::cli::RedisCommand::Backup(b) = &r.command else {
                         panic!("not redis backup")
                     };
-                    assert_eq!(b.url, "redis://h:1");
+                    assert_eq!(b.url, None, "the URL goes in the environment");
+                    assert_eq!(source_env(src), Some(("CAIRN_REDIS_URL", "redis://h:1")));
                     assert_eq!(b.host.as_deref(), Some("h1"));
                 }
                 (c, s) => panic!("{} became {c:?}", s.name()),
@@ -1370,7 +1383,8 @@ stdin_filename = "ldap.ldif"
                     let crate::cli::PgCommand::Verify(v) = &p.command else {
                         panic!("not pg verify")
                     };
-                    assert_eq!((v.snapshot.as_str(), v.dsn.as_str()), ("1a2b3c4d", &*s.dsn));
+                    assert_eq!((v.snapshot.as_str(), v.dsn.as_deref()), ("1a2b3c4d", None));
+                    assert_eq!(source_env(src), Some(("CAIRN_PG_DSN", s.dsn.as_str())));
                 }
                 (crate::cli::Command::Redis(r), Source::Redis(_)) => {
                     let crate::cli::RedisCommand::Verify(v) = &r.command else {

@@ -992,3 +992,61 @@ fn plan_qdrant_source_with_verify() {
         ["docs"]
     );
 }
+
+/// Issue 12.9: a plan's Redis URL (and PostgreSQL DSN) reaches its `cairn`
+/// child in the environment, not in its arguments. While the child waits
+/// for the server's answer to AUTH, no command line on the machine holds
+/// the password, though AUTH carried it.
+#[test]
+fn plan_children_get_passwords_outside_their_arguments() {
+    use std::io::{BufRead, BufReader};
+    const SECRET: &str = "plan-secret-Zk3";
+    let s = Setup::new();
+    let gate = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plan = s.plan(
+        &format!(
+            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"redis://:{SECRET}@127.0.0.1:{}\"\n",
+            gate.local_addr().unwrap().port()
+        ),
+        &s.repositories(),
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for v in ["CAIRN_REPOSITORY", "CAIRN_PASSWORD", "CAIRN_REDIS_URL"] {
+        c.env_remove(v);
+    }
+    let child = c
+        .current_dir(s.a.dir.path())
+        .arg("run")
+        .arg(&plan)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (conn, _) = gate.accept().unwrap();
+    drop(gate);
+    // AUTH <password>: an array of two bulk strings, five lines.
+    let mut r = BufReader::new(conn);
+    let mut auth = String::new();
+    for _ in 0..5 {
+        r.read_line(&mut auth).unwrap();
+    }
+    assert!(auth.contains(SECRET), "AUTH carried the password: {auth:?}");
+    let mut seen = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            seen += 1;
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(SECRET),
+                "password in the command line of {}: {:?}",
+                e.path().display(),
+                String::from_utf8_lossy(&cmdline)
+            );
+        }
+    }
+    assert!(seen > 2, "read the command lines");
+    drop(r);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the source failed: {}", stderr(&out));
+    assert!(!stderr(&out).contains(SECRET), "{}", stderr(&out));
+}
