@@ -219,7 +219,20 @@ fn schedule(a: &PlanScheduleArgs) -> Result<Status> {
             }
             eprintln!("enabled {timer}; see `systemctl list-timers {timer}`");
         }
-        _ => eprintln!("now run: systemctl daemon-reload && systemctl enable --now {timer}"),
+        _ if SYSTEMD_UNIT_DIRS
+            .iter()
+            .any(|d| same_dir(&dir, Path::new(d))) =>
+        {
+            eprintln!("now run: systemctl daemon-reload && systemctl enable --now {timer}")
+        }
+        // Anywhere else systemd does not look until the units are linked.
+        _ => eprintln!(
+            "systemd does not read {}: link the units, then enable the timer: \
+             systemctl link {} {} && systemctl daemon-reload && systemctl enable --now {timer}",
+            dir.display(),
+            dir.join(&files[0].0).display(),
+            dir.join(timer).display()
+        ),
     }
     Ok(Status::Ok)
 }
@@ -231,6 +244,15 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         _ => a == b,
     }
 }
+
+/// Where systemd looks for system units (systemd.unit(5)).
+const SYSTEMD_UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
 
 /// The `@` schedules of cron(8) (Vixie cron and cronie).
 const CRON_MACROS: &[&str] = &[

@@ -1122,12 +1122,18 @@ fn summary(out: Output, r: &Report) -> Result<()> {
             [one] => one.chars().take(8).collect(),
             many => format!("{} snapshots", many.len()),
         };
+        // A failed backup that saved nothing added nothing: no "0 B".
+        let added = if s.status == Outcome::Failed && s.snapshot_ids.is_empty() {
+            "-".to_string()
+        } else {
+            output::bytes(s.bytes_added)
+        };
         out.line(format!(
             "{:w$}  {:rw$}  {:8}  {:>10}  {:>7}  {snap}",
             s.source,
             s.repository,
             status_word(s.status),
-            output::bytes(s.bytes_added),
+            added,
             output::duration((s.duration_s * 1e9) as u64),
         ))?;
         if let Some(e) = &s.error {

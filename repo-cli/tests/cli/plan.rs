@@ -330,6 +330,9 @@ fn a_missing_repository_is_reported_without_bogus_counts() {
             .to_string()
     };
     let gone = gone.display().to_string();
+    // A backup that saved nothing shows no size, not "0 B".
+    let l = line("files   offsite");
+    assert!(l.contains("FAILED") && !l.contains(" B "), "{l}");
     for step in ["retention", "check"] {
         let l = line(&format!("{step} offsite: FAILED: "));
         assert!(l.contains(&gone), "{l}");
@@ -690,9 +693,15 @@ fn plan_schedule_prints_and_installs_units() {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // systemd does not read that directory: the units must be linked.
     assert!(
-        stderr(&out)
-            .contains("systemctl daemon-reload && systemctl enable --now cairn-plan-nightly.timer"),
+        stderr(&out).contains(&format!(
+            "systemd does not read {}: link the units, then enable the timer: systemctl link {} {} \
+             && systemctl daemon-reload && systemctl enable --now cairn-plan-nightly.timer",
+            dir.display(),
+            dir.join("cairn-plan-nightly.service").display(),
+            dir.join("cairn-plan-nightly.timer").display()
+        )),
         "{}",
         stderr(&out)
     );
