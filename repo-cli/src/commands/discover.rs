@@ -237,7 +237,6 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         }
         if let Some((_, server, why)) = DATABASE_VAR_LIB.iter().find(|(n, ..)| *n == name) {
             let why = database_note(*server, why, &running);
-            app_comment.push(format!("not {}: {why}", d.display()));
             findings.push(Finding::file("note", &d, why, ""));
             continue;
         }
@@ -281,11 +280,9 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
             .into_iter()
             .filter(|d| !is_empty_dir(d))
             .collect();
-        let rest = format!(
-            "not the rest of {}: images, containers and build cache come back from their images",
-            docker.display()
-        );
-        findings.push(Finding::file("note", &docker, rest.clone(), ""));
+        let rest =
+            "everything but volumes/ (images, containers, build cache): recreated from the images";
+        findings.push(Finding::file("note", &docker, rest, ""));
         if volumes.is_empty() {
             findings.push(Finding::file(
                 "note",
@@ -295,8 +292,8 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
             ));
         } else {
             let why = format!(
-                "{} Docker volume(s); a database in a container is copied live (torn): \
-                 back it up with a command source (docker exec … pg_dump) instead",
+                "{} Docker volume(s); a database running in a container would be copied \
+                 live (torn): dump it with a command source too (docker exec … pg_dump)",
                 volumes.len()
             );
             findings.push(Finding::file(
@@ -307,7 +304,7 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
             ));
             proposals.push(Proposal {
                 name: "docker-volumes".into(),
-                comment: vec![format!("found {}: {why}", volumes_dir.display()), rest],
+                comment: vec![format!("found {}: {why}", volumes_dir.display())],
                 body: vec![
                     "type = \"paths\"".into(),
                     format!("paths = [{}]", q(&volumes_dir.to_string_lossy())),
@@ -418,7 +415,8 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         }
     }
 
-    let text = render(&proposals);
+    let notes: Vec<&Finding> = findings.iter().filter(|f| f.kind == "note").collect();
+    let text = render(&proposals, &notes);
     (findings, text)
 }
 
@@ -435,8 +433,9 @@ fn paths_of(p: &Proposal) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The plan text.
-fn render(proposals: &[Proposal]) -> String {
+/// The plan text: the proposals, after what was found but not proposed
+/// and why (so a skipped directory is a decision the reader sees).
+fn render(proposals: &[Proposal], notes: &[&Finding]) -> String {
     let mut t = String::from(
         "# Proposed by `cairn discover`. Review every entry, set the repository, then\n\
          # try it with `cairn run THIS_FILE --dry-run`. Format: SPEC.md §28.\n\
@@ -460,6 +459,13 @@ fn render(proposals: &[Proposal]) -> String {
          [hooks]\n\
          on_failure = \"logger -t cairn \\\"plan $CAIRN_PLAN failed: $CAIRN_PLAN_FAILED\\\"\"\n",
     );
+    if !notes.is_empty() {
+        t.push_str("\n# Found but not proposed:\n");
+        for n in notes {
+            let what = n.path.as_deref().or(n.address.as_deref()).unwrap_or("?");
+            t.push_str(&format!("# - {what}: {}\n", n.why));
+        }
+    }
     if proposals.is_empty() {
         t.push_str(
             "\n# Nothing was found to back up: add [[source]] entries (see `cairn plan init`).\n",

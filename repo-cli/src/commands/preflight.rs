@@ -51,12 +51,14 @@ pub fn problems(g: &GlobalArgs, repos: &[RepositorySpec], sources: &[&Source]) -
 /// password opens it (with the cache the run would use).
 fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
     let mut v = Vec::new();
+    // The options the run's children get (run.rs, base_command).
+    let cache_dir = r.cache_dir.clone().or_else(|| g.cache_dir.clone());
     let rg = GlobalArgs {
         repo: Some(r.path.clone()),
         password_file: r.password_file.clone(),
         password_command: r.password_command.clone(),
-        cache_dir: r.cache_dir.clone().or_else(|| g.cache_dir.clone()),
-        no_cache: g.no_cache && r.cache_dir.is_none(),
+        no_cache: g.no_cache && cache_dir.is_none(),
+        cache_dir,
         json: g.json,
         verbose: 0,
         quiet: true,

@@ -1031,6 +1031,20 @@ fn discover_proposes_docker_volumes_and_root_and_sees_running_postgres() {
         text.contains(&format!("paths = [{:?}]", root.join("root"))),
         "{text}"
     );
+    // What was skipped, and why, is in the plan for its reader.
+    for (rel, why) in [
+        (
+            "var/lib/docker",
+            "everything but volumes/ (images, containers, build cache)",
+        ),
+        (
+            "var/lib/postgresql",
+            "PostgreSQL data files: backed up with pg_dump",
+        ),
+    ] {
+        let want = format!("\n# - {}: {why}", root.join(rel).display());
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
     if cfg!(target_endian = "little") {
         assert!(!text.contains("no running server"), "{text}");
     }
