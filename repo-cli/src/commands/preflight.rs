@@ -1,7 +1,8 @@
 //! What `cairn run PLAN --dry-run` checks beyond the plan's syntax, so a
 //! plan that would fail says so when it is written rather than the night
 //! it first runs: each repository exists, is a cairn repository and opens
-//! with its password; each source's programs and files are there.
+//! with its password; each source's programs and files are there; the
+//! state and report directories can be written.
 //!
 //! Servers are not contacted: a database that is down at noon may well be
 //! up at night, but a missing pg_dump or password file will not appear.
@@ -14,21 +15,27 @@ use serde::Serialize;
 use crate::cli::GlobalArgs;
 use crate::credentials::{self, Purpose};
 use crate::exporters::postgres::Clients;
-use crate::plan::{RepositorySpec, Source};
+use crate::plan::{Loaded, RepositorySpec, Source};
 
 /// Something that would make the run fail.
 #[derive(Debug, Serialize)]
 pub struct Problem {
-    /// `repository NAME` or `source NAME`.
+    /// `plan NAME`, `repository NAME` or `source NAME`.
     pub object: String,
     /// What is wrong.
     pub problem: String,
 }
 
-/// Every problem of the plan's repositories and of `sources`.
-pub fn problems(g: &GlobalArgs, repos: &[RepositorySpec], sources: &[&Source]) -> Vec<Problem> {
+/// Every problem of the plan's own files, its repositories and `sources`.
+pub fn problems(g: &GlobalArgs, loaded: &Loaded, sources: &[&Source]) -> Vec<Problem> {
     let mut v = Vec::new();
-    for r in repos {
+    for p in plan_files(loaded) {
+        v.push(Problem {
+            object: format!("plan {}", loaded.name),
+            problem: p,
+        });
+    }
+    for r in &loaded.plan.repositories {
         for p in repository(g, r) {
             v.push(Problem {
                 object: format!("repository {}", r.name),
@@ -45,6 +52,48 @@ pub fn problems(g: &GlobalArgs, repos: &[RepositorySpec], sources: &[&Source]) -
         }
     }
     v
+}
+
+/// The state directory and the report files' directories can be created
+/// (the run stops before any backup if the state directory cannot).
+fn plan_files(loaded: &Loaded) -> Vec<String> {
+    let mut dirs = Vec::new();
+    match loaded.state_dir() {
+        Ok(d) => dirs.push(("state_dir", d)),
+        Err(e) => return vec![format!("{e:#}")],
+    }
+    let report = &loaded.plan.report;
+    for (what, f) in [
+        ("report json", &report.json),
+        ("report metrics", &report.metrics),
+    ] {
+        if let Some(parent) = f.as_deref().and_then(Path::parent) {
+            dirs.push((what, parent.to_path_buf()));
+        }
+    }
+    dirs.into_iter()
+        .filter_map(|(what, d)| creatable(&d).err().map(|why| format!("{what}: {why}")))
+        .collect()
+}
+
+/// `dir` exists as a writable directory, or its nearest existing ancestor
+/// is one (so it can be created).
+fn creatable(dir: &Path) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    let mut d = dir;
+    loop {
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => {
+                return access(d, AccessFlags::W_OK | AccessFlags::X_OK)
+                    .map_err(|e| format!("{} is not writable ({})", d.display(), e.desc()));
+            }
+            Ok(_) => return Err(format!("{} is not a directory", d.display())),
+            Err(_) => match d.parent() {
+                Some(p) => d = p,
+                None => return Ok(()),
+            },
+        }
+    }
 }
 
 /// The password resolves, the location holds a cairn repository, and the

@@ -1208,7 +1208,7 @@ fn dry_run(
             lines.push(show(&c));
         }
     }
-    let problems = super::preflight::problems(g, &p.repositories, sources);
+    let problems = super::preflight::problems(g, loaded, sources);
     let fail = || {
         anyhow::anyhow!(
             "plan {} would fail: {} problem(s) found",
@@ -1257,7 +1257,8 @@ fn dry_run(
     }
     if problems.is_empty() {
         out.line(format!(
-            "plan {} is valid: every repository opens, every source's programs and files are there",
+            "plan {} is valid: its directories are writable, every repository opens, \
+             every source's programs and files are there",
             loaded.name
         ))?;
         return Ok(Status::Ok);

@@ -590,6 +590,8 @@ fn dry_run_names_what_would_fail() {
         s.a.path("src")
     );
     let plan = s.plan(&body, &repos);
+    // The plan's state_dir ("state") cannot be created: a file is in the way.
+    write(&s.a.path("state"), b"");
     let empty_bin = s.a.path("empty-bin");
     std::fs::create_dir_all(&empty_bin).unwrap();
     let dry = |json: bool| {
@@ -608,13 +610,17 @@ fn dry_run_names_what_would_fail() {
     let out = dry(false);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("plan nightly would fail: 9 problem(s)"),
+        stderr(&out).contains("plan nightly would fail: 10 problem(s)"),
         "{}\n{}",
         stderr(&out),
         String::from_utf8_lossy(&out.stdout)
     );
     let text = String::from_utf8(out.stdout).unwrap();
     for want in [
+        format!(
+            "plan nightly: state_dir: {} is not a directory",
+            s.a.path("state").display()
+        ),
         format!("repository gone: {}: does not exist", gone.display()),
         format!(
             "repository nopw: cannot read password file {}",
@@ -638,10 +644,11 @@ fn dry_run_names_what_would_fail() {
     assert!(!text.contains("is valid"), "{text}");
     let v: serde_json::Value = serde_json::from_slice(&dry(true).stdout).unwrap();
     assert_eq!(v["valid"], false, "{v}");
-    assert_eq!(v["problems"].as_array().unwrap().len(), 9, "{v}");
-    assert_eq!(v["problems"][0]["object"], "repository gone", "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 10, "{v}");
+    assert_eq!(v["problems"][1]["object"], "repository gone", "{v}");
 
     // The same sources and repositories, all in order: exit 0, nothing run.
+    std::fs::remove_file(s.a.path("state")).unwrap();
     let plan = s.plan(&good_sources(&s), &s.repositories());
     let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
