@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use super::harness::{Env, PASSWORD, stderr, write};
+use super::pg::PgServer;
 use super::qdrant_fake::{Collection, FakeQdrant, Knobs};
 use super::redis::Server;
 
@@ -1061,6 +1062,36 @@ fn discover_proposes_docker_volumes_and_root_and_sees_running_postgres() {
     let dry = String::from_utf8_lossy(&out.stdout);
     assert!(dry.contains("plan p: "), "{}\n{dry}", stderr(&out));
     assert!(!stderr(&out).contains("invalid plan"), "{}", stderr(&out));
+}
+
+/// Issue 11 item 6 against a real server: with a throw-away PostgreSQL
+/// listening (named `postgres-PORT` when other servers run too, as on a
+/// busy test machine), /var/lib/postgresql is not called orphaned.
+#[test]
+fn discover_sees_a_real_running_postgres() {
+    let env = Env::empty();
+    let root = env.path("root");
+    write(&root.join("var/lib/postgresql/15/main/PG_VERSION"), b"15\n");
+    let pg = PgServer::start();
+    let out = cairn(&["discover", "--root", root.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let address = format!("127.0.0.1:{}", pg.port);
+    assert!(
+        found
+            .iter()
+            .any(|f| f["kind"] == "postgres" && f["address"] == address.as_str()),
+        "postgres on {address} not found: {found:#?}"
+    );
+    let note = found
+        .iter()
+        .find(|f| f["path"] == root.join("var/lib/postgresql").to_str().unwrap())
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert_eq!(note["kind"], "note", "{note}");
+    assert!(
+        !note["why"].as_str().unwrap().contains("no running server"),
+        "{note}"
+    );
 }
 
 #[test]
