@@ -1442,7 +1442,7 @@ pub struct RunArgs {
     /// Run only this source (repeatable) [default: all].
     #[arg(long = "source", value_name = "NAME")]
     pub sources: Vec<String>,
-    /// Validate the plan and print what would run; change nothing.
+    /// Print what would run and check what would fail (each repository opens, each source's programs and files are there); exit 1 if anything would. Runs nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 }
@@ -1522,7 +1522,7 @@ pub struct PlanScheduleArgs {
         conflicts_with = "cron"
     )]
     pub randomized_delay: String,
-    /// The five cron time fields.
+    /// The five cron time fields, or a macro such as @daily (checked before anything is written).
     #[arg(
         long,
         value_name = "FIELDS",

@@ -724,7 +724,13 @@ fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsString> {
     a
 }
 
-fn task_from(child: Result<Child>, detail: impl FnOnce(&serde_json::Value) -> String) -> Task {
+/// A step's task from its child. `detail` reads what was done from the
+/// child's JSON; `None` (no such output, as when it failed early) leaves
+/// the detail empty rather than inventing a count.
+fn task_from(
+    child: Result<Child>,
+    detail: impl FnOnce(&serde_json::Value) -> Option<String>,
+) -> Task {
     match child {
         Err(e) => Task {
             status: Outcome::Failed,
@@ -738,7 +744,7 @@ fn task_from(child: Result<Child>, detail: impl FnOnce(&serde_json::Value) -> St
             Task {
                 status: if ok { Outcome::Ok } else { Outcome::Failed },
                 duration_s: ch.duration.as_secs_f64(),
-                detail: detail(&v),
+                detail: detail(&v).unwrap_or_default(),
                 error: (!ok).then(|| ch.error()),
             }
         }
@@ -755,13 +761,13 @@ fn retention(
     let mut c = base_command(g, repo, exe);
     c.args(retention_args(loaded, r));
     task_from(spawn(c, None), |v| {
-        let removed = v["removed"].as_array().map_or(0, Vec::len);
+        let removed = v["removed"].as_array()?.len();
         let pruned = if v["prune"].is_object() {
             ", pruned"
         } else {
             ""
         };
-        format!("removed {removed} snapshot(s){pruned}")
+        Some(format!("removed {removed} snapshot(s){pruned}"))
     })
 }
 
@@ -775,7 +781,7 @@ fn check(g: &GlobalArgs, repo: &RepositorySpec, c: &plan::CheckSpec, exe: &Path)
         cmd.args(["--read-data-subset", s]);
     }
     task_from(spawn(cmd, None), |v| {
-        format!("read data: {}", v["read_data"].as_str().unwrap_or("?"))
+        v["read_data"].as_str().map(|r| format!("read data: {r}"))
     })
 }
 
@@ -820,6 +826,8 @@ fn drill(
         (Outcome::Skipped, "no source was saved in this run".into())
     } else if errors.is_empty() {
         (Outcome::Ok, format!("drilled {}", drilled.join(", ")))
+    } else if drilled.is_empty() {
+        (Outcome::Failed, String::new())
     } else {
         (Outcome::Failed, format!("drilled {}", drilled.join(", ")))
     };
@@ -973,16 +981,29 @@ fn metrics(loaded: &Loaded, r: &Report, state: &State, started: SystemTime) -> S
             })
         }),
     );
+    // Every source of the plan in every repository, 0 when never saved: an
+    // absent series would never trip `time() - x > 86400`, and a
+    // `--source` run must not hide the others' age.
+    let mut last = Vec::new();
+    for src in &loaded.plan.sources {
+        for repo in &loaded.plan.repositories {
+            let t = state
+                .last_success
+                .get(src.name())
+                .and_then(|m| m.get(&repo.name))
+                .map_or(0.0, |&t| t as f64);
+            let labels = format!(
+                "plan=\"{plan}\",source=\"{}\",repository=\"{}\"",
+                label(src.name()),
+                label(&repo.name)
+            );
+            last.push((labels, t));
+        }
+    }
     family(
         "cairn_source_last_success_timestamp_seconds",
-        "Unix time of the source's last successful backup into the repository.",
-        rows(&|s| {
-            state
-                .last_success
-                .get(&s.source)
-                .and_then(|m| m.get(&s.repository))
-                .map(|&t| t as f64)
-        }),
+        "Unix time of the source's last successful backup into the repository (0: never).",
+        last,
     );
     family(
         "cairn_source_duration_seconds",
@@ -1012,15 +1033,23 @@ fn metrics(loaded: &Loaded, r: &Report, state: &State, started: SystemTime) -> S
             })
             .collect::<Vec<_>>()
     };
+    // Likewise 0 when never, for the steps the plan asks for.
+    let (checks, drills) = (loaded.plan.check.is_some(), loaded.plan.drill.is_some());
     family(
         "cairn_check_last_success_timestamp_seconds",
-        "Unix time of the repository's last successful check.",
-        repo_rows(&|n| state.last_check.get(n).map(|&t| t as f64)),
+        "Unix time of the repository's last successful check (0: never).",
+        repo_rows(&|n| {
+            let t = state.last_check.get(n).map(|&t| t as f64);
+            if checks { t.or(Some(0.0)) } else { t }
+        }),
     );
     family(
         "cairn_drill_last_success_timestamp_seconds",
-        "Unix time of the repository's last successful restore drill.",
-        repo_rows(&|n| state.last_drill.get(n).map(|&t| t as f64)),
+        "Unix time of the repository's last successful restore drill (0: never).",
+        repo_rows(&|n| {
+            let t = state.last_drill.get(n).map(|&t| t as f64);
+            if drills { t.or(Some(0.0)) } else { t }
+        }),
     );
     let run = |v: f64| vec![(format!("plan=\"{plan}\""), v)];
     family(
@@ -1091,12 +1120,18 @@ fn summary(out: Output, r: &Report) -> Result<()> {
             [one] => one.chars().take(8).collect(),
             many => format!("{} snapshots", many.len()),
         };
+        // A failed backup that saved nothing added nothing: no "0 B".
+        let added = if s.status == Outcome::Failed && s.snapshot_ids.is_empty() {
+            "-".to_string()
+        } else {
+            output::bytes(s.bytes_added)
+        };
         out.line(format!(
             "{:w$}  {:rw$}  {:8}  {:>10}  {:>7}  {snap}",
             s.source,
             s.repository,
             status_word(s.status),
-            output::bytes(s.bytes_added),
+            added,
             output::duration((s.duration_s * 1e9) as u64),
         ))?;
         if let Some(e) = &s.error {
@@ -1139,7 +1174,9 @@ fn status_word(o: Outcome) -> &'static str {
     }
 }
 
-/// `--dry-run`: the plan is valid; print every command it would run.
+/// `--dry-run`: print every command the plan would run, then what would
+/// fail (repositories that do not open, missing programs and files);
+/// exit 1 if anything would.
 fn dry_run(
     g: &GlobalArgs,
     out: Output,
@@ -1171,16 +1208,29 @@ fn dry_run(
             lines.push(show(&c));
         }
     }
+    let problems = super::preflight::problems(g, loaded, sources);
+    let fail = || {
+        anyhow::anyhow!(
+            "plan {} would fail: {} problem(s) found",
+            loaded.name,
+            problems.len()
+        )
+    };
     if out.json {
         out.json_value(&serde_json::json!({
             "plan": loaded.name,
-            "valid": true,
+            "valid": problems.is_empty(),
             "commands": lines,
+            "problems": problems,
         }))?;
-        return Ok(Status::Ok);
+        return if problems.is_empty() {
+            Ok(Status::Ok)
+        } else {
+            Err(fail())
+        };
     }
     out.line(format!(
-        "plan {} is valid: {} source(s), {} repositor{}",
+        "plan {}: {} source(s), {} repositor{}",
         loaded.name,
         sources.len(),
         p.repositories.len(),
@@ -1205,7 +1255,19 @@ fn dry_run(
             humantime_secs(d.every.as_secs())
         ))?;
     }
-    Ok(Status::Ok)
+    if problems.is_empty() {
+        out.line(format!(
+            "plan {} is valid: its directories are writable, every repository opens, \
+             every source's programs and files are there",
+            loaded.name
+        ))?;
+        return Ok(Status::Ok);
+    }
+    out.line(format!("plan {} would fail:", loaded.name))?;
+    for x in &problems {
+        out.line(format!("  {}: {}", x.object, x.problem))?;
+    }
+    Err(fail())
 }
 
 /// A command for display, with credentials in URLs hidden.

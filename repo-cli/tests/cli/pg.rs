@@ -60,14 +60,14 @@ fn check(out: &Output, what: &str) {
 }
 
 /// A running server; stopped (immediate mode) on drop.
-struct PgServer {
+pub(super) struct PgServer {
     dir: TempDir,
     bindir: PathBuf,
-    port: u16,
+    pub(super) port: u16,
 }
 
 impl PgServer {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         let bindir = pg_bindir();
         let dir = tempfile::tempdir().expect("tempdir");
         if is_root() {
