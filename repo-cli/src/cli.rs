@@ -639,9 +639,28 @@ pub struct RestoreArgs {
     /// Restore the recorded numeric uid/gid, not the ids of the recorded names (as root).
     #[arg(long)]
     pub numeric_ids: bool,
+    /// What to do with a file, link or other entry that already exists in the target.
+    /// Directories are always merged into; a symlink below the target is never followed.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "always")]
+    pub overwrite: OverwriteArg,
+    /// Also restore extended attributes outside `user.*` (`security.*`, `trusted.*`, ...)
+    /// that a snapshot may carry; backup records only `user.*`.
+    #[arg(long)]
+    pub all_xattrs: bool,
     /// Narrows `latest`.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `cairn restore --overwrite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Replace whatever exists (a file, a symlink, a fifo) with the snapshot's entry.
+    Always,
+    /// Keep regular files whose size and mtime equal the snapshot's, untouched; replace the rest.
+    IfChanged,
+    /// Keep everything that exists, untouched (counted as skipped).
+    Never,
 }
 
 /// `cairn dump`.

@@ -15,6 +15,7 @@ mod keys;
 mod plaintext;
 mod prune;
 mod repair;
+mod restore_target;
 mod resume;
 mod roundtrip;
 mod selection;
