@@ -751,6 +751,88 @@ fn nonzero_runs(data: &[u8], file_pos: u64) -> Vec<(usize, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::blob::BlobKind;
+    use crate::crypto::KdfParams;
+    use crate::repository::InitOptions;
+    use crate::tree::{Tree, Xattr};
+
+    /// Backup records only `user.*`; a snapshot made elsewhere may carry
+    /// `trusted.*` or `security.*`, which restore applies only when asked.
+    #[test]
+    fn only_user_xattrs_are_restored_unless_all_are_asked_for() {
+        let d = tempfile::tempdir().unwrap();
+        let probe = d.path().join("probe");
+        fs::write(&probe, b"").unwrap();
+        if xattr::set(&probe, "trusted.cairn-probe", b"1").is_err()
+            || xattr::set(&probe, "user.cairn-probe", b"1").is_err()
+        {
+            eprintln!("skipped: this process cannot set trusted.* and user.* xattrs here");
+            return;
+        }
+        let src = d.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"content").unwrap();
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Repository::init(MemoryBackend::new(), b"pw", opts).unwrap();
+        let snap = repo.backup().path(&src).run().unwrap().snapshot;
+
+        // A crafted snapshot: the file, with three namespaces, at the root.
+        let mut node = repo
+            .find_node(&snap.snapshot.tree, format!("{}/f", src.display()))
+            .unwrap();
+        node.xattrs = [
+            ("security.cairn", "s"),
+            ("trusted.x", "t"),
+            ("user.kept", "u"),
+        ]
+        .map(|(n, v)| Xattr {
+            name: n.into(),
+            value: v.into(),
+        })
+        .to_vec();
+        let bytes = Tree { nodes: vec![node] }.encode();
+        let root = repo.hasher().tree_id(&bytes);
+        let packer = repo.packer();
+        packer.save(BlobKind::Tree, root, &bytes).unwrap();
+        packer.flush_all().unwrap();
+        let mut crafted = snap.snapshot.clone();
+        crafted.tree = root;
+        let id = repo.save_snapshot(&crafted).unwrap();
+        packer.finish().unwrap();
+        let crafted = repo.snapshot(&id).unwrap();
+
+        let names = |p: &Path| {
+            let mut v: Vec<String> = xattr::list(p)
+                .unwrap()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let t = d.path().join("default");
+        let sum = repo.restore(&crafted).to(&t).run().unwrap();
+        assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
+        assert_eq!(names(&t.join("f")), ["user.kept"]);
+
+        let t = d.path().join("all");
+        repo.restore(&crafted)
+            .to(&t)
+            .all_xattrs(true)
+            .run()
+            .unwrap();
+        let got = names(&t.join("f"));
+        assert!(got.contains(&"trusted.x".to_string()), "{got:?}");
+        assert!(got.contains(&"user.kept".to_string()), "{got:?}");
+        assert_eq!(xattr::get(t.join("f"), "trusted.x").unwrap().unwrap(), b"t");
+    }
 
     #[test]
     fn nonzero_runs_skip_zero_blocks() {
