@@ -12,6 +12,7 @@ mod incremental;
 mod inspect;
 mod key_race;
 mod keys;
+mod old_layout;
 mod plaintext;
 mod prune;
 mod repair;
