@@ -164,13 +164,17 @@ cairn ls latest /etc --recursive=false"
         long_about = "Restore SNAPSHOT, or the parts of it selected with --include and --exclude, into \
 the directory given by --target (created if missing). Paths are restored below the target as they \
 are in the snapshot, e.g. /home/alice/x becomes TARGET/home/alice/x. Content is verified as it is \
-written; permissions and times are restored, and ownership too when running as root.\n\n\
+written; permissions and times are restored, and ownership too when running as root. \
+Directories stay private (0700) until the restore ends and only then get their recorded modes. \
+Existing files, links and special files in the target are replaced (see --overwrite); a symlink \
+below the target is replaced, never followed.\n\n\
 Glob patterns starting with / match from the snapshot's root; others match at any depth. A match \
 includes or excludes everything below it.",
         after_help = "Examples:\n  \
 cairn restore latest --target /tmp/restored\n  \
 cairn restore 1a2b3c4d --target /tmp/r --include /home/alice/Documents\n  \
-cairn restore latest --host web1 --target /srv/restore --exclude '*.log'"
+cairn restore latest --host web1 --target /srv/restore --exclude '*.log'\n  \
+cairn restore latest --target / --overwrite if-changed"
     )]
     Restore(RestoreArgs),
 
