@@ -637,13 +637,20 @@ impl<'a> Restore<'a> {
         if node.kind != NodeKind::Symlink {
             match at {
                 At::Open(f) => f.set_permissions(fs::Permissions::from_mode(node.mode)),
-                At::Entry { dir, name } => nix::sys::stat::fchmodat(
-                    dir,
-                    name,
-                    Mode::from_bits_truncate(node.mode as _),
-                    FchmodatFlags::NoFollowSymlink,
-                )
-                .map_err(io::Error::from),
+                At::Entry { dir, name } => {
+                    let mode = Mode::from_bits_truncate(node.mode as _);
+                    match nix::sys::stat::fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink)
+                    {
+                        // Without fchmodat2 (Linux < 6.6) the C library
+                        // needs /proc for this; the entry is a fifo or
+                        // device this restore just made, not a symlink.
+                        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
+                            nix::sys::stat::fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink)
+                        }
+                        r => r,
+                    }
+                    .map_err(io::Error::from)
+                }
             }
             .map_err(err)?;
         }
