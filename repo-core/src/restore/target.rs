@@ -157,3 +157,44 @@ pub(super) fn create_file(parent: impl AsFd, name: &OsStr) -> io::Result<File> {
 pub(super) fn remove_entry(parent: impl AsFd, name: &OsStr) {
     let _ = unlinkat(parent, name, UnlinkatFlags::NoRemoveDir);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of resolving a path refuse a symlink anywhere in it; the
+    /// per-component walk is what kernels without `openat2` get.
+    #[test]
+    fn open_dir_refuses_symlinks_with_and_without_openat2() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(outside.join("x")).unwrap();
+        let t = TargetDir::open(&d.path().join("t")).unwrap();
+        std::fs::create_dir_all(d.path().join("t/a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("t/a/link")).unwrap();
+        for fallback in [false, true] {
+            if fallback {
+                // Harmless to other tests: the fallback is just as strict.
+                NO_OPENAT2.store(true, Relaxed);
+            }
+            assert!(t.open_dir(Path::new("a/b")).is_ok());
+            assert!(t.open_dir(Path::new("a/link")).is_err(), "{fallback}");
+            assert!(t.open_dir(Path::new("a/link/x")).is_err(), "{fallback}");
+        }
+        // ensure_dir replaces the symlink when allowed, and only then.
+        let a = t.open_dir(Path::new("a")).unwrap();
+        let name = OsStr::new("link");
+        assert!(matches!(
+            ensure_dir(&a, name, false),
+            Err(DirError::NotADirectory)
+        ));
+        let (_, existed) = ensure_dir(&a, name, true).unwrap();
+        assert!(!existed);
+        assert!(
+            std::fs::symlink_metadata(d.path().join("t/a/link"))
+                .unwrap()
+                .is_dir()
+        );
+        assert!(outside.join("x").is_dir());
+    }
+}
