@@ -164,7 +164,10 @@ cairn ls latest /etc --recursive=false"
         long_about = "Restore SNAPSHOT, or the parts of it selected with --include and --exclude, into \
 the directory given by --target (created if missing). Paths are restored below the target as they \
 are in the snapshot, e.g. /home/alice/x becomes TARGET/home/alice/x. Content is verified as it is \
-written; permissions and times are restored, and ownership too when running as root.\n\n\
+written; permissions and times are restored, and ownership too when running as root. \
+Directories stay private (0700) until the restore ends and only then get their recorded modes. \
+Existing files, links and special files in the target are replaced (see --overwrite); a symlink \
+below the target is replaced, never followed.\n\n\
 Patterns are those of backup --exclude and find: one without `/` matches names at any depth \
 (`*.log`), one starting with `/` the whole path from the snapshot's root (`/etc/*.conf`), any other \
 one a path ending so at any depth (`log/*.gz`); `*` and `?` never match a `/`, `**` matches any \
@@ -172,7 +175,8 @@ number of directories. A match includes or excludes everything below it.",
         after_help = "Examples:\n  \
 cairn restore latest --target /tmp/restored\n  \
 cairn restore 1a2b3c4d --target /tmp/r --include /home/alice/Documents\n  \
-cairn restore latest --host web1 --target /srv/restore --exclude '*.log'"
+cairn restore latest --host web1 --target /srv/restore --exclude '*.log'\n  \
+cairn restore latest --target / --overwrite if-changed"
     )]
     Restore(RestoreArgs),
 
@@ -642,9 +646,28 @@ pub struct RestoreArgs {
     /// Restore the recorded numeric uid/gid, not the ids of the recorded names (as root).
     #[arg(long)]
     pub numeric_ids: bool,
+    /// What to do with a file, link or other entry that already exists in the target.
+    /// Directories are always merged into; a symlink below the target is never followed.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "always")]
+    pub overwrite: OverwriteArg,
+    /// Also restore extended attributes outside `user.*` (`security.*`, `trusted.*`, ...)
+    /// that a snapshot may carry; backup records only `user.*`.
+    #[arg(long)]
+    pub all_xattrs: bool,
     /// Narrows `latest`.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `cairn restore --overwrite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Replace whatever exists (a file, a symlink, a fifo) with the snapshot's entry.
+    Always,
+    /// Keep regular files whose size and mtime equal the snapshot's, untouched; replace the rest.
+    IfChanged,
+    /// Keep everything that exists, untouched (counted as skipped).
+    Never,
 }
 
 /// `cairn dump`.

@@ -68,6 +68,6 @@ pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use pattern::{PathPattern, PathPatterns};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
-pub use restore::RestoreSummary;
+pub use restore::{Overwrite, RestoreSummary};
 pub use snapshot::{Snapshot, SnapshotEntry, SnapshotSummary};
 pub use tree::{Node, NodeKind, Tree};

@@ -683,6 +683,7 @@ fn restore_parallel(
     let base = o.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix("cairn-pg-restore-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&base)
         .with_context(|| format!("cannot create a temporary directory in {}", base.display()))?;
     let path = dir.path().join("dump.pgdump");
