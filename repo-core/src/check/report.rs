@@ -346,7 +346,7 @@ impl IntegrityReport {
         }
         let _ = writeln!(
             m,
-            "\nGenerated {} by {}. The Merkle root is defined in docs/check.md §5; \
+            "\nGenerated {} by {}. The Merkle root is defined in cairn's docs/check.md §5; \
              with the repository key it can be recomputed from the snapshot's trees.",
             utc(self.generated_ns),
             self.report_program
