@@ -211,6 +211,24 @@ impl fmt::Display for PrunePlan {
 /// it was about to read.
 const CONCURRENT_RETRIES: u32 = 3;
 
+/// A damaged index file (one the cache merged before the damage, so the
+/// sync did not flag it) refuses the prune with the repair to run (SPEC §13).
+fn refuse(e: Error) -> Error {
+    match e {
+        Error::CorruptObject {
+            kind: ObjectKind::Index,
+            name,
+            ..
+        } => Error::Damaged {
+            op: "prune",
+            kind: ObjectKind::Index,
+            name,
+            remedy: "run `cairn repair index` first",
+        },
+        e => e,
+    }
+}
+
 /// True for "not found" from the storage: deleted since it was listed.
 fn vanished(e: &Error) -> bool {
     matches!(e, Error::Backend(b) if b.is_not_found())
@@ -332,7 +350,7 @@ impl Repository {
         let mut index_files = Vec::new();
         let mut packs: Vec<IndexPack> = Vec::new();
         let mut seen_packs = HashSet::new();
-        for (name, f) in load_index_files(self.backend(), self.data_key())? {
+        for (name, f) in load_index_files(self.backend(), self.data_key()).map_err(refuse)? {
             index_files.push(
                 name.parse::<IndexId>()
                     .map_err(|_| Error::InvalidArgument(name.clone()))?,
@@ -585,7 +603,8 @@ impl Repository {
             return Ok(());
         }
         let now = storage_now(self.backend())?;
-        let old_enough = |t: i64| Duration::from_nanos(now.saturating_sub(t).max(0) as u64) >= grace;
+        let old_enough =
+            |t: i64| Duration::from_nanos(now.saturating_sub(t).max(0) as u64) >= grace;
         // A damaged mark names nothing this prune can act on; deleting it
         // only delays its packs' deletion (a later prune condemns them
         // again as unindexed). It is kept for the grace period, by the
@@ -670,7 +689,7 @@ impl Repository {
                 // Recomputed now, not at plan time: snapshots written since count.
                 let mut indexed_packs = HashSet::new();
                 let mut indexed_blobs = HashSet::new();
-                for (_, f) in load_index_files(self.backend(), self.data_key())? {
+                for (_, f) in load_index_files(self.backend(), self.data_key()).map_err(refuse)? {
                     for p in f.packs {
                         indexed_blobs.extend(p.entries.iter().map(|e| e.id));
                         indexed_packs.insert(p.id);

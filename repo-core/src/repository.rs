@@ -172,11 +172,10 @@ impl Repository {
             &config.to_file(key.data_key()),
         )?;
         let warnings = Arc::new(Warnings::default());
-        let index = Index::new(
-            cache_for(&opts.cache_dir, &repo_id)?,
-            Arc::clone(&warnings),
-        );
-        Ok(Self::assemble(backend, key, key_id, config, index, warnings))
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
+        Ok(Self::assemble(
+            backend, key, key_id, config, index, warnings,
+        ))
     }
 
     fn assemble(
@@ -235,10 +234,7 @@ impl Repository {
         let (key, key_id) = Self::unlock(&*backend, &repo_id, password)?;
         let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
-        let index = Index::new(
-            cache_for(&opts.cache_dir, &repo_id)?,
-            Arc::clone(&warnings),
-        );
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
         index.sync(&*backend, key.data_key())?;
         Ok(Self::assemble(
             backend, key, key_id, config, index, warnings,

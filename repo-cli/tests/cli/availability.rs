@@ -68,7 +68,11 @@ fn a_damaged_snapshot_is_skipped_named_and_forgotten_by_repair() {
     let out = env.run(["prune"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(bad.as_str()), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--forget-damaged"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--forget-damaged"),
+        "{}",
+        stderr(&out)
+    );
     // Repair removes it; then everything is clean again.
     let out = env.ok(["repair", "snapshots", "--forget-damaged"]);
     assert!(
@@ -91,12 +95,19 @@ fn a_damaged_index_file_is_skipped_named_and_replaced_by_repair_index() {
         .expect("index dir")
         .map(|e| {
             let p = e.expect("entry").path();
-            (fs::metadata(&p).and_then(|m| m.modified()).expect("mtime"), p)
+            (
+                fs::metadata(&p).and_then(|m| m.modified()).expect("mtime"),
+                p,
+            )
         })
         .collect();
     index.sort();
     let newest = &index.last().expect("an index file").1;
-    let name = newest.file_name().expect("name").to_string_lossy().into_owned();
+    let name = newest
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     flip_last_byte(newest);
 
     // With and without the cache (which may have merged the file already).
@@ -108,11 +119,20 @@ fn a_damaged_index_file_is_skipped_named_and_replaced_by_repair_index() {
         };
         let out = env.ok(args);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(&ids[0][..8]) && text.contains(&ids[1][..8]), "{text}");
+        assert!(
+            text.contains(&ids[0][..8]) && text.contains(&ids[1][..8]),
+            "{text}"
+        );
         if no_cache {
             assert!(stderr(&out).contains(&name), "{}", stderr(&out));
         }
     }
+    // With the cache that merged the file before the damage, prune
+    // still refuses, naming it and the repair.
+    let out = env.run(["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    assert!(stderr(&out).contains("repair index"), "{}", stderr(&out));
     // The first snapshot needs only the older index file.
     let target = env.path("out");
     env.ok([
@@ -122,8 +142,15 @@ fn a_damaged_index_file_is_skipped_named_and_replaced_by_repair_index() {
         OsStr::new("--target"),
         target.as_os_str(),
     ]);
-    let out = env.ok([OsStr::new("--no-cache"), OsStr::new("backup"), src.as_os_str()]);
+    let out = env.ok([
+        OsStr::new("--no-cache"),
+        OsStr::new("--json"),
+        OsStr::new("backup"),
+        src.as_os_str(),
+    ]);
     assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["repository_warnings"].to_string().contains(&name), "{v}");
     let out = env.run(["--no-cache", "prune"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&name), "{}", stderr(&out));

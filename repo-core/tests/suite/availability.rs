@@ -70,7 +70,11 @@ fn backup_never_reuses_a_blob_from_a_lost_pack() {
         .unwrap();
     repo.backend().delete(ObjectKind::Pack, &lost).unwrap();
     drop(repo);
-    let before = open_repo(d.path(), b"pw").unwrap().snapshots().unwrap().len();
+    let before = open_repo(d.path(), b"pw")
+        .unwrap()
+        .snapshots()
+        .unwrap()
+        .len();
 
     // With the parent (unchanged files) and without it (new chunking).
     for parent in [true, false] {
@@ -83,7 +87,11 @@ fn backup_never_reuses_a_blob_from_a_lost_pack() {
         assert!(matches!(e, Error::LostPack { .. }), "{e}");
         assert!(e.to_string().contains(&lost), "{e}");
         assert!(repo.warnings().iter().any(|w| w.contains(&lost)));
-        assert_eq!(repo.snapshots().unwrap().len(), before, "a snapshot was written");
+        assert_eq!(
+            repo.snapshots().unwrap().len(),
+            before,
+            "a snapshot was written"
+        );
     }
 
     let repo = open_repo(d.path(), b"pw").unwrap();
