@@ -51,6 +51,9 @@ impl Default for InitOptions {
     }
 }
 
+/// Damaged files skipped by a read: each name with the error.
+pub type DamagedFiles = Vec<(String, Error)>;
+
 /// Options for [`Repository::open`].
 #[derive(Clone, Default)]
 pub struct OpenOptions {
@@ -366,7 +369,7 @@ impl Repository {
 
     /// Every readable snapshot, oldest first, and the damaged snapshot
     /// files (name, error). A failed storage read is an error, not damage.
-    pub fn snapshots_and_damaged(&self) -> Result<(Vec<SnapshotEntry>, Vec<(String, Error)>)> {
+    pub fn snapshots_and_damaged(&self) -> Result<(Vec<SnapshotEntry>, DamagedFiles)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for info in self.backend.list(ObjectKind::Snapshot)? {
