@@ -332,7 +332,8 @@ impl Repository {
     }
 
     fn prune_plan_once(&self, opts: &PruneOptions) -> Result<PrunePlan> {
-        self.require_undamaged("prune")?;
+        // Damaged snapshots refuse in referenced_blobs_with.
+        self.require_whole_index("prune")?;
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::InvalidArgument(format!(
                 "max-unused {} outside 0..=1",

@@ -196,14 +196,7 @@ impl Repository {
     /// while an index file is damaged: blobs only it names would look
     /// lost, and the snapshots naming them would be cut.
     pub fn repair_snapshots_with(&self, forget_damaged: bool) -> Result<RepairSnapshotsReport> {
-        if let Some(name) = self.index().damaged().into_keys().next() {
-            return Err(Error::Damaged {
-                op: "repair snapshots",
-                kind: ObjectKind::Index,
-                name,
-                remedy: "run `cairn repair index` first",
-            });
-        }
+        self.require_whole_index("repair snapshots")?;
         let mut report = RepairSnapshotsReport::default();
         let (entries, damaged_files) = self.snapshots_and_damaged()?;
         for (name, e) in damaged_files {

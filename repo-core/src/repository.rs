@@ -389,19 +389,19 @@ impl Repository {
         Ok((out, damaged))
     }
 
-    /// Fails with [`Error::Damaged`] if an index file or a snapshot file is
-    /// damaged: `op` deletes or rewrites data, and what it cannot read it
-    /// would count as unused or lost (SPEC §13).
-    pub(crate) fn require_undamaged(&self, op: &'static str) -> Result<()> {
-        if let Some(name) = self.index.damaged().into_keys().next() {
-            return Err(Error::Damaged {
+    /// Fails with [`Error::Damaged`] if the last sync skipped a damaged
+    /// index file: `op` deletes or rewrites data, and blobs only that file
+    /// names would look unused or lost to it (SPEC §13).
+    pub(crate) fn require_whole_index(&self, op: &'static str) -> Result<()> {
+        match self.index.damaged().into_keys().next() {
+            Some(name) => Err(Error::Damaged {
                 op,
                 kind: ObjectKind::Index,
                 name,
                 remedy: "run `cairn repair index` first",
-            });
+            }),
+            None => Ok(()),
         }
-        self.snapshots_or_refuse(op).map(drop)
     }
 
     /// Every snapshot, or [`Error::Damaged`] naming a damaged one: for `op`,
