@@ -218,8 +218,17 @@ impl Repository {
         for entry in entries {
             report.snapshots += 1;
             let mut damaged = Vec::new();
-            let new_root =
-                self.repair_tree(&entry.snapshot.tree, b"", &packer, &mut memo, &mut damaged)?;
+            let new_root = if self.index().lookup(&entry.snapshot.tree)?.is_none() {
+                // The root tree itself is lost: nothing below it can be
+                // found, so the snapshot keeps its record and an empty root.
+                let empty = Tree::default().encode();
+                let eid = self.hasher().tree_id(&empty);
+                packer.save(BlobKind::Tree, eid, &empty)?;
+                damaged.push((b"/".to_vec(), 1));
+                Some(eid)
+            } else {
+                self.repair_tree(&entry.snapshot.tree, b"", &packer, &mut memo, &mut damaged)?
+            };
             let Some(root) = new_root else { continue };
             let mut snap: Snapshot = entry.snapshot.clone();
             snap.tree = root;

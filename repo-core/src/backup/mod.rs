@@ -263,7 +263,18 @@ impl<'a> Backup<'a> {
             }
             None => {
                 let parent_root = match &parent {
-                    Some(p) => Some(self.repo.load_tree(&p.snapshot.tree)?),
+                    // As for subtrees (archiver): an unreadable parent
+                    // only costs re-reading files; the warning names why.
+                    Some(p) => match self.repo.load_tree(&p.snapshot.tree) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            self.repo.warn(format!(
+                                "parent snapshot {} is unreadable, every file is read: {e}",
+                                p.id.short()
+                            ));
+                            None
+                        }
+                    },
                     None => None,
                 };
                 archiver.archive_selection(&Selection::from_paths(&abs), parent_root.as_ref())?
