@@ -6,6 +6,7 @@
 //! [`MAX_INDEX_ENTRIES`] at a time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -92,6 +93,8 @@ pub struct Index {
     /// Packs the index names but the storage did not list at the start
     /// of this session's backup (SPEC §15): their blobs are lost.
     lost: Mutex<HashSet<PackId>>,
+    /// `lost` is not empty: the per-blob check is skipped without a lock.
+    any_lost: AtomicBool,
     state: Mutex<Pending>,
     syncing: Mutex<()>,
 }
@@ -114,6 +117,7 @@ impl Index {
             warnings,
             damaged: Mutex::new(BTreeMap::new()),
             lost: Mutex::new(HashSet::new()),
+            any_lost: AtomicBool::new(false),
             state: Mutex::new(Pending::default()),
             syncing: Mutex::new(()),
         }
@@ -132,15 +136,16 @@ impl Index {
     /// blob in one is lost, and [`Index::has`] and [`Index::claim`] then
     /// fail rather than let a backup reference it (SPEC §15).
     pub fn set_lost_packs(&self, lost: HashSet<PackId>) {
+        self.any_lost.store(!lost.is_empty(), Relaxed);
         *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = lost;
     }
 
     /// Fails if the cache locates `id` only in a lost pack.
     fn check_not_lost(&self, id: &BlobId) -> Result<()> {
-        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
-        if lost.is_empty() {
+        if !self.any_lost.load(Relaxed) {
             return Ok(());
         }
+        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
         match self.cache.lookup(id)? {
             Some(loc) if lost.contains(&loc.pack) => Err(Error::LostPack {
                 blob: *id,
