@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use repo_core::backend::ObjectKind;
+use repo_core::backend::{Backend, ObjectKind};
 use repo_core::blob::BlobKind;
 use repo_core::prune::PruneOptions;
 use repo_core::{CheckOptions, Error, NoProgress, ProblemKind, ReadData, Repository};
@@ -241,4 +241,52 @@ fn a_future_dated_mark_is_rewritten_and_then_swept() {
     assert!(sum.packs_deleted > 0, "{sum:?}");
     assert!(check(&repo).is_ok());
     restores_exactly(&repo, &src, &d.path().join("out"));
+}
+
+/// Item 2: resolving a full snapshot id reads that snapshot file and no
+/// other, and lists none, so damage elsewhere cannot stop it; a prefix
+/// resolves by listing (and skips a damaged snapshot with a warning).
+#[test]
+fn a_full_id_reads_only_its_own_snapshot_file() {
+    use repo_core::backend::{FaultPlan, FaultyBackend, OpKind};
+    use repo_core::{OpenOptions, SnapshotFilter};
+
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let (mem, repo) = super::faults::init_memory();
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        fs::write(src.join("f.bin"), random_bytes(10_000, i)).unwrap();
+        ids.push(repo.backup().path(&src).run().unwrap().snapshot.id);
+    }
+    drop(repo);
+    let fb = FaultyBackend::new(mem);
+    let repo = Repository::open(fb.clone(), b"pw", OpenOptions::default()).unwrap();
+    fb.set_plan(FaultPlan::none());
+    let s = repo
+        .find_snapshot(&ids[1].to_hex(), &SnapshotFilter::default())
+        .unwrap();
+    assert_eq!(s.id, ids[1]);
+    assert_eq!(fb.ops_on(OpKind::Read, ObjectKind::Snapshot), 1);
+    assert_eq!(fb.ops_on(OpKind::List, ObjectKind::Snapshot), 0);
+
+    // Damage another snapshot: the prefix still resolves, with a warning.
+    let mut bad = fb
+        .inner()
+        .read(ObjectKind::Snapshot, &ids[2].to_hex())
+        .unwrap();
+    bad[20] ^= 1;
+    fb.inner()
+        .corrupt(ObjectKind::Snapshot, &ids[2].to_hex(), bad);
+    let s = repo
+        .find_snapshot(&ids[0].to_hex()[..10], &SnapshotFilter::default())
+        .unwrap();
+    assert_eq!(s.id, ids[0]);
+    assert!(repo.warnings().iter().any(|w| w.contains(&ids[2].to_hex())));
+    // `latest` is the newest readable snapshot.
+    let s = repo
+        .find_snapshot("latest", &SnapshotFilter::default())
+        .unwrap();
+    assert_eq!(s.id, ids[1]);
 }
