@@ -164,3 +164,42 @@ fn a_damaged_index_file_is_skipped_named_and_replaced_by_repair_index() {
     env.ok(["prune"]);
     env.ok(["check", "--read-data"]);
 }
+
+/// Issue 12 item 4, as a user sees it: garbage in `marks/` fails `check`
+/// naming it but not `prune`, which names it and (past the grace period)
+/// deletes it; a heartbeat dated a year ahead is a `check` warning and is
+/// named by `prune`, which no longer waits for it.
+#[test]
+fn garbage_marks_and_future_heartbeats_are_named_not_fatal() {
+    let env = Env::init();
+    let (_src, ids) = two_snapshots(&env);
+    let mark = env.repo().join("marks").join("cd".repeat(32));
+    write(&mark, b"garbage");
+    let beat = env.repo().join("locks").join("backup-0011223344556677-0");
+    write(&beat, &0i64.to_le_bytes());
+    let year = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 86_400);
+    filetime::set_file_mtime(&beat, filetime::FileTime::from_system_time(year)).expect("mtime");
+
+    let out = env.run(["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&"cd".repeat(32)), "{text}");
+    assert!(text.contains("backup-0011223344556677-0"), "{text}");
+
+    env.ok(["forget", "--keep-last", "1"]);
+    assert_eq!(env.snapshots().len(), 1, "{ids:?}");
+    let out = env.ok(["prune", "--grace", "0", "--max-unused", "0"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(all.contains(&"cd".repeat(32)), "{all}");
+    assert!(all.contains("backup-0011223344556677-0"), "{all}");
+    assert!(!mark.exists());
+    // Swept despite the heartbeat: nothing is left condemned.
+    assert_eq!(
+        fs::read_dir(env.repo().join("marks"))
+            .expect("marks")
+            .count(),
+        0
+    );
+    fs::remove_file(&beat).expect("rm heartbeat");
+    env.ok(["check", "--read-data"]);
+}
