@@ -164,13 +164,19 @@ cairn ls latest /etc --recursive=false"
         long_about = "Restore SNAPSHOT, or the parts of it selected with --include and --exclude, into \
 the directory given by --target (created if missing). Paths are restored below the target as they \
 are in the snapshot, e.g. /home/alice/x becomes TARGET/home/alice/x. Content is verified as it is \
-written; permissions and times are restored, and ownership too when running as root.\n\n\
-Glob patterns starting with / match from the snapshot's root; others match at any depth. A match \
-includes or excludes everything below it.",
+written; permissions and times are restored, and ownership too when running as root. \
+Directories stay private (0700) until the restore ends and only then get their recorded modes. \
+Existing files, links and special files in the target are replaced (see --overwrite); a symlink \
+below the target is replaced, never followed.\n\n\
+Patterns are those of backup --exclude and find: one without `/` matches names at any depth \
+(`*.log`), one starting with `/` the whole path from the snapshot's root (`/etc/*.conf`), any other \
+one a path ending so at any depth (`log/*.gz`); `*` and `?` never match a `/`, `**` matches any \
+number of directories. A match includes or excludes everything below it.",
         after_help = "Examples:\n  \
 cairn restore latest --target /tmp/restored\n  \
 cairn restore 1a2b3c4d --target /tmp/r --include /home/alice/Documents\n  \
-cairn restore latest --host web1 --target /srv/restore --exclude '*.log'"
+cairn restore latest --host web1 --target /srv/restore --exclude '*.log'\n  \
+cairn restore latest --target / --overwrite if-changed"
     )]
     Restore(RestoreArgs),
 
@@ -549,7 +555,8 @@ pub struct BackupArgs {
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
-    /// Skip paths matching GLOB (a pattern with `/` matches the whole path, one without the name).
+    /// Skip paths matching GLOB: `*.tmp` names at any depth, `/var/*/cache` from the root,
+    /// `log/*.gz` at any depth (`*` never matches `/`).
     #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
     /// Read exclude globs from FILE, one per line (`#` starts a comment).
@@ -639,9 +646,28 @@ pub struct RestoreArgs {
     /// Restore the recorded numeric uid/gid, not the ids of the recorded names (as root).
     #[arg(long)]
     pub numeric_ids: bool,
+    /// What to do with a file, link or other entry that already exists in the target.
+    /// Directories are always merged into; a symlink below the target is never followed.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "always")]
+    pub overwrite: OverwriteArg,
+    /// Also restore extended attributes outside `user.*` (`security.*`, `trusted.*`, ...)
+    /// that a snapshot may carry; backup records only `user.*`.
+    #[arg(long)]
+    pub all_xattrs: bool,
     /// Narrows `latest`.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `cairn restore --overwrite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverwriteArg {
+    /// Replace whatever exists (a file, a symlink, a fifo) with the snapshot's entry.
+    Always,
+    /// Keep regular files whose size and mtime equal the snapshot's, untouched; replace the rest.
+    IfChanged,
+    /// Keep everything that exists, untouched (counted as skipped).
+    Never,
 }
 
 /// `cairn dump`.
@@ -1058,9 +1084,14 @@ count the rows of every user table in it, and stream `pg_dump --snapshot=… -Fc
 snapshot tagged `postgres` holding `postgres/<db>.dump`. Before the databases, \
 `pg_dumpall --globals-only` is saved as `postgres/globals.sql` in a snapshot tagged \
 `postgres-globals`. If pg_dump fails or the connection drops, that database's snapshot is not \
-written and the command fails.",
+written and the command fails.\n\n\
+The connection string comes from --dsn, CAIRN_PG_DSN or the first line of --dsn-file. Its \
+password is taken out and given to psql, pg_dump, pg_dumpall and pg_restore as PGPASSWORD in \
+their environment, never as an argument; a password in --dsn itself shows in `ps` (a warning \
+says so).",
         after_help = "Examples:\n  \
 cairn pg backup --dsn postgresql://postgres@localhost/postgres --all\n  \
+CAIRN_PG_DSN=postgresql://backup:secret@db1/postgres cairn pg backup --all\n  \
 cairn pg backup --dsn 'host=/run/postgresql user=postgres' --database shop --database crm"
     )]
     Backup(PgBackupArgs),
@@ -1102,8 +1133,12 @@ cairn pg verify latest --dsn postgresql://postgres@localhost/postgres --json | j
 pub struct PgBackupArgs {
     /// Connection string (URL or key=value) of the server; its database is
     /// the one used for server-wide queries and pg_dumpall.
-    #[arg(long, value_name = "URL")]
-    pub dsn: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
     /// A database to back up (repeatable).
     #[arg(
         long = "database",
@@ -1129,8 +1164,12 @@ pub struct PgRestoreArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Connection string of the server (its database is the one connected to with --create).
-    #[arg(long, value_name = "URL")]
-    pub dsn: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
     /// Database to restore into (default: the dumped one).
     #[arg(long, value_name = "NAME", conflicts_with = "create")]
     pub database: Option<String>,
@@ -1158,8 +1197,12 @@ pub struct PgVerifyArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Connection string of a server to restore into (a scratch database is created there).
-    #[arg(long, value_name = "URL")]
-    pub dsn: String,
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
 }
 
 /// `cairn redis`.
@@ -1182,7 +1225,9 @@ SYNC) and stream it into a new snapshot tagged `redis` as redis/dump.rdb. Both t
 (`$<len>`) and the diskless (`$EOF:<marker>`) transfer are handled; the marker is not stored. \
 The RDB magic and version are checked first and the CRC64 trailer at the end; a transfer that \
 is short or does not match fails and writes no snapshot. The user needs the +sync and +replconf \
-permissions. Diskless servers wait repl-diskless-sync-delay (5 s by default) before sending.",
+permissions. Diskless servers wait repl-diskless-sync-delay (5 s by default) before sending. \
+The URL comes from --url, CAIRN_REDIS_URL or the first line of --url-file; a password in --url \
+itself shows in `ps` (a warning says so).",
         after_help = "Examples:\n  \
 cairn redis backup --url redis://127.0.0.1:6379\n  \
 cairn redis backup --url redis://backup:secret@db1:6379 --tag nightly\n  \
@@ -1194,10 +1239,12 @@ cairn redis backup --url redis://127.0.0.1:6379 --json"
         about = "Restore a Redis snapshot to a file or a running server",
         long_about = "With --to-file, write the snapshot's RDB to PATH: stop the server without \
 saving (SHUTDOWN NOSAVE), put the file at its dir/dbfilename and start it (with appendonly no). \
-With --url, load it into a running server: a throw-away redis-server is started on a free \
-loopback port on the RDB, and every key of every database is copied to the target with DUMP \
-and RESTORE key abs-ttl payload ABSTTL REPLACE (same database number, same expiry time; \
-existing keys with the same names are replaced, others are left alone).",
+With --url, load it into a running server: a throw-away redis-server is started on the RDB \
+(no TCP port: a unix socket in a private 0700 directory, a random password set in a 0600 \
+config file), and every key of every database is copied to the target with DUMP and RESTORE \
+key abs-ttl payload ABSTTL REPLACE (same database number, same expiry time; existing keys with \
+the same names are replaced, others are left alone). Holding more keys than the RDB, before or \
+after the copy, is an error. A password in --url shows in `ps`: use --url-file.",
         after_help = "Examples:\n  \
 cairn redis restore latest --to-file /tmp/dump.rdb\n  \
 cairn redis restore 1a2b3c4d --url redis://:secret@127.0.0.1:6379\n  \
@@ -1207,10 +1254,11 @@ cairn redis restore latest --url redis://127.0.0.1:6380 --json"
     /// Load a Redis snapshot into a throw-away server and compare key counts.
     #[command(
         about = "Load a Redis snapshot into a throw-away server and compare key counts",
-        long_about = "Start a throw-away redis-server on a free loopback port on the snapshot's \
-RDB, read INFO keyspace, and compare the keys per database with those recorded at backup time. \
-Exits 1 when a count differs or the RDB does not load. Keys that expired since the backup are \
-not loaded and count as a difference.",
+        long_about = "Start a throw-away redis-server (unix socket only, random password) on the \
+snapshot's RDB, read INFO keyspace, and compare the keys per database with those in the RDB \
+itself: keys without an expiry time must all load; keys with one may be fewer, but only by \
+those whose expiry time has passed (Redis does not load them). Exits 1 on any other \
+difference or when the RDB does not load.",
         after_help = "Examples:\n  \
 cairn redis verify latest\n  \
 cairn redis verify 1a2b3c4d --json"
@@ -1222,8 +1270,17 @@ cairn redis verify 1a2b3c4d --json"
 #[derive(Debug, Args)]
 pub struct RedisBackupArgs {
     /// The server: `redis://[user:pass@]host:port`.
-    #[arg(long, value_name = "URL")]
-    pub url: String,
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAIRN_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+    /// Read the URL from the first line of this file instead (keeps a
+    /// password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub url_file: Option<PathBuf>,
     /// Extra tags (besides `redis`).
     #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
@@ -1234,7 +1291,7 @@ pub struct RedisBackupArgs {
 
 /// `cairn redis restore`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["to_file", "url"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["to_file", "url", "url_file"])))]
 pub struct RedisRestoreArgs {
     /// `latest`, a snapshot id, or a unique prefix of one.
     #[arg(value_name = "SNAPSHOT")]
@@ -1245,6 +1302,9 @@ pub struct RedisRestoreArgs {
     /// Load the keys into this running server: `redis://[user:pass@]host:port`.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// Read that URL from the first line of this file (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub url_file: Option<PathBuf>,
     /// The redis-server binary for the throw-away server (--url).
     #[arg(long, value_name = "PATH", default_value = "redis-server")]
     pub redis_server: PathBuf,
@@ -1411,7 +1471,7 @@ pub struct RunArgs {
     /// Run only this source (repeatable) [default: all].
     #[arg(long = "source", value_name = "NAME")]
     pub sources: Vec<String>,
-    /// Validate the plan and print what would run; change nothing.
+    /// Print what would run and check what would fail (each repository opens, each source's programs and files are there); exit 1 if anything would. Runs nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 }
@@ -1491,7 +1551,7 @@ pub struct PlanScheduleArgs {
         conflicts_with = "cron"
     )]
     pub randomized_delay: String,
-    /// The five cron time fields.
+    /// The five cron time fields, or a macro such as @daily (checked before anything is written).
     #[arg(
         long,
         value_name = "FIELDS",

@@ -142,6 +142,59 @@ fn prompt(purpose: Purpose) -> Result<Password> {
     Ok(a)
 }
 
+/// An exporter's connection string (`--dsn`, `--url`): the option's value
+/// (given on the command line or through `env`, which clap fills in), else
+/// the first line of `file`. A password typed on the command line itself is
+/// visible to every local user in `ps`, so it earns a warning.
+pub fn connection_string(
+    value: Option<&str>,
+    file: Option<&Path>,
+    option: &str,
+    env: Option<&str>,
+    has_password: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let file_option = format!("{option}-file");
+    let instead = match env {
+        Some(e) => format!("set {e} or use {file_option}"),
+        None => format!("use {file_option}"),
+    };
+    let in_argv = |v: &str| {
+        std::env::args_os().any(|a| {
+            a.to_str().is_some_and(|a| {
+                a == v || a.strip_prefix(option).and_then(|r| r.strip_prefix('=')) == Some(v)
+            })
+        })
+    };
+    match (value, file) {
+        (Some(v), Some(_)) if in_argv(v) => {
+            bail!("give {option} or {file_option}, not both")
+        }
+        // The file given on the command line beats the environment.
+        (_, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {file_option} {}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").trim();
+            if line.is_empty() {
+                bail!("{file_option} {} is empty", f.display());
+            }
+            Ok(line.to_string())
+        }
+        (Some(v), None) => {
+            if in_argv(v) && has_password(v) {
+                eprintln!(
+                    "cairn: warning: the password in {option} is visible to other local users \
+                     (ps, /proc); {instead} instead"
+                );
+            }
+            Ok(v.to_string())
+        }
+        (None, None) => bail!(
+            "give {option} or {file_option}{}",
+            env.map(|e| format!(", or set {e}")).unwrap_or_default()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

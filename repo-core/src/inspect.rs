@@ -10,19 +10,16 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::rc::Rc;
 
-use globset::{GlobBuilder, GlobMatcher};
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 
 use crate::backend::ObjectKind;
 use crate::blob::BlobKind;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::pattern::PathPattern;
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind, Tree};
@@ -359,46 +356,6 @@ impl Repository {
 
 // ---------------------------------------------------------------- find
 
-/// A glob matched against a base name (pattern without `/`) or against the
-/// whole path (pattern with `/`), as backup excludes are. A path pattern not
-/// starting with `/` may match at any depth, as restore includes do.
-#[derive(Debug, Clone)]
-pub struct PathPattern {
-    glob: GlobMatcher,
-    by_name: bool,
-}
-
-impl PathPattern {
-    /// Compiles `pattern`; a trailing `/` is ignored.
-    pub fn new(pattern: &str) -> Result<Self> {
-        let pat = pattern.trim_end_matches('/');
-        if pat.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "pattern {pattern:?} matches no name"
-            )));
-        }
-        let by_name = !pat.contains('/');
-        let full = if by_name || pat.starts_with('/') || pat.starts_with("**") {
-            pat.to_string()
-        } else {
-            format!("**/{pat}")
-        };
-        let glob = GlobBuilder::new(&full)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| Error::InvalidArgument(format!("pattern {pattern:?}: {e}")))?
-            .compile_matcher();
-        Ok(Self { glob, by_name })
-    }
-
-    /// True if the entry `name` at `path` (raw bytes, `/`-separated) matches.
-    pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
-        let subject = if self.by_name { name } else { path };
-        self.glob.is_match(Path::new(OsStr::from_bytes(subject)))
-    }
-}
-
 /// One path matching a [`Repository::find`] pattern. Serialized with `path`
 /// as (lossy) UTF-8 plus `path_hex` when the raw path is not UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -729,37 +686,6 @@ impl Repository {
 mod tests {
     use super::*;
     use crate::tree::Xattr;
-
-    #[test]
-    fn name_and_path_patterns() {
-        let p = PathPattern::new("*.log").unwrap();
-        assert!(p.matches(b"/var/log/a.log", b"a.log"));
-        assert!(!p.matches(b"/var/a.log/x", b"x"));
-        let p = PathPattern::new("/var/*/a.log").unwrap();
-        assert!(p.matches(b"/var/log/a.log", b"a.log"));
-        assert!(
-            !p.matches(b"/var/log/deep/a.log", b"a.log"),
-            "* crossed a /"
-        );
-        let p = PathPattern::new("log/*.log").unwrap();
-        assert!(p.matches(b"/var/log/a.log", b"a.log"));
-        assert!(p.matches(b"/log/a.log", b"a.log"));
-        assert!(!p.matches(b"/var/logs/a.log", b"a.log"));
-        let p = PathPattern::new("/srv/**/*.db").unwrap();
-        assert!(p.matches(b"/srv/a/b/c.db", b"c.db"));
-        let p = PathPattern::new("caf\u{e9}*").unwrap();
-        assert!(
-            !p.matches(b"/caf\xe9", b"caf\xe9"),
-            "latin-1 bytes are not é"
-        );
-        let p = PathPattern::new("caf?").unwrap();
-        assert!(
-            p.matches(b"/caf\xe9", b"caf\xe9"),
-            "? matches a non-UTF-8 byte"
-        );
-        assert!(PathPattern::new("/").is_err());
-        assert!(PathPattern::new("a[").is_err());
-    }
 
     #[test]
     fn node_comparison() {

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod lock;
 pub mod mark;
 pub mod pack;
+pub mod pattern;
 pub mod progress;
 pub mod prune;
 pub mod repair;
@@ -64,8 +65,9 @@ pub use inspect::{
     Change, Diff, DiffEntry, DiffTotals, FindMatch, MetadataField, Stats, StatsMode,
 };
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
+pub use pattern::{PathPattern, PathPatterns};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
-pub use restore::RestoreSummary;
+pub use restore::{Overwrite, RestoreSummary};
 pub use snapshot::{Snapshot, SnapshotEntry, SnapshotSummary};
 pub use tree::{Node, NodeKind, Tree};

@@ -22,8 +22,8 @@ use crate::output::Output;
 /// One thing found.
 #[derive(Debug, Clone, Serialize)]
 struct Finding {
-    /// `postgres`, `redis`, `qdrant`, `etc`, `tls`, `app-data`, `logs`,
-    /// `home`, `git`, or `note` for something found but not proposed.
+    /// `postgres`, `redis`, `qdrant`, `etc`, `tls`, `app-data`, `docker`,
+    /// `logs`, `home`, `git`, or `note` for something found but not proposed.
     kind: &'static str,
     /// The file or directory, for file findings and unix sockets.
     path: Option<String>,
@@ -119,26 +119,42 @@ const SYSTEM_VAR_LIB: &[&str] = &[
     "xml-core",
 ];
 
-/// Database directories in /var/lib: copying live database files gives a
-/// torn copy; they are backed up by a logical dump instead.
-const DATABASE_VAR_LIB: &[(&str, &str)] = &[
+/// Database directories in /var/lib, with the kind of server (as
+/// [`kind_of_process`] names it) whose source backs them up: copying live
+/// database files gives a torn copy, so a logical dump is used instead.
+const DATABASE_VAR_LIB: &[(&str, Option<&str>, &str)] = &[
     (
         "postgresql",
+        Some("postgres"),
         "PostgreSQL data files: backed up with pg_dump by the postgres source instead",
     ),
     (
         "redis",
+        Some("redis"),
         "Redis data files: backed up over the replication protocol by the redis source instead",
     ),
     (
         "qdrant",
+        Some("qdrant"),
         "Qdrant storage: backed up with collection snapshots by the qdrant source instead",
     ),
     (
         "mysql",
+        None,
         "MySQL data files: a live copy is torn; add a command source running mysqldump",
     ),
 ];
+
+/// Why a database directory of /var/lib is not proposed, given the kinds
+/// of server found running.
+fn database_note(server: Option<&str>, why: &str, running: &BTreeSet<&str>) -> String {
+    match server {
+        Some(k) if !running.contains(k) => format!(
+            "{why} (no running server was found: add the source by hand, see `cairn plan init`)"
+        ),
+        _ => why.to_string(),
+    }
+}
 
 /// Runs the discovery and prints or writes the plan.
 pub fn run(out: Output, a: &DiscoverArgs) -> Result<Status> {
@@ -167,7 +183,7 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
     let mut findings = Vec::new();
     let mut proposals = Vec::new();
 
-    services(&a.proc, root, &mut findings, &mut proposals);
+    let running = services(&a.proc, root, &mut findings, &mut proposals);
 
     // /etc and the TLS material in it.
     let etc = root.join("etc");
@@ -219,16 +235,8 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         if SYSTEM_VAR_LIB.contains(&name.as_str()) {
             continue;
         }
-        if let Some((kind, why)) = DATABASE_VAR_LIB.iter().find(|(n, _)| *n == name) {
-            let running = proposals.iter().any(|p| p.name.starts_with(kind));
-            let why = if running || *kind == "mysql" {
-                why.to_string()
-            } else {
-                format!(
-                    "{why} (no running server was found: add the source by hand, see `cairn plan init`)"
-                )
-            };
-            app_comment.push(format!("not {}: {why}", d.display()));
+        if let Some((_, server, why)) = DATABASE_VAR_LIB.iter().find(|(n, ..)| *n == name) {
+            let why = database_note(*server, why, &running);
             findings.push(Finding::file("note", &d, why, ""));
             continue;
         }
@@ -263,28 +271,78 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         });
     }
 
+    // Docker: the rest of /var/lib/docker is images, containers and build
+    // cache, recreated by pulling and starting again; volumes hold data.
+    let docker = var_lib.join("docker");
+    if docker.is_dir() {
+        let volumes_dir = docker.join("volumes");
+        let volumes: Vec<PathBuf> = subdirs(&volumes_dir)
+            .into_iter()
+            .filter(|d| !is_empty_dir(d))
+            .collect();
+        let rest =
+            "everything but volumes/ (images, containers, build cache): recreated from the images";
+        findings.push(Finding::file("note", &docker, rest, ""));
+        if volumes.is_empty() {
+            findings.push(Finding::file(
+                "note",
+                &volumes_dir,
+                "no Docker volumes with data",
+                "",
+            ));
+        } else {
+            let why = format!(
+                "{} Docker volume(s); a database running in a container would be copied \
+                 live (torn): dump it with a command source too (docker exec … pg_dump)",
+                volumes.len()
+            );
+            findings.push(Finding::file(
+                "docker",
+                &volumes_dir,
+                why.clone(),
+                "docker-volumes",
+            ));
+            proposals.push(Proposal {
+                name: "docker-volumes".into(),
+                comment: vec![format!("found {}: {why}", volumes_dir.display())],
+                body: vec![
+                    "type = \"paths\"".into(),
+                    format!("paths = [{}]", q(&volumes_dir.to_string_lossy())),
+                    "exclude_caches = true".into(),
+                ],
+            });
+        }
+    }
+
+    // Home directories, root's included.
     let home = root.join("home");
     let homes: Vec<PathBuf> = subdirs(&home)
         .into_iter()
         .filter(|d| !is_empty_dir(d))
         .collect();
+    let root_home = root.join("root");
+    let root_home_used = root_home.is_dir() && !is_empty_dir(&root_home);
+    let mut home_paths = Vec::new();
+    let mut home_comment = Vec::new();
     if !homes.is_empty() {
-        findings.push(Finding::file(
-            "home",
-            &home,
-            format!("{} home director(ies) with files", homes.len()),
-            "home",
-        ));
+        let why = format!("{} user home director(ies) with files", homes.len());
+        findings.push(Finding::file("home", &home, why.clone(), "home"));
+        home_comment.push(format!("found {}: {why}", home.display()));
+        home_paths.push(home.clone());
+    }
+    if root_home_used {
+        let why = "root's home directory";
+        findings.push(Finding::file("home", &root_home, why, "home"));
+        home_comment.push(format!("found {}: {why}", root_home.display()));
+        home_paths.push(root_home.clone());
+    }
+    if !home_paths.is_empty() {
         proposals.push(Proposal {
             name: "home".into(),
-            comment: vec![format!(
-                "found {}: {} user home director(ies) with files",
-                home.display(),
-                homes.len()
-            )],
+            comment: home_comment,
             body: vec![
                 "type = \"paths\"".into(),
-                format!("paths = [{}]", q(&home.to_string_lossy())),
+                format!("paths = [{}]", qlist(&home_paths)),
                 "exclude = [\".cache\", \"*.tmp\"]".into(),
                 "exclude_caches = true".into(),
             ],
@@ -319,7 +377,7 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         .flat_map(|p| paths_of(p).into_iter().map(move |x| (x, p.name.clone())))
         .collect();
     let mut loose = Vec::new();
-    for top in ["srv", "opt", "home", "var/lib"] {
+    for top in ["srv", "opt", "home", "root", "var/lib"] {
         let mut budget = 50_000usize;
         for g in git_repos(&root.join(top), a.git_depth, &mut budget) {
             let by = covered
@@ -357,7 +415,8 @@ fn discover(a: &DiscoverArgs) -> (Vec<Finding>, String) {
         }
     }
 
-    let text = render(&proposals);
+    let notes: Vec<&Finding> = findings.iter().filter(|f| f.kind == "note").collect();
+    let text = render(&proposals, &notes);
     (findings, text)
 }
 
@@ -374,8 +433,9 @@ fn paths_of(p: &Proposal) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The plan text.
-fn render(proposals: &[Proposal]) -> String {
+/// The plan text: the proposals, after what was found but not proposed
+/// and why (so a skipped directory is a decision the reader sees).
+fn render(proposals: &[Proposal], notes: &[&Finding]) -> String {
     let mut t = String::from(
         "# Proposed by `cairn discover`. Review every entry, set the repository, then\n\
          # try it with `cairn run THIS_FILE --dry-run`. Format: SPEC.md §28.\n\
@@ -399,6 +459,13 @@ fn render(proposals: &[Proposal]) -> String {
          [hooks]\n\
          on_failure = \"logger -t cairn \\\"plan $CAIRN_PLAN failed: $CAIRN_PLAN_FAILED\\\"\"\n",
     );
+    if !notes.is_empty() {
+        t.push_str("\n# Found but not proposed:\n");
+        for n in notes {
+            let what = n.path.as_deref().or(n.address.as_deref()).unwrap_or("?");
+            t.push_str(&format!("# - {what}: {}\n", n.why));
+        }
+    }
     if proposals.is_empty() {
         t.push_str(
             "\n# Nothing was found to back up: add [[source]] entries (see `cairn plan init`).\n",
@@ -478,8 +545,14 @@ fn git_repos(dir: &Path, depth: usize, budget: &mut usize) -> Vec<PathBuf> {
     found
 }
 
-/// Servers found by sockets and processes.
-fn services(proc: &Path, root: &Path, findings: &mut Vec<Finding>, proposals: &mut Vec<Proposal>) {
+/// Servers found by sockets and processes; returns the kinds found
+/// (`postgres`, `redis`, `qdrant`).
+fn services(
+    proc: &Path,
+    root: &Path,
+    findings: &mut Vec<Finding>,
+    proposals: &mut Vec<Proposal>,
+) -> BTreeSet<&'static str> {
     let mut listeners = Vec::new();
     for (file, v6) in [("net/tcp", false), ("net/tcp6", true)] {
         if let Ok(text) = std::fs::read_to_string(proc.join(file)) {
@@ -616,6 +689,10 @@ fn services(proc: &Path, root: &Path, findings: &mut Vec<Finding>, proposals: &m
             ],
         });
     }
+    let mut running: BTreeSet<&'static str> = servers.keys().map(|(k, _)| *k).collect();
+    if !pg_sockets.is_empty() {
+        running.insert("postgres");
+    }
     if !count.contains_key("redis") {
         for d in ["run/redis", "var/run/redis"] {
             for f in std::fs::read_dir(root.join(d))
@@ -634,6 +711,7 @@ fn services(proc: &Path, root: &Path, findings: &mut Vec<Finding>, proposals: &m
             }
         }
     }
+    running
 }
 
 /// PostgreSQL socket directories and ports (`.s.PGSQL.PORT`).

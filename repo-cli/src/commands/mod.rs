@@ -17,6 +17,7 @@ mod key;
 mod ls;
 mod pg;
 mod plan;
+mod preflight;
 mod prune;
 mod qdrant;
 mod redis;

@@ -21,6 +21,15 @@ pub fn run(g: &GlobalArgs, out: Output, a: &PgArgs) -> Result<Status> {
     }
 }
 
+/// Connects to the server of `--dsn` / `CAIRN_PG_DSN` / `--dsn-file`.
+fn connect(dsn: Option<&str>, file: Option<&std::path::Path>) -> Result<Server> {
+    let dsn =
+        crate::credentials::connection_string(dsn, file, "--dsn", Some("CAIRN_PG_DSN"), |d| {
+            pg::split_password(d).1.is_some()
+        })?;
+    Server::connect(&dsn)
+}
+
 /// One snapshot written by `pg backup`, in `--json`.
 #[derive(Serialize)]
 struct SavedJson {
@@ -37,7 +46,7 @@ struct SavedJson {
 }
 
 fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
-    let server = Server::connect(&a.dsn)?;
+    let server = connect(a.dsn.as_deref(), a.dsn_file.as_deref())?;
     let databases = if a.all {
         server.databases()?
     } else {
@@ -149,7 +158,7 @@ fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreArgs) -> Result<Status> {
     } else {
         None
     };
-    let server = Server::connect(&a.dsn)?;
+    let server = connect(a.dsn.as_deref(), a.dsn_file.as_deref())?;
     let target = pg::restore(
         &repo,
         &server,
@@ -194,7 +203,7 @@ struct VerifyJson<'a> {
 fn verify(g: &GlobalArgs, out: Output, a: &PgVerifyArgs) -> Result<Status> {
     let repo = open(g, out)?;
     let (snap, node, db) = dump_of(&repo, &a.snapshot)?;
-    let server = Server::connect(&a.dsn)?;
+    let server = connect(a.dsn.as_deref(), a.dsn_file.as_deref())?;
     let (scratch, checked, mismatches) = pg::verify(&repo, &server, &snap, &node)?;
     if out.json {
         out.json_value(&VerifyJson {

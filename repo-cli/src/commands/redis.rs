@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -15,7 +15,9 @@ use super::{Status, find_node, open, select};
 use crate::cli::{
     GlobalArgs, RedisArgs, RedisBackupArgs, RedisCommand, RedisRestoreArgs, RedisVerifyArgs,
 };
-use crate::exporters::redis::{Conn, RedisUrl, ScratchServer, copy_keys};
+use crate::credentials::connection_string;
+use crate::exporters::rdb_keys::{self, DbKeys};
+use crate::exporters::redis::{Conn, RedisUrl, ScratchServer, copy_keys, create_private};
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
 
@@ -52,8 +54,20 @@ struct BackupJson<'a> {
     duration_s: f64,
 }
 
+/// The server URL from `--url` (or `env`, which clap reads) or `--url-file`.
+fn server_url(url: Option<&str>, file: Option<&Path>, env: Option<&str>) -> Result<RedisUrl> {
+    let s = connection_string(url, file, "--url", env, |u| {
+        RedisUrl::parse(u).is_ok_and(|u| u.password.is_some())
+    })?;
+    RedisUrl::parse(&s)
+}
+
 fn backup(g: &GlobalArgs, out: Output, a: &RedisBackupArgs) -> Result<Status> {
-    let url = RedisUrl::parse(&a.url)?;
+    let url = server_url(
+        a.url.as_deref(),
+        a.url_file.as_deref(),
+        Some("CAIRN_REDIS_URL"),
+    )?;
     let repo = open(g, out)?;
     let start = Instant::now();
     // INFO over a normal connection first: the replication connection
@@ -147,52 +161,66 @@ fn recorded_keys(snap: &SnapshotEntry) -> Result<BTreeMap<u32, u64>> {
         .collect()
 }
 
-/// Writes the snapshot's RDB to `path`.
-fn write_rdb(repo: &Repository, snap: &SnapshotEntry, path: &Path) -> Result<u64> {
+/// Writes the snapshot's RDB to the new file `f`.
+fn write_rdb(repo: &Repository, snap: &SnapshotEntry, f: File, path: &Path) -> Result<u64> {
     let node = find_node(repo, snap, std::ffi::OsStr::new(RDB_PATH))
         .with_context(|| format!("snapshot {} holds no {RDB_PATH}", snap.id.short()))?;
     if node.kind != NodeKind::File {
         bail!("{RDB_PATH} in snapshot {} is not a file", snap.id.short());
     }
-    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::new(f);
-    repo.dump_node(&node, &mut w)?;
-    w.flush()?;
+    repo.dump_node(&node, &mut w)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    w.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     w.get_ref().sync_all()?;
     Ok(node.size)
 }
 
-/// A private temporary directory, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("cairn-redis-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&p).with_context(|| format!("cannot create {}", p.display()))?;
-        Ok(Self(p))
-    }
+/// A throw-away server on the snapshot's RDB, in a new 0700 directory
+/// (removed on drop) holding the RDB (0600), and the keys in that RDB (or
+/// why they could not be counted: a value type the walk does not know).
+struct Scratch {
+    server: ScratchServer,
+    rdb: Result<BTreeMap<u32, DbKeys>>,
+    _dir: tempfile::TempDir,
 }
 
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+fn scratch_server(repo: &Repository, snap: &SnapshotEntry, binary: &Path) -> Result<Scratch> {
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-redis-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
     }
+    let path = dir.path().join("dump.rdb");
+    write_rdb(repo, snap, create_private(&path)?, &path)?;
+    let rdb = rdb_keys::count_file(&path).with_context(|| {
+        format!(
+            "cannot count the keys in the RDB of snapshot {}",
+            snap.id.short()
+        )
+    });
+    let server = ScratchServer::start(binary, dir.path())?;
+    Ok(Scratch {
+        server,
+        rdb,
+        _dir: dir,
+    })
 }
 
-/// Starts a throw-away server on the snapshot's RDB.
-fn scratch_server(
-    repo: &Repository,
-    snap: &SnapshotEntry,
-    binary: &Path,
-) -> Result<(ScratchServer, ScratchDir)> {
-    let dir = ScratchDir::new()?;
-    write_rdb(repo, snap, &dir.0.join("dump.rdb"))?;
-    let server = ScratchServer::start(binary, &dir.0)?;
-    Ok((server, dir))
+/// Databases where `found` holds more keys than the RDB: keys that did not
+/// come from the snapshot.
+fn extra_keys(rdb: &BTreeMap<u32, DbKeys>, found: &BTreeMap<u32, u64>) -> Vec<String> {
+    found
+        .iter()
+        .filter_map(|(db, &n)| {
+            let want = rdb.get(db).map_or(0, |d| d.keys);
+            (n > want).then(|| format!("db{db}: {n} keys, the RDB holds {want}"))
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -220,13 +248,45 @@ fn restore(g: &GlobalArgs, out: Output, a: &RedisRestoreArgs) -> Result<Status> 
         keys: None,
     };
     if let Some(path) = &a.to_file {
-        let n = write_rdb(&repo, &snap, path)?;
+        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let n = write_rdb(&repo, &snap, f, path)?;
         report.file = Some(path.display().to_string());
         report.bytes = Some(n);
-    } else if let Some(u) = &a.url {
-        let target = RedisUrl::parse(u)?;
-        let (server, _dir) = scratch_server(&repo, &snap, &a.redis_server)?;
-        let copied = copy_keys(&server.url, &target)?;
+    } else {
+        let target = server_url(a.url.as_deref(), a.url_file.as_deref(), None)?;
+        let scratch = scratch_server(&repo, &snap, &a.redis_server)?;
+        // Restoring matters more than this check, which the private
+        // scratch server makes a second line of defence.
+        let rdb = match &scratch.rdb {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("cairn: warning: {e:#}; the copy is not checked against the RDB");
+                None
+            }
+        };
+        // Keys the RDB does not hold were added to the scratch server by
+        // someone else: refuse before copying them, and check the copy
+        // again, so nothing foreign reaches the target unreported.
+        let loaded = Conn::connect(&scratch.server.url)?.keyspace()?;
+        let extra = rdb.map_or(Vec::new(), |r| extra_keys(r, &loaded));
+        if !extra.is_empty() {
+            bail!(
+                "the scratch server holds keys that are not in snapshot {} ({}); nothing was copied",
+                snap.id.short(),
+                extra.join("; ")
+            );
+        }
+        let copied = copy_keys(&scratch.server.url, &target)?;
+        let extra = rdb.map_or(Vec::new(), |r| extra_keys(r, &copied));
+        if !extra.is_empty() {
+            bail!(
+                "more keys were copied into {} than snapshot {} holds ({}): the scratch server \
+                 was written to during the restore; check the target",
+                target.address(),
+                snap.id.short(),
+                extra.join("; ")
+            );
+        }
         report.target = Some(target.address());
         report.keys = Some(
             copied
@@ -234,8 +294,6 @@ fn restore(g: &GlobalArgs, out: Output, a: &RedisRestoreArgs) -> Result<Status> 
                 .map(|(db, n)| (format!("db{db}"), n))
                 .collect(),
         );
-    } else {
-        bail!("give --to-file PATH or --url redis://HOST:PORT");
     }
     if out.json {
         out.json_value(&report)?;
@@ -257,9 +315,40 @@ fn restore(g: &GlobalArgs, out: Output, a: &RedisRestoreArgs) -> Result<Status> 
 #[derive(Serialize)]
 struct DbCheck {
     db: u32,
+    /// From `INFO keyspace` before SYNC (metadata): informational, since
+    /// writes between it and the RDB's fork change it.
     recorded: u64,
+    /// Keys in the RDB, and those of them with an expiry time.
+    rdb_keys: u64,
+    rdb_expiring: u64,
+    /// Keys of the RDB whose expiry time had passed when the server was
+    /// read: these may be missing.
+    expired: u64,
+    /// Keys the scratch server loaded, and those with an expiry time.
     loaded: u64,
+    loaded_expiring: u64,
     ok: bool,
+}
+
+/// Keys without expiry must all load; keys with expiry may be fewer, but
+/// only by those whose time has passed (Redis drops them when loading).
+fn check_db(db: u32, recorded: u64, rdb: &DbKeys, loaded: (u64, u64), now_ms: i64) -> DbCheck {
+    let (keys, expiring) = loaded;
+    let expired = rdb.expired_by(now_ms);
+    let ok = expiring <= keys
+        && keys - expiring == rdb.persistent()
+        && expiring <= rdb.volatile()
+        && expiring + expired >= rdb.volatile();
+    DbCheck {
+        db,
+        recorded,
+        rdb_keys: rdb.keys,
+        rdb_expiring: rdb.volatile(),
+        expired,
+        loaded: keys,
+        loaded_expiring: expiring,
+        ok,
+    }
 }
 
 #[derive(Serialize)]
@@ -275,25 +364,30 @@ fn verify(g: &GlobalArgs, out: Output, a: &RedisVerifyArgs) -> Result<Status> {
     let repo = open(g, out)?;
     let snap = select(&repo, &a.snapshot, &a.filter)?;
     let recorded = recorded_keys(&snap)?;
-    let (server, _dir) = scratch_server(&repo, &snap, &a.redis_server)?;
-    let loaded = Conn::connect(&server.url)?.keyspace()?;
-    drop(server);
-    let mut dbs: Vec<u32> = recorded.keys().chain(loaded.keys()).copied().collect();
+    let scratch = scratch_server(&repo, &snap, &a.redis_server)?;
+    let loaded = Conn::connect(&scratch.server.url)?.keyspace_expires()?;
+    // Read after INFO: every key that can have expired before it is counted.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let rdb = scratch.rdb.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut dbs: Vec<u32> = rdb.keys().chain(loaded.keys()).copied().collect();
     dbs.sort_unstable();
     dbs.dedup();
+    let empty = DbKeys::default();
     let checks: Vec<DbCheck> = dbs
         .into_iter()
         .map(|db| {
-            let r = recorded.get(&db).copied().unwrap_or(0);
-            let l = loaded.get(&db).copied().unwrap_or(0);
-            DbCheck {
+            check_db(
                 db,
-                recorded: r,
-                loaded: l,
-                ok: r == l,
-            }
+                recorded.get(&db).copied().unwrap_or(0),
+                rdb.get(&db).unwrap_or(&empty),
+                loaded.get(&db).copied().unwrap_or((0, 0)),
+                now_ms,
+            )
         })
         .collect();
+    drop(scratch);
     let ok = checks.iter().all(|c| c.ok);
     let meta = |k: &str| {
         snap.snapshot
@@ -313,10 +407,13 @@ fn verify(g: &GlobalArgs, out: Output, a: &RedisVerifyArgs) -> Result<Status> {
     } else {
         for c in &checks {
             out.line(format!(
-                "db{}: {} keys recorded, {} loaded{}",
+                "db{}: {} keys in the RDB ({} with expiry, {} of them expired), {} loaded ({} with expiry){}",
                 c.db,
-                c.recorded,
+                c.rdb_keys,
+                c.rdb_expiring,
+                c.expired,
                 c.loaded,
+                c.loaded_expiring,
                 if c.ok { "" } else { "  MISMATCH" }
             ))?;
         }
@@ -328,9 +425,32 @@ fn verify(g: &GlobalArgs, out: Output, a: &RedisVerifyArgs) -> Result<Status> {
     }
     if !ok {
         bail!(
-            "Redis snapshot {} does not load with the recorded key counts",
+            "Redis snapshot {} does not load with the keys its RDB holds",
             snap.id.short()
         );
     }
     Ok(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_expired_keys_may_be_missing() {
+        // 3 keys: one without expiry, one expiring at 100, one at 10_000.
+        let rdb = DbKeys {
+            keys: 3,
+            expires_at: vec![100, 10_000],
+        };
+        let ok = |loaded, now| check_db(0, 3, &rdb, loaded, now).ok;
+        assert!(ok((3, 2), 50), "all loaded");
+        assert!(ok((2, 1), 200), "the expired one is gone");
+        assert!(!ok((2, 1), 50), "gone before its time");
+        assert!(!ok((1, 0), 200), "the unexpired one is gone too");
+        assert!(!ok((2, 2), 200), "a key without expiry is gone");
+        assert!(!ok((4, 2), 50), "a key too many");
+        assert!(!ok((3, 3), 50), "a key too many, with expiry");
+        assert!(ok((1, 0), 20_000), "both expired");
+    }
 }

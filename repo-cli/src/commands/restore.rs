@@ -3,10 +3,11 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use repo_core::Overwrite;
 use serde::Serialize;
 
 use super::{Status, open, select};
-use crate::cli::{GlobalArgs, RestoreArgs};
+use crate::cli::{GlobalArgs, OverwriteArg, RestoreArgs};
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
 
@@ -17,7 +18,9 @@ struct RestoreJson<'a> {
     files: u64,
     dirs: u64,
     others: u64,
-    bytes: u64,
+    skipped: u64,
+    /// Apparent size (holes included), as backup's `bytes_read`.
+    bytes_restored: u64,
     duration_s: f64,
     warnings: &'a [String],
 }
@@ -40,6 +43,12 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RestoreArgs) -> Result<Status> {
         .restore(&snap)
         .to(&a.target)
         .numeric_ids(a.numeric_ids)
+        .overwrite(match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        })
+        .all_xattrs(a.all_xattrs)
         .progress(&progress);
     for i in &a.includes {
         r = r.include(i);
@@ -57,21 +66,33 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RestoreArgs) -> Result<Status> {
             files: sum.files,
             dirs: sum.dirs,
             others: sum.others,
-            bytes: sum.bytes,
+            skipped: sum.skipped,
+            bytes_restored: sum.bytes_restored,
             duration_s: output::seconds(ns),
             warnings: &sum.warnings,
         })?;
     } else {
         out.line(format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} others, {} in {}",
+            "restored snapshot {} to {}: {} files, {} dirs, {} others, {} (apparent size) in {}",
             snap.id.short(),
             a.target.display(),
             sum.files,
             sum.dirs,
             sum.others,
-            output::bytes(sum.bytes),
+            output::bytes(sum.bytes_restored),
             output::duration(ns)
         ))?;
+        if sum.skipped > 0 {
+            out.line(format!(
+                "skipped {} existing entries (--overwrite {})",
+                sum.skipped,
+                match a.overwrite {
+                    OverwriteArg::Always => "always",
+                    OverwriteArg::IfChanged => "if-changed",
+                    OverwriteArg::Never => "never",
+                }
+            ))?;
+        }
     }
     Ok(Status::Ok)
 }

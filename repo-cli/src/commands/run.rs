@@ -334,6 +334,8 @@ fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) -> Command {
         "CAIRN_PASSWORD_FILE",
         "CAIRN_PASSWORD_COMMAND",
         "CAIRN_QDRANT_API_KEY",
+        "CAIRN_PG_DSN",
+        "CAIRN_REDIS_URL",
     ] {
         c.env_remove(v);
     }
@@ -351,6 +353,16 @@ fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) -> Command {
     }
     c.stdin(Stdio::null());
     c
+}
+
+/// The connection string of a database source: its children get it in
+/// their environment, as in their arguments a password would show in `ps`.
+fn source_env(src: &Source) -> Option<(&'static str, &str)> {
+    match src {
+        Source::Postgres(p) => Some(("CAIRN_PG_DSN", &p.dsn)),
+        Source::Redis(r) => Some(("CAIRN_REDIS_URL", &r.url)),
+        Source::Paths(_) | Source::Command(_) | Source::Qdrant(_) => None,
+    }
 }
 
 /// The subcommand and flags backing up `src` (after the global options).
@@ -405,12 +417,7 @@ fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             a.extend(c.command.iter().map(OsString::from));
         }
         Source::Postgres(pg) => {
-            a.extend([
-                "pg".into(),
-                "backup".into(),
-                "--dsn".into(),
-                (&pg.dsn).into(),
-            ]);
+            a.extend(["pg".into(), "backup".into()]);
             if pg.all {
                 a.push("--all".into());
             }
@@ -420,13 +427,8 @@ fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             tag_args(&mut a);
             host_args(&mut a);
         }
-        Source::Redis(r) => {
-            a.extend([
-                "redis".into(),
-                "backup".into(),
-                "--url".into(),
-                (&r.url).into(),
-            ]);
+        Source::Redis(_) => {
+            a.extend(["redis".into(), "backup".into()]);
             tag_args(&mut a);
             host_args(&mut a);
         }
@@ -548,6 +550,7 @@ fn backup(
         c.env("CAIRN_QDRANT_API_KEY", k);
     }
     c.args(source_args(loaded, src));
+    c.envs(source_env(src));
     let child = match spawn(c, src.timeout()) {
         Ok(ch) => ch,
         Err(e) => {
@@ -620,13 +623,7 @@ fn verify_ids(src: &Source, v: &serde_json::Value) -> Option<Vec<String>> {
 /// options).
 fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
     match src {
-        Source::Postgres(p) => vec![
-            "pg".into(),
-            "verify".into(),
-            id.into(),
-            "--dsn".into(),
-            (&p.dsn).into(),
-        ],
+        Source::Postgres(_) => vec!["pg".into(), "verify".into(), id.into()],
         Source::Redis(_) => vec!["redis".into(), "verify".into(), id.into()],
         Source::Qdrant(q) => vec![
             "qdrant".into(),
@@ -659,6 +656,7 @@ fn verify_saved(
             c.env("CAIRN_QDRANT_API_KEY", k);
         }
         c.args(verify_args(src, &id));
+        c.envs(source_env(src));
         let short: String = id.chars().take(8).collect();
         match spawn(c, src.timeout()) {
             Ok(ch) if ch.code == Some(0) => {}
@@ -726,7 +724,13 @@ fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsString> {
     a
 }
 
-fn task_from(child: Result<Child>, detail: impl FnOnce(&serde_json::Value) -> String) -> Task {
+/// A step's task from its child. `detail` reads what was done from the
+/// child's JSON; `None` (no such output, as when it failed early) leaves
+/// the detail empty rather than inventing a count.
+fn task_from(
+    child: Result<Child>,
+    detail: impl FnOnce(&serde_json::Value) -> Option<String>,
+) -> Task {
     match child {
         Err(e) => Task {
             status: Outcome::Failed,
@@ -740,7 +744,7 @@ fn task_from(child: Result<Child>, detail: impl FnOnce(&serde_json::Value) -> St
             Task {
                 status: if ok { Outcome::Ok } else { Outcome::Failed },
                 duration_s: ch.duration.as_secs_f64(),
-                detail: detail(&v),
+                detail: detail(&v).unwrap_or_default(),
                 error: (!ok).then(|| ch.error()),
             }
         }
@@ -757,13 +761,13 @@ fn retention(
     let mut c = base_command(g, repo, exe);
     c.args(retention_args(loaded, r));
     task_from(spawn(c, None), |v| {
-        let removed = v["removed"].as_array().map_or(0, Vec::len);
+        let removed = v["removed"].as_array()?.len();
         let pruned = if v["prune"].is_object() {
             ", pruned"
         } else {
             ""
         };
-        format!("removed {removed} snapshot(s){pruned}")
+        Some(format!("removed {removed} snapshot(s){pruned}"))
     })
 }
 
@@ -777,7 +781,7 @@ fn check(g: &GlobalArgs, repo: &RepositorySpec, c: &plan::CheckSpec, exe: &Path)
         cmd.args(["--read-data-subset", s]);
     }
     task_from(spawn(cmd, None), |v| {
-        format!("read data: {}", v["read_data"].as_str().unwrap_or("?"))
+        v["read_data"].as_str().map(|r| format!("read data: {r}"))
     })
 }
 
@@ -822,6 +826,8 @@ fn drill(
         (Outcome::Skipped, "no source was saved in this run".into())
     } else if errors.is_empty() {
         (Outcome::Ok, format!("drilled {}", drilled.join(", ")))
+    } else if drilled.is_empty() {
+        (Outcome::Failed, String::new())
     } else {
         (Outcome::Failed, format!("drilled {}", drilled.join(", ")))
     };
@@ -975,16 +981,29 @@ fn metrics(loaded: &Loaded, r: &Report, state: &State, started: SystemTime) -> S
             })
         }),
     );
+    // Every source of the plan in every repository, 0 when never saved: an
+    // absent series would never trip `time() - x > 86400`, and a
+    // `--source` run must not hide the others' age.
+    let mut last = Vec::new();
+    for src in &loaded.plan.sources {
+        for repo in &loaded.plan.repositories {
+            let t = state
+                .last_success
+                .get(src.name())
+                .and_then(|m| m.get(&repo.name))
+                .map_or(0.0, |&t| t as f64);
+            let labels = format!(
+                "plan=\"{plan}\",source=\"{}\",repository=\"{}\"",
+                label(src.name()),
+                label(&repo.name)
+            );
+            last.push((labels, t));
+        }
+    }
     family(
         "cairn_source_last_success_timestamp_seconds",
-        "Unix time of the source's last successful backup into the repository.",
-        rows(&|s| {
-            state
-                .last_success
-                .get(&s.source)
-                .and_then(|m| m.get(&s.repository))
-                .map(|&t| t as f64)
-        }),
+        "Unix time of the source's last successful backup into the repository (0: never).",
+        last,
     );
     family(
         "cairn_source_duration_seconds",
@@ -1014,15 +1033,23 @@ fn metrics(loaded: &Loaded, r: &Report, state: &State, started: SystemTime) -> S
             })
             .collect::<Vec<_>>()
     };
+    // Likewise 0 when never, for the steps the plan asks for.
+    let (checks, drills) = (loaded.plan.check.is_some(), loaded.plan.drill.is_some());
     family(
         "cairn_check_last_success_timestamp_seconds",
-        "Unix time of the repository's last successful check.",
-        repo_rows(&|n| state.last_check.get(n).map(|&t| t as f64)),
+        "Unix time of the repository's last successful check (0: never).",
+        repo_rows(&|n| {
+            let t = state.last_check.get(n).map(|&t| t as f64);
+            if checks { t.or(Some(0.0)) } else { t }
+        }),
     );
     family(
         "cairn_drill_last_success_timestamp_seconds",
-        "Unix time of the repository's last successful restore drill.",
-        repo_rows(&|n| state.last_drill.get(n).map(|&t| t as f64)),
+        "Unix time of the repository's last successful restore drill (0: never).",
+        repo_rows(&|n| {
+            let t = state.last_drill.get(n).map(|&t| t as f64);
+            if drills { t.or(Some(0.0)) } else { t }
+        }),
     );
     let run = |v: f64| vec![(format!("plan=\"{plan}\""), v)];
     family(
@@ -1093,12 +1120,18 @@ fn summary(out: Output, r: &Report) -> Result<()> {
             [one] => one.chars().take(8).collect(),
             many => format!("{} snapshots", many.len()),
         };
+        // A failed backup that saved nothing added nothing: no "0 B".
+        let added = if s.status == Outcome::Failed && s.snapshot_ids.is_empty() {
+            "-".to_string()
+        } else {
+            output::bytes(s.bytes_added)
+        };
         out.line(format!(
             "{:w$}  {:rw$}  {:8}  {:>10}  {:>7}  {snap}",
             s.source,
             s.repository,
             status_word(s.status),
-            output::bytes(s.bytes_added),
+            added,
             output::duration((s.duration_s * 1e9) as u64),
         ))?;
         if let Some(e) = &s.error {
@@ -1141,7 +1174,9 @@ fn status_word(o: Outcome) -> &'static str {
     }
 }
 
-/// `--dry-run`: the plan is valid; print every command it would run.
+/// `--dry-run`: print every command the plan would run, then what would
+/// fail (repositories that do not open, missing programs and files);
+/// exit 1 if anything would.
 fn dry_run(
     g: &GlobalArgs,
     out: Output,
@@ -1156,12 +1191,14 @@ fn dry_run(
             let c = {
                 let mut c = base_command(g, repo, exe);
                 c.args(source_args(loaded, s));
+                c.envs(source_env(s));
                 c
             };
             lines.push(show(&c));
             if s.verify() {
                 let mut c = base_command(g, repo, exe);
                 c.args(verify_args(s, "SNAPSHOT"));
+                c.envs(source_env(s));
                 lines.push(format!("{} (each snapshot saved)", show(&c)));
             }
         }
@@ -1171,16 +1208,29 @@ fn dry_run(
             lines.push(show(&c));
         }
     }
+    let problems = super::preflight::problems(g, loaded, sources);
+    let fail = || {
+        anyhow::anyhow!(
+            "plan {} would fail: {} problem(s) found",
+            loaded.name,
+            problems.len()
+        )
+    };
     if out.json {
         out.json_value(&serde_json::json!({
             "plan": loaded.name,
-            "valid": true,
+            "valid": problems.is_empty(),
             "commands": lines,
+            "problems": problems,
         }))?;
-        return Ok(Status::Ok);
+        return if problems.is_empty() {
+            Ok(Status::Ok)
+        } else {
+            Err(fail())
+        };
     }
     out.line(format!(
-        "plan {} is valid: {} source(s), {} repositor{}",
+        "plan {}: {} source(s), {} repositor{}",
         loaded.name,
         sources.len(),
         p.repositories.len(),
@@ -1205,12 +1255,35 @@ fn dry_run(
             humantime_secs(d.every.as_secs())
         ))?;
     }
-    Ok(Status::Ok)
+    if problems.is_empty() {
+        out.line(format!(
+            "plan {} is valid: its directories are writable, every repository opens, \
+             every source's programs and files are there",
+            loaded.name
+        ))?;
+        return Ok(Status::Ok);
+    }
+    out.line(format!("plan {} would fail:", loaded.name))?;
+    for x in &problems {
+        out.line(format!("  {}: {}", x.object, x.problem))?;
+    }
+    Err(fail())
 }
 
 /// A command for display, with credentials in URLs hidden.
 fn show(c: &Command) -> String {
-    let mut parts = vec![c.get_program().to_string_lossy().into_owned()];
+    let mut parts: Vec<String> = c
+        .get_envs()
+        .filter(|(k, _)| *k == "CAIRN_PG_DSN" || *k == "CAIRN_REDIS_URL")
+        .filter_map(|(k, v)| {
+            Some(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                redact(&v?.to_string_lossy())
+            ))
+        })
+        .collect();
+    parts.push(c.get_program().to_string_lossy().into_owned());
     parts.extend(c.get_args().map(|a| redact(&a.to_string_lossy())));
     parts.join(" ")
 }
@@ -1335,7 +1408,8 @@ stdin_filename = "ldap.ldif"
                     let crate::cli::PgCommand::Backup(b) = &p.command else {
                         panic!("not pg backup")
                     };
-                    assert_eq!(b.dsn, s.dsn);
+                    assert_eq!(b.dsn, None, "the DSN goes in the environment");
+                    assert_eq!(source_env(src), Some(("CAIRN_PG_DSN", s.dsn.as_str())));
                     assert_eq!(b.all, s.all);
                     assert_eq!(b.databases, s.databases);
                     assert_eq!(b.tags, ["plan:x", format!("source:{}", s.name).as_str()]);
@@ -1353,7 +1427,8 @@ stdin_filename = "ldap.ldif"
                     let crate::cli::RedisCommand::Backup(b) = &r.command else {
                         panic!("not redis backup")
                     };
-                    assert_eq!(b.url, "redis://h:1");
+                    assert_eq!(b.url, None, "the URL goes in the environment");
+                    assert_eq!(source_env(src), Some(("CAIRN_REDIS_URL", "redis://h:1")));
                     assert_eq!(b.host.as_deref(), Some("h1"));
                 }
                 (c, s) => panic!("{} became {c:?}", s.name()),
@@ -1370,7 +1445,8 @@ stdin_filename = "ldap.ldif"
                     let crate::cli::PgCommand::Verify(v) = &p.command else {
                         panic!("not pg verify")
                     };
-                    assert_eq!((v.snapshot.as_str(), v.dsn.as_str()), ("1a2b3c4d", &*s.dsn));
+                    assert_eq!((v.snapshot.as_str(), v.dsn.as_deref()), ("1a2b3c4d", None));
+                    assert_eq!(source_env(src), Some(("CAIRN_PG_DSN", s.dsn.as_str())));
                 }
                 (crate::cli::Command::Redis(r), Source::Redis(_)) => {
                     let crate::cli::RedisCommand::Verify(v) = &r.command else {

@@ -6,4 +6,5 @@ pub mod postgres;
 pub mod process;
 pub mod qdrant;
 pub mod rdb;
+pub mod rdb_keys;
 pub mod redis;

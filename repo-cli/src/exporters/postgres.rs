@@ -68,6 +68,19 @@ impl DbState {
 pub struct Clients {
     /// Directory holding `psql`, `pg_dump`, `pg_dumpall`, `pg_restore`.
     pub bindir: PathBuf,
+    /// The password, given to every program as `PGPASSWORD` in its
+    /// environment, never in its arguments (which `ps` shows to all).
+    password: Option<Secret>,
+}
+
+/// A password that does not print.
+#[derive(Clone)]
+struct Secret(zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Clients {
@@ -94,6 +107,7 @@ impl Clients {
         if let Some(d) = std::env::var_os("CAIRN_PG_BINDIR").filter(|d| !d.is_empty()) {
             return Ok(Self {
                 bindir: PathBuf::from(d),
+                password: None,
             });
         }
         let mut best: Option<(u32, PathBuf)> = None;
@@ -108,7 +122,11 @@ impl Clients {
                 }
             }
         }
-        best.map(|(_, bindir)| Self { bindir }).ok_or_else(|| {
+        best.map(|(_, bindir)| Self {
+            bindir,
+            password: None,
+        })
+        .ok_or_else(|| {
             anyhow!(
                 "no PostgreSQL client programs found in /usr/lib/postgresql/*/bin \
                  (install postgresql-client, or set CAIRN_PG_BINDIR)"
@@ -116,9 +134,19 @@ impl Clients {
         })
     }
 
+    /// These clients, giving `password` to the programs.
+    fn with_password(mut self, password: Option<String>) -> Self {
+        self.password = password.map(|p| Secret(zeroize::Zeroizing::new(p)));
+        self
+    }
+
     /// A command for one of the client programs.
     pub fn cmd(&self, prog: &str) -> Command {
-        Command::new(self.bindir.join(prog))
+        let mut c = Command::new(self.bindir.join(prog));
+        if let Some(p) = &self.password {
+            c.env("PGPASSWORD", p.0.as_str());
+        }
+        c
     }
 
     /// `pg_dump --version`'s version string, e.g. `15.18`.
@@ -199,6 +227,129 @@ pub fn with_database(dsn: &str, db: &str) -> String {
     }
 }
 
+/// `dsn` without its password, and the password: the URL's `user:password@`
+/// or `password=` parameter, or a key/value string's `password` keyword.
+/// What remains may go on a command line.
+pub fn split_password(dsn: &str) -> (String, Option<String>) {
+    if let Some(scheme_end) = dsn.find("://") {
+        let rest_start = scheme_end + 3;
+        let rest = &dsn[rest_start..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, after) = rest.split_at(auth_end);
+        let mut password = None;
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                Some((user, pw)) => {
+                    password = Some(percent_decode(pw));
+                    if user.is_empty() {
+                        hosts.to_string()
+                    } else {
+                        format!("{user}@{hosts}")
+                    }
+                }
+                None => authority.to_string(),
+            },
+            None => authority.to_string(),
+        };
+        let (path, query) = after.split_once('?').unwrap_or((after, ""));
+        let mut params = Vec::new();
+        for p in query.split('&').filter(|p| !p.is_empty()) {
+            match p.strip_prefix("password=") {
+                Some(pw) => password = Some(percent_decode(pw)),
+                None => params.push(p),
+            }
+        }
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
+        (
+            format!("{}{authority}{path}{query}", &dsn[..rest_start]),
+            password,
+        )
+    } else {
+        let mut password = None;
+        let mut kept = Vec::new();
+        for (k, v) in conninfo_pairs(dsn) {
+            if k == "password" {
+                password = Some(v);
+            } else {
+                kept.push(format!(
+                    "{k}='{}'",
+                    v.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
+            }
+        }
+        if password.is_none() {
+            return (dsn.to_string(), None);
+        }
+        (kept.join(" "), password)
+    }
+}
+
+/// The `keyword = value` pairs of a libpq key/value string (values bare or
+/// single-quoted, `\` escaping the next character).
+fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut it = s.chars().peekable();
+    loop {
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        if it.peek().is_none() {
+            return out;
+        }
+        let mut key = String::new();
+        while let Some(c) = it.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        it.next_if_eq(&'=');
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if it.next_if_eq(&'\'').is_some() {
+            while let Some(c) = it.next() {
+                match c {
+                    '\'' => break,
+                    '\\' => value.extend(it.next()),
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = it.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(it.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -213,7 +364,8 @@ fn percent_encode(s: &str) -> String {
 
 /// A server and the clients to talk to it.
 pub struct Server {
-    /// The connection string as given (its database is the maintenance one).
+    /// The connection string as given without its password (its database
+    /// is the maintenance one); the clients carry the password.
     pub dsn: String,
     /// Client programs of the server's major version or newer.
     pub clients: Clients,
@@ -224,16 +376,17 @@ pub struct Server {
 impl Server {
     /// Connects once to learn the server's version and pick clients.
     pub fn connect(dsn: &str) -> Result<Self> {
-        let probe = Clients::newest()?;
+        let (dsn, password) = split_password(dsn);
+        let probe = Clients::newest()?.with_password(password.clone());
         let num: u32 = probe
-            .query(dsn, "SHOW server_version_num")
+            .query(&dsn, "SHOW server_version_num")
             .context("cannot connect to the PostgreSQL server")?
             .trim()
             .parse()
             .context("unexpected server_version_num")?;
-        let clients = Clients::for_server(num / 10000)?;
+        let clients = Clients::for_server(num / 10000)?.with_password(password);
         Ok(Self {
-            dsn: dsn.to_string(),
+            dsn,
             clients,
             version_num: num,
         })
@@ -530,6 +683,7 @@ fn restore_parallel(
     let base = o.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix("cairn-pg-restore-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&base)
         .with_context(|| format!("cannot create a temporary directory in {}", base.display()))?;
     let path = dir.path().join("dump.pgdump");
@@ -655,4 +809,51 @@ impl Drop for ScratchDb<'_> {
 /// The stream path of a database dump in a snapshot.
 pub fn dump_path(db: &str) -> String {
     format!("postgres/{db}.dump")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_split_from_connection_strings() {
+        let cases = [
+            (
+                "postgresql://bob:s%40cr%3At@db:5433/shop?sslmode=require",
+                "postgresql://bob@db:5433/shop?sslmode=require",
+                Some("s@cr:t"),
+            ),
+            (
+                "postgres://:pw@db/x?password=other&application_name=c",
+                "postgres://db/x?application_name=c",
+                Some("other"),
+            ),
+            ("postgresql://bob@db/x", "postgresql://bob@db/x", None),
+            (
+                "host=/run/postgresql user=bob password='it''s \\' x' dbname=shop",
+                "host='/run/postgresql' user='bob' dbname='shop'",
+                None,
+            ),
+            (
+                "host=db password = 'a b\\'c' user=u",
+                "host='db' user='u'",
+                Some("a b'c"),
+            ),
+            ("host=db user=u", "host=db user=u", None),
+        ];
+        for (dsn, stripped, pw) in cases {
+            let (s, p) = split_password(dsn);
+            if dsn.contains("it''s") {
+                // Not libpq syntax: whatever we make of it, no password
+                // fragment may stay in the arguments.
+                assert!(!s.contains("password"), "{s}");
+                continue;
+            }
+            assert_eq!((s.as_str(), p.as_deref()), (stripped, pw), "{dsn}");
+        }
+        assert_eq!(
+            with_database(&split_password("host=db password=x").0, "shop"),
+            "host='db' dbname='shop'"
+        );
+    }
 }

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ pub struct RedisUrl {
     pub user: Option<String>,
     /// Password, if given.
     pub password: Option<String>,
+    /// A unix socket to connect to instead of `host:port` (the scratch
+    /// server's; URLs never set it).
+    pub socket: Option<PathBuf>,
 }
 
 impl RedisUrl {
@@ -69,12 +73,17 @@ impl RedisUrl {
             port,
             user,
             password,
+            socket: None,
         })
     }
 
-    /// `host:port`, for messages and metadata (never the password).
+    /// `host:port` (or the socket), for messages and metadata (never the
+    /// password).
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match &self.socket {
+            Some(p) => p.display().to_string(),
+            None => format!("{}:{}", self.host, self.port),
+        }
     }
 }
 
@@ -200,18 +209,71 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// A TCP or unix socket connection.
+pub enum Stream {
+    /// `host:port`.
+    Tcp(TcpStream),
+    /// The scratch server's socket.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn connect(url: &RedisUrl) -> io::Result<Self> {
+        let s = match &url.socket {
+            Some(p) => Self::Unix(UnixStream::connect(p)?),
+            None => Self::Tcp(TcpStream::connect((url.host.as_str(), url.port))?),
+        };
+        match &s {
+            Self::Tcp(t) => t.set_read_timeout(Some(READ_TIMEOUT))?,
+            Self::Unix(u) => u.set_read_timeout(Some(READ_TIMEOUT))?,
+        }
+        Ok(s)
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(t) => Self::Tcp(t.try_clone()?),
+            Self::Unix(u) => Self::Unix(u.try_clone()?),
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(t) => t.read(buf),
+            Self::Unix(u) => u.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(t) => t.write(buf),
+            Self::Unix(u) => u.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Tcp(t) => t.flush(),
+            Self::Unix(u) => u.flush(),
+        }
+    }
+}
+
 /// One connection to a Redis server.
 pub struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Stream>,
+    writer: Stream,
 }
 
 impl Conn {
     /// Connects and authenticates with the URL's credentials.
     pub fn connect(url: &RedisUrl) -> Result<Self> {
-        let stream = TcpStream::connect((url.host.as_str(), url.port))
+        let stream = Stream::connect(url)
             .with_context(|| format!("cannot connect to Redis at {}", url.address()))?;
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let writer = stream.try_clone()?;
         let mut c = Self {
             reader: BufReader::with_capacity(256 * 1024, stream),
@@ -242,6 +304,11 @@ impl Conn {
     /// Keys per database from `INFO keyspace`.
     pub fn keyspace(&mut self) -> Result<BTreeMap<u32, u64>> {
         Ok(keyspace(&self.info("keyspace")?))
+    }
+
+    /// Keys and keys with expiry per database from `INFO keyspace`.
+    pub fn keyspace_expires(&mut self) -> Result<BTreeMap<u32, (u64, u64)>> {
+        Ok(keyspace_expires(&self.info("keyspace")?))
     }
 
     /// Starts a full sync asking for the RDB only, and returns a reader of
@@ -286,15 +353,24 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
 
 /// `db0:keys=3,expires=1,avg_ttl=0` → `0 → 3`.
 pub fn keyspace(info: &BTreeMap<String, String>) -> BTreeMap<u32, u64> {
+    keyspace_expires(info)
+        .into_iter()
+        .map(|(db, (keys, _))| (db, keys))
+        .collect()
+}
+
+/// `db0:keys=3,expires=1,avg_ttl=0` → `0 → (3, 1)`.
+pub fn keyspace_expires(info: &BTreeMap<String, String>) -> BTreeMap<u32, (u64, u64)> {
+    let field = |v: &str, name: &str| -> Option<u64> {
+        v.split(',')
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
     info.iter()
         .filter_map(|(k, v)| {
             let db = k.strip_prefix("db")?.parse().ok()?;
-            let keys = v
-                .split(',')
-                .find_map(|f| f.strip_prefix("keys="))?
-                .parse()
-                .ok()?;
-            Some((db, keys))
+            Some((db, (field(v, "keys")?, field(v, "expires").unwrap_or(0))))
         })
         .collect()
 }
@@ -338,7 +414,7 @@ pub fn parse_sync_header(line: &[u8]) -> Result<Framing> {
 /// The raw RDB bytes of a SYNC reply: a bulk of known length, or a
 /// diskless transfer with its trailing EOF marker removed. A connection
 /// that ends early is an error.
-pub struct Payload<R = BufReader<TcpStream>> {
+pub struct Payload<R = BufReader<Stream>> {
     inner: R,
     framing: Framing,
     /// Diskless only: the last bytes read, held back until we know they are
@@ -346,7 +422,7 @@ pub struct Payload<R = BufReader<TcpStream>> {
     tail: Vec<u8>,
     done: bool,
     /// Keeps the socket's write half open until the transfer ends.
-    _writer: TcpStream,
+    _writer: Stream,
 }
 
 impl<R: Read> Payload<R> {
@@ -419,43 +495,68 @@ impl<R: Read> Read for Payload<R> {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; good enough for a
-/// throw-away server that fails loudly if it lost the race).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A `redis-server` started on an RDB file in a private directory, on a free
-/// loopback port, with persistence off; killed when dropped.
+/// A `redis-server` on an RDB in a private directory, with persistence off;
+/// killed when dropped. It listens on no TCP port, only on a unix socket in
+/// that directory (mode 0700) with a random `requirepass`, both set in a
+/// config file (0600) so that neither shows in `ps`: another local user can
+/// neither read the restored data nor add keys that a restore would copy
+/// into the target (SPEC.md §29.3).
 pub struct ScratchServer {
     child: Child,
-    /// Its URL (`redis://127.0.0.1:PORT`).
+    /// How to reach it: its socket and password.
     pub url: RedisUrl,
-    _dir: PathBuf,
+}
+
+/// Writes `path` readable by us only; it must not exist yet.
+pub fn create_private(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// A config-file string: double-quoted, `\` and `"` escaped.
+fn conf_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// 32 random bytes from the kernel, in hex.
+fn random_password() -> Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 impl ScratchServer {
     /// Starts `binary` on `dir/dump.rdb` and waits until the RDB is loaded.
+    /// `dir` must be private to us (0700); the config goes there too.
     pub fn start(binary: &Path, dir: &Path) -> Result<Self> {
-        let port = free_port()?;
+        let dir_str = dir
+            .to_str()
+            .with_context(|| format!("scratch directory {} is not UTF-8", dir.display()))?;
+        let socket = dir.join("redis.sock");
+        let password = random_password()?;
+        let conf = dir.join("redis.conf");
+        let text = format!(
+            "port 0\nunixsocket {}\nunixsocketperm 700\nrequirepass {}\ndir {}\n\
+             dbfilename dump.rdb\nsave \"\"\nappendonly no\ndaemonize no\nlogfile \"\"\n\
+             databases 16\n",
+            conf_quote(&format!("{dir_str}/redis.sock")),
+            password,
+            conf_quote(dir_str),
+        );
+        let mut f = create_private(&conf)?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("cannot write {}", conf.display()))?;
+        drop(f);
         let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir)
-            .args([
-                "--dbfilename",
-                "dump.rdb",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--logfile",
-                "",
-                "--databases",
-                "16",
-            ])
+            .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -464,12 +565,12 @@ impl ScratchServer {
         let mut server = Self {
             child,
             url: RedisUrl {
-                host: "127.0.0.1".into(),
-                port,
+                host: "localhost".into(),
+                port: 0,
                 user: None,
-                password: None,
+                password: Some(password),
+                socket: Some(socket),
             },
-            _dir: dir.to_path_buf(),
         };
         server.wait_ready()?;
         Ok(server)
@@ -582,6 +683,7 @@ mod tests {
     use super::*;
     use crate::exporters::rdb::tests::{rdb, read_all};
     use std::io::Cursor;
+    use std::net::TcpListener;
 
     fn payload(data: Vec<u8>, framing: Framing) -> Payload<Cursor<Vec<u8>>> {
         // A connected socket pair is not needed: a throw-away listener gives
@@ -593,7 +695,7 @@ mod tests {
             framing,
             tail: Vec::new(),
             done: false,
-            _writer: w,
+            _writer: Stream::Tcp(w),
         }
     }
 
@@ -652,6 +754,10 @@ mod tests {
         let info =
             parse_info("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb2:keys=7,expires=0\r\n");
         assert_eq!(keyspace(&info), BTreeMap::from([(0, 3), (2, 7)]));
+        assert_eq!(
+            keyspace_expires(&info),
+            BTreeMap::from([(0, (3, 1)), (2, (7, 0))])
+        );
     }
 
     #[test]

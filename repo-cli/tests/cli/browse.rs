@@ -49,10 +49,11 @@ fn restore_round_trip_is_byte_identical_with_times() {
     ]);
     assert_eq!(out["files"], 4, "{out}");
     assert_eq!(
-        out["bytes"],
-        6 + 1_500_000,
-        "zero chunks become holes: {out}"
+        out["bytes_restored"],
+        6 + 1_500_000 + 70_000,
+        "apparent size, zero chunks (holes on disk) included: {out}"
     );
+    assert_eq!(out["skipped"], 0, "{out}");
 
     // Paths are restored below the target as they are in the snapshot.
     let back = target.join(src.strip_prefix("/").expect("absolute"));
@@ -93,6 +94,40 @@ fn restore_round_trip_is_byte_identical_with_times() {
     let pback = partial.join(src.strip_prefix("/").expect("absolute"));
     assert!(pback.join("a.txt").exists());
     assert!(!pback.join("sub").exists());
+
+    // Again into the full target: --overwrite never keeps what is there,
+    // if-changed keeps files whose size and mtime match.
+    write(&back.join("a.txt"), b"ALPHA\n");
+    let restore = |mode: &str| {
+        env.json([
+            OsStr::new("restore"),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+            "--overwrite".as_ref(),
+            mode.as_ref(),
+        ])
+    };
+    let out = restore("never");
+    assert_eq!(
+        (&out["files"], &out["skipped"]),
+        (&0.into(), &4.into()),
+        "{out}"
+    );
+    assert_eq!(fs::read(back.join("a.txt")).expect("read"), b"ALPHA\n");
+    let out = restore("if-changed");
+    assert_eq!(
+        (&out["files"], &out["skipped"]),
+        (&1.into(), &3.into()),
+        "{out}"
+    );
+    assert_eq!(out["bytes_restored"], 6, "{out}");
+    assert_eq!(fs::read(back.join("a.txt")).expect("read"), b"alpha\n");
+    let help = env.ok(["restore", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for word in ["--overwrite", "if-changed", "never", "--all-xattrs"] {
+        assert!(help.contains(word), "{word} missing from restore --help");
+    }
 }
 
 #[test]

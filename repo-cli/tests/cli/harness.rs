@@ -51,6 +51,8 @@ impl Env {
             "CAIRN_PASSWORD_COMMAND",
             "CAIRN_CACHE_DIR",
             "CAIRN_QDRANT_API_KEY",
+            "CAIRN_PG_DSN",
+            "CAIRN_REDIS_URL",
         ] {
             c.env_remove(v);
         }

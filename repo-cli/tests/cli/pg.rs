@@ -60,14 +60,14 @@ fn check(out: &Output, what: &str) {
 }
 
 /// A running server; stopped (immediate mode) on drop.
-struct PgServer {
+pub(super) struct PgServer {
     dir: TempDir,
     bindir: PathBuf,
-    port: u16,
+    pub(super) port: u16,
 }
 
 impl PgServer {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         let bindir = pg_bindir();
         let dir = tempfile::tempdir().expect("tempdir");
         if is_root() {
@@ -565,4 +565,113 @@ fn pg_backup_fails_without_snapshot_when_pg_dump_fails() {
             .any(|t| t == "postgres")),
         "{snaps:?}"
     );
+}
+
+/// Issue 12.9: a password in CAIRN_PG_DSN, --dsn-file or --dsn reaches
+/// psql, pg_dump, pg_dumpall and pg_restore only as PGPASSWORD in their
+/// environment, never in their arguments (wrappers record every argv);
+/// scram authentication proves it arrives. --dsn with a password warns.
+#[test]
+fn pg_passwords_stay_out_of_command_lines() {
+    const SECRET: &str = "pw-Xq7-never-in-argv";
+    let pg = PgServer::start();
+    pg.sql(
+        "postgres",
+        &format!("CREATE ROLE vault LOGIN SUPERUSER PASSWORD '{SECRET}'"),
+    );
+    pg.sql("postgres", "CREATE DATABASE small");
+    pg.sql("postgres", "CREATE DATABASE small_copy");
+    pg.sql(
+        "small",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)",
+    );
+    let hba = pg.dir.path().join("data/pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all vault 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap();
+    pg.sql("postgres", "SELECT pg_reload_conf()");
+
+    let env = Env::init();
+    let log = env.path("argv.log");
+    let bin = env.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for p in ["psql", "pg_dump", "pg_dumpall", "pg_restore"] {
+        std::fs::write(
+            bin.join(p),
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$0 $*\" >> {log}\n\
+                 [ -n \"$PGPASSWORD\" ] && echo \"$0 has PGPASSWORD\" >> {log}\n\
+                 exec {real} \"$@\"\n",
+                log = log.display(),
+                real = pg.bindir.join(p).display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let url = |pw: &str| format!("postgresql://vault:{pw}@127.0.0.1:{}/postgres", pg.port);
+    let run = |dsn_env: Option<&str>, args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("CAIRN_PG_BINDIR", &bin)
+            .arg("--json")
+            .arg("pg")
+            .args(args);
+        if let Some(d) = dsn_env {
+            c.env("CAIRN_PG_DSN", d);
+        }
+        c.output().unwrap()
+    };
+
+    // The role really needs its password.
+    let out = run(Some(&url("wrong")), &["backup", "--database", "small"]);
+    assert!(!out.status.success(), "scram must reject a wrong password");
+
+    let out = run(Some(&url(SECRET)), &["backup", "--database", "small"]);
+    assert_success(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    let dsn_file = env.path("dsn");
+    std::fs::write(
+        &dsn_file,
+        format!(
+            "host=127.0.0.1 port={} user=vault password='{SECRET}' dbname=postgres\n",
+            pg.port
+        ),
+    )
+    .unwrap();
+    let out = run(
+        None,
+        &[
+            "restore",
+            "latest",
+            "--dsn-file",
+            dsn_file.to_str().unwrap(),
+            "--database",
+            "small_copy",
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(pg.sql("small_copy", "SELECT count(*) FROM t"), "10");
+
+    // On the command line it works, and warns.
+    let out = run(None, &["verify", "latest", "--dsn", &url(SECRET)]);
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("visible to other local users"),
+        "{}",
+        stderr(&out)
+    );
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    for p in ["psql", "pg_dump", "pg_dumpall", "pg_restore"] {
+        assert!(
+            log.contains(&format!("bin/{p} has PGPASSWORD")),
+            "{p} did not run with PGPASSWORD:\n{log}"
+        );
+    }
+    assert!(!log.contains(SECRET), "password in a command line:\n{log}");
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use super::harness::{Env, PASSWORD, stderr, write};
+use super::pg::PgServer;
 use super::qdrant_fake::{Collection, FakeQdrant, Knobs};
 use super::redis::Server;
 
@@ -257,6 +258,7 @@ fn failing_sources_do_not_stop_the_others() {
             .unwrap()
                 > 1.6e9
         );
+        // Never saved: 0, so "older than a day" fires for it too.
         assert_eq!(
             metric(
                 &m,
@@ -266,7 +268,7 @@ fn failing_sources_do_not_stop_the_others() {
                     repo
                 )
             ),
-            None
+            Some(0.0)
         );
         assert!(metric(&m, &series("cairn_source_bytes_added", "files", repo)).unwrap() > 0.0);
     }
@@ -279,6 +281,72 @@ fn failing_sources_do_not_stop_the_others() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["cairn.prom"]);
+}
+
+/// Issue 11 item 4: a repository that cannot be opened. Its sources get a
+/// last-success series of 0 (never), as does its check; the summary says
+/// what failed without made-up counts.
+#[test]
+fn a_missing_repository_is_reported_without_bogus_counts() {
+    let s = Setup::new();
+    let gone = s.a.path("gone");
+    let repos = format!(
+        "{}[[repository]]\nname = \"offsite\"\npath = {:?}\npassword_file = {:?}\n",
+        s.repositories(),
+        gone,
+        s.a.path("pw")
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 1\n\n[check]\nevery = \"1d\"\n\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let m = s.metrics();
+    for src in ["files", "stream"] {
+        let key = series(
+            "cairn_source_last_success_timestamp_seconds",
+            src,
+            "offsite",
+        );
+        assert_eq!(metric(&m, &key), Some(0.0), "{key}\n{m}");
+        let key = series("cairn_source_last_success_timestamp_seconds", src, "a");
+        assert!(metric(&m, &key).unwrap() > 1.6e9, "{key}\n{m}");
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "cairn_check_last_success_timestamp_seconds{plan=\"nightly\",repository=\"offsite\"}"
+        ),
+        Some(0.0),
+        "{m}"
+    );
+
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+            .to_string()
+    };
+    let gone = gone.display().to_string();
+    // A backup that saved nothing shows no size, not "0 B".
+    let l = line("files   offsite");
+    assert!(l.contains("FAILED") && !l.contains(" B "), "{l}");
+    for step in ["retention", "check"] {
+        let l = line(&format!("{step} offsite: FAILED: "));
+        assert!(l.contains(&gone), "{l}");
+        assert!(!l.contains("removed") && !l.contains("read data"), "{l}");
+    }
+    let l = line("retention a: ok");
+    assert!(l.contains("removed 0 snapshot(s)"), "{l}");
+    let l = line("check a: ok");
+    assert!(l.contains("read data: none"), "{l}");
+    let r = s.report();
+    let offsite = &r["repositories"][2];
+    assert_eq!(offsite["retention"]["detail"], "", "{offsite}");
+    assert_eq!(offsite["check"]["detail"], "", "{offsite}");
 }
 
 #[test]
@@ -455,12 +523,18 @@ fn plan_init_parses_and_typos_are_named() {
     assert!(out.status.success(), "{}", stderr(&out));
     let p = env.path("example.toml");
     write(&p, &out.stdout);
+    // It parses; its placeholder repositories do not exist here, and the
+    // dry run says so.
     let out = cairn(&["run", p.to_str().unwrap(), "--dry-run"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("plan example is valid"), "{text}");
     assert!(
         text.contains("forget --keep-daily 30 --keep-monthly 12"),
+        "{text}"
+    );
+    assert!(text.contains("plan example would fail:"), "{text}");
+    assert!(
+        text.contains("repository local: /srv/backup/cairn: does not exist"),
         "{text}"
     );
 
@@ -488,6 +562,101 @@ fn plan_init_parses_and_typos_are_named() {
     let err = stderr(&out);
     assert!(err.contains("unknown field `keep_montly`"), "{err}");
     assert!(err.contains(&format!("line {line}")), "{err}");
+}
+
+/// Issue 11 item 2: `--dry-run` opens every repository and looks for each
+/// source's programs and files; it names every problem and exits 1, and a
+/// plan without problems passes without changing anything.
+#[test]
+fn dry_run_names_what_would_fail() {
+    let s = Setup::new();
+    let gone = s.a.path("gone");
+    let no_pw = s.a.path("no-such-password");
+    let repos = format!(
+        "[[repository]]\nname = \"gone\"\npath = {gone:?}\npassword_file = {:?}\n\n\
+         [[repository]]\nname = \"nopw\"\npath = {:?}\npassword_file = {no_pw:?}\n\n\
+         [[repository]]\nname = \"wrongpw\"\npath = {:?}\npassword_command = \"echo not-the-password\"\n\n\
+         [[repository]]\nname = \"plain\"\npath = {:?}\npassword_file = {:?}\n\n",
+        s.a.path("pw"),
+        s.b.repo(),
+        s.b.repo(),
+        s.a.path("src"),
+        s.a.path("pw"),
+    );
+    let missing = s.a.path("src/missing");
+    let body = format!(
+        "[[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [{:?}, {missing:?}]\n\n\
+         [[source]]\nname = \"tool\"\ntype = \"command\"\ncommand = [\"cairn-no-such-program\"]\nstdin_filename = \"x\"\n\n\
+         [[source]]\nname = \"db\"\ntype = \"postgres\"\ndsn = \"host=/nowhere\"\nall = true\n",
+        s.a.path("src")
+    );
+    let plan = s.plan(&body, &repos);
+    // The plan's state_dir ("state") cannot be created: a file is in the way.
+    write(&s.a.path("state"), b"");
+    let empty_bin = s.a.path("empty-bin");
+    std::fs::create_dir_all(&empty_bin).unwrap();
+    let dry = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.env_remove("CAIRN_PASSWORD")
+            .env("CAIRN_PG_BINDIR", &empty_bin)
+            .arg("run")
+            .arg(&plan)
+            .arg("--dry-run")
+            .stdin(Stdio::null());
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let out = dry(false);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plan nightly would fail: 10 problem(s)"),
+        "{}\n{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        format!(
+            "plan nightly: state_dir: {} is not a directory",
+            s.a.path("state").display()
+        ),
+        format!("repository gone: {}: does not exist", gone.display()),
+        format!(
+            "repository nopw: cannot read password file {}",
+            no_pw.display()
+        ),
+        format!("repository wrongpw: cannot open {}: ", s.b.repo().display()),
+        format!(
+            "repository plain: {} is not a cairn repository",
+            s.a.path("src").display()
+        ),
+        format!("source files: path {}: does not exist", missing.display()),
+        "source tool: command \"cairn-no-such-program\": not found on PATH".into(),
+        format!(
+            "source db: psql: {} does not exist",
+            empty_bin.join("psql").display()
+        ),
+        "source db: pg_dumpall: ".into(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("is valid"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&dry(true).stdout).unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 10, "{v}");
+    assert_eq!(v["problems"][1]["object"], "repository gone", "{v}");
+
+    // The same sources and repositories, all in order: exit 0, nothing run.
+    std::fs::remove_file(s.a.path("state")).unwrap();
+    let plan = s.plan(&good_sources(&s), &s.repositories());
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("plan nightly is valid"), "{text}");
+    assert!(s.a.snapshots().is_empty() && s.b.snapshots().is_empty());
+    assert!(!s.a.path("state").exists());
 }
 
 #[test]
@@ -532,9 +701,15 @@ fn plan_schedule_prints_and_installs_units() {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // systemd does not read that directory: the units must be linked.
     assert!(
-        stderr(&out)
-            .contains("systemctl daemon-reload && systemctl enable --now cairn-plan-nightly.timer"),
+        stderr(&out).contains(&format!(
+            "systemd does not read {}: link the units, then enable the timer: systemctl link {} {} \
+             && systemctl daemon-reload && systemctl enable --now cairn-plan-nightly.timer",
+            dir.display(),
+            dir.join("cairn-plan-nightly.service").display(),
+            dir.join("cairn-plan-nightly.timer").display()
+        )),
         "{}",
         stderr(&out)
     );
@@ -581,6 +756,88 @@ fn plan_schedule_prints_and_installs_units() {
         format!("# /etc/cron.d/cairn-plan-nightly\n{installed}"),
         cron
     );
+}
+
+/// A minimal plan for commands that only parse it (`plan schedule`).
+fn parse_only_plan(env: &Env) -> PathBuf {
+    let p = env.path("nightly.toml");
+    write(
+        &p,
+        b"version = 1\n[[repository]]\nname = \"r\"\npath = \"repo\"\npassword_file = \"pw\"\n\
+          [[source]]\nname = \"etc\"\ntype = \"paths\"\npaths = [\"/etc\"]\n",
+    );
+    p
+}
+
+/// Issue 11 item 5: a schedule cron would ignore is refused before
+/// anything is printed or written, and `--install` into another directory
+/// says that cron does not read it.
+#[test]
+fn plan_schedule_validates_cron_and_says_who_reads_the_file() {
+    let env = Env::empty();
+    let plan = parse_only_plan(&env);
+    let plan = plan.to_str().unwrap();
+    let dir = env.path("crondir");
+    let d = dir.to_str().unwrap();
+    for bad in [
+        "every day",
+        "60 2 * * *",
+        "0 3 * * mon-fri",
+        "*/0 * * * *",
+        "@sometimes",
+    ] {
+        for install in [false, true] {
+            let mut args = vec!["plan", "schedule", plan, "--cron", "--cron-schedule", bad];
+            if install {
+                args.extend(["--install", "--unit-dir", d]);
+            }
+            let out = cairn(&args);
+            assert_eq!(out.status.code(), Some(1), "{bad}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&format!(
+                    "--cron-schedule {bad:?} is not a valid cron schedule"
+                )),
+                "{bad}: {}",
+                stderr(&out)
+            );
+            assert!(out.stdout.is_empty(), "{bad}");
+            assert!(!dir.exists(), "{bad}: something was written");
+        }
+    }
+
+    let exe = env!("CARGO_BIN_EXE_cairn");
+    for good in ["*/15 0-6,22 1-31/2 jan sun", "@daily"] {
+        let out = cairn(&[
+            "plan",
+            "schedule",
+            plan,
+            "--cron",
+            "--cron-schedule",
+            good,
+            "--install",
+            "--unit-dir",
+            d,
+        ]);
+        assert!(out.status.success(), "{good}: {}", stderr(&out));
+        let file = dir.join("cairn-plan-nightly");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains(&format!("\n{good} root {exe} run {plan}\n")),
+            "{text}"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "cron reads only /etc/cron.d: {} is read by nothing until you copy it there",
+                file.display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("by itself"), "{err}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    }
 }
 
 #[test]
@@ -639,16 +896,201 @@ fn discover_finds_files_and_proposes_a_valid_plan() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&plan).unwrap();
     assert!(text.contains("# includes git repository"), "{text}");
-    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
-    assert!(out.status.success(), "{}\n{text}", stderr(&out));
-    let dry = String::from_utf8_lossy(&out.stdout);
+    // It parses, and only its placeholder repository would fail.
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run", "--json"]);
+    let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        dry.contains(&format!(
-            "{} {}",
-            root.join("var/lib/x").display(),
-            root.join("srv/app").display()
-        )),
+        dry["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains(&format!(
+                "{} {}",
+                root.join("var/lib/x").display(),
+                root.join("srv/app").display()
+            ))),
         "{dry}"
+    );
+    let problems = dry["problems"].as_array().unwrap();
+    assert!(!problems.is_empty(), "{dry}");
+    assert!(
+        problems.iter().all(|p| p["object"] == "repository main"),
+        "{dry}"
+    );
+}
+
+/// Issue 11 item 6: Docker volumes and /root are proposed (the rest of
+/// /var/lib/docker is skipped with a note saying why), and PostgreSQL's
+/// data directory is not called orphaned when two servers run (sources
+/// `postgres-5432`, `postgres-5433`). The servers are a fake /proc: two
+/// `postgres` processes whose fds link to LISTEN sockets.
+#[test]
+fn discover_proposes_docker_volumes_and_root_and_sees_running_postgres() {
+    let env = Env::empty();
+    let root = env.path("root");
+    write(
+        &root.join("var/lib/docker/volumes/shop_db/_data/PG_VERSION"),
+        b"15\n",
+    );
+    write(&root.join("var/lib/docker/volumes/metadata.db"), b"bolt");
+    write(
+        &root.join("var/lib/docker/overlay2/abc/diff/bin/sh"),
+        b"elf",
+    );
+    write(&root.join("var/lib/postgresql/15/main/PG_VERSION"), b"15\n");
+    write(&root.join("root/.bashrc"), b"alias ll='ls -l'\n");
+    write(&root.join("root/tools/.git/HEAD"), b"ref\n");
+
+    let proc = env.path("proc");
+    let mut tcp = String::from(
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+    );
+    for (i, (pid, port, inode)) in [(101u32, 5432u16, 9001u64), (102, 5433, 9002)]
+        .into_iter()
+        .enumerate()
+    {
+        // 127.0.0.1 as the kernel prints it on a little-endian machine.
+        tcp.push_str(&format!(
+            "   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000   113        0 {inode} 1 0 100 0 0 10 0\n"
+        ));
+        write(&proc.join(format!("{pid}/comm")), b"postgres\n");
+        std::fs::create_dir_all(proc.join(format!("{pid}/fd"))).unwrap();
+        std::os::unix::fs::symlink(
+            format!("socket:[{inode}]"),
+            proc.join(format!("{pid}/fd/7")),
+        )
+        .unwrap();
+    }
+    write(&proc.join("net/tcp"), tcp.as_bytes());
+
+    let args = [
+        "discover",
+        "--root",
+        root.to_str().unwrap(),
+        "--proc",
+        proc.to_str().unwrap(),
+    ];
+    let out = cairn(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let at = |rel: &str| {
+        let path = root.join(rel).display().to_string();
+        found
+            .iter()
+            .find(|f| f["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("nothing about {rel}: {found:#?}"))
+            .clone()
+    };
+    let v = at("var/lib/docker/volumes");
+    assert_eq!(
+        (&v["kind"], &v["source"]),
+        (&"docker".into(), &"docker-volumes".into()),
+        "{v}"
+    );
+    assert!(
+        v["why"].as_str().unwrap().starts_with("1 Docker volume(s)"),
+        "{v}"
+    );
+    let d = at("var/lib/docker");
+    assert_eq!(d["kind"], "note", "{d}");
+    assert!(d["why"].as_str().unwrap().contains("images"), "{d}");
+    let r = at("root");
+    assert_eq!(
+        (&r["kind"], &r["source"]),
+        (&"home".into(), &"home".into()),
+        "{r}"
+    );
+    let g = at("root/tools");
+    assert_eq!(
+        (&g["kind"], &g["source"]),
+        (&"git".into(), &"home".into()),
+        "{g}"
+    );
+    if cfg!(target_endian = "little") {
+        for port in [5432, 5433] {
+            let name = format!("postgres-{port}");
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f["kind"] == "postgres" && f["source"] == name.as_str()),
+                "{name}: {found:#?}"
+            );
+        }
+        let pg = at("var/lib/postgresql");
+        assert_eq!(pg["kind"], "note", "{pg}");
+        assert!(
+            !pg["why"].as_str().unwrap().contains("no running server"),
+            "{pg}"
+        );
+    }
+
+    // The proposed plan carries both, and parses.
+    let out = cairn(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "paths = [{:?}]",
+            root.join("var/lib/docker/volumes")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("paths = [{:?}]", root.join("root"))),
+        "{text}"
+    );
+    // What was skipped, and why, is in the plan for its reader.
+    for (rel, why) in [
+        (
+            "var/lib/docker",
+            "everything but volumes/ (images, containers, build cache)",
+        ),
+        (
+            "var/lib/postgresql",
+            "PostgreSQL data files: backed up with pg_dump",
+        ),
+    ] {
+        let want = format!("\n# - {}: {why}", root.join(rel).display());
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
+    }
+    if cfg!(target_endian = "little") {
+        assert!(!text.contains("no running server"), "{text}");
+    }
+    let plan = env.path("p.toml");
+    write(&plan, text.as_bytes());
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    let dry = String::from_utf8_lossy(&out.stdout);
+    assert!(dry.contains("plan p: "), "{}\n{dry}", stderr(&out));
+    assert!(!stderr(&out).contains("invalid plan"), "{}", stderr(&out));
+}
+
+/// Issue 11 item 6 against a real server: with a throw-away PostgreSQL
+/// listening (named `postgres-PORT` when other servers run too, as on a
+/// busy test machine), /var/lib/postgresql is not called orphaned.
+#[test]
+fn discover_sees_a_real_running_postgres() {
+    let env = Env::empty();
+    let root = env.path("root");
+    write(&root.join("var/lib/postgresql/15/main/PG_VERSION"), b"15\n");
+    let pg = PgServer::start();
+    let out = cairn(&["discover", "--root", root.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let address = format!("127.0.0.1:{}", pg.port);
+    assert!(
+        found
+            .iter()
+            .any(|f| f["kind"] == "postgres" && f["address"] == address.as_str()),
+        "postgres on {address} not found: {found:#?}"
+    );
+    let note = found
+        .iter()
+        .find(|f| f["path"] == root.join("var/lib/postgresql").to_str().unwrap())
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    assert_eq!(note["kind"], "note", "{note}");
+    assert!(
+        !note["why"].as_str().unwrap().contains("no running server"),
+        "{note}"
     );
 }
 
@@ -677,11 +1119,9 @@ fn discover_maps_a_listening_redis_to_its_process() {
         "{text}"
     );
     let plan = env.path("p.toml");
-    write(&plan, text.as_bytes());
-    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
-    assert!(out.status.success(), "{}", stderr(&out));
 
-    // Pointed at a real repository, the proposal backs the server up.
+    // Pointed at a real repository, the proposal passes a dry run and
+    // backs the server up.
     let repo = Env::init();
     write(&repo.path("pw"), PASSWORD.as_bytes());
     let text = text
@@ -694,6 +1134,8 @@ fn discover_maps_a_listening_redis_to_its_process() {
         .replace("\"/etc/cairn/password\"", &format!("{:?}", repo.path("pw")));
     write(&plan, text.as_bytes());
     let name = f["source"].as_str().unwrap();
+    let out = cairn(&["run", plan.to_str().unwrap(), "--source", name, "--dry-run"]);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
     let out = cairn(&["run", plan.to_str().unwrap(), "--source", name]);
     assert!(out.status.success(), "{}\n{text}", stderr(&out));
     let snaps = of_source(&repo, name);
@@ -991,4 +1433,62 @@ fn plan_qdrant_source_with_verify() {
         fake.state().collections.keys().collect::<Vec<_>>(),
         ["docs"]
     );
+}
+
+/// Issue 12.9: a plan's Redis URL (and PostgreSQL DSN) reaches its `cairn`
+/// child in the environment, not in its arguments. While the child waits
+/// for the server's answer to AUTH, no command line on the machine holds
+/// the password, though AUTH carried it.
+#[test]
+fn plan_children_get_passwords_outside_their_arguments() {
+    use std::io::{BufRead, BufReader};
+    const SECRET: &str = "plan-secret-Zk3";
+    let s = Setup::new();
+    let gate = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plan = s.plan(
+        &format!(
+            "[[source]]\nname = \"cache\"\ntype = \"redis\"\nurl = \"redis://:{SECRET}@127.0.0.1:{}\"\n",
+            gate.local_addr().unwrap().port()
+        ),
+        &s.repositories(),
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for v in ["CAIRN_REPOSITORY", "CAIRN_PASSWORD", "CAIRN_REDIS_URL"] {
+        c.env_remove(v);
+    }
+    let child = c
+        .current_dir(s.a.dir.path())
+        .arg("run")
+        .arg(&plan)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (conn, _) = gate.accept().unwrap();
+    drop(gate);
+    // AUTH <password>: an array of two bulk strings, five lines.
+    let mut r = BufReader::new(conn);
+    let mut auth = String::new();
+    for _ in 0..5 {
+        r.read_line(&mut auth).unwrap();
+    }
+    assert!(auth.contains(SECRET), "AUTH carried the password: {auth:?}");
+    let mut seen = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            seen += 1;
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(SECRET),
+                "password in the command line of {}: {:?}",
+                e.path().display(),
+                String::from_utf8_lossy(&cmdline)
+            );
+        }
+    }
+    assert!(seen > 2, "read the command lines");
+    drop(r);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the source failed: {}", stderr(&out));
+    assert!(!stderr(&out).contains(SECRET), "{}", stderr(&out));
 }

@@ -159,6 +159,19 @@ fn fill(c: &mut Client) {
         c.ok(&["SADD", &format!("{p}set"), "m1", "m2"]);
         c.ok(&["ZADD", &format!("{p}zset"), "1.5", "one", "2", "two"]);
         c.ok(&["XADD", &format!("{p}stream"), "1-1", "f", "v"]);
+        // A consumer group with a pending entry: the RDB key count walks it.
+        c.ok(&["XGROUP", "CREATE", &format!("{p}stream"), "g", "0"]);
+        c.ok(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &format!("{p}stream"),
+            ">",
+        ]);
         c.ok(&["HSET", &format!("{p}hashttl"), "k", "v"]);
         c.ok(&["PEXPIRE", &format!("{p}hashttl"), "500000"]);
         // A larger value so the RDB spans several reads.
@@ -425,4 +438,292 @@ fn redis_truncated_or_corrupt_rdb_writes_no_snapshot() {
     assert!(!out.status.success(), "a bad checksum must fail");
     assert!(stderr(&out).contains("checksum"), "{}", stderr(&out));
     assert!(env.snapshots().is_empty(), "no snapshot may be written");
+}
+
+/// The pids whose parent is `pid`, with their command names.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        if ppid == Some(&pid.to_string()) {
+            out.push((p, stat[open + 1..close].to_string()));
+        }
+    }
+    out
+}
+
+/// Inodes of the TCP sockets in LISTEN state, from /proc/<pid>/net/tcp{,6}.
+fn tcp_listen_inodes(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) == Some(&"0A") {
+                out.push(cols[9].to_string());
+            }
+        }
+    }
+    out
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Copies bytes both ways between two sockets until either side closes.
+fn splice(a: TcpStream, b: TcpStream) {
+    let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        })
+    };
+    pipe(a, b2);
+    pipe(b, a2);
+}
+
+/// SPEC §29.3: the scratch server of `restore --url` listens on no TCP port,
+/// only on a socket in a 0700 directory, asks a password that is in no
+/// command line, keeps its files 0600; and a key added to it behind cairn's
+/// back (here by the test, which can read the config as the same user) makes
+/// the restore fail instead of being copied silently.
+#[test]
+fn redis_restore_scratch_server_is_private_and_foreign_keys_fail() {
+    use std::os::unix::net::UnixStream;
+    let env = Env::init();
+    let server = Server::start(&env.path("redis-data"));
+    let mut c = Client::new(server.port);
+    fill(&mut c);
+    env.ok(["redis", "backup", "--url", &server.url()]);
+    c.ok(&["FLUSHALL"]);
+
+    // cairn reaches the target through us; while we hold its first command
+    // the scratch server is up with the RDB loaded.
+    let gate = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://127.0.0.1:{}", gate.local_addr().unwrap().port());
+    let cairn = env
+        .cmd()
+        .args(["redis", "restore", "latest", "--url", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (held, _) = gate.accept().unwrap();
+
+    let scratch = children(cairn.id())
+        .into_iter()
+        .find(|(_, name)| name.starts_with("redis-server"))
+        .expect("cairn runs a scratch redis-server")
+        .0;
+    // redis-server works in its `dir`: the private directory.
+    let dir = std::fs::read_link(format!("/proc/{scratch}/cwd")).unwrap();
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    for f in ["dump.rdb", "redis.conf"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    let conf = std::fs::read_to_string(dir.join("redis.conf")).unwrap();
+    assert!(conf.lines().any(|l| l == "port 0"), "{conf}");
+    let password = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("requirepass "))
+        .expect("a requirepass")
+        .to_string();
+    assert!(password.len() >= 32, "a random password");
+    for pid in [scratch, cairn.id()] {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&password),
+            "password in the command line of {pid}"
+        );
+    }
+    // No TCP listener among the server's sockets.
+    let listening = tcp_listen_inodes(scratch);
+    for fd in std::fs::read_dir(format!("/proc/{scratch}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let t = target.to_string_lossy();
+        if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+            assert!(
+                !listening.iter().any(|l| l == inode),
+                "scratch server listens on TCP"
+            );
+        }
+    }
+    // Without the password the socket answers nothing but NOAUTH.
+    let sock = UnixStream::connect(dir.join("redis.sock")).unwrap();
+    let mut w = sock.try_clone().unwrap();
+    let mut r = BufReader::new(sock);
+    w.write_all(b"*2\r\n$4\r\nKEYS\r\n$1\r\n*\r\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("-NOAUTH"), "{line}");
+
+    // With it (the test is the same user), a key the RDB does not hold.
+    let mut auth = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        w.write_all(out.as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with('+'), "{args:?}: {line}");
+    };
+    auth(&["AUTH", &password]);
+    auth(&["SET", "d0:injected", "evil"]);
+
+    splice(
+        held,
+        TcpStream::connect(("127.0.0.1", server.port)).unwrap(),
+    );
+    let out = cairn.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a restore copying foreign keys must fail"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("more keys were copied") && stderr(&out).contains("db0: 10 keys"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.exists(), "the scratch directory is removed");
+}
+
+/// Issue 11.3: keys whose TTL runs out between backup and verify are not a
+/// mismatch (the RDB knows their expiry); a key the RDB holds that does not
+/// load still is.
+#[test]
+fn redis_verify_allows_expired_keys_but_not_lost_ones() {
+    let env = Env::init();
+    let server = Server::start(&env.path("redis-data"));
+    let mut c = Client::new(server.port);
+    c.ok(&["SET", "keep", "v"]);
+    c.ok(&["SET", "long", "v", "EX", "100000"]);
+    for i in 0..5 {
+        c.ok(&["SET", &format!("session:{i}"), "v", "PX", "300"]);
+    }
+    let R::I(expires) = c.ok(&["PEXPIRETIME", "session:4"]) else {
+        panic!("PEXPIRETIME")
+    };
+    // The URL from the environment.
+    let out = env
+        .cmd()
+        .env("CAIRN_REDIS_URL", server.url())
+        .args(["redis", "backup"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Wait out the sessions' TTL (their own deadline, not a guess).
+    while now_ms() <= expires {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = env.json(["redis", "verify", "latest"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let db = &v["databases"][0];
+    assert_eq!(
+        (&db["rdb_keys"], &db["rdb_expiring"], &db["expired"]),
+        (
+            &serde_json::json!(7),
+            &serde_json::json!(6),
+            &serde_json::json!(5)
+        ),
+        "{v}"
+    );
+    assert_eq!(
+        (&db["loaded"], &db["loaded_expiring"]),
+        (&serde_json::json!(2), &serde_json::json!(1))
+    );
+
+    // An RDB holding a key that Redis drops when loading (an empty set):
+    // recorded count (1) and loaded count agree, the RDB's own does not.
+    let mut rdb = b"REDIS0010\xfe\x00\x00\x01a\x01v\x02\x01e\x00\xff".to_vec();
+    rdb.extend_from_slice(&[0; 8]); // checksum disabled
+    let port = fake_server(rdb.clone(), rdb.len());
+    env.ok([
+        "redis",
+        "backup",
+        "--url",
+        &format!("redis://127.0.0.1:{port}"),
+    ]);
+    let out = env.run(["--json", "redis", "verify", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        (&v["databases"][0]["rdb_keys"], &v["databases"][0]["loaded"]),
+        (&serde_json::json!(2), &serde_json::json!(1))
+    );
+}
+
+/// The check before copying: a scratch server that loaded more keys than
+/// the snapshot's RDB holds (here a wrapper swaps the RDB file before the
+/// real redis-server starts) stops the restore before anything is copied.
+#[test]
+fn redis_restore_refuses_a_scratch_server_with_foreign_keys() {
+    let env = Env::init();
+    let rdb = |keys: &[&[u8]]| {
+        let mut v = b"REDIS0010\xfe\x00".to_vec();
+        for k in keys {
+            v.push(0);
+            v.push(k.len() as u8);
+            v.extend_from_slice(k);
+            v.extend_from_slice(b"\x01v");
+        }
+        v.push(0xff);
+        v.extend_from_slice(&[0; 8]); // checksum disabled
+        v
+    };
+    let port = fake_server(rdb(&[b"a"]), rdb(&[b"a"]).len());
+    let url_file = env.path("url");
+    std::fs::write(&url_file, format!("redis://127.0.0.1:{port}\n")).unwrap();
+    env.ok(["redis", "backup", "--url-file", url_file.to_str().unwrap()]);
+
+    let other = env.path("other.rdb");
+    std::fs::write(&other, rdb(&[b"a", b"foreign"])).unwrap();
+    let wrapper = env.path("redis-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncp {} \"$(dirname \"$1\")/dump.rdb\"\nexec redis-server \"$@\"\n",
+            other.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let target = Server::start(&env.path("target"));
+    let out = env.run([
+        "redis",
+        "restore",
+        "latest",
+        "--url",
+        &target.url(),
+        "--redis-server",
+        wrapper.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was copied") && stderr(&out).contains("db0: 2 keys"),
+        "{}",
+        stderr(&out)
+    );
+    let mut c = Client::new(target.port);
+    assert_eq!(c.ok(&["DBSIZE"]), R::I(0), "nothing reached the target");
 }

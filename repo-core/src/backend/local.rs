@@ -4,10 +4,13 @@
 //! hard-linked into place (which fails rather than replaces if the name
 //! exists), and the directory is fsynced: a crash leaves either the whole
 //! object or a stray temporary file that `list` ignores.
+//!
+//! Files are created 0600 and directories 0700: objects are encrypted, but
+//! their names, sizes and times are still the owner's business (SPEC §29).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -16,6 +19,10 @@ use super::{Backend, BackendError, ObjectInfo, ObjectKind};
 
 /// Prefix of temporary files; never a valid object name.
 const TMP_PREFIX: &str = ".tmp-";
+
+/// Mode of every repository file and directory (before the umask).
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 /// A repository directory.
 #[derive(Debug, Clone)]
@@ -30,16 +37,28 @@ impl LocalBackend {
     }
 
     /// Creates the directory layout for a new repository. The directory may
-    /// exist if it is empty.
+    /// exist if it is empty. All 256 pack directories are made here, so the
+    /// names a pack write depends on are made durable once (SPEC §11).
     pub fn create(root: impl Into<PathBuf>) -> Result<Self, BackendError> {
         let root = root.into();
         let err =
             |e| BackendError::io("create", ObjectKind::Config, &root.display().to_string(), e);
-        fs::create_dir_all(&root).map_err(err)?;
+        let mut dirs = fs::DirBuilder::new();
+        dirs.recursive(true).mode(DIR_MODE);
+        dirs.create(&root).map_err(err)?;
         for kind in ObjectKind::ALL {
             if kind != ObjectKind::Config {
-                fs::create_dir_all(root.join(kind.dir())).map_err(err)?;
+                dirs.create(root.join(kind.dir())).map_err(err)?;
             }
+        }
+        let packs = root.join(ObjectKind::Pack.dir());
+        for i in 0..=255u8 {
+            dirs.create(packs.join(hex::encode([i]))).map_err(err)?;
+        }
+        sync_dir(&packs).map_err(err)?;
+        sync_dir(&root).map_err(err)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(err)?;
         }
         Ok(Self { root })
     }
@@ -84,6 +103,8 @@ fn mtime_ns(md: &fs::Metadata) -> i64 {
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    tests::SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)?.sync_all()
 }
 
@@ -175,23 +196,29 @@ impl Backend for LocalBackend {
         if target.exists() {
             return Ok(());
         }
-        if let Err(e) = fs::create_dir(&dir)
-            && e.kind() != io::ErrorKind::AlreadyExists
-        {
-            return Err(err(e));
+        // Repositories made before `create` made every pack directory
+        // create them here; the new name must be durable in `data/` before
+        // a pack in it counts as written.
+        match fs::DirBuilder::new().mode(DIR_MODE).create(&dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent).map_err(err)?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
         }
         let mut rnd = [0u8; 8];
         rand::rngs::OsRng.fill_bytes(&mut rnd);
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
         let result = (|| {
-            let mut opts = OpenOptions::new();
-            opts.write(true).create_new(true);
-            if kind == ObjectKind::Key {
-                // Owner only: a key file lets whoever reads it try
-                // passwords offline (SPEC §29).
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&tmp)?;
+            // Owner only: a key file lets whoever reads it try passwords
+            // offline, and the rest reveals sizes and times (SPEC §29).
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
@@ -268,6 +295,21 @@ impl Backend for LocalBackend {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    use super::super::{Backend, ObjectKind};
+
+    thread_local! {
+        /// Directories `sync_dir` was called on, by this thread.
+        pub(super) static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn take_synced() -> Vec<PathBuf> {
+        SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
     #[test]
     fn conformance() {
         let d = tempfile::tempdir().unwrap();
@@ -288,13 +330,57 @@ mod tests {
 
     #[test]
     fn key_files_are_readable_by_the_owner_only() {
-        use super::super::{Backend, ObjectKind};
-        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let b = super::LocalBackend::create(d.path().join("repo")).unwrap();
         let name = "cd".repeat(32);
         b.write(ObjectKind::Key, &name, b"key").unwrap();
         let md = std::fs::metadata(d.path().join("repo/keys").join(&name)).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    }
+
+    /// Every file and directory of a new repository is the owner's alone.
+    #[test]
+    fn repository_files_are_0600_and_directories_0700() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let b = super::LocalBackend::create(&root).unwrap();
+        for kind in ObjectKind::ALL {
+            b.write(kind, &"ab".repeat(32), b"object").unwrap();
+        }
+        let mut seen = 0;
+        for e in walkdir::WalkDir::new(&root) {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            let want = if e.file_type().is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{}", e.path().display());
+            seen += 1;
+        }
+        assert!(seen > 256 + ObjectKind::ALL.len());
+    }
+
+    /// `create` makes and syncs every pack directory; a repository made
+    /// without them gets the new directory's name synced in `data/` before
+    /// a pack in it counts as written (SPEC §18).
+    #[test]
+    fn a_new_pack_directory_is_synced_in_its_parent() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        take_synced();
+        let b = super::LocalBackend::create(&root).unwrap();
+        let data = root.join("data");
+        assert!(data.join("00").is_dir() && data.join("ff").is_dir());
+        assert!(take_synced().contains(&data), "data/ not synced at create");
+
+        // An older repository: no fan-out directories yet.
+        std::fs::remove_dir(data.join("ab")).unwrap();
+        b.write(ObjectKind::Pack, &"ab".repeat(32), b"pack")
+            .unwrap();
+        let synced = take_synced();
+        assert!(synced.contains(&data), "data/ not synced: {synced:?}");
+        assert!(synced.contains(&data.join("ab")));
+        // Later packs in the same directory sync only that directory.
+        b.write(ObjectKind::Pack, &format!("ab{}", "cd".repeat(31)), b"p2")
+            .unwrap();
+        assert_eq!(take_synced(), vec![data.join("ab")]);
     }
 }

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 use super::source::{self, Names};
@@ -23,6 +22,7 @@ use crate::blob::BlobKind;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, TreeId};
+use crate::pattern::PathPatterns;
 use crate::progress::Progress;
 use crate::repository::{Packer, Repository};
 use crate::snapshot::SnapshotSummary;
@@ -30,50 +30,6 @@ use crate::tree::{Node, NodeKind, Tree};
 
 /// The content of a `CACHEDIR.TAG` file must start with this.
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
-
-/// Exclude patterns: a pattern with a `/` matches the whole absolute path,
-/// one without matches the base name at any depth (like restic).
-#[derive(Debug, Default)]
-pub(crate) struct Excludes {
-    by_path: Option<GlobSet>,
-    by_name: Option<GlobSet>,
-}
-
-impl Excludes {
-    pub(crate) fn new(patterns: &[String]) -> Result<Self> {
-        let (mut p, mut n) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        let (mut np, mut nn) = (0, 0);
-        for pat in patterns {
-            let pat = pat.trim_end_matches('/');
-            let glob = GlobBuilder::new(pat)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::InvalidArgument(format!("exclude pattern {pat:?}: {e}")))?;
-            if pat.contains('/') {
-                p.add(glob);
-                np += 1;
-            } else {
-                n.add(glob);
-                nn += 1;
-            }
-        }
-        let build =
-            |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(e.to_string()));
-        Ok(Self {
-            by_path: if np > 0 { Some(build(p)?) } else { None },
-            by_name: if nn > 0 { Some(build(n)?) } else { None },
-        })
-    }
-
-    fn excluded(&self, path: &Path) -> bool {
-        self.by_path.as_ref().is_some_and(|g| g.is_match(path))
-            || self
-                .by_name
-                .as_ref()
-                .is_some_and(|g| path.file_name().is_some_and(|n| g.is_match(Path::new(n))))
-    }
-}
 
 /// Content already read for a hard-linked inode: chunk ids, size, profile.
 type LinkedContent = HashMap<(u64, u64), (Vec<BlobId>, u64, u8)>;
@@ -99,7 +55,7 @@ struct Stats {
 
 /// Settings of one archiving run.
 pub(crate) struct ArchiverSettings<'a> {
-    pub excludes: Excludes,
+    pub excludes: PathPatterns,
     pub one_file_system: bool,
     pub exclude_caches: bool,
     pub profile: u8,
@@ -335,7 +291,7 @@ impl<'a> Archiver<'a> {
             .into_par_iter()
             .map(|(name, md)| {
                 let child = path.join(std::ffi::OsStr::from_bytes(&name));
-                if self.settings.excludes.excluded(&child)
+                if self.settings.excludes.matches_path(&child)
                     || (cache_tagged && name != b"CACHEDIR.TAG")
                 {
                     return Ok(None);

@@ -8,11 +8,12 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use archiver::{Archiver, ArchiverSettings, Excludes, Selection};
+use archiver::{Archiver, ArchiverSettings, Selection};
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{PackId, SnapshotId};
+use crate::pattern::PathPatterns;
 use crate::progress::{NoProgress, Progress};
 use crate::repository::{self, Repository, SnapshotFilter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
@@ -232,7 +233,7 @@ impl<'a> Backup<'a> {
         let archiver = Archiver::new(
             self.repo,
             ArchiverSettings {
-                excludes: Excludes::new(&self.excludes)?,
+                excludes: PathPatterns::new(&self.excludes)?,
                 one_file_system: self.one_file_system,
                 exclude_caches: self.exclude_caches,
                 profile,

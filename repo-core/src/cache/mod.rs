@@ -18,6 +18,7 @@
 pub mod runs;
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -77,6 +78,29 @@ pub struct Cache {
     /// the session: what the session once knew must not vanish under it
     /// (SPEC §12.1).
     stale: RwLock<Vec<Arc<runs::Run>>>,
+}
+
+/// Creates `dir` and missing parents as 0700, and makes `dir` itself 0700
+/// if it exists: the cache holds file paths in plain text (the ledger's
+/// check records) and the index of every chunk (SPEC §12).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A fresh 0700 directory in `base` (the system's temporary directory if
+/// `None`), removed when dropped.
+fn private_tempdir(base: Option<&Path>, prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700));
+    match base {
+        Some(base) => b.tempdir_in(base),
+        None => b.tempdir(),
+    }
 }
 
 /// Where run files live: beside the database, or in a private temporary
@@ -209,7 +233,7 @@ impl Cache {
         let (conn, dir) = match path {
             None => (
                 Connection::open_in_memory()?,
-                RunDir::Temp(tempfile::tempdir()?),
+                RunDir::Temp(private_tempdir(None, "cairn-cache-")?),
             ),
             Some(p) => {
                 let dir = p.with_extension("runs");
@@ -226,7 +250,7 @@ impl Cache {
                     }
                     Err(e) => return Err(e),
                 };
-                std::fs::create_dir_all(&dir)?;
+                private_dir(&dir)?;
                 (conn, RunDir::Path(dir))
             }
         };
@@ -252,15 +276,27 @@ impl Cache {
             RunDir::Path(p) => p.with_extension("scratch"),
             RunDir::Temp(t) => t.path().join("scratch"),
         };
-        std::fs::create_dir_all(&base)?;
-        Ok(tempfile::Builder::new()
-            .prefix("check-")
-            .tempdir_in(&base)?)
+        private_dir(&base)?;
+        Ok(private_tempdir(Some(&base), "check-")?)
     }
 
     fn open_file(p: &Path) -> Result<Connection, CacheError> {
         if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = private_dir(dir);
+        }
+        // SQLite creates files 0644 and gives its -wal and -shm files the
+        // database's mode: make the database the owner's before it does.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(p)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
+        for suffix in ["-wal", "-shm"] {
+            let mut f = p.as_os_str().to_owned();
+            f.push(suffix);
+            let _ = std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600));
         }
         let conn = Connection::open(p)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -761,6 +797,43 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The cache is the owner's alone: its database (plain-text paths in
+    /// the ledger), run files and scratch directories, on disk or temporary.
+    #[test]
+    fn cache_files_are_0600_and_directories_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cairn/repo-id/index.sqlite");
+        let c = Cache::open(Some(&p)).unwrap();
+        c.add_index("i1", &[(PackId::from_bytes([1; 32]), entries(1, 10))])
+            .unwrap();
+        assert_eq!(mode(&d.path().join("cairn")), 0o700);
+        assert_eq!(mode(&d.path().join("cairn/repo-id")), 0o700);
+        assert_eq!(mode(&d.path().join("cairn/repo-id/index.runs")), 0o700);
+        for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+            assert_eq!(mode(&d.path().join("cairn/repo-id").join(f)), 0o600, "{f}");
+        }
+        let s = c.scratch_dir().unwrap();
+        assert_eq!(mode(s.path()), 0o700);
+        assert_eq!(mode(s.path().parent().unwrap()), 0o700);
+
+        // A cache made by an older version with the umask's modes is
+        // narrowed when opened.
+        drop((c, s));
+        let db = d.path().join("cairn/repo-id/index.sqlite");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let runs = d.path().join("cairn/repo-id/index.runs");
+        std::fs::set_permissions(&runs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _c = Cache::open(Some(&p)).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&runs), 0o700);
+
+        // --no-cache: a private temporary directory.
+        let mem = Cache::open(None).unwrap();
+        assert_eq!(mode(mem.dir.path()), 0o700);
     }
 
     #[test]

@@ -307,10 +307,13 @@ impl Repository {
             snapshot.id.short(),
             hex::encode(suffix)
         ));
-        fs::create_dir(&dir).map_err(|source| Error::Target {
-            path: dir.clone(),
-            source,
-        })?;
+        // Owner only: the drill restores files that may be anyone's.
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+            .create(&dir)
+            .map_err(|source| Error::Target {
+                path: dir.clone(),
+                source,
+            })?;
         let mut scratch = Scratch {
             path: dir.clone(),
             removed: None,

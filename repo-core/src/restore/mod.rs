@@ -1,41 +1,73 @@
 //! Restore: a snapshot, or selected paths of it, into a directory (SPEC §16).
 //!
-//! Directories are created first, then files are written in parallel with
-//! every chunk verified against its id; hard links are made after their
-//! first member exists; metadata (ownership, mode, xattrs, times) goes last,
-//! directories after their children so their mtimes stick.
+//! Directories are created first (0700), then files are written (0600) in
+//! parallel with every chunk verified against its id; hard links are made
+//! after their first member exists; each file gets its metadata (ownership,
+//! mode, xattrs, times) once written, and directories get theirs last,
+//! deepest first, so nothing below a directory is open to others before
+//! the restore is done and the directories' mtimes stick. Nothing is ever
+//! reached through a symlink below the target ([`target`]).
+
+mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, TreeId};
 use crate::pack::BlobLocation;
+use crate::pattern::PathPatterns;
 use crate::progress::{NoProgress, Progress};
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind};
 
+use target::{DirError, TargetDir};
+
+/// What a restore does with an entry that already exists where it restores
+/// one (SPEC §16). Directories are always merged into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overwrite {
+    /// Replace it (as restic does by default).
+    #[default]
+    Always,
+    /// Keep a regular file whose size and modification time equal the
+    /// recorded ones, content and metadata untouched; replace anything else.
+    IfChanged,
+    /// Keep whatever exists, untouched; a non-directory where the snapshot
+    /// has a directory keeps that directory's contents from being restored.
+    Never,
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreSummary {
-    /// Files written (including hard links).
+    /// Files written, including hard links (not those skipped).
     pub files: u64,
-    /// Directories created.
+    /// Directories restored.
     pub dirs: u64,
-    /// Other entries (symlinks, fifos, devices).
+    /// Other entries (symlinks, fifos, devices) created.
     pub others: u64,
-    /// Content bytes written (holes not counted).
-    pub bytes: u64,
+    /// Entries left as they were in the target (see [`Overwrite`]).
+    pub skipped: u64,
+    /// Apparent size of the files written: their recorded sizes, holes
+    /// included, as a backup's `bytes_read` counts them; each hard-linked
+    /// file once.
+    pub bytes_restored: u64,
     /// Problems that did not stop the restore (e.g. ownership as non-root).
     pub warnings: Vec<String>,
 }
@@ -48,6 +80,8 @@ pub struct Restore<'a> {
     includes: Vec<String>,
     excludes: Vec<String>,
     numeric_ids: bool,
+    overwrite: Overwrite,
+    all_xattrs: bool,
     progress: &'a dyn Progress,
     names: std::sync::Mutex<NameCache>,
 }
@@ -88,45 +122,37 @@ impl Repository {
             includes: Vec::new(),
             excludes: Vec::new(),
             numeric_ids: false,
+            overwrite: Overwrite::Always,
+            all_xattrs: false,
             progress: &NoProgress,
             names: Default::default(),
         }
     }
 }
 
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim_end_matches('/');
-        let p = if p.starts_with('/') {
-            p.to_string()
-        } else {
-            format!("**/{p}")
-        };
-        b.add(Glob::new(&p).map_err(|e| Error::InvalidArgument(format!("pattern {p:?}: {e}")))?);
-    }
-    Ok(Some(
-        b.build()
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-    ))
-}
-
-/// Where metadata is set: through a path (directories, links, special
-/// files) or on the file just written, which spares a path walk per call.
+/// Where metadata is set: on an open file or directory, or on the entry
+/// `name` in the directory `dir` (links and special files), never through
+/// a symlink.
 #[derive(Clone, Copy)]
 enum At<'f> {
-    Path,
     Open(&'f File),
+    Entry { dir: &'f OwnedFd, name: &'f OsStr },
 }
 
-/// A file to write, or a hard link to make.
+/// A file to write, or a hard link to make; paths relative to the target.
 struct FileJob {
-    path: PathBuf,
+    rel: PathBuf,
     node: Node,
     link_to: Option<PathBuf>,
+}
+
+/// Counters shared by the parallel part of a restore.
+#[derive(Default)]
+struct Counts {
+    files: AtomicU64,
+    others: AtomicU64,
+    skipped: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl<'a> Restore<'a> {
@@ -135,9 +161,9 @@ impl<'a> Restore<'a> {
         self.target = dir.into();
         self
     }
-    /// Restores only paths matching a glob (and everything below a match).
-    /// Patterns starting with `/` match from the snapshot root; others match
-    /// at any depth.
+    /// Restores only paths matching a pattern (and everything below a
+    /// match): see [`PathPattern`](crate::PathPattern) for the rules, the
+    /// same as backup excludes and find.
     pub fn include(mut self, pattern: impl Into<String>) -> Self {
         self.includes.push(pattern.into());
         self
@@ -152,6 +178,19 @@ impl<'a> Restore<'a> {
         self.numeric_ids = yes;
         self
     }
+    /// What to do with entries that already exist in the target
+    /// (default: [`Overwrite::Always`]).
+    pub fn overwrite(mut self, mode: Overwrite) -> Self {
+        self.overwrite = mode;
+        self
+    }
+    /// Applies extended attributes of every namespace the snapshot records
+    /// (`security.*`, `trusted.*`, ...), not only `user.*`. Backup records
+    /// only `user.*`, so others come from a snapshot made elsewhere.
+    pub fn all_xattrs(mut self, yes: bool) -> Self {
+        self.all_xattrs = yes;
+        self
+    }
     /// Reports progress to `p`.
     pub fn progress(mut self, p: &'a dyn Progress) -> Self {
         self.progress = p;
@@ -160,22 +199,40 @@ impl<'a> Restore<'a> {
 
     /// Runs the restore.
     pub fn run(self) -> Result<RestoreSummary> {
-        let inc = globs(&self.includes)?;
-        let exc = globs(&self.excludes)?;
-        fs::create_dir_all(&self.target).map_err(|source| Error::Target {
+        let inc = PathPatterns::new(&self.includes)?;
+        let exc = PathPatterns::new(&self.excludes)?;
+        let target = TargetDir::open(&self.target).map_err(|source| Error::Target {
             path: self.target.clone(),
             source,
         })?;
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let warn = |m: String| {
+            self.progress.warn(&m);
+            warnings.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+        };
+        let counts = Counts::default();
         let mut plan = Plan::default();
+        let root_fd = target
+            .open_dir(Path::new(""))
+            .map_err(|source| Error::Target {
+                path: self.target.clone(),
+                source,
+            })?;
         self.plan_tree(
             &self.snapshot.snapshot.tree,
             Path::new("/"),
-            &self.target,
-            inc.is_none(),
-            &inc,
-            &exc,
+            Path::new(""),
+            &root_fd,
+            inc.is_empty(),
+            &Selection {
+                inc: &inc,
+                exc: &exc,
+            },
             &mut plan,
+            &counts,
+            &warn,
         )?;
+        drop(root_fd);
         let total: u64 = plan
             .files
             .iter()
@@ -185,93 +242,123 @@ impl<'a> Restore<'a> {
         self.progress.set_total(total);
 
         let root = nix::unistd::geteuid().is_root();
-        let written = AtomicU64::new(0);
-        let warnings = std::sync::Mutex::new(Vec::new());
-        let warn = |m: String| {
-            self.progress.warn(&m);
-            warnings.lock().unwrap_or_else(|e| e.into_inner()).push(m);
-        };
         // Content first (parallel), then hard links to it.
         plan.files
             .par_iter()
             .filter(|j| j.link_to.is_none())
             .try_for_each(|j| -> Result<()> {
-                let (f, n) = self.write_file(&j.path, &j.node)?;
-                written.fetch_add(n, Relaxed);
-                self.set_meta(&j.path, At::Open(&f), &j.node, root, &warn)?;
-                self.progress.add_file(&j.path);
+                let path = self.target.join(&j.rel);
+                match self.write_file(&target, &j.rel, &j.node)? {
+                    Some(f) => {
+                        counts.files.fetch_add(1, Relaxed);
+                        counts.bytes.fetch_add(j.node.size, Relaxed);
+                        self.set_meta(&path, At::Open(&f), &j.node, root, &warn)?;
+                        self.progress.add_file(&path);
+                    }
+                    None => {
+                        counts.skipped.fetch_add(1, Relaxed);
+                        self.progress.add_bytes(j.node.size);
+                    }
+                }
                 Ok(())
             })?;
         for j in plan.files.iter() {
             if let Some(first) = &j.link_to {
-                let _ = fs::remove_file(&j.path);
-                fs::hard_link(first, &j.path).map_err(|source| Error::Target {
-                    path: j.path.clone(),
-                    source,
-                })?;
+                self.make_link(&target, first, &j.rel, &counts)?;
             }
         }
-        for (path, node) in &plan.others {
-            self.make_special(path, node, root, &warn)?;
+        for (rel, node) in &plan.others {
+            self.make_special(&target, rel, node, root, &counts, &warn)?;
         }
-        // Deepest directories first, so a parent's mtime is set after its children change it.
-        for (path, node) in plan.dirs.iter().rev() {
-            self.set_meta(path, At::Path, node, root, &warn)?;
+        // Deepest directories first, so a parent's mtime is set after its
+        // children change it, and each is widened to its recorded mode only
+        // when everything below it is complete.
+        for (rel, node) in plan.dirs.iter().rev() {
+            let path = self.target.join(rel);
+            let dir = target.open_dir(rel).map_err(|source| Error::Target {
+                path: path.clone(),
+                source,
+            })?;
+            self.set_meta(&path, At::Open(&File::from(dir)), node, root, &warn)?;
         }
         Ok(RestoreSummary {
-            files: plan.files.len() as u64,
+            files: counts.files.into_inner(),
             dirs: plan.dirs.len() as u64,
-            others: plan.others.len() as u64,
-            bytes: written.into_inner(),
+            others: counts.others.into_inner(),
+            skipped: counts.skipped.into_inner(),
+            bytes_restored: counts.bytes.into_inner(),
             warnings: warnings.into_inner().unwrap_or_else(|e| e.into_inner()),
         })
     }
 
+    /// Walks `tree`, creating its directories below `dir` (the target's
+    /// `rel`) and listing what to write; returns whether anything in it was
+    /// selected.
     #[allow(clippy::too_many_arguments)]
     fn plan_tree(
         &self,
         tree: &TreeId,
         snap_path: &Path,
-        out: &Path,
+        rel: &Path,
+        dir: &OwnedFd,
         selected: bool,
-        inc: &Option<GlobSet>,
-        exc: &Option<GlobSet>,
+        sel: &Selection<'_>,
         plan: &mut Plan,
+        counts: &Counts,
+        warn: &(dyn Fn(String) + Sync),
     ) -> Result<bool> {
         let t = self.repo.load_tree(tree)?;
         let mut any = false;
         for n in &t.nodes {
             let name = OsStr::from_bytes(&n.name);
             let sp = snap_path.join(name);
-            if exc.as_ref().is_some_and(|g| g.is_match(&sp)) {
+            if sel.exc.matches(sp.as_os_str().as_bytes(), &n.name) {
                 continue;
             }
-            let sel = selected || inc.as_ref().is_some_and(|g| g.is_match(&sp));
-            let op = out.join(name);
+            let chosen = selected || sel.inc.matches(sp.as_os_str().as_bytes(), &n.name);
+            let op = rel.join(name);
             match n.kind {
                 NodeKind::Dir => {
                     // Create before descending; remove later if nothing inside was selected.
-                    let existed = op.exists();
-                    fs::create_dir_all(&op).map_err(|source| Error::Target {
-                        path: op.clone(),
-                        source,
-                    })?;
+                    let replace = self.overwrite != Overwrite::Never;
+                    let (sub_dir, existed) = match target::ensure_dir(dir, name, replace) {
+                        Ok(d) => d,
+                        Err(DirError::NotADirectory) => {
+                            warn(format!(
+                                "{}: not a directory, kept (--overwrite never); its contents are not restored",
+                                self.target.join(&op).display()
+                            ));
+                            counts.skipped.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        Err(DirError::Io(source)) => {
+                            return Err(Error::Target {
+                                path: self.target.join(&op),
+                                source,
+                            });
+                        }
+                    };
                     let idx = plan.dirs.len();
                     plan.dirs.push((op.clone(), n.clone()));
                     let sub = n
                         .subtree
                         .ok_or_else(|| Error::PathNotFound(sp.display().to_string()))?;
-                    let inner = self.plan_tree(&sub, &sp, &op, sel, inc, exc, plan)?;
-                    if sel || inner {
+                    let inner =
+                        self.plan_tree(&sub, &sp, &op, &sub_dir, chosen, sel, plan, counts, warn)?;
+                    if chosen || inner {
                         any = true;
                     } else {
                         plan.dirs.remove(idx);
                         if !existed {
-                            let _ = fs::remove_dir(&op);
+                            let _ = nix::unistd::unlinkat(
+                                dir,
+                                name,
+                                nix::unistd::UnlinkatFlags::RemoveDir,
+                            );
                         }
                     }
                 }
-                _ if !sel => {}
+                _ if !chosen => {}
                 NodeKind::File => {
                     any = true;
                     let link_to = if n.links > 1 {
@@ -287,7 +374,7 @@ impl<'a> Restore<'a> {
                         None
                     };
                     plan.files.push(FileJob {
-                        path: op,
+                        rel: op,
                         node: n.clone(),
                         link_to,
                     });
@@ -301,37 +388,53 @@ impl<'a> Restore<'a> {
         Ok(any)
     }
 
+    /// Whether whatever is at `name` in `dir` stays (per [`Overwrite`]);
+    /// `None` if nothing is there.
+    fn keeps_existing(&self, dir: &OwnedFd, name: &OsStr, node: &Node) -> Option<bool> {
+        let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        Some(match self.overwrite {
+            Overwrite::Always => false,
+            Overwrite::Never => true,
+            Overwrite::IfChanged => {
+                let mtime_ns =
+                    i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec);
+                node.kind == NodeKind::File
+                    && SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+                        == SFlag::S_IFREG
+                    && st.st_size as u64 == node.size
+                    && mtime_ns == i128::from(node.mtime_ns)
+            }
+        })
+    }
+
     /// Writes a file's content, verifying every chunk; all-zero chunks
-    /// become holes. Returns the bytes written.
+    /// become holes. Returns the open file, or `None` if an existing file
+    /// was kept (see [`Overwrite`]).
     ///
     /// Chunks are located first so each one's offset is known; they are
     /// then read, verified and written with `pwrite` in parallel and out of
     /// order, so one large file (a database dump) uses every core instead
     /// of one. Blocks never written (zeros) stay holes.
-    fn write_file(&self, path: &Path, node: &Node) -> Result<(File, u64)> {
+    fn write_file(&self, target: &TargetDir, rel: &Path, node: &Node) -> Result<Option<File>> {
+        let path = target.path().join(rel);
         let err = |source| Error::Target {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
-        let create = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-        };
-        // Whatever is in the way (a file, a link) is replaced; an empty
-        // target, the common case, costs no unlink.
-        let f = match create() {
+        let (dir, name) = target.open_parent(rel).map_err(err)?;
+        // Whatever is in the way (a file, a link) is replaced unless kept;
+        // an empty target, the common case, costs no stat and no unlink.
+        let f = match target::create_file(&dir, name) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(path);
-                create()
+                if self.keeps_existing(&dir, name, node) == Some(true) {
+                    return Ok(None);
+                }
+                target::remove_entry(&dir, name);
+                target::create_file(&dir, name)
             }
             r => r,
         }
         .map_err(err)?;
-        let written = AtomicU64::new(0);
         // All-zero chunks once verified: a sparse file repeats one such
         // chunk thousands of times, and each repeat is just a hole.
         let zero_chunks = std::sync::Mutex::new(HashSet::<BlobId>::new());
@@ -357,7 +460,6 @@ impl<'a> Restore<'a> {
                             let runs = nonzero_runs(data, *at);
                             for (off, run) in &runs {
                                 f.write_all_at(run, at + *off as u64)?;
-                                written.fetch_add(run.len() as u64, Relaxed);
                             }
                             Ok(runs.is_empty())
                         })?
@@ -394,59 +496,91 @@ impl<'a> Restore<'a> {
             }
         }
         f.set_len(pos).map_err(err)?;
-        Ok((f, written.into_inner()))
+        Ok(Some(f))
+    }
+
+    /// Links `rel` to the already restored `first`.
+    fn make_link(
+        &self,
+        target: &TargetDir,
+        first: &Path,
+        rel: &Path,
+        counts: &Counts,
+    ) -> Result<()> {
+        let path = target.path().join(rel);
+        let err = |source| Error::Target {
+            path: path.clone(),
+            source,
+        };
+        let (from_dir, from_name) = target.open_parent(first).map_err(err)?;
+        let (dir, name) = target.open_parent(rel).map_err(err)?;
+        if nix::sys::stat::fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
+            if self.overwrite == Overwrite::Never {
+                counts.skipped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            target::remove_entry(&dir, name);
+        }
+        // No AT_SYMLINK_FOLLOW: a symlink at `first` is linked, not followed.
+        nix::unistd::linkat(&from_dir, from_name, &dir, name, AtFlags::empty())
+            .map_err(|e| err(e.into()))?;
+        counts.files.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     fn make_special(
         &self,
-        path: &Path,
+        target: &TargetDir,
+        rel: &Path,
         node: &Node,
         root: bool,
+        counts: &Counts,
         warn: &(dyn Fn(String) + Sync),
     ) -> Result<()> {
+        let path = target.path().join(rel);
         let err = |source| Error::Target {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
-        let _ = fs::remove_file(path);
+        let (dir, name) = target.open_parent(rel).map_err(err)?;
+        if node.kind == NodeKind::Socket {
+            warn(format!(
+                "{}: sockets are recorded but not restored",
+                path.display()
+            ));
+            return Ok(());
+        }
+        if let Some(keep) = self.keeps_existing(&dir, name, node) {
+            if keep {
+                counts.skipped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            target::remove_entry(&dir, name);
+        }
+        let mode = Mode::from_bits_truncate(node.mode as _);
         match node.kind {
             NodeKind::Symlink => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&node.symlink_target), path)
-                    .map_err(err)?;
+                nix::unistd::symlinkat(OsStr::from_bytes(&node.symlink_target), &dir, name)
+                    .map_err(|e| err(e.into()))?;
             }
             NodeKind::Fifo => {
-                nix::unistd::mkfifo(
-                    path,
-                    nix::sys::stat::Mode::from_bits_truncate(node.mode as _),
-                )
-                .map_err(|e| err(io::Error::from(e)))?;
+                nix::unistd::mkfifoat(&dir, name, mode).map_err(|e| err(e.into()))?;
             }
             NodeKind::CharDevice | NodeKind::BlockDevice => {
                 let kind = if node.kind == NodeKind::CharDevice {
-                    nix::sys::stat::SFlag::S_IFCHR
+                    SFlag::S_IFCHR
                 } else {
-                    nix::sys::stat::SFlag::S_IFBLK
+                    SFlag::S_IFBLK
                 };
-                if let Err(e) = nix::sys::stat::mknod(
-                    path,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(node.mode as _),
-                    node.rdev as _,
-                ) {
+                if let Err(e) = nix::sys::stat::mknodat(&dir, name, kind, mode, node.rdev as _) {
                     warn(format!("{}: cannot create device: {e}", path.display()));
                     return Ok(());
                 }
             }
-            NodeKind::Socket => {
-                warn(format!(
-                    "{}: sockets are recorded but not restored",
-                    path.display()
-                ));
-                return Ok(());
-            }
-            NodeKind::File | NodeKind::Dir => {}
+            NodeKind::Socket | NodeKind::File | NodeKind::Dir => {}
         }
-        self.set_meta(path, At::Path, node, root, warn)
+        counts.others.fetch_add(1, Relaxed);
+        self.set_meta(&path, At::Entry { dir: &dir, name }, node, root, warn)
     }
 
     /// Ownership (as root), mode, xattrs, then times — in that order, since
@@ -467,25 +601,53 @@ impl<'a> Restore<'a> {
             let (uid, gid) = self.ids(node);
             let r = match at {
                 At::Open(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
-                At::Path => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+                At::Entry { dir, name } => nix::unistd::fchownat(
+                    dir,
+                    name,
+                    Some(uid.into()),
+                    Some(gid.into()),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(io::Error::from),
             };
             if let Err(e) = r {
                 warn(format!("{}: cannot set owner: {e}", path.display()));
             }
         }
         if node.kind != NodeKind::Symlink {
-            let mode = fs::Permissions::from_mode(node.mode);
             match at {
-                At::Open(f) => f.set_permissions(mode),
-                At::Path => fs::set_permissions(path, mode),
+                At::Open(f) => f.set_permissions(fs::Permissions::from_mode(node.mode)),
+                At::Entry { dir, name } => {
+                    let mode = Mode::from_bits_truncate(node.mode as _);
+                    match nix::sys::stat::fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink)
+                    {
+                        // Without fchmodat2 (Linux < 6.6) the C library
+                        // needs /proc for this; the entry is a fifo or
+                        // device this restore just made, not a symlink.
+                        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
+                            nix::sys::stat::fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink)
+                        }
+                        r => r,
+                    }
+                    .map_err(io::Error::from)
+                }
             }
             .map_err(err)?;
         }
         for x in &node.xattrs {
+            if !self.all_xattrs && !x.name.starts_with(b"user.") {
+                continue;
+            }
             let name = OsStr::from_bytes(&x.name);
             let r = match at {
                 At::Open(f) => xattr::FileExt::set_xattr(f, name, &x.value),
-                At::Path => xattr::set(path, name, &x.value),
+                // No fsetxattrat: the entry through its directory's
+                // descriptor, not following the entry itself.
+                At::Entry { dir, name: entry } => {
+                    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+                    p.push(entry);
+                    xattr::set(p, name, &x.value)
+                }
             };
             if let Err(e) = r {
                 warn(format!(
@@ -495,15 +657,17 @@ impl<'a> Restore<'a> {
                 ));
             }
         }
-        let t = filetime::FileTime::from_unix_time(
-            node.mtime_ns.div_euclid(1_000_000_000),
-            node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        let t = TimeSpec::new(
+            node.mtime_ns.div_euclid(1_000_000_000) as _,
+            node.mtime_ns.rem_euclid(1_000_000_000) as _,
         );
         match at {
-            At::Open(f) => filetime::set_file_handle_times(f, Some(t), Some(t)),
-            At::Path => filetime::set_symlink_file_times(path, t, t),
+            At::Open(f) => nix::sys::stat::futimens(f, &t, &t),
+            At::Entry { dir, name } => {
+                nix::sys::stat::utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            }
         }
-        .map_err(err)?;
+        .map_err(|e| err(e.into()))?;
         Ok(())
     }
 
@@ -528,6 +692,12 @@ impl<'a> Restore<'a> {
         });
         (uid, gid)
     }
+}
+
+/// The include and exclude globs of one restore.
+struct Selection<'g> {
+    inc: &'g PathPatterns,
+    exc: &'g PathPatterns,
 }
 
 /// Chunks of one file located (and held) at a time: bounds a restore's
@@ -568,6 +738,88 @@ fn nonzero_runs(data: &[u8], file_pos: u64) -> Vec<(usize, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::blob::BlobKind;
+    use crate::crypto::KdfParams;
+    use crate::repository::InitOptions;
+    use crate::tree::{Tree, Xattr};
+
+    /// Backup records only `user.*`; a snapshot made elsewhere may carry
+    /// `trusted.*` or `security.*`, which restore applies only when asked.
+    #[test]
+    fn only_user_xattrs_are_restored_unless_all_are_asked_for() {
+        let d = tempfile::tempdir().unwrap();
+        let probe = d.path().join("probe");
+        fs::write(&probe, b"").unwrap();
+        if xattr::set(&probe, "trusted.cairn-probe", b"1").is_err()
+            || xattr::set(&probe, "user.cairn-probe", b"1").is_err()
+        {
+            eprintln!("skipped: this process cannot set trusted.* and user.* xattrs here");
+            return;
+        }
+        let src = d.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"content").unwrap();
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Repository::init(MemoryBackend::new(), b"pw", opts).unwrap();
+        let snap = repo.backup().path(&src).run().unwrap().snapshot;
+
+        // A crafted snapshot: the file, with three namespaces, at the root.
+        let mut node = repo
+            .find_node(&snap.snapshot.tree, format!("{}/f", src.display()))
+            .unwrap();
+        node.xattrs = [
+            ("security.cairn", "s"),
+            ("trusted.x", "t"),
+            ("user.kept", "u"),
+        ]
+        .map(|(n, v)| Xattr {
+            name: n.into(),
+            value: v.into(),
+        })
+        .to_vec();
+        let bytes = Tree { nodes: vec![node] }.encode();
+        let root = repo.hasher().tree_id(&bytes);
+        let packer = repo.packer();
+        packer.save(BlobKind::Tree, root, &bytes).unwrap();
+        packer.flush_all().unwrap();
+        let mut crafted = snap.snapshot.clone();
+        crafted.tree = root;
+        let id = repo.save_snapshot(&crafted).unwrap();
+        packer.finish().unwrap();
+        let crafted = repo.snapshot(&id).unwrap();
+
+        let names = |p: &Path| {
+            let mut v: Vec<String> = xattr::list(p)
+                .unwrap()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let t = d.path().join("default");
+        let sum = repo.restore(&crafted).to(&t).run().unwrap();
+        assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
+        assert_eq!(names(&t.join("f")), ["user.kept"]);
+
+        let t = d.path().join("all");
+        repo.restore(&crafted)
+            .to(&t)
+            .all_xattrs(true)
+            .run()
+            .unwrap();
+        let got = names(&t.join("f"));
+        assert!(got.contains(&"trusted.x".to_string()), "{got:?}");
+        assert!(got.contains(&"user.kept".to_string()), "{got:?}");
+        assert_eq!(xattr::get(t.join("f"), "trusted.x").unwrap().unwrap(), b"t");
+    }
 
     #[test]
     fn nonzero_runs_skip_zero_blocks() {
@@ -590,6 +842,7 @@ mod tests {
 
 #[derive(Default)]
 struct Plan {
+    /// Paths relative to the target.
     dirs: Vec<(PathBuf, Node)>,
     files: Vec<FileJob>,
     others: Vec<(PathBuf, Node)>,

@@ -486,3 +486,32 @@ fn drill_of_unreadable_snapshot_is_a_recorded_failure() {
     let rec = repo.index().cache().last_drill(None).unwrap().unwrap();
     assert!(!rec.ok && rec.snapshot == snap.id);
 }
+
+/// The drill's scratch directory is the owner's alone while files are in
+/// it (issue 12 item 6).
+#[test]
+fn drill_scratch_directory_is_private() {
+    struct Modes(std::path::PathBuf, std::sync::Mutex<Vec<u32>>);
+    impl repo_core::Progress for Modes {
+        fn add_file(&self, _: &std::path::Path) {
+            use std::os::unix::fs::PermissionsExt;
+            for e in fs::read_dir(&self.0).unwrap() {
+                let m = e.unwrap().metadata().unwrap().permissions().mode();
+                self.1.lock().unwrap().push(m & 0o777);
+            }
+        }
+    }
+    let (d, _, repo) = setup();
+    let snap = latest(&repo);
+    let scratch = d.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let modes = Modes(scratch.clone(), Default::default());
+    let opts = DrillOptions {
+        scratch_dir: Some(scratch),
+        ..Default::default()
+    };
+    assert!(repo.drill(&snap, &opts, &modes).unwrap().ok);
+    let seen = modes.1.into_inner().unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|&m| m == 0o700), "{seen:?}");
+}
