@@ -16,6 +16,23 @@ impl XorShift {
         Self(if state == 0 { 1 } else { state })
     }
 
+    /// Seeded from the environment variable `CAIRN_TEST_SEED`, else from
+    /// the clock, for tests that explore; the seed is printed (captured
+    /// unless the test fails) so a failing run can be repeated.
+    pub fn seeded(test: &str) -> Self {
+        let seed = std::env::var("CAIRN_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("{test}: seed {seed} (repeat with CAIRN_TEST_SEED={seed})");
+        Self::new(seed)
+    }
+
     /// The next state.
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
@@ -38,11 +55,24 @@ impl XorShift {
         }
     }
 
+    /// `N` bytes of [`XorShift::fill`]: a random id.
+    pub fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0; N];
+        self.fill(&mut a);
+        a
+    }
+
     /// `n` bytes of [`XorShift::fill`].
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         let mut v = vec![0; n];
         self.fill(&mut v);
         v
+    }
+
+    /// `n` bytes, the low byte of each successive state (the fuzz seeds'
+    /// generator; weaker than the others, low bits of xorshift are poor).
+    pub fn low_bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 
     /// `n` bytes, the top byte of each successive state (one state per
