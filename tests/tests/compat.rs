@@ -88,7 +88,10 @@ fn render(m: &Manifest) -> String {
 fn parse(text: &str) -> Manifest {
     let mut m = Manifest::new();
     let mut current = None;
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let mut w = line.splitn(2, ' ');
         let (kind, rest) = (w.next().unwrap(), w.next().unwrap_or(""));
         if kind == "snapshot" {
@@ -96,7 +99,9 @@ fn parse(text: &str) -> Manifest {
             m.insert(rest.to_string(), BTreeMap::new());
             continue;
         }
-        let entries = m.get_mut(current.as_ref().expect("entry before snapshot")).unwrap();
+        let entries = m
+            .get_mut(current.as_ref().expect("entry before snapshot"))
+            .unwrap();
         let (path, entry) = match kind {
             "dir" => (rest.to_string(), Entry::Dir),
             "file" => {
@@ -175,7 +180,8 @@ fn opens_checks_and_restores(version: u32) {
     fs::write(src.join("f"), random_bytes(10_000, 9)).unwrap();
     repo.backup().path(&src).run().unwrap();
     drop(repo);
-    let repo = Repository::open(LocalBackend::open(&root), PASSWORD, OpenOptions::default()).unwrap();
+    let repo =
+        Repository::open(LocalBackend::open(&root), PASSWORD, OpenOptions::default()).unwrap();
     assert_eq!(repo.config().version, version);
     let report = check_all(&repo);
     assert!(report.is_ok(), "after a new backup:\n{report}");

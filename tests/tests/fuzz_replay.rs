@@ -251,7 +251,7 @@ replay_tests!(
     rdb_stream,
 );
 
-/// Seed inputs per target, following the layouts documented in `checks.rs`.
+/// Seed inputs per target, following the layouts documented in `cairn_testkit::fuzz`.
 mod seeds {
     use repo_core::blob::{self, BlobKind};
     use repo_core::cache::runs;

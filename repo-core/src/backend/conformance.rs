@@ -12,16 +12,18 @@
 //! repo-core = { version = "0.1", features = ["conformance"] }
 //! ```
 //!
+//! and calls the suite from a test on a fresh, empty instance:
+//!
 //! ```
-//! # #[cfg(feature = "conformance")] {
 //! use repo_core::MemoryBackend;
-//! repo_core::backend::conformance::run(&MemoryBackend::new());
-//! # }
+//! use repo_core::backend::conformance;
+//!
+//! conformance::run(&MemoryBackend::new());
 //! ```
 //!
 //! Each check panics with a message naming the backend's location and the
 //! promise it broke; [`run`] calls them in order, and each may also be
-//! called on its own (they clean up after themselves, except as noted).
+//! called on its own (each leaves the backend as empty as it found it).
 //! Object names are valid hex ids, so backends that shard by prefix (the
 //! local one's `data/ab/…`) are exercised as in a repository.
 

@@ -779,8 +779,8 @@ fn neighbours(id: &[u8; 32]) -> [[u8; 32]; 4] {
 }
 
 /// Input: `mode u8 || rest`. An even `mode` makes `rest` a run file of the
-/// local cache (SPEC §12.1) for [`cache_run_file`]; an odd one makes it a
-/// list of entries for [`cache_run_build`], in `1 + (mode >> 1) % 8` packs.
+/// local cache (SPEC §12.1) for `cache_run_file`; an odd one makes it a
+/// list of entries for `cache_run_build`, in `1 + (mode >> 1) % 8` packs.
 pub fn cache_run(data: &[u8]) {
     match data.split_first() {
         Some((mode, rest)) if mode & 1 == 1 => {
@@ -1054,11 +1054,11 @@ fn rdb_agree(stream: &[u8], seed: u64) {
 
 /// Input: `seed u64 || stream`.
 ///
-/// The stream goes through [`rdb_agree`]. Then a valid RDB is built from it
+/// The stream goes through `rdb_agree`. Then a valid RDB is built from it
 /// (header version `seed % 10000`, the stream as the body, `0xFF`, the
 /// right CRC-64) and must pass; truncations of it (at the end, inside the
 /// trailer, before the opcode, at a point from `seed`) and one with a
-/// flipped trailer bit go through [`rdb_agree`] as well.
+/// flipped trailer bit go through `rdb_agree` as well.
 pub fn rdb_stream(data: &[u8]) {
     let (seed, stream) = take_u64(data);
     rdb_agree(stream, seed);
