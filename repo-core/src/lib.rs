@@ -54,7 +54,7 @@ pub use check::{
     CheckOptions, CheckReport, DrillOptions, DrillReport, IntegrityReport, Problem, ProblemKind,
     ReadData, Sample,
 };
-pub use crypto::KdfParams;
+pub use crypto::{KdfBudget, KdfParams};
 pub use error::{Error, Result};
 pub use forget::{
     ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,
