@@ -15,8 +15,7 @@
 //! and calls the suite from a test on a fresh, empty instance:
 //!
 //! ```
-//! use repo_core::MemoryBackend;
-//! use repo_core::backend::conformance;
+//! use repo_core::{MemoryBackend, conformance};
 //!
 //! conformance::run(&MemoryBackend::new());
 //! ```

@@ -9,7 +9,7 @@
 //! - `read_range` returns exactly `len` bytes or fails.
 //! - `list` may omit objects written concurrently, never invents any.
 //!
-//! `conformance::run` (feature `conformance`) checks these promises; every
+//! `repo_core::conformance::run` (feature `conformance`) checks these promises; every
 //! implementation runs it from its tests.
 
 #[cfg(any(test, feature = "conformance"))]

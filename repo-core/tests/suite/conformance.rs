@@ -1,14 +1,13 @@
 //! Every backend in the workspace passes the public conformance suite
-//! (`repo_core::backend::conformance`, feature `conformance`), run from
+//! (`repo_core::conformance`, feature `conformance`), run from
 //! outside the crate as a backend in another crate would run it (issue 13).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_testkit::backend::Hooked;
-use repo_core::backend::conformance;
 use repo_core::backend::{FaultPlan, FaultyBackend};
-use repo_core::{LocalBackend, MemoryBackend};
+use repo_core::{LocalBackend, MemoryBackend, conformance};
 
 #[test]
 fn the_local_backend_conforms() {

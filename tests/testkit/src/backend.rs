@@ -8,8 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use repo_core::backend::ObjectInfo;
-use repo_core::{Backend, BackendError, ObjectKind};
+use repo_core::{Backend, BackendError, ObjectInfo, ObjectKind};
 
 /// One backend call, as a hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //! - `fuzz` (feature `fuzz`): the property check of every fuzz target.
 //!
 //! Not for production use: the KDF is deliberately weak. The backend
-//! conformance suite lives in repo-core (`repo_core::backend::conformance`,
+//! conformance suite lives in repo-core (`repo_core::conformance`,
 //! feature `conformance`) so that backends outside this workspace can run it.
 
 pub mod backend;
