@@ -59,7 +59,7 @@ pub use check::{
     ReadData, Sample,
 };
 pub use crypto::{KdfBudget, KdfParams};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WarnFn, Warnings};
 pub use forget::{
     ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,
     plan_forget,
