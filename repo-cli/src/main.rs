@@ -89,8 +89,8 @@ fn tune_allocator() {}
 
 /// Maps an error to an exit code by finding the library's error in its chain.
 fn exit_code(err: &anyhow::Error) -> u8 {
+    use repo_core::CryptoError;
     use repo_core::Error;
-    use repo_core::crypto::CryptoError;
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
             match e {

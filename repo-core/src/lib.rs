@@ -15,59 +15,74 @@
 //! storage (`backend`, `cache`) knows no trees or snapshots; the engine
 //! (`index` … `restore`) builds on both. `tests/layering.rs` enforces it.
 
-pub mod backend;
-pub mod backup;
-pub mod blob;
-pub mod cache;
-pub mod check;
-pub mod chunker;
-pub mod compress;
-pub mod config;
-pub mod crypto;
-pub mod dict;
-pub mod encoding;
-pub mod error;
-pub mod forget;
-pub mod format;
-pub mod hash;
-pub mod id;
-pub mod index;
-pub mod inspect;
-pub mod keys;
-pub mod lock;
-pub mod mark;
-pub mod pack;
-pub mod pattern;
-pub mod progress;
-pub mod prune;
-pub mod repair;
-pub mod repository;
-pub mod restore;
-pub mod snapshot;
-pub mod tree;
+// Without the `unstable` door, helpers that only the workspace's tests, fuzz
+// targets and benches reach through it would read as dead code.
+#![cfg_attr(not(feature = "unstable"), allow(dead_code, unused_imports))]
+// Every type reachable from the public API can be named by its users.
+#![warn(unnameable_types)]
+mod backend;
+mod backup;
+mod blob;
+mod cache;
+mod check;
+mod chunker;
+mod compress;
+mod config;
+mod crypto;
+mod dict;
+mod encoding;
+mod error;
+mod forget;
+mod format;
+mod hash;
+mod id;
+mod index;
+mod inspect;
+mod keys;
+mod lock;
+mod mark;
+mod pack;
+mod pattern;
+mod progress;
+mod prune;
+mod repair;
+mod repository;
+mod restore;
+mod snapshot;
+mod tree;
+
+#[cfg(feature = "unstable")]
+#[doc(hidden)]
+pub mod unstable;
 
 pub use backend::{
-    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectKind,
+    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectInfo, ObjectKind,
 };
-pub use backup::{BackupOutcome, ParentChoice};
+pub use backup::{Backup, BackupOutcome, ParentChoice};
+pub use blob::BlobError;
+pub use cache::{CacheError, CheckRecord, DrillRecord, SqliteError};
 pub use check::{
-    CheckOptions, CheckReport, DrillOptions, DrillReport, IntegrityReport, Problem, ProblemKind,
-    ReadData, Sample,
+    CheckOptions, CheckReport, CheckSummary, DrillFailure, DrillOptions, DrillReport, DrillSummary,
+    IntegrityReport, MerkleRoot, Problem, ProblemKind, ReadData, Sample,
 };
-pub use crypto::KdfParams;
+pub use crypto::{CryptoError, KdfParams};
 pub use error::{Error, Result};
 pub use forget::{
     ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,
-    plan_forget,
+    UtcOffset, parse_duration, plan_forget,
 };
-pub use id::{BlobId, PackId, SnapshotId, TreeId};
+pub use format::FormatError;
+pub use id::{BlobId, KeyId, PackId, ParseIdError, RepoId, SnapshotId, TreeId};
 pub use inspect::{
-    Change, Diff, DiffEntry, DiffTotals, FindMatch, MetadataField, Stats, StatsMode,
+    BlobTotals, Change, Diff, DiffEntry, DiffTotals, FindMatch, MetadataField, RepositorySize,
+    RestoreTotals, Stats, StatsMode,
 };
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use pattern::{PathPattern, PathPatterns};
 pub use progress::{NoProgress, Progress};
+pub use prune::{CondemnReason, Condemned, PendingMark, PruneOptions, PrunePlan, PruneSummary};
+pub use repair::{DamagedPath, RepairIndexReport, RepairSnapshotsReport};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
-pub use restore::{Overwrite, RestoreSummary};
+pub use restore::{Overwrite, Restore, RestoreSummary};
 pub use snapshot::{Snapshot, SnapshotEntry, SnapshotSummary};
-pub use tree::{Node, NodeKind, Tree};
+pub use tree::{Node, NodeKind, Tree, Xattr};

@@ -209,7 +209,7 @@ fn vanished(e: &Error) -> bool {
 
 impl Repository {
     /// Every blob reachable from every snapshot (trees and data).
-    pub fn referenced_blobs(&self) -> Result<HashSet<BlobId>> {
+    pub(crate) fn referenced_blobs(&self) -> Result<HashSet<BlobId>> {
         self.referenced_blobs_with(&HashMap::new())
     }
 
@@ -457,7 +457,11 @@ impl Repository {
 
     /// [`Repository::prune`], stopping after `stop` (crash-consistency tests).
     #[doc(hidden)]
-    pub fn prune_until(&self, plan: PrunePlan, stop: Option<PruneStep>) -> Result<PruneSummary> {
+    pub(crate) fn prune_until(
+        &self,
+        plan: PrunePlan,
+        stop: Option<PruneStep>,
+    ) -> Result<PruneSummary> {
         let mut sum = PruneSummary::default();
         if !plan.condemn.is_empty() && self.mark_phase(&plan, stop, &mut sum)? {
             return Ok(sum);

@@ -255,20 +255,20 @@ replay_tests!(
 
 /// Seed inputs per target, following the layouts documented in `checks.rs`.
 mod seeds {
-    use repo_core::blob::{self, BlobKind};
-    use repo_core::cache::runs;
-    use repo_core::chunker::ChunkerParams;
-    use repo_core::compress;
-    use repo_core::config::Config;
-    use repo_core::crypto::{KdfParams, KeyFile, MasterKey};
-    use repo_core::encoding;
-    use repo_core::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
-    use repo_core::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
-    use repo_core::index::{IndexFile, IndexPack};
-    use repo_core::mark::MarkFile;
-    use repo_core::pack::{PackEntry, PackHeader, PackWriter};
-    use repo_core::snapshot::{Snapshot, SnapshotSummary};
-    use repo_core::tree::{Node, NodeKind, Tree, Xattr};
+    use repo_core::unstable::blob::{self, BlobKind};
+    use repo_core::unstable::cache::runs;
+    use repo_core::unstable::chunker::ChunkerParams;
+    use repo_core::unstable::compress;
+    use repo_core::unstable::config::Config;
+    use repo_core::unstable::crypto::{KdfParams, KeyFile, MasterKey};
+    use repo_core::unstable::encoding;
+    use repo_core::unstable::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
+    use repo_core::unstable::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
+    use repo_core::unstable::index::{IndexFile, IndexPack};
+    use repo_core::unstable::mark::MarkFile;
+    use repo_core::unstable::pack::{PackEntry, PackHeader, PackWriter};
+    use repo_core::unstable::snapshot::{Snapshot, SnapshotSummary};
+    use repo_core::unstable::tree::{Node, NodeKind, Tree, Xattr};
 
     use super::checks::rdb::crc64;
     use super::checks::{MASTER, blob_id, master};
@@ -485,7 +485,7 @@ mod seeds {
         let mut one = c.clone();
         one.chunker_profiles.truncate(1);
         let mut prefix = Vec::new();
-        repo_core::format::write_prefix(&mut prefix, &CONFIG_MAGIC, FORMAT_VERSION);
+        repo_core::unstable::format::write_prefix(&mut prefix, &CONFIG_MAGIC, FORMAT_VERSION);
         prefix.extend_from_slice(c.repo_id.as_bytes());
         out.push((
             "config_decode",

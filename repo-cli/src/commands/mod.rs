@@ -145,7 +145,7 @@ fn open_with(g: &GlobalArgs, out: Output, skip_damaged_index: bool) -> Result<Re
         1,
         format!(
             "opened repository {} at {}",
-            repo.config().repo_id.short(),
+            repo.id().short(),
             path.display()
         ),
     );
@@ -163,7 +163,7 @@ fn filter(f: &FilterArgs) -> Result<SnapshotFilter> {
         let recorded = if path.is_absolute() || path.symlink_metadata().is_ok() {
             let abs = std::path::absolute(path)
                 .with_context(|| format!("invalid path {}", path.display()))?;
-            repo_core::backup::normalize_path(&abs).into_os_string()
+            repo_core::unstable::backup::normalize_path(&abs).into_os_string()
         } else {
             p.clone()
         };

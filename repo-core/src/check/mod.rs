@@ -283,7 +283,7 @@ pub struct Problem {
     /// Snapshots with files (or trees) that depend on the damaged object.
     pub snapshots: Vec<SnapshotId>,
     /// Those files and directories (paths in the snapshots, lossy UTF-8),
-    /// sorted, at most [`MAX_PATHS_PER_PROBLEM`].
+    /// sorted, at most 1000.
     pub paths: Vec<String>,
     /// Affected paths not listed.
     pub paths_omitted: u64,

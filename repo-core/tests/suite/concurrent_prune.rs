@@ -4,8 +4,8 @@
 use std::fs;
 use std::time::Duration;
 
-use repo_core::check::{CheckOptions, ReadData};
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::check::{CheckOptions, ReadData};
+use repo_core::unstable::prune::PruneOptions;
 use repo_core::{NoProgress, ObjectKind, SnapshotFilter};
 
 use super::{init_repo, open_repo, random_bytes};

@@ -6,9 +6,10 @@
 //! naming the object; nothing panics, and a restore never writes wrong
 //! bytes: every file it leaves is the expected content or a prefix of it.
 
+use repo_core::unstable::{MemoryBackendInternals as _, RepositoryInternals as _};
 use std::collections::BTreeMap;
 
-use repo_core::blob::BlobKind;
+use repo_core::unstable::blob::BlobKind;
 use repo_core::{
     Backend, CheckOptions, MemoryBackend, NoProgress, ObjectKind, OpenOptions, ReadData,
     Repository, SnapshotId,

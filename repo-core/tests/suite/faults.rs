@@ -13,9 +13,9 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use repo_core::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
-use repo_core::forget::RetentionPolicy;
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
+use repo_core::unstable::forget::RetentionPolicy;
+use repo_core::unstable::prune::PruneOptions;
 use repo_core::{
     Backend, CheckOptions, Error, GroupBy, InitOptions, MemoryBackend, NoProgress, ObjectKind,
     OpenOptions, ReadData, Repository, SnapshotFilter, SnapshotId,
@@ -179,7 +179,7 @@ struct Base {
     backend: MemoryBackend,
     model: Model,
     oldest: SnapshotId,
-    second: repo_core::id::KeyId,
+    second: repo_core::unstable::id::KeyId,
     next: Files,
     dir: tempfile::TempDir,
 }
@@ -269,7 +269,7 @@ fn forget_oldest(r: &Repository) -> repo_core::Result<()> {
     let plan = r.forget_plan(
         &policy,
         GroupBy::NONE,
-        time::UtcOffset::UTC,
+        repo_core::UtcOffset::UTC,
         &SnapshotFilter::default(),
     )?;
     r.forget(&plan).map(|_| ())
@@ -717,7 +717,7 @@ impl Backend for Racing {
         &self,
         k: ObjectKind,
         n: &str,
-    ) -> Result<repo_core::backend::ObjectInfo, repo_core::BackendError> {
+    ) -> Result<repo_core::unstable::backend::ObjectInfo, repo_core::BackendError> {
         self.inner.stat(k, n)
     }
     fn write(&self, k: ObjectKind, n: &str, d: &[u8]) -> Result<(), repo_core::BackendError> {
@@ -726,7 +726,7 @@ impl Backend for Racing {
     fn list(
         &self,
         k: ObjectKind,
-    ) -> Result<Vec<repo_core::backend::ObjectInfo>, repo_core::BackendError> {
+    ) -> Result<Vec<repo_core::unstable::backend::ObjectInfo>, repo_core::BackendError> {
         let listed = self.inner.list(k)?;
         if k == self.on {
             let hook = self.hook.lock().unwrap().take();

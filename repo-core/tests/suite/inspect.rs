@@ -1,5 +1,6 @@
 //! Inspecting snapshots: diff, find and stats (issue 3, "Inspect and repair").
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -7,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use repo_core::backend::ObjectInfo;
-use repo_core::inspect::{Change, MetadataField, StatsMode};
+use repo_core::unstable::backend::ObjectInfo;
+use repo_core::unstable::inspect::{Change, MetadataField, StatsMode};
 use repo_core::{
     Backend, BackendError, InitOptions, LocalBackend, NodeKind, ObjectKind, Repository,
     SnapshotEntry,

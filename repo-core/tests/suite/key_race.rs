@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use repo_core::backend::{BackendError, ObjectInfo};
+use repo_core::unstable::backend::{BackendError, ObjectInfo};
 use repo_core::{Backend, LocalBackend, ObjectKind, OpenOptions, Repository};
 
 use super::{init_repo, open_repo, weak_kdf};

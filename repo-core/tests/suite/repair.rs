@@ -1,10 +1,11 @@
 //! Repair: the index is rebuilt from packs; damaged packs are salvaged and
 //! snapshots rewritten so every unaffected file still restores (issue 3).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repo_core::repair::{DAMAGED_XATTR, REPAIRED_TAG};
+use repo_core::unstable::repair::{DAMAGED_XATTR, REPAIRED_TAG};
 use repo_core::{BlobId, SnapshotFilter};
 
 use super::{init_repo, open_repo, random_bytes, text_lines};

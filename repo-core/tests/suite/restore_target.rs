@@ -1,6 +1,7 @@
 //! Restoring into a target that is not empty, or that others can reach
 //! (issue 12 items 6 and 7, issue 11 item 7; SPEC §16).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
