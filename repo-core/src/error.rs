@@ -1,5 +1,9 @@
 //! The library's public error type: matchable variants for what a caller
 //! must tell apart (exit codes, retries), wrapping each layer's error.
+//!
+//! Messages state what happened and name the object; they never tell the
+//! user which command to run next: that advice belongs to the frontend (the
+//! `cairn` CLI adds it when it prints an error).
 
 use std::io;
 use std::path::PathBuf;
@@ -19,7 +23,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No repository config at the location.
-    #[error("no cairn repository at {0} (run `cairn init` first?)")]
+    #[error("no cairn repository at {0}")]
     NotARepository(String),
     /// `init` found an existing repository.
     #[error("a repository already exists at {0}")]
@@ -50,8 +54,7 @@ pub enum Error {
     /// The key unlocked the current session; removing it is refused so a
     /// typo cannot lock the user out mid-session.
     #[error(
-        "refusing to remove key {}: it is the key this session was opened with \
-         (open the repository with another key's password, or use `cairn key passwd` to replace it)",
+        "refusing to remove key {}: it is the key this session was opened with",
         .0.short()
     )]
     KeyInUse(crate::id::KeyId),
@@ -59,7 +62,7 @@ pub enum Error {
     #[error("path {0:?} not found in the snapshot")]
     PathNotFound(String),
     /// A blob the snapshot needs is not in any index.
-    #[error("blob {0} is not in the index (lost data; run `cairn check`)")]
+    #[error("blob {0} is not in the index (lost data)")]
     BlobNotFound(BlobId),
     /// A pack could not be parsed or a blob in it failed verification.
     #[error("pack {pack} is corrupt: {reason}")]
@@ -71,9 +74,7 @@ pub enum Error {
     },
     /// A blob names a compression dictionary that is missing or damaged
     /// (SPEC §30): every blob compressed with it is unreadable.
-    #[error(
-        "blob {blob} needs dictionary {dict}, which is unavailable: {reason} (run `cairn check`)"
-    )]
+    #[error("blob {blob} needs dictionary {dict}, which is unavailable: {reason}")]
     DictionaryUnavailable {
         /// The dictionary reference, in hex.
         dict: String,
@@ -135,4 +136,33 @@ pub enum Error {
     /// Cryptographic failure.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Library messages name what happened; advice such as "run `cairn
+    /// check`" is the CLI's (STYLE §4.18).
+    #[test]
+    fn messages_carry_no_cli_advice() {
+        let id = BlobId::from_bytes([1; 32]);
+        let key = crate::id::KeyId::from_bytes([2; 32]);
+        let errors = [
+            Error::NotARepository("/r".into()),
+            Error::KeyInUse(key),
+            Error::LastKey(key),
+            Error::BlobNotFound(id),
+            Error::DictionaryUnavailable {
+                dict: "00".into(),
+                blob: id,
+                reason: "missing".into(),
+            },
+        ];
+        for e in errors {
+            let m = e.to_string();
+            assert!(!m.contains("`cairn"), "{m}");
+            assert!(!m.contains("run `"), "{m}");
+        }
+    }
 }
