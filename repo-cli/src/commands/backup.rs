@@ -29,7 +29,7 @@ struct BackupJson<'a> {
     total_files: u64,
     total_bytes: u64,
     duration_s: f64,
-    warnings: &'a [String],
+    warnings: &'a [repo_core::Warning],
     /// Packs of interrupted backups taken over instead of uploaded again.
     packs_resumed: usize,
 }

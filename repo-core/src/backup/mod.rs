@@ -18,6 +18,7 @@ use crate::progress::{NoProgress, Progress};
 use crate::repository::{self, Repository, SnapshotFilter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::warning::Warning;
 
 /// Stack size of the threads that walk the source tree. A path is at most
 /// `PATH_MAX` (4096) bytes, so at most 2048 directories deep; a debug build
@@ -42,7 +43,7 @@ pub struct BackupOutcome {
     /// The new snapshot.
     pub snapshot: SnapshotEntry,
     /// Entries skipped or read inconsistently (the CLI exits 3 if any).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Packs left unindexed by interrupted backups that this one took over
     /// instead of uploading their blobs again.
     pub packs_resumed: usize,
@@ -97,7 +98,8 @@ impl<'a> Backup<'a> {
         self.stream = Some((name.into(), Box::new(reader)));
         self
     }
-    /// Adds an exclude glob.
+    /// Skips entries matching `pattern` (and everything below a match):
+    /// see [`PathPattern`](crate::PathPattern) for the rules.
     pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
         self.excludes.push(pattern.into());
         self

@@ -37,6 +37,22 @@ const MAX_ITERATIONS: u32 = 100;
 const MAX_PARALLELISM: u32 = 64;
 
 impl KdfParams {
+    /// Deliberately weak parameters (64 KiB, one pass, one lane) for tests
+    /// only: opening a repository then takes microseconds instead of the
+    /// default's ~1 s (several seconds in a debug build). **Never** use it
+    /// for a real repository: it makes guessing the password cheap.
+    ///
+    /// ```
+    /// use repo_core::{InitOptions, KdfParams};
+    /// let opts = InitOptions { kdf: KdfParams::INSECURE_TEST, ..InitOptions::default() };
+    /// # let _ = opts;
+    /// ```
+    pub const INSECURE_TEST: Self = Self {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
     /// Derives a 32-byte key-encryption key from `password` and `salt`.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         if self.memory_kib > MAX_MEMORY_KIB

@@ -16,6 +16,7 @@ mod old_layout;
 mod patterns;
 mod plaintext;
 mod prune;
+mod reader;
 mod repair;
 mod restore_target;
 mod resume;
@@ -28,11 +29,7 @@ use repo_core::{InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
 
 /// Cheap argon2 so tests stay fast; production defaults are tested elsewhere.
 pub fn weak_kdf() -> KdfParams {
-    KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    }
+    KdfParams::INSECURE_TEST
 }
 
 /// A fresh local repository at `dir/repo` with password `pw`.
