@@ -98,7 +98,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<Error>() {
             match e {
                 Error::NotARepository(_) => return exit::NO_REPOSITORY,
-                Error::WrongPassword | Error::Crypto(CryptoError::WrongPassword) => {
+                Error::WrongPassword
+                | Error::KeysNotTried(_)
+                | Error::Crypto(CryptoError::WrongPassword) => {
                     return exit::WRONG_PASSWORD;
                 }
                 _ => {}
@@ -124,7 +126,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 "open the repository with another key's password, \
                  or use `cairn key passwd` to replace this key",
             ),
-            Error::BlobNotFound(_) | Error::DictionaryUnavailable { .. } => {
+            Error::BlobNotFound(_)
+            | Error::TreeAsContent(_)
+            | Error::DictionaryUnavailable { .. } => {
                 Some("run `cairn check` to see what is damaged")
             }
             _ => None,

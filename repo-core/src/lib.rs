@@ -117,7 +117,7 @@ mod warning;
 pub mod unstable;
 
 // The repository and its options.
-pub use crypto::KdfParams;
+pub use crypto::{KdfBudget, KdfParams};
 pub use id::{KeyId, RepoId};
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
