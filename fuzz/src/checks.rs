@@ -134,7 +134,7 @@ pub fn blob_ad(kind: BlobKind, id: &BlobId) -> Vec<u8> {
 pub fn blob_id(kind: BlobKind, plain: &[u8]) -> BlobId {
     match kind {
         BlobKind::Data => hasher().chunk_id(plain),
-        BlobKind::Tree => hasher().tree_id(plain),
+        BlobKind::Tree => hasher().tree_id(plain).into(),
     }
 }
 

@@ -222,19 +222,19 @@ impl Repository {
         let mut seen: HashSet<BlobId> = HashSet::new();
         let mut stack = Vec::new();
         for s in self.snapshots()? {
-            if seen.insert(s.snapshot.tree) {
+            if seen.insert(s.snapshot.tree.as_blob()) {
                 stack.push(s.snapshot.tree);
             }
         }
         while let Some(t) = stack.pop() {
-            let tree = match (self.index().lookup(&t)?, extra.get(&t)) {
+            let tree = match (self.index().lookup(&t.as_blob())?, extra.get(&t.as_blob())) {
                 (None, Some(loc)) => Tree::decode(&self.read_blob_at(loc)?)?,
                 _ => self.load_tree(&t)?,
             };
             for n in tree.nodes {
                 if n.kind == NodeKind::Dir {
                     if let Some(sub) = n.subtree
-                        && seen.insert(sub)
+                        && seen.insert(sub.as_blob())
                     {
                         stack.push(sub);
                     }

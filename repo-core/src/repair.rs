@@ -245,10 +245,10 @@ impl Repository {
             match n.kind {
                 NodeKind::Dir => {
                     let Some(sub) = n.subtree else { continue };
-                    if self.index().lookup(&sub)?.is_none() {
+                    if self.index().lookup(&sub.as_blob())?.is_none() {
                         let empty = Tree::default().encode();
                         let eid = self.hasher().tree_id(&empty);
-                        packer.save(BlobKind::Tree, eid, &empty)?;
+                        packer.save(BlobKind::Tree, eid.as_blob(), &empty)?;
                         n.subtree = Some(eid);
                         mark_damaged(n, 1);
                         damaged.push((p, 1));
@@ -279,7 +279,7 @@ impl Repository {
             tree.sort();
             let bytes = tree.encode();
             let new = self.hasher().tree_id(&bytes);
-            packer.save(BlobKind::Tree, new, &bytes)?;
+            packer.save(BlobKind::Tree, new.as_blob(), &bytes)?;
             Some(new)
         } else {
             None

@@ -479,7 +479,7 @@ impl Repository {
         for (kind, plain) in blobs {
             let id = match kind {
                 BlobKind::Data => self.hasher.chunk_id(plain),
-                BlobKind::Tree => self.hasher.tree_id(plain),
+                BlobKind::Tree => self.hasher.tree_id(plain).as_blob(),
             };
             packer.save(*kind, id, plain)?;
             ids.push(id);
@@ -655,11 +655,11 @@ impl Repository {
 
     /// Loads and decodes a tree.
     pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
-        let bytes = self.read_blob(id)?;
+        let bytes = self.read_blob(&id.as_blob())?;
         Tree::decode(&bytes).map_err(|e| Error::CorruptPack {
             pack: self
                 .index
-                .lookup(id)
+                .lookup(&id.as_blob())
                 .ok()
                 .flatten()
                 .map(|l| l.pack)

@@ -263,7 +263,7 @@ mod seeds {
     use repo_core::unstable::crypto::{KdfParams, KeyFile, MasterKey};
     use repo_core::unstable::encoding;
     use repo_core::unstable::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
-    use repo_core::unstable::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
+    use repo_core::unstable::id::{BlobId, IndexId, PackId, RepoId, SnapshotId, TreeId};
     use repo_core::unstable::index::{IndexFile, IndexPack};
     use repo_core::unstable::mark::MarkFile;
     use repo_core::unstable::pack::{PackEntry, PackHeader, PackWriter};
@@ -343,7 +343,7 @@ mod seeds {
             },
         ];
         let mut dir = Node::new(b"dir".to_vec(), NodeKind::Dir);
-        dir.subtree = Some(BlobId::from_bytes([3; 32]));
+        dir.subtree = Some(TreeId::from_bytes([3; 32]));
         let mut link = Node::new(b"link\xff\n".to_vec(), NodeKind::Symlink);
         link.symlink_target = b"../elsewhere".to_vec();
         let mut dev = Node::new(b"null".to_vec(), NodeKind::CharDevice);
@@ -373,7 +373,7 @@ mod seeds {
             paths: vec![b"/srv/data".to_vec(), b"/home/\xff".to_vec()],
             tags: vec!["daily".into(), "db".into()],
             parent: Some(SnapshotId::from_bytes([4; 32])),
-            tree: BlobId::from_bytes([5; 32]),
+            tree: TreeId::from_bytes([5; 32]),
             program_version: "cairn 0.1.0".into(),
             summary: SnapshotSummary {
                 files_new: 3,

@@ -339,7 +339,7 @@ impl<'a> Archiver<'a> {
             )));
         }
         let id = self.repo.hasher().tree_id(&bytes);
-        let added = self.packer.save(BlobKind::Tree, id, &bytes)?;
+        let added = self.packer.save(BlobKind::Tree, id.as_blob(), &bytes)?;
         if added > 0 {
             self.stats.tree_blobs.fetch_add(1, Relaxed);
             self.stats

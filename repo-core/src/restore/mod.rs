@@ -840,7 +840,7 @@ mod tests {
         let bytes = Tree { nodes: vec![node] }.encode();
         let root = repo.hasher().tree_id(&bytes);
         let packer = repo.packer();
-        packer.save(BlobKind::Tree, root, &bytes).unwrap();
+        packer.save(BlobKind::Tree, root.as_blob(), &bytes).unwrap();
         packer.flush_all().unwrap();
         let mut crafted = snap.snapshot.clone();
         crafted.tree = root;

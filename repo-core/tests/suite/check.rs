@@ -124,7 +124,7 @@ fn deleted_pack_fails_structure_naming_pack_and_affected_paths() {
     let data_pack = repo.index().lookup(&node.content[0]).unwrap().unwrap().pack;
     let tree_pack = repo
         .index()
-        .lookup(&snap.snapshot.tree)
+        .lookup(&snap.snapshot.tree.into())
         .unwrap()
         .unwrap()
         .pack;
@@ -471,7 +471,7 @@ fn drill_of_unreadable_snapshot_is_a_recorded_failure() {
     let snap = latest(&repo);
     let tree_pack = repo
         .index()
-        .lookup(&snap.snapshot.tree)
+        .lookup(&snap.snapshot.tree.into())
         .unwrap()
         .unwrap()
         .pack;

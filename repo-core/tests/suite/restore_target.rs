@@ -175,7 +175,7 @@ fn directories_stay_private_until_the_restore_completes() {
         )
         .unwrap();
     let data_pack = repo.locate(&node.content[0]).unwrap().pack;
-    let tree_pack = repo.locate(&snap.snapshot.tree).unwrap().pack;
+    let tree_pack = repo.locate(&snap.snapshot.tree.into()).unwrap().pack;
     assert_ne!(data_pack, tree_pack);
     repo.backend()
         .delete(ObjectKind::Pack, &data_pack.to_hex())
