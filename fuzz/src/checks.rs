@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use repo_core::unstable::SnapshotFile as _;
 use repo_core::unstable::blob::{self, BlobError, BlobKind};
 use repo_core::unstable::cache::runs::{self, Run};
 use repo_core::unstable::chunker::{Chunker, ChunkerParams};

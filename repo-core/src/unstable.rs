@@ -8,8 +8,10 @@
 #![allow(missing_docs)]
 
 use crate::backend::{MemoryBackend, ObjectKind};
+use crate::blob::BlobError;
 use crate::chunker::Chunker;
 use crate::config::Config;
+use crate::crypto::{CryptoError, KdfParams};
 use crate::dict::Dictionaries;
 use crate::error::Result;
 use crate::hash::ContentHasher;
@@ -18,6 +20,7 @@ use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{BlobLocation, PackEntry, PackHeader};
 use crate::prune::{PrunePlan, PruneStep, PruneSummary};
 use crate::repository::Repository;
+use crate::snapshot::Snapshot;
 
 macro_rules! door {
     ($($m:ident),*) => { $(
@@ -96,6 +99,40 @@ impl RepositoryInternals for Repository {
     }
     fn prune_until(&self, plan: PrunePlan, stop: Option<PruneStep>) -> Result<PruneSummary> {
         Repository::prune_until(self, plan, stop)
+    }
+}
+
+/// Snapshot files with raw keys, for golden vectors and fuzz targets.
+pub trait SnapshotFile: Sized {
+    fn to_file(&self, key: &[u8; 32]) -> Vec<u8>;
+    fn from_file(key: &[u8; 32], bytes: &[u8]) -> std::result::Result<Self, BlobError>;
+}
+
+impl SnapshotFile for Snapshot {
+    fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+        Snapshot::to_file(self, key)
+    }
+    fn from_file(key: &[u8; 32], bytes: &[u8]) -> std::result::Result<Self, BlobError> {
+        Snapshot::from_file(key, bytes)
+    }
+}
+
+/// The raw key-encryption key, for golden vectors.
+pub trait KdfDerive {
+    fn derive(
+        &self,
+        password: &[u8],
+        salt: &[u8],
+    ) -> std::result::Result<zeroize::Zeroizing<[u8; 32]>, CryptoError>;
+}
+
+impl KdfDerive for KdfParams {
+    fn derive(
+        &self,
+        password: &[u8],
+        salt: &[u8],
+    ) -> std::result::Result<zeroize::Zeroizing<[u8; 32]>, CryptoError> {
+        KdfParams::derive(self, password, salt)
     }
 }
 

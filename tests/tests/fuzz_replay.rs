@@ -255,6 +255,7 @@ replay_tests!(
 
 /// Seed inputs per target, following the layouts documented in `checks.rs`.
 mod seeds {
+    use repo_core::unstable::SnapshotFile as _;
     use repo_core::unstable::blob::{self, BlobKind};
     use repo_core::unstable::cache::runs;
     use repo_core::unstable::chunker::ChunkerParams;

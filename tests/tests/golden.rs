@@ -28,6 +28,7 @@ use repo_core::unstable::index::{IndexFile, IndexPack};
 use repo_core::unstable::pack::{PackEntry, PackHeader};
 use repo_core::unstable::snapshot::{Snapshot, SnapshotSummary};
 use repo_core::unstable::tree::{Node, NodeKind, Tree, Xattr};
+use repo_core::unstable::{KdfDerive as _, SnapshotFile as _};
 
 // --- §20 (a) key derivation -------------------------------------------------
 const CONTEXT_CHUNK_ID: &str = "cairn 2026-11 chunk id key v1";

@@ -113,7 +113,11 @@ impl KdfParams {
     }
 
     /// Derives a 32-byte key-encryption key from `password` and `salt`.
-    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    pub(crate) fn derive(
+        &self,
+        password: &[u8],
+        salt: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         self.check_limits()?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;
