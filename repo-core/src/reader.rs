@@ -40,9 +40,11 @@ impl Read for FileReader<'_> {
             let Some(id) = self.chunks.next() else {
                 return Ok(0);
             };
+            // As `dump_node`: only data blobs may be file content.
             self.buf = self
                 .repo
-                .read_blob(&id)
+                .locate_data(&id)
+                .and_then(|loc| self.repo.read_blob_at(&loc))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             self.pos = 0;
         }

@@ -530,7 +530,7 @@ impl Repository {
     /// Where data blob `id`, named in a file's content, is: like
     /// [`Repository::locate`], but a tree blob is refused, so a forged
     /// content list cannot restore a directory listing as file data.
-    pub fn locate_data(&self, id: &BlobId) -> Result<BlobLocation> {
+    pub(crate) fn locate_data(&self, id: &BlobId) -> Result<BlobLocation> {
         let loc = self.locate(id)?;
         if loc.entry.kind != BlobKind::Data {
             return Err(Error::TreeAsContent(*id));

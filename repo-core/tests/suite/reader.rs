@@ -85,3 +85,35 @@ fn a_damaged_chunk_is_an_io_error_never_wrong_bytes() {
     assert!(back.len() < data.len());
     assert!(back == data[..back.len()], "wrong bytes returned");
 }
+
+/// File content naming a tree blob (a forged snapshot) is refused, as by
+/// `dump_node` and restore: the reader never returns a directory listing
+/// as file data.
+#[test]
+fn content_naming_a_tree_blob_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = init_repo(d.path());
+    let inner = repo_core::Tree {
+        nodes: vec![repo_core::Node::new(
+            b"x".to_vec(),
+            repo_core::NodeKind::File,
+        )],
+    }
+    .encode();
+    let ids = repo
+        .forge_blobs(&[(repo_core::unstable::blob::BlobKind::Tree, &inner)])
+        .unwrap();
+    let mut f = repo_core::Node::new(b"f".to_vec(), repo_core::NodeKind::File);
+    f.content = ids;
+    f.size = inner.len() as u64;
+    let (back, end) = read_in_pieces(repo.read_node(&f).unwrap());
+    let err = end.unwrap_err();
+    assert!(back.is_empty());
+    let inner_err = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<repo_core::Error>());
+    assert!(
+        matches!(inner_err, Some(repo_core::Error::TreeAsContent(_))),
+        "{err:?}"
+    );
+}
