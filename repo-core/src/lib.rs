@@ -133,7 +133,7 @@ pub use check::{
     CheckOptions, CheckReport, CheckSummary, DrillFailure, DrillOptions, DrillReport, DrillSummary,
     IntegrityReport, MerkleRoot, Problem, ProblemKind, ReadData, Sample,
 };
-pub use repair::{DamagedPath, RepairIndexReport, RepairSnapshotsReport};
+pub use repair::{DamagedPath, RepairIndexOptions, RepairIndexReport, RepairSnapshotsReport};
 
 // Forget and prune: plan first, then execute.
 pub use forget::{

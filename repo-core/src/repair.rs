@@ -59,13 +59,22 @@ pub struct RepairSnapshotsReport {
     pub damaged: Vec<DamagedPath>,
 }
 
+/// Options for [`Repository::repair_index`].
+#[derive(Debug, Clone, Default)]
+pub struct RepairIndexOptions {
+    /// Read every pack whole and verify its blobs, instead of trusting the
+    /// pack headers.
+    pub read_data: bool,
+}
+
 impl Repository {
     /// Rebuilds the index from the pack headers. With `read_data`, every pack
     /// is read whole: a pack whose bytes do not hash to its name has each
     /// blob verified, the good ones copied into new packs and the bad ones
     /// dropped. Packs condemned by a pending prune mark are left out, as the
     /// prune that marked them decided.
-    pub fn repair_index(&self, read_data: bool) -> Result<RepairIndexReport> {
+    pub fn repair_index(&self, opts: &RepairIndexOptions) -> Result<RepairIndexReport> {
+        let read_data = opts.read_data;
         let mut report = RepairIndexReport::default();
         let key = self.data_key();
         let condemned: HashSet<PackId> = self.marked_pack_ids()?;

@@ -346,7 +346,7 @@ fn ops() -> Vec<Op> {
             name: "repair-index",
             password: b"pw",
             prepare: no_prep,
-            run: |r, _| r.repair_index(false).map(|_| ()),
+            run: |r, _| r.repair_index(&Default::default()).map(|_| ()),
             passwords: &[b"pw"],
             done: |_, _| {},
         },

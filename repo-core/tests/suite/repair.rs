@@ -65,7 +65,7 @@ fn repair_index_rebuilds_a_deleted_index() {
         .unwrap();
     assert!(repo.restore(&snap).to(d.path().join("x")).run().is_err());
     // ...after `repair index` everything does.
-    let report = repo.repair_index(false).unwrap();
+    let report = repo.repair_index(&Default::default()).unwrap();
     assert!(
         report.packs_indexed >= 2 && report.blobs_lost.is_empty(),
         "{report:?}"
@@ -107,7 +107,9 @@ fn a_flipped_byte_costs_one_file_and_repair_keeps_the_rest() {
     drop(repo);
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let report = repo.repair_index(true).unwrap();
+    let report = repo
+        .repair_index(&repo_core::RepairIndexOptions { read_data: true })
+        .unwrap();
     assert_eq!(report.blobs_lost, vec![victim], "{report:?}");
     assert_eq!(report.packs_salvaged, vec![loc.pack]);
     assert!(!pack_path.exists(), "the damaged pack stays in place");
