@@ -159,7 +159,7 @@ pub use progress::{NoProgress, Progress};
 pub use blob::BlobError;
 pub use cache::{CacheError, SqliteError};
 pub use crypto::CryptoError;
-pub use error::{Error, Result};
+pub use error::{Error, Result, WarnFn, Warnings};
 pub use format::FormatError;
 pub use warning::Warning;
 

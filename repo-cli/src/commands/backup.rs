@@ -30,6 +30,9 @@ struct BackupJson<'a> {
     total_bytes: u64,
     duration_s: f64,
     warnings: &'a [repo_core::Warning],
+    /// Damaged repository files skipped (also on stderr); the snapshot is
+    /// complete, so they do not change the exit code (SPEC §13).
+    repository_warnings: Vec<String>,
     /// Packs of interrupted backups taken over instead of uploaded again.
     packs_resumed: usize,
 }
@@ -83,7 +86,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &BackupArgs) -> Result<Status> {
         b.run()?
     };
     progress.finish();
-    report(out, &outcome)?;
+    report(out, &outcome, repo.warnings())?;
     Ok(if outcome.warnings.is_empty() {
         Status::Ok
     } else {
@@ -120,7 +123,7 @@ fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
     })
 }
 
-fn report(out: Output, o: &BackupOutcome) -> Result<()> {
+fn report(out: Output, o: &BackupOutcome, repository_warnings: Vec<String>) -> Result<()> {
     let s = &o.snapshot.snapshot.summary;
     if out.json {
         out.json_value(&BackupJson {
@@ -139,6 +142,7 @@ fn report(out: Output, o: &BackupOutcome) -> Result<()> {
             total_bytes: s.total_bytes,
             duration_s: output::seconds(s.duration_ns),
             warnings: &o.warnings,
+            repository_warnings,
             packs_resumed: o.packs_resumed,
         })?;
         return Ok(());
