@@ -126,6 +126,17 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 "open the repository with another key's password, \
                  or use `cairn key passwd` to replace this key",
             ),
+            Error::Damaged {
+                kind: repo_core::ObjectKind::Index,
+                ..
+            } => Some("run `cairn repair index` first"),
+            Error::Damaged {
+                kind: repo_core::ObjectKind::Snapshot,
+                ..
+            } => Some("remove it with `cairn repair snapshots --forget-damaged` first"),
+            Error::LostPack { .. } => {
+                Some("run `cairn repair index`, then `cairn repair snapshots`, and back up again")
+            }
             Error::BlobNotFound(_)
             | Error::TreeAsContent(_)
             | Error::DictionaryUnavailable { .. } => {

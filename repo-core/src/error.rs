@@ -111,7 +111,7 @@ pub enum Error {
     /// An operation that deletes or rewrites data refuses to run while a
     /// file it must read is damaged: what it cannot read it would treat as
     /// unused or lost.
-    #[error("refusing to {op}: {kind} {name} is damaged ({remedy})")]
+    #[error("refusing to {op}: {kind} {name} is damaged")]
     Damaged {
         /// The operation refused.
         op: &'static str,
@@ -119,15 +119,10 @@ pub enum Error {
         kind: ObjectKind,
         /// Its name.
         name: String,
-        /// What restores service.
-        remedy: &'static str,
     },
     /// A backup would reuse a blob whose indexed pack the storage no
     /// longer lists (SPEC §15): its snapshot could not be restored.
-    #[error(
-        "blob {blob} is indexed in pack {pack}, which the storage no longer lists \
-         (lost data; run `cairn repair index`, then `cairn repair snapshots`, and back up again)"
-    )]
+    #[error("blob {blob} is indexed in pack {pack}, which the storage no longer lists (lost data)")]
     LostPack {
         /// The blob the backup needed.
         blob: BlobId,
@@ -242,6 +237,15 @@ mod tests {
             Error::LastKey(key),
             Error::BlobNotFound(id),
             Error::TreeAsContent(id),
+            Error::LostPack {
+                blob: id,
+                pack: crate::id::PackId::from_bytes([3; 32]),
+            },
+            Error::Damaged {
+                op: "prune",
+                kind: ObjectKind::Index,
+                name: "ab".into(),
+            },
             Error::DictionaryUnavailable {
                 dict: "00".into(),
                 blob: id,

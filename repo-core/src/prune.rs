@@ -223,7 +223,6 @@ fn refuse(e: Error) -> Error {
             op: "prune",
             kind: ObjectKind::Index,
             name,
-            remedy: "run `cairn repair index` first",
         },
         e => e,
     }
@@ -659,8 +658,7 @@ impl Repository {
         beats.retain(|h| {
             if h.is_future(now) {
                 self.warn(format!(
-                    "ignored heartbeat locks/{} dated in the storage's future \
-                     (delete it; `cairn check` reports it)",
+                    "ignored heartbeat locks/{} dated in the storage's future",
                     h.name
                 ));
                 sum.heartbeats_ignored.push(h.name.clone());

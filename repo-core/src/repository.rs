@@ -420,10 +420,7 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let (out, damaged) = self.snapshots_and_damaged()?;
         for (name, e) in damaged {
-            self.warn(format!(
-                "skipped damaged snapshot {name} (remove it with \
-                 `cairn repair snapshots --forget-damaged`): {e}"
-            ));
+            self.warn(format!("skipped damaged snapshot {name}: {e}"));
         }
         Ok(out)
     }
@@ -459,7 +456,6 @@ impl Repository {
                 op,
                 kind: ObjectKind::Index,
                 name,
-                remedy: "run `cairn repair index` first",
             }),
             None => Ok(()),
         }
@@ -474,7 +470,6 @@ impl Repository {
                 op,
                 kind: ObjectKind::Snapshot,
                 name,
-                remedy: "remove it with `cairn repair snapshots --forget-damaged` first",
             });
         }
         Ok(out)

@@ -344,8 +344,8 @@ fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
         .collect();
     for p in &lost {
         repo.warn(format!(
-            "pack {p} is indexed but missing from the storage (lost data; run \
-             `cairn repair index`): this backup fails rather than reuse a blob from it"
+            "pack {p} is indexed but missing from the storage (lost data): \
+             this backup fails rather than reuse a blob from it"
         ));
     }
     repo.index().set_lost_packs(lost);

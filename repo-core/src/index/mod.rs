@@ -178,7 +178,7 @@ impl Index {
             for (name, e) in &damaged {
                 self.warnings.warn(format!(
                     "skipped damaged index file {name} (its packs count as unindexed until \
-                     `cairn repair index`): {e}"
+                     the index is repaired): {e}"
                 ));
             }
             *self.damaged.lock().unwrap_or_else(|e| e.into_inner()) = damaged;
