@@ -15,6 +15,7 @@ use crate::cache::CacheError;
 use crate::crypto::CryptoError;
 use crate::format::FormatError;
 use crate::id::{BlobId, PackId};
+use crate::warning::Warning;
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -178,13 +179,13 @@ fn short_ids(ids: &[crate::id::KeyId]) -> String {
 }
 
 /// Receives each warning as it happens (the CLI prints it on stderr).
-pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
+pub type WarnFn = Arc<dyn Fn(&Warning) + Send + Sync>;
 
 /// Warnings of one repository session: damaged files skipped so that the
 /// rest of the repository stays usable. Each message is kept once.
 #[derive(Default)]
 pub struct Warnings {
-    seen: Mutex<Vec<String>>,
+    seen: Mutex<Vec<Warning>>,
     sink: Option<WarnFn>,
 }
 
@@ -204,7 +205,7 @@ impl Warnings {
     }
 
     /// Records `msg` (and passes it on) unless it was recorded before.
-    pub fn warn(&self, msg: String) {
+    pub fn warn(&self, msg: Warning) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.contains(&msg) {
             return;
@@ -216,7 +217,7 @@ impl Warnings {
     }
 
     /// Every warning so far, in order.
-    pub fn list(&self) -> Vec<String> {
+    pub fn list(&self) -> Vec<Warning> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -307,7 +307,9 @@ impl Repository {
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
         let marks = load_marks(self.backend(), self.data_key())?;
         for (_, _, e) in &marks.damaged {
-            self.warn(format!("skipped damaged prune mark: {e}"));
+            self.warn(crate::warning::Warning::DamagedPruneMark {
+                reason: e.to_string(),
+            });
         }
         Ok(marks.good)
     }
@@ -614,7 +616,9 @@ impl Repository {
         // again as unindexed). It is kept for the grace period, by the
         // storage clock, so `check` can report it first.
         for (name, t, e) in loaded.damaged {
-            self.warn(format!("skipped damaged prune mark: {e}"));
+            self.warn(crate::warning::Warning::DamagedPruneMark {
+                reason: e.to_string(),
+            });
             if old_enough(t) && !is_future(t, now) {
                 match self.backend().delete(ObjectKind::Mark, &name) {
                     Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -644,9 +648,10 @@ impl Repository {
                 Err(e) if !e.is_not_found() => return Err(e.into()),
                 _ => {}
             }
-            self.warn(format!(
-                "prune mark {name} was dated in the storage's future; rewritten as {new_name}"
-            ));
+            self.warn(crate::warning::Warning::FuturePruneMark {
+                name: name.clone(),
+                new_name: new_name.clone(),
+            });
             sum.marks_redated.push(name);
             sum.marks_postponed += 1;
         }
@@ -657,10 +662,9 @@ impl Repository {
         let mut beats = Heartbeat::list(self.backend())?;
         beats.retain(|h| {
             if h.is_future(now) {
-                self.warn(format!(
-                    "ignored heartbeat locks/{} dated in the storage's future",
-                    h.name
-                ));
+                self.warn(crate::warning::Warning::FutureHeartbeat {
+                    name: h.name.clone(),
+                });
                 sum.heartbeats_ignored.push(h.name.clone());
                 return false;
             }

@@ -215,9 +215,10 @@ impl Repository {
                     _ => {}
                 }
             } else {
-                self.warn(format!(
-                    "skipped damaged snapshot {name} (delete it with `--forget-damaged`): {e}"
-                ));
+                self.warn(crate::warning::Warning::DamagedSnapshot {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                });
             }
             report.damaged_files.push(name);
         }

@@ -20,6 +20,7 @@ use crate::index::Index;
 use crate::pack::{BlobLocation, PackHeader, PackWriter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::warning::Warning;
 
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
@@ -402,12 +403,12 @@ impl Repository {
     }
 
     /// Warnings of this session so far: damaged files skipped (SPEC §13).
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<Warning> {
         self.warnings.list()
     }
 
     /// Records a warning of this session.
-    pub(crate) fn warn(&self, msg: String) {
+    pub(crate) fn warn(&self, msg: Warning) {
         self.warnings.warn(msg);
     }
 
@@ -420,7 +421,10 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let (out, damaged) = self.snapshots_and_damaged()?;
         for (name, e) in damaged {
-            self.warn(format!("skipped damaged snapshot {name}: {e}"));
+            self.warn(Warning::DamagedSnapshot {
+                name,
+                reason: e.to_string(),
+            });
         }
         Ok(out)
     }

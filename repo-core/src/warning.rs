@@ -1,10 +1,13 @@
-//! Typed warnings: problems with single entries that a backup or restore
-//! records and then works around, so the operation still completes.
+//! Typed warnings: problems with single entries, or damaged repository
+//! files, that an operation records and then works around, so it still
+//! completes (SPEC §13).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::ser::SerializeStruct;
+
+use crate::id::{PackId, SnapshotId};
 
 /// A problem with one entry that did not stop the operation. A backup with
 /// warnings still saves its snapshot, without (or with partial) data for
@@ -53,17 +56,63 @@ pub enum Warning {
         /// What was not restored, and why.
         reason: String,
     },
+    /// A damaged index file was skipped: the packs it alone names count as
+    /// unindexed until the index is repaired.
+    DamagedIndexFile {
+        /// The index file's name.
+        name: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// A damaged snapshot file was skipped.
+    DamagedSnapshot {
+        /// The snapshot file's name.
+        name: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// A damaged prune mark was skipped.
+    DamagedPruneMark {
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// The parent snapshot's tree is unreadable: every file is read again.
+    UnreadableParent {
+        /// The parent snapshot.
+        snapshot: SnapshotId,
+        /// Why its tree cannot be read.
+        reason: String,
+    },
+    /// A heartbeat lock dated in the storage's future was ignored.
+    FutureHeartbeat {
+        /// The lock's name.
+        name: String,
+    },
+    /// A prune mark dated in the storage's future was rewritten.
+    FuturePruneMark {
+        /// The mark's name.
+        name: String,
+        /// The name of the rewritten mark.
+        new_name: String,
+    },
+    /// A pack the index names is missing from the storage (lost data); a
+    /// backup fails rather than reuse a blob from it.
+    MissingPack {
+        /// The missing pack.
+        pack: PackId,
+    },
 }
 
 impl Warning {
-    /// The entry concerned.
-    pub fn path(&self) -> &Path {
+    /// The file-system entry concerned, for warnings about one.
+    pub fn path(&self) -> Option<&Path> {
         match self {
             Self::Unreadable { path, .. }
             | Self::UnreadableXattrs { path, .. }
             | Self::SizeChanged { path, .. }
             | Self::ModifiedWhileReading { path }
-            | Self::NotRestored { path, .. } => path,
+            | Self::NotRestored { path, .. } => Some(path),
+            _ => None,
         }
     }
 
@@ -75,13 +124,20 @@ impl Warning {
             Self::SizeChanged { .. } => "size_changed",
             Self::ModifiedWhileReading { .. } => "modified_while_reading",
             Self::NotRestored { .. } => "not_restored",
+            Self::DamagedIndexFile { .. } => "damaged_index_file",
+            Self::DamagedSnapshot { .. } => "damaged_snapshot",
+            Self::DamagedPruneMark { .. } => "damaged_prune_mark",
+            Self::UnreadableParent { .. } => "unreadable_parent",
+            Self::FutureHeartbeat { .. } => "future_heartbeat",
+            Self::FuturePruneMark { .. } => "future_prune_mark",
+            Self::MissingPack { .. } => "missing_pack",
         }
     }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = self.path().display();
+        let p = self.path().unwrap_or(Path::new("")).display();
         match self {
             Self::Unreadable { reason, .. } => write!(f, "{p}: {reason}"),
             Self::UnreadableXattrs { reason, .. } => {
@@ -97,6 +153,33 @@ impl fmt::Display for Warning {
                 write!(f, "{p}: modified while reading; the snapshot holds a mix")
             }
             Self::NotRestored { reason, .. } => write!(f, "{p}: {reason}"),
+            Self::DamagedIndexFile { name, reason } => write!(
+                f,
+                "skipped damaged index file {name} (its packs count as unindexed until \
+                 the index is repaired): {reason}"
+            ),
+            Self::DamagedSnapshot { name, reason } => {
+                write!(f, "skipped damaged snapshot {name}: {reason}")
+            }
+            Self::DamagedPruneMark { reason } => write!(f, "skipped damaged prune mark: {reason}"),
+            Self::UnreadableParent { snapshot, reason } => write!(
+                f,
+                "parent snapshot {} is unreadable, every file is read: {reason}",
+                snapshot.short()
+            ),
+            Self::FutureHeartbeat { name } => write!(
+                f,
+                "ignored heartbeat locks/{name} dated in the storage's future"
+            ),
+            Self::FuturePruneMark { name, new_name } => write!(
+                f,
+                "prune mark {name} was dated in the storage's future; rewritten as {new_name}"
+            ),
+            Self::MissingPack { pack } => write!(
+                f,
+                "pack {pack} is indexed but missing from the storage (lost data): \
+                 this backup fails rather than reuse a blob from it"
+            ),
         }
     }
 }
@@ -105,7 +188,7 @@ impl serde::Serialize for Warning {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Warning", 3)?;
         st.serialize_field("kind", self.kind())?;
-        st.serialize_field("path", &self.path().to_string_lossy())?;
+        st.serialize_field("path", &self.path().map(Path::to_string_lossy))?;
         st.serialize_field("message", &self.to_string())?;
         st.end()
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Top-level modules of repo-core, lowest layer first (STYLE §3).
 const ORDER: &str = "format id encoding crypto hash chunker compress blob pack tree snapshot config \
-    backend cache lock dict error warning pattern index mark repository reader keys progress backup restore check inspect forget \
+    backend cache lock dict warning error pattern index mark repository reader keys progress backup restore check inspect forget \
     prune repair unstable lib";
 
 /// `src` without `//` comments and without `#[cfg(test)] mod … { … }` blocks.

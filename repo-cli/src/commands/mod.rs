@@ -134,7 +134,9 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
         OpenOptions {
             cache_dir: cache_dir(g),
             key: g.key.clone(),
-            on_warning: Some(std::sync::Arc::new(move |m: &str| out.warn(m))),
+            on_warning: Some(std::sync::Arc::new(move |w: &repo_core::Warning| {
+                out.warn(w.to_string())
+            })),
             ..Default::default()
         },
     )

@@ -271,10 +271,10 @@ impl<'a> Backup<'a> {
                     Some(p) => match self.repo.load_tree(&p.snapshot.tree) {
                         Ok(t) => Some(t),
                         Err(e) => {
-                            self.repo.warn(format!(
-                                "parent snapshot {} is unreadable, every file is read: {e}",
-                                p.id.short()
-                            ));
+                            self.repo.warn(Warning::UnreadableParent {
+                                snapshot: p.id,
+                                reason: e.to_string(),
+                            });
                             None
                         }
                     },
@@ -343,10 +343,7 @@ fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
         .copied()
         .collect();
     for p in &lost {
-        repo.warn(format!(
-            "pack {p} is indexed but missing from the storage (lost data): \
-             this backup fails rather than reuse a blob from it"
-        ));
+        repo.warn(Warning::MissingPack { pack: *p });
     }
     repo.index().set_lost_packs(lost);
     for o in listed {

@@ -87,7 +87,11 @@ fn backup_never_reuses_a_blob_from_a_lost_pack() {
         let e = b.run().unwrap_err();
         assert!(matches!(e, Error::LostPack { .. }), "{e}");
         assert!(e.to_string().contains(&lost), "{e}");
-        assert!(repo.warnings().iter().any(|w| w.contains(&lost)));
+        assert!(
+            repo.warnings()
+                .iter()
+                .any(|w| w.to_string().contains(&lost))
+        );
         assert_eq!(
             repo.snapshots().unwrap().len(),
             before,
@@ -151,7 +155,7 @@ fn a_future_dated_heartbeat_is_ignored_named_and_reported() {
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
     assert!(sum.packs_deleted > 0, "{sum:?}");
     assert_eq!(sum.heartbeats_ignored, vec![name.to_string()]);
-    assert!(repo.warnings().iter().any(|w| w.contains(name)));
+    assert!(repo.warnings().iter().any(|w| w.to_string().contains(name)));
     restores_exactly(&repo, &src, &d.path().join("out"));
 
     // A live heartbeat that started before the mark still holds it back.
@@ -198,7 +202,11 @@ fn a_garbage_mark_is_reported_skipped_and_removed() {
         .prune(repo.prune_plan(&PruneOptions::default()).unwrap())
         .unwrap();
     assert!(sum.marks_damaged_deleted.is_empty());
-    assert!(repo.warnings().iter().any(|w| w.contains(&name)));
+    assert!(
+        repo.warnings()
+            .iter()
+            .any(|w| w.to_string().contains(&name))
+    );
     assert!(mark.exists());
     // Past it (grace zero): deleted, and every mark is swept.
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
@@ -284,7 +292,11 @@ fn a_full_id_reads_only_its_own_snapshot_file() {
         .find_snapshot(&ids[0].to_hex()[..10], &SnapshotFilter::default())
         .unwrap();
     assert_eq!(s.id, ids[0]);
-    assert!(repo.warnings().iter().any(|w| w.contains(&ids[2].to_hex())));
+    assert!(
+        repo.warnings()
+            .iter()
+            .any(|w| w.to_string().contains(&ids[2].to_hex()))
+    );
     // `latest` is the newest readable snapshot.
     let s = repo
         .find_snapshot("latest", &SnapshotFilter::default())

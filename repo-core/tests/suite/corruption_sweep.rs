@@ -417,7 +417,7 @@ fn one_damaged_file_degrades_service_and_repair_restores_it() {
                 .collect();
             // A damaged pack is only met when read: the error names it.
             assert!(
-                pack || repo.warnings().iter().any(|w| named(w)),
+                pack || repo.warnings().iter().any(|w| named(&w.to_string())),
                 "{what}: no warning names {names:?}: {:?}",
                 repo.warnings()
             );

@@ -457,14 +457,26 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
         // naming it (issue 12), and check reports it.
         ObjectKind::Index => {
             let r = Repository::open(b.clone(), b"pw", OpenOptions::default()).unwrap();
-            named(r.warnings().join("\n"));
+            named(
+                r.warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
             let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
             named(format!("{rep}"));
         }
         ObjectKind::Snapshot => {
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.snapshots().unwrap();
-            named(r.warnings().join("\n"));
+            named(
+                r.warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
         }
         ObjectKind::Key => {
             let r = open_any(b, &[b"pw", b"pw2"]);
@@ -478,7 +490,13 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             // Skipped with a warning by prune (issue 12), reported by check.
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.prune_plan(&PruneOptions::default()).unwrap();
-            named(r.warnings().join("\n"));
+            named(
+                r.warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
             let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
             named(format!("{rep}"));
         }
