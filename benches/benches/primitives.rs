@@ -13,14 +13,14 @@ use cairn_testkit::rng::XorShift;
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
-use repo_core::blob::{BlobKind, open_blob, seal_blob};
-use repo_core::cache::Cache;
-use repo_core::chunker::{Chunker, ChunkerParams};
-use repo_core::compress::compress;
-use repo_core::crypto::MasterKey;
-use repo_core::hash::ContentHasher;
-use repo_core::id::{BlobId, PackId};
-use repo_core::pack::{PackEntry, PackWriter};
+use repo_core::unstable::blob::{BlobKind, open_blob, seal_blob};
+use repo_core::unstable::cache::Cache;
+use repo_core::unstable::chunker::{Chunker, ChunkerParams};
+use repo_core::unstable::compress::compress;
+use repo_core::unstable::crypto::MasterKey;
+use repo_core::unstable::hash::ContentHasher;
+use repo_core::unstable::id::{BlobId, PackId};
+use repo_core::unstable::pack::{PackEntry, PackWriter};
 
 const MIB: usize = 1024 * 1024;
 /// Size of the chunker's input.

@@ -15,17 +15,18 @@
 //! system temp dir; it needs about 1.2 GB, plus about 0.9 GB of scratch
 //! files during the check, on a file system with sparse files).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use cairn_testkit::WEAK_KDF;
 use cairn_testkit::rng::XorShift;
-use repo_core::blob::BlobKind;
-use repo_core::check::CheckOptions;
-use repo_core::format::FILE_PREFIX_LEN;
-use repo_core::index::IndexPack;
-use repo_core::pack::PackEntry;
+use repo_core::unstable::blob::BlobKind;
+use repo_core::unstable::check::CheckOptions;
+use repo_core::unstable::format::FILE_PREFIX_LEN;
+use repo_core::unstable::index::IndexPack;
+use repo_core::unstable::pack::PackEntry;
 use repo_core::{BlobId, InitOptions, LocalBackend, NoProgress, OpenOptions, PackId, Repository};
 
 const PASSWORD: &[u8] = b"scale";
@@ -101,7 +102,7 @@ fn generate(dir: &Path, chunks: usize, per_pack: usize) {
     .expect("init");
     let mut rng = XorShift::new(0x5ca1e);
     let mut sample = Vec::new();
-    let per_file = repo_core::index::MAX_INDEX_ENTRIES;
+    let per_file = repo_core::unstable::index::MAX_INDEX_ENTRIES;
     let mut made = 0;
     while made < chunks {
         let n = per_file.min(chunks - made);

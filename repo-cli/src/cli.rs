@@ -856,8 +856,8 @@ pub struct PruneOptionArgs {
 
 impl PruneOptionArgs {
     /// The library's options.
-    pub fn options(&self) -> repo_core::prune::PruneOptions {
-        repo_core::prune::PruneOptions {
+    pub fn options(&self) -> repo_core::PruneOptions {
+        repo_core::PruneOptions {
             max_unused: self.max_unused / 100.0,
             grace: self.grace,
         }
@@ -869,7 +869,7 @@ fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
     if s.trim() == "0" {
         return Ok(std::time::Duration::ZERO);
     }
-    repo_core::forget::parse_duration(s).map_err(|e| e.to_string())
+    repo_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// `cairn prune`.
@@ -932,15 +932,15 @@ pub struct ForgetArgs {
     #[arg(short = 'y', long, value_name = "N", value_parser = parse_keep_count)]
     pub keep_yearly: Option<u32>,
     /// Keep snapshots less than DURATION older than the group's newest (e.g. 30d, 1y2m, 12h).
-    #[arg(long, value_name = "DURATION", value_parser = repo_core::forget::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = repo_core::parse_duration)]
     pub keep_within: Option<std::time::Duration>,
     /// Keep snapshots carrying these tags (`a,b` needs both; repeat to keep either).
     #[arg(long = "keep-tag", value_name = "TAG[,TAG]")]
     pub keep_tags: Vec<String>,
     /// Group snapshots by these fields before applying the policy (`""`: one group).
     #[arg(long, value_name = "host,paths,tags", default_value = "host,paths",
-          value_parser = clap::value_parser!(repo_core::forget::GroupBy))]
-    pub group_by: repo_core::forget::GroupBy,
+          value_parser = clap::value_parser!(repo_core::GroupBy))]
+    pub group_by: repo_core::GroupBy,
     /// Show what would be kept and removed, and remove nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -1026,10 +1026,10 @@ pub struct CheckArgs {
     pub read_data: bool,
     /// Read only some packs: `n/m`, `x%` (least recently verified first) or a size like `5G`.
     #[arg(long, value_name = "SUBSET")]
-    pub read_data_subset: Option<repo_core::check::ReadData>,
+    pub read_data_subset: Option<repo_core::ReadData>,
     /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h).
     #[arg(long, value_name = "DURATION", requires = "data",
-          value_parser = repo_core::forget::parse_duration)]
+          value_parser = repo_core::parse_duration)]
     pub max_age: Option<std::time::Duration>,
     /// Start no new pack after DURATION (e.g. 1h, 90min, 1h30min; units d, h, min, s).
     #[arg(long, value_name = "DURATION", requires = "data",
@@ -1045,7 +1045,7 @@ pub struct DrillArgs {
     pub snapshot: String,
     /// Files to restore: `all`, a count (`100`) or a share (`5%`).
     #[arg(long, value_name = "N|x%|all", default_value = "all")]
-    pub sample: repo_core::check::Sample,
+    pub sample: repo_core::Sample,
     /// Seed of the sample, to draw the same files again.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

@@ -63,6 +63,9 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::OK),
         Err(err) => {
             eprintln!("cairn: error: {}", message(&err));
+            if let Some(h) = hint(&err) {
+                eprintln!("cairn: hint: {h}");
+            }
             ExitCode::from(exit_code(&err))
         }
     }
@@ -89,8 +92,8 @@ fn tune_allocator() {}
 
 /// Maps an error to an exit code by finding the library's error in its chain.
 fn exit_code(err: &anyhow::Error) -> u8 {
+    use repo_core::CryptoError;
     use repo_core::Error;
-    use repo_core::crypto::CryptoError;
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
             match e {
@@ -108,6 +111,39 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILURE
+}
+
+/// What to do next, for library errors that have an obvious next step. The
+/// library's messages state only what happened (a GUI has no `cairn`
+/// command); the CLI adds the advice here, in one place.
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    use repo_core::Error;
+    err.chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .and_then(|e| match e {
+            Error::NotARepository(_) => Some("run `cairn init` to create a repository there"),
+            Error::KeyInUse(_) => Some(
+                "open the repository with another key's password, \
+                 or use `cairn key passwd` to replace this key",
+            ),
+            Error::Damaged {
+                kind: repo_core::ObjectKind::Index,
+                ..
+            } => Some("run `cairn repair index` first"),
+            Error::Damaged {
+                kind: repo_core::ObjectKind::Snapshot,
+                ..
+            } => Some("remove it with `cairn repair snapshots --forget-damaged` first"),
+            Error::LostPack { .. } => {
+                Some("run `cairn repair index`, then `cairn repair snapshots`, and back up again")
+            }
+            Error::BlobNotFound(_)
+            | Error::TreeAsContent(_)
+            | Error::DictionaryUnavailable { .. } => {
+                Some("run `cairn check` to see what is damaged")
+            }
+            _ => None,
+        })
 }
 
 /// True when stdout was closed by its reader (`cairn ls … | head`): not an
@@ -147,6 +183,15 @@ mod tests {
         let e = anyhow::Error::from(repo_core::Error::NotARepository("/x".into()));
         assert_eq!(exit_code(&e), exit::NO_REPOSITORY);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), exit::FAILURE);
+    }
+
+    #[test]
+    fn library_errors_get_their_hint_in_the_cli() {
+        let e = anyhow::Error::from(repo_core::Error::NotARepository("/x".into())).context("open");
+        assert!(!message(&e).contains("cairn init"));
+        assert!(hint(&e).is_some_and(|h| h.contains("cairn init")));
+        let e = anyhow::Error::from(repo_core::Error::WrongPassword);
+        assert_eq!(hint(&e), None);
     }
 
     #[test]

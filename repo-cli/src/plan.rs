@@ -352,7 +352,7 @@ impl Source {
 /// A duration like `7d` or `12h` (the units of `cairn forget --keep-within`).
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    repo_core::forget::parse_duration(&s).map_err(serde::de::Error::custom)
+    repo_core::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// A run time like `2h`, `90min`, `30s` (the units of `cairn check --max-duration`).
@@ -367,7 +367,7 @@ fn opt_run_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 /// checked here so the error names the line.
 fn opt_duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
-    repo_core::forget::parse_duration(&s).map_err(serde::de::Error::custom)?;
+    repo_core::parse_duration(&s).map_err(serde::de::Error::custom)?;
     Ok(Some(s))
 }
 
@@ -555,7 +555,7 @@ fn validate(plan: &Plan) -> Result<()> {
         if let Some(g) = &r.prune_grace
             && g.trim() != "0"
         {
-            repo_core::forget::parse_duration(g)
+            repo_core::parse_duration(g)
                 .with_context(|| format!("[retention] prune_grace {g:?}"))?;
         }
     }
@@ -564,14 +564,14 @@ fn validate(plan: &Plan) -> Result<()> {
             bail!("[check]: give read_data or read_data_subset, not both");
         }
         if let Some(s) = &c.read_data_subset {
-            s.parse::<repo_core::check::ReadData>()
+            s.parse::<repo_core::ReadData>()
                 .map_err(|e| anyhow::anyhow!("[check] read_data_subset {s:?}: {e}"))?;
         }
     }
     if let Some(d) = &plan.drill
         && let Some(s) = &d.sample
     {
-        s.parse::<repo_core::check::Sample>()
+        s.parse::<repo_core::Sample>()
             .map_err(|e| anyhow::anyhow!("[drill] sample {s:?}: {e}"))?;
     }
     Ok(())

@@ -76,9 +76,9 @@ impl repo_core::Progress for TermProgress {
         }
     }
 
-    fn warn(&self, message: &str) {
+    fn warn(&self, warning: &repo_core::Warning) {
         if !self.out.quiet {
-            self.eprint(&format!("cairn: warning: {message}"));
+            self.eprint(&format!("cairn: warning: {warning}"));
         }
     }
 }

@@ -223,7 +223,7 @@ pub fn open_blob_into_with(
     }
     let actual = match kind {
         BlobKind::Data => hasher.chunk_id(plain),
-        BlobKind::Tree => hasher.tree_id(plain),
+        BlobKind::Tree => hasher.tree_id(plain).as_blob(),
     };
     if actual != *id {
         return Err(BlobError::HashMismatch);

@@ -1,5 +1,9 @@
 //! The library's public error type: matchable variants for what a caller
 //! must tell apart (exit codes, retries), wrapping each layer's error.
+//!
+//! Messages state what happened and name the object; they never tell the
+//! user which command to run next: that advice belongs to the frontend (the
+//! `cairn` CLI adds it when it prints an error).
 
 use std::io;
 use std::path::PathBuf;
@@ -11,6 +15,7 @@ use crate::cache::CacheError;
 use crate::crypto::CryptoError;
 use crate::format::FormatError;
 use crate::id::{BlobId, PackId};
+use crate::warning::Warning;
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -20,7 +25,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No repository config at the location.
-    #[error("no cairn repository at {0} (run `cairn init` first?)")]
+    #[error("no cairn repository at {0}")]
     NotARepository(String),
     /// `init` found an existing repository.
     #[error("a repository already exists at {0}")]
@@ -60,8 +65,7 @@ pub enum Error {
     /// The key unlocked the current session; removing it is refused so a
     /// typo cannot lock the user out mid-session.
     #[error(
-        "refusing to remove key {}: it is the key this session was opened with \
-         (open the repository with another key's password, or use `cairn key passwd` to replace it)",
+        "refusing to remove key {}: it is the key this session was opened with",
         .0.short()
     )]
     KeyInUse(crate::id::KeyId),
@@ -69,11 +73,11 @@ pub enum Error {
     #[error("path {0:?} not found in the snapshot")]
     PathNotFound(String),
     /// A blob the snapshot needs is not in any index.
-    #[error("blob {0} is not in the index (lost data; run `cairn check`)")]
+    #[error("blob {0} is not in the index (lost data)")]
     BlobNotFound(BlobId),
     /// A file's content list names a tree blob: the snapshot is damaged or
     /// forged (a file's content may only be data blobs, SPEC §9.1).
-    #[error("file content names blob {0}, which is a tree, not data (run `cairn check`)")]
+    #[error("file content names blob {0}, which is a tree, not data")]
     TreeAsContent(BlobId),
     /// A pack could not be parsed or a blob in it failed verification.
     #[error("pack {pack} is corrupt: {reason}")]
@@ -85,9 +89,7 @@ pub enum Error {
     },
     /// A blob names a compression dictionary that is missing or damaged
     /// (SPEC §6.4): every blob compressed with it is unreadable.
-    #[error(
-        "blob {blob} needs dictionary {dict}, which is unavailable: {reason} (run `cairn check`)"
-    )]
+    #[error("blob {blob} needs dictionary {dict}, which is unavailable: {reason}")]
     DictionaryUnavailable {
         /// The dictionary reference, in hex.
         dict: String,
@@ -110,7 +112,7 @@ pub enum Error {
     /// An operation that deletes or rewrites data refuses to run while a
     /// file it must read is damaged: what it cannot read it would treat as
     /// unused or lost.
-    #[error("refusing to {op}: {kind} {name} is damaged ({remedy})")]
+    #[error("refusing to {op}: {kind} {name} is damaged")]
     Damaged {
         /// The operation refused.
         op: &'static str,
@@ -118,15 +120,10 @@ pub enum Error {
         kind: ObjectKind,
         /// Its name.
         name: String,
-        /// What restores service.
-        remedy: &'static str,
     },
     /// A backup would reuse a blob whose indexed pack the storage no
     /// longer lists (SPEC §15): its snapshot could not be restored.
-    #[error(
-        "blob {blob} is indexed in pack {pack}, which the storage no longer lists \
-         (lost data; run `cairn repair index`, then `cairn repair snapshots`, and back up again)"
-    )]
+    #[error("blob {blob} is indexed in pack {pack}, which the storage no longer lists (lost data)")]
     LostPack {
         /// The blob the backup needed.
         blob: BlobId,
@@ -182,13 +179,13 @@ fn short_ids(ids: &[crate::id::KeyId]) -> String {
 }
 
 /// Receives each warning as it happens (the CLI prints it on stderr).
-pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
+pub type WarnFn = Arc<dyn Fn(&Warning) + Send + Sync>;
 
 /// Warnings of one repository session: damaged files skipped so that the
 /// rest of the repository stays usable. Each message is kept once.
 #[derive(Default)]
 pub struct Warnings {
-    seen: Mutex<Vec<String>>,
+    seen: Mutex<Vec<Warning>>,
     sink: Option<WarnFn>,
 }
 
@@ -208,7 +205,7 @@ impl Warnings {
     }
 
     /// Records `msg` (and passes it on) unless it was recorded before.
-    pub fn warn(&self, msg: String) {
+    pub fn warn(&self, msg: Warning) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.contains(&msg) {
             return;
@@ -220,7 +217,46 @@ impl Warnings {
     }
 
     /// Every warning so far, in order.
-    pub fn list(&self) -> Vec<String> {
+    pub fn list(&self) -> Vec<Warning> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Library messages name what happened; advice such as "run `cairn
+    /// check`" is the CLI's (STYLE §4.18).
+    #[test]
+    fn messages_carry_no_cli_advice() {
+        let id = BlobId::from_bytes([1; 32]);
+        let key = crate::id::KeyId::from_bytes([2; 32]);
+        let errors = [
+            Error::NotARepository("/r".into()),
+            Error::KeyInUse(key),
+            Error::LastKey(key),
+            Error::BlobNotFound(id),
+            Error::TreeAsContent(id),
+            Error::LostPack {
+                blob: id,
+                pack: crate::id::PackId::from_bytes([3; 32]),
+            },
+            Error::Damaged {
+                op: "prune",
+                kind: ObjectKind::Index,
+                name: "ab".into(),
+            },
+            Error::DictionaryUnavailable {
+                dict: "00".into(),
+                blob: id,
+                reason: "missing".into(),
+            },
+        ];
+        for e in errors {
+            let m = e.to_string();
+            assert!(!m.contains("`cairn"), "{m}");
+            assert!(!m.contains("run `"), "{m}");
+        }
     }
 }

@@ -14,8 +14,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
+use time::OffsetDateTime;
 use time::macros::format_description;
-use time::{OffsetDateTime, UtcOffset};
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
@@ -420,10 +420,40 @@ fn datetime(ns: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// A fixed offset from UTC, in which [`plan_forget`] computes calendar
+/// periods (days, weeks, ...). Prints as `+02:00`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcOffset(time::UtcOffset);
+
+impl UtcOffset {
+    /// UTC itself.
+    pub const UTC: Self = Self(time::UtcOffset::UTC);
+
+    /// The offset `seconds` east of UTC; fails outside ±25:59:59.
+    pub fn from_seconds(seconds: i32) -> Result<Self> {
+        time::UtcOffset::from_whole_seconds(seconds)
+            .map(Self)
+            .map_err(|_| {
+                Error::InvalidArgument(format!("UTC offset of {seconds} s is out of range"))
+            })
+    }
+
+    /// Seconds east of UTC.
+    pub fn seconds(self) -> i32 {
+        self.0.whole_seconds()
+    }
+}
+
+impl std::fmt::Display for UtcOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&offset_string(*self))
+    }
+}
+
 /// The wall-clock fields of `ns` at `offset`. Shifting the instant and
 /// reading it as UTC cannot overflow the way `to_offset` can.
 fn local(ns: i64, offset: UtcOffset) -> OffsetDateTime {
-    let shifted = i128::from(ns) + i128::from(offset.whole_seconds()) * 1_000_000_000;
+    let shifted = i128::from(ns) + i128::from(offset.seconds()) * 1_000_000_000;
     OffsetDateTime::from_unix_timestamp_nanos(shifted).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -437,8 +467,8 @@ fn ser_time<S: Serializer>(ns: &i64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 fn offset_string(o: UtcOffset) -> String {
-    let (h, m, _) = o.as_hms();
-    let sign = if o.is_negative() { '-' } else { '+' };
+    let (h, m, _) = o.0.as_hms();
+    let sign = if o.0.is_negative() { '-' } else { '+' };
     format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs())
 }
 
@@ -827,7 +857,7 @@ mod tests {
     }
 
     const UTC: UtcOffset = UtcOffset::UTC;
-    const PLUS2: UtcOffset = offset!(+2);
+    const PLUS2: UtcOffset = UtcOffset(offset!(+2));
 
     #[test]
     fn calendar_labels_match_positions() {
@@ -1242,7 +1272,7 @@ mod tests {
             keep_last: Some(1),
             ..Default::default()
         };
-        let plan = plan_forget(&cal[..2], &p, GroupBy::default(), offset!(-5)).unwrap();
+        let plan = plan_forget(&cal[..2], &p, GroupBy::default(), UtcOffset(offset!(-5))).unwrap();
         let v = serde_json::to_value(&plan).unwrap();
         assert_eq!(v["utc_offset"], "-05:00");
         let g = &v["groups"][0];

@@ -1,7 +1,7 @@
 //! Keyed BLAKE3 naming of blobs (SPEC §3.1, §6).
 
 use crate::crypto::MasterKey;
-use crate::id::{BlobId, DictId};
+use crate::id::{BlobId, DictId, TreeId};
 
 /// Names blobs with keyed BLAKE3, so ids reveal nothing about plaintext to
 /// anyone without the key.
@@ -34,8 +34,8 @@ impl ContentHasher {
     }
 
     /// Id of an encoded tree.
-    pub fn tree_id(&self, encoded: &[u8]) -> BlobId {
-        BlobId::from_bytes(*blake3::keyed_hash(&self.tree_key, encoded).as_bytes())
+    pub fn tree_id(&self, encoded: &[u8]) -> TreeId {
+        TreeId::from_bytes(*blake3::keyed_hash(&self.tree_key, encoded).as_bytes())
     }
 
     /// Id of a compression dictionary (SPEC §6.4).

@@ -10,6 +10,20 @@ use std::str::FromStr;
 
 use subtle::ConstantTimeEq;
 
+/// `hash_of` for the ids that are a plain (unkeyed) hash of a file's bytes.
+/// Chunk, tree and dictionary ids are keyed: an unkeyed hash of their
+/// content could never match, so they have no `hash_of`.
+macro_rules! plain_hash {
+    ($($name:ident),*) => { $(
+        impl $name {
+            /// Plain (unkeyed) BLAKE3 of `data`: the content address of files.
+            pub fn hash_of(data: &[u8]) -> Self {
+                Self(*blake3::hash(data).as_bytes())
+            }
+        }
+    )* };
+}
+
 /// Length of every id in bytes.
 pub const ID_LEN: usize = 32;
 
@@ -40,10 +54,6 @@ macro_rules! define_id {
             /// The first 8 hex digits, as shown in listings.
             pub fn short(&self) -> String {
                 hex::encode(&self.0[..4])
-            }
-            /// Plain (unkeyed) BLAKE3 of `data`: the content address of files.
-            pub fn hash_of(data: &[u8]) -> Self {
-                Self(*blake3::hash(data).as_bytes())
             }
         }
 
@@ -138,8 +148,40 @@ define_id!(
     KeyId
 );
 
-/// A tree is a blob of kind tree; its id is a [`BlobId`].
-pub type TreeId = BlobId;
+plain_hash!(PackId, IndexId, SnapshotId, KeyId);
+
+define_id!(
+    /// Keyed BLAKE3 of a tree's canonical encoding (SPEC §10). A tree is
+    /// stored as a blob of kind tree, but a tree id is not interchangeable
+    /// with a data blob's id; the one conversion is the explicit
+    /// `BlobId::from(tree_id)`.
+    ///
+    /// ```compile_fail
+    /// let tree = repo_core::TreeId::from_bytes([0; 32]);
+    /// let blob: repo_core::BlobId = tree; // a tree id is not a blob id
+    /// ```
+    ///
+    /// Chunk and tree ids are keyed hashes, so there is no unkeyed
+    /// `hash_of` that could never match:
+    ///
+    /// ```compile_fail
+    /// let id = repo_core::BlobId::hash_of(b"data");
+    /// ```
+    TreeId
+);
+
+impl TreeId {
+    /// The id under which the tree is stored as a blob (index, packs).
+    pub(crate) const fn as_blob(&self) -> BlobId {
+        BlobId(self.0)
+    }
+}
+
+impl From<TreeId> for BlobId {
+    fn from(t: TreeId) -> Self {
+        t.as_blob()
+    }
+}
 
 #[cfg(test)]
 mod tests {

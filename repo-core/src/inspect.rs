@@ -689,15 +689,15 @@ impl StatsWalk<'_> {
     }
 }
 
-fn blob_totals<'a>(
+fn blob_totals(
     repo: &Repository,
-    ids: impl Iterator<Item = &'a BlobId>,
+    ids: impl Iterator<Item = BlobId>,
     kind: BlobKind,
 ) -> Result<BlobTotals> {
     let mut t = BlobTotals::default();
     for id in ids {
         t.count += 1;
-        match repo.index().lookup(id)? {
+        match repo.index().lookup(&id)? {
             Some(loc) if loc.entry.kind == kind => {
                 t.raw_bytes = t.raw_bytes.saturating_add(u64::from(loc.entry.raw_length));
                 t.stored_bytes = t.stored_bytes.saturating_add(u64::from(loc.entry.length));
@@ -728,8 +728,12 @@ impl Repository {
         }
         let (data_blobs, tree_blobs) = match &w.data {
             Some(d) => (
-                Some(blob_totals(self, d.iter(), BlobKind::Data)?),
-                Some(blob_totals(self, w.trees.keys(), BlobKind::Tree)?),
+                Some(blob_totals(self, d.iter().copied(), BlobKind::Data)?),
+                Some(blob_totals(
+                    self,
+                    w.trees.keys().map(TreeId::as_blob),
+                    BlobKind::Tree,
+                )?),
             ),
             None => (None, None),
         };

@@ -22,7 +22,29 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 
-/// One compiled pattern (see the module doc for the rules).
+/// One compiled path pattern: the glob dialect of backup excludes, restore
+/// includes and excludes, and `find`.
+///
+/// The rules are restic's:
+/// - `*`, `?` and `[…]` never match a `/`; `**` matches any number of
+///   directories;
+/// - a pattern without `/` is matched against the entry's name, at any depth
+///   (`*.tmp`);
+/// - a pattern starting with `/` is matched against the whole path from the
+///   snapshot's (or file system's) root (`/home/*/.cache`);
+/// - any other pattern with a `/` may match at any depth (`log/*.gz` matches
+///   `/var/log/a.gz`);
+/// - a trailing `/` is ignored; `\` escapes the next character.
+///
+/// A match applies to the entry and everything below it.
+///
+/// ```
+/// use repo_core::PathPattern;
+/// let p = PathPattern::new("log/*.gz")?;
+/// assert!(p.matches(b"/var/log/a.gz", b"a.gz"));
+/// assert!(!p.matches(b"/var/log/old/a.gz", b"a.gz"));
+/// # Ok::<(), repo_core::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct PathPattern {
     set: PathPatterns,

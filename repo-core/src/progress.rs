@@ -1,5 +1,6 @@
 //! Progress reporting hooks; the CLI implements them with a progress bar.
 
+use crate::warning::Warning;
 use std::path::Path;
 
 /// Receives progress events from long operations. All methods default to
@@ -12,7 +13,7 @@ pub trait Progress: Send + Sync {
     /// One more file done.
     fn add_file(&self, _path: &Path) {}
     /// A non-fatal problem (unreadable file, file changed while read, …).
-    fn warn(&self, _message: &str) {}
+    fn warn(&self, _warning: &Warning) {}
 }
 
 /// Reports nothing.

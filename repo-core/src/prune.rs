@@ -223,7 +223,6 @@ fn refuse(e: Error) -> Error {
             op: "prune",
             kind: ObjectKind::Index,
             name,
-            remedy: "run `cairn repair index` first",
         },
         e => e,
     }
@@ -236,7 +235,7 @@ fn vanished(e: &Error) -> bool {
 
 impl Repository {
     /// Every blob reachable from every snapshot (trees and data).
-    pub fn referenced_blobs(&self) -> Result<HashSet<BlobId>> {
+    pub(crate) fn referenced_blobs(&self) -> Result<HashSet<BlobId>> {
         self.referenced_blobs_with(&HashMap::new())
     }
 
@@ -251,19 +250,19 @@ impl Repository {
         // A damaged snapshot's blobs are unknown: counting them unused
         // could delete what a good copy of the file would need.
         for s in self.snapshots_or_refuse("prune")? {
-            if seen.insert(s.snapshot.tree) {
+            if seen.insert(s.snapshot.tree.as_blob()) {
                 stack.push(s.snapshot.tree);
             }
         }
         while let Some(t) = stack.pop() {
-            let tree = match (self.index().lookup(&t)?, extra.get(&t)) {
+            let tree = match (self.index().lookup(&t.as_blob())?, extra.get(&t.as_blob())) {
                 (None, Some(loc)) => Tree::decode(&self.read_blob_at(loc)?)?,
                 _ => self.load_tree(&t)?,
             };
             for n in tree.nodes {
                 if n.kind == NodeKind::Dir {
                     if let Some(sub) = n.subtree
-                        && seen.insert(sub)
+                        && seen.insert(sub.as_blob())
                     {
                         stack.push(sub);
                     }
@@ -308,7 +307,9 @@ impl Repository {
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
         let marks = load_marks(self.backend(), self.data_key())?;
         for (_, _, e) in &marks.damaged {
-            self.warn(format!("skipped damaged prune mark: {e}"));
+            self.warn(crate::warning::Warning::DamagedPruneMark {
+                reason: e.to_string(),
+            });
         }
         Ok(marks.good)
     }
@@ -494,7 +495,11 @@ impl Repository {
 
     /// [`Repository::prune`], stopping after `stop` (crash-consistency tests).
     #[doc(hidden)]
-    pub fn prune_until(&self, plan: PrunePlan, stop: Option<PruneStep>) -> Result<PruneSummary> {
+    pub(crate) fn prune_until(
+        &self,
+        plan: PrunePlan,
+        stop: Option<PruneStep>,
+    ) -> Result<PruneSummary> {
         let mut sum = PruneSummary::default();
         if !plan.condemn.is_empty() && self.mark_phase(&plan, stop, &mut sum)? {
             return Ok(sum);
@@ -611,7 +616,9 @@ impl Repository {
         // again as unindexed). It is kept for the grace period, by the
         // storage clock, so `check` can report it first.
         for (name, t, e) in loaded.damaged {
-            self.warn(format!("skipped damaged prune mark: {e}"));
+            self.warn(crate::warning::Warning::DamagedPruneMark {
+                reason: e.to_string(),
+            });
             if old_enough(t) && !is_future(t, now) {
                 match self.backend().delete(ObjectKind::Mark, &name) {
                     Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -641,9 +648,10 @@ impl Repository {
                 Err(e) if !e.is_not_found() => return Err(e.into()),
                 _ => {}
             }
-            self.warn(format!(
-                "prune mark {name} was dated in the storage's future; rewritten as {new_name}"
-            ));
+            self.warn(crate::warning::Warning::FuturePruneMark {
+                name: name.clone(),
+                new_name: new_name.clone(),
+            });
             sum.marks_redated.push(name);
             sum.marks_postponed += 1;
         }
@@ -654,11 +662,9 @@ impl Repository {
         let mut beats = Heartbeat::list(self.backend())?;
         beats.retain(|h| {
             if h.is_future(now) {
-                self.warn(format!(
-                    "ignored heartbeat locks/{} dated in the storage's future \
-                     (delete it; `cairn check` reports it)",
-                    h.name
-                ));
+                self.warn(crate::warning::Warning::FutureHeartbeat {
+                    name: h.name.clone(),
+                });
                 sum.heartbeats_ignored.push(h.name.clone());
                 return false;
             }

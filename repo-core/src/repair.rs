@@ -64,13 +64,22 @@ pub struct RepairSnapshotsReport {
     pub damaged_files_deleted: bool,
 }
 
+/// Options for [`Repository::repair_index`].
+#[derive(Debug, Clone, Default)]
+pub struct RepairIndexOptions {
+    /// Read every pack whole and verify its blobs, instead of trusting the
+    /// pack headers.
+    pub read_data: bool,
+}
+
 impl Repository {
     /// Rebuilds the index from the pack headers. With `read_data`, every pack
     /// is read whole: a pack whose bytes do not hash to its name has each
     /// blob verified, the good ones copied into new packs and the bad ones
     /// dropped. Packs condemned by a pending prune mark are left out, as the
     /// prune that marked them decided.
-    pub fn repair_index(&self, read_data: bool) -> Result<RepairIndexReport> {
+    pub fn repair_index(&self, opts: &RepairIndexOptions) -> Result<RepairIndexReport> {
+        let read_data = opts.read_data;
         let mut report = RepairIndexReport::default();
         let key = self.data_key();
         let condemned: HashSet<PackId> = self.marked_pack_ids()?;
@@ -206,9 +215,10 @@ impl Repository {
                     _ => {}
                 }
             } else {
-                self.warn(format!(
-                    "skipped damaged snapshot {name} (delete it with `--forget-damaged`): {e}"
-                ));
+                self.warn(crate::warning::Warning::DamagedSnapshot {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                });
             }
             report.damaged_files.push(name);
         }
@@ -218,12 +228,16 @@ impl Repository {
         for entry in entries {
             report.snapshots += 1;
             let mut damaged = Vec::new();
-            let new_root = if self.index().lookup(&entry.snapshot.tree)?.is_none() {
+            let new_root = if self
+                .index()
+                .lookup(&entry.snapshot.tree.as_blob())?
+                .is_none()
+            {
                 // The root tree itself is lost: nothing below it can be
                 // found, so the snapshot keeps its record and an empty root.
                 let empty = Tree::default().encode();
                 let eid = self.hasher().tree_id(&empty);
-                packer.save(BlobKind::Tree, eid, &empty)?;
+                packer.save(BlobKind::Tree, eid.as_blob(), &empty)?;
                 damaged.push((b"/".to_vec(), 1));
                 Some(eid)
             } else {
@@ -284,10 +298,10 @@ impl Repository {
             match n.kind {
                 NodeKind::Dir => {
                     let Some(sub) = n.subtree else { continue };
-                    if self.index().lookup(&sub)?.is_none() {
+                    if self.index().lookup(&sub.as_blob())?.is_none() {
                         let empty = Tree::default().encode();
                         let eid = self.hasher().tree_id(&empty);
-                        packer.save(BlobKind::Tree, eid, &empty)?;
+                        packer.save(BlobKind::Tree, eid.as_blob(), &empty)?;
                         n.subtree = Some(eid);
                         mark_damaged(n, 1);
                         damaged.push((p, 1));
@@ -318,7 +332,7 @@ impl Repository {
             tree.sort();
             let bytes = tree.encode();
             let new = self.hasher().tree_id(&bytes);
-            packer.save(BlobKind::Tree, new, &bytes)?;
+            packer.save(BlobKind::Tree, new.as_blob(), &bytes)?;
             Some(new)
         } else {
             None

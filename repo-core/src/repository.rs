@@ -20,6 +20,7 @@ use crate::index::Index;
 use crate::pack::{BlobLocation, PackHeader, PackWriter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::warning::Warning;
 
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
@@ -340,8 +341,16 @@ impl Repository {
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
     }
+    /// The repository's random id, chosen at [`Repository::init`].
+    pub fn id(&self) -> RepoId {
+        self.config.repo_id
+    }
+    /// The format version the repository was created with (SPEC §2).
+    pub fn format_version(&self) -> u32 {
+        self.config.version
+    }
     /// The decrypted config.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
     /// The id of the key file that unlocked this session (after
@@ -356,12 +365,12 @@ impl Repository {
         *self.key_id.write().unwrap_or_else(|e| e.into_inner()) = id;
     }
     /// The blob hasher.
-    pub fn hasher(&self) -> &ContentHasher {
+    pub(crate) fn hasher(&self) -> &ContentHasher {
         &self.hasher
     }
     /// The compression dictionaries (SPEC §6.4), which every blob read
     /// resolves references with.
-    pub fn dictionaries(&self) -> &Dictionaries {
+    pub(crate) fn dictionaries(&self) -> &Dictionaries {
         &self.dicts
     }
     /// The master key's data-encryption key.
@@ -370,7 +379,7 @@ impl Repository {
     }
     /// Re-reads index files written since open (or since the last call);
     /// rebuilds the cache if some were removed by a prune or repair.
-    pub fn refresh_index(&self) -> Result<()> {
+    pub(crate) fn refresh_index(&self) -> Result<()> {
         self.index.sync(&*self.backend, self.data_key())
     }
 
@@ -379,12 +388,12 @@ impl Repository {
         &self.key
     }
     /// The merged index.
-    pub fn index(&self) -> &Index {
+    pub(crate) fn index(&self) -> &Index {
         &self.index
     }
 
     /// A chunker for the config's profile number `profile`.
-    pub fn chunker(&self, profile: u8) -> Result<Chunker> {
+    pub(crate) fn chunker(&self, profile: u8) -> Result<Chunker> {
         let p = self
             .config
             .chunker_profiles
@@ -394,12 +403,12 @@ impl Repository {
     }
 
     /// Warnings of this session so far: damaged files skipped (SPEC §13).
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<Warning> {
         self.warnings.list()
     }
 
     /// Records a warning of this session.
-    pub(crate) fn warn(&self, msg: String) {
+    pub(crate) fn warn(&self, msg: Warning) {
         self.warnings.warn(msg);
     }
 
@@ -412,10 +421,10 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let (out, damaged) = self.snapshots_and_damaged()?;
         for (name, e) in damaged {
-            self.warn(format!(
-                "skipped damaged snapshot {name} (remove it with \
-                 `cairn repair snapshots --forget-damaged`): {e}"
-            ));
+            self.warn(Warning::DamagedSnapshot {
+                name,
+                reason: e.to_string(),
+            });
         }
         Ok(out)
     }
@@ -451,7 +460,6 @@ impl Repository {
                 op,
                 kind: ObjectKind::Index,
                 name,
-                remedy: "run `cairn repair index` first",
             }),
             None => Ok(()),
         }
@@ -466,7 +474,6 @@ impl Repository {
                 op,
                 kind: ObjectKind::Snapshot,
                 name,
-                remedy: "remove it with `cairn repair snapshots --forget-damaged` first",
             });
         }
         Ok(out)
@@ -560,7 +567,7 @@ impl Repository {
         for (kind, plain) in blobs {
             let id = match kind {
                 BlobKind::Data => self.hasher.chunk_id(plain),
-                BlobKind::Tree => self.hasher.tree_id(plain),
+                BlobKind::Tree => self.hasher.tree_id(plain).as_blob(),
             };
             packer.save(*kind, id, plain)?;
             ids.push(id);
@@ -600,7 +607,7 @@ impl Repository {
     /// snapshot written by another process since this one last read the
     /// index files (its index files were written before it, SPEC §13): the
     /// index is brought up to date once before the blob is called missing.
-    pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+    pub(crate) fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
         if let Some(loc) = self.index.lookup(id)? {
             return Ok(loc);
         }
@@ -611,7 +618,7 @@ impl Repository {
     /// Where data blob `id`, named in a file's content, is: like
     /// [`Repository::locate`], but a tree blob is refused, so a forged
     /// content list cannot restore a directory listing as file data.
-    pub fn locate_data(&self, id: &BlobId) -> Result<BlobLocation> {
+    pub(crate) fn locate_data(&self, id: &BlobId) -> Result<BlobLocation> {
         let loc = self.locate(id)?;
         if loc.entry.kind != BlobKind::Data {
             return Err(Error::TreeAsContent(*id));
@@ -620,7 +627,7 @@ impl Repository {
     }
 
     /// Reads a blob at a known location and verifies it.
-    pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+    pub(crate) fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         self.with_blob_at(loc, <[u8]>::to_vec)
     }
 
@@ -628,7 +635,11 @@ impl Repository {
     /// without copying: the sealed and the plain bytes live in this
     /// thread's reused buffers. `f` must not read blobs itself (it would get
     /// fresh buffers, correct but slower).
-    pub fn with_blob_at<R>(&self, loc: &BlobLocation, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    pub(crate) fn with_blob_at<R>(
+        &self,
+        loc: &BlobLocation,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         thread_local! {
             static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
                 const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
@@ -714,7 +725,7 @@ impl Repository {
     /// Blob `id` decrypted but not decompressed: its compression marker
     /// and payload (SPEC §6.2, §6.4). For inspection and tests; nothing is
     /// verified beyond the AEAD tag.
-    pub fn stored_payload(&self, id: &BlobId) -> Result<Vec<u8>> {
+    pub(crate) fn stored_payload(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let e = &loc.entry;
         let sealed = self.backend.read_range(
@@ -732,11 +743,11 @@ impl Repository {
 
     /// Loads and decodes a tree.
     pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
-        let bytes = self.read_blob(id)?;
+        let bytes = self.read_blob(&id.as_blob())?;
         Tree::decode(&bytes).map_err(|e| Error::CorruptPack {
             pack: self
                 .index
-                .lookup(id)
+                .lookup(&id.as_blob())
                 .ok()
                 .flatten()
                 .map(|l| l.pack)
@@ -750,7 +761,7 @@ impl Repository {
     /// last bytes are. For the scale benchmark's placeholder packs, whose
     /// blob region is a sparse hole.
     #[doc(hidden)]
-    pub fn pack_ends(&self, entries: &[crate::pack::PackEntry]) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn pack_ends(&self, entries: &[crate::pack::PackEntry]) -> (Vec<u8>, Vec<u8>) {
         let mut prefix = Vec::new();
         crate::format::write_prefix(
             &mut prefix,
@@ -764,7 +775,7 @@ impl Repository {
     }
 
     /// Reads a pack's header from its tail (two reads at most).
-    pub fn read_pack_header(&self, pack: &crate::id::PackId) -> Result<PackHeader> {
+    pub(crate) fn read_pack_header(&self, pack: &crate::id::PackId) -> Result<PackHeader> {
         let name = pack.to_hex();
         let size = self.backend.size(ObjectKind::Pack, &name)?;
         let corrupt = |reason: String| Error::CorruptPack {
@@ -814,14 +825,14 @@ impl Repository {
     }
 
     /// Reads and decrypts one index file (checks its name, too).
-    pub fn load_index(&self, id: &crate::id::IndexId) -> Result<crate::index::IndexFile> {
+    pub(crate) fn load_index(&self, id: &crate::id::IndexId) -> Result<crate::index::IndexFile> {
         crate::index::load_index_file(&*self.backend, self.data_key(), &id.to_hex())
     }
 
     /// Writes index files (of at most `MAX_INDEX_ENTRIES` entries each)
     /// describing `packs`, and merges them into the cache. For tools that
     /// index packs themselves; the packs must exist first (SPEC §13).
-    pub fn write_index(
+    pub(crate) fn write_index(
         &self,
         packs: &[crate::index::IndexPack],
     ) -> Result<Vec<crate::id::IndexId>> {

@@ -69,12 +69,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The encrypted file (SPEC §10).
-    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+    pub(crate) fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
         blob::seal_file(&SNAPSHOT_MAGIC, key, &encoding::encode(self), 3)
     }
 
     /// Parses a snapshot file.
-    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+    pub(crate) fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
         let plain = blob::open_file(&SNAPSHOT_MAGIC, "snapshot", key, bytes)?;
         Ok(encoding::decode(&plain, "snapshot")?)
     }

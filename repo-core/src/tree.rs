@@ -322,7 +322,7 @@ mod tests {
                     n.xattrs.sort_by(|a, b| a.name.cmp(&b.name));
                     n.xattrs.dedup_by(|a, b| a.name == b.name);
                     if kind == NodeKind::Dir {
-                        n.subtree = Some(BlobId::from_bytes([9; 32]));
+                        n.subtree = Some(TreeId::from_bytes([9; 32]));
                     }
                     n
                 },

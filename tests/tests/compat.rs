@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use cairn_testkit::WEAK_KDF;
 use cairn_testkit::repo::check_all;
 use cairn_testkit::rng::{random_bytes, text_lines};
+use repo_core::unstable::RepositoryInternals;
 use repo_core::{InitOptions, LocalBackend, ObjectKind, OpenOptions, Repository};
 
 /// Format versions with a fixture. Every version a build can read has one.
@@ -148,7 +149,7 @@ fn opens_checks_and_restores(version: u32) {
     let root = unpack(version, d.path());
     let repo = Repository::open(LocalBackend::open(&root), PASSWORD, OpenOptions::default())
         .unwrap_or_else(|e| panic!("version {version} fixture does not open: {e}"));
-    assert_eq!(repo.config().version, version);
+    assert_eq!(RepositoryInternals::config(&repo).version, version);
 
     let report = check_all(&repo);
     assert!(
@@ -182,7 +183,7 @@ fn opens_checks_and_restores(version: u32) {
     drop(repo);
     let repo =
         Repository::open(LocalBackend::open(&root), PASSWORD, OpenOptions::default()).unwrap();
-    assert_eq!(repo.config().version, version);
+    assert_eq!(RepositoryInternals::config(&repo).version, version);
     let report = check_all(&repo);
     assert!(report.is_ok(), "after a new backup:\n{report}");
 }
@@ -199,8 +200,8 @@ fn a_version_2_repository_opens_checks_and_restores() {
 
 #[test]
 fn every_readable_version_has_a_fixture() {
-    let min = repo_core::format::MIN_READ_VERSION;
-    let max = repo_core::format::FORMAT_VERSION;
+    let min = repo_core::unstable::format::MIN_READ_VERSION;
+    let max = repo_core::unstable::format::FORMAT_VERSION;
     let want: Vec<u32> = (min..=max).collect();
     assert_eq!(VERSIONS, want, "add a fixture for each readable version");
     for v in VERSIONS {
@@ -243,7 +244,7 @@ fn write_fixture(version: u32) {
         ..Default::default()
     };
     let repo = Repository::init(LocalBackend::create(&repo_dir).unwrap(), PASSWORD, opts).unwrap();
-    assert_eq!(repo.config().version, version);
+    assert_eq!(RepositoryInternals::config(&repo).version, version);
 
     let src = d.path().join("src");
     fs::create_dir_all(src.join("sub/deeper")).unwrap();

@@ -253,20 +253,21 @@ replay_tests!(
 
 /// Seed inputs per target, following the layouts documented in `cairn_testkit::fuzz`.
 mod seeds {
-    use repo_core::blob::{self, BlobKind};
-    use repo_core::cache::runs;
-    use repo_core::chunker::ChunkerParams;
-    use repo_core::compress;
-    use repo_core::config::Config;
-    use repo_core::crypto::{KeyFile, MasterKey};
-    use repo_core::encoding;
-    use repo_core::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
-    use repo_core::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
-    use repo_core::index::{IndexFile, IndexPack};
-    use repo_core::mark::MarkFile;
-    use repo_core::pack::{PackEntry, PackHeader, PackWriter};
-    use repo_core::snapshot::{Snapshot, SnapshotSummary};
-    use repo_core::tree::{Node, NodeKind, Tree, Xattr};
+    use repo_core::unstable::SnapshotFile as _;
+    use repo_core::unstable::blob::{self, BlobKind};
+    use repo_core::unstable::cache::runs;
+    use repo_core::unstable::chunker::ChunkerParams;
+    use repo_core::unstable::compress;
+    use repo_core::unstable::config::Config;
+    use repo_core::unstable::crypto::{KeyFile, MasterKey};
+    use repo_core::unstable::encoding;
+    use repo_core::unstable::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
+    use repo_core::unstable::id::{BlobId, IndexId, PackId, RepoId, SnapshotId, TreeId};
+    use repo_core::unstable::index::{IndexFile, IndexPack};
+    use repo_core::unstable::mark::MarkFile;
+    use repo_core::unstable::pack::{PackEntry, PackHeader, PackWriter};
+    use repo_core::unstable::snapshot::{Snapshot, SnapshotSummary};
+    use repo_core::unstable::tree::{Node, NodeKind, Tree, Xattr};
 
     use cairn_testkit::rng::XorShift;
 
@@ -336,7 +337,7 @@ mod seeds {
             },
         ];
         let mut dir = Node::new(b"dir".to_vec(), NodeKind::Dir);
-        dir.subtree = Some(BlobId::from_bytes([3; 32]));
+        dir.subtree = Some(TreeId::from_bytes([3; 32]));
         let mut link = Node::new(b"link\xff\n".to_vec(), NodeKind::Symlink);
         link.symlink_target = b"../elsewhere".to_vec();
         let mut dev = Node::new(b"null".to_vec(), NodeKind::CharDevice);
@@ -366,7 +367,7 @@ mod seeds {
             paths: vec![b"/srv/data".to_vec(), b"/home/\xff".to_vec()],
             tags: vec!["daily".into(), "db".into()],
             parent: Some(SnapshotId::from_bytes([4; 32])),
-            tree: BlobId::from_bytes([5; 32]),
+            tree: TreeId::from_bytes([5; 32]),
             program_version: "cairn 0.1.0".into(),
             summary: SnapshotSummary {
                 files_new: 3,
@@ -473,7 +474,7 @@ mod seeds {
         let mut one = c.clone();
         one.chunker_profiles.truncate(1);
         let mut prefix = Vec::new();
-        repo_core::format::write_prefix(&mut prefix, &CONFIG_MAGIC, FORMAT_VERSION);
+        repo_core::unstable::format::write_prefix(&mut prefix, &CONFIG_MAGIC, FORMAT_VERSION);
         prefix.extend_from_slice(c.repo_id.as_bytes());
         out.push((
             "config_decode",

@@ -14,22 +14,23 @@ use std::io;
 
 use cairn_testkit::WEAK_KDF;
 use cairn_testkit::rng::XorShift;
-use repo_core::blob::{self, BlobKind};
-use repo_core::chunker::{Chunker, ChunkerParams};
-use repo_core::compress;
-use repo_core::config::Config;
-use repo_core::crypto::{self, CryptoError, KdfParams, KeyFile, MasterKey};
-use repo_core::encoding;
-use repo_core::format::{
+use repo_core::unstable::blob::{self, BlobKind};
+use repo_core::unstable::chunker::{Chunker, ChunkerParams};
+use repo_core::unstable::compress;
+use repo_core::unstable::config::Config;
+use repo_core::unstable::crypto::{self, CryptoError, KdfParams, KeyFile, MasterKey};
+use repo_core::unstable::encoding;
+use repo_core::unstable::format::{
     self, CONFIG_MAGIC, DICT_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN, FILE_VERSION,
     FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC, SEAL_OVERHEAD, SNAPSHOT_MAGIC,
 };
-use repo_core::hash::ContentHasher;
-use repo_core::id::{BlobId, DictId, IndexId, PackId, RepoId, SnapshotId, TreeId};
-use repo_core::index::{IndexFile, IndexPack};
-use repo_core::pack::{PackEntry, PackHeader};
-use repo_core::snapshot::{Snapshot, SnapshotSummary};
-use repo_core::tree::{Node, NodeKind, Tree, Xattr};
+use repo_core::unstable::hash::ContentHasher;
+use repo_core::unstable::id::{BlobId, DictId, IndexId, PackId, RepoId, SnapshotId, TreeId};
+use repo_core::unstable::index::{IndexFile, IndexPack};
+use repo_core::unstable::pack::{PackEntry, PackHeader};
+use repo_core::unstable::snapshot::{Snapshot, SnapshotSummary};
+use repo_core::unstable::tree::{Node, NodeKind, Tree, Xattr};
+use repo_core::unstable::{KdfDerive as _, SnapshotFile as _};
 
 // --- §20 (a) key derivation -------------------------------------------------
 const CONTEXT_CHUNK_ID: &str = "cairn 2026-11 chunk id key v1";
@@ -455,7 +456,7 @@ fn b_blob_ids() {
         *blake3::keyed_hash(k.id_key(), b"hello cairn").as_bytes()
     );
     // Data and tree ids of the same bytes differ (different keys).
-    assert_ne!(h.chunk_id(&[0; 8]), h.tree_id(&[0; 8]));
+    assert_ne!(h.chunk_id(&[0; 8]), h.tree_id(&[0; 8]).into());
 }
 
 #[test]
@@ -694,7 +695,7 @@ fn n_dictionary_and_dictionary_blob() {
     );
     assert_eq!(hex::encode(k.dict_key()), N_DICT_KEY);
     let dict = unhex(N_DICT);
-    repo_core::dict::validate(&dict).unwrap();
+    repo_core::unstable::dict::validate(&dict).unwrap();
     let h = ContentHasher::new(&k);
     let dict_id = h.dict_id(&dict);
     assert_eq!(dict_id.to_hex(), N_DICT_ID);
@@ -709,7 +710,7 @@ fn n_dictionary_and_dictionary_blob() {
     );
     file.extend_from_slice(&sealed);
     assert_eq!(hex::encode(&file), N_DICT_FILE);
-    let opened = repo_core::dict::from_file(k.data_key(), &h, &dict_id, &file).unwrap();
+    let opened = repo_core::unstable::dict::from_file(k.data_key(), &h, &dict_id, &file).unwrap();
     assert_eq!(opened.bytes(), dict);
 
     let plain = N_PLAIN.as_bytes();

@@ -6,8 +6,8 @@ use std::path::Path;
 
 /// Top-level modules of repo-core, lowest layer first.
 const ORDER: &str = "format id encoding crypto hash chunker compress blob pack tree snapshot config \
-    backend cache lock dict error pattern index mark repository keys progress backup restore check inspect forget \
-    prune repair lib";
+    backend cache lock dict warning error pattern index mark repository reader keys progress backup restore check inspect forget \
+    prune repair unstable lib";
 
 /// `src` without `//` comments and without `#[cfg(test)] mod … { … }` blocks.
 fn strip(src: &str) -> String {
@@ -140,4 +140,35 @@ fn checker_finds_upward_edges_and_unlisted_modules() {
             "shiny.rs: `shiny` is not in ORDER; add it there",
         ]
     );
+}
+
+/// The crate example and `repo-core/examples/` are the proof that a user
+/// can work with the public API alone: they must not open the `unstable`
+/// door that cairn's own tests use.
+#[test]
+fn examples_use_only_the_public_api() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo-core");
+    let mut files = vec![core.join("src/lib.rs")];
+    for e in std::fs::read_dir(core.join("examples")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let docs: String = if f.ends_with("lib.rs") {
+            text.lines().filter(|l| l.starts_with("//!")).collect()
+        } else {
+            text
+        };
+        assert!(
+            !docs.contains("unstable"),
+            "{} uses the unstable door",
+            f.display()
+        );
+        assert!(
+            docs.contains("repo_core::"),
+            "{} uses no repo_core API",
+            f.display()
+        );
+    }
 }

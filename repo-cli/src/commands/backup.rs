@@ -29,10 +29,10 @@ struct BackupJson<'a> {
     total_files: u64,
     total_bytes: u64,
     duration_s: f64,
-    warnings: &'a [String],
+    warnings: &'a [repo_core::Warning],
     /// Damaged repository files skipped (also on stderr); the snapshot is
     /// complete, so they do not change the exit code (SPEC §13).
-    repository_warnings: Vec<String>,
+    repository_warnings: Vec<repo_core::Warning>,
     /// Packs of interrupted backups taken over instead of uploaded again.
     packs_resumed: usize,
 }
@@ -123,7 +123,11 @@ fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
     })
 }
 
-fn report(out: Output, o: &BackupOutcome, repository_warnings: Vec<String>) -> Result<()> {
+fn report(
+    out: Output,
+    o: &BackupOutcome,
+    repository_warnings: Vec<repo_core::Warning>,
+) -> Result<()> {
     let s = &o.snapshot.snapshot.summary;
     if out.json {
         out.json_value(&BackupJson {

@@ -1,7 +1,8 @@
 //! `cairn cat`: repository objects as JSON, for inspection.
 
 use anyhow::{Result, bail};
-use repo_core::crypto::KeyFile;
+use repo_core::unstable::RepositoryInternals as _;
+use repo_core::unstable::crypto::KeyFile;
 use repo_core::{Backend, KdfParams, LocalBackend, ObjectKind};
 use serde::Serialize;
 
@@ -62,7 +63,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
         CatObject::Index { id } => {
             let repo = open(g, out)?;
             let name = unique(repo.backend(), ObjectKind::Index, id)?;
-            let index_id: repo_core::id::IndexId = name.parse()?;
+            let index_id: repo_core::unstable::id::IndexId = name.parse()?;
             out.json_value(&repo.load_index(&index_id)?)?;
         }
         CatObject::Dictionary { id, raw } => {
@@ -79,7 +80,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
             names.sort();
             let mut all = Vec::new();
             for name in names {
-                let dict_id: repo_core::id::DictId = name
+                let dict_id: repo_core::unstable::id::DictId = name
                     .parse()
                     .map_err(|_| anyhow::anyhow!("dictionary {name}: name is not an id"))?;
                 let d = repo
@@ -95,7 +96,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
                     reference: d.reference().to_string(),
                     size: d.bytes().len(),
                     stored_size: repo.backend().size(ObjectKind::Dict, &name)?,
-                    zstd_dict_id: repo_core::dict::zstd_dict_id(d.bytes()),
+                    zstd_dict_id: repo_core::unstable::dict::zstd_dict_id(d.bytes()),
                     id: name,
                 });
             }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use repo_core::check::{CheckOptions, CheckReport, ReadData};
+use repo_core::{CheckOptions, CheckReport, ReadData};
 use serde::Serialize;
 
 use super::{Status, open};

@@ -1,7 +1,7 @@
 //! `cairn drill`: a restore drill on a sample of a snapshot.
 
 use anyhow::{Result, bail};
-use repo_core::check::{DrillOptions, DrillReport};
+use repo_core::{DrillOptions, DrillReport};
 use serde::Serialize;
 
 use super::{Status, open, select};

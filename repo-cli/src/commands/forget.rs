@@ -3,10 +3,8 @@
 //! with `--prune` run a prune (SPEC §22) afterwards.
 
 use anyhow::Result;
-use repo_core::forget::{ForgetPlan, ForgetSummary, RetentionPolicy};
-use repo_core::prune::{PrunePlan, PruneSummary};
+use repo_core::{ForgetPlan, ForgetSummary, PrunePlan, PruneSummary, RetentionPolicy};
 use serde::Serialize;
-use time::UtcOffset;
 
 use super::{Status, filter, open};
 use crate::cli::{ForgetArgs, GlobalArgs};
@@ -42,7 +40,8 @@ struct PruneJson<'a> {
 pub fn run(g: &GlobalArgs, out: Output, a: &ForgetArgs) -> Result<Status> {
     // Read while the process has one thread (before the repository opens
     // its pools): the only time `time` can read the local offset soundly.
-    let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
+    let local = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+    let offset = repo_core::UtcOffset::from_seconds(local.whole_seconds())?;
     let policy = RetentionPolicy {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,

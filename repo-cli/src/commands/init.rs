@@ -37,12 +37,12 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
     };
     super::key::warn_kdf(out, &opts.kdf);
     let repo = Repository::init(LocalBackend::create(path)?, &pw, opts)?;
-    let id = repo.config().repo_id.to_hex();
+    let id = repo.id().to_hex();
     if out.json {
         out.json_value(&InitJson {
             repository: path.display().to_string(),
             id,
-            version: repo.config().version,
+            version: repo.format_version(),
         })?;
     } else {
         out.line(format!(

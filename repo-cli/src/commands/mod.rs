@@ -134,7 +134,9 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
         OpenOptions {
             cache_dir: cache_dir(g),
             key: g.key.clone(),
-            on_warning: Some(std::sync::Arc::new(move |m: &str| out.warn(m))),
+            on_warning: Some(std::sync::Arc::new(move |w: &repo_core::Warning| {
+                out.warn(w.to_string())
+            })),
             ..Default::default()
         },
     )
@@ -150,7 +152,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
         1,
         format!(
             "opened repository {} at {}",
-            repo.config().repo_id.short(),
+            repo.id().short(),
             path.display()
         ),
     );
@@ -168,7 +170,7 @@ fn filter(f: &FilterArgs) -> Result<SnapshotFilter> {
         let recorded = if path.is_absolute() || path.symlink_metadata().is_ok() {
             let abs = std::path::absolute(path)
                 .with_context(|| format!("invalid path {}", path.display()))?;
-            repo_core::backup::normalize_path(&abs).into_os_string()
+            repo_core::unstable::backup::normalize_path(&abs).into_os_string()
         } else {
             p.clone()
         };

@@ -1,7 +1,7 @@
 //! `cairn prune`: plan, print, then free space (SPEC §22).
 
 use anyhow::Result;
-use repo_core::prune::{PrunePlan, PruneSummary};
+use repo_core::{PrunePlan, PruneSummary};
 use serde::Serialize;
 
 use super::{Status, open};

@@ -318,39 +318,44 @@ fn stored(repo: &Repository, spec: &str, f: &FilterArgs) -> Result<Stored> {
 }
 
 /// Uploads the stored tar into `target`, streamed from the repository
-/// through a pipe (no temporary file). A failed read from the repository
-/// cuts the upload short, which the server rejects.
+/// (no temporary file). A failed read from the repository cuts the upload
+/// short, which the server rejects.
 fn upload(repo: &Repository, client: &Client, s: &Stored, target: &str) -> Result<()> {
     // An authenticated request first: a server that refuses the key may
     // answer an upload before reading its body and close the connection,
     // which a client sees as a broken pipe instead of the 401.
     client.collections()?;
-    let (mut reader, mut writer) = std::io::pipe()?;
-    std::thread::scope(|scope| {
-        let dump = scope.spawn(move || {
-            let r = repo.dump_node(&s.node, &mut writer);
-            drop(writer);
-            r
-        });
-        let up = client.upload_snapshot(
-            target,
-            &s.file_name,
-            &mut reader,
-            s.node.size,
-            s.checksum.as_deref(),
-        );
-        // Unblocks the dump if the upload stopped reading early.
-        drop(reader);
-        let dumped = dump.join().expect("the dump thread does not panic");
-        match (up, dumped) {
-            (Ok(()), Ok(_)) => Ok(()),
-            (Err(e), Ok(_)) => Err(e),
-            (Ok(()), Err(d)) => Err(anyhow::Error::from(d).context("reading the snapshot")),
-            (Err(e), Err(d)) => Err(anyhow::Error::from(d).context(format!(
-                "reading the snapshot failed, so the upload did too ({e:#})"
-            ))),
-        }
-    })
+    let mut reader = Remembering {
+        inner: repo.read_node(&s.node)?,
+        failed: None,
+    };
+    let up = client.upload_snapshot(
+        target,
+        &s.file_name,
+        &mut reader,
+        s.node.size,
+        s.checksum.as_deref(),
+    );
+    match (up, reader.failed) {
+        (_, Some(read)) => Err(anyhow::Error::from(read).context("reading the snapshot")),
+        (up, None) => up,
+    }
+}
+
+/// A reader that keeps a copy of its first error: the HTTP client reports a
+/// failed body read as its own error, and the user should see why.
+struct Remembering<R> {
+    inner: R,
+    failed: Option<std::io::Error>,
+}
+
+impl<R: std::io::Read> std::io::Read for Remembering<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.failed
+                .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
 }
 
 #[derive(Serialize)]

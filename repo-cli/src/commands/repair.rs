@@ -11,7 +11,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RepairArgs) -> Result<Status> {
     let repo = open(g, out)?;
     match a.what {
         RepairWhat::Index { read_data } => {
-            let r = repo.repair_index(read_data)?;
+            let r = repo.repair_index(&repo_core::RepairIndexOptions { read_data })?;
             if out.json {
                 out.json_value(&r)?;
             } else {

@@ -1,7 +1,7 @@
 //! `cairn report`: an integrity report on one snapshot.
 
 use anyhow::Result;
-use repo_core::check::IntegrityReport;
+use repo_core::IntegrityReport;
 use serde::Serialize;
 
 use super::{Status, open, select};

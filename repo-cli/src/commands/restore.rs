@@ -22,7 +22,7 @@ struct RestoreJson<'a> {
     /// Apparent size (holes included), as backup's `bytes_read`.
     bytes_restored: u64,
     duration_s: f64,
-    warnings: &'a [String],
+    warnings: &'a [repo_core::Warning],
 }
 
 /// Restores the selected snapshot and prints a summary.

@@ -1,8 +1,8 @@
 //! `cairn stats`: logical, unique and stored sizes of snapshots.
 
 use anyhow::Result;
+use repo_core::BlobTotals;
 use repo_core::StatsMode;
-use repo_core::inspect::BlobTotals;
 
 use super::{Status, find, open};
 use crate::cli::{GlobalArgs, StatsArgs, StatsModeArg};

@@ -268,4 +268,12 @@ fn unreadable_file_gives_exit_3_and_a_snapshot() {
     assert_eq!(json.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
+    // Typed warnings: a kind to match on, the path, and the message.
+    let w = &v["warnings"][0];
+    assert_eq!(w["kind"], "unreadable", "{v}");
+    let path = w["path"].as_str().expect("path");
+    assert!(
+        w["message"].as_str().expect("message").starts_with(path),
+        "{v}"
+    );
 }

@@ -5,9 +5,9 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use repo_core::blob::BlobKind;
-use repo_core::crypto::KeyFile;
-use repo_core::id::KeyId;
+use repo_core::unstable::blob::BlobKind;
+use repo_core::unstable::crypto::KeyFile;
+use repo_core::unstable::id::KeyId;
 use repo_core::{KdfParams, LocalBackend, Node, NodeKind, OpenOptions, Repository, Tree};
 
 use super::harness::{Env, PASSWORD, stderr, write};
@@ -228,7 +228,9 @@ fn find_warns_about_a_malformed_tree_and_searches_the_rest() {
     let ids = repo
         .forge_blobs(&[(BlobKind::Tree, &bad.encode())])
         .expect("forge");
-    let forged = repo.forge_snapshot(ids[0], 1).expect("forge");
+    let forged = repo
+        .forge_snapshot(repo_core::TreeId::from_bytes(*ids[0].as_bytes()), 1)
+        .expect("forge");
 
     let out = env.run(["find", "a.txt"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -255,7 +257,8 @@ fn stats_warns_when_recorded_sizes_overflow() {
     let ids = repo
         .forge_blobs(&[(BlobKind::Tree, &t.encode())])
         .expect("forge");
-    repo.forge_snapshot(ids[0], 1).expect("forge");
+    repo.forge_snapshot(repo_core::TreeId::from_bytes(*ids[0].as_bytes()), 1)
+        .expect("forge");
     let out = env.ok(["stats"]);
     assert!(stderr(&out).contains("lower bound"), "{}", stderr(&out));
     let st = env.json(["stats"]);

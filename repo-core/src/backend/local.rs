@@ -31,12 +31,18 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// Opens an existing directory (does not check that it is a repository).
+    /// Opens the directory of an existing repository (nothing is checked
+    /// until [`Repository::open`](crate::Repository::open) reads its config).
+    ///
+    /// For a *new* repository use [`LocalBackend::create`]: `open` makes no
+    /// directories, so initializing a repository at a path that does not
+    /// hold the layout fails at its first write.
     pub fn open(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
 
-    /// Creates the directory layout for a new repository. The directory may
+    /// Creates the directory layout for a new repository, to pass to
+    /// [`Repository::init`](crate::Repository::init). The directory may
     /// exist if it is empty. All 256 pack directories are made here, so the
     /// names a pack write depends on are made durable once (SPEC §11).
     pub fn create(root: impl Into<PathBuf>) -> Result<Self, BackendError> {

@@ -42,7 +42,7 @@ impl MemoryBackend {
     }
 
     /// Replaces an object's bytes: only for tests that simulate corruption.
-    pub fn corrupt(&self, kind: ObjectKind, name: &str, data: Vec<u8>) {
+    pub(crate) fn corrupt(&self, kind: ObjectKind, name: &str, data: Vec<u8>) {
         self.objects
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -27,6 +27,7 @@ use crate::progress::Progress;
 use crate::repository::{Packer, Repository};
 use crate::snapshot::SnapshotSummary;
 use crate::tree::{Node, NodeKind, Tree};
+use crate::warning::Warning;
 
 /// The content of a `CACHEDIR.TAG` file must start with this.
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -71,7 +72,7 @@ pub(crate) struct Archiver<'a> {
     settings: ArchiverSettings<'a>,
     names: Names,
     stats: Stats,
-    warnings: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<Warning>>,
     hardlinks: Mutex<LinkedContent>,
 }
 
@@ -138,7 +139,7 @@ impl<'a> Archiver<'a> {
         })
     }
 
-    fn warn(&self, msg: String) {
+    fn warn(&self, msg: Warning) {
         self.stats.errors.fetch_add(1, Relaxed);
         self.settings.progress.warn(&msg);
         self.warnings
@@ -220,14 +221,20 @@ impl<'a> Archiver<'a> {
         let md = match md.map_or_else(|| fs::symlink_metadata(path), Ok) {
             Ok(md) => md,
             Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
+                self.warn(Warning::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
                 return Ok(None);
             }
         };
         let (mut node, w) = match source::node_from(path, name, &md, &self.names, prev) {
             Ok(x) => x,
             Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
+                self.warn(Warning::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
                 return Ok(None);
             }
         };
@@ -247,7 +254,10 @@ impl<'a> Archiver<'a> {
                 match self.archive_dir(path, root_dev, cross, parent.as_ref()) {
                     Ok(id) => node.subtree = Some(id),
                     Err(Error::Source { path, source }) => {
-                        self.warn(format!("{}: {source}", path.display()));
+                        self.warn(Warning::Unreadable {
+                            path: path.to_path_buf(),
+                            reason: source.to_string(),
+                        });
                         return Ok(None);
                     }
                     Err(e) => return Err(e),
@@ -281,7 +291,10 @@ impl<'a> Archiver<'a> {
             for e in rd {
                 match e {
                     Ok(e) => names.push((e.file_name().as_bytes().to_vec(), e.metadata().ok())),
-                    Err(err) => self.warn(format!("{}: {err}", path.display())),
+                    Err(err) => self.warn(Warning::Unreadable {
+                        path: path.to_path_buf(),
+                        reason: err.to_string(),
+                    }),
                 }
             }
         }
@@ -326,7 +339,7 @@ impl<'a> Archiver<'a> {
             )));
         }
         let id = self.repo.hasher().tree_id(&bytes);
-        let added = self.packer.save(BlobKind::Tree, id, &bytes)?;
+        let added = self.packer.save(BlobKind::Tree, id.as_blob(), &bytes)?;
         if added > 0 {
             self.stats.tree_blobs.fetch_add(1, Relaxed);
             self.stats
@@ -383,7 +396,10 @@ impl<'a> Archiver<'a> {
         let file = match open_regular(path) {
             Ok(f) => f,
             Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
+                self.warn(Warning::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
                 return Ok(false);
             }
         };
@@ -391,23 +407,25 @@ impl<'a> Archiver<'a> {
         match self.chunk_reader(file, Some(node.size)) {
             Ok((ids, n)) => {
                 if n != node.size {
-                    self.warn(format!(
-                        "{}: size changed while reading ({} -> {n} bytes)",
-                        path.display(),
-                        node.size
-                    ));
+                    self.warn(Warning::SizeChanged {
+                        path: path.to_path_buf(),
+                        expected: node.size,
+                        read: n,
+                    });
                     node.size = n;
                 } else if fs::symlink_metadata(path).ok().map(|m| mtime_ns(&m)) != before {
-                    self.warn(format!(
-                        "{}: modified while reading; the snapshot holds a mix",
-                        path.display()
-                    ));
+                    self.warn(Warning::ModifiedWhileReading {
+                        path: path.to_path_buf(),
+                    });
                 }
                 node.content = ids;
                 node.chunker = self.settings.profile;
             }
             Err(Error::Source { source, .. }) => {
-                self.warn(format!("{}: {source}", path.display()));
+                self.warn(Warning::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: source.to_string(),
+                });
                 return Ok(false);
             }
             Err(e) => return Err(e),
@@ -498,7 +516,7 @@ impl<'a> Archiver<'a> {
     }
 
     /// Flushes packs and index; returns counters and warnings.
-    pub(crate) fn finish(self) -> Result<(SnapshotSummary, Vec<String>)> {
+    pub(crate) fn finish(self) -> Result<(SnapshotSummary, Vec<Warning>)> {
         let adjust = self.packer.finish()?;
         let s = &self.stats;
         let g = |a: &AtomicU64| a.load(Relaxed);

@@ -18,6 +18,7 @@ use crate::progress::{NoProgress, Progress};
 use crate::repository::{self, Repository, SnapshotFilter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::warning::Warning;
 
 /// Stack size of the threads that walk the source tree. A path is at most
 /// `PATH_MAX` (4096) bytes, so at most 2048 directories deep; a debug build
@@ -42,7 +43,7 @@ pub struct BackupOutcome {
     /// The new snapshot.
     pub snapshot: SnapshotEntry,
     /// Entries skipped or read inconsistently (the CLI exits 3 if any).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Packs left unindexed by interrupted backups that this one took over
     /// instead of uploading their blobs again.
     pub packs_resumed: usize,
@@ -97,7 +98,8 @@ impl<'a> Backup<'a> {
         self.stream = Some((name.into(), Box::new(reader)));
         self
     }
-    /// Adds an exclude glob.
+    /// Skips entries matching `pattern` (and everything below a match):
+    /// see [`PathPattern`](crate::PathPattern) for the rules.
     pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
         self.excludes.push(pattern.into());
         self
@@ -269,10 +271,10 @@ impl<'a> Backup<'a> {
                     Some(p) => match self.repo.load_tree(&p.snapshot.tree) {
                         Ok(t) => Some(t),
                         Err(e) => {
-                            self.repo.warn(format!(
-                                "parent snapshot {} is unreadable, every file is read: {e}",
-                                p.id.short()
-                            ));
+                            self.repo.warn(Warning::UnreadableParent {
+                                snapshot: p.id,
+                                reason: e.to_string(),
+                            });
                             None
                         }
                     },
@@ -341,10 +343,7 @@ fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
         .copied()
         .collect();
     for p in &lost {
-        repo.warn(format!(
-            "pack {p} is indexed but missing from the storage (lost data; run \
-             `cairn repair index`): this backup fails rather than reuse a blob from it"
-        ));
+        repo.warn(Warning::MissingPack { pack: *p });
     }
     repo.index().set_lost_packs(lost);
     for o in listed {

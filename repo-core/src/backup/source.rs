@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::tree::{Node, NodeKind, Xattr};
+use crate::warning::Warning;
 
 /// Caches uid/gid → name lookups (NSS calls are slow).
 #[derive(Debug, Default)]
@@ -82,7 +83,7 @@ pub(crate) fn node_from(
     md: &Metadata,
     names: &Names,
     prev: Option<&Node>,
-) -> std::io::Result<(Node, Option<String>)> {
+) -> std::io::Result<(Node, Option<Warning>)> {
     let kind = kind_of(md).ok_or_else(|| std::io::Error::other("unknown file type"))?;
     let mut n = Node::new(name.to_vec(), kind);
     n.mode = md.mode() & 0o7777;
@@ -117,10 +118,10 @@ pub(crate) fn node_from(
         match read_xattrs(path) {
             Ok(x) => n.xattrs = x,
             Err(e) => {
-                warning = Some(format!(
-                    "{}: cannot read extended attributes: {e}",
-                    path.display()
-                ))
+                warning = Some(Warning::UnreadableXattrs {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
             }
         }
     }

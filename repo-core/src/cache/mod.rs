@@ -37,10 +37,34 @@ pub const SCHEMA_VERSION: i64 = 3;
 pub enum CacheError {
     /// SQLite failed.
     #[error("local cache: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] SqliteError),
     /// A run file could not be written or read.
     #[error("local cache: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// An error of the SQLite library behind the cache. Opaque, so that the
+/// choice of SQLite binding is not part of the public API; its message and
+/// `source()` chain are the binding's.
+#[derive(Debug)]
+pub struct SqliteError(pub(crate) rusqlite::Error);
+
+impl std::fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SqliteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<rusqlite::Error> for CacheError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(SqliteError(e))
+    }
 }
 
 /// Marker for "this cache file is from another schema or damaged".
@@ -53,8 +77,8 @@ impl CacheError {
     fn is_stale(&self) -> bool {
         match self {
             Self::Io(_) => false,
-            Self::Sqlite(rusqlite::Error::InvalidQuery) => true,
-            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+            Self::Sqlite(SqliteError(rusqlite::Error::InvalidQuery)) => true,
+            Self::Sqlite(SqliteError(rusqlite::Error::SqliteFailure(e, _))) => {
                 matches!(
                     e.code,
                     rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
@@ -304,7 +328,7 @@ impl Cache {
         let has_tables: i64 =
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if has_tables > 0 && v != SCHEMA_VERSION {
-            return Err(CacheError::Sqlite(STALE));
+            return Err(CacheError::from(STALE));
         }
         // No integrity scan here: it reads the whole file on every command.
         // A damaged file shows up as NotADatabase/DatabaseCorrupt instead,

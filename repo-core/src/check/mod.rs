@@ -288,7 +288,7 @@ pub struct Problem {
     /// Snapshots with files (or trees) that depend on the damaged object.
     pub snapshots: Vec<SnapshotId>,
     /// Those files and directories (paths in the snapshots, lossy UTF-8),
-    /// sorted, at most [`MAX_PATHS_PER_PROBLEM`].
+    /// sorted, at most 1000.
     pub paths: Vec<String>,
     /// Affected paths not listed.
     pub paths_omitted: u64,
@@ -989,7 +989,7 @@ impl Checker<'_> {
     /// Loads a tree through the index files read by this check, never the
     /// cache, preferring a copy in a pack not known to be bad.
     fn load_tree(&self, id: &TreeId) -> TreeLoad {
-        let mut locs = self.view.tree_locations(id).peekable();
+        let mut locs = self.view.tree_locations(&id.as_blob()).peekable();
         if locs.peek().is_none() {
             // Not indexed as a tree; the join after the walk tells whether
             // it is indexed at all.
@@ -1060,14 +1060,19 @@ impl Checker<'_> {
             frontier = next;
         }
         let (referenced, ref_files) = referenced.finish().map_err(scratch)?;
-        let pending: BTreeSet<TreeId> = unindexed.iter().copied().collect();
+        let pending: BTreeSet<BlobId> = unindexed.iter().map(TreeId::as_blob).collect();
         let bad_packs = &self.bad_packs;
         let joined = self
             .view
             .join(referenced, &pending, &|p| bad_packs.contains_key(p))
             .map_err(scratch)?;
         for id in unindexed {
-            match joined.trees.get(&id).copied().unwrap_or(TreeIssue::Missing) {
+            match joined
+                .trees
+                .get(&id.as_blob())
+                .copied()
+                .unwrap_or(TreeIssue::Missing)
+            {
                 TreeIssue::InBadPack => {}
                 TreeIssue::DataBlob(pack) => self.tree_damaged(id, pack, "indexed as a data blob"),
                 TreeIssue::Missing => {
@@ -1076,9 +1081,9 @@ impl Checker<'_> {
                             ProblemKind::TreeMissing,
                             format!("tree {id} is in no index file"),
                         )
-                        .blob(id),
+                        .blob(id.as_blob()),
                     );
-                    self.bad_blobs.entry(id).or_default().push(at);
+                    self.bad_blobs.entry(id.as_blob()).or_default().push(at);
                 }
             }
         }
@@ -1110,10 +1115,10 @@ impl Checker<'_> {
                 ProblemKind::TreeDamaged,
                 format!("tree {id} in pack {pack}: {why}"),
             )
-            .blob(id)
+            .blob(id.as_blob())
             .pack(pack),
         );
-        self.bad_blobs.entry(id).or_default().push(at);
+        self.bad_blobs.entry(id.as_blob()).or_default().push(at);
     }
 
     /// Step 5: reads the selected packs whole, in parallel, and opens every
@@ -1361,7 +1366,7 @@ impl Checker<'_> {
         let mut kept: HashMap<TreeId, std::sync::Arc<Tree>> = HashMap::new();
         for s in snaps {
             let root = s.snapshot.tree;
-            for &p in self.bad_blobs.get(&root).into_iter().flatten() {
+            for &p in self.bad_blobs.get(&root.as_blob()).into_iter().flatten() {
                 affected.entry(p).or_default().add(s.id, b"");
             }
             let mut prefix = Vec::new();
@@ -1418,7 +1423,7 @@ impl Checker<'_> {
                 }
             }
             if let Some(sub) = &n.subtree {
-                for &p in self.bad_blobs.get(sub).into_iter().flatten() {
+                for &p in self.bad_blobs.get(&sub.as_blob()).into_iter().flatten() {
                     affected.entry(p).or_default().add(snap, prefix);
                     found = true;
                 }

@@ -432,7 +432,7 @@ impl Repository {
         memo: &HashMap<TreeId, TreeTotals>,
         blobs: &mut HashSet<BlobId>,
     ) -> Result<TreeTotals> {
-        blobs.insert(*id);
+        blobs.insert(id.as_blob());
         let mut totals = TreeTotals {
             root: MerkleRoot([0; 32]),
             files: 0,
@@ -481,7 +481,7 @@ mod tests {
         f.size = 3;
         f.content = vec![BlobId::from_bytes([1; 32])];
         let mut d = Node::new(b"d".to_vec(), NodeKind::Dir);
-        d.subtree = Some(BlobId::from_bytes([2; 32]));
+        d.subtree = Some(TreeId::from_bytes([2; 32]));
         let t = Tree {
             nodes: vec![f.clone(), d.clone()],
         };

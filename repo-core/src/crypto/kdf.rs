@@ -63,6 +63,22 @@ impl Default for KdfBudget {
 }
 
 impl KdfParams {
+    /// Deliberately weak parameters (64 KiB, one pass, one lane) for tests
+    /// only: opening a repository then takes microseconds instead of the
+    /// default's ~1 s (several seconds in a debug build). **Never** use it
+    /// for a real repository: it makes guessing the password cheap.
+    ///
+    /// ```
+    /// use repo_core::{InitOptions, KdfParams};
+    /// let opts = InitOptions { kdf: KdfParams::INSECURE_TEST, ..InitOptions::default() };
+    /// # let _ = opts;
+    /// ```
+    pub const INSECURE_TEST: Self = Self {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
     /// Memory times passes (KiB × passes): what stretching one password
     /// costs, in time as in memory traffic. Lanes share the memory and
     /// do not change it.
@@ -97,7 +113,11 @@ impl KdfParams {
     }
 
     /// Derives a 32-byte key-encryption key from `password` and `salt`.
-    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    pub(crate) fn derive(
+        &self,
+        password: &[u8],
+        salt: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         self.check_limits()?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;

@@ -6,7 +6,7 @@ mod key;
 
 pub use aead::{open, open_in_place, seal, seal_in_place, seal_with_nonce};
 pub use kdf::{KdfBudget, KdfParams};
-pub use key::{KeyFile, MasterKey};
+pub use key::{KeyFile, KeyFileHeader, MasterKey};
 
 use thiserror::Error;
 

@@ -176,10 +176,11 @@ impl Index {
             let mut damaged = BTreeMap::new();
             state = self.sync_once(backend, key, &mut superseded, &mut damaged)?;
             for (name, e) in &damaged {
-                self.warnings.warn(format!(
-                    "skipped damaged index file {name} (its packs count as unindexed until \
-                     `cairn repair index`): {e}"
-                ));
+                self.warnings
+                    .warn(crate::warning::Warning::DamagedIndexFile {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    });
             }
             *self.damaged.lock().unwrap_or_else(|e| e.into_inner()) = damaged;
             if state == Pass::Done {

@@ -34,6 +34,7 @@ use crate::progress::{NoProgress, Progress};
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind};
+use crate::warning::Warning;
 
 use target::{DirError, TargetDir};
 
@@ -69,7 +70,7 @@ pub struct RestoreSummary {
     /// file once.
     pub bytes_restored: u64,
     /// Problems that did not stop the restore (e.g. ownership as non-root).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Builder for one restore.
@@ -114,6 +115,14 @@ fn cached_id(
 
 impl Repository {
     /// Starts a restore of `snapshot`.
+    ///
+    /// **Layout:** every path is recreated below the target directory
+    /// ([`Restore::to`], default `.`): a file backed up as
+    /// `/home/me/notes.txt` is restored to `<target>/home/me/notes.txt`, and
+    /// a stream stored as `db/dump.sql` to `<target>/db/dump.sql`. To read
+    /// one file without writing it anywhere, use
+    /// [`Repository::open_file`]. Include and exclude patterns follow
+    /// [`PathPattern`](crate::PathPattern).
     pub fn restore<'a>(&'a self, snapshot: &'a SnapshotEntry) -> Restore<'a> {
         Restore {
             repo: self,
@@ -206,7 +215,7 @@ impl<'a> Restore<'a> {
             source,
         })?;
         let warnings = std::sync::Mutex::new(Vec::new());
-        let warn = |m: String| {
+        let warn = |m: Warning| {
             self.progress.warn(&m);
             warnings.lock().unwrap_or_else(|e| e.into_inner()).push(m);
         };
@@ -306,7 +315,7 @@ impl<'a> Restore<'a> {
         sel: &Selection<'_>,
         plan: &mut Plan,
         counts: &Counts,
-        warn: &(dyn Fn(String) + Sync),
+        warn: &(dyn Fn(Warning) + Sync),
     ) -> Result<bool> {
         /// A directory being planned: its entries left, where it is, its
         /// descriptor (`None`: the root, `dir`) and, but for the root, its
@@ -365,10 +374,12 @@ impl<'a> Restore<'a> {
                     let (sub_dir, existed) = match target::ensure_dir(parent, name, replace) {
                         Ok(d) => d,
                         Err(DirError::NotADirectory) => {
-                            warn(format!(
-                                "{}: not a directory, kept (--overwrite never); its contents are not restored",
-                                self.target.join(&op).display()
-                            ));
+                            warn(Warning::NotRestored {
+                                path: self.target.join(&op),
+                                reason: "not a directory, kept (--overwrite never); \
+                                         its contents are not restored"
+                                    .into(),
+                            });
                             counts.skipped.fetch_add(1, Relaxed);
                             continue;
                         }
@@ -571,7 +582,7 @@ impl<'a> Restore<'a> {
         node: &Node,
         root: bool,
         counts: &Counts,
-        warn: &(dyn Fn(String) + Sync),
+        warn: &(dyn Fn(Warning) + Sync),
     ) -> Result<()> {
         let path = target.path().join(rel);
         let err = |source| Error::Target {
@@ -580,10 +591,10 @@ impl<'a> Restore<'a> {
         };
         let (dir, name) = target.open_parent(rel).map_err(err)?;
         if node.kind == NodeKind::Socket {
-            warn(format!(
-                "{}: sockets are recorded but not restored",
-                path.display()
-            ));
+            warn(Warning::NotRestored {
+                path: path.clone(),
+                reason: "sockets are recorded but not restored".into(),
+            });
             return Ok(());
         }
         if let Some(keep) = self.keeps_existing(&dir, name, node) {
@@ -609,7 +620,10 @@ impl<'a> Restore<'a> {
                     SFlag::S_IFBLK
                 };
                 if let Err(e) = nix::sys::stat::mknodat(&dir, name, kind, mode, node.rdev as _) {
-                    warn(format!("{}: cannot create device: {e}", path.display()));
+                    warn(Warning::NotRestored {
+                        path: path.clone(),
+                        reason: format!("cannot create device: {e}"),
+                    });
                     return Ok(());
                 }
             }
@@ -627,7 +641,7 @@ impl<'a> Restore<'a> {
         at: At<'_>,
         node: &Node,
         root: bool,
-        warn: &(dyn Fn(String) + Sync),
+        warn: &(dyn Fn(Warning) + Sync),
     ) -> Result<()> {
         let err = |source| Error::Target {
             path: path.to_path_buf(),
@@ -647,7 +661,10 @@ impl<'a> Restore<'a> {
                 .map_err(io::Error::from),
             };
             if let Err(e) = r {
-                warn(format!("{}: cannot set owner: {e}", path.display()));
+                warn(Warning::NotRestored {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot set owner: {e}"),
+                });
             }
         }
         if node.kind != NodeKind::Symlink {
@@ -686,11 +703,10 @@ impl<'a> Restore<'a> {
                 }
             };
             if let Err(e) = r {
-                warn(format!(
-                    "{}: cannot set xattr {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(&x.name)
-                ));
+                warn(Warning::NotRestored {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot set xattr {}: {e}", String::from_utf8_lossy(&x.name)),
+                });
             }
         }
         let t = TimeSpec::new(
@@ -824,7 +840,7 @@ mod tests {
         let bytes = Tree { nodes: vec![node] }.encode();
         let root = repo.hasher().tree_id(&bytes);
         let packer = repo.packer();
-        packer.save(BlobKind::Tree, root, &bytes).unwrap();
+        packer.save(BlobKind::Tree, root.as_blob(), &bytes).unwrap();
         packer.flush_all().unwrap();
         let mut crafted = snap.snapshot.clone();
         crafted.tree = root;

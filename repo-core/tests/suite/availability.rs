@@ -6,9 +6,10 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use repo_core::backend::{Backend, ObjectKind};
-use repo_core::blob::BlobKind;
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::backend::{Backend, ObjectKind};
+use repo_core::unstable::blob::BlobKind;
+use repo_core::unstable::prune::PruneOptions;
+use repo_core::unstable::{MemoryBackendInternals as _, RepositoryInternals as _};
 use repo_core::{Error, ProblemKind, Repository};
 
 use super::{check_all, init_repo, open_repo, random_bytes};
@@ -75,7 +76,11 @@ fn backup_never_reuses_a_blob_from_a_lost_pack() {
         let e = b.run().unwrap_err();
         assert!(matches!(e, Error::LostPack { .. }), "{e}");
         assert!(e.to_string().contains(&lost), "{e}");
-        assert!(repo.warnings().iter().any(|w| w.contains(&lost)));
+        assert!(
+            repo.warnings()
+                .iter()
+                .any(|w| w.to_string().contains(&lost))
+        );
         assert_eq!(
             repo.snapshots().unwrap().len(),
             before,
@@ -84,7 +89,7 @@ fn backup_never_reuses_a_blob_from_a_lost_pack() {
     }
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    repo.repair_index(false).unwrap();
+    repo.repair_index(&Default::default()).unwrap();
     repo.repair_snapshots().unwrap();
     drop(repo);
     let repo = open_repo(d.path(), b"pw").unwrap();
@@ -139,7 +144,7 @@ fn a_future_dated_heartbeat_is_ignored_named_and_reported() {
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
     assert!(sum.packs_deleted > 0, "{sum:?}");
     assert_eq!(sum.heartbeats_ignored, vec![name.to_string()]);
-    assert!(repo.warnings().iter().any(|w| w.contains(name)));
+    assert!(repo.warnings().iter().any(|w| w.to_string().contains(name)));
     restores_exactly(&repo, &src, &d.path().join("out"));
 
     // A live heartbeat that started before the mark still holds it back.
@@ -150,7 +155,7 @@ fn a_future_dated_heartbeat_is_ignored_named_and_reported() {
     repo.backend()
         .delete(ObjectKind::Snapshot, &old.id.to_hex())
         .unwrap();
-    let beat = repo_core::lock::Heartbeat::start(repo.backend()).unwrap();
+    let beat = repo_core::unstable::lock::Heartbeat::start(repo.backend()).unwrap();
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
     assert_eq!(sum.packs_deleted, 0, "{sum:?}");
     assert_eq!(sum.waiting_for.len(), 1, "{sum:?}");
@@ -186,7 +191,11 @@ fn a_garbage_mark_is_reported_skipped_and_removed() {
         .prune(repo.prune_plan(&PruneOptions::default()).unwrap())
         .unwrap();
     assert!(sum.marks_damaged_deleted.is_empty());
-    assert!(repo.warnings().iter().any(|w| w.contains(&name)));
+    assert!(
+        repo.warnings()
+            .iter()
+            .any(|w| w.to_string().contains(&name))
+    );
     assert!(mark.exists());
     // Past it (grace zero): deleted, and every mark is swept.
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
@@ -237,7 +246,7 @@ fn a_future_dated_mark_is_rewritten_and_then_swept() {
 /// resolves by listing (and skips a damaged snapshot with a warning).
 #[test]
 fn a_full_id_reads_only_its_own_snapshot_file() {
-    use repo_core::backend::{FaultPlan, FaultyBackend, OpKind};
+    use repo_core::unstable::backend::{FaultPlan, FaultyBackend, OpKind};
     use repo_core::{OpenOptions, SnapshotFilter};
 
     let d = tempfile::tempdir().unwrap();
@@ -272,7 +281,11 @@ fn a_full_id_reads_only_its_own_snapshot_file() {
         .find_snapshot(&ids[0].to_hex()[..10], &SnapshotFilter::default())
         .unwrap();
     assert_eq!(s.id, ids[0]);
-    assert!(repo.warnings().iter().any(|w| w.contains(&ids[2].to_hex())));
+    assert!(
+        repo.warnings()
+            .iter()
+            .any(|w| w.to_string().contains(&ids[2].to_hex()))
+    );
     // `latest` is the newest readable snapshot.
     let s = repo
         .find_snapshot("latest", &SnapshotFilter::default())

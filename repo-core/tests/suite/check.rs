@@ -2,17 +2,18 @@
 //! the affected files; the ledger rotates partial data checks through every
 //! pack; drills restore and compare; integrity reports are reproducible.
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use repo_core::check::{
+use repo_core::unstable::check::{
     CheckOptions, CheckReport, DrillOptions, MerkleRoot, ProblemKind, ReadData, Sample,
     merkle_tree_hash,
 };
-use repo_core::repository::now_ns;
+use repo_core::unstable::repository::now_ns;
 use repo_core::{
     LocalBackend, NoProgress, ObjectKind, OpenOptions, PackId, Repository, SnapshotEntry,
     SnapshotFilter, TreeId,
@@ -123,7 +124,7 @@ fn deleted_pack_fails_structure_naming_pack_and_affected_paths() {
     let data_pack = repo.index().lookup(&node.content[0]).unwrap().unwrap().pack;
     let tree_pack = repo
         .index()
-        .lookup(&snap.snapshot.tree)
+        .lookup(&snap.snapshot.tree.into())
         .unwrap()
         .unwrap()
         .pack;
@@ -470,7 +471,7 @@ fn drill_of_unreadable_snapshot_is_a_recorded_failure() {
     let snap = latest(&repo);
     let tree_pack = repo
         .index()
-        .lookup(&snap.snapshot.tree)
+        .lookup(&snap.snapshot.tree.into())
         .unwrap()
         .unwrap()
         .pack;

@@ -2,13 +2,14 @@
 //! chunks through scratch files (docs/check.md §1). With a budget of a few
 //! records it must spill, and find exactly what it finds in memory.
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repo_core::blob::BlobKind;
-use repo_core::check::{CheckOptions, CheckReport, ProblemKind, ReadData};
-use repo_core::index::IndexPack;
+use repo_core::unstable::blob::BlobKind;
+use repo_core::unstable::check::{CheckOptions, CheckReport, ProblemKind, ReadData};
+use repo_core::unstable::index::IndexPack;
 use repo_core::{LocalBackend, NoProgress, ObjectKind, OpenOptions, PackId, Repository};
 
 use super::{init_repo, random_bytes, text_lines};

@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::Duration;
 
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::prune::PruneOptions;
 use repo_core::{ObjectKind, SnapshotFilter};
 
 use super::{check_clean, init_repo, open_repo, random_bytes};

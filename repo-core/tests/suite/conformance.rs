@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_testkit::backend::Hooked;
-use repo_core::backend::{FaultPlan, FaultyBackend};
+use repo_core::unstable::backend::{FaultPlan, FaultyBackend};
 use repo_core::{LocalBackend, MemoryBackend, conformance};
 
 #[test]

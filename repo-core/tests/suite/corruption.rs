@@ -1,6 +1,7 @@
 //! Acceptance: wrong password, truncated or flipped packs give clear errors
 //! naming the object, never a panic or wrong bytes (issue 2).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -137,7 +138,9 @@ fn corrupt_snapshot_and_index_files_are_named() {
     let listed = repo.snapshots().unwrap();
     assert!(listed.iter().all(|s| s.id.to_hex() != snap_name));
     assert!(
-        repo.warnings().iter().any(|w| w.contains(&snap_name)),
+        repo.warnings().iter().any(
+            |w| matches!(w, repo_core::Warning::DamagedSnapshot { name, .. } if *name == snap_name)
+        ),
         "{:?}",
         repo.warnings()
     );
@@ -155,7 +158,9 @@ fn corrupt_snapshot_and_index_files_are_named() {
     fs::write(&idx, &b[..b.len() - 5]).unwrap();
     let repo = open_repo(d.path(), b"pw").unwrap();
     assert!(
-        repo.warnings().iter().any(|w| w.contains(&idx_name)),
+        repo.warnings().iter().any(
+            |w| matches!(w, repo_core::Warning::DamagedIndexFile { name, .. } if *name == idx_name)
+        ),
         "{:?}",
         repo.warnings()
     );

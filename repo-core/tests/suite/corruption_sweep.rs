@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
-use repo_core::blob::BlobKind;
-use repo_core::prune::PruneOptions;
+use repo_core::PruneOptions;
+use repo_core::unstable::blob::BlobKind;
+use repo_core::unstable::{MemoryBackendInternals as _, RepositoryInternals as _};
 use repo_core::{
     Backend, BlobId, CheckOptions, GroupBy, MemoryBackend, NoProgress, NodeKind, ObjectKind,
     OpenOptions, ReadData, Repository, RetentionPolicy, SnapshotFilter, SnapshotId,
@@ -318,10 +319,10 @@ fn needed_blobs(repo: &Repository, r: &Repo) -> BTreeMap<SnapshotId, HashSet<Blo
     let mut out = BTreeMap::new();
     for id in r.model.keys() {
         let snap = repo.snapshot(id).unwrap();
-        let mut need: HashSet<BlobId> = HashSet::from([snap.snapshot.tree]);
+        let mut need: HashSet<BlobId> = HashSet::from([snap.snapshot.tree.into()]);
         repo.walk(&snap.snapshot.tree, &mut |_, n| {
             need.extend(n.content.iter().copied());
-            need.extend(n.subtree);
+            need.extend(n.subtree.map(BlobId::from));
             Ok(true)
         })
         .unwrap();
@@ -415,7 +416,7 @@ fn one_damaged_file_degrades_service_and_repair_restores_it() {
                 .collect();
             // A damaged pack is only met when read: the error names it.
             assert!(
-                pack || repo.warnings().iter().any(|w| named(w)),
+                pack || repo.warnings().iter().any(|w| named(&w.to_string())),
                 "{what}: no warning names {names:?}: {:?}",
                 repo.warnings()
             );
@@ -481,7 +482,7 @@ fn one_damaged_file_degrades_service_and_repair_restores_it() {
                 .forget_plan(
                     &keep_all,
                     GroupBy::NONE,
-                    time::UtcOffset::UTC,
+                    repo_core::UtcOffset::UTC,
                     &SnapshotFilter::default(),
                 )
                 .unwrap_or_else(|e| panic!("{what}: forget plan failed: {e}"));
@@ -505,13 +506,13 @@ fn one_damaged_file_degrades_service_and_repair_restores_it() {
             let repo = Repository::open(b.clone(), b"pw", OpenOptions::default()).unwrap();
             match t {
                 Target::Index => {
-                    repo.repair_index(false)
+                    repo.repair_index(&Default::default())
                         .unwrap_or_else(|e| panic!("{what}: repair index: {e}"));
                 }
                 // Salvage what verifies, then cut what is lost from the
                 // snapshots (rewritten under new ids).
                 Target::DataPack | Target::TreePack => {
-                    repo.repair_index(true)
+                    repo.repair_index(&repo_core::RepairIndexOptions { read_data: true })
                         .unwrap_or_else(|e| panic!("{what}: repair index --read-data: {e}"));
                     repo.refresh_index().unwrap();
                     repo.repair_snapshots()

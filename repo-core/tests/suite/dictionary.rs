@@ -2,12 +2,13 @@
 //! the first backup with enough small files, used by every later small blob,
 //! verified by `check`, never in a version-1 repository.
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repo_core::check::ProblemKind;
-use repo_core::compress::{DICT_REF_LEN, MARKER_ZSTD_DICT};
-use repo_core::dict::MIN_SAMPLES;
+use repo_core::unstable::check::ProblemKind;
+use repo_core::unstable::compress::{DICT_REF_LEN, MARKER_ZSTD_DICT};
+use repo_core::unstable::dict::MIN_SAMPLES;
 use repo_core::{BlobId, Error, InitOptions, LocalBackend, ObjectKind, Repository, SnapshotFilter};
 
 use super::{WEAK_KDF, check_all, open_repo};
@@ -266,14 +267,16 @@ fn a_newer_config_version_is_refused_clearly() {
     drop(init(d.path(), "repo", true));
     let path = d.path().join("repo/config");
     let mut bytes = fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&(repo_core::format::FORMAT_VERSION + 1).to_le_bytes());
+    bytes[8..12].copy_from_slice(&(repo_core::unstable::format::FORMAT_VERSION + 1).to_le_bytes());
     fs::remove_file(&path).unwrap();
     fs::write(&path, bytes).unwrap();
     let err = open_repo(d.path(), b"wrong password").unwrap_err();
     assert!(
         matches!(
             err,
-            Error::Format(repo_core::format::FormatError::UnsupportedVersion { version: 3, .. })
+            Error::Format(
+                repo_core::unstable::format::FormatError::UnsupportedVersion { version: 3, .. }
+            )
         ),
         "{err}"
     );
@@ -301,7 +304,7 @@ fn prune_repacks_dictionary_blobs_and_keeps_the_dictionary() {
         .delete(ObjectKind::Snapshot, &old.id.to_hex())
         .unwrap();
     let plan = repo
-        .prune_plan(&repo_core::prune::PruneOptions {
+        .prune_plan(&repo_core::unstable::prune::PruneOptions {
             max_unused: 0.0,
             grace: std::time::Duration::ZERO,
         })

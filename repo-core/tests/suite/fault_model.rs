@@ -19,9 +19,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use repo_core::backend::{Fault, FaultPlan, FaultyBackend};
-use repo_core::forget::RetentionPolicy;
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend};
+use repo_core::unstable::forget::RetentionPolicy;
+use repo_core::unstable::prune::PruneOptions;
 use repo_core::{
     CheckOptions, GroupBy, MemoryBackend, NoProgress, OpenOptions, Repository, SnapshotFilter,
     SnapshotId,
@@ -154,7 +154,7 @@ fn run_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 repo.forget_plan(
                     &policy,
                     GroupBy::NONE,
-                    time::UtcOffset::UTC,
+                    repo_core::UtcOffset::UTC,
                     &SnapshotFilter::default(),
                 )
                 .and_then(|plan| {

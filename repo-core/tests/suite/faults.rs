@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use cairn_testkit::backend::{Call, Hooked};
 
-use repo_core::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
-use repo_core::forget::RetentionPolicy;
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
+use repo_core::unstable::forget::RetentionPolicy;
+use repo_core::unstable::prune::PruneOptions;
 use repo_core::{
     Backend, CheckOptions, Error, GroupBy, MemoryBackend, NoProgress, ObjectKind, OpenOptions,
     Repository, SnapshotFilter, SnapshotId,
@@ -87,7 +87,7 @@ struct Base {
     backend: MemoryBackend,
     model: Model,
     oldest: SnapshotId,
-    second: repo_core::id::KeyId,
+    second: repo_core::unstable::id::KeyId,
     next: Files,
     dir: tempfile::TempDir,
 }
@@ -177,7 +177,7 @@ fn forget_oldest(r: &Repository) -> repo_core::Result<()> {
     let plan = r.forget_plan(
         &policy,
         GroupBy::NONE,
-        time::UtcOffset::UTC,
+        repo_core::UtcOffset::UTC,
         &SnapshotFilter::default(),
     )?;
     r.forget(&plan).map(|_| ())
@@ -254,7 +254,7 @@ fn ops() -> Vec<Op> {
             name: "repair-index",
             password: b"pw",
             prepare: no_prep,
-            run: |r, _| r.repair_index(false).map(|_| ()),
+            run: |r, _| r.repair_index(&Default::default()).map(|_| ()),
             passwords: &[b"pw"],
             done: |_, _| {},
         },
@@ -365,14 +365,26 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
         // naming it (issue 12), and check reports it.
         ObjectKind::Index => {
             let r = Repository::open(b.clone(), b"pw", OpenOptions::default()).unwrap();
-            named(r.warnings().join("\n"));
+            named(
+                r.warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
             let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
             named(format!("{rep}"));
         }
         ObjectKind::Snapshot => {
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.snapshots().unwrap();
-            named(r.warnings().join("\n"));
+            named(
+                r.warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
         }
         ObjectKind::Key => {
             let r = open_any(b, &[b"pw", b"pw2"]);
@@ -386,7 +398,13 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             // Skipped with a warning by prune (issue 12), reported by check.
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.prune_plan(&PruneOptions::default()).unwrap();
-            named(r.warnings().join("\n"));
+            named(
+                r.warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
             let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
             named(format!("{rep}"));
         }

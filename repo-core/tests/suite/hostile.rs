@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use repo_core::blob::BlobKind;
-use repo_core::crypto::KeyFile;
-use repo_core::id::KeyId;
+use repo_core::unstable::RepositoryInternals as _;
+use repo_core::unstable::blob::BlobKind;
+use repo_core::unstable::crypto::KeyFile;
+use repo_core::unstable::id::KeyId;
 use repo_core::{
     Backend, DrillOptions, Error, KdfBudget, KdfParams, LocalBackend, NoProgress, Node, NodeKind,
     ObjectKind, OpenOptions, Repository, Sample, SnapshotEntry, StatsMode, Tree, TreeId,
@@ -17,8 +18,10 @@ use super::{WEAK_KDF, check_clean, init_memory, init_repo};
 
 /// Stores `tree` as it is (no validation) and returns its id.
 fn forge_tree(repo: &Repository, tree: &Tree) -> TreeId {
-    repo.forge_blobs(&[(BlobKind::Tree, &tree.encode())])
-        .unwrap()[0]
+    let id = repo
+        .forge_blobs(&[(BlobKind::Tree, &tree.encode())])
+        .unwrap()[0];
+    TreeId::from_bytes(*id.as_bytes())
 }
 
 fn file(name: &[u8], size: u64) -> Node {
@@ -69,7 +72,8 @@ fn deep_snapshot(repo: &Repository, depth: usize) -> SnapshotEntry {
         .map(|b| (BlobKind::Tree, b.as_slice()))
         .collect();
     let ids = repo.forge_blobs(&blobs).unwrap();
-    repo.forge_snapshot(*ids.last().unwrap(), 1).unwrap()
+    repo.forge_snapshot(TreeId::from_bytes(*ids.last().unwrap().as_bytes()), 1)
+        .unwrap()
 }
 
 #[test]
@@ -159,7 +163,7 @@ fn file_content_naming_a_tree_blob_is_refused_by_restore_and_check() {
         },
     );
     let mut f = file(b"f", 0);
-    f.content = vec![inner];
+    f.content = vec![inner.into()];
     f.size = Tree {
         nodes: vec![file(b"x", 0)],
     }
@@ -174,7 +178,7 @@ fn file_content_naming_a_tree_blob_is_refused_by_restore_and_check() {
     let snap = repo.forge_snapshot(root, 1).unwrap();
     let r = repo.restore(&snap).to(d.path().join("r")).run();
     assert!(
-        matches!(r, Err(Error::TreeAsContent(id)) if id == inner),
+        matches!(r, Err(Error::TreeAsContent(id)) if id == inner.into()),
         "{r:?}"
     );
     let mut sink = Vec::new();

@@ -1,6 +1,7 @@
 //! Acceptance: unchanged trees are not re-read; a one-line change adds
 //! about one chunk (issue 2).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 
 use super::{init_repo, random_bytes, text_lines};

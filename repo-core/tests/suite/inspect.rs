@@ -1,5 +1,6 @@
 //! Inspecting snapshots: diff, find and stats (issue 3, "Inspect and repair").
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_testkit::backend::{Call, Hooked};
-use repo_core::inspect::{Change, MetadataField, StatsMode};
+use repo_core::unstable::inspect::{Change, MetadataField, StatsMode};
 use repo_core::{InitOptions, LocalBackend, NodeKind, ObjectKind, Repository, SnapshotEntry};
 
 use super::{WEAK_KDF, init_repo, random_bytes, text_lines};

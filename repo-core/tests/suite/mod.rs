@@ -19,6 +19,7 @@ mod old_layout;
 mod patterns;
 mod plaintext;
 mod prune;
+mod reader;
 mod repair;
 mod restore_target;
 mod resume;

@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use repo_core::check::CheckOptions;
+use repo_core::unstable::check::CheckOptions;
 use repo_core::{NoProgress, SnapshotFilter};
 
 use super::{init_repo, open_repo, random_bytes};

@@ -1,13 +1,14 @@
 //! Prune: space is reclaimed, nothing referenced is lost, a prune stopped at
 //! any step leaves a usable repository, and backups run alongside (issue 3).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use repo_core::backend::ObjectKind;
-use repo_core::lock::Heartbeat;
-use repo_core::prune::{PruneOptions, PruneStep};
+use repo_core::unstable::backend::ObjectKind;
+use repo_core::unstable::lock::Heartbeat;
+use repo_core::unstable::prune::{PruneOptions, PruneStep};
 use repo_core::{Repository, SnapshotEntry};
 
 use super::{init_repo, open_repo, random_bytes};

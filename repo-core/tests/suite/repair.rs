@@ -1,10 +1,11 @@
 //! Repair: the index is rebuilt from packs; damaged packs are salvaged and
 //! snapshots rewritten so every unaffected file still restores (issue 3).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repo_core::repair::{DAMAGED_XATTR, REPAIRED_TAG};
+use repo_core::unstable::repair::{DAMAGED_XATTR, REPAIRED_TAG};
 use repo_core::{BlobId, SnapshotFilter};
 
 use super::{init_repo, open_repo, random_bytes, text_lines};
@@ -64,7 +65,7 @@ fn repair_index_rebuilds_a_deleted_index() {
         .unwrap();
     assert!(repo.restore(&snap).to(d.path().join("x")).run().is_err());
     // ...after `repair index` everything does.
-    let report = repo.repair_index(false).unwrap();
+    let report = repo.repair_index(&Default::default()).unwrap();
     assert!(
         report.packs_indexed >= 2 && report.blobs_lost.is_empty(),
         "{report:?}"
@@ -106,7 +107,9 @@ fn a_flipped_byte_costs_one_file_and_repair_keeps_the_rest() {
     drop(repo);
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let report = repo.repair_index(true).unwrap();
+    let report = repo
+        .repair_index(&repo_core::RepairIndexOptions { read_data: true })
+        .unwrap();
     assert_eq!(report.blobs_lost, vec![victim], "{report:?}");
     assert_eq!(report.packs_salvaged, vec![loc.pack]);
     assert!(!pack_path.exists(), "the damaged pack stays in place");

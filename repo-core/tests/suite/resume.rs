@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use repo_core::prune::PruneOptions;
+use repo_core::unstable::prune::PruneOptions;
 use repo_core::{ObjectKind, Repository};
 
 use super::{check_all, init_repo, open_repo, random_bytes};

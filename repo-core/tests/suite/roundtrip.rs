@@ -1,6 +1,7 @@
 //! Acceptance: a tree with every kind of entry restores identical in content
 //! and every recorded property (issue 2).
 
+use repo_core::unstable::RepositoryInternals as _;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;

@@ -28,25 +28,26 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use repo_core::blob::{self, BlobError, BlobKind};
-use repo_core::cache::runs::{self, Run};
-use repo_core::chunker::{Chunker, ChunkerParams};
-use repo_core::compress;
-use repo_core::config::Config;
-use repo_core::crypto::{self, CryptoError, KeyFile, MasterKey};
-use repo_core::encoding;
-use repo_core::format::{
+use repo_core::unstable::SnapshotFile as _;
+use repo_core::unstable::blob::{self, BlobError, BlobKind};
+use repo_core::unstable::cache::runs::{self, Run};
+use repo_core::unstable::chunker::{Chunker, ChunkerParams};
+use repo_core::unstable::compress;
+use repo_core::unstable::config::Config;
+use repo_core::unstable::crypto::{self, CryptoError, KeyFile, MasterKey};
+use repo_core::unstable::encoding;
+use repo_core::unstable::format::{
     self, CONFIG_MAGIC, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION, FormatError, INDEX_MAGIC,
     MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC,
     PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
 };
-use repo_core::hash::ContentHasher;
-use repo_core::id::{BlobId, ID_LEN, PackId, RepoId};
-use repo_core::index::IndexFile;
-use repo_core::mark::MarkFile;
-use repo_core::pack::{PackEntry, PackHeader};
-use repo_core::snapshot::Snapshot;
-use repo_core::tree::Tree;
+use repo_core::unstable::hash::ContentHasher;
+use repo_core::unstable::id::{BlobId, ID_LEN, PackId, RepoId};
+use repo_core::unstable::index::IndexFile;
+use repo_core::unstable::mark::MarkFile;
+use repo_core::unstable::pack::{PackEntry, PackHeader};
+use repo_core::unstable::snapshot::Snapshot;
+use repo_core::unstable::tree::Tree;
 
 /// The Redis exporter's RDB stream checker, from the CLI's library.
 pub use repo_cli::exporters::rdb;
@@ -132,7 +133,7 @@ pub fn blob_ad(kind: BlobKind, id: &BlobId) -> Vec<u8> {
 pub fn blob_id(kind: BlobKind, plain: &[u8]) -> BlobId {
     match kind {
         BlobKind::Data => hasher().chunk_id(plain),
-        BlobKind::Tree => hasher().tree_id(plain),
+        BlobKind::Tree => hasher().tree_id(plain).into(),
     }
 }
 
