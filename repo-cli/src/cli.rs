@@ -844,7 +844,7 @@ pub struct PruneOptionArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
     pub max_unused: f64,
     /// Delete condemned packs only after this long (storage clock), e.g. 1h, 2d, 0.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_grace)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = repo_core::parse_duration)]
     pub grace: std::time::Duration,
 }
 
@@ -856,14 +856,6 @@ impl PruneOptionArgs {
             grace: self.grace,
         }
     }
-}
-
-/// Parses a grace period: `0` or a duration like `1h`.
-fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
-    if s.trim() == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    repo_core::forget::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// `cairn prune`.
@@ -920,7 +912,7 @@ pub struct ForgetArgs {
     #[arg(short = 'y', long, value_name = "N", value_parser = parse_keep_count)]
     pub keep_yearly: Option<u32>,
     /// Keep snapshots less than DURATION older than the group's newest (e.g. 30d, 1y2m, 12h).
-    #[arg(long, value_name = "DURATION", value_parser = repo_core::forget::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = repo_core::parse_duration)]
     pub keep_within: Option<std::time::Duration>,
     /// Keep snapshots carrying these tags (`a,b` needs both; repeat to keep either).
     #[arg(long = "keep-tag", value_name = "TAG[,TAG]")]
@@ -1015,13 +1007,13 @@ pub struct CheckArgs {
     /// Read only some packs: `n/m`, `x%` (least recently verified first) or a size like `5G`.
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<repo_core::check::ReadData>,
-    /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h).
+    /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h, min, s).
     #[arg(long, value_name = "DURATION", requires = "data",
-          value_parser = repo_core::forget::parse_duration)]
+          value_parser = repo_core::parse_duration)]
     pub max_age: Option<std::time::Duration>,
-    /// Start no new pack after DURATION (e.g. 1h, 90min, 1h30min; units d, h, min, s).
+    /// Start no new pack after DURATION (e.g. 1h, 90min, 1h30min; units w, d, h, min, s).
     #[arg(long, value_name = "DURATION", requires = "data",
-          value_parser = crate::commands::parse_run_time)]
+          value_parser = repo_core::parse_run_time)]
     pub max_duration: Option<std::time::Duration>,
 }
 

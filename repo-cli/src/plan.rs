@@ -352,13 +352,13 @@ impl Source {
 /// A duration like `7d` or `12h` (the units of `cairn forget --keep-within`).
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    repo_core::forget::parse_duration(&s).map_err(serde::de::Error::custom)
+    repo_core::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// A run time like `2h`, `90min`, `30s` (the units of `cairn check --max-duration`).
 fn opt_run_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    crate::commands::parse_run_time(&s)
+    repo_core::parse_run_time(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -367,7 +367,7 @@ fn opt_run_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 /// checked here so the error names the line.
 fn opt_duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
-    repo_core::forget::parse_duration(&s).map_err(serde::de::Error::custom)?;
+    repo_core::parse_duration(&s).map_err(serde::de::Error::custom)?;
     Ok(Some(s))
 }
 
@@ -552,10 +552,8 @@ fn validate(plan: &Plan) -> Result<()> {
         if !any {
             bail!("[retention] has no keep_* rule (remove the table to keep everything)");
         }
-        if let Some(g) = &r.prune_grace
-            && g.trim() != "0"
-        {
-            repo_core::forget::parse_duration(g)
+        if let Some(g) = &r.prune_grace {
+            repo_core::parse_duration(g)
                 .with_context(|| format!("[retention] prune_grace {g:?}"))?;
         }
     }

@@ -25,6 +25,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 pub mod dict;
+pub mod duration;
 pub mod encoding;
 pub mod error;
 pub mod forget;
@@ -55,6 +56,7 @@ pub use check::{
     ReadData, Sample,
 };
 pub use crypto::KdfParams;
+pub use duration::{DurationError, HumanDuration, format_duration, parse_duration, parse_run_time};
 pub use error::{Error, Result};
 pub use forget::{
     ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,

@@ -43,7 +43,6 @@ use repo_core::{
 use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
 use crate::credentials::{self, Purpose};
 use crate::output::Output;
-pub(crate) use check::parse_run_time;
 
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

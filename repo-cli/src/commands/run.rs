@@ -1246,13 +1246,13 @@ fn dry_run(
     if let Some(c) = &p.check {
         out.line(format!(
             "  check every {}",
-            humantime_secs(c.every.as_secs())
+            repo_core::HumanDuration(c.every)
         ))?;
     }
     if let Some(d) = &p.drill {
         out.line(format!(
             "  drill every {}",
-            humantime_secs(d.every.as_secs())
+            repo_core::HumanDuration(d.every)
         ))?;
     }
     if problems.is_empty() {
@@ -1300,16 +1300,6 @@ fn redact(s: &str) -> String {
         }
     }
     s.to_string()
-}
-
-fn humantime_secs(s: u64) -> String {
-    if s.is_multiple_of(86_400) {
-        format!("{}d", s / 86_400)
-    } else if s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{s}s")
-    }
 }
 
 #[cfg(test)]
