@@ -18,10 +18,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Status, describe_status};
 use crate::cli::{GlobalArgs, RunArgs};
+use crate::contract::{BackupReport, CheckOutput, ErrorReport, ForgetOutput, SourceDetails};
 use crate::output::{self, Output};
 use crate::plan::{self, Loaded, RepositorySpec, Source};
 
@@ -137,9 +139,13 @@ struct Child {
 }
 
 impl Child {
-    /// The child's error line(s) (`cairn: error: …`), else the end of its
-    /// stderr, else how it exited.
+    /// The child's error object (children run with `--json`), else its
+    /// error line(s) (`cairn: error: …`), else the end of its stderr, else
+    /// how it exited.
     fn error(&self) -> String {
+        if let Some(e) = ErrorReport::find(&self.stderr) {
+            return e.error.message;
+        }
         let errs: Vec<&str> = self
             .stderr
             .lines()
@@ -561,9 +567,10 @@ fn backup(
     r.exit_code = child.code;
     r.duration_s = child.duration.as_secs_f64();
     r.stderr = child.stderr.clone();
-    let json = serde_json::from_slice::<serde_json::Value>(&child.stdout).ok();
-    if let Some(v) = &json {
-        collect(v, &mut r.snapshot_ids, &mut r.bytes_added);
+    let json = serde_json::from_slice::<BackupReport>(&child.stdout).ok();
+    for s in json.iter().flat_map(|j| &j.snapshots) {
+        r.snapshot_ids.push(s.snapshot_id.clone());
+        r.bytes_added += s.bytes_added;
     }
     match child.code {
         Some(0) => r.status = Outcome::Ok,
@@ -599,24 +606,21 @@ fn qdrant_api_key(src: &Source) -> Result<Option<String>> {
     Ok(Some(k.lines().next().unwrap_or("").trim().to_string()))
 }
 
-/// The snapshots a successful backup of `src` reported that `verify`
-/// applies to: pg's database snapshots (not the globals), redis's one,
-/// qdrant's one per collection. `None` when the output is not shaped as
-/// expected.
-fn verify_ids(src: &Source, v: &serde_json::Value) -> Option<Vec<String>> {
-    let id = |x: &serde_json::Value| x["snapshot_id"].as_str().map(String::from);
-    match src {
-        Source::Postgres(_) => v
-            .as_array()?
-            .iter()
-            .filter(|x| x["database"].is_string())
-            .map(id)
-            .collect::<Option<Vec<_>>>()
-            .filter(|ids| !ids.is_empty()),
-        Source::Redis(_) => id(v).map(|i| vec![i]),
-        Source::Qdrant(_) => v["snapshots"].as_array()?.iter().map(id).collect(),
-        Source::Paths(_) | Source::Command(_) => None,
-    }
+/// The snapshots a successful backup reported that `verify` applies to:
+/// pg's database snapshots (not the globals), redis's one, qdrant's one per
+/// collection. `None` when there is none.
+fn verify_ids(report: &BackupReport) -> Option<Vec<String>> {
+    let ids: Vec<String> = report
+        .snapshots
+        .iter()
+        .filter(|s| match &s.source {
+            SourceDetails::Postgres { database, .. } => database.is_some(),
+            SourceDetails::Redis { .. } | SourceDetails::Qdrant { .. } => true,
+            SourceDetails::Files | SourceDetails::Stream => false,
+        })
+        .map(|s| s.snapshot_id.clone())
+        .collect();
+    (!ids.is_empty()).then_some(ids)
 }
 
 /// The `verify` subcommand for snapshot `id` of `src` (after the global
@@ -642,11 +646,11 @@ fn verify_saved(
     g: &GlobalArgs,
     repo: &RepositorySpec,
     src: &Source,
-    json: Option<&serde_json::Value>,
+    json: Option<&BackupReport>,
     api_key: Option<&str>,
     exe: &Path,
 ) -> Vec<String> {
-    let Some(ids) = json.and_then(|v| verify_ids(src, v)) else {
+    let Some(ids) = json.and_then(verify_ids) else {
         return vec!["the backup reported no snapshot to verify".into()];
     };
     let mut errors = Vec::new();
@@ -665,26 +669,6 @@ fn verify_saved(
         }
     }
     errors
-}
-
-/// Gathers `snapshot_id`s and sums `bytes_added` anywhere in a command's
-/// JSON (one object for `backup`, an array for `pg backup`).
-fn collect(v: &serde_json::Value, ids: &mut Vec<String>, added: &mut u64) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                match (k.as_str(), x) {
-                    ("snapshot_id", serde_json::Value::String(s)) => ids.push(s.clone()),
-                    ("bytes_added", serde_json::Value::Number(n)) => {
-                        *added += n.as_u64().unwrap_or(0);
-                    }
-                    _ => collect(x, ids, added),
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, ids, added)),
-        _ => {}
-    }
 }
 
 /// The `cairn forget` arguments for the plan's retention.
@@ -727,9 +711,9 @@ fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsString> {
 /// A step's task from its child. `detail` reads what was done from the
 /// child's JSON; `None` (no such output, as when it failed early) leaves
 /// the detail empty rather than inventing a count.
-fn task_from(
+fn task_from<T: DeserializeOwned>(
     child: Result<Child>,
-    detail: impl FnOnce(&serde_json::Value) -> Option<String>,
+    detail: impl FnOnce(T) -> String,
 ) -> Task {
     match child {
         Err(e) => Task {
@@ -739,12 +723,12 @@ fn task_from(
             error: Some(format!("{e:#}")),
         },
         Ok(ch) => {
-            let v = serde_json::from_slice(&ch.stdout).unwrap_or(serde_json::Value::Null);
+            let v = serde_json::from_slice(&ch.stdout).ok();
             let ok = ch.code == Some(0);
             Task {
                 status: if ok { Outcome::Ok } else { Outcome::Failed },
                 duration_s: ch.duration.as_secs_f64(),
-                detail: detail(&v).unwrap_or_default(),
+                detail: v.map(detail).unwrap_or_default(),
                 error: (!ok).then(|| ch.error()),
             }
         }
@@ -760,14 +744,9 @@ fn retention(
 ) -> Task {
     let mut c = base_command(g, repo, exe);
     c.args(retention_args(loaded, r));
-    task_from(spawn(c, None), |v| {
-        let removed = v["removed"].as_array()?.len();
-        let pruned = if v["prune"].is_object() {
-            ", pruned"
-        } else {
-            ""
-        };
-        Some(format!("removed {removed} snapshot(s){pruned}"))
+    task_from(spawn(c, None), |v: ForgetOutput| {
+        let pruned = if v.prune.is_some() { ", pruned" } else { "" };
+        format!("removed {} snapshot(s){pruned}", v.removed.len())
     })
 }
 
@@ -780,8 +759,8 @@ fn check(g: &GlobalArgs, repo: &RepositorySpec, c: &plan::CheckSpec, exe: &Path)
     if let Some(s) = &c.read_data_subset {
         cmd.args(["--read-data-subset", s]);
     }
-    task_from(spawn(cmd, None), |v| {
-        v["read_data"].as_str().map(|r| format!("read data: {r}"))
+    task_from(spawn(cmd, None), |v: CheckOutput| {
+        format!("read data: {}", v.read_data)
     })
 }
 
@@ -891,10 +870,10 @@ fn lock(state_dir: &Path, name: &str) -> Result<Flock<std::fs::File>> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == Errno::EWOULDBLOCK {
-            anyhow::anyhow!(
+            anyhow::Error::from(crate::contract::LockHeld(format!(
                 "plan {name} is already running (another process holds {})",
                 path.display()
-            )
+            )))
         } else {
             anyhow::Error::from(e).context(format!("cannot lock {}", path.display()))
         }
@@ -1476,51 +1455,49 @@ stdin_filename = "ldap.ldif"
     }
 
     /// Which snapshots `verify = true` verifies, from each backup's JSON:
-    /// pg's databases but not its globals, redis's one, qdrant's nested list.
+    /// pg's databases but not its globals, redis's one, qdrant's each.
     #[test]
     fn verify_ids_follow_each_commands_json() {
-        let text = |kind: &str, extra: &str| {
-            format!(
-                "version = 1\n[[repository]]\nname = \"r\"\npath = \"/r\"\npassword_file = \"/pw\"\n\
-                 [[source]]\nname = \"s\"\ntype = \"{kind}\"\nverify = true\n{extra}"
+        let report = |details: &[(&str, serde_json::Value)]| {
+            let snapshots: Vec<serde_json::Value> = details
+                .iter()
+                .map(|(id, d)| {
+                    let mut v = serde_json::json!({
+                        "snapshot_id": id, "parent": null, "paths": [],
+                        "files_new": 1, "files_changed": 0, "files_unmodified": 0,
+                        "dirs_new": 0, "dirs_changed": 0, "dirs_unmodified": 0,
+                        "bytes_read": 1, "bytes_added": 1, "bytes_added_packed": 1,
+                        "total_files": 1, "total_bytes": 1, "duration_s": 0.1
+                    });
+                    v.as_object_mut()
+                        .unwrap()
+                        .extend(d.as_object().unwrap().clone());
+                    v
+                })
+                .collect();
+            serde_json::from_value::<BackupReport>(
+                serde_json::json!({"snapshots": snapshots, "failed": []}),
             )
+            .unwrap()
         };
-        let src = |kind: &str, extra: &str| {
-            let (mut p, _) = crate::plan::parse(&text(kind, extra), "x", Path::new("/")).unwrap();
-            p.sources.remove(0)
+        let pg = |db: Option<&str>| serde_json::json!({"type": "postgres", "database": db, "database_size": null, "tables": null});
+        let r = report(&[("g", pg(None)), ("da", pg(Some("a"))), ("db", pg(Some("b")))]);
+        assert_eq!(verify_ids(&r).unwrap(), ["da", "db"]);
+        assert_eq!(verify_ids(&report(&[("g", pg(None))])), None);
+        let r = report(&[(
+            "r1",
+            serde_json::json!({"type": "redis", "server": "h:1", "redis_version": "7",
+                               "rdb_version": 11, "keys": {"db0": 3}}),
+        )]);
+        assert_eq!(verify_ids(&r).unwrap(), ["r1"]);
+        let q = |c: &str| {
+            serde_json::json!({"type": "qdrant", "server": "http://h", "qdrant_version": "1",
+                               "collection": c, "qdrant_snapshot": "x", "checksum": null,
+                               "points_count": 2})
         };
-        let pg = src("postgres", "dsn = \"d\"\nall = true\n");
-        let v = serde_json::json!([
-            {"database": null, "snapshot_id": "g", "bytes_added": 1},
-            {"database": "a", "snapshot_id": "da", "bytes_added": 2},
-            {"database": "b", "snapshot_id": "db", "bytes_added": 3}
-        ]);
-        assert_eq!(verify_ids(&pg, &v).unwrap(), ["da", "db"]);
-        assert_eq!(verify_ids(&pg, &serde_json::json!([])), None);
-        let redis = src("redis", "url = \"redis://h:1\"\n");
-        let v = serde_json::json!({"snapshot_id": "r1", "bytes_added": 5});
-        assert_eq!(verify_ids(&redis, &v).unwrap(), ["r1"]);
-        let q = src("qdrant", "url = \"http://h\"\nall = true\n");
-        let v = serde_json::json!({"server": "http://h", "snapshots": [
-            {"collection": "c1", "snapshot_id": "q1", "qdrant_snapshot": "x", "bytes_added": 1},
-            {"collection": "c2", "snapshot_id": "q2", "qdrant_snapshot": "y", "bytes_added": 2}
-        ], "failed": []});
-        assert_eq!(verify_ids(&q, &v).unwrap(), ["q1", "q2"]);
-        let (mut ids, mut n) = (Vec::new(), 0);
-        collect(&v, &mut ids, &mut n);
-        assert_eq!(ids, ["q1", "q2"]);
-        assert_eq!(n, 3);
-    }
-
-    #[test]
-    fn collect_sums_nested_results() {
-        let v = serde_json::json!([
-            {"snapshot_id": "a", "bytes_added": 3},
-            {"snapshot_id": "b", "bytes_added": 4}
-        ]);
-        let (mut ids, mut n) = (Vec::new(), 0);
-        collect(&v, &mut ids, &mut n);
-        assert_eq!(ids, ["a", "b"]);
-        assert_eq!(n, 7);
+        let r = report(&[("q1", q("c1")), ("q2", q("c2"))]);
+        assert_eq!(verify_ids(&r).unwrap(), ["q1", "q2"]);
+        let r = report(&[("f", serde_json::json!({"type": "files"}))]);
+        assert_eq!(verify_ids(&r), None);
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::harness::{Env, PASSWORD, assert_success, stderr, write};
+use super::harness::{Env, PASSWORD, assert_success, only_snapshot, stderr, write};
 use super::trees::{
     Rng, assert_restores, check_read_data, init_small_packs, noise, read_tree, snapshot_ids,
     unreferenced_packs,
@@ -65,7 +65,7 @@ fn all_snapshots_restore(env: &Env, src: &Path, known: &mut HashMap<String, Tree
 }
 
 fn backup_json(env: &Env, src: &Path) -> serde_json::Value {
-    env.json(["backup", src.to_str().expect("utf8")])
+    only_snapshot(&env.json(["backup", src.to_str().expect("utf8")]))
 }
 
 #[test]

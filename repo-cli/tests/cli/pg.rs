@@ -235,8 +235,11 @@ fn pg_backup_restore_verify_round_trip() {
             "db-primary",
         ],
     ));
-    let saved = saved.as_array().expect("array");
+    assert_eq!(saved["failed"], serde_json::json!([]), "{saved}");
+    let saved = saved["snapshots"].as_array().expect("array");
     assert_eq!(saved.len(), 2, "globals + shop: {saved:?}");
+    assert_eq!(saved[0]["database"], serde_json::Value::Null);
+    assert_eq!(saved[0]["paths"], serde_json::json!(["postgres/globals.sql"]));
     assert_eq!(saved[1]["database"], "shop");
     assert_eq!(saved[1]["tables"], 3);
     let first_dump = saved[1]["bytes_read"].as_u64().unwrap();
@@ -443,7 +446,7 @@ fn pg_backup_restore_verify_round_trip() {
         &env,
         &["backup", "--dsn", &admin, "--database", "shop"],
     ));
-    let second = &again.as_array().unwrap()[1];
+    let second = &again["snapshots"][1];
     let added = second["bytes_added"].as_u64().unwrap();
     let dump = second["bytes_read"].as_u64().unwrap();
     assert!(dump > first_dump);

@@ -157,7 +157,9 @@ fn qdrant_backup_restore_verify_round_trip() {
     assert_eq!(s["collection"], "docs");
     assert_eq!(s["points_count"], 300);
     let (name, tar) = fake.state().created.last().cloned().unwrap();
-    assert_eq!(s["bytes"], tar.len() as u64);
+    assert_eq!(s["total_bytes"], tar.len() as u64);
+    assert_eq!(s["type"], "qdrant");
+    assert_eq!(s["server"], fake.url.as_str());
     assert!(s["bytes_added"].as_u64().unwrap() > 0);
     assert_eq!(s["qdrant_snapshot"], name.as_str());
     // The server-side copy is gone.
@@ -290,7 +292,7 @@ fn qdrant_corrupt_or_dropped_download_writes_no_snapshot() {
     let (code, v, err) = json_failure(&env, &backup);
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(v["snapshots"], json!([]));
-    assert_eq!(v["failed"][0]["collection"], "docs");
+    assert_eq!(v["failed"][0]["source"], "docs");
     assert!(err.contains("download interrupted"), "{err}");
     assert!(env.snapshots().is_empty(), "no snapshot may be written");
     assert!(fake.snapshot_names("docs").is_empty());
@@ -489,7 +491,7 @@ fn qdrant_all_collections_and_same_second_names() {
     // Unchanged data: only the new snapshot's tree is stored.
     let s = &b["snapshots"][0];
     assert!(
-        s["bytes_added"].as_u64().unwrap() * 20 < s["bytes"].as_u64().unwrap(),
+        s["bytes_added"].as_u64().unwrap() * 20 < s["total_bytes"].as_u64().unwrap(),
         "{s}"
     );
     assert_eq!(env.snapshots().len(), 5);
