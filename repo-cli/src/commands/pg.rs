@@ -8,8 +8,8 @@ use repo_core::{Repository, SnapshotEntry, SnapshotFilter};
 use serde::Serialize;
 
 use super::{Status, find_node, open};
-use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::cli::{GlobalArgs, PgArgs, PgBackupArgs, PgCommand, PgRestoreArgs, PgVerifyArgs};
+use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::exporters::postgres::{self as pg, RestoreOptions, Server};
 use crate::output::{self, Output};
 

@@ -10,11 +10,11 @@ use repo_core::{Node, NodeKind, Repository, SnapshotEntry};
 use serde::Serialize;
 
 use super::{Status, filter, find_node, open};
-use crate::contract::{BackupReport, FailedSource, SavedSnapshot, SourceDetails};
 use crate::cli::{
     FilterArgs, GlobalArgs, QdrantArgs, QdrantBackupArgs, QdrantCommand, QdrantRestoreArgs,
     QdrantServerArgs, QdrantVerifyArgs,
 };
+use crate::contract::{BackupReport, FailedSource, SavedSnapshot, SourceDetails};
 use crate::exporters::qdrant::{Client, CollectionInfo, VerifyingReader};
 use crate::output::{self, Output};
 use crate::progress::TermProgress;

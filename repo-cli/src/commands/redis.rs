@@ -12,10 +12,10 @@ use repo_core::{NodeKind, Repository, SnapshotEntry};
 use serde::Serialize;
 
 use super::{Status, find_node, open, select};
-use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::cli::{
     GlobalArgs, RedisArgs, RedisBackupArgs, RedisCommand, RedisRestoreArgs, RedisVerifyArgs,
 };
+use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::credentials::connection_string;
 use crate::exporters::rdb_keys::{self, DbKeys};
 use crate::exporters::redis::{Conn, RedisUrl, ScratchServer, copy_keys, create_private};

@@ -711,10 +711,7 @@ fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsString> {
 /// A step's task from its child. `detail` reads what was done from the
 /// child's JSON; `None` (no such output, as when it failed early) leaves
 /// the detail empty rather than inventing a count.
-fn task_from<T: DeserializeOwned>(
-    child: Result<Child>,
-    detail: impl FnOnce(T) -> String,
-) -> Task {
+fn task_from<T: DeserializeOwned>(child: Result<Child>, detail: impl FnOnce(T) -> String) -> Task {
     match child {
         Err(e) => Task {
             status: Outcome::Failed,
@@ -1481,7 +1478,11 @@ stdin_filename = "ldap.ldif"
             .unwrap()
         };
         let pg = |db: Option<&str>| serde_json::json!({"type": "postgres", "database": db, "database_size": null, "tables": null});
-        let r = report(&[("g", pg(None)), ("da", pg(Some("a"))), ("db", pg(Some("b")))]);
+        let r = report(&[
+            ("g", pg(None)),
+            ("da", pg(Some("a"))),
+            ("db", pg(Some("b"))),
+        ]);
         assert_eq!(verify_ids(&r).unwrap(), ["da", "db"]);
         assert_eq!(verify_ids(&report(&[("g", pg(None))])), None);
         let r = report(&[(

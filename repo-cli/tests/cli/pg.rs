@@ -121,12 +121,12 @@ impl PgServer {
         server
     }
 
-    fn dsn(&self, db: &str) -> String {
+    pub(super) fn dsn(&self, db: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Runs SQL (stopping at the first error) and returns the unaligned output.
-    fn sql(&self, db: &str, sql: &str) -> String {
+    pub(super) fn sql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bindir.join("psql"))
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.dsn(db))
@@ -239,7 +239,10 @@ fn pg_backup_restore_verify_round_trip() {
     let saved = saved["snapshots"].as_array().expect("array");
     assert_eq!(saved.len(), 2, "globals + shop: {saved:?}");
     assert_eq!(saved[0]["database"], serde_json::Value::Null);
-    assert_eq!(saved[0]["paths"], serde_json::json!(["postgres/globals.sql"]));
+    assert_eq!(
+        saved[0]["paths"],
+        serde_json::json!(["postgres/globals.sql"])
+    );
     assert_eq!(saved[1]["database"], "shop");
     assert_eq!(saved[1]["tables"], 3);
     let first_dump = saved[1]["bytes_read"].as_u64().unwrap();

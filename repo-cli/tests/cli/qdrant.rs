@@ -16,14 +16,14 @@ use super::qdrant_fake::{FakeQdrant, Knobs, VERSION};
 
 /// What an operator does over the REST API (works on the fake and on a
 /// real server alike).
-struct Api {
+pub(super) struct Api {
     base: String,
     key: Option<String>,
     agent: ureq::Agent,
 }
 
 impl Api {
-    fn new(base: &str, key: Option<&str>) -> Self {
+    pub(super) fn new(base: &str, key: Option<&str>) -> Self {
         Self {
             base: base.to_string(),
             key: key.map(str::to_string),
@@ -62,7 +62,7 @@ impl Api {
         serde_json::from_str(&text).unwrap()
     }
 
-    fn create_collection(&self, name: &str, dim: usize) {
+    pub(super) fn create_collection(&self, name: &str, dim: usize) {
         self.call(
             "PUT",
             &format!("/collections/{name}"),
@@ -70,7 +70,7 @@ impl Api {
         );
     }
 
-    fn upsert(&self, name: &str, ids: std::ops::Range<u64>, dim: usize) {
+    pub(super) fn upsert(&self, name: &str, ids: std::ops::Range<u64>, dim: usize) {
         let points: Vec<Value> = ids
             .map(|id| {
                 let v: Vec<f32> = (0..dim)
