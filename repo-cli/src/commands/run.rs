@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{Status, describe_status};
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::contract::{BackupReport, CheckOutput, ErrorReport, ForgetOutput, SourceDetails};
+use crate::credentials::redact_url;
 use crate::output::{self, Output};
 use crate::plan::{self, Loaded, RepositorySpec, Source};
 
@@ -1255,39 +1256,18 @@ fn show(c: &Command) -> String {
             Some(format!(
                 "{}={}",
                 k.to_string_lossy(),
-                redact(&v?.to_string_lossy())
+                redact_url(&v?.to_string_lossy())
             ))
         })
         .collect();
     parts.push(c.get_program().to_string_lossy().into_owned());
-    parts.extend(c.get_args().map(|a| redact(&a.to_string_lossy())));
+    parts.extend(c.get_args().map(|a| redact_url(&a.to_string_lossy())));
     parts.join(" ")
-}
-
-/// `scheme://user:secret@host` → `scheme://user:***@host`.
-fn redact(s: &str) -> String {
-    if let Some(i) = s.find("://") {
-        let rest = &s[i + 3..];
-        if let Some(at) = rest.find('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!("{}{}:***{}", &s[..i + 3], &userinfo[..colon], &rest[at..]);
-            }
-        }
-    }
-    s.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_hides_url_passwords() {
-        assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
-        assert_eq!(redact("postgresql://u:pw@h/db"), "postgresql://u:***@h/db");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-    }
 
     /// Every child command line is one our own parser accepts (qdrant's
     /// is another command's; it is built the same way).
