@@ -74,7 +74,7 @@ fn open(dir: &Path) -> Repository {
         PASSWORD,
         OpenOptions {
             cache_dir: Some(dir.join("cache")),
-            skip_damaged_index: false,
+            ..Default::default()
         },
     )
     .expect("repository opens")

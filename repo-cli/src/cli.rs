@@ -73,6 +73,12 @@ pub struct GlobalArgs {
     )]
     pub password_command: Option<String>,
 
+    /// Unlock with the key file whose id starts with ID only, however costly
+    /// its KDF parameters (by default, key files over the cost limit of one
+    /// open are not tried).
+    #[arg(long, env = "CAIRN_KEY", global = true, value_name = "ID")]
+    pub key: Option<String>,
+
     /// Directory for the local index cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

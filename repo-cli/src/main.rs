@@ -128,7 +128,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<Error>() {
             match e {
                 Error::NotARepository(_) => return exit::NO_REPOSITORY,
-                Error::WrongPassword | Error::Crypto(CryptoError::WrongPassword) => {
+                Error::WrongPassword
+                | Error::KeysNotTried(_)
+                | Error::Crypto(CryptoError::WrongPassword) => {
                     return exit::WRONG_PASSWORD;
                 }
                 _ => {}

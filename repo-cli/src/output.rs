@@ -61,6 +61,30 @@ impl Output {
     }
 }
 
+/// A name or path for human output: control characters, which could move
+/// the cursor or rewrite the terminal (C0, DEL, and C1 when the name is
+/// UTF-8), become `\xNN` escapes; every other byte, non-UTF-8 ones
+/// included, is kept as it is. `--json` carries names exactly.
+pub fn escape_controls(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let plain = |c: char| !c.is_control();
+    if name.utf8_chunks().all(|ch| ch.valid().chars().all(plain)) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = Vec::with_capacity(name.len() + 8);
+    for ch in name.utf8_chunks() {
+        for c in ch.valid().chars() {
+            if plain(c) {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            } else {
+                out.extend_from_slice(format!("\\x{:02x}", u32::from(c)).as_bytes());
+            }
+        }
+        out.extend_from_slice(ch.invalid());
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Sizes in binary units: `12 B`, `800 KiB`, `1.2 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -282,6 +306,18 @@ impl<'a> NodeJson<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_other_bytes_kept() {
+        assert_eq!(&*escape_controls(b"/a/caf\xe9 \xff"), b"/a/caf\xe9 \xff");
+        assert_eq!(&*escape_controls("/é".as_bytes()), "/é".as_bytes());
+        assert_eq!(
+            &*escape_controls(b"/x\x1b[2J\ny\x7f\xff"),
+            b"/x\\x1b[2J\\x0ay\\x7f\xff"
+        );
+        // U+009B is CSI on terminals that honour C1 controls.
+        assert_eq!(&*escape_controls("a\u{9b}31m".as_bytes()), b"a\\x9b31m");
+    }
 
     #[test]
     fn byte_sizes() {

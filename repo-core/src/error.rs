@@ -27,6 +27,15 @@ pub enum Error {
     /// No key file could be unlocked with the password.
     #[error("wrong password or no matching key")]
     WrongPassword,
+    /// No key file that was tried unlocked with the password, and some were
+    /// not tried: their KDF parameters are over what one open spends on
+    /// key files it was not told to use (SPEC §14), or there were too many.
+    #[error(
+        "wrong password or no matching key among the key files tried; not tried \
+         (KDF cost over the limit for one open, or too many key files): {}",
+        short_ids(.0)
+    )]
+    KeysNotTried(Vec<crate::id::KeyId>),
     /// No snapshot matched the selection.
     #[error("no snapshot matches {0:?}")]
     SnapshotNotFound(String),
@@ -61,6 +70,10 @@ pub enum Error {
     /// A blob the snapshot needs is not in any index.
     #[error("blob {0} is not in the index (lost data; run `cairn check`)")]
     BlobNotFound(BlobId),
+    /// A file's content list names a tree blob: the snapshot is damaged or
+    /// forged (a file's content may only be data blobs, SPEC §9.1).
+    #[error("file content names blob {0}, which is a tree, not data (run `cairn check`)")]
+    TreeAsContent(BlobId),
     /// A pack could not be parsed or a blob in it failed verification.
     #[error("pack {pack} is corrupt: {reason}")]
     CorruptPack {
@@ -135,4 +148,8 @@ pub enum Error {
     /// Cryptographic failure.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+fn short_ids(ids: &[crate::id::KeyId]) -> String {
+    ids.iter().map(|k| k.short()).collect::<Vec<_>>().join(", ")
 }

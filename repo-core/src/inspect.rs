@@ -17,7 +17,7 @@ use serde::ser::SerializeStruct;
 
 use crate::backend::ObjectKind;
 use crate::blob::BlobKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::pattern::PathPattern;
 use crate::repository::Repository;
@@ -400,43 +400,73 @@ impl Serialize for FindMatch {
     }
 }
 
-/// A match without its snapshot, as remembered for a subtree.
+/// A match without its snapshot or directory, as remembered for a subtree.
 #[derive(Debug, Clone)]
 struct Hit {
-    path: Vec<u8>,
+    name: Vec<u8>,
     kind: NodeKind,
     size: u64,
     mtime_ns: i64,
 }
 
 /// What a directory contributes, in order: its matching entries and the
-/// subdirectories to descend into.
+/// subdirectories (with their names) to descend into.
 #[derive(Debug)]
 enum Step {
     Hit(Hit),
     Descend(TreeId, Vec<u8>),
 }
 
-/// Steps per (tree, path). The path is part of the key because path globs
-/// depend on it; the same directory at the same place in several snapshots
-/// (the common case) is loaded once. Memory: one entry per distinct
-/// directory plus the matches, not one per file.
-type FindMemo = HashMap<(TreeId, Vec<u8>), Rc<Vec<Step>>>;
+/// Where a directory is: a hash chained over the names leading to it, so
+/// the key stays 32 bytes however deep the directory (keying by the path
+/// itself would make a deep chain of directories cost the square of its
+/// depth in memory).
+type PlaceKey = [u8; 32];
+
+fn child_place(parent: &PlaceKey, name: &[u8]) -> PlaceKey {
+    let mut h = blake3::Hasher::new();
+    h.update(parent);
+    h.update(&(name.len() as u64).to_le_bytes());
+    h.update(name);
+    *h.finalize().as_bytes()
+}
+
+/// Steps per (tree, place). The place is part of the key because path
+/// globs depend on it; the same directory at the same place in several
+/// snapshots (the common case) is loaded once. Memory: one entry per
+/// distinct directory plus the matches, not one per file.
+type FindMemo = HashMap<(TreeId, PlaceKey), Rc<Vec<Step>>>;
 
 impl Repository {
     /// Every entry matching `pattern` (see [`PathPattern`]) in each of
-    /// `snapshots`, in snapshot order, then path order.
+    /// `snapshots`, in snapshot order, then path order. Fails at the first
+    /// tree that cannot be read; [`Repository::find_with`] goes on.
     pub fn find(&self, pattern: &str, snapshots: &[SnapshotEntry]) -> Result<Vec<FindMatch>> {
+        self.find_with(pattern, snapshots, &mut |_, e| Err(e))
+    }
+
+    /// [`Repository::find`], handing the error of a snapshot whose trees
+    /// cannot all be read to `on_error`: returning `Ok` leaves that
+    /// snapshot's matches out and goes on with the next snapshot.
+    pub fn find_with(
+        &self,
+        pattern: &str,
+        snapshots: &[SnapshotEntry],
+        on_error: &mut dyn FnMut(&SnapshotEntry, Error) -> Result<()>,
+    ) -> Result<Vec<FindMatch>> {
         let pat = PathPattern::new(pattern)?;
         let mut memo = FindMemo::new();
         let mut out = Vec::new();
         for s in snapshots {
             let mut hits = Vec::new();
-            self.find_below(&s.snapshot.tree, b"", &pat, &mut memo, &mut hits)?;
-            out.extend(hits.into_iter().map(|h| FindMatch {
+            if let Err(e) = self.find_below(&s.snapshot.tree, &pat, &mut memo, &mut hits) {
+                on_error(s, e)?;
+                continue;
+            }
+            out.extend(hits.into_iter().map(|(path, h)| FindMatch {
                 snapshot: s.id,
                 snapshot_time_ns: s.snapshot.time_ns,
-                path: h.path,
+                path,
                 kind: h.kind,
                 size: h.size,
                 mtime_ns: h.mtime_ns,
@@ -445,43 +475,78 @@ impl Repository {
         Ok(out)
     }
 
-    fn find_below(
+    /// The steps of the directory `tree` at `prefix`, from `memo` or by
+    /// loading it.
+    fn find_steps(
         &self,
         tree: &TreeId,
         prefix: &[u8],
+        place: &PlaceKey,
         pat: &PathPattern,
         memo: &mut FindMemo,
-        out: &mut Vec<Hit>,
-    ) -> Result<()> {
-        let key = (*tree, prefix.to_vec());
-        let steps = match memo.get(&key) {
-            Some(s) => Rc::clone(s),
-            None => {
-                let t = self.load_tree(tree)?;
-                let mut steps = Vec::new();
-                for n in &t.nodes {
-                    let path = child_path(prefix, &n.name);
-                    if pat.matches(&path, &n.name) {
-                        steps.push(Step::Hit(Hit {
-                            path: path.clone(),
-                            kind: n.kind,
-                            size: n.size,
-                            mtime_ns: n.mtime_ns,
-                        }));
-                    }
-                    if let Some(sub) = n.subtree.filter(|_| n.kind == NodeKind::Dir) {
-                        steps.push(Step::Descend(sub, path));
-                    }
-                }
-                let steps = Rc::new(steps);
-                memo.insert(key, Rc::clone(&steps));
-                steps
+    ) -> Result<Rc<Vec<Step>>> {
+        let key = (*tree, *place);
+        if let Some(s) = memo.get(&key) {
+            return Ok(Rc::clone(s));
+        }
+        let t = self.load_tree(tree)?;
+        let mut steps = Vec::new();
+        for n in t.nodes {
+            // Name patterns need no path: building one per entry would cost
+            // the depth of the directory each time.
+            let path = if pat.needs_path() {
+                child_path(prefix, &n.name)
+            } else {
+                Vec::new()
+            };
+            if pat.matches(&path, &n.name) {
+                steps.push(Step::Hit(Hit {
+                    name: n.name.clone(),
+                    kind: n.kind,
+                    size: n.size,
+                    mtime_ns: n.mtime_ns,
+                }));
             }
-        };
-        for s in steps.iter() {
-            match s {
-                Step::Hit(h) => out.push(h.clone()),
-                Step::Descend(sub, path) => self.find_below(sub, path, pat, memo, out)?,
+            if let Some(sub) = n.subtree.filter(|_| n.kind == NodeKind::Dir) {
+                steps.push(Step::Descend(sub, n.name));
+            }
+        }
+        let steps = Rc::new(steps);
+        memo.insert(key, Rc::clone(&steps));
+        Ok(steps)
+    }
+
+    /// Depth first with an explicit stack, so a tree nested thousands of
+    /// levels deep cannot overflow the thread's stack.
+    fn find_below(
+        &self,
+        root: &TreeId,
+        pat: &PathPattern,
+        memo: &mut FindMemo,
+        out: &mut Vec<(Vec<u8>, Hit)>,
+    ) -> Result<()> {
+        let root_place = [0u8; 32];
+        let steps = self.find_steps(root, b"", &root_place, pat, memo)?;
+        // Each frame: a directory's steps, the next one, the length of the
+        // directory's path in `prefix`, and its place.
+        let mut stack = vec![(steps, 0usize, 0usize, root_place)];
+        let mut prefix = Vec::new();
+        while let Some((steps, i, len, place)) = stack.last_mut() {
+            let Some(step) = steps.get(*i) else {
+                stack.pop();
+                continue;
+            };
+            *i += 1;
+            prefix.truncate(*len);
+            match step {
+                Step::Hit(h) => out.push((child_path(&prefix, &h.name), h.clone())),
+                Step::Descend(sub, name) => {
+                    let (sub, place) = (*sub, child_place(place, name));
+                    prefix.push(b'/');
+                    prefix.extend_from_slice(name);
+                    let next = self.find_steps(&sub, &prefix, &place, pat, memo)?;
+                    stack.push((next, 0, prefix.len(), place));
+                }
             }
         }
         Ok(())
@@ -519,12 +584,14 @@ pub struct RestoreTotals {
     pub bytes: u64,
 }
 
+/// Saturating: hostile trees can claim sizes that add up past 2^64 − 1
+/// bytes, which then shows as that maximum rather than wrapping around.
 impl std::ops::AddAssign for RestoreTotals {
     fn add_assign(&mut self, o: Self) {
-        self.files += o.files;
-        self.dirs += o.dirs;
-        self.others += o.others;
-        self.bytes += o.bytes;
+        self.files = self.files.saturating_add(o.files);
+        self.dirs = self.dirs.saturating_add(o.dirs);
+        self.others = self.others.saturating_add(o.others);
+        self.bytes = self.bytes.saturating_add(o.bytes);
     }
 }
 
@@ -587,33 +654,60 @@ struct StatsWalk<'a> {
 }
 
 impl StatsWalk<'_> {
+    /// Totals of tree `id`, children before parents with an explicit stack
+    /// (no recursion: trees may nest deeper than a thread's stack allows).
     fn tree(&mut self, id: &TreeId) -> Result<RestoreTotals> {
-        if let Some(t) = self.trees.get(id) {
-            return Ok(*t);
+        enum Frame {
+            Visit(TreeId),
+            Finish(TreeId, Tree),
         }
-        let tree = self.repo.load_tree(id)?;
-        let mut t = RestoreTotals::default();
-        for n in &tree.nodes {
-            match n.kind {
-                NodeKind::File => {
-                    t.files += 1;
-                    t.bytes += n.size;
-                    if let Some(d) = &mut self.data {
-                        d.extend(n.content.iter().copied());
+        let mut stack = vec![Frame::Visit(*id)];
+        while let Some(f) = stack.pop() {
+            match f {
+                Frame::Visit(id) => {
+                    if self.trees.contains_key(&id) {
+                        continue;
                     }
+                    let tree = self.repo.load_tree(&id)?;
+                    let subs: Vec<TreeId> = tree.nodes.iter().filter_map(dir_subtree).collect();
+                    stack.push(Frame::Finish(id, tree));
+                    stack.extend(
+                        subs.into_iter()
+                            .filter(|s| !self.trees.contains_key(s))
+                            .map(Frame::Visit),
+                    );
                 }
-                NodeKind::Dir => {
-                    t.dirs += 1;
-                    if let Some(sub) = &n.subtree {
-                        t += self.tree(sub)?;
+                Frame::Finish(id, tree) => {
+                    let mut t = RestoreTotals::default();
+                    for n in &tree.nodes {
+                        match n.kind {
+                            NodeKind::File => {
+                                t.files += 1;
+                                t.bytes = t.bytes.saturating_add(n.size);
+                                if let Some(d) = &mut self.data {
+                                    d.extend(n.content.iter().copied());
+                                }
+                            }
+                            NodeKind::Dir => {
+                                t.dirs += 1;
+                                if let Some(sub) = dir_subtree(n) {
+                                    t += self.trees.get(&sub).copied().unwrap_or_default();
+                                }
+                            }
+                            _ => t.others += 1,
+                        }
                     }
+                    self.trees.insert(id, t);
                 }
-                _ => t.others += 1,
             }
         }
-        self.trees.insert(*id, t);
-        Ok(t)
+        Ok(self.trees.get(id).copied().unwrap_or_default())
     }
+}
+
+/// The subtree of a directory node.
+fn dir_subtree(n: &Node) -> Option<TreeId> {
+    n.subtree.filter(|_| n.kind == NodeKind::Dir)
 }
 
 fn blob_totals<'a>(
@@ -626,8 +720,8 @@ fn blob_totals<'a>(
         t.count += 1;
         match repo.index().lookup(id)? {
             Some(loc) if loc.entry.kind == kind => {
-                t.raw_bytes += u64::from(loc.entry.raw_length);
-                t.stored_bytes += u64::from(loc.entry.length);
+                t.raw_bytes = t.raw_bytes.saturating_add(u64::from(loc.entry.raw_length));
+                t.stored_bytes = t.stored_bytes.saturating_add(u64::from(loc.entry.length));
             }
             _ => t.missing += 1,
         }
@@ -667,7 +761,7 @@ impl Repository {
         let mut repository = RepositorySize::default();
         for p in self.backend().list(ObjectKind::Pack)? {
             repository.packs += 1;
-            repository.bytes += p.size;
+            repository.bytes = repository.bytes.saturating_add(p.size);
         }
         Ok(Stats {
             mode,

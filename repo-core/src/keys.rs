@@ -98,9 +98,16 @@ impl Repository {
                     continue;
                 }
             };
-            let current = KeyId::hash_of(&bytes) == self.key_id();
+            let hash = KeyId::hash_of(&bytes);
+            let current = hash == self.key_id();
             let status = match KeyFile::decode(&bytes) {
                 Err(e) => KeyStatus::Damaged(e.to_string()),
+                // Named by its hash when written (SPEC §4): any change to
+                // its bytes since, in clear fields too, shows here.
+                Ok(_) if hash != id => KeyStatus::Damaged(format!(
+                    "its content does not match its name (hash {})",
+                    hash.short()
+                )),
                 Ok(kf) if kf.header.repo_id != repo_id => KeyStatus::Damaged(format!(
                     "belongs to another repository ({})",
                     kf.header.repo_id.short()
@@ -181,6 +188,11 @@ impl Repository {
             // left behind would not open anything.
             if target.is_usable() && !keys.iter().any(|k| k.id != *id && k.is_usable()) {
                 return Err(Error::LastKey(*id));
+            }
+            // This session's key under another name (a renamed file is
+            // listed as damaged, yet still opens): never removable here.
+            if target.current {
+                return Err(Error::KeyInUse(*id));
             }
             Ok(())
         };

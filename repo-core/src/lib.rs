@@ -55,7 +55,7 @@ pub use check::{
     CheckOptions, CheckReport, DrillOptions, DrillReport, IntegrityReport, Problem, ProblemKind,
     ReadData, Sample,
 };
-pub use crypto::KdfParams;
+pub use crypto::{KdfBudget, KdfParams};
 pub use duration::{DurationError, HumanDuration, format_duration, parse_duration, parse_run_time};
 pub use error::{Error, Result};
 pub use forget::{

@@ -40,6 +40,12 @@ impl PathPattern {
     pub fn matches(&self, path: &[u8], name: &[u8]) -> bool {
         self.set.matches(path, name)
     }
+
+    /// False when the pattern looks at names only, so [`PathPattern::matches`]
+    /// may be given an empty path (a walk then need not build one per entry).
+    pub fn needs_path(&self) -> bool {
+        self.set.by_path.is_some()
+    }
 }
 
 /// Several patterns; an entry matches when any of them does. Matching costs

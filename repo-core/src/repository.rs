@@ -11,7 +11,7 @@ use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::compress::Dictionary;
 use crate::config::Config;
-use crate::crypto::{CryptoError, KdfParams, KeyFile, MasterKey};
+use crate::crypto::{CryptoError, KdfBudget, KdfParams, KeyFile, MasterKey};
 use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result};
 use crate::hash::ContentHasher;
@@ -60,6 +60,11 @@ pub struct OpenOptions {
     /// (for `check`, which then reports it). Normal operations should not:
     /// blobs only that file names would look lost.
     pub skip_damaged_index: bool,
+    /// Try only the key file whose id starts with this hex prefix, however
+    /// costly its KDF parameters (up to the limits of SPEC §4).
+    pub key: Option<String>,
+    /// What the open may spend on key files it is not told to use.
+    pub kdf_budget: KdfBudget,
 }
 
 /// Read buffers above this size (two default-profile chunks) are not kept
@@ -215,7 +220,7 @@ impl Repository {
             Err(e @ crate::format::FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
             Err(e) => return Err(corrupt_config(e.into())),
         };
-        let (key, key_id) = Self::unlock(&*backend, &repo_id, password)?;
+        let (key, key_id) = Self::unlock(&*backend, &repo_id, password, &opts)?;
         let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
         index.set_skip_damaged(opts.skip_damaged_index);
@@ -223,30 +228,47 @@ impl Repository {
         Ok(Self::assemble(backend, key, key_id, config, index))
     }
 
+    /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
+    /// parameters first, within `opts.kdf_budget` unless `opts.key` names
+    /// the file.
     fn unlock(
         backend: &dyn Backend,
         repo_id: &RepoId,
         password: &[u8],
+        opts: &OpenOptions,
     ) -> Result<(MasterKey, KeyId)> {
-        let mut last = Error::WrongPassword;
-        let (mut decoded, mut ours) = (0usize, 0usize);
-        for info in backend.list(ObjectKind::Key)? {
-            let bytes = backend.read(ObjectKind::Key, &info.name)?;
-            let Ok(kf) = KeyFile::decode(&bytes) else {
-                continue; // A damaged key file must not lock out the others.
-            };
-            decoded += 1;
-            if kf.header.repo_id != *repo_id {
-                continue;
+        let named = opts.key.as_deref().map(str::to_ascii_lowercase);
+        let mut candidates = Vec::new();
+        let decoded = {
+            let mut decoded = 0usize;
+            for info in backend.list(ObjectKind::Key)? {
+                if let Some(prefix) = &named
+                    && !info.name.starts_with(prefix.as_str())
+                {
+                    continue;
+                }
+                let bytes = backend.read(ObjectKind::Key, &info.name)?;
+                // A damaged key file must not lock out the others. Names
+                // are not checked: a renamed or swapped key file still
+                // opens (`check` reports it, SPEC §29.5).
+                let Ok(kf) = KeyFile::decode(&bytes) else {
+                    continue;
+                };
+                decoded += 1;
+                if kf.header.repo_id == *repo_id {
+                    candidates.push((kf, KeyId::hash_of(&bytes), info.name));
+                }
             }
-            ours += 1;
-            match kf.unlock(password) {
-                Ok(k) => return Ok((k, KeyId::hash_of(&bytes))),
-                Err(CryptoError::WrongPassword) => {}
-                Err(e) => last = e.into(),
+            decoded
+        };
+        if let Some(prefix) = &named {
+            match candidates.len() {
+                0 => return Err(Error::KeyNotFound(prefix.clone())),
+                1 => {}
+                _ => return Err(Error::AmbiguousKey(prefix.clone())),
             }
         }
-        if decoded > 0 && ours == 0 {
+        if decoded > 0 && candidates.is_empty() {
             // Key files exist but none is of the repository the config
             // names: the config's id is what is damaged (or replaced).
             return Err(Error::CorruptObject {
@@ -258,6 +280,35 @@ impl Repository {
                 }
                 .into(),
             });
+        }
+        // Cheapest first, so a costly planted file is reached (if at all)
+        // only after every ordinary key failed.
+        candidates
+            .sort_by(|a, b| (a.0.header.kdf.cost(), &a.2).cmp(&(b.0.header.kdf.cost(), &b.2)));
+        let budget = &opts.kdf_budget;
+        let (mut spent, mut tried) = (0u64, 0usize);
+        let mut not_tried = Vec::new();
+        let mut last = Error::WrongPassword;
+        for (kf, id, _) in candidates {
+            let kdf = &kf.header.kdf;
+            if named.is_none()
+                && (kdf.memory_kib > budget.max_memory_kib
+                    || spent.saturating_add(kdf.cost()) > budget.max_total_cost
+                    || tried >= budget.max_keys)
+            {
+                not_tried.push(id);
+                continue;
+            }
+            spent = spent.saturating_add(kdf.cost());
+            tried += 1;
+            match kf.unlock(password) {
+                Ok(k) => return Ok((k, id)),
+                Err(CryptoError::WrongPassword) => {}
+                Err(e) => last = e.into(),
+            }
+        }
+        if !not_tried.is_empty() {
+            return Err(Error::KeysNotTried(not_tried));
         }
         Err(last)
     }
@@ -408,6 +459,48 @@ impl Repository {
         Ok(id)
     }
 
+    /// Test door (feature `fault-injection`): stores `blobs` as given, with
+    /// no check of what a tree blob holds, and returns their ids; then
+    /// [`Repository::forge_snapshot`] can point a snapshot at them. For
+    /// tests of damaged or hostile repository content only.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn forge_blobs(&self, blobs: &[(BlobKind, &[u8])]) -> Result<Vec<BlobId>> {
+        let packer = self.packer();
+        let mut ids = Vec::with_capacity(blobs.len());
+        for (kind, plain) in blobs {
+            let id = match kind {
+                BlobKind::Data => self.hasher.chunk_id(plain),
+                BlobKind::Tree => self.hasher.tree_id(plain),
+            };
+            packer.save(*kind, id, plain)?;
+            ids.push(id);
+        }
+        packer.finish()?;
+        Ok(ids)
+    }
+
+    /// Test door (feature `fault-injection`): writes a snapshot of tree
+    /// `root` without looking at it.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn forge_snapshot(&self, root: TreeId, time_ns: i64) -> Result<SnapshotEntry> {
+        let snapshot = Snapshot {
+            time_ns,
+            host: "forged".into(),
+            username: String::new(),
+            paths: vec![b"/".to_vec()],
+            tags: Vec::new(),
+            parent: None,
+            tree: root,
+            program_version: String::new(),
+            summary: Default::default(),
+            metadata: Vec::new(),
+        };
+        let id = self.save_snapshot(&snapshot)?;
+        Ok(SnapshotEntry { id, snapshot })
+    }
+
     /// Reads, decrypts and verifies a blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
@@ -424,6 +517,17 @@ impl Repository {
         }
         self.refresh_index()?;
         self.index.lookup(id)?.ok_or(Error::BlobNotFound(*id))
+    }
+
+    /// Where data blob `id`, named in a file's content, is: like
+    /// [`Repository::locate`], but a tree blob is refused, so a forged
+    /// content list cannot restore a directory listing as file data.
+    pub fn locate_data(&self, id: &BlobId) -> Result<BlobLocation> {
+        let loc = self.locate(id)?;
+        if loc.entry.kind != BlobKind::Data {
+            return Err(Error::TreeAsContent(*id));
+        }
+        Ok(loc)
     }
 
     /// Reads a blob at a known location and verifies it.
@@ -638,39 +742,41 @@ impl Repository {
     }
 
     /// Visits every node below `root` depth-first, in name order, with its
-    /// path (components joined by `/`, raw bytes).
+    /// path (components joined by `/`, raw bytes); `visit` returns whether
+    /// to descend into a directory. An explicit stack of open directories,
+    /// not recursion, so no nesting depth can overflow the thread's stack.
     pub fn walk(
         &self,
         root: &TreeId,
         visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>,
     ) -> Result<()> {
-        fn rec(
-            repo: &Repository,
-            tree: &TreeId,
-            prefix: &mut Vec<u8>,
-            visit: &mut dyn FnMut(&[u8], &Node) -> Result<bool>,
-        ) -> Result<()> {
-            let t = repo.load_tree(tree)?;
-            for n in &t.nodes {
-                let len = prefix.len();
-                prefix.push(b'/');
-                prefix.extend_from_slice(&n.name);
-                let descend = visit(prefix, n)?;
-                if descend && let Some(sub) = &n.subtree {
-                    rec(repo, sub, prefix, visit)?;
-                }
-                prefix.truncate(len);
+        // Each frame: a directory's tree, the next entry, and the length of
+        // the directory's own path in `prefix`.
+        let mut stack = vec![(self.load_tree(root)?, 0usize, 0usize)];
+        let mut prefix = Vec::new();
+        while let Some((tree, i, len)) = stack.last_mut() {
+            let Some(n) = tree.nodes.get(*i) else {
+                stack.pop();
+                continue;
+            };
+            *i += 1;
+            prefix.truncate(*len);
+            prefix.push(b'/');
+            prefix.extend_from_slice(&n.name);
+            let descend = visit(&prefix, n)?;
+            if descend && let Some(sub) = n.subtree {
+                let sub_tree = self.load_tree(&sub)?;
+                stack.push((sub_tree, 0, prefix.len()));
             }
-            Ok(())
         }
-        rec(self, root, &mut Vec::new(), visit)
+        Ok(())
     }
 
     /// Writes a file node's content to `out`, verifying every chunk.
     pub fn dump_node(&self, node: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
         let mut n = 0u64;
         for id in &node.content {
-            let data = self.read_blob(id)?;
+            let data = self.read_blob_at(&self.locate_data(id)?)?;
             out.write_all(&data).map_err(|source| Error::Target {
                 path: "<output>".into(),
                 source,

@@ -181,7 +181,14 @@ impl Tree {
             }
         }
         for n in &t.nodes {
-            if n.name.is_empty() || n.name.contains(&b'/') || n.name == b"." || n.name == b".." {
+            // Each name is one path component that restore can create:
+            // `/` would reach elsewhere and NUL cannot be passed to the OS.
+            if n.name.is_empty()
+                || n.name.contains(&b'/')
+                || n.name.contains(&0)
+                || n.name == b"."
+                || n.name == b".."
+            {
                 return Err(FormatError::Malformed {
                     what: "tree",
                     reason: format!("invalid entry name {:?}", n.name_lossy()),
@@ -294,9 +301,17 @@ mod tests {
             ],
         };
         assert!(Tree::decode(&t.encode()).is_err());
-        let t = Tree {
-            nodes: vec![Node::new(b"a/b".to_vec(), NodeKind::File)],
-        };
-        assert!(Tree::decode(&t.encode()).is_err());
+        for bad in [&b"a/b"[..], b"a\0b", b"\0", b"", b".", b".."] {
+            let t = Tree {
+                nodes: vec![Node::new(bad.to_vec(), NodeKind::File)],
+            };
+            assert!(
+                matches!(
+                    Tree::decode(&t.encode()),
+                    Err(FormatError::Malformed { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
     }
 }

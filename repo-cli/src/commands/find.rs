@@ -78,14 +78,30 @@ pub(super) fn snapshots(
 pub fn run(g: &GlobalArgs, out: Output, a: &FindArgs) -> Result<Status> {
     let repo = open(g, out)?;
     let snaps = snapshots(&repo, &a.snapshots, &a.filter)?;
-    let matches = repo.find(&a.pattern, &snaps)?;
+    // A snapshot whose trees cannot be read is reported and left out; the
+    // others are still searched.
+    let mut failed = 0usize;
+    let matches = repo.find_with(&a.pattern, &snaps, &mut |s, e| {
+        failed += 1;
+        out.warn(format!(
+            "snapshot {} not searched: {}",
+            s.id.short(),
+            crate::message(&e.into())
+        ));
+        Ok(())
+    })?;
+    let status = if failed > 0 {
+        Status::Incomplete
+    } else {
+        Status::Ok
+    };
     if out.json {
         let v: Vec<_> = matches.iter().map(MatchJson::new).collect();
         out.json_value(&v)?;
-        return Ok(Status::Ok);
+        return Ok(status);
     }
     if !out.text() {
-        return Ok(Status::Ok);
+        return Ok(status);
     }
     let mut w = BufWriter::new(io::stdout().lock());
     let mut current = None;
@@ -111,8 +127,8 @@ pub fn run(g: &GlobalArgs, out: Output, a: &FindArgs) -> Result<Status> {
             m.size,
             output::local_time(m.mtime_ns)
         )?;
-        // Raw bytes, as `ls` prints them.
-        w.write_all(&m.path)?;
+        // Raw bytes, control characters escaped, as `ls` prints them.
+        w.write_all(&output::escape_controls(&m.path))?;
         if m.kind == NodeKind::Dir {
             w.write_all(b"/")?;
         }
@@ -131,5 +147,5 @@ pub fn run(g: &GlobalArgs, out: Output, a: &FindArgs) -> Result<Status> {
         if snaps.len() == 1 { "" } else { "s" }
     )?;
     w.flush()?;
-    Ok(Status::Ok)
+    Ok(status)
 }

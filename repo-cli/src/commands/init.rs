@@ -35,6 +35,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         cache_dir: cache_dir(g),
         dictionary: !a.no_dictionary,
     };
+    super::key::warn_kdf(out, &opts.kdf);
     let repo = Repository::init(LocalBackend::create(path)?, &pw, opts)?;
     let id = repo.config().repo_id.to_hex();
     if out.json {

@@ -1,7 +1,7 @@
 //! `cairn key`: list, add, remove and change the repository's passwords.
 
 use anyhow::Result;
-use repo_core::{KdfParams, KeyInfo, KeyStatus, Repository};
+use repo_core::{KdfBudget, KdfParams, KeyInfo, KeyStatus, Repository};
 use serde::Serialize;
 
 use super::{Status, open};
@@ -75,6 +75,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
         KeyCommand::List => list(&repo, out)?,
         KeyCommand::Add(a) => {
             let kdf = kdf_params(&a.new, KdfParams::default());
+            warn_kdf(out, &kdf);
             let pw = credentials::new_password(a.new.new_password_file.as_deref())?;
             let id = repo.add_key(&pw, kdf)?;
             if out.json {
@@ -112,6 +113,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
                 })
                 .unwrap_or_default();
             let kdf = kdf_params(&a.new, current);
+            warn_kdf(out, &kdf);
             let pw = credentials::new_password(a.new.new_password_file.as_deref())?;
             let change = repo.change_password(&pw, kdf)?;
             if out.json {
@@ -139,6 +141,24 @@ fn kdf_params(a: &NewKeyArgs, base: KdfParams) -> KdfParams {
         memory_kib: a.kdf_memory.unwrap_or(base.memory_kib),
         iterations: a.kdf_iterations.unwrap_or(base.iterations),
         parallelism: a.kdf_parallelism.unwrap_or(base.parallelism),
+    }
+}
+
+/// Warns about parameters weaker than RFC 9106 recommends, or so costly
+/// that an open does not try the key unless named (SPEC §14).
+pub(super) fn warn_kdf(out: Output, k: &KdfParams) {
+    if k.exceeds(&KdfBudget::default()) {
+        out.warn(format!(
+            "KDF parameters {} cost more than an open spends on a key file it is not \
+             told to use: this password will open the repository only with --key ID",
+            kdf_text(k)
+        ));
+    } else if k.is_weak() {
+        out.warn(format!(
+            "KDF parameters {} are weaker than RFC 9106 recommends (m=64 MiB, t=3): \
+             a copy of the key file is cheaper to attack",
+            kdf_text(k)
+        ));
     }
 }
 

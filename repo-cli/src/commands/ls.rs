@@ -1,4 +1,5 @@
-//! `cairn ls`: list the paths in a snapshot, as raw name bytes.
+//! `cairn ls`: list the paths in a snapshot, as raw name bytes (control
+//! characters escaped; `--json` is exact).
 
 use std::ffi::OsStr;
 use std::io::{self, BufWriter, Write};
@@ -40,13 +41,13 @@ pub fn run(g: &GlobalArgs, out: Output, a: &LsArgs) -> Result<Status> {
                 n.size,
                 output::local_time(n.mtime_ns)
             )?;
-            w.write_all(p)?;
+            w.write_all(&output::escape_controls(p))?;
             if n.kind == NodeKind::Symlink {
                 w.write_all(b" -> ")?;
-                w.write_all(&n.symlink_target)?;
+                w.write_all(&output::escape_controls(&n.symlink_target))?;
             }
         } else {
-            w.write_all(p)?;
+            w.write_all(&output::escape_controls(p))?;
         }
         w.write_all(b"\n")
     };

@@ -138,8 +138,18 @@ fn open_with(g: &GlobalArgs, out: Output, skip_damaged_index: bool) -> Result<Re
         OpenOptions {
             cache_dir: cache_dir(g),
             skip_damaged_index,
+            key: g.key.clone(),
+            ..Default::default()
         },
-    )?;
+    )
+    .inspect_err(|e| {
+        if let repo_core::Error::KeysNotTried(ids) = e {
+            out.warn(format!(
+                "to try key file {} with this password, name it: --key {0}",
+                ids[0].short()
+            ));
+        }
+    })?;
     out.verbose(
         1,
         format!(

@@ -106,6 +106,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         repo: Some(r.path.clone()),
         password_file: r.password_file.clone(),
         password_command: r.password_command.clone(),
+        key: g.key.clone(),
         no_cache: g.no_cache && cache_dir.is_none(),
         cache_dir,
         json: g.json,
@@ -150,7 +151,8 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
     if let Some(pw) = password {
         let opts = OpenOptions {
             cache_dir: super::cache_dir(&rg),
-            skip_damaged_index: false,
+            key: rg.key.clone(),
+            ..Default::default()
         };
         if let Err(e) = Repository::open(backend, &pw, opts) {
             v.push(format!("cannot open {}: {e}", path.display()));

@@ -24,6 +24,14 @@ pub fn run(g: &GlobalArgs, out: Output, a: &StatsArgs) -> Result<Status> {
             "{missing} referenced blobs are not in the index (lost data?); run `cairn check`"
         ));
     }
+    if st.restore.bytes == u64::MAX {
+        // The library saturates rather than wraps: recorded file sizes are
+        // claims, and a damaged or forged tree can inflate them.
+        out.warn(
+            "the recorded file sizes add up to 2^64 - 1 bytes or more: the restore size \
+             is a lower bound (damaged trees? run `cairn check`)",
+        );
+    }
     if out.json {
         out.json_value(&st)?;
         return Ok(Status::Ok);

@@ -10,6 +10,7 @@ mod faults;
 mod forget;
 mod harness;
 mod help;
+mod hostile;
 mod inspect;
 mod keys;
 mod pg;

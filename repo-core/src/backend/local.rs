@@ -244,7 +244,16 @@ impl Backend for LocalBackend {
         let mut scan = |dir: &Path| -> io::Result<()> {
             let rd = match fs::read_dir(dir) {
                 Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                // Also when a path component is a file: `-r` naming a
+                // regular file is no repository, not an I/O failure.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             };
             for e in rd {

@@ -136,7 +136,8 @@ impl BackendError {
     /// Wraps an I/O error, classifying it.
     pub fn io(op: &'static str, kind: ObjectKind, name: &str, source: io::Error) -> Self {
         let error_kind = match source.kind() {
-            io::ErrorKind::NotFound => BackendErrorKind::NotFound,
+            // ENOTDIR: a component of the path is a file, so nothing exists there.
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => BackendErrorKind::NotFound,
             io::ErrorKind::AlreadyExists => BackendErrorKind::AlreadyExists,
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => BackendErrorKind::NoSpace,
             io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {

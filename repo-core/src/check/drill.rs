@@ -171,19 +171,60 @@ impl Scratch {
                 .map(|_| ())
                 .map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
         }
-        use std::os::unix::fs::PermissionsExt;
-        for e in walkdir::WalkDir::new(&self.path).into_iter().flatten() {
-            if e.file_type().is_dir() {
-                let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
-            }
-        }
-        let r = fs::remove_dir_all(&self.path);
+        let r = remove_tree(&self.path);
         let out = r
             .as_ref()
             .map(|_| ())
             .map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
         self.removed = Some(r);
         out
+    }
+}
+
+/// Removes the directory tree `top`, making each directory writable before
+/// emptying it (restored modes may forbid deleting its contents). A restored
+/// tree can be nested deeper than a path (PATH_MAX) or a thread's stack
+/// reaches, so this neither recurses nor builds deep paths: the entries of a
+/// non-empty subdirectory are moved up into `top`, until `top` is empty.
+fn remove_tree(top: &Path) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::PermissionsExt;
+    let writable = |p: &Path| fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+    writable(top)?;
+    let mut moved = 0u64;
+    loop {
+        let mut empty = true;
+        for e in fs::read_dir(top)? {
+            empty = false;
+            let e = e?;
+            let path = e.path();
+            if !e.file_type()?.is_dir() {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                    _ => continue,
+                }
+            }
+            let _ = writable(&path);
+            match fs::remove_dir(&path) {
+                Ok(()) => continue,
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {}
+                Err(e) => return Err(e),
+            }
+            for c in fs::read_dir(&path)? {
+                let from = c?.path();
+                let to = loop {
+                    moved += 1;
+                    let to = top.join(format!(".cairn-drill-up-{moved}"));
+                    if fs::symlink_metadata(&to).is_err() {
+                        break to;
+                    }
+                };
+                fs::rename(from, to)?;
+            }
+        }
+        if empty {
+            return fs::remove_dir(top);
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 
 use super::human_bytes;
 use crate::cache::{CheckRecord, DrillRecord};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::{SnapshotEntry, SnapshotSummary};
@@ -406,18 +406,59 @@ impl Repository {
         })
     }
 
-    /// Merkle root and totals of `id`, memoised: a shared subtree is read once.
+    /// Merkle root and totals of `id`, memoised: a shared subtree is read
+    /// once. Children are done before their parent with an explicit stack,
+    /// not recursion, so no nesting depth can overflow the thread's stack.
     fn tree_totals(
         &self,
         id: &TreeId,
         memo: &mut HashMap<TreeId, TreeTotals>,
         blobs: &mut HashSet<BlobId>,
     ) -> Result<TreeTotals> {
-        if let Some(t) = memo.get(id) {
-            return Ok(*t);
+        enum Frame {
+            Visit(TreeId),
+            Finish(TreeId, Tree),
         }
+        let mut stack = vec![Frame::Visit(*id)];
+        while let Some(f) = stack.pop() {
+            match f {
+                Frame::Visit(id) => {
+                    if memo.contains_key(&id) {
+                        continue;
+                    }
+                    let tree = self.load_tree(&id)?;
+                    let subs: Vec<TreeId> = tree
+                        .nodes
+                        .iter()
+                        .filter(|n| n.kind == NodeKind::Dir)
+                        .filter_map(|n| n.subtree)
+                        .filter(|s| !memo.contains_key(s))
+                        .collect();
+                    stack.push(Frame::Finish(id, tree));
+                    stack.extend(subs.into_iter().map(Frame::Visit));
+                }
+                Frame::Finish(id, tree) => {
+                    let t = self.finish_totals(&id, &tree, memo, blobs)?;
+                    memo.insert(id, t);
+                }
+            }
+        }
+        memo.get(id).copied().ok_or_else(|| {
+            // Unreachable: the loop ends only once `id` is finished.
+            Error::InvalidArgument(format!("tree {id} was not walked"))
+        })
+    }
+
+    /// Totals of `tree` once every subtree's are in `memo`. Sums saturate:
+    /// recorded sizes are claims a damaged tree may inflate past 2^64.
+    fn finish_totals(
+        &self,
+        id: &TreeId,
+        tree: &Tree,
+        memo: &HashMap<TreeId, TreeTotals>,
+        blobs: &mut HashSet<BlobId>,
+    ) -> Result<TreeTotals> {
         blobs.insert(*id);
-        let tree = self.load_tree(id)?;
         let mut totals = TreeTotals {
             root: MerkleRoot([0; 32]),
             files: 0,
@@ -429,27 +470,28 @@ impl Repository {
             match n.kind {
                 NodeKind::File => {
                     totals.files += 1;
-                    totals.bytes += n.size;
+                    totals.bytes = totals.bytes.saturating_add(n.size);
                     blobs.extend(n.content.iter().copied());
                 }
                 NodeKind::Dir => totals.dirs += 1,
                 _ => totals.others += 1,
             }
         }
-        let mut below = (0u64, 0u64, 0u64, 0u64);
-        totals.root = merkle_tree_hash(&tree, &mut |sub| {
-            let t = self.tree_totals(sub, memo, blobs)?;
-            below.0 += t.files;
-            below.1 += t.dirs;
-            below.2 += t.others;
-            below.3 += t.bytes;
+        let mut below = Vec::new();
+        totals.root = merkle_tree_hash(tree, &mut |sub| {
+            let t = memo
+                .get(sub)
+                .copied()
+                .ok_or_else(|| Error::InvalidArgument(format!("subtree {sub} was not walked")))?;
+            below.push(t);
             Ok(t.root)
         })?;
-        totals.files += below.0;
-        totals.dirs += below.1;
-        totals.others += below.2;
-        totals.bytes += below.3;
-        memo.insert(*id, totals);
+        for t in below {
+            totals.files = totals.files.saturating_add(t.files);
+            totals.dirs = totals.dirs.saturating_add(t.dirs);
+            totals.others = totals.others.saturating_add(t.others);
+            totals.bytes = totals.bytes.saturating_add(t.bytes);
+        }
         Ok(totals)
     }
 }

@@ -36,9 +36,55 @@ const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 const MAX_ITERATIONS: u32 = 100;
 const MAX_PARALLELISM: u32 = 64;
 
+/// What one open may spend stretching a password through key files the
+/// user did not name (SPEC §14): a key file anyone could have planted in
+/// `keys/` must not make every open take minutes or gigabytes. Key files
+/// are tried cheapest first; one over a limit is not tried unless named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfBudget {
+    /// Most memory one key file may ask for, in KiB.
+    pub max_memory_kib: u32,
+    /// Most [`KdfParams::cost`] all key files tried in one open may add up to.
+    pub max_total_cost: u64,
+    /// Most key files one open runs the KDF for.
+    pub max_keys: usize,
+}
+
+impl Default for KdfBudget {
+    /// 1 GiB per key; in all, 32 times the cost of a default key (so a
+    /// key of 1 GiB and 6 passes, or 32 default keys); 20 key files.
+    fn default() -> Self {
+        Self {
+            max_memory_kib: 1024 * 1024,
+            max_total_cost: 32 * KdfParams::default().cost(),
+            max_keys: 20,
+        }
+    }
+}
+
 impl KdfParams {
-    /// Derives a 32-byte key-encryption key from `password` and `salt`.
-    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    /// Memory times passes (KiB × passes): what stretching one password
+    /// costs, in time as in memory traffic. Lanes share the memory and
+    /// do not change it.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
+    /// True when weaker than RFC 9106's second recommended option (the
+    /// default): less than 64 MiB, or less memory × passes than it.
+    pub fn is_weak(&self) -> bool {
+        let d = Self::default();
+        self.memory_kib < d.memory_kib || self.cost() < d.cost()
+    }
+
+    /// True when an open would not try a key file of these parameters
+    /// without being told its id, under `budget`.
+    pub fn exceeds(&self, budget: &KdfBudget) -> bool {
+        self.memory_kib > budget.max_memory_kib || self.cost() > budget.max_total_cost
+    }
+
+    /// Refuses parameters beyond what any reader accepts (SPEC §4).
+    pub fn check_limits(&self) -> Result<(), CryptoError> {
         if self.memory_kib > MAX_MEMORY_KIB
             || self.iterations > MAX_ITERATIONS
             || self.parallelism > MAX_PARALLELISM
@@ -47,6 +93,12 @@ impl KdfParams {
                 "{self:?} exceeds limits"
             )));
         }
+        Ok(())
+    }
+
+    /// Derives a 32-byte key-encryption key from `password` and `salt`.
+    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        self.check_limits()?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;
         let mut out = Zeroizing::new([0u8; 32]);
@@ -54,5 +106,30 @@ impl KdfParams {
             .hash_password_into(password, salt, out.as_mut())
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_and_over_budget() {
+        let d = KdfParams::default();
+        let b = KdfBudget::default();
+        assert!(!d.is_weak() && !d.exceeds(&b));
+        let p = |memory_kib, iterations| KdfParams {
+            memory_kib,
+            iterations,
+            parallelism: 4,
+        };
+        assert!(p(32 * 1024, 6).is_weak(), "less memory than RFC 9106 asks");
+        assert!(p(64 * 1024, 2).is_weak());
+        assert!(!p(1024 * 1024, 6).exceeds(&b));
+        assert!(p(1024 * 1024, 7).exceeds(&b), "over the total cost");
+        assert!(p(1024 * 1024 + 1, 1).exceeds(&b), "over the memory cap");
+        assert!(p(4 * 1024 * 1024, 100).exceeds(&b));
+        assert!(p(4 * 1024 * 1024, 100).check_limits().is_ok());
+        assert!(p(4 * 1024 * 1024, 101).check_limits().is_err());
     }
 }

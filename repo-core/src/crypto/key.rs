@@ -89,6 +89,9 @@ impl MasterKey {
 /// Salt length in a key file (SPEC §4).
 pub const SALT_LEN: usize = 32;
 
+/// Length of `sealed_master`: nonce, the 32-byte master key, tag (SPEC §4).
+const SEALED_MASTER_LEN: usize = format::NONCE_LEN + 32 + format::TAG_LEN;
+
 /// Plain fields of a key file (SPEC §4); they are the AEAD's associated data.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
 pub struct KeyFileHeader {
@@ -181,10 +184,26 @@ impl KeyFile {
         out
     }
 
-    /// Parses a key file without unlocking it.
+    /// Parses a key file without unlocking it. A file no reader could
+    /// unlock (KDF parameters over the limits, a sealed master key of the
+    /// wrong length) is refused here, so listings show it as damaged.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let (version, rest) = format::read_prefix(bytes, &KEY_MAGIC, "key file")?;
         let (header, sealed_master): (KeyFileHeader, Vec<u8>) = encoding::decode(rest, "key file")?;
+        let malformed = |reason: String| FormatError::Malformed {
+            what: "key file",
+            reason,
+        };
+        if sealed_master.len() != SEALED_MASTER_LEN {
+            return Err(malformed(format!(
+                "sealed master key of {} bytes, not {SEALED_MASTER_LEN}",
+                sealed_master.len()
+            )));
+        }
+        header
+            .kdf
+            .check_limits()
+            .map_err(|e| malformed(e.to_string()))?;
         Ok(Self {
             version,
             header,

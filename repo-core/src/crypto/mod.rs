@@ -5,7 +5,7 @@ mod kdf;
 mod key;
 
 pub use aead::{open, open_in_place, seal, seal_in_place, seal_with_nonce};
-pub use kdf::KdfParams;
+pub use kdf::{KdfBudget, KdfParams};
 pub use key::{KeyFile, MasterKey};
 
 use thiserror::Error;

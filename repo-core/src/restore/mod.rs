@@ -293,7 +293,8 @@ impl<'a> Restore<'a> {
 
     /// Walks `tree`, creating its directories below `dir` (the target's
     /// `rel`) and listing what to write; returns whether anything in it was
-    /// selected.
+    /// selected. Depth first with an explicit stack of open directories,
+    /// not recursion, so no nesting depth can overflow the thread's stack.
     #[allow(clippy::too_many_arguments)]
     fn plan_tree(
         &self,
@@ -307,21 +308,61 @@ impl<'a> Restore<'a> {
         counts: &Counts,
         warn: &(dyn Fn(String) + Sync),
     ) -> Result<bool> {
-        let t = self.repo.load_tree(tree)?;
-        let mut any = false;
-        for n in &t.nodes {
+        /// A directory being planned: its entries left, where it is, its
+        /// descriptor (`None`: the root, `dir`) and, but for the root, its
+        /// place in `plan.dirs` and whether it existed before.
+        struct Frame {
+            nodes: std::vec::IntoIter<Node>,
+            snap_path: PathBuf,
+            rel: PathBuf,
+            fd: Option<OwnedFd>,
+            chosen: bool,
+            any: bool,
+            entry: Option<(usize, bool)>,
+        }
+        let mut stack = vec![Frame {
+            nodes: self.repo.load_tree(tree)?.nodes.into_iter(),
+            snap_path: snap_path.to_path_buf(),
+            rel: rel.to_path_buf(),
+            fd: None,
+            chosen: selected,
+            any: false,
+            entry: None,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(n) = top.nodes.next() else {
+                let Some(done) = stack.pop() else { break };
+                // Only the root has no parent (and no entry in `plan.dirs`).
+                let (Some(parent), Some((idx, existed))) = (stack.last_mut(), done.entry) else {
+                    return Ok(done.any);
+                };
+                if done.chosen || done.any {
+                    parent.any = true;
+                } else {
+                    plan.dirs.remove(idx);
+                    if !existed && let Some(name) = done.rel.file_name() {
+                        let _ = nix::unistd::unlinkat(
+                            parent.fd.as_ref().unwrap_or(dir),
+                            name,
+                            nix::unistd::UnlinkatFlags::RemoveDir,
+                        );
+                    }
+                }
+                continue;
+            };
             let name = OsStr::from_bytes(&n.name);
-            let sp = snap_path.join(name);
+            let sp = top.snap_path.join(name);
             if sel.exc.matches(sp.as_os_str().as_bytes(), &n.name) {
                 continue;
             }
-            let chosen = selected || sel.inc.matches(sp.as_os_str().as_bytes(), &n.name);
-            let op = rel.join(name);
+            let chosen = top.chosen || sel.inc.matches(sp.as_os_str().as_bytes(), &n.name);
+            let op = top.rel.join(name);
             match n.kind {
                 NodeKind::Dir => {
                     // Create before descending; remove later if nothing inside was selected.
                     let replace = self.overwrite != Overwrite::Never;
-                    let (sub_dir, existed) = match target::ensure_dir(dir, name, replace) {
+                    let parent = top.fd.as_ref().unwrap_or(dir);
+                    let (sub_dir, existed) = match target::ensure_dir(parent, name, replace) {
                         Ok(d) => d,
                         Err(DirError::NotADirectory) => {
                             warn(format!(
@@ -339,28 +380,23 @@ impl<'a> Restore<'a> {
                         }
                     };
                     let idx = plan.dirs.len();
-                    plan.dirs.push((op.clone(), n.clone()));
                     let sub = n
                         .subtree
                         .ok_or_else(|| Error::PathNotFound(sp.display().to_string()))?;
-                    let inner =
-                        self.plan_tree(&sub, &sp, &op, &sub_dir, chosen, sel, plan, counts, warn)?;
-                    if chosen || inner {
-                        any = true;
-                    } else {
-                        plan.dirs.remove(idx);
-                        if !existed {
-                            let _ = nix::unistd::unlinkat(
-                                dir,
-                                name,
-                                nix::unistd::UnlinkatFlags::RemoveDir,
-                            );
-                        }
-                    }
+                    plan.dirs.push((op.clone(), n));
+                    stack.push(Frame {
+                        nodes: self.repo.load_tree(&sub)?.nodes.into_iter(),
+                        snap_path: sp,
+                        rel: op,
+                        fd: Some(sub_dir),
+                        chosen,
+                        any: false,
+                        entry: Some((idx, existed)),
+                    });
                 }
                 _ if !chosen => {}
                 NodeKind::File => {
-                    any = true;
+                    top.any = true;
                     let link_to = if n.links > 1 {
                         let key = (n.device, n.inode);
                         match plan.links.get(&key) {
@@ -375,17 +411,17 @@ impl<'a> Restore<'a> {
                     };
                     plan.files.push(FileJob {
                         rel: op,
-                        node: n.clone(),
+                        node: n,
                         link_to,
                     });
                 }
                 _ => {
-                    any = true;
-                    plan.others.push((op, n.clone()));
+                    top.any = true;
+                    plan.others.push((op, n));
                 }
             }
         }
-        Ok(any)
+        Ok(false)
     }
 
     /// Whether whatever is at `name` in `dir` stays (per [`Overwrite`]);
@@ -442,7 +478,7 @@ impl<'a> Restore<'a> {
         for window in node.content.chunks(RESTORE_WINDOW) {
             let mut jobs = Vec::with_capacity(window.len());
             for id in window {
-                let loc = self.repo.locate(id)?;
+                let loc = self.repo.locate_data(id)?;
                 let len = u64::from(loc.entry.raw_length);
                 jobs.push((loc, pos));
                 pos += len;

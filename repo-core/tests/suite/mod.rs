@@ -8,6 +8,7 @@ mod corruption_sweep;
 mod dictionary;
 mod fault_model;
 mod faults;
+mod hostile;
 mod incremental;
 mod inspect;
 mod key_race;
