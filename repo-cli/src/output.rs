@@ -223,10 +223,30 @@ pub struct SnapshotJson<'a> {
     pub tree: String,
     /// Program that wrote it.
     pub program_version: &'a str,
-    /// Backup counters.
+    /// Backup counters, with the wall time as `duration_s` (seconds, the
+    /// contract's unit) instead of the library's `duration_ns`.
+    #[serde(serialize_with = "summary_in_seconds")]
     pub summary: &'a SnapshotSummary,
     /// Free-form key/value pairs.
     pub metadata: std::collections::BTreeMap<&'a str, &'a str>,
+}
+
+/// `summary` as JSON, `duration_ns` replaced by `duration_s`.
+fn summary_in_seconds<S: serde::Serializer>(
+    summary: &&SnapshotSummary,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    let mut v = serde_json::to_value(summary).map_err(S::Error::custom)?;
+    if let Some(m) = v.as_object_mut()
+        && let Some(ns) = m.remove("duration_ns")
+    {
+        m.insert(
+            "duration_s".into(),
+            seconds(ns.as_u64().unwrap_or(0)).into(),
+        );
+    }
+    v.serialize(ser)
 }
 
 impl<'a> SnapshotJson<'a> {

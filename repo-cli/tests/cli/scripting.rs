@@ -86,6 +86,14 @@ fn every_backup_like_command_prints_the_same_envelope() {
 
     let files = json_ok(&env, &["backup", src.to_str().unwrap()], None);
     assert_envelope("backup", &files, "files");
+    // The same unit in the snapshot list: seconds, not the library's nanoseconds.
+    let listed = env.snapshots();
+    assert!(listed[0]["summary"]["duration_s"].is_f64(), "{}", listed[0]);
+    assert!(
+        listed[0]["summary"].get("duration_ns").is_none(),
+        "{}",
+        listed[0]
+    );
     let stdin = json_ok(
         &env,
         &["backup", "--stdin", "--stdin-filename", "x.sql"],
