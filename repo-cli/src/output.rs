@@ -85,26 +85,10 @@ pub fn escape_controls(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Sizes in binary units: `12 B`, `800 KiB`, `1.2 MiB`.
+/// Sizes in binary units: `12 B`, `800 KiB`, `1.2 MiB` (the library's
+/// one formatter, [`repo_core::HumanBytes`]).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    if v < 100.0 && format!("{v:.1}") != "100.0" {
-        format!("{v:.1} {unit}")
-    } else {
-        format!("{v:.0} {unit}")
-    }
+    repo_core::format_bytes(n)
 }
 
 /// Wall time as `m:ss`, or `h:mm:ss` from an hour on.
@@ -337,17 +321,6 @@ mod tests {
         );
         // U+009B is CSI on terminals that honour C1 controls.
         assert_eq!(&*escape_controls("a\u{9b}31m".as_bytes()), b"a\\x9b31m");
-    }
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1024), "1.0 KiB");
-        assert_eq!(bytes(800 * 1024), "800 KiB");
-        assert_eq!(bytes(1_258_291), "1.2 MiB");
-        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-        assert_eq!(bytes(1023 * 1024 + 1000), "1024 KiB");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restore;
+pub mod size;
 pub mod snapshot;
 pub mod tree;
 
@@ -71,5 +72,6 @@ pub use pattern::{PathPattern, PathPatterns};
 pub use progress::{NoProgress, Progress};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
 pub use restore::{Overwrite, RestoreSummary};
+pub use size::{HumanBytes, format_bytes};
 pub use snapshot::{Snapshot, SnapshotEntry, SnapshotSummary};
 pub use tree::{Node, NodeKind, Tree};

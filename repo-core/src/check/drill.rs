@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::{human_bytes, ser_duration_ns};
+use super::ser_duration_ns;
 use crate::cache::DrillRecord;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::progress::Progress;
 use crate::repository::{Repository, now_ns};
+use crate::size::format_bytes as human_bytes;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind};
 

@@ -404,7 +404,7 @@ impl fmt::Display for CheckReport {
                 self.packs_checked,
                 self.packs,
                 self.blobs_checked,
-                human_bytes(self.bytes_read)
+                crate::size::format_bytes(self.bytes_read)
             )?;
             if self.packs_skipped > 0 {
                 write!(
@@ -439,24 +439,6 @@ impl fmt::Display for CheckReport {
             )
         }
     }
-}
-
-/// `12 B`, `3.4 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 /// Outcome of loading one tree without the cache.
@@ -807,7 +789,7 @@ impl Checker<'_> {
                     ProblemKind::PackUnreferenced,
                     format!(
                         "pack {id} ({}) is in no index file (left by an interrupted backup, or awaiting prune)",
-                        human_bytes(*size)
+                        crate::size::format_bytes(*size)
                     ),
                 )
                 .pack(*id),
