@@ -91,6 +91,85 @@ pub fn bytes(n: u64) -> String {
     repo_core::format_bytes(n)
 }
 
+/// A text table: columns as wide as their widest cell (counted in
+/// characters), two spaces apart, left-aligned unless marked right-aligned,
+/// trailing blanks trimmed. The one table layout of `snapshots`, `key list`, ….
+#[derive(Debug, Clone)]
+pub struct Table {
+    header: Vec<String>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            right: vec![false; header.len()],
+            rows: Vec::new(),
+        }
+    }
+
+    /// Right-aligns column `col` (sizes, counts).
+    pub fn right(mut self, col: usize) -> Self {
+        self.right[col] = true;
+        self
+    }
+
+    /// Appends a row (missing cells are empty).
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// Each column's width.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (w, c) in w.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        w
+    }
+
+    /// The width of a full line (for rules).
+    pub fn total_width(&self) -> usize {
+        let w = self.widths();
+        w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1)
+    }
+
+    fn line(&self, cells: &[String], widths: &[usize]) -> String {
+        let mut line = String::new();
+        for (i, &w) in widths.iter().enumerate() {
+            let c = cells.get(i).map_or("", String::as_str);
+            let pad = w.saturating_sub(c.chars().count());
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if self.right[i] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        line.trim_end().to_string()
+    }
+
+    /// The header line.
+    pub fn header_line(&self) -> String {
+        self.line(&self.header, &self.widths())
+    }
+
+    /// The row lines.
+    pub fn row_lines(&self) -> Vec<String> {
+        let w = self.widths();
+        self.rows.iter().map(|r| self.line(r, &w)).collect()
+    }
+}
+
 /// Wall time as `m:ss`, or `h:mm:ss` from an hour on.
 pub fn duration(ns: u64) -> String {
     let s = ns / 1_000_000_000;
@@ -332,6 +411,19 @@ mod tests {
             "2023-11-14T22:13:20.123456789Z"
         );
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn tables_align_by_characters() {
+        let mut t = Table::new(&["ID", "Host", "Size"]).right(2);
+        t.row(["ab", "hé", "1.0 KiB"]);
+        t.row(["abcd", "", "12 B"]);
+        assert_eq!(t.header_line(), "ID    Host     Size");
+        assert_eq!(
+            t.row_lines(),
+            ["ab    hé    1.0 KiB", "abcd           12 B"]
+        );
+        assert_eq!(t.total_width(), 4 + 2 + 4 + 2 + 7);
     }
 
     #[test]
