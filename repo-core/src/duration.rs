@@ -90,6 +90,17 @@ fn parse(s: &str, calendar: bool) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Deserializes an optional [`parse_duration`] text (for serde's
+/// `deserialize_with`): a present value must parse.
+pub fn deserialize_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// `30d`, `2d12h`, `1h40min`, `90s` → `1min30s`: whole days, hours,
 /// minutes, then seconds (below a second is dropped). Years and months are
 /// not used, as `1m` reads as 30 days to cairn but as a calendar month to a

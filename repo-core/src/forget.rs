@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
@@ -28,7 +28,12 @@ use crate::snapshot::SnapshotEntry;
 /// `keep_within` of `None` or zero are "no rule", as in restic. A policy with
 /// no rule at all is refused ([`RetentionPolicy::validate`]) rather than
 /// read as "forget everything".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It deserializes from a table of the same names (a plan's `[retention]`),
+/// unknown names refused and `keep_within` in the duration grammar
+/// ([`crate::duration`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionPolicy {
     /// Keep the N newest snapshots.
     pub keep_last: Option<u32>,
@@ -46,6 +51,7 @@ pub struct RetentionPolicy {
     /// Keep every snapshot taken less than this long before the newest
     /// snapshot of its group (not before now: a repository that stopped
     /// receiving backups does not lose them all to time).
+    #[serde(deserialize_with = "crate::duration::deserialize_opt")]
     pub keep_within: Option<Duration>,
     /// Keep snapshots carrying a tag list: each entry is one tag or several
     /// separated by commas (`"a,b"` needs both `a` and `b`); a snapshot

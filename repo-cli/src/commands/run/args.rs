@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use super::{plan_tag, source_tag};
 use crate::cli::GlobalArgs;
 use crate::plan::{self, Loaded, RepositorySpec, Source};
+use repo_core::format_duration;
 
 /// `cairn -r REPO --json [cache]` with the repository's password in the
 /// environment and nothing inherited that could point elsewhere.
@@ -156,22 +157,24 @@ pub(super) fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
 /// The `cairn forget` arguments for the plan's retention.
 pub(super) fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["forget".into()];
+    let p = &r.policy;
     for (flag, v) in [
-        ("--keep-last", r.keep_last),
-        ("--keep-hourly", r.keep_hourly),
-        ("--keep-daily", r.keep_daily),
-        ("--keep-weekly", r.keep_weekly),
-        ("--keep-monthly", r.keep_monthly),
-        ("--keep-yearly", r.keep_yearly),
+        ("--keep-last", p.keep_last),
+        ("--keep-hourly", p.keep_hourly),
+        ("--keep-daily", p.keep_daily),
+        ("--keep-weekly", p.keep_weekly),
+        ("--keep-monthly", p.keep_monthly),
+        ("--keep-yearly", p.keep_yearly),
     ] {
         if let Some(n) = v {
             a.extend([flag.into(), n.to_string().into()]);
         }
     }
-    if let Some(w) = &r.keep_within {
-        a.extend(["--keep-within".into(), w.into()]);
+    // The one duration formatter's output reads back through the one parser.
+    if let Some(w) = p.keep_within {
+        a.extend(["--keep-within".into(), format_duration(w).into()]);
     }
-    for t in &r.keep_tags {
+    for t in &p.keep_tags {
         a.extend(["--keep-tag".into(), t.into()]);
     }
     // Only this plan's snapshots, one group per source (its tag), host and paths.
@@ -183,8 +186,8 @@ pub(super) fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsStri
     ]);
     if r.prune {
         a.push("--prune".into());
-        if let Some(gr) = &r.prune_grace {
-            a.extend(["--grace".into(), gr.into()]);
+        if let Some(gr) = r.prune_grace {
+            a.extend(["--grace".into(), format_duration(gr).into()]);
         }
     }
     a
@@ -208,7 +211,7 @@ path = "/r"
 password_file = "/pw"
 [retention]
 keep_last = 3
-keep_within = "2d"
+keep_within = "2d90min"
 keep_tags = ["a,b"]
 prune = true
 prune_grace = "0"
@@ -341,7 +344,11 @@ stdin_filename = "ldap.ldif"
             panic!("not forget")
         };
         assert_eq!(f.keep_last, Some(3));
-        assert!(f.keep_within.is_some());
+        assert_eq!(f.keep_within, r.policy.keep_within);
+        assert_eq!(
+            f.keep_within,
+            Some(std::time::Duration::from_secs(2 * 86_400 + 90 * 60))
+        );
         assert_eq!(f.keep_tags, ["a,b"]);
         assert_eq!(f.filter.tags, ["plan:x"]);
         assert!(f.prune);
