@@ -866,7 +866,13 @@ pub enum RepairWhat {
         read_data: bool,
     },
     /// Rewrite snapshots that reference lost data.
-    Snapshots,
+    Snapshots {
+        /// Delete snapshot files that are damaged (they cannot be decrypted,
+        /// so nothing in them can be restored); without it they are skipped
+        /// with a warning.
+        #[arg(long)]
+        forget_damaged: bool,
+    },
 }
 
 /// `cairn forget`.

@@ -19,6 +19,11 @@ pub struct BackupReport {
     /// What could not be backed up (no snapshot was written for it).
     #[serde(default)]
     pub failed: Vec<FailedSource>,
+    /// Damaged repository files skipped during the command (also on
+    /// stderr); the snapshots are complete, so they do not change the exit
+    /// code (SPEC §13).
+    #[serde(default)]
+    pub repository_warnings: Vec<String>,
 }
 
 /// One snapshot a backup-like command wrote. Sizes are bytes (integers),

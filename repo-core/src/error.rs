@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::backend::{BackendError, ObjectKind};
 use crate::blob::BlobError;
@@ -106,6 +107,32 @@ pub enum Error {
         #[source]
         source: BlobError,
     },
+    /// An operation that deletes or rewrites data refuses to run while a
+    /// file it must read is damaged: what it cannot read it would treat as
+    /// unused or lost.
+    #[error("refusing to {op}: {kind} {name} is damaged ({remedy})")]
+    Damaged {
+        /// The operation refused.
+        op: &'static str,
+        /// The kind of the damaged file.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// What restores service.
+        remedy: &'static str,
+    },
+    /// A backup would reuse a blob whose indexed pack the storage no
+    /// longer lists (SPEC §15): its snapshot could not be restored.
+    #[error(
+        "blob {blob} is indexed in pack {pack}, which the storage no longer lists \
+         (lost data; run `cairn repair index`, then `cairn repair snapshots`, and back up again)"
+    )]
+    LostPack {
+        /// The blob the backup needed.
+        blob: BlobId,
+        /// The pack the index names for it.
+        pack: PackId,
+    },
     /// A source could not be read at all (not a per-file warning).
     #[error("cannot read {}: {source}", path.display())]
     Source {
@@ -152,4 +179,48 @@ pub enum Error {
 
 fn short_ids(ids: &[crate::id::KeyId]) -> String {
     ids.iter().map(|k| k.short()).collect::<Vec<_>>().join(", ")
+}
+
+/// Receives each warning as it happens (the CLI prints it on stderr).
+pub type WarnFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Warnings of one repository session: damaged files skipped so that the
+/// rest of the repository stays usable. Each message is kept once.
+#[derive(Default)]
+pub struct Warnings {
+    seen: Mutex<Vec<String>>,
+    sink: Option<WarnFn>,
+}
+
+impl std::fmt::Debug for Warnings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.list()).finish()
+    }
+}
+
+impl Warnings {
+    /// Warnings passed to `sink` as they happen.
+    pub fn new(sink: Option<WarnFn>) -> Self {
+        Self {
+            seen: Mutex::new(Vec::new()),
+            sink,
+        }
+    }
+
+    /// Records `msg` (and passes it on) unless it was recorded before.
+    pub fn warn(&self, msg: String) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&msg) {
+            return;
+        }
+        if let Some(f) = &self.sink {
+            f(&msg);
+        }
+        seen.push(msg);
+    }
+
+    /// Every warning so far, in order.
+    pub fn list(&self) -> Vec<String> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }

@@ -22,7 +22,7 @@ use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::pattern::PathPattern;
 use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind, Tree, fold_trees};
 
 // ---------------------------------------------------------------- diff
 
@@ -657,57 +657,36 @@ impl StatsWalk<'_> {
     /// Totals of tree `id`, children before parents with an explicit stack
     /// (no recursion: trees may nest deeper than a thread's stack allows).
     fn tree(&mut self, id: &TreeId) -> Result<RestoreTotals> {
-        enum Frame {
-            Visit(TreeId),
-            Finish(TreeId, Tree),
-        }
-        let mut stack = vec![Frame::Visit(*id)];
-        while let Some(f) = stack.pop() {
-            match f {
-                Frame::Visit(id) => {
-                    if self.trees.contains_key(&id) {
-                        continue;
-                    }
-                    let tree = self.repo.load_tree(&id)?;
-                    let subs: Vec<TreeId> = tree.nodes.iter().filter_map(dir_subtree).collect();
-                    stack.push(Frame::Finish(id, tree));
-                    stack.extend(
-                        subs.into_iter()
-                            .filter(|s| !self.trees.contains_key(s))
-                            .map(Frame::Visit),
-                    );
-                }
-                Frame::Finish(id, tree) => {
-                    let mut t = RestoreTotals::default();
-                    for n in &tree.nodes {
-                        match n.kind {
-                            NodeKind::File => {
-                                t.files += 1;
-                                t.bytes = t.bytes.saturating_add(n.size);
-                                if let Some(d) = &mut self.data {
-                                    d.extend(n.content.iter().copied());
-                                }
+        let repo = self.repo;
+        let data = &mut self.data;
+        fold_trees(
+            id,
+            &mut self.trees,
+            |id| repo.load_tree(id),
+            |_, tree, memo| {
+                let mut t = RestoreTotals::default();
+                for n in &tree.nodes {
+                    match n.kind {
+                        NodeKind::File => {
+                            t.files += 1;
+                            t.bytes = t.bytes.saturating_add(n.size);
+                            if let Some(d) = data.as_mut() {
+                                d.extend(n.content.iter().copied());
                             }
-                            NodeKind::Dir => {
-                                t.dirs += 1;
-                                if let Some(sub) = dir_subtree(n) {
-                                    t += self.trees.get(&sub).copied().unwrap_or_default();
-                                }
-                            }
-                            _ => t.others += 1,
                         }
+                        NodeKind::Dir => {
+                            t.dirs += 1;
+                            if let Some(sub) = n.dir_subtree() {
+                                t += memo.get(&sub).copied().unwrap_or_default();
+                            }
+                        }
+                        _ => t.others += 1,
                     }
-                    self.trees.insert(id, t);
                 }
-            }
-        }
-        Ok(self.trees.get(id).copied().unwrap_or_default())
+                Ok(t)
+            },
+        )
     }
-}
-
-/// The subtree of a directory node.
-fn dir_subtree(n: &Node) -> Option<TreeId> {
-    n.subtree.filter(|_| n.kind == NodeKind::Dir)
 }
 
 fn blob_totals<'a>(

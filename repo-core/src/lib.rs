@@ -58,7 +58,7 @@ pub use check::{
 };
 pub use crypto::{KdfBudget, KdfParams};
 pub use duration::{DurationError, HumanDuration, format_duration, parse_duration, parse_run_time};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WarnFn, Warnings};
 pub use forget::{
     ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,
     plan_forget,

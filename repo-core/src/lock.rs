@@ -18,6 +18,11 @@ use crate::backend::{Backend, BackendError, ObjectKind};
 pub const HEARTBEAT_EXPIRY: Duration = Duration::from_secs(30 * 60);
 /// How often a running backup rewrites its heartbeat.
 pub const HEARTBEAT_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// A heartbeat or mark dated further than this after the storage's now is
+/// not trusted (SPEC §22): the storage stamps the times it writes, so only
+/// tampering, or a clock stepped back, puts one there. Unbounded, one such
+/// file would hold prune sweeps back forever.
+pub const MAX_FUTURE: Duration = HEARTBEAT_EXPIRY;
 /// Name prefix of backup heartbeats in `locks/`.
 pub const HEARTBEAT_PREFIX: &str = "backup-";
 
@@ -45,12 +50,33 @@ pub struct Heartbeat<'a> {
 }
 
 /// A heartbeat as seen by prune.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatInfo {
-    /// When the backup began (storage clock).
+    /// Its object name in `locks/`.
+    pub name: String,
+    /// When the backup began (storage clock; never after `refreshed_ns`).
     pub started_ns: i64,
     /// When the heartbeat was last rewritten (storage clock).
     pub refreshed_ns: i64,
+}
+
+impl HeartbeatInfo {
+    /// True if it is dated more than [`MAX_FUTURE`] after `now`: ignored.
+    pub fn is_future(&self, now_ns: i64) -> bool {
+        is_future(self.refreshed_ns, now_ns)
+    }
+
+    /// True if its backup may still be running at storage time `now`.
+    pub fn is_alive(&self, now_ns: i64) -> bool {
+        !self.is_future(now_ns)
+            && Duration::from_nanos(now_ns.saturating_sub(self.refreshed_ns).max(0) as u64)
+                < HEARTBEAT_EXPIRY
+    }
+}
+
+/// True if storage time `t` is more than [`MAX_FUTURE`] after `now`.
+pub fn is_future(t_ns: i64, now_ns: i64) -> bool {
+    t_ns.saturating_sub(now_ns) > MAX_FUTURE.as_nanos() as i64
 }
 
 impl<'a> Heartbeat<'a> {
@@ -117,8 +143,10 @@ impl<'a> Heartbeat<'a> {
                 o.modified_ns
             };
             out.push(HeartbeatInfo {
-                started_ns,
+                // A backup cannot start after its heartbeat was written.
+                started_ns: started_ns.min(o.modified_ns),
                 refreshed_ns: o.modified_ns,
+                name: o.name,
             });
         }
         Ok(out)

@@ -31,27 +31,38 @@ impl MarkFile {
     }
 }
 
-/// Every pending mark: name, modification time (storage clock), body.
-/// A mark deleted between the listing and its read was swept by a
-/// concurrent prune (its packs deleted or indexed first): it is skipped.
-pub(crate) fn load_marks(
-    backend: &dyn Backend,
-    key: &[u8; 32],
-) -> Result<Vec<(String, i64, MarkFile)>> {
-    let mut out = Vec::new();
+/// The pending marks: readable ones (name, modification time by the
+/// storage clock, body) and damaged ones (name, modification time, error).
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    pub good: Vec<(String, i64, MarkFile)>,
+    pub damaged: Vec<(String, i64, Error)>,
+}
+
+/// Every pending mark. A mark deleted between the listing and its read was
+/// swept by a concurrent prune (its packs deleted or indexed first): it is
+/// skipped. A damaged mark is returned apart: readers skip it, which only
+/// keeps data (its packs are unindexed, so a later prune condemns them
+/// again), and prune deletes it (SPEC §22).
+pub(crate) fn load_marks(backend: &dyn Backend, key: &[u8; 32]) -> Result<Marks> {
+    let mut out = Marks::default();
     for o in backend.list(ObjectKind::Mark)? {
         let bytes = match backend.read(ObjectKind::Mark, &o.name) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         };
-        let corrupt = |source| Error::CorruptObject {
-            kind: ObjectKind::Mark,
-            name: o.name.clone(),
-            source,
-        };
-        let m = MarkFile::from_file(key, &bytes).map_err(corrupt)?;
-        out.push((o.name, o.modified_ns, m));
+        match MarkFile::from_file(key, &bytes) {
+            Ok(m) => out.good.push((o.name, o.modified_ns, m)),
+            Err(source) => {
+                let e = Error::CorruptObject {
+                    kind: ObjectKind::Mark,
+                    name: o.name.clone(),
+                    source,
+                };
+                out.damaged.push((o.name, o.modified_ns, e));
+            }
+        }
     }
     Ok(out)
 }

@@ -18,7 +18,7 @@ use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{IndexPack, load_index_files, write_index_files};
-use crate::lock::{HEARTBEAT_EXPIRY, Heartbeat, storage_now};
+use crate::lock::{Heartbeat, is_future, storage_now};
 use crate::mark::{MarkFile, load_marks};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
@@ -134,6 +134,15 @@ pub struct PruneSummary {
     pub packs_resurrected: usize,
     /// Marks left for a later run (grace not over, or a backup still running).
     pub marks_postponed: usize,
+    /// Heartbeats of running backups that held a mark back.
+    pub waiting_for: Vec<String>,
+    /// Heartbeats dated in the storage's future (SPEC §22): ignored.
+    pub heartbeats_ignored: Vec<String>,
+    /// Damaged marks deleted (their packs are condemned again as unindexed).
+    pub marks_damaged_deleted: Vec<String>,
+    /// Marks dated in the storage's future, rewritten with the storage's
+    /// current time so their grace period can end.
+    pub marks_redated: Vec<String>,
 }
 
 /// A prune step, for tests that stop a prune part-way (a crash between two
@@ -202,6 +211,24 @@ impl fmt::Display for PrunePlan {
 /// it was about to read.
 const CONCURRENT_RETRIES: u32 = 3;
 
+/// A damaged index file (one the cache merged before the damage, so the
+/// sync did not flag it) refuses the prune with the repair to run (SPEC §13).
+fn refuse(e: Error) -> Error {
+    match e {
+        Error::CorruptObject {
+            kind: ObjectKind::Index,
+            name,
+            ..
+        } => Error::Damaged {
+            op: "prune",
+            kind: ObjectKind::Index,
+            name,
+            remedy: "run `cairn repair index` first",
+        },
+        e => e,
+    }
+}
+
 /// True for "not found" from the storage: deleted since it was listed.
 fn vanished(e: &Error) -> bool {
     matches!(e, Error::Backend(b) if b.is_not_found())
@@ -221,7 +248,9 @@ impl Repository {
     ) -> Result<HashSet<BlobId>> {
         let mut seen: HashSet<BlobId> = HashSet::new();
         let mut stack = Vec::new();
-        for s in self.snapshots()? {
+        // A damaged snapshot's blobs are unknown: counting them unused
+        // could delete what a good copy of the file would need.
+        for s in self.snapshots_or_refuse("prune")? {
             if seen.insert(s.snapshot.tree) {
                 stack.push(s.snapshot.tree);
             }
@@ -274,8 +303,14 @@ impl Repository {
             .collect())
     }
 
+    /// The readable marks; damaged ones are skipped with a warning (the
+    /// sweep deletes them).
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
-        load_marks(self.backend(), self.data_key())
+        let marks = load_marks(self.backend(), self.data_key())?;
+        for (_, _, e) in &marks.damaged {
+            self.warn(format!("skipped damaged prune mark: {e}"));
+        }
+        Ok(marks.good)
     }
 
     /// Computes what a prune would do. Reads every snapshot, tree and index
@@ -297,6 +332,8 @@ impl Repository {
     }
 
     fn prune_plan_once(&self, opts: &PruneOptions) -> Result<PrunePlan> {
+        // Damaged snapshots refuse in referenced_blobs_with.
+        self.require_whole_index("prune")?;
         if !(0.0..=1.0).contains(&opts.max_unused) {
             return Err(Error::InvalidArgument(format!(
                 "max-unused {} outside 0..=1",
@@ -314,7 +351,7 @@ impl Repository {
         let mut index_files = Vec::new();
         let mut packs: Vec<IndexPack> = Vec::new();
         let mut seen_packs = HashSet::new();
-        for (name, f) in load_index_files(self.backend(), self.data_key())? {
+        for (name, f) in load_index_files(self.backend(), self.data_key()).map_err(refuse)? {
             index_files.push(
                 name.parse::<IndexId>()
                     .map_err(|_| Error::InvalidArgument(name.clone()))?,
@@ -562,27 +599,90 @@ impl Repository {
         stop: Option<PruneStep>,
         sum: &mut PruneSummary,
     ) -> Result<()> {
-        let marks = self.load_marks()?;
+        let loaded = load_marks(self.backend(), self.data_key())?;
+        if loaded.good.is_empty() && loaded.damaged.is_empty() {
+            return Ok(());
+        }
+        let now = storage_now(self.backend())?;
+        let old_enough =
+            |t: i64| Duration::from_nanos(now.saturating_sub(t).max(0) as u64) >= grace;
+        // A damaged mark names nothing this prune can act on; deleting it
+        // only delays its packs' deletion (a later prune condemns them
+        // again as unindexed). It is kept for the grace period, by the
+        // storage clock, so `check` can report it first.
+        for (name, t, e) in loaded.damaged {
+            self.warn(format!("skipped damaged prune mark: {e}"));
+            if old_enough(t) && !is_future(t, now) {
+                match self.backend().delete(ObjectKind::Mark, &name) {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => sum.marks_damaged_deleted.push(name),
+                }
+            } else {
+                sum.marks_postponed += 1;
+            }
+        }
+        let mut marks = Vec::new();
+        for (name, t, mark) in loaded.good {
+            if !is_future(t, now) {
+                marks.push((name, t, mark));
+                continue;
+            }
+            // Dated in the storage's future, its grace period would never
+            // end: rewritten now (a later condemnation time only waits
+            // longer), the replacement durable before the original goes.
+            let fresh = MarkFile {
+                created_ns: mark.created_ns.wrapping_add(1),
+                packs: mark.packs,
+            };
+            let bytes = fresh.to_file(self.data_key());
+            let new_name = IndexId::hash_of(&bytes).to_hex();
+            self.backend().write(ObjectKind::Mark, &new_name, &bytes)?;
+            match self.backend().delete(ObjectKind::Mark, &name) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+            self.warn(format!(
+                "prune mark {name} was dated in the storage's future; rewritten as {new_name}"
+            ));
+            sum.marks_redated.push(name);
+            sum.marks_postponed += 1;
+        }
         if marks.is_empty() {
             return Ok(());
         }
         let marks_for_lookup = marks.clone();
-        let now = storage_now(self.backend())?;
-        let beats = Heartbeat::list(self.backend())?;
+        let mut beats = Heartbeat::list(self.backend())?;
+        beats.retain(|h| {
+            if h.is_future(now) {
+                self.warn(format!(
+                    "ignored heartbeat locks/{} dated in the storage's future \
+                     (delete it; `cairn check` reports it)",
+                    h.name
+                ));
+                sum.heartbeats_ignored.push(h.name.clone());
+                return false;
+            }
+            true
+        });
         let mut current: Option<(HashSet<PackId>, HashSet<BlobId>, HashSet<BlobId>)> = None;
         for (name, t, mark) in marks {
-            if Duration::from_nanos(now.saturating_sub(t).max(0) as u64) < grace {
+            if !old_enough(t) {
                 sum.marks_postponed += 1;
                 continue;
             }
             // A backup that began before the mark may reference condemned
             // blobs it found in the old index: wait for it (or its expiry).
-            let live = beats.iter().any(|h| {
-                h.started_ns <= t
-                    && Duration::from_nanos(now.saturating_sub(h.refreshed_ns).max(0) as u64)
-                        < HEARTBEAT_EXPIRY
-            });
-            if live {
+            let holding: Vec<&str> = beats
+                .iter()
+                .filter(|h| h.started_ns <= t && h.is_alive(now))
+                .map(|h| h.name.as_str())
+                .collect();
+            if !holding.is_empty() {
+                for h in holding {
+                    if !sum.waiting_for.iter().any(|w| w == h) {
+                        sum.waiting_for.push(h.to_string());
+                    }
+                }
                 sum.marks_postponed += 1;
                 continue;
             }
@@ -590,7 +690,7 @@ impl Repository {
                 // Recomputed now, not at plan time: snapshots written since count.
                 let mut indexed_packs = HashSet::new();
                 let mut indexed_blobs = HashSet::new();
-                for (_, f) in load_index_files(self.backend(), self.data_key())? {
+                for (_, f) in load_index_files(self.backend(), self.data_key()).map_err(refuse)? {
                     for p in f.packs {
                         indexed_blobs.extend(p.entries.iter().map(|e| e.id));
                         indexed_packs.insert(p.id);

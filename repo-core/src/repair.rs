@@ -57,6 +57,11 @@ pub struct RepairSnapshotsReport {
     pub rewritten: Vec<(SnapshotId, SnapshotId)>,
     /// Every damaged path.
     pub damaged: Vec<DamagedPath>,
+    /// Damaged snapshot files skipped (left in place) or, with
+    /// `--forget-damaged`, deleted.
+    pub damaged_files: Vec<String>,
+    /// True if the damaged files were deleted.
+    pub damaged_files_deleted: bool,
 }
 
 impl Repository {
@@ -182,14 +187,48 @@ impl Repository {
     /// snapshot is tagged `repaired` and names the old one as parent; the
     /// old one is deleted. Everything else stays restorable.
     pub fn repair_snapshots(&self) -> Result<RepairSnapshotsReport> {
+        self.repair_snapshots_with(false)
+    }
+
+    /// [`Repository::repair_snapshots`]; with `forget_damaged`, damaged
+    /// snapshot files (which cannot be decrypted, so name nothing that can
+    /// be restored) are deleted, otherwise skipped with a warning. Refused
+    /// while an index file is damaged: blobs only it names would look
+    /// lost, and the snapshots naming them would be cut.
+    pub fn repair_snapshots_with(&self, forget_damaged: bool) -> Result<RepairSnapshotsReport> {
+        self.require_whole_index("repair snapshots")?;
         let mut report = RepairSnapshotsReport::default();
+        let (entries, damaged_files) = self.snapshots_and_damaged()?;
+        for (name, e) in damaged_files {
+            if forget_damaged {
+                match self.backend().delete(ObjectKind::Snapshot, &name) {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => {}
+                }
+            } else {
+                self.warn(format!(
+                    "skipped damaged snapshot {name} (delete it with `--forget-damaged`): {e}"
+                ));
+            }
+            report.damaged_files.push(name);
+        }
+        report.damaged_files_deleted = forget_damaged;
         let packer = self.packer();
         let mut memo: HashMap<TreeId, Option<TreeId>> = HashMap::new();
-        for entry in self.snapshots()? {
+        for entry in entries {
             report.snapshots += 1;
             let mut damaged = Vec::new();
-            let new_root =
-                self.repair_tree(&entry.snapshot.tree, b"", &packer, &mut memo, &mut damaged)?;
+            let new_root = if self.index().lookup(&entry.snapshot.tree)?.is_none() {
+                // The root tree itself is lost: nothing below it can be
+                // found, so the snapshot keeps its record and an empty root.
+                let empty = Tree::default().encode();
+                let eid = self.hasher().tree_id(&empty);
+                packer.save(BlobKind::Tree, eid, &empty)?;
+                damaged.push((b"/".to_vec(), 1));
+                Some(eid)
+            } else {
+                self.repair_tree(&entry.snapshot.tree, b"", &packer, &mut memo, &mut damaged)?
+            };
             let Some(root) = new_root else { continue };
             let mut snap: Snapshot = entry.snapshot.clone();
             snap.tree = root;

@@ -13,7 +13,7 @@ use crate::compress::Dictionary;
 use crate::config::Config;
 use crate::crypto::{CryptoError, KdfBudget, KdfParams, KeyFile, MasterKey};
 use crate::dict::{self, Dictionaries};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WarnFn, Warnings};
 use crate::hash::ContentHasher;
 use crate::id::{BlobId, KeyId, RepoId, SnapshotId, TreeId};
 use crate::index::Index;
@@ -51,20 +51,35 @@ impl Default for InitOptions {
     }
 }
 
+/// Damaged files skipped by a read: each name with the error.
+pub type DamagedFiles = Vec<(String, Error)>;
+
 /// Options for [`Repository::open`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OpenOptions {
     /// Directory holding per-repository caches (`None`: in memory).
     pub cache_dir: Option<PathBuf>,
-    /// Open even if an index file is damaged, leaving it out of the cache
-    /// (for `check`, which then reports it). Normal operations should not:
-    /// blobs only that file names would look lost.
-    pub skip_damaged_index: bool,
     /// Try only the key file whose id starts with this hex prefix, however
     /// costly its KDF parameters (up to the limits of SPEC §4).
     pub key: Option<String>,
     /// What the open may spend on key files it is not told to use.
     pub kdf_budget: KdfBudget,
+    /// Called with each warning as it happens: a damaged index or snapshot
+    /// file is skipped with a warning naming it, so the rest of the
+    /// repository stays usable (SPEC §13). [`Repository::warnings`] lists
+    /// them too.
+    pub on_warning: Option<WarnFn>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("cache_dir", &self.cache_dir)
+            .field("key", &self.key)
+            .field("kdf_budget", &self.kdf_budget)
+            .field("on_warning", &self.on_warning.is_some())
+            .finish()
+    }
 }
 
 /// Read buffers above this size (two default-profile chunks) are not kept
@@ -81,6 +96,7 @@ pub struct Repository {
     config: Config,
     index: Index,
     dicts: Dictionaries,
+    warnings: Arc<Warnings>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -165,8 +181,11 @@ impl Repository {
             "config",
             &config.to_file(key.data_key()),
         )?;
-        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
-        Ok(Self::assemble(backend, key, key_id, config, index))
+        let warnings = Arc::new(Warnings::default());
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
+        Ok(Self::assemble(
+            backend, key, key_id, config, index, warnings,
+        ))
     }
 
     fn assemble(
@@ -175,6 +194,7 @@ impl Repository {
         key_id: KeyId,
         config: Config,
         index: Index,
+        warnings: Arc<Warnings>,
     ) -> Self {
         let hasher = ContentHasher::new(&key);
         let dicts = Dictionaries::new(
@@ -191,6 +211,7 @@ impl Repository {
             config,
             index,
             dicts,
+            warnings,
         }
     }
 
@@ -222,10 +243,12 @@ impl Repository {
         };
         let (key, key_id) = Self::unlock(&*backend, &repo_id, password, &opts)?;
         let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
-        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?);
-        index.set_skip_damaged(opts.skip_damaged_index);
+        let warnings = Arc::new(Warnings::new(opts.on_warning));
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
         index.sync(&*backend, key.data_key())?;
-        Ok(Self::assemble(backend, key, key_id, config, index))
+        Ok(Self::assemble(
+            backend, key, key_id, config, index, warnings,
+        ))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -370,16 +393,43 @@ impl Repository {
         Ok(Chunker::new(p.params, self.key.chunker_seed())?)
     }
 
-    /// Every snapshot, oldest first. Unreadable snapshot files are errors:
-    /// a listing must not silently hide a damaged backup. A file deleted
-    /// between the listing and its reading was forgotten meanwhile, and is
-    /// left out.
+    /// Warnings of this session so far: damaged files skipped (SPEC §13).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.list()
+    }
+
+    /// Records a warning of this session.
+    pub(crate) fn warn(&self, msg: String) {
+        self.warnings.warn(msg);
+    }
+
+    /// Every readable snapshot, oldest first. A damaged snapshot file is
+    /// skipped with a warning naming it, so one bad file does not hide every
+    /// other backup (SPEC §13); operations that delete data use
+    /// [`Repository::snapshots_and_damaged`] and refuse instead. A file
+    /// deleted between the listing and its reading was forgotten
+    /// meanwhile, and is left out.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let (out, damaged) = self.snapshots_and_damaged()?;
+        for (name, e) in damaged {
+            self.warn(format!(
+                "skipped damaged snapshot {name} (remove it with \
+                 `cairn repair snapshots --forget-damaged`): {e}"
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every readable snapshot, oldest first, and the damaged snapshot
+    /// files (name, error). A failed storage read is an error, not damage.
+    pub fn snapshots_and_damaged(&self) -> Result<(Vec<SnapshotEntry>, DamagedFiles)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for info in self.backend.list(ObjectKind::Snapshot)? {
             match self.load_snapshot_named(&info.name) {
                 Ok(s) => out.push(s),
                 Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e @ Error::CorruptObject { .. }) => damaged.push((info.name, e)),
                 Err(e) => return Err(e),
             }
         }
@@ -389,6 +439,36 @@ impl Repository {
                 .cmp(&b.snapshot.time_ns)
                 .then(a.id.cmp(&b.id))
         });
+        Ok((out, damaged))
+    }
+
+    /// Fails with [`Error::Damaged`] if the last sync skipped a damaged
+    /// index file: `op` deletes or rewrites data, and blobs only that file
+    /// names would look unused or lost to it (SPEC §13).
+    pub(crate) fn require_whole_index(&self, op: &'static str) -> Result<()> {
+        match self.index.damaged().into_keys().next() {
+            Some(name) => Err(Error::Damaged {
+                op,
+                kind: ObjectKind::Index,
+                name,
+                remedy: "run `cairn repair index` first",
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every snapshot, or [`Error::Damaged`] naming a damaged one: for `op`,
+    /// which deletes data that only the damaged snapshot might reference.
+    pub(crate) fn snapshots_or_refuse(&self, op: &'static str) -> Result<Vec<SnapshotEntry>> {
+        let (out, damaged) = self.snapshots_and_damaged()?;
+        if let Some((name, _)) = damaged.into_iter().next() {
+            return Err(Error::Damaged {
+                op,
+                kind: ObjectKind::Snapshot,
+                name,
+                remedy: "remove it with `cairn repair snapshots --forget-damaged` first",
+            });
+        }
         Ok(out)
     }
 
@@ -425,6 +505,15 @@ impl Repository {
     /// Resolves `latest`, a full id or a unique id prefix, among snapshots
     /// passing `filter`.
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
+        // A full id reads only that snapshot: damage elsewhere is no concern.
+        if let Ok(id) = spec.parse::<SnapshotId>() {
+            let s = self.snapshot(&id)?;
+            return if filter.matches(&s.snapshot) {
+                Ok(s)
+            } else {
+                Err(Error::SnapshotNotFound(spec.into()))
+            };
+        }
         let all: Vec<_> = self
             .snapshots()?
             .into_iter()

@@ -1,6 +1,8 @@
 //! Directory trees: one blob per directory, its nodes sorted by name, encoded
 //! canonically so identical directories get identical ids (SPEC §9).
 
+use std::collections::HashMap;
+
 use crate::encoding;
 use crate::format::FormatError;
 use crate::id::{BlobId, TreeId};
@@ -111,6 +113,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The subtree of a directory node (`None` for every other kind).
+    pub fn dir_subtree(&self) -> Option<TreeId> {
+        self.subtree.filter(|_| self.kind == NodeKind::Dir)
+    }
+
     /// An empty node of `kind` named `name`, every other field zero.
     pub fn new(name: Vec<u8>, kind: NodeKind) -> Self {
         Self {
@@ -225,6 +232,53 @@ impl Tree {
     }
 }
 
+/// Folds the tree `root` and everything below it into one value per tree,
+/// children before their parent, with an explicit stack: trees may nest
+/// deeper than a thread's stack allows. `memo` keeps each finished tree's
+/// value, so a subtree shared by several directories (or snapshots) is
+/// loaded and finished once; `finish` finds every subtree's value in it.
+pub fn fold_trees<T: Clone, E>(
+    root: &TreeId,
+    memo: &mut HashMap<TreeId, T>,
+    mut load: impl FnMut(&TreeId) -> Result<Tree, E>,
+    mut finish: impl FnMut(&TreeId, &Tree, &HashMap<TreeId, T>) -> Result<T, E>,
+) -> Result<T, E> {
+    enum Frame {
+        Visit(TreeId),
+        Finish(TreeId, Tree),
+    }
+    let mut stack = vec![Frame::Visit(*root)];
+    while let Some(frame) = stack.pop() {
+        match frame {
+            Frame::Visit(id) => {
+                if memo.contains_key(&id) {
+                    continue;
+                }
+                let tree = load(&id)?;
+                let subs: Vec<TreeId> = tree
+                    .nodes
+                    .iter()
+                    .filter_map(Node::dir_subtree)
+                    .filter(|s| !memo.contains_key(s))
+                    .collect();
+                stack.push(Frame::Finish(id, tree));
+                stack.extend(subs.into_iter().map(Frame::Visit));
+            }
+            Frame::Finish(id, tree) => {
+                // A subtree listed twice in one tree is finished once.
+                if !memo.contains_key(&id) {
+                    let value = finish(&id, &tree, memo)?;
+                    memo.insert(id, value);
+                }
+            }
+        }
+    }
+    Ok(memo
+        .get(root)
+        .cloned()
+        .expect("the loop ends only after the root is finished"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +367,69 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn fold_trees_finishes_children_first_and_shared_subtrees_once() {
+        let id = |n: u8| TreeId::from_bytes([n; 32]);
+        let dir = |name: &[u8], sub: u8| {
+            let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+            n.subtree = Some(id(sub));
+            n
+        };
+        // 1 -> {a: 2, b: 3}, 2 -> {c: 3}, 3 -> {}; and a chain 10 -> 11 -> ... deep.
+        let mut trees: HashMap<TreeId, Tree> = HashMap::new();
+        trees.insert(
+            id(1),
+            Tree {
+                nodes: vec![dir(b"a", 2), dir(b"b", 3)],
+            },
+        );
+        trees.insert(
+            id(2),
+            Tree {
+                nodes: vec![dir(b"c", 3)],
+            },
+        );
+        trees.insert(
+            id(3),
+            Tree {
+                nodes: vec![Node::new(b"f".to_vec(), NodeKind::File)],
+            },
+        );
+        let (mut loads, mut finished) = (Vec::new(), Vec::new());
+        let mut memo = HashMap::new();
+        let files = fold_trees(
+            &id(1),
+            &mut memo,
+            |t| {
+                loads.push(*t);
+                trees.get(t).cloned().ok_or("missing")
+            },
+            |t, tree, memo: &HashMap<TreeId, u32>| {
+                finished.push(*t);
+                Ok(tree
+                    .nodes
+                    .iter()
+                    .map(|n| n.dir_subtree().map_or(1, |s| memo[&s]))
+                    .sum())
+            },
+        )
+        .unwrap();
+        assert_eq!(files, 2, "a/c/f and b/f");
+        assert_eq!(finished.last(), Some(&id(1)), "the root is finished last");
+        assert_eq!(finished.iter().filter(|t| **t == id(3)).count(), 1);
+        assert!(
+            finished.iter().position(|t| *t == id(3)) < finished.iter().position(|t| *t == id(2))
+        );
+        // A missing tree is the loader's error, not a panic.
+        let mut memo = HashMap::new();
+        let err = fold_trees(
+            &id(9),
+            &mut memo,
+            |_| Err::<Tree, _>("missing"),
+            |_, _, _| Ok(0u32),
+        );
+        assert_eq!(err, Err("missing"));
     }
 }

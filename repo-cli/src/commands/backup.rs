@@ -66,7 +66,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &BackupArgs) -> Result<Status> {
     } else {
         SourceDetails::Files
     };
-    report(out, &outcome, source)?;
+    report(out, &outcome, source, repo.warnings())?;
     Ok(if outcome.warnings.is_empty() {
         Status::Ok
     } else {
@@ -103,12 +103,18 @@ fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
     })
 }
 
-fn report(out: Output, o: &BackupOutcome, source: SourceDetails) -> Result<()> {
+fn report(
+    out: Output,
+    o: &BackupOutcome,
+    source: SourceDetails,
+    repository_warnings: Vec<String>,
+) -> Result<()> {
     let s = &o.snapshot.snapshot.summary;
     if out.json {
         out.json_value(&BackupReport {
             snapshots: vec![SavedSnapshot::new(o, source)],
             failed: Vec::new(),
+            repository_warnings,
         })?;
         return Ok(());
     }

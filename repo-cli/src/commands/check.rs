@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use repo_core::check::{CheckOptions, CheckReport, ReadData};
 use serde::Serialize;
 
-use super::{Status, open_with};
+use super::{Status, open};
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
@@ -20,7 +20,7 @@ struct CheckJson<'a> {
 
 /// Runs the check, prints the report, and fails (exit 1) on any error.
 pub fn run(g: &GlobalArgs, out: Output, a: &CheckArgs) -> Result<Status> {
-    let repo = open_with(g, out, true)?;
+    let repo = open(g, out)?;
     let read_data = match (a.read_data, a.read_data_subset) {
         (_, Some(subset)) => subset,
         (true, None) => ReadData::All,

@@ -117,14 +117,9 @@ fn cache_dir(g: &GlobalArgs) -> Option<PathBuf> {
 }
 
 /// Opens and unlocks the repository. A location without a config fails
-/// before the password is asked for.
+/// before the password is asked for. Damaged files the library skips
+/// (SPEC §13) are named on stderr as it meets them.
 fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
-    open_with(g, out, false)
-}
-
-/// [`open`]; with `skip_damaged_index`, a damaged index file is left out
-/// instead of failing the open (for `check`, which reports it).
-fn open_with(g: &GlobalArgs, out: Output, skip_damaged_index: bool) -> Result<Repository> {
     let path = repo_path(g)?;
     let backend = LocalBackend::open(path);
     if backend.list(ObjectKind::Config)?.is_empty() {
@@ -136,8 +131,8 @@ fn open_with(g: &GlobalArgs, out: Output, skip_damaged_index: bool) -> Result<Re
         &pw,
         OpenOptions {
             cache_dir: cache_dir(g),
-            skip_damaged_index,
             key: g.key.clone(),
+            on_warning: Some(std::sync::Arc::new(move |m: &str| out.warn(m))),
             ..Default::default()
         },
     )

@@ -94,6 +94,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
         ));
     }
     if out.json {
+        saved.repository_warnings = repo.warnings();
         out.json_value(&saved)?;
     }
     Ok(Status::Ok)

@@ -72,5 +72,17 @@ pub fn render(s: &PruneSummary) -> String {
             s.marks_postponed
         ));
     }
+    if !s.waiting_for.is_empty() {
+        line.push_str(&format!(
+            "; waiting for running backup heartbeat(s) locks/{}",
+            s.waiting_for.join(", locks/")
+        ));
+    }
+    if !s.marks_damaged_deleted.is_empty() {
+        line.push_str(&format!(
+            "; deleted damaged mark(s) {}",
+            s.marks_damaged_deleted.join(", ")
+        ));
+    }
     line
 }

@@ -105,6 +105,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
         }
     }
     if out.json {
+        report.repository_warnings = repo.warnings();
         out.json_value(&report)?;
     } else if collections.is_empty() {
         out.line(format!("no collections on {}", client.url()))?;

@@ -121,6 +121,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &RedisBackupArgs) -> Result<Status> {
         out.json_value(&BackupReport {
             snapshots: vec![saved],
             failed: Vec::new(),
+            repository_warnings: repo.warnings(),
         })?;
     } else {
         out.line(format!(

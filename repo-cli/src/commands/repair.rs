@@ -34,11 +34,16 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RepairArgs) -> Result<Status> {
                 }
             }
         }
-        RepairWhat::Snapshots => {
-            let r = repo.repair_snapshots()?;
+        RepairWhat::Snapshots { forget_damaged } => {
+            let r = repo.repair_snapshots_with(forget_damaged)?;
             if out.json {
                 out.json_value(&r)?;
             } else {
+                if r.damaged_files_deleted {
+                    for f in &r.damaged_files {
+                        out.line(format!("deleted damaged snapshot file {f}"))?;
+                    }
+                }
                 for d in &r.damaged {
                     out.line(format!(
                         "damaged: {} ({} blobs lost) in snapshot {}",

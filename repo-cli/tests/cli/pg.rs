@@ -332,7 +332,8 @@ fn pg_backup_restore_verify_round_trip() {
         fake.join("pg_restore"),
         format!(
             "#!/bin/sh\nfor a; do last=$a; done\n\
-             {{ echo \"args: $*\"; [ -f \"$last\" ] && stat -c 'mode %a' \"$last\"; }} >> {log:?}\n\
+             {{ echo \"args: $*\"; [ -f \"$last\" ] && stat -c 'mode %a' \"$last\" && \
+             stat -c 'dir mode %a' \"$(dirname \"$last\")\"; }} >> {log:?}\n\
              exec {:?} \"$@\"\n",
             pg.bindir.join("pg_restore")
         ),
@@ -366,6 +367,8 @@ fn pg_backup_restore_verify_round_trip() {
         "{logged}"
     );
     assert!(logged.contains("mode 600"), "{logged}");
+    // Issue 12 item 10: the directory holding the dump is private too.
+    assert!(logged.contains("dir mode 700"), "{logged}");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temp left");
     let out = parallel("no_such_db");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -39,8 +39,13 @@ fn assert_envelope(what: &str, report: &Value, kind: &str) {
         .unwrap_or_else(|| panic!("{what}: not an object: {report}"));
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["failed", "snapshots"], "{what}: {report}");
+    assert_eq!(
+        keys,
+        ["failed", "repository_warnings", "snapshots"],
+        "{what}: {report}"
+    );
     assert_eq!(report["failed"], json!([]), "{what}");
+    assert_eq!(report["repository_warnings"], json!([]), "{what}");
     let snaps = report["snapshots"].as_array().expect("snapshots");
     assert!(!snaps.is_empty(), "{what}: no snapshot: {report}");
     for s in snaps {

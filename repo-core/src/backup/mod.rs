@@ -264,7 +264,18 @@ impl<'a> Backup<'a> {
             }
             None => {
                 let parent_root = match &parent {
-                    Some(p) => Some(self.repo.load_tree(&p.snapshot.tree)?),
+                    // As for subtrees (archiver): an unreadable parent
+                    // only costs re-reading files; the warning names why.
+                    Some(p) => match self.repo.load_tree(&p.snapshot.tree) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            self.repo.warn(format!(
+                                "parent snapshot {} is unreadable, every file is read: {e}",
+                                p.id.short()
+                            ));
+                            None
+                        }
+                    },
                     None => None,
                 };
                 archiver.archive_selection(&Selection::from_paths(&abs), parent_root.as_ref())?
@@ -311,12 +322,32 @@ impl<'a> Backup<'a> {
 fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
     let condemned: std::collections::HashSet<PackId> =
         crate::mark::load_marks(repo.backend(), repo.data_key())?
+            .good
             .into_iter()
             .flat_map(|(_, _, m)| m.packs.into_iter().map(|p| p.id))
             .collect();
     let indexed = repo.index().cache().pack_ids()?;
+    let listed = repo.backend().list(ObjectKind::Pack)?;
     let mut n = 0;
-    for o in repo.backend().list(ObjectKind::Pack)? {
+    // An indexed pack the storage does not list is lost (SPEC §15): a
+    // pack a prune deletes is first dropped from the index, before this
+    // backup's heartbeat or after its end. Reusing a blob from it would
+    // make a snapshot that cannot be restored.
+    let present: std::collections::HashSet<PackId> =
+        listed.iter().filter_map(|o| o.name.parse().ok()).collect();
+    let lost: std::collections::HashSet<PackId> = indexed
+        .iter()
+        .filter(|p| !present.contains(*p))
+        .copied()
+        .collect();
+    for p in &lost {
+        repo.warn(format!(
+            "pack {p} is indexed but missing from the storage (lost data; run \
+             `cairn repair index`): this backup fails rather than reuse a blob from it"
+        ));
+    }
+    repo.index().set_lost_packs(lost);
+    for o in listed {
         let Ok(id) = o.name.parse::<PackId>() else {
             continue;
         };

@@ -257,6 +257,11 @@ pub enum ProblemKind {
     /// A compression dictionary cannot be read, decrypted or parsed, or does
     /// not hash to its name (SPEC §30): blobs compressed with it are lost.
     DictDamaged,
+    /// A prune mark cannot be read or decoded (SPEC §22).
+    MarkDamaged,
+    /// A heartbeat or prune mark is dated in the storage's future (warning:
+    /// prune ignores such a heartbeat and rewrites such a mark, SPEC §22).
+    FutureDated,
 }
 
 impl fmt::Display for ProblemKind {
@@ -536,6 +541,7 @@ impl Repository {
         let dictionaries = ck.check_dictionaries()?;
         let index_files = ck.index_names.len() as u64;
         let listed = ck.check_packs()?;
+        ck.check_prune_objects()?;
         let snaps = ck.read_snapshots()?;
         let (trees, data_refs, spill_files) =
             ck.walk_trees(&snaps, scratch.path(), opts.spill_bytes)?;
@@ -593,6 +599,58 @@ impl Repository {
             ));
         }
         Ok(report)
+    }
+}
+
+impl Checker<'_> {
+    /// Prune marks decode, and no mark or heartbeat is dated in the
+    /// storage's future (SPEC §22). The storage clock is probed only when
+    /// there is something to compare with it.
+    fn check_prune_objects(&mut self) -> Result<()> {
+        let backend = self.repo.backend();
+        let marks = crate::mark::load_marks(backend, self.repo.data_key())?;
+        for (name, _, e) in &marks.damaged {
+            self.errors.push(Problem::new(
+                ProblemKind::MarkDamaged,
+                format!("prune mark {name} is damaged ({e}); the next prune deletes it"),
+            ));
+        }
+        let beats = crate::lock::Heartbeat::list(backend)?;
+        if beats.is_empty() && marks.good.is_empty() {
+            return Ok(());
+        }
+        let now = match crate::lock::storage_now(backend) {
+            Ok(t) => t,
+            Err(e) => {
+                self.warnings.push(Problem::new(
+                    ProblemKind::FutureDated,
+                    format!("could not read the storage clock to date marks and heartbeats: {e}"),
+                ));
+                return Ok(());
+            }
+        };
+        for h in beats.iter().filter(|h| h.is_future(now)) {
+            self.warnings.push(Problem::new(
+                ProblemKind::FutureDated,
+                format!(
+                    "heartbeat locks/{} is dated in the storage's future; prune ignores it \
+                     (delete it)",
+                    h.name
+                ),
+            ));
+        }
+        for (name, t, _) in &marks.good {
+            if crate::lock::is_future(*t, now) {
+                self.warnings.push(Problem::new(
+                    ProblemKind::FutureDated,
+                    format!(
+                        "prune mark {name} is dated in the storage's future; the next prune \
+                         rewrites it"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::repository::{Repository, now_ns};
 use crate::size::format_bytes as human_bytes;
 use crate::snapshot::{SnapshotEntry, SnapshotSummary};
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{NodeKind, Tree, fold_trees};
 
 /// Domain prefix of every Merkle tree hash (SPEC §23.5).
 pub const MERKLE_DOMAIN: &[u8] = b"cairn merkle v1";
@@ -415,38 +415,12 @@ impl Repository {
         memo: &mut HashMap<TreeId, TreeTotals>,
         blobs: &mut HashSet<BlobId>,
     ) -> Result<TreeTotals> {
-        enum Frame {
-            Visit(TreeId),
-            Finish(TreeId, Tree),
-        }
-        let mut stack = vec![Frame::Visit(*id)];
-        while let Some(f) = stack.pop() {
-            match f {
-                Frame::Visit(id) => {
-                    if memo.contains_key(&id) {
-                        continue;
-                    }
-                    let tree = self.load_tree(&id)?;
-                    let subs: Vec<TreeId> = tree
-                        .nodes
-                        .iter()
-                        .filter(|n| n.kind == NodeKind::Dir)
-                        .filter_map(|n| n.subtree)
-                        .filter(|s| !memo.contains_key(s))
-                        .collect();
-                    stack.push(Frame::Finish(id, tree));
-                    stack.extend(subs.into_iter().map(Frame::Visit));
-                }
-                Frame::Finish(id, tree) => {
-                    let t = self.finish_totals(&id, &tree, memo, blobs)?;
-                    memo.insert(id, t);
-                }
-            }
-        }
-        memo.get(id).copied().ok_or_else(|| {
-            // Unreachable: the loop ends only once `id` is finished.
-            Error::InvalidArgument(format!("tree {id} was not walked"))
-        })
+        fold_trees(
+            id,
+            memo,
+            |id| self.load_tree(id),
+            |id, tree, memo| self.finish_totals(id, tree, memo, blobs),
+        )
     }
 
     /// Totals of `tree` once every subtree's are in `memo`. Sums saturate:

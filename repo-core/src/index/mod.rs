@@ -5,9 +5,9 @@
 //! but not yet written to an index file are held in memory, at most
 //! [`MAX_INDEX_ENTRIES`] at a time.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -15,7 +15,7 @@ use crate::backend::{Backend, ObjectKind};
 use crate::blob::{self, BlobError};
 use crate::cache::Cache;
 use crate::encoding;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Warnings};
 use crate::format::INDEX_MAGIC;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::pack::{BlobLocation, PackEntry};
@@ -87,7 +87,14 @@ impl IndexFile {
 #[derive(Debug)]
 pub struct Index {
     cache: Cache,
-    skip_damaged: AtomicBool,
+    warnings: Arc<Warnings>,
+    /// Index files the last sync skipped as damaged, with the error.
+    damaged: Mutex<BTreeMap<String, String>>,
+    /// Packs the index names but the storage did not list at the start
+    /// of this session's backup (SPEC §15): their blobs are lost.
+    lost: Mutex<HashSet<PackId>>,
+    /// `lost` is not empty: the per-blob check is skipped without a lock.
+    any_lost: AtomicBool,
     state: Mutex<Pending>,
     syncing: Mutex<()>,
 }
@@ -103,19 +110,49 @@ struct Pending {
 }
 
 impl Index {
-    /// Wraps a cache.
-    pub fn new(cache: Cache) -> Self {
+    /// Wraps a cache; damaged index files are reported to `warnings`.
+    pub fn new(cache: Cache, warnings: Arc<Warnings>) -> Self {
         Self {
             cache,
-            skip_damaged: AtomicBool::new(false),
+            warnings,
+            damaged: Mutex::new(BTreeMap::new()),
+            lost: Mutex::new(HashSet::new()),
+            any_lost: AtomicBool::new(false),
             state: Mutex::new(Pending::default()),
             syncing: Mutex::new(()),
         }
     }
 
-    /// Whether `sync` skips damaged index files instead of failing.
-    pub fn set_skip_damaged(&self, yes: bool) {
-        self.skip_damaged.store(yes, Relaxed);
+    /// Index files the last sync skipped because they are damaged (name,
+    /// error). Their packs look unindexed until `repair index` (SPEC §24).
+    pub fn damaged(&self) -> BTreeMap<String, String> {
+        self.damaged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records packs the index names that the storage does not list: a
+    /// blob in one is lost, and [`Index::has`] and [`Index::claim`] then
+    /// fail rather than let a backup reference it (SPEC §15).
+    pub fn set_lost_packs(&self, lost: HashSet<PackId>) {
+        self.any_lost.store(!lost.is_empty(), Relaxed);
+        *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = lost;
+    }
+
+    /// Fails if the cache locates `id` only in a lost pack.
+    fn check_not_lost(&self, id: &BlobId) -> Result<()> {
+        if !self.any_lost.load(Relaxed) {
+            return Ok(());
+        }
+        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        match self.cache.lookup(id)? {
+            Some(loc) if lost.contains(&loc.pack) => Err(Error::LostPack {
+                blob: *id,
+                pack: loc.pack,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -136,7 +173,15 @@ impl Index {
         let mut superseded = HashSet::new();
         let mut state = Pass::Repeat { complete: false };
         for _ in 0..SYNC_PASSES {
-            state = self.sync_once(backend, key, &mut superseded)?;
+            let mut damaged = BTreeMap::new();
+            state = self.sync_once(backend, key, &mut superseded, &mut damaged)?;
+            for (name, e) in &damaged {
+                self.warnings.warn(format!(
+                    "skipped damaged index file {name} (its packs count as unindexed until \
+                     `cairn repair index`): {e}"
+                ));
+            }
+            *self.damaged.lock().unwrap_or_else(|e| e.into_inner()) = damaged;
             if state == Pass::Done {
                 return Ok(());
             }
@@ -163,6 +208,7 @@ impl Index {
         backend: &dyn Backend,
         key: &[u8; 32],
         superseded: &mut HashSet<IndexId>,
+        damaged: &mut BTreeMap<String, String>,
     ) -> Result<Pass> {
         self.cache.reload()?;
         let listed: Vec<String> = backend
@@ -222,8 +268,11 @@ impl Index {
                         batch_entries += f.entry_count();
                         batch.push((name.clone(), f));
                     }
-                    // Not merged, so the next sync tries it again.
-                    Err(Error::CorruptObject { .. }) if self.skip_damaged.load(Relaxed) => {
+                    // Skipped, not fatal (SPEC §13): one damaged file must
+                    // not stop every command. Not merged, so the next sync
+                    // tries it again (and `repair index` replaces it).
+                    Err(e @ Error::CorruptObject { .. }) => {
+                        damaged.insert(name.clone(), e.to_string());
                         left_out.insert(name);
                     }
                     // Deleted since the listing: a prune or repair replaced it,
@@ -272,14 +321,27 @@ impl Index {
     /// True if the blob is stored or being stored by this session.
     pub fn has(&self, id: &BlobId) -> Result<bool> {
         let st = self.state();
-        Ok(st.claimed.contains(id) || self.cache.contains(id)?)
+        if st.claimed.contains(id) {
+            return Ok(true);
+        }
+        if !self.cache.contains(id)? {
+            return Ok(false);
+        }
+        drop(st);
+        self.check_not_lost(id)?;
+        Ok(true)
     }
 
     /// Returns true exactly once per new blob: the caller must then store it.
     /// Another client may have packed this chunk already; the index decides.
     pub fn claim(&self, id: &BlobId) -> Result<bool> {
         let mut st = self.state();
-        if st.claimed.contains(id) || self.cache.contains(id)? {
+        if st.claimed.contains(id) {
+            return Ok(false);
+        }
+        if self.cache.contains(id)? {
+            drop(st);
+            self.check_not_lost(id)?;
             return Ok(false);
         }
         st.claimed.insert(*id);

@@ -118,6 +118,8 @@ fn flipped_byte_in_pack_is_detected_not_restored() {
 
 #[test]
 fn corrupt_snapshot_and_index_files_are_named() {
+    // Issue 12: a damaged file is skipped with a warning naming it, so the
+    // rest of the repository stays usable.
     let (d, _) = setup();
     let repo_dir = d.path().join("repo");
     let snap = fs::read_dir(repo_dir.join("snapshots"))
@@ -126,17 +128,21 @@ fn corrupt_snapshot_and_index_files_are_named() {
         .unwrap()
         .unwrap()
         .path();
+    let snap_name = snap.file_name().unwrap().to_string_lossy().into_owned();
     let mut b = fs::read(&snap).unwrap();
     let n = b.len();
     b[n - 1] ^= 1;
     fs::write(&snap, &b).unwrap();
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let err = repo.snapshots().unwrap_err();
+    let listed = repo.snapshots().unwrap();
+    assert!(listed.iter().all(|s| s.id.to_hex() != snap_name));
     assert!(
-        err.to_string()
-            .contains(&snap.file_name().unwrap().to_string_lossy().into_owned()),
-        "{err}"
+        repo.warnings().iter().any(|w| w.contains(&snap_name)),
+        "{:?}",
+        repo.warnings()
     );
+    let err = repo.snapshot(&snap_name.parse().unwrap()).unwrap_err();
+    assert!(err.to_string().contains(&snap_name), "{err}");
 
     let idx = fs::read_dir(repo_dir.join("index"))
         .unwrap()
@@ -144,12 +150,14 @@ fn corrupt_snapshot_and_index_files_are_named() {
         .unwrap()
         .unwrap()
         .path();
+    let idx_name = idx.file_name().unwrap().to_string_lossy().into_owned();
     let b = fs::read(&idx).unwrap();
     fs::write(&idx, &b[..b.len() - 5]).unwrap();
-    let err = open_repo(d.path(), b"pw").unwrap_err();
+    let repo = open_repo(d.path(), b"pw").unwrap();
     assert!(
-        err.to_string()
-            .contains(&idx.file_name().unwrap().to_string_lossy().into_owned()),
-        "{err}"
+        repo.warnings().iter().any(|w| w.contains(&idx_name)),
+        "{:?}",
+        repo.warnings()
     );
+    assert!(repo.index().damaged().contains_key(&idx_name));
 }
