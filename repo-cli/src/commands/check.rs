@@ -6,14 +6,13 @@ use serde::Serialize;
 
 use super::{Status, open};
 use crate::cli::{CheckArgs, GlobalArgs};
-use crate::output::{self, Output};
+use crate::output::Output;
 use crate::progress::TermProgress;
 
 #[derive(Serialize)]
 struct CheckJson<'a> {
     /// What data was selected: `none`, `all`, `n/m`, `x%` or a size.
     read_data: String,
-    duration_s: f64,
     #[serde(flatten)]
     report: &'a CheckReport,
 }
@@ -39,7 +38,6 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CheckArgs) -> Result<Status> {
     if out.json {
         out.json_value(&CheckJson {
             read_data: read_data.to_string(),
-            duration_s: output::seconds(report.duration.as_nanos() as u64),
             report: &report,
         })?;
     } else if out.quiet {

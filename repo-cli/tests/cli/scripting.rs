@@ -192,3 +192,22 @@ fn errors_are_json_objects_under_json() {
         stderr(&out)
     );
 }
+
+/// One unit for durations: `check` and `drill` print `duration_s` seconds,
+/// not the library's nanoseconds next to them.
+#[test]
+fn check_and_drill_durations_are_seconds() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"hello");
+    env.ok(["backup", src.to_str().unwrap()]);
+    for args in [&["check", "--read-data"][..], &["drill", "latest"]] {
+        let v = json_ok(&env, args, None);
+        assert!(v["duration_s"].is_f64(), "{args:?}: {v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains("duration_ns") && !text.contains("restore_ns"),
+            "{args:?}: {v}"
+        );
+    }
+}

@@ -344,8 +344,9 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn ser_duration_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_nanos().min(u128::from(u64::MAX)) as u64)
+/// Durations in JSON are seconds as a float (the CLI's scripting contract).
+fn ser_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// What [`Repository::check`] found and did.
@@ -384,7 +385,7 @@ pub struct CheckReport {
     #[serde(skip_serializing_if = "is_zero")]
     pub spill_files: u64,
     /// Wall time.
-    #[serde(rename = "duration_ns", serialize_with = "ser_duration_ns")]
+    #[serde(rename = "duration_s", serialize_with = "ser_seconds")]
     pub duration: Duration,
 }
 
