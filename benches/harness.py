@@ -1,17 +1,28 @@
 #!/usr/bin/env python3
-"""cairn in the shared backup-tool harness (../shared/bench/run.py).
+"""cairn in an external backup-tool benchmark harness.
 
-Registers a `cairn` adapter with the shared harness and runs it, so cairn and
-whichever anchors are installed (restic, borg, rustic, bupstash) go through the
-same steps on the same corpus in one run:
+The harness is not part of this project. It is a Python program, `run.py`,
+that generates a deterministic corpus (1 GiB by default: a pg_dump-like SQL
+file, 100 binary files of mixed compressibility and 20,000 small text files;
+seed 42), runs every registered tool through the same steps (initial backup,
+backup with nothing changed, backup after a simulated day of changes, full
+restore, a full data check, listing snapshots) and reports wall time, peak
+RSS and repository size per step. It exposes `run.Tool`, `run.Cmd`,
+`run.register`, `run.PASSWORD`, `run.tool_env`, `run.run_quiet` and
+`run.main`, and has adapters of its own for restic, borg, rustic and bupstash
+(the anchors), used when their binaries are installed.
+
+This file registers a `cairn` adapter with it and runs it, so cairn and
+the installed anchors go through the same steps on the same corpus in one run:
 
     cargo build --release -p repo-cli
-    python3 benches/harness.py --tools cairn,restic,borg --repeat all=3 \
+    CAIRN_BENCH_HARNESS=/path/to/harness python3 benches/harness.py \
+        --tools cairn,restic,borg,bupstash --repeat all=3 \
         --restore-dir /dev/shm/bench-restore
 
-Options are run.py's. The harness location defaults to ../shared/bench beside
-the project; override with CAIRN_BENCH_HARNESS. The binary defaults to
-target/release/cairn; override with CAIRN_BIN.
+CAIRN_BENCH_HARNESS (required) names the directory holding `run.py`; the
+options are run.py's. The binary defaults to target/release/cairn; override
+with CAIRN_BIN.
 """
 import importlib.util
 import os
@@ -19,7 +30,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-HARNESS = os.environ.get("CAIRN_BENCH_HARNESS", os.path.join(ROOT, "..", "shared", "bench"))
+HARNESS = os.environ.get("CAIRN_BENCH_HARNESS")
+if not HARNESS or not os.path.isfile(os.path.join(HARNESS, "run.py")):
+    sys.exit("set CAIRN_BENCH_HARNESS to the directory of the benchmark harness's run.py "
+             "(see this file's docstring)")
 CAIRN = os.environ.get("CAIRN_BIN", os.path.join(ROOT, "target", "release", "cairn"))
 
 spec = importlib.util.spec_from_file_location("run", os.path.join(HARNESS, "run.py"))

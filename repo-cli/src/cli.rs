@@ -374,7 +374,7 @@ cairn drill 1a2b3c4d --sample 5% --json"
     /// Print an integrity report on a snapshot.
     #[command(
         long_about = "Print an integrity report on SNAPSHOT for auditors: its id, time, host, paths \
-and tags, the root tree id, a BLAKE3 Merkle root over the whole tree (SPEC.md §23.5), file count \
+and tags, the root tree id, a BLAKE3 Merkle root over the whole tree (docs/check.md §5), file count \
 and total size, the backup's counters, how many of its packs this machine's ledger has verified, \
 and the last check and restore drill with their dates. As text, as Markdown with --markdown, or \
 as JSON with --json.",
@@ -450,7 +450,7 @@ cairn completions fish > ~/.config/fish/completions/cairn.fish"
 
     /// Run a backup plan (sources, repositories, retention, checks, hooks).
     #[command(
-        long_about = "Run the plan file PLAN (see `cairn plan init` and SPEC.md §28): back up every source into every repository, each as its own `cairn` child process, so one failing source never stops the others. Then apply the retention policy to the plan's snapshots (forget, and prune if asked), run `check` and `drill` on each repository when their cadence is due, write the JSON report and the Prometheus metrics file, and run the on_success or on_failure hook.\n\nA child that exits 3 (snapshot saved, some files unreadable) is a warning, not a failure. Exits 1 when any backup, retention, check, drill or hook failed; the others still ran. --source runs only the named sources (repeatable). --dry-run validates the plan and prints the commands without running anything.",
+        long_about = "Run the plan file PLAN (see `cairn plan init` and docs/plans.md): back up every source into every repository, each as its own `cairn` child process, so one failing source never stops the others. Then apply the retention policy to the plan's snapshots (forget, and prune if asked), run `check` and `drill` on each repository when their cadence is due, write the JSON report and the Prometheus metrics file, and run the on_success or on_failure hook.\n\nA child that exits 3 (snapshot saved, some files unreadable) is a warning, not a failure. Exits 1 when any backup, retention, check, drill or hook failed; the others still ran. --source runs only the named sources (repeatable). --dry-run validates the plan and prints the commands without running anything.",
         after_help = "Examples:\n  \
 cairn run /etc/cairn/nightly.toml\n  \
 cairn run nightly.toml --source postgres --source etc\n  \

@@ -1,6 +1,6 @@
 //! `cairn`: the command-line interface to cairn repositories.
 //!
-//! A thin layer (STYLE §3): parse arguments (`cli`), find the password
+//! A thin layer over the library: parse arguments (`cli`), find the password
 //! (`credentials`), call `repo-core` (`commands`), render text or JSON
 //! (`output`) and progress (`progress`). Exit codes are chosen in one place,
 //! [`exit_code`], from the library's typed errors.

@@ -1,4 +1,4 @@
-//! The plan file (SPEC.md §28): a versioned TOML description of what to back
+//! The plan file (docs/plans.md): a versioned TOML description of what to back
 //! up, where to, how long to keep it, how often to verify it and whom to
 //! tell. `cairn run` executes one; `cairn plan init` and `cairn discover`
 //! write one. Every table denies unknown keys, so a typo fails with the
@@ -717,7 +717,7 @@ fn resolve(plan: &mut Plan, base: &Path) {
 /// The commented example `cairn plan init` writes. It parses (a unit test
 /// and the CLI tests hold it to that).
 pub const EXAMPLE: &str = r#"# cairn backup plan (run it with `cairn run THIS_FILE`; schedule it with
-# `cairn plan schedule THIS_FILE --install`). Format: SPEC.md §28.
+# `cairn plan schedule THIS_FILE --install`). Format: docs/plans.md.
 version = 1
 
 # Name used in snapshot tags (plan:NAME), metrics and unit names.

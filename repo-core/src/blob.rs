@@ -121,7 +121,7 @@ pub fn seal_blob_into(
     seal_blob_into_with(key, kind, id, plaintext, level, None, out);
 }
 
-/// [`seal_blob_into`], compressed with `dict` when one is given (SPEC §30).
+/// [`seal_blob_into`], compressed with `dict` when one is given (SPEC §6.4).
 pub fn seal_blob_into_with(
     key: &[u8; 32],
     kind: BlobKind,
@@ -243,7 +243,7 @@ pub fn seal_file(
 }
 
 /// [`seal_file`] with an explicit prefix version (dictionaries carry the
-/// version that introduced them, SPEC §30).
+/// version that introduced them, SPEC §6.4).
 pub fn seal_file_version(
     magic: &[u8; crate::format::MAGIC_LEN],
     version: u32,

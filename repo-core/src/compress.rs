@@ -1,5 +1,5 @@
 //! zstd compression, stored raw when it does not shrink (SPEC §6.2), and
-//! with a per-repository dictionary for small blobs (SPEC §30).
+//! with a per-repository dictionary for small blobs (SPEC §6.4).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -13,13 +13,13 @@ pub const MARKER_RAW: u8 = 0;
 /// Marker: the payload is one zstd frame.
 pub const MARKER_ZSTD: u8 = 1;
 /// Marker: a [`DictRef`], then one zstd frame made with that dictionary
-/// (SPEC §30; format version 2).
+/// (SPEC §6.4; format version 2).
 pub const MARKER_ZSTD_DICT: u8 = 2;
-/// Length of the dictionary reference after [`MARKER_ZSTD_DICT`] (SPEC §30).
+/// Length of the dictionary reference after [`MARKER_ZSTD_DICT`] (SPEC §6.4).
 pub const DICT_REF_LEN: usize = 8;
 
 /// How a blob names the dictionary it was compressed with: the first
-/// [`DICT_REF_LEN`] bytes of the dictionary's id (SPEC §30).
+/// [`DICT_REF_LEN`] bytes of the dictionary's id (SPEC §6.4).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DictRef([u8; DICT_REF_LEN]);
 
@@ -190,7 +190,7 @@ fn append_frame(
 }
 
 /// Like [`compress_into`] but with dictionary `dict`: `2 || ref || frame`
-/// (SPEC §30). Falls back to [`compress_into`] when that is not strictly
+/// (SPEC §6.4). Falls back to [`compress_into`] when that is not strictly
 /// shorter than the data, so a payload never exceeds the data plus marker.
 pub fn compress_into_dict(data: &[u8], level: i32, dict: &Dictionary, out: &mut Vec<u8>) {
     let start = out.len();

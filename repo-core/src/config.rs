@@ -26,7 +26,7 @@ pub struct ChunkerProfile {
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
 pub struct Config {
     /// Format version the repository was created with; also the config
-    /// file's prefix version. From 2 on, blobs may use dictionaries (SPEC §30).
+    /// file's prefix version. From 2 on, blobs may use dictionaries (SPEC §6.4).
     pub version: u32,
     /// Same as the clear id.
     pub repo_id: RepoId,
@@ -68,7 +68,7 @@ impl Config {
     }
 
     /// Whether blobs of this repository may be compressed with a dictionary
-    /// (SPEC §30). A version-1 repository never gains one: its config cannot
+    /// (SPEC §6.4). A version-1 repository never gains one: its config cannot
     /// be replaced atomically, and version-1 readers would not read them.
     pub fn dictionaries(&self) -> bool {
         self.version >= DICTIONARY_VERSION

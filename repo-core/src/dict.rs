@@ -1,4 +1,4 @@
-//! Per-repository zstd dictionaries for small blobs (SPEC §30).
+//! Per-repository zstd dictionaries for small blobs (SPEC §6.4).
 //!
 //! Small files compress badly on their own: zstd has no history to match
 //! against. A dictionary trained once from a repository's first small blobs
@@ -99,7 +99,7 @@ pub fn zstd_dict_id(bytes: &[u8]) -> u32 {
     zstd::zstd_safe::get_dict_id_from_dict(bytes).map_or(0, |n| n.get())
 }
 
-/// The dictionary file for `dict` (SPEC §30).
+/// The dictionary file for `dict` (SPEC §6.4).
 pub fn to_file(key: &[u8; 32], dict: &[u8]) -> Vec<u8> {
     blob::seal_file_version(&DICT_MAGIC, DICTIONARY_VERSION, key, dict, 3)
 }
@@ -124,7 +124,7 @@ pub fn from_file(
 }
 
 /// Trains on `samples`, stores the dictionary (durably, before any blob
-/// uses it: SPEC §13, §30) and returns it; `Ok(None)` if training found
+/// uses it: SPEC §13, §6.4) and returns it; `Ok(None)` if training found
 /// nothing.
 pub fn train_and_store(
     backend: &dyn Backend,

@@ -84,7 +84,7 @@ pub enum Error {
         reason: String,
     },
     /// A blob names a compression dictionary that is missing or damaged
-    /// (SPEC §30): every blob compressed with it is unreadable.
+    /// (SPEC §6.4): every blob compressed with it is unreadable.
     #[error(
         "blob {blob} needs dictionary {dict}, which is unavailable: {reason} (run `cairn check`)"
     )]

@@ -1,5 +1,5 @@
 //! Retention: which snapshots a policy keeps, and forgetting the others
-//! (SPEC §21). Only snapshot files are deleted here; the data they referenced
+//! (docs/retention.md). Only snapshot files are deleted here; the data they referenced
 //! stays until `prune`.
 //!
 //! The rules are restic's `forget`: snapshots are grouped (by host and paths
@@ -306,7 +306,7 @@ pub struct Kept {
     #[serde(rename = "time", serialize_with = "ser_time")]
     pub time_ns: i64,
     /// Why, e.g. `daily snapshot`, `oldest yearly snapshot`, `within 30d`,
-    /// `has tags [keep]`, in the order of SPEC §21.
+    /// `has tags [keep]`, in the order of docs/retention.md.
     pub reasons: Vec<String>,
 }
 
@@ -445,7 +445,7 @@ impl Period {
 }
 
 /// Decides, for every snapshot in `snapshots`, whether `policy` keeps it
-/// (SPEC §21). Calendar periods are those of wall-clock time at `offset`.
+/// (docs/retention.md). Calendar periods are those of wall-clock time at `offset`.
 /// Pure: no I/O, no clock. Fails on an empty policy.
 pub fn plan_forget(
     snapshots: &[SnapshotEntry],
@@ -607,7 +607,7 @@ impl fmt::Display for ForgetPlan {
 }
 
 impl Repository {
-    /// The forget plan for the snapshots passing `filter` (SPEC §21).
+    /// The forget plan for the snapshots passing `filter` (docs/retention.md).
     /// Snapshots the filter excludes are neither kept nor removed.
     pub fn forget_plan(
         &self,

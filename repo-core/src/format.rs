@@ -16,7 +16,7 @@ pub const MIN_READ_VERSION: u32 = 1;
 /// that this build writes to stays readable by version-1 builds (SPEC §1).
 pub const FILE_VERSION: u32 = 1;
 /// The first repository version whose blobs may be compressed with a
-/// dictionary (SPEC §30); its config and dictionary files carry it.
+/// dictionary (SPEC §6.4); its config and dictionary files carry it.
 pub const DICTIONARY_VERSION: u32 = 2;
 
 /// Length of every magic prefix (SPEC §2).
@@ -35,9 +35,9 @@ pub const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNSN\x1a";
 
 /// Magic of a prune mark (SPEC §22).
 pub const MARK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNMK\x1a";
-/// Magic of a compression dictionary file (SPEC §30).
+/// Magic of a compression dictionary file (SPEC §6.4).
 pub const DICT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNDC\x1a";
-/// Largest dictionary (SPEC §30); writers train about 112 KiB.
+/// Largest dictionary (SPEC §6.4); writers train about 112 KiB.
 pub const MAX_DICT_SIZE: usize = 1 << 20;
 
 /// Magic followed by the little-endian format version (SPEC §2).
@@ -108,7 +108,7 @@ pub enum FormatError {
         limit: u64,
     },
     /// A payload names a compression dictionary that cannot be had
-    /// (missing, damaged, or not allowed in this repository; SPEC §30).
+    /// (missing, damaged, or not allowed in this repository; SPEC §6.4).
     #[error("dictionary {dict}: {reason}")]
     Dictionary {
         /// The 8-byte reference, in hex.

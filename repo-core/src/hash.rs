@@ -38,7 +38,7 @@ impl ContentHasher {
         BlobId::from_bytes(*blake3::keyed_hash(&self.tree_key, encoded).as_bytes())
     }
 
-    /// Id of a compression dictionary (SPEC §30).
+    /// Id of a compression dictionary (SPEC §6.4).
     pub fn dict_id(&self, dictionary: &[u8]) -> DictId {
         DictId::from_bytes(*blake3::keyed_hash(&self.dict_key, dictionary).as_bytes())
     }

@@ -125,7 +125,7 @@ define_id!(
     SnapshotId
 );
 define_id!(
-    /// Keyed BLAKE3 of a compression dictionary (SPEC §30); also its file
+    /// Keyed BLAKE3 of a compression dictionary (SPEC §6.4); also its file
     /// name. Its first 8 bytes are the dictionary reference in blobs.
     DictId
 );

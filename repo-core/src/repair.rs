@@ -1,5 +1,5 @@
 //! Repair: rebuild the index from pack headers, salvage damaged packs, and
-//! rewrite snapshots that reference lost data (SPEC §24).
+//! rewrite snapshots that reference lost data (docs/repair.md).
 
 use std::collections::{HashMap, HashSet};
 

@@ -33,7 +33,7 @@ pub struct InitOptions {
     /// Where the index cache lives (`None`: in memory).
     pub cache_dir: Option<PathBuf>,
     /// Create a version-2 repository, whose small blobs are compressed with
-    /// a trained dictionary (SPEC §30). `false` creates version 1, which
+    /// a trained dictionary (SPEC §6.4). `false` creates version 1, which
     /// version-1 builds can read and which never gains a dictionary.
     pub dictionary: bool,
 }
@@ -273,7 +273,7 @@ impl Repository {
                 let bytes = backend.read(ObjectKind::Key, &info.name)?;
                 // A damaged key file must not lock out the others. Names
                 // are not checked: a renamed or swapped key file still
-                // opens (`check` reports it, SPEC §29.5).
+                // opens (`check` reports it, docs/check.md §1).
                 let Ok(kf) = KeyFile::decode(&bytes) else {
                     continue;
                 };
@@ -359,7 +359,7 @@ impl Repository {
     pub fn hasher(&self) -> &ContentHasher {
         &self.hasher
     }
-    /// The compression dictionaries (SPEC §30), which every blob read
+    /// The compression dictionaries (SPEC §6.4), which every blob read
     /// resolves references with.
     pub fn dictionaries(&self) -> &Dictionaries {
         &self.dicts
@@ -712,7 +712,7 @@ impl Repository {
     }
 
     /// Blob `id` decrypted but not decompressed: its compression marker
-    /// and payload (SPEC §6.2, §30). For inspection and tests; nothing is
+    /// and payload (SPEC §6.2, §6.4). For inspection and tests; nothing is
     /// verified beyond the AEAD tag.
     pub fn stored_payload(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
@@ -898,7 +898,7 @@ impl Repository {
     }
 
     /// The dictionary state a backup starts in: the first stored dictionary
-    /// that loads, else collecting samples to train one (SPEC §30).
+    /// that loads, else collecting samples to train one (SPEC §6.4).
     fn initial_dict_state(&self) -> Result<DictState> {
         if !self.config.dictionaries() || self.config.compression_level == 0 {
             return Ok(DictState::Off);
@@ -967,7 +967,7 @@ pub(crate) struct Packer<'a> {
     packed_adjust: std::sync::atomic::AtomicI64,
 }
 
-/// Whether small data blobs are compressed with a dictionary (SPEC §30).
+/// Whether small data blobs are compressed with a dictionary (SPEC §6.4).
 enum DictState {
     /// Not looked at yet (trees-only packers never do).
     Unknown,

@@ -127,7 +127,7 @@ const M_CHUNKS_TINY: &str =
     "29654,16450,42725,4822,16416,4344,19141,12260,43751,34239,23554,9751,5037";
 const M_CHUNKS_DEFAULT: &str = "1492952,1629127,1562175,960663,1059256,548206,1136229";
 
-// --- (n) a dictionary and a blob compressed with it (§30, version 2) --------------
+// --- (n) a dictionary and a blob compressed with it (§6.4, version 2) --------------
 const CONTEXT_DICT_ID: &str = "cairn 2026-12 dictionary id key v2";
 const N_DICT_KEY: &str = "fc6eaa9d18bfb66cd304c3da1ba5e24bc2603869f5b2743040c48c77b251599c";
 /// 256 bytes trained by zstd 1.5.7 on 200 lines like `N_PLAIN`; pinned, not retrained.

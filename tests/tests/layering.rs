@@ -1,10 +1,10 @@
-//! repo-core's modules form a DAG (STYLE §3): a module may use only itself and
+//! repo-core's modules form a DAG (README, Layout): a module may use only itself and
 //! the modules listed above it in `ORDER`. Rust does not stop cycles, so this
 //! test does, from every `crate::x` path outside comments and test modules.
 
 use std::path::Path;
 
-/// Top-level modules of repo-core, lowest layer first (STYLE §3).
+/// Top-level modules of repo-core, lowest layer first.
 const ORDER: &str = "format duration size id encoding crypto hash chunker compress blob pack tree snapshot config \
     backend cache lock dict error pattern index mark repository keys progress backup restore check inspect forget \
     prune repair lib";

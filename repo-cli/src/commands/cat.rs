@@ -21,7 +21,7 @@ struct KeyJson<'a> {
     salt: String,
 }
 
-/// A verified compression dictionary (SPEC §30); its content is not printed.
+/// A verified compression dictionary (SPEC §6.4); its content is not printed.
 #[derive(Serialize)]
 struct DictJson {
     id: String,

@@ -1,5 +1,5 @@
 //! `cairn discover`: look at this machine for what should be backed up and
-//! propose a plan (SPEC.md §28) with a comment on every entry.
+//! propose a plan (docs/plans.md) with a comment on every entry.
 //!
 //! Servers are found by their listening sockets, not by port alone:
 //! `/proc/net/tcp{,6}` lists LISTEN sockets with their inodes, and
@@ -438,7 +438,7 @@ fn paths_of(p: &Proposal) -> Vec<PathBuf> {
 fn render(proposals: &[Proposal], notes: &[&Finding]) -> String {
     let mut t = String::from(
         "# Proposed by `cairn discover`. Review every entry, set the repository, then\n\
-         # try it with `cairn run THIS_FILE --dry-run`. Format: SPEC.md §28.\n\
+         # try it with `cairn run THIS_FILE --dry-run`. Format: docs/plans.md.\n\
          version = 1\n\n\
          # CHANGE ME: a repository on another disk or machine (`cairn init` it first).\n\
          # Add a second [[repository]] to store everything in two places.\n\

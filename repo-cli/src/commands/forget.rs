@@ -1,5 +1,5 @@
 //! `cairn forget`: apply a retention policy, printing which snapshots are
-//! kept and why, then delete the others' snapshot files (SPEC §21), and
+//! kept and why, then delete the others' snapshot files (docs/retention.md), and
 //! with `--prune` run a prune (SPEC §22) afterwards.
 
 use anyhow::Result;

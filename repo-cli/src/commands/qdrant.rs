@@ -177,7 +177,7 @@ fn backup_collection(
         let mut b = repo
             .backup()
             .progress(&progress)
-            // Measured on a real Qdrant (shared/research/exporters.md §3): a
+            // Measured on a real Qdrant 1.18 (docs/exporters.md): a
             // snapshot after +1 % points had 4 % new bytes at 16 KiB chunks,
             // 9 % at 64 KiB, 43 % at 1 MiB.
             .profile("tiny")

@@ -1,4 +1,4 @@
-//! `cairn repair index|snapshots` (SPEC §24).
+//! `cairn repair index|snapshots` (docs/repair.md).
 
 use anyhow::Result;
 

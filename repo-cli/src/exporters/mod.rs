@@ -1,6 +1,7 @@
 //! Exporters: native clients of database servers that produce a stream for
 //! the library's stream backup, and put it back on restore. They live in the
-//! CLI crate because they open sockets and start processes (STYLE §3).
+//! CLI crate because they open sockets and start processes (the library
+//! opens no sockets and starts no processes).
 
 pub mod postgres;
 pub mod process;

@@ -503,7 +503,7 @@ impl<R: Read> Read for Payload<R> {
 /// that directory (mode 0700) with a random `requirepass`, both set in a
 /// config file (0600) so that neither shows in `ps`: another local user can
 /// neither read the restored data nor add keys that a restore would copy
-/// into the target (SPEC.md §29.3).
+/// into the target (SPEC §17.3).
 pub struct ScratchServer {
     child: Child,
     /// How to reach it: its socket and password.

@@ -1,4 +1,4 @@
-//! `init --no-dictionary` and `cat dictionary` (SPEC §30).
+//! `init --no-dictionary` and `cat dictionary` (SPEC §6.4).
 
 use super::harness::{Env, stderr, write};
 

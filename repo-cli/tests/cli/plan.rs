@@ -489,8 +489,8 @@ fn last_success_survives_a_failing_run() {
     );
 
     assert!(first > 1.6e9, "{first}");
-    // Move the recorded success into the past (the state file is SPEC
-    // §27's), so a run that wrongly stamped "now" is told apart even
+    // Move the recorded success into the past (the state file of
+    // docs/plans.md), so a run that wrongly stamped "now" is told apart even
     // within the same second.
     let state_path = s.a.path("state/state.json");
     let mut state: serde_json::Value =

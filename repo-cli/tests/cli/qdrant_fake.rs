@@ -1,7 +1,7 @@
 //! A FAKE Qdrant server: no Qdrant can be installed from the package
 //! registries, so the exporter is tested against this in-process HTTP/1.1
-//! server that follows the documented REST API (shared research
-//! `exporters.md` §3, measured on Qdrant v1.18.3) as faithfully as the tests
+//! server that follows the documented REST API (as observed on Qdrant
+//! v1.18.3, docs/exporters.md) as faithfully as the tests
 //! need. It is a fake: it stores no vectors in segments and searches nothing.
 //!
 //! What it reproduces:

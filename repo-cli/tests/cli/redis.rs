@@ -497,7 +497,7 @@ fn splice(a: TcpStream, b: TcpStream) {
     pipe(b, a2);
 }
 
-/// SPEC §29.3: the scratch server of `restore --url` listens on no TCP port,
+/// SPEC §17.3: the scratch server of `restore --url` listens on no TCP port,
 /// only on a socket in a 0700 directory, asks a password that is in no
 /// command line, keeps its files 0600; and a key added to it behind cairn's
 /// back (here by the test, which can read the config as the same user) makes

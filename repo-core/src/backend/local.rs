@@ -6,7 +6,7 @@
 //! object or a stray temporary file that `list` ignores.
 //!
 //! Files are created 0600 and directories 0700: objects are encrypted, but
-//! their names, sizes and times are still the owner's business (SPEC §29).
+//! their names, sizes and times are still the owner's business (SPEC §17).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -213,7 +213,7 @@ impl Backend for LocalBackend {
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
         let result = (|| {
             // Owner only: a key file lets whoever reads it try passwords
-            // offline, and the rest reveals sizes and times (SPEC §29).
+            // offline, and the rest reveals sizes and times (SPEC §17).
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -39,7 +39,7 @@ pub enum ObjectKind {
     Lock,
     /// Prune marks: packs condemned by phase one of a prune (SPEC §22).
     Mark,
-    /// Compression dictionaries (SPEC §30); never deleted.
+    /// Compression dictionaries (SPEC §6.4); never deleted.
     Dict,
 }
 

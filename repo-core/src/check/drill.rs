@@ -1,4 +1,4 @@
-//! Restore drills (SPEC §23.4): restore a sample of a snapshot into a
+//! Restore drills (docs/check.md §4): restore a sample of a snapshot into a
 //! scratch directory with the ordinary restore, then read it back and
 //! compare every chunk with the snapshot's keyed chunk ids.
 
@@ -265,7 +265,7 @@ fn literal_glob(path: &str) -> String {
 }
 
 impl Repository {
-    /// A restore drill (SPEC §23.4): draws a sample of the snapshot's files
+    /// A restore drill (docs/check.md §4): draws a sample of the snapshot's files
     /// (deterministic for a seed), restores them with the ordinary restore
     /// into a fresh scratch directory, re-reads every restored file and
     /// compares it chunk by chunk with the snapshot's chunk ids (keyed

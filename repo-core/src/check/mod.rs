@@ -1,4 +1,4 @@
-//! Verification (SPEC §23): `check` proves the structure of a repository and,
+//! Verification (docs/check.md): `check` proves the structure of a repository and,
 //! with `read_data`, every byte of the packs it selects; the verification
 //! ledger in the local cache (SPEC §12) rotates partial data checks through
 //! every pack over successive runs (`select`); `drill` restores a sample of
@@ -12,7 +12,7 @@
 //!
 //! The structure check runs in flat memory: the index and the referenced
 //! chunks are streamed through sorted scratch files in the local cache
-//! (`view`, `spill`; SPEC §23.1), never held whole.
+//! (`view`, `spill`; docs/check.md §1), never held whole.
 
 mod drill;
 mod report;
@@ -82,7 +82,7 @@ pub enum ReadData {
     /// (`1 ≤ n ≤ m ≤ 256`), so `1/4` … `4/4` partition the repository.
     Subset(u32, u32),
     /// This share of the packs (0 < f ≤ 1), least recently verified first,
-    /// never one twice in a rotation cycle (SPEC §23.3).
+    /// never one twice in a rotation cycle (docs/check.md §3).
     Fraction(f64),
     /// Packs up to this many bytes, least recently verified first, never one
     /// twice in a rotation cycle.
@@ -197,7 +197,7 @@ pub struct CheckOptions {
     /// Start no new pack once the check has run this long.
     pub max_duration: Option<Duration>,
     /// Memory for each of the check's sorts; past it, sorted runs go to
-    /// scratch files (SPEC §23.1). Tests set it tiny to force spilling.
+    /// scratch files (docs/check.md §1). Tests set it tiny to force spilling.
     #[doc(hidden)]
     pub spill_bytes: usize,
 }
@@ -255,7 +255,7 @@ pub enum ProblemKind {
     /// or does not hash to its name (damaged, or replaced by other bytes).
     KeyDamaged,
     /// A compression dictionary cannot be read, decrypted or parsed, or does
-    /// not hash to its name (SPEC §30): blobs compressed with it are lost.
+    /// not hash to its name (SPEC §6.4): blobs compressed with it are lost.
     DictDamaged,
     /// A prune mark cannot be read or decoded (SPEC §22).
     MarkDamaged,
@@ -378,7 +378,7 @@ pub struct CheckReport {
     pub trees: u64,
     /// Data chunk references checked against the index.
     pub data_refs: u64,
-    /// Compression dictionaries read and verified (SPEC §30).
+    /// Compression dictionaries read and verified (SPEC §6.4).
     pub dictionaries: u64,
     /// Sorted run files the check wrote to its scratch directory (zero
     /// when its sorts fit in memory).
@@ -508,7 +508,7 @@ struct Checker<'a> {
 }
 
 impl Repository {
-    /// Verifies the repository (SPEC §23): every index file decodes; every
+    /// Verifies the repository (docs/check.md): every index file decodes; every
     /// indexed pack exists, has the size its entries imply, and a header
     /// listing exactly those entries; every snapshot decodes; every tree
     /// they reach loads and decodes; every data chunk they reference is
@@ -525,7 +525,7 @@ impl Repository {
         opts.read_data.validate()?;
         let started = Instant::now();
         let time_ns = now_ns();
-        // The sorts' run files, removed when this handle drops (SPEC §23.1).
+        // The sorts' run files, removed when this handle drops (docs/check.md §1).
         let scratch = self.index().cache().scratch_dir()?;
         let mut errors = check_keys(self)?;
         let (view, index_names, index_errors) = read_index(self, scratch.path(), opts.spill_bytes)?;
@@ -662,7 +662,7 @@ fn scratch(e: std::io::Error) -> Error {
 
 /// Step 0: every key file decodes, belongs to this repository and hashes
 /// to its name. Without the passwords, the name is what shows that the
-/// encrypted part is intact (SPEC §29).
+/// encrypted part is intact (SPEC §17).
 fn check_keys(repo: &Repository) -> Result<Vec<Problem>> {
     let backend = repo.backend();
     let repo_id = repo.config().repo_id;
@@ -692,7 +692,7 @@ fn check_keys(repo: &Repository) -> Result<Vec<Problem>> {
     Ok(errors)
 }
 
-/// Step 1: every index file, read from the backend (SPEC §23.1) into the
+/// Step 1: every index file, read from the backend (docs/check.md §1) into the
 /// check's view. Returns the view, the index file names (sorted) and the
 /// problems found, in file order.
 fn read_index(
@@ -770,7 +770,7 @@ impl Checker<'_> {
     }
 
     /// Step 0b: every compression dictionary decrypts, hashes to its name
-    /// and is a dictionary zstd loads (SPEC §23.1, §30). That each blob's
+    /// and is a dictionary zstd loads (docs/check.md §1, SPEC §6.4). That each blob's
     /// reference resolves is seen when its data is read (step 6).
     fn check_dictionaries(&mut self) -> Result<u64> {
         let backend = self.repo.backend();

@@ -1,4 +1,4 @@
-//! Integrity reports for auditors (SPEC §23.5): snapshot metadata, a BLAKE3
+//! Integrity reports for auditors (docs/check.md §5): snapshot metadata, a BLAKE3
 //! Merkle root over the tree, and the ledger's last check and drill.
 
 use std::collections::{HashMap, HashSet};
@@ -12,10 +12,10 @@ use crate::size::format_bytes as human_bytes;
 use crate::snapshot::{SnapshotEntry, SnapshotSummary};
 use crate::tree::{NodeKind, Tree, fold_trees};
 
-/// Domain prefix of every Merkle tree hash (SPEC §23.5).
+/// Domain prefix of every Merkle tree hash (docs/check.md §5).
 pub const MERKLE_DOMAIN: &[u8] = b"cairn merkle v1";
 
-/// A BLAKE3 Merkle root over a snapshot's tree (SPEC §23.5).
+/// A BLAKE3 Merkle root over a snapshot's tree (docs/check.md §5).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MerkleRoot([u8; 32]);
 
@@ -49,7 +49,7 @@ impl serde::Serialize for MerkleRoot {
 }
 
 /// The Merkle hash of one tree whose directories' roots are `child_root`
-/// (SPEC §23.5). Pure, so auditors' tools and tests can recompute it.
+/// (docs/check.md §5). Pure, so auditors' tools and tests can recompute it.
 pub fn merkle_tree_hash(
     tree: &Tree,
     child_root: &mut dyn FnMut(&TreeId) -> Result<MerkleRoot>,
@@ -150,7 +150,7 @@ impl From<DrillRecord> for DrillSummary {
     }
 }
 
-/// An integrity report on one snapshot, for auditors (SPEC §23.5).
+/// An integrity report on one snapshot, for auditors (docs/check.md §5).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IntegrityReport {
     /// The snapshot.
@@ -170,7 +170,7 @@ pub struct IntegrityReport {
     /// Root tree id (keyed BLAKE3 of the root tree's encoding).
     pub tree: TreeId,
     /// BLAKE3 Merkle root over names, kinds, sizes, chunk ids and link
-    /// targets of the whole tree (SPEC §23.5).
+    /// targets of the whole tree (docs/check.md §5).
     pub merkle_root: MerkleRoot,
     /// Regular files (and streams).
     pub files: u64,
@@ -346,7 +346,7 @@ impl IntegrityReport {
         }
         let _ = writeln!(
             m,
-            "\nGenerated {} by {}. The Merkle root is defined in SPEC.md §23.5; \
+            "\nGenerated {} by {}. The Merkle root is defined in cairn's docs/check.md §5; \
              with the repository key it can be recomputed from the snapshot's trees.",
             utc(self.generated_ns),
             self.report_program
@@ -356,7 +356,7 @@ impl IntegrityReport {
 }
 
 impl Repository {
-    /// An integrity report on `snapshot` (SPEC §23.5): its metadata, the
+    /// An integrity report on `snapshot` (docs/check.md §5): its metadata, the
     /// Merkle root of its tree, file count and size, how many of its packs
     /// the ledger records as verified, and the last check and drill this
     /// machine's cache remembers.
@@ -487,7 +487,7 @@ mod tests {
         };
         let child = MerkleRoot([9; 32]);
         let r = merkle_tree_hash(&t, &mut |_| Ok(child)).unwrap();
-        // Recomputed by hand from the SPEC §23.5 definition.
+        // Recomputed by hand from the docs/check.md §5 definition.
         let mut h = blake3::Hasher::new();
         h.update(b"cairn merkle v1");
         h.update(&2u64.to_le_bytes());
@@ -506,7 +506,7 @@ mod tests {
         h.update(&0u32.to_le_bytes());
         h.update(&[9; 32]);
         assert_eq!(r.as_bytes(), h.finalize().as_bytes());
-        // The vector SPEC §23.5 prints.
+        // The vector docs/check.md §5 prints.
         assert_eq!(
             r.to_hex(),
             "590574bd13609ef321ef7c9f42ada717d2e9bcafc327a853cd7889fe552b067a"

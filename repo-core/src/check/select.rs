@@ -1,5 +1,5 @@
 //! Which packs a data check reads: subsets, age limits and the ledger's
-//! rotation cycles (SPEC §23.3).
+//! rotation cycles (docs/check.md §3).
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use super::{CheckOptions, ReadData};
 use crate::id::PackId;
 
 /// A rotation cycle of partial data checks: when it began, and how many
-/// runs it has had (SPEC §23.3).
+/// runs it has had (docs/check.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Cycle {
     pub(super) start_ns: i64,
@@ -21,7 +21,7 @@ pub(super) struct Selection {
     pub(super) cycle: Option<Cycle>,
 }
 
-/// Chooses packs to read (SPEC §23.3). `candidates` are the indexed packs
+/// Chooses packs to read (docs/check.md §3). `candidates` are the indexed packs
 /// that exist and passed the structure check, with their sizes, in random
 /// order; `ledger` maps packs to their last verification time.
 pub(super) fn select_packs(

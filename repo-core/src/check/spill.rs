@@ -1,4 +1,4 @@
-//! External sort for `check` (SPEC §23.1): records are collected in memory
+//! External sort for `check` (docs/check.md §1): records are collected in memory
 //! up to a byte budget; past it, each full buffer is sorted and written as
 //! a run file in the check's scratch directory, and the runs (with what is
 //! left in memory) are merged k ways into one ascending stream. The check

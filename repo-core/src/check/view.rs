@@ -1,4 +1,4 @@
-//! The check's view of the index (SPEC §23.1), built from the index files
+//! The check's view of the index (docs/check.md §1), built from the index files
 //! without holding their entries in memory.
 //!
 //! Every pack description of every index file is a *slot*: its entries are

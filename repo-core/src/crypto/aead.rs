@@ -4,8 +4,8 @@
 //! nonce can be drawn for every message without a counter: collisions are
 //! negligible at any realistic volume, and no state must survive a crash.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use super::CryptoError;
@@ -33,7 +33,7 @@ pub fn seal_with_nonce(
     // below that. Storing a nonce without ciphertext would lose data.
     let ct = cipher
         .encrypt(
-            XNonce::from_slice(nonce),
+            &XNonce::from(*nonce),
             Payload {
                 msg: plaintext,
                 aad: ad,
@@ -50,9 +50,10 @@ pub fn open(key: &[u8; 32], ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoE
         return Err(CryptoError::Truncated);
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let nonce = XNonce::try_from(nonce).expect("split at NONCE_LEN");
     let cipher = XChaCha20Poly1305::new(key.into());
     cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: ad })
+        .decrypt(&nonce, Payload { msg: ct, aad: ad })
         .map_err(|_| CryptoError::AuthFailed)
 }
 
@@ -64,8 +65,9 @@ pub fn seal_in_place(key: &[u8; 32], ad: &[u8], buf: &mut Vec<u8>) {
     let (nonce, msg) = buf.split_at_mut(NONCE_LEN);
     rand::rngs::OsRng.fill_bytes(nonce);
     // As in `seal_with_nonce`: cannot fail for inputs below 256 GiB.
+    let nonce = XNonce::try_from(&*nonce).expect("split at NONCE_LEN");
     let tag = XChaCha20Poly1305::new(key.into())
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), ad, msg)
+        .encrypt_inout_detached(&nonce, ad, msg.into())
         .expect("XChaCha20-Poly1305 input within limits");
     buf.extend_from_slice(&tag);
 }
@@ -84,13 +86,10 @@ pub fn open_in_place<'a>(
     }
     let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
     let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let nonce = XNonce::try_from(&*nonce).expect("split at NONCE_LEN");
+    let tag = Tag::try_from(&*tag).expect("split at TAG_LEN");
     XChaCha20Poly1305::new(key.into())
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            ad,
-            ct,
-            chacha20poly1305::Tag::from_slice(tag),
-        )
+        .decrypt_inout_detached(&nonce, ad, (&mut *ct).into(), &tag)
         .map_err(|_| CryptoError::AuthFailed)?;
     Ok(ct)
 }

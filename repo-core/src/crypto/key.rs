@@ -19,7 +19,7 @@ pub const CONTEXT_TREE_ID: &str = "cairn 2026-11 tree id key v1";
 pub const CONTEXT_CHUNKER_SEED: &str = "cairn 2026-11 chunker gear seed v1";
 /// Data encryption context (SPEC §3.1): blobs, pack headers, index, snapshots, config.
 pub const CONTEXT_DATA: &str = "cairn 2026-11 data encryption key v1";
-/// Dictionary id context (SPEC §3.1, §30), added in format version 2.
+/// Dictionary id context (SPEC §3.1, §6.4), added in format version 2.
 pub const CONTEXT_DICT_ID: &str = "cairn 2026-12 dictionary id key v2";
 
 /// The repository's 256-bit master secret and the sub-keys derived from it.
@@ -76,7 +76,7 @@ impl MasterKey {
     pub fn data_key(&self) -> &[u8; 32] {
         &self.data_key
     }
-    /// Key for keyed BLAKE3 dictionary ids (SPEC §30).
+    /// Key for keyed BLAKE3 dictionary ids (SPEC §6.4).
     pub fn dict_key(&self) -> &[u8; 32] {
         &self.dict_key
     }

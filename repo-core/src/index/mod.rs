@@ -124,7 +124,7 @@ impl Index {
     }
 
     /// Index files the last sync skipped because they are damaged (name,
-    /// error). Their packs look unindexed until `repair index` (SPEC §24).
+    /// error). Their packs look unindexed until `repair index` (docs/repair.md).
     pub fn damaged(&self) -> BTreeMap<String, String> {
         self.damaged
             .lock()

@@ -6,7 +6,7 @@
 //! mode, xattrs, times) once written, and directories get theirs last,
 //! deepest first, so nothing below a directory is open to others before
 //! the restore is done and the directories' mtimes stick. Nothing is ever
-//! reached through a symlink below the target ([`target`]).
+//! reached through a symlink below the target (module `target`).
 
 mod target;
 

@@ -1,5 +1,5 @@
 //! `check` keeps its memory flat by sorting the index and the referenced
-//! chunks through scratch files (SPEC §23.1). With a budget of a few
+//! chunks through scratch files (docs/check.md §1). With a budget of a few
 //! records it must spill, and find exactly what it finds in memory.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! Per-repository zstd dictionaries for small blobs (SPEC §30): trained from
+//! Per-repository zstd dictionaries for small blobs (SPEC §6.4): trained from
 //! the first backup with enough small files, used by every later small blob,
 //! verified by `check`, never in a version-1 repository.
 

@@ -1,4 +1,4 @@
-//! `cairn run PLAN`: execute a plan file (SPEC.md §28).
+//! `cairn run PLAN`: execute a plan file (docs/plans.md).
 //!
 //! Each backup, forget, check and drill runs as a child `cairn` process
 //! (this very executable) with `--json`. That isolates failures (a source
