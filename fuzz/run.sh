@@ -24,7 +24,7 @@ mkdir -p logs
 cargo $toolchain fuzz build
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
-  # Known open bugs would stop the run at once; see checks.rs.
+  # Known open bugs would stop the run at once; see tests/testkit/src/fuzz.rs.
   CAIRN_FUZZ_SKIP_OPEN=1 cargo $toolchain fuzz run "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"logs/$t.log" 2>&1 || true
   done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "logs/$t.log" | tail -1 || true)

@@ -9,6 +9,7 @@ use std::hint::black_box;
 use std::io;
 use std::time::{Duration, Instant};
 
+use cairn_testkit::rng::XorShift;
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
@@ -37,44 +38,6 @@ const PACK_ENTRIES: usize = 100;
 /// Lookups per measured iteration.
 const LOOKUP_BATCH: usize = 1_000;
 
-/// A seeded xorshift64 generator: deterministic test data without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn fill(&mut self, out: &mut [u8]) {
-        let mut chunks = out.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        let last = self.next_u64().to_le_bytes();
-        rest.copy_from_slice(&last[..rest.len()]);
-    }
-
-    fn id(&mut self) -> [u8; 32] {
-        let mut id = [0u8; 32];
-        self.fill(&mut id);
-        id
-    }
-}
-
 /// Words for the text-like blocks, separated by `|`.
 const WORDS: &str = "the|backup|of|a|file|is|split|into|chunks|and|each|chunk|sealed|with|key|\
     repository|snapshot|tree|index|pack|error|warn|info|debug|2026-11-03T12:00:00Z|user|id=|\
@@ -86,10 +49,10 @@ const WORDS: &str = "the|backup|of|a|file|is|split|into|chunks|and|each|chunk|se
 /// enough entropy that chunk boundaries are found in the random and text parts.
 fn mixed_corpus(len: usize, seed: u64) -> Vec<u8> {
     let words: Vec<&str> = WORDS.split('|').collect();
-    let mut rng = XorShift::new(seed);
+    let mut rng = XorShift::new(seed | 1);
     let mut out = Vec::with_capacity(len + 64 * 1024);
     while out.len() < len {
-        let block = 4096 + rng.below(60 * 1024);
+        let block = 4096 + rng.below(60 * 1024) as usize;
         let start = out.len();
         match rng.below(100) {
             0..40 => {
@@ -98,7 +61,7 @@ fn mixed_corpus(len: usize, seed: u64) -> Vec<u8> {
             }
             40..85 => {
                 while out.len() - start < block {
-                    out.extend_from_slice(words[rng.below(words.len())].as_bytes());
+                    out.extend_from_slice(words[rng.below(words.len() as u64) as usize].as_bytes());
                     out.push(b' ');
                 }
             }
@@ -112,7 +75,7 @@ fn mixed_corpus(len: usize, seed: u64) -> Vec<u8> {
 /// `len` incompressible bytes.
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
-    XorShift::new(seed).fill(&mut v);
+    XorShift::new(seed | 1).fill(&mut v);
     v
 }
 
@@ -277,7 +240,7 @@ fn bench_index_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("index.sqlite");
     let cache = Cache::open(Some(&path)).expect("cache opens");
-    let mut rng = XorShift::new(6);
+    let mut rng = XorShift::new(7);
     let mut ids = Vec::with_capacity(INDEX_ENTRIES);
     let calls = INDEX_ENTRIES / INDEX_FILE_ENTRIES;
     let mut call_secs = Vec::with_capacity(calls);
@@ -285,13 +248,13 @@ fn bench_index_lookup(c: &mut Criterion) {
     for file in 0..calls {
         let packs: Vec<(PackId, Vec<PackEntry>)> = (0..INDEX_FILE_ENTRIES / PACK_ENTRIES)
             .map(|_| {
-                let pack = PackId::from_bytes(rng.id());
+                let pack = PackId::from_bytes(rng.array());
                 let mut offset = 12u32;
                 let entries = (0..PACK_ENTRIES)
                     .map(|_| {
-                        let id = BlobId::from_bytes(rng.id());
+                        let id = BlobId::from_bytes(rng.array());
                         ids.push(id);
-                        let length = 1000 + rng.below(MIB) as u32;
+                        let length = 1000 + rng.below(MIB as u64) as u32;
                         let e = PackEntry {
                             kind: BlobKind::Data,
                             id,
@@ -354,17 +317,17 @@ fn bench_index_lookup(c: &mut Criterion) {
         let mut rng = XorShift::new(7);
         b.iter(|| {
             for _ in 0..LOOKUP_BATCH {
-                let id = &ids[rng.below(ids.len())];
+                let id = &ids[rng.below(ids.len() as u64) as usize];
                 let found = cache.lookup(black_box(id)).expect("lookup");
                 assert!(found.is_some());
             }
         })
     });
     group.bench_function("absent_1M", |b| {
-        let mut rng = XorShift::new(8);
+        let mut rng = XorShift::new(9);
         b.iter(|| {
             for _ in 0..LOOKUP_BATCH {
-                let id = BlobId::from_bytes(rng.id());
+                let id = BlobId::from_bytes(rng.array());
                 let found = cache.lookup(black_box(&id)).expect("lookup");
                 assert!(found.is_none());
             }
@@ -375,16 +338,16 @@ fn bench_index_lookup(c: &mut Criterion) {
         let mut rng = XorShift::new(9);
         b.iter(|| {
             for _ in 0..LOOKUP_BATCH {
-                let id = &ids[rng.below(ids.len())];
+                let id = &ids[rng.below(ids.len() as u64) as usize];
                 assert!(cache.contains(black_box(id)).expect("contains"));
             }
         })
     });
     group.bench_function("contains_absent_1M", |b| {
-        let mut rng = XorShift::new(10);
+        let mut rng = XorShift::new(11);
         b.iter(|| {
             for _ in 0..LOOKUP_BATCH {
-                let id = BlobId::from_bytes(rng.id());
+                let id = BlobId::from_bytes(rng.array());
                 assert!(!cache.contains(black_box(&id)).expect("contains"));
             }
         })

@@ -19,14 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use cairn_testkit::WEAK_KDF;
+use cairn_testkit::rng::XorShift;
 use repo_core::blob::BlobKind;
 use repo_core::check::CheckOptions;
 use repo_core::format::FILE_PREFIX_LEN;
 use repo_core::index::IndexPack;
 use repo_core::pack::PackEntry;
-use repo_core::{
-    BlobId, InitOptions, KdfParams, LocalBackend, NoProgress, OpenOptions, PackId, Repository,
-};
+use repo_core::{BlobId, InitOptions, LocalBackend, NoProgress, OpenOptions, PackId, Repository};
 
 const PASSWORD: &[u8] = b"scale";
 /// Blobs per pack unless `CAIRN_SCALE_BLOBS_PER_PACK` says otherwise.
@@ -38,25 +38,6 @@ const SAMPLE: usize = 997;
 const LOOKUPS: usize = 2_000_000;
 /// New data backed up into the big repository.
 const NEW_DATA: usize = 256 << 20;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn id(&mut self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        for c in b.chunks_mut(8) {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        b
-    }
-}
 
 /// Peak resident set size of this process, MiB (Linux `VmHWM`).
 fn peak_rss_mib() -> f64 {
@@ -112,17 +93,13 @@ fn generate(dir: &Path, chunks: usize, per_pack: usize) {
         LocalBackend::create(dir.join("repo")).expect("repo dir"),
         PASSWORD,
         InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: WEAK_KDF,
             cache_dir: Some(dir.join("gen-cache")),
             ..Default::default()
         },
     )
     .expect("init");
-    let mut rng = XorShift(0x5ca1e);
+    let mut rng = XorShift::new(0x5ca1e);
     let mut sample = Vec::new();
     let per_file = repo_core::index::MAX_INDEX_ENTRIES;
     let mut made = 0;
@@ -133,7 +110,7 @@ fn generate(dir: &Path, chunks: usize, per_pack: usize) {
                 let blobs = per_pack.min(n - p * per_pack);
                 let entries = (0..blobs)
                     .map(|i| {
-                        let id = rng.id();
+                        let id = rng.array();
                         if (made + p * per_pack + i).is_multiple_of(SAMPLE) {
                             sample.extend_from_slice(&id);
                         }
@@ -147,7 +124,7 @@ fn generate(dir: &Path, chunks: usize, per_pack: usize) {
                     })
                     .collect();
                 IndexPack {
-                    id: PackId::from_bytes(rng.id()),
+                    id: PackId::from_bytes(rng.array()),
                     entries,
                 }
             })
@@ -188,8 +165,8 @@ fn step(name: &str, dir: &Path) {
         "lookup" => {
             let repo = open(dir);
             let present = sample_ids(dir);
-            let mut rng = XorShift(0xab5e17);
-            let absent: Vec<BlobId> = (0..4096).map(|_| BlobId::from_bytes(rng.id())).collect();
+            let mut rng = XorShift::new(0xab5e17);
+            let absent: Vec<BlobId> = (0..4096).map(|_| BlobId::from_bytes(rng.array())).collect();
             let cache = repo.index().cache();
             let measure = |ids: &[BlobId], threads: usize, want: bool| {
                 let per = LOOKUPS / threads;
@@ -222,10 +199,10 @@ fn step(name: &str, dir: &Path) {
             let src = dir.join("new-data");
             let _ = std::fs::remove_dir_all(&src);
             std::fs::create_dir_all(&src).expect("source dir");
-            let mut rng = XorShift(0x0dd5);
+            let mut rng = XorShift::new(0x0dd5);
             for f in 0..NEW_DATA / (8 << 20) {
                 let data: Vec<u8> = (0..(8 << 20) / 8)
-                    .flat_map(|_| rng.next().to_le_bytes())
+                    .flat_map(|_| rng.next_u64().to_le_bytes())
                     .collect();
                 std::fs::write(src.join(format!("f{f:03}")), data).expect("source file");
             }

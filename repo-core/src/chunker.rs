@@ -203,6 +203,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_testkit::rng::random_bytes;
     use proptest::prelude::*;
 
     fn small() -> Chunker {
@@ -215,18 +216,6 @@ mod tests {
             42,
         )
         .unwrap()
-    }
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     proptest! {
@@ -244,7 +233,7 @@ mod tests {
     #[test]
     fn stream_and_slice_agree_and_respect_bounds() {
         let c = small();
-        let data = pseudo_random(300_000, 9);
+        let data = random_bytes(300_000, 9);
         let a: Vec<usize> = c.split_slice(&data).map(|s| s.len()).collect();
         let mut b = Vec::new();
         // A reader that returns tiny pieces must not change the boundaries.
@@ -276,7 +265,7 @@ mod tests {
             avg: 1024,
             max: 4096,
         };
-        let data = pseudo_random(100_000, 3);
+        let data = random_bytes(100_000, 3);
         let a: Vec<usize> = Chunker::new(p, 1)
             .unwrap()
             .split_slice(&data)
@@ -293,7 +282,7 @@ mod tests {
     #[test]
     fn insert_shifts_only_nearby_chunks() {
         let c = small();
-        let data = pseudo_random(200_000, 5);
+        let data = random_bytes(200_000, 5);
         let mut edited = data.clone();
         edited.splice(100_000..100_000, b"one more line\n".iter().copied());
         let ids = |d: &[u8]| -> std::collections::HashSet<Vec<u8>> {

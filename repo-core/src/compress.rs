@@ -444,15 +444,7 @@ mod tests {
             Err(FormatError::Truncated { .. })
         ));
         // Incompressible data falls back to marker 1 or 0, never grows.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..3000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 56) as u8
-            })
-            .collect();
+        let noise = cairn_testkit::rng::XorShift::new(0x9E37_79B9_7F4A_7C15).top_bytes(3000);
         let mut n = Vec::new();
         compress_into_dict(&noise, 3, &d, &mut n);
         assert_ne!(n[0], MARKER_ZSTD_DICT);

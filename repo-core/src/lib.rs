@@ -48,8 +48,12 @@ pub mod size;
 pub mod snapshot;
 pub mod tree;
 
+/// The backend conformance suite (feature `conformance`): public, so that
+/// backends outside this crate prove themselves the same way.
+#[cfg(feature = "conformance")]
+pub use backend::conformance;
 pub use backend::{
-    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectKind,
+    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectInfo, ObjectKind,
 };
 pub use backup::{BackupOutcome, ParentChoice};
 pub use check::{

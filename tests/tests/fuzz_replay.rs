@@ -1,6 +1,6 @@
 //! Replays the fuzz corpora on stable: every file in `fuzz/seeds/<target>/`
 //! and `fuzz/regressions/<target>/` goes through the same check the libFuzzer
-//! target runs (`fuzz/src/checks.rs`, included here by path).
+//! target runs (`cairn_testkit::fuzz`, the same library the targets call).
 //!
 //! A regression whose file name starts with `open-` reproduces a bug that is
 //! not fixed yet: it is run and reported, but does not fail the test. Once it
@@ -19,9 +19,7 @@ use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-#[path = "../../fuzz/src/checks.rs"]
-mod checks;
-
+use cairn_testkit::fuzz as checks;
 use checks::Check;
 
 /// Prefix of regression files whose bug is still open.
@@ -253,14 +251,14 @@ replay_tests!(
     rdb_stream,
 );
 
-/// Seed inputs per target, following the layouts documented in `checks.rs`.
+/// Seed inputs per target, following the layouts documented in `cairn_testkit::fuzz`.
 mod seeds {
     use repo_core::blob::{self, BlobKind};
     use repo_core::cache::runs;
     use repo_core::chunker::ChunkerParams;
     use repo_core::compress;
     use repo_core::config::Config;
-    use repo_core::crypto::{KdfParams, KeyFile, MasterKey};
+    use repo_core::crypto::{KeyFile, MasterKey};
     use repo_core::encoding;
     use repo_core::format::{CONFIG_MAGIC, FORMAT_VERSION, SNAPSHOT_MAGIC};
     use repo_core::id::{BlobId, IndexId, PackId, RepoId, SnapshotId};
@@ -270,20 +268,15 @@ mod seeds {
     use repo_core::snapshot::{Snapshot, SnapshotSummary};
     use repo_core::tree::{Node, NodeKind, Tree, Xattr};
 
+    use cairn_testkit::rng::XorShift;
+
     use super::checks::rdb::crc64;
     use super::checks::{MASTER, blob_id, master};
 
     pub type Seeds = Vec<(&'static str, Vec<u8>)>;
 
-    fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+    fn pseudo_random(n: usize, x: u64) -> Vec<u8> {
+        XorShift::new(x).low_bytes(n)
     }
 
     fn le64(v: u64, rest: &[u8]) -> Vec<u8> {
@@ -464,16 +457,11 @@ mod seeds {
             ],
         ));
 
-        let weak = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
         let kf = KeyFile::create(
             &MasterKey::from_bytes(MASTER),
             b"password",
             RepoId::from_bytes([6; 32]),
-            weak,
+            cairn_testkit::WEAK_KDF,
             "host".into(),
             "user".into(),
             1_700_000_000_000_000_000,

@@ -12,6 +12,8 @@
 
 use std::io;
 
+use cairn_testkit::WEAK_KDF;
+use cairn_testkit::rng::XorShift;
 use repo_core::blob::{self, BlobKind};
 use repo_core::chunker::{Chunker, ChunkerParams};
 use repo_core::compress;
@@ -224,14 +226,6 @@ fn key() -> MasterKey {
     MasterKey::from_bytes([0x11; 32])
 }
 
-fn weak_kdf() -> KdfParams {
-    KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    }
-}
-
 fn prefix(magic: &[u8; format::MAGIC_LEN]) -> Vec<u8> {
     let mut v = Vec::new();
     format::write_prefix(&mut v, magic, FILE_VERSION);
@@ -363,14 +357,14 @@ fn golden_key_header() -> KeyHeaderFields {
         1_700_000_000_000_000_000,
         "h".into(),
         "u".into(),
-        weak_kdf(),
+        WEAK_KDF,
         [0x44; 32],
     )
 }
 
 fn golden_key_file() -> Vec<u8> {
     let header = golden_key_header();
-    let kek = weak_kdf().derive(b"password", &header.5).unwrap();
+    let kek = WEAK_KDF.derive(b"password", &header.5).unwrap();
     let mut ad = prefix(&KEY_MAGIC);
     ad.extend_from_slice(&encoding::encode(&header));
     let sealed_master = crypto::seal_with_nonce(&kek, &[0x99; 24], &ad, &[0x11; 32]);
@@ -417,15 +411,7 @@ fn golden_index() -> IndexFile {
 
 /// (m): xorshift64 (13, 7, 17) from 0x9e3779b97f4a7c15, top byte of each state.
 fn xorshift_bytes(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 56) as u8
-        })
-        .collect()
+    XorShift::new(0x9e37_79b9_7f4a_7c15).top_bytes(n)
 }
 
 fn chunk_lengths(params: ChunkerParams, len: usize) -> String {
@@ -531,7 +517,7 @@ fn e_pack_header() {
 
 #[test]
 fn f_kdf() {
-    let kek = weak_kdf().derive(b"password", &[0x44; 32]).unwrap();
+    let kek = WEAK_KDF.derive(b"password", &[0x44; 32]).unwrap();
     assert_eq!(hex::encode(*kek), F_KEK);
 }
 

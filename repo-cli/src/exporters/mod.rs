@@ -6,6 +6,7 @@
 pub mod postgres;
 pub mod process;
 pub mod qdrant;
-pub mod rdb;
+// The RDB check is in the crate's library, so the fuzz target reaches it.
+pub use repo_cli::exporters::rdb;
 pub mod rdb_keys;
 pub mod redis;

@@ -1,13 +1,12 @@
 //! The RDB stream check of the Redis exporter: the `REDIS` magic and
 //! version, the `0xFF` EOF opcode and the CRC-64 trailer.
 //!
-//! Self-contained (std and `crc64.rs` only): the fuzz crate includes this
-//! file by path (`fuzz/src/checks.rs`, target `rdb_stream`), so every item
-//! here must also be used there.
+//! Self-contained (std only), and part of the crate's small library
+//! (`repo_cli::exporters::rdb`): the fuzz target `rdb_stream` checks it
+//! (`cairn_testkit::fuzz::rdb_stream`).
 
 use std::io::{self, Read};
 
-#[path = "crc64.rs"]
 pub mod crc64;
 
 /// `REDIS` + 4 version digits.
@@ -144,23 +143,31 @@ impl<R: Read> Read for RdbReader<R> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::io::Cursor;
+/// A valid RDB stream around `body`: the header for `version` (taken
+/// modulo 10000, four digits), `body`, the `0xFF` EOF opcode and the CRC-64
+/// trailer over all of it.
+pub fn seal(version: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = format!("REDIS{:04}", version % 10_000).into_bytes();
+    v.extend_from_slice(body);
+    v.push(0xff);
+    let crc = crc64::update(0, &v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
 
-    /// A valid RDB around `body`, with its CRC-64 trailer.
-    pub(crate) fn rdb(body: &[u8]) -> Vec<u8> {
-        let mut v = b"REDIS0010".to_vec();
-        v.extend_from_slice(body);
-        v.push(0xff);
-        let crc = crc64::update(0, &v);
-        v.extend_from_slice(&crc.to_le_bytes());
-        v
+/// Helpers for the exporter's unit tests in the binary, which cannot see
+/// this library's `#[cfg(test)]` items. Not an API.
+#[doc(hidden)]
+pub mod test_support {
+    use std::io::{self, Read};
+
+    /// A valid version-10 RDB around `body`, with its CRC-64 trailer.
+    pub fn rdb(body: &[u8]) -> Vec<u8> {
+        super::seal(10, body)
     }
 
     /// Reads `r` to the end in 3-byte reads.
-    pub(crate) fn read_all(r: impl Read) -> io::Result<Vec<u8>> {
+    pub fn read_all(r: impl Read) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         // Small reads exercise the hold-back logic across boundaries.
         let mut r = r;
@@ -173,6 +180,13 @@ pub(crate) mod tests {
             out.extend_from_slice(&buf[..n]);
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{rdb, read_all};
+    use super::*;
+    use std::io::Cursor;
 
     #[test]
     fn rdb_validation() {

@@ -292,7 +292,7 @@ impl<R: Read> Parser<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::rdb::tests::rdb;
+    use crate::exporters::rdb::test_support::rdb;
     use std::io::Cursor;
 
     #[test]

@@ -684,7 +684,7 @@ pub fn copy_keys(from: &RedisUrl, to: &RedisUrl) -> Result<BTreeMap<u32, u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::rdb::tests::{rdb, read_all};
+    use crate::exporters::rdb::test_support::{rdb, read_all};
     use std::io::Cursor;
     use std::net::TcpListener;
 

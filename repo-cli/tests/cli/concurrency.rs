@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
+use cairn_testkit::rng::{XorShift, random_bytes};
+
 use super::harness::{Env, only_snapshot, stderr, write};
-use super::trees::{
-    Rng, assert_restores, check_read_data, init_small_packs, noise, read_tree, snapshot_ids,
-};
+use super::trees::{assert_restores, check_read_data, init_small_packs, read_tree, snapshot_ids};
 
 type Tree = std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>;
 
@@ -29,17 +29,20 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
 #[test]
 fn backups_and_a_prune_at_once_lose_no_snapshot_and_no_chunk() {
     let env = init_small_packs();
-    let mut rng = Rng::seeded("concurrency");
+    let mut rng = XorShift::seeded("concurrency");
     let srcs: Vec<PathBuf> = (0..BACKUPS).map(|i| env.path(&format!("src{i}"))).collect();
     // Shared content (the same bytes in every tree) dedups across backups
     // and across generations, so the prune condemns and repacks packs the
     // backups are deduplicating against.
     let mut generation = |round: u64| {
-        let shared = noise(300_000, rng.next());
+        let shared = random_bytes(300_000, rng.next_u64());
         for (i, src) in srcs.iter().enumerate() {
-            write(&src.join("shared-old"), &noise(200_000, round / 2));
+            write(&src.join("shared-old"), &random_bytes(200_000, round / 2));
             write(&src.join("shared-new"), &shared);
-            write(&src.join("own"), &noise(300_000, rng.next() + i as u64));
+            write(
+                &src.join("own"),
+                &random_bytes(300_000, rng.next_u64() + i as u64),
+            );
         }
     };
     let mut known: HashMap<String, (usize, Tree)> = HashMap::new();
@@ -109,18 +112,21 @@ fn backups_and_a_prune_at_once_lose_no_snapshot_and_no_chunk() {
 #[test]
 fn two_prunes_at_once_both_succeed_and_lose_nothing() {
     let env = init_small_packs();
-    let mut rng = Rng::seeded("two prunes");
+    let mut rng = XorShift::seeded("two prunes");
     let src = env.path("src");
     for g in 0..4u64 {
         for i in 0..4u64 {
             if g == 0 || i % 2 == g % 2 {
-                write(&src.join(format!("f{i}")), &noise(400_000, g * 10 + i));
+                write(
+                    &src.join(format!("f{i}")),
+                    &random_bytes(400_000, g * 10 + i),
+                );
             }
         }
         env.ok(["backup", "-q", src.to_str().expect("utf8")]);
     }
     for round in 0..ROUNDS {
-        write(&src.join("f0"), &noise(400_000, rng.next()));
+        write(&src.join("f0"), &random_bytes(400_000, rng.next_u64()));
         let v = only_snapshot(&env.json(["backup", src.to_str().expect("utf8")]));
         let last = v["snapshot_id"].as_str().expect("id").to_string();
         let tree = read_tree(&src);

@@ -10,8 +10,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cairn_testkit::rng::random_bytes;
+
 use super::harness::{Env, only_snapshot, write};
-use super::trees::{assert_restores, noise, read_tree};
+use super::trees::{assert_restores, read_tree};
 
 /// The bound on any one process's peak resident set.
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
@@ -140,7 +142,7 @@ fn a_huge_sparse_file_backs_up_by_dedup_and_restores_sparse() {
             .open(&file)
             .expect("open");
         f.seek(SeekFrom::Start(size / 2)).expect("seek");
-        f.write_all(&noise(100_000, 7)).expect("write");
+        f.write_all(&random_bytes(100_000, 7)).expect("write");
     }
     let m = measured(
         &env,
@@ -181,7 +183,7 @@ fn a_huge_sparse_file_backs_up_by_dedup_and_restores_sparse() {
     let mut buf = vec![0u8; 4096 + 100_000 + 4096];
     f.read_exact(&mut buf).expect("read");
     assert!(buf[..4096].iter().all(|&b| b == 0));
-    assert_eq!(&buf[4096..4096 + 100_000], &noise(100_000, 7)[..]);
+    assert_eq!(&buf[4096..4096 + 100_000], &random_bytes(100_000, 7)[..]);
     assert!(buf[4096 + 100_000..].iter().all(|&b| b == 0));
 }
 
@@ -294,9 +296,9 @@ fn a_file_that_grows_or_shrinks_while_read_is_recorded_consistently_and_warned()
             let env = Env::init();
             let src = env.path("src");
             let file = src.join("log");
-            let initial = noise(if grow { 2 << 20 } else { 16 << 20 }, attempt);
+            let initial = random_bytes(if grow { 2 << 20 } else { 16 << 20 }, attempt);
             write(&file, &initial);
-            let appended = noise(if grow { 16 << 20 } else { 0 }, 99 + attempt);
+            let appended = random_bytes(if grow { 16 << 20 } else { 0 }, 99 + attempt);
             let (code, err) = backup_while(&env, &src, |done| {
                 use std::io::Write;
                 let f = fs::OpenOptions::new()

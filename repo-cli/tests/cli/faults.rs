@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_testkit::rng::{XorShift, random_bytes};
+
 use super::harness::{Env, PASSWORD, assert_success, only_snapshot, stderr, write};
 use super::trees::{
-    Rng, assert_restores, check_read_data, init_small_packs, noise, read_tree, snapshot_ids,
-    unreferenced_packs,
+    assert_restores, check_read_data, init_small_packs, read_tree, snapshot_ids, unreferenced_packs,
 };
 
 type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
@@ -71,14 +72,14 @@ fn backup_json(env: &Env, src: &Path) -> serde_json::Value {
 #[test]
 fn backup_killed_at_random_moments_loses_nothing_and_is_resumed() {
     let env = init_small_packs();
-    let mut rng = Rng::seeded("backup kills");
+    let mut rng = XorShift::seeded("backup kills");
     let src = env.path("src");
     // Each round rewrites 3 MB: three 1 MiB packs, the first uploaded a
     // third of the way in, so most kills leave packs behind.
     let files = 6u64;
     let size = 600_000;
     for i in 0..files {
-        write(&src.join(format!("f{i}")), &noise(size, i));
+        write(&src.join(format!("f{i}")), &random_bytes(size, i));
     }
     let mut known: HashMap<String, Tree> = HashMap::new();
     let started = Instant::now();
@@ -96,7 +97,10 @@ fn backup_killed_at_random_moments_loses_nothing_and_is_resumed() {
         let mut new_bytes = 0u64;
         for i in 0..files - 1 {
             let f = (i + round) % files;
-            write(&src.join(format!("f{f}")), &noise(size, rng.next()));
+            write(
+                &src.join(format!("f{f}")),
+                &random_bytes(size, rng.next_u64()),
+            );
             new_bytes += size as u64;
         }
         let current = read_tree(&src);
@@ -176,13 +180,16 @@ fn backup_killed_at_random_moments_loses_nothing_and_is_resumed() {
 #[test]
 fn prune_killed_at_random_moments_loses_nothing() {
     let env = init_small_packs();
-    let mut rng = Rng::seeded("prune kills");
+    let mut rng = XorShift::seeded("prune kills");
     let src = env.path("src");
     let mut known: HashMap<String, Tree> = HashMap::new();
     let generation = |g: u64, known: &mut HashMap<String, Tree>| {
         for i in 0..6u64 {
             if g == 0 || i % 2 == g % 2 {
-                write(&src.join(format!("f{i}")), &noise(200_000, g * 100 + i));
+                write(
+                    &src.join(format!("f{i}")),
+                    &random_bytes(200_000, g * 100 + i),
+                );
             }
         }
         let v = backup_json(&env, &src);
@@ -283,9 +290,9 @@ fn key_list(env: &Env, password: &str) -> Vec<(String, bool)> {
 #[test]
 fn key_changes_killed_at_random_moments_keep_a_password_working() {
     let env = Env::init();
-    let mut rng = Rng::seeded("key kills");
+    let mut rng = XorShift::seeded("key kills");
     let src = env.path("src");
-    write(&src.join("a"), &noise(100_000, 1));
+    write(&src.join("a"), &random_bytes(100_000, 1));
     let id = backup_json(&env, &src)["snapshot_id"]
         .as_str()
         .expect("id")

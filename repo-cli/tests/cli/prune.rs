@@ -8,21 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::harness::{Env, assert_success, stderr};
-use super::trees::init_small_packs;
+use cairn_testkit::rng::random_bytes;
 
-/// Deterministic incompressible bytes (xorshift).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
+use super::trees::init_small_packs;
 
 fn data_bytes(repo: &Path) -> u64 {
     let mut total = 0;
@@ -42,7 +30,11 @@ fn generations(env: &Env, generations: u64) -> std::path::PathBuf {
     for g in 0..generations {
         for i in 0..6u64 {
             if g == 0 || i < 3 {
-                fs::write(src.join(format!("f{i}")), noise(700_000, g * 100 + i)).expect("write");
+                fs::write(
+                    src.join(format!("f{i}")),
+                    random_bytes(700_000, g * 100 + i),
+                )
+                .expect("write");
             }
         }
         env.ok(["backup", "-q", src.to_str().expect("utf8")]);
@@ -140,7 +132,7 @@ fn a_backup_started_during_a_prune_completes_and_restores() {
         for i in 3..6u64 {
             fs::write(
                 src.join(format!("f{i}")),
-                noise(700_000, 1000 + round * 10 + i),
+                random_bytes(700_000, 1000 + round * 10 + i),
             )
             .expect("write");
         }

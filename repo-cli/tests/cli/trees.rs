@@ -1,60 +1,12 @@
-//! Helpers of the fault, concurrency and exhaustion tests: seeded
-//! randomness, incompressible content, and comparing a restored snapshot
-//! with the tree it was made from.
+//! Helpers of the fault, concurrency and exhaustion tests: comparing a
+//! restored snapshot with the tree it was made from. Seeded randomness and
+//! incompressible content come from `cairn_testkit::rng`.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::harness::Env;
-
-/// xorshift64*: reproducible from the seed it prints.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from `CAIRN_TEST_SEED`, else the clock; the seed is printed so
-    /// a failing run can be repeated.
-    pub fn seeded(test: &str) -> Self {
-        let seed = std::env::var("CAIRN_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("{test}: seed {seed} (repeat with CAIRN_TEST_SEED={seed})");
-        Self(seed | 1)
-    }
-
-    /// The next value.
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Deterministic incompressible bytes (xorshift).
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
 
 /// Every regular file below `root` (relative path → content); directories
 /// appear with an empty marker so empty ones are compared too.

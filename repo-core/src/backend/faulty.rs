@@ -419,11 +419,6 @@ mod tests {
     use crate::backend::MemoryBackend;
 
     #[test]
-    fn conformance_without_faults() {
-        super::super::conformance(&FaultyBackend::new(MemoryBackend::new()));
-    }
-
-    #[test]
     fn nth_operation_fails_once_and_is_counted() {
         let b = FaultyBackend::new(MemoryBackend::new());
         b.set_plan(FaultPlan::none().and_nth(

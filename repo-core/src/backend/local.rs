@@ -323,7 +323,7 @@ mod tests {
     fn conformance() {
         let d = tempfile::tempdir().unwrap();
         let b = super::LocalBackend::create(d.path().join("repo")).unwrap();
-        super::super::conformance(&b);
+        crate::backend::conformance::run(&b);
         // No temporary files are left behind.
         let stray = walkdir::WalkDir::new(d.path())
             .into_iter()

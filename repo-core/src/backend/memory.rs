@@ -127,11 +127,3 @@ impl Backend for MemoryBackend {
             .ok_or_else(|| BackendError::io("delete", kind, name, io::ErrorKind::NotFound.into()))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn conformance() {
-        super::super::conformance(&super::MemoryBackend::new());
-    }
-}

@@ -8,7 +8,12 @@
 //!   addresses, so the bytes are the same).
 //! - `read_range` returns exactly `len` bytes or fails.
 //! - `list` may omit objects written concurrently, never invents any.
+//!
+//! `repo_core::conformance::run` (feature `conformance`) checks these promises; every
+//! implementation runs it from its tests.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
 mod local;
@@ -210,75 +215,4 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
     /// Deletes an object; deleting a missing object is `NotFound`.
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError>;
-}
-
-/// Runs the behaviour every backend must show; each implementation's tests
-/// call it, so a new backend proves itself the same way.
-#[cfg(test)]
-pub(crate) fn conformance(b: &dyn Backend) {
-    for kind in ObjectKind::ALL {
-        assert!(
-            b.list(kind).unwrap().is_empty(),
-            "{kind} not empty at start"
-        );
-    }
-    let name = "ab".repeat(32);
-    let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-    b.write(ObjectKind::Pack, &name, &data).unwrap();
-    assert_eq!(b.read(ObjectKind::Pack, &name).unwrap(), data);
-    assert_eq!(b.size(ObjectKind::Pack, &name).unwrap(), 5000);
-    assert_eq!(
-        b.read_range(ObjectKind::Pack, &name, 10, 20).unwrap(),
-        &data[10..30]
-    );
-    assert!(
-        b.read_range(ObjectKind::Pack, &name, 4990, 20).is_err(),
-        "short range read must fail"
-    );
-    // A reused buffer holds exactly the range afterwards, shorter or longer.
-    let mut buf = vec![0xEE; 100];
-    b.read_range_into(ObjectKind::Pack, &name, 10, 20, &mut buf)
-        .unwrap();
-    assert_eq!(buf, &data[10..30]);
-    b.read_range_into(ObjectKind::Pack, &name, 100, 300, &mut buf)
-        .unwrap();
-    assert_eq!(buf, &data[100..400]);
-    assert!(
-        b.read_range_into(ObjectKind::Pack, &name, 4990, 20, &mut buf)
-            .is_err()
-    );
-    let mut whole = vec![0xEE; 9000];
-    b.read_into(ObjectKind::Pack, &name, &mut whole).unwrap();
-    assert_eq!(whole, data);
-    assert!(
-        b.read_into(ObjectKind::Pack, &"cd".repeat(32), &mut whole)
-            .unwrap_err()
-            .is_not_found()
-    );
-    // Never overwrites.
-    b.write(ObjectKind::Pack, &name, b"other").unwrap();
-    assert_eq!(b.read(ObjectKind::Pack, &name).unwrap(), data);
-    // Kinds are separate namespaces.
-    assert!(b.read(ObjectKind::Index, &name).unwrap_err().is_not_found());
-    b.write(ObjectKind::Config, "config", b"c").unwrap();
-    b.write(ObjectKind::Snapshot, &"01".repeat(32), b"s")
-        .unwrap();
-    let l = b.list(ObjectKind::Pack).unwrap();
-    assert_eq!(l.len(), 1);
-    assert_eq!((l[0].name.as_str(), l[0].size), (name.as_str(), 5000));
-    assert_eq!(b.stat(ObjectKind::Pack, &name).unwrap(), l[0]);
-    assert!(
-        l[0].modified_ns > 1_600_000_000_000_000_000,
-        "modification time in the past"
-    );
-    assert_eq!(b.list(ObjectKind::Config).unwrap().len(), 1);
-    assert_eq!(b.list(ObjectKind::Snapshot).unwrap().len(), 1);
-    b.delete(ObjectKind::Pack, &name).unwrap();
-    assert!(b.read(ObjectKind::Pack, &name).unwrap_err().is_not_found());
-    assert!(
-        b.delete(ObjectKind::Pack, &name)
-            .unwrap_err()
-            .is_not_found()
-    );
-    assert!(b.list(ObjectKind::Pack).unwrap().is_empty());
 }

@@ -547,16 +547,11 @@ mod tests {
     }
 
     fn random_ids(seed: u64, n: usize) -> Vec<[u8; 32]> {
-        let mut x = seed;
+        let mut x = cairn_testkit::rng::XorShift::new(seed);
         (0..n)
             .map(|_| {
                 let mut id = [0u8; 32];
-                for c in id.chunks_mut(8) {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    c.copy_from_slice(&x.to_le_bytes());
-                }
+                x.fill(&mut id);
                 id
             })
             .collect()

@@ -233,14 +233,9 @@ mod tests {
     }
 
     fn input(n: u32) -> Vec<R> {
-        let mut x = 0x9e37_79b9_u64;
+        let mut x = cairn_testkit::rng::XorShift::new(0x9e37_79b9);
         (0..n)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                R(x % 1000, i) // many equal keys
-            })
+            .map(|i| R(x.below(1000), i)) // many equal keys
             .collect()
     }
 

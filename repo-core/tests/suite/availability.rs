@@ -9,26 +9,15 @@ use std::time::{Duration, SystemTime};
 use repo_core::backend::{Backend, ObjectKind};
 use repo_core::blob::BlobKind;
 use repo_core::prune::PruneOptions;
-use repo_core::{CheckOptions, Error, NoProgress, ProblemKind, ReadData, Repository};
+use repo_core::{Error, ProblemKind, Repository};
 
-use super::{init_repo, open_repo, random_bytes};
+use super::{check_all, init_repo, open_repo, random_bytes};
 
 fn now_prune() -> PruneOptions {
     PruneOptions {
         grace: Duration::ZERO,
         ..Default::default()
     }
-}
-
-fn check(repo: &Repository) -> repo_core::CheckReport {
-    repo.check(
-        &CheckOptions {
-            read_data: ReadData::All,
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap()
 }
 
 fn restores_exactly(repo: &Repository, src: &Path, out: &Path) {
@@ -139,7 +128,7 @@ fn a_future_dated_heartbeat_is_ignored_named_and_reported() {
     set_mtime(&hb, 365 * 24 * 3600);
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let report = check(&repo);
+    let report = check_all(&repo);
     assert!(
         report
             .warnings
@@ -183,7 +172,7 @@ fn a_garbage_mark_is_reported_skipped_and_removed() {
     fs::write(&mark, b"not a mark at all").unwrap();
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let report = check(&repo);
+    let report = check_all(&repo);
     assert!(
         report
             .errors
@@ -203,7 +192,7 @@ fn a_garbage_mark_is_reported_skipped_and_removed() {
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
     assert_eq!(sum.marks_damaged_deleted, vec![name.clone()], "{sum:?}");
     assert!(!mark.exists());
-    assert!(check(&repo).is_ok());
+    assert!(check_all(&repo).is_ok());
     restores_exactly(&repo, &src, &d.path().join("out"));
 }
 
@@ -226,7 +215,7 @@ fn a_future_dated_mark_is_rewritten_and_then_swept() {
         .collect();
     assert_eq!(marks.len(), 1);
     set_mtime(&marks[0], 365 * 24 * 3600);
-    let report = check(&repo);
+    let report = check_all(&repo);
     assert!(
         report
             .warnings
@@ -239,7 +228,7 @@ fn a_future_dated_mark_is_rewritten_and_then_swept() {
     assert_eq!(sum.marks_redated, vec![old]);
     let sum = repo.prune(repo.prune_plan(&now_prune()).unwrap()).unwrap();
     assert!(sum.packs_deleted > 0, "{sum:?}");
-    assert!(check(&repo).is_ok());
+    assert!(check_all(&repo).is_ok());
     restores_exactly(&repo, &src, &d.path().join("out"));
 }
 
@@ -254,7 +243,7 @@ fn a_full_id_reads_only_its_own_snapshot_file() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    let (mem, repo) = super::faults::init_memory();
+    let (mem, repo) = super::init_memory();
     let mut ids = Vec::new();
     for i in 0..3u64 {
         fs::write(src.join("f.bin"), random_bytes(10_000, i)).unwrap();

@@ -4,11 +4,10 @@
 use std::fs;
 use std::time::Duration;
 
-use repo_core::check::{CheckOptions, ReadData};
 use repo_core::prune::PruneOptions;
-use repo_core::{NoProgress, ObjectKind, SnapshotFilter};
+use repo_core::{ObjectKind, SnapshotFilter};
 
-use super::{init_repo, open_repo, random_bytes};
+use super::{check_clean, init_repo, open_repo, random_bytes};
 
 #[test]
 fn a_prune_overtaken_by_a_concurrent_prune_plans_again_and_loses_nothing() {
@@ -42,16 +41,7 @@ fn a_prune_overtaken_by_a_concurrent_prune_plans_again_and_loses_nothing() {
     repo.prune(stale).unwrap();
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let r = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-    assert!(r.is_ok(), "{r}");
+    check_clean(&repo).unwrap();
     let latest = repo
         .find_snapshot("latest", &SnapshotFilter::default())
         .unwrap();

@@ -47,7 +47,7 @@ fn not_a_repository_and_already_a_repository() {
         repo_core::LocalBackend::create(d.path().join("repo")).unwrap(),
         b"pw",
         repo_core::InitOptions {
-            kdf: super::weak_kdf(),
+            kdf: super::WEAK_KDF,
             ..Default::default()
         },
     )

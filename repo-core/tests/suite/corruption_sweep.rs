@@ -16,8 +16,7 @@ use repo_core::{
     OpenOptions, ReadData, Repository, RetentionPolicy, SnapshotFilter, SnapshotId,
 };
 
-use super::faults::{Files, fork, init_memory, read_tree, write_tree};
-use super::{random_bytes, weak_kdf};
+use super::{Files, WEAK_KDF, fork, init_memory, random_bytes, read_tree, write_tree};
 
 /// The six kinds the issue names (packs split by what they hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +90,11 @@ fn build() -> (Repo, Vec<u8>) {
             .snapshot;
         model.insert(s.id, files);
     }
-    repo.add_key(b"spare", weak_kdf()).unwrap();
+    repo.add_key(b"spare", WEAK_KDF).unwrap();
     let old_key = backend
         .read(ObjectKind::Key, &repo.key_id().to_hex())
         .unwrap();
-    repo.change_password(b"pw", weak_kdf()).unwrap();
+    repo.change_password(b"pw", WEAK_KDF).unwrap();
     let (_, other) = init_memory();
     let foreign_config = other.backend().read(ObjectKind::Config, "config").unwrap();
     (

@@ -5,14 +5,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use repo_core::check::{CheckOptions, CheckReport, ProblemKind, ReadData};
+use repo_core::check::ProblemKind;
 use repo_core::compress::{DICT_REF_LEN, MARKER_ZSTD_DICT};
 use repo_core::dict::MIN_SAMPLES;
-use repo_core::{
-    BlobId, Error, InitOptions, LocalBackend, NoProgress, ObjectKind, Repository, SnapshotFilter,
-};
+use repo_core::{BlobId, Error, InitOptions, LocalBackend, ObjectKind, Repository, SnapshotFilter};
 
-use super::{open_repo, weak_kdf};
+use super::{WEAK_KDF, check_all, open_repo};
 
 /// `n` small configuration-like files of 0.5–2 KB, similar to each other as
 /// the files of one machine are: the same keys, different values.
@@ -42,7 +40,7 @@ fn small_files(dir: &Path, n: usize, seed: usize) -> PathBuf {
 
 fn init(dir: &Path, name: &str, dictionary: bool) -> Repository {
     let opts = InitOptions {
-        kdf: weak_kdf(),
+        kdf: WEAK_KDF,
         pack_size: 1 << 20,
         dictionary,
         ..Default::default()
@@ -71,14 +69,6 @@ fn bytes_of(repo: &Repository, kind: ObjectKind) -> u64 {
         .iter()
         .map(|o| o.size)
         .sum()
-}
-
-fn check(repo: &Repository) -> CheckReport {
-    let opts = CheckOptions {
-        read_data: ReadData::All,
-        ..Default::default()
-    };
-    repo.check(&opts, &NoProgress).unwrap()
 }
 
 fn assert_same_tree(a: &Path, b: &Path) {
@@ -142,7 +132,7 @@ fn small_similar_files_train_and_use_a_dictionary() {
     let out = d.path().join("out");
     with.restore(&snap).to(&out).run().unwrap();
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
-    let r = check(&with);
+    let r = check_all(&with);
     assert!(r.ok, "{r}");
     assert_eq!(r.dictionaries, 1);
     assert_eq!(r.blobs_checked as usize, 400 + r.trees as usize);
@@ -187,7 +177,7 @@ fn too_few_small_files_wait_for_a_later_backup() {
         .run()
         .unwrap();
     assert_eq!(repo.dictionaries().list().unwrap().len(), 1);
-    assert!(check(&repo).ok);
+    assert!(check_all(&repo).ok);
 }
 
 #[test]
@@ -211,7 +201,7 @@ fn damaged_dictionary_is_reported_and_restore_fails_clearly() {
         Default::default(),
     )
     .unwrap();
-    let r = check(&repo);
+    let r = check_all(&repo);
     assert!(!r.ok);
     assert!(
         r.errors
@@ -326,7 +316,7 @@ fn prune_repacks_dictionary_blobs_and_keeps_the_dictionary() {
     )
     .unwrap();
     assert_eq!(repo.dictionaries().list().unwrap(), dicts);
-    let r = check(&repo);
+    let r = check_all(&repo);
     assert!(r.ok, "{r}");
     for id in data_blobs(&repo) {
         assert_eq!(repo.stored_payload(&id).unwrap()[0], MARKER_ZSTD_DICT);

@@ -27,8 +27,9 @@ use repo_core::{
     SnapshotId,
 };
 
-use super::faults::{Files, check_clean, init_memory, read_tree, restored, write_tree};
-use super::random_bytes;
+use super::{
+    Files, XorShift, check_clean, init_memory, random_bytes, read_tree, restored, write_tree,
+};
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -76,13 +77,8 @@ fn step() -> impl Strategy<Value = Step> {
 /// A small tree: some files share content across trees (a pool of eight),
 /// some are new, some empty, some in subdirectories.
 fn tree_of(seed: u64) -> Files {
-    let mut x = seed | 1;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut x = XorShift::new(seed | 1);
+    let mut next = || x.next_u64();
     let mut f = Files::new();
     for i in 0..1 + next() % 6 {
         let name = match next() % 3 {

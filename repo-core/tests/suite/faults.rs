@@ -8,119 +8,27 @@
 //! returned before a later step failed); the repository listing decides.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use cairn_testkit::backend::{Call, Hooked};
 
 use repo_core::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
 use repo_core::forget::RetentionPolicy;
 use repo_core::prune::PruneOptions;
 use repo_core::{
-    Backend, CheckOptions, Error, GroupBy, InitOptions, MemoryBackend, NoProgress, ObjectKind,
-    OpenOptions, ReadData, Repository, SnapshotFilter, SnapshotId,
+    Backend, CheckOptions, Error, GroupBy, MemoryBackend, NoProgress, ObjectKind, OpenOptions,
+    Repository, SnapshotFilter, SnapshotId,
 };
 
-use super::{random_bytes, weak_kdf};
-
-/// Relative path → contents: a source tree, or what a snapshot must restore.
-pub type Files = BTreeMap<String, Vec<u8>>;
+use super::{
+    Files, WEAK_KDF, check_clean, fork, init_memory, open_any, random_bytes, restored, write_tree,
+};
 
 /// Which snapshots exist and what each restores to.
 pub type Model = BTreeMap<SnapshotId, Files>;
-
-/// A deep copy of a memory backend (clones share storage).
-pub fn fork(b: &MemoryBackend) -> MemoryBackend {
-    let out = MemoryBackend::new();
-    for kind in ObjectKind::ALL {
-        for o in b.list(kind).unwrap() {
-            out.write(kind, &o.name, &b.read(kind, &o.name).unwrap())
-                .unwrap();
-        }
-    }
-    out
-}
-
-/// A new repository in memory with password `pw`.
-pub fn init_memory() -> (MemoryBackend, Repository) {
-    let b = MemoryBackend::new();
-    let opts = InitOptions {
-        kdf: weak_kdf(),
-        pack_size: 1 << 20,
-        ..Default::default()
-    };
-    let repo = Repository::init(b.clone(), b"pw", opts).unwrap();
-    (b, repo)
-}
-
-/// Opens `b` (sharing its storage) with the first of `passwords` that works.
-pub fn open_any(b: &MemoryBackend, passwords: &[&[u8]]) -> Repository {
-    for pw in passwords {
-        match Repository::open(b.clone(), pw, OpenOptions::default()) {
-            Ok(r) => return r,
-            Err(Error::WrongPassword) => continue,
-            Err(e) => panic!("reopen failed: {e}"),
-        }
-    }
-    panic!("no password opens the repository any more")
-}
-
-/// Replaces `dir` with exactly `files`.
-pub fn write_tree(dir: &Path, files: &Files) {
-    let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir).unwrap();
-    for (rel, data) in files {
-        let p = dir.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
-    }
-}
-
-/// Every regular file below `dir`, by relative path (none if `dir` is missing).
-pub fn read_tree(dir: &Path) -> Files {
-    if !dir.exists() {
-        return Files::new(); // a restore that failed before creating it
-    }
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .map(Result::unwrap)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let rel = e.path().strip_prefix(dir).unwrap();
-            (
-                rel.to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Restores snapshot `id` (backed up from `src`) and returns its files.
-pub fn restored(repo: &Repository, id: &SnapshotId, src: &Path, scratch: &Path) -> Files {
-    let out = scratch.join("restore");
-    let _ = fs::remove_dir_all(&out);
-    let snap = repo.snapshot(id).unwrap();
-    repo.restore(&snap).to(&out).run().unwrap();
-    read_tree(&out.join(src.strip_prefix("/").unwrap()))
-}
-
-/// `check --read-data` finds no error; returns the report's text otherwise.
-pub fn check_clean(repo: &Repository) -> Result<(), String> {
-    let r = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .map_err(|e| format!("check failed to run: {e}"))?;
-    if r.is_ok() {
-        Ok(())
-    } else {
-        Err(r.to_string())
-    }
-}
 
 /// What the snapshot listing may hold after an operation.
 struct Expect<'a> {
@@ -210,7 +118,7 @@ impl Base {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (backend, repo) = init_memory();
-        let second = repo.add_key(b"second", weak_kdf()).unwrap();
+        let second = repo.add_key(b"second", WEAK_KDF).unwrap();
         let src = dir.path().join("src");
         let mut model = Model::new();
         let mut oldest = None;
@@ -354,7 +262,7 @@ fn ops() -> Vec<Op> {
             name: "key-add",
             password: b"pw",
             prepare: no_prep,
-            run: |r, _| r.add_key(b"third", weak_kdf()).map(|_| ()),
+            run: |r, _| r.add_key(b"third", WEAK_KDF).map(|_| ()),
             passwords: &[b"pw"],
             done: |b, _| assert!(opens(b, b"third"), "key add: new password does not open"),
         },
@@ -376,7 +284,7 @@ fn ops() -> Vec<Op> {
             name: "key-passwd",
             password: b"pw",
             prepare: no_prep,
-            run: |r, _| r.change_password(b"pw2", weak_kdf()).map(|_| ()),
+            run: |r, _| r.change_password(b"pw2", WEAK_KDF).map(|_| ()),
             passwords: &[b"pw", b"pw2"],
             done: |b, _| {
                 assert!(opens(b, b"pw2"), "passwd: new password does not open");
@@ -683,70 +591,25 @@ fn no_space_on_pack_write_is_named_and_leaves_no_snapshot() {
     check_clean(&after).unwrap();
 }
 
-/// Runs `hook` once, right after the first listing of kind `on` once armed: a
-/// concurrent client acting between another's listing and its reads.
-/// Clones share the hook.
-#[derive(Clone)]
-struct Racing {
-    inner: MemoryBackend,
-    /// The kind whose listing triggers the hook.
-    on: ObjectKind,
-    hook: std::sync::Arc<std::sync::Mutex<Option<Hook>>>,
-}
-
 type Hook = Box<dyn FnOnce() + Send>;
+/// The hook a [`racing`] backend runs next, if armed.
+type Armed = Arc<Mutex<Option<Hook>>>;
 
-impl std::fmt::Debug for Racing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Racing")
-    }
-}
-
-impl Backend for Racing {
-    fn location(&self) -> String {
-        "racing:".into()
-    }
-    fn read(&self, k: ObjectKind, n: &str) -> Result<Vec<u8>, repo_core::BackendError> {
-        self.inner.read(k, n)
-    }
-    fn read_range(
-        &self,
-        k: ObjectKind,
-        n: &str,
-        o: u64,
-        l: u32,
-    ) -> Result<Vec<u8>, repo_core::BackendError> {
-        self.inner.read_range(k, n, o, l)
-    }
-    fn size(&self, k: ObjectKind, n: &str) -> Result<u64, repo_core::BackendError> {
-        self.inner.size(k, n)
-    }
-    fn stat(
-        &self,
-        k: ObjectKind,
-        n: &str,
-    ) -> Result<repo_core::backend::ObjectInfo, repo_core::BackendError> {
-        self.inner.stat(k, n)
-    }
-    fn write(&self, k: ObjectKind, n: &str, d: &[u8]) -> Result<(), repo_core::BackendError> {
-        self.inner.write(k, n, d)
-    }
-    fn list(
-        &self,
-        k: ObjectKind,
-    ) -> Result<Vec<repo_core::backend::ObjectInfo>, repo_core::BackendError> {
-        let listed = self.inner.list(k)?;
-        if k == self.on {
-            let hook = self.hook.lock().unwrap().take();
-            if let Some(h) = hook {
+/// A backend over `inner` that runs the armed hook once, right after the
+/// first listing of kind `on` once armed: a concurrent client acting between
+/// another's listing and its reads.
+fn racing(inner: MemoryBackend, on: ObjectKind) -> (Hooked<MemoryBackend>, Armed) {
+    let armed = Armed::default();
+    let hook = Arc::clone(&armed);
+    let b = Hooked::new(inner).after(move |call| {
+        if *call == Call::List(on) {
+            let h = hook.lock().unwrap().take();
+            if let Some(h) = h {
                 h();
             }
         }
-        Ok(listed)
-    }
-    fn delete(&self, k: ObjectKind, n: &str) -> Result<(), repo_core::BackendError> {
-        self.inner.delete(k, n)
-    }
+    });
+    (b, armed)
 }
 
 #[test]
@@ -754,26 +617,19 @@ fn a_prune_racing_another_prune_does_not_fail_on_vanished_index_files() {
     let base = Base::new();
     let mem = fork(&base.backend);
     forget_oldest(&Repository::open(mem.clone(), b"pw", OpenOptions::default()).unwrap()).unwrap();
-    let racing = Racing {
-        inner: mem.clone(),
-        on: ObjectKind::Index,
-        hook: Default::default(),
-    };
-    let a = Repository::open(racing.clone(), b"pw", OpenOptions::default()).unwrap();
+    let (racing, armed) = racing(mem.clone(), ObjectKind::Index);
+    let a = Repository::open(racing, b"pw", OpenOptions::default()).unwrap();
     // Between A's listing of index files and its reading them, B prunes
     // completely: repacks, rewrites the index, deletes the old files,
     // sweeps. A must neither fail on the vanished files nor, having listed
     // packs before B's repack, write an index without B's new pack.
     let other = mem.clone();
-    *racing.hook.lock().unwrap() = Some(Box::new(move || {
+    *armed.lock().unwrap() = Some(Box::new(move || {
         let b = Repository::open(other, b"pw", OpenOptions::default()).unwrap();
         prune_now(&b).unwrap();
     }));
     prune_now(&a).unwrap_or_else(|e| panic!("racing prune failed: {e}"));
-    assert!(
-        racing.hook.lock().unwrap().is_none(),
-        "the race did not happen"
-    );
+    assert!(armed.lock().unwrap().is_none(), "the race did not happen");
     drop(a);
     let after = open_any(&mem, &[b"pw"]);
     check_clean(&after).unwrap();
@@ -791,9 +647,9 @@ fn a_prune_racing_another_prune_does_not_fail_on_vanished_index_files() {
 
 /// Arms `r` to forget the oldest snapshot (another client) right after
 /// the next snapshot listing.
-fn arm_forget(r: &Racing) {
-    let other = r.inner.clone();
-    *r.hook.lock().unwrap() = Some(Box::new(move || {
+fn arm_forget(inner: &MemoryBackend, armed: &Armed) {
+    let other = inner.clone();
+    *armed.lock().unwrap() = Some(Box::new(move || {
         forget_oldest(&Repository::open(other, b"pw", OpenOptions::default()).unwrap()).unwrap();
     }));
 }
@@ -802,13 +658,10 @@ fn arm_forget(r: &Racing) {
 fn a_snapshot_forgotten_between_listing_and_reading_is_left_out_not_an_error() {
     let base = Base::new();
     for via_check in [false, true] {
-        let racing = Racing {
-            inner: fork(&base.backend),
-            on: ObjectKind::Snapshot,
-            hook: Default::default(),
-        };
-        let a = Repository::open(racing.clone(), b"pw", OpenOptions::default()).unwrap();
-        arm_forget(&racing);
+        let (racing, armed) = racing(fork(&base.backend), ObjectKind::Snapshot);
+        let other = racing.inner().clone();
+        let a = Repository::open(racing, b"pw", OpenOptions::default()).unwrap();
+        arm_forget(&other, &armed);
         let seen = if via_check {
             // A forgotten snapshot is not a corrupt one.
             let report = a.check(&CheckOptions::default(), &NoProgress).unwrap();
@@ -821,10 +674,7 @@ fn a_snapshot_forgotten_between_listing_and_reading_is_left_out_not_an_error() {
             assert!(!listed.contains(&base.oldest));
             listed.len()
         };
-        assert!(
-            racing.hook.lock().unwrap().is_none(),
-            "the race did not happen"
-        );
+        assert!(armed.lock().unwrap().is_none(), "the race did not happen");
         assert_eq!(seen, base.model.len() - 1);
     }
 }

@@ -13,8 +13,7 @@ use repo_core::{
     ObjectKind, OpenOptions, Repository, Sample, SnapshotEntry, StatsMode, Tree, TreeId,
 };
 
-use super::faults::{check_clean, init_memory};
-use super::{init_repo, weak_kdf};
+use super::{WEAK_KDF, check_clean, init_memory, init_repo};
 
 /// Stores `tree` as it is (no validation) and returns its id.
 fn forge_tree(repo: &Repository, tree: &Tree) -> TreeId {
@@ -346,7 +345,7 @@ fn a_key_over_the_budget_is_not_tried_unless_named() {
         max_total_cost: 64 * 2,
         ..Default::default()
     };
-    repo.add_key(b"x", weak_kdf()).unwrap();
+    repo.add_key(b"x", WEAK_KDF).unwrap();
     let e = open_with(
         d.path(),
         b"big",
@@ -367,7 +366,7 @@ fn the_number_of_keys_tried_is_capped() {
     let d = tempfile::tempdir().unwrap();
     let repo = init_repo(d.path());
     for i in 0..3 {
-        repo.add_key(format!("other {i}").as_bytes(), weak_kdf())
+        repo.add_key(format!("other {i}").as_bytes(), WEAK_KDF)
             .unwrap();
     }
     let last = repo.add_key(b"last", kdf(128, 1)).unwrap();
@@ -389,7 +388,7 @@ fn the_number_of_keys_tried_is_capped() {
 fn a_key_file_changed_after_writing_is_listed_as_damaged() {
     let d = tempfile::tempdir().unwrap();
     let repo = init_repo(d.path());
-    let second = repo.add_key(b"second", weak_kdf()).unwrap();
+    let second = repo.add_key(b"second", WEAK_KDF).unwrap();
     let b = LocalBackend::open(d.path().join("repo"));
     let mut bytes = b.read(ObjectKind::Key, &second.to_hex()).unwrap();
     // Still decodes: the last byte is inside the sealed master key's tag.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use repo_core::{Backend, Error, ObjectKind, SnapshotFilter};
 
-use super::{init_repo, open_repo, random_bytes, text_lines, weak_kdf};
+use super::{WEAK_KDF, init_repo, open_repo, random_bytes, text_lines};
 
 /// Every data, index and snapshot file with its bytes' hash.
 fn stored_files(dir: &Path) -> BTreeMap<(ObjectKind, String), blake3::Hash> {
@@ -27,7 +27,7 @@ fn added_key_opens_until_removed_and_last_key_stays() {
     let d = tempfile::tempdir().unwrap();
     let repo = init_repo(d.path());
     let first = repo.key_id();
-    let second = repo.add_key(b"second pw", weak_kdf()).unwrap();
+    let second = repo.add_key(b"second pw", WEAK_KDF).unwrap();
     drop(repo);
 
     // Both passwords open the repository, each through its own key file.
@@ -82,7 +82,7 @@ fn passwd_rewraps_without_touching_data() {
     );
 
     let repo = open_repo(d.path(), b"pw").unwrap();
-    let change = repo.change_password(b"new pw", weak_kdf()).unwrap();
+    let change = repo.change_password(b"new pw", WEAK_KDF).unwrap();
     assert_eq!(change.old_key, old_key);
     drop(repo);
 
@@ -126,7 +126,7 @@ fn passwd_crash_between_write_and_delete_leaves_two_working_keys() {
     // delete leaves: add_key is exactly that first step.
     let d = tempfile::tempdir().unwrap();
     let repo = init_repo(d.path());
-    let new = repo.add_key(b"new pw", weak_kdf()).unwrap();
+    let new = repo.add_key(b"new pw", WEAK_KDF).unwrap();
     drop(repo);
     assert!(open_repo(d.path(), b"pw").is_ok());
     assert_eq!(open_repo(d.path(), b"new pw").unwrap().key_id(), new);

@@ -6,24 +6,10 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use repo_core::check::{CheckOptions, ReadData};
 use repo_core::prune::PruneOptions;
-use repo_core::{NoProgress, ObjectKind, Repository};
+use repo_core::{ObjectKind, Repository};
 
-use super::{init_repo, open_repo, random_bytes};
-
-fn check_clean(repo: &Repository) {
-    let r = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-    assert!(r.is_ok() && r.warnings.is_empty(), "{r}");
-}
+use super::{check_all, init_repo, open_repo, random_bytes};
 
 fn restores(repo: &Repository, src: &Path, out: &Path) {
     let snap = repo.find_snapshot("latest", &Default::default()).unwrap();
@@ -68,7 +54,8 @@ fn a_rerun_backup_indexes_the_packs_of_an_interrupted_one_and_uploads_nothing_ag
     assert_eq!(out.snapshot.snapshot.summary.data_blobs, 0);
     // At most one new pack, of those ancestor trees.
     assert!(repo.backend().list(ObjectKind::Pack).unwrap().len() <= packs + 1);
-    check_clean(&repo);
+    let r = check_all(&repo);
+    assert!(r.is_ok() && r.warnings.is_empty(), "{r}");
     restores(&repo, &src, &d.path().join("out"));
     // Indexed now: the next backup has nothing to take over.
     let again = open_repo(d.path(), b"pw").unwrap();

@@ -1,11 +1,11 @@
 //! One property check per fuzz target: hostile bytes in, no panic out, and
 //! whatever decodes must re-encode to the same bytes.
 //!
-//! This file is compiled twice: as `cairn_fuzz::checks` for the libFuzzer
-//! targets, and by path (`#[path = "../../fuzz/src/checks.rs"] mod checks;`)
-//! in the stable replay test `tests/tests/fuzz_replay.rs`. It may therefore
-//! depend only on `repo_core` and `std` (and on the CLI's self-contained RDB
-//! checker, included by path as [`rdb`]), and every item must be used by both.
+//! Feature `fuzz`. One library for both runners: the libFuzzer targets in
+//! `fuzz/` (`cairn_fuzz::checks` re-exports this module) and the stable
+//! replay test `tests/tests/fuzz_replay.rs`. It depends on `repo_core` and
+//! on the CLI library's RDB checker ([`rdb`]); it must build in the fuzz
+//! crate's own workspace, so it uses nothing else.
 //!
 //! Every check panics (assert) on a violated property, and is otherwise
 //! silent. Inputs that carry parameters read them from a little-endian
@@ -48,10 +48,8 @@ use repo_core::pack::{PackEntry, PackHeader};
 use repo_core::snapshot::Snapshot;
 use repo_core::tree::Tree;
 
-/// The Redis exporter's RDB stream checker (std only), shared by path with
-/// the CLI.
-#[path = "../../repo-cli/src/exporters/rdb.rs"]
-pub mod rdb;
+/// The Redis exporter's RDB stream checker, from the CLI's library.
+pub use repo_cli::exporters::rdb;
 
 /// A check: panics if `data` violates a property.
 pub type Check = fn(&[u8]);
@@ -781,8 +779,8 @@ fn neighbours(id: &[u8; 32]) -> [[u8; 32]; 4] {
 }
 
 /// Input: `mode u8 || rest`. An even `mode` makes `rest` a run file of the
-/// local cache (SPEC §12.1) for [`cache_run_file`]; an odd one makes it a
-/// list of entries for [`cache_run_build`], in `1 + (mode >> 1) % 8` packs.
+/// local cache (SPEC §12.1) for `cache_run_file`; an odd one makes it a
+/// list of entries for `cache_run_build`, in `1 + (mode >> 1) % 8` packs.
 pub fn cache_run(data: &[u8]) {
     match data.split_first() {
         Some((mode, rest)) if mode & 1 == 1 => {
@@ -1056,20 +1054,16 @@ fn rdb_agree(stream: &[u8], seed: u64) {
 
 /// Input: `seed u64 || stream`.
 ///
-/// The stream goes through [`rdb_agree`]. Then a valid RDB is built from it
+/// The stream goes through `rdb_agree`. Then a valid RDB is built from it
 /// (header version `seed % 10000`, the stream as the body, `0xFF`, the
 /// right CRC-64) and must pass; truncations of it (at the end, inside the
 /// trailer, before the opcode, at a point from `seed`) and one with a
-/// flipped trailer bit go through [`rdb_agree`] as well.
+/// flipped trailer bit go through `rdb_agree` as well.
 pub fn rdb_stream(data: &[u8]) {
     let (seed, stream) = take_u64(data);
     rdb_agree(stream, seed);
 
-    let mut built = format!("REDIS{:04}", seed % 10_000).into_bytes();
-    built.extend_from_slice(stream);
-    built.push(0xff);
-    let crc = rdb::crc64::update(0, &built);
-    built.extend_from_slice(&crc.to_le_bytes());
+    let mut built = rdb::seal((seed % 10_000) as u32, stream);
     assert!(rdb_valid(&built));
     assert!(rdb_read(&built, None).1.is_ok(), "a valid RDB refused");
     rdb_agree(&built, seed);
