@@ -27,8 +27,9 @@ The repository is chosen with -r/--repo or CAIRN_REPOSITORY. The password comes 
 --password-file (CAIRN_PASSWORD_FILE), --password-command (CAIRN_PASSWORD_COMMAND), \
 CAIRN_PASSWORD, or an interactive prompt, in that order.\n\n\
 Exit codes: 0 success; 1 error; 3 backup saved but some files could not be read; \
-10 no repository at the location; 11 repository is locked; 12 wrong password; \
-130 interrupted.",
+10 no repository at the location; 11 locked by another process (a `cairn run` of the same \
+plan); 12 wrong password; 130 interrupted. With --json, results are JSON on stdout and an error \
+is one JSON object on stderr (see docs/scripting.md).",
     after_help = "Examples:\n  \
 export CAIRN_REPOSITORY=/srv/backup CAIRN_PASSWORD_FILE=~/.cairn-pass\n  \
 cairn init\n  \
@@ -105,7 +106,6 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Create a new repository.
     #[command(
-        about = "Create a new repository",
         long_about = "Create a new, empty repository at the location given by -r/--repo and protect it with a \
 password. The password is asked twice when read from a terminal. Losing the password means losing the \
 data: there is no way to recover it.\n\n\
@@ -120,7 +120,6 @@ CAIRN_PASSWORD=test cairn -r /tmp/repo init --kdf-memory 64 --kdf-iterations 1"
 
     /// Back up files, directories or a stream.
     #[command(
-        about = "Back up files, directories or a stream",
         long_about = "Save PATHs (files and directories, recursively) as a new snapshot. Only new data is \
 stored: files whose size, times and inode match the parent snapshot are not even read, and chunks \
 already in the repository are not stored again.\n\n\
@@ -139,7 +138,6 @@ cairn backup --stdin-from-command -- pg_dump mydb"
 
     /// List snapshots.
     #[command(
-        about = "List snapshots",
         long_about = "List the repository's snapshots, oldest first, with their short id, time (local), \
 host, tags, paths and size. Filter by host, tags (a snapshot must carry all given) and paths (a \
 snapshot's paths must be exactly those given).",
@@ -152,7 +150,6 @@ cairn snapshots --json | jq -r '.[].id'"
 
     /// List files in a snapshot.
     #[command(
-        about = "List files in a snapshot",
         long_about = "List the paths below PATH (default: the root) in SNAPSHOT, one per line. Names are \
 printed as their raw bytes, so names that are not UTF-8 come out as they were. With -l, also \
 permissions, owner, group, size and modification time. With --json, one JSON object per line.\n\n\
@@ -166,7 +163,6 @@ cairn ls latest /etc --recursive=false"
 
     /// Restore a snapshot to a directory.
     #[command(
-        about = "Restore a snapshot to a directory",
         long_about = "Restore SNAPSHOT, or the parts of it selected with --include and --exclude, into \
 the directory given by --target (created if missing). Paths are restored below the target as they \
 are in the snapshot, e.g. /home/alice/x becomes TARGET/home/alice/x. Content is verified as it is \
@@ -188,7 +184,6 @@ cairn restore latest --target / --overwrite if-changed"
 
     /// Write one file of a snapshot to stdout.
     #[command(
-        about = "Write one file of a snapshot to stdout",
         long_about = "Write the content of the file at PATH in SNAPSHOT to standard output, verifying \
 every chunk. Useful for streams saved with `backup --stdin`, which are stored as a file named by \
 --stdin-filename. For directories, use `restore`.",
@@ -200,7 +195,6 @@ cairn dump latest --tag postgres mydb.sql | psql mydb"
 
     /// Print repository objects as JSON.
     #[command(
-        about = "Print repository objects as JSON",
         long_about = "Decrypt and print a repository object as JSON: the config, a snapshot, or a \
 key file's public header (never the key itself). Meant for inspection and debugging.",
         after_help = "Examples:\n  \
@@ -210,9 +204,8 @@ cairn cat key 5f3e"
     )]
     Cat(CatArgs),
 
-    /// Manage the repository's passwords (key files).
+    /// Manage the repository's passwords (keys).
     #[command(
-        about = "Manage the repository's passwords (keys)",
         long_about = "A repository can be opened by several passwords: each is a key file that wraps \
 the same master key. `key list` shows them, `key add` adds a password, `key remove` deletes one, \
 and `key passwd` replaces the password this command was opened with. None of them touches the \
@@ -231,7 +224,6 @@ cairn key remove 5f3e"
 
     /// Forget snapshots by a retention policy.
     #[command(
-        about = "Forget snapshots by a retention policy",
         long_about = "Decide, with --keep-* rules, which snapshots to keep, and delete the snapshot \
 files of the others. Snapshots are grouped (by host and paths unless --group-by says otherwise) \
 and the policy is applied to each group on its own, newest snapshot first. A snapshot is kept if \
@@ -254,9 +246,8 @@ cairn forget --keep-tag release --keep-yearly unlimited --group-by host --json"
     )]
     Forget(ForgetArgs),
 
-    /// Remove data no snapshot needs, without stopping backups.
+    /// Remove data no snapshot needs (never blocks backups).
     #[command(
-        about = "Remove data no snapshot needs (never blocks backups)",
         long_about = "Find the data no snapshot references and free its space. Packs with no live \
 data are condemned; packs whose unused share exceeds --max-unused have their live blobs copied \
 into new packs first and are condemned too; packs no index names (left by interrupted backups) are \
@@ -273,9 +264,8 @@ cairn forget --keep-daily 7 --prune --json"
     )]
     Prune(PruneArgs),
 
-    /// Rebuild the index, or rewrite snapshots that lost data.
+    /// Repair the index or snapshots.
     #[command(
-        about = "Repair the index or snapshots",
         long_about = "`repair index` rebuilds the index from the headers of the pack files, \
 replacing every index file. With --read-data it reads every pack whole: a pack whose bytes no \
 longer match its name has each blob verified, the good ones copied into a new pack and the \
@@ -294,7 +284,6 @@ cairn repair snapshots --json"
 
     /// Show what changed between two snapshots.
     #[command(
-        about = "Show what changed between two snapshots",
         long_about = "Compare snapshot A (older) with snapshot B (newer) and list every path that \
 differs, in path order: `+` added, `-` removed, `M` content modified, `U` only metadata changed \
 (permissions, owner, group, modification time or extended attributes), `T` type changed (e.g. a \
@@ -311,9 +300,8 @@ cairn diff 1a2b3c4d latest | grep '^M'"
     )]
     Diff(DiffArgs),
 
-    /// Find files and directories by name or path across snapshots.
+    /// Find files and directories across snapshots.
     #[command(
-        about = "Find files and directories across snapshots",
         long_about = "Search snapshots for entries matching the glob PATTERN and list them per \
 snapshot, with their type, size and modification time. A pattern without `/` is matched against \
 the entry's name (`*.pdf`), one with `/` against its whole path: `/home/*/notes.txt` from the root, \
@@ -330,7 +318,6 @@ cairn find 'notes.txt' --snapshot latest --snapshot 1a2b3c4d --json"
 
     /// Show sizes, deduplication and compression.
     #[command(
-        about = "Show sizes, deduplication and compression",
         long_about = "Count the given snapshots (default: all, narrowed by --host, --tag, --path) \
 and the repository. Every mode shows the restore size (files, directories and bytes a restore of \
 each snapshot would write; an unchanged file counts once per snapshot) and the repository size \
@@ -345,9 +332,8 @@ cairn stats --mode dedup --host web1 --json"
     )]
     Stats(StatsArgs),
 
-    /// Verify the repository's structure and, optionally, its data.
+    /// Verify the repository's structure and data.
     #[command(
-        about = "Verify the repository's structure and data",
         long_about = "Verify the repository without trusting the local cache: every index file \
 decodes; every pack the index names exists, has the expected size and a header listing exactly \
 the indexed blobs; every snapshot decodes; every tree they reach loads; every chunk a file needs \
@@ -367,9 +353,8 @@ cairn check --read-data --max-age 30d --max-duration 1h --json"
     )]
     Check(CheckArgs),
 
-    /// Restore a sample of a snapshot and compare it byte for byte.
+    /// Restore a sample of a snapshot and compare it (restore drill).
     #[command(
-        about = "Restore a sample of a snapshot and compare it (restore drill)",
         long_about = "A restore drill: restore SNAPSHOT's files (all, or a sample chosen with \
 --sample) into a fresh scratch directory with the ordinary restore, read every restored file back \
 and compare it chunk by chunk with the keyed hashes the snapshot records, check size and \
@@ -386,9 +371,8 @@ cairn drill 1a2b3c4d --sample 5% --json"
     )]
     Drill(DrillArgs),
 
-    /// Print an integrity report on a snapshot for auditors.
+    /// Print an integrity report on a snapshot.
     #[command(
-        about = "Print an integrity report on a snapshot",
         long_about = "Print an integrity report on SNAPSHOT for auditors: its id, time, host, paths \
 and tags, the root tree id, a BLAKE3 Merkle root over the whole tree (docs/check.md §5), file count \
 and total size, the backup's counters, how many of its packs this machine's ledger has verified, \
@@ -403,7 +387,6 @@ cairn report latest --json | jq .merkle_root"
 
     /// Back up, restore and verify Redis servers.
     #[command(
-        about = "Back up, restore and verify Redis servers",
         long_about = "Redis exporter. `backup` fetches the server's RDB over the replication \
 protocol (like `redis-cli --rdb`, natively) and streams it into the repository as \
 redis/dump.rdb, checking the RDB magic, version and CRC64 trailer on the way: a short or \
@@ -420,7 +403,6 @@ cairn redis verify latest --json"
 
     /// Back up, restore and verify PostgreSQL databases.
     #[command(
-        about = "Back up, restore and verify PostgreSQL databases",
         long_about = "PostgreSQL exporter. `pg backup` streams `pg_dump -Fc -Z0` of each database \
 straight into the repository (no temporary file; the repository compresses and deduplicates), with \
 row counts of every table taken in the same transaction snapshot, plus `pg_dumpall --globals-only` \
@@ -438,7 +420,6 @@ cairn pg verify latest --dsn postgresql://postgres@scratch/postgres --json"
 
     /// Back up, restore and verify Qdrant collections.
     #[command(
-        about = "Back up, restore and verify Qdrant collections",
         long_about = "Qdrant exporter, over the REST API. `backup` creates a snapshot of each \
 collection on the server (wait=true), streams its download into the repository as \
 qdrant/<collection>.snapshot byte for byte (a tar with GNU sparse members: never re-tarred), checks \
@@ -458,7 +439,6 @@ cairn qdrant verify latest --url http://127.0.0.1:6333 --json"
 
     /// Print a shell completion script.
     #[command(
-        about = "Print a shell completion script",
         long_about = "Print a completion script for SHELL on standard output. Load it from your \
 shell's startup file or install it where your shell looks for completions.",
         after_help = "Examples:\n  \
@@ -468,9 +448,8 @@ cairn completions fish > ~/.config/fish/completions/cairn.fish"
     )]
     Completions(CompletionsArgs),
 
-    /// Run a backup plan: every source into every repository, then retention and checks.
+    /// Run a backup plan (sources, repositories, retention, checks, hooks).
     #[command(
-        about = "Run a backup plan (sources, repositories, retention, checks, hooks)",
         long_about = "Run the plan file PLAN (see `cairn plan init` and docs/plans.md): back up every source into every repository, each as its own `cairn` child process, so one failing source never stops the others. Then apply the retention policy to the plan's snapshots (forget, and prune if asked), run `check` and `drill` on each repository when their cadence is due, write the JSON report and the Prometheus metrics file, and run the on_success or on_failure hook.\n\nA child that exits 3 (snapshot saved, some files unreadable) is a warning, not a failure. Exits 1 when any backup, retention, check, drill or hook failed; the others still ran. --source runs only the named sources (repeatable). --dry-run validates the plan and prints the commands without running anything.",
         after_help = "Examples:\n  \
 cairn run /etc/cairn/nightly.toml\n  \
@@ -480,9 +459,8 @@ cairn run nightly.toml --json | jq '.sources[] | select(.status == \"failed\")'"
     )]
     Run(RunArgs),
 
-    /// Write an example plan, or schedule one with systemd or cron.
+    /// Write an example plan, or schedule a plan.
     #[command(
-        about = "Write an example plan, or schedule a plan",
         long_about = "`plan init [PATH]` writes a commented example plan (to stdout without PATH; an existing file is never overwritten). `plan schedule PLAN` prints a systemd service and timer (default) or a cron.d line that runs `cairn run PLAN`; --install writes them (to /etc/systemd/system or /etc/cron.d, or --unit-dir) and, for systemd in the default directory, reloads systemd and enables the timer.",
         after_help = "Examples:\n  \
 cairn plan init /etc/cairn/nightly.toml\n  \
@@ -492,9 +470,8 @@ cairn plan schedule /etc/cairn/nightly.toml --cron"
     )]
     Plan(PlanArgs),
 
-    /// Look at this machine and propose a backup plan.
+    /// Find what this machine should back up and propose a plan.
     #[command(
-        about = "Find what this machine should back up and propose a plan",
         long_about = "Look for what should be backed up here: PostgreSQL, Redis and Qdrant servers \
 (listening TCP sockets from /proc/net/tcp and tcp6 mapped to their processes, so servers on \
 other ports are found too; the usual ports; PostgreSQL and Redis unix sockets), /etc with its \
@@ -751,7 +728,6 @@ pub struct KeyArgs {
 pub enum KeyCommand {
     /// List the key files.
     #[command(
-        about = "List the key files",
         long_about = "List the repository's key files, oldest first: id, creation time (local), the \
 host and user that created it, and its argon2id cost. The key this command was opened with is \
 marked with `*`. Key files that cannot be read, or that belong to another repository, are listed \
@@ -764,7 +740,6 @@ cairn key list --json | jq -r '.[] | select(.current) | .id'"
 
     /// Add a password.
     #[command(
-        about = "Add a password",
         long_about = "Add a key file that opens the repository with a new password. The existing \
 passwords keep working. The new password comes from --new-password-file, else \
 CAIRN_NEW_PASSWORD, else a prompt that asks twice.",
@@ -777,7 +752,6 @@ CAIRN_NEW_PASSWORD=test cairn key add --kdf-memory 64 --kdf-iterations 1"
 
     /// Remove a password.
     #[command(
-        about = "Remove a password",
         long_about = "Delete the key file ID (a full id or a unique prefix, as `key list` shows). \
 Refused for the last usable key, which would make the repository impossible to open, and for \
 the key this command was opened with: open with another password to remove it, or use \
@@ -790,7 +764,6 @@ cairn key remove 5f3e --json"
 
     /// Change the password.
     #[command(
-        about = "Change the password",
         long_about = "Replace the password this command was opened with: a new key file wraps the \
 same master key under the new password, then the old key file is deleted. The data is not \
 touched. The new key file is written first, so an interruption leaves both passwords working. \
@@ -850,7 +823,7 @@ pub struct PruneOptionArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
     pub max_unused: f64,
     /// Delete condemned packs only after this long (storage clock), e.g. 1h, 2d, 0.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_grace)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = repo_core::parse_duration)]
     pub grace: std::time::Duration,
 }
 
@@ -862,14 +835,6 @@ impl PruneOptionArgs {
             grace: self.grace,
         }
     }
-}
-
-/// Parses a grace period: `0` or a duration like `1h`.
-fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
-    if s.trim() == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    repo_core::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// `cairn prune`.
@@ -1027,13 +992,13 @@ pub struct CheckArgs {
     /// Read only some packs: `n/m`, `x%` (least recently verified first) or a size like `5G`.
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<repo_core::ReadData>,
-    /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h).
+    /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h, min, s).
     #[arg(long, value_name = "DURATION", requires = "data",
           value_parser = repo_core::parse_duration)]
     pub max_age: Option<std::time::Duration>,
-    /// Start no new pack after DURATION (e.g. 1h, 90min, 1h30min; units d, h, min, s).
+    /// Start no new pack after DURATION (e.g. 1h, 90min, 1h30min; units w, d, h, min, s).
     #[arg(long, value_name = "DURATION", requires = "data",
-          value_parser = crate::commands::parse_run_time)]
+          value_parser = repo_core::parse_run_time)]
     pub max_duration: Option<std::time::Duration>,
 }
 
@@ -1082,9 +1047,8 @@ pub struct PgArgs {
 /// `cairn pg` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PgCommand {
-    /// Back up databases and globals.
+    /// Back up PostgreSQL databases and globals.
     #[command(
-        about = "Back up PostgreSQL databases and globals",
         long_about = "For each database: open a REPEATABLE READ transaction, export its snapshot, \
 count the rows of every user table in it, and stream `pg_dump --snapshot=… -Fc -Z0` into a \
 snapshot tagged `postgres` holding `postgres/<db>.dump`. Before the databases, \
@@ -1102,9 +1066,8 @@ cairn pg backup --dsn 'host=/run/postgresql user=postgres' --database shop --dat
     )]
     Backup(PgBackupArgs),
 
-    /// Restore a database dump.
+    /// Restore a PostgreSQL database from a snapshot.
     #[command(
-        about = "Restore a PostgreSQL database from a snapshot",
         long_about = "Feed the snapshot's dump to pg_restore (through a pipe, --exit-on-error). \
 With --create, pg_restore connects to the DSN's database and creates the dumped one; otherwise it \
 restores into --database (default: the dumped database), which must exist. --clean drops objects \
@@ -1121,9 +1084,8 @@ cairn pg restore latest --dsn postgresql://postgres@localhost/postgres --create 
     )]
     Restore(PgRestoreArgs),
 
-    /// Verify a dump by restoring it.
+    /// Verify a PostgreSQL backup by restoring it into a scratch database.
     #[command(
-        about = "Verify a PostgreSQL backup by restoring it into a scratch database",
         long_about = "Create a scratch database, restore the snapshot's dump into it (without owners \
 and privileges), count the rows of every table, compare them with the counts recorded at backup, \
 and drop the scratch database. Exits 1 if any table differs.",
@@ -1224,7 +1186,6 @@ pub struct RedisArgs {
 pub enum RedisCommand {
     /// Back up a Redis server's RDB.
     #[command(
-        about = "Back up a Redis server's RDB",
         long_about = "Connect to the server (AUTH with the URL's user and password), read INFO \
 server and INFO keyspace, then ask for the RDB only (REPLCONF capa eof, REPLCONF rdb-only 1, \
 SYNC) and stream it into a new snapshot tagged `redis` as redis/dump.rdb. Both the disk-based \
@@ -1242,7 +1203,6 @@ cairn redis backup --url redis://127.0.0.1:6379 --json"
     Backup(RedisBackupArgs),
     /// Restore a Redis snapshot to a file or a running server.
     #[command(
-        about = "Restore a Redis snapshot to a file or a running server",
         long_about = "With --to-file, write the snapshot's RDB to PATH: stop the server without \
 saving (SHUTDOWN NOSAVE), put the file at its dir/dbfilename and start it (with appendonly no). \
 With --url, load it into a running server: a throw-away redis-server is started on the RDB \
@@ -1259,7 +1219,6 @@ cairn redis restore latest --url redis://127.0.0.1:6380 --json"
     Restore(RedisRestoreArgs),
     /// Load a Redis snapshot into a throw-away server and compare key counts.
     #[command(
-        about = "Load a Redis snapshot into a throw-away server and compare key counts",
         long_about = "Start a throw-away redis-server (unix socket only, random password) on the \
 snapshot's RDB, read INFO keyspace, and compare the keys per database with those in the RDB \
 itself: keys without an expiry time must all load; keys with one may be fewer, but only by \
@@ -1361,9 +1320,8 @@ pub struct QdrantServerArgs {
 /// The `cairn qdrant` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum QdrantCommand {
-    /// Back up collections through snapshots.
+    /// Back up Qdrant collections through collection snapshots.
     #[command(
-        about = "Back up Qdrant collections through collection snapshots",
         long_about = "For each collection (--collection, repeatable, or --all): read its info and \
 exact points count, create a snapshot (POST /collections/<name>/snapshots?wait=true), stream the \
 download into a new snapshot tagged `qdrant` holding qdrant/<name>.snapshot (chunk profile \
@@ -1378,9 +1336,8 @@ CAIRN_QDRANT_API_KEY=secret cairn qdrant backup --url https://q1:6333 --collecti
 cairn --json qdrant backup --url http://127.0.0.1:6333 --all | jq '.snapshots[].bytes_added'"
     )]
     Backup(QdrantBackupArgs),
-    /// Upload a stored snapshot to a server.
+    /// Restore a Qdrant collection from a snapshot.
     #[command(
-        about = "Restore a Qdrant collection from a snapshot",
         long_about = "Upload the stored collection snapshot byte for byte (POST \
 /collections/<name>/snapshots/upload?wait=true&priority=snapshot&checksum=<recorded SHA-256>, \
 multipart field `snapshot`, streamed from the repository) and wait until the server has \
@@ -1391,9 +1348,8 @@ cairn qdrant restore latest --url http://127.0.0.1:6333 --path qdrant/docs.snaps
 cairn qdrant restore 1a2b3c4d --url http://127.0.0.1:6333 --collection docs_copy --json"
     )]
     Restore(QdrantRestoreArgs),
-    /// Restore into a scratch collection and compare the points count.
+    /// Verify a Qdrant snapshot by restoring it into a scratch collection.
     #[command(
-        about = "Verify a Qdrant snapshot by restoring it into a scratch collection",
         long_about = "Upload the stored snapshot into a new collection named \
 <name>-cairn-verify-<random>, count its points exactly, compare with the count recorded at \
 backup, and delete the scratch collection. Exits 1 when the counts differ or the upload fails.",
@@ -1495,7 +1451,6 @@ pub struct PlanArgs {
 pub enum PlanCommand {
     /// Write a commented example plan.
     #[command(
-        about = "Write a commented example plan",
         long_about = "Write a commented example plan to PATH (never over an existing file), or to \
 stdout without PATH. It backs up /etc into two repositories, keeps 30 daily and 12 monthly \
 snapshots, checks weekly and drills monthly; the database sources are there, commented out.",
@@ -1504,9 +1459,8 @@ cairn plan init > nightly.toml\n  \
 cairn plan init /etc/cairn/nightly.toml"
     )]
     Init(PlanInitArgs),
-    /// Print or install a systemd timer or a cron line for a plan.
+    /// Print or install a systemd timer (or cron line) running a plan.
     #[command(
-        about = "Print or install a systemd timer (or cron line) running a plan",
         long_about = "Print a systemd service (Type=oneshot, running `cairn run PLAN` with absolute \
 paths) and timer (OnCalendar=--on-calendar, Persistent=true so a missed run happens at boot, \
 RandomizedDelaySec) named cairn-plan-NAME, or with --cron a cron.d entry. --install writes the \

@@ -195,9 +195,39 @@ pub fn connection_string(
     }
 }
 
+/// `scheme://user:secret@host…` → `scheme://user:***@host…`, for messages
+/// and shown command lines; anything else unchanged. Works on text no URL
+/// parser accepts, since those still reach error messages.
+pub fn redact_url(s: &str) -> String {
+    if let Some(i) = s.find("://") {
+        let rest = &s[i + 3..];
+        // The user info ends at the authority's last `@`; a password may
+        // hold `@` and `/` (unencoded, by mistake), so search up to the last `@`.
+        if let Some(at) = rest.rfind('@') {
+            let userinfo = &rest[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!("{}{}:***{}", &s[..i + 3], &userinfo[..colon], &rest[at..]);
+            }
+        }
+    }
+    s.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_url_passwords() {
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(
+            redact_url("postgresql://u:pw@h/db"),
+            "postgresql://u:***@h/db"
+        );
+        assert_eq!(redact_url("redis://:p@ss@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(redact_url("--json"), "--json");
+    }
 
     #[test]
     fn first_line_strips_newline_and_rest() {

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod contract;
 mod credentials;
 mod exporters;
 mod output;
@@ -22,11 +23,10 @@ use crate::commands::Status;
 
 /// Exit codes, numbered like restic's so scripts can tell cases apart.
 ///
-/// Two more are part of the contract without code here: 11 is reserved for
-/// "repository is locked" (the library has no locks yet), and 130 is what a
-/// shell reports when Ctrl-C ends cairn (we keep the default SIGINT action,
-/// which stops the process at once; the repository stays consistent because
-/// the snapshot is written last).
+/// One more is part of the contract without code here: 130 is what a shell
+/// reports when Ctrl-C ends cairn (we keep the default SIGINT action, which
+/// stops the process at once; the repository stays consistent because the
+/// snapshot is written last). `docs/scripting.md` lists them all.
 mod exit {
     /// Success.
     pub const OK: u8 = 0;
@@ -37,8 +37,22 @@ mod exit {
     pub const INCOMPLETE: u8 = 3;
     /// No repository at the given location.
     pub const NO_REPOSITORY: u8 = 10;
+    /// Another process holds a lock cairn needs (another `cairn run` of
+    /// the same plan). The repository itself is never locked.
+    pub const LOCKED: u8 = 11;
     /// The password opens no key of the repository.
     pub const WRONG_PASSWORD: u8 = 12;
+
+    /// The `kind` of an exit code in the `--json` error object.
+    pub fn kind(code: u8) -> &'static str {
+        match code {
+            INCOMPLETE => "incomplete",
+            NO_REPOSITORY => "no_repository",
+            LOCKED => "locked",
+            WRONG_PASSWORD => "wrong_password",
+            _ => "error",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -62,11 +76,27 @@ fn main() -> ExitCode {
         Ok(Status::Incomplete) => ExitCode::from(exit::INCOMPLETE),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::OK),
         Err(err) => {
-            eprintln!("cairn: error: {}", message(&err));
-            if let Some(h) = hint(&err) {
-                eprintln!("cairn: hint: {h}");
+            let code = exit_code(&err);
+            if cli.global.json {
+                let report = contract::ErrorReport {
+                    error: contract::ErrorBody {
+                        message: message(&err),
+                        exit_code: code,
+                        kind: exit::kind(code).into(),
+                    },
+                };
+                // One line, so a reader can take stderr's last line.
+                match serde_json::to_string(&report) {
+                    Ok(line) => eprintln!("{line}"),
+                    Err(_) => eprintln!("cairn: error: {}", message(&err)),
+                }
+            } else {
+                eprintln!("cairn: error: {}", message(&err));
+                if let Some(h) = hint(&err) {
+                    eprintln!("cairn: hint: {h}");
+                }
             }
-            ExitCode::from(exit_code(&err))
+            ExitCode::from(code)
         }
     }
 }
@@ -95,6 +125,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     use repo_core::CryptoError;
     use repo_core::Error;
     for cause in err.chain() {
+        if cause.downcast_ref::<contract::LockHeld>().is_some() {
+            return exit::LOCKED;
+        }
         if let Some(e) = cause.downcast_ref::<Error>() {
             match e {
                 Error::NotARepository(_) => return exit::NO_REPOSITORY,
@@ -183,6 +216,9 @@ mod tests {
         let e = anyhow::Error::from(repo_core::Error::NotARepository("/x".into()));
         assert_eq!(exit_code(&e), exit::NO_REPOSITORY);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), exit::FAILURE);
+        let e = anyhow::Error::from(contract::LockHeld("plan p is already running".into()))
+            .context("run");
+        assert_eq!(exit_code(&e), exit::LOCKED);
     }
 
     #[test]

@@ -85,25 +85,88 @@ pub fn escape_controls(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Sizes in binary units: `12 B`, `800 KiB`, `1.2 MiB`.
+/// Sizes in binary units: `12 B`, `800 KiB`, `1.2 MiB` (the library's
+/// one formatter, [`repo_core::HumanBytes`]).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
+    repo_core::format_bytes(n)
+}
+
+/// A text table: columns as wide as their widest cell (counted in
+/// characters), two spaces apart, left-aligned unless marked right-aligned,
+/// trailing blanks trimmed. The one table layout of `snapshots`, `key list`, ….
+#[derive(Debug, Clone)]
+pub struct Table {
+    header: Vec<String>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            right: vec![false; header.len()],
+            rows: Vec::new(),
         }
-        v /= 1024.0;
-        unit = u;
     }
-    if v < 100.0 && format!("{v:.1}") != "100.0" {
-        format!("{v:.1} {unit}")
-    } else {
-        format!("{v:.0} {unit}")
+
+    /// Right-aligns column `col` (sizes, counts).
+    pub fn right(mut self, col: usize) -> Self {
+        self.right[col] = true;
+        self
+    }
+
+    /// Appends a row (missing cells are empty).
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// Each column's width.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (w, c) in w.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        w
+    }
+
+    /// The width of a full line (for rules).
+    pub fn total_width(&self) -> usize {
+        let w = self.widths();
+        w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1)
+    }
+
+    fn line(&self, cells: &[String], widths: &[usize]) -> String {
+        let mut line = String::new();
+        for (i, &w) in widths.iter().enumerate() {
+            let c = cells.get(i).map_or("", String::as_str);
+            let pad = w.saturating_sub(c.chars().count());
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if self.right[i] {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        line.trim_end().to_string()
+    }
+
+    /// The header line.
+    pub fn header_line(&self) -> String {
+        self.line(&self.header, &self.widths())
+    }
+
+    /// The row lines.
+    pub fn row_lines(&self) -> Vec<String> {
+        let w = self.widths();
+        self.rows.iter().map(|r| self.line(r, &w)).collect()
     }
 }
 
@@ -223,10 +286,30 @@ pub struct SnapshotJson<'a> {
     pub tree: String,
     /// Program that wrote it.
     pub program_version: &'a str,
-    /// Backup counters.
+    /// Backup counters, with the wall time as `duration_s` (seconds, the
+    /// contract's unit) instead of the library's `duration_ns`.
+    #[serde(serialize_with = "summary_in_seconds")]
     pub summary: &'a SnapshotSummary,
     /// Free-form key/value pairs.
     pub metadata: std::collections::BTreeMap<&'a str, &'a str>,
+}
+
+/// `summary` as JSON, `duration_ns` replaced by `duration_s`.
+fn summary_in_seconds<S: serde::Serializer>(
+    summary: &&SnapshotSummary,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    let mut v = serde_json::to_value(summary).map_err(S::Error::custom)?;
+    if let Some(m) = v.as_object_mut()
+        && let Some(ns) = m.remove("duration_ns")
+    {
+        m.insert(
+            "duration_s".into(),
+            seconds(ns.as_u64().unwrap_or(0)).into(),
+        );
+    }
+    v.serialize(ser)
 }
 
 impl<'a> SnapshotJson<'a> {
@@ -320,17 +403,6 @@ mod tests {
     }
 
     #[test]
-    fn byte_sizes() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1024), "1.0 KiB");
-        assert_eq!(bytes(800 * 1024), "800 KiB");
-        assert_eq!(bytes(1_258_291), "1.2 MiB");
-        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-        assert_eq!(bytes(1023 * 1024 + 1000), "1024 KiB");
-    }
-
-    #[test]
     fn durations_and_times() {
         assert_eq!(duration(12_400_000_000), "0:12");
         assert_eq!(duration(3_725_000_000_000), "1:02:05");
@@ -339,6 +411,19 @@ mod tests {
             "2023-11-14T22:13:20.123456789Z"
         );
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn tables_align_by_characters() {
+        let mut t = Table::new(&["ID", "Host", "Size"]).right(2);
+        t.row(["ab", "hé", "1.0 KiB"]);
+        t.row(["abcd", "", "12 B"]);
+        assert_eq!(t.header_line(), "ID    Host     Size");
+        assert_eq!(
+            t.row_lines(),
+            ["ab    hé    1.0 KiB", "abcd           12 B"]
+        );
+        assert_eq!(t.total_width(), 4 + 2 + 4 + 2 + 7);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use repo_core::RetentionPolicy;
 use serde::{Deserialize, Deserializer};
 
 /// The only plan format version this build reads and writes.
@@ -71,34 +72,152 @@ pub struct RepositorySpec {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// `[retention]`: the `cairn forget` policy, applied to this plan's snapshots.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[retention]`: the library's [`RetentionPolicy`] (the `keep_*` keys,
+/// as `cairn forget` takes them), applied to this plan's snapshots, plus
+/// whether to prune afterwards.
+#[derive(Debug, Default)]
 pub struct Retention {
-    /// `--keep-last`.
-    pub keep_last: Option<u32>,
-    /// `--keep-hourly`.
-    pub keep_hourly: Option<u32>,
-    /// `--keep-daily`.
-    pub keep_daily: Option<u32>,
-    /// `--keep-weekly`.
-    pub keep_weekly: Option<u32>,
-    /// `--keep-monthly`.
-    pub keep_monthly: Option<u32>,
-    /// `--keep-yearly`.
-    pub keep_yearly: Option<u32>,
-    /// `--keep-within`, e.g. `30d`.
-    #[serde(default, deserialize_with = "opt_duration_text")]
-    pub keep_within: Option<String>,
-    /// `--keep-tag` (each entry may be `a,b`).
-    #[serde(default)]
-    pub keep_tags: Vec<String>,
-    /// Run a prune after forgetting.
-    #[serde(default)]
+    /// What to keep.
+    pub policy: RetentionPolicy,
+    /// Run a prune after forgetting (`prune`).
     pub prune: bool,
-    /// `--grace` of that prune (`0` or a duration) [default: 1h].
-    #[serde(default)]
-    pub prune_grace: Option<String>,
+    /// `--grace` of that prune (`prune_grace`, `0` or a duration) [default: 1h].
+    pub prune_grace: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    /// The table is handed to `RetentionPolicy`'s own deserializer with
+    /// `prune` and `prune_grace` taken out on the way, key by key, so an
+    /// unknown key still fails with its own line (a copied table would
+    /// only know the table's).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RetentionVisitor)
+    }
+}
+
+struct RetentionVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RetentionVisitor {
+    type Value = Retention;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a [retention] table")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Retention, A::Error> {
+        let mut extra = PlanOnly {
+            map,
+            prune: false,
+            prune_grace: None,
+        };
+        let policy =
+            RetentionPolicy::deserialize(serde::de::value::MapAccessDeserializer::new(&mut extra))?;
+        Ok(Retention {
+            policy,
+            prune: extra.prune,
+            prune_grace: extra.prune_grace,
+        })
+    }
+}
+
+/// The keys of `[retention]` that are the plan's, not the policy's.
+#[derive(Clone, Copy)]
+enum PlanKey {
+    Prune,
+    PruneGrace,
+}
+
+/// A map that hides `prune` and `prune_grace` from the policy, keeping
+/// their values.
+struct PlanOnly<A> {
+    map: A,
+    prune: bool,
+    prune_grace: Option<Duration>,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for &mut PlanOnly<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let mut seed = Some(seed);
+        loop {
+            let key = self.map.next_key_seed(KeyFilter { seed: &mut seed })?;
+            match key {
+                None => return Ok(None),
+                Some(Filtered::Policy(v)) => return Ok(Some(v)),
+                Some(Filtered::Plan(PlanKey::Prune)) => self.prune = self.map.next_value()?,
+                Some(Filtered::Plan(PlanKey::PruneGrace)) => {
+                    // Parsed inside the value's deserializer, so an error names its line.
+                    self.prune_grace = self.map.next_value::<Grace>()?.0;
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+/// `prune_grace`, parsed while its value is being read.
+#[derive(Deserialize)]
+struct Grace(#[serde(deserialize_with = "opt_duration")] Option<Duration>);
+
+/// A present duration must parse ([`repo_core::parse_duration`]).
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    repo_core::parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+enum Filtered<T> {
+    Policy(T),
+    Plan(PlanKey),
+}
+
+/// Reads a key: the plan's own are returned as such, any other goes to the
+/// policy's seed while the key's deserializer (and so its line) is live.
+struct KeyFilter<'a, K> {
+    seed: &'a mut Option<K>,
+}
+
+impl<'de, K: serde::de::DeserializeSeed<'de>> serde::de::DeserializeSeed<'de> for KeyFilter<'_, K> {
+    type Value = Filtered<K::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, K: serde::de::DeserializeSeed<'de>> serde::de::Visitor<'de> for KeyFilter<'_, K> {
+    type Value = Filtered<K::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        use serde::de::IntoDeserializer;
+        match key {
+            "prune" => Ok(Filtered::Plan(PlanKey::Prune)),
+            "prune_grace" => Ok(Filtered::Plan(PlanKey::PruneGrace)),
+            _ => {
+                let seed = self
+                    .seed
+                    .take()
+                    .ok_or_else(|| E::custom("a key was read twice"))?;
+                seed.deserialize(key.into_deserializer())
+                    .map(Filtered::Policy)
+            }
+        }
+    }
 }
 
 /// `[check]`.
@@ -358,17 +477,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// A run time like `2h`, `90min`, `30s` (the units of `cairn check --max-duration`).
 fn opt_run_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    crate::commands::parse_run_time(&s)
+    repo_core::parse_run_time(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
-}
-
-/// An optional duration kept as text (it is passed on to a command), but
-/// checked here so the error names the line.
-fn opt_duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    repo_core::parse_duration(&s).map_err(serde::de::Error::custom)?;
-    Ok(Some(s))
 }
 
 /// Tag-safe names: they end up in tags (which `--tag` splits at commas),
@@ -540,24 +651,10 @@ fn validate(plan: &Plan) -> Result<()> {
             _ => {}
         }
     }
-    if let Some(r) = &plan.retention {
-        let any = r.keep_last.is_some()
-            || r.keep_hourly.is_some()
-            || r.keep_daily.is_some()
-            || r.keep_weekly.is_some()
-            || r.keep_monthly.is_some()
-            || r.keep_yearly.is_some()
-            || r.keep_within.is_some()
-            || !r.keep_tags.is_empty();
-        if !any {
-            bail!("[retention] has no keep_* rule (remove the table to keep everything)");
-        }
-        if let Some(g) = &r.prune_grace
-            && g.trim() != "0"
-        {
-            repo_core::parse_duration(g)
-                .with_context(|| format!("[retention] prune_grace {g:?}"))?;
-        }
+    if let Some(r) = &plan.retention
+        && r.policy == RetentionPolicy::default()
+    {
+        bail!("[retention] has no keep_* rule (remove the table to keep everything)");
     }
     if let Some(c) = &plan.check {
         if c.read_data && c.read_data_subset.is_some() {
@@ -749,6 +846,55 @@ mod tests {
         assert_eq!(plan.repositories.len(), 2);
         assert_eq!(plan.sources.len(), 1);
         assert_eq!(plan.check.unwrap().every, Duration::from_secs(7 * 86_400));
+    }
+
+    /// `[retention]` becomes the library's policy itself; the plan's own
+    /// keys are taken out, and a typo still names its line.
+    #[test]
+    fn retention_is_the_core_policy() {
+        let head = "version = 1\n[[repository]]\nname = \"r\"\npath = \"/r\"\n\
+                    password_file = \"/pw\"\n[[source]]\nname = \"s\"\ntype = \"paths\"\n\
+                    paths = [\"/etc\"]\n";
+        let text = format!(
+            "{head}[retention]\nkeep_daily = 7\nprune = true\nkeep_within = \"1h40min\"\n\
+             prune_grace = \"0\"\nkeep_tags = [\"a,b\"]\n"
+        );
+        let (plan, _) = parse(&text, "x", Path::new("/")).unwrap();
+        let r = plan.retention.unwrap();
+        assert_eq!(
+            r.policy,
+            RetentionPolicy {
+                keep_daily: Some(7),
+                keep_within: Some(Duration::from_secs(6000)),
+                keep_tags: vec!["a,b".into()],
+                ..Default::default()
+            }
+        );
+        assert!(r.prune);
+        assert_eq!(r.prune_grace, Some(Duration::ZERO));
+
+        let typo = format!("{head}[retention]\nprune = true\nkeep_dialy = 7\n");
+        let line = typo
+            .lines()
+            .position(|l| l.starts_with("keep_dialy"))
+            .unwrap()
+            + 1;
+        let err = parse(&typo, "x", Path::new("/")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `keep_dialy`"), "{err}");
+        assert!(err.contains(&format!("line {line}")), "{err}");
+
+        for bad in [
+            "keep_within = \"30x\"",
+            "prune_grace = \"soon\"",
+            "prune = 1",
+        ] {
+            let text = format!("{head}[retention]\nkeep_last = 1\n{bad}\n");
+            let err = parse(&text, "x", Path::new("/")).unwrap_err().to_string();
+            let line = text.lines().count();
+            assert!(err.contains(&format!("line {line}")), "{bad}: {err}");
+        }
+        let none = format!("{head}[retention]\nprune = true\n");
+        assert!(parse(&none, "x", Path::new("/")).is_err());
     }
 
     #[test]

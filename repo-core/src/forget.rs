@@ -13,11 +13,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::backend::ObjectKind;
+use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repository::{Repository, SnapshotFilter};
@@ -27,7 +28,12 @@ use crate::snapshot::SnapshotEntry;
 /// `keep_within` of `None` or zero are "no rule", as in restic. A policy with
 /// no rule at all is refused ([`RetentionPolicy::validate`]) rather than
 /// read as "forget everything".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It deserializes from a table of the same names (a plan's `[retention]`),
+/// unknown names refused and `keep_within` in the duration grammar
+/// ([`crate::duration`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionPolicy {
     /// Keep the N newest snapshots.
     pub keep_last: Option<u32>,
@@ -45,6 +51,7 @@ pub struct RetentionPolicy {
     /// Keep every snapshot taken less than this long before the newest
     /// snapshot of its group (not before now: a repository that stopped
     /// receiving backups does not lose them all to time).
+    #[serde(deserialize_with = "crate::duration::deserialize_opt")]
     pub keep_within: Option<Duration>,
     /// Keep snapshots carrying a tag list: each entry is one tag or several
     /// separated by commas (`"a,b"` needs both `a` and `b`); a snapshot
@@ -154,64 +161,6 @@ fn tag_list(entry: &str) -> Vec<&str> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect()
-}
-
-/// Parses a `--keep-within` duration: numbers with units `y` (365 days),
-/// `m` (30 days), `w`, `d` and `h`, e.g. `30d`, `1y2m`, `12h`.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let bad = |why: &str| Error::InvalidArgument(format!("invalid duration {s:?}: {why}"));
-    let mut secs: u64 = 0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad("empty (use e.g. 30d, 1y2m, 12h)"));
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad("expected a number (use e.g. 30d, 1y2m, 12h)"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| bad("number too large"))?;
-        let unit = rest[digits..].chars().next();
-        let unit_secs: u64 = match unit {
-            Some('y') => 365 * DAY,
-            Some('m') => 30 * DAY,
-            Some('w') => 7 * DAY,
-            Some('d') => DAY,
-            Some('h') => HOUR,
-            Some(_) => return Err(bad("units are y, m, w, d, h")),
-            None => return Err(bad("a number needs a unit (y, m, w, d, h)")),
-        };
-        secs = n
-            .checked_mul(unit_secs)
-            .and_then(|v| secs.checked_add(v))
-            .ok_or_else(|| bad("too long"))?;
-        rest = &rest[digits + 1..];
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-const HOUR: u64 = 3600;
-const DAY: u64 = 24 * HOUR;
-
-/// `30d`, `2d12h`, `1h40min`, `90s`: whole days, hours, minutes, then any
-/// remaining seconds. Years and months are not used, as `1m` would read as
-/// 30 days to cairn but as a calendar month to a person.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let parts = [
-        (s / DAY, "d"),
-        (s % DAY / HOUR, "h"),
-        (s % HOUR / 60, "min"),
-        (s % 60, "s"),
-    ];
-    let out: String = parts
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, u)| format!("{n}{u}"))
-        .collect();
-    if out.is_empty() { "0s".into() } else { out }
 }
 
 /// Which snapshot fields make up a group. The policy is applied to each
@@ -857,6 +806,7 @@ mod tests {
     }
 
     const UTC: UtcOffset = UtcOffset::UTC;
+    const DAY: u64 = 86_400;
     const PLUS2: UtcOffset = UtcOffset(offset!(+2));
 
     #[test]
@@ -1222,47 +1172,6 @@ mod tests {
         assert_eq!("".parse::<GroupBy>().unwrap(), GroupBy::NONE);
         assert_eq!("host,paths".parse::<GroupBy>().unwrap(), GroupBy::default());
         assert!("hosts".parse::<GroupBy>().is_err());
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        assert_eq!(
-            parse_duration("30d").unwrap(),
-            Duration::from_secs(30 * DAY)
-        );
-        assert_eq!(
-            parse_duration("1y2m").unwrap(),
-            Duration::from_secs((365 + 60) * DAY)
-        );
-        assert_eq!(
-            parse_duration("12h").unwrap(),
-            Duration::from_secs(12 * HOUR)
-        );
-        assert_eq!(
-            parse_duration("2w1d").unwrap(),
-            Duration::from_secs(15 * DAY)
-        );
-        for bad in [
-            "",
-            "d",
-            "30",
-            "30x",
-            "3d-",
-            "99999999999999999999y",
-            "30min",
-        ] {
-            assert!(
-                matches!(parse_duration(bad), Err(Error::InvalidArgument(_))),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(format_duration(Duration::from_secs(30 * DAY)), "30d");
-        assert_eq!(
-            format_duration(Duration::from_secs(2 * DAY + 12 * HOUR)),
-            "2d12h"
-        );
-        assert_eq!(format_duration(Duration::from_secs(100 * 60)), "1h40min");
-        assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 
     #[test]

@@ -89,6 +89,7 @@ mod compress;
 mod config;
 mod crypto;
 mod dict;
+mod duration;
 mod encoding;
 mod error;
 mod forget;
@@ -108,6 +109,7 @@ mod reader;
 mod repair;
 mod repository;
 mod restore;
+mod size;
 mod snapshot;
 mod tree;
 mod warning;
@@ -138,7 +140,7 @@ pub use repair::{DamagedPath, RepairIndexOptions, RepairIndexReport, RepairSnaps
 // Forget and prune: plan first, then execute.
 pub use forget::{
     ForgetGroup, ForgetPlan, ForgetSummary, GroupBy, GroupKey, Kept, Removed, RetentionPolicy,
-    UtcOffset, parse_duration, plan_forget,
+    UtcOffset, plan_forget,
 };
 pub use prune::{CondemnReason, Condemned, PendingMark, PruneOptions, PrunePlan, PruneSummary};
 
@@ -151,9 +153,12 @@ pub use inspect::{
 pub use snapshot::{Snapshot, SnapshotEntry, SnapshotSummary};
 pub use tree::{Node, NodeKind, Tree, Xattr};
 
-// Patterns and progress, shared by all operations.
+// Durations and sizes as people write and read them, patterns and
+// progress: shared by all operations.
+pub use duration::{DurationError, HumanDuration, format_duration, parse_duration, parse_run_time};
 pub use pattern::{PathPattern, PathPatterns};
 pub use progress::{NoProgress, Progress};
+pub use size::{HumanBytes, format_bytes};
 
 // Errors.
 pub use blob::BlobError;

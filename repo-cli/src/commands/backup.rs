@@ -4,38 +4,13 @@ use std::io;
 
 use anyhow::{Context, Result, bail};
 use repo_core::{BackupOutcome, ParentChoice, Repository, SnapshotFilter};
-use serde::Serialize;
 
 use super::{Status, open};
 use crate::cli::{BackupArgs, GlobalArgs};
+use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::exporters::process::CommandReader;
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
-
-/// The `--json` result: exactly one object.
-#[derive(Serialize)]
-struct BackupJson<'a> {
-    snapshot_id: String,
-    parent: Option<String>,
-    files_new: u64,
-    files_changed: u64,
-    files_unmodified: u64,
-    dirs_new: u64,
-    dirs_changed: u64,
-    dirs_unmodified: u64,
-    bytes_read: u64,
-    bytes_added: u64,
-    bytes_added_packed: u64,
-    total_files: u64,
-    total_bytes: u64,
-    duration_s: f64,
-    warnings: &'a [repo_core::Warning],
-    /// Damaged repository files skipped (also on stderr); the snapshot is
-    /// complete, so they do not change the exit code (SPEC §13).
-    repository_warnings: Vec<repo_core::Warning>,
-    /// Packs of interrupted backups taken over instead of uploaded again.
-    packs_resumed: usize,
-}
 
 /// Runs the backup and prints its summary; [`Status::Incomplete`] when
 /// some files could not be read.
@@ -86,7 +61,12 @@ pub fn run(g: &GlobalArgs, out: Output, a: &BackupArgs) -> Result<Status> {
         b.run()?
     };
     progress.finish();
-    report(out, &outcome, repo.warnings())?;
+    let source = if a.stdin || a.stdin_from_command {
+        SourceDetails::Stream
+    } else {
+        SourceDetails::Files
+    };
+    report(out, &outcome, source, repo.warnings())?;
     Ok(if outcome.warnings.is_empty() {
         Status::Ok
     } else {
@@ -126,28 +106,15 @@ fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
 fn report(
     out: Output,
     o: &BackupOutcome,
+    source: SourceDetails,
     repository_warnings: Vec<repo_core::Warning>,
 ) -> Result<()> {
     let s = &o.snapshot.snapshot.summary;
     if out.json {
-        out.json_value(&BackupJson {
-            snapshot_id: o.snapshot.id.to_hex(),
-            parent: o.snapshot.snapshot.parent.map(|p| p.to_hex()),
-            files_new: s.files_new,
-            files_changed: s.files_changed,
-            files_unmodified: s.files_unmodified,
-            dirs_new: s.dirs_new,
-            dirs_changed: s.dirs_changed,
-            dirs_unmodified: s.dirs_unmodified,
-            bytes_read: s.bytes_read,
-            bytes_added: s.bytes_added,
-            bytes_added_packed: s.bytes_added_packed,
-            total_files: s.total_files,
-            total_bytes: s.total_bytes,
-            duration_s: output::seconds(s.duration_ns),
-            warnings: &o.warnings,
-            repository_warnings,
-            packs_resumed: o.packs_resumed,
+        out.json_value(&BackupReport {
+            snapshots: vec![SavedSnapshot::new(o, source)],
+            failed: Vec::new(),
+            repository_warnings: crate::contract::warnings_json(&repository_warnings),
         })?;
         return Ok(());
     }

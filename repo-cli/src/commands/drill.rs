@@ -13,7 +13,6 @@ use crate::progress::TermProgress;
 struct DrillJson<'a> {
     /// RFC 3339 UTC start time.
     time: String,
-    duration_s: f64,
     #[serde(flatten)]
     report: &'a DrillReport,
 }
@@ -34,7 +33,6 @@ pub fn run(g: &GlobalArgs, out: Output, a: &DrillArgs) -> Result<Status> {
     if out.json {
         out.json_value(&DrillJson {
             time: output::rfc3339(report.time_ns),
-            duration_s: output::seconds(report.duration.as_nanos() as u64),
             report: &report,
         })?;
     } else {

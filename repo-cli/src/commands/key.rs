@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{Status, open};
 use crate::cli::{GlobalArgs, KeyArgs, KeyCommand, NewKeyArgs};
 use crate::credentials;
-use crate::output::{self, Output};
+use crate::output::{self, Output, Table};
 
 /// One `key list --json` entry. Every key is always present (null when it
 /// does not apply), so scripts can rely on the shape.
@@ -194,24 +194,15 @@ fn list(repo: &Repository, out: Output) -> Result<()> {
             KeyStatus::Damaged(_) => None,
         })
         .collect();
-    let mut width = header.map(str::len);
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
+    let mut table = Table::new(&header);
+    for r in rows {
+        table.row(r);
     }
-    let fmt = |cells: [&str; 6]| -> String {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        line.join("  ").trim_end().to_string()
-    };
-    out.line(fmt(header))?;
-    for r in &rows {
-        out.line(fmt(r.each_ref().map(String::as_str)))?;
+    out.line(table.header_line())?;
+    for l in table.row_lines() {
+        out.line(l)?;
     }
+    let width = table.widths();
     // Damaged files do not fit the columns; their reason is the point.
     let damaged: Vec<_> = keys
         .iter()

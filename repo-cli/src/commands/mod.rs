@@ -36,14 +36,12 @@ use std::process::ExitStatus;
 
 use anyhow::{Context, Result, anyhow};
 use repo_core::{
-    Backend, LocalBackend, Node, NodeKind, ObjectKind, OpenOptions, Repository, SnapshotEntry,
-    SnapshotFilter,
+    Backend, LocalBackend, Node, ObjectKind, OpenOptions, Repository, SnapshotEntry, SnapshotFilter,
 };
 
 use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
 use crate::credentials::{self, Purpose};
 use crate::output::Output;
-pub(crate) use check::parse_run_time;
 
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,30 +186,10 @@ fn select(repo: &Repository, spec: &str, f: &FilterArgs) -> Result<SnapshotEntry
     Ok(repo.find_snapshot(spec, &filter(f)?)?)
 }
 
-/// The node at `path` (raw bytes, `/`-separated) below `root`, so names that
-/// are not UTF-8 can be addressed. The root itself is a directory node.
+/// The node at `path` in the snapshot (the library's
+/// [`Repository::find_node`]); the root itself is a directory node.
 fn find_node(repo: &Repository, snap: &SnapshotEntry, path: &OsStr) -> Result<Node> {
-    let mut node = Node::new(Vec::new(), NodeKind::Dir);
-    node.subtree = Some(snap.snapshot.tree);
-    for comp in path
-        .as_bytes()
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-    {
-        let sub = match (node.kind, node.subtree) {
-            (NodeKind::Dir, Some(sub)) => sub,
-            _ => {
-                return Err(
-                    repo_core::Error::PathNotFound(path.to_string_lossy().into_owned()).into(),
-                );
-            }
-        };
-        node =
-            repo.load_tree(&sub)?.get(comp).cloned().ok_or_else(|| {
-                repo_core::Error::PathNotFound(path.to_string_lossy().into_owned())
-            })?;
-    }
-    Ok(node)
+    Ok(repo.find_node(&snap.snapshot.tree, path.as_bytes())?)
 }
 
 /// `exited with status 3` / `killed by signal 9`, for messages.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{Status, find_node, open};
 use crate::cli::{GlobalArgs, PgArgs, PgBackupArgs, PgCommand, PgRestoreArgs, PgVerifyArgs};
+use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::exporters::postgres::{self as pg, RestoreOptions, Server};
 use crate::output::{self, Output};
 
@@ -30,21 +31,6 @@ fn connect(dsn: Option<&str>, file: Option<&std::path::Path>) -> Result<Server> 
     Server::connect(&dsn)
 }
 
-/// One snapshot written by `pg backup`, in `--json`.
-#[derive(Serialize)]
-struct SavedJson {
-    /// The database, or `null` for the globals.
-    database: Option<String>,
-    path: String,
-    snapshot_id: String,
-    bytes_read: u64,
-    bytes_added: u64,
-    bytes_added_packed: u64,
-    database_size: Option<u64>,
-    tables: Option<usize>,
-    duration_s: f64,
-}
-
 fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
     let server = connect(a.dsn.as_deref(), a.dsn_file.as_deref())?;
     let databases = if a.all {
@@ -60,20 +46,16 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
         }
     }
     let repo = open(g, out)?;
-    let mut saved = Vec::new();
+    let mut saved = BackupReport::default();
     let globals = pg::backup_globals(&repo, &server, &a.tags, a.host.as_deref())?;
-    let s = &globals.snapshot.snapshot.summary;
-    saved.push(SavedJson {
-        database: None,
-        path: "postgres/globals.sql".into(),
-        snapshot_id: globals.snapshot.id.to_hex(),
-        bytes_read: s.bytes_read,
-        bytes_added: s.bytes_added,
-        bytes_added_packed: s.bytes_added_packed,
-        database_size: None,
-        tables: None,
-        duration_s: output::seconds(s.duration_ns),
-    });
+    saved.snapshots.push(SavedSnapshot::new(
+        &globals,
+        SourceDetails::Postgres {
+            database: None,
+            database_size: None,
+            tables: None,
+        },
+    ));
     if out.text() {
         out.line(format!(
             "globals: snapshot {} saved",
@@ -102,19 +84,17 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
                 b.outcome.snapshot.id.short()
             ))?;
         }
-        saved.push(SavedJson {
-            database: Some(b.database.clone()),
-            path: b.path.clone(),
-            snapshot_id: b.outcome.snapshot.id.to_hex(),
-            bytes_read: s.bytes_read,
-            bytes_added: s.bytes_added,
-            bytes_added_packed: s.bytes_added_packed,
-            database_size: Some(b.database_size),
-            tables: Some(b.rowcounts.len()),
-            duration_s: output::seconds(s.duration_ns),
-        });
+        saved.snapshots.push(SavedSnapshot::new(
+            &b.outcome,
+            SourceDetails::Postgres {
+                database: Some(b.database.clone()),
+                database_size: Some(b.database_size),
+                tables: Some(b.rowcounts.len()),
+            },
+        ));
     }
     if out.json {
+        saved.repository_warnings = crate::contract::warnings_json(&repo.warnings());
         out.json_value(&saved)?;
     }
     Ok(Status::Ok)

@@ -14,6 +14,7 @@ use crate::cli::{
     FilterArgs, GlobalArgs, QdrantArgs, QdrantBackupArgs, QdrantCommand, QdrantRestoreArgs,
     QdrantServerArgs, QdrantVerifyArgs,
 };
+use crate::contract::{BackupReport, FailedSource, SavedSnapshot, SourceDetails};
 use crate::exporters::qdrant::{Client, CollectionInfo, VerifyingReader};
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
@@ -57,35 +58,6 @@ fn client(s: &QdrantServerArgs) -> Result<Client> {
     Client::new(&s.url, s.api_key.clone())
 }
 
-/// One collection backed up, in `--json`.
-#[derive(Serialize)]
-struct SavedJson {
-    collection: String,
-    snapshot_id: String,
-    path: String,
-    qdrant_snapshot: String,
-    checksum: Option<String>,
-    points_count: u64,
-    bytes: u64,
-    bytes_added: u64,
-    duration_s: f64,
-}
-
-/// A collection that failed, in `--json`.
-#[derive(Serialize)]
-struct FailedJson {
-    collection: String,
-    error: String,
-}
-
-#[derive(Serialize)]
-struct BackupJson<'a> {
-    server: String,
-    qdrant_version: &'a str,
-    snapshots: Vec<SavedJson>,
-    failed: Vec<FailedJson>,
-}
-
 fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
     let client = client(&a.server)?;
     let version = client.version()?;
@@ -106,34 +78,34 @@ fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
         infos.push(client.collection_info(c)?);
     }
     let repo = open(g, out)?;
-    let mut report = BackupJson {
-        server: client.url(),
-        qdrant_version: &version,
-        snapshots: Vec::new(),
-        failed: Vec::new(),
-    };
+    let mut report = BackupReport::default();
     for (c, info) in collections.iter().zip(&infos) {
         match backup_collection(&repo, &client, &version, c, info, a, out) {
             Ok(s) => {
-                if out.text() {
+                if out.text()
+                    && let SourceDetails::Qdrant {
+                        points_count,
+                        qdrant_snapshot,
+                        ..
+                    } = &s.source
+                {
                     out.line(format!(
-                        "{c}: {} points, snapshot {} ({}), {} added, snapshot {} saved",
-                        s.points_count,
-                        s.qdrant_snapshot,
-                        output::bytes(s.bytes),
+                        "{c}: {points_count} points, snapshot {qdrant_snapshot} ({}), {} added, snapshot {} saved",
+                        output::bytes(s.total_bytes),
                         output::bytes(s.bytes_added),
                         &s.snapshot_id[..8]
                     ))?;
                 }
                 report.snapshots.push(s);
             }
-            Err(e) => report.failed.push(FailedJson {
-                collection: c.clone(),
+            Err(e) => report.failed.push(FailedSource {
+                source: c.clone(),
                 error: crate::message(&e),
             }),
         }
     }
     if out.json {
+        report.repository_warnings = crate::contract::warnings_json(&repo.warnings());
         out.json_value(&report)?;
     } else if collections.is_empty() {
         out.line(format!("no collections on {}", client.url()))?;
@@ -142,7 +114,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
         let msgs: Vec<String> = report
             .failed
             .iter()
-            .map(|f| format!("collection {:?}: {}", f.collection, f.error))
+            .map(|f| format!("collection {:?}: {}", f.source, f.error))
             .collect();
         bail!(
             "Qdrant backup of {} of {} collection(s) failed; no snapshot written for them: {}",
@@ -164,7 +136,7 @@ fn backup_collection(
     info: &CollectionInfo,
     a: &QdrantBackupArgs,
     out: Output,
-) -> Result<SavedJson> {
+) -> Result<SavedSnapshot> {
     let start = Instant::now();
     let points = client.count_points(collection)?;
     // Two snapshots created in the same second get the same name, the second
@@ -245,18 +217,19 @@ fn backup_collection(
         ));
     }
     let (outcome, checksum) = result?;
-    let s = &outcome.snapshot.snapshot.summary;
-    Ok(SavedJson {
-        collection: collection.to_string(),
-        snapshot_id: outcome.snapshot.id.to_hex(),
-        path: stream_path(collection),
-        qdrant_snapshot: desc.name,
-        checksum,
-        points_count: points,
-        bytes: s.total_bytes,
-        bytes_added: s.bytes_added,
-        duration_s: start.elapsed().as_secs_f64(),
-    })
+    let mut saved = SavedSnapshot::new(
+        &outcome,
+        SourceDetails::Qdrant {
+            server: client.url(),
+            qdrant_version: version.to_string(),
+            collection: collection.to_string(),
+            qdrant_snapshot: desc.name,
+            checksum,
+            points_count: points,
+        },
+    );
+    saved.duration_s = start.elapsed().as_secs_f64();
+    Ok(saved)
 }
 
 fn meta<'a>(snap: &'a SnapshotEntry, key: &str) -> Option<&'a str> {

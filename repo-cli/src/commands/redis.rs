@@ -15,6 +15,7 @@ use super::{Status, find_node, open, select};
 use crate::cli::{
     GlobalArgs, RedisArgs, RedisBackupArgs, RedisCommand, RedisRestoreArgs, RedisVerifyArgs,
 };
+use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::credentials::connection_string;
 use crate::exporters::rdb_keys::{self, DbKeys};
 use crate::exporters::redis::{Conn, RedisUrl, ScratchServer, copy_keys, create_private};
@@ -40,18 +41,6 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RedisArgs) -> Result<Status> {
         RedisCommand::Restore(r) => restore(g, out, r),
         RedisCommand::Verify(v) => verify(g, out, v),
     }
-}
-
-#[derive(Serialize)]
-struct BackupJson<'a> {
-    snapshot_id: String,
-    server: String,
-    redis_version: &'a str,
-    rdb_version: u32,
-    keys: &'a BTreeMap<String, u64>,
-    bytes: u64,
-    bytes_added: u64,
-    duration_s: f64,
 }
 
 /// The server URL from `--url` (or `env`, which clap reads) or `--url-file`.
@@ -119,15 +108,20 @@ fn backup(g: &GlobalArgs, out: Output, a: &RedisBackupArgs) -> Result<Status> {
     progress.finish();
     let s = &outcome.snapshot.snapshot.summary;
     if out.json {
-        out.json_value(&BackupJson {
-            snapshot_id: outcome.snapshot.id.to_hex(),
-            server: url.address(),
-            redis_version: &version,
-            rdb_version,
-            keys: &keys,
-            bytes: s.total_bytes,
-            bytes_added: s.bytes_added,
-            duration_s: start.elapsed().as_secs_f64(),
+        let mut saved = SavedSnapshot::new(
+            &outcome,
+            SourceDetails::Redis {
+                server: url.address(),
+                redis_version: version,
+                rdb_version,
+                keys,
+            },
+        );
+        saved.duration_s = start.elapsed().as_secs_f64();
+        out.json_value(&BackupReport {
+            snapshots: vec![saved],
+            failed: Vec::new(),
+            repository_warnings: crate::contract::warnings_json(&repo.warnings()),
         })?;
     } else {
         out.line(format!(

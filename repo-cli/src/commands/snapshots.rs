@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{Status, filter, open};
 use crate::cli::{GlobalArgs, SnapshotsArgs};
-use crate::output::{self, Output, SnapshotJson};
+use crate::output::{self, Output, SnapshotJson, Table};
 
 /// Lists the snapshots passing the filters, oldest first.
 pub fn run(g: &GlobalArgs, out: Output, a: &SnapshotsArgs) -> Result<Status> {
@@ -45,33 +45,17 @@ pub fn run(g: &GlobalArgs, out: Output, a: &SnapshotsArgs) -> Result<Status> {
             ]);
         }
     }
-    let mut width = header.map(str::len);
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
+    let mut table = Table::new(&header).right(5);
+    for r in rows {
+        table.row(r);
     }
-    let fmt = |cells: [&str; 6]| -> String {
-        let mut line = String::new();
-        for (i, (c, w)) in cells.iter().zip(width).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            if i == 5 {
-                line.push_str(&format!("{c:>w$}"));
-            } else {
-                line.push_str(&format!("{c:<w$}"));
-            }
-        }
-        line.trim_end().to_string()
-    };
-    let total: usize = width.iter().sum::<usize>() + 2 * (width.len() - 1);
-    out.line(fmt(header))?;
-    out.line("-".repeat(total))?;
-    for r in &rows {
-        out.line(fmt(r.each_ref().map(String::as_str)))?;
+    let rule = "-".repeat(table.total_width());
+    out.line(table.header_line())?;
+    out.line(&rule)?;
+    for l in table.row_lines() {
+        out.line(l)?;
     }
-    out.line("-".repeat(total))?;
+    out.line(&rule)?;
     out.line(format!(
         "{} snapshot{}",
         snaps.len(),

@@ -475,8 +475,6 @@ impl Drop for SnapshotSession {
 pub struct DatabaseBackup {
     /// The database.
     pub database: String,
-    /// The stream name in the snapshot (`postgres/<db>.dump`).
-    pub path: String,
     /// The library's result.
     pub outcome: BackupOutcome,
     /// Row counts recorded, by metadata key.
@@ -538,7 +536,7 @@ pub fn backup_database(
     let rowcounts = session.state.rowcounts();
     let mut b = repo
         .backup()
-        .stream(path.clone(), reader)
+        .stream(path, reader)
         .tag(TAG)
         .metadata("pg.database", db)
         .metadata("pg.format", "custom")
@@ -568,7 +566,6 @@ pub fn backup_database(
     drop(session);
     Ok(DatabaseBackup {
         database: db.to_string(),
-        path,
         outcome,
         rowcounts,
         database_size,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::rdb::RdbReader;
+use crate::credentials::redact_url;
 
 /// Length of the random marker framing a diskless transfer.
 const EOF_MARK_LEN: usize = 40;
@@ -40,37 +41,38 @@ pub struct RedisUrl {
 }
 
 impl RedisUrl {
-    /// Parses `redis://[[user]:pass@]host[:port][/]`.
+    /// Parses `redis://[[user]:pass@]host[:port][/]` with the `url` crate:
+    /// user and password are percent-decoded (`p%40ss` is `p@ss`), and an
+    /// IPv6 host is written in brackets (`redis://[::1]:6379`).
     pub fn parse(s: &str) -> Result<Self> {
-        let rest = s
-            .strip_prefix("redis://")
-            .ok_or_else(|| anyhow!("invalid Redis URL {s:?}: must start with redis://"))?;
-        let rest = rest.trim_end_matches('/');
-        let (auth, hostport) = match rest.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, rest),
-        };
-        let (user, password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
-                None => (None, Some(a.to_string())),
-            },
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse()
-                    .map_err(|_| anyhow!("invalid port {p:?} in Redis URL"))?,
-            ),
-            None => (hostport, 6379),
-        };
-        if host.is_empty() {
-            bail!("invalid Redis URL {s:?}: no host");
+        let bad = |why: &str| anyhow!("invalid Redis URL {:?}: {why}", redact_url(s));
+        let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        if u.scheme() != "redis" {
+            return Err(bad("must start with redis://"));
         }
+        if !matches!(u.path(), "" | "/") || u.query().is_some() || u.fragment().is_some() {
+            return Err(bad("a database number, query or fragment is not supported"));
+        }
+        let host = match u.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            _ => return Err(bad("no host")),
+        };
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| bad("user or password is not UTF-8 once decoded"))
+        };
+        let user = match u.username() {
+            "" => None,
+            name => Some(decode(name)?),
+        };
+        let password = u.password().map(decode).transpose()?;
         Ok(Self {
-            host: host.to_string(),
-            port,
+            host,
+            port: u.port().unwrap_or(6379),
             user,
             password,
             socket: None,
@@ -82,6 +84,7 @@ impl RedisUrl {
     pub fn address(&self) -> String {
         match &self.socket {
             Some(p) => p.display().to_string(),
+            None if self.host.contains(':') => format!("[{}]:{}", self.host, self.port),
             None => format!("{}:{}", self.host, self.port),
         }
     }
@@ -751,6 +754,36 @@ mod tests {
             (None, Some("pw"), 6379)
         );
         assert!(RedisUrl::parse("http://h:1").is_err());
+        // Percent-encoded user info is decoded; IPv6 hosts come in brackets.
+        let u = RedisUrl::parse("redis://al%20ice:p%40ss@[::1]:6390").unwrap();
+        assert_eq!(
+            (
+                u.user.as_deref(),
+                u.password.as_deref(),
+                u.host.as_str(),
+                u.port
+            ),
+            (Some("al ice"), Some("p@ss"), "::1", 6390)
+        );
+        assert_eq!(u.address(), "[::1]:6390");
+        let u = RedisUrl::parse("redis://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6379));
+        let u = RedisUrl::parse("redis://10.0.0.1:7000").unwrap();
+        assert_eq!(u.address(), "10.0.0.1:7000");
+        for bad in [
+            "redis://",
+            "redis://h:99999",
+            "redis://h/2",
+            "redis://h:x",
+            "redis://:pw@",
+        ] {
+            assert!(RedisUrl::parse(bad).is_err(), "{bad:?}");
+        }
+        // Errors never show the password.
+        let e = RedisUrl::parse("redis://:s3cret@h/2")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
         let info =
             parse_info("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb2:keys=7,expires=0\r\n");
         assert_eq!(keyspace(&info), BTreeMap::from([(0, 3), (2, 7)]));

@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use super::harness::{Env, assert_success, stderr, write};
+use super::harness::{Env, assert_success, only_snapshot, stderr, write};
 
 const BACKUP_KEYS: [&str; 15] = [
     "snapshot_id",
@@ -50,12 +50,12 @@ fn backup_json_and_parent_chaining() {
     let env = Env::init();
     let src = small_tree(&env);
 
-    let first = env.json([
+    let first = only_snapshot(&env.json([
         std::ffi::OsStr::new("backup"),
         src.as_os_str(),
         "--tag".as_ref(),
         "t1".as_ref(),
-    ]);
+    ]));
     for k in BACKUP_KEYS {
         assert!(first.get(k).is_some(), "backup --json lacks {k}: {first}");
     }
@@ -63,7 +63,7 @@ fn backup_json_and_parent_chaining() {
     assert_eq!(first["total_bytes"], 6 + 10_000);
     assert_eq!(first["warnings"].as_array().map(Vec::len), Some(0));
 
-    let second = env.json([std::ffi::OsStr::new("backup"), src.as_os_str()]);
+    let second = only_snapshot(&env.json([std::ffi::OsStr::new("backup"), src.as_os_str()]));
     assert_eq!(second["files_unmodified"], 3, "{second}");
     assert_eq!(second["files_new"], 0);
     // No file content is read or stored again. (Tree bytes may be added:
@@ -96,11 +96,11 @@ fn backup_json_and_parent_chaining() {
     );
 
     // --force: no parent, every file read again.
-    let forced = env.json([
+    let forced = only_snapshot(&env.json([
         std::ffi::OsStr::new("backup"),
         src.as_os_str(),
         "--force".as_ref(),
-    ]);
+    ]));
     assert_eq!(forced["files_new"], 3);
     assert_eq!(env.snapshots()[2]["parent"], serde_json::Value::Null);
 
@@ -267,6 +267,7 @@ fn unreadable_file_gives_exit_3_and_a_snapshot() {
         .expect("run");
     assert_eq!(json.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let v = only_snapshot(&v);
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v}");
     // Typed warnings: a kind to match on, the path, and the message.
     let w = &v["warnings"][0];

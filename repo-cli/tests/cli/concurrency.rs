@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 
 use cairn_testkit::rng::{XorShift, random_bytes};
 
-use super::harness::{Env, stderr, write};
+use super::harness::{Env, only_snapshot, stderr, write};
 use super::trees::{assert_restores, check_read_data, init_small_packs, read_tree, snapshot_ids};
 
 type Tree = std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>;
@@ -48,7 +48,7 @@ fn backups_and_a_prune_at_once_lose_no_snapshot_and_no_chunk() {
     let mut known: HashMap<String, (usize, Tree)> = HashMap::new();
     generation(0);
     for (i, src) in srcs.iter().enumerate() {
-        let v = env.json(["backup", src.to_str().expect("utf8")]);
+        let v = only_snapshot(&env.json(["backup", src.to_str().expect("utf8")]));
         known.insert(
             v["snapshot_id"].as_str().expect("id").into(),
             (i, read_tree(src)),
@@ -74,6 +74,7 @@ fn backups_and_a_prune_at_once_lose_no_snapshot_and_no_chunk() {
                 stderr(&out)
             );
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            let v = only_snapshot(&v);
             known.insert(
                 v["snapshot_id"].as_str().expect("id").into(),
                 (i, states[i].clone()),
@@ -126,7 +127,7 @@ fn two_prunes_at_once_both_succeed_and_lose_nothing() {
     }
     for round in 0..ROUNDS {
         write(&src.join("f0"), &random_bytes(400_000, rng.next_u64()));
-        let v = env.json(["backup", src.to_str().expect("utf8")]);
+        let v = only_snapshot(&env.json(["backup", src.to_str().expect("utf8")]));
         let last = v["snapshot_id"].as_str().expect("id").to_string();
         let tree = read_tree(&src);
         env.ok(["forget", "--keep-last", "1", "-q"]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cairn_testkit::rng::{XorShift, random_bytes};
 
-use super::harness::{Env, PASSWORD, assert_success, stderr, write};
+use super::harness::{Env, PASSWORD, assert_success, only_snapshot, stderr, write};
 use super::trees::{
     assert_restores, check_read_data, init_small_packs, read_tree, snapshot_ids, unreferenced_packs,
 };
@@ -66,7 +66,7 @@ fn all_snapshots_restore(env: &Env, src: &Path, known: &mut HashMap<String, Tree
 }
 
 fn backup_json(env: &Env, src: &Path) -> serde_json::Value {
-    env.json(["backup", src.to_str().expect("utf8")])
+    only_snapshot(&env.json(["backup", src.to_str().expect("utf8")]))
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::harness::{Env, assert_success, stderr};
+use super::harness::{Env, assert_success, only_snapshot, stderr};
 
 /// Backs up a small stream as `host`, with `tags`; returns the snapshot id.
 fn backup(env: &Env, host: &str, tags: &[&str], content: &[u8]) -> String {
@@ -24,7 +24,10 @@ fn backup(env: &Env, host: &str, tags: &[&str], content: &[u8]) -> String {
     let out = env.run_with_stdin(args, content);
     assert_success(&out);
     let v: Value = serde_json::from_slice(&out.stdout).expect("backup --json");
-    v["snapshot_id"].as_str().expect("snapshot_id").to_string()
+    only_snapshot(&v)["snapshot_id"]
+        .as_str()
+        .expect("snapshot_id")
+        .to_string()
 }
 
 fn ids(v: &Value) -> BTreeSet<String> {

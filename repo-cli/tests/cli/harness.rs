@@ -154,3 +154,12 @@ pub fn write(path: &Path, content: &[u8]) {
     }
     std::fs::write(path, content).expect("write");
 }
+
+/// The one snapshot in a backup-like command's `--json` report
+/// (`{"snapshots": [...], "failed": [...]}`, docs/scripting.md).
+pub fn only_snapshot(report: &serde_json::Value) -> serde_json::Value {
+    let snaps = report["snapshots"].as_array().expect("snapshots array");
+    assert_eq!(snaps.len(), 1, "expected one snapshot: {report}");
+    assert_eq!(report["failed"], serde_json::json!([]), "{report}");
+    snaps[0].clone()
+}

@@ -21,4 +21,5 @@ mod qdrant;
 mod qdrant_fake;
 mod redis;
 mod repository;
+mod scripting;
 mod trees;

@@ -121,12 +121,12 @@ impl PgServer {
         server
     }
 
-    fn dsn(&self, db: &str) -> String {
+    pub(super) fn dsn(&self, db: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Runs SQL (stopping at the first error) and returns the unaligned output.
-    fn sql(&self, db: &str, sql: &str) -> String {
+    pub(super) fn sql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bindir.join("psql"))
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.dsn(db))
@@ -235,8 +235,14 @@ fn pg_backup_restore_verify_round_trip() {
             "db-primary",
         ],
     ));
-    let saved = saved.as_array().expect("array");
+    assert_eq!(saved["failed"], serde_json::json!([]), "{saved}");
+    let saved = saved["snapshots"].as_array().expect("array");
     assert_eq!(saved.len(), 2, "globals + shop: {saved:?}");
+    assert_eq!(saved[0]["database"], serde_json::Value::Null);
+    assert_eq!(
+        saved[0]["paths"],
+        serde_json::json!(["postgres/globals.sql"])
+    );
     assert_eq!(saved[1]["database"], "shop");
     assert_eq!(saved[1]["tables"], 3);
     let first_dump = saved[1]["bytes_read"].as_u64().unwrap();
@@ -446,7 +452,7 @@ fn pg_backup_restore_verify_round_trip() {
         &env,
         &["backup", "--dsn", &admin, "--database", "shop"],
     ));
-    let second = &again.as_array().unwrap()[1];
+    let second = &again["snapshots"][1];
     let added = second["bytes_added"].as_u64().unwrap();
     let dump = second["bytes_read"].as_u64().unwrap();
     assert!(dump > first_dump);

@@ -363,7 +363,8 @@ fn all_success_exits_zero_and_runs_on_success() {
         .current_dir(s.a.dir.path())
         .output()
         .expect("flock (util-linux)");
-    assert_eq!(held.status.code(), Some(1));
+    // Exit 11: a lock held by another process (docs/scripting.md).
+    assert_eq!(held.status.code(), Some(11));
     assert!(
         stderr(&held).contains("plan nightly is already running"),
         "{}",

@@ -16,14 +16,14 @@ use super::qdrant_fake::{FakeQdrant, Knobs, VERSION};
 
 /// What an operator does over the REST API (works on the fake and on a
 /// real server alike).
-struct Api {
+pub(super) struct Api {
     base: String,
     key: Option<String>,
     agent: ureq::Agent,
 }
 
 impl Api {
-    fn new(base: &str, key: Option<&str>) -> Self {
+    pub(super) fn new(base: &str, key: Option<&str>) -> Self {
         Self {
             base: base.to_string(),
             key: key.map(str::to_string),
@@ -62,7 +62,7 @@ impl Api {
         serde_json::from_str(&text).unwrap()
     }
 
-    fn create_collection(&self, name: &str, dim: usize) {
+    pub(super) fn create_collection(&self, name: &str, dim: usize) {
         self.call(
             "PUT",
             &format!("/collections/{name}"),
@@ -70,7 +70,7 @@ impl Api {
         );
     }
 
-    fn upsert(&self, name: &str, ids: std::ops::Range<u64>, dim: usize) {
+    pub(super) fn upsert(&self, name: &str, ids: std::ops::Range<u64>, dim: usize) {
         let points: Vec<Value> = ids
             .map(|id| {
                 let v: Vec<f32> = (0..dim)
@@ -157,7 +157,9 @@ fn qdrant_backup_restore_verify_round_trip() {
     assert_eq!(s["collection"], "docs");
     assert_eq!(s["points_count"], 300);
     let (name, tar) = fake.state().created.last().cloned().unwrap();
-    assert_eq!(s["bytes"], tar.len() as u64);
+    assert_eq!(s["total_bytes"], tar.len() as u64);
+    assert_eq!(s["type"], "qdrant");
+    assert_eq!(s["server"], fake.url.as_str());
     assert!(s["bytes_added"].as_u64().unwrap() > 0);
     assert_eq!(s["qdrant_snapshot"], name.as_str());
     // The server-side copy is gone.
@@ -290,7 +292,7 @@ fn qdrant_corrupt_or_dropped_download_writes_no_snapshot() {
     let (code, v, err) = json_failure(&env, &backup);
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(v["snapshots"], json!([]));
-    assert_eq!(v["failed"][0]["collection"], "docs");
+    assert_eq!(v["failed"][0]["source"], "docs");
     assert!(err.contains("download interrupted"), "{err}");
     assert!(env.snapshots().is_empty(), "no snapshot may be written");
     assert!(fake.snapshot_names("docs").is_empty());
@@ -489,7 +491,7 @@ fn qdrant_all_collections_and_same_second_names() {
     // Unchanged data: only the new snapshot's tree is stored.
     let s = &b["snapshots"][0];
     assert!(
-        s["bytes_added"].as_u64().unwrap() * 20 < s["bytes"].as_u64().unwrap(),
+        s["bytes_added"].as_u64().unwrap() * 20 < s["total_bytes"].as_u64().unwrap(),
         "{s}"
     );
     assert_eq!(env.snapshots().len(), 5);

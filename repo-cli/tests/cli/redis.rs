@@ -129,7 +129,7 @@ impl Server {
         Self { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
@@ -259,6 +259,8 @@ fn redis_backup_restore_url_and_verify_roundtrip() {
 
     // Diskless ($EOF:) transfer.
     let b = env.json(["redis", "backup", "--url", &server.url()]);
+    let b = &b["snapshots"][0];
+    assert_eq!(b["type"], "redis");
     assert_eq!(b["keys"]["db0"], 9);
     assert_eq!(b["keys"]["db3"], 9);
     assert!(b["rdb_version"].as_u64().unwrap() >= 9);

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::{human_bytes, ser_duration_ns};
+use super::ser_seconds;
 use crate::cache::DrillRecord;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::progress::Progress;
 use crate::repository::{Repository, now_ns};
+use crate::size::format_bytes as human_bytes;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind};
 
@@ -101,10 +102,10 @@ pub struct DrillReport {
     /// Bytes of those files.
     pub bytes: u64,
     /// Time spent restoring.
-    #[serde(rename = "restore_ns", serialize_with = "ser_duration_ns")]
+    #[serde(rename = "restore_duration_s", serialize_with = "ser_seconds")]
     pub restore_duration: Duration,
     /// Total wall time (restore, comparison, clean-up).
-    #[serde(rename = "duration_ns", serialize_with = "ser_duration_ns")]
+    #[serde(rename = "duration_s", serialize_with = "ser_seconds")]
     pub duration: Duration,
     /// Files that differ or could not be restored.
     pub failures: Vec<DrillFailure>,

@@ -344,8 +344,9 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn ser_duration_ns<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_nanos().min(u128::from(u64::MAX)) as u64)
+/// Durations in JSON are seconds as a float (the CLI's scripting contract).
+fn ser_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// What [`Repository::check`] found and did.
@@ -384,7 +385,7 @@ pub struct CheckReport {
     #[serde(skip_serializing_if = "is_zero")]
     pub spill_files: u64,
     /// Wall time.
-    #[serde(rename = "duration_ns", serialize_with = "ser_duration_ns")]
+    #[serde(rename = "duration_s", serialize_with = "ser_seconds")]
     pub duration: Duration,
 }
 
@@ -409,7 +410,7 @@ impl fmt::Display for CheckReport {
                 self.packs_checked,
                 self.packs,
                 self.blobs_checked,
-                human_bytes(self.bytes_read)
+                crate::size::format_bytes(self.bytes_read)
             )?;
             if self.packs_skipped > 0 {
                 write!(
@@ -444,24 +445,6 @@ impl fmt::Display for CheckReport {
             )
         }
     }
-}
-
-/// `12 B`, `3.4 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for u in &UNITS[1..] {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 /// Outcome of loading one tree without the cache.
@@ -865,7 +848,7 @@ impl Checker<'_> {
                     ProblemKind::PackUnreferenced,
                     format!(
                         "pack {id} ({}) is in no index file (left by an interrupted backup, or awaiting prune)",
-                        human_bytes(*size)
+                        crate::size::format_bytes(*size)
                     ),
                 )
                 .pack(*id),

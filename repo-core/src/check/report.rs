@@ -4,11 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::human_bytes;
 use crate::cache::{CheckRecord, DrillRecord};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
 use crate::repository::{Repository, now_ns};
+use crate::size::format_bytes as human_bytes;
 use crate::snapshot::{SnapshotEntry, SnapshotSummary};
 use crate::tree::{NodeKind, Tree, fold_trees};
 

@@ -1,0 +1,156 @@
+//! The run's JSON report (`[report] json`, `--json`) and its human summary.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::output::{self, Output};
+
+/// What happened to one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Outcome {
+    /// It worked.
+    Ok,
+    /// A snapshot was saved, but some files could not be read (exit 3).
+    Warning,
+    /// It failed.
+    Failed,
+    /// Not run (cadence not due, or nothing to do).
+    Skipped,
+}
+
+/// One source backed up into one repository, in the report.
+#[derive(Debug, Serialize)]
+pub(super) struct SourceResult {
+    pub(super) source: String,
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) repository: String,
+    pub(super) status: Outcome,
+    pub(super) exit_code: Option<i32>,
+    pub(super) duration_s: f64,
+    pub(super) bytes_added: u64,
+    pub(super) snapshot_ids: Vec<String>,
+    pub(super) error: Option<String>,
+    /// The end of the child's standard error.
+    pub(super) stderr: String,
+    /// With `verify = true`: whether every snapshot saved passed its
+    /// `verify` (`null` when not asked or the backup failed).
+    pub(super) verified: Option<bool>,
+    /// How long those verifications took.
+    pub(super) verify_duration_s: Option<f64>,
+}
+
+/// A retention, check or drill step on one repository.
+#[derive(Debug, Serialize)]
+pub(super) struct Task {
+    pub(super) status: Outcome,
+    pub(super) duration_s: f64,
+    /// What was done, or why it was skipped.
+    pub(super) detail: String,
+    pub(super) error: Option<String>,
+}
+
+/// The per-repository steps after the backups.
+#[derive(Debug, Serialize)]
+pub(super) struct RepositoryResult {
+    pub(super) repository: String,
+    pub(super) retention: Option<Task>,
+    pub(super) check: Option<Task>,
+    pub(super) drill: Option<Task>,
+}
+
+/// The JSON report (`[report] json`, `--json`, `CAIRN_PLAN_REPORT`).
+#[derive(Debug, Serialize)]
+pub(super) struct Report {
+    pub(super) version: u32,
+    pub(super) plan: String,
+    pub(super) plan_file: String,
+    pub(super) started: String,
+    pub(super) duration_s: f64,
+    pub(super) status: &'static str,
+    /// Failed sources, then failed steps as `step:repository`.
+    pub(super) failed: Vec<String>,
+    pub(super) sources: Vec<SourceResult>,
+    pub(super) repositories: Vec<RepositoryResult>,
+}
+
+/// The human summary: one row per source and repository, then the steps.
+pub(super) fn summary(out: Output, r: &Report) -> Result<()> {
+    let w = r
+        .sources
+        .iter()
+        .map(|s| s.source.len())
+        .chain([6])
+        .max()
+        .unwrap_or(6);
+    let rw = r
+        .sources
+        .iter()
+        .map(|s| s.repository.len())
+        .chain([10])
+        .max()
+        .unwrap_or(10);
+    out.line(format!(
+        "{:w$}  {:rw$}  {:8}  {:>10}  {:>7}  SNAPSHOT",
+        "SOURCE", "REPOSITORY", "STATUS", "ADDED", "TIME"
+    ))?;
+    for s in &r.sources {
+        let snap = match s.snapshot_ids.as_slice() {
+            [] => "-".to_string(),
+            [one] => one.chars().take(8).collect(),
+            many => format!("{} snapshots", many.len()),
+        };
+        // A failed backup that saved nothing added nothing: no "0 B".
+        let added = if s.status == Outcome::Failed && s.snapshot_ids.is_empty() {
+            "-".to_string()
+        } else {
+            output::bytes(s.bytes_added)
+        };
+        out.line(format!(
+            "{:w$}  {:rw$}  {:8}  {:>10}  {:>7}  {snap}",
+            s.source,
+            s.repository,
+            status_word(s.status),
+            added,
+            output::duration((s.duration_s * 1e9) as u64),
+        ))?;
+        if let Some(e) = &s.error {
+            out.line(format!("    {e}"))?;
+        }
+    }
+    for x in &r.repositories {
+        for (step, t) in [
+            ("retention", &x.retention),
+            ("check", &x.check),
+            ("drill", &x.drill),
+        ] {
+            if let Some(t) = t {
+                let mut l = format!("{step} {}: {}", x.repository, status_word(t.status));
+                if !t.detail.is_empty() {
+                    l.push_str(&format!(" ({})", t.detail));
+                }
+                if let Some(e) = &t.error {
+                    l.push_str(&format!(": {e}"));
+                }
+                out.line(l)?;
+            }
+        }
+    }
+    out.line(format!(
+        "plan {}: {} in {}",
+        r.plan,
+        r.status,
+        output::duration((r.duration_s * 1e9) as u64)
+    ))?;
+    Ok(())
+}
+
+pub(super) fn status_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Warning => "warning",
+        Outcome::Failed => "FAILED",
+        Outcome::Skipped => "skipped",
+    }
+}

@@ -1,0 +1,129 @@
+//! What a plan remembers between runs (cadences), its lock, and the
+//! atomic writes of every file it leaves behind.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// The state file's name inside the state directory.
+pub(super) const STATE_FILE: &str = "state.json";
+
+/// Cadence bookkeeping, kept between runs in STATE_DIR/state.json. Times
+/// are whole Unix seconds (integers survive JSON exactly; floats may not).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct State {
+    /// source → repository → last successful backup.
+    #[serde(default)]
+    pub(super) last_success: BTreeMap<String, BTreeMap<String, i64>>,
+    /// repository → last successful check.
+    #[serde(default)]
+    pub(super) last_check: BTreeMap<String, i64>,
+    /// repository → last successful drill.
+    #[serde(default)]
+    pub(super) last_drill: BTreeMap<String, i64>,
+}
+
+/// `None` when due now; else when it is next due (Unix seconds).
+pub(super) fn due(last: Option<&i64>, every: Duration, now: i64) -> Option<i64> {
+    let next = last?.saturating_add(i64::try_from(every.as_secs()).unwrap_or(i64::MAX));
+    (next > now).then_some(next)
+}
+
+pub(super) fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Whole Unix seconds, for the state.
+pub(super) fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+pub(super) fn unix_ns(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+/// Takes `STATE_DIR/lock` (flock, exclusive, not waiting).
+pub(super) fn lock(state_dir: &Path, name: &str) -> Result<Flock<std::fs::File>> {
+    let path = state_dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == Errno::EWOULDBLOCK {
+            anyhow::Error::from(crate::contract::LockHeld(format!(
+                "plan {name} is already running (another process holds {})",
+                path.display()
+            )))
+        } else {
+            anyhow::Error::from(e).context(format!("cannot lock {}", path.display()))
+        }
+    })
+}
+
+pub(super) fn load_state(path: &Path) -> Result<State> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| {
+            format!(
+                "damaged plan state {} (delete it to start over)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes `path` so a reader (the metrics collector, a hook) sees the old
+/// or the new content, never half of it: a temporary file in the same
+/// directory, synced, renamed over.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::from(e).context(format!("cannot write {}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cadence() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(due(None, day, 100), None);
+        assert_eq!(due(Some(&100), day, 200), Some(86_500));
+        assert_eq!(due(Some(&100), day, 86_500), None);
+    }
+}

@@ -1,0 +1,332 @@
+//! The plan's steps, each run as children: backup (and verify), retention,
+//! check and drill.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+
+use super::args::{base_command, retention_args, source_args, source_env, verify_args};
+use super::child::{CHILD_INCOMPLETE, Child, spawn};
+use super::report::{Outcome, SourceResult, Task};
+use super::{plan_tag, source_tag};
+use crate::cli::GlobalArgs;
+use crate::contract::{BackupReport, CheckOutput, ForgetOutput, SourceDetails};
+use crate::output;
+use crate::plan::{self, Loaded, RepositorySpec, Source};
+
+/// Backs `src` up into `repo`.
+pub(super) fn backup(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    repo: &RepositorySpec,
+    src: &Source,
+    exe: &Path,
+) -> SourceResult {
+    let mut r = SourceResult {
+        source: src.name().into(),
+        kind: src.kind(),
+        repository: repo.name.clone(),
+        status: Outcome::Failed,
+        exit_code: None,
+        duration_s: 0.0,
+        bytes_added: 0,
+        snapshot_ids: Vec::new(),
+        error: None,
+        stderr: String::new(),
+        verified: None,
+        verify_duration_s: None,
+    };
+    let mut c = base_command(g, repo, exe);
+    let api_key = match qdrant_api_key(src) {
+        Ok(k) => k,
+        Err(e) => {
+            r.error = Some(format!("{e:#}"));
+            return r;
+        }
+    };
+    if let Some(k) = &api_key {
+        c.env("CAIRN_QDRANT_API_KEY", k);
+    }
+    c.args(source_args(loaded, src));
+    c.envs(source_env(src));
+    let child = match spawn(c, src.timeout()) {
+        Ok(ch) => ch,
+        Err(e) => {
+            r.error = Some(format!("{e:#}"));
+            return r;
+        }
+    };
+    r.exit_code = child.code;
+    r.duration_s = child.duration.as_secs_f64();
+    r.stderr = child.stderr.clone();
+    let json = serde_json::from_slice::<BackupReport>(&child.stdout).ok();
+    for s in json.iter().flat_map(|j| &j.snapshots) {
+        r.snapshot_ids.push(s.snapshot_id.clone());
+        r.bytes_added += s.bytes_added;
+    }
+    match child.code {
+        Some(0) => r.status = Outcome::Ok,
+        Some(CHILD_INCOMPLETE) => {
+            r.status = Outcome::Warning;
+            r.error = Some(child.error());
+        }
+        _ => r.error = Some(child.error()),
+    }
+    if src.verify() && r.status != Outcome::Failed {
+        let t = Instant::now();
+        let errors = verify_saved(g, repo, src, json.as_ref(), api_key.as_deref(), exe);
+        r.verify_duration_s = Some(t.elapsed().as_secs_f64());
+        r.verified = Some(errors.is_empty());
+        if !errors.is_empty() {
+            r.status = Outcome::Failed;
+            r.error = Some(format!("verify failed: {}", errors.join("; ")));
+        }
+    }
+    r
+}
+
+/// A qdrant source's API key (the first line of `api_key_file`).
+pub(super) fn qdrant_api_key(src: &Source) -> Result<Option<String>> {
+    let Source::Qdrant(q) = src else {
+        return Ok(None);
+    };
+    let Some(f) = &q.api_key_file else {
+        return Ok(None);
+    };
+    let k = std::fs::read_to_string(f)
+        .with_context(|| format!("cannot read api_key_file {}", f.display()))?;
+    Ok(Some(k.lines().next().unwrap_or("").trim().to_string()))
+}
+
+/// The snapshots a successful backup reported that `verify` applies to:
+/// pg's database snapshots (not the globals), redis's one, qdrant's one per
+/// collection. `None` when there is none.
+pub(super) fn verify_ids(report: &BackupReport) -> Option<Vec<String>> {
+    let ids: Vec<String> = report
+        .snapshots
+        .iter()
+        .filter(|s| match &s.source {
+            SourceDetails::Postgres { database, .. } => database.is_some(),
+            SourceDetails::Redis { .. } | SourceDetails::Qdrant { .. } => true,
+            SourceDetails::Files | SourceDetails::Stream => false,
+        })
+        .map(|s| s.snapshot_id.clone())
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// Verifies every snapshot the backup reported, one child each (with the
+/// source's timeout); returns what failed.
+pub(super) fn verify_saved(
+    g: &GlobalArgs,
+    repo: &RepositorySpec,
+    src: &Source,
+    json: Option<&BackupReport>,
+    api_key: Option<&str>,
+    exe: &Path,
+) -> Vec<String> {
+    let Some(ids) = json.and_then(verify_ids) else {
+        return vec!["the backup reported no snapshot to verify".into()];
+    };
+    let mut errors = Vec::new();
+    for id in ids {
+        let mut c = base_command(g, repo, exe);
+        if let Some(k) = api_key {
+            c.env("CAIRN_QDRANT_API_KEY", k);
+        }
+        c.args(verify_args(src, &id));
+        c.envs(source_env(src));
+        let short: String = id.chars().take(8).collect();
+        match spawn(c, src.timeout()) {
+            Ok(ch) if ch.code == Some(0) => {}
+            Ok(ch) => errors.push(format!("snapshot {short}: {}", ch.error())),
+            Err(e) => errors.push(format!("snapshot {short}: {e:#}")),
+        }
+    }
+    errors
+}
+
+/// A step's task from its child. `detail` reads what was done from the
+/// child's JSON; `None` (no such output, as when it failed early) leaves
+/// the detail empty rather than inventing a count.
+pub(super) fn task_from<T: DeserializeOwned>(
+    child: Result<Child>,
+    detail: impl FnOnce(T) -> String,
+) -> Task {
+    match child {
+        Err(e) => Task {
+            status: Outcome::Failed,
+            duration_s: 0.0,
+            detail: String::new(),
+            error: Some(format!("{e:#}")),
+        },
+        Ok(ch) => {
+            let v = serde_json::from_slice(&ch.stdout).ok();
+            let ok = ch.code == Some(0);
+            Task {
+                status: if ok { Outcome::Ok } else { Outcome::Failed },
+                duration_s: ch.duration.as_secs_f64(),
+                detail: v.map(detail).unwrap_or_default(),
+                error: (!ok).then(|| ch.error()),
+            }
+        }
+    }
+}
+
+pub(super) fn retention(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    repo: &RepositorySpec,
+    r: &plan::Retention,
+    exe: &Path,
+) -> Task {
+    let mut c = base_command(g, repo, exe);
+    c.args(retention_args(loaded, r));
+    task_from(spawn(c, None), |v: ForgetOutput| {
+        let pruned = if v.prune.is_some() { ", pruned" } else { "" };
+        format!("removed {} snapshot(s){pruned}", v.removed.len())
+    })
+}
+
+pub(super) fn check(
+    g: &GlobalArgs,
+    repo: &RepositorySpec,
+    c: &plan::CheckSpec,
+    exe: &Path,
+) -> Task {
+    let mut cmd = base_command(g, repo, exe);
+    cmd.arg("check");
+    if c.read_data {
+        cmd.arg("--read-data");
+    }
+    if let Some(s) = &c.read_data_subset {
+        cmd.args(["--read-data-subset", s]);
+    }
+    task_from(spawn(cmd, None), |v: CheckOutput| {
+        format!("read data: {}", v.read_data)
+    })
+}
+
+/// Drills the latest snapshot of every source backed up into `repo` in
+/// this run.
+pub(super) fn drill(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    repo: &RepositorySpec,
+    d: &plan::DrillSpec,
+    sources: &[&Source],
+    results: &[SourceResult],
+    exe: &Path,
+) -> Task {
+    let t = Instant::now();
+    let mut drilled = Vec::new();
+    let mut errors = Vec::new();
+    for s in sources {
+        let saved = results.iter().any(|r| {
+            r.source == s.name() && r.repository == repo.name && r.status != Outcome::Failed
+        });
+        if !saved {
+            continue;
+        }
+        let mut c = base_command(g, repo, exe);
+        c.args(["drill", "latest", "--tag"]).arg(format!(
+            "{},{}",
+            plan_tag(&loaded.name),
+            source_tag(s.name())
+        ));
+        c.args(["--sample", d.sample.as_deref().unwrap_or("all")]);
+        if let Some(dir) = &d.scratch {
+            c.arg("--scratch").arg(dir);
+        }
+        match spawn(c, None) {
+            Ok(ch) if ch.code == Some(0) => drilled.push(s.name().to_string()),
+            Ok(ch) => errors.push(format!("{}: {}", s.name(), ch.error())),
+            Err(e) => errors.push(format!("{}: {e:#}", s.name())),
+        }
+    }
+    let (status, detail) = if drilled.is_empty() && errors.is_empty() {
+        (Outcome::Skipped, "no source was saved in this run".into())
+    } else if errors.is_empty() {
+        (Outcome::Ok, format!("drilled {}", drilled.join(", ")))
+    } else if drilled.is_empty() {
+        (Outcome::Failed, String::new())
+    } else {
+        (Outcome::Failed, format!("drilled {}", drilled.join(", ")))
+    };
+    Task {
+        status,
+        duration_s: t.elapsed().as_secs_f64(),
+        detail,
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    }
+}
+
+pub(super) fn skipped(next: i64) -> Task {
+    Task {
+        status: Outcome::Skipped,
+        duration_s: 0.0,
+        detail: format!(
+            "not due until {}",
+            output::rfc3339(next.saturating_mul(1_000_000_000))
+        ),
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which snapshots `verify = true` verifies, from each backup's JSON:
+    /// pg's databases but not its globals, redis's one, qdrant's each.
+    #[test]
+    fn verify_ids_follow_each_commands_json() {
+        let report = |details: &[(&str, serde_json::Value)]| {
+            let snapshots: Vec<serde_json::Value> = details
+                .iter()
+                .map(|(id, d)| {
+                    let mut v = serde_json::json!({
+                        "snapshot_id": id, "parent": null, "paths": [],
+                        "files_new": 1, "files_changed": 0, "files_unmodified": 0,
+                        "dirs_new": 0, "dirs_changed": 0, "dirs_unmodified": 0,
+                        "bytes_read": 1, "bytes_added": 1, "bytes_added_packed": 1,
+                        "total_files": 1, "total_bytes": 1, "duration_s": 0.1
+                    });
+                    v.as_object_mut()
+                        .unwrap()
+                        .extend(d.as_object().unwrap().clone());
+                    v
+                })
+                .collect();
+            serde_json::from_value::<BackupReport>(
+                serde_json::json!({"snapshots": snapshots, "failed": []}),
+            )
+            .unwrap()
+        };
+        let pg = |db: Option<&str>| serde_json::json!({"type": "postgres", "database": db, "database_size": null, "tables": null});
+        let r = report(&[
+            ("g", pg(None)),
+            ("da", pg(Some("a"))),
+            ("db", pg(Some("b"))),
+        ]);
+        assert_eq!(verify_ids(&r).unwrap(), ["da", "db"]);
+        assert_eq!(verify_ids(&report(&[("g", pg(None))])), None);
+        let r = report(&[(
+            "r1",
+            serde_json::json!({"type": "redis", "server": "h:1", "redis_version": "7",
+                               "rdb_version": 11, "keys": {"db0": 3}}),
+        )]);
+        assert_eq!(verify_ids(&r).unwrap(), ["r1"]);
+        let q = |c: &str| {
+            serde_json::json!({"type": "qdrant", "server": "http://h", "qdrant_version": "1",
+                               "collection": c, "qdrant_snapshot": "x", "checksum": null,
+                               "points_count": 2})
+        };
+        let r = report(&[("q1", q("c1")), ("q2", q("c2"))]);
+        assert_eq!(verify_ids(&r).unwrap(), ["q1", "q2"]);
+        let r = report(&[("f", serde_json::json!({"type": "files"}))]);
+        assert_eq!(verify_ids(&r), None);
+    }
+}
