@@ -31,7 +31,7 @@ use crate::snapshot::SnapshotEntry;
 ///
 /// It deserializes from a table of the same names (a plan's `[retention]`),
 /// unknown names refused and `keep_within` in the duration grammar
-/// ([`crate::duration`]).
+/// ([`parse_duration`](crate::parse_duration)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionPolicy {
