@@ -227,7 +227,7 @@ mod tests {
     use super::*;
 
     /// Library messages name what happened; advice such as "run `cairn
-    /// check`" is the CLI's (STYLE §4.18).
+    /// check`" is the CLI's to give, not the library's.
     #[test]
     fn messages_carry_no_cli_advice() {
         let id = BlobId::from_bytes([1; 32]);

@@ -1207,11 +1207,7 @@ mod tests {
 
     fn weak_repo() -> Repository {
         let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: KdfParams::INSECURE_TEST,
             ..Default::default()
         };
         Repository::init(MemoryBackend::new(), b"pw", opts).unwrap()

@@ -263,11 +263,7 @@ mod tests {
     use crate::repository::{InitOptions, OpenOptions};
 
     fn weak() -> KdfParams {
-        KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        }
+        KdfParams::INSECURE_TEST
     }
 
     fn init(backend: &MemoryBackend) -> Repository {

@@ -217,11 +217,7 @@ mod tests {
     use super::*;
 
     fn weak() -> KdfParams {
-        KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        }
+        KdfParams::INSECURE_TEST
     }
 
     #[test]

@@ -813,11 +813,7 @@ mod tests {
         fs::create_dir(&src).unwrap();
         fs::write(src.join("f"), b"content").unwrap();
         let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: KdfParams::INSECURE_TEST,
             ..Default::default()
         };
         let repo = Repository::init(MemoryBackend::new(), b"pw", opts).unwrap();
