@@ -365,26 +365,14 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
         // naming it (issue 12), and check reports it.
         ObjectKind::Index => {
             let r = Repository::open(b.clone(), b"pw", OpenOptions::default()).unwrap();
-            named(
-                r.warnings()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            named(warnings_text(&r));
             let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
             named(format!("{rep}"));
         }
         ObjectKind::Snapshot => {
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.snapshots().unwrap();
-            named(
-                r.warnings()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            named(warnings_text(&r));
         }
         ObjectKind::Key => {
             let r = open_any(b, &[b"pw", b"pw2"]);
@@ -398,13 +386,7 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             // Skipped with a warning by prune (issue 12), reported by check.
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.prune_plan(&PruneOptions::default()).unwrap();
-            named(
-                r.warnings()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            named(warnings_text(&r));
             let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
             named(format!("{rep}"));
         }
@@ -695,4 +677,13 @@ fn a_snapshot_forgotten_between_listing_and_reading_is_left_out_not_an_error() {
         assert!(armed.lock().unwrap().is_none(), "the race did not happen");
         assert_eq!(seen, base.model.len() - 1);
     }
+}
+
+/// A session's warnings, one per line, for matching an object's name.
+fn warnings_text(r: &Repository) -> String {
+    r.warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
