@@ -125,7 +125,7 @@ pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
 
 // Backup and restore.
-pub use backup::{Backup, BackupOutcome, ParentChoice};
+pub use backup::{Backup, BackupOutcome, ParentChoice, normalize_path};
 pub use reader::FileReader;
 pub use restore::{Overwrite, Restore, RestoreSummary};
 

@@ -1,4 +1,8 @@
 //! `cairn cat`: repository objects as JSON, for inspection.
+//!
+//! The one command that shows the format's internals (key files, index and
+//! dictionary ids), so it alone goes through `repo_core::unstable`: like
+//! `restic cat`, its output follows the format, not a stable API.
 
 use anyhow::{Result, bail};
 use repo_core::unstable::RepositoryInternals as _;

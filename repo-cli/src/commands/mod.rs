@@ -168,7 +168,7 @@ fn filter(f: &FilterArgs) -> Result<SnapshotFilter> {
         let recorded = if path.is_absolute() || path.symlink_metadata().is_ok() {
             let abs = std::path::absolute(path)
                 .with_context(|| format!("invalid path {}", path.display()))?;
-            repo_core::unstable::backup::normalize_path(&abs).into_os_string()
+            repo_core::normalize_path(&abs).into_os_string()
         } else {
             p.clone()
         };

@@ -364,7 +364,8 @@ fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
 }
 
 /// Lexically removes `.` and `..` from an absolute path, without resolving
-/// symlinks: how backup records the paths it is given.
+/// symlinks: how backup records the paths it is given, so a filter on
+/// snapshot paths ([`SnapshotFilter::paths`](crate::SnapshotFilter)) matches.
 pub fn normalize_path(p: &std::path::Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in p.components() {
