@@ -10,6 +10,8 @@
 //!   acting between two of them;
 //! - [`garage`]: a 3-node Garage cluster on loopback, the real object
 //!   store of the S3 tests;
+//! - [`proxy`]: a TCP proxy that adds latency, throttles and cuts
+//!   connections between a client and a server;
 //! - `fuzz` (feature `fuzz`): the property check of every fuzz target.
 //!
 //! Not for production use: the KDF is deliberately weak. The backend
@@ -20,6 +22,7 @@ pub mod backend;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod garage;
+pub mod proxy;
 pub mod repo;
 pub mod rng;
 pub mod tree;
