@@ -216,31 +216,47 @@ fn key(kind: ObjectKind, name: &str) -> String {
     }
 }
 
-/// How the engine should treat an OpenDAL error.
+/// How the engine should treat an OpenDAL error. OpenDAL's retry layer
+/// marks every error it returns "persistent", so what was retried cannot
+/// be told from the status: the HTTP status (in the error's context) or its
+/// absence (no response: network, TLS, timeout) decides.
 fn classify(e: &opendal::Error) -> BackendErrorKind {
     match e.kind() {
         OdKind::NotFound => BackendErrorKind::NotFound,
         OdKind::AlreadyExists => BackendErrorKind::AlreadyExists,
-        // Throttling, and anything OpenDAL retried until it gave up
-        // (5xx, timeouts, connection resets): the storage may recover.
         OdKind::RateLimited => BackendErrorKind::Transient,
-        _ if e.is_temporary() || e.is_persistent() => BackendErrorKind::Transient,
-        // 403, a missing bucket, bad configuration, other 4xx.
+        OdKind::Unexpected => match http_status(e) {
+            // 5xx; no response at all: timeouts, resets, refused
+            // connections. The storage may come back.
+            Some(s) if s >= 500 => BackendErrorKind::Transient,
+            None => BackendErrorKind::Transient,
+            // Other 4xx: the request itself is wrong.
+            Some(_) => BackendErrorKind::Permanent,
+        },
+        // 403, a missing bucket, bad configuration, 412/416.
         _ => BackendErrorKind::Permanent,
     }
 }
 
-/// One line about an OpenDAL error, without the response dump OpenDAL
-/// attaches (headers are noise here). No credential is ever part of it:
-/// requests are signed in headers that OpenDAL does not print.
+/// The HTTP status of the response OpenDAL attached, if any.
+fn http_status(e: &opendal::Error) -> Option<u16> {
+    const AT: &str = "response: Parts { status: ";
+    let s = e.to_string();
+    let at = s.find(AT)? + AT.len();
+    s.get(at..at + 3)?.parse().ok()
+}
+
+/// One line about an OpenDAL error with its causes (a refused connection,
+/// a TLS failure), without the response dump OpenDAL attaches (headers are
+/// noise here). No credential is ever part of it: requests are signed in
+/// headers, and OpenDAL prints none of the request's.
 fn describe(e: &opendal::Error) -> String {
     let mut s = e.to_string();
     if let Some(start) = s.find(", response: ") {
-        // The context value runs to its matching closing brace.
-        let bytes = s.as_bytes();
+        // The context value runs to the brace that closes the context list.
         let mut depth = 0i32;
         let mut end = s.len();
-        for (i, &b) in bytes.iter().enumerate().skip(start + 12) {
+        for (i, b) in s.bytes().enumerate().skip(start + 12) {
             match b {
                 b'{' => depth += 1,
                 b'}' if depth == 0 => {
@@ -251,13 +267,19 @@ fn describe(e: &opendal::Error) -> String {
                 _ => {}
             }
         }
-        // Keep the closing brace of the context list itself.
-        s.replace_range(start..end, "");
-        s = s.replace("context: {  }", "").replace(", context: { }", "");
+        s.replace_range(start..end, " ");
     }
-    let hint = match e.kind() {
-        OdKind::PermissionDenied => "access denied (credentials or bucket permissions): ",
-        OdKind::ConfigInvalid if s.contains("NoSuchBucket") => "the bucket does not exist: ",
+    // OpenDAL's line shows its direct source only; the root cause is deeper.
+    let mut cause = std::error::Error::source(e).and_then(|c| c.source());
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    let hint = match (e.kind(), http_status(e)) {
+        (OdKind::PermissionDenied, _) => "access denied (credentials or bucket permissions): ",
+        (OdKind::ConfigInvalid, _) if s.contains("NoSuchBucket") => "the bucket does not exist: ",
+        (OdKind::Unexpected, None) => "cannot reach the storage: ",
         _ => "",
     };
     format!("{hint}{s}")
@@ -426,7 +448,9 @@ impl Backend for S3Backend {
         if kind == ObjectKind::Config {
             return match self.stat(kind, "config") {
                 Ok(i) => Ok(vec![i]),
-                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                // No config: tell a missing bucket (HEAD cannot) from an
+                // empty prefix.
+                Err(e) if e.is_not_found() => self.check_bucket().map(|()| Vec::new()),
                 Err(e) => Err(BackendError { op: "list", ..e }),
             };
         }
@@ -507,18 +531,26 @@ mod tests {
             classify(&e(OdKind::RateLimited)),
             BackendErrorKind::Transient
         );
-        // 5xx, timeouts and resets are temporary; after the retries,
-        // persistent.
-        assert_eq!(
-            classify(&e(OdKind::Unexpected).set_temporary()),
-            BackendErrorKind::Transient
-        );
+        let status = |code: u16| {
+            e(OdKind::Unexpected)
+                .with_context(
+                    "response",
+                    format!("Parts {{ status: {code}, headers: {{}} }}"),
+                )
+                .set_persistent()
+        };
+        // 5xx (after the retries), and no response at all (refused,
+        // reset, timed out).
+        assert_eq!(classify(&status(503)), BackendErrorKind::Transient);
+        assert_eq!(classify(&status(500)), BackendErrorKind::Transient);
         assert_eq!(
             classify(&e(OdKind::Unexpected).set_persistent()),
             BackendErrorKind::Transient
         );
+        // A request the server will never accept.
+        assert_eq!(classify(&status(400)), BackendErrorKind::Permanent);
         assert_eq!(
-            classify(&e(OdKind::Unexpected)),
+            classify(&e(OdKind::PermissionDenied).set_persistent()),
             BackendErrorKind::Permanent
         );
     }
