@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_testkit::garage::Garage;
+use cairn_testkit::garage::{Garage, REGION};
 use cairn_testkit::proxy::{FaultProxy, Faults};
 use cairn_testkit::rng::{XorShift, random_bytes};
+use repo_core::{Backend, Location, ObjectKind, S3Credentials, S3Options};
 use tempfile::TempDir;
 
 use super::harness::{PASSWORD, assert_success, stderr, write};
@@ -197,6 +198,31 @@ fn wait_uploaded(proxy: &FaultProxy, bytes: u64, child: &mut Child) {
     }
 }
 
+/// The pack names under `prefix` in `bucket`, listed straight from
+/// Garage (not through any proxy).
+fn packs(g: &Garage, bucket: &str, prefix: &str) -> Vec<String> {
+    let location =
+        Location::parse(&g.location_in(&g.endpoint(), bucket, prefix)).expect("location");
+    let opts = S3Options {
+        region: Some(REGION.into()),
+        credentials: Some(S3Credentials {
+            access_key_id: g.key_id().into(),
+            secret_access_key: g.secret_key().into(),
+            session_token: None,
+        }),
+        ..S3Options::default()
+    };
+    let backend: Box<dyn Backend> = location.open(&opts).expect("open the bucket");
+    let mut names: Vec<String> = backend
+        .list(ObjectKind::Pack)
+        .expect("list packs")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    names.sort();
+    names
+}
+
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -263,12 +289,18 @@ fn all_nodes_stopped_mid_backup_a_clean_error_then_the_rerun_resumes() {
     proxy.set_faults(Some(throttled()));
     let before = proxy.stats().bytes_up;
     let mut backup = env.spawn("cache", &["--json", "backup", src.to_str().expect("utf8")]);
-    // Three 1 MiB packs are up (or nearly): some must survive the stop.
-    wait_uploaded(
-        &proxy,
-        before + 3 * MIB as u64 + MIB as u64 / 2,
-        &mut backup,
-    );
+    // Stop once a pack is stored (and at least 3 MiB of 8 went up): it
+    // must survive the stop, and the rerun must take it over.
+    wait_uploaded(&proxy, before + 3 * MIB as u64, &mut backup);
+    let start = Instant::now();
+    while packs(&g, g.bucket(), "repo").is_empty() {
+        assert!(
+            backup.try_wait().expect("wait").is_none(),
+            "the backup ended"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120), "no pack stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     g.stop_all();
     // Unthrottled, the failing retries are quicker.
     proxy.set_faults(None);
@@ -285,10 +317,23 @@ fn all_nodes_stopped_mid_backup_a_clean_error_then_the_rerun_resumes() {
         env.snapshots().is_empty(),
         "no snapshot from the failed backup"
     );
+    // Nothing damaged: the uploaded packs are only not yet indexed.
+    env.ok(["check"]);
+    let stored = packs(&g, g.bucket(), "repo");
+    assert!(!stored.is_empty());
     let out = env.ok(["--json", "backup", src.to_str().expect("utf8")]);
     let snap = saved(&out);
     let resumed = snap["packs_resumed"].as_u64().expect("packs_resumed");
-    assert!(resumed >= 1, "the rerun takes over uploaded packs: {snap}");
+    assert_eq!(
+        resumed,
+        stored.len() as u64,
+        "the rerun takes over every uploaded pack: {snap}"
+    );
+    let after = packs(&g, g.bucket(), "repo");
+    assert!(
+        stored.iter().all(|p| after.contains(p)),
+        "resumed packs stay"
+    );
     // The taken-over packs' data is not uploaded again.
     // Full packs hold at least their 1 MiB target; trees are small.
     let added = snap["bytes_added"].as_u64().expect("bytes_added");
@@ -299,6 +344,7 @@ fn all_nodes_stopped_mid_backup_a_clean_error_then_the_rerun_resumes() {
     env.check_read_data();
     let id = snap["snapshot_id"].as_str().expect("id");
     env.assert_restores(id, &src, &tree);
+    eprintln!("s3 all stopped: {resumed} packs resumed, {added} of 8 MiB added by the rerun");
 }
 
 #[test]
