@@ -363,9 +363,16 @@ fn through_latency_throttling_and_cut_connections_every_command_is_clean() {
         cut_per_mille: 300,
         cut_within: 512 * 1024,
     };
+    // The last round: most connections cut, so commands fail part-way,
+    // a prune among them.
+    let harsh = Faults {
+        cut_per_mille: 700,
+        cut_within: 128 * 1024,
+        ..faults.clone()
+    };
     let mut states: HashMap<String, Tree> = HashMap::new();
-    let mut succeeded = 0;
-    for round in 0..4u64 {
+    let mut outcomes: Vec<String> = Vec::new();
+    for round in 0..5u64 {
         // A changed file, a new one, one gone.
         write(&src.join("changing"), &random_bytes(MIB, rng.next_u64()));
         write(
@@ -378,18 +385,54 @@ fn through_latency_throttling_and_cut_connections_every_command_is_clean() {
         let tag = format!("v{round}");
         states.insert(tag.clone(), read_tree(&src));
 
-        proxy.set_faults(Some(faults.clone()));
-        let out = env.run(["backup", "--tag", &tag, src.to_str().expect("utf8")]);
-        succeeded += usize::from(env.assert_ok_or_clean(&format!("backup {tag}"), &out));
-        if round % 2 == 1 {
-            let out = env.run(["forget", "--keep-last", "2"]);
-            env.assert_ok_or_clean("forget", &out);
-            let out = env.run(["prune", "--grace", "0", "--max-unused", "0"]);
-            env.assert_ok_or_clean("prune", &out);
+        proxy.set_faults(Some(if round == 4 { &harsh } else { &faults }.clone()));
+        let mut run = |what: &str, args: &[&str]| {
+            let ok = env.assert_ok_or_clean(&format!("round {round}: {what}"), &env.run(args));
+            outcomes.push(format!("{what} {}", if ok { "ok" } else { "failed" }));
+        };
+        run(
+            "backup",
+            &["backup", "--tag", &tag, src.to_str().expect("utf8")],
+        );
+        if round % 2 == 1 || round == 4 {
+            run("forget", &["forget", "--keep-last", "2"]);
+            run("prune", &["prune", "--grace", "0", "--max-unused", "0"]);
         }
-        let out = env.run(["check"]);
-        env.assert_ok_or_clean("check", &out);
+        run("check", &["check"]);
     }
+    // A prune cut off part-way: throttled so it is still working when,
+    // after 256 KiB of traffic, every connection is cut and no new one
+    // gets through.
+    write(&src.join("changing"), &random_bytes(MIB, rng.next_u64()));
+    states.insert("v5".into(), read_tree(&src));
+    proxy.set_faults(None);
+    env.ok(["backup", "--tag", "v5", src.to_str().expect("utf8")]);
+    env.ok(["forget", "--keep-last", "1"]);
+    proxy.set_faults(Some(Faults {
+        bandwidth: MIB as u64,
+        ..Faults::default()
+    }));
+    let traffic = |p: &FaultProxy| p.stats().bytes_up + p.stats().bytes_down;
+    let start = traffic(&proxy);
+    let mut prune = env.spawn("cache", &["prune", "--grace", "0", "--max-unused", "0"]);
+    let t = Instant::now();
+    while traffic(&proxy) < start + 256 * 1024 && prune.try_wait().expect("wait").is_none() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the prune hangs");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.set_faults(Some(Faults {
+        cut_per_mille: 1000,
+        cut_within: 0,
+        ..Faults::default()
+    }));
+    proxy.cut_all();
+    let out = prune.wait_with_output().expect("prune");
+    let ok = env.assert_ok_or_clean("prune cut off part-way", &out);
+    outcomes.push(format!(
+        "prune cut part-way {}",
+        if ok { "ok" } else { "failed" }
+    ));
+
     // Every connection cut early: the backup fails, cleanly.
     proxy.set_faults(Some(Faults {
         cut_per_mille: 1000,
@@ -420,7 +463,7 @@ fn through_latency_throttling_and_cut_connections_every_command_is_clean() {
     );
     env.check_read_data();
     eprintln!(
-        "s3 faults: {succeeded} of 4 backups under faults succeeded, {} snapshots restored, {stats:?}",
+        "s3 faults: {outcomes:?}, {} snapshots restored, {stats:?}",
         snaps.len()
     );
 }
