@@ -135,6 +135,13 @@ fn is_aws(endpoint: Option<&str>) -> bool {
     })
 }
 
+/// Whether requests go to `BUCKET.HOST/KEY` rather than `HOST/BUCKET/KEY`:
+/// only on AWS (where path style is deprecated), for names that are valid
+/// host labels, and not when path style is asked for.
+fn virtual_host_style(endpoint: Option<&str>, bucket: &str, path_style: bool) -> bool {
+    !path_style && is_aws(endpoint) && !bucket.contains('.')
+}
+
 impl S3Backend {
     /// Connects to the bucket of `loc` (no request is made yet, unless the
     /// region must be asked for). Endpoint: the location's, else
@@ -174,7 +181,7 @@ impl S3Backend {
             // Virtual-host style only where it is AWS's default; IP
             // addresses, localhost and other servers get path style
             // (SPEC §11.2).
-            if !opts.path_style && is_aws(endpoint.as_deref()) && !loc.bucket.contains('.') {
+            if virtual_host_style(endpoint.as_deref(), &loc.bucket, opts.path_style) {
                 b = b.enable_virtual_host_style();
             }
             if let Some(r) = region {
@@ -697,6 +704,22 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("Parts") && !d.contains("headers"), "{d}");
+    }
+
+    #[test]
+    fn path_style_unless_aws() {
+        let aws = Some("https://s3.eu-west-1.amazonaws.com");
+        assert!(virtual_host_style(None, "b", false));
+        assert!(virtual_host_style(aws, "b", false));
+        assert!(!virtual_host_style(aws, "b", true), "the flag");
+        assert!(!virtual_host_style(aws, "b.with.dots", false));
+        for other in [
+            "http://127.0.0.1:3900",
+            "http://localhost:9000",
+            "https://minio.example",
+        ] {
+            assert!(!virtual_host_style(Some(other), "b", false), "{other}");
+        }
     }
 
     #[test]
