@@ -163,3 +163,57 @@ fn an_unreachable_endpoint_is_transient_after_the_retries() {
         g.secret_key(),
     );
 }
+
+/// Reading a pack blob by blob costs one request per window, not one per
+/// blob: after the first range, the following ones are served even when the
+/// object has gone behind the backend's back (packs never change). A delete
+/// through the backend itself forgets the window.
+#[test]
+fn pack_ranges_are_read_ahead() {
+    let g = Garage::shared();
+    let opts = options(g);
+    let loc = g.location("read-ahead");
+    let (reader, other) = (backend(&loc, &opts), backend(&loc, &opts));
+    let name = "cd".repeat(32);
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+    reader.write(ObjectKind::Pack, &name, &data).unwrap();
+    assert_eq!(
+        reader.read_range(ObjectKind::Pack, &name, 0, 100).unwrap(),
+        &data[..100]
+    );
+    other.delete(ObjectKind::Pack, &name).unwrap();
+    for (offset, len) in [(100, 1000), (500_000, 10), (999_990, 10)] {
+        let got = reader
+            .read_range(ObjectKind::Pack, &name, offset, len)
+            .unwrap();
+        assert_eq!(
+            got,
+            &data[offset as usize..][..len as usize],
+            "{offset}+{len}"
+        );
+    }
+    // Past the end is still an error.
+    assert!(
+        reader
+            .read_range(ObjectKind::Pack, &name, 999_990, 20)
+            .is_err()
+    );
+    // Other kinds are not read ahead: gone is gone.
+    reader.write(ObjectKind::Index, &name, &data).unwrap();
+    reader.read_range(ObjectKind::Index, &name, 0, 100).unwrap();
+    other.delete(ObjectKind::Index, &name).unwrap();
+    assert!(
+        reader
+            .read_range(ObjectKind::Index, &name, 100, 100)
+            .unwrap_err()
+            .is_not_found()
+    );
+    // Deleting through the reader drops its window.
+    reader.write(ObjectKind::Pack, &name, &data).unwrap();
+    reader.read_range(ObjectKind::Pack, &name, 0, 100).unwrap();
+    reader.delete(ObjectKind::Pack, &name).unwrap();
+    let e = reader
+        .read_range(ObjectKind::Pack, &name, 100, 100)
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
