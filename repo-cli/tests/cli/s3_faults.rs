@@ -283,13 +283,19 @@ fn all_nodes_stopped_mid_backup_a_clean_error_then_the_rerun_resumes() {
     let proxy = FaultProxy::to_port(g.s3_port(0), 2);
     let env = S3Env::behind(&g, &proxy, g.bucket(), "repo");
     env.init();
-    let src = source(&env, 8, MIB, 20);
+    // Enough data, slowly enough, that the stop lands mid-backup even with
+    // parallel uploads (each connection gets the bandwidth).
+    const FILES: u64 = 12;
+    let src = source(&env, FILES as usize, MIB, 20);
     let tree = read_tree(&src);
 
-    proxy.set_faults(Some(throttled()));
+    proxy.set_faults(Some(Faults {
+        bandwidth: MIB as u64,
+        ..Faults::default()
+    }));
     let before = proxy.stats().bytes_up;
     let mut backup = env.spawn("cache", &["--json", "backup", src.to_str().expect("utf8")]);
-    // Stop once a pack is stored (and at least 3 MiB of 8 went up): it
+    // Stop once a pack is stored (and at least 3 MiB went up): it
     // must survive the stop, and the rerun must take it over.
     wait_uploaded(&proxy, before + 3 * MIB as u64, &mut backup);
     let start = Instant::now();
@@ -338,13 +344,13 @@ fn all_nodes_stopped_mid_backup_a_clean_error_then_the_rerun_resumes() {
     // Full packs hold at least their 1 MiB target; trees are small.
     let added = snap["bytes_added"].as_u64().expect("bytes_added");
     assert!(
-        added + resumed * MIB as u64 <= 8 * MIB as u64 + 64 * 1024,
+        added + resumed * MIB as u64 <= FILES * MIB as u64 + 64 * 1024,
         "{added} bytes added with {resumed} packs resumed: {snap}"
     );
     env.check_read_data();
     let id = snap["snapshot_id"].as_str().expect("id");
     env.assert_restores(id, &src, &tree);
-    eprintln!("s3 all stopped: {resumed} packs resumed, {added} of 8 MiB added by the rerun");
+    eprintln!("s3 all stopped: {resumed} packs resumed, {added} of {FILES} MiB added by the rerun");
 }
 
 #[test]
