@@ -6,8 +6,9 @@
 //! `check --read-data` passes and every snapshot restores exactly.
 //!
 //! Tests that kill nodes start their own cluster; the others share one and
-//! keep apart in their own buckets. Data is small (a few MiB, 1 MiB packs)
-//! so the whole module takes seconds of Garage time.
+//! keep apart in their own buckets. Data is small (a few MiB, 1 MiB packs);
+//! most of the module's time (under a minute, tests in parallel) is spent
+//! throttled on purpose and in the backend's retries before it gives up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
