@@ -67,7 +67,8 @@
 //! - Errors: [`Error`] and the per-layer errors it wraps; per-file problems
 //!   of a backup that still succeeds are [`Warning`]s.
 //! - Storage: the [`Backend`] trait with [`LocalBackend`] and
-//!   [`MemoryBackend`].
+//!   [`MemoryBackend`], and (feature `s3`) `S3Backend`; a [`Location`]
+//!   parsed from a path or an `s3:` URL opens the right one.
 //!
 //! Internally, modules are layered: format primitives (`format` …
 //! `config`) know no I/O; storage (`backend`, `cache`) knows no trees or
@@ -171,8 +172,11 @@ pub use warning::Warning;
 // Storage, and the conformance suite every backend runs (feature
 // `conformance`): public, so backends outside this crate prove themselves
 // the same way.
+#[cfg(feature = "s3")]
+pub use backend::S3Backend;
 #[cfg(feature = "conformance")]
 pub use backend::conformance;
 pub use backend::{
-    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectInfo, ObjectKind,
+    Backend, BackendError, BackendErrorKind, LOCATION_FORMS, LocalBackend, Location, LocationError,
+    MemoryBackend, ObjectInfo, ObjectKind, S3Credentials, S3Location, S3Options,
 };

@@ -78,3 +78,19 @@ fn test_script_installs_the_servers_the_exporter_tests_start() {
         "packages are installed before the tests run"
     );
 }
+
+#[test]
+fn test_script_installs_garage_for_the_s3_tests() {
+    let script = read(".ci/test");
+    let cmds = commands(&script);
+    let pos = |f: &dyn Fn(&str) -> bool| cmds.iter().position(|l| f(l));
+    // The tests look in ~/.cargo/bin too, but the script must find what
+    // cargo installed there whatever the caller's PATH.
+    let path = pos(&|l| l.starts_with("export PATH=") && l.contains(".cargo}/bin"))
+        .expect("the script puts cargo's bin directory on PATH");
+    let probe = pos(&|l| l.contains("command -v garage")).expect("the script probes for garage");
+    let install = pos(&|l| l == "cargo install --locked garage")
+        .expect("a missing garage is installed with cargo install --locked");
+    let test = pos(&|l| l.starts_with("cargo test --workspace --locked")).unwrap();
+    assert!(path < probe && probe < install && install < test);
+}

@@ -21,5 +21,7 @@ mod qdrant;
 mod qdrant_fake;
 mod redis;
 mod repository;
+mod s3;
+mod s3_faults;
 mod scripting;
 mod trees;
