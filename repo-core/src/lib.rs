@@ -175,4 +175,5 @@ pub use warning::Warning;
 pub use backend::conformance;
 pub use backend::{
     Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectInfo, ObjectKind,
+    RequestStats,
 };

@@ -112,6 +112,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         json: g.json,
         verbose: 0,
         quiet: true,
+        connections: g.connections,
     };
     let password = match credentials::password(&rg, Purpose::Open) {
         Ok(p) => Some(p),

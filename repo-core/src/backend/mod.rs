@@ -16,13 +16,18 @@
 pub mod conformance;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
+mod limit;
 mod local;
 mod memory;
+mod stats;
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub use faulty::{Fault, FaultPlan, FaultyBackend, OpKind};
+pub(crate) use limit::{Limited, Slots};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub(crate) use stats::{Counted, Counters};
+pub use stats::RequestStats;
 
 use std::fmt;
 use std::io;

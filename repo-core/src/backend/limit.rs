@@ -1,0 +1,134 @@
+//! The connection limit: [`Limited`] lets at most N pack transfers (reads
+//! and writes of `data/` objects) run against the inner backend at once,
+//! however many threads ask. Small requests (config, index, snapshots,
+//! locks) are not held back, so a lock's heartbeat never waits behind a
+//! slow pack upload.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::{Backend, BackendError, ObjectInfo, ObjectKind};
+
+/// A counting semaphore whose size can change while in use.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    max: AtomicUsize,
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    /// `max` slots (at least one).
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max: AtomicUsize::new(max.max(1)),
+            busy: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// How many transfers may run at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Relaxed)
+    }
+
+    /// Changes the limit; transfers already running finish.
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max.max(1), Relaxed);
+        self.freed.notify_all();
+    }
+
+    /// Runs `f` in a slot, waiting for one first.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            while *busy >= self.max() {
+                busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+            }
+            *busy += 1;
+        }
+        // Released on unwind too, so a panicking transfer frees its slot.
+        struct Release<'a>(&'a Slots);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _release = Release(self);
+        f()
+    }
+}
+
+/// Passes every call to `inner`; pack reads and writes take a slot of the
+/// shared [`Slots`] first.
+#[derive(Debug)]
+pub(crate) struct Limited<B> {
+    inner: B,
+    slots: Arc<Slots>,
+}
+
+impl<B> Limited<B> {
+    pub(crate) fn new(inner: B, slots: Arc<Slots>) -> Self {
+        Self { inner, slots }
+    }
+
+    fn transfer<T>(&self, kind: ObjectKind, f: impl FnOnce(&B) -> T) -> T {
+        if kind == ObjectKind::Pack {
+            self.slots.run(|| f(&self.inner))
+        } else {
+            f(&self.inner)
+        }
+    }
+}
+
+impl<B: Backend> Backend for Limited<B> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
+        self.transfer(kind, |b| b.read(kind, name))
+    }
+    fn read_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.transfer(kind, |b| b.read_into(kind, name, buf))
+    }
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.transfer(kind, |b| b.read_range(kind, name, offset, len))
+    }
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.transfer(kind, |b| b.read_range_into(kind, name, offset, len, buf))
+    }
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
+        self.inner.size(kind, name)
+    }
+    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
+        self.inner.stat(kind, name)
+    }
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.transfer(kind, |b| b.write(kind, name, data))
+    }
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.inner.list(kind)
+    }
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        self.inner.delete(kind, name)
+    }
+}
