@@ -4,6 +4,7 @@ mod availability;
 mod check;
 mod check_spill;
 mod concurrent_prune;
+mod connections;
 mod conformance;
 mod corruption;
 mod corruption_sweep;
