@@ -211,9 +211,7 @@ impl Repository {
         )?;
         let warnings = Arc::new(Warnings::default());
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        Ok(Self::assemble(
-            wired, key, key_id, config, index, warnings,
-        ))
+        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
     }
 
     fn assemble(
@@ -282,9 +280,7 @@ impl Repository {
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
         index.sync(&*backend, key.data_key())?;
-        Ok(Self::assemble(
-            wired, key, key_id, config, index, warnings,
-        ))
+        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF

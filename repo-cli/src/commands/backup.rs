@@ -103,12 +103,7 @@ fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
     })
 }
 
-fn report(
-    out: Output,
-    o: &BackupOutcome,
-    source: SourceDetails,
-    repo: &Repository,
-) -> Result<()> {
+fn report(out: Output, o: &BackupOutcome, source: SourceDetails, repo: &Repository) -> Result<()> {
     let s = &o.snapshot.snapshot.summary;
     if out.json {
         out.json_value(&BackupReport {

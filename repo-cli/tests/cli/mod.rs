@@ -21,5 +21,6 @@ mod qdrant;
 mod qdrant_fake;
 mod redis;
 mod repository;
+mod requests;
 mod scripting;
 mod trees;

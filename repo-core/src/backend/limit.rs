@@ -13,7 +13,8 @@ use super::{Backend, BackendError, ObjectInfo, ObjectKind};
 #[derive(Debug)]
 pub(crate) struct Slots {
     max: AtomicUsize,
-    busy: Mutex<usize>,
+    /// Transfers running, and threads waiting for a slot.
+    state: Mutex<(usize, usize)>,
     freed: Condvar,
 }
 
@@ -22,7 +23,7 @@ impl Slots {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             max: AtomicUsize::new(max.max(1)),
-            busy: Mutex::new(0),
+            state: Mutex::new((0, 0)),
             freed: Condvar::new(),
         }
     }
@@ -41,18 +42,25 @@ impl Slots {
     /// Runs `f` in a slot, waiting for one first.
     fn run<T>(&self, f: impl FnOnce() -> T) -> T {
         {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            while *busy >= self.max() {
-                busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            while st.0 >= self.max() {
+                st.1 += 1;
+                st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.1 -= 1;
             }
-            *busy += 1;
+            st.0 += 1;
         }
         // Released on unwind too, so a panicking transfer frees its slot.
         struct Release<'a>(&'a Slots);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
-                *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-                self.0.freed.notify_one();
+                let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.0 -= 1;
+                // A wake-up is a system call: none when no one waits (local
+                // storage, where transfers rarely queue).
+                if st.1 > 0 {
+                    self.0.freed.notify_one();
+                }
             }
         }
         let _release = Release(self);

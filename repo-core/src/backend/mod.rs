@@ -26,8 +26,8 @@ pub use faulty::{Fault, FaultPlan, FaultyBackend, OpKind};
 pub(crate) use limit::{Limited, Slots};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
-pub(crate) use stats::{Counted, Counters};
 pub use stats::RequestStats;
+pub(crate) use stats::{Counted, Counters};
 
 use std::fmt;
 use std::io;

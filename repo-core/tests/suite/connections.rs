@@ -144,7 +144,10 @@ fn restore_and_check_read_with_up_to_connections_in_flight() {
         let got = out.join(src.strip_prefix("/").unwrap());
         for i in [0u64, 11] {
             let name = format!("f{i:02}.bin");
-            assert_eq!(fs::read(got.join(&name)).unwrap(), random_bytes(1 << 20, 100 + i));
+            assert_eq!(
+                fs::read(got.join(&name)).unwrap(),
+                random_bytes(1 << 20, 100 + i)
+            );
         }
 
         gauge.max.store(0, SeqCst);
@@ -227,8 +230,12 @@ fn nothing_changed_backup_makes_a_handful_of_requests() {
         )
         .unwrap()
     };
-    let first = Repository::init(LocalBackend::create(d.path().join("repo")).unwrap(), PASSWORD, opts)
-        .unwrap();
+    let first = Repository::init(
+        LocalBackend::create(d.path().join("repo")).unwrap(),
+        PASSWORD,
+        opts,
+    )
+    .unwrap();
     first.backup().path(&src).run().unwrap();
     drop(first);
     // A second backup, so the repository holds more than one of each.
@@ -254,7 +261,10 @@ fn nothing_changed_backup_makes_a_handful_of_requests() {
     eprintln!("requests of a nothing-changed backup: {s:?}");
     assert!(s.read <= 2 + 2 + 1, "whole reads: {s:?}");
     let dirs = src.components().count() as u64 + 2;
-    assert!(s.read_range <= dirs, "ranged reads (parent trees only): {s:?}");
+    assert!(
+        s.read_range <= dirs,
+        "ranged reads (parent trees only): {s:?}"
+    );
     assert!(s.list <= 8, "listings: {s:?}");
     assert!(s.stat <= 1, "stats: {s:?}");
     assert!(s.write <= 2, "writes (heartbeat, snapshot): {s:?}");
