@@ -833,6 +833,49 @@ impl Repository {
         })
     }
 
+    /// [`Repository::load_tree`] for a backup comparing with its parent:
+    /// the sealed tree comes from the local cache when it holds it (opened
+    /// and verified as if read from the pack), else from the storage, and
+    /// is cached then (SPEC §12). A nothing-changed backup so makes no
+    /// request per directory. `check`, restore and drill read the storage.
+    pub(crate) fn load_parent_tree(&self, id: &TreeId) -> Result<Tree> {
+        let loc = self.locate(&id.as_blob())?;
+        let e = &loc.entry;
+        let cache = self.index.cache();
+        let cached = cache.tree(&e.id).ok().flatten();
+        let from_cache = cached.is_some();
+        let mut sealed = match cached {
+            Some(s) => s,
+            None => self
+                .backend
+                .read_range(ObjectKind::Pack, &loc.pack.to_hex(), u64::from(e.offset), e.length)?,
+        };
+        let copy = (!from_cache).then(|| sealed.clone());
+        let mut plain = Vec::new();
+        let opened = blob::open_blob_into_with(
+            self.data_key(),
+            &self.hasher,
+            e.kind,
+            &e.id,
+            &mut sealed,
+            e.raw_length,
+            &mut plain,
+            &self.dicts,
+        );
+        let tree = opened.ok().and_then(|()| Tree::decode(&plain).ok());
+        match (tree, copy) {
+            (Some(t), Some(copy)) => {
+                // The cache is disposable: failing to fill it costs a read.
+                let _ = cache.put_tree(&e.id, &copy);
+                Ok(t)
+            }
+            (Some(t), None) => Ok(t),
+            // A damaged cached copy, or a damaged tree in the pack: the
+            // storage's copy decides, with load_tree's errors.
+            (None, _) => self.load_tree(id),
+        }
+    }
+
     /// The prefix and the sealed header and trailer of a pack holding
     /// `entries`, under this repository's key: what a pack's first and
     /// last bytes are. For the scale benchmark's placeholder packs, whose
@@ -1178,6 +1221,11 @@ impl Packer<'_> {
                 dict,
                 &mut sealed,
             );
+            if kind == BlobKind::Tree {
+                // For the next backup's comparison with this one; only a
+                // tree the index names is ever looked up (SPEC §12).
+                let _ = self.repo.index.cache().put_tree(&id, &sealed);
+            }
             let n = sealed.len() as u64;
             let mut w = self.writers[kind as usize]
                 .lock()
