@@ -846,9 +846,12 @@ impl Repository {
         let from_cache = cached.is_some();
         let mut sealed = match cached {
             Some(s) => s,
-            None => self
-                .backend
-                .read_range(ObjectKind::Pack, &loc.pack.to_hex(), u64::from(e.offset), e.length)?,
+            None => self.backend.read_range(
+                ObjectKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(e.offset),
+                e.length,
+            )?,
         };
         let copy = (!from_cache).then(|| sealed.clone());
         let mut plain = Vec::new();

@@ -314,7 +314,17 @@ fn damaged_cached_tree_is_read_from_the_storage() {
     .unwrap();
     let outcome = repo.backup().path(&src).run().unwrap();
     let summary = &outcome.snapshot.snapshot.summary;
-    assert_eq!((summary.files_unmodified, summary.files_changed, summary.files_new), (6, 0, 0));
-    assert!(repo.request_stats().read_range >= damaged as u64, "read from the storage instead");
+    assert_eq!(
+        (
+            summary.files_unmodified,
+            summary.files_changed,
+            summary.files_new
+        ),
+        (6, 0, 0)
+    );
+    assert!(
+        repo.request_stats().read_range >= damaged as u64,
+        "read from the storage instead"
+    );
     assert!(outcome.warnings.is_empty());
 }
