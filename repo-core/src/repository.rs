@@ -400,12 +400,13 @@ impl Repository {
     }
 
     /// Runs `f`, whose parallel work reads packs, on enough threads to keep
-    /// [`Repository::connections`] reads in flight: where that exceeds the
-    /// current pool (a network behind few cores), on a pool of that size;
-    /// otherwise on the current one, so local storage works as before.
+    /// [`Repository::connections`] reads in flight: on remote storage
+    /// behind fewer cores, on a pool of that size; otherwise on the current
+    /// pool, so local storage works as before (more threads than cores
+    /// cost CPU time and a pack buffer each, and gain nothing there).
     pub(crate) fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let want = self.connections();
-        if want <= rayon::current_num_threads() {
+        if !self.backend.is_remote() || want <= rayon::current_num_threads() {
             return f();
         }
         match rayon::ThreadPoolBuilder::new()

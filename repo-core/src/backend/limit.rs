@@ -94,6 +94,9 @@ impl<B: Backend> Backend for Limited<B> {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.transfer(kind, |b| b.read(kind, name))
     }

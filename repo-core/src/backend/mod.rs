@@ -174,6 +174,14 @@ impl BackendError {
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Human-readable location, for messages.
     fn location(&self) -> String;
+    /// Whether each request waits for a network round trip (object
+    /// storage): then running more requests at once than there are cores
+    /// pays (`Repository::set_connections`). Local storage answers from the
+    /// page cache or a disk queue, and extra threads would only compete
+    /// for the cores; decorators forward it.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Reads a whole object.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
     /// [`Backend::read`] into `buf` (replacing its contents): a reader of

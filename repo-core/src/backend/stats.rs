@@ -89,6 +89,9 @@ impl<B: Backend> Backend for Counted<B> {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.counters.read.fetch_add(1, Relaxed);
         let out = self.inner.read(kind, name)?;

@@ -60,7 +60,7 @@ fn gauged(
     is_transfer: fn(&Call<'_>) -> bool,
 ) -> Hooked<MemoryBackend> {
     let g = Arc::clone(gauge);
-    Hooked::new(mem.clone()).before(move |c| {
+    Hooked::new(mem.clone()).remote().before(move |c| {
         if is_transfer(c) {
             g.transfer();
         }
@@ -155,6 +155,42 @@ fn restore_and_check_read_with_up_to_connections_in_flight() {
         assert!(report.is_ok(), "{report}");
         assert_eq!(gauge.max.load(SeqCst), n, "check reads in flight at once");
     }
+}
+
+/// On local storage the reads stay on the ordinary pool (as many threads
+/// as cores): more threads than cores would only compete for them. The
+/// connection limit still caps the reads in flight.
+#[test]
+fn local_storage_reads_on_the_ordinary_pool() {
+    let d = tempfile::tempdir().unwrap();
+    let src = source(d.path());
+    let mem = MemoryBackend::new();
+    Repository::init(mem.clone(), PASSWORD, init_options())
+        .unwrap()
+        .backup()
+        .path(&src)
+        .run()
+        .unwrap();
+    // The 12 files are read in parallel: at most 12 reads at once.
+    let cores = rayon::current_num_threads();
+    let want = cores.min(12);
+    let gauge = Gauge::new(want);
+    let g = Arc::clone(&gauge);
+    let local = Hooked::new(mem.clone()).before(move |c| {
+        if pack_read(c) {
+            g.transfer();
+        }
+        Ok(())
+    });
+    let mut repo = Repository::open(local, PASSWORD, OpenOptions::default()).unwrap();
+    repo.set_connections(64);
+    let snap = repo.snapshots().unwrap().pop().unwrap();
+    repo.restore(&snap).to(d.path().join("out")).run().unwrap();
+    assert_eq!(
+        gauge.max.load(SeqCst),
+        want,
+        "reads in flight on {cores} cores"
+    );
 }
 
 /// The third of several pack writes in flight fails: the backup fails
