@@ -23,5 +23,6 @@ mod redis;
 mod repository;
 mod s3;
 mod s3_faults;
+mod requests;
 mod scripting;
 mod trees;

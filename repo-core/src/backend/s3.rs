@@ -412,6 +412,11 @@ impl Backend for S3Backend {
     fn location(&self) -> String {
         self.location.clone()
     }
+    /// Round trips dominate: restore and check read with `--connections`
+    /// requests in flight rather than one per core.
+    fn is_remote(&self) -> bool {
+        true
+    }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         let mut buf = Vec::new();
