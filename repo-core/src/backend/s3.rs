@@ -1,7 +1,9 @@
 //! A repository in an S3-compatible bucket (SPEC §11.2), through Apache
 //! OpenDAL's S3 service and its blocking operator.
 //!
-//! OpenDAL is async; the backend owns a small tokio runtime and drives each
+//! OpenDAL is async; S3 backends share one small tokio runtime per process
+//! (OpenDAL pools connections in one process-wide HTTP client, and a pooled
+//! connection must stay on a reactor that runs) and drive each
 //! call to completion on it, so the synchronous [`Backend`] trait and the
 //! engine's threads stay as they are. Credentials and region come from the
 //! usual AWS sources (environment, `AWS_PROFILE` with the shared config and
@@ -10,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -30,11 +32,28 @@ const FALLBACK_REGION: &str = "us-east-1";
 
 /// A bucket and prefix on an S3-compatible object store.
 pub struct S3Backend {
-    // Declared before the runtime: dropped while the runtime still runs.
     op: opendal::blocking::Operator,
     location: String,
     readahead: ReadAhead,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+/// The runtime every S3 backend of the process runs its requests on. One
+/// for all: OpenDAL keeps idle connections in a process-wide pool, and a
+/// connection opened on a runtime that has shut down (a backend dropped
+/// before another is opened, as in `copy` or a plan) would fail on reuse.
+fn shared_runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cairn-s3")
+        .enable_all()
+        .build()?;
+    // A racing thread's runtime wins; ours is dropped unused.
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
 /// Bytes one ranged `GET` of a pack fetches when less is asked for.
@@ -157,11 +176,7 @@ impl S3Backend {
             }
             (None, None) => None,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cairn-s3")
-            .enable_all()
-            .build()
+        let runtime = shared_runtime()
             .map_err(|e| BackendError::io("open", ObjectKind::Config, &loc.to_string(), e))?;
 
         // AWS_REGION is read by OpenDAL; AWS_DEFAULT_REGION is not.
@@ -252,10 +267,11 @@ impl S3Backend {
             .map_err(|e| self.error("list", ObjectKind::Config, &self.location, e))
     }
 
-    /// The runtime that drives requests (for callers that add their own
+    /// The runtime that drives requests, shared by all S3 backends (for
+    /// callers that add their own concurrency on top).
     /// concurrency on top).
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
+    pub fn runtime(&self) -> &'static tokio::runtime::Runtime {
+        self.runtime
     }
 
     fn error(
