@@ -186,17 +186,23 @@ impl Config {
             .map(|i| i as u8)
     }
 
+    /// The encoded body (SPEC §5): versions 1 and 2 end before
+    /// `content_keys`, so their configs are what earlier builds wrote.
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut body = encoding::encode(self);
+        if self.content_keys.is_none() {
+            // Its `None` is the last byte, a single 0 (SPEC §2.2).
+            body.pop();
+        }
+        body
+    }
+
     /// The encrypted config file.
     pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
-        let mut body = encoding::encode(self);
-        if self.content_keys.is_none() {
-            // Versions 1 and 2 end before the field (its `None` is one 0 byte).
-            body.pop();
-        }
-        let sealed = blob::seal_object(key, &out, &body, 0);
+        let sealed = blob::seal_object(key, &out, &self.encode_body(), 0);
         out.extend_from_slice(&sealed);
         out
     }
