@@ -163,7 +163,7 @@ The source's password comes from --from-password-file, --from-password-command, 
 or a prompt.",
         after_help = "Examples:\n  \
 cairn -r /mnt/offsite copy --from-repo /srv/backup --from-password-file /etc/cairn/local.pw\n  \
-cairn -r /mnt/offsite copy --from-repo /srv/backup --host db1 --tag nightly\n  \
+CAIRN_FROM_REPOSITORY=/srv/backup cairn copy --host db1 --tag nightly\n  \
 cairn -r /mnt/offsite init --copy-chunker-params --from-repo /srv/backup"
     )]
     Copy(CopyArgs),

@@ -168,6 +168,16 @@ fn copy_between_related_repositories_reports_json_and_copies_nothing_again() {
         assert_eq!(c["tree"], o["tree"]);
     }
     assert_eq!(originals[0]["original"], serde_json::Value::Null);
+    // The table names the original too; the source's has no such column.
+    let table = String::from_utf8_lossy(&dst.ok(["snapshots"]).stdout).into_owned();
+    assert!(table.contains("Copy of"), "{table}");
+    let short = &originals[1]["id"].as_str().unwrap()[..8];
+    assert!(
+        table.lines().any(|l| l.trim_end().ends_with(short)),
+        "{table}"
+    );
+    let table = String::from_utf8_lossy(&src.ok(["snapshots"]).stdout).into_owned();
+    assert!(!table.contains("Copy of"), "{table}");
     assert_eq!(c["source"], originals[0]["id"]);
     assert_eq!(c["snapshot"], copies[0]["id"]);
     assert_eq!(c["time"], originals[0]["time"]);
