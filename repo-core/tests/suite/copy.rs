@@ -276,3 +276,42 @@ fn a_copy_that_dies_leaves_no_snapshot_and_the_rerun_resumes() {
         let _ = fs::remove_dir_all(d.path().join("restore"));
     }
 }
+
+#[test]
+fn a_copy_reads_the_source_by_pack_not_blob_by_blob() {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, src) = init_memory();
+    // 400 small files in 20 directories: 400 data blobs, 21+ trees.
+    let mut f = Files::new();
+    for i in 0..400 {
+        f.insert(
+            format!("d{:02}/f{i:03}", i % 20),
+            random_bytes(2000 + i, i as u64),
+        );
+    }
+    let s1 = backup(&src, d.path(), &f, "one");
+    drop(src);
+    let fb = FaultyBackend::new(mem);
+    let src =
+        Repository::open(fb.clone(), cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
+    let packs = fb.inner().list(ObjectKind::Pack).unwrap().len() as u64;
+    for related in [true, false] {
+        let (_, dst) = if related {
+            init_related(&src)
+        } else {
+            init_memory()
+        };
+        let before = fb.ops_on(OpKind::Read, ObjectKind::Pack);
+        let st = copy_all(&src, &dst);
+        let reads = fb.ops_on(OpKind::Read, ObjectKind::Pack) - before;
+        assert!(st.blobs_copied > 400, "{st:?}");
+        // One read per pack for the data, and per tree level and pack.
+        assert!(
+            reads <= packs * 8,
+            "related: {related}: {reads} pack reads for {} blobs in {packs} packs",
+            st.blobs_copied
+        );
+        let c1 = copy_of(&dst, &s1);
+        assert_eq!(restored(&dst, &c1.id, &d.path().join("src"), d.path()), f);
+    }
+}
