@@ -111,18 +111,30 @@ fn related_repositories_send_only_missing_blobs_and_copying_again_sends_nothing(
     );
 
     // The same data backed up directly into both: the same chunk and tree
-    // ids, so the copy has nothing to send.
+    // ids, so the copy sends no data. (The trees of `src`'s ancestors may
+    // differ: /tmp changes whenever a parallel test makes a directory.)
     let f1 = files(1);
     let s1 = backup(&src, d.path(), &f1, "one");
     let direct = backup_again(&dst, d.path(), "one");
+    let src_dir = d.path().join("src");
+    let subtree = |r: &Repository, e: &SnapshotEntry| {
+        let rel = src_dir
+            .strip_prefix("/")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        r.find_node(&e.snapshot.tree, rel).unwrap().subtree
+    };
     assert_eq!(
-        direct.snapshot.tree, s1.snapshot.tree,
+        subtree(&dst, &direct),
+        subtree(&src, &s1),
         "content named alike"
     );
     let st = copy_all(&src, &dst);
     assert!(st.same_content_keys);
     assert_eq!((st.copied.len(), st.skipped.len()), (1, 0));
-    assert_eq!((st.blobs_copied, st.bytes_copied), (0, 0), "{st:?}");
+    assert!(st.bytes_copied < 16 << 10, "data sent again: {st:?}");
     assert_eq!(copy_of(&dst, &s1).snapshot.tree, s1.snapshot.tree);
 
     // A new snapshot: only its new chunk (and changed trees) is sent.
