@@ -10,7 +10,11 @@
 //! dies leaves no snapshot, and the next run adopts the packs it wrote.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 use crate::backend::ObjectKind;
 use crate::blob::{self, BlobKind};
@@ -165,8 +169,8 @@ impl<'a> Copy<'a> {
             same,
             packer: self.dst.packer(),
             trees: HashMap::new(),
-            blobs: HashMap::new(),
-            stats: &mut stats,
+            blobs: Mutex::new(HashMap::new()),
+            counts: Default::default(),
             progress: self.progress,
         };
         let mut copied = Vec::new();
@@ -203,7 +207,10 @@ impl<'a> Copy<'a> {
             });
         }
         let adjust = state.packer.finish()?;
-        stats.bytes_packed = stats.bytes_packed.saturating_add_signed(adjust);
+        let [blobs, bytes, packed] = state.counts.map(AtomicU64::into_inner);
+        stats.blobs_copied = blobs;
+        stats.bytes_copied = bytes;
+        stats.bytes_packed = packed.saturating_add_signed(adjust);
         stats.copied = copied;
         stats.skipped = skipped;
         stats.duration = started.elapsed();
@@ -218,7 +225,7 @@ const MAX_RANGE: u64 = 32 << 20;
 const MAX_GAP: u64 = 1 << 20;
 
 /// What one run carries from snapshot to snapshot.
-struct State<'r, 's> {
+struct State<'r> {
     src: &'r Repository,
     dst: &'r Repository,
     same: bool,
@@ -226,15 +233,16 @@ struct State<'r, 's> {
     /// Source tree → destination tree, for trees already stored.
     trees: HashMap<TreeId, TreeId>,
     /// Source data blob → destination id (unrelated keys only).
-    blobs: HashMap<BlobId, BlobId>,
-    stats: &'s mut CopyStats,
+    blobs: Mutex<HashMap<BlobId, BlobId>>,
+    /// Blobs stored, their plaintext bytes, their packed bytes.
+    counts: [AtomicU64; 3],
     progress: &'r dyn Progress,
 }
 
 /// A source tree: decoded, and its plaintext (stored as is under the same keys).
 type Loaded = HashMap<TreeId, (Tree, Vec<u8>)>;
 
-impl State<'_, '_> {
+impl State<'_> {
     /// Stores the tree `root` of the source and everything below it that the
     /// destination lacks; returns its id in the destination. Trees are read
     /// level by level and data by pack, then stored children first
@@ -265,17 +273,24 @@ impl State<'_, '_> {
         level.retain(|t| !self.trees.contains_key(t));
         while !level.is_empty() {
             let ids: Vec<BlobId> = level.iter().map(TreeId::as_blob).collect();
-            let mut next = Vec::new();
+            let found = Mutex::new(Vec::new());
             fetch(self.src, &ids, |loc, plain| {
                 let tree = Tree::decode(plain).map_err(|e| Error::CorruptPack {
                     pack: loc.pack,
                     reason: format!("tree {}: {e}", loc.entry.id.short()),
                 })?;
-                next.extend(tree.nodes.iter().filter_map(|n| n.dir_subtree()));
                 let id = TreeId::from_bytes(*loc.entry.id.as_bytes());
-                loaded.insert(id, (tree, plain.to_vec()));
+                found
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((id, tree, plain.to_vec()));
                 Ok(())
             })?;
+            let mut next = Vec::new();
+            for (id, tree, plain) in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                next.extend(tree.nodes.iter().filter_map(|n| n.dir_subtree()));
+                loaded.insert(id, (tree, plain));
+            }
             next.sort();
             next.dedup();
             next.retain(|t| !self.trees.contains_key(t) && !loaded.contains_key(t));
@@ -291,6 +306,7 @@ impl State<'_, '_> {
     fn copy_data(&mut self, loaded: &Loaded) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         let mut need = Vec::new();
+        let known = self.blobs.get_mut().unwrap_or_else(|e| e.into_inner());
         for (tree, _) in loaded.values() {
             for id in tree.nodes.iter().flat_map(|n| &n.content) {
                 if !seen.insert(*id) {
@@ -299,7 +315,7 @@ impl State<'_, '_> {
                 let wanted = if self.same {
                     !self.dst.index().has(id)?
                 } else {
-                    !self.blobs.contains_key(id)
+                    !known.contains_key(id)
                 };
                 if wanted {
                     need.push(*id);
@@ -312,26 +328,30 @@ impl State<'_, '_> {
             .flat_map(|(t, _)| &t.nodes)
             .map(|n| n.size)
             .sum();
-        let mut read = 0u64;
-        let src = self.src;
-        fetch(src, &need, |loc, plain| {
-            read += plain.len() as u64;
-            self.progress.add_bytes(plain.len() as u64);
+        let read = AtomicU64::new(0);
+        let this = &*self;
+        fetch(this.src, &need, |loc, plain| {
+            read.fetch_add(plain.len() as u64, Relaxed);
+            this.progress.add_bytes(plain.len() as u64);
             let id = loc.entry.id;
             if loc.entry.kind != BlobKind::Data {
                 return Err(Error::TreeAsContent(id));
             }
-            if self.same {
-                return self.store(BlobKind::Data, id, plain);
+            if this.same {
+                return this.store(BlobKind::Data, id, plain);
             }
-            let new = self.dst.hasher().chunk_id(plain);
-            if !self.dst.index().has(&new)? {
-                self.store(BlobKind::Data, new, plain)?;
+            let new = this.dst.hasher().chunk_id(plain);
+            if !this.dst.index().has(&new)? {
+                this.store(BlobKind::Data, new, plain)?;
             }
-            self.blobs.insert(id, new);
+            this.blobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, new);
             Ok(())
         })?;
-        self.progress.add_bytes(sizes.saturating_sub(read));
+        self.progress
+            .add_bytes(sizes.saturating_sub(read.into_inner()));
         Ok(())
     }
 
@@ -355,9 +375,10 @@ impl State<'_, '_> {
             return Ok(*id);
         }
         let mut out = tree.clone();
+        let known = self.blobs.get_mut().unwrap_or_else(|e| e.into_inner());
         for node in &mut out.nodes {
             for blob in &mut node.content {
-                *blob = *self.blobs.get(blob).ok_or(Error::BlobNotFound(*blob))?;
+                *blob = *known.get(blob).ok_or(Error::BlobNotFound(*blob))?;
             }
             if let Some(sub) = node.dir_subtree() {
                 node.subtree = memo.get(&sub).copied();
@@ -371,12 +392,14 @@ impl State<'_, '_> {
         Ok(new)
     }
 
-    fn store(&mut self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<()> {
+    /// Seals one blob into the destination's packs (from any thread).
+    fn store(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<()> {
         let packed = self.packer.save(kind, id, plain)?;
         if packed > 0 {
-            self.stats.blobs_copied += 1;
-            self.stats.bytes_copied += plain.len() as u64;
-            self.stats.bytes_packed += packed;
+            let [blobs, bytes, sealed] = &self.counts;
+            blobs.fetch_add(1, Relaxed);
+            bytes.fetch_add(plain.len() as u64, Relaxed);
+            sealed.fetch_add(packed, Relaxed);
         }
         Ok(())
     }
@@ -388,14 +411,14 @@ impl State<'_, '_> {
 fn fetch(
     src: &Repository,
     ids: &[BlobId],
-    mut f: impl FnMut(&BlobLocation, &[u8]) -> Result<()>,
+    f: impl Fn(&BlobLocation, &[u8]) -> Result<()> + Sync,
 ) -> Result<()> {
     let mut locs = Vec::with_capacity(ids.len());
     for id in ids {
         locs.push(src.locate(id)?);
     }
     locs.sort_by_key(|l| (l.pack, l.entry.offset));
-    let (mut buf, mut plain) = (Vec::new(), Vec::new());
+    let mut buf = Vec::new();
     let mut i = 0;
     while let Some(first) = locs.get(i) {
         let start = u64::from(first.entry.offset);
@@ -428,27 +451,30 @@ fn fetch(
                     reason: err.to_string(),
                 },
             })?;
-        for l in &locs[i..j] {
+        // Opening (decrypt, decompress, verify) and storing run on all cores.
+        locs[i..j].par_iter().try_for_each(|l| -> Result<()> {
             let at = (u64::from(l.entry.offset) - start) as usize;
-            let sealed = buf
-                .get_mut(at..at + l.entry.length as usize)
+            let mut sealed = buf
+                .get(at..at + l.entry.length as usize)
                 .ok_or_else(|| Error::CorruptPack {
                     pack: l.pack,
                     reason: format!("blob {} lies beyond the end", l.entry.id.short()),
-                })?;
+                })?
+                .to_vec();
+            let mut plain = Vec::new();
             blob::open_blob_into_with(
                 src.data_key(),
                 src.hasher(),
                 l.entry.kind,
                 &l.entry.id,
-                sealed,
+                &mut sealed,
                 l.entry.raw_length,
                 &mut plain,
                 src.dictionaries(),
             )
             .map_err(|e| src.blob_error(l.pack, &l.entry.id, e))?;
-            f(l, &plain)?;
-        }
+            f(l, &plain)
+        })?;
         i = j;
     }
     Ok(())
