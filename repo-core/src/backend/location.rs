@@ -50,7 +50,7 @@ pub struct S3Options {
     /// `None`: `AWS_ENDPOINT_URL`, else AWS's regional endpoint.
     pub endpoint: Option<String>,
     /// Path-style requests (`HOST/BUCKET/KEY`) even where virtual-host
-    /// style (`BUCKET.HOST/KEY`) would be the default (SPEC §11.1).
+    /// style (`BUCKET.HOST/KEY`) would be the default (SPEC §11.2).
     pub path_style: bool,
     /// Signing region; `None`: `AWS_REGION`, `AWS_DEFAULT_REGION`, the
     /// profile, else asked of the server, else `us-east-1`.

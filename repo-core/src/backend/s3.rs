@@ -1,14 +1,18 @@
 //! A repository in an S3-compatible bucket (SPEC §11.2), through Apache
 //! OpenDAL's S3 service and its blocking operator.
 //!
-//! OpenDAL is async; the backend owns a small tokio runtime and drives each
+//! OpenDAL is async; S3 backends share one small tokio runtime per process
+//! (OpenDAL pools connections in one process-wide HTTP client, and a pooled
+//! connection must stay on a reactor that runs) and drive each
 //! call to completion on it, so the synchronous [`Backend`] trait and the
 //! engine's threads stay as they are. Credentials and region come from the
 //! usual AWS sources (environment, `AWS_PROFILE` with the shared config and
 //! credentials files) unless [`S3Options`] names them.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -28,10 +32,98 @@ const FALLBACK_REGION: &str = "us-east-1";
 
 /// A bucket and prefix on an S3-compatible object store.
 pub struct S3Backend {
-    // Declared before the runtime: dropped while the runtime still runs.
     op: opendal::blocking::Operator,
     location: String,
-    runtime: tokio::runtime::Runtime,
+    readahead: ReadAhead,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+/// The runtime every S3 backend of the process runs its requests on. One
+/// for all: OpenDAL keeps idle connections in a process-wide pool, and a
+/// connection opened on a runtime that has shut down (a backend dropped
+/// before another is opened, as in `copy` or a plan) would fail on reuse.
+fn shared_runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cairn-s3")
+        .enable_all()
+        .build()?;
+    // A racing thread's runtime wins; ours is dropped unused.
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Bytes one ranged `GET` of a pack fetches when less is asked for.
+const WINDOW: u64 = 4 << 20;
+/// Windows kept: at most 32 MiB.
+const WINDOWS: usize = 8;
+
+/// Read-ahead for pack ranges. Restore, `ls`, a backup's parent trees read
+/// a pack blob by blob, mostly in order; on a local disk each read is cheap,
+/// on S3 each is a round trip. One `GET` of a window serves the blobs that
+/// follow. Packs never change (their name is their hash), so a window is
+/// never stale; deleting a pack drops its windows.
+#[derive(Default)]
+struct ReadAhead {
+    /// Least recently used first.
+    windows: Mutex<VecDeque<Window>>,
+    /// Sizes of the packs read so far: a window must not reach past the
+    /// end (OpenDAL refuses a short answer).
+    sizes: Mutex<HashMap<String, u64>>,
+}
+
+struct Window {
+    name: String,
+    start: u64,
+    data: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// Copies `offset..offset + len` of pack `name` into `buf` if a window
+    /// holds all of it.
+    fn copy(&self, name: &str, offset: u64, len: u32, buf: &mut Vec<u8>) -> bool {
+        let mut ws = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let end = offset + u64::from(len);
+        let Some(i) = ws.iter().position(|w| {
+            w.name == name && w.start <= offset && end <= w.start + w.data.len() as u64
+        }) else {
+            return false;
+        };
+        let w = ws.remove(i).expect("index in range");
+        let from = (offset - w.start) as usize;
+        buf.extend_from_slice(&w.data[from..from + len as usize]);
+        ws.push_back(w);
+        true
+    }
+
+    fn insert(&self, w: Window) {
+        let mut ws = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if ws.len() == WINDOWS {
+            ws.pop_front();
+        }
+        ws.push_back(w);
+    }
+
+    fn forget(&self, name: &str) {
+        let mut ws = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        ws.retain(|w| w.name != name);
+        drop(ws);
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.remove(name);
+    }
+
+    fn size(&self, name: &str) -> Option<u64> {
+        let sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.get(name).copied()
+    }
+
+    fn set_size(&self, name: &str, size: u64) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.insert(name.to_string(), size);
+    }
 }
 
 impl fmt::Debug for S3Backend {
@@ -62,6 +154,13 @@ fn is_aws(endpoint: Option<&str>) -> bool {
     })
 }
 
+/// Whether requests go to `BUCKET.HOST/KEY` rather than `HOST/BUCKET/KEY`:
+/// only on AWS (where path style is deprecated), for names that are valid
+/// host labels, and not when path style is asked for.
+fn virtual_host_style(endpoint: Option<&str>, bucket: &str, path_style: bool) -> bool {
+    !path_style && is_aws(endpoint) && !bucket.contains('.')
+}
+
 impl S3Backend {
     /// Connects to the bucket of `loc` (no request is made yet, unless the
     /// region must be asked for). Endpoint: the location's, else
@@ -77,11 +176,7 @@ impl S3Backend {
             }
             (None, None) => None,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cairn-s3")
-            .enable_all()
-            .build()
+        let runtime = shared_runtime()
             .map_err(|e| BackendError::io("open", ObjectKind::Config, &loc.to_string(), e))?;
 
         // AWS_REGION is read by OpenDAL; AWS_DEFAULT_REGION is not.
@@ -100,8 +195,8 @@ impl S3Backend {
             }
             // Virtual-host style only where it is AWS's default; IP
             // addresses, localhost and other servers get path style
-            // (SPEC §11.1).
-            if !opts.path_style && is_aws(endpoint.as_deref()) && !loc.bucket.contains('.') {
+            // (SPEC §11.2).
+            if virtual_host_style(endpoint.as_deref(), &loc.bucket, opts.path_style) {
                 b = b.enable_virtual_host_style();
             }
             if let Some(r) = region {
@@ -154,6 +249,7 @@ impl S3Backend {
         Ok(Self {
             op,
             location: loc.to_string(),
+            readahead: ReadAhead::default(),
             runtime,
         })
     }
@@ -171,10 +267,11 @@ impl S3Backend {
             .map_err(|e| self.error("list", ObjectKind::Config, &self.location, e))
     }
 
-    /// The runtime that drives requests (for callers that add their own
+    /// The runtime that drives requests, shared by all S3 backends (for
+    /// callers that add their own concurrency on top).
     /// concurrency on top).
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
+    pub fn runtime(&self) -> &'static tokio::runtime::Runtime {
+        self.runtime
     }
 
     fn error(
@@ -280,9 +377,16 @@ fn describe(e: &opendal::Error) -> String {
         (OdKind::PermissionDenied, _) => "access denied (credentials or bucket permissions): ",
         (OdKind::ConfigInvalid, _) if s.contains("NoSuchBucket") => "the bucket does not exist: ",
         (OdKind::Unexpected, None) => "cannot reach the storage: ",
+        // HEAD answers have no body to explain them; a signing region the
+        // server does not answer to is the usual cause.
+        (_, Some(400)) => "the server refused the request (HTTP 400; is the region right?): ",
         _ => "",
     };
-    format!("{hint}{s}")
+    let status = match http_status(e) {
+        Some(code) if code != 400 => format!("HTTP {code}: "),
+        _ => String::new(),
+    };
+    format!("{hint}{status}{s}")
 }
 
 /// Whole seconds since the epoch, in nanoseconds: `HEAD` reports
@@ -375,19 +479,50 @@ impl Backend for S3Backend {
         if len == 0 {
             return Ok(());
         }
+        let ahead = kind == ObjectKind::Pack && u64::from(len) < WINDOW;
+        if ahead && self.readahead.copy(name, offset, len, buf) {
+            return Ok(());
+        }
+        let end = offset + u64::from(len);
+        let fetch = if ahead {
+            // One HEAD per pack, so the window stops at its end.
+            let size = match self.readahead.size(name) {
+                Some(size) => size,
+                None => {
+                    let size = self.stat(kind, name)?.size;
+                    self.readahead.set_size(name, size);
+                    size
+                }
+            };
+            if end > size {
+                return Err(BackendError {
+                    error_kind: BackendErrorKind::Permanent,
+                    op: "read",
+                    kind,
+                    name: name.to_string(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "range {offset}+{len} is past the end ({size} bytes) ({})",
+                            self.location
+                        ),
+                    ),
+                });
+            }
+            WINDOW.min(size - offset)
+        } else {
+            u64::from(len)
+        };
         let opts = ReadOptions {
-            range: BytesRange::new(offset, Some(u64::from(len))),
+            range: BytesRange::new(offset, Some(fetch)),
             ..Default::default()
         };
         let data = self
             .op
             .read_options(&key(kind, name), opts)
             .map_err(|e| self.error("read", kind, name, e))?;
-        buf.reserve(len as usize);
-        for chunk in data {
-            buf.extend_from_slice(&chunk);
-        }
-        if buf.len() != len as usize {
+        let got = data.len();
+        if got < len as usize {
             return Err(BackendError {
                 error_kind: BackendErrorKind::Permanent,
                 op: "read",
@@ -396,12 +531,26 @@ impl Backend for S3Backend {
                 source: io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
-                        "range {offset}+{len} returned {} bytes ({})",
-                        buf.len(),
+                        "range {offset}+{len} returned {got} bytes ({})",
                         self.location
                     ),
                 ),
             });
+        }
+        if ahead {
+            let window = data.to_vec();
+            buf.extend_from_slice(&window[..len as usize]);
+            self.readahead.insert(Window {
+                name: name.to_string(),
+                start: offset,
+                data: window,
+            });
+        } else {
+            buf.reserve(len as usize);
+            for chunk in data {
+                buf.extend_from_slice(&chunk);
+            }
+            buf.truncate(len as usize);
         }
         Ok(())
     }
@@ -486,6 +635,7 @@ impl Backend for S3Backend {
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
         Self::check_name("delete", kind, name)?;
         let path = key(kind, name);
+        self.readahead.forget(name);
         // S3 deletes a missing key without complaint; the contract wants
         // NotFound.
         self.op
@@ -570,6 +720,22 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("Parts") && !d.contains("headers"), "{d}");
+    }
+
+    #[test]
+    fn path_style_unless_aws() {
+        let aws = Some("https://s3.eu-west-1.amazonaws.com");
+        assert!(virtual_host_style(None, "b", false));
+        assert!(virtual_host_style(aws, "b", false));
+        assert!(!virtual_host_style(aws, "b", true), "the flag");
+        assert!(!virtual_host_style(aws, "b.with.dots", false));
+        for other in [
+            "http://127.0.0.1:3900",
+            "http://localhost:9000",
+            "https://minio.example",
+        ] {
+            assert!(!virtual_host_style(Some(other), "b", false), "{other}");
+        }
     }
 
     #[test]

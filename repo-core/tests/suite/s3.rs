@@ -5,7 +5,8 @@
 
 use cairn_testkit::garage::{Garage, REGION};
 use repo_core::{
-    Backend, BackendErrorKind, Location, ObjectKind, S3Credentials, S3Options, conformance,
+    Backend, BackendErrorKind, Location, ObjectKind, S3Backend, S3Credentials, S3Options,
+    conformance,
 };
 
 /// Options reaching `g` with its key (not through the environment: tests
@@ -161,5 +162,104 @@ fn an_unreachable_endpoint_is_transient_after_the_retries() {
         BackendErrorKind::Transient,
         "cannot reach the storage",
         g.secret_key(),
+    );
+}
+
+/// Reading a pack blob by blob costs one request per window, not one per
+/// blob: after the first range, the following ones are served even when the
+/// object has gone behind the backend's back (packs never change). A delete
+/// through the backend itself forgets the window.
+#[test]
+fn pack_ranges_are_read_ahead() {
+    let g = Garage::shared();
+    let opts = options(g);
+    let loc = g.location("read-ahead");
+    let (reader, other) = (backend(&loc, &opts), backend(&loc, &opts));
+    let name = "cd".repeat(32);
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+    reader.write(ObjectKind::Pack, &name, &data).unwrap();
+    assert_eq!(
+        reader.read_range(ObjectKind::Pack, &name, 0, 100).unwrap(),
+        &data[..100]
+    );
+    other.delete(ObjectKind::Pack, &name).unwrap();
+    for (offset, len) in [(100, 1000), (500_000, 10), (999_990, 10)] {
+        let got = reader
+            .read_range(ObjectKind::Pack, &name, offset, len)
+            .unwrap();
+        assert_eq!(
+            got,
+            &data[offset as usize..][..len as usize],
+            "{offset}+{len}"
+        );
+    }
+    // Past the end is still an error.
+    assert!(
+        reader
+            .read_range(ObjectKind::Pack, &name, 999_990, 20)
+            .is_err()
+    );
+    // Other kinds are not read ahead: gone is gone.
+    reader.write(ObjectKind::Index, &name, &data).unwrap();
+    reader.read_range(ObjectKind::Index, &name, 0, 100).unwrap();
+    other.delete(ObjectKind::Index, &name).unwrap();
+    assert!(
+        reader
+            .read_range(ObjectKind::Index, &name, 100, 100)
+            .unwrap_err()
+            .is_not_found()
+    );
+    // Deleting through the reader drops its window.
+    reader.write(ObjectKind::Pack, &name, &data).unwrap();
+    reader.read_range(ObjectKind::Pack, &name, 0, 100).unwrap();
+    reader.delete(ObjectKind::Pack, &name).unwrap();
+    let e = reader
+        .read_range(ObjectKind::Pack, &name, 100, 100)
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
+
+/// SPEC §11.3 says Garage 2.5 ignores `If-None-Match: *` on PUT, which is
+/// why the backend looks before it writes. This pins the fact with a raw
+/// conditional PUT through OpenDAL: if a Garage release starts honouring
+/// the header, this fails and SPEC §11.3 (and the HEAD before each write)
+/// should be revisited. The backend itself never replaces (conformance).
+#[test]
+fn garage_ignores_if_none_match_so_the_backend_looks_first() {
+    let g = Garage::shared();
+    let Location::S3(loc) = Location::parse(&g.location("if-none-match")).unwrap() else {
+        unreachable!()
+    };
+    let b = S3Backend::open(&loc, &options(g)).unwrap();
+    // Through the backend the first bytes stay.
+    let name = "ef".repeat(32);
+    b.write(ObjectKind::Index, &name, b"first").unwrap();
+    b.write(ObjectKind::Index, &name, b"second").unwrap();
+    assert_eq!(b.read(ObjectKind::Index, &name).unwrap(), b"first");
+    b.delete(ObjectKind::Index, &name).unwrap();
+    // A raw conditional PUT replaces. On the backends' runtime: OpenDAL's
+    // connection pool is process-wide, and other tests run beside this one.
+    let op = opendal::Operator::new(
+        opendal::services::S3::default()
+            .endpoint(&g.endpoint())
+            .bucket(g.bucket())
+            .region(REGION)
+            .access_key_id(g.key_id())
+            .secret_access_key(g.secret_key())
+            .root("/if-none-match"),
+    )
+    .unwrap()
+    .finish();
+    let replaced = b.runtime().block_on(async {
+        let put = |data: &'static [u8]| op.write_with("object", data).if_not_exists(true);
+        put(b"first").await.unwrap();
+        let second = put(b"second").await;
+        let now = op.read("object").await.unwrap().to_vec();
+        op.delete("object").await.unwrap();
+        second.is_ok() && now == b"second"
+    });
+    assert!(
+        replaced,
+        "Garage honours If-None-Match now: update SPEC §11.3"
     );
 }
