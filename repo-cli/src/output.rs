@@ -312,6 +312,17 @@ fn summary_in_seconds<S: serde::Serializer>(
     v.serialize(ser)
 }
 
+/// A snapshot's backup counters in the contract's units (`duration_s`),
+/// wherever a command shows them.
+#[derive(Debug)]
+pub struct SummaryJson<'a>(pub &'a SnapshotSummary);
+
+impl Serialize for SummaryJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        summary_in_seconds(&self.0, ser)
+    }
+}
+
 impl<'a> SnapshotJson<'a> {
     /// Builds the JSON view of `e`.
     pub fn new(e: &'a SnapshotEntry) -> Self {
