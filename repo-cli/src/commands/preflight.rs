@@ -97,13 +97,15 @@ fn creatable(dir: &Path) -> Result<(), String> {
 }
 
 /// The password resolves, the location holds a cairn repository, and the
-/// password opens it (with the cache the run would use).
+/// password opens it (with the cache the run would use). A `url`
+/// repository is opened by `cairn run --dry-run` through a child, the way
+/// the run's own children open it; here only its password is resolved.
 fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
     let mut v = Vec::new();
     // The options the run's children get (run.rs, base_command).
     let cache_dir = r.cache_dir.clone().or_else(|| g.cache_dir.clone());
     let rg = GlobalArgs {
-        repo: Some(r.path.clone()),
+        repo: Some(PathBuf::from(r.location())),
         password_file: r.password_file.clone(),
         password_command: r.password_command.clone(),
         key: g.key.clone(),
@@ -120,7 +122,9 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
             None
         }
     };
-    let path = &r.path;
+    let Some(path) = &r.path else {
+        return v;
+    };
     match std::fs::metadata(path) {
         Err(e) => {
             v.push(format!("{}: {}", path.display(), io_reason(&e)));

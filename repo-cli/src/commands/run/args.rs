@@ -30,7 +30,9 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
     if let Some(cmd) = &repo.password_command {
         c.env("CAIRN_PASSWORD_COMMAND", cmd);
     }
-    c.arg("-r").arg(&repo.path).arg("--json");
+    // A url carries no credentials (the plan refuses them): S3 keys reach
+    // the child in the AWS_* variables it inherits, never in its arguments.
+    c.arg("-r").arg(repo.location()).arg("--json");
     if let Some(d) = repo.cache_dir.as_ref().or(g.cache_dir.as_ref()) {
         c.arg("--cache-dir").arg(d);
     } else if g.no_cache {
@@ -152,6 +154,22 @@ pub(super) fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
         ],
         Source::Paths(_) | Source::Command(_) => Vec::new(),
     }
+}
+
+/// The `cairn copy` arguments (after the destination's global options)
+/// copying snapshots `ids` out of `from`. The source's password is named
+/// (a file, a command), never given.
+pub(super) fn copy_args(from: &RepositorySpec, ids: &[String]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["copy".into(), "--from-repo".into(), from.location()];
+    if let Some(f) = &from.password_file {
+        a.extend(["--from-password-file".into(), f.into()]);
+    }
+    if let Some(c) = &from.password_command {
+        a.extend(["--from-password-command".into(), c.into()]);
+    }
+    // Ids are full hex: none can be taken for an option.
+    a.extend(ids.iter().map(OsString::from));
+    a
 }
 
 /// The `cairn forget` arguments for the plan's retention.

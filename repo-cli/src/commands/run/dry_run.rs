@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::args::{base_command, retention_args, source_args, source_env, verify_args};
-use super::child::show;
+use super::args::{base_command, copy_args, retention_args, source_args, source_env, verify_args};
+use super::child::{show, spawn};
 use crate::cli::GlobalArgs;
 use crate::commands::Status;
 use crate::output::Output;
@@ -24,7 +24,9 @@ pub(super) fn dry_run(
     let p = &loaded.plan;
     let mut lines = Vec::new();
     for repo in &p.repositories {
-        for s in sources {
+        // Sources go to the primaries only; copy destinations get copies.
+        let primary = !p.is_copy_destination(&repo.name);
+        for s in sources.iter().filter(|_| primary) {
             let c = {
                 let mut c = base_command(g, repo, exe);
                 c.args(source_args(loaded, s));
@@ -39,13 +41,47 @@ pub(super) fn dry_run(
                 lines.push(format!("{} (each snapshot saved)", show(&c)));
             }
         }
+    }
+    for cp in &p.copies {
+        // Both exist: the plan's validation named the step otherwise.
+        if let (Some(from), Some(to)) = (p.repository(&cp.from), p.repository(&cp.to)) {
+            let mut c = base_command(g, to, exe);
+            c.args(copy_args(from, &["SNAPSHOT…".to_string()]));
+            lines.push(format!(
+                "{} (the snapshots this run made in {})",
+                show(&c),
+                cp.from
+            ));
+        }
+    }
+    for repo in &p.repositories {
         if let Some(r) = &p.retention {
             let mut c = base_command(g, repo, exe);
             c.args(retention_args(loaded, r));
             lines.push(show(&c));
         }
     }
-    let problems = crate::commands::preflight::problems(g, loaded, sources);
+    let mut problems = crate::commands::preflight::problems(g, loaded, sources);
+    // A url repository is opened as the run's children will open it: by a
+    // child (`cat config` needs the location, the credentials and the
+    // password), unless its password already failed above.
+    for repo in p.repositories.iter().filter(|r| r.url.is_some()) {
+        let object = format!("repository {}", repo.name);
+        if problems.iter().any(|x| x.object == object) {
+            continue;
+        }
+        let mut c = base_command(g, repo, exe);
+        c.args(["cat", "config"]);
+        let why = match spawn(c, None) {
+            Ok(ch) if ch.code == Some(0) => continue,
+            Ok(ch) => ch.error(),
+            Err(e) => format!("{e:#}"),
+        };
+        problems.push(crate::commands::preflight::Problem {
+            object,
+            problem: why,
+        });
+    }
     let fail = || {
         anyhow::anyhow!(
             "plan {} would fail: {} problem(s) found",

@@ -27,6 +27,9 @@ pub(super) struct State {
     /// repository → last successful drill.
     #[serde(default)]
     pub(super) last_drill: BTreeMap<String, i64>,
+    /// from → to → last successful copy step.
+    #[serde(default)]
+    pub(super) last_copy: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// `None` when due now; else when it is next due (Unix seconds).
