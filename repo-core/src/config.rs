@@ -6,10 +6,11 @@
 
 use crate::blob::{self, BlobError};
 use crate::chunker::ChunkerParams;
+use crate::crypto::MasterKey;
 use crate::encoding;
 use crate::format::{
-    self, CONFIG_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError,
-    MAX_META_FILE, MIN_READ_VERSION,
+    self, CONFIG_MAGIC, COPY_VERSION, DICTIONARY_VERSION, FILE_PREFIX_LEN, FORMAT_VERSION,
+    FormatError, MAX_META_FILE, MIN_READ_VERSION,
 };
 use crate::id::{ID_LEN, RepoId};
 
@@ -20,6 +21,60 @@ pub struct ChunkerProfile {
     pub name: String,
     /// Sizes.
     pub params: ChunkerParams,
+}
+
+/// The secrets that name and cut content (SPEC §3.1, §5): the chunk and
+/// tree id keys and the chunker seed. A repository derives them from its
+/// master key, unless its config holds them: then they are another
+/// repository's (`init --copy-chunker-params`), so the two cut and name the
+/// same data alike and copies between them deduplicate.
+#[derive(
+    Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+pub struct ContentKeys {
+    /// Key of keyed BLAKE3 chunk ids.
+    pub id_key: [u8; 32],
+    /// Key of keyed BLAKE3 tree ids.
+    pub tree_key: [u8; 32],
+    /// Seed XOR-ed into FastCDC's gear table.
+    pub chunker_seed: u64,
+}
+
+impl ContentKeys {
+    /// The keys a master key derives (SPEC §3.1).
+    pub fn of(key: &MasterKey) -> Self {
+        Self {
+            id_key: *key.id_key(),
+            tree_key: *key.tree_key(),
+            chunker_seed: key.chunker_seed(),
+        }
+    }
+
+    /// A short public fingerprint: two repositories with the same one name
+    /// content alike. Reveals nothing of the keys (a keyed-hash output).
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new_derive_key(CONTEXT_CONTENT_FINGERPRINT);
+        h.update(&self.id_key);
+        h.update(&self.tree_key);
+        h.update(&self.chunker_seed.to_le_bytes());
+        h.finalize().to_hex()[..16].to_string()
+    }
+}
+
+/// BLAKE3 `derive_key` context of [`ContentKeys::fingerprint`] (SPEC §5).
+pub const CONTEXT_CONTENT_FINGERPRINT: &str = "cairn 2026-12 content keys fingerprint v3";
+
+impl std::fmt::Debug for ContentKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentKeys({})", self.fingerprint())
+    }
+}
+
+/// Secrets never reach output: `cat config` shows the fingerprint.
+impl serde::Serialize for ContentKeys {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.fingerprint())
+    }
 }
 
 /// Encrypted body of the config (SPEC §5).
@@ -39,13 +94,17 @@ pub struct Config {
     pub compression_level: i32,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Content keys shared with another repository, in version 3
+    /// ([`COPY_VERSION`]) only; `None` derives them from the master key.
+    /// Older bodies end before this field.
+    pub content_keys: Option<ContentKeys>,
 }
 
 impl Config {
     /// A config with the default parameters for a fresh repository.
     pub fn new(repo_id: RepoId, created_ns: i64) -> Self {
         Self {
-            version: FORMAT_VERSION,
+            version: DICTIONARY_VERSION,
             repo_id,
             created_ns,
             chunker_profiles: vec![
@@ -64,6 +123,7 @@ impl Config {
             ],
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
+            content_keys: None,
         }
     }
 
@@ -85,6 +145,17 @@ impl Config {
                 what: "config",
                 version: self.version,
             });
+        }
+        if (self.version >= COPY_VERSION) != self.content_keys.is_some() {
+            return Err(bad(format!(
+                "a version-{} config {} content keys",
+                self.version,
+                if self.content_keys.is_some() {
+                    "cannot hold"
+                } else {
+                    "must hold"
+                }
+            )));
         }
         if self.chunker_profiles.is_empty() || self.chunker_profiles.len() > 255 {
             return Err(bad("needs 1..=255 chunker profiles".into()));
@@ -120,7 +191,12 @@ impl Config {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
-        let sealed = blob::seal_object(key, &out, &encoding::encode(self), 0);
+        let mut body = encoding::encode(self);
+        if self.content_keys.is_none() {
+            // Versions 1 and 2 end before the field (its `None` is one 0 byte).
+            body.pop();
+        }
+        let sealed = blob::seal_object(key, &out, &body, 0);
         out.extend_from_slice(&sealed);
         out
     }
@@ -140,7 +216,10 @@ impl Config {
         let id = Self::peek_id(bytes)?;
         let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
         let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
-        let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
+        let mut plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
+        if prefix_version < COPY_VERSION {
+            plain.push(0);
+        }
         let c: Config = encoding::decode(&plain, "config")?;
         if c.repo_id != id {
             return Err(FormatError::Malformed {
@@ -167,7 +246,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::MasterKey;
 
     #[test]
     fn config_round_trip() {
@@ -190,5 +268,21 @@ mod tests {
         assert_eq!(f1[8..12], 1u32.to_le_bytes());
         let back = Config::from_file(k.data_key(), &f1).unwrap();
         assert!(!back.dictionaries());
+
+        // Version 3 holds shared content keys; 1 and 2 cannot.
+        let mut v3 = c.clone();
+        v3.version = 3;
+        assert!(v3.validate().is_err());
+        v3.content_keys = Some(ContentKeys::of(&MasterKey::generate()));
+        let f3 = v3.to_file(k.data_key());
+        assert_eq!(f3[8..12], 3u32.to_le_bytes());
+        assert_eq!(Config::from_file(k.data_key(), &f3).unwrap(), v3);
+        let mut bad = c.clone();
+        bad.content_keys = v3.content_keys.clone();
+        assert!(bad.validate().is_err());
+        // Secrets stay out of Debug and Serialize.
+        let keys = v3.content_keys.unwrap();
+        let shown = format!("{keys:?}") + &serde_json::to_string(&keys).unwrap();
+        assert!(!shown.contains(&hex::encode(keys.id_key)));
     }
 }

@@ -5,6 +5,7 @@ mod check;
 mod check_spill;
 mod concurrent_prune;
 mod conformance;
+mod copy;
 mod corruption;
 mod corruption_sweep;
 mod dictionary;
