@@ -20,10 +20,10 @@ pub(super) fn open_source(g: &GlobalArgs, out: Output, from: &FromRepoArgs) -> R
     // The one place the source's storage is chosen: any location `-r` takes.
     let backend = LocalBackend::open(location);
     if backend.list(ObjectKind::Config)?.is_empty() {
-        return Err(anyhow::Error::from(repo_core::Error::NotARepository(
-            backend.location(),
-        ))
-        .context("source repository"));
+        return Err(
+            anyhow::Error::from(repo_core::Error::NotARepository(backend.location()))
+                .context("source repository"),
+        );
     }
     let pw = credentials::source_password(
         from.from_password_file.as_deref(),

@@ -29,7 +29,10 @@ fn init_related(src: &Repository) -> (MemoryBackend, Repository) {
 fn files(seed: u64) -> Files {
     let mut f = Files::new();
     f.insert("big.bin".into(), random_bytes(3 << 20, seed));
-    f.insert("sub/small.txt".into(), format!("small {seed}\n").into_bytes());
+    f.insert(
+        "sub/small.txt".into(),
+        format!("small {seed}\n").into_bytes(),
+    );
     f.insert("sub/deeper/mid.bin".into(), random_bytes(700_000, seed + 1));
     f.insert("empty".into(), Vec::new());
     f
@@ -71,8 +74,22 @@ fn assert_kept(copy: &SnapshotEntry, source: &SnapshotEntry) {
     let (c, s) = (&copy.snapshot, &source.snapshot);
     assert_eq!(c.original, Some(source.id));
     assert_eq!(
-        (c.time_ns, &c.host, &c.username, &c.paths, &c.tags, &c.metadata),
-        (s.time_ns, &s.host, &s.username, &s.paths, &s.tags, &s.metadata)
+        (
+            c.time_ns,
+            &c.host,
+            &c.username,
+            &c.paths,
+            &c.tags,
+            &c.metadata
+        ),
+        (
+            s.time_ns,
+            &s.host,
+            &s.username,
+            &s.paths,
+            &s.tags,
+            &s.metadata
+        )
     );
     assert_eq!(c.summary, s.summary);
     assert_ne!(copy.id, source.id, "a copy is a new snapshot file");
@@ -98,7 +115,10 @@ fn related_repositories_send_only_missing_blobs_and_copying_again_sends_nothing(
     let f1 = files(1);
     let s1 = backup(&src, d.path(), &f1, "one");
     let direct = backup_again(&dst, d.path(), "one");
-    assert_eq!(direct.snapshot.tree, s1.snapshot.tree, "content named alike");
+    assert_eq!(
+        direct.snapshot.tree, s1.snapshot.tree,
+        "content named alike"
+    );
     let st = copy_all(&src, &dst);
     assert!(st.same_content_keys);
     assert_eq!((st.copied.len(), st.skipped.len()), (1, 0));
@@ -181,7 +201,10 @@ fn selection_same_repository_and_nothing_matching_are_errors() {
 
     let again = Repository::open(sb, cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
     let err = src.copy_from(&again).run().unwrap_err();
-    assert!(matches!(err, Error::CopyIntoItself(id) if id == src.id()), "{err}");
+    assert!(
+        matches!(err, Error::CopyIntoItself(id) if id == src.id()),
+        "{err}"
+    );
 
     let none = SnapshotFilter {
         host: Some("elsewhere".into()),
@@ -220,8 +243,8 @@ fn a_copy_that_dies_leaves_no_snapshot_and_the_rerun_resumes() {
         };
         drop(dst0);
         let fb = FaultyBackend::new(mem.clone());
-        let dst = Repository::open(fb.clone(), cairn_testkit::PASSWORD, OpenOptions::default())
-            .unwrap();
+        let dst =
+            Repository::open(fb.clone(), cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
         // The process dies writing its third pack: two are durable.
         fb.set_plan(FaultPlan::none().and_nth(
             Some(OpKind::Write),
@@ -233,8 +256,8 @@ fn a_copy_that_dies_leaves_no_snapshot_and_the_rerun_resumes() {
         assert!(fb.crashed());
         drop(dst);
 
-        let dst = Repository::open(mem.clone(), cairn_testkit::PASSWORD, OpenOptions::default())
-            .unwrap();
+        let dst =
+            Repository::open(mem.clone(), cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
         assert!(dst.snapshots().unwrap().is_empty(), "a snapshot survived");
         check_clean(&dst).unwrap();
         assert_eq!(mem.list(ObjectKind::Pack).unwrap().len(), 2);

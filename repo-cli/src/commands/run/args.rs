@@ -21,6 +21,11 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
         "CAIRN_QDRANT_API_KEY",
         "CAIRN_PG_DSN",
         "CAIRN_REDIS_URL",
+        "CAIRN_FROM_REPOSITORY",
+        "CAIRN_FROM_PASSWORD",
+        "CAIRN_FROM_PASSWORD_FILE",
+        "CAIRN_FROM_PASSWORD_COMMAND",
+        "CAIRN_FROM_KEY",
     ] {
         c.env_remove(v);
     }
@@ -157,19 +162,26 @@ pub(super) fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
 }
 
 /// The `cairn copy` arguments (after the destination's global options)
-/// copying snapshots `ids` out of `from`. The source's password is named
-/// (a file, a command), never given.
+/// copying snapshots `ids` out of `from`; its password goes in the
+/// environment ([`copy_env`]), like the destination's.
 pub(super) fn copy_args(from: &RepositorySpec, ids: &[String]) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["copy".into(), "--from-repo".into(), from.location()];
-    if let Some(f) = &from.password_file {
-        a.extend(["--from-password-file".into(), f.into()]);
-    }
-    if let Some(c) = &from.password_command {
-        a.extend(["--from-password-command".into(), c.into()]);
-    }
     // Ids are full hex: none can be taken for an option.
     a.extend(ids.iter().map(OsString::from));
     a
+}
+
+/// The source repository's password for a `copy` child, as
+/// `CAIRN_FROM_PASSWORD_FILE` or `CAIRN_FROM_PASSWORD_COMMAND`.
+pub(super) fn copy_env(from: &RepositorySpec) -> Vec<(&'static str, OsString)> {
+    let mut v = Vec::new();
+    if let Some(f) = &from.password_file {
+        v.push(("CAIRN_FROM_PASSWORD_FILE", f.into()));
+    }
+    if let Some(c) = &from.password_command {
+        v.push(("CAIRN_FROM_PASSWORD_COMMAND", c.into()));
+    }
+    v
 }
 
 /// The `cairn forget` arguments for the plan's retention.
@@ -356,6 +368,21 @@ stdin_filename = "ldap.ldif"
                 (c, s) => panic!("{} became {c:?}", s.name()),
             }
         }
+        let ids = ["ab".repeat(32), "cd".repeat(32)];
+        let cli = parse(copy_args(&loaded.plan.repositories[0], &ids));
+        let crate::cli::Command::Copy(c) = &cli.command else {
+            panic!("not copy")
+        };
+        assert_eq!(c.from.from_repo.as_deref(), Some(Path::new("/r")));
+        assert_eq!(c.snapshots, ids);
+        assert_eq!(
+            c.from.from_password_file, None,
+            "the password goes in the environment"
+        );
+        assert_eq!(
+            copy_env(&loaded.plan.repositories[0]),
+            [("CAIRN_FROM_PASSWORD_FILE", OsString::from("/pw"))]
+        );
         let r = loaded.plan.retention.as_ref().unwrap();
         let cli = parse(retention_args(&loaded, r));
         let crate::cli::Command::Forget(f) = &cli.command else {

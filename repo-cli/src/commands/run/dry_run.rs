@@ -4,7 +4,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::args::{base_command, copy_args, retention_args, source_args, source_env, verify_args};
+use super::args::{
+    base_command, copy_args, copy_env, retention_args, source_args, source_env, verify_args,
+};
 use super::child::{show, spawn};
 use crate::cli::GlobalArgs;
 use crate::commands::Status;
@@ -47,6 +49,7 @@ pub(super) fn dry_run(
         if let (Some(from), Some(to)) = (p.repository(&cp.from), p.repository(&cp.to)) {
             let mut c = base_command(g, to, exe);
             c.args(copy_args(from, &["SNAPSHOT…".to_string()]));
+            c.envs(copy_env(from));
             lines.push(format!(
                 "{} (the snapshots this run made in {})",
                 show(&c),

@@ -7,44 +7,16 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 
-use super::args::{base_command, copy_args, retention_args, source_args, source_env, verify_args};
+use super::args::{
+    base_command, copy_args, copy_env, retention_args, source_args, source_env, verify_args,
+};
 use super::child::{CHILD_INCOMPLETE, Child, spawn};
 use super::report::{CopyResult, Inventory, Outcome, SourceResult, Task};
 use super::{plan_tag, source_tag};
 use crate::cli::GlobalArgs;
 use crate::contract::{
-    BackupReport, CheckOutput, ForgetOutput, ListedSnapshot, SourceDetails, StatsOutput,
+    BackupReport, CheckOutput, CopyReport, ForgetOutput, ListedSnapshot, SourceDetails, StatsOutput,
 };
-// TEMPORARY: the `copy` branch adds this type to crate::contract; replaced
-// by that one when it is merged.
-use self::copy_shim::CopyReport;
-
-mod copy_shim {
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    pub struct CopyReport {
-        pub copied: Vec<CopiedSnapshot>,
-        pub skipped: Vec<CopiedSnapshot>,
-        pub blobs_copied: u64,
-        pub bytes_copied: u64,
-        #[allow(dead_code)]
-        pub duration_s: f64,
-    }
-
-    #[derive(Debug, Deserialize)]
-    pub struct CopiedSnapshot {
-        pub source: String,
-        pub snapshot: String,
-        #[allow(dead_code)]
-        pub time: String,
-        #[allow(dead_code)]
-        pub host: String,
-        #[allow(dead_code)]
-        pub paths: Vec<String>,
-        pub tags: Vec<String>,
-    }
-}
 use crate::output;
 use crate::plan::{self, CopySpec, Loaded, RepositorySpec, Source};
 
@@ -268,6 +240,7 @@ pub(super) fn copy(
     };
     let mut cmd = base_command(g, to, exe);
     cmd.args(copy_args(from, &r.source_snapshot_ids));
+    cmd.envs(copy_env(from));
     let child = match spawn(cmd, None) {
         Ok(ch) => ch,
         Err(e) => {
