@@ -80,7 +80,13 @@ impl Setup {
 
     /// `cairn run PLAN`, from the plan's directory (hooks write there).
     fn run(&self, plan: &Path) -> Output {
+        self.run_env(plan, &[])
+    }
+
+    /// `cairn run PLAN` with extra environment variables.
+    fn run_env(&self, plan: &Path, envs: &[(&str, &Path)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.envs(envs.iter().copied());
         for v in [
             "CAIRN_REPOSITORY",
             "CAIRN_PASSWORD",
@@ -1492,4 +1498,326 @@ fn plan_children_get_passwords_outside_their_arguments() {
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the source failed: {}", stderr(&out));
     assert!(!stderr(&out).contains(SECRET), "{}", stderr(&out));
+}
+
+/// Bytes of a local repository's pack files (`data/`).
+fn pack_bytes(repo: &Path) -> u64 {
+    fn walk(d: &Path) -> u64 {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let m = e.metadata().unwrap();
+                        if m.is_dir() { walk(&e.path()) } else { m.len() }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&repo.join("data"))
+}
+
+/// Unix seconds of an RFC 3339 time as `snapshots --json` prints it.
+fn unix_of(rfc3339: &str) -> f64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+fn copy_series(name: &str, from: &str, to: &str) -> String {
+    format!("{name}{{plan=\"nightly\",from=\"{from}\",to=\"{to}\"}}")
+}
+
+fn repo_series(name: &str, repo: &str) -> String {
+    format!("{name}{{plan=\"nightly\",repository=\"{repo}\"}}")
+}
+
+/// Issue 14: with `[[copy]] from = "a" to = "b"`, every source is backed
+/// up once, into `a` (one pg_dump, counted by a wrapper), and `b` holds
+/// copies of exactly those snapshots (same time, host, paths, tags; the
+/// original recorded). Retention, check and drill run in both; the report
+/// and metrics carry the copy and each repository's size and freshness.
+#[test]
+fn a_copy_step_backs_up_once_and_copies_the_same_snapshots() {
+    let s = Setup::new();
+    let pg = PgServer::start();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
+    );
+    // pg_dump behind a wrapper that counts the dumps.
+    let bin = s.a.path("pgbin");
+    std::fs::create_dir(&bin).unwrap();
+    for p in ["psql", "pg_dumpall", "pg_restore"] {
+        std::os::unix::fs::symlink(pg.bindir.join(p), bin.join(p)).unwrap();
+    }
+    let count = s.a.path("pg_dump.count");
+    write(
+        &bin.join("pg_dump"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\necho dump >> {count}\nexec {real} \"$@\"\n",
+            real = pg.bindir.join("pg_dump").display(),
+            count = count.display()
+        )
+        .as_bytes(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let body = format!(
+        "[retention]\nkeep_last = 5\n\
+         [check]\nevery = \"1d\"\n\
+         [drill]\nevery = \"1d\"\n\
+         [[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [{:?}]\n\n\
+         [[source]]\nname = \"db\"\ntype = \"postgres\"\ndsn = {:?}\ndatabases = [\"shop\"]\n\n\
+         [[copy]]\nfrom = \"a\"\nto = \"b\"\n\n",
+        s.a.path("src"),
+        pg.dsn("postgres"),
+    );
+    // `host` is a top-level key: before every table.
+    let plan = s.plan(&body, &s.repositories());
+    let text = std::fs::read_to_string(&plan).unwrap();
+    write(&plan, format!("host = \"db1\"\n{text}").as_bytes());
+
+    let out = s.run_env(&plan, &[("CAIRN_PG_BINDIR", &bin)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dumps = std::fs::read_to_string(&count).expect("pg_dump ran");
+    assert_eq!(dumps.lines().count(), 1, "pg_dump ran once: {dumps:?}");
+
+    // `a` holds the backups (files; pg's globals and shop), `b` copies of
+    // exactly those: same time, host, paths, tags, the original recorded.
+    let made = s.a.snapshots();
+    let copied = s.b.snapshots();
+    assert_eq!(made.len(), 3, "{made:?}");
+    assert_eq!(copied.len(), 3, "{copied:?}");
+    for m in &made {
+        assert!(m["original"].is_null(), "{m}");
+        let c = copied
+            .iter()
+            .find(|c| c["original"] == m["id"])
+            .unwrap_or_else(|| panic!("no copy of {m} in {copied:?}"));
+        for f in ["time", "host", "paths", "tags"] {
+            assert_eq!(c[f], m[f], "{f}: {c} vs {m}");
+        }
+        assert_eq!(m["host"], "db1");
+    }
+
+    // The report: backups into `a` only, then the copy, then both repositories.
+    let r = s.report();
+    assert_eq!(r["status"], "success", "{r}");
+    let sources = r["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{r}");
+    assert!(sources.iter().all(|x| x["repository"] == "a"), "{r}");
+    let made_ids: Vec<&serde_json::Value> = sources
+        .iter()
+        .flat_map(|x| x["snapshot_ids"].as_array().unwrap())
+        .collect();
+    let c = &r["copies"][0];
+    assert_eq!(
+        (c["from"].as_str(), c["to"].as_str()),
+        (Some("a"), Some("b")),
+        "{c}"
+    );
+    assert_eq!(c["status"], "ok", "{c}");
+    assert_eq!(c["snapshots_copied"], 3, "{c}");
+    assert_eq!(c["snapshots_skipped"], 0, "{c}");
+    assert!(c["bytes_copied"].as_u64().unwrap() > 0, "{c}");
+    let asked: Vec<&serde_json::Value> = c["source_snapshot_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(asked, made_ids, "{c}");
+    for (src, dst) in asked.iter().zip(c["snapshot_ids"].as_array().unwrap()) {
+        let copy = copied
+            .iter()
+            .find(|x| &x["id"] == dst)
+            .expect("copy listed");
+        assert_eq!(&&copy["original"], src);
+    }
+    assert_eq!(c["sources"], serde_json::json!(["files", "db"]), "{c}");
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let x = &r["repositories"][i];
+        assert_eq!(x["repository"], *name);
+        for step in ["retention", "check", "drill"] {
+            assert_eq!(x[step]["status"], "ok", "{step} {name}: {x}");
+        }
+        assert_eq!(x["drill"]["detail"], "drilled files, db", "{x}");
+        assert_eq!(x["snapshots"], 3, "{x}");
+    }
+
+    // Metrics: the copy, each repository's bytes and newest snapshot.
+    let m = s.metrics();
+    let ts = metric(
+        &m,
+        &copy_series("cairn_copy_last_success_timestamp_seconds", "a", "b"),
+    );
+    assert!(ts.unwrap() > 1.6e9, "{m}");
+    assert_eq!(
+        metric(&m, &copy_series("cairn_copy_success", "a", "b")),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, &copy_series("cairn_copy_snapshots_copied", "a", "b")),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, &copy_series("cairn_copy_duration_seconds", "a", "b")).is_some(),
+        "{m}"
+    );
+    let newest = made
+        .iter()
+        .map(|x| unix_of(x["time"].as_str().unwrap()))
+        .fold(0.0, f64::max);
+    for (name, env) in [("a", &s.a), ("b", &s.b)] {
+        assert_eq!(
+            metric(&m, &repo_series("cairn_repository_stored_bytes", name)),
+            Some(pack_bytes(&env.repo()) as f64),
+            "{name}: {m}"
+        );
+        let t = metric(
+            &m,
+            &repo_series("cairn_repository_latest_snapshot_timestamp_seconds", name),
+        )
+        .unwrap_or_else(|| panic!("{name}: {m}"));
+        assert!((t - newest).abs() < 1e-3, "{name}: {t} vs {newest}");
+        // Each source's last success, in `b` by the copy's arrival.
+        for src in ["files", "db"] {
+            let t = metric(
+                &m,
+                &series("cairn_source_last_success_timestamp_seconds", src, name),
+            );
+            assert!(t.unwrap() > 1.6e9, "{src}@{name}: {m}");
+        }
+    }
+    // Backups ran into `a` only: no per-run backup series for `b`.
+    assert_eq!(
+        metric(&m, &series("cairn_source_success", "files", "b")),
+        None,
+        "{m}"
+    );
+}
+
+/// A copy step whose destination is missing fails on its own: reported as
+/// `copy:a->gone`, the other copy step, retention and checks still run,
+/// on_failure runs, and its last-success series is 0.
+#[test]
+fn a_failing_copy_is_reported_and_the_rest_runs() {
+    let s = Setup::new();
+    let gone = s.a.path("gone");
+    let repos = format!(
+        "{}[[repository]]\nname = \"gone\"\npath = {:?}\npassword_file = {:?}\n",
+        s.repositories(),
+        gone,
+        s.a.path("pw")
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 5\n[check]\nevery = \"1d\"\n\
+         [[copy]]\nfrom = \"a\"\nto = \"gone\"\n[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = s.report();
+    assert_eq!(
+        r["failed"],
+        serde_json::json!(["copy:a->gone", "retention:gone", "check:gone"]),
+        "{r}"
+    );
+    let failed = &r["copies"][0];
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let e = failed["error"].as_str().unwrap();
+    assert!(e.contains(&gone.display().to_string()), "{e}");
+    assert_eq!(failed["exit_code"], 10, "not a repository: {failed}");
+    // The other copy step and the steps per repository still ran.
+    assert_eq!(r["copies"][1]["status"], "ok", "{r}");
+    assert_eq!(s.b.snapshots().len(), 2);
+    assert_eq!(r["repositories"][0]["retention"]["status"], "ok", "{r}");
+    assert_eq!(r["repositories"][1]["check"]["status"], "ok", "{r}");
+    assert!(!gone.exists(), "nothing created at the missing destination");
+    let marker = std::fs::read_to_string(s.a.path("failure-marker")).expect("on_failure ran");
+    assert!(marker.starts_with("nightly|failure|"), "{marker}");
+    // The summary names it too.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("copy a->gone: FAILED: "), "{text}");
+
+    let m = s.metrics();
+    assert_eq!(
+        metric(&m, &copy_series("cairn_copy_success", "a", "gone")),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            &copy_series("cairn_copy_last_success_timestamp_seconds", "a", "gone")
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            &copy_series("cairn_copy_last_success_timestamp_seconds", "a", "b")
+        )
+        .unwrap()
+            > 1.6e9
+    );
+    // Its inventory could not be read: no made-up size.
+    assert_eq!(
+        metric(&m, &repo_series("cairn_repository_stored_bytes", "gone")),
+        None,
+        "{m}"
+    );
+    assert!(r["repositories"][2]["error"].is_string(), "{r}");
+}
+
+/// A plan whose copy step names an unknown repository fails to load, the
+/// dry run included, naming the step and the repositories there are.
+#[test]
+fn dry_run_names_a_copy_step_with_unknown_repositories() {
+    let s = Setup::new();
+    let body = format!(
+        "[[copy]]\nfrom = \"a\"\nto = \"offsite\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &s.repositories());
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "copy step 1 (a -> offsite): no [[repository]] is named \"offsite\" (the plan has a, b)"
+        ),
+        "{err}"
+    );
+    // A valid copy step: the dry run prints its command, and `b` gets no backup.
+    let plan = s.plan(
+        &format!("[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}", good_sources(&s)),
+        &s.repositories(),
+    );
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let b = s.b.repo().display().to_string();
+    let a = s.a.repo().display().to_string();
+    let copy_line = text
+        .lines()
+        .find(|l| l.contains(" copy --from-repo "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        copy_line.contains(&format!("-r {b} --json"))
+            && copy_line.contains(&format!("--from-repo {a} SNAPSHOT…")),
+        "{copy_line}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(&format!("-r {b} ")) && l.contains(" backup ")),
+        "no backup into the copy destination: {text}"
+    );
 }
