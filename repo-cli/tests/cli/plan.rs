@@ -1821,3 +1821,59 @@ fn dry_run_names_a_copy_step_with_unknown_repositories() {
         "no backup into the copy destination: {text}"
     );
 }
+
+/// A `url` repository reaches the children as `-r` exactly as written,
+/// and the dry run opens it through a child (so any location `-r`
+/// accepts is checked the way the run will use it).
+#[test]
+fn a_url_repository_is_given_to_children_as_written() {
+    let s = Setup::new();
+    let url_repos = |b: &str| {
+        format!(
+            "[[repository]]\nname = \"a\"\npath = {:?}\npassword_file = {:?}\n\n\
+             [[repository]]\nname = \"b\"\nurl = {b:?}\npassword_file = {:?}\n",
+            s.a.repo(),
+            s.a.path("pw"),
+            s.a.path("pw"),
+        )
+    };
+    let b = s.b.repo().display().to_string();
+    let body = format!("[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}", good_sources(&s));
+    let plan = s.plan(&body, &url_repos(&b));
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("-r {b} --json copy --from-repo ")),
+        "{text}"
+    );
+
+    // Not a repository there: the child's error, under the repository's name.
+    let missing = s.a.path("nothing-here").display().to_string();
+    let plan = s.plan(&body, &url_repos(&missing));
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["object"], "repository b", "{v}");
+    assert!(
+        problems[0]["problem"].as_str().unwrap().contains(&missing),
+        "{v}"
+    );
+
+    // The run itself: backups into a, copies into b through the url.
+    let plan = s.plan(&body, &url_repos(&b));
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.b.snapshots().len(), 2);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("copy a->b: ok (copied 2 snapshot(s), 0 already there, "),
+        "{text}"
+    );
+    assert!(
+        text.contains("repository b: ") && text.contains(" stored, newest snapshot "),
+        "{text}"
+    );
+}
