@@ -1774,6 +1774,67 @@ fn a_failing_copy_is_reported_and_the_rest_runs() {
         "{m}"
     );
     assert!(r["repositories"][2]["error"].is_string(), "{r}");
+    let run1: Vec<serde_json::Value> = s.a.snapshots().iter().map(|x| x["id"].clone()).collect();
+
+    // The destination appears: the next run catches up on what the failed
+    // one left behind (run 1's snapshots and its own); the step that
+    // worked copies only this run's.
+    let at_gone = |args: &[&str]| {
+        let out = cairn(
+            &[
+                &[
+                    "-r",
+                    gone.to_str().unwrap(),
+                    "--password-file",
+                    s.a.path("pw").to_str().unwrap(),
+                ][..],
+                args,
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    at_gone(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.report();
+    let c = &r["copies"][0];
+    assert_eq!(
+        (c["status"].as_str(), c["catch_up"].as_bool()),
+        (Some("ok"), Some(true)),
+        "{c}"
+    );
+    assert_eq!(c["snapshots_copied"], 4, "{c}");
+    assert_eq!(c["sources"], serde_json::json!(["files", "stream"]), "{c}");
+    let c = &r["copies"][1];
+    assert_eq!(
+        (c["catch_up"].as_bool(), c["snapshots_copied"].as_u64()),
+        (Some(false), Some(2)),
+        "{c}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&at_gone(&["--json", "snapshots"])).unwrap();
+    let originals: Vec<serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["original"].clone())
+        .collect();
+    assert_eq!(originals.len(), 4);
+    for id in &run1 {
+        assert!(originals.contains(id), "{id} caught up: {originals:?}");
+    }
+    assert_eq!(s.b.snapshots().len(), 4);
+    // Caught up: the next run copies only its own again.
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = &s.report()["copies"][0];
+    assert_eq!(
+        (c["catch_up"].as_bool(), c["snapshots_copied"].as_u64()),
+        (Some(false), Some(2)),
+        "{c}"
+    );
 }
 
 /// A plan whose copy step names an unknown repository fails to load, the

@@ -49,9 +49,11 @@ pub fn source_tag(name: &str) -> String {
 }
 
 /// Runs the copy steps in file order. A step copies what this run made in
-/// its `from` (backups, or an earlier step's copies); a failed step is
-/// reported and the others still run. A successful one records, per
-/// source whose snapshots arrived, a success in `to` as a backup would.
+/// its `from` (backups, or an earlier step's copies), or, when it failed
+/// last time or never succeeded, every snapshot of the plan there; a
+/// failed step is reported and the others still run. A successful one
+/// records, per source whose fresh snapshots arrived, a success in `to` as
+/// a backup would.
 fn run_copies(
     g: &GlobalArgs,
     out: Output,
@@ -62,11 +64,34 @@ fn run_copies(
 ) -> Vec<CopyResult> {
     let mut copies: Vec<CopyResult> = Vec::new();
     for c in &loaded.plan.copies {
-        let ids = made_in(&c.from, results, &copies);
-        out.verbose(1, format!("copy {}: {} snapshot(s)", c.label(), ids.len()));
-        let r = copy(g, loaded, c, ids, exe);
+        let fresh = made_in(&c.from, results, &copies);
+        let catch_up = state.copy_catch_up(&c.from, &c.to);
+        out.verbose(
+            1,
+            format!(
+                "copy {}: {}",
+                c.label(),
+                if catch_up {
+                    "every snapshot of the plan (catching up)".to_string()
+                } else {
+                    format!("{} snapshot(s)", fresh.len())
+                }
+            ),
+        );
+        let r = copy(g, loaded, c, fresh, catch_up, exe);
+        let now = unix_secs(SystemTime::now());
+        if r.status == Outcome::Failed {
+            state
+                .copy_failed
+                .entry(c.from.clone())
+                .or_default()
+                .insert(c.to.clone(), now);
+        }
         if r.status == Outcome::Ok {
-            let now = unix_secs(SystemTime::now());
+            if let Some(m) = state.copy_failed.get_mut(&c.from) {
+                m.remove(&c.to);
+            }
+            state.copy_failed.retain(|_, m| !m.is_empty());
             state
                 .last_copy
                 .entry(c.from.clone())

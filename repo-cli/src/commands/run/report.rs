@@ -70,8 +70,16 @@ pub(super) struct CopyResult {
     pub(super) source_snapshot_ids: Vec<String>,
     /// Their ids in `to` (copied or already there), in the same order.
     pub(super) snapshot_ids: Vec<String>,
-    /// The plan's sources whose snapshots are now in `to`.
+    /// Whether it asked for every snapshot of the plan in `from` (its
+    /// previous run failed, or it never succeeded) rather than only those
+    /// this run made.
+    pub(super) catch_up: bool,
+    /// The plan's sources whose snapshots made in this run are now in `to`.
     pub(super) sources: Vec<String>,
+    /// Ids in `to` of the snapshots made in this run (what a later step
+    /// copying out of `to` copies).
+    #[serde(skip)]
+    pub(super) fresh_ids: Vec<String>,
     /// What was done, or why it was skipped.
     pub(super) detail: String,
     pub(super) error: Option<String>,

@@ -30,6 +30,21 @@ pub(super) struct State {
     /// from → to → last successful copy step.
     #[serde(default)]
     pub(super) last_copy: BTreeMap<String, BTreeMap<String, i64>>,
+    /// from → to → the copy step's last failure, if it has not succeeded
+    /// since: its next run catches up.
+    #[serde(default)]
+    pub(super) copy_failed: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+impl State {
+    /// Whether the copy step `from` → `to` must copy every snapshot of the
+    /// plan rather than this run's: it never succeeded, or failed last.
+    pub(super) fn copy_catch_up(&self, from: &str, to: &str) -> bool {
+        let has = |m: &BTreeMap<String, BTreeMap<String, i64>>| {
+            m.get(from).is_some_and(|t| t.contains_key(to))
+        };
+        !has(&self.last_copy) || has(&self.copy_failed)
+    }
 }
 
 /// `None` when due now; else when it is next due (Unix seconds).

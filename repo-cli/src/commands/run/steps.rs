@@ -181,7 +181,8 @@ pub(super) fn task_from<T: DeserializeOwned>(
 
 /// The snapshots this run put into repository `name`, by their ids there:
 /// those of the backups that succeeded (exit 0 or 3) and, for a copy
-/// destination, those the earlier copy step into it reported.
+/// destination, those made in this run that the earlier step into it
+/// copied.
 pub(super) fn made_in(name: &str, backups: &[SourceResult], copies: &[CopyResult]) -> Vec<String> {
     let mut ids: Vec<String> = backups
         .iter()
@@ -192,20 +193,23 @@ pub(super) fn made_in(name: &str, backups: &[SourceResult], copies: &[CopyResult
         .iter()
         .filter(|c| c.to == name && c.status == Outcome::Ok)
     {
-        ids.extend(c.snapshot_ids.iter().cloned());
+        ids.extend(c.fresh_ids.iter().cloned());
     }
     ids
 }
 
-/// Copies the snapshots `ids` (made in this run) from `c.from` into
-/// `c.to`: one `cairn -r TO copy --from-repo FROM … IDS…` child, its
-/// `--json` report read through the contract's type. Every id asked for
-/// must come back, copied or found already there.
+/// Copies snapshots from `c.from` into `c.to`: those this run made there
+/// (`fresh`), or with `catch_up` every snapshot of the plan there (listed
+/// first), so what a failed run left behind arrives now; the destination
+/// skips what it already holds. One `cairn -r TO copy --from-repo FROM …
+/// IDS…` child, its `--json` report read through the contract's type.
+/// Every id asked for must come back, copied or found already there.
 pub(super) fn copy(
     g: &GlobalArgs,
     loaded: &Loaded,
     c: &CopySpec,
-    ids: Vec<String>,
+    fresh: Vec<String>,
+    catch_up: bool,
     exe: &Path,
 ) -> CopyResult {
     let mut r = CopyResult {
@@ -218,18 +222,15 @@ pub(super) fn copy(
         snapshots_skipped: 0,
         blobs_copied: 0,
         bytes_copied: 0,
-        source_snapshot_ids: ids,
+        source_snapshot_ids: Vec::new(),
         snapshot_ids: Vec::new(),
+        catch_up,
         sources: Vec::new(),
+        fresh_ids: Vec::new(),
         detail: String::new(),
         error: None,
         stderr: String::new(),
     };
-    if r.source_snapshot_ids.is_empty() {
-        r.status = Outcome::Skipped;
-        r.detail = format!("this run made no snapshot in {} to copy", c.from);
-        return r;
-    }
     let (Some(from), Some(to)) = (
         loaded.plan.repository(&c.from),
         loaded.plan.repository(&c.to),
@@ -238,6 +239,22 @@ pub(super) fn copy(
         r.error = Some("the copy step names an unknown repository".into());
         return r;
     };
+    r.source_snapshot_ids = if catch_up {
+        match plan_snapshots(g, loaded, from, exe) {
+            Ok(l) => l.into_iter().map(|s| s.id).collect(),
+            Err(e) => {
+                r.error = Some(format!("cannot list the snapshots of {}: {e}", c.from));
+                return r;
+            }
+        }
+    } else {
+        fresh.clone()
+    };
+    if r.source_snapshot_ids.is_empty() {
+        r.status = Outcome::Skipped;
+        r.detail = format!("no snapshot in {} to copy", c.from);
+        return r;
+    }
     let mut cmd = base_command(g, to, exe);
     cmd.args(copy_args(from, &r.source_snapshot_ids));
     cmd.envs(copy_env(from));
@@ -276,6 +293,10 @@ pub(super) fn copy(
         match found {
             Some(s) => {
                 r.snapshot_ids.push(s.snapshot.clone());
+                if !fresh.contains(id) {
+                    continue;
+                }
+                r.fresh_ids.push(s.snapshot.clone());
                 for t in &s.tags {
                     if let Some(name) = t.strip_prefix("source:")
                         && !r.sources.iter().any(|x| x == name)
@@ -296,12 +317,45 @@ pub(super) fn copy(
     }
     r.status = Outcome::Ok;
     r.detail = format!(
-        "copied {} snapshot(s), {} already there, {}",
+        "copied {} snapshot(s), {} already there, {}{}",
         r.snapshots_copied,
         r.snapshots_skipped,
-        output::bytes(r.bytes_copied)
+        output::bytes(r.bytes_copied),
+        if catch_up {
+            ", catching up on every snapshot of the plan"
+        } else {
+            ""
+        }
     );
     r
+}
+
+/// A child's standard output, or its error.
+fn output_of(
+    g: &GlobalArgs,
+    repo: &RepositorySpec,
+    args: &[&str],
+    exe: &Path,
+) -> Result<Vec<u8>, String> {
+    let mut c = base_command(g, repo, exe);
+    c.args(args);
+    match spawn(c, None) {
+        Ok(ch) if ch.code == Some(0) => Ok(ch.stdout),
+        Ok(ch) => Err(ch.error()),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// The plan's snapshots in `repo`, oldest first (`snapshots --tag plan:NAME`).
+fn plan_snapshots(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    repo: &RepositorySpec,
+    exe: &Path,
+) -> Result<Vec<ListedSnapshot>, String> {
+    let tag = plan_tag(&loaded.name);
+    let out = output_of(g, repo, &["snapshots", "--tag", &tag], exe)?;
+    serde_json::from_slice(&out).map_err(|e| format!("snapshots: {e}"))
 }
 
 /// The repository's stored bytes (`stats`) and the plan's newest
@@ -314,19 +368,7 @@ pub(super) fn inventory(
 ) -> Inventory {
     let mut inv = Inventory::default();
     let tag = plan_tag(&loaded.name);
-    let run = |args: &[&str]| -> Result<Vec<u8>, String> {
-        let mut c = base_command(g, repo, exe);
-        c.args(args);
-        match spawn(c, None) {
-            Ok(ch) if ch.code == Some(0) => Ok(ch.stdout),
-            Ok(ch) => Err(ch.error()),
-            Err(e) => Err(format!("{e:#}")),
-        }
-    };
-    let listed = run(&["snapshots", "--tag", &tag]).and_then(|b| {
-        serde_json::from_slice::<Vec<ListedSnapshot>>(&b).map_err(|e| format!("snapshots: {e}"))
-    });
-    let listed = match listed {
+    let listed = match plan_snapshots(g, loaded, repo, exe) {
         Ok(l) => l,
         Err(e) => {
             inv.error = Some(e);
@@ -349,7 +391,7 @@ pub(super) fn inventory(
         Some((_, s)) => args.push(&s.id),
         None => args.extend(["--tag", &tag]),
     }
-    match run(&args)
+    match output_of(g, repo, &args, exe)
         .and_then(|b| serde_json::from_slice::<StatsOutput>(&b).map_err(|e| format!("stats: {e}")))
     {
         Ok(st) => inv.stored_bytes = Some(st.repository.bytes),
