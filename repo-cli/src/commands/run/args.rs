@@ -161,13 +161,25 @@ pub(super) fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
     }
 }
 
+/// What a copy step asks for.
+pub(super) enum CopySelection<'a> {
+    /// These snapshots (full ids in the source).
+    Ids(&'a [String]),
+    /// Every snapshot carrying this tag (a catch-up: however many there
+    /// are, the command line stays short).
+    Tag(&'a str),
+}
+
 /// The `cairn copy` arguments (after the destination's global options)
-/// copying snapshots `ids` out of `from`; its password goes in the
-/// environment ([`copy_env`]), like the destination's.
-pub(super) fn copy_args(from: &RepositorySpec, ids: &[String]) -> Vec<OsString> {
+/// copying `what` out of `from`; its password goes in the environment
+/// ([`copy_env`]), like the destination's.
+pub(super) fn copy_args(from: &RepositorySpec, what: CopySelection<'_>) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["copy".into(), "--from-repo".into(), from.location()];
-    // Ids are full hex: none can be taken for an option.
-    a.extend(ids.iter().map(OsString::from));
+    match what {
+        // Ids are full hex: none can be taken for an option.
+        CopySelection::Ids(ids) => a.extend(ids.iter().map(OsString::from)),
+        CopySelection::Tag(t) => a.extend(["--tag".into(), t.into()]),
+    }
     a
 }
 
@@ -369,12 +381,24 @@ stdin_filename = "ldap.ldif"
             }
         }
         let ids = ["ab".repeat(32), "cd".repeat(32)];
-        let cli = parse(copy_args(&loaded.plan.repositories[0], &ids));
+        let cli = parse(copy_args(
+            &loaded.plan.repositories[0],
+            CopySelection::Ids(&ids),
+        ));
         let crate::cli::Command::Copy(c) = &cli.command else {
             panic!("not copy")
         };
         assert_eq!(c.from.from_repo.as_deref(), Some(Path::new("/r")));
         assert_eq!(c.snapshots, ids);
+        let cli = parse(copy_args(
+            &loaded.plan.repositories[0],
+            CopySelection::Tag("plan:x"),
+        ));
+        let crate::cli::Command::Copy(c) = &cli.command else {
+            panic!("not copy")
+        };
+        assert!(c.snapshots.is_empty());
+        assert_eq!(c.filter.tags, ["plan:x"]);
         assert_eq!(
             c.from.from_password_file, None,
             "the password goes in the environment"

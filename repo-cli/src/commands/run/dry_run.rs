@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::args::{
-    base_command, copy_args, copy_env, retention_args, source_args, source_env, verify_args,
+    CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
+    verify_args,
 };
 use super::child::{show, spawn};
 use crate::cli::GlobalArgs;
@@ -48,7 +49,10 @@ pub(super) fn dry_run(
         // Both exist: the plan's validation named the step otherwise.
         if let (Some(from), Some(to)) = (p.repository(&cp.from), p.repository(&cp.to)) {
             let mut c = base_command(g, to, exe);
-            c.args(copy_args(from, &["SNAPSHOT…".to_string()]));
+            c.args(copy_args(
+                from,
+                CopySelection::Ids(&["SNAPSHOT…".to_string()]),
+            ));
             c.envs(copy_env(from));
             lines.push(format!(
                 "{} (the snapshots this run made in {})",

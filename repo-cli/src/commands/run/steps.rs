@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 
 use super::args::{
-    base_command, copy_args, copy_env, retention_args, source_args, source_env, verify_args,
+    CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
+    verify_args,
 };
 use super::child::{CHILD_INCOMPLETE, Child, spawn};
 use super::report::{CopyResult, Inventory, Outcome, SourceResult, Task};
@@ -199,11 +200,12 @@ pub(super) fn made_in(name: &str, backups: &[SourceResult], copies: &[CopyResult
 }
 
 /// Copies snapshots from `c.from` into `c.to`: those this run made there
-/// (`fresh`), or with `catch_up` every snapshot of the plan there (listed
-/// first), so what a failed run left behind arrives now; the destination
-/// skips what it already holds. One `cairn -r TO copy --from-repo FROM …
-/// IDS…` child, its `--json` report read through the contract's type.
-/// Every id asked for must come back, copied or found already there.
+/// (`fresh`, by id), or with `catch_up` every snapshot of the plan there
+/// (`--tag plan:NAME`, listed first to know what must arrive), so what a
+/// failed run left behind arrives now; the destination skips what it
+/// already holds. One `cairn -r TO copy --from-repo FROM …` child, its
+/// `--json` report read through the contract's type. Every snapshot
+/// asked for must come back, copied or found already there.
 pub(super) fn copy(
     g: &GlobalArgs,
     loaded: &Loaded,
@@ -255,8 +257,14 @@ pub(super) fn copy(
         r.detail = format!("no snapshot in {} to copy", c.from);
         return r;
     }
+    let tag = plan_tag(&loaded.name);
+    let what = if catch_up {
+        CopySelection::Tag(&tag)
+    } else {
+        CopySelection::Ids(&r.source_snapshot_ids)
+    };
     let mut cmd = base_command(g, to, exe);
-    cmd.args(copy_args(from, &r.source_snapshot_ids));
+    cmd.args(copy_args(from, what));
     cmd.envs(copy_env(from));
     let child = match spawn(cmd, None) {
         Ok(ch) => ch,
