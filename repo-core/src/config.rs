@@ -186,17 +186,44 @@ impl Config {
             .map(|i| i as u8)
     }
 
+    /// The encoded body (SPEC §5): versions 1 and 2 end before
+    /// `content_keys`, so their configs are what earlier builds wrote.
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut body = encoding::encode(self);
+        if self.content_keys.is_none() {
+            // Its `None` is the last byte, a single 0 (SPEC §2.2).
+            body.pop();
+        }
+        body
+    }
+
+    /// Decodes a body, which starts with its version: one before 3 ends
+    /// before `content_keys`, which is then `None`.
+    pub fn decode_body(body: &[u8]) -> Result<Self, FormatError> {
+        let version = format::read_u32_le(body, 0, "config")?;
+        if version >= COPY_VERSION {
+            let c: Self = encoding::decode(body, "config")?;
+            if c.content_keys.is_none() {
+                // Its encoding would be a version-2 body's: not canonical.
+                return Err(FormatError::Malformed {
+                    what: "config",
+                    reason: format!("a version-{version} config must hold content keys"),
+                });
+            }
+            return Ok(c);
+        }
+        let mut full = Vec::with_capacity(body.len() + 1);
+        full.extend_from_slice(body);
+        full.push(0);
+        encoding::decode(&full, "config")
+    }
+
     /// The encrypted config file.
     pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
-        let mut body = encoding::encode(self);
-        if self.content_keys.is_none() {
-            // Versions 1 and 2 end before the field (its `None` is one 0 byte).
-            body.pop();
-        }
-        let sealed = blob::seal_object(key, &out, &body, 0);
+        let sealed = blob::seal_object(key, &out, &self.encode_body(), 0);
         out.extend_from_slice(&sealed);
         out
     }
@@ -216,11 +243,8 @@ impl Config {
         let id = Self::peek_id(bytes)?;
         let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
         let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
-        let mut plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
-        if prefix_version < COPY_VERSION {
-            plain.push(0);
-        }
-        let c: Config = encoding::decode(&plain, "config")?;
+        let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
+        let c = Self::decode_body(&plain)?;
         if c.repo_id != id {
             return Err(FormatError::Malformed {
                 what: "config",
@@ -280,6 +304,11 @@ mod tests {
         let mut bad = c.clone();
         bad.content_keys = v3.content_keys.clone();
         assert!(bad.validate().is_err());
+        // A version-3 body without keys is refused, not read as `None`.
+        let mut none = encoding::encode(&c);
+        none[..4].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Config::decode_body(&none).is_err());
+        assert_eq!(Config::decode_body(&v3.encode_body()).unwrap(), v3);
         // Secrets stay out of Debug and Serialize.
         let keys = v3.content_keys.unwrap();
         let shown = format!("{keys:?}") + &serde_json::to_string(&keys).unwrap();

@@ -30,7 +30,7 @@ pub struct CopiedSnapshot {
     pub snapshot: SnapshotEntry,
 }
 
-/// What a [`Copy`] did.
+/// What a [`Copy`](struct@Copy) did.
 #[derive(Debug, Clone, Default)]
 pub struct CopyStats {
     /// Snapshots this run wrote into the destination, oldest first.

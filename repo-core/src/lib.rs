@@ -59,7 +59,7 @@
 //!   ([`Backup`]), [`Repository::restore`] ([`Restore`]),
 //!   [`Repository::check`] ([`CheckOptions`]), [`Repository::forget_plan`]
 //!   ([`RetentionPolicy`]), [`Repository::prune_plan`] ([`PruneOptions`]),
-//!   [`Repository::copy_from`] ([`Copy`]).
+//!   [`Repository::copy_from`] ([`Copy`](struct@Copy)).
 //!   Long operations report through [`Progress`].
 //! - Views of stored data: [`SnapshotEntry`], [`Snapshot`], [`Tree`],
 //!   [`Node`], [`FileReader`] (a stored file as `impl Read`), and the
