@@ -1938,3 +1938,61 @@ fn a_url_repository_is_given_to_children_as_written() {
         "{text}"
     );
 }
+
+/// Copy steps chain in file order: `a -> b`, then `b -> c` copies what
+/// the first put into `b` in this run.
+#[test]
+fn copy_steps_chain_in_file_order() {
+    let s = Setup::new();
+    let c = Env::init();
+    let repos = format!(
+        "{}[[repository]]\nname = \"c\"\npath = {:?}\npassword_file = {:?}\n",
+        s.repositories(),
+        c.repo(),
+        s.a.path("pw")
+    );
+    let body = format!(
+        "[[copy]]\nfrom = \"a\"\nto = \"b\"\n[[copy]]\nfrom = \"b\"\nto = \"c\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b, cc) = (s.a.snapshots(), s.b.snapshots(), c.snapshots());
+    assert_eq!((a.len(), b.len(), cc.len()), (2, 2, 2));
+    // A copy records the first repository's id (copy keeps the original
+    // through a chain); b's and c's copies are of the same snapshots of a.
+    for x in b.iter().chain(&cc) {
+        let orig = a
+            .iter()
+            .find(|z| z["id"] == x["original"])
+            .unwrap_or_else(|| panic!("{x} is a copy of one of a's: {a:?}"));
+        assert_eq!(x["time"], orig["time"]);
+        assert_eq!(x["paths"], orig["paths"]);
+    }
+    let originals = |v: &[serde_json::Value]| {
+        let mut o: Vec<String> = v.iter().map(|x| x["original"].to_string()).collect();
+        o.sort();
+        o
+    };
+    assert_eq!(originals(&b), originals(&cc));
+    let r = s.report();
+    assert_eq!(
+        r["copies"][1]["sources"],
+        serde_json::json!(["files", "stream"]),
+        "{r}"
+    );
+    // Only `a` got backups.
+    let sources = r["sources"].as_array().unwrap();
+    assert!(sources.iter().all(|x| x["repository"] == "a"), "{r}");
+    // The next run (no catch-up): the second step copies exactly the ids
+    // the first reported in `b`.
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.report();
+    let (first, second) = (&r["copies"][0], &r["copies"][1]);
+    assert_eq!(second["catch_up"], false, "{r}");
+    assert_eq!(second["source_snapshot_ids"], first["snapshot_ids"], "{r}");
+    assert_eq!(second["snapshots_copied"], 2, "{r}");
+    assert_eq!(c.snapshots().len(), 4);
+}

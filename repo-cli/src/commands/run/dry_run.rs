@@ -110,7 +110,7 @@ pub(super) fn dry_run(
         };
     }
     out.line(format!(
-        "plan {}: {} source(s), {} repositor{}",
+        "plan {}: {} source(s), {} repositor{}{}",
         loaded.name,
         sources.len(),
         p.repositories.len(),
@@ -118,6 +118,10 @@ pub(super) fn dry_run(
             "y"
         } else {
             "ies"
+        },
+        match p.copies.len() {
+            0 => String::new(),
+            n => format!(", {n} copy step(s)"),
         }
     ))?;
     for l in lines {
