@@ -165,7 +165,7 @@ pub(super) fn metrics(loaded: &Loaded, r: &Report, state: &State, started: Syste
     );
     family(
         "cairn_copy_bytes_copied",
-        "Bytes of blobs the copy step's last run transferred.",
+        "Plaintext bytes of the blobs the copy step's last run stored in the destination.",
         copy_rows(&|c| (c.status == Outcome::Ok).then_some(c.bytes_copied as f64)),
     );
     family(
