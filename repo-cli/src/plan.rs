@@ -102,6 +102,10 @@ pub struct CopySpec {
     pub from: String,
     /// Destination repository's name.
     pub to: String,
+    /// Kill the copy (and what it started) after this long, e.g. `4h`: a
+    /// network that stops answering must not hold the rest of the plan.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
 }
 
 impl CopySpec {
@@ -1126,12 +1130,14 @@ mod tests {
         let (plan, _) = parse(&three, "x", Path::new("/")).unwrap();
         assert_eq!(names(&plan), ["local", "offsite", "tape"]);
         let text = format!(
-            "{three}{}{}",
+            "{three}{}timeout = \"90min\"\n{}",
             copy("local", "offsite"),
             copy("offsite", "tape")
         );
         let (plan, _) = parse(&text, "x", Path::new("/")).unwrap();
         assert_eq!(names(&plan), ["local"]);
+        assert_eq!(plan.copies[0].timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(plan.copies[1].timeout, None);
         assert_eq!(plan.copies[1].label(), "offsite->tape");
 
         for (copies, want) in [

@@ -1996,3 +1996,48 @@ fn copy_steps_chain_in_file_order() {
     assert_eq!(second["snapshots_copied"], 2, "{r}");
     assert_eq!(c.snapshots().len(), 4);
 }
+
+/// A copy step that hangs (here: the source's password command, only
+/// inside the copy child) is killed at its `timeout` and reported; the
+/// backups and retention still ran.
+#[test]
+fn a_hanging_copy_is_killed_at_its_timeout() {
+    let s = Setup::new();
+    // Sleeps only where it is the copy's source password: that variable
+    // is set in the copy child alone.
+    let script = s.a.path("pw.sh");
+    write(
+        &script,
+        format!(
+            "if [ -n \"$CAIRN_FROM_PASSWORD_COMMAND\" ]; then sleep 600; fi\ncat {}\n",
+            s.a.path("pw").display()
+        )
+        .as_bytes(),
+    );
+    let repos = format!(
+        "[[repository]]\nname = \"a\"\npath = {:?}\npassword_command = \"sh {}\"\n\n\
+         [[repository]]\nname = \"b\"\npath = {:?}\npassword_file = {:?}\n",
+        s.a.repo(),
+        script.display(),
+        s.b.repo(),
+        s.a.path("pw"),
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 5\n[[copy]]\nfrom = \"a\"\nto = \"b\"\ntimeout = \"1s\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = s.report();
+    let c = &r["copies"][0];
+    assert_eq!(c["status"], "failed", "{c}");
+    assert!(
+        c["error"].as_str().unwrap().contains("timed out after 1s"),
+        "{c}"
+    );
+    assert_eq!(r["failed"], serde_json::json!(["copy:a->b"]), "{r}");
+    assert_eq!(s.a.snapshots().len(), 2);
+    assert!(s.b.snapshots().is_empty());
+    assert_eq!(r["repositories"][0]["retention"]["status"], "ok", "{r}");
+}

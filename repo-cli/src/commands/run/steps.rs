@@ -266,7 +266,7 @@ pub(super) fn copy(
     let mut cmd = base_command(g, to, exe);
     cmd.args(copy_args(from, what));
     cmd.envs(copy_env(from));
-    let child = match spawn(cmd, None) {
+    let child = match spawn(cmd, c.timeout) {
         Ok(ch) => ch,
         Err(e) => {
             r.error = Some(format!("{e:#}"));
