@@ -122,6 +122,10 @@ fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
 /// may list the missing arguments on lines of their own) without the
 /// `error: ` prefix, the usage and the help pointer.
 fn clap_message(e: &clap::Error) -> String {
+    // This one renders the command's help, whose first line is no error.
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a subcommand is required (see --help for the list)".into();
+    }
     let text = e.render().to_string();
     let para: Vec<&str> = text
         .lines()

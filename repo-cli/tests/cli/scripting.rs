@@ -222,6 +222,7 @@ fn argument_errors_are_json_objects_under_json() {
         &["snapshots", "--json", "--keep-daily"],
         &["--json", "run"],
         &["--json", "nosuchcommand"],
+        &["--json", "pg"],
     ] {
         let out = env.cmd().args(args).output().expect("run");
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -244,6 +245,12 @@ fn argument_errors_are_json_objects_under_json() {
     assert!(stderr(&out).contains("--no-such-flag"), "{}", stderr(&out));
     let out = env.cmd().args(["--json", "run"]).output().expect("run");
     assert!(stderr(&out).contains("<PLAN>"), "{}", stderr(&out));
+    let out = env.cmd().args(["--json", "pg"]).output().expect("run");
+    assert!(
+        stderr(&out).contains("a subcommand is required"),
+        "{}",
+        stderr(&out)
+    );
     // Without --json (and with it only after `--`) clap's text stays.
     for args in [
         &["snapshots", "--no-such-flag"][..],
