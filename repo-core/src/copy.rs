@@ -12,9 +12,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::blob::BlobKind;
+use crate::backend::ObjectKind;
+use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::pack::BlobLocation;
 use crate::progress::{NoProgress, Progress};
 use crate::repository::{Packer, Repository, SnapshotFilter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
@@ -209,6 +211,12 @@ impl<'a> Copy<'a> {
     }
 }
 
+/// Largest range of a pack read with one request, and the most unneeded
+/// bytes read through to join two ranges: on object storage a request costs
+/// a round trip, so blobs are fetched by pack, not one by one.
+const MAX_RANGE: u64 = 32 << 20;
+const MAX_GAP: u64 = 1 << 20;
+
 /// What one run carries from snapshot to snapshot.
 struct State<'r, 's> {
     src: &'r Repository,
@@ -223,77 +231,143 @@ struct State<'r, 's> {
     progress: &'r dyn Progress,
 }
 
+/// A source tree: decoded, and its plaintext (stored as is under the same keys).
+type Loaded = HashMap<TreeId, (Tree, Vec<u8>)>;
+
 impl State<'_, '_> {
     /// Stores the tree `root` of the source and everything below it that the
-    /// destination lacks; returns its id in the destination. Children
-    /// first, with an explicit stack ([`tree::fold_trees`]).
+    /// destination lacks; returns its id in the destination. Trees are read
+    /// level by level and data by pack, then stored children first
+    /// ([`tree::fold_trees`], an explicit stack).
     fn copy_tree(&mut self, root: &TreeId) -> Result<TreeId> {
+        let loaded = self.load_trees(root)?;
+        self.copy_data(&loaded)?;
         let mut memo = std::mem::take(&mut self.trees);
-        let src = self.src;
         let r = tree::fold_trees(
             root,
             &mut memo,
-            |t| src.load_tree(t),
-            |id, tree, memo| self.finish_tree(id, tree, memo),
+            |t| {
+                loaded
+                    .get(t)
+                    .map(|(tree, _)| tree.clone())
+                    .ok_or(Error::BlobNotFound(t.as_blob()))
+            },
+            |id, tree, memo| self.finish_tree(id, tree, &loaded, memo),
         );
         self.trees = memo;
         r
     }
 
-    /// Stores one source tree whose subtrees are in `memo`.
+    /// Every tree below `root` that this run has not stored yet.
+    fn load_trees(&self, root: &TreeId) -> Result<Loaded> {
+        let mut loaded = Loaded::new();
+        let mut level = vec![*root];
+        level.retain(|t| !self.trees.contains_key(t));
+        while !level.is_empty() {
+            let ids: Vec<BlobId> = level.iter().map(TreeId::as_blob).collect();
+            let mut next = Vec::new();
+            fetch(self.src, &ids, |loc, plain| {
+                let tree = Tree::decode(plain).map_err(|e| Error::CorruptPack {
+                    pack: loc.pack,
+                    reason: format!("tree {}: {e}", loc.entry.id.short()),
+                })?;
+                next.extend(tree.nodes.iter().filter_map(|n| n.dir_subtree()));
+                let id = TreeId::from_bytes(*loc.entry.id.as_bytes());
+                loaded.insert(id, (tree, plain.to_vec()));
+                Ok(())
+            })?;
+            next.sort();
+            next.dedup();
+            next.retain(|t| !self.trees.contains_key(t) && !loaded.contains_key(t));
+            level = next;
+        }
+        Ok(loaded)
+    }
+
+    /// Stores the data blobs `loaded` names that the destination lacks
+    /// (same keys), or that this run has not named yet (unrelated keys:
+    /// the destination's id needs the plaintext, so each is read once even
+    /// if the destination turns out to hold it).
+    fn copy_data(&mut self, loaded: &Loaded) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let mut need = Vec::new();
+        for (tree, _) in loaded.values() {
+            for id in tree.nodes.iter().flat_map(|n| &n.content) {
+                if !seen.insert(*id) {
+                    continue;
+                }
+                let wanted = if self.same {
+                    !self.dst.index().has(id)?
+                } else {
+                    !self.blobs.contains_key(id)
+                };
+                if wanted {
+                    need.push(*id);
+                }
+            }
+        }
+        // Progress: bytes read, then the rest of the files' sizes at once.
+        let sizes: u64 = loaded
+            .values()
+            .flat_map(|(t, _)| &t.nodes)
+            .map(|n| n.size)
+            .sum();
+        let mut read = 0u64;
+        let src = self.src;
+        fetch(src, &need, |loc, plain| {
+            read += plain.len() as u64;
+            self.progress.add_bytes(plain.len() as u64);
+            let id = loc.entry.id;
+            if loc.entry.kind != BlobKind::Data {
+                return Err(Error::TreeAsContent(id));
+            }
+            if self.same {
+                return self.store(BlobKind::Data, id, plain);
+            }
+            let new = self.dst.hasher().chunk_id(plain);
+            if !self.dst.index().has(&new)? {
+                self.store(BlobKind::Data, new, plain)?;
+            }
+            self.blobs.insert(id, new);
+            Ok(())
+        })?;
+        self.progress.add_bytes(sizes.saturating_sub(read));
+        Ok(())
+    }
+
+    /// Stores one source tree whose data is stored and subtrees are in `memo`.
     fn finish_tree(
         &mut self,
         id: &TreeId,
         tree: &Tree,
+        loaded: &Loaded,
         memo: &HashMap<TreeId, TreeId>,
     ) -> Result<TreeId> {
+        if self.same {
+            // Same keys: same ids, and the source's bytes are the tree.
+            if !self.dst.index().has(&id.as_blob())? {
+                let bytes = loaded
+                    .get(id)
+                    .map(|(_, b)| b.as_slice())
+                    .unwrap_or_default();
+                self.store(BlobKind::Tree, id.as_blob(), bytes)?;
+            }
+            return Ok(*id);
+        }
         let mut out = tree.clone();
         for node in &mut out.nodes {
             for blob in &mut node.content {
-                *blob = self.copy_data(blob)?;
+                *blob = *self.blobs.get(blob).ok_or(Error::BlobNotFound(*blob))?;
             }
-            self.progress.add_bytes(node.size);
             if let Some(sub) = node.dir_subtree() {
                 node.subtree = memo.get(&sub).copied();
             }
-        }
-        if self.same {
-            // Same keys: same id, and the source's bytes are the tree.
-            if !self.dst.index().has(&id.as_blob())? {
-                let bytes = self.src.read_blob(&id.as_blob())?;
-                self.store(BlobKind::Tree, id.as_blob(), &bytes)?;
-            }
-            return Ok(*id);
         }
         let bytes = out.encode();
         let new = self.dst.hasher().tree_id(&bytes);
         if !self.dst.index().has(&new.as_blob())? {
             self.store(BlobKind::Tree, new.as_blob(), &bytes)?;
         }
-        Ok(new)
-    }
-
-    /// Makes sure data blob `id` of the source is in the destination;
-    /// returns its id there.
-    fn copy_data(&mut self, id: &BlobId) -> Result<BlobId> {
-        if self.same {
-            if !self.dst.index().has(id)? {
-                let plain = self.src.read_blob_at(&self.src.locate_data(id)?)?;
-                self.store(BlobKind::Data, *id, &plain)?;
-            }
-            return Ok(*id);
-        }
-        if let Some(new) = self.blobs.get(id) {
-            return Ok(*new);
-        }
-        // Unrelated keys: the destination's id needs the plaintext, so
-        // every blob is read, even one the destination turns out to hold.
-        let plain = self.src.read_blob_at(&self.src.locate_data(id)?)?;
-        let new = self.dst.hasher().chunk_id(&plain);
-        if !self.dst.index().has(&new)? {
-            self.store(BlobKind::Data, new, &plain)?;
-        }
-        self.blobs.insert(*id, new);
         Ok(new)
     }
 
@@ -306,4 +380,76 @@ impl State<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Reads blobs `ids` of `src`, verified, and hands each to `f` with its
+/// location: sorted by pack and offset, neighbours read with one request
+/// (up to [`MAX_RANGE`], across gaps up to [`MAX_GAP`]).
+fn fetch(
+    src: &Repository,
+    ids: &[BlobId],
+    mut f: impl FnMut(&BlobLocation, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut locs = Vec::with_capacity(ids.len());
+    for id in ids {
+        locs.push(src.locate(id)?);
+    }
+    locs.sort_by_key(|l| (l.pack, l.entry.offset));
+    let (mut buf, mut plain) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while let Some(first) = locs.get(i) {
+        let start = u64::from(first.entry.offset);
+        let mut end = start + u64::from(first.entry.length);
+        let mut j = i + 1;
+        while let Some(l) = locs.get(j).filter(|l| l.pack == first.pack) {
+            let (o, e) = (
+                u64::from(l.entry.offset),
+                u64::from(l.entry.offset) + u64::from(l.entry.length),
+            );
+            if o > end + MAX_GAP || e - start > MAX_RANGE {
+                break;
+            }
+            end = end.max(e);
+            j += 1;
+        }
+        let name = first.pack.to_hex();
+        src.backend()
+            .read_range_into(
+                ObjectKind::Pack,
+                &name,
+                start,
+                (end - start) as u32,
+                &mut buf,
+            )
+            .map_err(|err| match err.error_kind {
+                crate::backend::BackendErrorKind::NotFound => Error::Backend(err),
+                _ => Error::CorruptPack {
+                    pack: first.pack,
+                    reason: err.to_string(),
+                },
+            })?;
+        for l in &locs[i..j] {
+            let at = (u64::from(l.entry.offset) - start) as usize;
+            let sealed = buf
+                .get_mut(at..at + l.entry.length as usize)
+                .ok_or_else(|| Error::CorruptPack {
+                    pack: l.pack,
+                    reason: format!("blob {} lies beyond the end", l.entry.id.short()),
+                })?;
+            blob::open_blob_into_with(
+                src.data_key(),
+                src.hasher(),
+                l.entry.kind,
+                &l.entry.id,
+                sealed,
+                l.entry.raw_length,
+                &mut plain,
+                src.dictionaries(),
+            )
+            .map_err(|e| src.blob_error(l.pack, &l.entry.id, e))?;
+            f(l, &plain)?;
+        }
+        i = j;
+    }
+    Ok(())
 }

@@ -1,9 +1,9 @@
 //! `cairn copy`: copy snapshots from another repository into this one.
 
 use anyhow::{Result, anyhow};
-use repo_core::{Backend, LocalBackend, ObjectKind, OpenOptions, Repository, SnapshotId};
+use repo_core::{Location, ObjectKind, OpenOptions, Repository, SnapshotId};
 
-use super::{Status, cache_dir, filter, open};
+use super::{Status, backend_for, cache_dir, filter, open};
 use crate::cli::{CopyArgs, FromRepoArgs, GlobalArgs};
 use crate::contract::CopyReport;
 use crate::credentials;
@@ -17,8 +17,8 @@ pub(super) fn open_source(g: &GlobalArgs, out: Output, from: &FromRepoArgs) -> R
     let location = from.from_repo.as_deref().ok_or_else(|| {
         anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
     })?;
-    // The one place the source's storage is chosen: any location `-r` takes.
-    let backend = LocalBackend::open(location);
+    // Any location `-r` takes: a path or an `s3:` URL (SPEC §11.1).
+    let backend = backend_for(g, &Location::parse_os(location.as_os_str())?)?;
     if backend.list(ObjectKind::Config)?.is_empty() {
         return Err(
             anyhow::Error::from(repo_core::Error::NotARepository(backend.location()))

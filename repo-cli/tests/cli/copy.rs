@@ -168,6 +168,16 @@ fn copy_between_related_repositories_reports_json_and_copies_nothing_again() {
         assert_eq!(c["tree"], o["tree"]);
     }
     assert_eq!(originals[0]["original"], serde_json::Value::Null);
+    // The table names the original too; the source's has no such column.
+    let table = String::from_utf8_lossy(&dst.ok(["snapshots"]).stdout).into_owned();
+    assert!(table.contains("Copy of"), "{table}");
+    let short = &originals[1]["id"].as_str().unwrap()[..8];
+    assert!(
+        table.lines().any(|l| l.trim_end().ends_with(short)),
+        "{table}"
+    );
+    let table = String::from_utf8_lossy(&src.ok(["snapshots"]).stdout).into_owned();
+    assert!(!table.contains("Copy of"), "{table}");
     assert_eq!(c["source"], originals[0]["id"]);
     assert_eq!(c["snapshot"], copies[0]["id"]);
     assert_eq!(c["time"], originals[0]["time"]);
@@ -312,4 +322,90 @@ fn copy_errors_are_clear_and_keep_their_exit_codes() {
     assert!(!fresh.repo().join("config").exists());
     // Nothing was written into the destination by any of these.
     assert!(dst.snapshots().is_empty());
+}
+
+/// `cairn -r LOCATION` with the Garage cluster's credentials.
+fn on_garage(env: &Env, garage: &cairn_testkit::garage::Garage, location: &str) -> Command {
+    let mut c = env.cmd_at(std::ffi::OsStr::new(location));
+    for v in [
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_SESSION_TOKEN",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(garage.env())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CAIRN_FROM_PASSWORD", PASSWORD)
+        .env_remove("CAIRN_FROM_PASSWORD_FILE")
+        .env_remove("CAIRN_FROM_PASSWORD_COMMAND");
+    c
+}
+
+/// Local → S3 on a real 3-node Garage cluster, into a repository that
+/// shares the local one's chunker parameters, then S3 → local.
+#[test]
+fn copy_local_to_s3_and_back_on_garage() {
+    let garage = cairn_testkit::garage::Garage::shared();
+    let src = source();
+    let s3 = garage.location("cli/copy");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = on_garage(&src, garage, &s3).args(args).output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains(garage.secret_key()),
+            "the secret key appeared in the output"
+        );
+        out
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let from = src.repo();
+    let init = json_of(&run(&[
+        os("--json"),
+        os("init"),
+        os("--kdf-memory"),
+        os("64"),
+        os("--kdf-iterations"),
+        os("1"),
+        os("--copy-chunker-params"),
+        os("--from-repo"),
+        from.as_os_str(),
+    ]));
+    assert_eq!(init["version"], 3, "{init}");
+    let report = json_of(&run(&[
+        os("--json"),
+        os("copy"),
+        os("--from-repo"),
+        from.as_os_str(),
+    ]));
+    assert_eq!(report["copied"].as_array().unwrap().len(), 2, "{report}");
+    let again = json_of(&run(&[
+        os("--json"),
+        os("copy"),
+        os("--from-repo"),
+        from.as_os_str(),
+    ]));
+    assert_eq!(again["copied"], serde_json::json!([]));
+    assert_eq!(again["blobs_copied"], 0);
+    let snaps = json_of(&run(&[os("--json"), os("snapshots")]));
+    let originals = src.snapshots();
+    assert_eq!(snaps[1]["original"], originals[1]["id"]);
+    let check = json_of(&run(&[os("--json"), os("check"), os("--read-data")]));
+    assert_eq!(check["ok"], true, "{check}");
+
+    // S3 → a fresh, unrelated local repository: restores identical.
+    let back = Env::init();
+    let out = on_garage(&back, garage, back.repo().to_str().unwrap())
+        .args(["--json", "copy", "--from-repo", &s3])
+        .output()
+        .unwrap();
+    let r = json_of(&out);
+    assert_eq!(r["copied"].as_array().unwrap().len(), 2, "{r}");
+    // Their origin is the local source's snapshot, not the S3 copy.
+    assert_eq!(back.snapshots()[1]["original"], originals[1]["id"]);
+    restored_equals(
+        &back,
+        back.snapshots()[1]["id"].as_str().unwrap(),
+        &src.path("src"),
+    );
 }

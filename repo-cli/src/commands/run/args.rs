@@ -38,6 +38,14 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
     // A url carries no credentials (the plan refuses them): S3 keys reach
     // the child in the AWS_* variables it inherits, never in its arguments.
     c.arg("-r").arg(repo.location()).arg("--json");
+    // How S3 is reached, as `cairn run` was told (AWS_ENDPOINT_URL itself
+    // is inherited).
+    if let Some(e) = &g.s3_endpoint {
+        c.arg("--s3-endpoint").arg(e);
+    }
+    if g.s3_path_style {
+        c.arg("--s3-path-style");
+    }
     if let Some(d) = repo.cache_dir.as_ref().or(g.cache_dir.as_ref()) {
         c.arg("--cache-dir").arg(d);
     } else if g.no_cache {

@@ -8,7 +8,7 @@ use super::args::{
     CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
     verify_args,
 };
-use super::child::{show, spawn};
+use super::child::show;
 use crate::cli::GlobalArgs;
 use crate::commands::Status;
 use crate::output::Output;
@@ -68,27 +68,7 @@ pub(super) fn dry_run(
             lines.push(show(&c));
         }
     }
-    let mut problems = crate::commands::preflight::problems(g, loaded, sources);
-    // A url repository is opened as the run's children will open it: by a
-    // child (`cat config` needs the location, the credentials and the
-    // password), unless its password already failed above.
-    for repo in p.repositories.iter().filter(|r| r.url.is_some()) {
-        let object = format!("repository {}", repo.name);
-        if problems.iter().any(|x| x.object == object) {
-            continue;
-        }
-        let mut c = base_command(g, repo, exe);
-        c.args(["cat", "config"]);
-        let why = match spawn(c, None) {
-            Ok(ch) if ch.code == Some(0) => continue,
-            Ok(ch) => ch.error(),
-            Err(e) => format!("{e:#}"),
-        };
-        problems.push(crate::commands::preflight::Problem {
-            object,
-            problem: why,
-        });
-    }
+    let problems = crate::commands::preflight::problems(g, loaded, sources);
     let fail = || {
         anyhow::anyhow!(
             "plan {} would fail: {} problem(s) found",
