@@ -2,6 +2,7 @@
 //! report, metrics, hooks, retention, cadence), `cairn plan init|schedule`
 //! and `cairn discover`.
 
+use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -84,7 +85,7 @@ impl Setup {
     }
 
     /// `cairn run PLAN` with extra environment variables.
-    fn run_env(&self, plan: &Path, envs: &[(&str, &Path)]) -> Output {
+    fn run_env(&self, plan: &Path, envs: &[(&str, &OsStr)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
         c.envs(envs.iter().copied());
         for v in [
@@ -1580,7 +1581,7 @@ fn a_copy_step_backs_up_once_and_copies_the_same_snapshots() {
     let text = std::fs::read_to_string(&plan).unwrap();
     write(&plan, format!("host = \"db1\"\n{text}").as_bytes());
 
-    let out = s.run_env(&plan, &[("CAIRN_PG_BINDIR", &bin)]);
+    let out = s.run_env(&plan, &[("CAIRN_PG_BINDIR", bin.as_os_str())]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dumps = std::fs::read_to_string(&count).expect("pg_dump ran");
     assert_eq!(dumps.lines().count(), 1, "pg_dump ran once: {dumps:?}");
@@ -2040,4 +2041,144 @@ fn a_hanging_copy_is_killed_at_its_timeout() {
     assert_eq!(s.a.snapshots().len(), 2);
     assert!(s.b.snapshots().is_empty());
     assert_eq!(r["repositories"][0]["retention"]["status"], "ok", "{r}");
+}
+
+/// Issue 14 end to end: a plan backs up into a local repository and
+/// copies off-site to an S3 repository (`url = "s3:http://…"`) on the
+/// 3-node Garage cluster. The copies are the same snapshots; the
+/// repository's size and freshness come from S3; the secret key is on no
+/// command line (every one is captured while the copy child runs) and in
+/// no output, report or metrics.
+#[test]
+fn a_plan_copies_off_site_to_s3() {
+    use cairn_testkit::garage::Garage;
+    let s = Setup::new();
+    let garage = Garage::shared();
+    let bucket = garage.new_bucket();
+    let url = garage.location_in(&garage.endpoint(), &bucket, "plans/offsite");
+    let aws: Vec<(&str, String)> = garage.env().into_iter().collect();
+    let env_of = |c: &mut Command| {
+        for v in [
+            "AWS_ENDPOINT_URL",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_SESSION_TOKEN",
+        ] {
+            c.env_remove(v);
+        }
+        c.envs(aws.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    };
+    let at_url = |args: &[&str]| {
+        let mut c = s.a.cmd_at(OsStr::new(&url));
+        env_of(&mut c);
+        let out = c.args(args).output().expect("run cairn");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    at_url(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+
+    // The local repository's password command also records every command
+    // line on the machine when it runs inside the copy child.
+    let cmdlines = s.a.path("cmdlines.txt");
+    let script = s.a.path("pw.sh");
+    write(
+        &script,
+        format!(
+            "if [ -n \"$CAIRN_FROM_PASSWORD_COMMAND\" ]; then\n\
+             for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\"; echo; done >> {} 2>/dev/null\n\
+             fi\ncat {}\n",
+            cmdlines.display(),
+            s.a.path("pw").display()
+        )
+        .as_bytes(),
+    );
+    let repos = format!(
+        "[[repository]]\nname = \"local\"\npath = {:?}\npassword_command = \"sh {}\"\n\n\
+         [[repository]]\nname = \"offsite\"\nurl = {url:?}\npassword_file = {:?}\ncache_dir = {:?}\n",
+        s.a.repo(),
+        script.display(),
+        s.a.path("pw"),
+        s.b.path("cache"),
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 5\n[check]\nevery = \"1d\"\n\
+         [[copy]]\nfrom = \"local\"\nto = \"offsite\"\ntimeout = \"10min\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for v in [
+        "CAIRN_REPOSITORY",
+        "CAIRN_PASSWORD",
+        "CAIRN_PASSWORD_FILE",
+        "CAIRN_PASSWORD_COMMAND",
+        "CAIRN_CACHE_DIR",
+    ] {
+        c.env_remove(v);
+    }
+    env_of(&mut c);
+    let out = c
+        .current_dir(s.a.dir.path())
+        .arg("run")
+        .arg(&plan)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cairn");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let made = s.a.snapshots();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&at_url(&["--json", "snapshots"])).expect("json");
+    let copied = listed.as_array().unwrap();
+    assert_eq!((made.len(), copied.len()), (2, 2), "{listed}");
+    for m in &made {
+        let c = copied
+            .iter()
+            .find(|c| c["original"] == m["id"])
+            .unwrap_or_else(|| panic!("no copy of {m} in {listed}"));
+        for f in ["time", "host", "paths", "tags"] {
+            assert_eq!(c[f], m[f], "{f}");
+        }
+    }
+    let r = s.report();
+    assert_eq!(r["copies"][0]["status"], "ok", "{r}");
+    let off = &r["repositories"][1];
+    assert_eq!(off["repository"], "offsite");
+    assert_eq!(off["check"]["status"], "ok", "{off}");
+    assert_eq!(off["retention"]["status"], "ok", "{off}");
+    assert!(off["stored_bytes"].as_u64().unwrap() > 0, "{off}");
+    let m = s.metrics();
+    let newest = made
+        .iter()
+        .map(|x| unix_of(x["time"].as_str().unwrap()))
+        .fold(0.0, f64::max);
+    let t = metric(
+        &m,
+        &repo_series(
+            "cairn_repository_latest_snapshot_timestamp_seconds",
+            "offsite",
+        ),
+    )
+    .unwrap_or_else(|| panic!("{m}"));
+    assert!((t - newest).abs() < 1e-3, "{t} vs {newest}");
+    assert!(metric(&m, &repo_series("cairn_repository_stored_bytes", "offsite")).unwrap() > 0.0);
+
+    // The secret: on no command line while the copy ran, nowhere written.
+    let lines = std::fs::read_to_string(&cmdlines).expect("the copy child asked for a password");
+    assert!(
+        lines.contains(" copy --from-repo "),
+        "the copy child was seen: {lines}"
+    );
+    assert!(lines.contains(&url), "{lines}");
+    let secret = garage.secret_key();
+    for (what, text) in [
+        ("command lines", lines.clone()),
+        ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+        ("stderr", stderr(&out)),
+        ("report", r.to_string()),
+        ("metrics", m),
+    ] {
+        assert!(!text.contains(secret), "secret key in {what}");
+    }
 }
