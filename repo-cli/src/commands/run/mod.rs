@@ -79,32 +79,7 @@ fn run_copies(
             ),
         );
         let r = copy(g, loaded, c, fresh, catch_up, exe);
-        let now = unix_secs(SystemTime::now());
-        if r.status == Outcome::Failed {
-            state
-                .copy_failed
-                .entry(c.from.clone())
-                .or_default()
-                .insert(c.to.clone(), now);
-        }
-        if r.status == Outcome::Ok {
-            if let Some(m) = state.copy_failed.get_mut(&c.from) {
-                m.remove(&c.to);
-            }
-            state.copy_failed.retain(|_, m| !m.is_empty());
-            state
-                .last_copy
-                .entry(c.from.clone())
-                .or_default()
-                .insert(c.to.clone(), now);
-            for s in &r.sources {
-                state
-                    .last_success
-                    .entry(s.clone())
-                    .or_default()
-                    .insert(c.to.clone(), now);
-            }
-        }
+        state.record_copy(&r, unix_secs(SystemTime::now()));
         copies.push(r);
     }
     copies
