@@ -286,6 +286,29 @@ pub struct CheckOutput {
     pub read_data: String,
 }
 
+/// What `cairn run` reads of each entry of `snapshots --json`.
+#[derive(Debug, Deserialize)]
+pub struct ListedSnapshot {
+    /// Full id.
+    pub id: String,
+    /// RFC 3339 UTC.
+    pub time: String,
+}
+
+/// What `cairn run` reads of `stats --json`: the repository's packs.
+#[derive(Debug, Deserialize)]
+pub struct StatsOutput {
+    /// Every pack in the repository.
+    pub repository: StatsRepository,
+}
+
+/// The `repository` object of `stats --json`.
+#[derive(Debug, Deserialize)]
+pub struct StatsRepository {
+    /// The pack files' total size in bytes.
+    pub bytes: u64,
+}
+
 /// A lock held by another process (exit code 11): another `cairn run` of
 /// the same plan.
 #[derive(Debug)]

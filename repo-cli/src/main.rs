@@ -63,12 +63,18 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // --help and --version end up here too, on stdout, with success.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::FAILURE
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::from(exit::OK);
+            }
+            // The parse failed, so `--json` is looked for in the raw
+            // arguments: a script asking for JSON gets the error object.
+            if json_requested(std::env::args_os().skip(1)) {
+                print_json_error(clap_message(&e), exit::FAILURE);
             } else {
-                exit::OK
-            });
+                let _ = e.print();
+            }
+            return ExitCode::from(exit::FAILURE);
         }
     };
     match commands::run(&cli) {
@@ -78,18 +84,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let code = exit_code(&err);
             if cli.global.json {
-                let report = contract::ErrorReport {
-                    error: contract::ErrorBody {
-                        message: message(&err),
-                        exit_code: code,
-                        kind: exit::kind(code).into(),
-                    },
-                };
-                // One line, so a reader can take stderr's last line.
-                match serde_json::to_string(&report) {
-                    Ok(line) => eprintln!("{line}"),
-                    Err(_) => eprintln!("cairn: error: {}", message(&err)),
-                }
+                print_json_error(message(&err), code);
             } else {
                 eprintln!("cairn: error: {}", message(&err));
                 if let Some(h) = hint(&err) {
@@ -99,6 +94,46 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The `--json` error object, on one line of stderr so a reader can take
+/// its last line.
+fn print_json_error(message: String, code: u8) {
+    let report = contract::ErrorReport {
+        error: contract::ErrorBody {
+            message,
+            exit_code: code,
+            kind: exit::kind(code).into(),
+        },
+    };
+    match serde_json::to_string(&report) {
+        Ok(line) => eprintln!("{line}"),
+        Err(_) => eprintln!("cairn: error: {}", report.error.message),
+    }
+}
+
+/// Whether `--json` is among the arguments (before a `--`, after which
+/// everything is a command's own argument).
+fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| a == "--json")
+}
+
+/// A parse error as one line: clap's message (its first paragraph, which
+/// may list the missing arguments on lines of their own) without the
+/// `error: ` prefix, the usage and the help pointer.
+fn clap_message(e: &clap::Error) -> String {
+    // This one renders the command's help, whose first line is no error.
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a subcommand is required (see --help for the list)".into();
+    }
+    let text = e.render().to_string();
+    let para: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = para.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
 }
 
 /// glibc serves a large allocation from its own mapping until one is freed,
@@ -239,6 +274,17 @@ mod tests {
         })
         .context("backup");
         assert_eq!(message(&e), "backup: cannot read /a: gone");
+    }
+
+    #[test]
+    fn json_is_found_before_a_double_dash() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(json_requested(args(&["--json", "backup"]).into_iter()));
+        assert!(json_requested(args(&["backup", "--json", "x"]).into_iter()));
+        assert!(!json_requested(
+            args(&["backup", "--stdin-from-command", "--", "x", "--json"]).into_iter()
+        ));
+        assert!(!json_requested(args(&["backup"]).into_iter()));
     }
 
     #[test]

@@ -209,6 +209,13 @@ pub fn rfc3339(ns: i64) -> String {
     datetime(ns).format(RFC3339_NANOS).unwrap_or_default()
 }
 
+/// Nanoseconds since the Unix epoch of an RFC 3339 time (as [`rfc3339`]
+/// writes it).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
 /// Local time to the second, for tables: `2025-01-02 04:04:05`.
 pub fn local_time(ns: i64) -> String {
     let off = LOCAL_OFFSET.get().copied().unwrap_or(UtcOffset::UTC);
@@ -313,6 +320,17 @@ fn summary_in_seconds<S: serde::Serializer>(
         );
     }
     v.serialize(ser)
+}
+
+/// A snapshot's backup counters in the contract's units (`duration_s`),
+/// wherever a command shows them.
+#[derive(Debug)]
+pub struct SummaryJson<'a>(pub &'a SnapshotSummary);
+
+impl Serialize for SummaryJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        summary_in_seconds(&self.0, ser)
+    }
 }
 
 impl<'a> SnapshotJson<'a> {

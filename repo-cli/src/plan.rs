@@ -30,9 +30,13 @@ pub struct Plan {
     /// Directory for cadence bookkeeping and the last report.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
-    /// Every source is backed up into each of these.
+    /// Where snapshots go: each source is backed up into every one that is
+    /// not the destination of a copy step ([`Plan::primaries`]).
     #[serde(rename = "repository", default)]
     pub repositories: Vec<RepositorySpec>,
+    /// Copy steps, run in file order after the backups.
+    #[serde(rename = "copy", default)]
+    pub copies: Vec<CopySpec>,
     /// What to keep; absent: keep everything.
     #[serde(default)]
     pub retention: Option<Retention>,
@@ -59,8 +63,13 @@ pub struct Plan {
 pub struct RepositorySpec {
     /// Short name for reports and metrics.
     pub name: String,
-    /// Repository location.
-    pub path: PathBuf,
+    /// A local repository's directory.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Any other location `-r` accepts (`s3:http://HOST:PORT/BUCKET/PREFIX`,
+    /// `s3://BUCKET/PREFIX`); credentials come from the environment.
+    #[serde(default)]
+    pub url: Option<String>,
     /// File whose first line is the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -70,6 +79,61 @@ pub struct RepositorySpec {
     /// Index cache directory for this repository.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+}
+
+impl RepositorySpec {
+    /// What the children get as `-r`: the path or the url (exactly one is
+    /// set once the plan is validated).
+    pub fn location(&self) -> std::ffi::OsString {
+        match (&self.path, &self.url) {
+            (Some(p), _) => p.clone().into_os_string(),
+            (None, Some(u)) => u.into(),
+            (None, None) => std::ffi::OsString::new(),
+        }
+    }
+}
+
+/// One `[[copy]]`: after the backups, the snapshots this run put into
+/// `from` are copied into `to` (`cairn -r TO copy --from-repo FROM`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopySpec {
+    /// Source repository's name.
+    pub from: String,
+    /// Destination repository's name.
+    pub to: String,
+    /// Kill the copy (and what it started) after this long, e.g. `4h`: a
+    /// network that stops answering must not hold the rest of the plan.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+}
+
+impl CopySpec {
+    /// `from->to`, the step's name in reports and failures.
+    pub fn label(&self) -> String {
+        format!("{}->{}", self.from, self.to)
+    }
+}
+
+impl Plan {
+    /// Whether `name` is the destination of a copy step: it receives
+    /// copies, not backups.
+    pub fn is_copy_destination(&self, name: &str) -> bool {
+        self.copies.iter().any(|c| c.to == name)
+    }
+
+    /// The repositories sources are backed up into: every repository that
+    /// is not a copy destination (all of them in a plan without copies).
+    pub fn primaries(&self) -> impl Iterator<Item = &RepositorySpec> {
+        self.repositories
+            .iter()
+            .filter(|r| !self.is_copy_destination(&r.name))
+    }
+
+    /// The repository named `name`.
+    pub fn repository(&self, name: &str) -> Option<&RepositorySpec> {
+        self.repositories.iter().find(|r| r.name == name)
+    }
 }
 
 /// `[retention]`: the library's [`RetentionPolicy`] (the `keep_*` keys,
@@ -618,7 +682,14 @@ fn validate(plan: &Plan) -> Result<()> {
             ),
             _ => {}
         }
+        match (&r.path, &r.url) {
+            (Some(_), Some(_)) => bail!("repository {:?}: give path or url, not both", r.name),
+            (None, None) => bail!("repository {:?}: needs path or url", r.name),
+            (None, Some(u)) => check_url(&r.name, u)?,
+            (Some(_), None) => {}
+        }
     }
+    validate_copies(plan)?;
     let mut seen = std::collections::BTreeSet::new();
     for s in &plan.sources {
         check_name("source", s.name())?;
@@ -674,6 +745,68 @@ fn validate(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// A repository url: non-empty, and without credentials, which would show
+/// on every child's command line (`ps`).
+fn check_url(name: &str, url: &str) -> Result<()> {
+    if url.trim().is_empty() {
+        bail!("repository {name:?}: `url` is empty");
+    }
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        bail!(
+            "repository {name:?}: the url carries credentials; remove them and set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the \
+             environment of `cairn run` instead"
+        );
+    }
+    Ok(())
+}
+
+/// Copy steps name known, distinct repositories; each repository receives
+/// copies from one step at most; a step copies from a repository that
+/// gets backups or from the destination of an earlier step (so the steps,
+/// run in order, form a tree from the primaries, without cycles); and at
+/// least one repository gets backups.
+fn validate_copies(plan: &Plan) -> Result<()> {
+    let mut filled: Vec<&str> = Vec::new();
+    for (i, c) in plan.copies.iter().enumerate() {
+        let step = format!("copy step {} ({} -> {})", i + 1, c.from, c.to);
+        for n in [&c.from, &c.to] {
+            if plan.repository(n).is_none() {
+                let known: Vec<&str> = plan.repositories.iter().map(|r| r.name.as_str()).collect();
+                bail!(
+                    "{step}: no [[repository]] is named {n:?} (the plan has {})",
+                    known.join(", ")
+                );
+            }
+        }
+        if c.from == c.to {
+            bail!("{step}: copies a repository into itself");
+        }
+        if filled.contains(&c.to.as_str()) {
+            bail!(
+                "{step}: {:?} already receives copies from an earlier step; \
+                 a repository gets copies from one step only",
+                c.to
+            );
+        }
+        if plan.is_copy_destination(&c.from) && !filled.contains(&c.from.as_str()) {
+            bail!(
+                "{step}: {:?} gets no backups, only copies, and no earlier step fills it; \
+                 move the step that copies into {:?} before this one",
+                c.from,
+                c.from
+            );
+        }
+        filled.push(&c.to);
+    }
+    if plan.primaries().next().is_none() {
+        bail!("every repository is a copy destination: none would receive the backups");
+    }
+    Ok(())
+}
+
 /// Makes every relative path absolute against the plan's directory, so the
 /// plan means the same whatever directory it is run from (systemd runs it
 /// from `/`).
@@ -687,7 +820,9 @@ fn resolve(plan: &mut Plan, base: &Path) {
         fix(d);
     }
     for r in &mut plan.repositories {
-        fix(&mut r.path);
+        if let Some(p) = &mut r.path {
+            fix(p);
+        }
         if let Some(f) = &mut r.password_file {
             fix(f);
         }
@@ -740,7 +875,10 @@ version = 1
 # root, else ~/.local/state/cairn/plans/NAME.
 # state_dir = "/var/lib/cairn/plans/nightly"
 
-# Every source is backed up into each repository ("store in two places").
+# Each source is backed up once, into every repository that is not the
+# destination of a [[copy]] step; the copy steps then copy the snapshots just
+# made to the others ("store in two places": one dump, two identical copies).
+# Without [[copy]], every source is backed up into every repository.
 # Relative paths are relative to this file's directory.
 [[repository]]
 name = "local"
@@ -751,7 +889,14 @@ password_file = "/etc/cairn/password"
 [[repository]]
 name = "offsite"
 path = "/mnt/offsite/cairn"
+# Or object storage, instead of `path` (credentials from the environment:
+# AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE; never in the url):
+# url = "s3:https://s3.example.com/my-bucket/cairn"
 password_command = "cat /etc/cairn/password"
+
+[[copy]]
+from = "local"
+to = "offsite"
 
 # Keep 30 daily and 12 monthly snapshots of each source (cairn forget);
 # then free the space (cairn prune). Remove the table to keep everything.
@@ -919,6 +1064,121 @@ mod tests {
     fn relative_paths_follow_the_plan_file() {
         let text = EXAMPLE.replace("/srv/backup/cairn", "repo");
         let (plan, _) = parse(&text, "x", Path::new("/plans")).unwrap();
-        assert_eq!(plan.repositories[0].path, Path::new("/plans/repo"));
+        assert_eq!(
+            plan.repositories[0].path.as_deref(),
+            Some(Path::new("/plans/repo"))
+        );
+    }
+
+    const HEAD: &str =
+        "version = 1\n[[source]]\nname = \"s\"\ntype = \"paths\"\npaths = [\"/etc\"]\n";
+
+    fn repo(name: &str, location: &str) -> String {
+        format!("[[repository]]\nname = \"{name}\"\n{location}\npassword_file = \"/pw\"\n")
+    }
+
+    fn copy(from: &str, to: &str) -> String {
+        format!("[[copy]]\nfrom = \"{from}\"\nto = \"{to}\"\n")
+    }
+
+    /// `url` or `path`, exactly one; the url reaches children as it is
+    /// written, a path is made absolute.
+    #[test]
+    fn repository_takes_a_path_or_a_url() {
+        let text = format!(
+            "{HEAD}{}{}",
+            repo("l", "path = \"rel\""),
+            repo("o", "url = \"s3:http://127.0.0.1:3900/bucket/cairn\"")
+        );
+        let (plan, _) = parse(&text, "x", Path::new("/plans")).unwrap();
+        assert_eq!(plan.repositories[0].location(), "/plans/rel");
+        assert_eq!(
+            plan.repositories[1].location(),
+            "s3:http://127.0.0.1:3900/bucket/cairn"
+        );
+        for (loc, want) in [
+            (
+                "path = \"/a\"\nurl = \"s3://b/p\"",
+                "give path or url, not both",
+            ),
+            ("", "needs path or url"),
+            ("url = \"\"", "`url` is empty"),
+            (
+                "url = \"s3:http://KEY:s3cr3tVALUE@h:1/b\"",
+                "carries credentials",
+            ),
+            ("url = \"s3://KEY:s3cr3tVALUE@b/p\"", "carries credentials"),
+        ] {
+            let text = format!("{HEAD}{}", repo("r", loc));
+            let err = format!("{:#}", parse(&text, "x", Path::new("/")).unwrap_err());
+            assert!(err.contains(want), "{loc}: {err}");
+            assert!(!err.contains("s3cr3tVALUE"), "{err}");
+        }
+    }
+
+    /// Sources go to the primaries (repositories no copy step fills); a
+    /// plan without copies keeps backing up into every repository.
+    #[test]
+    fn copy_destinations_get_copies_not_backups() {
+        let three = format!(
+            "{HEAD}{}{}{}",
+            repo("local", "path = \"/l\""),
+            repo("offsite", "url = \"s3://b/c\""),
+            repo("tape", "path = \"/t\"")
+        );
+        let names = |p: &Plan| p.primaries().map(|r| r.name.clone()).collect::<Vec<_>>();
+        let (plan, _) = parse(&three, "x", Path::new("/")).unwrap();
+        assert_eq!(names(&plan), ["local", "offsite", "tape"]);
+        let text = format!(
+            "{three}{}timeout = \"90min\"\n{}",
+            copy("local", "offsite"),
+            copy("offsite", "tape")
+        );
+        let (plan, _) = parse(&text, "x", Path::new("/")).unwrap();
+        assert_eq!(names(&plan), ["local"]);
+        assert_eq!(plan.copies[0].timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(plan.copies[1].timeout, None);
+        assert_eq!(plan.copies[1].label(), "offsite->tape");
+
+        for (copies, want) in [
+            (
+                copy("local", "nowhere"),
+                "copy step 1 (local -> nowhere): no [[repository]] is named \"nowhere\"",
+            ),
+            (
+                copy("elsewhere", "tape"),
+                "copy step 1 (elsewhere -> tape): no [[repository]] is named \"elsewhere\"",
+            ),
+            (copy("local", "local"), "into itself"),
+            (
+                format!("{}{}", copy("local", "tape"), copy("offsite", "tape")),
+                "copy step 2 (offsite -> tape): \"tape\" already receives copies",
+            ),
+            (
+                format!("{}{}", copy("offsite", "tape"), copy("local", "offsite")),
+                "move the step that copies into \"offsite\" before this one",
+            ),
+            (
+                format!(
+                    "{}{}{}",
+                    copy("local", "offsite"),
+                    copy("offsite", "tape"),
+                    copy("tape", "local")
+                ),
+                "copy step 1 (local -> offsite): \"local\" gets no backups",
+            ),
+            (
+                "[[copy]]\nfrom = \"local\"\n".to_string(),
+                "missing field `to`",
+            ),
+            (
+                "[[copy]]\nfrom = \"local\"\nto = \"tape\"\nwhen = 1\n".to_string(),
+                "unknown field `when`",
+            ),
+        ] {
+            let text = format!("{three}{copies}");
+            let err = format!("{:#}", parse(&text, "x", Path::new("/")).unwrap_err());
+            assert!(err.contains(want), "{copies}: {err}");
+        }
     }
 }

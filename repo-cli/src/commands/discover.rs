@@ -441,7 +441,7 @@ fn render(proposals: &[Proposal], notes: &[&Finding]) -> String {
          # try it with `cairn run THIS_FILE --dry-run`. Format: docs/plans.md.\n\
          version = 1\n\n\
          # CHANGE ME: a repository on another disk or machine (`cairn init` it first).\n\
-         # Add a second [[repository]] to store everything in two places.\n\
+         # Add a second [[repository]] and a [[copy]] step to keep a copy off-site.\n\
          [[repository]]\n\
          name = \"main\"\n\
          path = \"/backup/cairn\"\n\

@@ -97,14 +97,15 @@ fn creatable(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The password resolves, the location holds a cairn repository, and the
-/// password opens it (with the cache the run would use).
+/// The password resolves, the location (`path` or `url`) holds a cairn
+/// repository, and the password opens it (with the cache the run would
+/// use).
 fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
     let mut v = Vec::new();
     // The options the run's children get (run.rs, base_command).
     let cache_dir = r.cache_dir.clone().or_else(|| g.cache_dir.clone());
     let rg = GlobalArgs {
-        repo: Some(r.path.clone()),
+        repo: Some(PathBuf::from(r.location())),
         password_file: r.password_file.clone(),
         password_command: r.password_command.clone(),
         key: g.key.clone(),
@@ -124,7 +125,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
             None
         }
     };
-    let location = match Location::parse_os(r.path.as_os_str()) {
+    let location = match Location::parse_os(&r.location()) {
         Ok(l) => l,
         Err(e) => {
             v.push(e.to_string());

@@ -1,21 +1,126 @@
 //! `cairn report`: an integrity report on one snapshot.
 
 use anyhow::Result;
-use repo_core::IntegrityReport;
+use repo_core::{CheckSummary, DrillSummary, IntegrityReport};
 use serde::Serialize;
 
 use super::{Status, open, select};
 use crate::cli::{GlobalArgs, ReportArgs};
 use crate::output::{self, Output};
 
+/// `report --json` in the contract's units (docs/scripting.md): times as
+/// RFC 3339, durations as `*_s` seconds, instead of the library's
+/// nanosecond fields.
 #[derive(Serialize)]
 struct ReportJson<'a> {
-    /// The snapshot's time, RFC 3339 UTC.
+    snapshot: String,
+    /// The snapshot's time.
     time: String,
-    /// When the report was made, RFC 3339 UTC.
+    host: &'a str,
+    username: &'a str,
+    paths: &'a [String],
+    tags: &'a [String],
+    parent: Option<String>,
+    tree: String,
+    merkle_root: &'a repo_core::MerkleRoot,
+    files: u64,
+    dirs: u64,
+    others: u64,
+    total_size: u64,
+    blobs: u64,
+    packs: u64,
+    packs_verified: u64,
+    /// Oldest verification of those packs, if all are verified.
+    oldest_verification: Option<String>,
+    summary: output::SummaryJson<'a>,
+    snapshot_program: &'a str,
+    report_program: &'a str,
+    /// When the report was made.
     generated: String,
-    #[serde(flatten)]
-    report: &'a IntegrityReport,
+    metadata: &'a [(String, String)],
+    last_check: Option<CheckJson>,
+    last_data_check: Option<CheckJson>,
+    last_drill: Option<DrillJson>,
+}
+
+#[derive(Serialize)]
+struct CheckJson {
+    time: String,
+    read_data: bool,
+    packs: u64,
+    packs_verified: u64,
+    errors: u64,
+    warnings: u64,
+    clean: bool,
+}
+
+impl From<&CheckSummary> for CheckJson {
+    fn from(c: &CheckSummary) -> Self {
+        Self {
+            time: output::rfc3339(c.time_ns),
+            read_data: c.read_data,
+            packs: c.packs,
+            packs_verified: c.packs_verified,
+            errors: c.errors,
+            warnings: c.warnings,
+            clean: c.clean,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DrillJson {
+    snapshot: String,
+    time: String,
+    files: u64,
+    bytes: u64,
+    duration_s: f64,
+    ok: bool,
+}
+
+impl From<&DrillSummary> for DrillJson {
+    fn from(d: &DrillSummary) -> Self {
+        Self {
+            snapshot: d.snapshot.to_hex(),
+            time: output::rfc3339(d.time_ns),
+            files: d.files,
+            bytes: d.bytes,
+            duration_s: output::seconds(d.duration_ns),
+            ok: d.ok,
+        }
+    }
+}
+
+impl<'a> ReportJson<'a> {
+    fn new(r: &'a IntegrityReport) -> Self {
+        Self {
+            snapshot: r.snapshot.to_hex(),
+            time: output::rfc3339(r.time_ns),
+            host: &r.host,
+            username: &r.username,
+            paths: &r.paths,
+            tags: &r.tags,
+            parent: r.parent.map(|p| p.to_hex()),
+            tree: r.tree.to_hex(),
+            merkle_root: &r.merkle_root,
+            files: r.files,
+            dirs: r.dirs,
+            others: r.others,
+            total_size: r.total_size,
+            blobs: r.blobs,
+            packs: r.packs,
+            packs_verified: r.packs_verified,
+            oldest_verification: r.oldest_verification_ns.map(output::rfc3339),
+            summary: output::SummaryJson(&r.summary),
+            snapshot_program: &r.snapshot_program,
+            report_program: &r.report_program,
+            generated: output::rfc3339(r.generated_ns),
+            metadata: &r.metadata,
+            last_check: r.last_check.as_ref().map(CheckJson::from),
+            last_data_check: r.last_data_check.as_ref().map(CheckJson::from),
+            last_drill: r.last_drill.as_ref().map(DrillJson::from),
+        }
+    }
 }
 
 /// Prints the report as text, Markdown or JSON.
@@ -24,11 +129,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
     let snap = select(&repo, &a.snapshot, &a.filter)?;
     let r = repo.report(&snap)?;
     if out.json {
-        out.json_value(&ReportJson {
-            time: output::rfc3339(r.time_ns),
-            generated: output::rfc3339(r.generated_ns),
-            report: &r,
-        })?;
+        out.json_value(&ReportJson::new(&r))?;
         return Ok(Status::Ok);
     }
     if a.markdown {

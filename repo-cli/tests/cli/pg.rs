@@ -62,7 +62,7 @@ fn check(out: &Output, what: &str) {
 /// A running server; stopped (immediate mode) on drop.
 pub(super) struct PgServer {
     dir: TempDir,
-    bindir: PathBuf,
+    pub(super) bindir: PathBuf,
     pub(super) port: u16,
 }
 

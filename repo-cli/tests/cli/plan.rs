@@ -2,6 +2,7 @@
 //! report, metrics, hooks, retention, cadence), `cairn plan init|schedule`
 //! and `cairn discover`.
 
+use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -80,7 +81,13 @@ impl Setup {
 
     /// `cairn run PLAN`, from the plan's directory (hooks write there).
     fn run(&self, plan: &Path) -> Output {
+        self.run_env(plan, &[])
+    }
+
+    /// `cairn run PLAN` with extra environment variables.
+    fn run_env(&self, plan: &Path, envs: &[(&str, &OsStr)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.envs(envs.iter().copied());
         for v in [
             "CAIRN_REPOSITORY",
             "CAIRN_PASSWORD",
@@ -1492,4 +1499,686 @@ fn plan_children_get_passwords_outside_their_arguments() {
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the source failed: {}", stderr(&out));
     assert!(!stderr(&out).contains(SECRET), "{}", stderr(&out));
+}
+
+/// Bytes of a local repository's pack files (`data/`).
+fn pack_bytes(repo: &Path) -> u64 {
+    fn walk(d: &Path) -> u64 {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let m = e.metadata().unwrap();
+                        if m.is_dir() { walk(&e.path()) } else { m.len() }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&repo.join("data"))
+}
+
+/// Unix seconds of an RFC 3339 time as `snapshots --json` prints it.
+fn unix_of(rfc3339: &str) -> f64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+fn copy_series(name: &str, from: &str, to: &str) -> String {
+    format!("{name}{{plan=\"nightly\",from=\"{from}\",to=\"{to}\"}}")
+}
+
+fn repo_series(name: &str, repo: &str) -> String {
+    format!("{name}{{plan=\"nightly\",repository=\"{repo}\"}}")
+}
+
+/// Issue 14: with `[[copy]] from = "a" to = "b"`, every source is backed
+/// up once, into `a` (one pg_dump, counted by a wrapper), and `b` holds
+/// copies of exactly those snapshots (same time, host, paths, tags; the
+/// original recorded). Retention, check and drill run in both; the report
+/// and metrics carry the copy and each repository's size and freshness.
+#[test]
+fn a_copy_step_backs_up_once_and_copies_the_same_snapshots() {
+    let s = Setup::new();
+    let pg = PgServer::start();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
+    );
+    // pg_dump behind a wrapper that counts the dumps.
+    let bin = s.a.path("pgbin");
+    std::fs::create_dir(&bin).unwrap();
+    for p in ["psql", "pg_dumpall", "pg_restore"] {
+        std::os::unix::fs::symlink(pg.bindir.join(p), bin.join(p)).unwrap();
+    }
+    let count = s.a.path("pg_dump.count");
+    write(
+        &bin.join("pg_dump"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec {real} --version\necho dump >> {count}\nexec {real} \"$@\"\n",
+            real = pg.bindir.join("pg_dump").display(),
+            count = count.display()
+        )
+        .as_bytes(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let body = format!(
+        "[retention]\nkeep_last = 5\n\
+         [check]\nevery = \"1d\"\n\
+         [drill]\nevery = \"1d\"\n\
+         [[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [{:?}]\n\n\
+         [[source]]\nname = \"db\"\ntype = \"postgres\"\ndsn = {:?}\ndatabases = [\"shop\"]\n\n\
+         [[copy]]\nfrom = \"a\"\nto = \"b\"\n\n",
+        s.a.path("src"),
+        pg.dsn("postgres"),
+    );
+    // `host` is a top-level key: before every table.
+    let plan = s.plan(&body, &s.repositories());
+    let text = std::fs::read_to_string(&plan).unwrap();
+    write(&plan, format!("host = \"db1\"\n{text}").as_bytes());
+
+    let out = s.run_env(&plan, &[("CAIRN_PG_BINDIR", bin.as_os_str())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dumps = std::fs::read_to_string(&count).expect("pg_dump ran");
+    assert_eq!(dumps.lines().count(), 1, "pg_dump ran once: {dumps:?}");
+
+    // `a` holds the backups (files; pg's globals and shop), `b` copies of
+    // exactly those: same time, host, paths, tags, the original recorded.
+    let made = s.a.snapshots();
+    let copied = s.b.snapshots();
+    assert_eq!(made.len(), 3, "{made:?}");
+    assert_eq!(copied.len(), 3, "{copied:?}");
+    for m in &made {
+        assert!(m["original"].is_null(), "{m}");
+        let c = copied
+            .iter()
+            .find(|c| c["original"] == m["id"])
+            .unwrap_or_else(|| panic!("no copy of {m} in {copied:?}"));
+        for f in ["time", "host", "paths", "tags"] {
+            assert_eq!(c[f], m[f], "{f}: {c} vs {m}");
+        }
+        assert_eq!(m["host"], "db1");
+    }
+
+    // The report: backups into `a` only, then the copy, then both repositories.
+    let r = s.report();
+    assert_eq!(r["status"], "success", "{r}");
+    let sources = r["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{r}");
+    assert!(sources.iter().all(|x| x["repository"] == "a"), "{r}");
+    let made_ids: Vec<&serde_json::Value> = sources
+        .iter()
+        .flat_map(|x| x["snapshot_ids"].as_array().unwrap())
+        .collect();
+    let c = &r["copies"][0];
+    assert_eq!(
+        (c["from"].as_str(), c["to"].as_str()),
+        (Some("a"), Some("b")),
+        "{c}"
+    );
+    assert_eq!(c["status"], "ok", "{c}");
+    assert_eq!(c["snapshots_copied"], 3, "{c}");
+    assert_eq!(c["snapshots_skipped"], 0, "{c}");
+    assert!(c["bytes_copied"].as_u64().unwrap() > 0, "{c}");
+    let asked: Vec<&serde_json::Value> = c["source_snapshot_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(asked, made_ids, "{c}");
+    for (src, dst) in asked.iter().zip(c["snapshot_ids"].as_array().unwrap()) {
+        let copy = copied
+            .iter()
+            .find(|x| &x["id"] == dst)
+            .expect("copy listed");
+        assert_eq!(&&copy["original"], src);
+    }
+    assert_eq!(c["sources"], serde_json::json!(["files", "db"]), "{c}");
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let x = &r["repositories"][i];
+        assert_eq!(x["repository"], *name);
+        for step in ["retention", "check", "drill"] {
+            assert_eq!(x[step]["status"], "ok", "{step} {name}: {x}");
+        }
+        assert_eq!(x["drill"]["detail"], "drilled files, db", "{x}");
+        assert_eq!(x["snapshots"], 3, "{x}");
+    }
+
+    // Metrics: the copy, each repository's bytes and newest snapshot.
+    let m = s.metrics();
+    let ts = metric(
+        &m,
+        &copy_series("cairn_copy_last_success_timestamp_seconds", "a", "b"),
+    );
+    assert!(ts.unwrap() > 1.6e9, "{m}");
+    assert_eq!(
+        metric(&m, &copy_series("cairn_copy_success", "a", "b")),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, &copy_series("cairn_copy_snapshots_copied", "a", "b")),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, &copy_series("cairn_copy_duration_seconds", "a", "b")).is_some(),
+        "{m}"
+    );
+    let newest = made
+        .iter()
+        .map(|x| unix_of(x["time"].as_str().unwrap()))
+        .fold(0.0, f64::max);
+    for (name, env) in [("a", &s.a), ("b", &s.b)] {
+        assert_eq!(
+            metric(&m, &repo_series("cairn_repository_stored_bytes", name)),
+            Some(pack_bytes(&env.repo()) as f64),
+            "{name}: {m}"
+        );
+        let t = metric(
+            &m,
+            &repo_series("cairn_repository_latest_snapshot_timestamp_seconds", name),
+        )
+        .unwrap_or_else(|| panic!("{name}: {m}"));
+        assert!((t - newest).abs() < 1e-3, "{name}: {t} vs {newest}");
+        // Each source's last success, in `b` by the copy's arrival.
+        for src in ["files", "db"] {
+            let t = metric(
+                &m,
+                &series("cairn_source_last_success_timestamp_seconds", src, name),
+            );
+            assert!(t.unwrap() > 1.6e9, "{src}@{name}: {m}");
+        }
+    }
+    // Backups ran into `a` only: no per-run backup series for `b`.
+    assert_eq!(
+        metric(&m, &series("cairn_source_success", "files", "b")),
+        None,
+        "{m}"
+    );
+}
+
+/// A copy step whose destination is missing fails on its own: reported as
+/// `copy:a->gone`, the other copy step, retention and checks still run,
+/// on_failure runs, and its last-success series is 0.
+#[test]
+fn a_failing_copy_is_reported_and_the_rest_runs() {
+    let s = Setup::new();
+    let gone = s.a.path("gone");
+    let repos = format!(
+        "{}[[repository]]\nname = \"gone\"\npath = {:?}\npassword_file = {:?}\n",
+        s.repositories(),
+        gone,
+        s.a.path("pw")
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 5\n[check]\nevery = \"1d\"\n\
+         [[copy]]\nfrom = \"a\"\nto = \"gone\"\n[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = s.report();
+    assert_eq!(
+        r["failed"],
+        serde_json::json!(["copy:a->gone", "retention:gone", "check:gone"]),
+        "{r}"
+    );
+    let failed = &r["copies"][0];
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let e = failed["error"].as_str().unwrap();
+    assert!(e.contains(&gone.display().to_string()), "{e}");
+    assert_eq!(failed["exit_code"], 10, "not a repository: {failed}");
+    // The other copy step and the steps per repository still ran.
+    assert_eq!(r["copies"][1]["status"], "ok", "{r}");
+    assert_eq!(s.b.snapshots().len(), 2);
+    assert_eq!(r["repositories"][0]["retention"]["status"], "ok", "{r}");
+    assert_eq!(r["repositories"][1]["check"]["status"], "ok", "{r}");
+    assert!(!gone.exists(), "nothing created at the missing destination");
+    let marker = std::fs::read_to_string(s.a.path("failure-marker")).expect("on_failure ran");
+    assert!(marker.starts_with("nightly|failure|"), "{marker}");
+    // The summary names it too.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("copy a->gone: FAILED: "), "{text}");
+
+    let m = s.metrics();
+    assert_eq!(
+        metric(&m, &copy_series("cairn_copy_success", "a", "gone")),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            &copy_series("cairn_copy_last_success_timestamp_seconds", "a", "gone")
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            &copy_series("cairn_copy_last_success_timestamp_seconds", "a", "b")
+        )
+        .unwrap()
+            > 1.6e9
+    );
+    // Its inventory could not be read: no made-up size.
+    assert_eq!(
+        metric(&m, &repo_series("cairn_repository_stored_bytes", "gone")),
+        None,
+        "{m}"
+    );
+    assert!(r["repositories"][2]["error"].is_string(), "{r}");
+    let run1: Vec<serde_json::Value> = s.a.snapshots().iter().map(|x| x["id"].clone()).collect();
+
+    // The destination appears: the next run catches up on what the failed
+    // one left behind (run 1's snapshots and its own); the step that
+    // worked copies only this run's.
+    let at_gone = |args: &[&str]| {
+        let out = cairn(
+            &[
+                &[
+                    "-r",
+                    gone.to_str().unwrap(),
+                    "--password-file",
+                    s.a.path("pw").to_str().unwrap(),
+                ][..],
+                args,
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    at_gone(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.report();
+    let c = &r["copies"][0];
+    assert_eq!(
+        (c["status"].as_str(), c["catch_up"].as_bool()),
+        (Some("ok"), Some(true)),
+        "{c}"
+    );
+    assert_eq!(c["snapshots_copied"], 4, "{c}");
+    assert_eq!(c["sources"], serde_json::json!(["files", "stream"]), "{c}");
+    let c = &r["copies"][1];
+    assert_eq!(
+        (c["catch_up"].as_bool(), c["snapshots_copied"].as_u64()),
+        (Some(false), Some(2)),
+        "{c}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&at_gone(&["--json", "snapshots"])).unwrap();
+    let originals: Vec<serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["original"].clone())
+        .collect();
+    assert_eq!(originals.len(), 4);
+    for id in &run1 {
+        assert!(originals.contains(id), "{id} caught up: {originals:?}");
+    }
+    assert_eq!(s.b.snapshots().len(), 4);
+    // Caught up: the next run copies only its own again.
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = &s.report()["copies"][0];
+    assert_eq!(
+        (c["catch_up"].as_bool(), c["snapshots_copied"].as_u64()),
+        (Some(false), Some(2)),
+        "{c}"
+    );
+}
+
+/// A plan whose copy step names an unknown repository fails to load, the
+/// dry run included, naming the step and the repositories there are.
+#[test]
+fn dry_run_names_a_copy_step_with_unknown_repositories() {
+    let s = Setup::new();
+    let body = format!(
+        "[[copy]]\nfrom = \"a\"\nto = \"offsite\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &s.repositories());
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "copy step 1 (a -> offsite): no [[repository]] is named \"offsite\" (the plan has a, b)"
+        ),
+        "{err}"
+    );
+    // A valid copy step: the dry run prints its command, and `b` gets no backup.
+    let plan = s.plan(
+        &format!("[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}", good_sources(&s)),
+        &s.repositories(),
+    );
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let b = s.b.repo().display().to_string();
+    let a = s.a.repo().display().to_string();
+    let copy_line = text
+        .lines()
+        .find(|l| l.contains(" copy --from-repo "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        copy_line.contains(&format!("-r {b} --json"))
+            && copy_line.contains(&format!("--from-repo {a} SNAPSHOT…")),
+        "{copy_line}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains(&format!("-r {b} ")) && l.contains(" backup ")),
+        "no backup into the copy destination: {text}"
+    );
+}
+
+/// A `url` repository reaches the children as `-r` exactly as written,
+/// and the dry run opens it through a child (so any location `-r`
+/// accepts is checked the way the run will use it).
+#[test]
+fn a_url_repository_is_given_to_children_as_written() {
+    let s = Setup::new();
+    let url_repos = |b: &str| {
+        format!(
+            "[[repository]]\nname = \"a\"\npath = {:?}\npassword_file = {:?}\n\n\
+             [[repository]]\nname = \"b\"\nurl = {b:?}\npassword_file = {:?}\n",
+            s.a.repo(),
+            s.a.path("pw"),
+            s.a.path("pw"),
+        )
+    };
+    let b = s.b.repo().display().to_string();
+    let body = format!("[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}", good_sources(&s));
+    let plan = s.plan(&body, &url_repos(&b));
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("-r {b} --json copy --from-repo ")),
+        "{text}"
+    );
+
+    // Not a repository there: the child's error, under the repository's name.
+    let missing = s.a.path("nothing-here").display().to_string();
+    let plan = s.plan(&body, &url_repos(&missing));
+    let out = cairn(&["run", plan.to_str().unwrap(), "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["object"], "repository b", "{v}");
+    assert!(
+        problems[0]["problem"].as_str().unwrap().contains(&missing),
+        "{v}"
+    );
+
+    // The run itself: backups into a, copies into b through the url.
+    let plan = s.plan(&body, &url_repos(&b));
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.b.snapshots().len(), 2);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("copy a->b: ok (copied 2 snapshot(s), 0 already there, "),
+        "{text}"
+    );
+    assert!(
+        text.contains("repository b: ") && text.contains(" stored, newest snapshot "),
+        "{text}"
+    );
+}
+
+/// Copy steps chain in file order: `a -> b`, then `b -> c` copies what
+/// the first put into `b` in this run.
+#[test]
+fn copy_steps_chain_in_file_order() {
+    let s = Setup::new();
+    let c = Env::init();
+    let repos = format!(
+        "{}[[repository]]\nname = \"c\"\npath = {:?}\npassword_file = {:?}\n",
+        s.repositories(),
+        c.repo(),
+        s.a.path("pw")
+    );
+    let body = format!(
+        "[[copy]]\nfrom = \"a\"\nto = \"b\"\n[[copy]]\nfrom = \"b\"\nto = \"c\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b, cc) = (s.a.snapshots(), s.b.snapshots(), c.snapshots());
+    assert_eq!((a.len(), b.len(), cc.len()), (2, 2, 2));
+    // A copy records the first repository's id (copy keeps the original
+    // through a chain); b's and c's copies are of the same snapshots of a.
+    for x in b.iter().chain(&cc) {
+        let orig = a
+            .iter()
+            .find(|z| z["id"] == x["original"])
+            .unwrap_or_else(|| panic!("{x} is a copy of one of a's: {a:?}"));
+        assert_eq!(x["time"], orig["time"]);
+        assert_eq!(x["paths"], orig["paths"]);
+    }
+    let originals = |v: &[serde_json::Value]| {
+        let mut o: Vec<String> = v.iter().map(|x| x["original"].to_string()).collect();
+        o.sort();
+        o
+    };
+    assert_eq!(originals(&b), originals(&cc));
+    let r = s.report();
+    assert_eq!(
+        r["copies"][1]["sources"],
+        serde_json::json!(["files", "stream"]),
+        "{r}"
+    );
+    // Only `a` got backups.
+    let sources = r["sources"].as_array().unwrap();
+    assert!(sources.iter().all(|x| x["repository"] == "a"), "{r}");
+    // The next run (no catch-up): the second step copies exactly the ids
+    // the first reported in `b`.
+    let out = s.run(&plan);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = s.report();
+    let (first, second) = (&r["copies"][0], &r["copies"][1]);
+    assert_eq!(second["catch_up"], false, "{r}");
+    assert_eq!(second["source_snapshot_ids"], first["snapshot_ids"], "{r}");
+    assert_eq!(second["snapshots_copied"], 2, "{r}");
+    assert_eq!(c.snapshots().len(), 4);
+}
+
+/// A copy step that hangs (here: the source's password command, only
+/// inside the copy child) is killed at its `timeout` and reported; the
+/// backups and retention still ran.
+#[test]
+fn a_hanging_copy_is_killed_at_its_timeout() {
+    let s = Setup::new();
+    // Sleeps only where it is the copy's source password: that variable
+    // is set in the copy child alone.
+    let script = s.a.path("pw.sh");
+    write(
+        &script,
+        format!(
+            "if [ -n \"$CAIRN_FROM_PASSWORD_COMMAND\" ]; then sleep 600; fi\ncat {}\n",
+            s.a.path("pw").display()
+        )
+        .as_bytes(),
+    );
+    let repos = format!(
+        "[[repository]]\nname = \"a\"\npath = {:?}\npassword_command = \"sh {}\"\n\n\
+         [[repository]]\nname = \"b\"\npath = {:?}\npassword_file = {:?}\n",
+        s.a.repo(),
+        script.display(),
+        s.b.repo(),
+        s.a.path("pw"),
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 5\n[[copy]]\nfrom = \"a\"\nto = \"b\"\ntimeout = \"1s\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let out = s.run(&plan);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = s.report();
+    let c = &r["copies"][0];
+    assert_eq!(c["status"], "failed", "{c}");
+    assert!(
+        c["error"].as_str().unwrap().contains("timed out after 1s"),
+        "{c}"
+    );
+    assert_eq!(r["failed"], serde_json::json!(["copy:a->b"]), "{r}");
+    assert_eq!(s.a.snapshots().len(), 2);
+    assert!(s.b.snapshots().is_empty());
+    assert_eq!(r["repositories"][0]["retention"]["status"], "ok", "{r}");
+}
+
+/// Issue 14 end to end: a plan backs up into a local repository and
+/// copies off-site to an S3 repository (`url = "s3:http://…"`) on the
+/// 3-node Garage cluster. The copies are the same snapshots; the
+/// repository's size and freshness come from S3; the secret key is on no
+/// command line (every one is captured while the copy child runs) and in
+/// no output, report or metrics.
+#[test]
+fn a_plan_copies_off_site_to_s3() {
+    use cairn_testkit::garage::Garage;
+    let s = Setup::new();
+    let garage = Garage::shared();
+    let bucket = garage.new_bucket();
+    let url = garage.location_in(&garage.endpoint(), &bucket, "plans/offsite");
+    let aws: Vec<(&str, String)> = garage.env().into_iter().collect();
+    let env_of = |c: &mut Command| {
+        for v in [
+            "AWS_ENDPOINT_URL",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_SESSION_TOKEN",
+        ] {
+            c.env_remove(v);
+        }
+        c.envs(aws.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    };
+    let at_url = |args: &[&str]| {
+        let mut c = s.a.cmd_at(OsStr::new(&url));
+        env_of(&mut c);
+        let out = c.args(args).output().expect("run cairn");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    at_url(&["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+
+    // The local repository's password command also records every command
+    // line on the machine when it runs inside the copy child.
+    let cmdlines = s.a.path("cmdlines.txt");
+    let script = s.a.path("pw.sh");
+    write(
+        &script,
+        format!(
+            "if [ -n \"$CAIRN_FROM_PASSWORD_COMMAND\" ]; then\n\
+             for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\"; echo; done >> {} 2>/dev/null\n\
+             fi\ncat {}\n",
+            cmdlines.display(),
+            s.a.path("pw").display()
+        )
+        .as_bytes(),
+    );
+    let repos = format!(
+        "[[repository]]\nname = \"local\"\npath = {:?}\npassword_command = \"sh {}\"\n\n\
+         [[repository]]\nname = \"offsite\"\nurl = {url:?}\npassword_file = {:?}\ncache_dir = {:?}\n",
+        s.a.repo(),
+        script.display(),
+        s.a.path("pw"),
+        s.b.path("cache"),
+    );
+    let body = format!(
+        "[retention]\nkeep_last = 5\n[check]\nevery = \"1d\"\n\
+         [[copy]]\nfrom = \"local\"\nto = \"offsite\"\ntimeout = \"10min\"\n{}",
+        good_sources(&s)
+    );
+    let plan = s.plan(&body, &repos);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for v in [
+        "CAIRN_REPOSITORY",
+        "CAIRN_PASSWORD",
+        "CAIRN_PASSWORD_FILE",
+        "CAIRN_PASSWORD_COMMAND",
+        "CAIRN_CACHE_DIR",
+    ] {
+        c.env_remove(v);
+    }
+    env_of(&mut c);
+    let out = c
+        .current_dir(s.a.dir.path())
+        .arg("run")
+        .arg(&plan)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cairn");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let made = s.a.snapshots();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&at_url(&["--json", "snapshots"])).expect("json");
+    let copied = listed.as_array().unwrap();
+    assert_eq!((made.len(), copied.len()), (2, 2), "{listed}");
+    for m in &made {
+        let c = copied
+            .iter()
+            .find(|c| c["original"] == m["id"])
+            .unwrap_or_else(|| panic!("no copy of {m} in {listed}"));
+        for f in ["time", "host", "paths", "tags"] {
+            assert_eq!(c[f], m[f], "{f}");
+        }
+    }
+    let r = s.report();
+    assert_eq!(r["copies"][0]["status"], "ok", "{r}");
+    let off = &r["repositories"][1];
+    assert_eq!(off["repository"], "offsite");
+    assert_eq!(off["check"]["status"], "ok", "{off}");
+    assert_eq!(off["retention"]["status"], "ok", "{off}");
+    assert!(off["stored_bytes"].as_u64().unwrap() > 0, "{off}");
+    let m = s.metrics();
+    let newest = made
+        .iter()
+        .map(|x| unix_of(x["time"].as_str().unwrap()))
+        .fold(0.0, f64::max);
+    let t = metric(
+        &m,
+        &repo_series(
+            "cairn_repository_latest_snapshot_timestamp_seconds",
+            "offsite",
+        ),
+    )
+    .unwrap_or_else(|| panic!("{m}"));
+    assert!((t - newest).abs() < 1e-3, "{t} vs {newest}");
+    assert!(metric(&m, &repo_series("cairn_repository_stored_bytes", "offsite")).unwrap() > 0.0);
+
+    // The secret: on no command line while the copy ran, nowhere written.
+    let lines = std::fs::read_to_string(&cmdlines).expect("the copy child asked for a password");
+    assert!(
+        lines.contains(" copy --from-repo "),
+        "the copy child was seen: {lines}"
+    );
+    assert!(lines.contains(&url), "{lines}");
+    let secret = garage.secret_key();
+    for (what, text) in [
+        ("command lines", lines.clone()),
+        ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+        ("stderr", stderr(&out)),
+        ("report", r.to_string()),
+        ("metrics", m),
+    ] {
+        assert!(!text.contains(secret), "secret key in {what}");
+    }
 }

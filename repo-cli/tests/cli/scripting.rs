@@ -211,3 +211,103 @@ fn check_and_drill_durations_are_seconds() {
         );
     }
 }
+
+/// Argument errors found by the parser follow `--json` too: the error
+/// object on stderr, exit 1, nothing on stdout; the text stays without it.
+#[test]
+fn argument_errors_are_json_objects_under_json() {
+    let env = Env::init();
+    for args in [
+        &["--json", "snapshots", "--no-such-flag"][..],
+        &["snapshots", "--json", "--keep-daily"],
+        &["--json", "run"],
+        &["--json", "nosuchcommand"],
+        &["--json", "pg"],
+    ] {
+        let out = env.cmd().args(args).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {err}");
+        let v: Value = serde_json::from_str(lines[0])
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {err}"));
+        assert_eq!(v["error"]["exit_code"], 1, "{v}");
+        assert_eq!(v["error"]["kind"], "error", "{v}");
+        let m = v["error"]["message"].as_str().expect("message");
+        assert!(!m.is_empty() && !m.starts_with("error:"), "{v}");
+    }
+    let out = env
+        .cmd()
+        .args(["--json", "snapshots", "--no-such-flag"])
+        .output()
+        .expect("run");
+    assert!(stderr(&out).contains("--no-such-flag"), "{}", stderr(&out));
+    let out = env.cmd().args(["--json", "run"]).output().expect("run");
+    assert!(stderr(&out).contains("<PLAN>"), "{}", stderr(&out));
+    let out = env.cmd().args(["--json", "pg"]).output().expect("run");
+    assert!(
+        stderr(&out).contains("a subcommand is required"),
+        "{}",
+        stderr(&out)
+    );
+    // Without --json (and with it only after `--`) clap's text stays.
+    for args in [
+        &["snapshots", "--no-such-flag"][..],
+        &["backup", "--no-such-flag", "--", "--json"],
+    ] {
+        let out = env.cmd().args(args).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    }
+    // --help is not an error, --json or not.
+    let out = env.cmd().args(["--json", "--help"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+}
+
+/// `report --json` and `drill --json` use the contract's units: times as
+/// RFC 3339 strings, durations as `*_s` seconds, no nanosecond fields.
+#[test]
+fn report_and_drill_use_the_contract_units() {
+    let env = Env::init();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"hello");
+    env.ok(["backup", src.to_str().unwrap()]);
+    env.ok(["check", "--read-data"]);
+    let d = json_ok(&env, &["drill", "latest"], None);
+    let r = json_ok(&env, &["report", "latest"], None);
+    fn no_ns(what: &str, v: &Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    assert!(!k.ends_with("_ns"), "{what}: {k} in {v}");
+                    no_ns(what, x);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| no_ns(what, x)),
+            _ => {}
+        }
+    }
+    no_ns("drill", &d);
+    no_ns("report", &r);
+    let rfc = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| s.len() == 30 && s.ends_with('Z'))
+    };
+    assert!(rfc(&d["time"]), "{d}");
+    assert!(
+        d["duration_s"].is_f64() && d["restore_duration_s"].is_f64(),
+        "{d}"
+    );
+    assert_eq!(d["snapshot"].as_str().map(str::len), Some(64), "{d}");
+    assert!(rfc(&r["time"]) && rfc(&r["generated"]), "{r}");
+    assert!(rfc(&r["oldest_verification"]), "{r}");
+    assert!(r["summary"]["duration_s"].is_f64(), "{r}");
+    assert!(rfc(&r["last_check"]["time"]), "{r}");
+    assert!(rfc(&r["last_data_check"]["time"]), "{r}");
+    assert!(rfc(&r["last_drill"]["time"]), "{r}");
+    assert!(r["last_drill"]["duration_s"].is_f64(), "{r}");
+    assert_eq!(r["last_drill"]["snapshot"], d["snapshot"], "{r}");
+    assert_eq!(r["snapshot"], d["snapshot"], "{r}");
+}

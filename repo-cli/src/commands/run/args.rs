@@ -21,6 +21,11 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
         "CAIRN_QDRANT_API_KEY",
         "CAIRN_PG_DSN",
         "CAIRN_REDIS_URL",
+        "CAIRN_FROM_REPOSITORY",
+        "CAIRN_FROM_PASSWORD",
+        "CAIRN_FROM_PASSWORD_FILE",
+        "CAIRN_FROM_PASSWORD_COMMAND",
+        "CAIRN_FROM_KEY",
     ] {
         c.env_remove(v);
     }
@@ -30,7 +35,17 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
     if let Some(cmd) = &repo.password_command {
         c.env("CAIRN_PASSWORD_COMMAND", cmd);
     }
-    c.arg("-r").arg(&repo.path).arg("--json");
+    // A url carries no credentials (the plan refuses them): S3 keys reach
+    // the child in the AWS_* variables it inherits, never in its arguments.
+    c.arg("-r").arg(repo.location()).arg("--json");
+    // How S3 is reached, as `cairn run` was told (AWS_ENDPOINT_URL itself
+    // is inherited).
+    if let Some(e) = &g.s3_endpoint {
+        c.arg("--s3-endpoint").arg(e);
+    }
+    if g.s3_path_style {
+        c.arg("--s3-path-style");
+    }
     c.arg("--connections").arg(g.connections.to_string());
     if let Some(d) = repo.cache_dir.as_ref().or(g.cache_dir.as_ref()) {
         c.arg("--cache-dir").arg(d);
@@ -153,6 +168,41 @@ pub(super) fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
         ],
         Source::Paths(_) | Source::Command(_) => Vec::new(),
     }
+}
+
+/// What a copy step asks for.
+pub(super) enum CopySelection<'a> {
+    /// These snapshots (full ids in the source).
+    Ids(&'a [String]),
+    /// Every snapshot carrying this tag (a catch-up: however many there
+    /// are, the command line stays short).
+    Tag(&'a str),
+}
+
+/// The `cairn copy` arguments (after the destination's global options)
+/// copying `what` out of `from`; its password goes in the environment
+/// ([`copy_env`]), like the destination's.
+pub(super) fn copy_args(from: &RepositorySpec, what: CopySelection<'_>) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["copy".into(), "--from-repo".into(), from.location()];
+    match what {
+        // Ids are full hex: none can be taken for an option.
+        CopySelection::Ids(ids) => a.extend(ids.iter().map(OsString::from)),
+        CopySelection::Tag(t) => a.extend(["--tag".into(), t.into()]),
+    }
+    a
+}
+
+/// The source repository's password for a `copy` child, as
+/// `CAIRN_FROM_PASSWORD_FILE` or `CAIRN_FROM_PASSWORD_COMMAND`.
+pub(super) fn copy_env(from: &RepositorySpec) -> Vec<(&'static str, OsString)> {
+    let mut v = Vec::new();
+    if let Some(f) = &from.password_file {
+        v.push(("CAIRN_FROM_PASSWORD_FILE", f.into()));
+    }
+    if let Some(c) = &from.password_command {
+        v.push(("CAIRN_FROM_PASSWORD_COMMAND", c.into()));
+    }
+    v
 }
 
 /// The `cairn forget` arguments for the plan's retention.
@@ -339,6 +389,33 @@ stdin_filename = "ldap.ldif"
                 (c, s) => panic!("{} became {c:?}", s.name()),
             }
         }
+        let ids = ["ab".repeat(32), "cd".repeat(32)];
+        let cli = parse(copy_args(
+            &loaded.plan.repositories[0],
+            CopySelection::Ids(&ids),
+        ));
+        let crate::cli::Command::Copy(c) = &cli.command else {
+            panic!("not copy")
+        };
+        assert_eq!(c.from.from_repo.as_deref(), Some(Path::new("/r")));
+        assert_eq!(c.snapshots, ids);
+        let cli = parse(copy_args(
+            &loaded.plan.repositories[0],
+            CopySelection::Tag("plan:x"),
+        ));
+        let crate::cli::Command::Copy(c) = &cli.command else {
+            panic!("not copy")
+        };
+        assert!(c.snapshots.is_empty());
+        assert_eq!(c.filter.tags, ["plan:x"]);
+        assert_eq!(
+            c.from.from_password_file, None,
+            "the password goes in the environment"
+        );
+        assert_eq!(
+            copy_env(&loaded.plan.repositories[0]),
+            [("CAIRN_FROM_PASSWORD_FILE", OsString::from("/pw"))]
+        );
         let r = loaded.plan.retention.as_ref().unwrap();
         let cli = parse(retention_args(&loaded, r));
         let crate::cli::Command::Forget(f) = &cli.command else {

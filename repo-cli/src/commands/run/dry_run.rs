@@ -4,7 +4,10 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::args::{base_command, retention_args, source_args, source_env, verify_args};
+use super::args::{
+    CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
+    verify_args,
+};
 use super::child::show;
 use crate::cli::GlobalArgs;
 use crate::commands::Status;
@@ -24,7 +27,9 @@ pub(super) fn dry_run(
     let p = &loaded.plan;
     let mut lines = Vec::new();
     for repo in &p.repositories {
-        for s in sources {
+        // Sources go to the primaries only; copy destinations get copies.
+        let primary = !p.is_copy_destination(&repo.name);
+        for s in sources.iter().filter(|_| primary) {
             let c = {
                 let mut c = base_command(g, repo, exe);
                 c.args(source_args(loaded, s));
@@ -39,6 +44,24 @@ pub(super) fn dry_run(
                 lines.push(format!("{} (each snapshot saved)", show(&c)));
             }
         }
+    }
+    for cp in &p.copies {
+        // Both exist: the plan's validation named the step otherwise.
+        if let (Some(from), Some(to)) = (p.repository(&cp.from), p.repository(&cp.to)) {
+            let mut c = base_command(g, to, exe);
+            c.args(copy_args(
+                from,
+                CopySelection::Ids(&["SNAPSHOT…".to_string()]),
+            ));
+            c.envs(copy_env(from));
+            lines.push(format!(
+                "{} (the snapshots this run made in {})",
+                show(&c),
+                cp.from
+            ));
+        }
+    }
+    for repo in &p.repositories {
         if let Some(r) = &p.retention {
             let mut c = base_command(g, repo, exe);
             c.args(retention_args(loaded, r));
@@ -67,7 +90,7 @@ pub(super) fn dry_run(
         };
     }
     out.line(format!(
-        "plan {}: {} source(s), {} repositor{}",
+        "plan {}: {} source(s), {} repositor{}{}",
         loaded.name,
         sources.len(),
         p.repositories.len(),
@@ -75,6 +98,10 @@ pub(super) fn dry_run(
             "y"
         } else {
             "ies"
+        },
+        match p.copies.len() {
+            0 => String::new(),
+            n => format!(", {n} copy step(s)"),
         }
     ))?;
     for l in lines {

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use super::report::{Outcome, Report, SourceResult};
+use super::report::{CopyResult, Outcome, Report, SourceResult};
 use super::state::{State, unix};
 use crate::plan::Loaded;
 
@@ -52,7 +52,8 @@ pub(super) fn metrics(loaded: &Loaded, r: &Report, state: &State, started: Syste
     );
     // Every source of the plan in every repository, 0 when never saved: an
     // absent series would never trip `time() - x > 86400`, and a
-    // `--source` run must not hide the others' age.
+    // `--source` run must not hide the others' age. In a copy destination
+    // a source's success is its snapshots' arrival by a copy step.
     let mut last = Vec::new();
     for src in &loaded.plan.sources {
         for repo in &loaded.plan.repositories {
@@ -118,6 +119,78 @@ pub(super) fn metrics(loaded: &Loaded, r: &Report, state: &State, started: Syste
         repo_rows(&|n| {
             let t = state.last_drill.get(n).map(|&t| t as f64);
             if drills { t.or(Some(0.0)) } else { t }
+        }),
+    );
+    let copy_labels = |from: &str, to: &str| {
+        format!(
+            "plan=\"{plan}\",from=\"{}\",to=\"{}\"",
+            label(from),
+            label(to)
+        )
+    };
+    let copy_rows = |f: &dyn Fn(&CopyResult) -> Option<f64>| {
+        r.copies
+            .iter()
+            .filter(|c| c.status != Outcome::Skipped)
+            .filter_map(|c| f(c).map(|v| (copy_labels(&c.from, &c.to), v)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "cairn_copy_success",
+        "1 if the copy step's last run succeeded, else 0 (absent when it had nothing to copy).",
+        copy_rows(&|c| Some(if c.status == Outcome::Ok { 1.0 } else { 0.0 })),
+    );
+    // Every configured pair, 0 when never, as for the sources.
+    family(
+        "cairn_copy_last_success_timestamp_seconds",
+        "Unix time of the copy step's last success (0: never).",
+        loaded
+            .plan
+            .copies
+            .iter()
+            .map(|c| {
+                let t = state
+                    .last_copy
+                    .get(&c.from)
+                    .and_then(|m| m.get(&c.to))
+                    .map_or(0.0, |&t| t as f64);
+                (copy_labels(&c.from, &c.to), t)
+            })
+            .collect(),
+    );
+    family(
+        "cairn_copy_snapshots_copied",
+        "Snapshots the copy step's last run copied (not counting those already there).",
+        copy_rows(&|c| (c.status == Outcome::Ok).then_some(c.snapshots_copied as f64)),
+    );
+    family(
+        "cairn_copy_bytes_copied",
+        "Plaintext bytes of the blobs the copy step's last run stored in the destination.",
+        copy_rows(&|c| (c.status == Outcome::Ok).then_some(c.bytes_copied as f64)),
+    );
+    family(
+        "cairn_copy_duration_seconds",
+        "Duration of the copy step's last run.",
+        copy_rows(&|c| Some(c.duration_s)),
+    );
+    family(
+        "cairn_repository_stored_bytes",
+        "Bytes of the repository's pack files after the run (absent when they could not be listed).",
+        repo_rows(&|n| {
+            r.repositories
+                .iter()
+                .find(|x| x.repository == n)
+                .and_then(|x| x.inventory.stored_bytes)
+                .map(|b| b as f64)
+        }),
+    );
+    family(
+        "cairn_repository_latest_snapshot_timestamp_seconds",
+        "Unix time of the plan's newest snapshot in the repository (0: none; absent when the list could not be read).",
+        repo_rows(&|n| {
+            let x = r.repositories.iter().find(|x| x.repository == n)?;
+            let inv = &x.inventory;
+            inv.latest_snapshot_unix.or(inv.snapshots.map(|_| 0.0))
         }),
     );
     let run = |v: f64| vec![(format!("plan=\"{plan}\""), v)];

@@ -1,13 +1,14 @@
 //! `cairn run PLAN`: execute a plan file (docs/plans.md).
 //!
-//! Each backup, forget, check and drill runs as a child `cairn` process
+//! Each backup, copy, forget, check and drill runs as a child `cairn` process
 //! (this very executable) with `--json`. That isolates failures (a source
 //! that panics, hangs up or exits cannot take the others down), reuses
 //! every command unchanged, and gives each step its own exit code and
 //! stderr for the report.
 //!
 //! The pieces: `args` (children's command lines), `child` (processes),
-//! `steps` (backup, verify, retention, check, drill), `state` (cadences,
+//! `steps` (backup, verify, copy, retention, check, drill, inventory),
+//! `state` (cadences,
 //! lock, atomic writes), `report` (JSON and summary), `metrics`, `hooks`,
 //! `dry_run`.
 
@@ -29,9 +30,9 @@ use anyhow::{Context, Result, bail};
 use self::dry_run::dry_run;
 use self::hooks::run_hook;
 use self::metrics::metrics;
-use self::report::{Outcome, Report, RepositoryResult, summary};
+use self::report::{CopyResult, Outcome, Report, RepositoryResult, SourceResult, summary};
 use self::state::{STATE_FILE, due, load_state, lock, unix_ns, unix_secs};
-use self::steps::{backup, check, drill, retention, skipped};
+use self::steps::{backup, check, copy, drill, inventory, made_in, retention, skipped};
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::commands::Status;
 use crate::output::{self, Output};
@@ -45,6 +46,43 @@ pub fn plan_tag(name: &str) -> String {
 /// The tag every snapshot of source `name` carries.
 pub fn source_tag(name: &str) -> String {
     format!("source:{name}")
+}
+
+/// Runs the copy steps in file order. A step copies what this run made in
+/// its `from` (backups, or an earlier step's copies), or, when it failed
+/// last time or never succeeded, every snapshot of the plan there; a
+/// failed step is reported and the others still run. A successful one
+/// records, per source whose fresh snapshots arrived, a success in `to` as
+/// a backup would.
+fn run_copies(
+    g: &GlobalArgs,
+    out: Output,
+    loaded: &plan::Loaded,
+    results: &[SourceResult],
+    state: &mut state::State,
+    exe: &std::path::Path,
+) -> Vec<CopyResult> {
+    let mut copies: Vec<CopyResult> = Vec::new();
+    for c in &loaded.plan.copies {
+        let fresh = made_in(&c.from, results, &copies);
+        let catch_up = state.copy_catch_up(&c.from, &c.to);
+        out.verbose(
+            1,
+            format!(
+                "copy {}: {}",
+                c.label(),
+                if catch_up {
+                    "every snapshot of the plan (catching up)".to_string()
+                } else {
+                    format!("{} snapshot(s)", fresh.len())
+                }
+            ),
+        );
+        let r = copy(g, loaded, c, fresh, catch_up, exe);
+        state.record_copy(&r, unix_secs(SystemTime::now()));
+        copies.push(r);
+    }
+    copies
 }
 
 /// Runs the plan.
@@ -76,9 +114,11 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
     let started = SystemTime::now();
     let t0 = Instant::now();
 
+    // Each source once into each primary repository (every repository in
+    // a plan without copy steps); the copy steps fill the others.
     let mut results = Vec::new();
     for src in &sources {
-        for repo in &p.repositories {
+        for repo in p.primaries() {
             out.verbose(1, format!("backing up {} into {}", src.name(), repo.name));
             let r = backup(g, &loaded, repo, src, &exe);
             if matches!(r.status, Outcome::Ok | Outcome::Warning) {
@@ -91,6 +131,8 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
             results.push(r);
         }
     }
+
+    let copies = run_copies(g, out, &loaded, &results, &mut state, &exe);
 
     let mut repos = Vec::new();
     for repo in &p.repositories {
@@ -118,7 +160,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
                 Some(next) => skipped(next),
                 None => {
                     out.verbose(1, format!("drilling {}", repo.name));
-                    let t = drill(g, &loaded, repo, d, &sources, &results, &exe);
+                    let t = drill(g, &loaded, repo, d, &sources, &results, &copies, &exe);
                     if t.status == Outcome::Ok {
                         state.last_drill.insert(repo.name.clone(), now);
                     }
@@ -126,11 +168,14 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
                 }
             }
         });
+        out.verbose(1, format!("measuring {}", repo.name));
+        let inventory = inventory(g, &loaded, repo, &exe);
         repos.push(RepositoryResult {
             repository: repo.name.clone(),
             retention,
             check,
             drill,
+            inventory,
         });
     }
 
@@ -141,6 +186,11 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
         }
     }
     let mut failed = failed_sources.clone();
+    for c in &copies {
+        if c.status == Outcome::Failed {
+            failed.push(format!("copy:{}->{}", c.from, c.to));
+        }
+    }
     for r in &repos {
         for (step, t) in [
             ("retention", &r.retention),
@@ -165,6 +215,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RunArgs) -> Result<Status> {
         },
         failed,
         sources: results,
+        copies,
         repositories: repos,
     };
 

@@ -51,13 +51,69 @@ pub(super) struct Task {
     pub(super) error: Option<String>,
 }
 
-/// The per-repository steps after the backups.
+/// One copy step (`[[copy]]`), in the report.
+#[derive(Debug, Serialize)]
+pub(super) struct CopyResult {
+    pub(super) from: String,
+    pub(super) to: String,
+    /// `ok`, `failed`, or `skipped` when this run made nothing to copy.
+    pub(super) status: Outcome,
+    pub(super) exit_code: Option<i32>,
+    pub(super) duration_s: f64,
+    /// Snapshots copied by this step.
+    pub(super) snapshots_copied: u64,
+    /// Snapshots `to` already held (copied before).
+    pub(super) snapshots_skipped: u64,
+    pub(super) blobs_copied: u64,
+    pub(super) bytes_copied: u64,
+    /// The snapshots asked for, by their ids in `from`.
+    pub(super) source_snapshot_ids: Vec<String>,
+    /// Their ids in `to` (copied or already there), in the same order.
+    pub(super) snapshot_ids: Vec<String>,
+    /// Whether it asked for every snapshot of the plan in `from` (its
+    /// previous run failed, or it never succeeded) rather than only those
+    /// this run made.
+    pub(super) catch_up: bool,
+    /// The plan's sources whose snapshots made in this run are now in `to`.
+    pub(super) sources: Vec<String>,
+    /// Ids in `to` of the snapshots made in this run (what a later step
+    /// copying out of `to` copies).
+    #[serde(skip)]
+    pub(super) fresh_ids: Vec<String>,
+    /// What was done, or why it was skipped.
+    pub(super) detail: String,
+    pub(super) error: Option<String>,
+    /// The end of the child's standard error.
+    pub(super) stderr: String,
+}
+
+/// A repository's size and freshness after the run (`snapshots` and
+/// `stats` children).
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Inventory {
+    /// Bytes of its pack files (what the storage holds of the data).
+    pub(super) stored_bytes: Option<u64>,
+    /// Snapshots of this plan in it.
+    pub(super) snapshots: Option<u64>,
+    /// Time of the plan's newest snapshot in it (RFC 3339); `null` when
+    /// there is none or it could not be read.
+    pub(super) latest_snapshot_time: Option<String>,
+    /// The same, Unix seconds, for the metrics.
+    #[serde(skip)]
+    pub(super) latest_snapshot_unix: Option<f64>,
+    /// Why the above could not be read (the run does not fail for it).
+    pub(super) error: Option<String>,
+}
+
+/// The per-repository steps after the backups and copies.
 #[derive(Debug, Serialize)]
 pub(super) struct RepositoryResult {
     pub(super) repository: String,
     pub(super) retention: Option<Task>,
     pub(super) check: Option<Task>,
     pub(super) drill: Option<Task>,
+    #[serde(flatten)]
+    pub(super) inventory: Inventory,
 }
 
 /// The JSON report (`[report] json`, `--json`, `CAIRN_PLAN_REPORT`).
@@ -69,9 +125,11 @@ pub(super) struct Report {
     pub(super) started: String,
     pub(super) duration_s: f64,
     pub(super) status: &'static str,
-    /// Failed sources, then failed steps as `step:repository`.
+    /// Failed sources, then failed copies as `copy:FROM->TO`, then failed
+    /// steps as `step:repository`.
     pub(super) failed: Vec<String>,
     pub(super) sources: Vec<SourceResult>,
+    pub(super) copies: Vec<CopyResult>,
     pub(super) repositories: Vec<RepositoryResult>,
 }
 
@@ -119,6 +177,16 @@ pub(super) fn summary(out: Output, r: &Report) -> Result<()> {
             out.line(format!("    {e}"))?;
         }
     }
+    for c in &r.copies {
+        let mut l = format!("copy {}->{}: {}", c.from, c.to, status_word(c.status));
+        if !c.detail.is_empty() {
+            l.push_str(&format!(" ({})", c.detail));
+        }
+        if let Some(e) = &c.error {
+            l.push_str(&format!(": {e}"));
+        }
+        out.line(l)?;
+    }
     for x in &r.repositories {
         for (step, t) in [
             ("retention", &x.retention),
@@ -135,6 +203,20 @@ pub(super) fn summary(out: Output, r: &Report) -> Result<()> {
                 }
                 out.line(l)?;
             }
+        }
+        let inv = &x.inventory;
+        if let Some(b) = inv.stored_bytes {
+            let newest = inv
+                .latest_snapshot_time
+                .as_deref()
+                .map_or("no snapshot of this plan".into(), |t| {
+                    format!("newest snapshot {t}")
+                });
+            out.line(format!(
+                "repository {}: {} stored, {newest}",
+                x.repository,
+                output::bytes(b)
+            ))?;
         }
     }
     out.line(format!(

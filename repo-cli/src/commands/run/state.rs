@@ -11,6 +11,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use super::report::{CopyResult, Outcome};
+
 /// The state file's name inside the state directory.
 pub(super) const STATE_FILE: &str = "state.json";
 
@@ -27,6 +29,55 @@ pub(super) struct State {
     /// repository → last successful drill.
     #[serde(default)]
     pub(super) last_drill: BTreeMap<String, i64>,
+    /// from → to → last successful copy step.
+    #[serde(default)]
+    pub(super) last_copy: BTreeMap<String, BTreeMap<String, i64>>,
+    /// from → to → the copy step's last failure, if it has not succeeded
+    /// since: its next run catches up.
+    #[serde(default)]
+    pub(super) copy_failed: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+impl State {
+    /// Whether the copy step `from` → `to` must copy every snapshot of the
+    /// plan rather than this run's: it never succeeded, or failed last.
+    pub(super) fn copy_catch_up(&self, from: &str, to: &str) -> bool {
+        let has = |m: &BTreeMap<String, BTreeMap<String, i64>>| {
+            m.get(from).is_some_and(|t| t.contains_key(to))
+        };
+        !has(&self.last_copy) || has(&self.copy_failed)
+    }
+
+    /// Records a copy step's outcome at `now`: a failure makes the next run
+    /// catch up; a success clears that, and counts as a success in `to` for
+    /// every source whose snapshots made in this run arrived there.
+    pub(super) fn record_copy(&mut self, r: &CopyResult, now: i64) {
+        match r.status {
+            Outcome::Failed => {
+                self.copy_failed
+                    .entry(r.from.clone())
+                    .or_default()
+                    .insert(r.to.clone(), now);
+            }
+            Outcome::Ok => {
+                if let Some(m) = self.copy_failed.get_mut(&r.from) {
+                    m.remove(&r.to);
+                }
+                self.copy_failed.retain(|_, m| !m.is_empty());
+                self.last_copy
+                    .entry(r.from.clone())
+                    .or_default()
+                    .insert(r.to.clone(), now);
+                for s in &r.sources {
+                    self.last_success
+                        .entry(s.clone())
+                        .or_default()
+                        .insert(r.to.clone(), now);
+                }
+            }
+            Outcome::Warning | Outcome::Skipped => {}
+        }
+    }
 }
 
 /// `None` when due now; else when it is next due (Unix seconds).
@@ -118,6 +169,46 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy step catches up until it succeeds, and again after a failure;
+    /// only a success moves its sources' last success in the destination.
+    #[test]
+    fn copy_catch_up_follows_failures() {
+        let result = |status: Outcome| CopyResult {
+            from: "a".into(),
+            to: "b".into(),
+            status,
+            exit_code: None,
+            duration_s: 0.0,
+            snapshots_copied: 0,
+            snapshots_skipped: 0,
+            blobs_copied: 0,
+            bytes_copied: 0,
+            source_snapshot_ids: Vec::new(),
+            snapshot_ids: Vec::new(),
+            catch_up: false,
+            sources: vec!["files".into()],
+            fresh_ids: Vec::new(),
+            detail: String::new(),
+            error: None,
+            stderr: String::new(),
+        };
+        let mut st = State::default();
+        assert!(st.copy_catch_up("a", "b"), "never succeeded");
+        st.record_copy(&result(Outcome::Failed), 5);
+        assert!(st.copy_catch_up("a", "b"));
+        assert!(st.last_success.is_empty());
+        st.record_copy(&result(Outcome::Ok), 10);
+        assert!(!st.copy_catch_up("a", "b"));
+        assert!(st.copy_failed.is_empty());
+        assert_eq!(st.last_success["files"]["b"], 10);
+        assert!(st.copy_catch_up("b", "a"), "another pair");
+        st.record_copy(&result(Outcome::Skipped), 20);
+        assert!(!st.copy_catch_up("a", "b"), "nothing to copy is no failure");
+        st.record_copy(&result(Outcome::Failed), 30);
+        assert!(st.copy_catch_up("a", "b"));
+        assert_eq!(st.last_copy["a"]["b"], 10);
+    }
 
     #[test]
     fn cadence() {

@@ -1,5 +1,5 @@
-//! The plan's steps, each run as children: backup (and verify), retention,
-//! check and drill.
+//! The plan's steps, each run as children: backup (and verify), copy,
+//! retention, check, drill, and the repository's inventory.
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,14 +7,19 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 
-use super::args::{base_command, retention_args, source_args, source_env, verify_args};
+use super::args::{
+    CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
+    verify_args,
+};
 use super::child::{CHILD_INCOMPLETE, Child, spawn};
-use super::report::{Outcome, SourceResult, Task};
+use super::report::{CopyResult, Inventory, Outcome, SourceResult, Task};
 use super::{plan_tag, source_tag};
 use crate::cli::GlobalArgs;
-use crate::contract::{BackupReport, CheckOutput, ForgetOutput, SourceDetails};
+use crate::contract::{
+    BackupReport, CheckOutput, CopyReport, ForgetOutput, ListedSnapshot, SourceDetails, StatsOutput,
+};
 use crate::output;
-use crate::plan::{self, Loaded, RepositorySpec, Source};
+use crate::plan::{self, CopySpec, Loaded, RepositorySpec, Source};
 
 /// Backs `src` up into `repo`.
 pub(super) fn backup(
@@ -175,6 +180,234 @@ pub(super) fn task_from<T: DeserializeOwned>(
     }
 }
 
+/// The snapshots this run put into repository `name`, by their ids there:
+/// those of the backups that succeeded (exit 0 or 3) and, for a copy
+/// destination, those made in this run that the earlier step into it
+/// copied.
+pub(super) fn made_in(name: &str, backups: &[SourceResult], copies: &[CopyResult]) -> Vec<String> {
+    let mut ids: Vec<String> = backups
+        .iter()
+        .filter(|r| r.repository == name && matches!(r.status, Outcome::Ok | Outcome::Warning))
+        .flat_map(|r| r.snapshot_ids.iter().cloned())
+        .collect();
+    for c in copies
+        .iter()
+        .filter(|c| c.to == name && c.status == Outcome::Ok)
+    {
+        ids.extend(c.fresh_ids.iter().cloned());
+    }
+    ids
+}
+
+/// Copies snapshots from `c.from` into `c.to`: those this run made there
+/// (`fresh`, by id), or with `catch_up` every snapshot of the plan there
+/// (`--tag plan:NAME`, listed first to know what must arrive), so what a
+/// failed run left behind arrives now; the destination skips what it
+/// already holds. One `cairn -r TO copy --from-repo FROM …` child, its
+/// `--json` report read through the contract's type. Every snapshot
+/// asked for must come back, copied or found already there.
+pub(super) fn copy(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    c: &CopySpec,
+    fresh: Vec<String>,
+    catch_up: bool,
+    exe: &Path,
+) -> CopyResult {
+    let mut r = CopyResult {
+        from: c.from.clone(),
+        to: c.to.clone(),
+        status: Outcome::Failed,
+        exit_code: None,
+        duration_s: 0.0,
+        snapshots_copied: 0,
+        snapshots_skipped: 0,
+        blobs_copied: 0,
+        bytes_copied: 0,
+        source_snapshot_ids: Vec::new(),
+        snapshot_ids: Vec::new(),
+        catch_up,
+        sources: Vec::new(),
+        fresh_ids: Vec::new(),
+        detail: String::new(),
+        error: None,
+        stderr: String::new(),
+    };
+    let (Some(from), Some(to)) = (
+        loaded.plan.repository(&c.from),
+        loaded.plan.repository(&c.to),
+    ) else {
+        // The plan's validation names both; kept as an error, not a panic.
+        r.error = Some("the copy step names an unknown repository".into());
+        return r;
+    };
+    r.source_snapshot_ids = if catch_up {
+        match plan_snapshots(g, loaded, from, exe) {
+            Ok(l) => l.into_iter().map(|s| s.id).collect(),
+            Err(e) => {
+                r.error = Some(format!("cannot list the snapshots of {}: {e}", c.from));
+                return r;
+            }
+        }
+    } else {
+        fresh.clone()
+    };
+    if r.source_snapshot_ids.is_empty() {
+        r.status = Outcome::Skipped;
+        r.detail = format!("no snapshot in {} to copy", c.from);
+        return r;
+    }
+    let tag = plan_tag(&loaded.name);
+    let what = if catch_up {
+        CopySelection::Tag(&tag)
+    } else {
+        CopySelection::Ids(&r.source_snapshot_ids)
+    };
+    let mut cmd = base_command(g, to, exe);
+    cmd.args(copy_args(from, what));
+    cmd.envs(copy_env(from));
+    let child = match spawn(cmd, c.timeout) {
+        Ok(ch) => ch,
+        Err(e) => {
+            r.error = Some(format!("{e:#}"));
+            return r;
+        }
+    };
+    r.exit_code = child.code;
+    r.duration_s = child.duration.as_secs_f64();
+    r.stderr = child.stderr.clone();
+    if child.code != Some(0) {
+        r.error = Some(child.error());
+        return r;
+    }
+    let report: CopyReport = match serde_json::from_slice(&child.stdout) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error = Some(format!("copy printed no report cairn run understands: {e}"));
+            return r;
+        }
+    };
+    r.snapshots_copied = report.copied.len() as u64;
+    r.snapshots_skipped = report.skipped.len() as u64;
+    r.blobs_copied = report.blobs_copied;
+    r.bytes_copied = report.bytes_copied;
+    let mut missing = Vec::new();
+    for id in &r.source_snapshot_ids {
+        let found = report
+            .copied
+            .iter()
+            .chain(&report.skipped)
+            .find(|s| &s.source == id);
+        match found {
+            Some(s) => {
+                r.snapshot_ids.push(s.snapshot.clone());
+                if !fresh.contains(id) {
+                    continue;
+                }
+                r.fresh_ids.push(s.snapshot.clone());
+                for t in &s.tags {
+                    if let Some(name) = t.strip_prefix("source:")
+                        && !r.sources.iter().any(|x| x == name)
+                    {
+                        r.sources.push(name.to_string());
+                    }
+                }
+            }
+            None => missing.push(id.chars().take(8).collect::<String>()),
+        }
+    }
+    if !missing.is_empty() {
+        r.error = Some(format!(
+            "copy did not report snapshot(s) {} as copied",
+            missing.join(", ")
+        ));
+        return r;
+    }
+    r.status = Outcome::Ok;
+    r.detail = format!(
+        "copied {} snapshot(s), {} already there, {}{}",
+        r.snapshots_copied,
+        r.snapshots_skipped,
+        output::bytes(r.bytes_copied),
+        if catch_up {
+            ", catching up on every snapshot of the plan"
+        } else {
+            ""
+        }
+    );
+    r
+}
+
+/// A child's standard output, or its error.
+fn output_of(
+    g: &GlobalArgs,
+    repo: &RepositorySpec,
+    args: &[&str],
+    exe: &Path,
+) -> Result<Vec<u8>, String> {
+    let mut c = base_command(g, repo, exe);
+    c.args(args);
+    match spawn(c, None) {
+        Ok(ch) if ch.code == Some(0) => Ok(ch.stdout),
+        Ok(ch) => Err(ch.error()),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// The plan's snapshots in `repo`, oldest first (`snapshots --tag plan:NAME`).
+fn plan_snapshots(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    repo: &RepositorySpec,
+    exe: &Path,
+) -> Result<Vec<ListedSnapshot>, String> {
+    let tag = plan_tag(&loaded.name);
+    let out = output_of(g, repo, &["snapshots", "--tag", &tag], exe)?;
+    serde_json::from_slice(&out).map_err(|e| format!("snapshots: {e}"))
+}
+
+/// The repository's stored bytes (`stats`) and the plan's newest
+/// snapshot in it (`snapshots --tag plan:NAME`), after every other step.
+pub(super) fn inventory(
+    g: &GlobalArgs,
+    loaded: &Loaded,
+    repo: &RepositorySpec,
+    exe: &Path,
+) -> Inventory {
+    let mut inv = Inventory::default();
+    let tag = plan_tag(&loaded.name);
+    let listed = match plan_snapshots(g, loaded, repo, exe) {
+        Ok(l) => l,
+        Err(e) => {
+            inv.error = Some(e);
+            return inv;
+        }
+    };
+    inv.snapshots = Some(listed.len() as u64);
+    let newest = listed
+        .iter()
+        .filter_map(|s| output::parse_rfc3339(&s.time).map(|ns| (ns, s)))
+        .max_by_key(|(ns, _)| *ns);
+    if let Some((ns, s)) = newest {
+        inv.latest_snapshot_time = Some(s.time.clone());
+        inv.latest_snapshot_unix = Some(ns as f64 / 1e9);
+    }
+    // Sizes of one snapshot at most (the newest, or none): what is wanted
+    // is the repository's pack total, which `stats` always adds.
+    let mut args = vec!["stats", "--mode", "restore-size"];
+    match newest {
+        Some((_, s)) => args.push(&s.id),
+        None => args.extend(["--tag", &tag]),
+    }
+    match output_of(g, repo, &args, exe)
+        .and_then(|b| serde_json::from_slice::<StatsOutput>(&b).map_err(|e| format!("stats: {e}")))
+    {
+        Ok(st) => inv.stored_bytes = Some(st.repository.bytes),
+        Err(e) => inv.error = Some(e),
+    }
+    inv
+}
+
 pub(super) fn retention(
     g: &GlobalArgs,
     loaded: &Loaded,
@@ -209,8 +442,9 @@ pub(super) fn check(
     })
 }
 
-/// Drills the latest snapshot of every source backed up into `repo` in
-/// this run.
+/// Drills the latest snapshot of every source backed up or copied into
+/// `repo` in this run.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn drill(
     g: &GlobalArgs,
     loaded: &Loaded,
@@ -218,6 +452,7 @@ pub(super) fn drill(
     d: &plan::DrillSpec,
     sources: &[&Source],
     results: &[SourceResult],
+    copies: &[CopyResult],
     exe: &Path,
 ) -> Task {
     let t = Instant::now();
@@ -226,6 +461,8 @@ pub(super) fn drill(
     for s in sources {
         let saved = results.iter().any(|r| {
             r.source == s.name() && r.repository == repo.name && r.status != Outcome::Failed
+        }) || copies.iter().any(|c| {
+            c.to == repo.name && c.status == Outcome::Ok && c.sources.iter().any(|n| n == s.name())
         });
         if !saved {
             continue;
@@ -247,7 +484,10 @@ pub(super) fn drill(
         }
     }
     let (status, detail) = if drilled.is_empty() && errors.is_empty() {
-        (Outcome::Skipped, "no source was saved in this run".into())
+        (
+            Outcome::Skipped,
+            "no source was saved or copied in this run".into(),
+        )
     } else if errors.is_empty() {
         (Outcome::Ok, format!("drilled {}", drilled.join(", ")))
     } else if drilled.is_empty() {
