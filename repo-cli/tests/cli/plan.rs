@@ -1906,7 +1906,8 @@ fn a_url_repository_is_given_to_children_as_written() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("-r {b} --json copy --from-repo ")),
+        text.lines()
+            .any(|l| l.contains(&format!("-r {b} --json ")) && l.contains(" copy --from-repo ")),
         "{text}"
     );
 
