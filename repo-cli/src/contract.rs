@@ -194,6 +194,12 @@ pub struct CopyReport {
     pub bytes_copied: u64,
     /// Wall time, seconds.
     pub duration_s: f64,
+    /// Requests made to the destination.
+    #[serde(default)]
+    pub requests: Requests,
+    /// Requests made to the source (reads only).
+    #[serde(default)]
+    pub source_requests: Requests,
 }
 
 /// One snapshot of a [`CopyReport`].
@@ -229,14 +235,21 @@ impl CopiedSnapshot {
 }
 
 impl CopyReport {
-    /// The report of a finished copy.
-    pub fn new(stats: &repo_core::CopyStats) -> Self {
+    /// The report of a finished copy, with the requests each repository
+    /// served.
+    pub fn new(
+        stats: &repo_core::CopyStats,
+        requests: Requests,
+        source_requests: Requests,
+    ) -> Self {
         Self {
             copied: stats.copied.iter().map(CopiedSnapshot::new).collect(),
             skipped: stats.skipped.iter().map(CopiedSnapshot::new).collect(),
             blobs_copied: stats.blobs_copied,
             bytes_copied: stats.bytes_copied,
             duration_s: stats.duration.as_secs_f64(),
+            requests,
+            source_requests,
         }
     }
 }

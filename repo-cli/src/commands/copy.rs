@@ -71,7 +71,11 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CopyArgs) -> Result<Status> {
         .run()?;
     progress.finish();
     if out.json {
-        out.json_value(&CopyReport::new(&stats))?;
+        out.json_value(&CopyReport::new(
+            &stats,
+            dst.request_stats(),
+            src.request_stats(),
+        ))?;
         return Ok(Status::Ok);
     }
     for c in &stats.copied {

@@ -139,8 +139,23 @@ fn copy_between_related_repositories_reports_json_and_copies_nothing_again() {
             "skipped",
             "blobs_copied",
             "bytes_copied",
-            "duration_s"
+            "duration_s",
+            "requests",
+            "source_requests"
         ])
+    );
+    // Packs go to the destination and come from the source, counted apart.
+    assert!(
+        report["requests"]["write"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    assert!(report["requests"]["bytes_sent"].as_u64().unwrap() >= 3 << 20);
+    assert_eq!(report["source_requests"]["write"], 0, "{report}");
+    assert!(
+        report["source_requests"]["bytes_received"]
+            .as_u64()
+            .unwrap()
+            >= 3 << 20
     );
     let copied = report["copied"].as_array().unwrap();
     assert_eq!(copied.len(), 2, "{report}");
@@ -189,6 +204,9 @@ fn copy_between_related_repositories_reports_json_and_copies_nothing_again() {
     assert_eq!(again["copied"], serde_json::json!([]));
     assert_eq!(again["skipped"].as_array().unwrap().len(), 2);
     assert_eq!(again["blobs_copied"], 0);
+    // Copying nothing writes no pack and reads none.
+    assert_eq!(again["source_requests"]["read_range"], 0, "{again}");
+    assert!(again["requests"]["bytes_sent"].as_u64().unwrap() < 1 << 20);
     assert_eq!(again["skipped"][1]["snapshot"], copies[1]["id"]);
 
     // A backup of the same data directly into the destination, reading
