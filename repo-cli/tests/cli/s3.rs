@@ -271,6 +271,58 @@ fn the_endpoint_may_come_from_an_option_or_the_environment() {
     s.assert_clean();
 }
 
+/// Credentials and region from a named profile in the shared files, as an
+/// operator with `~/.aws/credentials` has them; no AWS_* key in the
+/// environment. A profile that does not exist is an access error.
+#[test]
+fn credentials_may_come_from_an_aws_profile() {
+    let s = S3::new("cli/profile");
+    let g = s.garage;
+    let dir = s.env.dir.path();
+    write(
+        &dir.join("aws-credentials"),
+        format!(
+            "[default]\naws_access_key_id = GKwrong\naws_secret_access_key = wrong\n\n\
+             [backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            g.key_id(),
+            g.secret_key()
+        )
+        .as_bytes(),
+    );
+    write(
+        &dir.join("aws-config"),
+        b"[profile backup]\nregion = garage\n\n[profile nobody]\nregion = garage\n",
+    );
+    let run = |profile: &str, args: &[&str]| {
+        let mut c = s.env.cmd_at(OsStr::new(&s.location));
+        for (k, _) in g.env() {
+            c.env_remove(k);
+        }
+        for v in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_SESSION_TOKEN"] {
+            c.env_remove(v);
+        }
+        let out = c
+            .env("AWS_PROFILE", profile)
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("aws-credentials"))
+            .env("AWS_CONFIG_FILE", dir.join("aws-config"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run cairn");
+        s.seen.borrow_mut().extend_from_slice(&out.stderr);
+        out
+    };
+    let mut init = vec!["init"];
+    init.extend(WEAK);
+    assert_success(&run("backup", &init));
+    assert_success(&run("backup", &["--json", "snapshots"]));
+    let denied = run("nobody", &["snapshots"]);
+    assert_ne!(denied.status.code(), Some(0), "{}", stderr(&denied));
+    assert!(!stderr(&denied).contains("panicked"), "{}", stderr(&denied));
+    s.assert_clean();
+}
+
 /// Asserts a clean failure: exit `code`, `what` on stderr, no panic.
 fn assert_fails(out: &Output, code: i32, what: &str) {
     let err = stderr(out);
