@@ -23,7 +23,9 @@ pub const DEFAULT_KDF_PARALLELISM: u32 = 4;
     long_about = "cairn stores backups of files, directories and streams in a repository. \
 Content is split into chunks, deduplicated across all snapshots, compressed and encrypted; \
 every snapshot is a complete, independently restorable view.\n\n\
-The repository is chosen with -r/--repo or CAIRN_REPOSITORY. The password comes from \
+The repository is chosen with -r/--repo or CAIRN_REPOSITORY: a local directory, or a bucket \
+on S3-compatible storage (s3:https://HOST/BUCKET/PREFIX or s3://BUCKET/PREFIX; credentials from \
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE). The password comes from \
 --password-file (CAIRN_PASSWORD_FILE), --password-command (CAIRN_PASSWORD_COMMAND), \
 CAIRN_PASSWORD, or an interactive prompt, in that order.\n\n\
 Exit codes: 0 success; 1 error; 3 backup saved but some files could not be read; \
@@ -50,15 +52,28 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Repository location (a local directory).
+    /// Repository location: a local directory (PATH or file:PATH),
+    /// s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX], or s3://BUCKET[/PREFIX]
+    /// (endpoint from --s3-endpoint, else AWS). Credentials come from
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE.
     #[arg(
         short = 'r',
         long,
         env = "CAIRN_REPOSITORY",
         global = true,
-        value_name = "PATH"
+        value_name = "LOCATION"
     )]
     pub repo: Option<PathBuf>,
+
+    /// S3 endpoint for s3://BUCKET locations, e.g. http://127.0.0.1:3900.
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// Address S3 buckets path-style (HOST/BUCKET) even where virtual-host
+    /// style would be the default (AWS endpoints); other endpoints always
+    /// get path style.
+    #[arg(long, global = true)]
+    pub s3_path_style: bool,
 
     /// Read the password from the first line of FILE.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
@@ -114,6 +129,7 @@ machines or tests; the defaults are 65536 KiB, 3 passes and 4 lanes (computed in
         after_help = "Examples:\n  \
 cairn -r /srv/backup init\n  \
 cairn -r /srv/backup init --compression 9 --pack-size 32\n  \
+cairn -r s3:https://s3.example.com/backups/host1 init\n  \
 CAIRN_PASSWORD=test cairn -r /tmp/repo init --kdf-memory 64 --kdf-iterations 1"
     )]
     Init(InitArgs),

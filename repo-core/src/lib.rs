@@ -171,8 +171,11 @@ pub use warning::Warning;
 // Storage, and the conformance suite every backend runs (feature
 // `conformance`): public, so backends outside this crate prove themselves
 // the same way.
+#[cfg(feature = "s3")]
+pub use backend::S3Backend;
 #[cfg(feature = "conformance")]
 pub use backend::conformance;
 pub use backend::{
-    Backend, BackendError, BackendErrorKind, LocalBackend, MemoryBackend, ObjectInfo, ObjectKind,
+    Backend, BackendError, BackendErrorKind, LOCATION_FORMS, LocalBackend, Location, LocationError,
+    MemoryBackend, ObjectInfo, ObjectKind, S3Credentials, S3Location, S3Options,
 };

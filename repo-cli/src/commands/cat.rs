@@ -7,10 +7,10 @@
 use anyhow::{Result, bail};
 use repo_core::unstable::RepositoryInternals as _;
 use repo_core::unstable::crypto::KeyFile;
-use repo_core::{Backend, KdfParams, LocalBackend, ObjectKind};
+use repo_core::{Backend, KdfParams, ObjectKind};
 use serde::Serialize;
 
-use super::{Status, open, repo_path, select};
+use super::{Status, backend_for, open, repo_location, select};
 use crate::cli::{CatArgs, CatObject, GlobalArgs};
 use crate::output::{self, Output, SnapshotJson};
 
@@ -108,7 +108,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
         }
         CatObject::Key { id } => {
             // Key headers are stored in clear, so no password is needed.
-            let backend = LocalBackend::open(repo_path(g)?);
+            let backend = backend_for(g, &repo_location(g)?)?;
             if backend.list(ObjectKind::Config)?.is_empty() {
                 return Err(repo_core::Error::NotARepository(backend.location()).into());
             }

@@ -1,10 +1,10 @@
 //! `cairn init`: create a repository.
 
-use anyhow::Result;
-use repo_core::{Backend, InitOptions, KdfParams, LocalBackend, ObjectKind, Repository};
+use anyhow::{Context, Result};
+use repo_core::{Backend, InitOptions, KdfParams, ObjectKind, Repository};
 use serde::Serialize;
 
-use super::{Status, cache_dir, repo_path};
+use super::{Status, backend_for, cache_dir, repo_location, s3_options};
 use crate::cli::{GlobalArgs, InitArgs};
 use crate::credentials::{self, Purpose};
 use crate::output::Output;
@@ -18,8 +18,8 @@ struct InitJson {
 
 /// Creates the repository; refuses an existing one before asking for a password.
 pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
-    let path = repo_path(g)?;
-    let existing = LocalBackend::open(path);
+    let location = repo_location(g)?;
+    let existing = backend_for(g, &location)?;
     if !existing.list(ObjectKind::Config)?.is_empty() {
         return Err(repo_core::Error::AlreadyExists(existing.location()).into());
     }
@@ -36,19 +36,22 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         dictionary: !a.no_dictionary,
     };
     super::key::warn_kdf(out, &opts.kdf);
-    let repo = Repository::init(LocalBackend::create(path)?, &pw, opts)?;
+    // Local: makes the layout; S3: checks that the bucket exists.
+    let backend = location
+        .create(&s3_options(g))
+        .with_context(|| format!("cannot create a repository at {location}"))?;
+    let repo = Repository::init(backend, &pw, opts)?;
     let id = repo.id().to_hex();
     if out.json {
         out.json_value(&InitJson {
-            repository: path.display().to_string(),
+            repository: location.to_string(),
             id,
             version: repo.format_version(),
         })?;
     } else {
         out.line(format!(
-            "created cairn repository {} at {}",
-            &id[..8],
-            path.display()
+            "created cairn repository {} at {location}",
+            &id[..8]
         ))?;
         out.line("")?;
         out.line(

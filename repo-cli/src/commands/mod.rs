@@ -36,7 +36,8 @@ use std::process::ExitStatus;
 
 use anyhow::{Context, Result, anyhow};
 use repo_core::{
-    Backend, LocalBackend, Node, ObjectKind, OpenOptions, Repository, SnapshotEntry, SnapshotFilter,
+    Backend, Location, Node, ObjectKind, OpenOptions, Repository, S3Options, SnapshotEntry,
+    SnapshotFilter,
 };
 
 use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
@@ -95,6 +96,36 @@ fn repo_path(g: &GlobalArgs) -> Result<&Path> {
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
 }
 
+/// The current repository's location (`-r`), parsed (SPEC §11.1).
+fn repo_location(g: &GlobalArgs) -> Result<Location> {
+    Ok(Location::parse_os(repo_path(g)?.as_os_str())?)
+}
+
+/// How S3 locations are reached: `--s3-endpoint`, `--s3-path-style`;
+/// credentials and region come from the AWS environment.
+fn s3_options(g: &GlobalArgs) -> S3Options {
+    S3Options {
+        endpoint: g.s3_endpoint.clone().filter(|e| !e.is_empty()),
+        path_style: g.s3_path_style,
+        ..Default::default()
+    }
+}
+
+/// The storage of an existing repository at `location` (a path or an
+/// `s3:` URL): the current one (`-r`) or a second one (`copy --from-repo`).
+/// Nothing is read yet.
+// The second repository's caller (`copy --from-repo`) is on its way.
+#[allow(dead_code)]
+pub fn backend_at(g: &GlobalArgs, location: &str) -> Result<Box<dyn Backend>> {
+    backend_for(g, &Location::parse(location)?)
+}
+
+fn backend_for(g: &GlobalArgs, location: &Location) -> Result<Box<dyn Backend>> {
+    location
+        .open(&s3_options(g))
+        .with_context(|| format!("cannot reach repository location {location}"))
+}
+
 /// The cache directory: `--cache-dir`, else `$XDG_CACHE_HOME/cairn`, else
 /// `~/.cache/cairn`; `None` (in memory) with `--no-cache` or when no home
 /// directory is known.
@@ -120,8 +151,8 @@ fn cache_dir(g: &GlobalArgs) -> Option<PathBuf> {
 /// before the password is asked for. Damaged files the library skips
 /// (SPEC §13) are named on stderr as it meets them.
 fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
-    let path = repo_path(g)?;
-    let backend = LocalBackend::open(path);
+    let location = repo_location(g)?;
+    let backend = backend_for(g, &location)?;
     if backend.list(ObjectKind::Config)?.is_empty() {
         return Err(repo_core::Error::NotARepository(backend.location()).into());
     }
@@ -148,11 +179,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
     })?;
     out.verbose(
         1,
-        format!(
-            "opened repository {} at {}",
-            repo.id().short(),
-            path.display()
-        ),
+        format!("opened repository {} at {location}", repo.id().short()),
     );
     Ok(repo)
 }

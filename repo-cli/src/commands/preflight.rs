@@ -4,12 +4,13 @@
 //! with its password; each source's programs and files are there; the
 //! state and report directories can be written.
 //!
-//! Servers are not contacted: a database that is down at noon may well be
-//! up at night, but a missing pg_dump or password file will not appear.
+//! Database servers are not contacted: one that is down at noon may well
+//! be up at night, but a missing pg_dump or password file will not appear.
+//! A repository on object storage is: its config is looked up once.
 
 use std::path::{Path, PathBuf};
 
-use repo_core::{Backend, LocalBackend, ObjectKind, OpenOptions, Repository};
+use repo_core::{Location, ObjectKind, OpenOptions, Repository};
 use serde::Serialize;
 
 use crate::cli::GlobalArgs;
@@ -112,6 +113,8 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         json: g.json,
         verbose: 0,
         quiet: true,
+        s3_endpoint: g.s3_endpoint.clone(),
+        s3_path_style: g.s3_path_style,
     };
     let password = match credentials::password(&rg, Purpose::Open) {
         Ok(p) => Some(p),
@@ -120,31 +123,45 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
             None
         }
     };
-    let path = &r.path;
-    match std::fs::metadata(path) {
+    let location = match Location::parse_os(r.path.as_os_str()) {
+        Ok(l) => l,
         Err(e) => {
-            v.push(format!("{}: {}", path.display(), io_reason(&e)));
+            v.push(e.to_string());
             return v;
         }
-        Ok(m) if !m.is_dir() => {
-            v.push(format!("{} is not a directory", path.display()));
-            return v;
+    };
+    if let Location::Local(path) = &location {
+        match std::fs::metadata(path) {
+            Err(e) => {
+                v.push(format!("{}: {}", path.display(), io_reason(&e)));
+                return v;
+            }
+            Ok(m) if !m.is_dir() => {
+                v.push(format!("{} is not a directory", path.display()));
+                return v;
+            }
+            Ok(_) => {}
         }
-        Ok(_) => {}
     }
-    let backend = LocalBackend::open(path);
+    // An object store is asked once: an unreachable endpoint, a missing
+    // bucket or refused credentials show here.
+    let backend = match super::backend_for(&rg, &location) {
+        Ok(b) => b,
+        Err(e) => {
+            v.push(format!("{e:#}"));
+            return v;
+        }
+    };
     match backend.list(ObjectKind::Config) {
         Ok(c) if c.is_empty() => {
             v.push(format!(
-                "{} is not a cairn repository (no config; create one with `cairn -r {} init`)",
-                path.display(),
-                path.display()
+                "{location} is not a cairn repository (no config; create one with `cairn -r {location} init`)"
             ));
             return v;
         }
         Ok(_) => {}
         Err(e) => {
-            v.push(format!("{}: {e}", path.display()));
+            v.push(format!("{location}: {e}"));
             return v;
         }
     }
@@ -155,7 +172,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
             ..Default::default()
         };
         if let Err(e) = Repository::open(backend, &pw, opts) {
-            v.push(format!("cannot open {}: {e}", path.display()));
+            v.push(format!("cannot open {location}: {e}"));
         }
     }
     v

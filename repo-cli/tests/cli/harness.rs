@@ -44,6 +44,12 @@ impl Env {
     /// `cairn -r REPO --cache-dir CACHE`, with a clean environment: only the
     /// password comes from `CAIRN_PASSWORD`.
     pub fn cmd(&self) -> Command {
+        self.cmd_at(self.repo().as_os_str())
+    }
+
+    /// [`Env::cmd`] for the repository at `location` (a path or an `s3:`
+    /// URL).
+    pub fn cmd_at(&self, location: &OsStr) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
         for v in [
             "CAIRN_REPOSITORY",
@@ -58,7 +64,7 @@ impl Env {
         }
         c.env("CAIRN_PASSWORD", PASSWORD)
             .arg("-r")
-            .arg(self.repo())
+            .arg(location)
             .arg("--cache-dir")
             .arg(self.path("cache"))
             .stdin(Stdio::null());

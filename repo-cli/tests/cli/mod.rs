@@ -21,5 +21,6 @@ mod qdrant;
 mod qdrant_fake;
 mod redis;
 mod repository;
+mod s3;
 mod scripting;
 mod trees;

@@ -114,7 +114,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn valid_name(name: &str) -> bool {
+/// A name the layout accepts (SPEC §11); every backend checks it.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -17,12 +17,19 @@ pub mod conformance;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
 mod local;
+mod location;
 mod memory;
+#[cfg(feature = "s3")]
+mod s3;
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub use faulty::{Fault, FaultPlan, FaultyBackend, OpKind};
 pub use local::LocalBackend;
+pub(crate) use local::valid_name;
+pub use location::{LOCATION_FORMS, Location, LocationError, S3Credentials, S3Location, S3Options};
 pub use memory::MemoryBackend;
+#[cfg(feature = "s3")]
+pub use s3::S3Backend;
 
 use std::fmt;
 use std::io;
@@ -215,4 +222,57 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
     /// Deletes an object; deleting a missing object is `NotFound`.
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError>;
+}
+
+/// A boxed backend is a backend: what [`Location::open`] returns can be
+/// handed to [`Repository::open`](crate::Repository::open).
+impl Backend for Box<dyn Backend> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
+        (**self).read(kind, name)
+    }
+    fn read_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        (**self).read_into(kind, name, buf)
+    }
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, BackendError> {
+        (**self).read_range(kind, name, offset, len)
+    }
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        (**self).read_range_into(kind, name, offset, len, buf)
+    }
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
+        (**self).size(kind, name)
+    }
+    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
+        (**self).stat(kind, name)
+    }
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        (**self).write(kind, name, data)
+    }
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        (**self).list(kind)
+    }
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        (**self).delete(kind, name)
+    }
 }

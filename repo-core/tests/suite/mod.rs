@@ -24,6 +24,7 @@ mod repair;
 mod restore_target;
 mod resume;
 mod roundtrip;
+mod s3;
 mod selection;
 
 // The suites' shared helpers come from the workspace's test-support crate.

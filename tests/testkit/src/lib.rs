@@ -8,6 +8,10 @@
 //! - [`tree`]: writing and reading source trees as path → bytes maps;
 //! - [`backend`]: a pass-through backend with hooks, for counting calls or
 //!   acting between two of them;
+//! - [`garage`]: a 3-node Garage cluster on loopback, the real object
+//!   store of the S3 tests;
+//! - [`proxy`]: a TCP proxy that adds latency, throttles and cuts
+//!   connections between a client and a server;
 //! - `fuzz` (feature `fuzz`): the property check of every fuzz target.
 //!
 //! Not for production use: the KDF is deliberately weak. The backend
@@ -17,6 +21,8 @@
 pub mod backend;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod garage;
+pub mod proxy;
 pub mod repo;
 pub mod rng;
 pub mod tree;

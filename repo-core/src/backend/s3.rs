@@ -1,0 +1,729 @@
+//! A repository in an S3-compatible bucket (SPEC §11.2), through Apache
+//! OpenDAL's S3 service and its blocking operator.
+//!
+//! OpenDAL is async; the backend owns a small tokio runtime and drives each
+//! call to completion on it, so the synchronous [`Backend`] trait and the
+//! engine's threads stay as they are. Credentials and region come from the
+//! usual AWS sources (environment, `AWS_PROFILE` with the shared config and
+//! credentials files) unless [`S3Options`] names them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::raw::BytesRange;
+use opendal::{ErrorKind as OdKind, Operator, services};
+
+#[cfg(test)]
+use super::location::S3Credentials;
+use super::location::{S3Location, S3Options, parse_endpoint};
+use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, ObjectKind, valid_name};
+
+/// Attempts per request before the error is returned (transient errors only).
+const RETRIES: usize = 4;
+/// Region when none is configured and the server names none.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// A bucket and prefix on an S3-compatible object store.
+pub struct S3Backend {
+    // Declared before the runtime: dropped while the runtime still runs.
+    op: opendal::blocking::Operator,
+    location: String,
+    readahead: ReadAhead,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Bytes one ranged `GET` of a pack fetches when less is asked for.
+const WINDOW: u64 = 4 << 20;
+/// Windows kept: at most 32 MiB.
+const WINDOWS: usize = 8;
+
+/// Read-ahead for pack ranges. Restore, `ls`, a backup's parent trees read
+/// a pack blob by blob, mostly in order; on a local disk each read is cheap,
+/// on S3 each is a round trip. One `GET` of a window serves the blobs that
+/// follow. Packs never change (their name is their hash), so a window is
+/// never stale; deleting a pack drops its windows.
+#[derive(Default)]
+struct ReadAhead {
+    /// Least recently used first.
+    windows: Mutex<VecDeque<Window>>,
+    /// Sizes of the packs read so far: a window must not reach past the
+    /// end (OpenDAL refuses a short answer).
+    sizes: Mutex<HashMap<String, u64>>,
+}
+
+struct Window {
+    name: String,
+    start: u64,
+    data: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// Copies `offset..offset + len` of pack `name` into `buf` if a window
+    /// holds all of it.
+    fn copy(&self, name: &str, offset: u64, len: u32, buf: &mut Vec<u8>) -> bool {
+        let mut ws = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let end = offset + u64::from(len);
+        let Some(i) = ws.iter().position(|w| {
+            w.name == name && w.start <= offset && end <= w.start + w.data.len() as u64
+        }) else {
+            return false;
+        };
+        let w = ws.remove(i).expect("index in range");
+        let from = (offset - w.start) as usize;
+        buf.extend_from_slice(&w.data[from..from + len as usize]);
+        ws.push_back(w);
+        true
+    }
+
+    fn insert(&self, w: Window) {
+        let mut ws = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if ws.len() == WINDOWS {
+            ws.pop_front();
+        }
+        ws.push_back(w);
+    }
+
+    fn forget(&self, name: &str) {
+        let mut ws = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        ws.retain(|w| w.name != name);
+        drop(ws);
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.remove(name);
+    }
+
+    fn size(&self, name: &str) -> Option<u64> {
+        let sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.get(name).copied()
+    }
+
+    fn set_size(&self, name: &str, size: u64) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
+        sizes.insert(name.to_string(), size);
+    }
+}
+
+impl fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the credentials.
+        f.debug_struct("S3Backend")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(loc: &S3Location, why: String) -> BackendError {
+    BackendError {
+        error_kind: BackendErrorKind::Permanent,
+        op: "open",
+        kind: ObjectKind::Config,
+        name: loc.to_string(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, why),
+    }
+}
+
+/// True for AWS's own endpoints (or none, which means AWS).
+fn is_aws(endpoint: Option<&str>) -> bool {
+    endpoint.is_none_or(|e| {
+        let host = e.split_once("://").map_or(e, |(_, h)| h);
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        host.ends_with(".amazonaws.com")
+    })
+}
+
+impl S3Backend {
+    /// Connects to the bucket of `loc` (no request is made yet, unless the
+    /// region must be asked for). Endpoint: the location's, else
+    /// `opts.endpoint`, else `AWS_ENDPOINT_URL`, else AWS.
+    pub fn open(loc: &S3Location, opts: &S3Options) -> Result<Self, BackendError> {
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let endpoint = match (&loc.endpoint, opts.endpoint.clone().or(env_endpoint)) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(e)) => {
+                Some(parse_endpoint(&e).map_err(|e| config_error(loc, e.to_string()))?)
+            }
+            (None, None) => None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::io("open", ObjectKind::Config, &loc.to_string(), e))?;
+
+        // AWS_REGION is read by OpenDAL; AWS_DEFAULT_REGION is not.
+        let region = opts.region.clone().or_else(|| {
+            std::env::var("AWS_REGION")
+                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                .ok()
+                .filter(|r| !r.is_empty())
+        });
+        let build = |region: Option<&str>| {
+            let mut b = services::S3::default()
+                .bucket(&loc.bucket)
+                .root(&format!("/{}", loc.prefix));
+            if let Some(e) = &endpoint {
+                b = b.endpoint(e);
+            }
+            // Virtual-host style only where it is AWS's default; IP
+            // addresses, localhost and other servers get path style
+            // (SPEC §11.2).
+            if !opts.path_style && is_aws(endpoint.as_deref()) && !loc.bucket.contains('.') {
+                b = b.enable_virtual_host_style();
+            }
+            if let Some(r) = region {
+                b = b.region(r);
+            }
+            if let Some(c) = &opts.credentials {
+                b = b
+                    .access_key_id(&c.access_key_id)
+                    .secret_access_key(&c.secret_access_key);
+                if let Some(t) = &c.session_token {
+                    b = b.session_token(t);
+                }
+            }
+            Operator::new(b).map(|o| {
+                o.finish()
+                    .layer(
+                        TimeoutLayer::new()
+                            .with_timeout(Duration::from_secs(60))
+                            .with_io_timeout(Duration::from_secs(30)),
+                    )
+                    .layer(
+                        RetryLayer::new()
+                            .with_jitter()
+                            .with_factor(2.0)
+                            .with_min_delay(Duration::from_millis(200))
+                            .with_max_delay(Duration::from_secs(5))
+                            .with_max_times(RETRIES),
+                    )
+            })
+        };
+        let op = match build(region.as_deref()) {
+            Ok(op) => op,
+            // No region anywhere (nor in the profile): ask the server,
+            // else the conventional default.
+            Err(e) if e.kind() == OdKind::ConfigInvalid && region.is_none() => {
+                let probe = endpoint
+                    .clone()
+                    .unwrap_or_else(|| "https://s3.amazonaws.com".to_string());
+                let r = runtime
+                    .block_on(services::S3::detect_region(&probe, &loc.bucket))
+                    .unwrap_or_else(|| FALLBACK_REGION.to_string());
+                build(Some(&r)).map_err(|e| config_error(loc, describe(&e)))?
+            }
+            Err(e) => return Err(config_error(loc, describe(&e))),
+        };
+        let op = {
+            let _guard = runtime.enter();
+            opendal::blocking::Operator::new(op).map_err(|e| config_error(loc, describe(&e)))?
+        };
+        Ok(Self {
+            op,
+            location: loc.to_string(),
+            readahead: ReadAhead::default(),
+            runtime,
+        })
+    }
+
+    /// Checks that the bucket exists and the credentials may list it (one
+    /// request), for a new repository.
+    pub fn check_bucket(&self) -> Result<(), BackendError> {
+        let opts = ListOptions {
+            limit: Some(1),
+            ..Default::default()
+        };
+        self.op
+            .list_options("", opts)
+            .map(drop)
+            .map_err(|e| self.error("list", ObjectKind::Config, &self.location, e))
+    }
+
+    /// The runtime that drives requests (for callers that add their own
+    /// concurrency on top).
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    fn error(
+        &self,
+        op: &'static str,
+        kind: ObjectKind,
+        name: &str,
+        e: opendal::Error,
+    ) -> BackendError {
+        BackendError {
+            error_kind: classify(&e),
+            op,
+            kind,
+            name: name.to_string(),
+            source: io::Error::other(format!("{} ({})", describe(&e), self.location)),
+        }
+    }
+
+    fn check_name(op: &'static str, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        if valid_name(name) {
+            Ok(())
+        } else {
+            Err(BackendError::io(
+                op,
+                kind,
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, "invalid object name"),
+            ))
+        }
+    }
+}
+
+/// The object's key below the prefix: the local layout's relative path.
+fn key(kind: ObjectKind, name: &str) -> String {
+    match kind {
+        ObjectKind::Config => name.to_string(),
+        ObjectKind::Pack => format!("{}/{}/{name}", kind.dir(), name.get(..2).unwrap_or("00")),
+        _ => format!("{}/{name}", kind.dir()),
+    }
+}
+
+/// How the engine should treat an OpenDAL error. OpenDAL's retry layer
+/// marks every error it returns "persistent", so what was retried cannot
+/// be told from the status: the HTTP status (in the error's context) or its
+/// absence (no response: network, TLS, timeout) decides.
+fn classify(e: &opendal::Error) -> BackendErrorKind {
+    match e.kind() {
+        OdKind::NotFound => BackendErrorKind::NotFound,
+        OdKind::AlreadyExists => BackendErrorKind::AlreadyExists,
+        OdKind::RateLimited => BackendErrorKind::Transient,
+        OdKind::Unexpected => match http_status(e) {
+            // 5xx; no response at all: timeouts, resets, refused
+            // connections. The storage may come back.
+            Some(s) if s >= 500 => BackendErrorKind::Transient,
+            None => BackendErrorKind::Transient,
+            // Other 4xx: the request itself is wrong.
+            Some(_) => BackendErrorKind::Permanent,
+        },
+        // 403, a missing bucket, bad configuration, 412/416.
+        _ => BackendErrorKind::Permanent,
+    }
+}
+
+/// The HTTP status of the response OpenDAL attached, if any.
+fn http_status(e: &opendal::Error) -> Option<u16> {
+    const AT: &str = "response: Parts { status: ";
+    let s = e.to_string();
+    let at = s.find(AT)? + AT.len();
+    s.get(at..at + 3)?.parse().ok()
+}
+
+/// One line about an OpenDAL error with its causes (a refused connection,
+/// a TLS failure), without the response dump OpenDAL attaches (headers are
+/// noise here). No credential is ever part of it: requests are signed in
+/// headers, and OpenDAL prints none of the request's.
+fn describe(e: &opendal::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(start) = s.find(", response: ") {
+        // The context value runs to the brace that closes the context list.
+        let mut depth = 0i32;
+        let mut end = s.len();
+        for (i, b) in s.bytes().enumerate().skip(start + 12) {
+            match b {
+                b'{' => depth += 1,
+                b'}' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                b'}' => depth -= 1,
+                _ => {}
+            }
+        }
+        s.replace_range(start..end, " ");
+    }
+    // OpenDAL's line shows its direct source only; the root cause is deeper.
+    let mut cause = std::error::Error::source(e).and_then(|c| c.source());
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    let hint = match (e.kind(), http_status(e)) {
+        (OdKind::PermissionDenied, _) => "access denied (credentials or bucket permissions): ",
+        (OdKind::ConfigInvalid, _) if s.contains("NoSuchBucket") => "the bucket does not exist: ",
+        (OdKind::Unexpected, None) => "cannot reach the storage: ",
+        // HEAD answers have no body to explain them; a signing region the
+        // server does not answer to is the usual cause.
+        (_, Some(400)) => "the server refused the request (HTTP 400; is the region right?): ",
+        _ => "",
+    };
+    let status = match http_status(e) {
+        Some(code) if code != 400 => format!("HTTP {code}: "),
+        _ => String::new(),
+    };
+    format!("{hint}{status}{s}")
+}
+
+/// Whole seconds since the epoch, in nanoseconds: `HEAD` reports
+/// Last-Modified in seconds and `LIST` in milliseconds, and `stat` and
+/// `list` must agree (SPEC §11.2).
+fn modified_ns(m: &opendal::Metadata) -> Option<i64> {
+    let t = SystemTime::from(m.last_modified()?);
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()?.checked_mul(1_000_000_000)
+}
+
+impl S3Backend {
+    fn info(
+        &self,
+        op: &'static str,
+        kind: ObjectKind,
+        name: &str,
+        m: &opendal::Metadata,
+    ) -> Result<ObjectInfo, BackendError> {
+        let modified_ns = modified_ns(m).ok_or_else(|| BackendError {
+            error_kind: BackendErrorKind::Permanent,
+            op,
+            kind,
+            name: name.to_string(),
+            source: io::Error::other(format!(
+                "the storage reported no Last-Modified time ({})",
+                self.location
+            )),
+        })?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: m.content_length(),
+            modified_ns,
+        })
+    }
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
+        let mut buf = Vec::new();
+        self.read_into(kind, name, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        Self::check_name("read", kind, name)?;
+        let data = self
+            .op
+            .read(&key(kind, name))
+            .map_err(|e| self.error("read", kind, name, e))?;
+        buf.clear();
+        buf.reserve(data.len());
+        for chunk in data {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    }
+
+    fn read_range(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, BackendError> {
+        let mut buf = Vec::new();
+        self.read_range_into(kind, name, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        Self::check_name("read", kind, name)?;
+        buf.clear();
+        if len == 0 {
+            return Ok(());
+        }
+        let ahead = kind == ObjectKind::Pack && u64::from(len) < WINDOW;
+        if ahead && self.readahead.copy(name, offset, len, buf) {
+            return Ok(());
+        }
+        let end = offset + u64::from(len);
+        let fetch = if ahead {
+            // One HEAD per pack, so the window stops at its end.
+            let size = match self.readahead.size(name) {
+                Some(size) => size,
+                None => {
+                    let size = self.stat(kind, name)?.size;
+                    self.readahead.set_size(name, size);
+                    size
+                }
+            };
+            if end > size {
+                return Err(BackendError {
+                    error_kind: BackendErrorKind::Permanent,
+                    op: "read",
+                    kind,
+                    name: name.to_string(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "range {offset}+{len} is past the end ({size} bytes) ({})",
+                            self.location
+                        ),
+                    ),
+                });
+            }
+            WINDOW.min(size - offset)
+        } else {
+            u64::from(len)
+        };
+        let opts = ReadOptions {
+            range: BytesRange::new(offset, Some(fetch)),
+            ..Default::default()
+        };
+        let data = self
+            .op
+            .read_options(&key(kind, name), opts)
+            .map_err(|e| self.error("read", kind, name, e))?;
+        let got = data.len();
+        if got < len as usize {
+            return Err(BackendError {
+                error_kind: BackendErrorKind::Permanent,
+                op: "read",
+                kind,
+                name: name.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "range {offset}+{len} returned {got} bytes ({})",
+                        self.location
+                    ),
+                ),
+            });
+        }
+        if ahead {
+            let window = data.to_vec();
+            buf.extend_from_slice(&window[..len as usize]);
+            self.readahead.insert(Window {
+                name: name.to_string(),
+                start: offset,
+                data: window,
+            });
+        } else {
+            buf.reserve(len as usize);
+            for chunk in data {
+                buf.extend_from_slice(&chunk);
+            }
+            buf.truncate(len as usize);
+        }
+        Ok(())
+    }
+
+    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
+        Ok(self.stat(kind, name)?.size)
+    }
+
+    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
+        Self::check_name("stat", kind, name)?;
+        let m = self
+            .op
+            .stat(&key(kind, name))
+            .map_err(|e| self.error("stat", kind, name, e))?;
+        self.info("stat", kind, name, &m)
+    }
+
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        Self::check_name("write", kind, name)?;
+        let path = key(kind, name);
+        // Servers that ignore If-None-Match (Garage 2.5) would replace an
+        // existing object: look first (SPEC §11.2).
+        match self.op.stat(&path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == OdKind::NotFound => {}
+            Err(e) => return Err(self.error("write", kind, name, e)),
+        }
+        let opts = WriteOptions {
+            if_not_exists: true,
+            ..Default::default()
+        };
+        // Packs are at most 1 GiB (SPEC §5), below S3's 5 GiB single-PUT
+        // limit: one PUT, atomic on every S3 server.
+        match self.op.write_options(&path, data.to_vec(), opts) {
+            Ok(_) => Ok(()),
+            // 412: someone wrote the name first; names are content
+            // addresses, so that is our object.
+            Err(e) if e.kind() == OdKind::ConditionNotMatch => Ok(()),
+            Err(e) => Err(self.error("write", kind, name, e)),
+        }
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        if kind == ObjectKind::Config {
+            return match self.stat(kind, "config") {
+                Ok(i) => Ok(vec![i]),
+                // No config: tell a missing bucket (HEAD cannot) from an
+                // empty prefix.
+                Err(e) if e.is_not_found() => self.check_bucket().map(|()| Vec::new()),
+                Err(e) => Err(BackendError { op: "list", ..e }),
+            };
+        }
+        let dir = format!("{}/", kind.dir());
+        // Packs: one flat, paginated listing of `data/` instead of 256.
+        let opts = ListOptions {
+            recursive: kind == ObjectKind::Pack,
+            ..Default::default()
+        };
+        let entries = self
+            .op
+            .list_options(&dir, opts)
+            .map_err(|e| self.error("list", kind, "", e))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let Some(rel) = e.path().strip_prefix(&dir) else {
+                continue;
+            };
+            let name = match (kind, rel.split_once('/')) {
+                (ObjectKind::Pack, Some((fan, n))) if fan.len() == 2 && !n.contains('/') => n,
+                (ObjectKind::Pack, _) | (_, Some(_)) => continue,
+                (_, None) => rel,
+            };
+            if !e.metadata().is_file() || !valid_name(name) {
+                continue;
+            }
+            out.push(self.info("list", kind, name, e.metadata())?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
+        Self::check_name("delete", kind, name)?;
+        let path = key(kind, name);
+        self.readahead.forget(name);
+        // S3 deletes a missing key without complaint; the contract wants
+        // NotFound.
+        self.op
+            .stat(&path)
+            .map_err(|e| self.error("delete", kind, name, e))?;
+        self.op
+            .delete(&path)
+            .map_err(|e| self.error("delete", kind, name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_local_layout() {
+        let n = "ab".repeat(32);
+        assert_eq!(key(ObjectKind::Config, "config"), "config");
+        assert_eq!(key(ObjectKind::Pack, &n), format!("data/ab/{n}"));
+        assert_eq!(key(ObjectKind::Key, &n), format!("keys/{n}"));
+        assert_eq!(key(ObjectKind::Snapshot, &n), format!("snapshots/{n}"));
+        assert_eq!(key(ObjectKind::Index, &n), format!("index/{n}"));
+        assert_eq!(key(ObjectKind::Lock, "backup-1-0"), "locks/backup-1-0");
+        assert_eq!(key(ObjectKind::Mark, &n), format!("marks/{n}"));
+        assert_eq!(key(ObjectKind::Dict, &n), format!("dicts/{n}"));
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let e = |k| opendal::Error::new(k, "x");
+        assert_eq!(classify(&e(OdKind::NotFound)), BackendErrorKind::NotFound);
+        assert_eq!(
+            classify(&e(OdKind::PermissionDenied)),
+            BackendErrorKind::Permanent
+        );
+        // NoSuchBucket comes back as ConfigInvalid.
+        assert_eq!(
+            classify(&e(OdKind::ConfigInvalid)),
+            BackendErrorKind::Permanent
+        );
+        assert_eq!(
+            classify(&e(OdKind::RateLimited)),
+            BackendErrorKind::Transient
+        );
+        let status = |code: u16| {
+            e(OdKind::Unexpected)
+                .with_context(
+                    "response",
+                    format!("Parts {{ status: {code}, headers: {{}} }}"),
+                )
+                .set_persistent()
+        };
+        // 5xx (after the retries), and no response at all (refused,
+        // reset, timed out).
+        assert_eq!(classify(&status(503)), BackendErrorKind::Transient);
+        assert_eq!(classify(&status(500)), BackendErrorKind::Transient);
+        assert_eq!(
+            classify(&e(OdKind::Unexpected).set_persistent()),
+            BackendErrorKind::Transient
+        );
+        // A request the server will never accept.
+        assert_eq!(classify(&status(400)), BackendErrorKind::Permanent);
+        assert_eq!(
+            classify(&e(OdKind::PermissionDenied).set_persistent()),
+            BackendErrorKind::Permanent
+        );
+    }
+
+    #[test]
+    fn descriptions_drop_the_response_dump() {
+        let e = opendal::Error::new(
+            OdKind::PermissionDenied,
+            "S3Error { code: \"AccessDenied\" }",
+        )
+        .with_context("uri", "http://h/b/config")
+        .with_context("response", "Parts { status: 403, headers: {\"a\": \"b\"} }");
+        let d = describe(&e);
+        assert!(d.starts_with("access denied"), "{d}");
+        assert!(
+            d.contains("AccessDenied") && d.contains("http://h/b/config"),
+            "{d}"
+        );
+        assert!(!d.contains("Parts") && !d.contains("headers"), "{d}");
+    }
+
+    #[test]
+    fn aws_endpoints_are_recognised() {
+        assert!(is_aws(None));
+        assert!(is_aws(Some("https://s3.eu-west-1.amazonaws.com")));
+        assert!(!is_aws(Some("http://127.0.0.1:3900")));
+        assert!(!is_aws(Some("https://garage.example.com")));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let c = S3Credentials {
+            access_key_id: "GKid".into(),
+            secret_access_key: "s3cr3t".into(),
+            session_token: Some("t0k3n".into()),
+        };
+        let d = format!(
+            "{:?}",
+            S3Options {
+                credentials: Some(c),
+                ..Default::default()
+            }
+        );
+        assert!(
+            d.contains("GKid") && !d.contains("s3cr3t") && !d.contains("t0k3n"),
+            "{d}"
+        );
+    }
+}
