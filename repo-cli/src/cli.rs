@@ -103,6 +103,14 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub no_cache: bool,
 
+    /// Pack transfers to run at once: uploads in a backup, downloads in restore,
+    /// check --read-data and drill. More hides a network's round trips; each upload
+    /// in flight holds a pack (up to 16 MiB by default) in memory.
+    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, value_name = "N",
+          default_value_t = repo_core::Repository::DEFAULT_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -24,7 +24,15 @@ pub struct BackupReport {
     /// code (SPEC §13).
     #[serde(default)]
     pub repository_warnings: Vec<WarningJson>,
+    /// Requests the command made to the storage.
+    #[serde(default)]
+    pub requests: Requests,
 }
+
+/// Requests a command made to the storage, by kind, and the bytes sent and
+/// received: the `requests` field of every report that has one
+/// (docs/scripting.md), from [`repo_core::Repository::request_stats`].
+pub type Requests = repo_core::RequestStats;
 
 /// A warning as scripts see it: the library's [`repo_core::Warning`] by
 /// kind, path (when it names one) and message.

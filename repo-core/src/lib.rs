@@ -177,5 +177,5 @@ pub use backend::S3Backend;
 pub use backend::conformance;
 pub use backend::{
     Backend, BackendError, BackendErrorKind, LOCATION_FORMS, LocalBackend, Location, LocationError,
-    MemoryBackend, ObjectInfo, ObjectKind, S3Credentials, S3Location, S3Options,
+    MemoryBackend, ObjectInfo, ObjectKind, RequestStats, S3Credentials, S3Location, S3Options,
 };

@@ -1,11 +1,12 @@
 //! The repository: init and open, keys, loading and saving blobs, and the
 //! write ordering that keeps it consistent (SPEC §13, §14).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, ObjectKind};
+use crate::backend::{Backend, Counted, Counters, Limited, ObjectKind, RequestStats, Slots};
 use crate::blob::{self, BlobKind};
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -90,6 +91,10 @@ const MAX_KEPT_BUFFER: usize = 16 << 20;
 /// An open, unlocked repository. `Send + Sync`; operations take `&self`.
 pub struct Repository {
     backend: Arc<dyn Backend>,
+    /// Every request made through `backend`, for [`Repository::request_stats`].
+    requests: Arc<Counters>,
+    /// Pack transfers allowed at once ([`Repository::set_connections`]).
+    slots: Arc<Slots>,
     key: MasterKey,
     /// Changes when `change_password` replaces this session's key file.
     key_id: std::sync::RwLock<KeyId>,
@@ -135,6 +140,27 @@ pub fn username() -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
+/// A backend as the repository uses it: counted, with pack transfers
+/// limited to the connection count.
+struct Wired {
+    backend: Arc<dyn Backend>,
+    requests: Arc<Counters>,
+    slots: Arc<Slots>,
+}
+
+impl Wired {
+    fn new(backend: impl Backend + 'static) -> Self {
+        let requests = Arc::new(Counters::default());
+        let slots = Arc::new(Slots::new(Repository::DEFAULT_CONNECTIONS));
+        let limited = Limited::new(backend, Arc::clone(&slots));
+        Self {
+            backend: Arc::new(Counted::new(limited, Arc::clone(&requests))),
+            requests,
+            slots,
+        }
+    }
+}
+
 fn cache_for(dir: &Option<PathBuf>, id: &RepoId) -> Result<Cache> {
     let path = dir
         .as_ref()
@@ -150,7 +176,8 @@ impl Repository {
         password: &[u8],
         opts: InitOptions,
     ) -> Result<Self> {
-        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let wired = Wired::new(backend);
+        let backend = Arc::clone(&wired.backend);
         if !backend.list(ObjectKind::Config)?.is_empty() {
             return Err(Error::AlreadyExists(backend.location()));
         }
@@ -184,19 +211,22 @@ impl Repository {
         )?;
         let warnings = Arc::new(Warnings::default());
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        Ok(Self::assemble(
-            backend, key, key_id, config, index, warnings,
-        ))
+        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
     }
 
     fn assemble(
-        backend: Arc<dyn Backend>,
+        wired: Wired,
         key: MasterKey,
         key_id: KeyId,
         config: Config,
         index: Index,
         warnings: Arc<Warnings>,
     ) -> Self {
+        let Wired {
+            backend,
+            requests,
+            slots,
+        } = wired;
         let hasher = ContentHasher::new(&key);
         let dicts = Dictionaries::new(
             Arc::clone(&backend),
@@ -207,6 +237,8 @@ impl Repository {
         Self {
             hasher,
             backend,
+            requests,
+            slots,
             key,
             key_id: std::sync::RwLock::new(key_id),
             config,
@@ -222,7 +254,8 @@ impl Repository {
         password: &[u8],
         opts: OpenOptions,
     ) -> Result<Self> {
-        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let wired = Wired::new(backend);
+        let backend = Arc::clone(&wired.backend);
         let cbytes = match backend.read(ObjectKind::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
@@ -247,9 +280,7 @@ impl Repository {
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
         index.sync(&*backend, key.data_key())?;
-        Ok(Self::assemble(
-            backend, key, key_id, config, index, warnings,
-        ))
+        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -337,9 +368,56 @@ impl Repository {
         Err(last)
     }
 
-    /// The storage backend.
+    /// Pack transfers a new repository handle runs at once: enough
+    /// requests in flight to hide a network's round trips, few enough that
+    /// a backup's packs in flight (16 MiB each by default) keep its memory
+    /// small.
+    pub const DEFAULT_CONNECTIONS: usize = 4;
+
+    /// The storage backend, as this repository uses it: its requests are
+    /// counted ([`Repository::request_stats`]) and its pack transfers
+    /// limited ([`Repository::set_connections`]).
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
+    }
+
+    /// Lets up to `n` (at least 1) pack transfers run at once: a backup's
+    /// uploads, and the pack reads of restore, check and drill. Requests
+    /// for other files are small and not limited.
+    pub fn set_connections(&mut self, n: usize) {
+        self.slots.set_max(n);
+    }
+
+    /// How many pack transfers may run at once.
+    pub fn connections(&self) -> usize {
+        self.slots.max()
+    }
+
+    /// Requests this handle made to the storage since it was opened (or
+    /// created), by kind, and the bytes sent and received.
+    pub fn request_stats(&self) -> RequestStats {
+        self.requests.snapshot()
+    }
+
+    /// Runs `f`, whose parallel work reads packs, on enough threads to keep
+    /// [`Repository::connections`] reads in flight: on remote storage
+    /// behind fewer cores, on a pool of that size; otherwise on the current
+    /// pool, so local storage works as before (more threads than cores
+    /// cost CPU time and a pack buffer each, and gain nothing there).
+    pub(crate) fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let want = self.connections();
+        if !self.backend.is_remote() || want <= rayon::current_num_threads() {
+            return f();
+        }
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(want)
+            .thread_name(|i| format!("cairn-read-{i}"))
+            .build()
+        {
+            Ok(pool) => pool.install(f),
+            // No threads to be had: fewer requests in flight, same result.
+            Err(_) => f(),
+        }
     }
     /// The repository's random id, chosen at [`Repository::init`].
     pub fn id(&self) -> RepoId {
@@ -756,6 +834,52 @@ impl Repository {
         })
     }
 
+    /// [`Repository::load_tree`] for a backup comparing with its parent:
+    /// the sealed tree comes from the local cache when it holds it (opened
+    /// and verified as if read from the pack), else from the storage, and
+    /// is cached then (SPEC §12). A nothing-changed backup so makes no
+    /// request per directory. `check`, restore and drill read the storage.
+    pub(crate) fn load_parent_tree(&self, id: &TreeId) -> Result<Tree> {
+        let loc = self.locate(&id.as_blob())?;
+        let e = &loc.entry;
+        let cache = self.index.cache();
+        let cached = cache.tree(&e.id).ok().flatten();
+        let from_cache = cached.is_some();
+        let mut sealed = match cached {
+            Some(s) => s,
+            None => self.backend.read_range(
+                ObjectKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(e.offset),
+                e.length,
+            )?,
+        };
+        let copy = (!from_cache).then(|| sealed.clone());
+        let mut plain = Vec::new();
+        let opened = blob::open_blob_into_with(
+            self.data_key(),
+            &self.hasher,
+            e.kind,
+            &e.id,
+            &mut sealed,
+            e.raw_length,
+            &mut plain,
+            &self.dicts,
+        );
+        let tree = opened.ok().and_then(|()| Tree::decode(&plain).ok());
+        match (tree, copy) {
+            (Some(t), Some(copy)) => {
+                // The cache is disposable: failing to fill it costs a read.
+                let _ = cache.put_tree(&e.id, &copy);
+                Ok(t)
+            }
+            (Some(t), None) => Ok(t),
+            // A damaged cached copy, or a damaged tree in the pack: the
+            // storage's copy decides, with load_tree's errors.
+            (None, _) => self.load_tree(id),
+        }
+    }
+
     /// The prefix and the sealed header and trailer of a pack holding
     /// `entries`, under this repository's key: what a pack's first and
     /// last bytes are. For the scale benchmark's placeholder packs, whose
@@ -902,7 +1026,7 @@ impl Repository {
                 Mutex::new(self.new_pack(BlobKind::Data)),
                 Mutex::new(self.new_pack(BlobKind::Tree)),
             ],
-            inflight: Mutex::new(None),
+            inflight: Mutex::new(VecDeque::new()),
             dict: Mutex::new(DictState::Unknown),
             packed_adjust: std::sync::atomic::AtomicI64::new(0),
         }
@@ -966,12 +1090,14 @@ impl SnapshotFilter {
 ///
 /// A full pack is written by a background thread while the workers go on
 /// sealing: a local write ends in an fsync (tens of milliseconds for 16 MiB)
-/// that would otherwise stall a core. At most one pack is in flight; its
-/// index entries are recorded only after its write succeeded (SPEC §13).
+/// and a network write in round trips, either of which would otherwise
+/// stall a core. Up to [`Repository::connections`] packs are in flight, in
+/// the order they filled; each one's index entries are recorded only after
+/// its write succeeded (SPEC §13).
 pub(crate) struct Packer<'a> {
     repo: &'a Repository,
     writers: [Mutex<PackWriter>; 2],
-    inflight: Mutex<Option<Inflight>>,
+    inflight: Mutex<VecDeque<Inflight>>,
     dict: Mutex<DictState>,
     /// Sealed size minus what [`Packer::save`] reported, for blobs held back
     /// to train a dictionary (their size was not known yet).
@@ -1099,6 +1225,11 @@ impl Packer<'_> {
                 dict,
                 &mut sealed,
             );
+            if kind == BlobKind::Tree {
+                // For the next backup's comparison with this one; only a
+                // tree the index names is ever looked up (SPEC §12).
+                let _ = self.repo.index.cache().put_tree(&id, &sealed);
+            }
             let n = sealed.len() as u64;
             let mut w = self.writers[kind as usize]
                 .lock()
@@ -1117,12 +1248,18 @@ impl Packer<'_> {
         Ok(n)
     }
 
-    /// Finishes `w` and starts writing it in the background, after the
-    /// previous background write has completed and been indexed.
+    /// Finishes `w` and starts writing it in the background, once fewer
+    /// than [`Repository::connections`] writes are in flight: finished ones
+    /// are indexed first, and if none has finished, the oldest is waited for.
     fn upload(&self, w: PackWriter) -> Result<()> {
         let (id, bytes, entries) = w.finish(self.repo.data_key());
-        let mut slot = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        self.settle(&mut slot)?;
+        let mut queue = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        while queue.front().is_some_and(|f| f.write.is_finished()) {
+            self.settle(&mut queue)?;
+        }
+        while queue.len() >= self.repo.connections() {
+            self.settle(&mut queue)?;
+        }
         let backend = Arc::clone(&self.repo.backend);
         let name = id.to_hex();
         let bytes = Arc::new(bytes);
@@ -1131,7 +1268,7 @@ impl Packer<'_> {
             .name("cairn-pack-write".into())
             .spawn(move || backend.write(ObjectKind::Pack, &name, &shared));
         match spawned {
-            Ok(write) => *slot = Some(Inflight { write, id, entries }),
+            Ok(write) => queue.push_back(Inflight { write, id, entries }),
             // No thread to be had: write here instead.
             Err(_) => {
                 self.repo
@@ -1145,9 +1282,11 @@ impl Packer<'_> {
         Ok(())
     }
 
-    /// Waits for the background write in `slot`, then indexes its pack.
-    fn settle(&self, slot: &mut Option<Inflight>) -> Result<()> {
-        let Some(f) = slot.take() else {
+    /// Waits for the oldest background write in `queue`, then indexes its
+    /// pack. A failed write fails the backup; the writes still in flight are
+    /// waited for by [`Packer`]'s `Drop` and stay unindexed.
+    fn settle(&self, queue: &mut VecDeque<Inflight>) -> Result<()> {
+        let Some(f) = queue.pop_front() else {
             return Ok(());
         };
         match f.write.join() {
@@ -1178,7 +1317,11 @@ impl Packer<'_> {
                 self.upload(w)?;
             }
         }
-        self.settle(&mut self.inflight.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let mut queue = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        while !queue.is_empty() {
+            self.settle(&mut queue)?;
+        }
+        drop(queue);
         self.repo
             .index
             .flush(&*self.repo.backend, self.repo.data_key())?;
@@ -1198,12 +1341,13 @@ impl Packer<'_> {
 }
 
 impl Drop for Packer<'_> {
-    /// A backup that fails still waits for its background write, so nothing
-    /// touches the repository after the call that owned the packer returned.
-    /// The pack stays unindexed, as after a crash; the next backup adopts it.
+    /// A backup that fails still waits for its background writes, so
+    /// nothing touches the repository after the call that owned the packer
+    /// returned. Their packs stay unindexed, as after a crash; the next
+    /// backup adopts them.
     fn drop(&mut self) {
-        let slot = self.inflight.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = slot.take() {
+        let queue = self.inflight.get_mut().unwrap_or_else(|e| e.into_inner());
+        for f in queue.drain(..) {
             let _ = f.write.join();
         }
     }

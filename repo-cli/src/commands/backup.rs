@@ -66,7 +66,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &BackupArgs) -> Result<Status> {
     } else {
         SourceDetails::Files
     };
-    report(out, &outcome, source, repo.warnings())?;
+    report(out, &outcome, source, &repo)?;
     Ok(if outcome.warnings.is_empty() {
         Status::Ok
     } else {
@@ -103,18 +103,14 @@ fn parent(repo: &Repository, a: &BackupArgs) -> Result<ParentChoice> {
     })
 }
 
-fn report(
-    out: Output,
-    o: &BackupOutcome,
-    source: SourceDetails,
-    repository_warnings: Vec<repo_core::Warning>,
-) -> Result<()> {
+fn report(out: Output, o: &BackupOutcome, source: SourceDetails, repo: &Repository) -> Result<()> {
     let s = &o.snapshot.snapshot.summary;
     if out.json {
         out.json_value(&BackupReport {
             snapshots: vec![SavedSnapshot::new(o, source)],
             failed: Vec::new(),
-            repository_warnings: crate::contract::warnings_json(&repository_warnings),
+            repository_warnings: crate::contract::warnings_json(&repo.warnings()),
+            requests: repo.request_stats(),
         })?;
         return Ok(());
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{Status, open};
 use crate::cli::{CheckArgs, GlobalArgs};
+use crate::contract::Requests;
 use crate::output::Output;
 use crate::progress::TermProgress;
 
@@ -15,6 +16,7 @@ struct CheckJson<'a> {
     read_data: String,
     #[serde(flatten)]
     report: &'a CheckReport,
+    requests: Requests,
 }
 
 /// Runs the check, prints the report, and fails (exit 1) on any error.
@@ -39,6 +41,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CheckArgs) -> Result<Status> {
         out.json_value(&CheckJson {
             read_data: read_data.to_string(),
             report: &report,
+            requests: repo.request_stats(),
         })?;
     } else if out.quiet {
         // Errors still reach stderr through the failure below.

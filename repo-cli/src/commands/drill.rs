@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{Status, open, select};
 use crate::cli::{DrillArgs, GlobalArgs};
+use crate::contract::Requests;
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
 
@@ -15,6 +16,7 @@ struct DrillJson<'a> {
     time: String,
     #[serde(flatten)]
     report: &'a DrillReport,
+    requests: Requests,
 }
 
 /// Runs the drill, prints the report, and fails (exit 1) if a file differs.
@@ -34,6 +36,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &DrillArgs) -> Result<Status> {
         out.json_value(&DrillJson {
             time: output::rfc3339(report.time_ns),
             report: &report,
+            requests: repo.request_stats(),
         })?;
     } else {
         out.line(report.to_string())?;

@@ -157,7 +157,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
         return Err(repo_core::Error::NotARepository(backend.location()).into());
     }
     let pw = credentials::password(g, Purpose::Open)?;
-    let repo = Repository::open(
+    let mut repo = Repository::open(
         backend,
         &pw,
         OpenOptions {
@@ -177,6 +177,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
             ));
         }
     })?;
+    repo.set_connections(g.connections as usize);
     out.verbose(
         1,
         format!("opened repository {} at {location}", repo.id().short()),

@@ -95,6 +95,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
     }
     if out.json {
         saved.repository_warnings = crate::contract::warnings_json(&repo.warnings());
+        saved.requests = repo.request_stats();
         out.json_value(&saved)?;
     }
     Ok(Status::Ok)

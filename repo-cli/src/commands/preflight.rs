@@ -115,6 +115,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         quiet: true,
         s3_endpoint: g.s3_endpoint.clone(),
         s3_path_style: g.s3_path_style,
+        connections: g.connections,
     };
     let password = match credentials::password(&rg, Purpose::Open) {
         Ok(p) => Some(p),

@@ -106,6 +106,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &QdrantBackupArgs) -> Result<Status> {
     }
     if out.json {
         report.repository_warnings = crate::contract::warnings_json(&repo.warnings());
+        report.requests = repo.request_stats();
         out.json_value(&report)?;
     } else if collections.is_empty() {
         out.line(format!("no collections on {}", client.url()))?;

@@ -122,6 +122,7 @@ fn backup(g: &GlobalArgs, out: Output, a: &RedisBackupArgs) -> Result<Status> {
             snapshots: vec![saved],
             failed: Vec::new(),
             repository_warnings: crate::contract::warnings_json(&repo.warnings()),
+            requests: repo.request_stats(),
         })?;
     } else {
         out.line(format!(

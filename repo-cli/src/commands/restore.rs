@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{Status, open, select};
 use crate::cli::{GlobalArgs, OverwriteArg, RestoreArgs};
+use crate::contract::Requests;
 use crate::output::{self, Output};
 use crate::progress::TermProgress;
 
@@ -23,6 +24,7 @@ struct RestoreJson<'a> {
     bytes_restored: u64,
     duration_s: f64,
     warnings: &'a [repo_core::Warning],
+    requests: Requests,
 }
 
 /// Restores the selected snapshot and prints a summary.
@@ -70,6 +72,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RestoreArgs) -> Result<Status> {
             bytes_restored: sum.bytes_restored,
             duration_s: output::seconds(ns),
             warnings: &sum.warnings,
+            requests: repo.request_stats(),
         })?;
     } else {
         out.line(format!(

@@ -56,6 +56,7 @@ impl Env {
             "CAIRN_PASSWORD_FILE",
             "CAIRN_PASSWORD_COMMAND",
             "CAIRN_CACHE_DIR",
+            "CAIRN_CONNECTIONS",
             "CAIRN_QDRANT_API_KEY",
             "CAIRN_PG_DSN",
             "CAIRN_REDIS_URL",

@@ -22,5 +22,6 @@ mod qdrant_fake;
 mod redis;
 mod repository;
 mod s3;
+mod requests;
 mod scripting;
 mod trees;

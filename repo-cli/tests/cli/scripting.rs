@@ -41,7 +41,7 @@ fn assert_envelope(what: &str, report: &Value, kind: &str) {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["failed", "repository_warnings", "snapshots"],
+        ["failed", "repository_warnings", "requests", "snapshots"],
         "{what}: {report}"
     );
     assert_eq!(report["failed"], json!([]), "{what}");

@@ -363,6 +363,9 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn location(&self) -> String {
         format!("faulty:{}", self.inner.location())
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.gate(OpKind::Read, "read", kind, name)?;

@@ -16,20 +16,25 @@
 pub mod conformance;
 #[cfg(any(test, feature = "fault-injection"))]
 pub mod faulty;
+mod limit;
 mod local;
 mod location;
 mod memory;
 #[cfg(feature = "s3")]
 mod s3;
+mod stats;
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub use faulty::{Fault, FaultPlan, FaultyBackend, OpKind};
+pub(crate) use limit::{Limited, Slots};
 pub use local::LocalBackend;
 pub(crate) use local::valid_name;
 pub use location::{LOCATION_FORMS, Location, LocationError, S3Credentials, S3Location, S3Options};
 pub use memory::MemoryBackend;
 #[cfg(feature = "s3")]
 pub use s3::S3Backend;
+pub use stats::RequestStats;
+pub(crate) use stats::{Counted, Counters};
 
 use std::fmt;
 use std::io;
@@ -176,6 +181,14 @@ impl BackendError {
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Human-readable location, for messages.
     fn location(&self) -> String;
+    /// Whether each request waits for a network round trip (object
+    /// storage): then running more requests at once than there are cores
+    /// pays (`Repository::set_connections`). Local storage answers from the
+    /// page cache or a disk queue, and extra threads would only compete
+    /// for the cores; decorators forward it.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Reads a whole object.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
     /// [`Backend::read`] into `buf` (replacing its contents): a reader of

@@ -151,7 +151,7 @@ impl<'a> Archiver<'a> {
     fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
         let id = parent.filter(|p| p.kind == NodeKind::Dir)?.subtree?;
         // A parent tree that cannot be read only costs re-reading files.
-        self.repo.load_tree(&id).ok()
+        self.repo.load_parent_tree(&id).ok()
     }
 
     /// Archives the selected paths; returns the root tree.

@@ -268,7 +268,7 @@ impl<'a> Backup<'a> {
                 let parent_root = match &parent {
                     // As for subtrees (archiver): an unreadable parent
                     // only costs re-reading files; the warning names why.
-                    Some(p) => match self.repo.load_tree(&p.snapshot.tree) {
+                    Some(p) => match self.repo.load_parent_tree(&p.snapshot.tree) {
                         Ok(t) => Some(t),
                         Err(e) => {
                             self.repo.warn(Warning::UnreadableParent {

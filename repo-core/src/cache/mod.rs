@@ -16,6 +16,7 @@
 
 /// The run files' on-disk format (SPEC §12.1); public for the fuzz targets.
 pub mod runs;
+mod trees;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -190,6 +191,10 @@ CREATE TABLE IF NOT EXISTS drills (
     report TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS drills_by_snapshot ON drills (snapshot, time_ns);
+CREATE TABLE IF NOT EXISTS trees (
+    id BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL
+);
 ";
 
 /// Ledger key: start of the current rotation cycle of partial checks.

@@ -521,7 +521,14 @@ impl Repository {
     /// Returns `Err` only when the check itself cannot proceed (invalid
     /// options, a backend that cannot be listed); everything wrong with the
     /// repository is in the report.
+    ///
+    /// Packs are read with up to [`Repository::connections`] requests in
+    /// flight.
     pub fn check(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+        self.with_read_pool(|| self.check_in_pool(opts, progress))
+    }
+
+    fn check_in_pool(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         opts.read_data.validate()?;
         let started = Instant::now();
         let time_ns = now_ns();

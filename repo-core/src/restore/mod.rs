@@ -206,8 +206,13 @@ impl<'a> Restore<'a> {
         self
     }
 
-    /// Runs the restore.
+    /// Runs the restore, reading chunks with up to
+    /// [`Repository::connections`] requests in flight.
     pub fn run(self) -> Result<RestoreSummary> {
+        self.repo.with_read_pool(move || self.run_in_pool())
+    }
+
+    fn run_in_pool(self) -> Result<RestoreSummary> {
         let inc = PathPatterns::new(&self.includes)?;
         let exc = PathPatterns::new(&self.excludes)?;
         let target = TargetDir::open(&self.target).map_err(|source| Error::Target {

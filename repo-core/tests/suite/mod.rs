@@ -5,6 +5,7 @@ mod check;
 mod check_spill;
 mod concurrent_prune;
 mod conformance;
+mod connections;
 mod corruption;
 mod corruption_sweep;
 mod dictionary;

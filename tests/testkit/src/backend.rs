@@ -55,6 +55,7 @@ pub struct Hooked<B> {
     inner: B,
     before: Arc<Before>,
     after: Arc<After>,
+    remote: bool,
 }
 
 impl<B: Backend> Hooked<B> {
@@ -64,7 +65,15 @@ impl<B: Backend> Hooked<B> {
             inner,
             before: Arc::new(|_| Ok(())),
             after: Arc::new(|_| ()),
+            remote: false,
         }
+    }
+
+    /// Says it is remote storage ([`Backend::is_remote`]), so the engine
+    /// runs as many requests at once as it would over a network.
+    pub fn remote(mut self) -> Self {
+        self.remote = true;
+        self
     }
 
     /// Runs `f` before each call.
@@ -110,6 +119,9 @@ impl<B: fmt::Debug> fmt::Debug for Hooked<B> {
 impl<B: Backend> Backend for Hooked<B> {
     fn location(&self) -> String {
         self.inner.location()
+    }
+    fn is_remote(&self) -> bool {
+        self.remote || self.inner.is_remote()
     }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.call(Call::Read(kind, name), |b| b.read(kind, name))

@@ -31,6 +31,7 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
         c.env("CAIRN_PASSWORD_COMMAND", cmd);
     }
     c.arg("-r").arg(&repo.path).arg("--json");
+    c.arg("--connections").arg(g.connections.to_string());
     if let Some(d) = repo.cache_dir.as_ref().or(g.cache_dir.as_ref()) {
         c.arg("--cache-dir").arg(d);
     } else if g.no_cache {
