@@ -172,6 +172,26 @@ cairn snapshots --json | jq -r '.[].id'"
     )]
     Snapshots(SnapshotsArgs),
 
+    /// Copy snapshots from another repository into this one.
+    #[command(
+        long_about = "Copy snapshots of the repository given by --from-repo into the one given by -r/--repo: \
+all of them, the SNAPSHOTs named (ids or unique prefixes), or those passing --host, --tag and --path. \
+Only data this repository lacks is sent, encrypted with this repository's key. Time, host, tags, paths \
+and metadata are kept, and each copy records the id of the snapshot it came from, so copying again \
+copies nothing and an interrupted copy resumes where it stopped.\n\n\
+Repositories created with `init --copy-chunker-params --from-repo SRC` cut and name data like SRC: a \
+copy between them sends only what is missing and shares storage with backups made directly into either. \
+Between unrelated repositories every chunk is read and named again, and the copies do not deduplicate \
+with this repository's own backups.\n\n\
+The source's password comes from --from-password-file, --from-password-command, CAIRN_FROM_PASSWORD, \
+or a prompt.",
+        after_help = "Examples:\n  \
+cairn -r /mnt/offsite copy --from-repo /srv/backup --from-password-file /etc/cairn/local.pw\n  \
+CAIRN_FROM_REPOSITORY=/srv/backup cairn copy --host db1 --tag nightly\n  \
+cairn -r /mnt/offsite init --copy-chunker-params --from-repo /srv/backup"
+    )]
+    Copy(CopyArgs),
+
     /// List files in a snapshot.
     #[command(
         long_about = "List the paths below PATH (default: the root) in SNAPSHOT, one per line. Names are \
@@ -538,6 +558,14 @@ pub struct InitArgs {
     /// can read it. It never gains a dictionary later.
     #[arg(long)]
     pub no_dictionary: bool,
+    /// Cut and name data like the repository given by --from-repo (its chunker parameters
+    /// and content keys; a new password key of its own), so snapshots copied between the
+    /// two deduplicate with each other and with backups made directly into this one.
+    #[arg(long, requires = "from_repo", conflicts_with = "no_dictionary")]
+    pub copy_chunker_params: bool,
+    /// The repository whose parameters --copy-chunker-params copies.
+    #[command(flatten)]
+    pub from: FromRepoArgs,
 }
 
 /// Selects snapshots where `latest` is used.
@@ -604,6 +632,42 @@ pub struct BackupArgs {
     /// The command for --stdin-from-command, and its arguments.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// The repository snapshots are copied from (`copy`, `init --copy-chunker-params`).
+#[derive(Debug, Args, Default)]
+pub struct FromRepoArgs {
+    /// The source repository.
+    #[arg(long, env = "CAIRN_FROM_REPOSITORY", value_name = "LOCATION")]
+    pub from_repo: Option<PathBuf>,
+    /// Read the source repository's password from the first line of FILE.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run COMMAND (with sh -c) and use the first line of its output as the source's password.
+    #[arg(
+        long,
+        env = "CAIRN_FROM_PASSWORD_COMMAND",
+        value_name = "COMMAND",
+        conflicts_with = "from_password_file"
+    )]
+    pub from_password_command: Option<String>,
+    /// Unlock the source with this key file (id or unique prefix).
+    #[arg(long, env = "CAIRN_FROM_KEY", value_name = "ID")]
+    pub from_key: Option<String>,
+}
+
+/// `cairn copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where the snapshots come from.
+    #[command(flatten)]
+    pub from: FromRepoArgs,
+    /// Snapshots of the source to copy (ids or unique prefixes; default: all passing the filters).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Which snapshots of the source to copy.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `cairn snapshots`.

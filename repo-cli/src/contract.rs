@@ -181,6 +181,66 @@ pub enum SourceDetails {
 }
 
 /// Something a backup-like command could not back up.
+/// What `copy --json` prints on stdout: always this one object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CopyReport {
+    /// Snapshots written into the destination by this run.
+    pub copied: Vec<CopiedSnapshot>,
+    /// Selected snapshots the destination already held.
+    pub skipped: Vec<CopiedSnapshot>,
+    /// Blobs (data and tree) stored in the destination.
+    pub blobs_copied: u64,
+    /// Plaintext bytes of the blobs copied.
+    pub bytes_copied: u64,
+    /// Wall time, seconds.
+    pub duration_s: f64,
+}
+
+/// One snapshot of a [`CopyReport`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CopiedSnapshot {
+    /// Full hex id in the source repository.
+    pub source: String,
+    /// Full hex id in the destination.
+    pub snapshot: String,
+    /// RFC 3339, as `snapshots --json`.
+    pub time: String,
+    /// Host name.
+    pub host: String,
+    /// Paths or stream names (lossy UTF-8).
+    pub paths: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+impl CopiedSnapshot {
+    /// The contract's view of one snapshot the library copied or skipped.
+    pub fn new(c: &repo_core::CopiedSnapshot) -> Self {
+        let s = &c.snapshot.snapshot;
+        Self {
+            source: c.source.to_hex(),
+            snapshot: c.snapshot.id.to_hex(),
+            time: output::rfc3339(s.time_ns),
+            host: s.host.clone(),
+            paths: s.paths_lossy(),
+            tags: s.tags.clone(),
+        }
+    }
+}
+
+impl CopyReport {
+    /// The report of a finished copy.
+    pub fn new(stats: &repo_core::CopyStats) -> Self {
+        Self {
+            copied: stats.copied.iter().map(CopiedSnapshot::new).collect(),
+            skipped: stats.skipped.iter().map(CopiedSnapshot::new).collect(),
+            blobs_copied: stats.blobs_copied,
+            bytes_copied: stats.bytes_copied,
+            duration_s: stats.duration.as_secs_f64(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailedSource {
     /// What it is: a collection, a database.

@@ -57,6 +57,39 @@ pub fn password(global: &GlobalArgs, purpose: Purpose) -> Result<Password> {
     Ok(pw)
 }
 
+/// Environment variable holding the source repository's password itself,
+/// for `copy` and `init --copy-chunker-params` (like `CAIRN_PASSWORD`).
+pub const FROM_PASSWORD_ENV: &str = "CAIRN_FROM_PASSWORD";
+
+/// The source repository's password: `file` (`--from-password-file`), then
+/// `command` (`--from-password-command`), then `CAIRN_FROM_PASSWORD`, then
+/// a prompt on a terminal.
+pub fn source_password(file: Option<&Path>, command: Option<&str>) -> Result<Password> {
+    let pw = if let Some(file) = file {
+        from_file(file)?
+    } else if let Some(cmd) = command {
+        from_command(cmd)?
+    } else if let Some(v) = std::env::var_os(FROM_PASSWORD_ENV) {
+        Zeroizing::new(v.into_vec())
+    } else if std::io::stdin().is_terminal() {
+        let s = Zeroizing::new(
+            rpassword::prompt_password("enter password for source repository: ")
+                .context("cannot read the password")?,
+        );
+        Zeroizing::new(s.as_bytes().to_vec())
+    } else {
+        bail!(
+            "no password for the source repository given: use --from-password-file or \
+             --from-password-command, set CAIRN_FROM_PASSWORD_FILE, CAIRN_FROM_PASSWORD_COMMAND \
+             or CAIRN_FROM_PASSWORD, or run from a terminal to be asked"
+        );
+    };
+    if pw.is_empty() {
+        bail!("empty password for the source repository");
+    }
+    Ok(pw)
+}
+
 /// Environment variable holding a new password for `key add` and `key
 /// passwd`, meant for scripts and tests; like `CAIRN_PASSWORD`, it is not
 /// a clap argument, so its value never shows in `--help`.

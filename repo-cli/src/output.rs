@@ -292,6 +292,9 @@ pub struct SnapshotJson<'a> {
     pub summary: &'a SnapshotSummary,
     /// Free-form key/value pairs.
     pub metadata: std::collections::BTreeMap<&'a str, &'a str>,
+    /// For a copy (`cairn copy`), the id of the snapshot it was copied
+    /// from, in the repository that first held it; `null` otherwise.
+    pub original: Option<String>,
 }
 
 /// `summary` as JSON, `duration_ns` replaced by `duration_s`.
@@ -333,6 +336,7 @@ impl<'a> SnapshotJson<'a> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
+            original: s.original.map(|o| o.to_hex()),
         }
     }
 }

@@ -6,10 +6,11 @@
 
 use crate::blob::{self, BlobError};
 use crate::chunker::ChunkerParams;
+use crate::crypto::MasterKey;
 use crate::encoding;
 use crate::format::{
-    self, CONFIG_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN, FORMAT_VERSION, FormatError,
-    MAX_META_FILE, MIN_READ_VERSION,
+    self, CONFIG_MAGIC, COPY_VERSION, DICTIONARY_VERSION, FILE_PREFIX_LEN, FORMAT_VERSION,
+    FormatError, MAX_META_FILE, MIN_READ_VERSION,
 };
 use crate::id::{ID_LEN, RepoId};
 
@@ -20,6 +21,60 @@ pub struct ChunkerProfile {
     pub name: String,
     /// Sizes.
     pub params: ChunkerParams,
+}
+
+/// The secrets that name and cut content (SPEC §3.1, §5): the chunk and
+/// tree id keys and the chunker seed. A repository derives them from its
+/// master key, unless its config holds them: then they are another
+/// repository's (`init --copy-chunker-params`), so the two cut and name the
+/// same data alike and copies between them deduplicate.
+#[derive(
+    Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+pub struct ContentKeys {
+    /// Key of keyed BLAKE3 chunk ids.
+    pub id_key: [u8; 32],
+    /// Key of keyed BLAKE3 tree ids.
+    pub tree_key: [u8; 32],
+    /// Seed XOR-ed into FastCDC's gear table.
+    pub chunker_seed: u64,
+}
+
+impl ContentKeys {
+    /// The keys a master key derives (SPEC §3.1).
+    pub fn of(key: &MasterKey) -> Self {
+        Self {
+            id_key: *key.id_key(),
+            tree_key: *key.tree_key(),
+            chunker_seed: key.chunker_seed(),
+        }
+    }
+
+    /// A short public fingerprint: two repositories with the same one name
+    /// content alike. Reveals nothing of the keys (a keyed-hash output).
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new_derive_key(CONTEXT_CONTENT_FINGERPRINT);
+        h.update(&self.id_key);
+        h.update(&self.tree_key);
+        h.update(&self.chunker_seed.to_le_bytes());
+        h.finalize().to_hex()[..16].to_string()
+    }
+}
+
+/// BLAKE3 `derive_key` context of [`ContentKeys::fingerprint`] (SPEC §5).
+pub const CONTEXT_CONTENT_FINGERPRINT: &str = "cairn 2026-12 content keys fingerprint v3";
+
+impl std::fmt::Debug for ContentKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentKeys({})", self.fingerprint())
+    }
+}
+
+/// Secrets never reach output: `cat config` shows the fingerprint.
+impl serde::Serialize for ContentKeys {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.fingerprint())
+    }
 }
 
 /// Encrypted body of the config (SPEC §5).
@@ -39,13 +94,17 @@ pub struct Config {
     pub compression_level: i32,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Content keys shared with another repository, in version 3
+    /// ([`COPY_VERSION`]) only; `None` derives them from the master key.
+    /// Older bodies end before this field.
+    pub content_keys: Option<ContentKeys>,
 }
 
 impl Config {
     /// A config with the default parameters for a fresh repository.
     pub fn new(repo_id: RepoId, created_ns: i64) -> Self {
         Self {
-            version: FORMAT_VERSION,
+            version: DICTIONARY_VERSION,
             repo_id,
             created_ns,
             chunker_profiles: vec![
@@ -64,6 +123,7 @@ impl Config {
             ],
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
+            content_keys: None,
         }
     }
 
@@ -85,6 +145,17 @@ impl Config {
                 what: "config",
                 version: self.version,
             });
+        }
+        if (self.version >= COPY_VERSION) != self.content_keys.is_some() {
+            return Err(bad(format!(
+                "a version-{} config {} content keys",
+                self.version,
+                if self.content_keys.is_some() {
+                    "cannot hold"
+                } else {
+                    "must hold"
+                }
+            )));
         }
         if self.chunker_profiles.is_empty() || self.chunker_profiles.len() > 255 {
             return Err(bad("needs 1..=255 chunker profiles".into()));
@@ -115,12 +186,44 @@ impl Config {
             .map(|i| i as u8)
     }
 
+    /// The encoded body (SPEC §5): versions 1 and 2 end before
+    /// `content_keys`, so their configs are what earlier builds wrote.
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut body = encoding::encode(self);
+        if self.content_keys.is_none() {
+            // Its `None` is the last byte, a single 0 (SPEC §2.2).
+            body.pop();
+        }
+        body
+    }
+
+    /// Decodes a body, which starts with its version: one before 3 ends
+    /// before `content_keys`, which is then `None`.
+    pub fn decode_body(body: &[u8]) -> Result<Self, FormatError> {
+        let version = format::read_u32_le(body, 0, "config")?;
+        if version >= COPY_VERSION {
+            let c: Self = encoding::decode(body, "config")?;
+            if c.content_keys.is_none() {
+                // Its encoding would be a version-2 body's: not canonical.
+                return Err(FormatError::Malformed {
+                    what: "config",
+                    reason: format!("a version-{version} config must hold content keys"),
+                });
+            }
+            return Ok(c);
+        }
+        let mut full = Vec::with_capacity(body.len() + 1);
+        full.extend_from_slice(body);
+        full.push(0);
+        encoding::decode(&full, "config")
+    }
+
     /// The encrypted config file.
     pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
-        let sealed = blob::seal_object(key, &out, &encoding::encode(self), 0);
+        let sealed = blob::seal_object(key, &out, &self.encode_body(), 0);
         out.extend_from_slice(&sealed);
         out
     }
@@ -141,7 +244,7 @@ impl Config {
         let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
         let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
         let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
-        let c: Config = encoding::decode(&plain, "config")?;
+        let c = Self::decode_body(&plain)?;
         if c.repo_id != id {
             return Err(FormatError::Malformed {
                 what: "config",
@@ -167,7 +270,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::MasterKey;
 
     #[test]
     fn config_round_trip() {
@@ -190,5 +292,26 @@ mod tests {
         assert_eq!(f1[8..12], 1u32.to_le_bytes());
         let back = Config::from_file(k.data_key(), &f1).unwrap();
         assert!(!back.dictionaries());
+
+        // Version 3 holds shared content keys; 1 and 2 cannot.
+        let mut v3 = c.clone();
+        v3.version = 3;
+        assert!(v3.validate().is_err());
+        v3.content_keys = Some(ContentKeys::of(&MasterKey::generate()));
+        let f3 = v3.to_file(k.data_key());
+        assert_eq!(f3[8..12], 3u32.to_le_bytes());
+        assert_eq!(Config::from_file(k.data_key(), &f3).unwrap(), v3);
+        let mut bad = c.clone();
+        bad.content_keys = v3.content_keys.clone();
+        assert!(bad.validate().is_err());
+        // A version-3 body without keys is refused, not read as `None`.
+        let mut none = encoding::encode(&c);
+        none[..4].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Config::decode_body(&none).is_err());
+        assert_eq!(Config::decode_body(&v3.encode_body()).unwrap(), v3);
+        // Secrets stay out of Debug and Serialize.
+        let keys = v3.content_keys.unwrap();
+        let shown = format!("{keys:?}") + &serde_json::to_string(&keys).unwrap();
+        assert!(!shown.contains(&hex::encode(keys.id_key)));
     }
 }

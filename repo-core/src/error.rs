@@ -45,6 +45,13 @@ pub enum Error {
     /// No snapshot matched the selection.
     #[error("no snapshot matches {0:?}")]
     SnapshotNotFound(String),
+    /// A selection of snapshots (filters, ids) matched none; names the
+    /// repository.
+    #[error("no snapshot of {0} matches the selection")]
+    NothingSelected(String),
+    /// A copy's source and destination are the same repository.
+    #[error("cannot copy snapshots of repository {} into itself", .0.short())]
+    CopyIntoItself(crate::id::RepoId),
     /// An id prefix matched several snapshots.
     #[error("snapshot id prefix {0:?} is ambiguous")]
     AmbiguousSnapshot(String),

@@ -701,6 +701,7 @@ mod tests {
             program_version: "cairn test".into(),
             summary: SnapshotSummary::default(),
             metadata: Vec::new(),
+            original: None,
         }
     }
 

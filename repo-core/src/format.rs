@@ -6,9 +6,10 @@
 
 use thiserror::Error;
 
-/// The newest format version: this build reads files up to it and creates
-/// repositories of it (SPEC §1, §19).
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest format version: this build reads files up to it (SPEC §1,
+/// §19). It creates version-2 repositories, and version 3 only when their
+/// content keys are shared with another repository.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build can read (SPEC §1).
 pub const MIN_READ_VERSION: u32 = 1;
 /// The version in the prefix of key, pack, index, snapshot and mark files.
@@ -18,6 +19,11 @@ pub const FILE_VERSION: u32 = 1;
 /// The first repository version whose blobs may be compressed with a
 /// dictionary (SPEC §6.4); its config and dictionary files carry it.
 pub const DICTIONARY_VERSION: u32 = 2;
+/// The first version with copies (SPEC §5, §10, §24): a snapshot file that
+/// records the snapshot it was copied from, and the config of a repository
+/// whose content keys (and chunker profiles) come from another one, carry it.
+/// Files without either keep their earlier versions, byte for byte.
+pub const COPY_VERSION: u32 = 3;
 
 /// Length of every magic prefix (SPEC §2).
 pub const MAGIC_LEN: usize = 8;
@@ -184,7 +190,7 @@ mod tests {
         write_prefix(&mut future, &PACK_MAGIC, FORMAT_VERSION + 1);
         assert!(matches!(
             read_prefix(&future, &PACK_MAGIC, "pack"),
-            Err(FormatError::UnsupportedVersion { version: 3, .. })
+            Err(FormatError::UnsupportedVersion { version: 4, .. })
         ));
     }
 }

@@ -28,6 +28,16 @@ impl ContentHasher {
         }
     }
 
+    /// A hasher of explicit keys: a repository whose content keys are
+    /// another's (SPEC §5) keeps its own dictionary key.
+    pub fn with_keys(chunk_key: [u8; 32], tree_key: [u8; 32], dict_key: [u8; 32]) -> Self {
+        Self {
+            chunk_key,
+            tree_key,
+            dict_key,
+        }
+    }
+
     /// Id of a data chunk.
     pub fn chunk_id(&self, data: &[u8]) -> BlobId {
         BlobId::from_bytes(*blake3::keyed_hash(&self.chunk_key, data).as_bytes())

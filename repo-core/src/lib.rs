@@ -58,7 +58,8 @@
 //!   computed before anything is deleted: [`Repository::backup`]
 //!   ([`Backup`]), [`Repository::restore`] ([`Restore`]),
 //!   [`Repository::check`] ([`CheckOptions`]), [`Repository::forget_plan`]
-//!   ([`RetentionPolicy`]), [`Repository::prune_plan`] ([`PruneOptions`]).
+//!   ([`RetentionPolicy`]), [`Repository::prune_plan`] ([`PruneOptions`]),
+//!   [`Repository::copy_from`] ([`Copy`](struct@Copy)).
 //!   Long operations report through [`Progress`].
 //! - Views of stored data: [`SnapshotEntry`], [`Snapshot`], [`Tree`],
 //!   [`Node`], [`FileReader`] (a stored file as `impl Read`), and the
@@ -87,6 +88,7 @@ mod check;
 mod chunker;
 mod compress;
 mod config;
+mod copy;
 mod crypto;
 mod dict;
 mod duration;
@@ -122,12 +124,15 @@ pub mod unstable;
 pub use crypto::{KdfBudget, KdfParams};
 pub use id::{KeyId, RepoId};
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
-pub use repository::{InitOptions, OpenOptions, Repository, SnapshotFilter};
+pub use repository::{ContentParams, InitOptions, OpenOptions, Repository, SnapshotFilter};
 
 // Backup and restore.
 pub use backup::{Backup, BackupOutcome, ParentChoice, normalize_path};
 pub use reader::FileReader;
 pub use restore::{Overwrite, Restore, RestoreSummary};
+
+// Copy between repositories.
+pub use copy::{CopiedSnapshot, Copy, CopyStats};
 
 // Check, drill and repair.
 pub use cache::{CheckRecord, DrillRecord};

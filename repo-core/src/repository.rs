@@ -11,7 +11,7 @@ use crate::blob::{self, BlobKind};
 use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::compress::Dictionary;
-use crate::config::Config;
+use crate::config::{Config, ContentKeys};
 use crate::crypto::{CryptoError, KdfBudget, KdfParams, KeyFile, MasterKey};
 use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result, WarnFn, Warnings};
@@ -38,6 +38,34 @@ pub struct InitOptions {
     /// a trained dictionary (SPEC §6.4). `false` creates version 1, which
     /// version-1 builds can read and which never gains a dictionary.
     pub dictionary: bool,
+    /// Cut and name content like another repository (`Repository::content_params`),
+    /// so snapshots copied between the two deduplicate with each other and
+    /// with backups made directly into either (SPEC §5, §24). Creates a
+    /// version-3 repository, which needs `dictionary`.
+    pub content: Option<ContentParams>,
+}
+
+/// Another repository's chunker profiles and content keys (SPEC §5), from
+/// [`Repository::content_params`], for [`InitOptions::content`]. Holds
+/// secrets: its `Debug` shows only a fingerprint.
+#[derive(Clone)]
+pub struct ContentParams {
+    profiles: Vec<crate::config::ChunkerProfile>,
+    keys: ContentKeys,
+}
+
+impl ContentParams {
+    /// A public fingerprint of the content keys: repositories that show the
+    /// same one name and cut content alike.
+    pub fn fingerprint(&self) -> String {
+        self.keys.fingerprint()
+    }
+}
+
+impl std::fmt::Debug for ContentParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentParams({})", self.keys.fingerprint())
+    }
 }
 
 impl Default for InitOptions {
@@ -49,6 +77,7 @@ impl Default for InitOptions {
             pack_size: c.pack_size,
             cache_dir: None,
             dictionary: true,
+            content: None,
         }
     }
 }
@@ -190,6 +219,16 @@ impl Repository {
         if !opts.dictionary {
             config.version = 1;
         }
+        if let Some(c) = opts.content {
+            if !opts.dictionary {
+                return Err(Error::InvalidArgument(
+                    "shared content keys need a repository with dictionaries (version 3)".into(),
+                ));
+            }
+            config.version = crate::format::COPY_VERSION;
+            config.chunker_profiles = c.profiles;
+            config.content_keys = Some(c.keys);
+        }
         config.validate()?;
         let key = MasterKey::generate();
         let kf = KeyFile::create(
@@ -227,7 +266,10 @@ impl Repository {
             requests,
             slots,
         } = wired;
-        let hasher = ContentHasher::new(&key);
+        let hasher = match &config.content_keys {
+            Some(c) => ContentHasher::with_keys(c.id_key, c.tree_key, *key.dict_key()),
+            None => ContentHasher::new(&key),
+        };
         let dicts = Dictionaries::new(
             Arc::clone(&backend),
             key.data_key(),
@@ -477,7 +519,24 @@ impl Repository {
             .chunker_profiles
             .get(profile as usize)
             .ok_or_else(|| Error::InvalidArgument(format!("no chunker profile #{profile}")))?;
-        Ok(Chunker::new(p.params, self.key.chunker_seed())?)
+        Ok(Chunker::new(p.params, self.content_keys().chunker_seed)?)
+    }
+
+    /// The keys this repository names and cuts content with (SPEC §5).
+    pub(crate) fn content_keys(&self) -> ContentKeys {
+        self.config
+            .content_keys
+            .clone()
+            .unwrap_or_else(|| ContentKeys::of(&self.key))
+    }
+
+    /// This repository's chunker profiles and content keys, to create
+    /// another that cuts and names content alike ([`InitOptions::content`]).
+    pub fn content_params(&self) -> ContentParams {
+        ContentParams {
+            profiles: self.config.chunker_profiles.clone(),
+            keys: self.content_keys(),
+        }
     }
 
     /// Warnings of this session so far: damaged files skipped (SPEC §13).
@@ -670,6 +729,7 @@ impl Repository {
             program_version: String::new(),
             summary: Default::default(),
             metadata: Vec::new(),
+            original: None,
         };
         let id = self.save_snapshot(&snapshot)?;
         Ok(SnapshotEntry { id, snapshot })

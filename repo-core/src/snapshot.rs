@@ -2,7 +2,7 @@
 
 use crate::blob::{self, BlobError};
 use crate::encoding;
-use crate::format::SNAPSHOT_MAGIC;
+use crate::format::{self, COPY_VERSION, FILE_VERSION, FormatError, SNAPSHOT_MAGIC};
 use crate::id::{SnapshotId, TreeId};
 
 /// Counters recorded by the backup that made a snapshot (SPEC §10).
@@ -65,18 +65,58 @@ pub struct Snapshot {
     pub summary: SnapshotSummary,
     /// Free-form key/value pairs (exporters record server versions etc.), sorted by key.
     pub metadata: Vec<(String, String)>,
+    /// The snapshot this one is a copy of, in the repository it was first
+    /// written to (SPEC §10, §24); `None` for a snapshot made by a backup.
+    /// A copy of a copy names the first one. Encoded only in files of
+    /// version 3 ([`crate::format::COPY_VERSION`]): older files lack it.
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {
+    /// The file version and the encoded body (SPEC §10): a snapshot
+    /// without `original` is written as version 1, without the field, so it
+    /// is byte for byte what earlier builds wrote and read; a copy is
+    /// version 3 with the field.
+    pub fn encode_body(&self) -> (u32, Vec<u8>) {
+        let mut body = encoding::encode(self);
+        if self.original.is_some() {
+            return (COPY_VERSION, body);
+        }
+        // `None` is the last byte, a single 0 (SPEC §2.2).
+        body.pop();
+        (FILE_VERSION, body)
+    }
+
+    /// Decodes the body of a snapshot file of `version`.
+    pub fn decode_body(version: u32, body: &[u8]) -> Result<Self, FormatError> {
+        if version >= COPY_VERSION {
+            let s: Self = encoding::decode(body, "snapshot")?;
+            if s.original.is_none() {
+                return Err(FormatError::Malformed {
+                    what: "snapshot",
+                    reason: format!("a version-{version} snapshot must name its original"),
+                });
+            }
+            return Ok(s);
+        }
+        // Older bodies end before `original`: supply its `None`.
+        let mut full = Vec::with_capacity(body.len() + 1);
+        full.extend_from_slice(body);
+        full.push(0);
+        encoding::decode(&full, "snapshot")
+    }
+
     /// The encrypted file (SPEC §10).
     pub(crate) fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
-        blob::seal_file(&SNAPSHOT_MAGIC, key, &encoding::encode(self), 3)
+        let (version, body) = self.encode_body();
+        blob::seal_file_version(&SNAPSHOT_MAGIC, version, key, &body, 3)
     }
 
     /// Parses a snapshot file.
     pub(crate) fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+        let (version, _) = format::read_prefix(bytes, &SNAPSHOT_MAGIC, "snapshot")?;
         let plain = blob::open_file(&SNAPSHOT_MAGIC, "snapshot", key, bytes)?;
-        Ok(encoding::decode(&plain, "snapshot")?)
+        Ok(Self::decode_body(version, &plain)?)
     }
 
     /// Paths for display (lossy for non-UTF-8).
@@ -114,6 +154,7 @@ mod tests {
             parent in proptest::option::of(any::<[u8; 32]>()),
             counters in any::<[u64; 6]>(),
             metadata in proptest::collection::vec((".{0,8}", ".{0,8}"), 0..3),
+            original in proptest::option::of(any::<[u8; 32]>()),
         ) {
             let s = Snapshot {
                 time_ns,
@@ -134,14 +175,17 @@ mod tests {
                     ..Default::default()
                 },
                 metadata,
+                original: original.map(SnapshotId::from_bytes),
             };
-            let enc = encoding::encode(&s);
-            prop_assert_eq!(encoding::decode::<Snapshot>(&enc, "snapshot").unwrap(), s);
+            let (version, enc) = s.encode_body();
+            prop_assert_eq!(version, if s.original.is_some() { 3 } else { 1 });
+            prop_assert_eq!(Snapshot::decode_body(version, &enc).unwrap(), s);
         }
 
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = encoding::decode::<Snapshot>(&bytes, "snapshot");
+            let _ = Snapshot::decode_body(1, &bytes);
+            let _ = Snapshot::decode_body(3, &bytes);
         }
     }
 
@@ -162,9 +206,23 @@ mod tests {
                 ..Default::default()
             },
             metadata: vec![("k".into(), "v".into())],
+            original: None,
         };
         let f = s.to_file(k.data_key());
+        assert_eq!(f[8..12], 1u32.to_le_bytes(), "no original: version 1");
         assert_eq!(Snapshot::from_file(k.data_key(), &f).unwrap(), s);
+        // A copy is version 3 and keeps its original.
+        let mut copy = s.clone();
+        copy.original = Some(SnapshotId::from_bytes([9; 32]));
+        let fc = copy.to_file(k.data_key());
+        assert_eq!(fc[8..12], 3u32.to_le_bytes());
+        assert_eq!(Snapshot::from_file(k.data_key(), &fc).unwrap(), copy);
+        // Version 3 without an original is not canonical.
+        let (_, body) = s.encode_body();
+        let mut full = body.clone();
+        full.push(0);
+        assert!(Snapshot::decode_body(3, &full).is_err());
+        assert!(Snapshot::decode_body(1, &encoding::encode(&copy)).is_err());
         assert!(Snapshot::from_file(MasterKey::generate().data_key(), &f).is_err());
         assert!(Snapshot::from_file(k.data_key(), &f[..f.len() - 1]).is_err());
     }

@@ -25,7 +25,7 @@ use repo_core::unstable::RepositoryInternals;
 use repo_core::{InitOptions, LocalBackend, ObjectKind, OpenOptions, Repository};
 
 /// Format versions with a fixture. Every version a build can read has one.
-const VERSIONS: &[u32] = &[1, 2];
+const VERSIONS: &[u32] = &[1, 2, 3];
 
 /// The fixtures' password (their keys use [`WEAK_KDF`]).
 const PASSWORD: &[u8] = b"cairn fixture";
@@ -168,6 +168,18 @@ fn opens_checks_and_restores(version: u32) {
         .unwrap();
     }
     assert!(most_chunks >= 3, "no file of several chunks: {most_chunks}");
+    // Version 3: shared content keys, and a copied snapshot naming its original.
+    let copies = repo
+        .snapshots()
+        .unwrap()
+        .iter()
+        .filter(|s| s.snapshot.original.is_some())
+        .count();
+    assert_eq!(copies > 0, version >= 3, "{copies} copied snapshots");
+    assert_eq!(
+        RepositoryInternals::config(&repo).content_keys.is_some(),
+        version >= 3
+    );
 
     let text = fs::read_to_string(fixtures().join(format!("repo-v{version}.manifest"))).unwrap();
     let want = parse(&text);
@@ -196,6 +208,11 @@ fn a_version_1_repository_opens_checks_and_restores() {
 #[test]
 fn a_version_2_repository_opens_checks_and_restores() {
     opens_checks_and_restores(2);
+}
+
+#[test]
+fn a_version_3_repository_opens_checks_and_restores() {
+    opens_checks_and_restores(3);
 }
 
 #[test]
@@ -233,7 +250,9 @@ fn config_files(dir: &Path, n: usize) {
 
 /// Writes the fixture of the build's format version: two snapshots of a
 /// small tree (an empty file, a symlink, a file of several chunks, a
-/// subdirectory; in version 2 enough small files to train a dictionary).
+/// subdirectory; from version 2 enough small files to train a dictionary;
+/// in version 3 content keys shared with another repository, from which
+/// the first snapshot is copied).
 fn write_fixture(version: u32) {
     let d = tempfile::tempdir().unwrap();
     let repo_dir = d.path().join("repo");
@@ -242,6 +261,15 @@ fn write_fixture(version: u32) {
         pack_size: 1 << 20,
         dictionary: version >= 2,
         ..Default::default()
+    };
+    // Version 3: the first snapshot is made in this one and copied.
+    let origin = (version >= 3).then(|| {
+        let b = LocalBackend::create(d.path().join("origin")).unwrap();
+        Repository::init(b, PASSWORD, opts.clone()).unwrap()
+    });
+    let opts = InitOptions {
+        content: origin.as_ref().map(Repository::content_params),
+        ..opts
     };
     let repo = Repository::init(LocalBackend::create(&repo_dir).unwrap(), PASSWORD, opts).unwrap();
     assert_eq!(RepositoryInternals::config(&repo).version, version);
@@ -255,7 +283,10 @@ fn write_fixture(version: u32) {
     fs::write(src.join("sub/lines.sql"), text_lines(1200)).unwrap();
     fs::write(src.join("sub/deeper/random.bin"), random_bytes(3000, 1)).unwrap();
     let time = 1_700_000_000_000_000_000;
-    repo.backup()
+    origin
+        .as_ref()
+        .unwrap_or(&repo)
+        .backup()
         .path(&src)
         .profile("tiny")
         .host("fixture")
@@ -263,6 +294,9 @@ fn write_fixture(version: u32) {
         .time_ns(time)
         .run()
         .unwrap();
+    if let Some(o) = &origin {
+        assert_eq!(repo.copy_from(o).run().unwrap().copied.len(), 1);
+    }
 
     fs::write(src.join("hello.txt"), b"hello again\n").unwrap();
     fs::remove_file(src.join("sub/deeper/random.bin")).unwrap();

@@ -375,6 +375,7 @@ mod seeds {
                 ..Default::default()
             },
             metadata: vec![("pg".into(), "16.2".into())],
+            original: None,
         }
     }
 

@@ -17,12 +17,13 @@ use cairn_testkit::rng::XorShift;
 use repo_core::unstable::blob::{self, BlobKind};
 use repo_core::unstable::chunker::{Chunker, ChunkerParams};
 use repo_core::unstable::compress;
-use repo_core::unstable::config::Config;
+use repo_core::unstable::config::{Config, ContentKeys};
 use repo_core::unstable::crypto::{self, CryptoError, KdfParams, KeyFile, MasterKey};
 use repo_core::unstable::encoding;
 use repo_core::unstable::format::{
-    self, CONFIG_MAGIC, DICT_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN, FILE_VERSION,
-    FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC, SEAL_OVERHEAD, SNAPSHOT_MAGIC,
+    self, CONFIG_MAGIC, COPY_VERSION, DICT_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN,
+    FILE_VERSION, FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC, SEAL_OVERHEAD,
+    SNAPSHOT_MAGIC,
 };
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, DictId, IndexId, PackId, RepoId, SnapshotId, TreeId};
@@ -122,6 +123,27 @@ const K_INDEX_ID: &str = "38754c0afae136368bc7d95f14eda62b96c6fd4a70121fdefdffbb
 // --- (l) a snapshot file (346 bytes: only its id is printed) --------------------
 const L_SNAPSHOT_FILE_ID: &str = "fb92bfe3d9cdda370dd4b71fd394161186a7f2a67192868e4bea732da4015c01";
 
+// --- (o) a copied snapshot (§10, version 3) -----------------------------------------
+/// Appended to the body of (g): `Some(original)`, the original `99…99`.
+const O_ORIGINAL_TAIL: &str = "01999999999999999999999999999999999999999999999999999999999999\
+                               9999";
+const O_COPY_SNAPSHOT_FILE_ID: &str =
+    "5f77338c833a5cc220c882239c9410975e007379adefb6aa5260cdb06e1b6e02";
+
+// --- (p) a config with shared content keys (§5, version 3) ---------------------------
+const CONTEXT_CONTENT_FINGERPRINT: &str = "cairn 2026-12 content keys fingerprint v3";
+const P_CONFIG_V3_FILE: &str = "434149524e43461a030000005656565656565656565656565656565656565656\
+                                565656565656565656565656abababababababababababababababababababab\
+                                ababababf92320440a3937ef33ff5a63a63d84ce94dd3798674b5c91c2dddba8\
+                                a4c157af0d8ab6092d83ab7780fa0a7e40b279cdcd7b838e4be8c972fc772653\
+                                189fcedc6d8bc08b1540e90514b74968dbdf793e4efaef09af179eae0372d176\
+                                fde7398f70bf6f3c1bef74b4e6ecf01716765331df6a8e3c8d4c6318918abac5\
+                                eafc543b94f574d5d257b3e23e8bf8f46088d97a56ed824e31ac059f52a424ce\
+                                c77ab795a9618cb10ec5137c8349a11d653ea15a466653c0ceb1db78531be9c5\
+                                ec67d962d500e4bf91da29fbdd61d1343e915b9ba341a90d2dc32bb7f2f1c4ba\
+                                951b9411c948";
+const P_CONTENT_FINGERPRINT: &str = "a2773233161313a6";
+
 // --- (m) chunk boundaries ---------------------------------------------------------
 const M_INPUT_1MIB_HASH: &str = "4d4cc0193f5989250244730b4bf1a6b7489baec13582c78520d220c30325af33";
 const M_CHUNKS_SMALL: &str =
@@ -213,6 +235,11 @@ const VECTORS: &[(&str, &str)] = &[
     ("N_PAYLOAD", N_PAYLOAD),
     ("N_SEALED_BLOB", N_SEALED_BLOB),
     ("PACK_HEADER_AD", PACK_HEADER_AD),
+    ("O_ORIGINAL_TAIL", O_ORIGINAL_TAIL),
+    ("O_COPY_SNAPSHOT_FILE_ID", O_COPY_SNAPSHOT_FILE_ID),
+    ("CONTEXT_CONTENT_FINGERPRINT", CONTEXT_CONTENT_FINGERPRINT),
+    ("P_CONFIG_V3_FILE", P_CONFIG_V3_FILE),
+    ("P_CONTENT_FINGERPRINT", P_CONTENT_FINGERPRINT),
 ];
 
 fn squash(s: &str) -> String {
@@ -296,6 +323,7 @@ fn golden_snapshot() -> Snapshot {
             duration_ns: 15,
         },
         metadata: vec![("k".into(), "v".into())],
+        original: None,
     }
 }
 
@@ -390,7 +418,35 @@ fn golden_config_file() -> Vec<u8> {
         key().data_key(),
         &[0xaa; 24],
         &f.clone(),
-        &compress::compress(&encoding::encode(&c), 0),
+        &compress::compress(&c.encode_body(), 0),
+    );
+    f.extend_from_slice(&sealed);
+    f
+}
+
+/// (p): a version-3 config holding content keys shared with another
+/// repository (`init --copy-chunker-params`).
+fn golden_config_v3() -> Config {
+    let mut c = Config::new(RepoId::from_bytes([0x56; 32]), 1_700_000_000_000_000_000);
+    c.version = 3;
+    c.content_keys = Some(ContentKeys {
+        id_key: [0x21; 32],
+        tree_key: [0x22; 32],
+        chunker_seed: 0x2323_2323_2323_2323,
+    });
+    c
+}
+
+fn golden_config_v3_file() -> Vec<u8> {
+    let c = golden_config_v3();
+    let mut f = Vec::new();
+    format::write_prefix(&mut f, &CONFIG_MAGIC, 3);
+    f.extend_from_slice(c.repo_id.as_bytes());
+    let sealed = crypto::seal_with_nonce(
+        key().data_key(),
+        &[0xab; 24],
+        &f.clone(),
+        &compress::compress(&c.encode_body(), 0),
     );
     f.extend_from_slice(&sealed);
     f
@@ -525,8 +581,10 @@ fn f_kdf() {
 #[test]
 fn g_snapshot_body() {
     let s = golden_snapshot();
-    assert_eq!(hex::encode(encoding::encode(&s)), squash(G_SNAPSHOT));
-    let back: Snapshot = encoding::decode(&unhex(G_SNAPSHOT), "snapshot").unwrap();
+    let (version, body) = s.encode_body();
+    assert_eq!(version, 1, "a snapshot that is no copy keeps version 1");
+    assert_eq!(hex::encode(body), squash(G_SNAPSHOT));
+    let back = Snapshot::decode_body(1, &unhex(G_SNAPSHOT)).unwrap();
     assert_eq!(back, s);
 }
 
@@ -624,7 +682,7 @@ fn l_snapshot_file() {
         &SNAPSHOT_MAGIC,
         key().data_key(),
         0xcc,
-        &encoding::encode(&golden_snapshot()),
+        &golden_snapshot().encode_body().1,
     );
     assert_eq!(f.len(), 12 + SEAL_OVERHEAD + squash(G_SNAPSHOT).len() / 2);
     assert_eq!(SnapshotId::hash_of(&f).to_hex(), L_SNAPSHOT_FILE_ID);
@@ -632,6 +690,58 @@ fn l_snapshot_file() {
         Snapshot::from_file(key().data_key(), &f).unwrap(),
         golden_snapshot()
     );
+}
+
+#[test]
+fn o_copied_snapshot() {
+    let mut s = golden_snapshot();
+    s.original = Some(SnapshotId::from_bytes([0x99; 32]));
+    let (version, body) = s.encode_body();
+    assert_eq!(version, 3, "a copy is a version-3 snapshot");
+    assert_eq!(
+        hex::encode(&body),
+        squash(G_SNAPSHOT) + &squash(O_ORIGINAL_TAIL),
+        "the body of (g), then Some(original)"
+    );
+    let mut f = Vec::new();
+    format::write_prefix(&mut f, &SNAPSHOT_MAGIC, 3);
+    let sealed = crypto::seal_with_nonce(
+        key().data_key(),
+        &[0xcd; 24],
+        &f.clone(),
+        &compress::compress(&body, 0),
+    );
+    f.extend_from_slice(&sealed);
+    assert_eq!(SnapshotId::hash_of(&f).to_hex(), O_COPY_SNAPSHOT_FILE_ID);
+    assert_eq!(Snapshot::from_file(key().data_key(), &f).unwrap(), s);
+}
+
+#[test]
+fn p_config_with_content_keys() {
+    let f = golden_config_v3_file();
+    assert_eq!(hex::encode(&f), squash(P_CONFIG_V3_FILE));
+    assert_eq!(
+        Config::from_file(key().data_key(), &unhex(P_CONFIG_V3_FILE)).unwrap(),
+        golden_config_v3()
+    );
+    let keys = golden_config_v3().content_keys.unwrap();
+    assert_eq!(keys.fingerprint(), P_CONTENT_FINGERPRINT);
+    let mut h = blake3::Hasher::new_derive_key(CONTEXT_CONTENT_FINGERPRINT);
+    h.update(&[0x21; 32]);
+    h.update(&[0x22; 32]);
+    h.update(&[0x23; 8]);
+    assert_eq!(&h.finalize().to_hex()[..16], P_CONTENT_FINGERPRINT);
+    // Its body is the version-2 body (with version 3), then Some(keys).
+    let mut v2 = golden_config_v3();
+    v2.version = 2;
+    v2.content_keys = None;
+    let mut want = v2.encode_body();
+    want[..4].copy_from_slice(&3u32.to_le_bytes());
+    want.push(1);
+    want.extend_from_slice(&[0x21; 32]);
+    want.extend_from_slice(&[0x22; 32]);
+    want.extend_from_slice(&[0x23; 8]);
+    assert_eq!(golden_config_v3().encode_body(), want);
 }
 
 #[test]
@@ -675,10 +785,11 @@ fn magics() {
             FORMAT_VERSION,
             FILE_VERSION,
             DICTIONARY_VERSION,
+            COPY_VERSION,
             FILE_PREFIX_LEN,
             SEAL_OVERHEAD
         ),
-        (2, 1, 2, 12, 41)
+        (3, 1, 2, 3, 12, 41)
     );
 }
 

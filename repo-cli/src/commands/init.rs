@@ -23,6 +23,12 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
     if !existing.list(ObjectKind::Config)?.is_empty() {
         return Err(repo_core::Error::AlreadyExists(existing.location()).into());
     }
+    // The source is opened first: a wrong source password costs nothing.
+    let content = if a.copy_chunker_params {
+        Some(super::copy::open_source(g, out, &a.from)?.content_params())
+    } else {
+        None
+    };
     let pw = credentials::password(g, Purpose::Init)?;
     let opts = InitOptions {
         kdf: KdfParams {
@@ -34,6 +40,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         pack_size: a.pack_size * 1024 * 1024,
         cache_dir: cache_dir(g),
         dictionary: !a.no_dictionary,
+        content,
     };
     super::key::warn_kdf(out, &opts.kdf);
     // Local: makes the layout; S3: checks that the bucket exists.

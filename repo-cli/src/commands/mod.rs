@@ -6,6 +6,7 @@ mod backup;
 mod cat;
 mod check;
 mod completions;
+mod copy;
 mod diff;
 mod discover;
 mod drill;
@@ -65,6 +66,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Init(a) => init::run(g, out, a),
         Command::Backup(a) => backup::run(g, out, a),
         Command::Snapshots(a) => snapshots::run(g, out, a),
+        Command::Copy(a) => copy::run(g, out, a),
         Command::Ls(a) => ls::run(g, out, a),
         Command::Restore(a) => restore::run(g, out, a),
         Command::Dump(a) => dump::run(g, out, a),

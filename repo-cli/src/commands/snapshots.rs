@@ -21,28 +21,32 @@ pub fn run(g: &GlobalArgs, out: Output, a: &SnapshotsArgs) -> Result<Status> {
         return Ok(Status::Ok);
     }
     // One row per snapshot; extra paths continue on lines of their own.
-    let header = ["ID", "Time", "Host", "Tags", "Paths", "Size"];
-    let mut rows: Vec<[String; 6]> = Vec::new();
+    // Copies (`cairn copy`) get a column naming the snapshot they came from.
+    let copies = snaps.iter().any(|s| s.snapshot.original.is_some());
+    let mut header = vec!["ID", "Time", "Host", "Tags", "Paths", "Size"];
+    if copies {
+        header.push("Copy of");
+    }
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for s in &snaps {
         let sn = &s.snapshot;
         let paths = sn.paths_lossy();
-        rows.push([
+        let mut row = vec![
             s.id.short(),
             output::local_time(sn.time_ns),
             sn.host.clone(),
             sn.tags.join(","),
             paths.first().cloned().unwrap_or_default(),
             output::bytes(sn.summary.total_bytes),
-        ]);
+        ];
+        if copies {
+            row.push(sn.original.map(|o| o.short()).unwrap_or_default());
+        }
+        rows.push(row);
         for p in paths.iter().skip(1) {
-            rows.push([
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                p.clone(),
-                String::new(),
-            ]);
+            let mut more = vec![String::new(); header.len()];
+            more[4] = p.clone();
+            rows.push(more);
         }
     }
     let mut table = Table::new(&header).right(5);

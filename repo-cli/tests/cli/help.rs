@@ -13,6 +13,7 @@ fn every_command_help_has_examples() {
         "restore",
         "dump",
         "cat",
+        "copy",
         "completions",
     ] {
         let out = env.ok([cmd, "--help"]);

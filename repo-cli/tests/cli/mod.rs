@@ -5,6 +5,7 @@ mod backup;
 mod browse;
 mod check;
 mod concurrency;
+mod copy;
 mod dictionary;
 mod exhaustion;
 mod faults;

@@ -301,6 +301,7 @@ impl<'a> Backup<'a> {
             program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
             summary,
             metadata,
+            original: None,
         };
         let id = self.repo.save_snapshot(&snapshot)?;
         Ok(BackupOutcome {
@@ -321,7 +322,7 @@ impl<'a> Backup<'a> {
 /// but not indexed yet ends up named by two index files with the same
 /// entries, which costs nothing. A header that does not open (damaged, or
 /// another key's) leaves the pack alone for `check` and `prune`.
-fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
+pub(crate) fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
     let condemned: std::collections::HashSet<PackId> =
         crate::mark::load_marks(repo.backend(), repo.data_key())?
             .good

@@ -6,6 +6,7 @@ mod check_spill;
 mod concurrent_prune;
 mod conformance;
 mod connections;
+mod copy;
 mod corruption;
 mod corruption_sweep;
 mod dictionary;

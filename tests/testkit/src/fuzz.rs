@@ -37,8 +37,8 @@ use repo_core::unstable::config::Config;
 use repo_core::unstable::crypto::{self, CryptoError, KeyFile, MasterKey};
 use repo_core::unstable::encoding;
 use repo_core::unstable::format::{
-    self, CONFIG_MAGIC, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION, FormatError, INDEX_MAGIC,
-    MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC,
+    self, CONFIG_MAGIC, COPY_VERSION, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION, FormatError,
+    INDEX_MAGIC, MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC,
     PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
 };
 use repo_core::unstable::hash::ContentHasher;
@@ -317,16 +317,25 @@ pub fn tree_decode(data: &[u8]) {
 
 /// Input: an encoded snapshot body (SPEC §10).
 ///
-/// `encoding::decode::<Snapshot>` must not panic and re-encodes what it
-/// accepts; `Snapshot::from_file` on the same bytes sealed as a snapshot
+/// `Snapshot::decode_body` must not panic and re-encodes what it accepts
+/// (as a version-1 and as a version-3 body); `Snapshot::from_file` on the same bytes sealed as a snapshot
 /// file agrees with it; on the raw bytes it does not panic.
 pub fn snapshot_decode(data: &[u8]) {
-    let r = encoding::decode::<Snapshot>(data, "snapshot");
+    // A body of a version-1 file (no `original`); the same bytes as a
+    // version-3 body must be canonical too.
+    let r = Snapshot::decode_body(FILE_VERSION, data);
     if let Ok(s) = &r {
         assert_eq!(
-            encoding::encode(s),
-            data,
+            s.encode_body(),
+            (FILE_VERSION, data.to_vec()),
             "snapshot encoding is not canonical"
+        );
+    }
+    if let Ok(s) = Snapshot::decode_body(COPY_VERSION, data) {
+        assert_eq!(
+            s.encode_body(),
+            (COPY_VERSION, data.to_vec()),
+            "copied snapshot encoding is not canonical"
         );
     }
     let f = Snapshot::from_file(key(), &seal_file(&SNAPSHOT_MAGIC, data));
@@ -356,7 +365,7 @@ pub fn key_file_decode(data: &[u8]) {
 
 /// Input: either a config file or a config body (SPEC §5); both parsers run.
 ///
-/// `peek_id` returns the clear id bytes; `encoding::decode::<Config>`
+/// `peek_id` returns the clear id bytes; `Config::decode_body`
 /// re-encodes what it accepts, `validate` never panics and its profiles
 /// build chunkers; `from_file` on the body sealed as a config file accepts
 /// exactly the bodies that decode and validate; on the raw bytes it does not
@@ -375,13 +384,9 @@ pub fn config_decode(data: &[u8]) {
     }
     let _ = Config::from_file(key(), data);
 
-    let r = encoding::decode::<Config>(data, "config");
+    let r = Config::decode_body(data);
     if let Ok(c) = &r {
-        assert_eq!(
-            encoding::encode(c),
-            data,
-            "config encoding is not canonical"
-        );
+        assert_eq!(c.encode_body(), data, "config encoding is not canonical");
         if c.validate().is_ok() {
             for (i, p) in c.chunker_profiles.iter().enumerate() {
                 assert!(

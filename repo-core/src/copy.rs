@@ -1,0 +1,455 @@
+//! Copy: snapshots from one repository into another (SPEC §24).
+//!
+//! Only blobs the destination lacks are stored, decrypted with the source's
+//! keys and sealed under the destination's. When both repositories name
+//! content with the same keys (`init --copy-chunker-params`, SPEC §5) ids
+//! are the same on both sides and trees are stored as they are; otherwise
+//! every data blob is named again with the destination's key and every tree
+//! rewritten, children first, with the new ids. Each snapshot is written
+//! only after its blobs are durable and indexed (SPEC §13), so a copy that
+//! dies leaves no snapshot, and the next run adopts the packs it wrote.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::backend::ObjectKind;
+use crate::blob::{self, BlobKind};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::pack::BlobLocation;
+use crate::progress::{NoProgress, Progress};
+use crate::repository::{Packer, Repository, SnapshotFilter};
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::{self, Tree};
+
+/// One selected snapshot and where it is in the destination.
+#[derive(Debug, Clone)]
+pub struct CopiedSnapshot {
+    /// Its id in the source repository.
+    pub source: SnapshotId,
+    /// The destination's snapshot holding it (written by this copy, or
+    /// found there already).
+    pub snapshot: SnapshotEntry,
+}
+
+/// What a [`Copy`](struct@Copy) did.
+#[derive(Debug, Clone, Default)]
+pub struct CopyStats {
+    /// Snapshots this run wrote into the destination, oldest first.
+    pub copied: Vec<CopiedSnapshot>,
+    /// Selected snapshots the destination already held.
+    pub skipped: Vec<CopiedSnapshot>,
+    /// Blobs (data and tree) stored in the destination.
+    pub blobs_copied: u64,
+    /// Plaintext bytes of those blobs.
+    pub bytes_copied: u64,
+    /// Bytes they take in the destination's packs (compressed, sealed).
+    pub bytes_packed: u64,
+    /// Whether the two repositories name content alike (SPEC §5): then ids
+    /// and trees carry over unchanged.
+    pub same_content_keys: bool,
+    /// Packs of an interrupted earlier run (or backup) adopted, not sent again.
+    pub packs_resumed: usize,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Builder for copying snapshots from `src` into `dst`
+/// ([`Repository::copy_from`]).
+pub struct Copy<'a> {
+    src: &'a Repository,
+    dst: &'a Repository,
+    ids: Vec<SnapshotId>,
+    filter: SnapshotFilter,
+    progress: &'a dyn Progress,
+}
+
+impl Repository {
+    /// Starts a copy of snapshots of `src` into this repository.
+    pub fn copy_from<'a>(&'a self, src: &'a Repository) -> Copy<'a> {
+        Copy::new(src, self)
+    }
+}
+
+impl<'a> Copy<'a> {
+    /// A copy of every snapshot of `src` into `dst`, narrowed by
+    /// [`Copy::snapshots`] and [`Copy::filter`].
+    pub fn new(src: &'a Repository, dst: &'a Repository) -> Self {
+        Self {
+            src,
+            dst,
+            ids: Vec::new(),
+            filter: SnapshotFilter::default(),
+            progress: &NoProgress,
+        }
+    }
+    /// Copies only these snapshots of the source (all when none are given).
+    pub fn snapshots(mut self, ids: impl IntoIterator<Item = SnapshotId>) -> Self {
+        self.ids.extend(ids);
+        self
+    }
+    /// Copies only snapshots passing `f`.
+    pub fn filter(mut self, f: SnapshotFilter) -> Self {
+        self.filter = f;
+        self
+    }
+    /// Reports progress to `p`: bytes of file content, of the snapshots to copy.
+    pub fn progress(mut self, p: &'a dyn Progress) -> Self {
+        self.progress = p;
+        self
+    }
+
+    /// Runs the copy. Fails with [`Error::CopyIntoItself`] when both are
+    /// the same repository, and [`Error::NothingSelected`] when no snapshot
+    /// of the source passes the selection. The destination announces itself
+    /// as a backup does (SPEC §22); the source is only read.
+    pub fn run(self) -> Result<CopyStats> {
+        if self.src.id() == self.dst.id() {
+            return Err(Error::CopyIntoItself(self.dst.id()));
+        }
+        let heartbeat = crate::lock::Heartbeat::start(self.dst.backend())?;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            s.spawn(|| heartbeat.keep_alive(rx));
+            let r = self.run_with();
+            drop(tx);
+            r
+        })
+    }
+
+    fn run_with(&self) -> Result<CopyStats> {
+        let started = Instant::now();
+        let all = self.src.snapshots()?;
+        let selected: Vec<&SnapshotEntry> = all
+            .iter()
+            .filter(|s| self.ids.is_empty() || self.ids.contains(&s.id))
+            .filter(|s| self.filter.matches(&s.snapshot))
+            .collect();
+        if let Some(missing) = self.ids.iter().find(|id| !all.iter().any(|s| s.id == **id)) {
+            return Err(Error::SnapshotNotFound(missing.to_hex()));
+        }
+        if selected.is_empty() {
+            return Err(Error::NothingSelected(self.src.backend().location()));
+        }
+        // A snapshot is known by its original: the first repository's id.
+        let origin = |s: &SnapshotEntry| s.snapshot.original.unwrap_or(s.id);
+        let src_origin: HashMap<SnapshotId, SnapshotId> =
+            all.iter().map(|s| (s.id, origin(s))).collect();
+
+        self.dst.refresh_index()?;
+        let packs_resumed = crate::backup::adopt_unindexed_packs(self.dst)?;
+        // Destination snapshots by the original they hold: a copy by its
+        // original, any snapshot by its own id (a copy coming home).
+        let mut held: HashMap<SnapshotId, SnapshotEntry> = HashMap::new();
+        for d in self.dst.snapshots()? {
+            held.insert(d.id, d.clone());
+            held.insert(origin(&d), d);
+        }
+        let same = self.src.content_keys() == self.dst.content_keys();
+        let mut stats = CopyStats {
+            same_content_keys: same,
+            packs_resumed,
+            ..CopyStats::default()
+        };
+        let todo: Vec<&SnapshotEntry> = selected
+            .iter()
+            .copied()
+            .filter(|s| !held.contains_key(&origin(s)))
+            .collect();
+        self.progress
+            .set_total(todo.iter().map(|s| s.snapshot.summary.total_bytes).sum());
+
+        let mut state = State {
+            src: self.src,
+            dst: self.dst,
+            same,
+            packer: self.dst.packer(),
+            trees: HashMap::new(),
+            blobs: HashMap::new(),
+            stats: &mut stats,
+            progress: self.progress,
+        };
+        let mut copied = Vec::new();
+        let mut skipped = Vec::new();
+        for s in selected {
+            if let Some(d) = held.get(&origin(s)) {
+                skipped.push(CopiedSnapshot {
+                    source: s.id,
+                    snapshot: d.clone(),
+                });
+                continue;
+            }
+            let root = state.copy_tree(&s.snapshot.tree)?;
+            // SPEC §13: the snapshot only after its packs and index.
+            state.packer.flush_all()?;
+            let parent = s
+                .snapshot
+                .parent
+                .and_then(|p| src_origin.get(&p))
+                .and_then(|o| held.get(o))
+                .map(|d| d.id);
+            let snapshot = Snapshot {
+                tree: root,
+                parent,
+                original: Some(origin(s)),
+                ..s.snapshot.clone()
+            };
+            let id = self.dst.save_snapshot(&snapshot)?;
+            let entry = SnapshotEntry { id, snapshot };
+            held.insert(origin(s), entry.clone());
+            copied.push(CopiedSnapshot {
+                source: s.id,
+                snapshot: entry,
+            });
+        }
+        let adjust = state.packer.finish()?;
+        stats.bytes_packed = stats.bytes_packed.saturating_add_signed(adjust);
+        stats.copied = copied;
+        stats.skipped = skipped;
+        stats.duration = started.elapsed();
+        Ok(stats)
+    }
+}
+
+/// Largest range of a pack read with one request, and the most unneeded
+/// bytes read through to join two ranges: on object storage a request costs
+/// a round trip, so blobs are fetched by pack, not one by one.
+const MAX_RANGE: u64 = 32 << 20;
+const MAX_GAP: u64 = 1 << 20;
+
+/// What one run carries from snapshot to snapshot.
+struct State<'r, 's> {
+    src: &'r Repository,
+    dst: &'r Repository,
+    same: bool,
+    packer: Packer<'r>,
+    /// Source tree → destination tree, for trees already stored.
+    trees: HashMap<TreeId, TreeId>,
+    /// Source data blob → destination id (unrelated keys only).
+    blobs: HashMap<BlobId, BlobId>,
+    stats: &'s mut CopyStats,
+    progress: &'r dyn Progress,
+}
+
+/// A source tree: decoded, and its plaintext (stored as is under the same keys).
+type Loaded = HashMap<TreeId, (Tree, Vec<u8>)>;
+
+impl State<'_, '_> {
+    /// Stores the tree `root` of the source and everything below it that the
+    /// destination lacks; returns its id in the destination. Trees are read
+    /// level by level and data by pack, then stored children first
+    /// ([`tree::fold_trees`], an explicit stack).
+    fn copy_tree(&mut self, root: &TreeId) -> Result<TreeId> {
+        let loaded = self.load_trees(root)?;
+        self.copy_data(&loaded)?;
+        let mut memo = std::mem::take(&mut self.trees);
+        let r = tree::fold_trees(
+            root,
+            &mut memo,
+            |t| {
+                loaded
+                    .get(t)
+                    .map(|(tree, _)| tree.clone())
+                    .ok_or(Error::BlobNotFound(t.as_blob()))
+            },
+            |id, tree, memo| self.finish_tree(id, tree, &loaded, memo),
+        );
+        self.trees = memo;
+        r
+    }
+
+    /// Every tree below `root` that this run has not stored yet.
+    fn load_trees(&self, root: &TreeId) -> Result<Loaded> {
+        let mut loaded = Loaded::new();
+        let mut level = vec![*root];
+        level.retain(|t| !self.trees.contains_key(t));
+        while !level.is_empty() {
+            let ids: Vec<BlobId> = level.iter().map(TreeId::as_blob).collect();
+            let mut next = Vec::new();
+            fetch(self.src, &ids, |loc, plain| {
+                let tree = Tree::decode(plain).map_err(|e| Error::CorruptPack {
+                    pack: loc.pack,
+                    reason: format!("tree {}: {e}", loc.entry.id.short()),
+                })?;
+                next.extend(tree.nodes.iter().filter_map(|n| n.dir_subtree()));
+                let id = TreeId::from_bytes(*loc.entry.id.as_bytes());
+                loaded.insert(id, (tree, plain.to_vec()));
+                Ok(())
+            })?;
+            next.sort();
+            next.dedup();
+            next.retain(|t| !self.trees.contains_key(t) && !loaded.contains_key(t));
+            level = next;
+        }
+        Ok(loaded)
+    }
+
+    /// Stores the data blobs `loaded` names that the destination lacks
+    /// (same keys), or that this run has not named yet (unrelated keys:
+    /// the destination's id needs the plaintext, so each is read once even
+    /// if the destination turns out to hold it).
+    fn copy_data(&mut self, loaded: &Loaded) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let mut need = Vec::new();
+        for (tree, _) in loaded.values() {
+            for id in tree.nodes.iter().flat_map(|n| &n.content) {
+                if !seen.insert(*id) {
+                    continue;
+                }
+                let wanted = if self.same {
+                    !self.dst.index().has(id)?
+                } else {
+                    !self.blobs.contains_key(id)
+                };
+                if wanted {
+                    need.push(*id);
+                }
+            }
+        }
+        // Progress: bytes read, then the rest of the files' sizes at once.
+        let sizes: u64 = loaded
+            .values()
+            .flat_map(|(t, _)| &t.nodes)
+            .map(|n| n.size)
+            .sum();
+        let mut read = 0u64;
+        let src = self.src;
+        fetch(src, &need, |loc, plain| {
+            read += plain.len() as u64;
+            self.progress.add_bytes(plain.len() as u64);
+            let id = loc.entry.id;
+            if loc.entry.kind != BlobKind::Data {
+                return Err(Error::TreeAsContent(id));
+            }
+            if self.same {
+                return self.store(BlobKind::Data, id, plain);
+            }
+            let new = self.dst.hasher().chunk_id(plain);
+            if !self.dst.index().has(&new)? {
+                self.store(BlobKind::Data, new, plain)?;
+            }
+            self.blobs.insert(id, new);
+            Ok(())
+        })?;
+        self.progress.add_bytes(sizes.saturating_sub(read));
+        Ok(())
+    }
+
+    /// Stores one source tree whose data is stored and subtrees are in `memo`.
+    fn finish_tree(
+        &mut self,
+        id: &TreeId,
+        tree: &Tree,
+        loaded: &Loaded,
+        memo: &HashMap<TreeId, TreeId>,
+    ) -> Result<TreeId> {
+        if self.same {
+            // Same keys: same ids, and the source's bytes are the tree.
+            if !self.dst.index().has(&id.as_blob())? {
+                let bytes = loaded
+                    .get(id)
+                    .map(|(_, b)| b.as_slice())
+                    .unwrap_or_default();
+                self.store(BlobKind::Tree, id.as_blob(), bytes)?;
+            }
+            return Ok(*id);
+        }
+        let mut out = tree.clone();
+        for node in &mut out.nodes {
+            for blob in &mut node.content {
+                *blob = *self.blobs.get(blob).ok_or(Error::BlobNotFound(*blob))?;
+            }
+            if let Some(sub) = node.dir_subtree() {
+                node.subtree = memo.get(&sub).copied();
+            }
+        }
+        let bytes = out.encode();
+        let new = self.dst.hasher().tree_id(&bytes);
+        if !self.dst.index().has(&new.as_blob())? {
+            self.store(BlobKind::Tree, new.as_blob(), &bytes)?;
+        }
+        Ok(new)
+    }
+
+    fn store(&mut self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<()> {
+        let packed = self.packer.save(kind, id, plain)?;
+        if packed > 0 {
+            self.stats.blobs_copied += 1;
+            self.stats.bytes_copied += plain.len() as u64;
+            self.stats.bytes_packed += packed;
+        }
+        Ok(())
+    }
+}
+
+/// Reads blobs `ids` of `src`, verified, and hands each to `f` with its
+/// location: sorted by pack and offset, neighbours read with one request
+/// (up to [`MAX_RANGE`], across gaps up to [`MAX_GAP`]).
+fn fetch(
+    src: &Repository,
+    ids: &[BlobId],
+    mut f: impl FnMut(&BlobLocation, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut locs = Vec::with_capacity(ids.len());
+    for id in ids {
+        locs.push(src.locate(id)?);
+    }
+    locs.sort_by_key(|l| (l.pack, l.entry.offset));
+    let (mut buf, mut plain) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while let Some(first) = locs.get(i) {
+        let start = u64::from(first.entry.offset);
+        let mut end = start + u64::from(first.entry.length);
+        let mut j = i + 1;
+        while let Some(l) = locs.get(j).filter(|l| l.pack == first.pack) {
+            let (o, e) = (
+                u64::from(l.entry.offset),
+                u64::from(l.entry.offset) + u64::from(l.entry.length),
+            );
+            if o > end + MAX_GAP || e - start > MAX_RANGE {
+                break;
+            }
+            end = end.max(e);
+            j += 1;
+        }
+        let name = first.pack.to_hex();
+        src.backend()
+            .read_range_into(
+                ObjectKind::Pack,
+                &name,
+                start,
+                (end - start) as u32,
+                &mut buf,
+            )
+            .map_err(|err| match err.error_kind {
+                crate::backend::BackendErrorKind::NotFound => Error::Backend(err),
+                _ => Error::CorruptPack {
+                    pack: first.pack,
+                    reason: err.to_string(),
+                },
+            })?;
+        for l in &locs[i..j] {
+            let at = (u64::from(l.entry.offset) - start) as usize;
+            let sealed = buf
+                .get_mut(at..at + l.entry.length as usize)
+                .ok_or_else(|| Error::CorruptPack {
+                    pack: l.pack,
+                    reason: format!("blob {} lies beyond the end", l.entry.id.short()),
+                })?;
+            blob::open_blob_into_with(
+                src.data_key(),
+                src.hasher(),
+                l.entry.kind,
+                &l.entry.id,
+                sealed,
+                l.entry.raw_length,
+                &mut plain,
+                src.dictionaries(),
+            )
+            .map_err(|e| src.blob_error(l.pack, &l.entry.id, e))?;
+            f(l, &plain)?;
+        }
+        i = j;
+    }
+    Ok(())
+}
