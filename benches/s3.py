@@ -64,6 +64,7 @@ TARGETS = {
 }
 REQUESTS_TARGET = ("backup_nochange", 1.0)  # requests, cairn / best anchor
 RSS_TARGET_MIB = 150
+REPEATABLE = ("backup_nochange", "restore")
 STEPS = ["init", "backup_initial", "backup_nochange", "restore", "init_copy",
          "copy_initial", "backup_day", "copy_day"]
 
@@ -356,8 +357,9 @@ def builtin_mutate(root, seed):
     parts, last = [], 0
     for c in cuts:
         c = data.find(b"\n", c) + 1 or len(data)
-        parts += [data[last:c], b"".join(b"%d\tnew\trow\t2024-02-01\tday one\n" % rng.randrange(10 ** 9)
-                                         for _ in range(200))]
+        rows = (b"%d\tnew\trow\t2024-02-01\tday one\n" % rng.randrange(10 ** 9)
+                for _ in range(200))
+        parts += [data[last:c], b"".join(rows)]
         last = c
     with open(sql, "wb") as f:
         f.write(b"".join(parts) + data[last:])
@@ -611,6 +613,9 @@ def main():
     ap.add_argument("--out", default=None, help="results directory (default s3-bench-DATE)")
     ap.add_argument("--timeout", type=int, default=3600, help="per command, seconds")
     ap.add_argument("--no-verify", action="store_true", help="skip comparing the restore")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the repeatable steps (%s) N times; report the median"
+                    % ", ".join(REPEATABLE))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
 
@@ -623,8 +628,8 @@ def main():
             tools.append((name, exe))
         else:
             skipped[name] = "binary not found"
-            log(f"skipping {name}: no binary found "
-                f"({'build it: cargo build --release -p repo-cli' if name == 'cairn' else 'not on PATH'})")
+            hint = "cargo build --release -p repo-cli" if name == "cairn" else "not on PATH"
+            log(f"skipping {name}: no binary found ({hint})")
     if not tools:
         sys.exit("no tool to run")
     size = parse_size(a.size)
@@ -635,6 +640,7 @@ def main():
     garage = Garage(find_garage(), os.path.join(work, "garage"))
     proxy = None
     results = {"started": stamp, "size": size, "seed": a.seed, "rtt_ms": a.rtt_ms,
+               "repeat": a.repeat, "command": sys.argv[1:],
                "connections": a.connections or None, "load_before": os.getloadavg(),
                "skipped": skipped, "tools": {}}
     try:
@@ -679,7 +685,7 @@ def main():
             if s == "restore" and src_manifest is not None and rc == 0:
                 r["verified"] = verify(src_manifest, t.work, corpus.root)
                 shutil.rmtree(os.path.join(t.work, "restore"), ignore_errors=True)
-            results["tools"][name]["steps"][s] = r
+            results["tools"][name]["steps"].setdefault(s, []).append(r)
             log(f"{name:7} {s:16} {wall:8.2f} s  {rss / 1024:7.1f} MiB  "
                 f"{r['requests']:6} requests  exit {rc}"
                 + (f"  restore {'identical' if r.get('verified') else 'DIFFERS'}"
@@ -690,13 +696,20 @@ def main():
         # A step is run by every tool before the next step starts, so load
         # that changes during the run hits all tools alike.
         for s in STEPS[:6]:
-            for name in inst:
-                step(name, s)
+            for _ in range(a.repeat if s in REPEATABLE else 1):
+                for name in inst:
+                    step(name, s)
         log("simulating a day of changes")
         corpus.mutate()
         for s in STEPS[6:]:
             for name in inst:
                 step(name, s)
+        # Each step's figures are those of its median run; all runs are kept.
+        for tr in results["tools"].values():
+            for s, runs in tr["steps"].items():
+                med = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+                tr["steps"][s] = {**med, "runs_seconds": [r["seconds"] for r in runs]} \
+                    if len(runs) > 1 else med
     finally:
         if proxy:
             proxy.close()
@@ -751,8 +764,15 @@ def report(res):
                 row += ["–"] * 3
                 continue
             sec = f"{r['seconds']:.2f}" + ("" if r["exit"] == 0 else f" (exit {r['exit']})")
+            if len(r.get("runs_seconds", [])) > 1:
+                sec += f" ({min(r['runs_seconds']):.2f}–{max(r['runs_seconds']):.2f})"
             row += [sec, f"{r['rss_kib'] / 1024:.0f}", str(r["requests"])]
         lines.append(f"| {s} | " + " | ".join(row) + " |")
+    for s in ("backup_nochange", "copy_day"):
+        kinds = [f"{t} {json.dumps(res['tools'][t]['steps'][s]['requests_by_kind'])}"
+                 for t in tools if s in res["tools"][t]["steps"]]
+        if kinds:
+            lines += ["", f"Requests of {s} by S3 operation (Garage's count): " + "; ".join(kinds)]
     c = res["tools"].get("cairn", {}).get("steps", {})
     tr = {s: r["tool_requests"] for s, r in c.items() if "tool_requests" in r}
     if tr:
@@ -762,7 +782,8 @@ def report(res):
             f"{r.get('bytes_received', 0) / 2 ** 20:.1f} MiB received"
             for s, r in tr.items())]
     if c and anchors:
-        lines += ["", "| cairn / best anchor | ratio | target | best anchor |", "|---|---:|---:|---|"]
+        lines += ["", "| cairn / best anchor | ratio | target | best anchor |",
+                  "|---|---:|---:|---|"]
 
         def best(s, key):
             vals = [(res["tools"][t]["steps"][s][key], t) for t in anchors
