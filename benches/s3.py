@@ -611,6 +611,9 @@ def main():
                     help="cairn --connections N (default: cairn's own default)")
     ap.add_argument("--workdir", default=None, help="default: a new temporary directory")
     ap.add_argument("--out", default=None, help="results directory (default s3-bench-DATE)")
+    ap.add_argument("--restore-dir", default=None,
+                    help="where restores go (default: the work directory); "
+                    "/dev/shm/... keeps disk writes out of the restore times")
     ap.add_argument("--timeout", type=int, default=3600, help="per command, seconds")
     ap.add_argument("--no-verify", action="store_true", help="skip comparing the restore")
     ap.add_argument("--repeat", type=int, default=1,
@@ -640,7 +643,7 @@ def main():
     garage = Garage(find_garage(), os.path.join(work, "garage"))
     proxy = None
     results = {"started": stamp, "size": size, "seed": a.seed, "rtt_ms": a.rtt_ms,
-               "repeat": a.repeat, "command": sys.argv[1:],
+               "repeat": a.repeat, "restore_dir": a.restore_dir, "command": sys.argv[1:],
                "connections": a.connections or None, "load_before": os.getloadavg(),
                "skipped": skipped, "tools": {}}
     try:
@@ -665,8 +668,9 @@ def main():
             results["tools"][name] = {"exe": exe, "version": version(exe), "steps": {}}
             if not inst[name].has_copy:
                 log(f"{name}: no copy command here, copy steps skipped")
-        cmds = {n: t.commands(corpus.root, os.path.join(t.work, "restore"))
-                for n, t in inst.items()}
+        restore_dir = {n: os.path.join(a.restore_dir or t.work, f"restore-{n}")
+                       for n, t in inst.items()}
+        cmds = {n: t.commands(corpus.root, restore_dir[n]) for n, t in inst.items()}
 
         def step(name, s):
             if s not in cmds[name] or (s.startswith(("copy", "init_copy")) and
@@ -683,8 +687,9 @@ def main():
             if rc != 0:
                 r["stderr"] = err[-2000:]
             if s == "restore" and src_manifest is not None and rc == 0:
-                r["verified"] = verify(src_manifest, t.work, corpus.root)
-                shutil.rmtree(os.path.join(t.work, "restore"), ignore_errors=True)
+                r["verified"] = verify(src_manifest, restore_dir[name], corpus.root)
+            if s == "restore":
+                shutil.rmtree(restore_dir[name], ignore_errors=True)
             results["tools"][name]["steps"].setdefault(s, []).append(r)
             log(f"{name:7} {s:16} {wall:8.2f} s  {rss / 1024:7.1f} MiB  "
                 f"{r['requests']:6} requests  exit {rc}"
@@ -737,10 +742,9 @@ def version(exe):
         return "?"
 
 
-def verify(src_manifest, work, src_root):
+def verify(src_manifest, target, src_root):
     """True when the restored tree equals the corpus. Tools restore below the
     target by the absolute path backed up; use that when it is there."""
-    target = os.path.join(work, "restore")
     nested = os.path.join(target, src_root.lstrip("/"))
     return manifest(nested if os.path.isdir(nested) else target) == src_manifest
 
