@@ -722,6 +722,8 @@ def main():
         results["load_after"] = os.getloadavg()
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
+        if a.restore_dir and os.path.isdir(a.restore_dir) and not os.listdir(a.restore_dir):
+            os.rmdir(a.restore_dir)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
