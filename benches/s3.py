@@ -39,6 +39,7 @@ import os
 import queue
 import random
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -435,21 +436,37 @@ class Corpus:
 
 # ---------------------------------------------------------------- tools
 
-def run_measured(argv, env, timeout, stdin=None):
-    """Runs argv; returns (seconds, peak RSS in KiB, exit code, stdout, stderr)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+GNU_TIME = "/usr/bin/time"
+
+
+def run_measured(argv, env, timeout):
+    """Runs argv; returns (seconds, peak RSS in KiB, exit code, stdout, stderr).
+
+    The peak RSS comes from GNU time when it is there: Linux carries the
+    high-water mark of the process that execs over to the program it runs,
+    and Python starts children from (a vfork of) itself, so wait4's figure
+    is never below this script's own peak, proxy buffers included. time is
+    a small process; what it forks starts from almost nothing."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss_file:
+        timed = os.access(GNU_TIME, os.X_OK)
+        if timed:
+            argv = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv]
         t0 = time.monotonic()
-        p = subprocess.Popen(argv, env=env, stdout=out, stderr=err,
-                             stdin=subprocess.DEVNULL if stdin is None else stdin)
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         timer = threading.Timer(timeout, p.kill)
         timer.start()
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
         timer.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)
+        rss = ru.ru_maxrss
+        if timed:
+            lines = rss_file.read().split()
+            rss = int(lines[-1]) if lines and lines[-1].isdigit() else 0
         out.seek(0)
         err.seek(0)
-        return wall, ru.ru_maxrss, p.returncode, out.read().decode(errors="replace"), \
+        return wall, rss, p.returncode, out.read().decode(errors="replace"), \
             err.read().decode(errors="replace")
 
 
@@ -720,6 +737,9 @@ def main():
             proxy.close()
         garage.stop()
         results["load_after"] = os.getloadavg()
+        results["rss_source"] = "GNU time %M" if os.access(GNU_TIME, os.X_OK) else \
+            "wait4 (never below this script's own peak, reported as harness_rss_kib)"
+        results["harness_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
         if a.restore_dir and os.path.isdir(a.restore_dir) and not os.listdir(a.restore_dir):
