@@ -22,7 +22,7 @@ mod qdrant;
 mod qdrant_fake;
 mod redis;
 mod repository;
-mod s3;
 mod requests;
+mod s3;
 mod scripting;
 mod trees;
