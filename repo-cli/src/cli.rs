@@ -52,16 +52,17 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Repository location: a local directory (PATH or file:PATH),
-    /// s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX], or s3://BUCKET[/PREFIX]
-    /// (endpoint from --s3-endpoint, else AWS). Credentials come from
-    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE.
+    /// Repository location: a local directory or an S3 bucket and prefix
+    /// (the forms are in the help text; SPEC §11.1).
     #[arg(
         short = 'r',
         long,
         env = "CAIRN_REPOSITORY",
         global = true,
-        value_name = "LOCATION"
+        value_name = "LOCATION",
+        help = "Repository location: a local directory (PATH or file:PATH), \
+s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX], or s3://BUCKET[/PREFIX] (endpoint from --s3-endpoint, \
+else AWS). S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
     )]
     pub repo: Option<PathBuf>,
 

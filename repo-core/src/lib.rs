@@ -68,7 +68,8 @@
 //! - Errors: [`Error`] and the per-layer errors it wraps; per-file problems
 //!   of a backup that still succeeds are [`Warning`]s.
 //! - Storage: the [`Backend`] trait with [`LocalBackend`] and
-//!   [`MemoryBackend`].
+//!   [`MemoryBackend`], and (feature `s3`) `S3Backend`; a [`Location`]
+//!   parsed from a path or an `s3:` URL opens the right one.
 //!
 //! Internally, modules are layered: format primitives (`format` …
 //! `config`) know no I/O; storage (`backend`, `cache`) knows no trees or

@@ -1,7 +1,9 @@
 //! A repository in an S3-compatible bucket (SPEC §11.2), through Apache
 //! OpenDAL's S3 service and its blocking operator.
 //!
-//! OpenDAL is async; the backend owns a small tokio runtime and drives each
+//! OpenDAL is async; S3 backends share one small tokio runtime per process
+//! (OpenDAL pools connections in one process-wide HTTP client, and a pooled
+//! connection must stay on a reactor that runs) and drive each
 //! call to completion on it, so the synchronous [`Backend`] trait and the
 //! engine's threads stay as they are. Credentials and region come from the
 //! usual AWS sources (environment, `AWS_PROFILE` with the shared config and
@@ -10,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -30,11 +32,28 @@ const FALLBACK_REGION: &str = "us-east-1";
 
 /// A bucket and prefix on an S3-compatible object store.
 pub struct S3Backend {
-    // Declared before the runtime: dropped while the runtime still runs.
     op: opendal::blocking::Operator,
     location: String,
     readahead: ReadAhead,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+/// The runtime every S3 backend of the process runs its requests on. One
+/// for all: OpenDAL keeps idle connections in a process-wide pool, and a
+/// connection opened on a runtime that has shut down (a backend dropped
+/// before another is opened, as in `copy` or a plan) would fail on reuse.
+fn shared_runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cairn-s3")
+        .enable_all()
+        .build()?;
+    // A racing thread's runtime wins; ours is dropped unused.
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
 /// Bytes one ranged `GET` of a pack fetches when less is asked for.
@@ -135,6 +154,13 @@ fn is_aws(endpoint: Option<&str>) -> bool {
     })
 }
 
+/// Whether requests go to `BUCKET.HOST/KEY` rather than `HOST/BUCKET/KEY`:
+/// only on AWS (where path style is deprecated), for names that are valid
+/// host labels, and not when path style is asked for.
+fn virtual_host_style(endpoint: Option<&str>, bucket: &str, path_style: bool) -> bool {
+    !path_style && is_aws(endpoint) && !bucket.contains('.')
+}
+
 impl S3Backend {
     /// Connects to the bucket of `loc` (no request is made yet, unless the
     /// region must be asked for). Endpoint: the location's, else
@@ -150,11 +176,7 @@ impl S3Backend {
             }
             (None, None) => None,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cairn-s3")
-            .enable_all()
-            .build()
+        let runtime = shared_runtime()
             .map_err(|e| BackendError::io("open", ObjectKind::Config, &loc.to_string(), e))?;
 
         // AWS_REGION is read by OpenDAL; AWS_DEFAULT_REGION is not.
@@ -174,7 +196,7 @@ impl S3Backend {
             // Virtual-host style only where it is AWS's default; IP
             // addresses, localhost and other servers get path style
             // (SPEC §11.2).
-            if !opts.path_style && is_aws(endpoint.as_deref()) && !loc.bucket.contains('.') {
+            if virtual_host_style(endpoint.as_deref(), &loc.bucket, opts.path_style) {
                 b = b.enable_virtual_host_style();
             }
             if let Some(r) = region {
@@ -245,10 +267,11 @@ impl S3Backend {
             .map_err(|e| self.error("list", ObjectKind::Config, &self.location, e))
     }
 
-    /// The runtime that drives requests (for callers that add their own
+    /// The runtime that drives requests, shared by all S3 backends (for
+    /// callers that add their own concurrency on top).
     /// concurrency on top).
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
+    pub fn runtime(&self) -> &'static tokio::runtime::Runtime {
+        self.runtime
     }
 
     fn error(
@@ -697,6 +720,22 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("Parts") && !d.contains("headers"), "{d}");
+    }
+
+    #[test]
+    fn path_style_unless_aws() {
+        let aws = Some("https://s3.eu-west-1.amazonaws.com");
+        assert!(virtual_host_style(None, "b", false));
+        assert!(virtual_host_style(aws, "b", false));
+        assert!(!virtual_host_style(aws, "b", true), "the flag");
+        assert!(!virtual_host_style(aws, "b.with.dots", false));
+        for other in [
+            "http://127.0.0.1:3900",
+            "http://localhost:9000",
+            "https://minio.example",
+        ] {
+            assert!(!virtual_host_style(Some(other), "b", false), "{other}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 use cairn_testkit::garage::{Garage, REGION};
 use repo_core::{
-    Backend, BackendErrorKind, Location, ObjectKind, S3Credentials, S3Options, conformance,
+    Backend, BackendErrorKind, Location, ObjectKind, S3Backend, S3Credentials, S3Options,
+    conformance,
 };
 
 /// Options reaching `g` with its key (not through the environment: tests
@@ -216,4 +217,49 @@ fn pack_ranges_are_read_ahead() {
         .read_range(ObjectKind::Pack, &name, 100, 100)
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
+}
+
+/// SPEC §11.3 says Garage 2.5 ignores `If-None-Match: *` on PUT, which is
+/// why the backend looks before it writes. This pins the fact with a raw
+/// conditional PUT through OpenDAL: if a Garage release starts honouring
+/// the header, this fails and SPEC §11.3 (and the HEAD before each write)
+/// should be revisited. The backend itself never replaces (conformance).
+#[test]
+fn garage_ignores_if_none_match_so_the_backend_looks_first() {
+    let g = Garage::shared();
+    let Location::S3(loc) = Location::parse(&g.location("if-none-match")).unwrap() else {
+        unreachable!()
+    };
+    let b = S3Backend::open(&loc, &options(g)).unwrap();
+    // Through the backend the first bytes stay.
+    let name = "ef".repeat(32);
+    b.write(ObjectKind::Index, &name, b"first").unwrap();
+    b.write(ObjectKind::Index, &name, b"second").unwrap();
+    assert_eq!(b.read(ObjectKind::Index, &name).unwrap(), b"first");
+    b.delete(ObjectKind::Index, &name).unwrap();
+    // A raw conditional PUT replaces. On the backends' runtime: OpenDAL's
+    // connection pool is process-wide, and other tests run beside this one.
+    let op = opendal::Operator::new(
+        opendal::services::S3::default()
+            .endpoint(&g.endpoint())
+            .bucket(g.bucket())
+            .region(REGION)
+            .access_key_id(g.key_id())
+            .secret_access_key(g.secret_key())
+            .root("/if-none-match"),
+    )
+    .unwrap()
+    .finish();
+    let replaced = b.runtime().block_on(async {
+        let put = |data: &'static [u8]| op.write_with("object", data).if_not_exists(true);
+        put(b"first").await.unwrap();
+        let second = put(b"second").await;
+        let now = op.read("object").await.unwrap().to_vec();
+        op.delete("object").await.unwrap();
+        second.is_ok() && now == b"second"
+    });
+    assert!(
+        replaced,
+        "Garage honours If-None-Match now: update SPEC §11.3"
+    );
 }
