@@ -27,7 +27,7 @@ use repo_core::unstable::check::CheckOptions;
 use repo_core::unstable::format::FILE_PREFIX_LEN;
 use repo_core::unstable::index::IndexPack;
 use repo_core::unstable::pack::PackEntry;
-use repo_core::{BlobId, InitOptions, LocalBackend, NoProgress, OpenOptions, PackId, Repository};
+use repo_core::{BlobId, InitOptions, LocalBackend, OpenOptions, PackId, Repository};
 
 const PASSWORD: &[u8] = b"scale";
 /// Blobs per pack unless `CAIRN_SCALE_BLOBS_PER_PACK` says otherwise.
@@ -217,7 +217,8 @@ fn step(name: &str, dir: &Path) {
             let repo = open(dir);
             let t = Instant::now();
             let report = repo
-                .check(&CheckOptions::default(), &NoProgress)
+                .check(&CheckOptions::default())
+                .run()
                 .expect("check runs");
             println!("secs={:.2}", t.elapsed().as_secs_f64());
             println!("packs={}", report.packs);

@@ -138,8 +138,8 @@ pub use copy::{CopiedSnapshot, Copy, CopyStats};
 // Check, drill and repair.
 pub use cache::{CheckRecord, DrillRecord};
 pub use check::{
-    CheckOptions, CheckReport, CheckSummary, DrillFailure, DrillOptions, DrillReport, DrillSummary,
-    IntegrityReport, MerkleRoot, Problem, ProblemKind, ReadData, Sample,
+    Check, CheckOptions, CheckReport, CheckSummary, Drill, DrillFailure, DrillOptions, DrillReport,
+    DrillSummary, IntegrityReport, MerkleRoot, Problem, ProblemKind, ReadData, Sample,
 };
 pub use repair::{DamagedPath, RepairIndexOptions, RepairIndexReport, RepairSnapshotsReport};
 

@@ -35,7 +35,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CheckArgs) -> Result<Status> {
     };
     out.verbose(1, format!("checking (read data: {read_data})"));
     let progress = TermProgress::new(out);
-    let report = repo.check(&opts, &progress)?;
+    let report = repo.check(&opts).progress(&progress).run()?;
     progress.finish();
     if out.json {
         out.json_value(&CheckJson {

@@ -61,7 +61,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &DrillArgs) -> Result<Status> {
     };
     out.verbose(1, format!("drilling snapshot {}", snap.id.short()));
     let progress = TermProgress::new(out);
-    let report = repo.drill(&snap, &opts, &progress)?;
+    let report = repo.drill(&snap, &opts).progress(&progress).run()?;
     progress.finish();
     if out.json {
         out.json_value(&DrillJson::new(&report, repo.request_stats()))?;

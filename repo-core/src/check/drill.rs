@@ -264,6 +264,29 @@ fn literal_glob(path: &str) -> String {
     out
 }
 
+/// A drill set up by [`Repository::drill`], run by [`Drill::run`]; the
+/// same builder shape as backup and restore.
+#[must_use = "a drill does nothing until `run`"]
+pub struct Drill<'a> {
+    repo: &'a Repository,
+    snapshot: &'a SnapshotEntry,
+    opts: &'a DrillOptions,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> Drill<'a> {
+    /// Reports the restore's progress to `p`.
+    pub fn progress(mut self, p: &'a dyn Progress) -> Self {
+        self.progress = p;
+        self
+    }
+
+    /// Runs the drill.
+    pub fn run(self) -> Result<DrillReport> {
+        self.repo.run_drill(self.snapshot, self.opts, self.progress)
+    }
+}
+
 impl Repository {
     /// A restore drill (docs/check.md §4): draws a sample of the snapshot's files
     /// (deterministic for a seed), restores them with the ordinary restore
@@ -272,7 +295,17 @@ impl Repository {
     /// hashes over the recorded chunk lengths), checks size and mtime,
     /// removes the scratch directory, and records the result in the local
     /// cache. A file that differs is a failure in the report, not an `Err`.
-    pub fn drill(
+    /// Nothing happens until [`Drill::run`].
+    pub fn drill<'a>(&'a self, snapshot: &'a SnapshotEntry, opts: &'a DrillOptions) -> Drill<'a> {
+        Drill {
+            repo: self,
+            snapshot,
+            opts,
+            progress: &crate::progress::NoProgress,
+        }
+    }
+
+    fn run_drill(
         &self,
         snapshot: &SnapshotEntry,
         opts: &DrillOptions,

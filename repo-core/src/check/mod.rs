@@ -20,7 +20,7 @@ mod select;
 mod spill;
 mod view;
 
-pub use drill::{DrillFailure, DrillOptions, DrillReport, Sample};
+pub use drill::{Drill, DrillFailure, DrillOptions, DrillReport, Sample};
 pub use report::{
     CheckSummary, DrillSummary, IntegrityReport, MERKLE_DOMAIN, MerkleRoot, merkle_tree_hash,
 };
@@ -507,6 +507,29 @@ struct Checker<'a> {
     bad_blobs: HashMap<BlobId, Vec<usize>>,
 }
 
+/// A check set up by [`Repository::check`], run by [`Check::run`]; the
+/// same builder shape as backup and restore.
+#[must_use = "a check does nothing until `run`"]
+pub struct Check<'a> {
+    repo: &'a Repository,
+    opts: &'a CheckOptions,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> Check<'a> {
+    /// Reports progress to `p` (packs read, bytes).
+    pub fn progress(mut self, p: &'a dyn Progress) -> Self {
+        self.progress = p;
+        self
+    }
+
+    /// Runs the check.
+    pub fn run(self) -> Result<CheckReport> {
+        self.repo
+            .with_read_pool(|| self.repo.check_in_pool(self.opts, self.progress))
+    }
+}
+
 impl Repository {
     /// Verifies the repository (docs/check.md): every index file decodes; every
     /// indexed pack exists, has the size its entries imply, and a header
@@ -523,9 +546,13 @@ impl Repository {
     /// repository is in the report.
     ///
     /// Packs are read with up to [`Repository::connections`] requests in
-    /// flight.
-    pub fn check(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
-        self.with_read_pool(|| self.check_in_pool(opts, progress))
+    /// flight. Nothing happens until [`Check::run`].
+    pub fn check<'a>(&'a self, opts: &'a CheckOptions) -> Check<'a> {
+        Check {
+            repo: self,
+            opts,
+            progress: &crate::progress::NoProgress,
+        }
     }
 
     fn check_in_pool(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {

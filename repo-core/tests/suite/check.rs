@@ -15,8 +15,8 @@ use repo_core::unstable::check::{
 };
 use repo_core::unstable::repository::now_ns;
 use repo_core::{
-    LocalBackend, NoProgress, ObjectKind, OpenOptions, PackId, Repository, SnapshotEntry,
-    SnapshotFilter, TreeId,
+    LocalBackend, ObjectKind, OpenOptions, PackId, Repository, SnapshotEntry, SnapshotFilter,
+    TreeId,
 };
 
 use super::{init_repo, open_repo, random_bytes, text_lines};
@@ -31,7 +31,7 @@ fn check(repo: &Repository, read_data: ReadData) -> CheckReport {
         read_data,
         ..Default::default()
     };
-    repo.check(&opts, &NoProgress).unwrap()
+    repo.check(&opts).run().unwrap()
 }
 
 fn latest(repo: &Repository) -> SnapshotEntry {
@@ -263,14 +263,12 @@ fn ledger_makes_four_quarter_runs_cover_every_pack_once() {
     // Everything was verified just now: a max-age run has nothing to do.
     let repo = open_cached(d.path());
     let r = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-                max_age: Some(Duration::from_secs(30 * 86_400)),
-                ..Default::default()
-            },
-            &NoProgress,
-        )
+        .check(&CheckOptions {
+            read_data: ReadData::All,
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+            ..Default::default()
+        })
+        .run()
         .unwrap();
     assert_eq!((r.packs_selected, r.packs_checked), (0, 0));
     // A fifth 25% run starts the next cycle.
@@ -282,14 +280,12 @@ fn max_duration_stops_starting_packs_and_subsets_partition() {
     let (d, packs) = many_packs();
     let repo = open_cached(d.path());
     let r = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-                max_duration: Some(Duration::ZERO),
-                ..Default::default()
-            },
-            &NoProgress,
-        )
+        .check(&CheckOptions {
+            read_data: ReadData::All,
+            max_duration: Some(Duration::ZERO),
+            ..Default::default()
+        })
+        .run()
         .unwrap();
     assert_eq!(r.packs_selected, packs.len() as u64);
     assert_eq!((r.packs_checked, r.packs_skipped), (0, packs.len() as u64));
@@ -334,7 +330,7 @@ fn drill_restores_a_sample_and_compares_every_byte() {
         scratch_dir: Some(scratch.clone()),
         seed: Some(7),
     };
-    let all = repo.drill(&snap, &opts(Sample::All), &NoProgress).unwrap();
+    let all = repo.drill(&snap, &opts(Sample::All)).run().unwrap();
     assert!(all.ok, "{all}");
     assert_eq!((all.files, all.files_total), (6, 6));
     assert_eq!(all.bytes, dir_bytes(&src));
@@ -343,15 +339,11 @@ fn drill_restores_a_sample_and_compares_every_byte() {
 
     // A sample naming every file goes through include globs (and the
     // non-UTF-8 name through the by-hand path): all must match.
-    let every = repo
-        .drill(&snap, &opts(Sample::Count(100)), &NoProgress)
-        .unwrap();
+    let every = repo.drill(&snap, &opts(Sample::Count(100))).run().unwrap();
     assert!(every.ok, "{every}");
     assert_eq!(every.files, 6);
 
-    let two = repo
-        .drill(&snap, &opts(Sample::Count(2)), &NoProgress)
-        .unwrap();
+    let two = repo.drill(&snap, &opts(Sample::Count(2))).run().unwrap();
     assert!(two.ok && two.files == 2, "{two}");
     let rec = repo
         .index()
@@ -371,7 +363,7 @@ fn drill_restores_a_sample_and_compares_every_byte() {
     let mut bytes = fs::read(&path).unwrap();
     bytes[(loc.entry.offset + 100) as usize] ^= 0x80;
     fs::write(&path, &bytes).unwrap();
-    let bad = repo.drill(&snap, &opts(Sample::All), &NoProgress).unwrap();
+    let bad = repo.drill(&snap, &opts(Sample::All)).run().unwrap();
     assert!(!bad.ok);
     let big_s = big.display().to_string();
     assert!(bad.failures.iter().any(|f| f.path == big_s), "{bad}");
@@ -438,8 +430,7 @@ fn integrity_report_is_reproducible_and_tracks_checks_and_drills() {
     assert_eq!(r3.merkle_root, merkle(&repo, &third.snapshot.tree));
 
     assert!(check(&repo, ReadData::All).ok);
-    repo.drill(&first, &DrillOptions::default(), &NoProgress)
-        .unwrap();
+    repo.drill(&first, &DrillOptions::default()).run().unwrap();
     let r = repo.report(&first).unwrap();
     let c = r.last_check.as_ref().unwrap();
     assert!(c.clean && c.read_data);
@@ -476,9 +467,7 @@ fn drill_of_unreadable_snapshot_is_a_recorded_failure() {
         .unwrap()
         .pack;
     fs::remove_file(pack_file(d.path(), &tree_pack)).unwrap();
-    let r = repo
-        .drill(&snap, &DrillOptions::default(), &NoProgress)
-        .unwrap();
+    let r = repo.drill(&snap, &DrillOptions::default()).run().unwrap();
     assert!(!r.ok);
     assert_eq!(r.files, 0);
     assert_eq!(r.failures.len(), 1);
@@ -511,7 +500,7 @@ fn drill_scratch_directory_is_private() {
         scratch_dir: Some(scratch),
         ..Default::default()
     };
-    assert!(repo.drill(&snap, &opts, &modes).unwrap().ok);
+    assert!(repo.drill(&snap, &opts).progress(&modes).run().unwrap().ok);
     let seen = modes.1.into_inner().unwrap();
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|&m| m == 0o700), "{seen:?}");

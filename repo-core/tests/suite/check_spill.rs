@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use repo_core::unstable::blob::BlobKind;
 use repo_core::unstable::check::{CheckOptions, CheckReport, ProblemKind, ReadData};
 use repo_core::unstable::index::IndexPack;
-use repo_core::{LocalBackend, NoProgress, ObjectKind, OpenOptions, PackId, Repository};
+use repo_core::{LocalBackend, ObjectKind, OpenOptions, PackId, Repository};
 
 use super::{init_repo, random_bytes, text_lines};
 
@@ -50,7 +50,7 @@ fn check(repo: &Repository, read_data: ReadData, spill_bytes: usize) -> CheckRep
         spill_bytes,
         ..Default::default()
     };
-    repo.check(&opts, &NoProgress).unwrap()
+    repo.check(&opts).run().unwrap()
 }
 
 /// Damage of every kind the streamed index answers for: a lost index file

@@ -13,8 +13,8 @@ use repo_core::PruneOptions;
 use repo_core::unstable::blob::BlobKind;
 use repo_core::unstable::{MemoryBackendInternals as _, RepositoryInternals as _};
 use repo_core::{
-    Backend, BlobId, CheckOptions, GroupBy, MemoryBackend, NoProgress, NodeKind, ObjectKind,
-    OpenOptions, ReadData, Repository, RetentionPolicy, SnapshotFilter, SnapshotId,
+    Backend, BlobId, CheckOptions, GroupBy, MemoryBackend, NodeKind, ObjectKind, OpenOptions,
+    ReadData, Repository, RetentionPolicy, SnapshotFilter, SnapshotId,
 };
 
 use super::{Files, WEAK_KDF, fork, init_memory, random_bytes, read_tree, write_tree};
@@ -288,13 +288,11 @@ fn every_kind_of_damage_to_every_kind_of_file_is_detected() {
             };
             assert_ne!(t, Target::Config, "{what}: a damaged config opened");
             let report = repo
-                .check(
-                    &CheckOptions {
-                        read_data: ReadData::All,
-                        ..Default::default()
-                    },
-                    &NoProgress,
-                )
+                .check(&CheckOptions {
+                    read_data: ReadData::All,
+                    ..Default::default()
+                })
+                .run()
                 .unwrap_or_else(|e| panic!("{what}: check could not run: {e}"));
             assert!(!report.is_ok(), "{what}: check found nothing:\n{report}");
             detected += 1;
@@ -540,13 +538,11 @@ fn one_damaged_file_degrades_service_and_repair_restores_it() {
             repo.prune(repo.prune_plan(&now).unwrap())
                 .unwrap_or_else(|e| panic!("{what}: prune after repair: {e}"));
             let report = repo
-                .check(
-                    &CheckOptions {
-                        read_data: ReadData::All,
-                        ..Default::default()
-                    },
-                    &NoProgress,
-                )
+                .check(&CheckOptions {
+                    read_data: ReadData::All,
+                    ..Default::default()
+                })
+                .run()
                 .unwrap();
             assert!(report.is_ok(), "{what}: check after repair:\n{report}");
             for (id, want) in &r.model {

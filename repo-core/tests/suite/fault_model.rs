@@ -23,8 +23,7 @@ use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend};
 use repo_core::unstable::forget::RetentionPolicy;
 use repo_core::unstable::prune::PruneOptions;
 use repo_core::{
-    CheckOptions, GroupBy, MemoryBackend, NoProgress, OpenOptions, Repository, SnapshotFilter,
-    SnapshotId,
+    CheckOptions, GroupBy, MemoryBackend, OpenOptions, Repository, SnapshotFilter, SnapshotId,
 };
 
 use super::{
@@ -172,7 +171,7 @@ fn run_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 .and_then(|p| repo.prune(p).map(|_| ())),
             // Under a fault a check may report what it could not read; it
             // must not panic, and must not fail where nothing was injected.
-            Action::Check => repo.check(&CheckOptions::default(), &NoProgress).map(|r| {
+            Action::Check => repo.check(&CheckOptions::default()).run().map(|r| {
                 if fb.injected().is_empty() {
                     assert!(r.is_ok(), "{what}: check without a fault:\n{r}");
                 }

@@ -19,8 +19,8 @@ use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend, OpKind};
 use repo_core::unstable::forget::RetentionPolicy;
 use repo_core::unstable::prune::PruneOptions;
 use repo_core::{
-    Backend, CheckOptions, Error, GroupBy, MemoryBackend, NoProgress, ObjectKind, OpenOptions,
-    Repository, SnapshotFilter, SnapshotId,
+    Backend, CheckOptions, Error, GroupBy, MemoryBackend, ObjectKind, OpenOptions, Repository,
+    SnapshotFilter, SnapshotId,
 };
 
 use super::{
@@ -358,7 +358,7 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
     match kind {
         ObjectKind::Pack => {
             let r = open_any(b, &[b"pw", b"pw2"]);
-            let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
+            let rep = r.check(&CheckOptions::default()).run().unwrap();
             named(format!("{rep}"));
         }
         // A damaged index or snapshot file is skipped with a warning
@@ -366,7 +366,7 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
         ObjectKind::Index => {
             let r = Repository::open(b.clone(), b"pw", OpenOptions::default()).unwrap();
             named(warnings_text(&r));
-            let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
+            let rep = r.check(&CheckOptions::default()).run().unwrap();
             named(format!("{rep}"));
         }
         ObjectKind::Snapshot => {
@@ -387,12 +387,12 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             let r = open_any(b, &[b"pw", b"pw2"]);
             r.prune_plan(&PruneOptions::default()).unwrap();
             named(warnings_text(&r));
-            let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
+            let rep = r.check(&CheckOptions::default()).run().unwrap();
             named(format!("{rep}"));
         }
         ObjectKind::Dict => {
             let r = open_any(b, &[b"pw", b"pw2"]);
-            let rep = r.check(&CheckOptions::default(), &NoProgress).unwrap();
+            let rep = r.check(&CheckOptions::default()).run().unwrap();
             named(format!("{rep}"));
         }
         ObjectKind::Lock | ObjectKind::Config => unreachable!(),
@@ -486,7 +486,7 @@ fn sweep(op: &Op, mode: Mode, base: &Base) -> Tally {
         // The data were read in full above; the retry adds only what its
         // own promise (`done`) covers, so the structure check suffices.
         let again = open_any(survived, op.passwords);
-        let report = again.check(&CheckOptions::default(), &NoProgress).unwrap();
+        let report = again.check(&CheckOptions::default()).run().unwrap();
         assert!(report.is_ok(), "{what}: check after the retry:\n{report}");
         let listed: BTreeSet<SnapshotId> = again
             .snapshots()
@@ -664,7 +664,7 @@ fn a_snapshot_forgotten_between_listing_and_reading_is_left_out_not_an_error() {
         arm_forget(&other, &armed);
         let seen = if via_check {
             // A forgotten snapshot is not a corrupt one.
-            let report = a.check(&CheckOptions::default(), &NoProgress).unwrap();
+            let report = a.check(&CheckOptions::default()).run().unwrap();
             assert!(report.is_ok(), "{report}");
             report.snapshots as usize
         } else {

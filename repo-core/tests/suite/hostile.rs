@@ -10,8 +10,8 @@ use repo_core::unstable::blob::BlobKind;
 use repo_core::unstable::crypto::KeyFile;
 use repo_core::unstable::id::KeyId;
 use repo_core::{
-    Backend, DrillOptions, Error, KdfBudget, KdfParams, LocalBackend, NoProgress, Node, NodeKind,
-    ObjectKind, OpenOptions, Repository, Sample, SnapshotEntry, StatsMode, Tree, TreeId,
+    Backend, DrillOptions, Error, KdfBudget, KdfParams, LocalBackend, Node, NodeKind, ObjectKind,
+    OpenOptions, Repository, Sample, SnapshotEntry, StatsMode, Tree, TreeId,
 };
 
 use super::{WEAK_KDF, check_clean, init_memory, init_repo};
@@ -119,8 +119,8 @@ fn walks_of_trees_thousands_of_levels_deep_fit_a_2_mib_stack() {
                     scratch_dir: Some(d.path().to_path_buf()),
                     seed: Some(1),
                 },
-                &NoProgress,
             )
+            .run()
             .unwrap();
         assert_eq!(r.files_total, 1);
         assert!(r.files == 1 || !r.failures.is_empty(), "{r:?}");

@@ -4,8 +4,8 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use repo_core::SnapshotFilter;
 use repo_core::unstable::check::CheckOptions;
-use repo_core::{NoProgress, SnapshotFilter};
 
 use super::{init_repo, open_repo, random_bytes};
 
@@ -39,7 +39,7 @@ fn a_repository_with_the_old_modes_and_layout_keeps_working() {
     repo.restore(&snap).to(&t).run().unwrap();
     let base = t.join(src.strip_prefix("/").unwrap());
     assert_eq!(fs::read(base.join("b")).unwrap(), random_bytes(300_000, 2));
-    let report = repo.check(&CheckOptions::default(), &NoProgress).unwrap();
+    let report = repo.check(&CheckOptions::default()).run().unwrap();
     assert!(report.ok, "{:?}", report.errors);
     assert_eq!(repo.snapshots().unwrap().len(), 2);
     assert!(

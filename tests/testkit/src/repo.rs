@@ -5,7 +5,7 @@ use std::path::Path;
 
 use repo_core::{
     Backend, CheckOptions, CheckReport, Error, InitOptions, LocalBackend, MemoryBackend,
-    NoProgress, ObjectKind, OpenOptions, ReadData, Repository,
+    ObjectKind, OpenOptions, ReadData, Repository,
 };
 
 use crate::{PASSWORD, WEAK_KDF};
@@ -74,7 +74,8 @@ pub fn check_all(repo: &Repository) -> CheckReport {
         read_data: ReadData::All,
         ..Default::default()
     };
-    repo.check(&opts, &NoProgress)
+    repo.check(&opts)
+        .run()
         .unwrap_or_else(|e| panic!("check could not run: {e}"))
 }
 
@@ -86,7 +87,8 @@ pub fn check_clean(repo: &Repository) -> Result<(), String> {
         ..Default::default()
     };
     let r = repo
-        .check(&opts, &NoProgress)
+        .check(&opts)
+        .run()
         .map_err(|e| format!("check failed to run: {e}"))?;
     if r.is_ok() {
         Ok(())
