@@ -274,6 +274,21 @@ impl S3Backend {
         self.runtime
     }
 
+    /// A ranged read that cannot be satisfied: the object is shorter than
+    /// the index says (damage, not a network fault: not retried).
+    fn short_read(&self, kind: ObjectKind, name: &str, what: String) -> BackendError {
+        BackendError {
+            error_kind: BackendErrorKind::Permanent,
+            op: "read",
+            kind,
+            name: name.to_string(),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{what} ({})", self.location),
+            ),
+        }
+    }
+
     fn error(
         &self,
         op: &'static str,
@@ -500,19 +515,11 @@ impl Backend for S3Backend {
                 }
             };
             if end > size {
-                return Err(BackendError {
-                    error_kind: BackendErrorKind::Permanent,
-                    op: "read",
+                return Err(self.short_read(
                     kind,
-                    name: name.to_string(),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "range {offset}+{len} is past the end ({size} bytes) ({})",
-                            self.location
-                        ),
-                    ),
-                });
+                    name,
+                    format!("range {offset}+{len} is past the end ({size} bytes)"),
+                ));
             }
             WINDOW.min(size - offset)
         } else {
@@ -528,19 +535,11 @@ impl Backend for S3Backend {
             .map_err(|e| self.error("read", kind, name, e))?;
         let got = data.len();
         if got < len as usize {
-            return Err(BackendError {
-                error_kind: BackendErrorKind::Permanent,
-                op: "read",
+            return Err(self.short_read(
                 kind,
-                name: name.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "range {offset}+{len} returned {got} bytes ({})",
-                        self.location
-                    ),
-                ),
-            });
+                name,
+                format!("range {offset}+{len} returned {got} bytes"),
+            ));
         }
         if ahead {
             let window = data.to_vec();
