@@ -27,6 +27,14 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
     let content = if a.copy_chunker_params {
         Some(super::copy::open_source(g, out, &a.from)?.content_params())
     } else {
+        if let Some(from) = &a.from.from_repo {
+            // Without the flag the source is not read: say so rather than
+            // let a user believe the two repositories now deduplicate.
+            out.warn(format!(
+                "--from-repo {} is ignored: only --copy-chunker-params reads it",
+                from.display()
+            ));
+        }
         None
     };
     let pw = credentials::password(g, Purpose::Init)?;

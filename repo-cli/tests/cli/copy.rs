@@ -427,3 +427,33 @@ fn copy_local_to_s3_and_back_on_garage() {
         &src.path("src"),
     );
 }
+
+/// `init --from-repo` without `--copy-chunker-params` does not read the
+/// source: it says so, and the repository gets content keys of its own.
+#[test]
+fn init_from_repo_without_the_flag_warns_and_shares_nothing() {
+    let src = source();
+    let dst = Env::empty();
+    let out = dst
+        .cmd()
+        .args([
+            "init",
+            "--kdf-memory",
+            "64",
+            "--kdf-iterations",
+            "1",
+            "--from-repo",
+        ])
+        .arg(src.repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--from-repo") && stderr(&out).contains("ignored"),
+        "{}",
+        stderr(&out)
+    );
+    let config = dst.json(["cat", "config"]);
+    assert_eq!(config["version"], 2, "{config}");
+    assert_eq!(config["content_keys"], serde_json::Value::Null, "{config}");
+}
