@@ -64,6 +64,16 @@ impl Setup {
         t
     }
 
+    /// [`Setup::repositories`] and a third, `name` at `path`, with a's
+    /// password and no cache directory of its own.
+    fn repositories_and(&self, name: &str, path: &std::path::Path) -> String {
+        format!(
+            "{}[[repository]]\nname = \"{name}\"\npath = {path:?}\npassword_file = {:?}\n",
+            self.repositories(),
+            self.a.path("pw")
+        )
+    }
+
     /// Writes `plan.toml` (header, `body`, then the given repositories).
     fn plan(&self, body: &str, repositories: &str) -> PathBuf {
         let text = format!(
@@ -297,12 +307,7 @@ fn failing_sources_do_not_stop_the_others() {
 fn a_missing_repository_is_reported_without_bogus_counts() {
     let s = Setup::new();
     let gone = s.a.path("gone");
-    let repos = format!(
-        "{}[[repository]]\nname = \"offsite\"\npath = {:?}\npassword_file = {:?}\n",
-        s.repositories(),
-        gone,
-        s.a.path("pw")
-    );
+    let repos = s.repositories_and("offsite", &gone);
     let body = format!(
         "[retention]\nkeep_last = 1\n\n[check]\nevery = \"1d\"\n\n{}",
         good_sources(&s)
@@ -1709,12 +1714,7 @@ fn a_copy_step_backs_up_once_and_copies_the_same_snapshots() {
 fn a_failing_copy_is_reported_and_the_rest_runs() {
     let s = Setup::new();
     let gone = s.a.path("gone");
-    let repos = format!(
-        "{}[[repository]]\nname = \"gone\"\npath = {:?}\npassword_file = {:?}\n",
-        s.repositories(),
-        gone,
-        s.a.path("pw")
-    );
+    let repos = s.repositories_and("gone", &gone);
     let body = format!(
         "[retention]\nkeep_last = 5\n[check]\nevery = \"1d\"\n\
          [[copy]]\nfrom = \"a\"\nto = \"gone\"\n[[copy]]\nfrom = \"a\"\nto = \"b\"\n{}",
@@ -1947,12 +1947,7 @@ fn a_url_repository_is_given_to_children_as_written() {
 fn copy_steps_chain_in_file_order() {
     let s = Setup::new();
     let c = Env::init();
-    let repos = format!(
-        "{}[[repository]]\nname = \"c\"\npath = {:?}\npassword_file = {:?}\n",
-        s.repositories(),
-        c.repo(),
-        s.a.path("pw")
-    );
+    let repos = s.repositories_and("c", &c.repo());
     let body = format!(
         "[[copy]]\nfrom = \"a\"\nto = \"b\"\n[[copy]]\nfrom = \"b\"\nto = \"c\"\n{}",
         good_sources(&s)

@@ -87,6 +87,32 @@ pub(super) struct CopyResult {
     pub(super) stderr: String,
 }
 
+impl CopyResult {
+    /// A step from `from` to `to` that has not run yet: failed until the
+    /// child says otherwise.
+    pub(super) fn pending(from: &str, to: &str, catch_up: bool) -> Self {
+        Self {
+            from: from.to_string(),
+            to: to.to_string(),
+            status: Outcome::Failed,
+            exit_code: None,
+            duration_s: 0.0,
+            snapshots_copied: 0,
+            snapshots_skipped: 0,
+            blobs_copied: 0,
+            bytes_copied: 0,
+            source_snapshot_ids: Vec::new(),
+            snapshot_ids: Vec::new(),
+            catch_up,
+            sources: Vec::new(),
+            fresh_ids: Vec::new(),
+            detail: String::new(),
+            error: None,
+            stderr: String::new(),
+        }
+    }
+}
+
 /// A repository's size and freshness after the run (`snapshots` and
 /// `stats` children).
 #[derive(Debug, Default, Serialize)]

@@ -175,23 +175,9 @@ mod tests {
     #[test]
     fn copy_catch_up_follows_failures() {
         let result = |status: Outcome| CopyResult {
-            from: "a".into(),
-            to: "b".into(),
             status,
-            exit_code: None,
-            duration_s: 0.0,
-            snapshots_copied: 0,
-            snapshots_skipped: 0,
-            blobs_copied: 0,
-            bytes_copied: 0,
-            source_snapshot_ids: Vec::new(),
-            snapshot_ids: Vec::new(),
-            catch_up: false,
             sources: vec!["files".into()],
-            fresh_ids: Vec::new(),
-            detail: String::new(),
-            error: None,
-            stderr: String::new(),
+            ..CopyResult::pending("a", "b", false)
         };
         let mut st = State::default();
         assert!(st.copy_catch_up("a", "b"), "never succeeded");

@@ -214,25 +214,7 @@ pub(super) fn copy(
     catch_up: bool,
     exe: &Path,
 ) -> CopyResult {
-    let mut r = CopyResult {
-        from: c.from.clone(),
-        to: c.to.clone(),
-        status: Outcome::Failed,
-        exit_code: None,
-        duration_s: 0.0,
-        snapshots_copied: 0,
-        snapshots_skipped: 0,
-        blobs_copied: 0,
-        bytes_copied: 0,
-        source_snapshot_ids: Vec::new(),
-        snapshot_ids: Vec::new(),
-        catch_up,
-        sources: Vec::new(),
-        fresh_ids: Vec::new(),
-        detail: String::new(),
-        error: None,
-        stderr: String::new(),
-    };
+    let mut r = CopyResult::pending(&c.from, &c.to, catch_up);
     let (Some(from), Some(to)) = (
         loaded.plan.repository(&c.from),
         loaded.plan.repository(&c.to),
