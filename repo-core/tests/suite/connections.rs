@@ -100,6 +100,18 @@ fn source(dir: &Path) -> std::path::PathBuf {
 /// A backup keeps exactly `connections` pack writes in flight (each takes
 /// a while, so the packer would start more if it were allowed to), and one
 /// with a single connection never overlaps two.
+/// A memory repository holding one backup of `src`.
+fn backed_up(src: &Path) -> MemoryBackend {
+    let mem = MemoryBackend::new();
+    Repository::init(mem.clone(), PASSWORD, init_options())
+        .unwrap()
+        .backup()
+        .path(src)
+        .run()
+        .unwrap();
+    mem
+}
+
 #[test]
 fn backup_keeps_up_to_connections_pack_writes_in_flight() {
     let d = tempfile::tempdir().unwrap();
@@ -125,13 +137,7 @@ fn backup_keeps_up_to_connections_pack_writes_in_flight() {
 fn restore_and_check_read_with_up_to_connections_in_flight() {
     let d = tempfile::tempdir().unwrap();
     let src = source(d.path());
-    let mem = MemoryBackend::new();
-    Repository::init(mem.clone(), PASSWORD, init_options())
-        .unwrap()
-        .backup()
-        .path(&src)
-        .run()
-        .unwrap();
+    let mem = backed_up(&src);
     for n in [1, 4] {
         let gauge = Gauge::new(n);
         let mut repo = Repository::open(
@@ -168,13 +174,7 @@ fn restore_and_check_read_with_up_to_connections_in_flight() {
 fn local_storage_reads_on_the_ordinary_pool() {
     let d = tempfile::tempdir().unwrap();
     let src = source(d.path());
-    let mem = MemoryBackend::new();
-    Repository::init(mem.clone(), PASSWORD, init_options())
-        .unwrap()
-        .backup()
-        .path(&src)
-        .run()
-        .unwrap();
+    let mem = backed_up(&src);
     // The 12 files are read in parallel: at most 12 reads at once.
     let cores = rayon::current_num_threads();
     let want = cores.min(12);
