@@ -26,6 +26,7 @@ with CAIRN_BIN.
 """
 import importlib.util
 import os
+import shlex
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,6 +69,25 @@ class Cairn(run.Tool):
 
     def describe(self, ctx):
         return run.run_quiet([ctx.exe, "cat", "config"], env=run.tool_env(self, ctx))
+
+
+@run.register
+class CairnKeyFile(Cairn):
+    """cairn opened with an unattended key (`key add --unattended`, SPEC §4.2),
+    as a nightly plan or archive_command would: no password, no argon2 cost
+    per command. The password only creates the repository and the key."""
+    name = "cairn-keyfile"
+    note = Cairn.note + "; opened with an unattended key file (--key-file), no argon2"
+
+    def env(self, ctx):
+        return {"CAIRN_REPOSITORY": ctx.repo,
+                "CAIRN_KEY_FILE": os.path.join(ctx.home, "bench.key")}
+
+    def init(self, ctx):
+        exe, key = shlex.quote(ctx.exe), shlex.quote(os.path.join(ctx.home, "bench.key"))
+        pw = "CAIRN_PASSWORD=" + shlex.quote(run.PASSWORD)
+        return [run.Cmd(f"{pw} {exe} init && env -u CAIRN_KEY_FILE {pw} {exe} -q key add "
+                        f"--unattended --output {key}", shell=True)]
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ The repository is chosen with -r/--repo or CAIRN_REPOSITORY: a local directory, 
 on S3-compatible storage (s3:https://HOST/BUCKET/PREFIX or s3://BUCKET/PREFIX; credentials from \
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE). The password comes from \
 --password-file (CAIRN_PASSWORD_FILE), --password-command (CAIRN_PASSWORD_COMMAND), \
-CAIRN_PASSWORD, or an interactive prompt, in that order.\n\n\
+CAIRN_PASSWORD, or an interactive prompt, in that order; services open it with an unattended \
+key's token instead (--key-file, CAIRN_KEY_FILE; see `cairn key add --help`).\n\n\
 Exit codes: 0 success; 1 error; 3 backup saved but some files could not be read; \
 10 no repository at the location; 11 locked by another process (a `cairn run` of the same \
 plan); 12 wrong password; 130 interrupted. With --json, results are JSON on stdout and an error \
@@ -89,6 +90,12 @@ else AWS). S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY 
         hide_env_values = true
     )]
     pub password_command: Option<String>,
+
+    /// Open with an unattended key: FILE holds the token `cairn key add
+    /// --unattended` wrote (for services such as archive_command and plans;
+    /// no password is asked for and no argon2 cost is paid).
+    #[arg(long, env = "CAIRN_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 
     /// Unlock with the key file whose id starts with ID only, however costly
     /// its KDF parameters (by default, key files over the cost limit of one
@@ -831,11 +838,19 @@ cairn key list --json | jq -r '.[] | select(.current) | .id'"
     #[command(
         long_about = "Add a key file that opens the repository with a new password. The existing \
 passwords keep working. The new password comes from --new-password-file, else \
-CAIRN_NEW_PASSWORD, else a prompt that asks twice.",
+CAIRN_NEW_PASSWORD, else a prompt that asks twice.\n\n\
+With --unattended, the key is for a service (PostgreSQL's archive_command, nightly plans): \
+cairn draws a random 256-bit secret and writes it, with the key's id, as a one-line token to \
+--output (mode 0600, refused if the file exists; --owner hands it to the service's user). \
+Such a key is not stretched with argon2, since a random secret cannot be guessed, so opening \
+with it (--key-file FILE or CAIRN_KEY_FILE) costs microseconds. Whoever can read the token \
+can read and write the whole repository, as with a password; `key remove ID` revokes it.",
         after_help = "Examples:\n  \
 cairn key add\n  \
 cairn key add --new-password-file ~/.cairn-pass-bob\n  \
-CAIRN_NEW_PASSWORD=test cairn key add --kdf-memory 64 --kdf-iterations 1"
+CAIRN_NEW_PASSWORD=test cairn key add --kdf-memory 64 --kdf-iterations 1\n  \
+cairn key add --unattended --output /etc/cairn/pg.key --owner postgres\n  \
+CAIRN_KEY_FILE=/etc/cairn/pg.key cairn snapshots"
     )]
     Add(KeyAddArgs),
 
@@ -887,6 +902,20 @@ pub struct KeyAddArgs {
     /// The new password and its cost.
     #[command(flatten)]
     pub new: NewKeyArgs,
+    /// Add an unattended key for a service instead of a password: a random
+    /// 256-bit secret, written as a token to --output.
+    #[arg(
+        long,
+        requires = "output",
+        conflicts_with_all = ["new_password_file", "kdf_memory", "kdf_iterations", "kdf_parallelism"]
+    )]
+    pub unattended: bool,
+    /// Where to write the unattended key's token (created 0600; never overwritten).
+    #[arg(long, value_name = "FILE", requires = "unattended")]
+    pub output: Option<PathBuf>,
+    /// Give the token file to USER (and USER's group), e.g. postgres.
+    #[arg(long, value_name = "USER", requires = "unattended")]
+    pub owner: Option<String>,
 }
 
 /// `cairn key remove`.

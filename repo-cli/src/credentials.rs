@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use repo_core::ServiceToken;
 use zeroize::Zeroizing;
 
 use crate::cli::GlobalArgs;
@@ -55,6 +56,66 @@ pub fn password(global: &GlobalArgs, purpose: Purpose) -> Result<Password> {
         bail!("empty password");
     }
     Ok(pw)
+}
+
+/// Reads an unattended key's token from `path` (`--key-file`,
+/// `CAIRN_KEY_FILE`). A token others can read is a password others can
+/// read: that earns a warning, as `ssh` does for private keys.
+pub fn service_token(path: &Path) -> Result<ServiceToken> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read key file {}", path.display()))?,
+    );
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "cairn: warning: key file {} is readable by others (mode {:o}); \
+             it opens the repository like a password: chmod 600 it",
+            path.display(),
+            m.permissions().mode() & 0o777
+        );
+    }
+    ServiceToken::parse(&text).with_context(|| format!("key file {}", path.display()))
+}
+
+/// Creates `path` for a new token: mode 0600, refused if anything exists
+/// there (no overwrite, no following a planted symlink), handed to `owner`
+/// (a user name or uid, with that user's group) if given. Nothing is
+/// written yet, so a refusal happens before the key is added.
+pub fn create_token_file(path: &Path, owner: Option<&str>) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ids = owner.map(owner_ids).transpose()?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    if let Some((uid, gid)) = ids
+        && let Err(e) = std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+    {
+        let _ = std::fs::remove_file(path);
+        return Err(anyhow::Error::from(e).context(format!(
+            "cannot give key file {} to {}",
+            path.display(),
+            owner.unwrap_or("")
+        )));
+    }
+    Ok(file)
+}
+
+/// A user name or numeric uid → (uid, that user's primary gid).
+fn owner_ids(owner: &str) -> Result<(u32, u32)> {
+    use nix::unistd::{Uid, User};
+    let user = match owner.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n)),
+        Err(_) => User::from_name(owner),
+    }
+    .with_context(|| format!("cannot look up user {owner}"))?
+    .with_context(|| format!("no user {owner}"))?;
+    Ok((user.uid.as_raw(), user.gid.as_raw()))
 }
 
 /// Environment variable holding the source repository's password itself,

@@ -168,6 +168,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 Error::NotARepository(_) => return exit::NO_REPOSITORY,
                 Error::WrongPassword
                 | Error::KeysNotTried(_)
+                | Error::BadServiceToken(_)
+                | Error::ServiceKeyGone(_)
                 | Error::Crypto(CryptoError::WrongPassword) => {
                     return exit::WRONG_PASSWORD;
                 }
@@ -190,6 +192,10 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         .find_map(|c| c.downcast_ref::<Error>())
         .and_then(|e| match e {
             Error::NotARepository(_) => Some("run `cairn init` to create a repository there"),
+            Error::ServiceKeyGone(_) => Some(
+                "a removed unattended key stays revoked: add a new one with \
+                 `cairn key add --unattended --output FILE`",
+            ),
             Error::KeyInUse(_) => Some(
                 "open the repository with another key's password, \
                  or use `cairn key passwd` to replace this key",

@@ -76,6 +76,9 @@ pub struct RepositorySpec {
     /// Command (`sh -c`) printing the password.
     #[serde(default)]
     pub password_command: Option<String>,
+    /// An unattended key's token file (`cairn key add --unattended`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Index cache directory for this repository.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
@@ -671,16 +674,22 @@ fn validate(plan: &Plan) -> Result<()> {
         if !seen.insert(r.name.as_str()) {
             bail!("two repositories are named {:?}", r.name);
         }
-        match (&r.password_file, &r.password_command) {
-            (Some(_), Some(_)) => bail!(
-                "repository {:?}: give password_file or password_command, not both",
+        let credentials = [
+            r.password_file.is_some(),
+            r.password_command.is_some(),
+            r.key_file.is_some(),
+        ];
+        match credentials.iter().filter(|&&c| c).count() {
+            0 => bail!(
+                "repository {:?}: needs password_file, password_command or key_file \
+                 (a plan runs unattended)",
                 r.name
             ),
-            (None, None) => bail!(
-                "repository {:?}: needs password_file or password_command (a plan runs unattended)",
+            1 => {}
+            _ => bail!(
+                "repository {:?}: give one of password_file, password_command and key_file",
                 r.name
             ),
-            _ => {}
         }
         match (&r.path, &r.url) {
             (Some(_), Some(_)) => bail!("repository {:?}: give path or url, not both", r.name),
@@ -824,6 +833,9 @@ fn resolve(plan: &mut Plan, base: &Path) {
             fix(p);
         }
         if let Some(f) = &mut r.password_file {
+            fix(f);
+        }
+        if let Some(f) = &mut r.key_file {
             fix(f);
         }
         if let Some(c) = &mut r.cache_dir {

@@ -58,6 +58,17 @@ pub enum Error {
     /// No key file matched the id or prefix.
     #[error("no key matches {0:?}")]
     KeyNotFound(String),
+    /// Text given as an unattended key's token is not one (SPEC §4.2).
+    #[error("not an unattended key token: {0}")]
+    BadServiceToken(String),
+    /// The key file an unattended key's token names is not in the
+    /// repository: it was removed (revoked), or the token is of another
+    /// repository (SPEC §4.2).
+    #[error(
+        "the unattended key {} is not in this repository (removed, or of another repository)",
+        .0.short()
+    )]
+    ServiceKeyGone(crate::id::KeyId),
     /// An id prefix matched several key files.
     #[error("key id prefix {0:?} is ambiguous")]
     AmbiguousKey(String),

@@ -115,6 +115,7 @@ mod restore;
 mod size;
 mod snapshot;
 mod tree;
+mod unattended;
 mod warning;
 
 #[cfg(feature = "unstable")]
@@ -126,6 +127,7 @@ pub use crypto::{KdfBudget, KdfParams};
 pub use id::{KeyId, RepoId};
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use repository::{ContentParams, InitOptions, OpenOptions, Repository, SnapshotFilter};
+pub use unattended::ServiceToken;
 
 // Backup and restore.
 pub use backup::{Backup, BackupOutcome, ParentChoice, normalize_path};

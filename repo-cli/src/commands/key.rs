@@ -1,11 +1,11 @@
 //! `cairn key`: list, add, remove and change the repository's passwords.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use repo_core::{KdfBudget, KdfParams, KeyInfo, KeyStatus, Repository};
 use serde::Serialize;
 
 use super::{Status, open};
-use crate::cli::{GlobalArgs, KeyArgs, KeyCommand, NewKeyArgs};
+use crate::cli::{GlobalArgs, KeyAddArgs, KeyArgs, KeyCommand, NewKeyArgs};
 use crate::credentials;
 use crate::output::{self, Output, Table};
 
@@ -22,6 +22,8 @@ struct KeyJson<'a> {
     host: Option<&'a str>,
     username: Option<&'a str>,
     kdf: Option<KdfParams>,
+    /// True for an unattended key (a service's token, SPEC §4.2).
+    unattended: bool,
     /// Why a damaged key file cannot be used.
     error: Option<&'a str>,
 }
@@ -41,6 +43,7 @@ impl<'a> KeyJson<'a> {
             host: details.map(|d| d.host.as_str()),
             username: details.map(|d| d.username.as_str()),
             kdf: details.map(|d| d.kdf),
+            unattended: details.is_some_and(|d| d.kdf.is_unattended()),
             error,
         }
     }
@@ -73,6 +76,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
     let repo = open(g, out)?;
     match &a.command {
         KeyCommand::List => list(&repo, out)?,
+        KeyCommand::Add(a) if a.unattended => add_unattended(&repo, out, a)?,
         KeyCommand::Add(a) => {
             let kdf = kdf_params(&a.new, KdfParams::default());
             warn_kdf(out, &kdf);
@@ -112,6 +116,14 @@ pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
                     _ => None,
                 })
                 .unwrap_or_default();
+            // Re-wrapping a service's random secret as a person's password
+            // would keep its no-stretching parameters: refuse.
+            if current.is_unattended() {
+                anyhow::bail!(
+                    "this session was opened with an unattended key, which has no password to \
+                     change: add a new one with `cairn key add --unattended` and remove this one"
+                );
+            }
             let kdf = kdf_params(&a.new, current);
             warn_kdf(out, &kdf);
             let pw = credentials::new_password(a.new.new_password_file.as_deref())?;
@@ -133,6 +145,61 @@ pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
         }
     }
     Ok(Status::Ok)
+}
+
+#[derive(Serialize)]
+struct AddUnattendedJson {
+    id: String,
+    short_id: String,
+    unattended: bool,
+    output: String,
+}
+
+/// `key add --unattended`: the token file is created first (0600, never
+/// over an existing file), so a refusal adds no key; a key whose token
+/// could not be written is removed again, since nobody could use it.
+fn add_unattended(repo: &Repository, out: Output, a: &KeyAddArgs) -> Result<()> {
+    use std::io::Write;
+    let path = a
+        .output
+        .as_deref()
+        .context("--unattended needs --output FILE")?;
+    let mut file = credentials::create_token_file(path, a.owner.as_deref())?;
+    let token = match repo.add_unattended_key() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+    };
+    let line = token.to_line();
+    let written = file
+        .write_all(format!("{}\n", line.as_str()).as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = repo.remove_key(&token.key_id());
+        let _ = std::fs::remove_file(path);
+        return Err(
+            anyhow::Error::from(e).context(format!("cannot write key file {}", path.display()))
+        );
+    }
+    let id = token.key_id();
+    if out.json {
+        out.json_value(&AddUnattendedJson {
+            id: id.to_hex(),
+            short_id: id.short(),
+            unattended: true,
+            output: path.display().to_string(),
+        })?;
+    } else {
+        out.line(format!(
+            "added unattended key {}: its token is in {}; open with --key-file {1} \
+             (or CAIRN_KEY_FILE); revoke with `cairn key remove {0}`",
+            id.short(),
+            path.display()
+        ))?;
+    }
+    Ok(())
 }
 
 /// `--kdf-memory`, `--kdf-iterations` and `--kdf-parallelism` over `base`.
@@ -189,7 +256,11 @@ fn list(repo: &Repository, out: Output) -> Result<()> {
                 output::local_time(d.created_ns),
                 d.host.clone(),
                 d.username.clone(),
-                kdf_text(&d.kdf),
+                if d.kdf.is_unattended() {
+                    "unattended (no stretching)".to_string()
+                } else {
+                    kdf_text(&d.kdf)
+                },
             ]),
             KeyStatus::Damaged(_) => None,
         })

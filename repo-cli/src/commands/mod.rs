@@ -158,20 +158,21 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
     if backend.list(ObjectKind::Config)?.is_empty() {
         return Err(repo_core::Error::NotARepository(backend.location()).into());
     }
-    let pw = credentials::password(g, Purpose::Open)?;
-    let mut repo = Repository::open(
-        backend,
-        &pw,
-        OpenOptions {
-            cache_dir: cache_dir(g),
-            key: g.key.clone(),
-            on_warning: Some(std::sync::Arc::new(move |w: &repo_core::Warning| {
-                out.warn(w.to_string())
-            })),
-            ..Default::default()
-        },
-    )
-    .inspect_err(|e| {
+    let opts = OpenOptions {
+        cache_dir: cache_dir(g),
+        key: g.key.clone(),
+        on_warning: Some(std::sync::Arc::new(move |w: &repo_core::Warning| {
+            out.warn(w.to_string())
+        })),
+        ..Default::default()
+    };
+    // An unattended key's token beats any password source: a service
+    // given one must not fall back to prompting.
+    let opened = match &g.key_file {
+        Some(f) => Repository::open_unattended(backend, &credentials::service_token(f)?, opts),
+        None => Repository::open(backend, &credentials::password(g, Purpose::Open)?, opts),
+    };
+    let mut repo = opened.inspect_err(|e| {
         if let repo_core::Error::KeysNotTried(ids) = e {
             out.warn(format!(
                 "to try key file {} with this password, name it: --key {0}",

@@ -97,6 +97,12 @@ fn creatable(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// What opens a plan's repository.
+enum Credential {
+    Password(credentials::Password),
+    Token(repo_core::ServiceToken),
+}
+
 /// The password resolves, the location (`path` or `url`) holds a cairn
 /// repository, and the password opens it (with the cache the run would
 /// use).
@@ -108,6 +114,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         repo: Some(PathBuf::from(r.location())),
         password_file: r.password_file.clone(),
         password_command: r.password_command.clone(),
+        key_file: r.key_file.clone(),
         key: g.key.clone(),
         no_cache: g.no_cache && cache_dir.is_none(),
         cache_dir,
@@ -118,7 +125,11 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         s3_path_style: g.s3_path_style,
         connections: g.connections,
     };
-    let password = match credentials::password(&rg, Purpose::Open) {
+    let password = match &rg.key_file {
+        Some(f) => credentials::service_token(f).map(Credential::Token),
+        None => credentials::password(&rg, Purpose::Open).map(Credential::Password),
+    };
+    let password = match password {
         Ok(p) => Some(p),
         Err(e) => {
             v.push(format!("{e:#}"));
@@ -173,7 +184,11 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
             key: rg.key.clone(),
             ..Default::default()
         };
-        if let Err(e) = Repository::open(backend, &pw, opts) {
+        let opened = match pw {
+            Credential::Token(t) => Repository::open_unattended(backend, &t, opts),
+            Credential::Password(pw) => Repository::open(backend, &pw, opts),
+        };
+        if let Err(e) = opened {
             v.push(format!("cannot open {location}: {e}"));
         }
     }

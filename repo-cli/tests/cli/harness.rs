@@ -55,6 +55,8 @@ impl Env {
             "CAIRN_REPOSITORY",
             "CAIRN_PASSWORD_FILE",
             "CAIRN_PASSWORD_COMMAND",
+            "CAIRN_KEY_FILE",
+            "CAIRN_KEY",
             "CAIRN_CACHE_DIR",
             "CAIRN_CONNECTIONS",
             "CAIRN_QDRANT_API_KEY",

@@ -10,8 +10,17 @@ use super::harness::{Env, PASSWORD, assert_success, stderr, write};
 
 const WEAK: [&str; 4] = ["--kdf-memory", "64", "--kdf-iterations", "1"];
 
-const KEY_KEYS: [&str; 9] = [
-    "id", "short_id", "current", "status", "created", "host", "username", "kdf", "error",
+const KEY_KEYS: [&str; 10] = [
+    "id",
+    "short_id",
+    "current",
+    "status",
+    "created",
+    "host",
+    "username",
+    "kdf",
+    "unattended",
+    "error",
 ];
 
 /// Runs `cairn [--json] ARGS` opened with `password`, with no new password

@@ -79,6 +79,22 @@ impl KdfParams {
         parallelism: 1,
     };
 
+    /// The parameters of an unattended key (SPEC §4.2): the smallest argon2
+    /// accepts (8 KiB, one pass, one lane), so unlocking costs microseconds.
+    /// Safe only because such a key's secret is 256 random bits, never a
+    /// password a person chose: there is nothing for stretching to protect.
+    pub const UNATTENDED: Self = Self {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// True for [`KdfParams::UNATTENDED`]: how `key list` tells an
+    /// unattended key from a password (a key file carries no other mark).
+    pub fn is_unattended(&self) -> bool {
+        *self == Self::UNATTENDED
+    }
+
     /// Memory times passes (KiB × passes): what stretching one password
     /// costs, in time as in memory traffic. Lanes share the memory and
     /// do not change it.
@@ -119,6 +135,10 @@ impl KdfParams {
         salt: &[u8],
     ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         self.check_limits()?;
+        SPENT.with(|s| {
+            let (calls, cost) = s.get();
+            s.set((calls + 1, cost.saturating_add(self.cost())));
+        });
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;
         let mut out = Zeroizing::new([0u8; 32]);
@@ -127,6 +147,18 @@ impl KdfParams {
             .map_err(|e| CryptoError::BadKdfParams(e.to_string()))?;
         Ok(out)
     }
+}
+
+thread_local! {
+    /// Calls to [`KdfParams::derive`] on this thread, and their summed cost.
+    static SPENT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// How many times this thread has stretched a password, and the summed
+/// [`KdfParams::cost`] of those runs: lets tests show which key files an
+/// open tried without timing it.
+pub fn kdf_spent() -> (u64, u64) {
+    SPENT.with(|s| s.get())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ mod kdf;
 mod key;
 
 pub use aead::{open, open_in_place, seal, seal_in_place, seal_with_nonce};
-pub use kdf::{KdfBudget, KdfParams};
+pub use kdf::{KdfBudget, KdfParams, kdf_spent};
 pub use key::{KeyFile, KeyFileHeader, MasterKey};
 
 use thiserror::Error;

@@ -18,6 +18,7 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
         "CAIRN_PASSWORD",
         "CAIRN_PASSWORD_FILE",
         "CAIRN_PASSWORD_COMMAND",
+        "CAIRN_KEY_FILE",
         "CAIRN_QDRANT_API_KEY",
         "CAIRN_PG_DSN",
         "CAIRN_REDIS_URL",
@@ -31,6 +32,9 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
     }
     if let Some(f) = &repo.password_file {
         c.env("CAIRN_PASSWORD_FILE", f);
+    }
+    if let Some(f) = &repo.key_file {
+        c.env("CAIRN_KEY_FILE", f);
     }
     if let Some(cmd) = &repo.password_command {
         c.env("CAIRN_PASSWORD_COMMAND", cmd);
@@ -247,6 +251,29 @@ pub(super) fn retention_args(loaded: &Loaded, r: &plan::Retention) -> Vec<OsStri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repository opened with an unattended key: its children get the
+    /// token file (relative to the plan) and no password source; a second
+    /// credential is refused.
+    #[test]
+    fn key_file_reaches_the_children() {
+        use clap::Parser;
+        let text = "version = 1\n[[repository]]\nname = \"r\"\npath = \"/r\"\n\
+                    key_file = \"plan.key\"\n[[source]]\nname = \"s\"\ntype = \"paths\"\n\
+                    paths = [\"/etc\"]\n";
+        let (plan, _) = crate::plan::parse(text, "x", Path::new("/base")).unwrap();
+        let g = crate::cli::Cli::try_parse_from(["cairn", "snapshots"])
+            .unwrap()
+            .global;
+        let c = base_command(&g, &plan.repositories[0], Path::new("/bin/cairn"));
+        use std::ffi::OsStr;
+        let envs: Vec<_> = c.get_envs().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert!(envs.contains(&(OsStr::new("CAIRN_KEY_FILE"), OsStr::new("/base/plan.key"))));
+        assert!(!envs.iter().any(|(k, _)| *k == "CAIRN_PASSWORD_FILE"));
+        let both = text.replace("key_file", "password_file = \"/pw\"\nkey_file");
+        let err = crate::plan::parse(&both, "x", Path::new("/base")).unwrap_err();
+        assert!(format!("{err:#}").contains("give one of"), "{err:#}");
+    }
 
     /// Every child command line is one our own parser accepts (qdrant's
     /// is another command's; it is built the same way).
