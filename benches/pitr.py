@@ -326,7 +326,8 @@ class Barman(Tool):
         self.after_day()
 
     def base_backup(self, day):
-        as_pg(self.cmd("backup", "--wait", "pg"), env=self.cl.env, timeout=3600)
+        # No --wait: that waits for WAL only `barman archive-wal` (cron) files.
+        as_pg(self.cmd("backup", "pg"), env=self.cl.env, timeout=3600)
 
     def after_day(self):
         as_pg(self.cmd("archive-wal", "pg"), env=self.cl.env)
