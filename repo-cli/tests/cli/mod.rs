@@ -17,6 +17,7 @@ mod inspect;
 mod keys;
 mod pg;
 mod pgserver;
+mod pitr;
 mod plan;
 mod prune;
 mod qdrant;

@@ -132,7 +132,14 @@ pub(super) fn verify_saved(
     api_key: Option<&str>,
     exe: &Path,
 ) -> Vec<String> {
-    let Some(ids) = json.and_then(verify_ids) else {
+    // A base backup's one snapshot is what pitr-verify starts from.
+    let ids = match src {
+        Source::PostgresPitr(_) => json
+            .map(|j| j.snapshots.iter().map(|s| s.snapshot_id.clone()).collect())
+            .filter(|v: &Vec<String>| !v.is_empty()),
+        _ => json.and_then(verify_ids),
+    };
+    let Some(ids) = ids else {
         return vec!["the backup reported no snapshot to verify".into()];
     };
     let mut errors = Vec::new();
