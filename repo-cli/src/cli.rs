@@ -1420,6 +1420,10 @@ pub struct PgPitrVerifyArgs {
     /// Give up when the server has not finished recovery after this long (`90min`, `2h`).
     #[arg(long, value_name = "DURATION", default_value = "6h")]
     pub timeout: String,
+    /// Fetch WAL with this command instead of cairn's own restore-wal
+    /// (`%f` and `%p` as in PostgreSQL).
+    #[arg(long, value_name = "COMMAND")]
+    pub restore_command: Option<String>,
 }
 
 /// `cairn redis`.

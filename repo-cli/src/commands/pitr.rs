@@ -482,7 +482,10 @@ pub fn pitr_verify(g: &GlobalArgs, out: Output, a: &PgPitrVerifyArgs) -> Result<
     let target = target_of(&a.target)?;
     let timeout = repo_core::parse_run_time(&a.timeout)
         .with_context(|| format!("bad --timeout {:?}", a.timeout))?;
-    let restore_command = restore_command(g)?;
+    let restore_command = match &a.restore_command {
+        Some(c) => c.clone(),
+        None => restore_command(g)?,
+    };
     let repo = open(g, out)?;
     let t0 = Instant::now();
     let parent = a.scratch.clone().unwrap_or_else(std::env::temp_dir);

@@ -386,6 +386,9 @@ pub fn base_backup(
     let mut b = repo
         .backup()
         .stream(PATH, reader)
+        // PostgreSQL rewrites 8 KiB pages in place, scattered over its
+        // files: the smallest chunks keep the untouched pages between them.
+        .profile("tiny")
         .tag(TAG)
         .metadata_after(late);
     for t in &o.tags {

@@ -283,7 +283,11 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
     assert_eq!(r["stop_lsn"], stop, "{r}");
     assert!(pgdata.join("backup_manifest").is_file());
     assert!(pgdata.join("recovery.signal").is_file());
-    assert!(pgdata.join("base").is_dir() && pgdata.join("PG_VERSION").is_file());
+    assert!(pgdata.join("base").is_dir());
+    assert_eq!(
+        std::fs::read(pgdata.join("PG_VERSION")).unwrap(),
+        std::fs::read(pg.data_dir().join("PG_VERSION")).unwrap()
+    );
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let m = std::fs::metadata(&pgdata).unwrap();
@@ -441,4 +445,107 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
         let server = Restored::start(&pg.bindir, &pgdata, &sock);
         assert_eq!(&server.sql(NUMBERS), expect, "{name} (T = {t})");
     }
+
+    // pitr-verify does the same on its own scratch cluster, and removes it.
+    let history = |numbers: &str| numbers.split(' ').next().unwrap().parse::<u64>().unwrap();
+    let scratch = pg_dir(env.dir.path(), "scratch");
+    for (target, expect) in [(Some(t.as_str()), &at_t), (None, &final_numbers)] {
+        let mut args = vec![
+            "pitr-verify",
+            "--scratch",
+            scratch.to_str().unwrap(),
+            "--restore-command",
+            &restore_command,
+        ];
+        if let Some(t) = target {
+            args.extend(["--target-time", t]);
+        }
+        let v = json(&cairn_pg(&env, &args));
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(
+            v["databases"]["postgres"]["public.pgbench_history"].as_u64(),
+            Some(history(expect)),
+            "{target:?}: {v}"
+        );
+        assert_eq!(
+            v["databases"]["postgres"]["public.pgbench_branches"], 2,
+            "{v}"
+        );
+        assert!(v["rto_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["newest_recoverable_time"].is_string(), "{v}");
+        assert!(
+            std::fs::read_dir(&scratch).unwrap().next().is_none(),
+            "scratch directory left behind"
+        );
+    }
+}
+
+/// A plan's postgres-pitr source takes a base backup tagged with the plan
+/// and source, reports it in the metrics, and `cairn plan show` prints the
+/// archive_command for the plan's repository.
+#[test]
+fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
+    let pg = PgServer::start();
+    let env = Env::init();
+    let pw = password_file(&env);
+    let metrics = env.path("metrics.prom");
+    let plan = env.path("pitr.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version = 1\nstate_dir = {:?}\n[report]\nmetrics = {metrics:?}\n\
+             [[repository]]\nname = \"main\"\npath = {:?}\npassword_file = {pw:?}\n\
+             [[source]]\nname = \"db\"\ntype = \"postgres-pitr\"\ndsn = {:?}\nfast_checkpoint = true\n",
+            env.path("state"),
+            env.repo(),
+            pg.dsn("postgres"),
+        ),
+    )
+    .unwrap();
+    let cairn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_REPOSITORY")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn")
+    };
+    let out = cairn(&["run", plan.to_str().unwrap()]);
+    assert_success(&out);
+    let listed = env.json(["snapshots", "--tag", "postgres-base,plan:pitr,source:db"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(meta(&listed[0], "pg.stop_lsn").is_some(), "{:?}", listed[0]);
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        m.contains("cairn_source_success{plan=\"pitr\",source=\"db\",repository=\"main\"} 1"),
+        "{m}"
+    );
+
+    let out = cairn(&["plan", "show", plan.to_str().unwrap()]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("archive_command = '"))
+        .unwrap_or_else(|| panic!("no archive_command: {text}"));
+    assert!(line.ends_with(" pg archive-wal %p'"), "{line}");
+    assert!(
+        line.contains(&format!("-r {} ", env.repo().display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("--password-file {} ", pw.display())),
+        "{line}"
+    );
+    assert!(text.contains("archive_mode = on"), "{text}");
+    assert!(text.contains("pg restore-wal %f %p'"), "{text}");
+    let out = cairn(&["plan", "show", plan.to_str().unwrap(), "--source", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no source named \"nope\""),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -90,6 +90,11 @@ pub(super) fn metrics(loaded: &Loaded, r: &Report, state: &State, started: Syste
         "1 if every snapshot of the source's last backup into the repository passed its verify, else 0 (sources with verify = true).",
         rows(&|s| s.verified.map(|ok| if ok { 1.0 } else { 0.0 })),
     );
+    family(
+        "cairn_source_verify_duration_seconds",
+        "Duration of the verification of the source's last backup (for postgres-pitr: the pitr-verify restore and replay).",
+        rows(&|s| s.verify_duration_s),
+    );
     let repo_rows = |f: &dyn Fn(&str) -> Option<f64>| {
         r.repositories
             .iter()
