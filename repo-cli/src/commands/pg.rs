@@ -19,6 +19,9 @@ pub fn run(g: &GlobalArgs, out: Output, a: &PgArgs) -> Result<Status> {
         PgCommand::Backup(a) => backup(g, out, a),
         PgCommand::Restore(a) => restore(g, out, a),
         PgCommand::Verify(a) => verify(g, out, a),
+        PgCommand::ArchiveWal(a) => super::wal::archive(g, out, a),
+        PgCommand::RestoreWal(a) => super::wal::restore(g, out, a),
+        PgCommand::WalVerify => super::wal::verify(g, out),
     }
 }
 

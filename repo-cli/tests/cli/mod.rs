@@ -28,3 +28,4 @@ mod s3;
 mod s3_faults;
 mod scripting;
 mod trees;
+mod wal;
