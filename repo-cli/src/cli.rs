@@ -1234,6 +1234,71 @@ cairn pg pitr-verify --json\n  \
 cairn pg pitr-verify --target-time '2026-12-07 11:59:00+00' --scratch /var/tmp"
     )]
     PitrVerify(PgPitrVerifyArgs),
+    /// Archive one WAL file: PostgreSQL's `archive_command`.
+    #[command(
+        name = "archive-wal",
+        long_about = "Store the WAL file PATH (PostgreSQL's `%p`, relative to the data directory, which is the current directory when PostgreSQL runs the command) in the repository, compressed and encrypted, as one object named by the cluster and the file name (SPEC §28). Exits 0 only once the file is durably stored (fsync'd on a local repository, acknowledged by the server on S3); PostgreSQL then recycles the segment. Archiving a file that is stored already with the same content exits 0 (PostgreSQL retries after a crash); other content under the same name exits 1 and keeps the stored file. Prints nothing unless -v or --json.
+
+Takes no lock and reads no index: only the config and a key file are read before the file is written. A segment names its cluster in its first page; a timeline history or backup label file is filed under the system identifier of --system-identifier, else the one in `global/pg_control` of --pgdata (default: the current directory).",
+        after_help = "Examples (postgresql.conf):
+  archive_mode = on
+  archive_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg archive-wal %p'"
+    )]
+    ArchiveWal(PgArchiveWalArgs),
+
+    /// Fetch one archived WAL file: PostgreSQL's `restore_command`.
+    #[command(
+        name = "restore-wal",
+        long_about = "Write the archived WAL file NAME (PostgreSQL's `%f`) of this cluster to DEST (`%p`). The cluster is the one whose system identifier is in `global/pg_control` of --pgdata (default: the current directory, which is the data directory when PostgreSQL runs the command), or --system-identifier. One read of one object: no lock, no index, no listing.
+
+A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.",
+        after_help = "Examples (postgresql.conf of the server being recovered):
+  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'"
+    )]
+    RestoreWal(PgRestoreWalArgs),
+
+    /// Report archived WAL per cluster and timeline, and its gaps.
+    #[command(
+        name = "wal-verify",
+        long_about = "List the archived WAL (one listing, nothing decrypted but a timeline history file where needed) and report, per cluster and timeline, the range of archived segments and every gap in it. Recovery from the newest base backup (snapshots tagged `postgres-base`) must be possible: every segment from its start to the newest archived one, following timeline switches through the history files, must be there. A gap there, or a missing history file, is an error: exit 1. Gaps before it are reported, not errors.",
+        after_help = "Examples:\n  \
+cairn pg wal-verify\n  \
+cairn pg wal-verify --json | jq '.clusters[].errors'"
+    )]
+    WalVerify,
+}
+
+/// `cairn pg archive-wal`.
+#[derive(Debug, Args)]
+pub struct PgArchiveWalArgs {
+    /// The WAL file (`%p`).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The cluster's data directory, for `global/pg_control` [default: .].
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// File history and backup label files under this system identifier
+    /// instead of the one in `global/pg_control`.
+    #[arg(long, value_name = "N")]
+    pub system_identifier: Option<u64>,
+}
+
+/// `cairn pg restore-wal`.
+#[derive(Debug, Args)]
+pub struct PgRestoreWalArgs {
+    /// The WAL file name (`%f`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write it (`%p`).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// The cluster's data directory, for `global/pg_control` [default: .].
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// Fetch the WAL of this system identifier instead of the one in
+    /// `global/pg_control`.
+    #[arg(long, value_name = "N")]
+    pub system_identifier: Option<u64>,
 }
 
 /// `cairn pg backup`.

@@ -30,6 +30,7 @@ mod restore;
 mod run;
 mod snapshots;
 mod stats;
+mod wal;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -54,6 +55,9 @@ pub enum Status {
     Ok,
     /// A backup was saved, but some source files could not be read.
     Incomplete,
+    /// What was asked for is not there, which the caller expects to
+    /// happen (`pg restore-wal`): exit 1, nothing printed.
+    Missing,
 }
 
 /// Runs the parsed command line.

@@ -22,6 +22,9 @@ pub fn run(g: &GlobalArgs, out: Output, a: &PgArgs) -> Result<Status> {
         PgCommand::Basebackup(a) => super::pitr::basebackup(g, out, a),
         PgCommand::RestoreCluster(a) => super::pitr::restore_cluster(g, out, a),
         PgCommand::PitrVerify(a) => super::pitr::pitr_verify(g, out, a),
+        PgCommand::ArchiveWal(a) => super::wal::archive(g, out, a),
+        PgCommand::RestoreWal(a) => super::wal::restore(g, out, a),
+        PgCommand::WalVerify => super::wal::verify(g, out),
     }
 }
 

@@ -29,3 +29,4 @@ mod s3;
 mod s3_faults;
 mod scripting;
 mod trees;
+mod wal;
