@@ -505,10 +505,99 @@ pub fn verify_backup(bindir: &Path, pgdata: &Path, owner: (u32, u32)) -> Result<
     Ok(())
 }
 
+/// How far the archived WAL reaches from a base backup, on its timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveReach {
+    /// The last segment of the unbroken run from `pg.start_wal`.
+    pub last_segment: String,
+    /// Where that segment ends.
+    pub end_lsn: Lsn,
+    /// When it was stored (the storage's clock): its records are older.
+    pub stored_ns: i64,
+    /// A later timeline is archived too (recovery may follow it).
+    pub later_timelines: bool,
+}
+
+/// The archived segments of the base backup's cluster and timeline from
+/// `pg.start_wal` on, without a gap; an error when they do not reach
+/// `pg.stop_wal` (the backup could never become consistent).
+pub fn archive_reach(repo: &Repository, info: &BaseInfo) -> Result<ArchiveReach> {
+    let store = repo.wal();
+    let listing = store.list().context("cannot list the archived WAL")?;
+    let cluster = store.cluster(info.system_identifier);
+    let seg_size = info.wal_segment_size;
+    let start = repo_core::WalFileName::parse(&info.start_wal)?;
+    let stop = repo_core::WalFileName::parse(&info.stop_wal)?;
+    let mut later_timelines = false;
+    let mut segs: Vec<&repo_core::WalObject> = Vec::new();
+    for o in listing.objects.iter().filter(|o| o.cluster == cluster) {
+        if o.file.timeline() > info.timeline {
+            later_timelines = true;
+        } else if o.file.timeline() == info.timeline
+            && o.file.kind() == repo_core::WalFileKind::Segment
+            && o.file.position() >= start.position()
+        {
+            segs.push(o);
+        }
+    }
+    segs.sort_by_key(|o| o.file.position());
+    let mut want = start.segment_number(seg_size);
+    let mut last: Option<&repo_core::WalObject> = None;
+    for o in segs {
+        let n = o.file.segment_number(seg_size);
+        if n != want {
+            break;
+        }
+        last = Some(o);
+        want += 1;
+    }
+    let missing = repo_core::WalFileName::segment(
+        info.timeline,
+        repo_core::WalFileName::position_of(want, seg_size),
+    );
+    match last {
+        Some(o) if o.file.position() >= stop.position() => Ok(ArchiveReach {
+            last_segment: o.file.as_str().to_string(),
+            end_lsn: Lsn((o.file.segment_number(seg_size) + 1) * seg_size),
+            stored_ns: o.modified_ns,
+            later_timelines,
+        }),
+        _ => bail!(
+            "the archived WAL lacks segment {missing}, which the base backup needs to become \
+             consistent ({}..{}): is archive_command set to `cairn pg archive-wal %p`? \
+             Nothing was written",
+            info.start_wal,
+            info.stop_wal
+        ),
+    }
+}
+
 /// Fails when the archived WAL cannot reach `target` from the base
-/// backup `info`.
-pub fn check_archive_reaches(_repo: &Repository, _info: &BaseInfo, _target: &Target) -> Result<()> {
-    Ok(())
+/// backup `info`: segments missing up to the backup's end, or a time or
+/// position beyond the last segment archived without a gap. With a later
+/// timeline archived, recovery may go on there: only the backup's end is
+/// checked then.
+pub fn check_archive_reaches(repo: &Repository, info: &BaseInfo, target: &Target) -> Result<()> {
+    let reach = archive_reach(repo, info)?;
+    if reach.later_timelines {
+        return Ok(());
+    }
+    match target {
+        Target::Lsn(l) if *l > reach.end_lsn => bail!(
+            "the target LSN {l} is beyond the archived WAL: the last segment archived without a \
+             gap is {} (ending at {}); nothing was written",
+            reach.last_segment,
+            reach.end_lsn
+        ),
+        Target::Time(t) if *t > reach.stored_ns => bail!(
+            "the target time {} is beyond the archived WAL: the last segment archived without a \
+             gap, {}, was stored at {}; nothing was written",
+            crate::output::rfc3339(*t),
+            reach.last_segment,
+            crate::output::rfc3339(reach.stored_ns)
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A recovery target (`recovery_target_*`).

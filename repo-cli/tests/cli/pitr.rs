@@ -1,7 +1,8 @@
 //! Point-in-time recovery against real PostgreSQL servers: `pg basebackup`
 //! streams a physical base backup into the repository, `pg restore-cluster`
 //! extracts it with recovery settings, and a server started on it replays
-//! archived WAL to the moment asked for.
+//! archived WAL (`cairn pg archive-wal`, `restore-wal`) to the moment
+//! asked for.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -46,6 +47,27 @@ fn password_file(env: &Env) -> PathBuf {
     let p = env.path("password");
     std::fs::write(&p, PASSWORD).expect("write password");
     p
+}
+
+/// A server whose `archive_command` is `cairn pg archive-wal %p` into
+/// `env`'s repository (which the server's user then owns).
+fn archiving_server(env: &Env) -> PgServer {
+    let pw = password_file(env);
+    if is_root() {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(env.dir.path())
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    let command = format!(
+        "archive_command='{} -r {} --password-file {} pg archive-wal %p'",
+        env!("CARGO_BIN_EXE_cairn"),
+        env.repo().display(),
+        pw.display()
+    );
+    PgServer::start_with(&["wal_level=replica", "archive_mode=on", &command])
 }
 
 /// `cairn --json pg ARGS` with the password in a file (as restore_command needs).
@@ -190,13 +212,13 @@ fn switch_and_wait_archived(pg: &PgServer) {
 
 #[test]
 fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
-    let pg = PgServer::start();
+    let env = Env::init();
+    let pg = archiving_server(&env);
     pg.sql(
         "postgres",
         "CREATE TABLE t (id int PRIMARY KEY, body text);
          INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;",
     );
-    let env = Env::init();
     let dsn = pg.dsn("postgres");
     let saved = json(&cairn_pg(&env, &["basebackup", "--dsn", &dsn, "--fast"]));
     let snap = &saved["snapshots"][0];
@@ -385,6 +407,35 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         stderr(&out)
     );
     assert!(!early.exists());
+    // Beyond the archived WAL: an hour from now, a position far ahead.
+    let later = pg.sql(
+        "postgres",
+        "SELECT to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS+00')",
+    );
+    let far_lsn = pg.sql("postgres", "SELECT pg_current_wal_lsn() + 1000000000");
+    for target in [
+        ["--target-time", later.as_str()],
+        ["--target-lsn", far_lsn.as_str()],
+    ] {
+        let out = cairn_pg(
+            &env,
+            &[
+                "restore-cluster",
+                "latest",
+                "--pgdata",
+                early.to_str().unwrap(),
+                target[0],
+                target[1],
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{target:?}");
+        assert!(
+            stderr(&out).contains("beyond the archived WAL"),
+            "{target:?}: {}",
+            stderr(&out)
+        );
+        assert!(!early.exists(), "{target:?} created the data directory");
+    }
 }
 
 /// pgbench writes while the server archives WAL; the numbers recorded at
@@ -393,9 +444,7 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
 #[test]
 fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
     let env = Env::init();
-    let archive = pg_dir(env.dir.path(), "archive");
-    let archive_command = format!("archive_command='cp %p {}/%f'", archive.display());
-    let pg = PgServer::start_with(&["archive_mode=on", &archive_command, "wal_level=replica"]);
+    let pg = archiving_server(&env);
     let out = pgbench(&pg, &["-i", "-q", "-s", "2"])
         .output()
         .expect("pgbench -i");
@@ -421,7 +470,6 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
     switch_and_wait_archived(&pg);
 
     let work = pg_dir(env.dir.path(), "restores");
-    let restore_command = format!("cp {}/%f %p", archive.display());
     for (name, target, expect) in [
         ("at-t", Some(t.as_str()), &at_t),
         ("at-end", None, &final_numbers),
@@ -434,8 +482,6 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
             pgdata.to_str().unwrap(),
             "--owner",
             "postgres",
-            "--restore-command",
-            &restore_command,
         ];
         if let Some(t) = target {
             args.extend(["--target-time", t]);
@@ -450,13 +496,7 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
     let history = |numbers: &str| numbers.split(' ').next().unwrap().parse::<u64>().unwrap();
     let scratch = pg_dir(env.dir.path(), "scratch");
     for (target, expect) in [(Some(t.as_str()), &at_t), (None, &final_numbers)] {
-        let mut args = vec![
-            "pitr-verify",
-            "--scratch",
-            scratch.to_str().unwrap(),
-            "--restore-command",
-            &restore_command,
-        ];
+        let mut args = vec!["pitr-verify", "--scratch", scratch.to_str().unwrap()];
         if let Some(t) = target {
             args.extend(["--target-time", t]);
         }
@@ -522,6 +562,21 @@ fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
         m.contains("cairn_source_success{plan=\"pitr\",source=\"db\",repository=\"main\"} 1"),
         "{m}"
     );
+
+    // Nothing was archived from this server: no restore can be consistent.
+    let nowal = env.path("nowal");
+    let out = cairn_pg(
+        &env,
+        &[
+            "restore-cluster",
+            "latest",
+            "--pgdata",
+            nowal.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("lacks segment"), "{}", stderr(&out));
+    assert!(!nowal.exists());
 
     let out = cairn(&["plan", "show", plan.to_str().unwrap()]);
     assert_success(&out);
