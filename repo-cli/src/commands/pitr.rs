@@ -34,6 +34,8 @@ struct BasebackupJson<'a> {
     start_wal: &'a str,
     stop_wal: &'a str,
     stop_time: &'a str,
+    #[serde(flatten)]
+    facts: &'a base::PitrFacts,
 }
 
 /// `cairn pg basebackup`.
@@ -51,6 +53,25 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
         },
     )?;
     let s = &outcome.snapshot.snapshot.summary;
+    // For monitoring: what the archive holds and what the server says of
+    // its archiving. Neither is needed for the backup itself.
+    let facts = base::PitrFacts {
+        wal: base::wal_summary(&repo, info.system_identifier)
+            .inspect_err(|e| out.warn(format!("{e:#}")))
+            .ok(),
+        archiver: base::archiver_stats(&server)
+            .inspect_err(|e| out.warn(format!("cannot read pg_stat_archiver: {e:#}")))
+            .ok(),
+    };
+    if let Some(a) = &facts.archiver
+        && a.failed_count > 0
+    {
+        out.warn(format!(
+            "the server reports {} failed archive_command run(s), the last for {} ",
+            a.failed_count,
+            a.last_failed_wal.as_deref().unwrap_or("?")
+        ));
+    }
     if out.json {
         let mut report = BackupReport::default();
         report.snapshots.push(SavedSnapshot::new(
@@ -72,6 +93,7 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
             start_wal: &info.start_wal,
             stop_wal: &info.stop_wal,
             stop_time: &info.stop_time,
+            facts: &facts,
         })?;
     } else {
         out.line(format!(

@@ -303,6 +303,83 @@ fn manifest_wal_range(manifest: &[u8]) -> Result<(u32, Lsn, u32, Lsn)> {
     ))
 }
 
+/// The archive of one cluster, as monitoring wants it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct WalSummary {
+    /// Archived files (segments, partials, history and backup files).
+    pub files: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// The newest segment by position.
+    pub newest_segment: Option<String>,
+    /// When it was stored (the storage's clock), Unix seconds.
+    pub newest_segment_unix: Option<f64>,
+}
+
+/// The archived WAL of cluster `system_identifier`: one listing.
+pub fn wal_summary(repo: &Repository, system_identifier: u64) -> Result<WalSummary> {
+    let store = repo.wal();
+    let cluster = store.cluster(system_identifier);
+    let listing = store.list().context("cannot list the archived WAL")?;
+    let mut s = WalSummary::default();
+    let mut newest: Option<&repo_core::WalObject> = None;
+    for o in listing.objects.iter().filter(|o| o.cluster == cluster) {
+        s.files += 1;
+        s.bytes += o.size;
+        if o.file.kind() == repo_core::WalFileKind::Segment
+            && newest.is_none_or(|n| {
+                (o.file.timeline(), o.file.position()) > (n.file.timeline(), n.file.position())
+            })
+        {
+            newest = Some(o);
+        }
+    }
+    if let Some(n) = newest {
+        s.newest_segment = Some(n.file.as_str().to_string());
+        s.newest_segment_unix = Some(n.modified_ns as f64 / 1e9);
+    }
+    Ok(s)
+}
+
+/// The server's own archiving record (`pg_stat_archiver`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ArchiverStats {
+    /// Files archived since the statistics were reset.
+    pub archived_count: u64,
+    /// Failed `archive_command` runs since then.
+    pub failed_count: u64,
+    /// The last file archived.
+    pub last_archived_wal: Option<String>,
+    /// When, Unix seconds.
+    pub last_archived_unix: Option<f64>,
+    /// The last file whose archiving failed.
+    pub last_failed_wal: Option<String>,
+    /// When, Unix seconds.
+    pub last_failed_unix: Option<f64>,
+}
+
+/// Reads `pg_stat_archiver` (readable by every role).
+pub fn archiver_stats(server: &Server) -> Result<ArchiverStats> {
+    let line = server.clients.query(
+        &server.dsn,
+        "SELECT json_build_object('archived_count', archived_count, 'failed_count', failed_count, \
+         'last_archived_wal', last_archived_wal, \
+         'last_archived_unix', extract(epoch FROM last_archived_time), \
+         'last_failed_wal', last_failed_wal, \
+         'last_failed_unix', extract(epoch FROM last_failed_time))::text FROM pg_stat_archiver",
+    )?;
+    serde_json::from_str(line.trim()).context("unexpected pg_stat_archiver answer")
+}
+
+/// What `pg basebackup --json` adds for monitoring (read by `cairn run`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PitrFacts {
+    /// The cluster's archived WAL after the backup.
+    pub wal: Option<WalSummary>,
+    /// The server's archiver statistics.
+    pub archiver: Option<ArchiverStats>,
+}
+
 /// How to take a base backup.
 #[derive(Debug, Default)]
 pub struct BaseBackupOptions {

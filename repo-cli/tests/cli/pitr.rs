@@ -261,6 +261,22 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         "t"
     );
     assert_eq!(saved["stop_lsn"], stop);
+    // Monitoring facts: the archive holds the backup's WAL, the server
+    // archived without failures.
+    assert!(saved["wal"]["files"].as_u64().unwrap() >= 1, "{saved}");
+    assert!(
+        saved["wal"]["newest_segment"].as_str().unwrap() >= meta(s, "pg.stop_wal").unwrap(),
+        "{saved}"
+    );
+    assert!(
+        saved["wal"]["newest_segment_unix"].as_f64().unwrap() > 1.7e9,
+        "{saved}"
+    );
+    assert_eq!(saved["archiver"]["failed_count"], 0, "{saved}");
+    assert!(
+        saved["archiver"]["archived_count"].as_u64().unwrap() >= 1,
+        "{saved}"
+    );
     assert!(
         meta(s, "pg.stop_time").is_some_and(|t| t.contains('T')),
         "{s}"
@@ -558,10 +574,16 @@ fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(meta(&listed[0], "pg.stop_lsn").is_some(), "{:?}", listed[0]);
     let m = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        m.contains("cairn_source_success{plan=\"pitr\",source=\"db\",repository=\"main\"} 1"),
-        "{m}"
-    );
+    let labels = "{plan=\"pitr\",source=\"db\",repository=\"main\"}";
+    for line in [
+        format!("cairn_source_success{labels} 1"),
+        // This server archives nothing.
+        format!("cairn_pitr_wal_files{labels} 0"),
+        format!("cairn_pitr_archive_failed_count{labels} 0"),
+        format!("cairn_pitr_archive_last_failed_timestamp_seconds{labels} 0"),
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in:\n{m}");
+    }
 
     // Nothing was archived from this server: no restore can be consistent.
     let nowal = env.path("nowal");

@@ -42,6 +42,7 @@ pub(super) fn backup(
         stderr: String::new(),
         verified: None,
         verify_duration_s: None,
+        pitr: None,
     };
     let mut c = base_command(g, repo, exe);
     let api_key = match qdrant_api_key(src) {
@@ -67,6 +68,9 @@ pub(super) fn backup(
     r.duration_s = child.duration.as_secs_f64();
     r.stderr = child.stderr.clone();
     let json = serde_json::from_slice::<BackupReport>(&child.stdout).ok();
+    if matches!(src, Source::PostgresPitr(_)) {
+        r.pitr = serde_json::from_slice(&child.stdout).ok();
+    }
     for s in json.iter().flat_map(|j| &j.snapshots) {
         r.snapshot_ids.push(s.snapshot_id.clone());
         r.bytes_added += s.bytes_added;
