@@ -1212,6 +1212,122 @@ cairn pg verify latest --dsn postgresql://postgres@localhost/postgres\n  \
 cairn pg verify latest --dsn postgresql://postgres@localhost/postgres --json | jq .ok"
     )]
     Verify(PgVerifyArgs),
+
+    /// Stream a physical base backup (point-in-time recovery) into the repository.
+    #[command(
+        long_about = "Run `pg_basebackup -Ft -D - -X none` and stream its tar into a snapshot tagged \
+`postgres-base` holding `postgres/base.tar`, which includes the `backup_manifest`. WAL is not \
+in it: the server's archive_command (`cairn pg archive-wal %p`) puts WAL into the repository, \
+and `pg restore-cluster` replays it from there. The snapshot records where the backup starts and \
+ends in the WAL (pg.start_lsn, pg.stop_lsn, pg.start_wal, pg.stop_wal, pg.timeline, \
+pg.system_identifier, pg.wal_segment_size, pg.stop_time). Only changed chunks are stored again, \
+so a second base backup adds roughly what the database changed.\n\n\
+The role needs the REPLICATION attribute and pg_hba.conf a `replication` line; a cluster with \
+tablespaces outside the data directory is not supported (pg_basebackup writes only one tar to \
+standard output). Without --fast, pg_basebackup first waits for a spread checkpoint.",
+        after_help = "Examples:\n  \
+cairn pg basebackup --dsn postgresql://postgres@localhost/postgres --fast\n  \
+CAIRN_PG_DSN=postgresql://replicator:secret@db1/postgres cairn pg basebackup --json"
+    )]
+    Basebackup(PgBasebackupArgs),
+
+    /// Restore a base backup into a new data directory, to a moment.
+    #[command(
+        long_about = "Extract a base backup (tag `postgres-base`) into --pgdata, which must be missing \
+or empty, check it with `pg_verifybackup -n`, and write `recovery.signal` and the recovery \
+settings into postgresql.auto.conf: a restore_command that fetches WAL from this repository \
+(`cairn … pg restore-wal %f %p`, with -r and --password-file of this command), the \
+recovery target and recovery_target_action. Start the server to replay.\n\n\
+A target before the base backup's end (pg.stop_time / pg.stop_lsn) is refused before anything \
+is written: use an older base backup (`latest` picks the newest one that ends before the \
+target). Without a target the server replays every archived segment. Run as root, the files are \
+given to --owner (default: the owner of the data directory or its parent, else `postgres`), mode \
+0700.",
+        after_help = "Examples:\n  \
+cairn pg restore-cluster latest --pgdata /var/lib/postgresql/15/restored --target-time '2026-12-07 11:59:00+00'\n  \
+cairn pg restore-cluster 1a2b3c4d --pgdata /srv/pg --target-lsn 0/3000060 --target-action pause\n  \
+cairn pg restore-cluster latest --pgdata /srv/pg --owner postgres   # replay all archived WAL"
+    )]
+    RestoreCluster(PgRestoreClusterArgs),
+
+    /// Prove point-in-time recovery: restore, replay, start, count, clean up.
+    #[command(
+        long_about = "Restore the newest base backup into a scratch cluster (a new 0700 temporary \
+directory, a free loopback port, archiving off), replay archived WAL to the target (default: \
+the end of the archive), wait until the server is promoted, count the rows of every table in \
+every database, stop the server and remove the directory. Reports the recovery time measured \
+from the start of extraction to the promoted server (RTO) and the newest moment recovered \
+(RPO: the last replayed transaction's time and WAL position). Exits 1 if recovery fails.",
+        after_help = "Examples:\n  \
+cairn pg pitr-verify --json\n  \
+cairn pg pitr-verify --target-time '2026-12-07 11:59:00+00' --scratch /var/tmp"
+    )]
+    PitrVerify(PgPitrVerifyArgs),
+    /// Archive one WAL file: PostgreSQL's `archive_command`.
+    #[command(
+        name = "archive-wal",
+        long_about = "Store the WAL file PATH (PostgreSQL's `%p`, relative to the data directory, which is the current directory when PostgreSQL runs the command) in the repository, compressed and encrypted, as one object named by the cluster and the file name (SPEC §28). Exits 0 only once the file is durably stored (fsync'd on a local repository, acknowledged by the server on S3); PostgreSQL then recycles the segment. Archiving a file that is stored already with the same content exits 0 (PostgreSQL retries after a crash); other content under the same name exits 1 and keeps the stored file. Prints nothing unless -v or --json.
+
+Takes no lock and reads no index: only the config and a key file are read before the file is written. A segment names its cluster in its first page; a timeline history or backup label file is filed under the system identifier of --system-identifier, else the one in `global/pg_control` of --pgdata (default: the current directory).",
+        after_help = "Examples (postgresql.conf):
+  archive_mode = on
+  archive_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg archive-wal %p'"
+    )]
+    ArchiveWal(PgArchiveWalArgs),
+
+    /// Fetch one archived WAL file: PostgreSQL's `restore_command`.
+    #[command(
+        name = "restore-wal",
+        long_about = "Write the archived WAL file NAME (PostgreSQL's `%f`) of this cluster to DEST (`%p`). The cluster is the one whose system identifier is in `global/pg_control` of --pgdata (default: the current directory, which is the data directory when PostgreSQL runs the command), or --system-identifier. One read of one object: no lock, no index, no listing.
+
+A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.",
+        after_help = "Examples (postgresql.conf of the server being recovered):
+  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'"
+    )]
+    RestoreWal(PgRestoreWalArgs),
+
+    /// Report archived WAL per cluster and timeline, and its gaps.
+    #[command(
+        name = "wal-verify",
+        long_about = "List the archived WAL (one listing, nothing decrypted but a timeline history file where needed) and report, per cluster and timeline, the range of archived segments and every gap in it. Recovery from the newest base backup (snapshots tagged `postgres-base`) must be possible: every segment from its start to the newest archived one, following timeline switches through the history files, must be there. A gap there, or a missing history file, is an error: exit 1. Gaps before it are reported, not errors.",
+        after_help = "Examples:\n  \
+cairn pg wal-verify\n  \
+cairn pg wal-verify --json | jq '.clusters[].errors'"
+    )]
+    WalVerify,
+}
+
+/// `cairn pg archive-wal`.
+#[derive(Debug, Args)]
+pub struct PgArchiveWalArgs {
+    /// The WAL file (`%p`).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The cluster's data directory, for `global/pg_control` [default: .].
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// File history and backup label files under this system identifier
+    /// instead of the one in `global/pg_control`.
+    #[arg(long, value_name = "N")]
+    pub system_identifier: Option<u64>,
+}
+
+/// `cairn pg restore-wal`.
+#[derive(Debug, Args)]
+pub struct PgRestoreWalArgs {
+    /// The WAL file name (`%f`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write it (`%p`).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// The cluster's data directory, for `global/pg_control` [default: .].
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// Fetch the WAL of this system identifier instead of the one in
+    /// `global/pg_control`.
+    #[arg(long, value_name = "N")]
+    pub system_identifier: Option<u64>,
 }
 
 /// `cairn pg backup`.
@@ -1289,6 +1405,119 @@ pub struct PgVerifyArgs {
     /// (keeps a password out of `ps`).
     #[arg(long, value_name = "PATH")]
     pub dsn_file: Option<PathBuf>,
+}
+
+/// `cairn pg basebackup`.
+#[derive(Debug, Args)]
+pub struct PgBasebackupArgs {
+    /// Connection string of the server (the role needs REPLICATION).
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// Read the connection string from the first line of this file instead
+    /// (keeps a password out of `ps`).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<PathBuf>,
+    /// Start with an immediate checkpoint (`pg_basebackup --checkpoint=fast`)
+    /// instead of waiting for a spread one.
+    #[arg(long)]
+    pub fast: bool,
+    /// Limit the transfer rate (`pg_basebackup --max-rate`, e.g. `50M`).
+    #[arg(long, value_name = "RATE")]
+    pub max_rate: Option<String>,
+    /// Extra tag for the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+/// The recovery target of `pg restore-cluster` and `pg pitr-verify` (at most one).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct PgTargetArgs {
+    /// Stop at this moment: RFC 3339 or `YYYY-MM-DD HH:MM:SS[.ffffff]+ZZ`, with its zone.
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Stop at this WAL position (`X/Y`).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Stop after this transaction id commits.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Stop at this restore point (`pg_create_restore_point`).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+}
+
+/// `recovery_target_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgTargetAction {
+    /// End recovery and accept writes (a new timeline).
+    Promote,
+    /// Stay in recovery, read-only, until `pg_wal_replay_resume()`.
+    Pause,
+    /// Stop the server (restart it with other settings to go on).
+    Shutdown,
+}
+
+/// `cairn pg restore-cluster`.
+#[derive(Debug, Args)]
+pub struct PgRestoreClusterArgs {
+    /// `latest` (of tag `postgres-base`; with a target: the newest ending
+    /// before it), a snapshot id, or a unique prefix of one.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// The data directory to create (missing or empty).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Where recovery stops [default: the end of the archived WAL].
+    #[command(flatten)]
+    pub target: PgTargetArgs,
+    /// What the server does at the target.
+    #[arg(long, value_enum, value_name = "ACTION", default_value = "promote")]
+    pub target_action: PgTargetAction,
+    /// Owner of the restored files when run as root [default: the data
+    /// directory's (or its parent's) owner, else `postgres`].
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// The restore_command to write instead of cairn's own (`%f` and `%p` as in PostgreSQL).
+    #[arg(long, value_name = "COMMAND")]
+    pub restore_command: Option<String>,
+    /// Also write `archive_mode = off` (a copy that must not archive into the repository).
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Skip `pg_verifybackup`.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// `cairn pg pitr-verify`.
+#[derive(Debug, Args)]
+pub struct PgPitrVerifyArgs {
+    /// The base backup to start from [default: the newest; with a target,
+    /// the newest ending before it].
+    #[arg(value_name = "SNAPSHOT", default_value = "latest")]
+    pub snapshot: String,
+    /// Where recovery stops [default: the end of the archived WAL].
+    #[command(flatten)]
+    pub target: PgTargetArgs,
+    /// Directory for the scratch cluster [default: $TMPDIR, else /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Owner of the scratch cluster when run as root [default: `postgres`].
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Role to count rows as [default: the owner's name, else `postgres`].
+    #[arg(long, value_name = "ROLE")]
+    pub user: Option<String>,
+    /// Give up when the server has not finished recovery after this long (`90min`, `2h`).
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub timeout: String,
+    /// Fetch WAL with this command instead of cairn's own restore-wal
+    /// (`%f` and `%p` as in PostgreSQL).
+    #[arg(long, value_name = "COMMAND")]
+    pub restore_command: Option<String>,
 }
 
 /// `cairn redis`.
@@ -1591,6 +1820,29 @@ cairn plan schedule /etc/cairn/nightly.toml --on-calendar 'Mon..Fri 22:00' --ins
 cairn plan schedule /etc/cairn/nightly.toml --cron --cron-schedule '15 3 * * *' --install"
     )]
     Schedule(PlanScheduleArgs),
+    /// Print the postgresql.conf lines a plan's postgres-pitr sources need.
+    #[command(
+        long_about = "For each source of type postgres-pitr, print the settings that archive the \
+server's WAL into the plan's (first primary) repository with `cairn pg archive-wal %p`, and the \
+restore_command that `cairn pg restore-cluster` writes for a restore, with this executable's \
+absolute path and the repository's password_file or password_command. Put them into the \
+server's postgresql.conf (archive_mode needs a restart, archive_command a reload).",
+        after_help = "Examples:\n  \
+cairn plan show /etc/cairn/nightly.toml\n  \
+cairn plan show /etc/cairn/nightly.toml --source main-db >> /etc/postgresql/15/main/conf.d/cairn.conf"
+    )]
+    Show(PlanShowArgs),
+}
+
+/// `cairn plan show`.
+#[derive(Debug, Args)]
+pub struct PlanShowArgs {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// Only this source.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
 }
 
 /// `cairn plan init`.

@@ -349,6 +349,9 @@ pub enum Source {
     Paths(PathsSource),
     /// PostgreSQL databases (`cairn pg backup`).
     Postgres(PostgresSource),
+    /// PostgreSQL base backups for point-in-time recovery (`cairn pg basebackup`).
+    #[serde(rename = "postgres-pitr")]
+    PostgresPitr(PostgresPitrSource),
     /// A Redis server's RDB (`cairn redis backup`).
     Redis(RedisSource),
     /// Qdrant collections (`cairn qdrant backup`).
@@ -407,6 +410,31 @@ pub struct PostgresSource {
     pub all: bool,
     /// After the backup, `cairn pg verify` each database snapshot (restored
     /// into a scratch database on this same server, row counts compared).
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// `type = "postgres-pitr"`: a physical base backup on the plan's
+/// schedule; WAL arrives in between through the server's `archive_command`
+/// (`cairn plan show` prints it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresPitrSource {
+    /// Source name.
+    pub name: String,
+    /// Extra snapshot tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kill the backup (and what it started) after this long, e.g. `2h`, `90min`.
+    #[serde(default, deserialize_with = "opt_run_time")]
+    pub timeout: Option<Duration>,
+    /// Connection string (a role with REPLICATION).
+    pub dsn: String,
+    /// Start with an immediate checkpoint instead of a spread one.
+    #[serde(default)]
+    pub fast_checkpoint: bool,
+    /// After the base backup, `cairn pg pitr-verify` it: restore into a
+    /// scratch cluster, replay the archived WAL, count rows.
     #[serde(default)]
     pub verify: bool,
 }
@@ -485,6 +513,7 @@ impl Source {
         match self {
             Source::Paths(s) => &s.name,
             Source::Postgres(s) => &s.name,
+            Source::PostgresPitr(s) => &s.name,
             Source::Redis(s) => &s.name,
             Source::Qdrant(s) => &s.name,
             Source::Command(s) => &s.name,
@@ -496,6 +525,7 @@ impl Source {
         match self {
             Source::Paths(_) => "paths",
             Source::Postgres(_) => "postgres",
+            Source::PostgresPitr(_) => "postgres-pitr",
             Source::Redis(_) => "redis",
             Source::Qdrant(_) => "qdrant",
             Source::Command(_) => "command",
@@ -507,6 +537,7 @@ impl Source {
         match self {
             Source::Paths(s) => s.timeout,
             Source::Postgres(s) => s.timeout,
+            Source::PostgresPitr(s) => s.timeout,
             Source::Redis(s) => s.timeout,
             Source::Qdrant(s) => s.timeout,
             Source::Command(s) => s.timeout,
@@ -517,6 +548,7 @@ impl Source {
     pub fn verify(&self) -> bool {
         match self {
             Source::Postgres(s) => s.verify,
+            Source::PostgresPitr(s) => s.verify,
             Source::Redis(s) => s.verify,
             Source::Qdrant(s) => s.verify,
             Source::Paths(_) | Source::Command(_) => false,
@@ -528,6 +560,7 @@ impl Source {
         match self {
             Source::Paths(s) => &s.tags,
             Source::Postgres(s) => &s.tags,
+            Source::PostgresPitr(s) => &s.tags,
             Source::Redis(s) => &s.tags,
             Source::Qdrant(s) => &s.tags,
             Source::Command(s) => &s.tags,

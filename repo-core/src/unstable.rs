@@ -32,7 +32,11 @@ macro_rules! door {
 door!(
     backend, backup, blob, cache, check, chunker, compress, config, crypto, dict, encoding, error,
     forget, format, hash, id, index, inspect, keys, lock, mark, pack, pattern, progress, prune,
+<<<<<<< HEAD
     repair, repository, restore, snapshot, tree, unattended, warning
+=======
+    repair, repository, restore, snapshot, tree, wal, warning
+>>>>>>> base
 );
 
 /// The repository's engine handles, for tests that inspect or damage them.

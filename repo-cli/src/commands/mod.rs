@@ -17,7 +17,9 @@ mod init;
 mod key;
 mod ls;
 mod pg;
+mod pitr;
 mod plan;
+mod plan_pitr;
 mod preflight;
 mod prune;
 mod qdrant;
@@ -28,6 +30,7 @@ mod restore;
 mod run;
 mod snapshots;
 mod stats;
+mod wal;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -52,6 +55,9 @@ pub enum Status {
     Ok,
     /// A backup was saved, but some source files could not be read.
     Incomplete,
+    /// What was asked for is not there, which the caller expects to
+    /// happen (`pg restore-wal`): exit 1, nothing printed.
+    Missing,
 }
 
 /// Runs the parsed command line.

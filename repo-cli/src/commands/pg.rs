@@ -19,11 +19,17 @@ pub fn run(g: &GlobalArgs, out: Output, a: &PgArgs) -> Result<Status> {
         PgCommand::Backup(a) => backup(g, out, a),
         PgCommand::Restore(a) => restore(g, out, a),
         PgCommand::Verify(a) => verify(g, out, a),
+        PgCommand::Basebackup(a) => super::pitr::basebackup(g, out, a),
+        PgCommand::RestoreCluster(a) => super::pitr::restore_cluster(g, out, a),
+        PgCommand::PitrVerify(a) => super::pitr::pitr_verify(g, out, a),
+        PgCommand::ArchiveWal(a) => super::wal::archive(g, out, a),
+        PgCommand::RestoreWal(a) => super::wal::restore(g, out, a),
+        PgCommand::WalVerify => super::wal::verify(g, out),
     }
 }
 
 /// Connects to the server of `--dsn` / `CAIRN_PG_DSN` / `--dsn-file`.
-fn connect(dsn: Option<&str>, file: Option<&std::path::Path>) -> Result<Server> {
+pub(super) fn connect(dsn: Option<&str>, file: Option<&std::path::Path>) -> Result<Server> {
     let dsn =
         crate::credentials::connection_string(dsn, file, "--dsn", Some("CAIRN_PG_DSN"), |d| {
             pg::split_password(d).1.is_some()

@@ -17,6 +17,7 @@ pub fn run(a: &PlanArgs) -> Result<Status> {
     match &a.command {
         PlanCommand::Init(a) => init(a),
         PlanCommand::Schedule(a) => schedule(a),
+        PlanCommand::Show(a) => super::plan_pitr::show(a),
     }
 }
 

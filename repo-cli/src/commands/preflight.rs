@@ -230,6 +230,20 @@ fn source(s: &Source) -> Vec<String> {
                 }
             }
         },
+        Source::PostgresPitr(p) => match Clients::newest() {
+            Err(e) => v.push(format!("{e:#}")),
+            Ok(c) => {
+                let mut progs = vec!["psql", "pg_basebackup"];
+                if p.verify {
+                    progs.extend(["postgres", "pg_verifybackup"]);
+                }
+                for prog in progs {
+                    if let Err(why) = program(&c.bindir.join(prog)) {
+                        v.push(format!("{prog}: {why}"));
+                    }
+                }
+            }
+        },
         Source::Redis(r) => {
             if r.verify
                 && let Err(why) = program(Path::new("redis-server"))

@@ -3,6 +3,7 @@
 //! CLI crate because they open sockets and start processes (the library
 //! opens no sockets and starts no processes).
 
+pub mod pg_base;
 pub mod postgres;
 pub mod process;
 pub mod qdrant;

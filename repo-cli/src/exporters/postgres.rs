@@ -406,6 +406,16 @@ impl Server {
             .collect())
     }
 
+    /// Exact row counts of every user table of `db` right now, by `schema.table`.
+    pub fn rowcounts(&self, db: &str) -> Result<BTreeMap<String, u64>> {
+        let state = self.state(db)?;
+        Ok(state
+            .counts
+            .into_iter()
+            .map(|(s, t, n)| (format!("{s}.{t}"), n))
+            .collect())
+    }
+
     /// The state (versions, size, row counts) of `db` right now.
     fn state(&self, db: &str) -> Result<DbState> {
         let sql = STATE_QUERY.replace("$1", "false");

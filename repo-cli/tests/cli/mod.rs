@@ -17,6 +17,7 @@ mod inspect;
 mod keys;
 mod pg;
 mod pgserver;
+mod pitr;
 mod plan;
 mod prune;
 mod qdrant;
@@ -28,4 +29,8 @@ mod s3;
 mod s3_faults;
 mod scripting;
 mod trees;
+<<<<<<< HEAD
 mod unattended;
+=======
+mod wal;
+>>>>>>> base

@@ -62,9 +62,14 @@ pub struct Backup<'a> {
     parent: ParentChoice,
     profile: Option<String>,
     metadata: Vec<(String, String)>,
+    late_metadata: Option<LateMetadata<'a>>,
     time_ns: Option<i64>,
     progress: &'a dyn Progress,
 }
+
+/// Metadata known only once the source has been read (see
+/// [`Backup::metadata_after`]).
+type LateMetadata<'a> = Box<dyn FnOnce() -> std::io::Result<Vec<(String, String)>> + Send + 'a>;
 
 impl Repository {
     /// Starts a backup.
@@ -81,6 +86,7 @@ impl Repository {
             parent: ParentChoice::Auto,
             profile: None,
             metadata: Vec::new(),
+            late_metadata: None,
             time_ns: None,
             progress: &NoProgress,
         }
@@ -140,6 +146,18 @@ impl<'a> Backup<'a> {
         self.metadata.push((k.into(), v.into()));
         self
     }
+    /// Records key/value pairs that `f` computes once the source has been
+    /// read completely, before the snapshot is written: facts a stream
+    /// reveals only at its end (a physical backup's stop position). An
+    /// error from `f` fails the backup like a read error of the stream:
+    /// no snapshot is written.
+    pub fn metadata_after(
+        mut self,
+        f: impl FnOnce() -> std::io::Result<Vec<(String, String)>> + Send + 'a,
+    ) -> Self {
+        self.late_metadata = Some(Box::new(f));
+        self
+    }
     /// Overrides the snapshot time (nanoseconds since the epoch).
     pub fn time_ns(mut self, t: i64) -> Self {
         self.time_ns = Some(t);
@@ -185,6 +203,7 @@ impl<'a> Backup<'a> {
         let time_ns = self.time_ns.unwrap_or_else(repository::now_ns);
         let host = self.host.clone().unwrap_or_else(repository::hostname);
         let is_stream = self.stream.is_some();
+        let stream_name = self.stream.as_ref().map(|(n, _)| n.clone());
         if is_stream != self.paths.is_empty() {
             return Err(Error::InvalidArgument(
                 "give either paths or one stream".into(),
@@ -283,12 +302,23 @@ impl<'a> Backup<'a> {
                 archiver.archive_selection(&Selection::from_paths(&abs), parent_root.as_ref())?
             }
         };
+        let late = match self.late_metadata {
+            Some(f) => f().map_err(|source| match stream_name {
+                Some(name) => Error::Stream { name, source },
+                None => Error::Source {
+                    path: PathBuf::new(),
+                    source,
+                },
+            })?,
+            None => Vec::new(),
+        };
         let (mut summary, warnings) = archiver.finish()?;
         summary.duration_ns = started.elapsed().as_nanos() as u64;
         let mut tags = self.tags;
         tags.sort();
         tags.dedup();
         let mut metadata = self.metadata;
+        metadata.extend(late);
         metadata.sort();
         let snapshot = Snapshot {
             time_ns,

@@ -65,6 +65,7 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
 pub(super) fn source_env(src: &Source) -> Option<(&'static str, &str)> {
     match src {
         Source::Postgres(p) => Some(("CAIRN_PG_DSN", &p.dsn)),
+        Source::PostgresPitr(p) => Some(("CAIRN_PG_DSN", &p.dsn)),
         Source::Redis(r) => Some(("CAIRN_REDIS_URL", &r.url)),
         Source::Paths(_) | Source::Command(_) | Source::Qdrant(_) => None,
     }
@@ -132,6 +133,14 @@ pub(super) fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             tag_args(&mut a);
             host_args(&mut a);
         }
+        Source::PostgresPitr(pg) => {
+            a.extend(["pg".into(), "basebackup".into()]);
+            if pg.fast_checkpoint {
+                a.push("--fast".into());
+            }
+            tag_args(&mut a);
+            host_args(&mut a);
+        }
         Source::Redis(_) => {
             a.extend(["redis".into(), "backup".into()]);
             tag_args(&mut a);
@@ -162,6 +171,7 @@ pub(super) fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
 pub(super) fn verify_args(src: &Source, id: &str) -> Vec<OsString> {
     match src {
         Source::Postgres(_) => vec!["pg".into(), "verify".into(), id.into()],
+        Source::PostgresPitr(_) => vec!["pg".into(), "pitr-verify".into(), id.into()],
         Source::Redis(_) => vec!["redis".into(), "verify".into(), id.into()],
         Source::Qdrant(q) => vec![
             "qdrant".into(),

@@ -90,6 +90,43 @@ pub(super) fn metrics(loaded: &Loaded, r: &Report, state: &State, started: Syste
         "1 if every snapshot of the source's last backup into the repository passed its verify, else 0 (sources with verify = true).",
         rows(&|s| s.verified.map(|ok| if ok { 1.0 } else { 0.0 })),
     );
+    family(
+        "cairn_source_verify_duration_seconds",
+        "Duration of the verification of the source's last backup (for postgres-pitr: the pitr-verify restore and replay).",
+        rows(&|s| s.verify_duration_s),
+    );
+    let pitr = |f: &dyn Fn(&crate::exporters::pg_base::PitrFacts) -> Option<f64>| {
+        rows(&|s| s.pitr.as_ref().and_then(f))
+    };
+    family(
+        "cairn_pitr_wal_newest_segment_timestamp_seconds",
+        "Unix time the newest archived WAL segment of a postgres-pitr source's cluster was stored (its age is the data at risk).",
+        pitr(&|p| p.wal.as_ref()?.newest_segment_unix),
+    );
+    family(
+        "cairn_pitr_wal_bytes",
+        "Stored bytes of the archived WAL of a postgres-pitr source's cluster.",
+        pitr(&|p| p.wal.as_ref().map(|w| w.bytes as f64)),
+    );
+    family(
+        "cairn_pitr_wal_files",
+        "Archived WAL files of a postgres-pitr source's cluster.",
+        pitr(&|p| p.wal.as_ref().map(|w| w.files as f64)),
+    );
+    family(
+        "cairn_pitr_archive_failed_count",
+        "Failed archive_command runs the server reports (pg_stat_archiver.failed_count).",
+        pitr(&|p| p.archiver.as_ref().map(|a| a.failed_count as f64)),
+    );
+    family(
+        "cairn_pitr_archive_last_failed_timestamp_seconds",
+        "Unix time of the server's last failed archive_command (0: none since the statistics reset).",
+        pitr(&|p| {
+            p.archiver
+                .as_ref()
+                .map(|a| a.last_failed_unix.unwrap_or(0.0))
+        }),
+    );
     let repo_rows = |f: &dyn Fn(&str) -> Option<f64>| {
         r.repositories
             .iter()

@@ -39,6 +39,9 @@ pub(super) struct SourceResult {
     pub(super) verified: Option<bool>,
     /// How long those verifications took.
     pub(super) verify_duration_s: Option<f64>,
+    /// A postgres-pitr source: its archive and the server's archiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) pitr: Option<crate::exporters::pg_base::PitrFacts>,
 }
 
 /// A retention, check or drill step on one repository.

@@ -42,6 +42,7 @@ pub(super) fn backup(
         stderr: String::new(),
         verified: None,
         verify_duration_s: None,
+        pitr: None,
     };
     let mut c = base_command(g, repo, exe);
     let api_key = match qdrant_api_key(src) {
@@ -67,6 +68,9 @@ pub(super) fn backup(
     r.duration_s = child.duration.as_secs_f64();
     r.stderr = child.stderr.clone();
     let json = serde_json::from_slice::<BackupReport>(&child.stdout).ok();
+    if matches!(src, Source::PostgresPitr(_)) {
+        r.pitr = serde_json::from_slice(&child.stdout).ok();
+    }
     for s in json.iter().flat_map(|j| &j.snapshots) {
         r.snapshot_ids.push(s.snapshot_id.clone());
         r.bytes_added += s.bytes_added;
@@ -132,7 +136,14 @@ pub(super) fn verify_saved(
     api_key: Option<&str>,
     exe: &Path,
 ) -> Vec<String> {
-    let Some(ids) = json.and_then(verify_ids) else {
+    // A base backup's one snapshot is what pitr-verify starts from.
+    let ids = match src {
+        Source::PostgresPitr(_) => json
+            .map(|j| j.snapshots.iter().map(|s| s.snapshot_id.clone()).collect())
+            .filter(|v: &Vec<String>| !v.is_empty()),
+        _ => json.and_then(verify_ids),
+    };
+    let Some(ids) = ids else {
         return vec!["the backup reported no snapshot to verify".into()];
     };
     let mut errors = Vec::new();
