@@ -264,6 +264,24 @@ fn archives_under_pgbench_and_restores_every_file() {
         assert!(!a.env.path("missing").exists());
     }
 
+    // A timeline history file is filed under the cluster of the data
+    // directory's pg_control (the current directory, as for PostgreSQL).
+    let history = other_dir.join("00000002.history");
+    std::fs::write(&history, "1\t0/5000000\tno recovery target specified\n").unwrap();
+    assert_success(&a.cairn(&["pg", "archive-wal", history.to_str().unwrap()]));
+    assert_success(&a.restore("00000002.history", &dest));
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&history).unwrap()
+    );
+    std::fs::remove_file(
+        a.env
+            .repo()
+            .join("wal")
+            .join(format!("{}-00000002_history", &a.objects()[0][..16])),
+    )
+    .unwrap();
+
     // check reads every archived file; snapshots do not list WAL.
     let out = a
         .env
