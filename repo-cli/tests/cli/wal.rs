@@ -373,4 +373,20 @@ fn wal_verify_names_gaps_the_newest_base_backup_needs() {
     let out = a.env.cmd().args(["pg", "wal-verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains(segs[3].as_str()));
+
+    // prune releases what no base backup needs: the segments before the
+    // base backup's start, nothing else.
+    let before = a.objects();
+    let report = a.env.json(["prune", "--grace", "0"]);
+    assert_eq!(report["summary"]["wal_deleted"], 1, "{report}");
+    let after = a.objects();
+    assert_eq!(after.len(), before.len() - 1);
+    assert!(
+        !after.iter().any(|o| o.ends_with(segs[0].as_str())),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().any(|o| o.ends_with(segs[2].as_str())),
+        "{after:?}"
+    );
 }
