@@ -115,11 +115,8 @@ mod restore;
 mod size;
 mod snapshot;
 mod tree;
-<<<<<<< HEAD
 mod unattended;
-=======
 mod wal;
->>>>>>> base
 mod warning;
 
 #[cfg(feature = "unstable")]

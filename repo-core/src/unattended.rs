@@ -18,6 +18,7 @@ use crate::crypto::KdfParams;
 use crate::error::{Error, Result};
 use crate::id::KeyId;
 use crate::repository::{OpenOptions, Repository};
+use crate::wal::WalStore;
 
 /// What every token starts with; the `1` is the token layout's version.
 const TOKEN_PREFIX: &str = "cairn-unattended-1:";
@@ -108,12 +109,41 @@ impl Repository {
         token: &ServiceToken,
         opts: OpenOptions,
     ) -> Result<Self> {
-        let opts = OpenOptions {
-            key: Some(token.key.to_hex()),
+        token.named(Self::open(
+            backend,
+            token.secret.as_bytes(),
+            token.options(opts),
+        ))
+    }
+}
+
+impl WalStore {
+    /// [`WalStore::open`] with an unattended key's token, as
+    /// [`Repository::open_unattended`] does it: `archive_command` runs once
+    /// per WAL segment and must not stretch a password each time.
+    pub fn open_unattended(
+        backend: impl Backend + 'static,
+        token: &ServiceToken,
+        opts: &OpenOptions,
+    ) -> Result<Self> {
+        let opts = token.options(opts.clone());
+        token.named(Self::open(backend, token.secret.as_bytes(), &opts))
+    }
+}
+
+impl ServiceToken {
+    /// `opts` naming the token's key file, so only that one is tried.
+    fn options(&self, opts: OpenOptions) -> OpenOptions {
+        OpenOptions {
+            key: Some(self.key.to_hex()),
             ..opts
-        };
-        match Self::open(backend, token.secret.as_bytes(), opts) {
-            Err(Error::KeyNotFound(_)) => Err(Error::ServiceKeyGone(token.key)),
+        }
+    }
+
+    /// An open's result, with the named key file missing said as such.
+    fn named<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(Error::KeyNotFound(_)) => Err(Error::ServiceKeyGone(self.key)),
             r => r,
         }
     }

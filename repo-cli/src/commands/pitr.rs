@@ -210,7 +210,7 @@ fn sh_quote(s: &str) -> String {
     }
 }
 
-/// `cairn -r REPO [--password-file F | --password-command C] pg restore-wal %f %p`
+/// `cairn -r REPO [--key-file F | --password-file F | --password-command C] pg restore-wal %f %p`
 /// with this very executable and this command's repository options.
 fn restore_command(g: &GlobalArgs) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
@@ -226,7 +226,10 @@ fn restore_command(g: &GlobalArgs) -> Result<String> {
         "-r".into(),
         repo.to_string_lossy().into_owned(),
     ];
-    if let Some(f) = &g.password_file {
+    if let Some(f) = &g.key_file {
+        words.push("--key-file".into());
+        words.push(std::path::absolute(f)?.to_string_lossy().into_owned());
+    } else if let Some(f) = &g.password_file {
         words.push("--password-file".into());
         words.push(std::path::absolute(f)?.to_string_lossy().into_owned());
     } else if let Some(c) = &g.password_command {
@@ -234,7 +237,8 @@ fn restore_command(g: &GlobalArgs) -> Result<String> {
         words.push(c.clone());
     } else {
         bail!(
-            "the restore_command needs a credential the server can use: give --password-file \
+            "the restore_command needs a credential the server can use: give --key-file or \
+             --password-file \
              (a file the server's user can read) or --password-command, or write your own with \
              --restore-command"
         );

@@ -20,16 +20,16 @@ use crate::output::Output;
 pub(super) fn open_wal(g: &GlobalArgs) -> Result<WalStore> {
     let location = repo_location(g)?;
     let backend = backend_for(g, &location)?;
-    let pw = credentials::password(g, Purpose::Open)?;
-    let store = WalStore::open(
-        backend,
-        &pw,
-        // No cache: nothing of the index is read.
-        &OpenOptions {
-            key: g.key.clone(),
-            ..Default::default()
-        },
-    )?;
+    // No cache: nothing of the index is read.
+    let opts = OpenOptions {
+        key: g.key.clone(),
+        ..Default::default()
+    };
+    // An unattended key (SPEC §4.2) costs no argon2 per segment.
+    let store = match &g.key_file {
+        Some(f) => WalStore::open_unattended(backend, &credentials::service_token(f)?, &opts)?,
+        None => WalStore::open(backend, &credentials::password(g, Purpose::Open)?, &opts)?,
+    };
     Ok(store)
 }
 

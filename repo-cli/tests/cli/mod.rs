@@ -29,8 +29,5 @@ mod s3;
 mod s3_faults;
 mod scripting;
 mod trees;
-<<<<<<< HEAD
 mod unattended;
-=======
 mod wal;
->>>>>>> base

@@ -202,3 +202,48 @@ fn bad_tokens_are_refused_as_wrong_keys() {
         "not in this repository",
     );
 }
+
+/// `archive_command` and `restore_command` with the token: a timeline
+/// history file (filed under `--system-identifier`, so no server is needed)
+/// goes in and comes back byte for byte; once the key is removed, both
+/// fail with exit 12 and the server would retry.
+#[test]
+fn wal_commands_use_the_key_file() {
+    let env = Env::init();
+    let file = env.path("pg.key");
+    let id = add_unattended(&env, &file);
+    let history = env.path("00000002.history");
+    write(&history, b"1\t0/3000000\tno recovery target specified\n");
+    let h = history.to_str().unwrap();
+    let archive = [
+        "pg",
+        "archive-wal",
+        h,
+        "--system-identifier",
+        "7000000000000000001",
+    ];
+    assert_success(&with_key_file(&env, &file, &archive));
+    let back = env.path("back");
+    let restore = [
+        "pg",
+        "restore-wal",
+        "00000002.history",
+        back.to_str().unwrap(),
+        "--system-identifier",
+        "7000000000000000001",
+    ];
+    assert_success(&with_key_file(&env, &file, &restore));
+    assert_eq!(fs::read(&back).unwrap(), fs::read(&history).unwrap());
+
+    env.ok(["key", "remove", &id]);
+    fs::remove_file(&back).unwrap();
+    assert_wrong_key(
+        &with_key_file(&env, &file, &archive),
+        "not in this repository",
+    );
+    assert_wrong_key(
+        &with_key_file(&env, &file, &restore),
+        "not in this repository",
+    );
+    assert!(!back.exists());
+}

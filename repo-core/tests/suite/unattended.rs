@@ -2,7 +2,7 @@
 //! own key file only, without stretching; removing the key revokes it.
 
 use repo_core::unstable::crypto::kdf_spent;
-use repo_core::{Error, KdfParams, LocalBackend, OpenOptions, Repository, ServiceToken};
+use repo_core::{Error, KdfParams, LocalBackend, OpenOptions, Repository, ServiceToken, WalStore};
 
 use super::{WEAK_KDF, init_repo, open_repo};
 
@@ -59,6 +59,16 @@ fn token_opens_through_its_own_key_without_stretching_until_removed() {
     );
     assert_eq!(KdfParams::UNATTENDED.cost(), 8, "8 KiB, one pass");
 
+    // The WAL store of archive_command opens the same way.
+    let before = kdf_spent();
+    WalStore::open_unattended(
+        LocalBackend::open(d.path().join("repo")),
+        &token,
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(kdf_spent().0 - before.0, 1);
+
     // A wrong secret fails like a wrong password, again without trying
     // the other key files.
     let before = kdf_spent();
@@ -90,6 +100,14 @@ fn token_opens_through_its_own_key_without_stretching_until_removed() {
         matches!(err, Error::ServiceKeyGone(id) if id == token.key_id()),
         "{err}"
     );
+    assert!(matches!(
+        WalStore::open_unattended(
+            LocalBackend::open(d.path().join("repo")),
+            &token,
+            &OpenOptions::default()
+        ),
+        Err(Error::ServiceKeyGone(_))
+    ));
     assert_eq!(open_repo(d.path(), b"pw").unwrap().key_id(), first);
     assert_eq!(open_repo(d.path(), b"second pw").unwrap().key_id(), second);
 }
