@@ -226,7 +226,9 @@ class Cairn(Tool):
               env=env)
 
     def base_backup(self, day):
-        as_pg(self.base() + ["pg", "basebackup", "--dsn", self.cl.dsn()], env=self.cl.env)
+        # --fast: an immediate checkpoint, as pgBackRest's start-fast and
+        # Barman's immediate_checkpoint below.
+        as_pg(self.base() + ["pg", "basebackup", "--fast", "--dsn", self.cl.dsn()], env=self.cl.env)
 
     def repo_paths(self):
         return [self.repo]
@@ -312,7 +314,7 @@ class Barman(Tool):
                     f"[pg]\ndescription = bench\nconninfo = {conninfo}\n"
                     f"streaming_conninfo = {conninfo}\nbackup_method = postgres\n"
                     "archiver = on\nstreaming_archiver = off\n"
-                    "backup_options = concurrent_backup\n")
+                    "backup_options = concurrent_backup\nimmediate_checkpoint = true\n")
         subprocess.run(["chown", "-R", "postgres:postgres", self.w], check=True)
 
     def archive_command(self):
