@@ -330,6 +330,7 @@ struct Restored {
 
 #[allow(clippy::too_many_arguments)]
 fn restore_into(
+    out: Output,
     repo: &Repository,
     spec: &str,
     target: &Target,
@@ -345,8 +346,14 @@ fn restore_into(
     base::check_archive_reaches(repo, &info, target)?;
     let node = find_node(repo, &snap, OsStr::new(base::PATH))?;
     base::extract(repo, &node, pgdata, owner)?;
-    let verified = if verify {
-        let bindir = server_bindir(info.server_version_num)?;
+    let bindir = server_bindir(info.server_version_num)?;
+    let verified = if verify && !bindir.join("pg_verifybackup").exists() {
+        out.warn(format!(
+            "{} is missing: the extracted base backup was not checked",
+            bindir.join("pg_verifybackup").display()
+        ));
+        false
+    } else if verify {
         base::verify_backup(&bindir, pgdata, owner).with_context(|| {
             format!(
                 "the base backup extracted into {} does not verify",
@@ -384,6 +391,7 @@ pub fn restore_cluster(g: &GlobalArgs, out: Output, a: &PgRestoreClusterArgs) ->
     let owner = owner_for(a.owner.as_deref(), &a.pgdata)?;
     let repo = open(g, out)?;
     let r = restore_into(
+        out,
         &repo,
         &a.snapshot,
         &target,
@@ -534,6 +542,7 @@ pub fn pitr_verify(g: &GlobalArgs, out: Output, a: &PgPitrVerifyArgs) -> Result<
         child: None,
     };
     let r = restore_into(
+        out,
         &repo,
         &a.snapshot,
         &target,
