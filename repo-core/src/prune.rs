@@ -629,7 +629,7 @@ impl Repository {
         release: &WalRelease,
         grace: std::time::Duration,
         sum: &mut PruneSummary,
-    ) -> crate::Result<()> {
+    ) -> Result<()> {
         if release.objects.is_empty() {
             return Ok(());
         }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use repo_core::{BaseBackupRef, ClusterReport, OpenOptions, WalFileKind, WalFileName, WalStore};
 use serde::Serialize;
 
-use super::{Status, backend_for, cache_dir, repo_location};
+use super::{Status, backend_for, repo_location};
 use crate::cli::{GlobalArgs, PgArchiveWalArgs, PgRestoreWalArgs};
 use crate::credentials::{self, Purpose};
 use crate::output::Output;
@@ -24,8 +24,8 @@ pub(super) fn open_wal(g: &GlobalArgs) -> Result<WalStore> {
     let store = WalStore::open(
         backend,
         &pw,
+        // No cache: nothing of the index is read.
         &OpenOptions {
-            cache_dir: cache_dir(g),
             key: g.key.clone(),
             ..Default::default()
         },

@@ -264,6 +264,24 @@ fn archives_under_pgbench_and_restores_every_file() {
         assert!(!a.env.path("missing").exists());
     }
 
+    // A timeline history file is filed under the cluster of the data
+    // directory's pg_control (the current directory, as for PostgreSQL).
+    let history = other_dir.join("00000002.history");
+    std::fs::write(&history, "1\t0/5000000\tno recovery target specified\n").unwrap();
+    assert_success(&a.cairn(&["pg", "archive-wal", history.to_str().unwrap()]));
+    assert_success(&a.restore("00000002.history", &dest));
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&history).unwrap()
+    );
+    std::fs::remove_file(
+        a.env
+            .repo()
+            .join("wal")
+            .join(format!("{}-00000002_history", &a.objects()[0][..16])),
+    )
+    .unwrap();
+
     // check reads every archived file; snapshots do not list WAL.
     let out = a
         .env
@@ -355,4 +373,20 @@ fn wal_verify_names_gaps_the_newest_base_backup_needs() {
     let out = a.env.cmd().args(["pg", "wal-verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains(segs[3].as_str()));
+
+    // prune releases what no base backup needs: the segments before the
+    // base backup's start, nothing else.
+    let before = a.objects();
+    let report = a.env.json(["prune", "--grace", "0"]);
+    assert_eq!(report["summary"]["wal_deleted"], 1, "{report}");
+    let after = a.objects();
+    assert_eq!(after.len(), before.len() - 1);
+    assert!(
+        !after.iter().any(|o| o.ends_with(segs[0].as_str())),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().any(|o| o.ends_with(segs[2].as_str())),
+        "{after:?}"
+    );
 }

@@ -174,7 +174,7 @@ impl Repository {
     pub(crate) fn wal_release_plan(
         &self,
         snapshots: &[SnapshotEntry],
-    ) -> crate::Result<WalRelease> {
+    ) -> crate::error::Result<WalRelease> {
         let store = self.wal();
         let listing = store.list().map_err(WalError::into_repo_error)?;
         Ok(store.plan_release(&listing, snapshots))
@@ -184,10 +184,10 @@ impl Repository {
 impl WalError {
     /// As the repository's error, for operations (prune, check) that
     /// return one.
-    pub(crate) fn into_repo_error(self) -> crate::Error {
+    pub(crate) fn into_repo_error(self) -> crate::error::Error {
         match self {
             WalError::Backend(e) => e.into(),
-            WalError::Corrupt { object, reason } => crate::Error::CorruptObject {
+            WalError::Corrupt { object, reason } => crate::error::Error::CorruptObject {
                 kind: ObjectKind::Wal,
                 name: object,
                 source: crate::format::FormatError::Malformed {
@@ -196,7 +196,7 @@ impl WalError {
                 }
                 .into(),
             },
-            other => crate::Error::InvalidArgument(other.to_string()),
+            other => crate::error::Error::InvalidArgument(other.to_string()),
         }
     }
 }
@@ -209,7 +209,7 @@ impl WalStore {
         backend: impl Backend + 'static,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let (key, _, config) = Repository::unlock_config(&backend, password, opts)?;
         Ok(Self::with_keys(
             Arc::new(backend),

@@ -315,3 +315,70 @@ fn prune_releases_exactly_what_no_base_backup_needs() {
     // Timeline 1: 20..=34 (15) and the label at 20; timeline 2: 30..=34 (5).
     assert_eq!(sum.wal_deleted, 21);
 }
+
+#[test]
+fn verify_follows_timeline_switches_through_history_files() {
+    let (b, repo) = init_memory();
+    let wal = repo.wal();
+    // Timeline 1 runs to segment 10; timeline 2 branched from it in
+    // segment 6 (LSN 6 MiB + 0x60) and runs to segment 12.
+    for segno in 1..=10 {
+        plant(&b, &wal, SYSID, &name(1, segno));
+    }
+    for segno in 6..=12 {
+        plant(&b, &wal, SYSID, &name(2, segno));
+    }
+    base_backup(&repo, SYSID, 1, 3, 100);
+    let verify = || {
+        let bases =
+            repo_core::unstable::wal::BaseBackupRef::all(&repo.snapshots().unwrap()).unwrap();
+        wal.verify(&wal.list().unwrap(), &bases).remove(0)
+    };
+    // Without timeline 2's history file, recovery cannot follow it.
+    let r = verify();
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert!(r.errors[0].contains("00000002.history"), "{:?}", r.errors);
+
+    let history = format!("1\t0/{:X}\tno recovery target specified\n", 6 * SEG + 0x60);
+    wal.archive(
+        &WalFileName::parse("00000002.history").unwrap(),
+        history.as_bytes(),
+        Some(SYSID),
+    )
+    .unwrap();
+    let r = verify();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.path, vec![1, 2]);
+    assert!(
+        r.timelines
+            .iter()
+            .find(|t| t.timeline == 2)
+            .unwrap()
+            .history
+    );
+
+    // Timeline 1 after the switch is not on the path: its segments 7..=10
+    // may go. Segment 6 of timeline 1 too: recovery reads timeline 2's.
+    let object = |tli, segno| format!("{}-{}", wal.cluster(SYSID), name(tli, segno).as_str());
+    for segno in 6..=10 {
+        b.delete(ObjectKind::Wal, &object(1, segno)).unwrap();
+    }
+    assert!(verify().errors.is_empty(), "{:?}", verify().errors);
+    // Segments on the path are needed, on either timeline.
+    b.delete(ObjectKind::Wal, &object(2, 8)).unwrap();
+    b.delete(ObjectKind::Wal, &object(1, 4)).unwrap();
+    let r = verify();
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    let all = r.errors.join("\n");
+    assert!(all.contains(name(2, 8).as_str()), "{all}");
+    assert!(all.contains(name(1, 4).as_str()), "{all}");
+    // Timeline 1's segment 5, just before the switch, is on the path: one
+    // run of two missing segments now.
+    b.delete(ObjectKind::Wal, &object(1, 5)).unwrap();
+    let r = verify();
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    assert!(r.errors.join("\n").contains(name(1, 5).as_str()));
+    // A segment before the base backup's start is no error.
+    b.delete(ObjectKind::Wal, &object(1, 1)).unwrap();
+    assert_eq!(verify().errors.len(), 2);
+}
