@@ -479,7 +479,15 @@ impl Drop for Scratch {
 /// The last lines of the scratch server's log, for errors.
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    // Our own connection attempts while it starts say nothing.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !l.contains("the database system is starting up")
+                && !l.contains("the database system is not yet accepting connections")
+                && !l.contains("the database system is in recovery mode")
+        })
+        .collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 

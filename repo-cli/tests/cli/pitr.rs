@@ -534,6 +534,32 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
             "scratch directory left behind"
         );
     }
+    // WAL that cannot be fetched: the server cannot even find the base
+    // backup's checkpoint; pitr-verify fails with its log, still cleaning up.
+    let out = cairn_pg(
+        &env,
+        &[
+            "pitr-verify",
+            "--scratch",
+            scratch.to_str().unwrap(),
+            "--restore-command",
+            "false",
+            "--target-time",
+            &t,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("during recovery")
+            && stderr(&out).contains("could not locate required checkpoint record")
+            && !stderr(&out).contains("starting up"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "scratch directory left behind after a failure"
+    );
 }
 
 /// A plan's postgres-pitr source takes a base backup tagged with the plan
