@@ -57,8 +57,19 @@ fn archive_fetch_and_conflicts() {
     let wal = repo.wal();
     let n = name(1, 5);
     let seg = segment(n.as_str(), SYSID, &random_bytes(300_000, 1));
+    let before = repo.request_stats();
     let done = wal.archive(&n, &seg, None).unwrap();
     assert!(done.written);
+    // A 44-byte look, the write, a 44-byte read back: nothing else.
+    let used = repo.request_stats();
+    assert_eq!(
+        (
+            used.read_range - before.read_range,
+            used.write - before.write,
+            used.total() - before.total()
+        ),
+        (2, 1, 3)
+    );
     // Zero padding and a compressible tail cost little.
     assert!(done.stored < 400_000, "{done:?}");
 
