@@ -1206,6 +1206,10 @@ pub struct PgBackupArgs {
     /// Back up every database that accepts connections (templates excluded).
     #[arg(long, conflicts_with = "databases")]
     pub all: bool,
+    /// Which roles and tablespaces to save: `auto` (full, else without
+    /// passwords, with a warning), `full`, `no-passwords` or `skip`.
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    pub globals: crate::exporters::pg_globals::GlobalsMode,
     /// Extra tag for the snapshots (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
@@ -1227,10 +1231,12 @@ pub struct PgRestoreArgs {
     /// (keeps a password out of `ps`).
     #[arg(long, value_name = "PATH")]
     pub dsn_file: Option<PathBuf>,
-    /// Database to restore into (default: the dumped one).
-    #[arg(long, value_name = "NAME", conflicts_with = "create")]
+    /// Database to restore into (default: the dumped one); with `latest`, also
+    /// picks the newest dump of a database of that name, if there is one.
+    #[arg(long, value_name = "NAME")]
     pub database: Option<String>,
-    /// Create the dumped database (it must not exist, unless with --clean).
+    /// Create the database (the dumped one, or --database NEW); it must not
+    /// exist, unless with --clean. Dropped again if the restore fails.
     #[arg(long)]
     pub create: bool,
     /// Drop objects (with --create: the database) before recreating them.
@@ -1245,6 +1251,9 @@ pub struct PgRestoreArgs {
     /// Directory for that temporary file [default: $TMPDIR, else /tmp].
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Narrows `latest` (`--path postgres/NAME.dump`: the newest dump of NAME).
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `cairn pg verify`.
@@ -1260,6 +1269,16 @@ pub struct PgVerifyArgs {
     /// (keeps a password out of `ps`).
     #[arg(long, value_name = "PATH")]
     pub dsn_file: Option<PathBuf>,
+    /// Restore on this separate server instead of --dsn's (a test restore on
+    /// another instance); takes precedence over --dsn.
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_SCRATCH_DSN", hide_env_values = true)]
+    pub scratch_dsn: Option<String>,
+    /// With `latest`: the newest dump of this database.
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Narrows `latest` (`--path postgres/NAME.dump`: the newest dump of NAME).
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `cairn redis`.

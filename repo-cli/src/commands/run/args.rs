@@ -125,6 +125,9 @@ pub(super) fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             for d in &pg.databases {
                 a.extend(["--database".into(), d.into()]);
             }
+            if let Some(m) = &pg.globals {
+                a.extend(["--globals".into(), m.into()]);
+            }
             tag_args(&mut a);
             host_args(&mut a);
         }
