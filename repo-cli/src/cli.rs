@@ -1271,7 +1271,12 @@ pub struct PgVerifyArgs {
     pub dsn_file: Option<PathBuf>,
     /// Restore on this separate server instead of --dsn's (a test restore on
     /// another instance); takes precedence over --dsn.
-    #[arg(long, value_name = "URL", env = "CAIRN_PG_SCRATCH_DSN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAIRN_PG_SCRATCH_DSN",
+        hide_env_values = true
+    )]
     pub scratch_dsn: Option<String>,
     /// With `latest`: the newest dump of this database.
     #[arg(long, value_name = "NAME")]

@@ -720,8 +720,10 @@ fn validate(plan: &Plan) -> Result<()> {
             ),
             Source::Postgres(p)
                 if p.globals.as_deref().is_some_and(|g| {
-                    <crate::exporters::pg_globals::GlobalsMode as clap::ValueEnum>::from_str(g, false)
-                        .is_err()
+                    <crate::exporters::pg_globals::GlobalsMode as clap::ValueEnum>::from_str(
+                        g, false,
+                    )
+                    .is_err()
                 }) =>
             {
                 bail!(

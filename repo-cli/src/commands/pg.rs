@@ -45,7 +45,10 @@ fn backup(g: &GlobalArgs, out: Output, a: &PgBackupArgs) -> Result<Status> {
                 "database {d:?} skipped: the role has no CONNECT privilege on it"
             ));
         }
-        existing.into_iter().filter(|d| !denied.contains(d)).collect()
+        existing
+            .into_iter()
+            .filter(|d| !denied.contains(d))
+            .collect()
     } else {
         // Check the names first, so a typo fails before anything is written.
         for d in &a.databases {

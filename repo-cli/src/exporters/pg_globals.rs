@@ -55,9 +55,8 @@ pub fn backup(
         GlobalsMode::Auto => match dumpall(server, false) {
             Ok(sql) => (sql, false),
             Err(e) => {
-                let sql = dumpall(server, true).with_context(|| {
-                    format!("{e:#}; and without role passwords it failed too")
-                })?;
+                let sql = dumpall(server, true)
+                    .with_context(|| format!("{e:#}; and without role passwords it failed too"))?;
                 warn(format!(
                     "{e:#}; saved the roles without their passwords instead \
                      (--globals no-passwords; the role is not a superuser)"
@@ -109,8 +108,9 @@ fn dumpall(server: &Server, no_passwords: bool) -> Result<Vec<u8>> {
         .output()
         .context("cannot run pg_dumpall")?;
     if !out.status.success() {
+        // The first line says why; the next ones repeat the query.
         let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.trim();
+        let err = err.lines().next().unwrap_or("").trim();
         bail!(
             "pg_dumpall --globals-only{} {}{}{err}",
             if no_passwords {

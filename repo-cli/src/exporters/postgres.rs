@@ -623,14 +623,12 @@ pub fn feed(repo: &Repository, node: &Node, mut cmd: Command, what: &str) -> Res
         // A damaged repository cuts the stream short, and the program
         // then complains about its input ("input file is too short"): the
         // repository's error, naming the blob and pack, is the cause.
-        Err(e) if !matches!(e, repo_core::Error::Target { .. }) => {
-            Err(e).with_context(|| {
-                format!(
-                    "cannot read the dump from the repository ({what} {} on the cut-short stream)",
-                    describe_status(status)
-                )
-            })
-        }
+        Err(e) if !matches!(e, repo_core::Error::Target { .. }) => Err(e).with_context(|| {
+            format!(
+                "cannot read the dump from the repository ({what} {} on the cut-short stream)",
+                describe_status(status)
+            )
+        }),
         // The program's own failure explains a broken pipe on our side.
         _ if !status.success() => bail!("{what} {}", describe_status(status)),
         Err(e) => Err(e).with_context(|| format!("cannot feed {what}")),
@@ -865,7 +863,10 @@ mod tests {
     #[test]
     fn versions_are_parsed_from_distribution_strings() {
         let cases = [
-            ("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", "15.18"),
+            (
+                "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+                "15.18",
+            ),
             (
                 "pg_dump (PostgreSQL) 16.4 (Ubuntu 16.4-0ubuntu0.24.04.2)\n",
                 "16.4",
@@ -878,7 +879,10 @@ mod tests {
             ("pg_dump (PostgreSQL) 9.6.24\n", "9.6.24"),
             ("pg_dump (PostgreSQL) 14.13 (Homebrew)\n", "14.13"),
             ("pg_dump (PostgreSQL) 18beta1\n", "18beta1"),
-            ("pg_dump (PostgreSQL) 13.16 (Red Hat 13.16-1.el9)\n", "13.16"),
+            (
+                "pg_dump (PostgreSQL) 13.16 (Red Hat 13.16-1.el9)\n",
+                "13.16",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(parse_version(text).as_deref(), Some(want), "{text}");
