@@ -1067,6 +1067,25 @@ mod tests {
     }
 
     #[test]
+    fn postgres_globals_mode_is_checked() {
+        let text = |mode: &str| {
+            format!(
+                "version = 1\n[[repository]]\nname = \"r\"\npath = \"/r\"\n\
+                 password_file = \"/pw\"\n[[source]]\nname = \"db\"\ntype = \"postgres\"\n\
+                 dsn = \"host=/run/postgresql\"\nall = true\nglobals = \"{mode}\"\n\
+                 scratch_dsn = \"host=scratch\"\n"
+            )
+        };
+        for ok in ["auto", "full", "no-passwords", "skip"] {
+            parse(&text(ok), "x", Path::new("/")).unwrap();
+        }
+        let err = parse(&text("nopasswords"), "x", Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no-passwords"), "{err}");
+    }
+
+    #[test]
     fn typo_names_the_key_and_line() {
         let text = EXAMPLE.replace("keep_daily = 30", "keep_dialy = 30");
         let err = parse(&text, "x", Path::new("/x")).unwrap_err().to_string();

@@ -261,6 +261,47 @@ fn pg_non_superuser_round_trip_and_second_server() {
         "0"
     );
 
+    // The same from a plan: `scratch_dsn` verifies on the second server,
+    // `globals` is passed on (no warning: no-passwords was asked for).
+    std::fs::write(env.path("pw"), PASSWORD).unwrap();
+    let plan = env.path("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "version = 1\nstate_dir = {:?}\n\
+             [[repository]]\nname = \"r\"\npath = {:?}\npassword_file = {:?}\n\
+             [[source]]\nname = \"db\"\ntype = \"postgres\"\ndsn = {app:?}\n\
+             databases = [\"shop\"]\nverify = true\nscratch_dsn = {admin2:?}\n\
+             globals = \"no-passwords\"\n",
+            env.path("state"),
+            env.repo(),
+            env.path("pw")
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .args(["--json", "run"])
+        .arg(&plan)
+        .output()
+        .expect("run cairn");
+    let r = stdout_json(&out);
+    assert_success(&out);
+    let x = &r["sources"][0];
+    assert_eq!(
+        (&x["status"], &x["verified"]),
+        (&"ok".into(), &true.into()),
+        "{x}"
+    );
+    assert!(
+        !x["stderr"].as_str().unwrap_or("").contains("warning"),
+        "{x}"
+    );
+    let snaps = env.snapshots();
+    let g = snapshot(&snaps, x["snapshot_ids"][0].as_str().unwrap());
+    assert_eq!(meta(g, "pg.globals"), Some("no-passwords"), "{g}");
+
     // The non-superuser restores on its own server under a new name.
     pg.sql("postgres", "ALTER ROLE app CREATEDB");
     let out = cairn_pg(
