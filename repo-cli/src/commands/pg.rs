@@ -187,7 +187,7 @@ fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreArgs) -> Result<Status> {
     )?;
     let (snap, node, db) = (&d.snap, &d.node, &d.database);
     let globals = if a.globals {
-        let id = pg::meta(&snap, "pg.globals_snapshot")
+        let id = pg::meta(snap, "pg.globals_snapshot")
             .context("the snapshot records no globals snapshot (pg.globals_snapshot)")?;
         let gs = repo.find_snapshot(id, &SnapshotFilter::default())?;
         Some(find_node(&repo, &gs, OsStr::new("postgres/globals.sql"))?)

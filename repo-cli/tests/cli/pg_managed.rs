@@ -203,6 +203,13 @@ fn pg_non_superuser_round_trip_and_second_server() {
         assert!(!has_db(&pg2, "shop"), "half-made shop left: {err}");
         assert!(!has_db(&pg2, "shop_new"), "half-made shop_new left: {err}");
     }
+    // Both failed midway, on the missing owner, after creating the database.
+    let log = std::fs::read_to_string(pg2.dir().join("log")).unwrap();
+    assert_eq!(
+        log.matches("role \"app\" does not exist").count(),
+        2,
+        "{log}"
+    );
     // With the roles (saved without passwords) first, it restores there.
     let out = cairn_pg(
         &env,
