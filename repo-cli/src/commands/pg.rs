@@ -187,9 +187,20 @@ fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreArgs) -> Result<Status> {
     )?;
     let (snap, node, db) = (&d.snap, &d.node, &d.database);
     let globals = if a.globals {
-        let id = pg::meta(snap, "pg.globals_snapshot")
-            .context("the snapshot records no globals snapshot (pg.globals_snapshot)")?;
+        let id = pg::meta(snap, "pg.globals_snapshot").with_context(|| {
+            format!(
+                "snapshot {} records no globals snapshot (pg.globals_snapshot): it was backed up \
+                 with --globals skip, or saving the globals failed; restore without --globals",
+                snap.id.short()
+            )
+        })?;
         let gs = repo.find_snapshot(id, &SnapshotFilter::default())?;
+        if pg::meta(&gs, "pg.globals") == Some("no-passwords") {
+            out.warn(
+                "the roles were saved without their passwords (pg.globals = no-passwords): \
+                 set them again with ALTER ROLE ... PASSWORD",
+            );
+        }
         Some(find_node(&repo, &gs, OsStr::new("postgres/globals.sql"))?)
     } else {
         None

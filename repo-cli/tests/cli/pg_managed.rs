@@ -225,6 +225,11 @@ fn pg_non_superuser_round_trip_and_second_server() {
         ],
     );
     assert_success(&out);
+    assert!(
+        stderr(&out).contains("without their passwords"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(fingerprint(&pg2, "shop"), before);
     assert_eq!(
         pg2.sql(
