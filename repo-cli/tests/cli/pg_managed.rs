@@ -294,6 +294,21 @@ fn pg_non_superuser_round_trip_and_second_server() {
     let out = env
         .cmd()
         .env_remove("CAIRN_PASSWORD")
+        .args(["run", "--dry-run"])
+        .arg(&plan)
+        .output()
+        .expect("run cairn");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("CAIRN_PG_SCRATCH_DSN={admin2}"))
+                && l.contains("pg verify")),
+        "{text}"
+    );
+    assert!(text.contains("--globals no-passwords"), "{text}");
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
         .args(["--json", "run"])
         .arg(&plan)
         .output()

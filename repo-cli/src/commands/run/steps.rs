@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::args::{
     CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
-    verify_args,
+    verify_args, verify_env,
 };
 use super::child::{CHILD_INCOMPLETE, Child, spawn};
 use super::report::{CopyResult, Inventory, Outcome, SourceResult, Task};
@@ -143,12 +143,7 @@ pub(super) fn verify_saved(
         }
         c.args(verify_args(src, &id));
         c.envs(source_env(src));
-        // In the environment, as a password in the arguments shows in `ps`.
-        if let Source::Postgres(p) = src
-            && let Some(d) = &p.scratch_dsn
-        {
-            c.env("CAIRN_PG_SCRATCH_DSN", d);
-        }
+        c.envs(verify_env(src));
         let short: String = id.chars().take(8).collect();
         match spawn(c, src.timeout()) {
             Ok(ch) if ch.code == Some(0) => {}
