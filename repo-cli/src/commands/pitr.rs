@@ -23,17 +23,12 @@ use crate::exporters::pg_base::{self as base, BaseInfo, Recovery, Target};
 use crate::exporters::postgres::{Clients, Server};
 use crate::output::{self, Output};
 
+/// `pg basebackup --json`: the backup-like object, plus the archive and
+/// archiver facts for monitoring.
 #[derive(Serialize)]
 struct BasebackupJson<'a> {
     #[serde(flatten)]
     report: &'a BackupReport,
-    system_identifier: String,
-    timeline: u32,
-    start_lsn: String,
-    stop_lsn: String,
-    start_wal: &'a str,
-    stop_wal: &'a str,
-    stop_time: &'a str,
     #[serde(flatten)]
     facts: &'a base::PitrFacts,
 }
@@ -76,23 +71,20 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
         let mut report = BackupReport::default();
         report.snapshots.push(SavedSnapshot::new(
             &outcome,
-            SourceDetails::Postgres {
-                database: None,
-                database_size: None,
-                tables: None,
+            SourceDetails::PostgresBase {
+                system_identifier: info.system_identifier.to_string(),
+                timeline: info.timeline,
+                start_lsn: info.start_lsn.to_string(),
+                stop_lsn: info.stop_lsn.to_string(),
+                start_wal: info.start_wal.clone(),
+                stop_wal: info.stop_wal.clone(),
+                stop_time: info.stop_time.clone(),
             },
         ));
         report.repository_warnings = crate::contract::warnings_json(&repo.warnings());
         report.requests = repo.request_stats();
         out.json_value(&BasebackupJson {
             report: &report,
-            system_identifier: info.system_identifier.to_string(),
-            timeline: info.timeline,
-            start_lsn: info.start_lsn.to_string(),
-            stop_lsn: info.stop_lsn.to_string(),
-            start_wal: &info.start_wal,
-            stop_wal: &info.stop_wal,
-            stop_time: &info.stop_time,
             facts: &facts,
         })?;
     } else {

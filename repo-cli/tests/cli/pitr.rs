@@ -260,7 +260,9 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         ),
         "t"
     );
-    assert_eq!(saved["stop_lsn"], stop);
+    assert_eq!(snap["type"], "postgres-base", "{saved}");
+    assert_eq!(snap["stop_lsn"], stop);
+    assert_eq!(snap["system_identifier"], sysid.as_str());
     // Monitoring facts: the archive holds the backup's WAL, the server
     // archived without failures.
     assert!(saved["wal"]["files"].as_u64().unwrap() >= 1, "{saved}");

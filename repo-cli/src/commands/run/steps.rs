@@ -110,15 +110,17 @@ pub(super) fn qdrant_api_key(src: &Source) -> Result<Option<String>> {
 }
 
 /// The snapshots a successful backup reported that `verify` applies to:
-/// pg's database snapshots (not the globals), redis's one, qdrant's one per
-/// collection. `None` when there is none.
+/// pg's database snapshots (not the globals), a base backup (pitr-verify),
+/// redis's one, qdrant's one per collection. `None` when there is none.
 pub(super) fn verify_ids(report: &BackupReport) -> Option<Vec<String>> {
     let ids: Vec<String> = report
         .snapshots
         .iter()
         .filter(|s| match &s.source {
             SourceDetails::Postgres { database, .. } => database.is_some(),
-            SourceDetails::Redis { .. } | SourceDetails::Qdrant { .. } => true,
+            SourceDetails::Redis { .. }
+            | SourceDetails::Qdrant { .. }
+            | SourceDetails::PostgresBase { .. } => true,
             SourceDetails::Files | SourceDetails::Stream => false,
         })
         .map(|s| s.snapshot_id.clone())
@@ -136,14 +138,7 @@ pub(super) fn verify_saved(
     api_key: Option<&str>,
     exe: &Path,
 ) -> Vec<String> {
-    // A base backup's one snapshot is what pitr-verify starts from.
-    let ids = match src {
-        Source::PostgresPitr(_) => json
-            .map(|j| j.snapshots.iter().map(|s| s.snapshot_id.clone()).collect())
-            .filter(|v: &Vec<String>| !v.is_empty()),
-        _ => json.and_then(verify_ids),
-    };
-    let Some(ids) = ids else {
+    let Some(ids) = json.and_then(verify_ids) else {
         return vec!["the backup reported no snapshot to verify".into()];
     };
     let mut errors = Vec::new();
@@ -617,6 +612,11 @@ mod tests {
         };
         let r = report(&[("q1", q("c1")), ("q2", q("c2"))]);
         assert_eq!(verify_ids(&r).unwrap(), ["q1", "q2"]);
+        let base = serde_json::json!({"type": "postgres-base", "system_identifier": "7",
+            "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "start_wal": "000000010000000000000002", "stop_wal": "000000010000000000000002",
+            "stop_time": "2026-12-07T12:00:00Z"});
+        assert_eq!(verify_ids(&report(&[("b", base)])).unwrap(), ["b"]);
         let r = report(&[("f", serde_json::json!({"type": "files"}))]);
         assert_eq!(verify_ids(&r), None);
     }
