@@ -294,6 +294,13 @@ fn archives_under_pgbench_and_restores_every_file() {
     assert_eq!(report["wal_files"], names.len() as u64, "{report}");
     assert_eq!(report["wal_files_read"], names.len() as u64, "{report}");
     assert!(a.env.snapshots().is_empty());
+    let stats = a.env.json(["stats"]);
+    assert_eq!(
+        stats["repository"]["wal_files"],
+        names.len() as u64,
+        "{stats}"
+    );
+    assert_eq!(stats["snapshots"], 0, "{stats}");
 }
 
 #[test]
