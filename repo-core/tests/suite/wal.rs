@@ -117,6 +117,10 @@ fn archive_fetch_and_conflicts() {
     let listing = store.list().unwrap();
     assert_eq!(listing.objects.len(), 2);
     assert!(listing.foreign.is_empty());
+    let mine = store.list_cluster(SYSID).unwrap();
+    let files: Vec<&str> = mine.iter().map(|o| o.file.as_str()).collect();
+    assert_eq!(files, ["000000010000000000000005", "00000002.history"]);
+    assert!(store.list_cluster(SYSID + 1).unwrap().is_empty());
 }
 
 #[test]
