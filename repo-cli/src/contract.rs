@@ -152,6 +152,24 @@ pub enum SourceDetails {
         /// Tables whose row counts were recorded (`null` for the globals).
         tables: Option<usize>,
     },
+    /// `cairn pg basebackup`: a physical base backup (SPEC §26.1).
+    #[serde(rename = "postgres-base")]
+    PostgresBase {
+        /// `pg.system_identifier`, decimal (JSON numbers lose its digits).
+        system_identifier: String,
+        /// `pg.timeline`.
+        timeline: u32,
+        /// `pg.start_lsn`.
+        start_lsn: String,
+        /// `pg.stop_lsn`: recovery is consistent from here.
+        stop_lsn: String,
+        /// `pg.start_wal`.
+        start_wal: String,
+        /// `pg.stop_wal`.
+        stop_wal: String,
+        /// `pg.stop_time`.
+        stop_time: String,
+    },
     /// `cairn redis backup`.
     Redis {
         /// `host:port` or socket path.

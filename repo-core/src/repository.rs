@@ -516,12 +516,13 @@ impl Repository {
         self.index.sync(&*self.backend, self.data_key())
     }
 
-    /// The master key, for key management (`keys.rs`) only.
     /// The counted backend, shared (a WAL store keeps it, SPEC §28).
     pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
         Arc::clone(&self.backend)
     }
 
+    /// The master key, for key management (`keys.rs`) and the WAL store's
+    /// sub-keys (`wal`) only.
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.key
     }

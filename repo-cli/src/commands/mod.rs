@@ -17,6 +17,7 @@ mod init;
 mod key;
 mod ls;
 mod pg;
+mod pg_select;
 mod pitr;
 mod plan;
 mod plan_pitr;

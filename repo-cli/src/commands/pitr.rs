@@ -23,17 +23,12 @@ use crate::exporters::pg_base::{self as base, BaseInfo, Recovery, Target};
 use crate::exporters::postgres::{Clients, Server};
 use crate::output::{self, Output};
 
+/// `pg basebackup --json`: the backup-like object, plus the archive and
+/// archiver facts for monitoring.
 #[derive(Serialize)]
 struct BasebackupJson<'a> {
     #[serde(flatten)]
     report: &'a BackupReport,
-    system_identifier: String,
-    timeline: u32,
-    start_lsn: String,
-    stop_lsn: String,
-    start_wal: &'a str,
-    stop_wal: &'a str,
-    stop_time: &'a str,
     #[serde(flatten)]
     facts: &'a base::PitrFacts,
 }
@@ -76,23 +71,20 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
         let mut report = BackupReport::default();
         report.snapshots.push(SavedSnapshot::new(
             &outcome,
-            SourceDetails::Postgres {
-                database: None,
-                database_size: None,
-                tables: None,
+            SourceDetails::PostgresBase {
+                system_identifier: info.system_identifier.to_string(),
+                timeline: info.timeline,
+                start_lsn: info.start_lsn.to_string(),
+                stop_lsn: info.stop_lsn.to_string(),
+                start_wal: info.start_wal.clone(),
+                stop_wal: info.stop_wal.clone(),
+                stop_time: info.stop_time.clone(),
             },
         ));
         report.repository_warnings = crate::contract::warnings_json(&repo.warnings());
         report.requests = repo.request_stats();
         out.json_value(&BasebackupJson {
             report: &report,
-            system_identifier: info.system_identifier.to_string(),
-            timeline: info.timeline,
-            start_lsn: info.start_lsn.to_string(),
-            stop_lsn: info.stop_lsn.to_string(),
-            start_wal: &info.start_wal,
-            stop_wal: &info.stop_wal,
-            stop_time: &info.stop_time,
             facts: &facts,
         })?;
     } else {
@@ -334,6 +326,7 @@ struct Restored {
 
 #[allow(clippy::too_many_arguments)]
 fn restore_into(
+    out: Output,
     repo: &Repository,
     spec: &str,
     target: &Target,
@@ -349,8 +342,14 @@ fn restore_into(
     base::check_archive_reaches(repo, &info, target)?;
     let node = find_node(repo, &snap, OsStr::new(base::PATH))?;
     base::extract(repo, &node, pgdata, owner)?;
-    let verified = if verify {
-        let bindir = server_bindir(info.server_version_num)?;
+    let bindir = server_bindir(info.server_version_num)?;
+    let verified = if verify && !bindir.join("pg_verifybackup").exists() {
+        out.warn(format!(
+            "{} is missing: the extracted base backup was not checked",
+            bindir.join("pg_verifybackup").display()
+        ));
+        false
+    } else if verify {
         base::verify_backup(&bindir, pgdata, owner).with_context(|| {
             format!(
                 "the base backup extracted into {} does not verify",
@@ -388,6 +387,7 @@ pub fn restore_cluster(g: &GlobalArgs, out: Output, a: &PgRestoreClusterArgs) ->
     let owner = owner_for(a.owner.as_deref(), &a.pgdata)?;
     let repo = open(g, out)?;
     let r = restore_into(
+        out,
         &repo,
         &a.snapshot,
         &target,
@@ -475,7 +475,15 @@ impl Drop for Scratch {
 /// The last lines of the scratch server's log, for errors.
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    // Our own connection attempts while it starts say nothing.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !l.contains("the database system is starting up")
+                && !l.contains("the database system is not yet accepting connections")
+                && !l.contains("the database system is in recovery mode")
+        })
+        .collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
@@ -538,6 +546,7 @@ pub fn pitr_verify(g: &GlobalArgs, out: Output, a: &PgPitrVerifyArgs) -> Result<
         child: None,
     };
     let r = restore_into(
+        out,
         &repo,
         &a.snapshot,
         &target,

@@ -4,6 +4,8 @@
 //! opens no sockets and starts no processes).
 
 pub mod pg_base;
+pub mod pg_globals;
+pub mod pg_target;
 pub mod postgres;
 pub mod process;
 pub mod qdrant;

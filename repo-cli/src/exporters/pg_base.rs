@@ -668,7 +668,8 @@ pub fn check_archive_reaches(repo: &Repository, info: &BaseInfo, target: &Target
         ),
         Target::Time(t) if *t > reach.stored_ns => bail!(
             "the target time {} is beyond the archived WAL: the last segment archived without a \
-             gap, {}, was stored at {}; nothing was written",
+             gap, {}, was stored at {} (the server archives its current segment when it is full, \
+             after archive_timeout or after `SELECT pg_switch_wal()`); nothing was written",
             crate::output::rfc3339(*t),
             reach.last_segment,
             crate::output::rfc3339(reach.stored_ns)

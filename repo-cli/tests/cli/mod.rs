@@ -16,6 +16,7 @@ mod hostile;
 mod inspect;
 mod keys;
 mod pg;
+mod pg_managed;
 mod pgserver;
 mod pitr;
 mod plan;

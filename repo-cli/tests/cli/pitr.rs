@@ -260,7 +260,9 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         ),
         "t"
     );
-    assert_eq!(saved["stop_lsn"], stop);
+    assert_eq!(snap["type"], "postgres-base", "{saved}");
+    assert_eq!(snap["stop_lsn"], stop);
+    assert_eq!(snap["system_identifier"], sysid.as_str());
     // Monitoring facts: the archive holds the backup's WAL, the server
     // archived without failures.
     assert!(saved["wal"]["files"].as_u64().unwrap() >= 1, "{saved}");
@@ -534,6 +536,32 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
             "scratch directory left behind"
         );
     }
+    // WAL that cannot be fetched: the server cannot even find the base
+    // backup's checkpoint; pitr-verify fails with its log, still cleaning up.
+    let out = cairn_pg(
+        &env,
+        &[
+            "pitr-verify",
+            "--scratch",
+            scratch.to_str().unwrap(),
+            "--restore-command",
+            "false",
+            "--target-time",
+            &t,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("during recovery")
+            && stderr(&out).contains("could not locate required checkpoint record")
+            && !stderr(&out).contains("starting up"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "scratch directory left behind after a failure"
+    );
 }
 
 /// A plan's postgres-pitr source takes a base backup tagged with the plan
@@ -541,8 +569,8 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
 /// archive_command for the plan's repository.
 #[test]
 fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
-    let pg = PgServer::start();
     let env = Env::init();
+    let pg = archiving_server(&env);
     let pw = password_file(&env);
     let metrics = env.path("metrics.prom");
     let plan = env.path("pitr.toml");
@@ -551,7 +579,7 @@ fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
         format!(
             "version = 1\nstate_dir = {:?}\n[report]\nmetrics = {metrics:?}\n\
              [[repository]]\nname = \"main\"\npath = {:?}\npassword_file = {pw:?}\n\
-             [[source]]\nname = \"db\"\ntype = \"postgres-pitr\"\ndsn = {:?}\nfast_checkpoint = true\n",
+             [[source]]\nname = \"db\"\ntype = \"postgres-pitr\"\ndsn = {:?}\nfast_checkpoint = true\nverify = true\n",
             env.path("state"),
             env.repo(),
             pg.dsn("postgres"),
@@ -573,22 +601,51 @@ fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(meta(&listed[0], "pg.stop_lsn").is_some(), "{:?}", listed[0]);
+    // verify = true ran pitr-verify on the new base backup.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("state/last-report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["sources"][0]["verified"], true, "{report}");
+    assert!(
+        report["sources"][0]["pitr"]["wal"]["files"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{report}"
+    );
     let m = std::fs::read_to_string(&metrics).unwrap();
     let labels = "{plan=\"pitr\",source=\"db\",repository=\"main\"}";
     for line in [
         format!("cairn_source_success{labels} 1"),
-        // This server archives nothing.
-        format!("cairn_pitr_wal_files{labels} 0"),
+        format!("cairn_source_verified{labels} 1"),
         format!("cairn_pitr_archive_failed_count{labels} 0"),
         format!("cairn_pitr_archive_last_failed_timestamp_seconds{labels} 0"),
     ] {
         assert!(m.lines().any(|l| l == line), "{line} not in:\n{m}");
     }
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{labels} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in:\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("cairn_pitr_wal_files") >= 1.0);
+    assert!(value("cairn_pitr_wal_bytes") > 0.0);
+    assert!(value("cairn_pitr_wal_newest_segment_timestamp_seconds") > 1.7e9);
+    assert!(value("cairn_source_verify_duration_seconds") > 0.0);
 
-    // Nothing was archived from this server: no restore can be consistent.
-    let nowal = env.path("nowal");
+    // A repository that holds a base backup but none of its WAL: no
+    // restore can become consistent.
+    let other = Env::init();
+    json(&cairn_pg(
+        &other,
+        &["basebackup", "--dsn", &pg.dsn("postgres"), "--fast"],
+    ));
+    let nowal = other.path("nowal");
     let out = cairn_pg(
-        &env,
+        &other,
         &[
             "restore-cluster",
             "latest",

@@ -294,6 +294,13 @@ fn archives_under_pgbench_and_restores_every_file() {
     assert_eq!(report["wal_files"], names.len() as u64, "{report}");
     assert_eq!(report["wal_files_read"], names.len() as u64, "{report}");
     assert!(a.env.snapshots().is_empty());
+    let stats = a.env.json(["stats"]);
+    assert_eq!(
+        stats["repository"]["wal_files"],
+        names.len() as u64,
+        "{stats}"
+    );
+    assert_eq!(stats["snapshots"], 0, "{stats}");
 }
 
 #[test]
@@ -389,4 +396,144 @@ fn wal_verify_names_gaps_the_newest_base_backup_needs() {
         after.iter().any(|o| o.ends_with(segs[2].as_str())),
         "{after:?}"
     );
+}
+
+/// A server started on a restored data directory; stopped on drop.
+struct Restored {
+    bindir: PathBuf,
+    data: PathBuf,
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = super::pgserver::as_pg_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn restore_command_replays_archived_wal_onto_a_base_backup() {
+    use super::pgserver::as_pg_user;
+    let a = Archiving::start(false);
+    a.pg.sql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000)",
+    );
+    // A base backup without WAL of its own: recovery must fetch it all.
+    let base = a.env.path("base");
+    let out = as_pg_user(&a.pg.bindir.join("pg_basebackup"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &a.pg.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-X", "none", "-c", "fast", "-D"])
+        .arg(&base)
+        .output()
+        .unwrap();
+    super::pgserver::check(&out, "pg_basebackup");
+    // Written after the backup: only archived WAL holds it.
+    a.pg.sql(
+        "postgres",
+        "INSERT INTO t SELECT generate_series(1001, 2500)",
+    );
+    a.switch_and_wait();
+
+    let script = a.env.path("restore.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec env -i CAIRN_PASSWORD_FILE={} CAIRN_REPOSITORY={} {} pg restore-wal \"$1\" \"$2\"\n",
+            a.env.path("pw").display(),
+            a.env.repo().display(),
+            cairn()
+        ),
+    )
+    .unwrap();
+    assert!(
+        Command::new("chmod")
+            .arg("755")
+            .arg(&script)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(base.join("recovery.signal"), "").unwrap();
+    let mut conf = std::fs::read_to_string(base.join("postgresql.auto.conf")).unwrap_or_default();
+    conf.push_str(&format!(
+        "restore_command = '{} %f %p'\narchive_mode = off\n",
+        script.display()
+    ));
+    std::fs::write(base.join("postgresql.auto.conf"), conf).unwrap();
+    if is_root() {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&base)
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let restored = Restored {
+        bindir: a.pg.bindir.clone(),
+        data: base.clone(),
+    };
+    let log = a.env.path("restored.log");
+    let out = as_pg_user(&a.pg.bindir.join("pg_ctl"))
+        .arg("-D")
+        .arg(&base)
+        .arg("-l")
+        .arg(&log)
+        .args(["-t", "300", "-w", "-o"])
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            a.env.dir.path().display()
+        ))
+        .arg("start")
+        .output()
+        .unwrap();
+    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "restored server did not start: {server_log}"
+    );
+    let psql = |sql: &str| {
+        let out = Command::new(a.pg.bindir.join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-d"])
+            .arg(format!("postgresql://postgres@127.0.0.1:{port}/postgres"))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // It accepts read-only connections before recovery ends.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while psql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(
+            Instant::now() < deadline,
+            "recovery did not end: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(psql("SELECT count(*) FROM t"), "2500", "{server_log}");
+    // PostgreSQL asked for files that were not there (the next timeline's
+    // history, the segment after the last): restore-wal said nothing.
+    let server_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        server_log.contains("archive recovery complete"),
+        "{server_log}"
+    );
+    assert!(!server_log.contains("cairn"), "{server_log}");
+    drop(restored);
 }

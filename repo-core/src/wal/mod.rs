@@ -406,6 +406,15 @@ impl WalStore {
         Ok(out)
     }
 
+    /// The archived files of the cluster `system_identifier`, by timeline
+    /// and position: one listing.
+    pub fn list_cluster(&self, system_identifier: u64) -> Result<Vec<WalObject>, WalError> {
+        let cluster = self.cluster(system_identifier);
+        let mut objects = self.list()?.objects;
+        objects.retain(|o| o.cluster == cluster);
+        Ok(objects)
+    }
+
     /// Reads, authenticates and decompresses a listed object.
     pub fn read(&self, o: &WalObject) -> Result<Vec<u8>, WalError> {
         let bytes = self.backend.read(ObjectKind::Wal, &o.object)?;

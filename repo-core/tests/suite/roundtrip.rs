@@ -150,3 +150,69 @@ fn stream_backup_round_trips_and_failed_stream_writes_no_snapshot() {
     assert!(matches!(err, repo_core::Error::Stream { .. }), "{err}");
     assert_eq!(repo.snapshots().unwrap().len(), before);
 }
+
+/// `metadata_after` runs once the stream has been read (it sees every
+/// byte), its pairs land in the snapshot, and its error writes no
+/// snapshot (pg basebackup's stop position is known only at the end).
+#[test]
+fn late_metadata_is_computed_after_the_stream_and_can_refuse_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    struct Counting<'a>(&'a [u8], Arc<AtomicUsize>);
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(b)?;
+            self.1.fetch_add(n, Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = init_repo(d.path());
+    let data = text_lines(20_000);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let s = repo
+        .backup()
+        .stream("base.tar", Counting(&data[..], seen.clone()))
+        .metadata("early", "1")
+        .metadata_after(move || {
+            Ok(vec![(
+                "bytes".to_string(),
+                counted.load(Ordering::SeqCst).to_string(),
+            )])
+        })
+        .run()
+        .unwrap()
+        .snapshot;
+    let meta = &s.snapshot.metadata;
+    assert!(meta.contains(&("early".into(), "1".into())), "{meta:?}");
+    assert!(
+        meta.contains(&("bytes".into(), data.len().to_string())),
+        "the closure ran before the stream ended: {meta:?}"
+    );
+
+    let before = repo.snapshots().unwrap().len();
+    let called = Arc::new(Mutex::new(false));
+    let flag = called.clone();
+    let err = repo
+        .backup()
+        .stream("base.tar", &data[..])
+        .metadata_after(move || {
+            *flag.lock().unwrap() = true;
+            Err(std::io::Error::other("no backup_manifest in the stream"))
+        })
+        .run()
+        .unwrap_err();
+    assert!(*called.lock().unwrap());
+    assert!(
+        matches!(&err, repo_core::Error::Stream { name, .. } if name == "base.tar"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("base.tar"), "{err}");
+    assert_eq!(
+        repo.snapshots().unwrap().len(),
+        before,
+        "no snapshot written"
+    );
+}

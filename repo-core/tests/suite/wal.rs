@@ -57,8 +57,19 @@ fn archive_fetch_and_conflicts() {
     let wal = repo.wal();
     let n = name(1, 5);
     let seg = segment(n.as_str(), SYSID, &random_bytes(300_000, 1));
+    let before = repo.request_stats();
     let done = wal.archive(&n, &seg, None).unwrap();
     assert!(done.written);
+    // A 44-byte look, the write, a 44-byte read back: nothing else.
+    let used = repo.request_stats();
+    assert_eq!(
+        (
+            used.read_range - before.read_range,
+            used.write - before.write,
+            used.total() - before.total()
+        ),
+        (2, 1, 3)
+    );
     // Zero padding and a compressible tail cost little.
     assert!(done.stored < 400_000, "{done:?}");
 
@@ -106,6 +117,10 @@ fn archive_fetch_and_conflicts() {
     let listing = store.list().unwrap();
     assert_eq!(listing.objects.len(), 2);
     assert!(listing.foreign.is_empty());
+    let mine = store.list_cluster(SYSID).unwrap();
+    let files: Vec<&str> = mine.iter().map(|o| o.file.as_str()).collect();
+    assert_eq!(files, ["000000010000000000000005", "00000002.history"]);
+    assert!(store.list_cluster(SYSID + 1).unwrap().is_empty());
 }
 
 #[test]
@@ -381,4 +396,41 @@ fn verify_follows_timeline_switches_through_history_files() {
     // A segment before the base backup's start is no error.
     b.delete(ObjectKind::Wal, &object(1, 1)).unwrap();
     assert_eq!(verify().errors.len(), 2);
+}
+
+#[test]
+fn check_lists_wal_and_reads_it_with_read_data() {
+    use repo_core::{CheckOptions, ProblemKind, ReadData};
+    let (b, repo) = init_memory();
+    let wal = repo.wal();
+    let n = name(1, 3);
+    let obj = wal
+        .archive(&n, &segment(n.as_str(), SYSID, b"three"), None)
+        .unwrap()
+        .object;
+    let read_all = CheckOptions {
+        read_data: ReadData::All,
+        ..Default::default()
+    };
+    let r = repo.check(&read_all).run().unwrap();
+    assert!(r.ok, "{r}");
+    assert_eq!((r.wal_files, r.wal_files_read), (1, 1));
+    // A flipped byte: structure-only check lists it, read-data names it.
+    let mut bytes = b.read(ObjectKind::Wal, &obj).unwrap();
+    bytes[100] ^= 1;
+    b.delete(ObjectKind::Wal, &obj).unwrap();
+    b.write(ObjectKind::Wal, &obj, &bytes).unwrap();
+    b.write(ObjectKind::Wal, "not-a-wal-name", b"x").unwrap();
+    let r = repo.check(&CheckOptions::default()).run().unwrap();
+    assert!(r.ok, "{r}");
+    assert_eq!((r.wal_files, r.wal_files_read), (1, 0));
+    assert!(r.warnings.iter().any(|p| p.kind == ProblemKind::WalDamaged));
+    let r = repo.check(&read_all).run().unwrap();
+    assert!(!r.ok);
+    assert!(
+        r.errors
+            .iter()
+            .any(|p| p.kind == ProblemKind::WalDamaged && p.message.contains(&obj)),
+        "{r}"
+    );
 }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::args::{
     CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
-    verify_args,
+    verify_args, verify_env,
 };
 use super::child::{CHILD_INCOMPLETE, Child, spawn};
 use super::report::{CopyResult, Inventory, Outcome, SourceResult, Task};
@@ -110,15 +110,17 @@ pub(super) fn qdrant_api_key(src: &Source) -> Result<Option<String>> {
 }
 
 /// The snapshots a successful backup reported that `verify` applies to:
-/// pg's database snapshots (not the globals), redis's one, qdrant's one per
-/// collection. `None` when there is none.
+/// pg's database snapshots (not the globals), a base backup (pitr-verify),
+/// redis's one, qdrant's one per collection. `None` when there is none.
 pub(super) fn verify_ids(report: &BackupReport) -> Option<Vec<String>> {
     let ids: Vec<String> = report
         .snapshots
         .iter()
         .filter(|s| match &s.source {
             SourceDetails::Postgres { database, .. } => database.is_some(),
-            SourceDetails::Redis { .. } | SourceDetails::Qdrant { .. } => true,
+            SourceDetails::Redis { .. }
+            | SourceDetails::Qdrant { .. }
+            | SourceDetails::PostgresBase { .. } => true,
             SourceDetails::Files | SourceDetails::Stream => false,
         })
         .map(|s| s.snapshot_id.clone())
@@ -136,14 +138,7 @@ pub(super) fn verify_saved(
     api_key: Option<&str>,
     exe: &Path,
 ) -> Vec<String> {
-    // A base backup's one snapshot is what pitr-verify starts from.
-    let ids = match src {
-        Source::PostgresPitr(_) => json
-            .map(|j| j.snapshots.iter().map(|s| s.snapshot_id.clone()).collect())
-            .filter(|v: &Vec<String>| !v.is_empty()),
-        _ => json.and_then(verify_ids),
-    };
-    let Some(ids) = ids else {
+    let Some(ids) = json.and_then(verify_ids) else {
         return vec!["the backup reported no snapshot to verify".into()];
     };
     let mut errors = Vec::new();
@@ -154,6 +149,7 @@ pub(super) fn verify_saved(
         }
         c.args(verify_args(src, &id));
         c.envs(source_env(src));
+        c.envs(verify_env(src));
         let short: String = id.chars().take(8).collect();
         match spawn(c, src.timeout()) {
             Ok(ch) if ch.code == Some(0) => {}
@@ -460,20 +456,42 @@ pub(super) fn drill(
         if !saved {
             continue;
         }
-        let mut c = base_command(g, repo, exe);
-        c.args(["drill", "latest", "--tag"]).arg(format!(
-            "{},{}",
-            plan_tag(&loaded.name),
-            source_tag(s.name())
-        ));
-        c.args(["--sample", d.sample.as_deref().unwrap_or("all")]);
-        if let Some(dir) = &d.scratch {
-            c.arg("--scratch").arg(dir);
+        // A source that saved several snapshots in this run (`pg backup
+        // --all`: one per database) has each drilled; `latest` would be
+        // only the last one.
+        let ids = match run_ids(&repo.name, s.name(), results, copies, 0) {
+            Some(ids) if ids.len() > 1 => ids,
+            _ => vec!["latest".to_string()],
+        };
+        let mut ok = true;
+        for id in &ids {
+            let mut c = base_command(g, repo, exe);
+            c.args(["drill", id, "--tag"]).arg(format!(
+                "{},{}",
+                plan_tag(&loaded.name),
+                source_tag(s.name())
+            ));
+            c.args(["--sample", d.sample.as_deref().unwrap_or("all")]);
+            if let Some(dir) = &d.scratch {
+                c.arg("--scratch").arg(dir);
+            }
+            let what = if ids.len() > 1 {
+                format!("{} snapshot {}", s.name(), &id[..id.len().min(8)])
+            } else {
+                s.name().to_string()
+            };
+            let failed = match spawn(c, None) {
+                Ok(ch) if ch.code == Some(0) => None,
+                Ok(ch) => Some(ch.error()),
+                Err(e) => Some(format!("{e:#}")),
+            };
+            if let Some(e) = failed {
+                ok = false;
+                errors.push(format!("{what}: {e}"));
+            }
         }
-        match spawn(c, None) {
-            Ok(ch) if ch.code == Some(0) => drilled.push(s.name().to_string()),
-            Ok(ch) => errors.push(format!("{}: {}", s.name(), ch.error())),
-            Err(e) => errors.push(format!("{}: {e:#}", s.name())),
+        if ok {
+            drilled.push(s.name().to_string());
         }
     }
     let (status, detail) = if drilled.is_empty() && errors.is_empty() {
@@ -494,6 +512,41 @@ pub(super) fn drill(
         detail,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
+}
+
+/// The ids in repository `repo` of the snapshots `source` made in this
+/// run: those its backup into `repo` reported, or those of a copy into
+/// `repo` of the ones it made in the copy's origin. `None` when unknown.
+fn run_ids(
+    repo: &str,
+    source: &str,
+    results: &[SourceResult],
+    copies: &[CopyResult],
+    depth: usize,
+) -> Option<Vec<String>> {
+    if let Some(r) = results
+        .iter()
+        .find(|r| r.source == source && r.repository == repo && r.status != Outcome::Failed)
+    {
+        return Some(r.snapshot_ids.clone());
+    }
+    // Copies chain at most once per repository.
+    if depth > copies.len() {
+        return None;
+    }
+    copies
+        .iter()
+        .filter(|c| c.to == repo && c.status == Outcome::Ok)
+        .filter(|c| c.sources.iter().any(|n| n == source))
+        .find_map(|c| {
+            let from = run_ids(&c.from, source, results, copies, depth + 1)?;
+            from.iter()
+                .map(|id| {
+                    let i = c.source_snapshot_ids.iter().position(|s| s == id)?;
+                    c.snapshot_ids.get(i).cloned()
+                })
+                .collect()
+        })
 }
 
 pub(super) fn skipped(next: i64) -> Task {
@@ -559,6 +612,11 @@ mod tests {
         };
         let r = report(&[("q1", q("c1")), ("q2", q("c2"))]);
         assert_eq!(verify_ids(&r).unwrap(), ["q1", "q2"]);
+        let base = serde_json::json!({"type": "postgres-base", "system_identifier": "7",
+            "timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "start_wal": "000000010000000000000002", "stop_wal": "000000010000000000000002",
+            "stop_time": "2026-12-07T12:00:00Z"});
+        assert_eq!(verify_ids(&report(&[("b", base)])).unwrap(), ["b"]);
         let r = report(&[("f", serde_json::json!({"type": "files"}))]);
         assert_eq!(verify_ids(&r), None);
     }
