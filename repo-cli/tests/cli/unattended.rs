@@ -247,3 +247,64 @@ fn wal_commands_use_the_key_file() {
     );
     assert!(!back.exists());
 }
+
+/// A plan's repository opened with `key_file` (relative to the plan): the
+/// dry run's check and the run itself need no password anywhere.
+#[test]
+fn plan_runs_with_a_key_file() {
+    let env = Env::init();
+    add_unattended(&env, &env.path("plan.key"));
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("a"), b"planned");
+    let plan = env.path("plan.toml");
+    write(
+        &plan,
+        format!(
+            "version = 1\nname = \"svc\"\nstate_dir = \"state\"\n\
+             [[repository]]\nname = \"r\"\npath = \"{}\"\nkey_file = \"plan.key\"\n\
+             cache_dir = \"cache\"\n\
+             [[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [\"{}\"]\n",
+            env.repo().display(),
+            src.display()
+        )
+        .as_bytes(),
+    );
+    let run = |extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+        for v in [
+            "CAIRN_REPOSITORY",
+            "CAIRN_PASSWORD",
+            "CAIRN_PASSWORD_FILE",
+            "CAIRN_PASSWORD_COMMAND",
+            "CAIRN_KEY_FILE",
+            "CAIRN_CACHE_DIR",
+        ] {
+            c.env_remove(v);
+        }
+        c.arg("run")
+            .arg(&plan)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cairn")
+    };
+    assert_success(&run(&["--dry-run"]));
+    assert_success(&run(&[]));
+    assert_eq!(env.snapshots().len(), 1);
+    // Revoked, the plan's check names the key.
+    let id = env.json(["key", "list"]).as_array().unwrap()[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(["key", "remove", &id]);
+    let out = run(&["--dry-run"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not in this repository")
+            || stderr(&out).contains("not in this repository"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
