@@ -711,3 +711,31 @@ pub fn pitr_verify(g: &GlobalArgs, out: Output, a: &PgPitrVerifyArgs) -> Result<
     }
     Ok(Status::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// A restore opened with an unattended key writes a restore_command
+    /// that uses it (absolute, so the server finds it from its directory).
+    #[test]
+    fn restore_command_carries_the_key_file() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "cairn",
+            "-r",
+            "/backup/repo",
+            "--key-file",
+            "/etc/cairn/pg.key",
+            "--password-file",
+            "/etc/cairn/pw",
+            "snapshots",
+        ])
+        .unwrap();
+        let cmd = super::restore_command(&cli.global).unwrap();
+        assert!(
+            cmd.contains(" -r /backup/repo --key-file /etc/cairn/pg.key pg restore-wal %f %p"),
+            "{cmd}"
+        );
+        assert!(!cmd.contains("--password-file"), "{cmd}");
+    }
+}
