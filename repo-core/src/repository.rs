@@ -824,6 +824,18 @@ impl Repository {
                     reason: format!("blob {}: {err}", e.id.short()),
                 },
             })?;
+        self.open_sealed(loc.pack, e, sealed, plain)
+    }
+
+    /// Opens blob `e` of `pack` from its sealed bytes (decrypted in place)
+    /// into `plain`, verified against its id.
+    pub(crate) fn open_sealed(
+        &self,
+        pack: crate::id::PackId,
+        e: &crate::pack::PackEntry,
+        sealed: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
         blob::open_blob_into_with(
             self.data_key(),
             &self.hasher,
@@ -834,7 +846,7 @@ impl Repository {
             plain,
             &self.dicts,
         )
-        .map_err(|err| self.blob_error(loc.pack, &e.id, err))
+        .map_err(|err| self.blob_error(pack, &e.id, err))
     }
 
     /// The error for blob `id` of `pack` that failed to open: a missing or

@@ -127,6 +127,16 @@ impl<B: Backend> Backend for Limited<B> {
     ) -> Result<(), BackendError> {
         self.transfer(kind, |b| b.read_range_into(kind, name, offset, len, buf))
     }
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.transfer(kind, |b| b.read_span_into(kind, name, offset, len, buf))
+    }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         self.inner.size(kind, name)
     }

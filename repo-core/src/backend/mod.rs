@@ -225,6 +225,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
         *buf = self.read_range(kind, name, offset, len)?;
         Ok(())
     }
+    /// [`Backend::read_range_into`] of a range the caller planned (a
+    /// restore's or check's span of a pack): exactly these bytes in one
+    /// request, no read-ahead around them. Backends that read ahead
+    /// override it.
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.read_range_into(kind, name, offset, len, buf)
+    }
     /// Size of an object.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Size and modification time of an object.
@@ -272,6 +286,16 @@ impl Backend for Box<dyn Backend> {
         buf: &mut Vec<u8>,
     ) -> Result<(), BackendError> {
         (**self).read_range_into(kind, name, offset, len, buf)
+    }
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        (**self).read_span_into(kind, name, offset, len, buf)
     }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         (**self).size(kind, name)

@@ -559,6 +559,45 @@ impl Backend for S3Backend {
         Ok(())
     }
 
+    /// One ranged `GET` of exactly the span: the caller planned it, so no
+    /// window and no `HEAD` for the pack's size.
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        Self::check_name("read", kind, name)?;
+        buf.clear();
+        if len == 0 {
+            return Ok(());
+        }
+        let opts = ReadOptions {
+            range: BytesRange::new(offset, Some(u64::from(len))),
+            ..Default::default()
+        };
+        let data = self
+            .op
+            .read_options(&key(kind, name), opts)
+            .map_err(|e| self.error("read", kind, name, e))?;
+        if data.len() < len as usize {
+            let got = data.len();
+            return Err(self.short_read(
+                kind,
+                name,
+                format!("range {offset}+{len} returned {got} bytes"),
+            ));
+        }
+        buf.reserve(len as usize);
+        for chunk in data {
+            buf.extend_from_slice(&chunk);
+        }
+        buf.truncate(len as usize);
+        Ok(())
+    }
+
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         Ok(self.stat(kind, name)?.size)
     }

@@ -134,6 +134,19 @@ impl<B: Backend> Backend for Counted<B> {
         self.received(buf.len());
         Ok(())
     }
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.counters.read_range.fetch_add(1, Relaxed);
+        self.inner.read_span_into(kind, name, offset, len, buf)?;
+        self.received(buf.len());
+        Ok(())
+    }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         self.counters.stat.fetch_add(1, Relaxed);
         self.inner.size(kind, name)

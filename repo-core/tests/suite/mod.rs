@@ -23,6 +23,7 @@ mod plaintext;
 mod prune;
 mod reader;
 mod repair;
+mod restore_packed;
 mod restore_target;
 mod resume;
 mod roundtrip;
