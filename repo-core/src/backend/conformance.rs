@@ -126,18 +126,32 @@ pub fn ranges(b: &dyn Backend) {
     clean(b);
 }
 
-/// Writing a name that exists returns `Ok` and keeps the first bytes.
+/// Writing a name that exists returns `Ok`. Config, key and lock files
+/// (not named by their content) keep their first bytes; a content-addressed
+/// object (a pack) written again with its own bytes stays whole (SPEC §11.3:
+/// a backend may rewrite those instead of looking first).
 pub fn never_overwrites(b: &dyn Backend) {
     let loc = b.location();
-    let (n, data) = (name(0xab), payload());
+    let data = payload();
+    for (kind, n) in [
+        (ObjectKind::Config, "config".to_string()),
+        (ObjectKind::Key, name(0xab)),
+        (ObjectKind::Lock, name(0xac)),
+    ] {
+        b.write(kind, &n, &data).unwrap();
+        b.write(kind, &n, b"other")
+            .unwrap_or_else(|e| panic!("{loc}: writing an existing {kind} must succeed: {e}"));
+        assert_eq!(
+            b.read(kind, &n).unwrap(),
+            data,
+            "{loc}: an existing {kind} was replaced"
+        );
+    }
+    let n = name(0xad);
     b.write(ObjectKind::Pack, &n, &data).unwrap();
-    b.write(ObjectKind::Pack, &n, b"other")
-        .unwrap_or_else(|e| panic!("{loc}: writing an existing name must succeed: {e}"));
-    assert_eq!(
-        b.read(ObjectKind::Pack, &n).unwrap(),
-        data,
-        "{loc}: an existing object was replaced"
-    );
+    b.write(ObjectKind::Pack, &n, &data)
+        .unwrap_or_else(|e| panic!("{loc}: writing an existing pack must succeed: {e}"));
+    assert_eq!(b.read(ObjectKind::Pack, &n).unwrap(), data, "{loc}: pack");
     clean(b);
 }
 

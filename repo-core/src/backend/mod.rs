@@ -3,9 +3,11 @@
 //!
 //! Contract for every implementation:
 //! - `write` is atomic (readers see all of the object or nothing), durable
-//!   when it returns, and never replaces an existing object: writing a name
-//!   that exists returns `Ok` and leaves the old bytes (names are content
-//!   addresses, so the bytes are the same).
+//!   when it returns, and writing a name that exists returns `Ok`. It never
+//!   replaces a `config`, key or lock file (names not derived from the
+//!   bytes); packs, index files, snapshots, dictionaries and marks are
+//!   named by their content, so a backend may rewrite one of those with
+//!   the same bytes instead of looking first (SPEC §11.3).
 //! - `read_range` returns exactly `len` bytes or fails.
 //! - `list` may omit objects written concurrently, never invents any.
 //!
@@ -243,7 +245,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Size and modification time of an object.
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError>;
-    /// Stores an object atomically and durably; never overwrites.
+    /// Stores an object atomically and durably; never replaces a `config`,
+    /// key or lock file (see the module's contract).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Lists objects of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;

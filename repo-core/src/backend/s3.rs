@@ -328,6 +328,21 @@ fn key(kind: ObjectKind, name: &str) -> String {
     }
 }
 
+/// Whether objects of `kind` are named by the hash of their content, so
+/// that two writers of one name write the same bytes (SPEC §11.3). Key
+/// files are too, but are written rarely and guard a repository's access:
+/// they keep the look before the write, with `config` and locks.
+fn content_addressed(kind: ObjectKind) -> bool {
+    match kind {
+        ObjectKind::Pack
+        | ObjectKind::Index
+        | ObjectKind::Snapshot
+        | ObjectKind::Dict
+        | ObjectKind::Mark => true,
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::Lock => false,
+    }
+}
+
 /// How the engine should treat an OpenDAL error. OpenDAL's retry layer
 /// marks every error it returns "persistent", so what was retried cannot
 /// be told from the status: the HTTP status (in the error's context) or its
@@ -615,11 +630,15 @@ impl Backend for S3Backend {
         Self::check_name("write", kind, name)?;
         let path = key(kind, name);
         // Servers that ignore If-None-Match (Garage 2.5) would replace an
-        // existing object: look first (SPEC §11.2).
-        match self.op.stat(&path) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == OdKind::NotFound => {}
-            Err(e) => return Err(self.error("write", kind, name, e)),
+        // existing object: look first where that could lose anything. A
+        // content-addressed name is rewritten with the same bytes (SPEC
+        // §11.3), so those need no look.
+        if !content_addressed(kind) {
+            match self.op.stat(&path) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == OdKind::NotFound => {}
+                Err(e) => return Err(self.error("write", kind, name, e)),
+            }
         }
         let opts = WriteOptions {
             if_not_exists: true,

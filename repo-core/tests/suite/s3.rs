@@ -220,10 +220,12 @@ fn pack_ranges_are_read_ahead() {
 }
 
 /// SPEC §11.3 says Garage 2.5 ignores `If-None-Match: *` on PUT, which is
-/// why the backend looks before it writes. This pins the fact with a raw
+/// why the backend looks before it writes a name not derived from the
+/// bytes (config, key files, locks). This pins the fact with a raw
 /// conditional PUT through OpenDAL: if a Garage release starts honouring
-/// the header, this fails and SPEC §11.3 (and the HEAD before each write)
-/// should be revisited. The backend itself never replaces (conformance).
+/// the header, this fails and SPEC §11.3 (and the HEAD before those
+/// writes) should be revisited. The backend itself never replaces them
+/// (conformance).
 #[test]
 fn garage_ignores_if_none_match_so_the_backend_looks_first() {
     let g = Garage::shared();
@@ -231,12 +233,12 @@ fn garage_ignores_if_none_match_so_the_backend_looks_first() {
         unreachable!()
     };
     let b = S3Backend::open(&loc, &options(g)).unwrap();
-    // Through the backend the first bytes stay.
+    // Through the backend the first bytes of a key file stay.
     let name = "ef".repeat(32);
-    b.write(ObjectKind::Index, &name, b"first").unwrap();
-    b.write(ObjectKind::Index, &name, b"second").unwrap();
-    assert_eq!(b.read(ObjectKind::Index, &name).unwrap(), b"first");
-    b.delete(ObjectKind::Index, &name).unwrap();
+    b.write(ObjectKind::Key, &name, b"first").unwrap();
+    b.write(ObjectKind::Key, &name, b"second").unwrap();
+    assert_eq!(b.read(ObjectKind::Key, &name).unwrap(), b"first");
+    b.delete(ObjectKind::Key, &name).unwrap();
     // A raw conditional PUT replaces. On the backends' runtime: OpenDAL's
     // connection pool is process-wide, and other tests run beside this one.
     let op = opendal::Operator::new(
