@@ -179,7 +179,7 @@ struct Wired {
 
 impl Wired {
     fn new(backend: impl Backend + 'static) -> Self {
-        let requests = Arc::new(Counters::default());
+        let requests = Arc::new(Counters::for_backend(&backend));
         let slots = Arc::new(Slots::new(Repository::DEFAULT_CONNECTIONS));
         let limited = Limited::new(backend, Arc::clone(&slots));
         Self {
@@ -438,7 +438,7 @@ impl Repository {
     /// Requests this handle made to the storage since it was opened (or
     /// created), by kind, and the bytes sent and received.
     pub fn request_stats(&self) -> RequestStats {
-        self.requests.snapshot()
+        self.requests.report(&*self.backend)
     }
 
     /// Runs `f`, whose parallel work reads packs, on enough threads to keep

@@ -97,6 +97,9 @@ impl<B: Backend> Backend for Limited<B> {
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
     }
+    fn wire_requests(&self) -> Option<super::RequestStats> {
+        self.inner.wire_requests()
+    }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.transfer(kind, |b| b.read(kind, name))
     }

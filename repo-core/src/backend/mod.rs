@@ -37,6 +37,8 @@ pub use memory::MemoryBackend;
 pub use s3::S3Backend;
 pub use stats::RequestStats;
 pub(crate) use stats::{Counted, Counters};
+#[cfg(feature = "s3")]
+pub(crate) use stats::Request;
 
 use std::fmt;
 use std::io;
@@ -191,6 +193,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn is_remote(&self) -> bool {
         false
     }
+    /// The requests this backend sent over the wire so far, by kind, for
+    /// a backend whose calls are not one request each (one that reads
+    /// ahead, or looks before it writes); `None` (the default): each call
+    /// is one request, and the repository counts the calls. Decorators
+    /// forward it.
+    fn wire_requests(&self) -> Option<RequestStats> {
+        None
+    }
     /// Reads a whole object.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
     /// [`Backend::read`] into `buf` (replacing its contents): a reader of
@@ -317,5 +327,8 @@ impl Backend for Box<dyn Backend> {
     }
     fn is_remote(&self) -> bool {
         (**self).is_remote()
+    }
+    fn wire_requests(&self) -> Option<RequestStats> {
+        (**self).wire_requests()
     }
 }

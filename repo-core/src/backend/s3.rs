@@ -23,7 +23,10 @@ use opendal::{ErrorKind as OdKind, Operator, services};
 #[cfg(test)]
 use super::location::S3Credentials;
 use super::location::{S3Location, S3Options, parse_endpoint};
-use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, ObjectKind, valid_name};
+use super::{
+    Backend, BackendError, BackendErrorKind, Counters, ObjectInfo, ObjectKind, Request,
+    RequestStats, valid_name,
+};
 
 /// Attempts per request before the error is returned (transient errors only).
 const RETRIES: usize = 4;
@@ -36,6 +39,8 @@ pub struct S3Backend {
     location: String,
     readahead: ReadAhead,
     runtime: &'static tokio::runtime::Runtime,
+    /// HTTP requests sent (retries of one request not included).
+    wire: Counters,
 }
 
 /// The runtime every S3 backend of the process runs its requests on. One
@@ -251,6 +256,7 @@ impl S3Backend {
             location: loc.to_string(),
             readahead: ReadAhead::default(),
             runtime,
+            wire: Counters::default(),
         })
     }
 
@@ -261,6 +267,7 @@ impl S3Backend {
             limit: Some(1),
             ..Default::default()
         };
+        self.wire.record(Request::List, 0, 0);
         self.op
             .list_options("", opts)
             .map(drop)
@@ -463,6 +470,12 @@ impl Backend for S3Backend {
     fn is_remote(&self) -> bool {
         true
     }
+    /// Read-ahead answers many ranged reads with one `GET`, and some
+    /// writes and deletes are preceded by a `HEAD`: what went over the
+    /// wire is counted here.
+    fn wire_requests(&self) -> Option<RequestStats> {
+        Some(self.wire.snapshot())
+    }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         let mut buf = Vec::new();
@@ -477,10 +490,13 @@ impl Backend for S3Backend {
         buf: &mut Vec<u8>,
     ) -> Result<(), BackendError> {
         Self::check_name("read", kind, name)?;
-        let data = self
-            .op
-            .read(&key(kind, name))
-            .map_err(|e| self.error("read", kind, name, e))?;
+        let data = self.op.read(&key(kind, name));
+        self.wire.record(
+            Request::Read,
+            0,
+            data.as_ref().map_or(0, opendal::Buffer::len),
+        );
+        let data = data.map_err(|e| self.error("read", kind, name, e))?;
         buf.clear();
         buf.reserve(data.len());
         for chunk in data {
@@ -544,10 +560,13 @@ impl Backend for S3Backend {
             range: BytesRange::new(offset, Some(fetch)),
             ..Default::default()
         };
-        let data = self
-            .op
-            .read_options(&key(kind, name), opts)
-            .map_err(|e| self.error("read", kind, name, e))?;
+        let data = self.op.read_options(&key(kind, name), opts);
+        self.wire.record(
+            Request::ReadRange,
+            0,
+            data.as_ref().map_or(0, opendal::Buffer::len),
+        );
+        let data = data.map_err(|e| self.error("read", kind, name, e))?;
         let got = data.len();
         if got < len as usize {
             return Err(self.short_read(
@@ -593,10 +612,13 @@ impl Backend for S3Backend {
             range: BytesRange::new(offset, Some(u64::from(len))),
             ..Default::default()
         };
-        let data = self
-            .op
-            .read_options(&key(kind, name), opts)
-            .map_err(|e| self.error("read", kind, name, e))?;
+        let data = self.op.read_options(&key(kind, name), opts);
+        self.wire.record(
+            Request::ReadRange,
+            0,
+            data.as_ref().map_or(0, opendal::Buffer::len),
+        );
+        let data = data.map_err(|e| self.error("read", kind, name, e))?;
         if data.len() < len as usize {
             let got = data.len();
             return Err(self.short_read(
@@ -619,6 +641,7 @@ impl Backend for S3Backend {
 
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
         Self::check_name("stat", kind, name)?;
+        self.wire.record(Request::Stat, 0, 0);
         let m = self
             .op
             .stat(&key(kind, name))
@@ -634,6 +657,7 @@ impl Backend for S3Backend {
         // content-addressed name is rewritten with the same bytes (SPEC
         // §11.3), so those need no look.
         if !content_addressed(kind) {
+            self.wire.record(Request::Stat, 0, 0);
             match self.op.stat(&path) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == OdKind::NotFound => {}
@@ -646,6 +670,7 @@ impl Backend for S3Backend {
         };
         // Packs are at most 1 GiB (SPEC §5), below S3's 5 GiB single-PUT
         // limit: one PUT, atomic on every S3 server.
+        self.wire.record(Request::Write, data.len(), 0);
         match self.op.write_options(&path, data.to_vec(), opts) {
             Ok(_) => Ok(()),
             // 412: someone wrote the name first; names are content
@@ -671,10 +696,13 @@ impl Backend for S3Backend {
             recursive: kind == ObjectKind::Pack,
             ..Default::default()
         };
-        let entries = self
-            .op
-            .list_options(&dir, opts)
-            .map_err(|e| self.error("list", kind, "", e))?;
+        let entries = self.op.list_options(&dir, opts);
+        // One request per page of (at most) 1000 keys.
+        let pages = entries.as_ref().map_or(1, |e| e.len().div_ceil(1000).max(1));
+        for _ in 0..pages {
+            self.wire.record(Request::List, 0, 0);
+        }
+        let entries = entries.map_err(|e| self.error("list", kind, "", e))?;
         let mut out = Vec::new();
         for e in entries {
             let Some(rel) = e.path().strip_prefix(&dir) else {
@@ -700,9 +728,11 @@ impl Backend for S3Backend {
         self.readahead.forget(name);
         // S3 deletes a missing key without complaint; the contract wants
         // NotFound.
+        self.wire.record(Request::Stat, 0, 0);
         self.op
             .stat(&path)
             .map_err(|e| self.error("delete", kind, name, e))?;
+        self.wire.record(Request::Delete, 0, 0);
         self.op
             .delete(&path)
             .map_err(|e| self.error("delete", kind, name, e))
