@@ -35,10 +35,10 @@ pub use location::{LOCATION_FORMS, Location, LocationError, S3Credentials, S3Loc
 pub use memory::MemoryBackend;
 #[cfg(feature = "s3")]
 pub use s3::S3Backend;
-pub use stats::RequestStats;
-pub(crate) use stats::{Counted, Counters};
 #[cfg(feature = "s3")]
 pub(crate) use stats::Request;
+pub use stats::RequestStats;
+pub(crate) use stats::{Counted, Counters};
 
 use std::fmt;
 use std::io;

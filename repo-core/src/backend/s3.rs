@@ -698,7 +698,9 @@ impl Backend for S3Backend {
         };
         let entries = self.op.list_options(&dir, opts);
         // One request per page of (at most) 1000 keys.
-        let pages = entries.as_ref().map_or(1, |e| e.len().div_ceil(1000).max(1));
+        let pages = entries
+            .as_ref()
+            .map_or(1, |e| e.len().div_ceil(1000).max(1));
         for _ in 0..pages {
             self.wire.record(Request::List, 0, 0);
         }

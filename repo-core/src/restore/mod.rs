@@ -487,7 +487,8 @@ impl<'a> Restore<'a> {
         }
         let paths: Vec<PathBuf> = jobs.iter().map(|j| self.target.join(&j.rel)).collect();
         let contents: Vec<&[BlobId]> = jobs.iter().map(|j| j.node.content.as_slice()).collect();
-        packed::Batch::plan(self.repo, &files, &paths, &contents).write(self.repo, self.progress)?;
+        packed::Batch::plan(self.repo, &files, &paths, &contents)
+            .write(self.repo, self.progress)?;
         jobs.par_iter()
             .zip(files.par_iter())
             .zip(paths.par_iter())

@@ -120,7 +120,9 @@ impl<'f> Batch<'f> {
             }
             b.slots.push(first..b.starts.len());
         }
-        b.done = (0..b.starts.len()).map(|_| AtomicBool::new(false)).collect();
+        b.done = (0..b.starts.len())
+            .map(|_| AtomicBool::new(false))
+            .collect();
         b
     }
 

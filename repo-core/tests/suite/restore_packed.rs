@@ -66,13 +66,15 @@ fn restore_reads_each_pack_once_and_writes_shared_chunks_everywhere() {
         .path(&src)
         .run()
         .unwrap();
-    assert!(mem.list(ObjectKind::Pack).unwrap().len() >= 4, "several packs");
+    assert!(
+        mem.list(ObjectKind::Pack).unwrap().len() >= 4,
+        "several packs"
+    );
 
     for remote in [true, false] {
         let log: Log = Arc::default();
         let repo =
-            Repository::open(logged(&mem, &log, remote), PASSWORD, OpenOptions::default())
-                .unwrap();
+            Repository::open(logged(&mem, &log, remote), PASSWORD, OpenOptions::default()).unwrap();
         let snap = repo.snapshots().unwrap().pop().unwrap();
         // The packs that hold trees: read while walking the snapshot.
         repo.walk(&snap.snapshot.tree, &mut |_, _| Ok(true))
