@@ -4,10 +4,12 @@
 //! Contract for every implementation:
 //! - `write` is atomic (readers see all of the object or nothing), durable
 //!   when it returns, and writing a name that exists returns `Ok`. It never
-//!   replaces a `config`, key or lock file (names not derived from the
-//!   bytes); packs, index files, snapshots, dictionaries and marks are
-//!   named by their content, so a backend may rewrite one of those with
-//!   the same bytes instead of looking first (SPEC §11.3).
+//!   replaces a `config` or key file (names not derived from the bytes);
+//!   packs, index files, snapshots, dictionaries and marks are named by
+//!   their content, so a backend may rewrite one of those with the same
+//!   bytes instead of looking first (SPEC §11.3); lock names carry 64
+//!   random bits, so no two writers use one and a backend need not look
+//!   before writing a lock either.
 //! - `read_range` returns exactly `len` bytes or fails.
 //! - `list` may omit objects written concurrently, never invents any.
 //!
@@ -255,12 +257,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Size and modification time of an object.
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError>;
-    /// Stores an object atomically and durably; never replaces a `config`,
-    /// key or lock file (see the module's contract).
+    /// Stores an object atomically and durably; never replaces a `config`
+    /// or key file (see the module's contract).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Lists objects of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
-    /// Deletes an object; deleting a missing object is `NotFound`.
+    /// Deletes an object; deleting a missing object is `NotFound`, except
+    /// that a missing lock may be reported deleted (S3 deletes a missing key
+    /// silently, and a look first would cost every backup a round trip).
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError>;
 }
 

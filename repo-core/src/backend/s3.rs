@@ -335,18 +335,21 @@ fn key(kind: ObjectKind, name: &str) -> String {
     }
 }
 
-/// Whether objects of `kind` are named by the hash of their content, so
-/// that two writers of one name write the same bytes (SPEC §11.3). Key
-/// files are too, but are written rarely and guard a repository's access:
-/// they keep the look before the write, with `config` and locks.
-fn content_addressed(kind: ObjectKind) -> bool {
+/// Whether a write of `kind` needs a look (`HEAD`) first, so that it never
+/// replaces an object on a server that ignores `If-None-Match` (SPEC
+/// §11.3): only for `config` (a fixed name) and key files (written rarely,
+/// and they guard access). Packs, index files, snapshots, dictionaries and
+/// marks are named by their content, so two writers of one name write the
+/// same bytes; locks carry 64 random bits, so no two writers pick one name.
+fn looks_before_writing(kind: ObjectKind) -> bool {
     match kind {
+        ObjectKind::Config | ObjectKind::Key => true,
         ObjectKind::Pack
         | ObjectKind::Index
         | ObjectKind::Snapshot
         | ObjectKind::Dict
-        | ObjectKind::Mark => true,
-        ObjectKind::Config | ObjectKind::Key | ObjectKind::Lock => false,
+        | ObjectKind::Mark
+        | ObjectKind::Lock => false,
     }
 }
 
@@ -594,7 +597,9 @@ impl Backend for S3Backend {
     }
 
     /// One ranged `GET` of exactly the span: the caller planned it, so no
-    /// window and no `HEAD` for the pack's size.
+    /// window and no `HEAD` for the pack's size. The body is streamed into
+    /// `buf`, not collected first: a span may be a whole pack, and a
+    /// restore reads several at once.
     fn read_span_into(
         &self,
         kind: ObjectKind,
@@ -608,28 +613,21 @@ impl Backend for S3Backend {
         if len == 0 {
             return Ok(());
         }
-        let opts = ReadOptions {
-            range: BytesRange::new(offset, Some(u64::from(len))),
-            ..Default::default()
-        };
-        let data = self.op.read_options(&key(kind, name), opts);
-        self.wire.record(
-            Request::ReadRange,
-            0,
-            data.as_ref().map_or(0, opendal::Buffer::len),
-        );
-        let data = data.map_err(|e| self.error("read", kind, name, e))?;
-        if data.len() < len as usize {
-            let got = data.len();
+        let reader = self
+            .op
+            .reader(&key(kind, name))
+            .map_err(|e| self.error("read", kind, name, e))?;
+        buf.reserve_exact(len as usize);
+        let got = reader.read_into(buf, offset..offset + u64::from(len));
+        self.wire
+            .record(Request::ReadRange, 0, got.as_ref().map_or(0, |n| *n));
+        let got = got.map_err(|e| self.error("read", kind, name, e))?;
+        if got < len as usize {
             return Err(self.short_read(
                 kind,
                 name,
                 format!("range {offset}+{len} returned {got} bytes"),
             ));
-        }
-        buf.reserve(len as usize);
-        for chunk in data {
-            buf.extend_from_slice(&chunk);
         }
         buf.truncate(len as usize);
         Ok(())
@@ -653,10 +651,8 @@ impl Backend for S3Backend {
         Self::check_name("write", kind, name)?;
         let path = key(kind, name);
         // Servers that ignore If-None-Match (Garage 2.5) would replace an
-        // existing object: look first where that could lose anything. A
-        // content-addressed name is rewritten with the same bytes (SPEC
-        // §11.3), so those need no look.
-        if !content_addressed(kind) {
+        // existing object: look first where that could lose anything.
+        if looks_before_writing(kind) {
             self.wire.record(Request::Stat, 0, 0);
             match self.op.stat(&path) {
                 Ok(_) => return Ok(()),
@@ -729,11 +725,14 @@ impl Backend for S3Backend {
         let path = key(kind, name);
         self.readahead.forget(name);
         // S3 deletes a missing key without complaint; the contract wants
-        // NotFound.
-        self.wire.record(Request::Stat, 0, 0);
-        self.op
-            .stat(&path)
-            .map_err(|e| self.error("delete", kind, name, e))?;
+        // NotFound, except for a lock: its owner deletes it and nobody
+        // needs to know it was gone already (one request, not two).
+        if kind != ObjectKind::Lock {
+            self.wire.record(Request::Stat, 0, 0);
+            self.op
+                .stat(&path)
+                .map_err(|e| self.error("delete", kind, name, e))?;
+        }
         self.wire.record(Request::Delete, 0, 0);
         self.op
             .delete(&path)

@@ -310,9 +310,9 @@ fn listings_span_pages() {
 }
 
 /// `requests` are HTTP requests (SPEC §11.2): a read-ahead hit costs none,
-/// a content-addressed object is one `PUT` (no `HEAD` before it), a key
-/// file a `HEAD` and a `PUT`, a planned span one ranged `GET` and no
-/// `HEAD`, a delete a `HEAD` and a `DELETE`.
+/// a content-addressed object or a lock is one `PUT` (no `HEAD` before
+/// it), a key file a `HEAD` and a `PUT`, a planned span one ranged `GET`
+/// and no `HEAD`, a delete a `HEAD` and a `DELETE` (a lock's a `DELETE`).
 #[test]
 fn requests_are_counted_as_they_go_over_the_wire() {
     let g = Garage::shared();
@@ -333,6 +333,16 @@ fn requests_are_counted_as_they_go_over_the_wire() {
     assert_eq!(s.total(), 1, "{s:?}");
     let s = count(&|| b.write(ObjectKind::Key, &name, b"key").unwrap());
     assert_eq!((s.write, s.stat, s.total()), (1, 1, 2), "{s:?}");
+    // A lock's name is random: one PUT, and its deletion one DELETE (a
+    // missing lock is not an error).
+    let lock = "backup-0123456789abcdef-1";
+    let s = count(&|| {
+        b.write(ObjectKind::Lock, lock, b"hb").unwrap();
+        b.delete(ObjectKind::Lock, lock).unwrap();
+        b.delete(ObjectKind::Lock, lock).unwrap();
+    });
+    assert_eq!((s.write, s.delete, s.total()), (1, 2, 3), "{s:?}");
+    assert!(b.list(ObjectKind::Lock).unwrap().is_empty());
 
     // Ten blob reads through one window: a HEAD for the size, one GET.
     let s = count(&|| {
