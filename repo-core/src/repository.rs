@@ -618,6 +618,52 @@ impl Repository {
 
     fn load_snapshot_named(&self, name: &str) -> Result<SnapshotEntry> {
         let bytes = self.backend.read(ObjectKind::Snapshot, name)?;
+        self.open_snapshot_file(name, &bytes)
+    }
+
+    /// [`Repository::snapshots`] for a backup looking for its parent: the
+    /// storage lists the snapshots, and their files come from the local
+    /// cache where it holds them (checked against their names, which are
+    /// the hashes of their bytes), else from the storage, and are cached
+    /// then (SPEC §12). A nothing-changed backup so reads no snapshot file
+    /// it read before.
+    pub(crate) fn snapshots_cached(&self) -> Result<Vec<SnapshotEntry>> {
+        let cache = self.index.cache();
+        let mut out = Vec::new();
+        for info in self.backend.list(ObjectKind::Snapshot)? {
+            let cached = info.name.parse::<SnapshotId>().ok().and_then(|id| {
+                let bytes = cache.snapshot_file(&id).ok().flatten()?;
+                (SnapshotId::hash_of(&bytes) == id).then_some(bytes)
+            });
+            let r = match cached {
+                Some(bytes) => self.open_snapshot_file(&info.name, &bytes),
+                None => match self.backend.read(ObjectKind::Snapshot, &info.name) {
+                    Ok(bytes) => self.open_snapshot_file(&info.name, &bytes).inspect(|s| {
+                        let _ = cache.put_snapshot_file(&s.id, &bytes);
+                    }),
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match r {
+                Ok(s) => out.push(s),
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e @ Error::CorruptObject { .. }) => self.warn(Warning::DamagedSnapshot {
+                    name: info.name,
+                    reason: e.to_string(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| {
+            a.snapshot
+                .time_ns
+                .cmp(&b.snapshot.time_ns)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    fn open_snapshot_file(&self, name: &str, bytes: &[u8]) -> Result<SnapshotEntry> {
         let corrupt = |source| Error::CorruptObject {
             kind: ObjectKind::Snapshot,
             name: name.to_string(),
@@ -689,6 +735,9 @@ impl Repository {
         let id = SnapshotId::hash_of(&bytes);
         self.backend
             .write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        // The next backup looks for its parent among the snapshots: it
+        // need not read this one back (SPEC §12).
+        let _ = self.index.cache().put_snapshot_file(&id, &bytes);
         Ok(id)
     }
 

@@ -29,6 +29,7 @@ mod resume;
 mod roundtrip;
 mod s3;
 mod selection;
+mod snapshot_cache;
 
 // The suites' shared helpers come from the workspace's test-support crate.
 pub use cairn_testkit::WEAK_KDF;
