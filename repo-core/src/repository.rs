@@ -179,7 +179,7 @@ struct Wired {
 
 impl Wired {
     fn new(backend: impl Backend + 'static) -> Self {
-        let requests = Arc::new(Counters::for_backend(&backend));
+        let requests = Arc::new(Counters::default());
         let slots = Arc::new(Slots::new(Repository::DEFAULT_CONNECTIONS));
         let limited = Limited::new(backend, Arc::clone(&slots));
         Self {
@@ -436,7 +436,9 @@ impl Repository {
     }
 
     /// Requests this handle made to the storage since it was opened (or
-    /// created), by kind, and the bytes sent and received.
+    /// created), by kind, and the bytes sent and received. On a backend
+    /// that counts its own HTTP requests (S3), those since the backend was
+    /// opened.
     pub fn request_stats(&self) -> RequestStats {
         self.requests.report(&*self.backend)
     }
@@ -677,10 +679,10 @@ impl Repository {
                 },
             ))
         })?;
-        if SnapshotId::hash_of(&bytes) != id {
+        if SnapshotId::hash_of(bytes) != id {
             return Err(corrupt(blob::BlobError::HashMismatch));
         }
-        let snapshot = Snapshot::from_file(self.data_key(), &bytes).map_err(corrupt)?;
+        let snapshot = Snapshot::from_file(self.data_key(), bytes).map_err(corrupt)?;
         Ok(SnapshotEntry { id, snapshot })
     }
 
@@ -1383,13 +1385,26 @@ impl Packer<'_> {
         }
         let backend = Arc::clone(&self.repo.backend);
         let name = id.to_hex();
-        let bytes = Arc::new(bytes);
-        let shared = Arc::clone(&bytes);
+        // The bytes go to the thread once it exists, given away (no copy
+        // on S3), and stay here if it cannot be started.
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let spawned = std::thread::Builder::new()
             .name("cairn-pack-write".into())
-            .spawn(move || backend.write(ObjectKind::Pack, &name, &shared));
+            .spawn(move || match rx.recv() {
+                Ok(bytes) => backend.write_owned(ObjectKind::Pack, &name, bytes),
+                Err(_) => Err(crate::backend::BackendError::io(
+                    "write",
+                    ObjectKind::Pack,
+                    &name,
+                    std::io::Error::other("the pack's bytes never arrived"),
+                )),
+            });
         match spawned {
-            Ok(write) => queue.push_back(Inflight { write, id, entries }),
+            Ok(write) => {
+                // The receiver lives until it has received.
+                let _ = tx.send(bytes);
+                queue.push_back(Inflight { write, id, entries })
+            }
             // No thread to be had: write here instead.
             Err(_) => {
                 self.repo

@@ -452,7 +452,7 @@ fn pg_passwords_stay_out_of_command_lines() {
         "small",
         "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)",
     );
-    let hba = pg.dir().join("data/pg_hba.conf");
+    let hba = pg.data_dir().join("pg_hba.conf");
     let old = std::fs::read_to_string(&hba).unwrap();
     std::fs::write(
         &hba,

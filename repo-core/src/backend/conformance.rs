@@ -37,6 +37,7 @@ pub fn run(b: &dyn Backend) {
     write_then_read(b);
     ranges(b);
     never_overwrites(b);
+    owned_writes(b);
     kinds_are_namespaces(b);
     list_and_stat(b);
     missing_objects_are_not_found(b);
@@ -123,6 +124,16 @@ pub fn ranges(b: &dyn Backend) {
             .is_err(),
         "{loc}: read_range_into past the end must fail"
     );
+    clean(b);
+}
+
+/// Bytes given away with `write_owned` are stored as `write` stores them.
+pub fn owned_writes(b: &dyn Backend) {
+    let loc = b.location();
+    let (n, data) = (name(0xae), payload());
+    b.write_owned(ObjectKind::Pack, &n, data.clone()).unwrap();
+    assert_eq!(b.read(ObjectKind::Pack, &n).unwrap(), data, "{loc}: write_owned");
+    assert_eq!(b.size(ObjectKind::Pack, &n).unwrap(), data.len() as u64, "{loc}");
     clean(b);
 }
 

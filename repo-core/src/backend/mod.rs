@@ -260,6 +260,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Stores an object atomically and durably; never replaces a `config`
     /// or key file (see the module's contract).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
+    /// [`Backend::write`] of bytes the caller gives away (a finished
+    /// pack): a backend that must hold the bytes while it sends them (S3)
+    /// takes them instead of copying them, so a backup's packs in flight
+    /// are in memory once. Decorators forward it.
+    fn write_owned(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.write(kind, name, &data)
+    }
     /// Lists objects of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
     /// Deletes an object; deleting a missing object is `NotFound`, except
@@ -322,6 +334,14 @@ impl Backend for Box<dyn Backend> {
     }
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         (**self).write(kind, name, data)
+    }
+    fn write_owned(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        (**self).write_owned(kind, name, data)
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         (**self).list(kind)

@@ -648,6 +648,16 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write_owned(kind, name, data.to_vec())
+    }
+
+    /// The bytes become the request's body as they are: no copy.
+    fn write_owned(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
         Self::check_name("write", kind, name)?;
         let path = key(kind, name);
         // Servers that ignore If-None-Match (Garage 2.5) would replace an
@@ -667,7 +677,7 @@ impl Backend for S3Backend {
         // Packs are at most 1 GiB (SPEC §5), below S3's 5 GiB single-PUT
         // limit: one PUT, atomic on every S3 server.
         self.wire.record(Request::Write, data.len(), 0);
-        match self.op.write_options(&path, data.to_vec(), opts) {
+        match self.op.write_options(&path, data, opts) {
             Ok(_) => Ok(()),
             // 412: someone wrote the name first; names are content
             // addresses, so that is our object.

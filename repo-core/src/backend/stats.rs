@@ -78,28 +78,16 @@ pub(crate) struct Counters {
     delete: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
-    /// The inner backend's own count when these counters were made, if it
-    /// keeps one: requests counted before belong to someone else.
-    wire_base: Option<RequestStats>,
 }
 
 impl Counters {
-    /// Counters for a repository on `backend`.
-    pub(crate) fn for_backend(backend: &dyn Backend) -> Self {
-        Self {
-            wire_base: backend.wire_requests(),
-            ..Self::default()
-        }
-    }
-
     /// What a repository on `backend` (whose calls these counters counted)
     /// asked of the storage: the backend's own count of the requests that
-    /// went over the wire where it keeps one, else the calls.
+    /// went over the wire where it keeps one (all of them, from the
+    /// backend's opening: a command's check that the location holds a
+    /// repository included), else the calls.
     pub(crate) fn report(&self, backend: &dyn Backend) -> RequestStats {
-        match backend.wire_requests() {
-            Some(now) => now.since(&self.wire_base.unwrap_or_default()),
-            None => self.snapshot(),
-        }
+        backend.wire_requests().unwrap_or_else(|| self.snapshot())
     }
 
     /// Counts one request that sent `sent` and received `received` bytes.
@@ -231,6 +219,18 @@ impl<B: Backend> Backend for Counted<B> {
             .bytes_sent
             .fetch_add(data.len() as u64, Relaxed);
         self.inner.write(kind, name, data)
+    }
+    fn write_owned(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.counters.write.fetch_add(1, Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(data.len() as u64, Relaxed);
+        self.inner.write_owned(kind, name, data)
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.counters.list.fetch_add(1, Relaxed);
