@@ -454,12 +454,14 @@ row counts of every table taken in the same transaction snapshot, plus `pg_dumpa
 (roles, tablespaces) as its own snapshot. `pg restore` feeds pg_restore from the repository; \
 `pg verify` restores into a scratch database, compares row counts with the recorded ones and drops \
 it.\n\n\
+Managed servers (RDS, Neon) give no superuser: the roles are then saved without their passwords \
+(`pg backup --globals`), and databases the role cannot read fail alone.\n\n\
 Client programs come from the newest /usr/lib/postgresql/N/bin (or CAIRN_PG_BINDIR) and must be at \
 least the server's major version.",
         after_help = "Examples:\n  \
 cairn pg backup --dsn postgresql://postgres@db1/postgres --all\n  \
-cairn pg restore latest --dsn postgresql://postgres@db1/postgres --create --globals\n  \
-cairn pg verify latest --dsn postgresql://postgres@scratch/postgres --json"
+cairn pg restore latest --database shop --dsn postgresql://postgres@db1/postgres --create --globals\n  \
+cairn pg verify latest --database shop --dsn postgresql://postgres@scratch/postgres --json"
     )]
     Pg(PgArgs),
 
@@ -1143,7 +1145,15 @@ count the rows of every user table in it, and stream `pg_dump --snapshot=… -Fc
 snapshot tagged `postgres` holding `postgres/<db>.dump`. Before the databases, \
 `pg_dumpall --globals-only` is saved as `postgres/globals.sql` in a snapshot tagged \
 `postgres-globals`. If pg_dump fails or the connection drops, that database's snapshot is not \
-written and the command fails.\n\n\
+written; the other databases are still backed up, the failure is listed (`failed` in --json) and \
+the command exits 1.\n\n\
+Roles (--globals): `auto` (default) saves them with their password hashes, and when the role \
+cannot read pg_authid (not a superuser: RDS, Neon, Cloud SQL) falls back to \
+`pg_dumpall --globals-only --no-role-passwords` with a warning; `full` insists on the passwords, \
+`no-passwords` does not try, `skip` saves no globals. The globals never cost the databases. \
+With --all, databases the role has no CONNECT privilege on are skipped with a warning; a \
+database with a table the role cannot read fails (grant pg_read_all_data, or dump as the \
+owner).\n\n\
 The connection string comes from --dsn, CAIRN_PG_DSN or the first line of --dsn-file. Its \
 password is taken out and given to psql, pg_dump, pg_dumpall and pg_restore as PGPASSWORD in \
 their environment, never as an argument; a password in --dsn itself shows in `ps` (a warning \
@@ -1151,23 +1161,32 @@ says so).",
         after_help = "Examples:\n  \
 cairn pg backup --dsn postgresql://postgres@localhost/postgres --all\n  \
 CAIRN_PG_DSN=postgresql://backup:secret@db1/postgres cairn pg backup --all\n  \
-cairn pg backup --dsn 'host=/run/postgresql user=postgres' --database shop --database crm"
+cairn pg backup --dsn 'host=/run/postgresql user=postgres' --database shop --database crm\n  \
+CAIRN_PG_DSN=postgresql://app@mydb.rds.amazonaws.com/postgres cairn pg backup --all --globals no-passwords"
     )]
     Backup(PgBackupArgs),
 
     /// Restore a PostgreSQL database from a snapshot.
     #[command(
         long_about = "Feed the snapshot's dump to pg_restore (through a pipe, --exit-on-error). \
-With --create, pg_restore connects to the DSN's database and creates the dumped one; otherwise it \
-restores into --database (default: the dumped database), which must exist. --clean drops objects \
-first. --globals first replays the roles saved with the same backup through psql (roles that \
-exist already only produce errors that are ignored).\n\n\
+Without --create it restores into --database (default: the dumped database), which must exist. \
+With --create the database is made: under the dumped name by `pg_restore --create`, under \
+--database NEW by CREATE DATABASE from template0 with the recorded encoding and locale; if the \
+restore fails it is dropped again, so no half-restored database is left (one that existed and \
+is replaced with --clean is not dropped). --clean drops objects first. --globals first replays \
+the roles saved with the same backup through psql (roles that exist already only produce errors \
+that are ignored).\n\n\
+SNAPSHOT `latest` takes the newest dump of --database when the repository holds dumps of a \
+database of that name, or of --path postgres/NAME.dump; a `latest` that could mean dumps of \
+several databases (after `pg backup --all`) is refused.\n\n\
 --jobs N (N > 1) runs `pg_restore -j N`, which restores tables and builds indexes in parallel but \
 cannot read a pipe: the dump is then first written to a private temporary file (mode 0600, in a \
 new 0700 directory under --temp-dir, default $TMPDIR) as large as the dump, which is removed \
 afterwards, also when the restore fails.",
         after_help = "Examples:\n  \
 cairn pg restore latest --dsn postgresql://postgres@localhost/postgres --create --globals\n  \
+cairn pg restore latest --database shop --dsn postgresql://postgres@localhost/postgres --clean\n  \
+cairn pg restore latest --path postgres/shop.dump --create --database shop_copy --dsn postgresql://postgres@localhost/postgres\n  \
 cairn pg restore 1a2b3c4d --dsn postgresql://postgres@localhost/postgres --database shop_copy\n  \
 cairn pg restore latest --dsn postgresql://postgres@localhost/postgres --create --jobs 4 --temp-dir /var/tmp"
     )]
@@ -1177,12 +1196,83 @@ cairn pg restore latest --dsn postgresql://postgres@localhost/postgres --create 
     #[command(
         long_about = "Create a scratch database, restore the snapshot's dump into it (without owners \
 and privileges), count the rows of every table, compare them with the counts recorded at backup, \
-and drop the scratch database. Exits 1 if any table differs.",
+and drop the scratch database. Exits 1 if any table differs. --scratch-dsn (or \
+CAIRN_PG_SCRATCH_DSN) does it on a separate server: a test restore on another instance. \
+`latest` takes the newest dump of --database NAME (or --path postgres/NAME.dump); it is refused \
+while it could mean dumps of several databases. A damaged repository is named as such (pack and \
+blob), not as pg_restore's complaint about a short input.",
         after_help = "Examples:\n  \
 cairn pg verify latest --dsn postgresql://postgres@localhost/postgres\n  \
+cairn pg verify latest --database shop --scratch-dsn postgresql://postgres@scratch-host/postgres\n  \
 cairn pg verify latest --dsn postgresql://postgres@localhost/postgres --json | jq .ok"
     )]
     Verify(PgVerifyArgs),
+
+    /// Archive one WAL file: PostgreSQL's `archive_command`.
+    #[command(
+        name = "archive-wal",
+        long_about = "Store the WAL file PATH (PostgreSQL's `%p`, relative to the data directory, which is the current directory when PostgreSQL runs the command) in the repository, compressed and encrypted, as one object named by the cluster and the file name (SPEC §28). Exits 0 only once the file is durably stored (fsync'd on a local repository, acknowledged by the server on S3); PostgreSQL then recycles the segment. Archiving a file that is stored already with the same content exits 0 (PostgreSQL retries after a crash); other content under the same name exits 1 and keeps the stored file. Prints nothing unless -v or --json.
+
+Takes no lock and reads no index: only the config and a key file are read before the file is written. A segment names its cluster in its first page; a timeline history or backup label file is filed under the system identifier of --system-identifier, else the one in `global/pg_control` of --pgdata (default: the current directory).",
+        after_help = "Examples (postgresql.conf):
+  archive_mode = on
+  archive_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg archive-wal %p'"
+    )]
+    ArchiveWal(PgArchiveWalArgs),
+
+    /// Fetch one archived WAL file: PostgreSQL's `restore_command`.
+    #[command(
+        name = "restore-wal",
+        long_about = "Write the archived WAL file NAME (PostgreSQL's `%f`) of this cluster to DEST (`%p`). The cluster is the one whose system identifier is in `global/pg_control` of --pgdata (default: the current directory, which is the data directory when PostgreSQL runs the command), or --system-identifier. One read of one object: no lock, no index, no listing.
+
+A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.",
+        after_help = "Examples (postgresql.conf of the server being recovered):
+  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'"
+    )]
+    RestoreWal(PgRestoreWalArgs),
+
+    /// Report archived WAL per cluster and timeline, and its gaps.
+    #[command(
+        name = "wal-verify",
+        long_about = "List the archived WAL (one listing, nothing decrypted but a timeline history file where needed) and report, per cluster and timeline, the range of archived segments and every gap in it. Recovery from the newest base backup (snapshots tagged `postgres-base`) must be possible: every segment from its start to the newest archived one, following timeline switches through the history files, must be there. A gap there, or a missing history file, is an error: exit 1. Gaps before it are reported, not errors.",
+        after_help = "Examples:\n  \
+cairn pg wal-verify\n  \
+cairn pg wal-verify --json | jq '.clusters[].errors'"
+    )]
+    WalVerify,
+}
+
+/// `cairn pg archive-wal`.
+#[derive(Debug, Args)]
+pub struct PgArchiveWalArgs {
+    /// The WAL file (`%p`).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The cluster's data directory, for `global/pg_control` [default: .].
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// File history and backup label files under this system identifier
+    /// instead of the one in `global/pg_control`.
+    #[arg(long, value_name = "N")]
+    pub system_identifier: Option<u64>,
+}
+
+/// `cairn pg restore-wal`.
+#[derive(Debug, Args)]
+pub struct PgRestoreWalArgs {
+    /// The WAL file name (`%f`).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write it (`%p`).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// The cluster's data directory, for `global/pg_control` [default: .].
+    #[arg(long, value_name = "DIR", env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// Fetch the WAL of this system identifier instead of the one in
+    /// `global/pg_control`.
+    #[arg(long, value_name = "N")]
+    pub system_identifier: Option<u64>,
 }
 
 /// `cairn pg backup`.
@@ -1206,6 +1296,10 @@ pub struct PgBackupArgs {
     /// Back up every database that accepts connections (templates excluded).
     #[arg(long, conflicts_with = "databases")]
     pub all: bool,
+    /// Which roles and tablespaces to save: `auto` (full, else without
+    /// passwords, with a warning), `full`, `no-passwords` or `skip`.
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    pub globals: crate::exporters::pg_globals::GlobalsMode,
     /// Extra tag for the snapshots (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
@@ -1227,10 +1321,12 @@ pub struct PgRestoreArgs {
     /// (keeps a password out of `ps`).
     #[arg(long, value_name = "PATH")]
     pub dsn_file: Option<PathBuf>,
-    /// Database to restore into (default: the dumped one).
-    #[arg(long, value_name = "NAME", conflicts_with = "create")]
+    /// Database to restore into (default: the dumped one); with `latest`, also
+    /// picks the newest dump of a database of that name, if there is one.
+    #[arg(long, value_name = "NAME")]
     pub database: Option<String>,
-    /// Create the dumped database (it must not exist, unless with --clean).
+    /// Create the database (the dumped one, or --database NEW); it must not
+    /// exist, unless with --clean. Dropped again if the restore fails.
     #[arg(long)]
     pub create: bool,
     /// Drop objects (with --create: the database) before recreating them.
@@ -1245,6 +1341,9 @@ pub struct PgRestoreArgs {
     /// Directory for that temporary file [default: $TMPDIR, else /tmp].
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Narrows `latest` (`--path postgres/NAME.dump`: the newest dump of NAME).
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `cairn pg verify`.
@@ -1260,6 +1359,21 @@ pub struct PgVerifyArgs {
     /// (keeps a password out of `ps`).
     #[arg(long, value_name = "PATH")]
     pub dsn_file: Option<PathBuf>,
+    /// Restore on this separate server instead of --dsn's (a test restore on
+    /// another instance); takes precedence over --dsn.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CAIRN_PG_SCRATCH_DSN",
+        hide_env_values = true
+    )]
+    pub scratch_dsn: Option<String>,
+    /// With `latest`: the newest dump of this database.
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Narrows `latest` (`--path postgres/NAME.dump`: the newest dump of NAME).
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `cairn redis`.

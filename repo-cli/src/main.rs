@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     match commands::run(&cli) {
         Ok(Status::Ok) => ExitCode::from(exit::OK),
         Ok(Status::Incomplete) => ExitCode::from(exit::INCOMPLETE),
+        Ok(Status::Missing) => ExitCode::from(exit::FAILURE),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::OK),
         Err(err) => {
             let code = exit_code(&err);

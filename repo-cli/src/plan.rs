@@ -406,6 +406,12 @@ pub struct PostgresSource {
     /// into a scratch database on this same server, row counts compared).
     #[serde(default)]
     pub verify: bool,
+    /// Verify on this separate server instead (`pg verify --scratch-dsn`).
+    #[serde(default)]
+    pub scratch_dsn: Option<String>,
+    /// `pg backup --globals`: `auto` (default), `full`, `no-passwords`, `skip`.
+    #[serde(default)]
+    pub globals: Option<String>,
 }
 
 /// `type = "redis"`.
@@ -712,6 +718,19 @@ fn validate(plan: &Plan) -> Result<()> {
                 "source {:?}: give either `databases` or `all = true`",
                 p.name
             ),
+            Source::Postgres(p)
+                if p.globals.as_deref().is_some_and(|g| {
+                    <crate::exporters::pg_globals::GlobalsMode as clap::ValueEnum>::from_str(
+                        g, false,
+                    )
+                    .is_err()
+                }) =>
+            {
+                bail!(
+                    "source {:?}: `globals` must be auto, full, no-passwords or skip",
+                    p.name
+                )
+            }
             Source::Qdrant(q) if q.all != q.collections.is_empty() => bail!(
                 "source {:?}: give either `collections` or `all = true`",
                 q.name
@@ -956,6 +975,11 @@ one_file_system = true
 # # Restore each database into a scratch database on the same server after
 # # the backup and compare row counts (cairn pg verify):
 # verify = true
+# # ... on a separate server instead (a test restore on another instance):
+# # scratch_dsn = "host=pg-scratch user=postgres dbname=postgres"
+# # Roles: auto (with passwords, else without them: managed services such as
+# # RDS or Neon give no superuser), full, no-passwords or skip:
+# # globals = "auto"
 
 # [[source]]
 # name = "redis"
@@ -1040,6 +1064,25 @@ mod tests {
         }
         let none = format!("{head}[retention]\nprune = true\n");
         assert!(parse(&none, "x", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn postgres_globals_mode_is_checked() {
+        let text = |mode: &str| {
+            format!(
+                "version = 1\n[[repository]]\nname = \"r\"\npath = \"/r\"\n\
+                 password_file = \"/pw\"\n[[source]]\nname = \"db\"\ntype = \"postgres\"\n\
+                 dsn = \"host=/run/postgresql\"\nall = true\nglobals = \"{mode}\"\n\
+                 scratch_dsn = \"host=scratch\"\n"
+            )
+        };
+        for ok in ["auto", "full", "no-passwords", "skip"] {
+            parse(&text(ok), "x", Path::new("/")).unwrap();
+        }
+        let err = parse(&text("nopasswords"), "x", Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no-passwords"), "{err}");
     }
 
     #[test]

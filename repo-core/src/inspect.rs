@@ -608,13 +608,18 @@ pub struct BlobTotals {
     pub missing: u64,
 }
 
-/// The packs of the repository, as the backend lists them.
+/// The packs of the repository, as the backend lists them, and its
+/// archived WAL (SPEC §28), outside snapshots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RepositorySize {
     /// Pack files.
     pub packs: u64,
     /// Their total size in bytes.
     pub bytes: u64,
+    /// Archived WAL files.
+    pub wal_files: u64,
+    /// Their stored size in bytes.
+    pub wal_bytes: u64,
 }
 
 /// Result of [`Repository::stats`].
@@ -745,6 +750,10 @@ impl Repository {
         for p in self.backend().list(ObjectKind::Pack)? {
             repository.packs += 1;
             repository.bytes = repository.bytes.saturating_add(p.size);
+        }
+        for w in self.backend().list(ObjectKind::Wal)? {
+            repository.wal_files += 1;
+            repository.wal_bytes = repository.wal_bytes.saturating_add(w.size);
         }
         Ok(Stats {
             mode,

@@ -115,6 +115,7 @@ mod restore;
 mod size;
 mod snapshot;
 mod tree;
+mod wal;
 mod warning;
 
 #[cfg(feature = "unstable")]
@@ -149,6 +150,13 @@ pub use forget::{
     UtcOffset, plan_forget,
 };
 pub use prune::{CondemnReason, Condemned, PendingMark, PruneOptions, PrunePlan, PruneSummary};
+
+// Archived PostgreSQL WAL (SPEC §28).
+pub use wal::{
+    Archived, BASE_BACKUP_TAG, BadWalName, BaseBackupRef, ClusterReport, SegmentHeader,
+    TimelineHistory, TimelineReport, WalError, WalFileKind, WalFileName, WalGap, WalListing,
+    WalObject, WalRelease, WalStore, control_file_system_identifier, parse_segment,
+};
 
 // Views of stored data, and inspection.
 pub use id::{BlobId, PackId, ParseIdError, SnapshotId, TreeId};

@@ -23,6 +23,7 @@ use crate::mark::{MarkFile, load_marks};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::tree::{NodeKind, Tree};
+use crate::wal::{WalError, WalRelease};
 
 /// Options of a prune.
 #[derive(Debug, Clone)]
@@ -109,6 +110,8 @@ pub struct PrunePlan {
     pub bytes_condemned: u64,
     /// Bytes of live blobs repacked.
     pub bytes_repacked: u64,
+    /// Archived WAL that no remaining base backup needs (SPEC §28).
+    pub wal: WalRelease,
     #[serde(skip)]
     options_grace: Duration,
     #[serde(skip)]
@@ -143,6 +146,12 @@ pub struct PruneSummary {
     /// Marks dated in the storage's future, rewritten with the storage's
     /// current time so their grace period can end.
     pub marks_redated: Vec<String>,
+    /// Archived WAL files deleted (SPEC §28).
+    pub wal_deleted: usize,
+    /// Bytes those held.
+    pub wal_bytes_deleted: u64,
+    /// Released WAL files kept for now: stored within the grace period.
+    pub wal_postponed: usize,
 }
 
 /// A prune step, for tests that stop a prune part-way (a crash between two
@@ -202,6 +211,17 @@ impl fmt::Display for PrunePlan {
                     "in grace period"
                 }
             )?;
+        }
+        if self.wal.files > 0 {
+            writeln!(
+                f,
+                "release {} archived WAL files ({:.1} MiB) that no base backup needs",
+                self.wal.files,
+                mib(self.wal.bytes)
+            )?;
+        }
+        if let Some(why) = &self.wal.skipped {
+            writeln!(f, "archived WAL kept: {why}")?;
         }
         write!(f, "grace period {} s", self.options_grace.as_secs())
     }
@@ -341,7 +361,9 @@ impl Repository {
                 opts.max_unused
             )));
         }
-        let snapshots = self.snapshots()?.len();
+        let entries = self.snapshots()?;
+        let snapshots = entries.len();
+        let wal = self.wal_release_plan(&entries)?;
         let marks = self.load_marks()?;
         let referenced = self.referenced_blobs_with(&Self::marked_locations(&marks))?;
         let marked: HashSet<PackId> = marks
@@ -461,6 +483,7 @@ impl Repository {
             bytes_repacked: condemn.iter().map(|c| c.live_bytes).sum(),
             condemn,
             marks: pending,
+            wal,
             options_grace: opts.grace,
             options_max_unused: opts.max_unused,
             index_files,
@@ -505,6 +528,7 @@ impl Repository {
             return Ok(sum);
         }
         self.sweep_phase(plan.options_grace, stop, &mut sum)?;
+        self.release_wal(&plan.wal, plan.options_grace, &mut sum)?;
         self.refresh_index()?;
         Ok(sum)
     }
@@ -595,6 +619,40 @@ impl Repository {
             .write(ObjectKind::Mark, &IndexId::hash_of(&bytes).to_hex(), &bytes)?;
         sum.packs_condemned = plan.condemn.len();
         Ok(stop == Some(PruneStep::Marked))
+    }
+
+    /// Deletes the released WAL files stored before the grace period
+    /// (storage clock). The listing was taken when the prune was planned,
+    /// so a file archived since is never among them.
+    fn release_wal(
+        &self,
+        release: &WalRelease,
+        grace: std::time::Duration,
+        sum: &mut PruneSummary,
+    ) -> Result<()> {
+        if release.objects.is_empty() {
+            return Ok(());
+        }
+        let now = crate::lock::storage_now(self.backend())?;
+        let store = self.wal();
+        for o in &release.objects {
+            let age =
+                std::time::Duration::from_nanos(now.saturating_sub(o.modified_ns).max(0) as u64);
+            if age < grace {
+                sum.wal_postponed += 1;
+                continue;
+            }
+            match store.delete(o) {
+                Ok(()) => {
+                    sum.wal_deleted += 1;
+                    sum.wal_bytes_deleted += o.size;
+                }
+                // A concurrent prune deleted it.
+                Err(WalError::Backend(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e.into_repo_error()),
+            }
+        }
+        Ok(())
     }
 
     /// Phase two for every mark past its grace period.

@@ -298,6 +298,22 @@ impl Repository {
     ) -> Result<Self> {
         let wired = Wired::new(backend);
         let backend = Arc::clone(&wired.backend);
+        let (key, key_id, config) = Self::unlock_config(&*backend, password, &opts)?;
+        let repo_id = config.repo_id;
+        let warnings = Arc::new(Warnings::new(opts.on_warning));
+        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
+        index.sync(&*backend, key.data_key())?;
+        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
+    }
+
+    /// Reads the config, finds the key `password` opens, and decrypts the
+    /// config with it: what every open does before it reads anything else
+    /// (a WAL store needs no more, SPEC §28).
+    pub(crate) fn unlock_config(
+        backend: &dyn Backend,
+        password: &[u8],
+        opts: &OpenOptions,
+    ) -> Result<(MasterKey, KeyId, Config)> {
         let cbytes = match backend.read(ObjectKind::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
@@ -317,12 +333,9 @@ impl Repository {
             Err(e @ crate::format::FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
             Err(e) => return Err(corrupt_config(e.into())),
         };
-        let (key, key_id) = Self::unlock(&*backend, &repo_id, password, &opts)?;
+        let (key, key_id) = Self::unlock(backend, &repo_id, password, opts)?;
         let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
-        let warnings = Arc::new(Warnings::new(opts.on_warning));
-        let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        index.sync(&*backend, key.data_key())?;
-        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
+        Ok((key, key_id, config))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -505,7 +518,13 @@ impl Repository {
         self.index.sync(&*self.backend, self.data_key())
     }
 
-    /// The master key, for key management (`keys.rs`) only.
+    /// The counted backend, shared (a WAL store keeps it, SPEC §28).
+    pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    /// The master key, for key management (`keys.rs`) and the WAL store's
+    /// sub-keys (`wal`) only.
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.key
     }

@@ -189,6 +189,7 @@ const MAGIC_PACK: &str = "434149524e504b1a";
 const MAGIC_INDEX: &str = "434149524e49581a";
 const MAGIC_SNAPSHOT: &str = "434149524e534e1a";
 const MAGIC_DICT: &str = "434149524e44431a";
+const MAGIC_WAL: &str = "434149524e574c1a";
 const PACK_HEADER_AD: &str = "cairn pack header v1";
 
 /// Every literal SPEC.md must print (compared with whitespace removed).
@@ -227,6 +228,7 @@ const VECTORS: &[(&str, &str)] = &[
     ("MAGIC_INDEX", MAGIC_INDEX),
     ("MAGIC_SNAPSHOT", MAGIC_SNAPSHOT),
     ("MAGIC_DICT", MAGIC_DICT),
+    ("MAGIC_WAL", MAGIC_WAL),
     ("CONTEXT_DICT_ID", CONTEXT_DICT_ID),
     ("N_DICT_KEY", N_DICT_KEY),
     ("N_DICT", N_DICT),
@@ -240,7 +242,26 @@ const VECTORS: &[(&str, &str)] = &[
     ("CONTEXT_CONTENT_FINGERPRINT", CONTEXT_CONTENT_FINGERPRINT),
     ("P_CONFIG_V3_FILE", P_CONFIG_V3_FILE),
     ("P_CONTENT_FINGERPRINT", P_CONTENT_FINGERPRINT),
+    ("CONTEXT_WAL", CONTEXT_WAL),
+    ("Q_WAL_KEY", Q_WAL_KEY),
+    ("Q_CLUSTER", Q_CLUSTER),
+    ("Q_MAC", Q_MAC),
+    ("Q_OBJECT_NAME", Q_OBJECT_NAME),
+    ("Q_OBJECT", Q_OBJECT),
 ];
+
+// --- (q) archived WAL (§28) ---------------------------------------------------
+const CONTEXT_WAL: &str = "cairn 2026-12 wal archive key v1";
+const Q_WAL_KEY: &str = "962df8c536601fa75c7923f24baa1cc00cef04249aa3e79c3346481a57f5994f";
+const Q_SYSID: u64 = 7_301_234_567_890_123_456;
+const Q_CLUSTER: &str = "32df67b1cf257f10";
+const Q_HISTORY: &[u8] = b"1\t0/3000000\tno recovery target specified\n";
+const Q_MAC: &str = "983dcf5d02c1e63470563a4df300fc8bf7d88086f63f9d94207497bc88ae95d8";
+const Q_OBJECT_NAME: &str = "32df67b1cf257f10-00000002_history";
+const Q_OBJECT: &str = "434149524e574c1a01000000983dcf5d02c1e63470563a4df300fc8bf7d88086\
+                        f63f9d94207497bc88ae95d84444444444444444444444444444444444444444\
+                        4444444492ebce9850b97f588f0ed0d9371a4c0b9f62f0b717a89ebe66eb213e\
+                        5e708976c2da5e0ac3f17a197691eca173e6c0b5eddc16cc136cf8fc3d9f";
 
 fn squash(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect()
@@ -777,6 +798,7 @@ fn magics() {
         (INDEX_MAGIC, MAGIC_INDEX),
         (SNAPSHOT_MAGIC, MAGIC_SNAPSHOT),
         (DICT_MAGIC, MAGIC_DICT),
+        (repo_core::unstable::wal::WAL_MAGIC, MAGIC_WAL),
     ] {
         assert_eq!(hex::encode(magic), hex_literal);
     }
@@ -874,6 +896,44 @@ fn n_dictionary_and_dictionary_blob() {
     let mut now = Vec::new();
     compress::compress_into_dict(plain, 3, &src.0, &mut now);
     println!("N_PAYLOAD now: {}", hex::encode(&now));
+}
+
+#[test]
+fn q_archived_wal() {
+    use repo_core::unstable::wal::{self, WalFileName};
+    let k = key();
+    assert_eq!(blake3::derive_key(CONTEXT_WAL, &[0x11; 32]), *k.wal_key());
+    let cluster = wal::cluster_name(k.wal_key(), Q_SYSID);
+    let file = WalFileName::parse("00000002.history").unwrap();
+    let mac = wal::content_mac(k.wal_key(), &file, Q_HISTORY);
+    let name = wal::object_name(&cluster, &file);
+    let object = wal::encode_with_nonce(k.data_key(), &[0x44; 24], &mac, &name, Q_HISTORY, 0);
+    assert_eq!(hex::encode(k.wal_key()), Q_WAL_KEY);
+    assert_eq!(cluster, Q_CLUSTER);
+    assert_eq!(hex::encode(mac), Q_MAC);
+    assert_eq!(name, Q_OBJECT_NAME);
+    assert_eq!(hex::encode(&object), squash(Q_OBJECT));
+    // Independent of the code: the MAC and cluster as SPEC §28 defines them.
+    let mut h = blake3::Hasher::new_keyed(k.wal_key());
+    h.update(b"content\0");
+    h.update(&16u64.to_le_bytes());
+    h.update(b"00000002.history");
+    h.update(Q_HISTORY);
+    assert_eq!(hex::encode(h.finalize().as_bytes()), Q_MAC);
+    let mut h = blake3::Hasher::new_keyed(k.wal_key());
+    h.update(b"cluster\0");
+    h.update(&Q_SYSID.to_le_bytes());
+    assert_eq!(&h.finalize().to_hex()[..16], Q_CLUSTER);
+    // prefix || MAC || nonce || raw marker and content, encrypted || tag.
+    assert_eq!(&object[..8], b"CAIRNWL\x1a");
+    assert_eq!(&object[12..44], &mac);
+    assert_eq!(object.len(), 44 + 24 + 1 + Q_HISTORY.len() + 16);
+    let mut ad = object[..44].to_vec();
+    ad.extend_from_slice(name.as_bytes());
+    let plain = crypto::open(k.data_key(), &ad, &object[44..]).unwrap();
+    assert_eq!((plain[0], &plain[1..]), (0, Q_HISTORY));
+    ad.extend_from_slice(b"x");
+    assert!(crypto::open(k.data_key(), &ad, &object[44..]).is_err());
 }
 
 #[test]

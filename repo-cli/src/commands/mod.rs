@@ -17,6 +17,7 @@ mod init;
 mod key;
 mod ls;
 mod pg;
+mod pg_select;
 mod plan;
 mod preflight;
 mod prune;
@@ -28,6 +29,7 @@ mod restore;
 mod run;
 mod snapshots;
 mod stats;
+mod wal;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -52,6 +54,9 @@ pub enum Status {
     Ok,
     /// A backup was saved, but some source files could not be read.
     Incomplete,
+    /// What was asked for is not there, which the caller expects to
+    /// happen (`pg restore-wal`): exit 1, nothing printed.
+    Missing,
 }
 
 /// Runs the parsed command line.

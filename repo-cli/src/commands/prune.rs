@@ -84,5 +84,18 @@ pub fn render(s: &PruneSummary) -> String {
             s.marks_damaged_deleted.join(", ")
         ));
     }
+    if s.wal_deleted > 0 || s.wal_postponed > 0 {
+        line.push_str(&format!(
+            "; deleted {} archived WAL files ({}) no base backup needs",
+            s.wal_deleted,
+            output::bytes(s.wal_bytes_deleted)
+        ));
+        if s.wal_postponed > 0 {
+            line.push_str(&format!(
+                ", {} more after the grace period",
+                s.wal_postponed
+            ));
+        }
+    }
     line
 }

@@ -87,5 +87,12 @@ pub fn run(g: &GlobalArgs, out: Output, a: &StatsArgs) -> Result<Status> {
         st.repository.packs,
         if st.repository.packs == 1 { "" } else { "s" }
     ))?;
+    if st.repository.wal_files > 0 {
+        out.line(format!(
+            "  Archived WAL:     {} in {} files",
+            output::bytes(st.repository.wal_bytes),
+            st.repository.wal_files
+        ))?;
+    }
     Ok(Status::Ok)
 }

@@ -3,6 +3,8 @@
 //! CLI crate because they open sockets and start processes (the library
 //! opens no sockets and starts no processes).
 
+pub mod pg_globals;
+pub mod pg_target;
 pub mod postgres;
 pub mod process;
 pub mod qdrant;

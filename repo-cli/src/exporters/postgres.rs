@@ -18,6 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use repo_core::{BackupOutcome, Node, Repository, SnapshotEntry};
 use serde::Deserialize;
 
+use super::pg_target::{DbLocale, Target};
 use super::process::CommandReader;
 use crate::commands::describe_status;
 
@@ -37,6 +38,9 @@ const STATE_QUERY: &str = "SELECT json_build_object(\
 'server_version', current_setting('server_version'), \
 'server_version_num', current_setting('server_version_num')::int, \
 'size', pg_database_size(current_database()), \
+'encoding', (SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()), \
+'collate', (SELECT datcollate FROM pg_database WHERE datname = current_database()), \
+'ctype', (SELECT datctype FROM pg_database WHERE datname = current_database()), \
 'counts', (SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, \
 (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), \
 false, true, '')))[1]::text::bigint) ORDER BY n.nspname, c.relname), '[]'::json) \
@@ -51,6 +55,12 @@ struct DbState {
     server_version: String,
     server_version_num: u32,
     size: u64,
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    collate: Option<String>,
+    #[serde(default)]
+    ctype: Option<String>,
     counts: Vec<(String, String, u64)>,
 }
 
@@ -157,10 +167,7 @@ impl Clients {
             .output()
             .with_context(|| format!("cannot run {}", self.bindir.join("pg_dump").display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace()
-            .last()
-            .map(String::from)
-            .ok_or_else(|| anyhow!("unexpected pg_dump --version output {text:?}"))
+        parse_version(&text).ok_or_else(|| anyhow!("unexpected pg_dump --version output {text:?}"))
     }
 
     /// The major version of these clients.
@@ -200,6 +207,19 @@ impl Clients {
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
     }
+}
+
+/// The version in a `--version` line: `pg_dump (PostgreSQL) 15.18 (Debian
+/// 15.18-0+deb12u1)` gives `15.18`. Distributions append their package
+/// version in parentheses; the upstream one is the first word after the
+/// program and product names that starts with a digit.
+pub fn parse_version(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    let word = line
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let v = word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 /// `dsn` with its database replaced by `db`. URLs
@@ -406,6 +426,22 @@ impl Server {
             .collect())
     }
 
+    /// The databases of [`Server::databases`] the connecting role has no
+    /// CONNECT privilege on (a managed service's own, like RDS's `rdsadmin`).
+    pub fn databases_denied(&self) -> Result<Vec<String>> {
+        Ok(self
+            .clients
+            .query(
+                &self.dsn,
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate \
+                 AND NOT has_database_privilege(datname, 'CONNECT') ORDER BY 1",
+            )?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
     /// The state (versions, size, row counts) of `db` right now.
     fn state(&self, db: &str) -> Result<DbState> {
         let sql = STATE_QUERY.replace("$1", "false");
@@ -431,7 +467,7 @@ impl SnapshotSession {
             .arg(with_database(&server.dsn, db))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("cannot run psql")?;
         let mut stdin = child.stdin.take().context("psql has no stdin")?;
@@ -447,9 +483,16 @@ impl SnapshotSession {
         if line.trim().is_empty() {
             drop(stdin);
             let status = child.wait()?;
+            // psql's own message says why (no CONNECT privilege, a table
+            // the role may not read, ...).
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
             bail!(
-                "cannot open a transaction in database {db:?}: psql {}",
-                describe_status(status)
+                "cannot read database {db:?}: psql {}: {}",
+                describe_status(status),
+                err.trim()
             );
         }
         let state: DbState =
@@ -481,33 +524,6 @@ pub struct DatabaseBackup {
     pub rowcounts: BTreeMap<String, u64>,
     /// `pg_database_size` at the dump.
     pub database_size: u64,
-}
-
-/// Backs up the globals (`pg_dumpall --globals-only`) as one snapshot
-/// tagged [`GLOBALS_TAG`]; `host` replaces this machine's name in it.
-pub fn backup_globals(
-    repo: &Repository,
-    server: &Server,
-    tags: &[String],
-    host: Option<&str>,
-) -> Result<BackupOutcome> {
-    let mut cmd = server.clients.cmd("pg_dumpall");
-    cmd.args(["--globals-only", "-d"]).arg(&server.dsn);
-    let reader = CommandReader::from_command(cmd)?;
-    let mut b = repo
-        .backup()
-        .stream("postgres/globals.sql", reader)
-        .tag(GLOBALS_TAG)
-        .metadata("pg.server_version_num", server.version_num.to_string())
-        .metadata("pg.pg_dump_version", server.clients.pg_dump_version()?);
-    for t in tags {
-        b = b.tag(t);
-    }
-    if let Some(h) = host {
-        b = b.host(h);
-    }
-    b.run()
-        .context("pg_dumpall --globals-only failed; no snapshot was written")
 }
 
 /// Backs up one database: a consistent `pg_dump -Fc -Z0` of the exported
@@ -549,6 +565,16 @@ pub fn backup_database(
         .metadata("pg.database_size", session.state.size.to_string());
     if let Some(g) = globals {
         b = b.metadata("pg.globals_snapshot", g);
+    }
+    let st = &session.state;
+    for (k, v) in [
+        ("pg.encoding", &st.encoding),
+        ("pg.lc_collate", &st.collate),
+        ("pg.lc_ctype", &st.ctype),
+    ] {
+        if let Some(v) = v {
+            b = b.metadata(k, v);
+        }
     }
     for (k, n) in &rowcounts {
         b = b.metadata(k, n.to_string());
@@ -593,21 +619,33 @@ pub fn feed(repo: &Repository, node: &Node, mut cmd: Command, what: &str) -> Res
     let fed = repo.dump_node(node, &mut stdin);
     drop(stdin);
     let status = child.wait()?;
-    if !status.success() {
+    match fed {
+        // A damaged repository cuts the stream short, and the program
+        // then complains about its input ("input file is too short"): the
+        // repository's error, naming the blob and pack, is the cause.
+        Err(e) if !matches!(e, repo_core::Error::Target { .. }) => Err(e).with_context(|| {
+            format!(
+                "cannot read the dump from the repository ({what} {} on the cut-short stream)",
+                describe_status(status)
+            )
+        }),
         // The program's own failure explains a broken pipe on our side.
-        bail!("{what} {}", describe_status(status));
+        _ if !status.success() => bail!("{what} {}", describe_status(status)),
+        Err(e) => Err(e).with_context(|| format!("cannot feed {what}")),
+        Ok(_) => Ok(()),
     }
-    fed.with_context(|| format!("cannot feed {what}"))?;
-    Ok(())
 }
 
 /// How to restore.
 #[derive(Debug, Default)]
 pub struct RestoreOptions {
-    /// Target database (default: the one dumped); ignored with `create`.
+    /// Target database (default: the one dumped).
     pub database: Option<String>,
-    /// `pg_restore --create`: create the dumped database (connect to the DSN's).
+    /// Create the target database: `pg_restore --create` under the dumped
+    /// name, else `CREATE DATABASE` here (see [`Target::prepare`]).
     pub create: bool,
+    /// Encoding and locale for a database created under a new name.
+    pub locale: DbLocale,
     /// `pg_restore --clean --if-exists`.
     pub clean: bool,
     /// Restore the globals snapshot (roles) first.
@@ -638,18 +676,17 @@ pub fn restore(
         feed(repo, g, cmd, "psql (globals)")?;
     }
     let mut args: Vec<OsString> = vec!["--exit-on-error".into()];
-    let target = if o.create {
-        args.push("--create".into());
-        args.push("-d".into());
-        args.push(server.dsn.clone().into());
-        dumped_db.to_string()
-    } else {
-        let db = o.database.clone().unwrap_or_else(|| dumped_db.to_string());
-        args.push("-d".into());
-        args.push(with_database(&server.dsn, &db).into());
-        db
-    };
-    if o.clean {
+    let target = Target::prepare(
+        server,
+        dumped_db,
+        o.database.as_deref(),
+        o.create,
+        o.clean,
+        &o.locale,
+    )?;
+    args.extend(target.args.iter().cloned());
+    // Into a database made here pg_restore's --clean has nothing to drop.
+    if o.clean && !(o.create && target.name != dumped_db) {
         args.push("--clean".into());
         args.push("--if-exists".into());
     }
@@ -659,12 +696,19 @@ pub fn restore(
     }
     let mut cmd = server.clients.cmd("pg_restore");
     cmd.args(&args);
-    if o.jobs > 1 {
-        restore_parallel(repo, dump, cmd, o)?;
+    let done = if o.jobs > 1 {
+        restore_parallel(repo, dump, cmd, o)
     } else {
-        feed(repo, dump, cmd, "pg_restore")?;
+        feed(repo, dump, cmd, "pg_restore")
+    };
+    let name = target.name.clone();
+    match done {
+        Ok(()) => {
+            target.keep();
+            Ok(name)
+        }
+        Err(e) => Err(target.discard(server, e)),
     }
-    Ok(target)
 }
 
 /// `pg_restore -j N FILE`: its parallel mode seeks in the archive, so the
@@ -690,8 +734,12 @@ fn restore_parallel(
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    repo.dump_node(dump, &mut f)
-        .with_context(|| format!("cannot write the dump to {}", path.display()))?;
+    repo.dump_node(dump, &mut f).map_err(|e| match e {
+        repo_core::Error::Target { source, .. } => {
+            anyhow!(source).context(format!("cannot write the dump to {}", path.display()))
+        }
+        e => anyhow!(e).context("cannot read the dump from the repository"),
+    })?;
     drop(f);
     let status = cmd
         .arg("-j")
@@ -811,6 +859,37 @@ pub fn dump_path(db: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_parsed_from_distribution_strings() {
+        let cases = [
+            (
+                "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+                "15.18",
+            ),
+            (
+                "pg_dump (PostgreSQL) 16.4 (Ubuntu 16.4-0ubuntu0.24.04.2)\n",
+                "16.4",
+            ),
+            (
+                "pg_dump (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)\n",
+                "17.2",
+            ),
+            ("pg_dump (PostgreSQL) 15.18\n", "15.18"),
+            ("pg_dump (PostgreSQL) 9.6.24\n", "9.6.24"),
+            ("pg_dump (PostgreSQL) 14.13 (Homebrew)\n", "14.13"),
+            ("pg_dump (PostgreSQL) 18beta1\n", "18beta1"),
+            (
+                "pg_dump (PostgreSQL) 13.16 (Red Hat 13.16-1.el9)\n",
+                "13.16",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_version(text).as_deref(), Some(want), "{text}");
+        }
+        assert_eq!(parse_version(""), None);
+        assert_eq!(parse_version("pg_dump (PostgreSQL)\n"), None);
+    }
 
     #[test]
     fn passwords_are_split_from_connection_strings() {

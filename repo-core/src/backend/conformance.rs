@@ -44,7 +44,40 @@ pub fn run(b: &dyn Backend) {
     empty_objects(b);
     concurrent_writes(b);
     delete(b);
+    wal_names(b);
     starts_empty(b);
+}
+
+/// Archived WAL names (SPEC §28): not hex ids, with `_`, in their own
+/// namespace; a ranged read of the first bytes works on them.
+pub fn wal_names(b: &dyn Backend) {
+    let loc = b.location();
+    let names = [
+        "32df67b1cf257f10-000000010000000000000003",
+        "32df67b1cf257f10-00000002_history",
+        "32df67b1cf257f10-000000010000000000000003_partial",
+        "32df67b1cf257f10-000000010000000000000002_00000028_backup",
+    ];
+    for n in names {
+        b.write(ObjectKind::Wal, n, &payload()).unwrap();
+    }
+    let mut listed: Vec<String> = b
+        .list(ObjectKind::Wal)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want, "{loc}");
+    assert_eq!(
+        b.read_range(ObjectKind::Wal, names[1], 0, 44).unwrap(),
+        payload()[..44],
+        "{loc}"
+    );
+    assert!(b.list(ObjectKind::Snapshot).unwrap().is_empty(), "{loc}");
+    clean(b);
 }
 
 /// A hex name, like the content addresses a repository stores.

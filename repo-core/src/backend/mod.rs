@@ -64,11 +64,13 @@ pub enum ObjectKind {
     Mark,
     /// Compression dictionaries (SPEC §6.4); never deleted.
     Dict,
+    /// Archived PostgreSQL WAL files, one object each (SPEC §28).
+    Wal,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -77,6 +79,7 @@ impl ObjectKind {
         ObjectKind::Lock,
         ObjectKind::Mark,
         ObjectKind::Dict,
+        ObjectKind::Wal,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -90,6 +93,7 @@ impl ObjectKind {
             ObjectKind::Lock => "locks",
             ObjectKind::Mark => "marks",
             ObjectKind::Dict => "dicts",
+            ObjectKind::Wal => "wal",
         }
     }
 }
@@ -105,6 +109,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Lock => "lock",
             ObjectKind::Mark => "mark",
             ObjectKind::Dict => "dictionary",
+            ObjectKind::Wal => "WAL file",
         })
     }
 }

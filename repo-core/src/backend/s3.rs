@@ -765,6 +765,10 @@ mod tests {
         assert_eq!(key(ObjectKind::Lock, "backup-1-0"), "locks/backup-1-0");
         assert_eq!(key(ObjectKind::Mark, &n), format!("marks/{n}"));
         assert_eq!(key(ObjectKind::Dict, &n), format!("dicts/{n}"));
+        assert_eq!(
+            key(ObjectKind::Wal, "c-00000002_history"),
+            "wal/c-00000002_history"
+        );
     }
 
     #[test]

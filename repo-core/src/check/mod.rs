@@ -262,6 +262,9 @@ pub enum ProblemKind {
     /// A heartbeat or prune mark is dated in the storage's future (warning:
     /// prune ignores such a heartbeat and rewrites such a mark, SPEC §22).
     FutureDated,
+    /// An archived WAL file fails to open (SPEC §28), or a file in `wal/`
+    /// is not named like one (warning).
+    WalDamaged,
 }
 
 impl fmt::Display for ProblemKind {
@@ -380,6 +383,10 @@ pub struct CheckReport {
     pub data_refs: u64,
     /// Compression dictionaries read and verified (SPEC §6.4).
     pub dictionaries: u64,
+    /// Archived WAL files listed (SPEC §28).
+    pub wal_files: u64,
+    /// Archived WAL files read and verified (with read-data).
+    pub wal_files_read: u64,
     /// Sorted run files the check wrote to its scratch directory (zero
     /// when its sorts fit in memory).
     #[serde(skip_serializing_if = "is_zero")]
@@ -420,6 +427,13 @@ impl fmt::Display for CheckReport {
                 )?;
             }
             writeln!(f)?;
+        }
+        if self.wal_files > 0 {
+            writeln!(
+                f,
+                "archived WAL: {} files, {} read",
+                self.wal_files, self.wal_files_read
+            )?;
         }
         for p in &self.errors {
             writeln!(f, "error: {p}")?;
@@ -596,12 +610,15 @@ impl Repository {
             trees,
             data_refs,
             dictionaries,
+            wal_files: 0,
+            wal_files_read: 0,
             spill_files,
             duration: Duration::ZERO,
         };
         if opts.read_data.reads() {
             ck.read_data(opts, &listed, started, progress, &mut report);
         }
+        (report.wal_files, report.wal_files_read) = ck.check_wal(opts.read_data.reads())?;
         if !ck.bad_blobs.is_empty() {
             ck.attribute(&snaps);
         }
@@ -833,6 +850,49 @@ impl Checker<'_> {
             }
         }
         Ok(n)
+    }
+
+    /// Archived WAL (SPEC §28): every name in `wal/` is a WAL object's;
+    /// with `read`, every object opens under its name and matches its MAC.
+    /// Returns the files listed and read.
+    fn check_wal(&mut self, read: bool) -> Result<(u64, u64)> {
+        let store = self.repo.wal();
+        let listing = store
+            .list()
+            .map_err(crate::wal::WalError::into_repo_error)?;
+        for name in &listing.foreign {
+            self.warnings.push(Problem::new(
+                ProblemKind::WalDamaged,
+                format!("file wal/{name} is not named like an archived WAL file"),
+            ));
+        }
+        if !read {
+            return Ok((listing.objects.len() as u64, 0));
+        }
+        let found: Vec<(u64, Option<Problem>)> = listing
+            .objects
+            .par_iter()
+            .map(|o| match store.read(o) {
+                Ok(_) => (1, None),
+                // Deleted by a prune since the listing.
+                Err(crate::wal::WalError::Backend(e)) if e.is_not_found() => (0, None),
+                Err(e) => (
+                    1,
+                    Some(Problem::new(
+                        ProblemKind::WalDamaged,
+                        format!("archived WAL file {} ({}): {e}", o.file, o.object),
+                    )),
+                ),
+            })
+            .collect();
+        let mut n = 0;
+        for (read, p) in found {
+            n += read;
+            if let Some(p) = p {
+                self.error(p);
+            }
+        }
+        Ok((listing.objects.len() as u64, n))
     }
 
     /// Step 2 and 3: indexed packs exist, have the right size and a

@@ -21,6 +21,9 @@ pub const CONTEXT_CHUNKER_SEED: &str = "cairn 2026-11 chunker gear seed v1";
 pub const CONTEXT_DATA: &str = "cairn 2026-11 data encryption key v1";
 /// Dictionary id context (SPEC §3.1, §6.4), added in format version 2.
 pub const CONTEXT_DICT_ID: &str = "cairn 2026-12 dictionary id key v2";
+/// WAL archive context (SPEC §3.1, §28): cluster names and content MACs of
+/// archived WAL files.
+pub const CONTEXT_WAL: &str = "cairn 2026-12 wal archive key v1";
 
 /// The repository's 256-bit master secret and the sub-keys derived from it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -30,6 +33,7 @@ pub struct MasterKey {
     tree_key: [u8; 32],
     data_key: [u8; 32],
     dict_key: [u8; 32],
+    wal_key: [u8; 32],
     chunker_seed: u64,
 }
 
@@ -58,6 +62,7 @@ impl MasterKey {
             tree_key: blake3::derive_key(CONTEXT_TREE_ID, &master),
             data_key: blake3::derive_key(CONTEXT_DATA, &master),
             dict_key: blake3::derive_key(CONTEXT_DICT_ID, &master),
+            wal_key: blake3::derive_key(CONTEXT_WAL, &master),
             chunker_seed: u64::from_le_bytes([
                 seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
             ]),
@@ -79,6 +84,11 @@ impl MasterKey {
     /// Key for keyed BLAKE3 dictionary ids (SPEC §6.4).
     pub fn dict_key(&self) -> &[u8; 32] {
         &self.dict_key
+    }
+    /// Key for keyed BLAKE3 of archived WAL: cluster names and content
+    /// MACs (SPEC §28).
+    pub fn wal_key(&self) -> &[u8; 32] {
+        &self.wal_key
     }
     /// Seed XOR-ed into FastCDC's gear table.
     pub fn chunker_seed(&self) -> u64 {

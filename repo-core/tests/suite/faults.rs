@@ -395,6 +395,18 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             let rep = r.check(&CheckOptions::default()).run().unwrap();
             named(format!("{rep}"));
         }
+        // Opened by check with read-data (SPEC §28).
+        ObjectKind::Wal => {
+            let r = open_any(b, &[b"pw", b"pw2"]);
+            let rep = r
+                .check(&CheckOptions {
+                    read_data: repo_core::ReadData::All,
+                    ..Default::default()
+                })
+                .run()
+                .unwrap();
+            named(format!("{rep}"));
+        }
         ObjectKind::Lock | ObjectKind::Config => unreachable!(),
     }
     b.delete(kind, name).unwrap();

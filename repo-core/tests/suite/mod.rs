@@ -30,6 +30,7 @@ mod roundtrip;
 mod s3;
 mod selection;
 mod snapshot_cache;
+mod wal;
 
 // The suites' shared helpers come from the workspace's test-support crate.
 pub use cairn_testkit::WEAK_KDF;

@@ -66,6 +66,19 @@ pub(super) fn source_env(src: &Source) -> Option<(&'static str, &str)> {
     }
 }
 
+/// The separate server a postgres source verifies on (`scratch_dsn`), for
+/// its verify children's environment (a password in the arguments would
+/// show in `ps`).
+pub(super) fn verify_env(src: &Source) -> Option<(&'static str, &str)> {
+    match src {
+        Source::Postgres(p) => p
+            .scratch_dsn
+            .as_deref()
+            .map(|d| ("CAIRN_PG_SCRATCH_DSN", d)),
+        _ => None,
+    }
+}
+
 /// The subcommand and flags backing up `src` (after the global options).
 pub(super) fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
@@ -124,6 +137,9 @@ pub(super) fn source_args(loaded: &Loaded, src: &Source) -> Vec<OsString> {
             }
             for d in &pg.databases {
                 a.extend(["--database".into(), d.into()]);
+            }
+            if let Some(m) = &pg.globals {
+                a.extend(["--globals".into(), m.into()]);
             }
             tag_args(&mut a);
             host_args(&mut a);

@@ -116,7 +116,9 @@ pub(super) fn spawn(mut c: Command, timeout: Option<Duration>) -> Result<Child> 
 pub(super) fn show(c: &Command) -> String {
     let mut parts: Vec<String> = c
         .get_envs()
-        .filter(|(k, _)| *k == "CAIRN_PG_DSN" || *k == "CAIRN_REDIS_URL")
+        .filter(|(k, _)| {
+            *k == "CAIRN_PG_DSN" || *k == "CAIRN_PG_SCRATCH_DSN" || *k == "CAIRN_REDIS_URL"
+        })
         .filter_map(|(k, v)| {
             Some(format!(
                 "{}={}",

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::args::{
     CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
-    verify_args,
+    verify_args, verify_env,
 };
 use super::child::show;
 use crate::cli::GlobalArgs;
@@ -41,6 +41,7 @@ pub(super) fn dry_run(
                 let mut c = base_command(g, repo, exe);
                 c.args(verify_args(s, "SNAPSHOT"));
                 c.envs(source_env(s));
+                c.envs(verify_env(s));
                 lines.push(format!("{} (each snapshot saved)", show(&c)));
             }
         }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::args::{
     CopySelection, base_command, copy_args, copy_env, retention_args, source_args, source_env,
-    verify_args,
+    verify_args, verify_env,
 };
 use super::child::{CHILD_INCOMPLETE, Child, spawn};
 use super::report::{CopyResult, Inventory, Outcome, SourceResult, Task};
@@ -143,6 +143,7 @@ pub(super) fn verify_saved(
         }
         c.args(verify_args(src, &id));
         c.envs(source_env(src));
+        c.envs(verify_env(src));
         let short: String = id.chars().take(8).collect();
         match spawn(c, src.timeout()) {
             Ok(ch) if ch.code == Some(0) => {}
@@ -449,20 +450,42 @@ pub(super) fn drill(
         if !saved {
             continue;
         }
-        let mut c = base_command(g, repo, exe);
-        c.args(["drill", "latest", "--tag"]).arg(format!(
-            "{},{}",
-            plan_tag(&loaded.name),
-            source_tag(s.name())
-        ));
-        c.args(["--sample", d.sample.as_deref().unwrap_or("all")]);
-        if let Some(dir) = &d.scratch {
-            c.arg("--scratch").arg(dir);
+        // A source that saved several snapshots in this run (`pg backup
+        // --all`: one per database) has each drilled; `latest` would be
+        // only the last one.
+        let ids = match run_ids(&repo.name, s.name(), results, copies, 0) {
+            Some(ids) if ids.len() > 1 => ids,
+            _ => vec!["latest".to_string()],
+        };
+        let mut ok = true;
+        for id in &ids {
+            let mut c = base_command(g, repo, exe);
+            c.args(["drill", id, "--tag"]).arg(format!(
+                "{},{}",
+                plan_tag(&loaded.name),
+                source_tag(s.name())
+            ));
+            c.args(["--sample", d.sample.as_deref().unwrap_or("all")]);
+            if let Some(dir) = &d.scratch {
+                c.arg("--scratch").arg(dir);
+            }
+            let what = if ids.len() > 1 {
+                format!("{} snapshot {}", s.name(), &id[..id.len().min(8)])
+            } else {
+                s.name().to_string()
+            };
+            let failed = match spawn(c, None) {
+                Ok(ch) if ch.code == Some(0) => None,
+                Ok(ch) => Some(ch.error()),
+                Err(e) => Some(format!("{e:#}")),
+            };
+            if let Some(e) = failed {
+                ok = false;
+                errors.push(format!("{what}: {e}"));
+            }
         }
-        match spawn(c, None) {
-            Ok(ch) if ch.code == Some(0) => drilled.push(s.name().to_string()),
-            Ok(ch) => errors.push(format!("{}: {}", s.name(), ch.error())),
-            Err(e) => errors.push(format!("{}: {e:#}", s.name())),
+        if ok {
+            drilled.push(s.name().to_string());
         }
     }
     let (status, detail) = if drilled.is_empty() && errors.is_empty() {
@@ -483,6 +506,41 @@ pub(super) fn drill(
         detail,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
     }
+}
+
+/// The ids in repository `repo` of the snapshots `source` made in this
+/// run: those its backup into `repo` reported, or those of a copy into
+/// `repo` of the ones it made in the copy's origin. `None` when unknown.
+fn run_ids(
+    repo: &str,
+    source: &str,
+    results: &[SourceResult],
+    copies: &[CopyResult],
+    depth: usize,
+) -> Option<Vec<String>> {
+    if let Some(r) = results
+        .iter()
+        .find(|r| r.source == source && r.repository == repo && r.status != Outcome::Failed)
+    {
+        return Some(r.snapshot_ids.clone());
+    }
+    // Copies chain at most once per repository.
+    if depth > copies.len() {
+        return None;
+    }
+    copies
+        .iter()
+        .filter(|c| c.to == repo && c.status == Outcome::Ok)
+        .filter(|c| c.sources.iter().any(|n| n == source))
+        .find_map(|c| {
+            let from = run_ids(&c.from, source, results, copies, depth + 1)?;
+            from.iter()
+                .map(|id| {
+                    let i = c.source_snapshot_ids.iter().position(|s| s == id)?;
+                    c.snapshot_ids.get(i).cloned()
+                })
+                .collect()
+        })
 }
 
 pub(super) fn skipped(next: i64) -> Task {

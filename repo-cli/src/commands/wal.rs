@@ -1,0 +1,261 @@
+//! `cairn pg archive-wal`, `restore-wal`: PostgreSQL's `archive_command`
+//! and `restore_command` (SPEC §28). Each call is one short process, so
+//! these open only the WAL store (config and key, no index, no lock) and
+//! print nothing on success: their output lands in the server log.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use repo_core::{BaseBackupRef, ClusterReport, OpenOptions, WalFileKind, WalFileName, WalStore};
+use serde::Serialize;
+
+use super::{Status, backend_for, repo_location};
+use crate::cli::{GlobalArgs, PgArchiveWalArgs, PgRestoreWalArgs};
+use crate::credentials::{self, Purpose};
+use crate::output::Output;
+
+/// Opens the repository's WAL store: no index, no cache, no lock.
+pub(super) fn open_wal(g: &GlobalArgs) -> Result<WalStore> {
+    let location = repo_location(g)?;
+    let backend = backend_for(g, &location)?;
+    let pw = credentials::password(g, Purpose::Open)?;
+    let store = WalStore::open(
+        backend,
+        &pw,
+        // No cache: nothing of the index is read.
+        &OpenOptions {
+            key: g.key.clone(),
+            ..Default::default()
+        },
+    )?;
+    Ok(store)
+}
+
+/// The system identifier in `<pgdata>/global/pg_control`.
+fn control_system_identifier(pgdata: Option<&Path>) -> Result<u64> {
+    let path = pgdata
+        .unwrap_or(Path::new("."))
+        .join("global")
+        .join("pg_control");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {} for the cluster's system identifier (give --pgdata or --system-identifier)",
+            path.display()
+        )
+    })?;
+    repo_core::control_file_system_identifier(&bytes)
+        .ok_or_else(|| anyhow!("{} is too short to be a pg_control file", path.display()))
+}
+
+#[derive(Serialize)]
+struct ArchiveJson<'a> {
+    file: &'a str,
+    object: &'a str,
+    written: bool,
+    bytes: u64,
+    stored_bytes: u64,
+}
+
+pub(super) fn archive(g: &GlobalArgs, out: Output, a: &PgArchiveWalArgs) -> Result<Status> {
+    let file_name = a
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{} names no WAL file", a.path.display()))?;
+    let file = WalFileName::parse(file_name)?;
+    let content =
+        std::fs::read(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    let sysid = match (a.system_identifier, file.kind()) {
+        (Some(s), _) => Some(s),
+        // A segment names its cluster itself.
+        (None, WalFileKind::Segment | WalFileKind::Partial) => None,
+        (None, _) => Some(control_system_identifier(a.pgdata.as_deref())?),
+    };
+    let store = open_wal(g)?;
+    let done = store
+        .archive(&file, &content, sysid)
+        .with_context(|| format!("cannot archive {file}"))?;
+    if out.json {
+        out.json_value(&ArchiveJson {
+            file: file.as_str(),
+            object: &done.object,
+            written: done.written,
+            bytes: done.len,
+            stored_bytes: done.stored,
+        })?;
+    } else if done.written {
+        out.verbose(
+            1,
+            format!(
+                "archived {file}: {} bytes stored as wal/{}",
+                done.stored, done.object
+            ),
+        );
+    } else {
+        out.verbose(1, format!("{file} was archived already (same content)"));
+    }
+    Ok(Status::Ok)
+}
+
+pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Result<Status> {
+    let file = WalFileName::parse(&a.name)?;
+    let sysid = match a.system_identifier {
+        Some(s) => s,
+        None => control_system_identifier(a.pgdata.as_deref())?,
+    };
+    let store = open_wal(g)?;
+    let Some(content) = store
+        .fetch(sysid, &file)
+        .with_context(|| format!("cannot restore {file}"))?
+    else {
+        out.verbose(1, format!("{file} is not archived"));
+        return Ok(Status::Missing);
+    };
+    write_new(&a.dest, &content)?;
+    out.verbose(1, format!("restored {file} to {}", a.dest.display()));
+    Ok(Status::Ok)
+}
+
+/// Writes `dest` whole or not at all: a temporary file beside it, renamed
+/// over it. PostgreSQL reads it at once and fetches it again after a
+/// crash, so no fsync.
+fn write_new(dest: &Path, content: &[u8]) -> Result<()> {
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = dest.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".cairn-{}", std::process::id()));
+    let tmp: PathBuf = dir.join(tmp_name);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(content)?;
+        drop(f);
+        std::fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", dest.display()))
+}
+
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    ok: bool,
+    clusters: &'a [ClusterReport],
+    /// Base backups whose metadata cannot be read.
+    unreadable_base_backups: &'a [String],
+    /// Names in `wal/` that are no WAL object's.
+    foreign: &'a [String],
+}
+
+pub(super) fn verify(g: &GlobalArgs, out: Output) -> Result<Status> {
+    let repo = super::open(g, out)?;
+    let mut bases = Vec::new();
+    let mut unreadable = Vec::new();
+    for entry in repo.snapshots()? {
+        match BaseBackupRef::from_entry(&entry) {
+            Some(Ok(b)) => bases.push(b),
+            Some(Err(e)) => unreadable.push(e),
+            None => {}
+        }
+    }
+    let store = repo.wal();
+    let listing = store.list()?;
+    let reports = store.verify(&listing, &bases);
+    let errors: usize = reports.iter().map(|r| r.errors.len()).sum();
+    if out.json {
+        out.json_value(&VerifyJson {
+            ok: errors == 0,
+            clusters: &reports,
+            unreadable_base_backups: &unreadable,
+            foreign: &listing.foreign,
+        })?;
+    } else {
+        for u in &unreadable {
+            out.warn(u);
+        }
+        for f in &listing.foreign {
+            out.warn(format!("wal/{f} is not named like an archived WAL file"));
+        }
+        if reports.is_empty() {
+            out.line("no archived WAL")?;
+        }
+        for r in &reports {
+            print_cluster(out, r)?;
+        }
+    }
+    if errors > 0 {
+        bail!(
+            "{errors} problem{} would stop recovery from the newest base backup",
+            if errors == 1 { "" } else { "s" }
+        );
+    }
+    Ok(Status::Ok)
+}
+
+fn print_cluster(out: Output, r: &ClusterReport) -> Result<()> {
+    let sysid = r
+        .system_identifier
+        .map_or("no base backup".to_string(), |s| {
+            format!("system identifier {s}")
+        });
+    out.line(format!(
+        "cluster {} ({sysid}): {} files, {}",
+        r.cluster,
+        r.files,
+        repo_core::format_bytes(r.bytes)
+    ))?;
+    for t in &r.timelines {
+        if t.segments == 0 {
+            out.line(format!("  timeline {}: no segments", t.timeline))?;
+        } else {
+            out.line(format!(
+                "  timeline {}: {} .. {}, {} segments{}{}",
+                t.timeline,
+                t.first,
+                t.last,
+                t.segments,
+                if t.partial > 0 {
+                    format!(", {} partial", t.partial)
+                } else {
+                    String::new()
+                },
+                if t.history { ", history file" } else { "" }
+            ))?;
+        }
+        for gap in &t.gaps {
+            out.line(format!(
+                "    gap: {} .. {} ({} segments){}",
+                gap.from,
+                gap.to,
+                gap.segments,
+                if gap.required {
+                    " NEEDED by the newest base backup"
+                } else {
+                    ""
+                }
+            ))?;
+        }
+    }
+    if let Some(b) = &r.base_backup {
+        out.line(format!(
+            "  newest base backup {} starts at {} (timeline {}); recovery follows timelines {:?}",
+            &b.snapshot[..8],
+            b.start_wal,
+            b.timeline,
+            r.path
+        ))?;
+    }
+    for e in &r.errors {
+        out.line(format!("  ERROR: {e}"))?;
+    }
+    Ok(())
+}
