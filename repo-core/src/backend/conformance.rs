@@ -170,8 +170,8 @@ pub fn owned_writes(b: &dyn Backend) {
     clean(b);
 }
 
-/// Writing a name that exists returns `Ok`. Config and key files (not
-/// named by their content) keep their first bytes; a content-addressed
+/// Writing a name that exists returns `Ok`. Config, key and WAL files
+/// (not named by their content) keep their first bytes; a content-addressed
 /// object (a pack) written again with its own bytes stays whole (SPEC §11.3:
 /// a backend may rewrite those, and locks, whose names are random, instead
 /// of looking first).
@@ -181,6 +181,7 @@ pub fn never_overwrites(b: &dyn Backend) {
     for (kind, n) in [
         (ObjectKind::Config, "config".to_string()),
         (ObjectKind::Key, name(0xab)),
+        (ObjectKind::Wal, name(0xac)),
     ] {
         b.write(kind, &n, &data).unwrap();
         b.write(kind, &n, b"other")

@@ -4,7 +4,7 @@
 //! Contract for every implementation:
 //! - `write` is atomic (readers see all of the object or nothing), durable
 //!   when it returns, and writing a name that exists returns `Ok`. It never
-//!   replaces a `config` or key file (names not derived from the bytes);
+//!   replaces a `config`, key or WAL file (names not derived from the bytes);
 //!   packs, index files, snapshots, dictionaries and marks are named by
 //!   their content, so a backend may rewrite one of those with the same
 //!   bytes instead of looking first (SPEC §11.3); lock names carry 64
@@ -262,8 +262,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Size and modification time of an object.
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError>;
-    /// Stores an object atomically and durably; never replaces a `config`
-    /// or key file (see the module's contract).
+    /// Stores an object atomically and durably; never replaces a `config`,
+    /// key or WAL file (see the module's contract).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// [`Backend::write`] of bytes the caller gives away (a finished
     /// pack): a backend that must hold the bytes while it sends them (S3)

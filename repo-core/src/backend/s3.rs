@@ -337,13 +337,14 @@ fn key(kind: ObjectKind, name: &str) -> String {
 
 /// Whether a write of `kind` needs a look (`HEAD`) first, so that it never
 /// replaces an object on a server that ignores `If-None-Match` (SPEC
-/// §11.3): only for `config` (a fixed name) and key files (written rarely,
-/// and they guard access). Packs, index files, snapshots, dictionaries and
+/// §11.3): only for `config` (a fixed name), key files (written rarely,
+/// and they guard access) and WAL files (named by cluster and file, not
+/// by content). Packs, index files, snapshots, dictionaries and
 /// marks are named by their content, so two writers of one name write the
 /// same bytes; locks carry 64 random bits, so no two writers pick one name.
 fn looks_before_writing(kind: ObjectKind) -> bool {
     match kind {
-        ObjectKind::Config | ObjectKind::Key => true,
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal => true,
         ObjectKind::Pack
         | ObjectKind::Index
         | ObjectKind::Snapshot
