@@ -165,8 +165,16 @@ pub fn owned_writes(b: &dyn Backend) {
     let loc = b.location();
     let (n, data) = (name(0xae), payload());
     b.write_owned(ObjectKind::Pack, &n, data.clone()).unwrap();
-    assert_eq!(b.read(ObjectKind::Pack, &n).unwrap(), data, "{loc}: write_owned");
-    assert_eq!(b.size(ObjectKind::Pack, &n).unwrap(), data.len() as u64, "{loc}");
+    assert_eq!(
+        b.read(ObjectKind::Pack, &n).unwrap(),
+        data,
+        "{loc}: write_owned"
+    );
+    assert_eq!(
+        b.size(ObjectKind::Pack, &n).unwrap(),
+        data.len() as u64,
+        "{loc}"
+    );
     clean(b);
 }
 

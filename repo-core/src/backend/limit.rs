@@ -149,12 +149,7 @@ impl<B: Backend> Backend for Limited<B> {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         self.transfer(kind, |b| b.write(kind, name, data))
     }
-    fn write_owned(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        data: Vec<u8>,
-    ) -> Result<(), BackendError> {
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         self.transfer(kind, |b| b.write_owned(kind, name, data))
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {

@@ -269,12 +269,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// pack): a backend that must hold the bytes while it sends them (S3)
     /// takes them instead of copying them, so a backup's packs in flight
     /// are in memory once. Decorators forward it.
-    fn write_owned(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        data: Vec<u8>,
-    ) -> Result<(), BackendError> {
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         self.write(kind, name, &data)
     }
     /// Lists objects of a kind.
@@ -340,12 +335,7 @@ impl Backend for Box<dyn Backend> {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         (**self).write(kind, name, data)
     }
-    fn write_owned(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        data: Vec<u8>,
-    ) -> Result<(), BackendError> {
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         (**self).write_owned(kind, name, data)
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {

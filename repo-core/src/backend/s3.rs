@@ -653,12 +653,7 @@ impl Backend for S3Backend {
     }
 
     /// The bytes become the request's body as they are: no copy.
-    fn write_owned(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        data: Vec<u8>,
-    ) -> Result<(), BackendError> {
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         Self::check_name("write", kind, name)?;
         let path = key(kind, name);
         // Servers that ignore If-None-Match (Garage 2.5) would replace an

@@ -220,12 +220,7 @@ impl<B: Backend> Backend for Counted<B> {
             .fetch_add(data.len() as u64, Relaxed);
         self.inner.write(kind, name, data)
     }
-    fn write_owned(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        data: Vec<u8>,
-    ) -> Result<(), BackendError> {
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         self.counters.write.fetch_add(1, Relaxed);
         self.counters
             .bytes_sent

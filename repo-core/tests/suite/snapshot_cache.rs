@@ -66,7 +66,10 @@ fn backups_read_no_snapshot_file_twice_and_check_cached_ones() {
     let db = cache.join(id.to_hex()).join("index.sqlite");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let damaged = conn
-        .execute("UPDATE snapshot_files SET bytes = zeroblob(length(bytes))", [])
+        .execute(
+            "UPDATE snapshot_files SET bytes = zeroblob(length(bytes))",
+            [],
+        )
         .unwrap();
     assert!(damaged >= 4, "the backups cached their parents' files");
     drop(conn);
@@ -75,6 +78,9 @@ fn backups_read_no_snapshot_file_twice_and_check_cached_ones() {
     let out = repo.backup().path(&src).run().unwrap();
     assert_eq!(out.snapshot.snapshot.summary.files_unmodified, 1);
     assert!(out.snapshot.snapshot.parent.is_some());
-    assert!(reads.load(SeqCst) >= damaged, "read from the storage instead");
+    assert!(
+        reads.load(SeqCst) >= damaged,
+        "read from the storage instead"
+    );
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }
