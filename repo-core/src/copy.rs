@@ -221,7 +221,7 @@ impl<'a> Copy<'a> {
 /// Largest range of a pack read with one request, and the most unneeded
 /// bytes read through to join two ranges: on object storage a request costs
 /// a round trip, so blobs are fetched by pack, not one by one.
-const MAX_RANGE: u64 = 32 << 20;
+const MAX_RANGE: u64 = 24 << 20;
 const MAX_GAP: u64 = 1 << 20;
 
 /// What one run carries from snapshot to snapshot.
@@ -437,7 +437,7 @@ fn fetch(
         }
         let name = first.pack.to_hex();
         src.backend()
-            .read_range_into(
+            .read_span_into(
                 ObjectKind::Pack,
                 &name,
                 start,
@@ -451,30 +451,40 @@ fn fetch(
                     reason: err.to_string(),
                 },
             })?;
+        // Each blob's sealed bytes, split off the range in place (no copy;
+        // a blob listed twice is opened once).
+        let mut blobs: Vec<(&BlobLocation, &mut [u8])> = Vec::with_capacity(j - i);
+        let mut rest: &mut [u8] = buf.as_mut_slice();
+        let mut at = start;
+        for l in &locs[i..j] {
+            let off = u64::from(l.entry.offset);
+            if off < at {
+                continue;
+            }
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut((off - at) as usize);
+            let (sealed, tail) = tail.split_at_mut(l.entry.length as usize);
+            rest = tail;
+            at = off + u64::from(l.entry.length);
+            blobs.push((l, sealed));
+        }
         // Opening (decrypt, decompress, verify) and storing run on all cores.
-        locs[i..j].par_iter().try_for_each(|l| -> Result<()> {
-            let at = (u64::from(l.entry.offset) - start) as usize;
-            let mut sealed = buf
-                .get(at..at + l.entry.length as usize)
-                .ok_or_else(|| Error::CorruptPack {
-                    pack: l.pack,
-                    reason: format!("blob {} lies beyond the end", l.entry.id.short()),
-                })?
-                .to_vec();
-            let mut plain = Vec::new();
-            blob::open_blob_into_with(
-                src.data_key(),
-                src.hasher(),
-                l.entry.kind,
-                &l.entry.id,
-                &mut sealed,
-                l.entry.raw_length,
-                &mut plain,
-                src.dictionaries(),
-            )
-            .map_err(|e| src.blob_error(l.pack, &l.entry.id, e))?;
-            f(l, &plain)
-        })?;
+        blobs
+            .into_par_iter()
+            .try_for_each(|(l, sealed)| -> Result<()> {
+                let mut plain = Vec::new();
+                blob::open_blob_into_with(
+                    src.data_key(),
+                    src.hasher(),
+                    l.entry.kind,
+                    &l.entry.id,
+                    sealed,
+                    l.entry.raw_length,
+                    &mut plain,
+                    src.dictionaries(),
+                )
+                .map_err(|e| src.blob_error(l.pack, &l.entry.id, e))?;
+                f(l, &plain)
+            })?;
         i = j;
     }
     Ok(())

@@ -449,9 +449,11 @@ impl Repository {
     }
 
     /// Requests this handle made to the storage since it was opened (or
-    /// created), by kind, and the bytes sent and received.
+    /// created), by kind, and the bytes sent and received. On a backend
+    /// that counts its own HTTP requests (S3), those since the backend was
+    /// opened.
     pub fn request_stats(&self) -> RequestStats {
-        self.requests.snapshot()
+        self.requests.report(&*self.backend)
     }
 
     /// Runs `f`, whose parallel work reads packs, on enough threads to keep
@@ -637,6 +639,52 @@ impl Repository {
 
     fn load_snapshot_named(&self, name: &str) -> Result<SnapshotEntry> {
         let bytes = self.backend.read(ObjectKind::Snapshot, name)?;
+        self.open_snapshot_file(name, &bytes)
+    }
+
+    /// [`Repository::snapshots`] for a backup looking for its parent: the
+    /// storage lists the snapshots, and their files come from the local
+    /// cache where it holds them (checked against their names, which are
+    /// the hashes of their bytes), else from the storage, and are cached
+    /// then (SPEC §12). A nothing-changed backup so reads no snapshot file
+    /// it read before.
+    pub(crate) fn snapshots_cached(&self) -> Result<Vec<SnapshotEntry>> {
+        let cache = self.index.cache();
+        let mut out = Vec::new();
+        for info in self.backend.list(ObjectKind::Snapshot)? {
+            let cached = info.name.parse::<SnapshotId>().ok().and_then(|id| {
+                let bytes = cache.snapshot_file(&id).ok().flatten()?;
+                (SnapshotId::hash_of(&bytes) == id).then_some(bytes)
+            });
+            let r = match cached {
+                Some(bytes) => self.open_snapshot_file(&info.name, &bytes),
+                None => match self.backend.read(ObjectKind::Snapshot, &info.name) {
+                    Ok(bytes) => self.open_snapshot_file(&info.name, &bytes).inspect(|s| {
+                        let _ = cache.put_snapshot_file(&s.id, &bytes);
+                    }),
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match r {
+                Ok(s) => out.push(s),
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e @ Error::CorruptObject { .. }) => self.warn(Warning::DamagedSnapshot {
+                    name: info.name,
+                    reason: e.to_string(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| {
+            a.snapshot
+                .time_ns
+                .cmp(&b.snapshot.time_ns)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    fn open_snapshot_file(&self, name: &str, bytes: &[u8]) -> Result<SnapshotEntry> {
         let corrupt = |source| Error::CorruptObject {
             kind: ObjectKind::Snapshot,
             name: name.to_string(),
@@ -650,10 +698,10 @@ impl Repository {
                 },
             ))
         })?;
-        if SnapshotId::hash_of(&bytes) != id {
+        if SnapshotId::hash_of(bytes) != id {
             return Err(corrupt(blob::BlobError::HashMismatch));
         }
-        let snapshot = Snapshot::from_file(self.data_key(), &bytes).map_err(corrupt)?;
+        let snapshot = Snapshot::from_file(self.data_key(), bytes).map_err(corrupt)?;
         Ok(SnapshotEntry { id, snapshot })
     }
 
@@ -708,6 +756,9 @@ impl Repository {
         let id = SnapshotId::hash_of(&bytes);
         self.backend
             .write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        // The next backup looks for its parent among the snapshots: it
+        // need not read this one back (SPEC §12).
+        let _ = self.index.cache().put_snapshot_file(&id, &bytes);
         Ok(id)
     }
 
@@ -843,6 +894,18 @@ impl Repository {
                     reason: format!("blob {}: {err}", e.id.short()),
                 },
             })?;
+        self.open_sealed(loc.pack, e, sealed, plain)
+    }
+
+    /// Opens blob `e` of `pack` from its sealed bytes (decrypted in place)
+    /// into `plain`, verified against its id.
+    pub(crate) fn open_sealed(
+        &self,
+        pack: crate::id::PackId,
+        e: &crate::pack::PackEntry,
+        sealed: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
         blob::open_blob_into_with(
             self.data_key(),
             &self.hasher,
@@ -853,7 +916,7 @@ impl Repository {
             plain,
             &self.dicts,
         )
-        .map_err(|err| self.blob_error(loc.pack, &e.id, err))
+        .map_err(|err| self.blob_error(pack, &e.id, err))
     }
 
     /// The error for blob `id` of `pack` that failed to open: a missing or
@@ -1341,13 +1404,26 @@ impl Packer<'_> {
         }
         let backend = Arc::clone(&self.repo.backend);
         let name = id.to_hex();
-        let bytes = Arc::new(bytes);
-        let shared = Arc::clone(&bytes);
+        // The bytes go to the thread once it exists, given away (no copy
+        // on S3), and stay here if it cannot be started.
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let spawned = std::thread::Builder::new()
             .name("cairn-pack-write".into())
-            .spawn(move || backend.write(ObjectKind::Pack, &name, &shared));
+            .spawn(move || match rx.recv() {
+                Ok(bytes) => backend.write_owned(ObjectKind::Pack, &name, bytes),
+                Err(_) => Err(crate::backend::BackendError::io(
+                    "write",
+                    ObjectKind::Pack,
+                    &name,
+                    std::io::Error::other("the pack's bytes never arrived"),
+                )),
+            });
         match spawned {
-            Ok(write) => queue.push_back(Inflight { write, id, entries }),
+            Ok(write) => {
+                // The receiver lives until it has received.
+                let _ = tx.send(bytes);
+                queue.push_back(Inflight { write, id, entries })
+            }
             // No thread to be had: write here instead.
             Err(_) => {
                 self.repo

@@ -37,6 +37,7 @@ pub fn run(b: &dyn Backend) {
     write_then_read(b);
     ranges(b);
     never_overwrites(b);
+    owned_writes(b);
     kinds_are_namespaces(b);
     list_and_stat(b);
     missing_objects_are_not_found(b);
@@ -159,18 +160,51 @@ pub fn ranges(b: &dyn Backend) {
     clean(b);
 }
 
-/// Writing a name that exists returns `Ok` and keeps the first bytes.
-pub fn never_overwrites(b: &dyn Backend) {
+/// Bytes given away with `write_owned` are stored as `write` stores them.
+pub fn owned_writes(b: &dyn Backend) {
     let loc = b.location();
-    let (n, data) = (name(0xab), payload());
-    b.write(ObjectKind::Pack, &n, &data).unwrap();
-    b.write(ObjectKind::Pack, &n, b"other")
-        .unwrap_or_else(|e| panic!("{loc}: writing an existing name must succeed: {e}"));
+    let (n, data) = (name(0xae), payload());
+    b.write_owned(ObjectKind::Pack, &n, data.clone()).unwrap();
     assert_eq!(
         b.read(ObjectKind::Pack, &n).unwrap(),
         data,
-        "{loc}: an existing object was replaced"
+        "{loc}: write_owned"
     );
+    assert_eq!(
+        b.size(ObjectKind::Pack, &n).unwrap(),
+        data.len() as u64,
+        "{loc}"
+    );
+    clean(b);
+}
+
+/// Writing a name that exists returns `Ok`. Config, key and WAL files
+/// (not named by their content) keep their first bytes; a content-addressed
+/// object (a pack) written again with its own bytes stays whole (SPEC §11.3:
+/// a backend may rewrite those, and locks, whose names are random, instead
+/// of looking first).
+pub fn never_overwrites(b: &dyn Backend) {
+    let loc = b.location();
+    let data = payload();
+    for (kind, n) in [
+        (ObjectKind::Config, "config".to_string()),
+        (ObjectKind::Key, name(0xab)),
+        (ObjectKind::Wal, name(0xac)),
+    ] {
+        b.write(kind, &n, &data).unwrap();
+        b.write(kind, &n, b"other")
+            .unwrap_or_else(|e| panic!("{loc}: writing an existing {kind} must succeed: {e}"));
+        assert_eq!(
+            b.read(kind, &n).unwrap(),
+            data,
+            "{loc}: an existing {kind} was replaced"
+        );
+    }
+    let n = name(0xad);
+    b.write(ObjectKind::Pack, &n, &data).unwrap();
+    b.write(ObjectKind::Pack, &n, &data)
+        .unwrap_or_else(|e| panic!("{loc}: writing an existing pack must succeed: {e}"));
+    assert_eq!(b.read(ObjectKind::Pack, &n).unwrap(), data, "{loc}: pack");
     clean(b);
 }
 

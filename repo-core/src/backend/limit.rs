@@ -97,6 +97,9 @@ impl<B: Backend> Backend for Limited<B> {
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
     }
+    fn wire_requests(&self) -> Option<super::RequestStats> {
+        self.inner.wire_requests()
+    }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.transfer(kind, |b| b.read(kind, name))
     }
@@ -127,6 +130,16 @@ impl<B: Backend> Backend for Limited<B> {
     ) -> Result<(), BackendError> {
         self.transfer(kind, |b| b.read_range_into(kind, name, offset, len, buf))
     }
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.transfer(kind, |b| b.read_span_into(kind, name, offset, len, buf))
+    }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         self.inner.size(kind, name)
     }
@@ -135,6 +148,9 @@ impl<B: Backend> Backend for Limited<B> {
     }
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         self.transfer(kind, |b| b.write(kind, name, data))
+    }
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        self.transfer(kind, |b| b.write_owned(kind, name, data))
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(kind)

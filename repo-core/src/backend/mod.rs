@@ -3,9 +3,13 @@
 //!
 //! Contract for every implementation:
 //! - `write` is atomic (readers see all of the object or nothing), durable
-//!   when it returns, and never replaces an existing object: writing a name
-//!   that exists returns `Ok` and leaves the old bytes (names are content
-//!   addresses, so the bytes are the same).
+//!   when it returns, and writing a name that exists returns `Ok`. It never
+//!   replaces a `config`, key or WAL file (names not derived from the bytes);
+//!   packs, index files, snapshots, dictionaries and marks are named by
+//!   their content, so a backend may rewrite one of those with the same
+//!   bytes instead of looking first (SPEC §11.3); lock names carry 64
+//!   random bits, so no two writers use one and a backend need not look
+//!   before writing a lock either.
 //! - `read_range` returns exactly `len` bytes or fails.
 //! - `list` may omit objects written concurrently, never invents any.
 //!
@@ -33,6 +37,8 @@ pub use location::{LOCATION_FORMS, Location, LocationError, S3Credentials, S3Loc
 pub use memory::MemoryBackend;
 #[cfg(feature = "s3")]
 pub use s3::S3Backend;
+#[cfg(feature = "s3")]
+pub(crate) use stats::Request;
 pub use stats::RequestStats;
 pub(crate) use stats::{Counted, Counters};
 
@@ -194,6 +200,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn is_remote(&self) -> bool {
         false
     }
+    /// The requests this backend sent over the wire so far, by kind, for
+    /// a backend whose calls are not one request each (one that reads
+    /// ahead, or looks before it writes); `None` (the default): each call
+    /// is one request, and the repository counts the calls. Decorators
+    /// forward it.
+    fn wire_requests(&self) -> Option<RequestStats> {
+        None
+    }
     /// Reads a whole object.
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError>;
     /// [`Backend::read`] into `buf` (replacing its contents): a reader of
@@ -230,15 +244,39 @@ pub trait Backend: Send + Sync + fmt::Debug {
         *buf = self.read_range(kind, name, offset, len)?;
         Ok(())
     }
+    /// [`Backend::read_range_into`] of a range the caller planned (a
+    /// restore's or check's span of a pack): exactly these bytes in one
+    /// request, no read-ahead around them. Backends that read ahead
+    /// override it.
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.read_range_into(kind, name, offset, len, buf)
+    }
     /// Size of an object.
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError>;
     /// Size and modification time of an object.
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError>;
-    /// Stores an object atomically and durably; never overwrites.
+    /// Stores an object atomically and durably; never replaces a `config`,
+    /// key or WAL file (see the module's contract).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
+    /// [`Backend::write`] of bytes the caller gives away (a finished
+    /// pack): a backend that must hold the bytes while it sends them (S3)
+    /// takes them instead of copying them, so a backup's packs in flight
+    /// are in memory once. Decorators forward it.
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        self.write(kind, name, &data)
+    }
     /// Lists objects of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
-    /// Deletes an object; deleting a missing object is `NotFound`.
+    /// Deletes an object; deleting a missing object is `NotFound`, except
+    /// that a missing lock may be reported deleted (S3 deletes a missing key
+    /// silently, and a look first would cost every backup a round trip).
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError>;
 }
 
@@ -278,6 +316,16 @@ impl Backend for Box<dyn Backend> {
     ) -> Result<(), BackendError> {
         (**self).read_range_into(kind, name, offset, len, buf)
     }
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        (**self).read_span_into(kind, name, offset, len, buf)
+    }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         (**self).size(kind, name)
     }
@@ -287,6 +335,9 @@ impl Backend for Box<dyn Backend> {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         (**self).write(kind, name, data)
     }
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        (**self).write_owned(kind, name, data)
+    }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         (**self).list(kind)
     }
@@ -295,5 +346,8 @@ impl Backend for Box<dyn Backend> {
     }
     fn is_remote(&self) -> bool {
         (**self).is_remote()
+    }
+    fn wire_requests(&self) -> Option<RequestStats> {
+        (**self).wire_requests()
     }
 }

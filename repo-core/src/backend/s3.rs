@@ -23,7 +23,10 @@ use opendal::{ErrorKind as OdKind, Operator, services};
 #[cfg(test)]
 use super::location::S3Credentials;
 use super::location::{S3Location, S3Options, parse_endpoint};
-use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, ObjectKind, valid_name};
+use super::{
+    Backend, BackendError, BackendErrorKind, Counters, ObjectInfo, ObjectKind, Request,
+    RequestStats, valid_name,
+};
 
 /// Attempts per request before the error is returned (transient errors only).
 const RETRIES: usize = 4;
@@ -36,6 +39,8 @@ pub struct S3Backend {
     location: String,
     readahead: ReadAhead,
     runtime: &'static tokio::runtime::Runtime,
+    /// HTTP requests sent (retries of one request not included).
+    wire: Counters,
 }
 
 /// The runtime every S3 backend of the process runs its requests on. One
@@ -251,6 +256,7 @@ impl S3Backend {
             location: loc.to_string(),
             readahead: ReadAhead::default(),
             runtime,
+            wire: Counters::default(),
         })
     }
 
@@ -261,6 +267,7 @@ impl S3Backend {
             limit: Some(1),
             ..Default::default()
         };
+        self.wire.record(Request::List, 0, 0);
         self.op
             .list_options("", opts)
             .map(drop)
@@ -325,6 +332,25 @@ fn key(kind: ObjectKind, name: &str) -> String {
         ObjectKind::Config => name.to_string(),
         ObjectKind::Pack => format!("{}/{}/{name}", kind.dir(), name.get(..2).unwrap_or("00")),
         _ => format!("{}/{name}", kind.dir()),
+    }
+}
+
+/// Whether a write of `kind` needs a look (`HEAD`) first, so that it never
+/// replaces an object on a server that ignores `If-None-Match` (SPEC
+/// §11.3): only for `config` (a fixed name), key files (written rarely,
+/// and they guard access) and WAL files (named by cluster and file, not
+/// by content). Packs, index files, snapshots, dictionaries and
+/// marks are named by their content, so two writers of one name write the
+/// same bytes; locks carry 64 random bits, so no two writers pick one name.
+fn looks_before_writing(kind: ObjectKind) -> bool {
+    match kind {
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal => true,
+        ObjectKind::Pack
+        | ObjectKind::Index
+        | ObjectKind::Snapshot
+        | ObjectKind::Dict
+        | ObjectKind::Mark
+        | ObjectKind::Lock => false,
     }
 }
 
@@ -448,6 +474,12 @@ impl Backend for S3Backend {
     fn is_remote(&self) -> bool {
         true
     }
+    /// Read-ahead answers many ranged reads with one `GET`, and some
+    /// writes and deletes are preceded by a `HEAD`: what went over the
+    /// wire is counted here.
+    fn wire_requests(&self) -> Option<RequestStats> {
+        Some(self.wire.snapshot())
+    }
 
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         let mut buf = Vec::new();
@@ -462,10 +494,13 @@ impl Backend for S3Backend {
         buf: &mut Vec<u8>,
     ) -> Result<(), BackendError> {
         Self::check_name("read", kind, name)?;
-        let data = self
-            .op
-            .read(&key(kind, name))
-            .map_err(|e| self.error("read", kind, name, e))?;
+        let data = self.op.read(&key(kind, name));
+        self.wire.record(
+            Request::Read,
+            0,
+            data.as_ref().map_or(0, opendal::Buffer::len),
+        );
+        let data = data.map_err(|e| self.error("read", kind, name, e))?;
         buf.clear();
         buf.reserve(data.len());
         for chunk in data {
@@ -529,10 +564,13 @@ impl Backend for S3Backend {
             range: BytesRange::new(offset, Some(fetch)),
             ..Default::default()
         };
-        let data = self
-            .op
-            .read_options(&key(kind, name), opts)
-            .map_err(|e| self.error("read", kind, name, e))?;
+        let data = self.op.read_options(&key(kind, name), opts);
+        self.wire.record(
+            Request::ReadRange,
+            0,
+            data.as_ref().map_or(0, opendal::Buffer::len),
+        );
+        let data = data.map_err(|e| self.error("read", kind, name, e))?;
         let got = data.len();
         if got < len as usize {
             return Err(self.short_read(
@@ -559,12 +597,50 @@ impl Backend for S3Backend {
         Ok(())
     }
 
+    /// One ranged `GET` of exactly the span: the caller planned it, so no
+    /// window and no `HEAD` for the pack's size. The body is streamed into
+    /// `buf`, not collected first: a span may be a whole pack, and a
+    /// restore reads several at once.
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        Self::check_name("read", kind, name)?;
+        buf.clear();
+        if len == 0 {
+            return Ok(());
+        }
+        let reader = self
+            .op
+            .reader(&key(kind, name))
+            .map_err(|e| self.error("read", kind, name, e))?;
+        buf.reserve_exact(len as usize);
+        let got = reader.read_into(buf, offset..offset + u64::from(len));
+        self.wire
+            .record(Request::ReadRange, 0, got.as_ref().map_or(0, |n| *n));
+        let got = got.map_err(|e| self.error("read", kind, name, e))?;
+        if got < len as usize {
+            return Err(self.short_read(
+                kind,
+                name,
+                format!("range {offset}+{len} returned {got} bytes"),
+            ));
+        }
+        buf.truncate(len as usize);
+        Ok(())
+    }
+
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         Ok(self.stat(kind, name)?.size)
     }
 
     fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
         Self::check_name("stat", kind, name)?;
+        self.wire.record(Request::Stat, 0, 0);
         let m = self
             .op
             .stat(&key(kind, name))
@@ -573,14 +649,22 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write_owned(kind, name, data.to_vec())
+    }
+
+    /// The bytes become the request's body as they are: no copy.
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         Self::check_name("write", kind, name)?;
         let path = key(kind, name);
         // Servers that ignore If-None-Match (Garage 2.5) would replace an
-        // existing object: look first (SPEC §11.2).
-        match self.op.stat(&path) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == OdKind::NotFound => {}
-            Err(e) => return Err(self.error("write", kind, name, e)),
+        // existing object: look first where that could lose anything.
+        if looks_before_writing(kind) {
+            self.wire.record(Request::Stat, 0, 0);
+            match self.op.stat(&path) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == OdKind::NotFound => {}
+                Err(e) => return Err(self.error("write", kind, name, e)),
+            }
         }
         let opts = WriteOptions {
             if_not_exists: true,
@@ -588,7 +672,8 @@ impl Backend for S3Backend {
         };
         // Packs are at most 1 GiB (SPEC §5), below S3's 5 GiB single-PUT
         // limit: one PUT, atomic on every S3 server.
-        match self.op.write_options(&path, data.to_vec(), opts) {
+        self.wire.record(Request::Write, data.len(), 0);
+        match self.op.write_options(&path, data, opts) {
             Ok(_) => Ok(()),
             // 412: someone wrote the name first; names are content
             // addresses, so that is our object.
@@ -613,10 +698,15 @@ impl Backend for S3Backend {
             recursive: kind == ObjectKind::Pack,
             ..Default::default()
         };
-        let entries = self
-            .op
-            .list_options(&dir, opts)
-            .map_err(|e| self.error("list", kind, "", e))?;
+        let entries = self.op.list_options(&dir, opts);
+        // One request per page of (at most) 1000 keys.
+        let pages = entries
+            .as_ref()
+            .map_or(1, |e| e.len().div_ceil(1000).max(1));
+        for _ in 0..pages {
+            self.wire.record(Request::List, 0, 0);
+        }
+        let entries = entries.map_err(|e| self.error("list", kind, "", e))?;
         let mut out = Vec::new();
         for e in entries {
             let Some(rel) = e.path().strip_prefix(&dir) else {
@@ -641,10 +731,15 @@ impl Backend for S3Backend {
         let path = key(kind, name);
         self.readahead.forget(name);
         // S3 deletes a missing key without complaint; the contract wants
-        // NotFound.
-        self.op
-            .stat(&path)
-            .map_err(|e| self.error("delete", kind, name, e))?;
+        // NotFound, except for a lock: its owner deletes it and nobody
+        // needs to know it was gone already (one request, not two).
+        if kind != ObjectKind::Lock {
+            self.wire.record(Request::Stat, 0, 0);
+            self.op
+                .stat(&path)
+                .map_err(|e| self.error("delete", kind, name, e))?;
+        }
+        self.wire.record(Request::Delete, 0, 0);
         self.op
             .delete(&path)
             .map_err(|e| self.error("delete", kind, name, e))

@@ -1,6 +1,9 @@
 //! Request statistics: [`Counted`] passes every call through to another
 //! backend and counts it by kind, with the bytes sent and received, so a
-//! command can say what it cost on a network (`--json`'s `requests`).
+//! command can say what it cost on a network (`--json`'s `requests`). A
+//! backend whose calls are not one request each (S3 reads ahead, looks
+//! before some writes) counts its HTTP requests itself, and that count is
+//! reported instead ([`Backend::wire_requests`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -34,6 +37,33 @@ impl RequestStats {
     pub fn total(&self) -> u64 {
         self.read + self.read_range + self.write + self.list + self.stat + self.delete
     }
+
+    /// What was counted after `earlier` (a snapshot of the same counters).
+    pub fn since(&self, earlier: &RequestStats) -> RequestStats {
+        RequestStats {
+            read: self.read.saturating_sub(earlier.read),
+            read_range: self.read_range.saturating_sub(earlier.read_range),
+            write: self.write.saturating_sub(earlier.write),
+            list: self.list.saturating_sub(earlier.list),
+            stat: self.stat.saturating_sub(earlier.stat),
+            delete: self.delete.saturating_sub(earlier.delete),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
+        }
+    }
+}
+
+/// One kind of request, for a backend that counts its own (see
+/// [`Backend::wire_requests`]).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) enum Request {
+    Read,
+    ReadRange,
+    Write,
+    List,
+    Stat,
+    Delete,
 }
 
 /// The live counters behind [`RequestStats`], shared by a [`Counted`]
@@ -51,6 +81,31 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// What a repository on `backend` (whose calls these counters counted)
+    /// asked of the storage: the backend's own count of the requests that
+    /// went over the wire where it keeps one (all of them, from the
+    /// backend's opening: a command's check that the location holds a
+    /// repository included), else the calls.
+    pub(crate) fn report(&self, backend: &dyn Backend) -> RequestStats {
+        backend.wire_requests().unwrap_or_else(|| self.snapshot())
+    }
+
+    /// Counts one request that sent `sent` and received `received` bytes.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn record(&self, kind: Request, sent: usize, received: usize) {
+        let n = match kind {
+            Request::Read => &self.read,
+            Request::ReadRange => &self.read_range,
+            Request::Write => &self.write,
+            Request::List => &self.list,
+            Request::Stat => &self.stat,
+            Request::Delete => &self.delete,
+        };
+        n.fetch_add(1, Relaxed);
+        self.bytes_sent.fetch_add(sent as u64, Relaxed);
+        self.bytes_received.fetch_add(received as u64, Relaxed);
+    }
+
     /// The counts so far.
     pub(crate) fn snapshot(&self) -> RequestStats {
         RequestStats {
@@ -91,6 +146,9 @@ impl<B: Backend> Backend for Counted<B> {
     }
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
+    }
+    fn wire_requests(&self) -> Option<RequestStats> {
+        self.inner.wire_requests()
     }
     fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.counters.read.fetch_add(1, Relaxed);
@@ -134,6 +192,19 @@ impl<B: Backend> Backend for Counted<B> {
         self.received(buf.len());
         Ok(())
     }
+    fn read_span_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.counters.read_range.fetch_add(1, Relaxed);
+        self.inner.read_span_into(kind, name, offset, len, buf)?;
+        self.received(buf.len());
+        Ok(())
+    }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
         self.counters.stat.fetch_add(1, Relaxed);
         self.inner.size(kind, name)
@@ -148,6 +219,13 @@ impl<B: Backend> Backend for Counted<B> {
             .bytes_sent
             .fetch_add(data.len() as u64, Relaxed);
         self.inner.write(kind, name, data)
+    }
+    fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
+        self.counters.write.fetch_add(1, Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(data.len() as u64, Relaxed);
+        self.inner.write_owned(kind, name, data)
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.counters.list.fetch_add(1, Relaxed);

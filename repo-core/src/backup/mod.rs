@@ -243,7 +243,7 @@ impl<'a> Backup<'a> {
                     paths: snap_paths.clone(),
                 };
                 self.repo
-                    .snapshots()?
+                    .snapshots_cached()?
                     .into_iter()
                     .rev()
                     .find(|s| f.matches(&s.snapshot))

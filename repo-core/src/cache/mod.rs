@@ -16,6 +16,7 @@
 
 /// The run files' on-disk format (SPEC §12.1); public for the fuzz targets.
 pub mod runs;
+mod snapshots;
 mod trees;
 
 use std::collections::{HashMap, HashSet};
@@ -194,6 +195,10 @@ CREATE INDEX IF NOT EXISTS drills_by_snapshot ON drills (snapshot, time_ns);
 CREATE TABLE IF NOT EXISTS trees (
     id BLOB PRIMARY KEY,
     sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_files (
+    id BLOB PRIMARY KEY,
+    bytes BLOB NOT NULL
 );
 ";
 

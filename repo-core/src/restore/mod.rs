@@ -8,17 +8,18 @@
 //! the restore is done and the directories' mtimes stick. Nothing is ever
 //! reached through a symlink below the target (module `target`).
 
+mod packed;
 mod target;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
@@ -28,7 +29,6 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, TreeId};
-use crate::pack::BlobLocation;
 use crate::pattern::PathPatterns;
 use crate::progress::{NoProgress, Progress};
 use crate::repository::Repository;
@@ -256,26 +256,23 @@ impl<'a> Restore<'a> {
         self.progress.set_total(total);
 
         let root = nix::unistd::geteuid().is_root();
-        // Content first (parallel), then hard links to it.
-        plan.files
-            .par_iter()
-            .filter(|j| j.link_to.is_none())
-            .try_for_each(|j| -> Result<()> {
-                let path = self.target.join(&j.rel);
-                match self.write_file(&target, &j.rel, &j.node)? {
-                    Some(f) => {
-                        counts.files.fetch_add(1, Relaxed);
-                        counts.bytes.fetch_add(j.node.size, Relaxed);
-                        self.set_meta(&path, At::Open(&f), &j.node, root, &warn)?;
-                        self.progress.add_file(&path);
-                    }
-                    None => {
-                        counts.skipped.fetch_add(1, Relaxed);
-                        self.progress.add_bytes(j.node.size);
-                    }
-                }
-                Ok(())
-            })?;
+        // Content first (pack-ordered, in batches), then hard links to it.
+        let content: Vec<&FileJob> = plan.files.iter().filter(|j| j.link_to.is_none()).collect();
+        let mut rest = &content[..];
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut chunks = 0;
+            while n < rest.len()
+                && n < packed::BATCH_FILES
+                && (n == 0 || chunks + rest[n].node.content.len() <= packed::BATCH_CHUNKS)
+            {
+                chunks += rest[n].node.content.len();
+                n += 1;
+            }
+            let (batch, later) = rest.split_at(n);
+            rest = later;
+            self.restore_batch(&target, batch, root, &counts, &warn)?;
+        }
         for j in plan.files.iter() {
             if let Some(first) = &j.link_to {
                 self.make_link(&target, first, &j.rel, &counts)?;
@@ -459,15 +456,58 @@ impl<'a> Restore<'a> {
         })
     }
 
-    /// Writes a file's content, verifying every chunk; all-zero chunks
-    /// become holes. Returns the open file, or `None` if an existing file
-    /// was kept (see [`Overwrite`]).
-    ///
-    /// Chunks are located first so each one's offset is known; they are
-    /// then read, verified and written with `pwrite` in parallel and out of
-    /// order, so one large file (a database dump) uses every core instead
-    /// of one. Blocks never written (zeros) stay holes.
-    fn write_file(&self, target: &TargetDir, rel: &Path, node: &Node) -> Result<Option<File>> {
+    /// Writes the content of `batch` (files, no hard links), reading each
+    /// pack's needed bytes once (module `packed`), then gives each file
+    /// its length, so trailing zeros become a hole, and its metadata.
+    fn restore_batch(
+        &self,
+        target: &TargetDir,
+        batch: &[&FileJob],
+        root: bool,
+        counts: &Counts,
+        warn: &(dyn Fn(Warning) + Sync),
+    ) -> Result<()> {
+        let opened = batch
+            .par_iter()
+            .map(|j| self.create(target, &j.rel, &j.node))
+            .collect::<Result<Vec<_>>>()?;
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut files = Vec::with_capacity(batch.len());
+        for (j, f) in batch.iter().zip(opened) {
+            match f {
+                Some(f) => {
+                    jobs.push(*j);
+                    files.push(f);
+                }
+                None => {
+                    counts.skipped.fetch_add(1, Relaxed);
+                    self.progress.add_bytes(j.node.size);
+                }
+            }
+        }
+        let paths: Vec<PathBuf> = jobs.iter().map(|j| self.target.join(&j.rel)).collect();
+        let contents: Vec<&[BlobId]> = jobs.iter().map(|j| j.node.content.as_slice()).collect();
+        packed::Batch::plan(self.repo, &files, &paths, &contents)
+            .write(self.repo, self.progress)?;
+        jobs.par_iter()
+            .zip(files.par_iter())
+            .zip(paths.par_iter())
+            .try_for_each(|((j, f), path)| -> Result<()> {
+                f.set_len(j.node.size).map_err(|source| Error::Target {
+                    path: path.clone(),
+                    source,
+                })?;
+                counts.files.fetch_add(1, Relaxed);
+                counts.bytes.fetch_add(j.node.size, Relaxed);
+                self.set_meta(path, At::Open(f), &j.node, root, warn)?;
+                self.progress.add_file(path);
+                Ok(())
+            })
+    }
+
+    /// Creates the file `rel` to restore `node` into, or returns `None` if
+    /// an existing file is kept (see [`Overwrite`]).
+    fn create(&self, target: &TargetDir, rel: &Path, node: &Node) -> Result<Option<File>> {
         let path = target.path().join(rel);
         let err = |source| Error::Target {
             path: path.clone(),
@@ -487,67 +527,6 @@ impl<'a> Restore<'a> {
             r => r,
         }
         .map_err(err)?;
-        // All-zero chunks once verified: a sparse file repeats one such
-        // chunk thousands of times, and each repeat is just a hole.
-        let zero_chunks = std::sync::Mutex::new(HashSet::<BlobId>::new());
-        let mut pos = 0u64;
-        for window in node.content.chunks(RESTORE_WINDOW) {
-            let mut jobs = Vec::with_capacity(window.len());
-            for id in window {
-                let loc = self.repo.locate_data(id)?;
-                let len = u64::from(loc.entry.raw_length);
-                jobs.push((loc, pos));
-                pos += len;
-            }
-            let one = |(loc, at): &(BlobLocation, u64)| -> Result<()> {
-                let len = u64::from(loc.entry.raw_length);
-                let known_zero = zero_chunks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&loc.entry.id);
-                if !known_zero {
-                    let zero = self
-                        .repo
-                        .with_blob_at(loc, |data| -> io::Result<bool> {
-                            let runs = nonzero_runs(data, *at);
-                            for (off, run) in &runs {
-                                f.write_all_at(run, at + *off as u64)?;
-                            }
-                            Ok(runs.is_empty())
-                        })?
-                        .map_err(err)?;
-                    if zero {
-                        zero_chunks
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(loc.entry.id);
-                    }
-                }
-                self.progress.add_bytes(len);
-                Ok(())
-            };
-            // A chunk that fails must not leave a file of full length with a
-            // hole where the damage was: cut the file where the chunks that
-            // were written and verified stop (as a sequential restore would).
-            let done: Vec<AtomicBool> = jobs.iter().map(|_| AtomicBool::new(false)).collect();
-            let one = |(i, job): (usize, &(BlobLocation, u64))| {
-                one(job).map(|()| done[i].store(true, Relaxed))
-            };
-            let r = if jobs.len() > 1 {
-                jobs.par_iter().enumerate().try_for_each(one)
-            } else {
-                jobs.iter().enumerate().try_for_each(one)
-            };
-            if let Err(e) = r {
-                let cut = done
-                    .iter()
-                    .position(|d| !d.load(Relaxed))
-                    .map_or(pos, |i| jobs[i].1);
-                let _ = f.set_len(cut);
-                return Err(e);
-            }
-        }
-        f.set_len(pos).map_err(err)?;
         Ok(Some(f))
     }
 
@@ -757,12 +736,10 @@ struct Selection<'g> {
     exc: &'g PathPatterns,
 }
 
-/// Chunks of one file located (and held) at a time: bounds a restore's
-/// memory on a file of millions of chunks while leaving work for every core.
-const RESTORE_WINDOW: usize = 1024;
-
 /// Hole granularity: file systems allocate in blocks of at least 4 KiB.
 const HOLE_BLOCK: usize = 4096;
+/// One block of zeros, to compare blocks with.
+static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
 /// Splits `data`, which starts at file offset `file_pos`, into runs that
 /// contain non-zero bytes, at block boundaries of the file; all-zero blocks
@@ -775,7 +752,9 @@ fn nonzero_runs(data: &[u8], file_pos: u64) -> Vec<(usize, &[u8])> {
         // Align block ends to the file, not to the chunk.
         let to_boundary = HOLE_BLOCK - ((file_pos as usize + start) % HOLE_BLOCK);
         let end = (start + to_boundary).min(data.len());
-        let zero = data[start..end].iter().all(|&b| b == 0);
+        // A comparison with zeros is a vectorised memcmp; `iter().all`
+        // tests byte by byte.
+        let zero = data[start..end] == ZEROS[..end - start];
         match (zero, run_start) {
             (false, None) => run_start = Some(start),
             (true, Some(s)) => {

@@ -42,16 +42,17 @@ fn the_test_kits_pass_through_backend_conforms_and_sees_every_call() {
 
 /// The suite is not a formality: a backend that breaks a promise fails it.
 #[test]
-#[should_panic(expected = "an existing object was replaced")]
+#[should_panic(expected = "an existing key was replaced")]
 fn a_backend_that_overwrites_fails_the_suite() {
     use repo_core::{Backend, ObjectKind};
     let inner = MemoryBackend::new();
     let target = inner.clone();
-    // Replaces an existing object by deleting it before the write lands.
+    // Replaces an existing key file by deleting it before the write lands
+    // (packs may be rewritten: their bytes are the same, SPEC §11.3).
     let b = Hooked::new(inner).before(move |call| {
         if let cairn_testkit::backend::Call::Write(kind, name, _) = *call
             && target.size(kind, name).is_ok()
-            && kind == ObjectKind::Pack
+            && kind == ObjectKind::Key
         {
             target.delete(kind, name)?;
         }

@@ -23,11 +23,13 @@ mod plaintext;
 mod prune;
 mod reader;
 mod repair;
+mod restore_packed;
 mod restore_target;
 mod resume;
 mod roundtrip;
 mod s3;
 mod selection;
+mod snapshot_cache;
 mod unattended;
 mod wal;
 

@@ -5,8 +5,8 @@
 
 use cairn_testkit::garage::{Garage, REGION};
 use repo_core::{
-    Backend, BackendErrorKind, Location, ObjectKind, S3Backend, S3Credentials, S3Options,
-    conformance,
+    Backend, BackendErrorKind, Location, ObjectKind, OpenOptions, Repository, RequestStats,
+    S3Backend, S3Credentials, S3Options, conformance,
 };
 
 /// Options reaching `g` with its key (not through the environment: tests
@@ -220,10 +220,12 @@ fn pack_ranges_are_read_ahead() {
 }
 
 /// SPEC §11.3 says Garage 2.5 ignores `If-None-Match: *` on PUT, which is
-/// why the backend looks before it writes. This pins the fact with a raw
+/// why the backend looks before it writes a name not derived from the
+/// bytes (config, key files, locks). This pins the fact with a raw
 /// conditional PUT through OpenDAL: if a Garage release starts honouring
-/// the header, this fails and SPEC §11.3 (and the HEAD before each write)
-/// should be revisited. The backend itself never replaces (conformance).
+/// the header, this fails and SPEC §11.3 (and the HEAD before those
+/// writes) should be revisited. The backend itself never replaces them
+/// (conformance).
 #[test]
 fn garage_ignores_if_none_match_so_the_backend_looks_first() {
     let g = Garage::shared();
@@ -231,12 +233,12 @@ fn garage_ignores_if_none_match_so_the_backend_looks_first() {
         unreachable!()
     };
     let b = S3Backend::open(&loc, &options(g)).unwrap();
-    // Through the backend the first bytes stay.
+    // Through the backend the first bytes of a key file stay.
     let name = "ef".repeat(32);
-    b.write(ObjectKind::Index, &name, b"first").unwrap();
-    b.write(ObjectKind::Index, &name, b"second").unwrap();
-    assert_eq!(b.read(ObjectKind::Index, &name).unwrap(), b"first");
-    b.delete(ObjectKind::Index, &name).unwrap();
+    b.write(ObjectKind::Key, &name, b"first").unwrap();
+    b.write(ObjectKind::Key, &name, b"second").unwrap();
+    assert_eq!(b.read(ObjectKind::Key, &name).unwrap(), b"first");
+    b.delete(ObjectKind::Key, &name).unwrap();
     // A raw conditional PUT replaces. On the backends' runtime: OpenDAL's
     // connection pool is process-wide, and other tests run beside this one.
     let op = opendal::Operator::new(
@@ -305,4 +307,114 @@ fn listings_span_pages() {
         assert_eq!(listed.len(), want.len(), "{kind}");
         assert_eq!(listed, want, "{kind}");
     }
+}
+
+/// `requests` are HTTP requests (SPEC §11.2): a read-ahead hit costs none,
+/// a content-addressed object or a lock is one `PUT` (no `HEAD` before
+/// it), a key file a `HEAD` and a `PUT`, a planned span one ranged `GET`
+/// and no `HEAD`, a delete a `HEAD` and a `DELETE` (a lock's a `DELETE`).
+#[test]
+fn requests_are_counted_as_they_go_over_the_wire() {
+    let g = Garage::shared();
+    let b = backend(&g.location("wire-count"), &options(g));
+    let count = |f: &dyn Fn()| -> RequestStats {
+        let before = b.wire_requests().expect("S3 counts its own requests");
+        f();
+        b.wire_requests().unwrap().since(&before)
+    };
+    let name = "ab".repeat(32);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+
+    let s = count(&|| b.write(ObjectKind::Pack, &name, &data).unwrap());
+    assert_eq!((s.write, s.stat, s.total()), (1, 0, 1), "{s:?}");
+    assert_eq!(s.bytes_sent, data.len() as u64, "{s:?}");
+    // Rewriting a content-addressed name is harmless and costs one PUT.
+    let s = count(&|| b.write(ObjectKind::Pack, &name, &data).unwrap());
+    assert_eq!(s.total(), 1, "{s:?}");
+    let s = count(&|| b.write(ObjectKind::Key, &name, b"key").unwrap());
+    assert_eq!((s.write, s.stat, s.total()), (1, 1, 2), "{s:?}");
+    // A lock's name is random: one PUT, and its deletion one DELETE (a
+    // missing lock is not an error).
+    let lock = "backup-0123456789abcdef-1";
+    let s = count(&|| {
+        b.write(ObjectKind::Lock, lock, b"hb").unwrap();
+        b.delete(ObjectKind::Lock, lock).unwrap();
+        b.delete(ObjectKind::Lock, lock).unwrap();
+    });
+    assert_eq!((s.write, s.delete, s.total()), (1, 2, 3), "{s:?}");
+    assert!(b.list(ObjectKind::Lock).unwrap().is_empty());
+
+    // Ten blob reads through one window: a HEAD for the size, one GET.
+    let s = count(&|| {
+        for i in 0..10u64 {
+            let got = b
+                .read_range(ObjectKind::Pack, &name, i * 1000, 1000)
+                .unwrap();
+            assert_eq!(got, &data[i as usize * 1000..][..1000]);
+        }
+    });
+    assert_eq!((s.read_range, s.stat, s.total()), (1, 1, 2), "{s:?}");
+    assert_eq!(s.bytes_received, data.len() as u64, "{s:?}");
+    // A planned span: exactly its bytes, one GET.
+    let s = count(&|| {
+        let mut buf = Vec::new();
+        b.read_span_into(ObjectKind::Pack, &name, 5000, 70_000, &mut buf)
+            .unwrap();
+        assert_eq!(buf, &data[5000..75_000]);
+    });
+    assert_eq!((s.read_range, s.total()), (1, 1), "{s:?}");
+    assert_eq!(s.bytes_received, 70_000, "{s:?}");
+    let s = count(&|| {
+        b.delete(ObjectKind::Pack, &name).unwrap();
+        b.delete(ObjectKind::Key, &name).unwrap();
+    });
+    assert_eq!((s.stat, s.delete, s.total()), (2, 2, 4), "{s:?}");
+}
+
+/// A repository on S3 reports those HTTP requests, not its calls on the
+/// backend: walking a snapshot of 30 directories loads 31 trees, which one
+/// window of their pack serves.
+#[test]
+fn a_repository_on_s3_reports_http_requests() {
+    let g = Garage::shared();
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    for i in 0..30 {
+        let dir = src.join(format!("d{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("file {i}")).unwrap();
+    }
+    let loc = Location::parse(&g.location("wire-repo")).unwrap();
+    let opts = options(g);
+    let repo = Repository::init(
+        loc.create(&opts).unwrap(),
+        cairn_testkit::PASSWORD,
+        cairn_testkit::repo::init_options(),
+    )
+    .unwrap();
+    repo.backup().path(&src).run().unwrap();
+    drop(repo);
+
+    let repo = Repository::open(
+        loc.open(&opts).unwrap(),
+        cairn_testkit::PASSWORD,
+        OpenOptions::default(),
+    )
+    .unwrap();
+    let snap = repo.snapshots().unwrap().pop().unwrap();
+    let before = repo.request_stats();
+    let mut dirs = 0;
+    repo.walk(&snap.snapshot.tree, &mut |_, n| {
+        dirs += usize::from(n.kind == repo_core::NodeKind::Dir);
+        Ok(true)
+    })
+    .unwrap();
+    assert!(dirs >= 30, "{dirs}");
+    let s = repo.request_stats().since(&before);
+    // The walk reads parents before children, which were stored first:
+    // a few windows, not one GET per tree (31 backend calls).
+    assert!(
+        s.read_range * 3 <= dirs as u64 && s.stat <= 2,
+        "the trees' windows, not one request per tree: {s:?}"
+    );
 }
