@@ -14,11 +14,14 @@ prints the median and the 99th percentile per segment, for:
 
 The repository key is made with the default argon2id parameters (what a
 password file costs per call) or, with --weak-kdf, with 64 KiB / 1 pass,
-which stands in for an unattended credential without KDF cost.
+which stands in for an unattended credential without KDF cost; with
+--key-file, every call uses an unattended key (`cairn key add --unattended`,
+then CAIRN_KEY_FILE), as a PostgreSQL service would.
 
     cargo build --release -p repo-cli
     python3 benches/wal.py --count 50
     python3 benches/wal.py --count 50 --weak-kdf --segments /tmp/walsegs
+    python3 benches/wal.py --count 50 --key-file --segments /tmp/walsegs
 
 Only the Python 3 standard library is used. The binary is CAIRN_BIN, else
 target/release/cairn under CARGO_TARGET_DIR or the workspace.
@@ -83,6 +86,12 @@ def run(label, files, args, exe, work):
     if args.weak_kdf:
         init += ["--kdf-memory", "64", "--kdf-iterations", "1"]
     subprocess.run(init, env=env, check=True, stdout=subprocess.DEVNULL)
+    if args.key_file:
+        token = os.path.join(work, "token-" + label)
+        subprocess.run([exe, "key", "add", "--unattended", "--output", token], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        env = dict(env, CAIRN_KEY_FILE=token)
+        del env["CAIRN_PASSWORD_FILE"]
     archive, restore = [], []
     for path in files:
         archive.append(timed([exe, "pg", "archive-wal", path], env, os.path.dirname(path)))
@@ -109,13 +118,15 @@ def main():
     ap.add_argument("--count", type=int, default=50, help="random segments (default 50)")
     ap.add_argument("--segments", help="a directory of real archived segments")
     ap.add_argument("--weak-kdf", action="store_true", help="key with 64 KiB / 1 pass argon2id")
+    ap.add_argument("--key-file", action="store_true", help="archive and restore with an unattended key")
     ap.add_argument("--compare", action="store_true", help="compare every restored file")
     ap.add_argument("--work", help="scratch directory (default: a new one in $TMPDIR)")
     args = ap.parse_args()
     exe = cairn_bin()
     work = tempfile.mkdtemp(prefix="walbench-", dir=args.work)
     try:
-        print("cairn %s, %s KDF" % (exe, "weak" if args.weak_kdf else "default"))
+        print("cairn %s, %s" % (exe, "unattended key" if args.key_file else
+                                 ("weak" if args.weak_kdf else "default") + " KDF"))
         if args.count:
             segdir = os.path.join(work, "random")
             os.makedirs(segdir)

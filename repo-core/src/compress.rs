@@ -138,6 +138,12 @@ pub fn compress(data: &[u8], level: i32) -> Vec<u8> {
     out
 }
 
+/// The most [`compress_into`] appends for `len` bytes of data: a caller
+/// that reserves it gets no reallocation (and no stray copy).
+pub fn compressed_bound(len: usize) -> usize {
+    1 + zstd::zstd_safe::compress_bound(len).max(len)
+}
+
 /// [`compress`], appended to `out` (whose capacity a caller can reuse).
 pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
     let start = out.len();

@@ -72,6 +72,24 @@ pub fn seal_in_place(key: &[u8; 32], ad: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(&tag);
 }
 
+/// Encrypts `buf[at..]` in place under `nonce` and appends the tag: with
+/// the nonce written just before `at`, `buf[at - NONCE_LEN..]` is what
+/// [`seal_with_nonce`] makes, and a caller's header before it costs no
+/// second buffer. Never reuse a nonce.
+pub fn seal_tail_with_nonce(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    ad: &[u8],
+    buf: &mut Vec<u8>,
+    at: usize,
+) {
+    // As in `seal_with_nonce`: cannot fail for inputs below 256 GiB.
+    let tag = XChaCha20Poly1305::new(key.into())
+        .encrypt_inout_detached(&XNonce::from(*nonce), ad, (&mut buf[at..]).into())
+        .expect("XChaCha20-Poly1305 input within limits");
+    buf.extend_from_slice(&tag);
+}
+
 /// Like [`open`], but decrypts inside `sealed` and returns the plaintext as
 /// a sub-slice of it: no allocation and no copy, for the read paths (restore,
 /// check) that open every blob of a repository. `sealed` is left scrambled

@@ -4,7 +4,7 @@ mod aead;
 mod kdf;
 mod key;
 
-pub use aead::{open, open_in_place, seal, seal_in_place, seal_with_nonce};
+pub use aead::{open, open_in_place, seal, seal_in_place, seal_tail_with_nonce, seal_with_nonce};
 pub use kdf::{KdfBudget, KdfParams, kdf_spent};
 pub use key::{KeyFile, KeyFileHeader, MasterKey};
 

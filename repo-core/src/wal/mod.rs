@@ -20,8 +20,8 @@ use zeroize::Zeroizing;
 
 pub use name::{BadWalName, WalFileKind, WalFileName};
 pub use object::{
-    CLUSTER_HEX_LEN, MAC_LEN, MAX_WAL_FILE, WAL_HEADER_LEN, WAL_MAGIC, WAL_VERSION, cluster_name,
-    content_mac, encode_with_nonce, object_name, split_object_name,
+    CLUSTER_HEX_LEN, MAC_LEN, MAX_WAL_FILE, WAL_HEADER_LEN, WAL_LEVEL, WAL_MAGIC, WAL_VERSION,
+    cluster_name, content_mac, encode_with_nonce, object_name, split_object_name,
 };
 pub use segment::{SegmentHeader, control_file_system_identifier, parse_segment};
 pub use timeline::{
@@ -223,7 +223,8 @@ impl WalStore {
             backend,
             data_key: Zeroizing::new(*key.data_key()),
             wal_key: Zeroizing::new(*key.wal_key()),
-            level,
+            // 0 (raw) stays raw; any other level is WAL's own (SPEC §28.2).
+            level: level.min(object::WAL_LEVEL),
         }
     }
 

@@ -434,3 +434,34 @@ fn check_lists_wal_and_reads_it_with_read_data() {
         "{r}"
     );
 }
+
+/// WAL is compressed at its own level 1 whatever level the repository's
+/// blobs use (one `archive_command` per segment must be quick), and stored
+/// raw when the repository stores raw (SPEC §28.2).
+#[test]
+fn wal_compression_level() {
+    use repo_core::unstable::compress::compress;
+    use repo_core::unstable::wal::{WAL_HEADER_LEN, WAL_LEVEL};
+    let n = name(1, 9);
+    let seg = segment(n.as_str(), SYSID, &super::text_lines(30_000));
+    // Levels 1 and 3 give different sizes for this content, so the size
+    // stored tells which one was used.
+    let level1 = compress(&seg, WAL_LEVEL).len();
+    assert_ne!(level1, compress(&seg, 3).len());
+    assert!(level1 < seg.len() / 2);
+    let overhead = (WAL_HEADER_LEN + 24 + 16) as u64;
+    for (repo_level, expected) in [(3, level1), (19, level1), (1, level1), (0, seg.len() + 1)] {
+        let opts = repo_core::InitOptions {
+            compression_level: repo_level,
+            ..cairn_testkit::repo::init_options()
+        };
+        let repo = Repository::init(MemoryBackend::new(), PASSWORD, opts).unwrap();
+        let done = repo.wal().archive(&n, &seg, None).unwrap();
+        assert_eq!(
+            done.stored,
+            expected as u64 + overhead,
+            "level {repo_level}"
+        );
+        assert_eq!(repo.wal().fetch(SYSID, &n).unwrap().unwrap(), seg);
+    }
+}
