@@ -167,6 +167,25 @@ const NUMBERS: &str = "SELECT (SELECT count(*) FROM pgbench_history) || ' ' || \
     (SELECT sum(tbalance) FROM pgbench_tellers) || ' ' || \
     (SELECT sum(bbalance) FROM pgbench_branches)";
 
+/// `restore-cluster SNAPSHOT --pgdata PGDATA TARGET` fails with exit 1,
+/// says `says`, and writes nothing (the data directory is not created).
+fn assert_refused(env: &Env, snapshot: &str, pgdata: &Path, target: [&str; 2], says: &str) {
+    let out = cairn_pg(
+        env,
+        &[
+            "restore-cluster",
+            snapshot,
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            target[0],
+            target[1],
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{target:?}");
+    assert!(stderr(&out).contains(says), "{target:?}: {}", stderr(&out));
+    assert!(!pgdata.exists(), "{target:?} created the data directory");
+}
+
 /// The numbers and the moment they hold: pgbench's writers are locked out
 /// while the time is taken and the numbers read, so every commit up to
 /// that time is in them and every later commit is later.
@@ -387,44 +406,22 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         ["--target-lsn", "0/1"],
         ["--target-time", "2001-01-01 00:00:00+00"],
     ] {
-        let out = cairn_pg(
+        assert_refused(
             &env,
-            &[
-                "restore-cluster",
-                "latest",
-                "--pgdata",
-                early.to_str().unwrap(),
-                target[0],
-                target[1],
-            ],
+            "latest",
+            &early,
+            target,
+            "before the end of every base backup",
         );
-        assert_eq!(out.status.code(), Some(1), "{target:?}");
-        assert!(
-            stderr(&out).contains("before the end of every base backup"),
-            "{target:?}: {}",
-            stderr(&out)
-        );
-        assert!(!early.exists(), "{target:?} created the data directory");
     }
     let newest = again["snapshot_id"].as_str().unwrap();
-    let out = cairn_pg(
+    assert_refused(
         &env,
-        &[
-            "restore-cluster",
-            newest,
-            "--pgdata",
-            early.to_str().unwrap(),
-            "--target-lsn",
-            stop,
-        ],
+        newest,
+        &early,
+        ["--target-lsn", stop],
+        "use an older base backup",
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("use an older base backup"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!early.exists());
     // Beyond the archived WAL: an hour from now, a position far ahead.
     let later = pg.sql(
         "postgres",
@@ -435,24 +432,7 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         ["--target-time", later.as_str()],
         ["--target-lsn", far_lsn.as_str()],
     ] {
-        let out = cairn_pg(
-            &env,
-            &[
-                "restore-cluster",
-                "latest",
-                "--pgdata",
-                early.to_str().unwrap(),
-                target[0],
-                target[1],
-            ],
-        );
-        assert_eq!(out.status.code(), Some(1), "{target:?}");
-        assert!(
-            stderr(&out).contains("beyond the archived WAL"),
-            "{target:?}: {}",
-            stderr(&out)
-        );
-        assert!(!early.exists(), "{target:?} created the data directory");
+        assert_refused(&env, "latest", &early, target, "beyond the archived WAL");
     }
 }
 
