@@ -90,6 +90,20 @@ impl Archiving {
         super::pgserver::check(&out, "pgbench");
     }
 
+    /// Initialises pgbench at `scale`, runs it for `seconds`, and gets
+    /// every segment written so far archived: two switches, with a write
+    /// between them because a switch needs something written since the last.
+    fn workload(&self, scale: &str, seconds: &str) {
+        self.pgbench(&["-i", "-s", scale]);
+        self.pgbench(&["-T", seconds, "-c", "2"]);
+        self.switch_and_wait();
+        self.pg.sql(
+            "postgres",
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
+        );
+        self.switch_and_wait();
+    }
+
     /// Switches to a new segment and waits until the old one is archived.
     fn switch_and_wait(&self) -> String {
         let name = self
@@ -207,15 +221,7 @@ fn segments(names: &[String]) -> Vec<&String> {
 #[test]
 fn archives_under_pgbench_and_restores_every_file() {
     let a = Archiving::start(false);
-    a.pgbench(&["-i", "-s", "2"]);
-    a.pgbench(&["-T", "5", "-c", "2"]);
-    a.switch_and_wait();
-    // A switch needs something written since the last one.
-    a.pg.sql(
-        "postgres",
-        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
-    );
-    a.switch_and_wait();
+    a.workload("2", "5");
     let names = a.assert_all_restore();
     let segs = segments(&names);
 
@@ -306,15 +312,7 @@ fn archives_under_pgbench_and_restores_every_file() {
 #[test]
 fn killed_archive_commands_are_retried_and_nothing_is_damaged() {
     let a = Archiving::start(true);
-    a.pgbench(&["-i", "-s", "1"]);
-    a.pgbench(&["-T", "3", "-c", "2"]);
-    a.switch_and_wait();
-    // A switch needs something written since the last one.
-    a.pg.sql(
-        "postgres",
-        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
-    );
-    a.switch_and_wait();
+    a.workload("1", "3");
     let names = a.assert_all_restore();
     // Every file was killed once, then archived by PostgreSQL's retry.
     for n in &names {
