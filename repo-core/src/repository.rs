@@ -577,23 +577,25 @@ impl Repository {
     /// deleted between the listing and its reading was forgotten
     /// meanwhile, and is left out.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let (out, damaged) = self.snapshots_and_damaged()?;
-        for (name, e) in damaged {
-            self.warn(Warning::DamagedSnapshot {
-                name,
-                reason: e.to_string(),
-            });
-        }
-        Ok(out)
+        self.warn_damaged(self.snapshots_and_damaged()?)
     }
 
     /// Every readable snapshot, oldest first, and the damaged snapshot
     /// files (name, error). A failed storage read is an error, not damage.
     pub fn snapshots_and_damaged(&self) -> Result<(Vec<SnapshotEntry>, DamagedFiles)> {
+        self.snapshots_loaded_by(|name| self.load_snapshot_named(name))
+    }
+
+    /// The snapshots `load` opens, by the storage's listing, oldest first,
+    /// and the damaged files apart.
+    fn snapshots_loaded_by(
+        &self,
+        load: impl Fn(&str) -> Result<SnapshotEntry>,
+    ) -> Result<(Vec<SnapshotEntry>, DamagedFiles)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for info in self.backend.list(ObjectKind::Snapshot)? {
-            match self.load_snapshot_named(&info.name) {
+            match load(&info.name) {
                 Ok(s) => out.push(s),
                 Err(Error::Backend(e)) if e.is_not_found() => {}
                 Err(e @ Error::CorruptObject { .. }) => damaged.push((info.name, e)),
@@ -650,37 +652,35 @@ impl Repository {
     /// it read before.
     pub(crate) fn snapshots_cached(&self) -> Result<Vec<SnapshotEntry>> {
         let cache = self.index.cache();
-        let mut out = Vec::new();
-        for info in self.backend.list(ObjectKind::Snapshot)? {
-            let cached = info.name.parse::<SnapshotId>().ok().and_then(|id| {
+        let found = self.snapshots_loaded_by(|name| {
+            let cached = name.parse::<SnapshotId>().ok().and_then(|id| {
                 let bytes = cache.snapshot_file(&id).ok().flatten()?;
                 (SnapshotId::hash_of(&bytes) == id).then_some(bytes)
             });
-            let r = match cached {
-                Some(bytes) => self.open_snapshot_file(&info.name, &bytes),
-                None => match self.backend.read(ObjectKind::Snapshot, &info.name) {
-                    Ok(bytes) => self.open_snapshot_file(&info.name, &bytes).inspect(|s| {
+            match cached {
+                Some(bytes) => self.open_snapshot_file(name, &bytes),
+                None => {
+                    let bytes = self.backend.read(ObjectKind::Snapshot, name)?;
+                    self.open_snapshot_file(name, &bytes).inspect(|s| {
                         let _ = cache.put_snapshot_file(&s.id, &bytes);
-                    }),
-                    Err(e) => Err(e.into()),
-                },
-            };
-            match r {
-                Ok(s) => out.push(s),
-                Err(Error::Backend(e)) if e.is_not_found() => {}
-                Err(e @ Error::CorruptObject { .. }) => self.warn(Warning::DamagedSnapshot {
-                    name: info.name,
-                    reason: e.to_string(),
-                }),
-                Err(e) => return Err(e),
+                    })
+                }
             }
+        })?;
+        self.warn_damaged(found)
+    }
+
+    /// Warns of each damaged snapshot file and returns the readable ones.
+    fn warn_damaged(
+        &self,
+        (out, damaged): (Vec<SnapshotEntry>, DamagedFiles),
+    ) -> Result<Vec<SnapshotEntry>> {
+        for (name, e) in damaged {
+            self.warn(Warning::DamagedSnapshot {
+                name,
+                reason: e.to_string(),
+            });
         }
-        out.sort_by(|a, b| {
-            a.snapshot
-                .time_ns
-                .cmp(&b.snapshot.time_ns)
-                .then(a.id.cmp(&b.id))
-        });
         Ok(out)
     }
 
