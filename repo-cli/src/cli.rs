@@ -429,11 +429,17 @@ cairn drill 1a2b3c4d --sample 5% --json"
 and tags, the root tree id, a BLAKE3 Merkle root over the whole tree (docs/check.md §5), file count \
 and total size, the backup's counters, how many of its packs this machine's ledger has verified, \
 and the last check and restore drill with their dates. As text, as Markdown with --markdown, or \
-as JSON with --json.",
+as JSON with --json.\n\n\
+With --sign the JSON report, with the audit trail's heads (`audit_heads`), is signed with the \
+repository's audit key: a last line `cairn-signature: ed25519 KEY SIGNATURE` covers every byte \
+before it. `cairn report verify FILE --public-key KEY` checks such a file without the password.",
         after_help = "Examples:\n  \
 cairn report latest\n  \
 cairn report 1a2b3c4d --markdown > report.md\n  \
-cairn report latest --json | jq .merkle_root"
+cairn report latest --json | jq .merkle_root\n  \
+cairn report latest --sign --output report.signed\n  \
+cairn report verify report.signed --public-key audit.pub",
+        args_conflicts_with_subcommands = true
     )]
     Report(ReportArgs),
 
@@ -540,6 +546,55 @@ cairn discover --write /etc/cairn/nightly.toml\n  \
 cairn discover --json | jq '.[] | select(.kind == \"redis\")'"
     )]
     Discover(DiscoverArgs),
+
+    /// List the audit trail, verify it, or export its public key.
+    #[command(
+        long_about = "Every command that changes the repository or reads data out of it (init, backup, \
+copy, forget, prune, key add/remove/passwd, repair, restore, dump, drill, check, run, and the pg, redis \
+and qdrant backups, restores and verifies) appends one record to the repository's audit trail: time, \
+host, user, command, arguments with secrets replaced by ***, objects created and deleted, and the \
+outcome. Records are encrypted, signed with the repository's audit key (Ed25519) and hash-chained.\n\n\
+`cairn audit` lists them, oldest first (--since: an RFC 3339 time or a duration back from now). \
+`cairn audit verify` checks every record's name, signature, body and parents, and that the heads \
+each snapshot recorded still exist; it names each removed, altered or reordered record and exits 1. \
+With --public-key it needs no password: an auditor checks names, signatures and parent links, and \
+sees only times, never what a record says. `cairn audit export-key` prints that public key.",
+        after_help = "Examples:\n  \
+cairn audit --since 7d\n  \
+cairn audit --json | jq '.[] | select(.command == \"restore\")'\n  \
+cairn audit export-key --output audit.pub\n  \
+cairn audit verify --public-key audit.pub",
+        args_conflicts_with_subcommands = true
+    )]
+    Audit(AuditArgs),
+}
+
+/// `cairn audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// What to do besides listing.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// List only records from this time on: RFC 3339, or a duration back from now (`7d`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+}
+
+/// `cairn audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the trail; exit 1 naming each removed, altered or reordered record.
+    Verify {
+        /// Check with this public key (text, or a file holding it) and no password.
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+    },
+    /// Print the audit public key (`cairn-audit-ed25519:<hex>`).
+    ExportKey {
+        /// Write it to this file instead.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `cairn init`.
@@ -1145,15 +1200,39 @@ pub struct DrillArgs {
 /// `cairn report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// `report verify FILE`.
+    #[command(subcommand)]
+    pub command: Option<ReportCommand>,
     /// `latest`, a snapshot id, or a unique prefix of one.
-    #[arg(value_name = "SNAPSHOT")]
-    pub snapshot: String,
+    #[arg(value_name = "SNAPSHOT", required = true)]
+    pub snapshot: Option<String>,
     /// Print Markdown instead of text.
     #[arg(long, conflicts_with = "json")]
     pub markdown: bool,
+    /// Sign the report (its JSON form, with the audit trail's heads) with
+    /// the repository's audit key; `report verify` checks it.
+    #[arg(long, conflicts_with = "markdown")]
+    pub sign: bool,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Narrows `latest`.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `cairn report` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Check a signed report without the password; exit 1 if it was altered.
+    Verify {
+        /// The signed report.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The repository's audit public key (text, or a file holding it).
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+    },
 }
 
 /// `cairn pg`.

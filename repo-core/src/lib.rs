@@ -81,6 +81,7 @@
 #![cfg_attr(not(feature = "unstable"), allow(dead_code, unused_imports))]
 // Every type reachable from the public API can be named by its users.
 #![warn(unnameable_types)]
+mod audit;
 mod backend;
 mod backup;
 mod blob;
@@ -134,6 +135,14 @@ pub use unattended::ServiceToken;
 pub use backup::{Backup, BackupOutcome, ParentChoice, normalize_path};
 pub use reader::FileReader;
 pub use restore::{Overwrite, Restore, RestoreSummary};
+
+// The audit trail (SPEC §31).
+pub use audit::{
+    ANCHOR_KEY, AuditEntry, AuditError, AuditLog, AuditProblem, AuditRecord, AuditVerification,
+    Heads, ObjectTally, ObservedBackend, PUBLIC_KEY_PREFIX, SignedReport, parse_public,
+    public_text, verify_audit_trail, verify_signed_report,
+};
+pub use ed25519_dalek::VerifyingKey;
 
 // Copy between repositories.
 pub use copy::{CopiedSnapshot, Copy, CopyStats};

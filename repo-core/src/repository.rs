@@ -132,6 +132,8 @@ pub struct Repository {
     index: Index,
     dicts: Dictionaries,
     warnings: Arc<Warnings>,
+    /// The audit trail's heads, recorded in each new snapshot (SPEC §31.4).
+    audit_anchor: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -287,6 +289,7 @@ impl Repository {
             index,
             dicts,
             warnings,
+            audit_anchor: std::sync::OnceLock::new(),
         }
     }
 
@@ -519,6 +522,17 @@ impl Repository {
     }
 
     /// The counted backend, shared (a WAL store keeps it, SPEC §28).
+    /// Sets the audit trail's heads that every snapshot written from now on
+    /// records as its anchor ([`crate::ANCHOR_KEY`]); the first call wins.
+    pub fn set_audit_anchor(&self, heads: String) {
+        let _ = self.audit_anchor.set(heads);
+    }
+
+    /// The anchor set by [`Repository::set_audit_anchor`].
+    pub(crate) fn audit_anchor(&self) -> Option<&str> {
+        self.audit_anchor.get().map(String::as_str)
+    }
+
     pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
         Arc::clone(&self.backend)
     }

@@ -55,7 +55,8 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
     let backend = location
         .create(&s3_options(g))
         .with_context(|| format!("cannot create a repository at {location}"))?;
-    let repo = Repository::init(backend, &pw, opts)?;
+    let repo = Repository::init(super::audit::observe(backend), &pw, opts)?;
+    super::audit::opened(g, &repo)?;
     let id = repo.id().to_hex();
     if out.json {
         out.json_value(&InitJson {

@@ -2,6 +2,7 @@
 //! Helpers shared by several commands (opening the repository, snapshot
 //! selection, paths in a snapshot) live here.
 
+mod audit;
 mod backup;
 mod cat;
 mod check;
@@ -63,6 +64,12 @@ pub enum Status {
 
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> Result<Status> {
+    // One audit record per audited command, whatever its outcome (SPEC §31).
+    audit::begin(cli);
+    audit::finish(dispatch(cli))
+}
+
+fn dispatch(cli: &Cli) -> Result<Status> {
     let g = &cli.global;
     let out = Output {
         json: g.json,
@@ -95,6 +102,7 @@ pub fn run(cli: &Cli) -> Result<Status> {
         Command::Run(a) => run::run(g, out, a),
         Command::Plan(a) => plan::run(a),
         Command::Discover(a) => discover::run(out, a),
+        Command::Audit(a) => audit::run(g, out, a),
     }
 }
 
@@ -165,6 +173,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
     if backend.list(ObjectKind::Config)?.is_empty() {
         return Err(repo_core::Error::NotARepository(backend.location()).into());
     }
+    let backend = audit::observe(backend);
     let opts = OpenOptions {
         cache_dir: cache_dir(g),
         key: g.key.clone(),
@@ -188,6 +197,7 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
         }
     })?;
     repo.set_connections(g.connections as usize);
+    audit::opened(g, &repo)?;
     out.verbose(
         1,
         format!("opened repository {} at {location}", repo.id().short()),

@@ -5,7 +5,7 @@ use repo_core::{CheckSummary, DrillSummary, IntegrityReport};
 use serde::Serialize;
 
 use super::{Status, open, select};
-use crate::cli::{GlobalArgs, ReportArgs};
+use crate::cli::{GlobalArgs, ReportArgs, ReportCommand};
 use crate::output::{self, Output};
 
 /// `report --json` in the contract's units (docs/scripting.md): times as
@@ -41,6 +41,10 @@ struct ReportJson<'a> {
     last_check: Option<CheckJson>,
     last_data_check: Option<CheckJson>,
     last_drill: Option<DrillJson>,
+    /// The audit trail's heads when the report was made (signed reports
+    /// only): an anchor a later truncation of the trail cannot remove.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_heads: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -119,15 +123,39 @@ impl<'a> ReportJson<'a> {
             last_check: r.last_check.as_ref().map(CheckJson::from),
             last_data_check: r.last_data_check.as_ref().map(CheckJson::from),
             last_drill: r.last_drill.as_ref().map(DrillJson::from),
+            audit_heads: None,
         }
     }
 }
 
 /// Prints the report as text, Markdown or JSON.
 pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
+    if let Some(ReportCommand::Verify { file, public_key }) = &a.command {
+        return verify(out, file, public_key);
+    }
     let repo = open(g, out)?;
-    let snap = select(&repo, &a.snapshot, &a.filter)?;
+    let spec = a.snapshot.as_deref().unwrap_or("latest");
+    let snap = select(&repo, spec, &a.filter)?;
     let r = repo.report(&snap)?;
+    if a.sign {
+        let log = repo.audit_log(None);
+        let mut json = ReportJson::new(&r);
+        json.audit_heads = Some(log.heads()?.names().to_vec());
+        let mut text = serde_json::to_vec_pretty(&json)?;
+        text.push(b'\n');
+        let signed = log.sign_report(&text)?;
+        return write_out(out, a.output.as_deref(), &signed);
+    }
+    if let Some(path) = &a.output {
+        let text = if a.markdown {
+            r.to_markdown().into_bytes()
+        } else {
+            let mut t = serde_json::to_vec_pretty(&ReportJson::new(&r))?;
+            t.push(b'\n');
+            t
+        };
+        return write_out(out, Some(path), &text);
+    }
     if out.json {
         out.json_value(&ReportJson::new(&r))?;
         return Ok(Status::Ok);
@@ -190,5 +218,38 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
         ))
     ))?;
     out.line(format!("written by    {}", r.snapshot_program))?;
+    Ok(Status::Ok)
+}
+
+/// Writes `bytes` to `path`, or to standard output.
+fn write_out(out: Output, path: Option<&std::path::Path>, bytes: &[u8]) -> Result<Status> {
+    use anyhow::Context;
+    use std::io::Write;
+    match path {
+        Some(p) => {
+            std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+            out.verbose(1, format!("wrote the report to {}", p.display()));
+        }
+        None => std::io::stdout().lock().write_all(bytes)?,
+    }
+    Ok(Status::Ok)
+}
+
+/// `cairn report verify FILE --public-key KEY`: no password, no repository.
+fn verify(out: Output, file: &std::path::Path, public_key: &str) -> Result<Status> {
+    use anyhow::Context;
+    let key = super::audit::public_key_arg(public_key)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    repo_core::verify_signed_report(&bytes, Some(&key))
+        .with_context(|| format!("report {} does not verify", file.display()))?;
+    if out.json {
+        out.json_value(&serde_json::json!({ "file": file, "valid": true }))?;
+    } else {
+        out.line(format!(
+            "report {}: signature valid ({})",
+            file.display(),
+            repo_core::public_text(&key)
+        ))?;
+    }
     Ok(Status::Ok)
 }

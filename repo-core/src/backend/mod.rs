@@ -66,11 +66,13 @@ pub enum ObjectKind {
     Dict,
     /// Archived PostgreSQL WAL files, one object each (SPEC §28).
     Wal,
+    /// Audit trail records and the audit signing key (SPEC §31).
+    Audit,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 9] = [
+    pub const ALL: [ObjectKind; 10] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -80,6 +82,7 @@ impl ObjectKind {
         ObjectKind::Mark,
         ObjectKind::Dict,
         ObjectKind::Wal,
+        ObjectKind::Audit,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -94,6 +97,7 @@ impl ObjectKind {
             ObjectKind::Mark => "marks",
             ObjectKind::Dict => "dicts",
             ObjectKind::Wal => "wal",
+            ObjectKind::Audit => "audit",
         }
     }
 }
@@ -110,6 +114,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Mark => "mark",
             ObjectKind::Dict => "dictionary",
             ObjectKind::Wal => "WAL file",
+            ObjectKind::Audit => "audit record",
         })
     }
 }

@@ -350,7 +350,10 @@ fn looks_before_writing(kind: ObjectKind) -> bool {
         | ObjectKind::Snapshot
         | ObjectKind::Dict
         | ObjectKind::Mark
-        | ObjectKind::Lock => false,
+        | ObjectKind::Lock
+        // Records are named by their content; the signing key is read back
+        // after its first write, so a lost race only costs a re-read.
+        | ObjectKind::Audit => false,
     }
 }
 

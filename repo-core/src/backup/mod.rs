@@ -319,6 +319,10 @@ impl<'a> Backup<'a> {
         tags.dedup();
         let mut metadata = self.metadata;
         metadata.extend(late);
+        if let Some(heads) = self.repo.audit_anchor() {
+            metadata.retain(|(k, _)| k != crate::audit::ANCHOR_KEY);
+            metadata.push((crate::audit::ANCHOR_KEY.into(), heads.into()));
+        }
         metadata.sort();
         let snapshot = Snapshot {
             time_ns,

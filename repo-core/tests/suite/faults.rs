@@ -407,7 +407,8 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
                 .unwrap();
             named(format!("{rep}"));
         }
-        ObjectKind::Lock | ObjectKind::Config => unreachable!(),
+        // Only the CLI writes audit records; no library operation here does.
+        ObjectKind::Lock | ObjectKind::Config | ObjectKind::Audit => unreachable!(),
     }
     b.delete(kind, name).unwrap();
     true
