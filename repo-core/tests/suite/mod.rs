@@ -1,5 +1,6 @@
 //! Shared helpers for the integration suites.
 
+mod audit;
 mod availability;
 mod check;
 mod check_spill;
