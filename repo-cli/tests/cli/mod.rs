@@ -1,5 +1,6 @@
 //! Test modules, grouped by what they defend.
 
+mod audit;
 mod availability;
 mod backup;
 mod browse;

@@ -242,6 +242,10 @@ impl Repository {
         let key = signer::load(&*log.backend, &log.data_key)?;
         let mut anchors = Vec::new();
         for s in self.snapshots()? {
+            // A copy keeps the anchor of the repository it was made in.
+            if s.snapshot.original.is_some() {
+                continue;
+            }
             if let Some((_, v)) = s.snapshot.metadata.iter().find(|(k, _)| k == ANCHOR_KEY) {
                 let heads = v.split(',').map(str::to_string).collect();
                 anchors.push((format!("snapshot {}", s.id.short()), heads));
