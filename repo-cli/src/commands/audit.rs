@@ -267,8 +267,8 @@ fn redact_pairs(s: &str) -> String {
         out.push_str(&s[i..p + len]);
         out.push_str("***");
         let v = &s[p + len..];
-        let end = if v.starts_with('\'') {
-            v[1..].find('\'').map_or(v.len(), |e| e + 2)
+        let end = if let Some(quoted) = v.strip_prefix('\'') {
+            quoted.find('\'').map_or(v.len(), |e| e + 2)
         } else {
             v.find([' ', '&', ';', '\'', '"']).unwrap_or(v.len())
         };
