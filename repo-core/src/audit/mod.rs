@@ -28,7 +28,7 @@ use crate::backend::{Backend, ObjectKind};
 use crate::blob::BlobError;
 use crate::repository::{Repository, now_ns};
 
-pub use file::{Envelope, RECORD_MAGIC, RECORD_VERSION, RecordFile};
+pub use file::{Envelope, RECORD_MAGIC, RECORD_VERSION, RecordFile, decode, encode_head};
 pub use observe::{ObjectTally, ObservedBackend};
 pub use report::{SignedReport, sign_report_with, verify_signed_report};
 pub use signer::{SIGNER_MAGIC, SIGNER_NAME, parse_public, public_text};

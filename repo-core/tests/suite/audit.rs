@@ -248,3 +248,30 @@ fn records_and_the_signing_key_leave_check_clean() {
     let (_, repo, _) = trail(2);
     super::check_clean(&repo).unwrap();
 }
+
+/// SPEC §31.7: a record head and a report signature from fixed inputs
+/// (Ed25519 is deterministic), so another implementation can check itself.
+#[test]
+fn golden_record_head_and_report_signature() {
+    use repo_core::unstable::audit::{Envelope, decode, encode_head, sign_report_with};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let env = Envelope {
+        time_ns: 1_800_000_000_000_000_000,
+        height: 1,
+        body_commit: *blake3::hash(b"{}").as_bytes(),
+        parents: vec![[0xab; 32]],
+    };
+    let (head, name) = encode_head(&env, &key);
+    assert_eq!(hex::encode(key.verifying_key().to_bytes()), GOLDEN_PUBLIC);
+    assert_eq!(hex::encode(&head), GOLDEN_HEAD);
+    assert_eq!(hex::encode(name), GOLDEN_NAME);
+    let parsed = decode(&head).unwrap();
+    assert_eq!((parsed.envelope, parsed.name), (env, name));
+    let report = sign_report_with(&key, b"{}\n");
+    assert_eq!(String::from_utf8(report).unwrap(), GOLDEN_REPORT);
+}
+
+const GOLDEN_PUBLIC: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
+const GOLDEN_HEAD: &str = "434149524e41551a01000000540000000000b49376e2fa1801000000000000006e46dd10defc9b56c29a6ec56b508c21f54c08192194e4df25bf36f0c9c3c27901000000ababababababababababababababababababababababababababababababababead4c630e707faeff5255d69a2e94d05eb4ebf47b49a5c0e63770dee72e117ae5babfdc87128b325447789c18351e082ebfec4eca1091caf0420929f9a98d10f";
+const GOLDEN_NAME: &str = "aa52b07ae54ca9fbadb79f53ca8ee53f951ce2aad643ecceabf287fe9117beea";
+const GOLDEN_REPORT: &str = "{}\ncairn-signature: ed25519 ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c 47c9213b49bc33838e864ba4f611f5cbedb3c10b7ef112c12ab6a9629e2823aed60d7a255ee5cb674fb90a11e1cdd04760f787c7f42a735e3d51f13b4ae2790f\n";
