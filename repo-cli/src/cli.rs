@@ -550,8 +550,8 @@ cairn discover --json | jq '.[] | select(.kind == \"redis\")'"
     /// List the audit trail, verify it, or export its public key.
     #[command(
         long_about = "Every command that changes the repository or reads data out of it (init, backup, \
-copy, forget, prune, key add/remove/passwd, repair, restore, dump, drill, check, run, and the pg, redis \
-and qdrant backups, restores and verifies) appends one record to the repository's audit trail: time, \
+copy, forget, prune, key add/remove/passwd, repair, restore, dump, drill, check, and the pg, redis \
+and qdrant backups, restores and verifies; `cairn run` through its steps) appends one record to the repository's audit trail: time, \
 host, user, command, arguments with secrets replaced by ***, objects created and deleted, and the \
 outcome. Records are encrypted, signed with the repository's audit key (Ed25519) and hash-chained.\n\n\
 `cairn audit` lists them, oldest first (--since: an RFC 3339 time or a duration back from now). \

@@ -33,7 +33,7 @@ pub fn audited(cli: &Cli) -> Option<&'static str> {
         Command::Dump(_) => "dump",
         Command::Drill(_) => "drill",
         Command::Check(_) => "check",
-        Command::Run(_) => "run",
+        // `run`'s steps are `cairn` child processes, each with its own record.
         Command::Key(k) => match &k.command {
             KeyCommand::Add(_) => "key add",
             KeyCommand::Remove(_) => "key remove",

@@ -353,3 +353,18 @@ fn a_signed_report_verifies_without_the_password_and_fails_when_changed() {
     let wrong = String::from_utf8(stranger.ok(["audit", "export-key"]).stdout).unwrap();
     assert_eq!(check(wrong.trim()).status.code(), Some(1));
 }
+
+#[test]
+fn a_record_that_cannot_be_written_fails_the_command_and_says_so() {
+    let env = Env::init();
+    write(&env.path("s/f"), b"x\n");
+    // Storage that takes no audit record (a file where `audit/` should be).
+    let dir = env.repo().join("audit");
+    fs::remove_dir_all(&dir).unwrap();
+    fs::write(&dir, b"").unwrap();
+    let (code, text) = run(&env, &["backup", &env.path("s").display().to_string()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("audit record could not be written"), "{text}");
+    // Commands that are not audited are not affected.
+    assert_eq!(env.snapshots().len(), 1, "the backup itself ran");
+}
