@@ -5,8 +5,8 @@
 //! - `write` is atomic (readers see all of the object or nothing), durable
 //!   when it returns, and writing a name that exists returns `Ok`. It never
 //!   replaces a `config`, key or WAL file (names not derived from the bytes);
-//!   packs, index files, snapshots, dictionaries and marks are named by
-//!   their content, so a backend may rewrite one of those with the same
+//!   packs, index files, snapshots, dictionaries, marks and audit records
+//!   are named by their content, so a backend may rewrite one of those with the same
 //!   bytes instead of looking first (SPEC §11.3); lock names carry 64
 //!   random bits, so no two writers use one and a backend need not look
 //!   before writing a lock either.
