@@ -49,9 +49,6 @@ pub enum AuditError {
     /// A public key that does not parse.
     #[error("not an audit public key: {0:?}")]
     BadPublicKey(String),
-    /// The repository has no signing key yet (no record was written).
-    #[error("the repository has no audit signing key yet")]
-    NoSigningKey,
     /// A signed report that does not verify.
     #[error("signed report: {0}")]
     BadReport(String),
