@@ -368,3 +368,56 @@ fn a_record_that_cannot_be_written_fails_the_command_and_says_so() {
     // Commands that are not audited are not affected.
     assert_eq!(env.snapshots().len(), 1, "the backup itself ran");
 }
+
+/// Record files in `audit/` (the signing key aside).
+fn record_count(env: &Env) -> usize {
+    fs::read_dir(env.repo().join("audit"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "signer")
+        .count()
+}
+
+#[test]
+fn redis_exporter_commands_are_recorded_once_each_without_the_url_password() {
+    use std::io::{Read, Write};
+    let env = Env::init();
+    let server = super::redis::Server::start(&env.path("redis-data"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    // One key, then a password: the URL below must carry it.
+    let requests: [&[&str]; 2] = [
+        &["SET", "k", "v"],
+        &["CONFIG", "SET", "requirepass", REDIS_SECRET],
+    ];
+    for parts in requests {
+        let mut req = format!("*{}\r\n", parts.len());
+        for p in parts {
+            req.push_str(&format!("${}\r\n{p}\r\n", p.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"+OK"), "{:?}", &buf[..n]);
+    }
+    let url = format!("redis://:{REDIS_SECRET}@127.0.0.1:{}", server.port);
+    let before = record_count(&env);
+    env.ok(["redis", "backup", "--url", &url]);
+    assert_eq!(record_count(&env), before + 1, "one record per command");
+    env.ok(["redis", "verify", "latest"]);
+    let rdb = env.path("out.rdb").display().to_string();
+    env.ok(["redis", "restore", "latest", "--to-file", &rdb]);
+    assert_eq!(record_count(&env), before + 3);
+
+    let recs = records(&env);
+    let tail: Vec<&str> = recs[1..]
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(tail, ["redis backup", "redis verify", "redis restore"]);
+    assert!(recs[1..].iter().all(|r| r["outcome"] == "ok"));
+    assert_eq!(recs[1]["created"]["snapshot"], 1);
+    let args = recs[1]["args"].to_string();
+    assert!(args.contains("redis://:***@127.0.0.1"), "{args}");
+    let listed = env.run(["--json", "audit"]).stdout;
+    let raw = [all_bytes(&env.repo()), all_bytes(&env.path("cache"))].concat();
+    assert!(!contains(&listed, REDIS_SECRET) && !contains(&raw, REDIS_SECRET));
+}
