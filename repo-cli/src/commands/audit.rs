@@ -63,6 +63,27 @@ pub fn audited(cli: &Cli) -> Option<&'static str> {
     })
 }
 
+/// Whether an audited command writes to the repository. Those that only
+/// read data out of it still try to leave a record, but only warn when
+/// the storage refuses it.
+fn changes_repository(command: &str) -> bool {
+    !matches!(
+        command,
+        "restore"
+            | "dump"
+            | "drill"
+            | "check"
+            | "pg restore"
+            | "pg verify"
+            | "pg restore-cluster"
+            | "pg pitr-verify"
+            | "redis restore"
+            | "redis verify"
+            | "qdrant restore"
+            | "qdrant verify"
+    )
+}
+
 /// The audited command in progress: what its repository's storage saw,
 /// and where its record goes.
 struct Session {
@@ -164,6 +185,13 @@ pub fn finish(result: Result<Status>) -> Result<Status> {
     let written = log.append(&heads, &record);
     match (result, written) {
         (Ok(status), Ok(_)) => Ok(status),
+        // A restore from read-only storage (credentials that may only read,
+        // a locked bucket) got the data back: say so, but do not turn it
+        // into a failure a script would act on.
+        (Ok(status), Err(e)) if !changes_repository(s.command) => {
+            eprintln!("warning: the command ran, but its audit record could not be written: {e}");
+            Ok(status)
+        }
         (Ok(_), Err(e)) => {
             Err(anyhow!(e).context("the command ran, but its audit record could not be written"))
         }

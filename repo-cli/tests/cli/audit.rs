@@ -355,7 +355,7 @@ fn a_signed_report_verifies_without_the_password_and_fails_when_changed() {
 }
 
 #[test]
-fn a_record_that_cannot_be_written_fails_the_command_and_says_so() {
+fn a_record_that_cannot_be_written_fails_a_writing_command_and_warns_a_reading_one() {
     let env = Env::init();
     write(&env.path("s/f"), b"x\n");
     // Storage that takes no audit record (a file where `audit/` should be).
@@ -367,6 +367,23 @@ fn a_record_that_cannot_be_written_fails_the_command_and_says_so() {
     assert!(text.contains("audit record could not be written"), "{text}");
     // Commands that are not audited are not affected.
     assert_eq!(env.snapshots().len(), 1, "the backup itself ran");
+    // A restore got the data back: it warns instead of failing.
+    let target = env.path("t");
+    let (code, text) = run(
+        &env,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            &target.display().to_string(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("audit record could not be written"), "{text}");
+    assert!(
+        fs::read_dir(&target).unwrap().next().is_some(),
+        "the restore wrote its files"
+    );
 }
 
 /// Record files in `audit/` (the signing key aside).
