@@ -31,4 +31,5 @@ mod s3_faults;
 mod scripting;
 mod trees;
 mod unattended;
+mod vhistory;
 mod wal;

@@ -66,11 +66,14 @@ pub enum ObjectKind {
     Dict,
     /// Archived PostgreSQL WAL files, one object each (SPEC §28).
     Wal,
+    /// Verification records: check, drill and exporter verify results,
+    /// each naming where it ran (SPEC §32).
+    Verify,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 9] = [
+    pub const ALL: [ObjectKind; 10] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -80,6 +83,7 @@ impl ObjectKind {
         ObjectKind::Mark,
         ObjectKind::Dict,
         ObjectKind::Wal,
+        ObjectKind::Verify,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -94,6 +98,7 @@ impl ObjectKind {
             ObjectKind::Mark => "marks",
             ObjectKind::Dict => "dicts",
             ObjectKind::Wal => "wal",
+            ObjectKind::Verify => "verify",
         }
     }
 }
@@ -110,6 +115,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Mark => "mark",
             ObjectKind::Dict => "dictionary",
             ObjectKind::Wal => "WAL file",
+            ObjectKind::Verify => "verification record",
         })
     }
 }

@@ -350,6 +350,7 @@ fn looks_before_writing(kind: ObjectKind) -> bool {
         | ObjectKind::Snapshot
         | ObjectKind::Dict
         | ObjectKind::Mark
+        | ObjectKind::Verify
         | ObjectKind::Lock => false,
     }
 }

@@ -202,6 +202,8 @@ CREATE TABLE IF NOT EXISTS snapshot_files (
 );
 ";
 
+/// `ledger_meta` key of the location tag the ledger belongs to (SPEC §32).
+const LEDGER_LOCATION: &str = "location";
 /// Ledger key: start of the current rotation cycle of partial checks.
 const CYCLE_START: &str = "cycle_start_ns";
 /// Ledger key: partial checks run in the current rotation cycle.
@@ -685,6 +687,36 @@ impl Cache {
             .optional()?;
         let runs: Option<i64> = st.query_row(params![CYCLE_RUNS], |r| r.get(0)).optional()?;
         Ok(start.map(|s| (s, to_u64(runs.unwrap_or(0)))))
+    }
+
+    /// Makes the ledger belong to the storage location tagged `tag` (SPEC
+    /// §32): a ledger filled at another location (a byte copy of the
+    /// repository elsewhere) or by a version that did not tag it is
+    /// emptied first, so no check skips a pack on the strength of a read
+    /// made somewhere else. Returns whether the ledger was kept.
+    pub fn claim_ledger(&self, tag: i64) -> Result<bool, CacheError> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let held: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = ?1",
+                params![LEDGER_LOCATION],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if held == Some(tag) {
+            return Ok(true);
+        }
+        tx.execute_batch(
+            "DELETE FROM verified_packs; DELETE FROM ledger_meta; \
+             DELETE FROM check_runs; DELETE FROM drills;",
+        )?;
+        tx.execute(
+            "INSERT INTO ledger_meta (key, value) VALUES (?1, ?2)",
+            params![LEDGER_LOCATION, tag],
+        )?;
+        tx.commit()?;
+        Ok(false)
     }
 
     /// Stores the rotation cycle: its start and its number of runs so far.

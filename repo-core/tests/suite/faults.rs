@@ -407,6 +407,18 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
                 .unwrap();
             named(format!("{rep}"));
         }
+        // Skipped with a warning naming it by a data check (SPEC §32).
+        ObjectKind::Verify => {
+            let r = open_any(b, &[b"pw", b"pw2"]);
+            let rep = r
+                .check(&CheckOptions {
+                    read_data: repo_core::ReadData::All,
+                    ..Default::default()
+                })
+                .run()
+                .unwrap();
+            named(format!("{rep}"));
+        }
         ObjectKind::Lock | ObjectKind::Config => unreachable!(),
     }
     b.delete(kind, name).unwrap();
