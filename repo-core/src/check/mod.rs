@@ -418,7 +418,7 @@ impl fmt::Display for CheckReport {
         if self.packs_selected == 0 && self.packs_recent > 0 {
             writeln!(
                 f,
-                "data: nothing due, no packs read: all {} checked packs were verified at this location within --max-age",
+                "data: nothing due, no packs read ({} packs verified at this location within --max-age)",
                 self.packs_recent
             )?;
         }
