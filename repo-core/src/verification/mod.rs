@@ -124,7 +124,8 @@ pub struct CompactedHistory {
     /// The newest verification time of every pack the folded records
     /// verified, sorted by pack id.
     pub pack_times: Vec<(PackId, i64)>,
-    /// The newest folded record of each kind (see [`Slot`]), with their
+    /// The newest folded record of each kind (check, data check, drill,
+    /// each exporter command), with their
     /// `verified` lists emptied.
     pub latest: Vec<VerificationRecord>,
 }
