@@ -434,3 +434,114 @@ pub(crate) fn location_tag(location: &str) -> i64 {
     b.copy_from_slice(&h.as_bytes()[..8]);
     (u64::from_le_bytes(b) >> 1) as i64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: VerificationOutcome) -> VerificationRecord {
+        VerificationRecord {
+            time_ns: 0x0102,
+            duration_ns: 3,
+            location: "L".into(),
+            host: "h".into(),
+            username: "u".into(),
+            program: "p".into(),
+            outcome,
+            supersedes: vec!["ab".into()],
+        }
+    }
+
+    /// The body layout of SPEC §32.2, written out by hand.
+    #[test]
+    fn golden_record_body() {
+        let r = record(VerificationOutcome::Exporter(ExporterOutcome {
+            command: "c".into(),
+            snapshot: SnapshotId::from_bytes([0x11; 32]),
+            ok: true,
+            summary: "s".into(),
+        }));
+        let want = [
+            "0201000000000000", // time_ns
+            "0300000000000000", // duration_ns
+            "0100000000000000",
+            "4c", // location "L"
+            "0100000000000000",
+            "68", // host "h"
+            "0100000000000000",
+            "75", // username "u"
+            "0100000000000000",
+            "70",       // program "p"
+            "02000000", // outcome: variant 2, Exporter
+            "0100000000000000",
+            "63",             // command "c"
+            &"11".repeat(32), // snapshot
+            "01",             // ok
+            "0100000000000000",
+            "73",               // summary "s"
+            "0100000000000000", // supersedes: one name
+            "0200000000000000",
+            "6162", // "ab"
+        ]
+        .concat();
+        assert_eq!(hex::encode(crate::encoding::encode(&r)), want);
+        let back: VerificationRecord =
+            crate::encoding::decode(&crate::encoding::encode(&r), "record").unwrap();
+        assert_eq!(back, r);
+    }
+
+    /// Pack times come from the records of one location only; the newest
+    /// of each kind wins, through compacted records too.
+    #[test]
+    fn times_and_newest_are_per_location() {
+        let check = |loc: &str, t: i64, packs: &[u8]| {
+            let mut r = record(VerificationOutcome::Check(CheckOutcome {
+                read_data: "all".into(),
+                max_age_s: None,
+                packs: 3,
+                packs_selected: 3,
+                packs_checked: 3,
+                verified: packs.iter().map(|b| PackId::from_bytes([*b; 32])).collect(),
+                errors: 0,
+                warnings: 0,
+                error_messages: Vec::new(),
+            }));
+            r.location = loc.into();
+            r.time_ns = t;
+            r.supersedes.clear();
+            r
+        };
+        let folded = {
+            let mut r = record(VerificationOutcome::Compacted(CompactedHistory {
+                pack_times: vec![(PackId::from_bytes([1; 32]), 50)],
+                latest: vec![check("A", 50, &[])],
+            }));
+            r.location = "A".into();
+            r.time_ns = 50;
+            r.supersedes.clear();
+            r
+        };
+        let h = VerificationHistory {
+            records: vec![
+                ("1".into(), check("A", 10, &[1, 2])),
+                ("2".into(), check("B", 90, &[1, 2, 3])),
+                ("3".into(), folded),
+            ],
+            damaged: Vec::new(),
+        };
+        let a = h.pack_times("A");
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[&PackId::from_bytes([1; 32])], 50);
+        assert_eq!(a[&PackId::from_bytes([2; 32])], 10);
+        assert!(h.pack_times("C").is_empty());
+        let s = h.summaries();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].last_data_check.as_ref().unwrap().time_ns, 50);
+        assert_eq!(s[1].last_data_check.as_ref().unwrap().time_ns, 90);
+        assert_eq!(
+            s[0].records().len(),
+            1,
+            "check and data check are one record"
+        );
+    }
+}
