@@ -344,7 +344,8 @@ impl Repository {
     /// Where this repository is read from, as verification records name it
     /// (SPEC §32): `file://HOST/CANONICAL/PATH` for a local directory (a
     /// directory on another machine is other storage, even at the same
-    /// path), the location as written for S3 (`s3:ENDPOINT/BUCKET/PREFIX`).
+    /// path), the S3 location with the endpoint it resolved to
+    /// (`s3:ENDPOINT/BUCKET/PREFIX`; `s3://BUCKET/PREFIX` for AWS).
     pub fn verification_location(&self) -> String {
         let loc = self.backend().location();
         let path = std::path::Path::new(&loc);
