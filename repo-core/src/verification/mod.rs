@@ -81,6 +81,8 @@ pub struct CheckOutcome {
     pub packs_checked: u64,
     /// Packs whose data was read and verified intact. Emptied when the
     /// record is folded into a compacted one (their times move there).
+    /// Not in JSON: a full check of a large repository lists 100,000s.
+    #[serde(skip_serializing)]
     pub verified: Vec<PackId>,
     /// Errors found.
     pub errors: u64,
@@ -123,6 +125,7 @@ pub struct ExporterOutcome {
 pub struct CompactedHistory {
     /// The newest verification time of every pack the folded records
     /// verified, sorted by pack id.
+    #[serde(skip_serializing)]
     pub pack_times: Vec<(PackId, i64)>,
     /// The newest folded record of each kind (check, data check, drill,
     /// each exporter command), with their
