@@ -995,6 +995,23 @@ mod tests {
         assert_eq!(c.blob_count().unwrap(), 0);
     }
 
+    /// A ledger filled at one location is emptied when another claims it
+    /// (SPEC §32.3), and kept when the same one does.
+    #[test]
+    fn ledger_belongs_to_one_location() {
+        let c = Cache::open(None).unwrap();
+        let p = PackId::from_bytes([7; 32]);
+        assert!(!c.claim_ledger(1).unwrap(), "an untagged ledger is emptied");
+        c.record_verified(&p, 100).unwrap();
+        c.set_rotation_cycle(5, 2).unwrap();
+        assert!(c.claim_ledger(1).unwrap());
+        assert_eq!(c.last_verified(&p).unwrap(), Some(100));
+        assert!(!c.claim_ledger(2).unwrap());
+        assert_eq!(c.last_verified(&p).unwrap(), None);
+        assert_eq!(c.rotation_cycle().unwrap(), None);
+        assert!(c.claim_ledger(2).unwrap());
+    }
+
     #[test]
     fn ledger_survives_index_rebuild_and_reopen() {
         let d = tempfile::tempdir().unwrap();
