@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::id::{PackId, SnapshotId};
 use crate::repository::{Repository, hostname, now_ns, username};
 
-pub use store::{COMPACT_AFTER, VERIFY_MAGIC};
+pub use store::COMPACT_AFTER;
 
 /// At most this many error messages are kept in a check record (the count
 /// is always exact): one lost pack must not make a record of megabytes.
