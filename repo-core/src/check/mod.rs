@@ -1276,35 +1276,11 @@ impl Checker<'_> {
         report: &mut CheckReport,
     ) {
         let ledger = self.repo.index().cache();
-        let mut times = match ledger.verification_times() {
-            Ok(t) if self.ledger_ok => t,
-            Ok(_) => HashMap::new(),
-            Err(e) => {
-                self.warnings.push(Problem::new(
-                    ProblemKind::Ledger,
-                    format!("could not read the verification ledger (treating every pack as unverified): {e}"),
-                ));
-                HashMap::new()
-            }
-        };
-        // What other machines verified at this location (SPEC §32).
-        match self.repo.verification_history() {
-            Ok(h) => {
-                for (name, why) in &h.damaged {
-                    self.warnings.push(Problem::new(
-                        ProblemKind::Ledger,
-                        format!("verification record {name} is unreadable and ignored: {why}"),
-                    ));
-                }
-                for (p, t) in h.pack_times(&self.location) {
-                    let e = times.entry(p).or_insert(t);
-                    *e = (*e).max(t);
-                }
-            }
-            Err(e) => self.warnings.push(Problem::new(
-                ProblemKind::Ledger,
-                format!("could not read the repository's verification records (using this machine's ledger only): {e}"),
-            )),
+        // This machine's ledger and the records other machines left here.
+        let (times, problems) =
+            crate::verification::pack_times(self.repo, &self.location, self.ledger_ok);
+        for p in problems {
+            self.warnings.push(Problem::new(ProblemKind::Ledger, p));
         }
         let cycle = ledger
             .rotation_cycle()

@@ -400,6 +400,45 @@ impl Repository {
     }
 }
 
+/// When each pack was last verified at `location` (SPEC §32.3): this
+/// machine's ledger, if it belongs to `location` (`ledger_ok`), merged with
+/// the repository's records of `location`. What went wrong comes back as
+/// messages for warnings; nothing is fatal, a pack without a time is due.
+pub(crate) fn pack_times(
+    repo: &Repository,
+    location: &str,
+    ledger_ok: bool,
+) -> (HashMap<PackId, i64>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut times = match repo.index().cache().verification_times() {
+        Ok(t) if ledger_ok => t,
+        Ok(_) => HashMap::new(),
+        Err(e) => {
+            problems.push(format!(
+                "could not read the verification ledger (treating every pack as unverified): {e}"
+            ));
+            HashMap::new()
+        }
+    };
+    match repo.verification_history() {
+        Ok(h) => {
+            for (name, why) in &h.damaged {
+                problems.push(format!(
+                    "verification record {name} is unreadable and ignored: {why}"
+                ));
+            }
+            for (p, t) in h.pack_times(location) {
+                let e = times.entry(p).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+        Err(e) => problems.push(format!(
+            "could not read the repository's verification records (using this machine's ledger only): {e}"
+        )),
+    }
+    (times, problems)
+}
+
 /// The record of a check, from what [`Repository::check`] found.
 pub(crate) fn check_record(
     repo: &Repository,
