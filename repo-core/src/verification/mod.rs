@@ -88,7 +88,7 @@ pub struct CheckOutcome {
     pub errors: u64,
     /// Warnings found.
     pub warnings: u64,
-    /// The first [`MAX_ERROR_MESSAGES`] error messages.
+    /// The first 20 error messages (`MAX_ERROR_MESSAGES`).
     pub error_messages: Vec<String>,
 }
 
