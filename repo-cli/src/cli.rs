@@ -394,8 +394,10 @@ is indexed. Packs no index names are reported as warnings (left by interrupted b
 blob. --read-data-subset reads part of the packs: `n/m` (packs whose id's first byte modulo m is \
 n-1), `x%` or a size like `5G`. Verified packs are remembered in the local cache's ledger: `x%` \
 and size subsets take the least recently verified packs, so four `25%` runs read every pack once; \
---max-age DURATION reads only packs not verified within DURATION; --max-duration DURATION starts \
-no new pack after that long.\n\n\
+--max-age DURATION reads only packs not verified within DURATION at this location, by any machine: \
+each check stores a record in the repository naming where it ran (a host and path, or an S3 \
+bucket), so a new machine skips what was verified here and a byte copy elsewhere reads its own \
+packs; when nothing is due it says so. --max-duration DURATION starts no new pack after that long.\n\n\
 Every problem names the pack, blob or file and the snapshots and paths it affects. Exits 1 when \
 any error is found.",
         after_help = "Examples:\n  \
@@ -411,7 +413,7 @@ cairn check --read-data --max-age 30d --max-duration 1h --json"
 --sample) into a fresh scratch directory with the ordinary restore, read every restored file back \
 and compare it chunk by chunk with the keyed hashes the snapshot records, check size and \
 modification time, time it, print a report, and remove the scratch directory. The result is \
-remembered in the local cache for `cairn report`.\n\n\
+remembered in the local cache and recorded in the repository for `cairn report`.\n\n\
 --sample N draws N files, --sample x% each file with probability x%. The draw is deterministic for \
 a --seed (a random seed is chosen and printed otherwise). The scratch directory is made inside \
 --scratch (default: the system's temporary directory). Exits 1 when a file differs or does not \
@@ -427,9 +429,10 @@ cairn drill 1a2b3c4d --sample 5% --json"
     #[command(
         long_about = "Print an integrity report on SNAPSHOT for auditors: its id, time, host, paths \
 and tags, the root tree id, a BLAKE3 Merkle root over the whole tree (docs/check.md §5), file count \
-and total size, the backup's counters, how many of its packs this machine's ledger has verified, \
-and the last check and restore drill with their dates. As text, as Markdown with --markdown, or \
-as JSON with --json.\n\n\
+and total size, the backup's counters, how many of its packs were verified at this location, \
+the last check and restore drill this machine remembers, and, from the repository's records, the \
+newest check, drill and exporter verify of every location (any machine) with dates. As text, as \
+Markdown with --markdown, or as JSON with --json.\n\n\
 With --sign the JSON report, with the audit trail's heads (`audit_heads`), is signed with the \
 repository's audit key: a last line `cairn-signature: ed25519 KEY SIGNATURE` covers every byte \
 before it. `cairn report verify FILE --public-key KEY` checks such a file without the password.",
@@ -1167,7 +1170,8 @@ pub struct CheckArgs {
     /// Read only some packs: `n/m`, `x%` (least recently verified first) or a size like `5G`.
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<repo_core::ReadData>,
-    /// Read only packs not verified within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h, min, s).
+    /// Read only packs not verified at this location (by any machine: the repository records
+    /// where each check ran) within DURATION (e.g. 30d, 1y2m, 12h; units y=365d, m=30d, w, d, h, min, s).
     #[arg(long, value_name = "DURATION", requires = "data",
           value_parser = repo_core::parse_duration)]
     pub max_age: Option<std::time::Duration>,

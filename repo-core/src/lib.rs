@@ -117,6 +117,7 @@ mod size;
 mod snapshot;
 mod tree;
 mod unattended;
+mod verification;
 mod wal;
 mod warning;
 
@@ -154,6 +155,10 @@ pub use check::{
     DrillSummary, IntegrityReport, MerkleRoot, Problem, ProblemKind, ReadData, Sample,
 };
 pub use repair::{DamagedPath, RepairIndexOptions, RepairIndexReport, RepairSnapshotsReport};
+pub use verification::{
+    COMPACT_AFTER, CheckOutcome, CompactedHistory, DrillOutcome, ExporterOutcome, LocationSummary,
+    VerificationHistory, VerificationOutcome, VerificationRecord,
+};
 
 // Forget and prune: plan first, then execute.
 pub use forget::{

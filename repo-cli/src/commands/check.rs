@@ -14,6 +14,9 @@ use crate::progress::TermProgress;
 struct CheckJson<'a> {
     /// What data was selected: `none`, `all`, `n/m`, `x%` or a size.
     read_data: String,
+    /// Data was asked for, but every pack was verified at this location
+    /// within `--max-age`: nothing was read.
+    nothing_due: bool,
     #[serde(flatten)]
     report: &'a CheckReport,
     requests: Requests,
@@ -40,6 +43,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CheckArgs) -> Result<Status> {
     if out.json {
         out.json_value(&CheckJson {
             read_data: read_data.to_string(),
+            nothing_due: read_data.reads() && report.packs_selected == 0 && report.packs_recent > 0,
             report: &report,
             requests: repo.request_stats(),
         })?;

@@ -74,6 +74,11 @@ pub fn run(g: &GlobalArgs, out: Output, a: &DrillArgs) -> Result<Status> {
             report.scratch_dir
         ));
     }
+    if let Some(e) = &report.record_error {
+        out.warn(format!(
+            "the drill's result could not be recorded in the repository: {e}"
+        ));
+    }
     if !report.ok {
         let n = report.failures.len();
         bail!(

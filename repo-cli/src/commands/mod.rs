@@ -32,6 +32,7 @@ mod restore;
 mod run;
 mod snapshots;
 mod stats;
+mod verify_record;
 mod wal;
 
 use std::ffi::OsStr;

@@ -255,6 +255,7 @@ struct VerifyJson<'a> {
 }
 
 fn verify(g: &GlobalArgs, out: Output, a: &PgVerifyArgs) -> Result<Status> {
+    let started = super::verify_record::Started::now();
     let repo = open(g, out)?;
     let d = pg_select::dump(
         &repo,
@@ -277,6 +278,17 @@ fn verify(g: &GlobalArgs, out: Output, a: &PgVerifyArgs) -> Result<Status> {
         None => connect(a.dsn.as_deref(), a.dsn_file.as_deref())?,
     };
     let (scratch, checked, mismatches) = pg::verify(&repo, &server, snap, &d.node)?;
+    started.record(
+        &repo,
+        out,
+        "pg verify",
+        snap.id,
+        mismatches.is_empty(),
+        format!(
+            "{db}: {checked} tables checked, {} mismatch(es)",
+            mismatches.len()
+        ),
+    );
     if out.json {
         out.json_value(&VerifyJson {
             snapshot_id: snap.id.to_hex(),

@@ -520,6 +520,7 @@ pub fn pitr_verify(g: &GlobalArgs, out: Output, a: &PgPitrVerifyArgs) -> Result<
         Some(c) => c.clone(),
         None => restore_command(g)?,
     };
+    let started = super::verify_record::Started::now();
     let repo = open(g, out)?;
     let t0 = Instant::now();
     let parent = a.scratch.clone().unwrap_or_else(std::env::temp_dir);
@@ -690,6 +691,23 @@ pub fn pitr_verify(g: &GlobalArgs, out: Output, a: &PgPitrVerifyArgs) -> Result<
         scratch_dir: scratch_dir.display().to_string(),
     };
     drop(scratch);
+    started.record(
+        &repo,
+        out,
+        "pg pitr-verify",
+        r.snap.id,
+        true,
+        format!(
+            "recovered to {} (WAL {}) in {:.1}s, {} tables counted",
+            report
+                .newest_recoverable_time
+                .as_deref()
+                .unwrap_or("no transaction"),
+            report.newest_recoverable_lsn,
+            report.rto_s,
+            report.tables_checked
+        ),
+    );
     if out.json {
         out.json_value(&report)?;
     } else {

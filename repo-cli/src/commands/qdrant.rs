@@ -409,6 +409,7 @@ fn scratch_name(collection: &str) -> String {
 }
 
 fn verify(g: &GlobalArgs, out: Output, a: &QdrantVerifyArgs) -> Result<Status> {
+    let started = super::verify_record::Started::now();
     let repo = open(g, out)?;
     let s = stored(&repo, &a.snapshot, &a.filter)?;
     let client = client(&a.server)?;
@@ -432,6 +433,17 @@ fn verify(g: &GlobalArgs, out: Output, a: &QdrantVerifyArgs) -> Result<Status> {
     }
     let restored = restored?;
     let ok = restored == s.points;
+    started.record(
+        &repo,
+        out,
+        "qdrant verify",
+        s.snap.id,
+        ok,
+        format!(
+            "{}: {} points recorded, {restored} restored",
+            s.collection, s.points
+        ),
+    );
     if out.json {
         out.json_value(&VerifyJson {
             snapshot_id: s.snap.id.to_hex(),

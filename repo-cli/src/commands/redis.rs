@@ -356,6 +356,7 @@ struct VerifyJson<'a> {
 }
 
 fn verify(g: &GlobalArgs, out: Output, a: &RedisVerifyArgs) -> Result<Status> {
+    let started = super::verify_record::Started::now();
     let repo = open(g, out)?;
     let snap = select(&repo, &a.snapshot, &a.filter)?;
     let recorded = recorded_keys(&snap)?;
@@ -384,6 +385,16 @@ fn verify(g: &GlobalArgs, out: Output, a: &RedisVerifyArgs) -> Result<Status> {
         .collect();
     drop(scratch);
     let ok = checks.iter().all(|c| c.ok);
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("db{}", c.db))
+        .collect();
+    let summary = match bad.is_empty() {
+        true => format!("{} database(s), key counts match", checks.len()),
+        false => format!("key counts differ in {}", bad.join(", ")),
+    };
+    started.record(&repo, out, "redis verify", snap.id, ok, summary);
     let meta = |k: &str| {
         snap.snapshot
             .metadata

@@ -1,7 +1,7 @@
 //! `cairn report`: an integrity report on one snapshot.
 
 use anyhow::Result;
-use repo_core::{CheckSummary, DrillSummary, IntegrityReport};
+use repo_core::{CheckSummary, DrillSummary, IntegrityReport, LocationSummary, VerificationRecord};
 use serde::Serialize;
 
 use super::{Status, open, select};
@@ -45,6 +45,60 @@ struct ReportJson<'a> {
     /// only): an anchor a later truncation of the trail cannot remove.
     #[serde(skip_serializing_if = "Option::is_none")]
     audit_heads: Option<Vec<String>>,
+    /// Where this report read the repository.
+    location: &'a str,
+    /// Newest results per location, from the repository's records.
+    verification: Vec<LocationJson<'a>>,
+}
+
+/// One location's newest results (SPEC §32).
+#[derive(Serialize)]
+struct LocationJson<'a> {
+    location: &'a str,
+    last_check: Option<RecordJson<'a>>,
+    last_data_check: Option<RecordJson<'a>>,
+    last_drill: Option<RecordJson<'a>>,
+    last_exporter_verify: Vec<RecordJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    time: String,
+    duration_s: f64,
+    host: &'a str,
+    username: &'a str,
+    program: &'a str,
+    ok: bool,
+    summary: String,
+    #[serde(flatten)]
+    outcome: &'a repo_core::VerificationOutcome,
+}
+
+impl<'a> RecordJson<'a> {
+    fn new(r: &'a VerificationRecord) -> Self {
+        Self {
+            time: output::rfc3339(r.time_ns),
+            duration_s: output::seconds(r.duration_ns),
+            host: &r.host,
+            username: &r.username,
+            program: &r.program,
+            ok: r.ok(),
+            summary: r.describe(),
+            outcome: &r.outcome,
+        }
+    }
+}
+
+impl<'a> From<&'a LocationSummary> for LocationJson<'a> {
+    fn from(l: &'a LocationSummary) -> Self {
+        Self {
+            location: &l.location,
+            last_check: l.last_check.as_ref().map(RecordJson::new),
+            last_data_check: l.last_data_check.as_ref().map(RecordJson::new),
+            last_drill: l.last_drill.as_ref().map(RecordJson::new),
+            last_exporter_verify: l.last_exporter.iter().map(RecordJson::new).collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -124,6 +178,8 @@ impl<'a> ReportJson<'a> {
             last_data_check: r.last_data_check.as_ref().map(CheckJson::from),
             last_drill: r.last_drill.as_ref().map(DrillJson::from),
             audit_heads: None,
+            location: &r.location,
+            verification: r.verification.iter().map(LocationJson::from).collect(),
         }
     }
 }
@@ -218,6 +274,25 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
         ))
     ))?;
     out.line(format!("written by    {}", r.snapshot_program))?;
+    out.line(format!(
+        "verification  (from the repository; this report reads {})",
+        r.location
+    ))?;
+    if r.verification.is_empty() {
+        out.line("  none recorded in the repository")?;
+    }
+    for l in &r.verification {
+        out.line(format!("  at {}", l.location))?;
+        for v in l.records() {
+            out.line(format!(
+                "    {}  {}  (host {}){}",
+                output::local_time(v.time_ns),
+                v.describe(),
+                v.host,
+                if v.ok() { "" } else { "  FAILED" }
+            ))?;
+        }
+    }
     Ok(Status::Ok)
 }
 

@@ -32,4 +32,5 @@ mod s3_faults;
 mod scripting;
 mod trees;
 mod unattended;
+mod vhistory;
 mod wal;

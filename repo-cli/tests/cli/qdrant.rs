@@ -251,6 +251,18 @@ fn qdrant_backup_restore_verify_round_trip() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("MISMATCH"));
     assert_eq!(api.collections(), ["docs", "docs-copy"], "scratch deleted");
+    // The failed verify is the newest one the repository records (SPEC §32).
+    let r = env.json(["report", "latest"]);
+    let e = &r["verification"][0]["last_exporter_verify"][0];
+    assert_eq!(
+        (e["command"].as_str(), e["ok"].as_bool()),
+        (Some("qdrant verify"), Some(false)),
+        "{r}"
+    );
+    assert!(
+        e["summary"].as_str().unwrap().contains("299 restored"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -93,7 +93,8 @@ fn json_reports_requests_by_kind() {
     let checked = env.json(["check", "--read-data"]);
     let r = requests("check", &checked);
     assert!(n(r, "bytes_received") >= stored, "{r}");
-    assert_eq!(n(r, "write"), 0, "{r}");
+    // Its one write is its verification record (SPEC §32).
+    assert_eq!(n(r, "write"), 1, "{r}");
 
     let drilled = env.json(["drill", "latest", "--sample", "100%"]);
     let r = requests("drill", &drilled);

@@ -421,3 +421,30 @@ fn bad_s3_input_fails_clearly_without_leaking_the_secret() {
     );
     s.assert_clean();
 }
+
+/// Verification records name an S3 location with the endpoint the client
+/// resolved (SPEC §32.1): a check through `s3://BUCKET` and
+/// `--s3-endpoint`, and one through `s3:http…` on a new machine, are at one
+/// location, so the second finds nothing due.
+#[test]
+fn verification_records_name_the_resolved_endpoint() {
+    let s = S3::new("cli/vhistory");
+    s.ok(["init"].into_iter().chain(WEAK));
+    write(&s.env.path("src/a"), &[7u8; 100_000]);
+    s.ok([OsStr::new("backup"), s.env.path("src").as_os_str()]);
+    let bare = format!("s3://{}/cli/vhistory", s.garage.bucket());
+    let endpoint = s.garage.endpoint();
+    let out = s.run_at(
+        &bare,
+        &[],
+        ["--s3-endpoint", &endpoint, "--json", "check", "--read-data"],
+    );
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["location"], s.location.as_str(), "{v}");
+    assert!(v["packs_checked"].as_u64().unwrap() >= 1, "{v}");
+    fs::remove_dir_all(s.env.path("cache")).unwrap();
+    let again = s.json(["check", "--read-data", "--max-age", "30d"]);
+    assert_eq!(again["nothing_due"], true, "{again}");
+    s.assert_clean();
+}

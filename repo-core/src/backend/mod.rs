@@ -68,11 +68,14 @@ pub enum ObjectKind {
     Wal,
     /// Audit trail records and the audit signing key (SPEC §31).
     Audit,
+    /// Verification records: check, drill and exporter verify results,
+    /// each naming where it ran (SPEC §32).
+    Verify,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 10] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -83,6 +86,7 @@ impl ObjectKind {
         ObjectKind::Dict,
         ObjectKind::Wal,
         ObjectKind::Audit,
+        ObjectKind::Verify,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -98,6 +102,7 @@ impl ObjectKind {
             ObjectKind::Dict => "dicts",
             ObjectKind::Wal => "wal",
             ObjectKind::Audit => "audit",
+            ObjectKind::Verify => "verify",
         }
     }
 }
@@ -115,6 +120,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Dict => "dictionary",
             ObjectKind::Wal => "WAL file",
             ObjectKind::Audit => "audit record",
+            ObjectKind::Verify => "verification record",
         })
     }
 }

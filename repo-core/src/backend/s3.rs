@@ -251,9 +251,16 @@ impl S3Backend {
             let _guard = runtime.enter();
             opendal::blocking::Operator::new(op).map_err(|e| config_error(loc, describe(&e)))?
         };
+        // With the endpoint it resolved to: verification records name
+        // where a check ran (SPEC §32), and one `s3://BUCKET` name may
+        // reach buckets on different stores.
+        let resolved = S3Location {
+            endpoint: endpoint.clone(),
+            ..loc.clone()
+        };
         Ok(Self {
             op,
-            location: loc.to_string(),
+            location: resolved.to_string(),
             readahead: ReadAhead::default(),
             runtime,
             wire: Counters::default(),
@@ -351,6 +358,7 @@ fn looks_before_writing(kind: ObjectKind) -> bool {
         | ObjectKind::Dict
         | ObjectKind::Mark
         | ObjectKind::Lock
+        | ObjectKind::Verify
         // Records are named by their content; the signing key is read back
         // after its first write, so a lost race only costs a re-read.
         | ObjectKind::Audit => false,

@@ -202,6 +202,8 @@ CREATE TABLE IF NOT EXISTS snapshot_files (
 );
 ";
 
+/// `ledger_meta` key of the location tag the ledger belongs to (SPEC §32).
+const LEDGER_LOCATION: &str = "location";
 /// Ledger key: start of the current rotation cycle of partial checks.
 const CYCLE_START: &str = "cycle_start_ns";
 /// Ledger key: partial checks run in the current rotation cycle.
@@ -687,6 +689,36 @@ impl Cache {
         Ok(start.map(|s| (s, to_u64(runs.unwrap_or(0)))))
     }
 
+    /// Makes the ledger belong to the storage location tagged `tag` (SPEC
+    /// §32): a ledger filled at another location (a byte copy of the
+    /// repository elsewhere) or by a version that did not tag it is
+    /// emptied first, so no check skips a pack on the strength of a read
+    /// made somewhere else. Returns whether the ledger was kept.
+    pub fn claim_ledger(&self, tag: i64) -> Result<bool, CacheError> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let held: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM ledger_meta WHERE key = ?1",
+                params![LEDGER_LOCATION],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if held == Some(tag) {
+            return Ok(true);
+        }
+        tx.execute_batch(
+            "DELETE FROM verified_packs; DELETE FROM ledger_meta; \
+             DELETE FROM check_runs; DELETE FROM drills;",
+        )?;
+        tx.execute(
+            "INSERT INTO ledger_meta (key, value) VALUES (?1, ?2)",
+            params![LEDGER_LOCATION, tag],
+        )?;
+        tx.commit()?;
+        Ok(false)
+    }
+
     /// Stores the rotation cycle: its start and its number of runs so far.
     pub fn set_rotation_cycle(&self, start_ns: i64, runs: u64) -> Result<(), CacheError> {
         let mut c = self.conn();
@@ -961,6 +993,23 @@ mod tests {
         std::fs::write(&p, b"not a database at all, definitely not").unwrap();
         let c = Cache::open(Some(&p)).unwrap();
         assert_eq!(c.blob_count().unwrap(), 0);
+    }
+
+    /// A ledger filled at one location is emptied when another claims it
+    /// (SPEC §32.3), and kept when the same one does.
+    #[test]
+    fn ledger_belongs_to_one_location() {
+        let c = Cache::open(None).unwrap();
+        let p = PackId::from_bytes([7; 32]);
+        assert!(!c.claim_ledger(1).unwrap(), "an untagged ledger is emptied");
+        c.record_verified(&p, 100).unwrap();
+        c.set_rotation_cycle(5, 2).unwrap();
+        assert!(c.claim_ledger(1).unwrap());
+        assert_eq!(c.last_verified(&p).unwrap(), Some(100));
+        assert!(!c.claim_ledger(2).unwrap());
+        assert_eq!(c.last_verified(&p).unwrap(), None);
+        assert_eq!(c.rotation_cycle().unwrap(), None);
+        assert!(c.claim_ledger(2).unwrap());
     }
 
     #[test]

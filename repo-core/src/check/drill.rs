@@ -115,6 +115,9 @@ pub struct DrillReport {
     pub scratch_dir: String,
     /// Why the scratch directory could not be removed, if it could not.
     pub cleanup_error: Option<String>,
+    /// Why the drill's verification record could not be stored in the
+    /// repository (SPEC §32), if it could not; the drill itself stands.
+    pub record_error: Option<String>,
 }
 
 impl fmt::Display for DrillReport {
@@ -491,7 +494,26 @@ impl Repository {
             ok,
             scratch_dir: dir.display().to_string(),
             cleanup_error,
+            record_error: None,
         };
+        let mut report = report;
+        let record = crate::verification::drill_record(
+            self,
+            time_ns,
+            report.duration.as_nanos() as u64,
+            crate::verification::DrillOutcome {
+                snapshot: snapshot.id,
+                files: report.files,
+                bytes: report.bytes,
+                failures: report.failures.len() as u64,
+                ok,
+            },
+        );
+        if let Err(e) = self.store_verification(&record, None) {
+            report.record_error = Some(e.to_string());
+        }
+        let tag = crate::verification::location_tag(&record.location);
+        self.index().cache().claim_ledger(tag)?;
         self.index().cache().record_drill(&DrillRecord {
             snapshot: snapshot.id,
             time_ns,

@@ -371,6 +371,11 @@ pub struct CheckReport {
     pub packs_checked: u64,
     /// Selected packs left unread because `max_duration` ran out.
     pub packs_skipped: u64,
+    /// Packs not due: verified at this location within `max_age`, by this
+    /// machine's ledger or the repository's verification records (SPEC §32).
+    pub packs_recent: u64,
+    /// Where the check read the repository (SPEC §32).
+    pub location: String,
     /// Blobs opened (decrypted, decompressed, hashed).
     pub blobs_checked: u64,
     /// Pack bytes read for data checks.
@@ -410,6 +415,13 @@ impl fmt::Display for CheckReport {
             "structure: {} index files, {} packs, {} snapshots, {} trees, {} data references",
             self.index_files, self.packs, self.snapshots, self.trees, self.data_refs
         )?;
+        if self.packs_selected == 0 && self.packs_recent > 0 {
+            writeln!(
+                f,
+                "data: nothing due, no packs read ({} packs verified at this location within --max-age)",
+                self.packs_recent
+            )?;
+        }
         if self.packs_selected > 0 {
             write!(
                 f,
@@ -424,6 +436,13 @@ impl fmt::Display for CheckReport {
                     f,
                     "; {} left for the next run (time limit)",
                     self.packs_skipped
+                )?;
+            }
+            if self.packs_recent > 0 {
+                write!(
+                    f,
+                    "; {} not due (verified here within --max-age)",
+                    self.packs_recent
                 )?;
             }
             writeln!(f)?;
@@ -519,6 +538,12 @@ struct Checker<'a> {
     bad_packs: HashMap<PackId, usize>,
     /// Blobs whose loss or damage an error describes, mapped to the errors.
     bad_blobs: HashMap<BlobId, Vec<usize>>,
+    /// Where the repository is read (SPEC §32).
+    location: String,
+    /// Whether the local ledger belongs to `location` and may be used.
+    ledger_ok: bool,
+    /// Packs whose data was read and verified intact.
+    verified: Vec<PackId>,
 }
 
 /// A check set up by [`Repository::check`], run by [`Check::run`]; the
@@ -575,6 +600,11 @@ impl Repository {
         let time_ns = now_ns();
         // The sorts' run files, removed when this handle drops (docs/check.md §1).
         let scratch = self.index().cache().scratch_dir()?;
+        let location = self.verification_location();
+        let claimed = self
+            .index()
+            .cache()
+            .claim_ledger(crate::verification::location_tag(&location));
         let mut errors = check_keys(self)?;
         let (view, index_names, index_errors) = read_index(self, scratch.path(), opts.spill_bytes)?;
         errors.extend(index_errors);
@@ -586,7 +616,16 @@ impl Repository {
             index_names,
             bad_packs: HashMap::new(),
             bad_blobs: HashMap::new(),
+            location,
+            ledger_ok: claimed.is_ok(),
+            verified: Vec::new(),
         };
+        if let Err(e) = claimed {
+            ck.warnings.push(Problem::new(
+                ProblemKind::Ledger,
+                format!("could not read the local verification ledger (not using it): {e}"),
+            ));
+        }
         let dictionaries = ck.check_dictionaries()?;
         let index_files = ck.index_names.len() as u64;
         let listed = ck.check_packs()?;
@@ -604,6 +643,8 @@ impl Repository {
             packs_selected: 0,
             packs_checked: 0,
             packs_skipped: 0,
+            packs_recent: 0,
+            location: ck.location.clone(),
             blobs_checked: 0,
             bytes_read: 0,
             snapshots: snaps.len() as u64,
@@ -624,16 +665,42 @@ impl Repository {
         }
         let ledger = self.index().cache();
         let existing: HashSet<PackId> = listed.keys().copied().collect();
-        if let Err(e) = ledger.retain_verified(&existing) {
+        if ck.ledger_ok
+            && let Err(e) = ledger.retain_verified(&existing)
+        {
             ck.warnings.push(Problem::new(
                 ProblemKind::Ledger,
                 format!("could not update the verification ledger: {e}"),
             ));
         }
+        let verified = std::mem::take(&mut ck.verified);
         report.errors = ck.errors;
         report.warnings = ck.warnings;
         report.ok = report.errors.is_empty();
         report.duration = started.elapsed();
+        let outcome = crate::verification::CheckOutcome {
+            read_data: opts.read_data.to_string(),
+            max_age_s: opts.max_age.map(|d| d.as_secs()),
+            packs: report.packs,
+            packs_selected: report.packs_selected,
+            packs_checked: report.packs_checked,
+            verified,
+            errors: report.errors.len() as u64,
+            warnings: report.warnings.len() as u64,
+            error_messages: report
+                .errors
+                .iter()
+                .take(crate::verification::MAX_ERROR_MESSAGES)
+                .map(|p| p.message.clone())
+                .collect(),
+        };
+        let record = crate::verification::check_record(self, time_ns, outcome);
+        if let Err(e) = self.store_verification(&record, Some(&existing)) {
+            report.warnings.push(Problem::new(
+                ProblemKind::Ledger,
+                format!("could not store this check's verification record in the repository: {e}"),
+            ));
+        }
         let record = CheckRecord {
             time_ns,
             duration_ns: report.duration.as_nanos() as u64,
@@ -1209,20 +1276,17 @@ impl Checker<'_> {
         report: &mut CheckReport,
     ) {
         let ledger = self.repo.index().cache();
-        let times = match ledger.verification_times() {
-            Ok(t) => t,
-            Err(e) => {
-                self.warnings.push(Problem::new(
-                    ProblemKind::Ledger,
-                    format!("could not read the verification ledger (treating every pack as unverified): {e}"),
-                ));
-                HashMap::new()
-            }
-        };
+        // This machine's ledger and the records other machines left here.
+        let (times, problems) =
+            crate::verification::pack_times(self.repo, &self.location, self.ledger_ok);
+        for p in problems {
+            self.warnings.push(Problem::new(ProblemKind::Ledger, p));
+        }
         let cycle = ledger
             .rotation_cycle()
             .ok()
             .flatten()
+            .filter(|_| self.ledger_ok)
             .map(|(start_ns, runs)| Cycle { start_ns, runs });
         let mut candidates: Vec<(PackId, u64)> = self
             .view
@@ -1232,7 +1296,15 @@ impl Checker<'_> {
             .filter_map(|p| listed.get(&p).map(|s| (p, *s)))
             .collect();
         candidates.shuffle(&mut rand::thread_rng());
-        let sel = select_packs(candidates, &times, opts, now_ns(), cycle);
+        let now = now_ns();
+        if let Some(age) = opts.max_age {
+            let since = now.saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64);
+            report.packs_recent = candidates
+                .iter()
+                .filter(|(p, _)| times.get(p).is_some_and(|t| *t >= since))
+                .count() as u64;
+        }
+        let sel = select_packs(candidates, &times, opts, now, cycle);
         if let Some(c) = sel.cycle
             && let Err(e) = ledger.set_rotation_cycle(c.start_ns, c.runs)
         {
@@ -1276,7 +1348,10 @@ impl Checker<'_> {
                 format!("could not record verified packs in the ledger: {e}"),
             ));
         }
-        for (_, o) in outcomes {
+        for (id, o) in outcomes {
+            if o.verified {
+                self.verified.push(id);
+            }
             report.packs_skipped += u64::from(o.skipped);
             report.packs_checked += u64::from(o.checked);
             report.blobs_checked += o.blobs;

@@ -204,6 +204,11 @@ pub struct IntegrityReport {
     pub last_data_check: Option<CheckSummary>,
     /// The latest restore drill of this snapshot.
     pub last_drill: Option<DrillSummary>,
+    /// Where this report read the repository (SPEC §32).
+    pub location: String,
+    /// The newest check, drill and exporter verify results of every
+    /// location, from the repository's verification records (SPEC §32).
+    pub verification: Vec<crate::verification::LocationSummary>,
 }
 
 /// `2025-01-02 03:04:05 UTC`.
@@ -346,6 +351,27 @@ impl IntegrityReport {
         }
         let _ = writeln!(
             m,
+            "\n## Verification history\n\nFrom the repository's records (SPEC §32); this report reads it at `{}`.\n",
+            self.location
+        );
+        if self.verification.is_empty() {
+            let _ = writeln!(m, "- **No verification recorded in the repository.**");
+        }
+        for loc in &self.verification {
+            let _ = writeln!(m, "- Location `{}`:", loc.location);
+            for r in loc.records() {
+                let _ = writeln!(
+                    m,
+                    "  - {} on {}: {}; clean: {}.",
+                    utc(r.time_ns),
+                    r.host,
+                    r.describe(),
+                    yes_no(r.ok())
+                );
+            }
+        }
+        let _ = writeln!(
+            m,
             "\nGenerated {} by {}. The Merkle root is defined in cairn's docs/check.md §5; \
              with the repository key it can be recomputed from the snapshot's trees.",
             utc(self.generated_ns),
@@ -371,7 +397,16 @@ impl Repository {
             }
         }
         let cache = self.index().cache();
-        let times = cache.verification_times()?;
+        // This machine's ledger counts only if it was filled here, and the
+        // repository's records add what other machines verified here (SPEC §32).
+        let location = self.verification_location();
+        cache.claim_ledger(crate::verification::location_tag(&location))?;
+        let history = self.verification_history()?;
+        let mut times = cache.verification_times()?;
+        for (p, t) in history.pack_times(&location) {
+            let e = times.entry(p).or_insert(t);
+            *e = (*e).max(t);
+        }
         let verified: Vec<i64> = packs.iter().filter_map(|p| times.get(p).copied()).collect();
         let oldest = (verified.len() == packs.len())
             .then(|| verified.iter().min().copied())
@@ -403,6 +438,8 @@ impl Repository {
             last_check: cache.last_check(false)?.map(Into::into),
             last_data_check: cache.last_check(true)?.map(Into::into),
             last_drill: cache.last_drill(Some(&snapshot.id))?.map(Into::into),
+            location,
+            verification: history.summaries(),
         })
     }
 

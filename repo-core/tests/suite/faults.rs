@@ -407,6 +407,18 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
                 .unwrap();
             named(format!("{rep}"));
         }
+        // Skipped with a warning naming it by a data check (SPEC §32).
+        ObjectKind::Verify => {
+            let r = open_any(b, &[b"pw", b"pw2"]);
+            let rep = r
+                .check(&CheckOptions {
+                    read_data: repo_core::ReadData::All,
+                    ..Default::default()
+                })
+                .run()
+                .unwrap();
+            named(format!("{rep}"));
+        }
         // Only the CLI writes audit records; no library operation here does.
         ObjectKind::Lock | ObjectKind::Config | ObjectKind::Audit => unreachable!(),
     }

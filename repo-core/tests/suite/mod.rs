@@ -32,6 +32,7 @@ mod s3;
 mod selection;
 mod snapshot_cache;
 mod unattended;
+mod verification;
 mod wal;
 
 // The suites' shared helpers come from the workspace's test-support crate.
