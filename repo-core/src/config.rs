@@ -104,7 +104,12 @@ pub struct Config {
     pub epochs: Vec<u32>,
 }
 
-/// The cipher byte of a version-4 config (SPEC §3.3, §29.4): the only one
+/// The encoding of an empty epoch list, which bodies before version 4 lack.
+fn no_epochs() -> Vec<u8> {
+    encoding::encode(&Vec::<u32>::new())
+}
+
+/// The cipher byte of a version-4 config (SPEC §29.4): the only one
 /// this build writes and reads, XChaCha20-Poly1305.
 pub const CIPHER_XCHACHA20_POLY1305: u8 = 0;
 
@@ -230,9 +235,9 @@ impl Config {
     pub fn encode_body(&self) -> Vec<u8> {
         let mut body = encoding::encode(self);
         if self.version < EPOCH_VERSION {
-            // The empty `epochs` is the last byte, a single 0 (SPEC §2.2),
-            // and before it a `None` of `content_keys` is one more.
-            body.pop();
+            // The empty `epochs` ends the encoding (its u64 length, SPEC
+            // §2.2), and before it a `None` of `content_keys` is one byte.
+            body.truncate(body.len() - no_epochs().len());
             if self.content_keys.is_none() {
                 body.pop();
             }
@@ -248,9 +253,8 @@ impl Config {
             return encoding::decode(body, "config");
         }
         if version >= COPY_VERSION {
-            let mut full = Vec::with_capacity(body.len() + 1);
-            full.extend_from_slice(body);
-            full.push(0);
+            let mut full = body.to_vec();
+            full.extend_from_slice(&no_epochs());
             let c: Self = encoding::decode(&full, "config")?;
             if c.content_keys.is_none() {
                 // Its encoding would be a version-2 body's: not canonical.
@@ -261,9 +265,9 @@ impl Config {
             }
             return Ok(c);
         }
-        let mut full = Vec::with_capacity(body.len() + 2);
-        full.extend_from_slice(body);
-        full.extend_from_slice(&[0, 0]);
+        let mut full = body.to_vec();
+        full.push(0);
+        full.extend_from_slice(&no_epochs());
         encoding::decode(&full, "config")
     }
 
