@@ -145,6 +145,7 @@ machines or tests; the defaults are 65536 KiB, 3 passes and 4 lanes (computed in
         after_help = "Examples:\n  \
 cairn -r /srv/backup init\n  \
 cairn -r /srv/backup init --compression 9 --pack-size 32\n  \
+cairn -r /srv/backup init --cipher xaes-256-gcm\n  \
 cairn -r s3:https://s3.example.com/backups/host1 init\n  \
 CAIRN_PASSWORD=test cairn -r /tmp/repo init --kdf-memory 64 --kdf-iterations 1"
     )]
@@ -576,6 +577,17 @@ pub struct InitArgs {
     /// The repository whose parameters --copy-chunker-params copies.
     #[command(flatten)]
     pub from: FromRepoArgs,
+    /// The AEAD that seals every object: xchacha20-poly1305 (the default) or xaes-256-gcm
+    /// (AES-256, for policies that name it; uses AES-NI). Anything but the default
+    /// creates a format-version-4 repository, which cairn builds before it cannot read.
+    #[arg(long, value_name = "CIPHER", default_value = "xchacha20-poly1305",
+          value_parser = parse_cipher, conflicts_with = "no_dictionary")]
+    pub cipher: repo_core::Cipher,
+}
+
+fn parse_cipher(s: &str) -> Result<repo_core::Cipher, String> {
+    repo_core::Cipher::parse(s)
+        .ok_or_else(|| format!("unknown cipher {s:?}: use xchacha20-poly1305 or xaes-256-gcm"))
 }
 
 /// Selects snapshots where `latest` is used.

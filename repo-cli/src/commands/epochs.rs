@@ -139,7 +139,7 @@ pub fn retire(g: &GlobalArgs, out: Output, a: &KeyRetireArgs) -> Result<Status> 
         out.json_value(&EpochsJson {
             live: repo.data_keys().live_epochs(),
             newest: repo.data_keys().newest_epoch(),
-            cipher: "xchacha20-poly1305",
+            cipher: repo.data_keys().cipher().name(),
             census: &census,
         })?;
     } else {
@@ -161,13 +161,14 @@ pub fn epochs(repo: &Repository, out: Output) -> Result<Status> {
         out.json_value(&EpochsJson {
             live,
             newest,
-            cipher: "xchacha20-poly1305",
+            cipher: repo.data_keys().cipher().name(),
             census: &census,
         })?;
     } else {
         out.line(format!(
-            "live epochs {} (newest {newest} seals new objects); cipher XChaCha20-Poly1305",
-            list(&live)
+            "live epochs {} (newest {newest} seals new objects); cipher {}",
+            list(&live),
+            repo.data_keys().cipher().name()
         ))?;
         for (e, n) in &census.per_epoch {
             out.line(format!(

@@ -155,3 +155,34 @@ fn rotate_refuses_old_key_files_and_rewraps_an_unattended_key_with_output() {
     );
     assert_success(&with_key_file(&env, &new_token, &["snapshots"]));
 }
+
+#[test]
+fn init_with_the_compliance_cipher() {
+    let env = Env::empty();
+    env.ok([
+        "init",
+        "--kdf-memory",
+        "64",
+        "--kdf-iterations",
+        "1",
+        "--cipher",
+        "xaes-256-gcm",
+    ]);
+    backup(&env, "f.txt", b"sealed with AES-256\n");
+    let cfg = env.json(["cat", "config"]);
+    assert_eq!(cfg["cipher"], "xaes-256-gcm", "{cfg}");
+    assert_eq!(cfg["version"], 4);
+    let e = env.json(["key", "epochs"]);
+    assert_eq!(e["cipher"], "xaes-256-gcm");
+    let target = env.path("restore");
+    env.ok(["restore", "latest", "--target", target.to_str().unwrap()]);
+    let root = target.join(env.path("src").strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(root.join("f.txt")).unwrap(),
+        b"sealed with AES-256\n"
+    );
+    env.ok(["check", "--read-data"]);
+    let out = Env::empty().run(["init", "--cipher", "rot13"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("xaes-256-gcm"), "{}", stderr(&out));
+}
