@@ -38,6 +38,15 @@ fn rotate_back_up_restore_and_retire_from_the_command_line() {
     let cfg = env.json(["cat", "config"]);
     assert_eq!(cfg["version"], 4, "{cfg}");
     assert_eq!(cfg["epochs"], serde_json::json!([0, 1]));
+    assert_eq!(cfg["cipher"], "xchacha20-poly1305");
+    // report shows the cipher and the epochs.
+    let rep = env.json(["report", "latest"]);
+    assert_eq!(
+        rep["encryption"]["live_epochs"],
+        serde_json::json!([0, 1]),
+        "{rep}"
+    );
+    assert_eq!(rep["encryption"]["newest_epoch"], 1);
 
     // key list: the session's key holds both epochs and has a public key.
     let keys = env.json(["key", "list"]);

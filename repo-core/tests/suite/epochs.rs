@@ -267,6 +267,16 @@ fn retire_refuses_while_objects_use_the_epoch_then_shuts_the_old_key_out() {
     assert_eq!(restored(&repo, &new_snap, &src, d.path()), files(50));
     check_clean(&repo).unwrap();
     assert!(b.list(ObjectKind::Keyring).unwrap().len() == 1);
+
+    // An object sealed under the retired epoch (a session opened before
+    // the retirement wrote it): check names it.
+    let mut stale = repo.snapshot(&new_snap).unwrap().snapshot;
+    stale.time_ns += 1;
+    let bytes = stale.to_file(&old.data_keys());
+    let name = blake3::hash(&bytes).to_hex().to_string();
+    b.write(ObjectKind::Snapshot, &name, &bytes).unwrap();
+    let report = check_clean(&open_repo(d.path(), b"pw").unwrap()).unwrap_err();
+    assert!(report.contains(&name[..8]), "{report}");
 }
 
 #[test]
