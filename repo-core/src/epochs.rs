@@ -50,6 +50,9 @@ pub struct EpochCensus {
     pub examples: BTreeMap<u32, Vec<String>>,
     /// Objects that opened under no live epoch, `kind/name`.
     pub unreadable: Vec<String>,
+    /// Every object counted, with its epoch (for `rekey`: what to rewrite).
+    #[serde(skip)]
+    pub objects: Vec<(ObjectKind, String, u32)>,
 }
 
 impl EpochCensus {
@@ -58,6 +61,7 @@ impl EpochCensus {
 
     fn count(&mut self, epoch: u32, kind: ObjectKind, name: &str) {
         *self.per_epoch.entry(epoch).or_default() += 1;
+        self.objects.push((kind, name.to_string(), epoch));
         let ex = self.examples.entry(epoch).or_default();
         if ex.len() < Self::EXAMPLES {
             ex.push(format!("{}/{name}", kind.dir_or_config()));

@@ -228,6 +228,14 @@ fn retire_refuses_while_objects_use_the_epoch_then_shuts_the_old_key_out() {
     let census = repo.epoch_census().unwrap();
     let in_zero = census.per_epoch[&0];
     assert!(in_zero >= 3, "{census:?}");
+    let listed = census.objects.iter().filter(|(_, _, e)| *e == 0).count() as u64;
+    assert_eq!(listed, in_zero);
+    assert!(
+        census
+            .objects
+            .iter()
+            .any(|(k, n, e)| { *k == ObjectKind::Snapshot && *n == old_snap.to_hex() && *e == 0 })
+    );
     let err = repo.retire_epoch(0).unwrap_err();
     match &err {
         Error::EpochInUse {
