@@ -372,7 +372,11 @@ impl Repository {
             Err(e @ crate::format::FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
             Err(e) => return Err(corrupt_config(e.into())),
         };
-        let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts)?;
+        // A version-4 config is opened through grants, which only key
+        // files with a public key hold (SPEC §29.3).
+        let epochs = crate::format::read_u32_le(&cbytes, crate::format::MAGIC_LEN, "config")
+            .is_ok_and(|v| v >= crate::format::EPOCH_VERSION);
+        let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts, epochs)?;
         let (config, keys) =
             crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)?;
         Ok((unlocked.master, key_id, config, keys))
@@ -386,6 +390,7 @@ impl Repository {
         repo_id: &RepoId,
         password: &[u8],
         opts: &OpenOptions,
+        epochs: bool,
     ) -> Result<(Unlocked, KeyId)> {
         let named = opts.key.as_deref().map(str::to_ascii_lowercase);
         let mut candidates = Vec::new();
@@ -433,8 +438,17 @@ impl Repository {
         }
         // Cheapest first, so a costly planted file is reached (if at all)
         // only after every ordinary key failed.
-        candidates
-            .sort_by(|a, b| (a.0.header.kdf.cost(), &a.2).cmp(&(b.0.header.kdf.cost(), &b.2)));
+        // In a version-4 repository, key files without a public key last:
+        // one left behind by an interrupted re-wrap (SPEC §29.4) has the
+        // same password as its successor but holds no grant.
+        let rank = |kf: &KeyFile| epochs && kf.public.is_none();
+        candidates.sort_by(|a, b| {
+            (rank(&a.0), a.0.header.kdf.cost(), &a.2).cmp(&(
+                rank(&b.0),
+                b.0.header.kdf.cost(),
+                &b.2,
+            ))
+        });
         let budget = &opts.kdf_budget;
         let (mut spent, mut tried) = (0u64, 0usize);
         let mut not_tried = Vec::new();
