@@ -95,6 +95,7 @@ mod crypto;
 mod dict;
 mod duration;
 mod encoding;
+mod epochs;
 mod error;
 mod forget;
 mod format;
@@ -102,6 +103,7 @@ mod hash;
 mod id;
 mod index;
 mod inspect;
+mod keyring;
 mod keys;
 mod lock;
 mod mark;
@@ -126,7 +128,8 @@ mod warning;
 pub mod unstable;
 
 // The repository and its options.
-pub use crypto::{KdfBudget, KdfParams};
+pub use crypto::{Cipher, DataKeys, KdfBudget, KdfParams};
+pub use epochs::{EpochCensus, Rotation};
 pub use id::{KeyId, RepoId};
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use repository::{ContentParams, InitOptions, OpenOptions, Repository, SnapshotFilter};

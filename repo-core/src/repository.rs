@@ -12,12 +12,15 @@ use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::compress::Dictionary;
 use crate::config::{Config, ContentKeys};
-use crate::crypto::{CryptoError, KdfBudget, KdfParams, KeyFile, MasterKey};
+use crate::crypto::{
+    Cipher, CryptoError, DataKeys, KdfBudget, KdfParams, KeyFile, MasterKey, Unlocked,
+};
 use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result, WarnFn, Warnings};
 use crate::hash::ContentHasher;
 use crate::id::{BlobId, KeyId, RepoId, SnapshotId, TreeId};
 use crate::index::Index;
+use crate::keyring::{EpochKeys, EpochSecret};
 use crate::pack::{BlobLocation, PackHeader, PackWriter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
@@ -43,6 +46,10 @@ pub struct InitOptions {
     /// with backups made directly into either (SPEC §5, §24). Creates a
     /// version-3 repository, which needs `dictionary`.
     pub content: Option<ContentParams>,
+    /// The AEAD that seals every object (SPEC §3.3). Anything but the
+    /// default XChaCha20-Poly1305 creates a version-4 repository (§29.4),
+    /// which needs `dictionary`.
+    pub cipher: Cipher,
 }
 
 /// Another repository's chunker profiles and content keys (SPEC §5), from
@@ -78,6 +85,7 @@ impl Default for InitOptions {
             cache_dir: None,
             dictionary: true,
             content: None,
+            cipher: Cipher::default(),
         }
     }
 }
@@ -125,6 +133,10 @@ pub struct Repository {
     /// Pack transfers allowed at once ([`Repository::set_connections`]).
     slots: Arc<Slots>,
     key: MasterKey,
+    /// The live sealing keys (SPEC §29).
+    data_keys: DataKeys,
+    /// The secrets of the live epochs n >= 1, for grants to new key files.
+    epoch_secrets: Vec<EpochSecret>,
     /// Changes when `change_password` replaces this session's key file.
     key_id: std::sync::RwLock<KeyId>,
     hasher: ContentHasher,
@@ -231,9 +243,24 @@ impl Repository {
             config.chunker_profiles = c.profiles;
             config.content_keys = Some(c.keys);
         }
+        if opts.cipher != Cipher::default() {
+            if !opts.dictionary {
+                return Err(Error::InvalidArgument(format!(
+                    "cipher {} needs a repository of version 4, not 1",
+                    opts.cipher.name()
+                )));
+            }
+            config.version = crate::format::EPOCH_VERSION;
+            config.epochs = vec![0];
+        }
         config.validate()?;
         let key = MasterKey::generate();
-        let kf = KeyFile::create(
+        let create = if config.version >= crate::format::EPOCH_VERSION {
+            KeyFile::create_v4
+        } else {
+            KeyFile::create
+        };
+        let kf = create(
             &key,
             password,
             repo_id,
@@ -248,11 +275,17 @@ impl Repository {
         backend.write(
             ObjectKind::Config,
             "config",
-            &config.to_file(key.data_key()),
+            &config.to_file(&DataKeys::epoch_zero_with(opts.cipher, key.data_key())),
         )?;
         let warnings = Arc::new(Warnings::default());
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
+        let keys = EpochKeys {
+            data_keys: DataKeys::epoch_zero_with(opts.cipher, key.data_key()),
+            secrets: Vec::new(),
+        };
+        Ok(Self::assemble(
+            wired, key, key_id, config, keys, index, warnings,
+        ))
     }
 
     fn assemble(
@@ -260,6 +293,7 @@ impl Repository {
         key: MasterKey,
         key_id: KeyId,
         config: Config,
+        keys: EpochKeys,
         index: Index,
         warnings: Arc<Warnings>,
     ) -> Self {
@@ -272,9 +306,10 @@ impl Repository {
             Some(c) => ContentHasher::with_keys(c.id_key, c.tree_key, *key.dict_key()),
             None => ContentHasher::new(&key),
         };
+        let EpochKeys { data_keys, secrets } = keys;
         let dicts = Dictionaries::new(
             Arc::clone(&backend),
-            key.data_key(),
+            data_keys.clone(),
             hasher.clone(),
             config.dictionaries(),
         );
@@ -284,6 +319,8 @@ impl Repository {
             requests,
             slots,
             key,
+            data_keys,
+            epoch_secrets: secrets,
             key_id: std::sync::RwLock::new(key_id),
             config,
             index,
@@ -301,12 +338,14 @@ impl Repository {
     ) -> Result<Self> {
         let wired = Wired::new(backend);
         let backend = Arc::clone(&wired.backend);
-        let (key, key_id, config) = Self::unlock_config(&*backend, password, &opts)?;
+        let (key, key_id, config, keys) = Self::unlock_config(&*backend, password, &opts)?;
         let repo_id = config.repo_id;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        index.sync(&*backend, key.data_key())?;
-        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
+        index.sync(&*backend, &keys.data_keys)?;
+        Ok(Self::assemble(
+            wired, key, key_id, config, keys, index, warnings,
+        ))
     }
 
     /// Reads the config, finds the key `password` opens, and decrypts the
@@ -316,7 +355,7 @@ impl Repository {
         backend: &dyn Backend,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> Result<(MasterKey, KeyId, Config)> {
+    ) -> Result<(MasterKey, KeyId, Config, EpochKeys)> {
         let cbytes = match backend.read(ObjectKind::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
@@ -336,9 +375,14 @@ impl Repository {
             Err(e @ crate::format::FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
             Err(e) => return Err(corrupt_config(e.into())),
         };
-        let (key, key_id) = Self::unlock(backend, &repo_id, password, opts)?;
-        let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
-        Ok((key, key_id, config))
+        // A version-4 config is opened through grants, which only key
+        // files with a public key hold (SPEC §29.3).
+        let epochs = crate::format::read_u32_le(&cbytes, crate::format::MAGIC_LEN, "config")
+            .is_ok_and(|v| v >= crate::format::EPOCH_VERSION);
+        let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts, epochs)?;
+        let (config, keys) =
+            crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)?;
+        Ok((unlocked.master, key_id, config, keys))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -349,7 +393,8 @@ impl Repository {
         repo_id: &RepoId,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> Result<(MasterKey, KeyId)> {
+        epochs: bool,
+    ) -> Result<(Unlocked, KeyId)> {
         let named = opts.key.as_deref().map(str::to_ascii_lowercase);
         let mut candidates = Vec::new();
         let decoded = {
@@ -396,8 +441,17 @@ impl Repository {
         }
         // Cheapest first, so a costly planted file is reached (if at all)
         // only after every ordinary key failed.
-        candidates
-            .sort_by(|a, b| (a.0.header.kdf.cost(), &a.2).cmp(&(b.0.header.kdf.cost(), &b.2)));
+        // In a version-4 repository, key files without a public key last:
+        // one left behind by an interrupted re-wrap (SPEC §29.4) has the
+        // same password as its successor but holds no grant.
+        let rank = |kf: &KeyFile| epochs && kf.public.is_none();
+        candidates.sort_by(|a, b| {
+            (rank(&a.0), a.0.header.kdf.cost(), &a.2).cmp(&(
+                rank(&b.0),
+                b.0.header.kdf.cost(),
+                &b.2,
+            ))
+        });
         let budget = &opts.kdf_budget;
         let (mut spent, mut tried) = (0u64, 0usize);
         let mut not_tried = Vec::new();
@@ -414,7 +468,7 @@ impl Repository {
             }
             spent = spent.saturating_add(kdf.cost());
             tried += 1;
-            match kf.unlock(password) {
+            match kf.unlock_full(password) {
                 Ok(k) => return Ok((k, id)),
                 Err(CryptoError::WrongPassword) => {}
                 Err(e) => last = e.into(),
@@ -511,14 +565,34 @@ impl Repository {
     pub(crate) fn dictionaries(&self) -> &Dictionaries {
         &self.dicts
     }
-    /// The master key's data-encryption key.
-    pub(crate) fn data_key(&self) -> &[u8; 32] {
-        self.key.data_key()
+    /// The live sealing keys (SPEC §29): seal under the newest epoch, open
+    /// under any live one. The only way objects are sealed and opened.
+    pub fn data_keys(&self) -> &DataKeys {
+        &self.data_keys
     }
+    /// The secrets of the live epochs n >= 1 (`keys.rs`, `epochs.rs`).
+    pub(crate) fn epoch_secrets(&self) -> &[EpochSecret] {
+        &self.epoch_secrets
+    }
+
+    /// Takes on a rotated or retired set of epochs and the config that
+    /// lists them, once that config is durable (`epochs.rs` only).
+    pub(crate) fn set_epochs(&mut self, config: Config, keys: EpochKeys) {
+        self.dicts = Dictionaries::new(
+            Arc::clone(&self.backend),
+            keys.data_keys.clone(),
+            self.hasher.clone(),
+            config.dictionaries(),
+        );
+        self.config = config;
+        self.data_keys = keys.data_keys;
+        self.epoch_secrets = keys.secrets;
+    }
+
     /// Re-reads index files written since open (or since the last call);
     /// rebuilds the cache if some were removed by a prune or repair.
     pub(crate) fn refresh_index(&self) -> Result<()> {
-        self.index.sync(&*self.backend, self.data_key())
+        self.index.sync(&*self.backend, self.data_keys())
     }
 
     /// The counted backend, shared (a WAL store keeps it, SPEC §28).
@@ -715,7 +789,7 @@ impl Repository {
         if SnapshotId::hash_of(bytes) != id {
             return Err(corrupt(blob::BlobError::HashMismatch));
         }
-        let snapshot = Snapshot::from_file(self.data_key(), bytes).map_err(corrupt)?;
+        let snapshot = Snapshot::from_file(self.data_keys(), bytes).map_err(corrupt)?;
         Ok(SnapshotEntry { id, snapshot })
     }
 
@@ -766,7 +840,7 @@ impl Repository {
 
     /// Writes a snapshot file. SPEC §13: only after its packs and index.
     pub(crate) fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let bytes = snap.to_file(self.data_key());
+        let bytes = snap.to_file(self.data_keys());
         let id = SnapshotId::hash_of(&bytes);
         self.backend
             .write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
@@ -921,7 +995,7 @@ impl Repository {
         plain: &mut Vec<u8>,
     ) -> Result<()> {
         blob::open_blob_into_with(
-            self.data_key(),
+            self.data_keys(),
             &self.hasher,
             e.kind,
             &e.id,
@@ -969,10 +1043,13 @@ impl Repository {
             e.length,
         )?;
         let ad = blob::blob_ad(e.kind, &e.id);
-        crate::crypto::open(self.data_key(), &ad, &sealed).map_err(|err| Error::CorruptPack {
-            pack: loc.pack,
-            reason: format!("blob {}: {err}", e.id.short()),
-        })
+        self.data_keys()
+            .open(&ad, &sealed)
+            .map(|(p, _)| p)
+            .map_err(|err| Error::CorruptPack {
+                pack: loc.pack,
+                reason: format!("blob {}: {err}", e.id.short()),
+            })
     }
 
     /// Loads and decodes a tree.
@@ -1013,7 +1090,7 @@ impl Repository {
         let copy = (!from_cache).then(|| sealed.clone());
         let mut plain = Vec::new();
         let opened = blob::open_blob_into_with(
-            self.data_key(),
+            self.data_keys(),
             &self.hasher,
             e.kind,
             &e.id,
@@ -1051,7 +1128,7 @@ impl Repository {
         let header = PackHeader {
             entries: entries.to_vec(),
         };
-        (prefix, crate::pack::seal_header(self.data_key(), &header))
+        (prefix, crate::pack::seal_header(self.data_keys(), &header))
     }
 
     /// Reads a pack's header from its tail (two reads at most).
@@ -1066,7 +1143,7 @@ impl Repository {
         let tail =
             self.backend
                 .read_range(ObjectKind::Pack, &name, size - u64::from(guess), guess)?;
-        let r = PackHeader::from_tail(self.data_key(), &tail, size)
+        let r = PackHeader::from_tail(self.data_keys(), &tail, size)
             .map_err(|e| corrupt(e.to_string()))?;
         match r {
             Ok(h) => Ok(h),
@@ -1074,7 +1151,7 @@ impl Repository {
                 let tail =
                     self.backend
                         .read_range(ObjectKind::Pack, &name, size - need, need as u32)?;
-                match PackHeader::from_tail(self.data_key(), &tail, size)
+                match PackHeader::from_tail(self.data_keys(), &tail, size)
                     .map_err(|e| corrupt(e.to_string()))?
                 {
                     Ok(h) => Ok(h),
@@ -1106,7 +1183,7 @@ impl Repository {
 
     /// Reads and decrypts one index file (checks its name, too).
     pub(crate) fn load_index(&self, id: &crate::id::IndexId) -> Result<crate::index::IndexFile> {
-        crate::index::load_index_file(&*self.backend, self.data_key(), &id.to_hex())
+        crate::index::load_index_file(&*self.backend, self.data_keys(), &id.to_hex())
     }
 
     /// Writes index files (of at most `MAX_INDEX_ENTRIES` entries each)
@@ -1116,7 +1193,7 @@ impl Repository {
         &self,
         packs: &[crate::index::IndexPack],
     ) -> Result<Vec<crate::id::IndexId>> {
-        let ids = crate::index::write_index_files(&*self.backend, self.data_key(), packs, &[])?;
+        let ids = crate::index::write_index_files(&*self.backend, self.data_keys(), packs, &[])?;
         self.refresh_index()?;
         Ok(ids)
     }
@@ -1329,7 +1406,7 @@ impl Packer<'_> {
         let trained = if samples.len() >= dict::MIN_SAMPLES {
             dict::train_and_store(
                 &*self.repo.backend,
-                self.repo.data_key(),
+                self.repo.data_keys(),
                 &self.repo.hasher,
                 &samples,
             )?
@@ -1373,7 +1450,7 @@ impl Packer<'_> {
         let (n, full) = SEALED.with(|b| {
             let mut sealed = b.borrow_mut();
             blob::seal_blob_into_with(
-                self.repo.data_key(),
+                self.repo.data_keys(),
                 kind,
                 &id,
                 plaintext,
@@ -1408,7 +1485,7 @@ impl Packer<'_> {
     /// than [`Repository::connections`] writes are in flight: finished ones
     /// are indexed first, and if none has finished, the oldest is waited for.
     fn upload(&self, w: PackWriter) -> Result<()> {
-        let (id, bytes, entries) = w.finish(self.repo.data_key());
+        let (id, bytes, entries) = w.finish(self.repo.data_keys());
         let mut queue = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         while queue.front().is_some_and(|f| f.write.is_finished()) {
             self.settle(&mut queue)?;
@@ -1443,9 +1520,12 @@ impl Packer<'_> {
                 self.repo
                     .backend
                     .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-                self.repo
-                    .index
-                    .add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)?;
+                self.repo.index.add_pack(
+                    &*self.repo.backend,
+                    self.repo.data_keys(),
+                    id,
+                    entries,
+                )?;
             }
         }
         Ok(())
@@ -1464,7 +1544,7 @@ impl Packer<'_> {
         }
         self.repo
             .index
-            .add_pack(&*self.repo.backend, self.repo.data_key(), f.id, f.entries)
+            .add_pack(&*self.repo.backend, self.repo.data_keys(), f.id, f.entries)
     }
 
     /// Uploads the open packs and writes the index, keeping the packer
@@ -1493,7 +1573,7 @@ impl Packer<'_> {
         drop(queue);
         self.repo
             .index
-            .flush(&*self.repo.backend, self.repo.data_key())?;
+            .flush(&*self.repo.backend, self.repo.data_keys())?;
         Ok(())
     }
 

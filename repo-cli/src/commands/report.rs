@@ -49,6 +49,9 @@ struct ReportJson<'a> {
     location: &'a str,
     /// Newest results per location, from the repository's records.
     verification: Vec<LocationJson<'a>>,
+    /// The cipher and data-key epochs (SPEC §29); `key epochs` counts
+    /// the objects of each.
+    encryption: Option<EncryptionJson>,
 }
 
 /// One location's newest results (SPEC §32).
@@ -97,6 +100,24 @@ impl<'a> From<&'a LocationSummary> for LocationJson<'a> {
             last_data_check: l.last_data_check.as_ref().map(RecordJson::new),
             last_drill: l.last_drill.as_ref().map(RecordJson::new),
             last_exporter_verify: l.last_exporter.iter().map(RecordJson::new).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EncryptionJson {
+    cipher: &'static str,
+    live_epochs: Vec<u32>,
+    newest_epoch: u32,
+}
+
+impl EncryptionJson {
+    fn of(repo: &repo_core::Repository) -> Self {
+        let k = repo.data_keys();
+        Self {
+            cipher: k.cipher().name(),
+            live_epochs: k.live_epochs(),
+            newest_epoch: k.newest_epoch(),
         }
     }
 }
@@ -180,6 +201,7 @@ impl<'a> ReportJson<'a> {
             audit_heads: None,
             location: &r.location,
             verification: r.verification.iter().map(LocationJson::from).collect(),
+            encryption: None,
         }
     }
 }
@@ -213,7 +235,9 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
         return write_out(out, Some(path), &text);
     }
     if out.json {
-        out.json_value(&ReportJson::new(&r))?;
+        let mut j = ReportJson::new(&r);
+        j.encryption = Some(EncryptionJson::of(&repo));
+        out.json_value(&j)?;
         return Ok(Status::Ok);
     }
     if a.markdown {
@@ -272,6 +296,17 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
             d.files,
             if d.ok { "identical" } else { "FAILED" }
         ))
+    ))?;
+    let e = EncryptionJson::of(&repo);
+    out.line(format!(
+        "encryption    {}, data-key epochs {} (newest {})",
+        e.cipher,
+        e.live_epochs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        e.newest_epoch
     ))?;
     out.line(format!("written by    {}", r.snapshot_program))?;
     out.line(format!(

@@ -27,6 +27,7 @@ mod qdrant_fake;
 mod redis;
 mod repository;
 mod requests;
+mod rotate;
 mod s3;
 mod s3_faults;
 mod scripting;

@@ -21,11 +21,11 @@ use std::sync::Arc;
 use ed25519_dalek::VerifyingKey;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use crate::backend::BackendError;
 use crate::backend::{Backend, ObjectKind};
 use crate::blob::BlobError;
+use crate::crypto::DataKeys;
 use crate::repository::{Repository, now_ns};
 
 pub use file::{Envelope, RECORD_MAGIC, RECORD_VERSION, RecordFile, decode, encode_head};
@@ -178,7 +178,7 @@ struct Node {
 /// itself is gone (a command's record is written when it ends).
 pub struct AuditLog {
     backend: Arc<dyn Backend>,
-    data_key: Zeroizing<[u8; 32]>,
+    data_key: DataKeys,
     /// Where the DAG of records already read is kept between commands, so
     /// finding the heads costs one listing (SPEC §31.4).
     cache_file: Option<PathBuf>,
@@ -226,7 +226,7 @@ impl Repository {
     pub fn audit_log(&self, cache_file: Option<PathBuf>) -> AuditLog {
         AuditLog {
             backend: self.shared_backend(),
-            data_key: Zeroizing::new(*seal_key(self)),
+            data_key: seal_key(self).clone(),
             cache_file,
         }
     }
@@ -273,8 +273,8 @@ impl Repository {
 }
 
 /// The key audit bodies and the signing key are sealed with.
-fn seal_key(repo: &Repository) -> &[u8; 32] {
-    repo.data_key()
+fn seal_key(repo: &Repository) -> &DataKeys {
+    repo.data_keys()
 }
 
 /// Verifies the trail in `backend` with only a public key: names,
@@ -464,7 +464,7 @@ fn check_anchors(
 fn verify_trail(
     backend: &dyn Backend,
     key: &VerifyingKey,
-    data_key: Option<&[u8; 32]>,
+    data_key: Option<&DataKeys>,
     anchors: &[(String, Vec<String>)],
 ) -> Result<AuditVerification> {
     let mut v = AuditVerification {

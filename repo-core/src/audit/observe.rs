@@ -128,6 +128,11 @@ impl<B: Backend> Backend for ObservedBackend<B> {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(kind)
     }
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.replace(kind, name, data)?;
+        self.note(kind, name, true);
+        Ok(())
+    }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
         self.inner.delete(kind, name)?;
         self.note(kind, name, false);

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use super::Result;
 use super::{AuditError, PUBLIC_KEY_PREFIX, seal};
 use crate::backend::{Backend, ObjectKind};
+use crate::crypto::DataKeys;
 
 /// The signing key's object name in the `audit/` namespace.
 pub const SIGNER_NAME: &str = "signer";
@@ -16,7 +17,7 @@ pub const SIGNER_NAME: &str = "signer";
 pub const SIGNER_MAGIC: [u8; 8] = *b"CAIRNAK\x1a";
 
 /// The stored signing key, if any.
-pub fn load(backend: &dyn Backend, data_key: &[u8; 32]) -> Result<Option<SigningKey>> {
+pub fn load(backend: &dyn Backend, data_key: &DataKeys) -> Result<Option<SigningKey>> {
     let bytes = match backend.read(ObjectKind::Audit, SIGNER_NAME) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(None),
@@ -33,7 +34,7 @@ pub fn load(backend: &dyn Backend, data_key: &[u8; 32]) -> Result<Option<Signing
 /// The stored signing key, made and stored first when there is none. Two
 /// writers racing to make it both read back the one the storage kept
 /// (writes never replace an object, SPEC §11.3).
-pub fn load_or_create(backend: &dyn Backend, data_key: &[u8; 32]) -> Result<SigningKey> {
+pub fn load_or_create(backend: &dyn Backend, data_key: &DataKeys) -> Result<SigningKey> {
     if let Some(k) = load(backend, data_key)? {
         return Ok(k);
     }

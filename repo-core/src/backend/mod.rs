@@ -71,11 +71,13 @@ pub enum ObjectKind {
     /// Verification records: check, drill and exporter verify results,
     /// each naming where it ran (SPEC §32).
     Verify,
+    /// Data-key epoch grants, one per key file and epoch (SPEC §29.3).
+    Keyring,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 11] = [
+    pub const ALL: [ObjectKind; 12] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -87,6 +89,7 @@ impl ObjectKind {
         ObjectKind::Wal,
         ObjectKind::Audit,
         ObjectKind::Verify,
+        ObjectKind::Keyring,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -103,6 +106,7 @@ impl ObjectKind {
             ObjectKind::Wal => "wal",
             ObjectKind::Audit => "audit",
             ObjectKind::Verify => "verify",
+            ObjectKind::Keyring => "keyring",
         }
     }
 }
@@ -121,6 +125,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Wal => "WAL file",
             ObjectKind::Audit => "audit record",
             ObjectKind::Verify => "verification record",
+            ObjectKind::Keyring => "epoch grant",
         })
     }
 }
@@ -283,6 +288,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         self.write(kind, name, &data)
     }
+    /// Stores an object atomically and durably, replacing one of the same
+    /// name: for the few objects with fixed names that change (the
+    /// `config` at a key rotation, SPEC §29.4). A reader sees the old bytes
+    /// or the new ones, never a mix; after `Ok` the new ones survive a
+    /// crash. Decorators forward it.
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Lists objects of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
     /// Deletes an object; deleting a missing object is `NotFound`, except
@@ -348,6 +359,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         (**self).write_owned(kind, name, data)
+    }
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        (**self).replace(kind, name, data)
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         (**self).list(kind)

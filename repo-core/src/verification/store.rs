@@ -24,11 +24,16 @@ pub const VERIFY_MAGIC: [u8; crate::format::MAGIC_LEN] = *b"CAIRNVR\x1a";
 pub const COMPACT_AFTER: usize = 16;
 
 fn seal(repo: &Repository, plain: &[u8]) -> Vec<u8> {
-    blob::seal_file(&VERIFY_MAGIC, repo.data_key(), plain, 3)
+    blob::seal_file(&VERIFY_MAGIC, repo.data_keys(), plain, 3)
 }
 
 fn open(repo: &Repository, bytes: &[u8]) -> std::result::Result<Vec<u8>, BlobError> {
-    blob::open_file(&VERIFY_MAGIC, "verification record", repo.data_key(), bytes)
+    blob::open_file(
+        &VERIFY_MAGIC,
+        "verification record",
+        repo.data_keys(),
+        bytes,
+    )
 }
 
 /// Seals and writes `r`; its name is the BLAKE3 of the file (like snapshots).

@@ -420,7 +420,10 @@ fn detect_and_remove_torn(b: &MemoryBackend, kind: ObjectKind, name: &str, what:
             named(format!("{rep}"));
         }
         // Only the CLI writes audit records; no library operation here does.
-        ObjectKind::Lock | ObjectKind::Config | ObjectKind::Audit => unreachable!(),
+        // The workload never rotates, so it writes no grant.
+        ObjectKind::Lock | ObjectKind::Config | ObjectKind::Audit | ObjectKind::Keyring => {
+            unreachable!()
+        }
     }
     b.delete(kind, name).unwrap();
     true
