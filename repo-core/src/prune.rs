@@ -656,7 +656,7 @@ impl Repository {
     }
 
     /// Phase two for every mark past its grace period.
-    fn sweep_phase(
+    pub(crate) fn sweep_phase(
         &self,
         grace: Duration,
         stop: Option<PruneStep>,

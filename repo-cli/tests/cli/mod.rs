@@ -24,6 +24,7 @@ mod prune;
 mod qdrant;
 mod qdrant_fake;
 mod redis;
+mod rekey;
 mod repository;
 mod requests;
 mod s3;

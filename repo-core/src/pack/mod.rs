@@ -9,7 +9,7 @@
 mod header;
 mod writer;
 
-pub(crate) use header::PACK_ENTRY_LEN;
+pub(crate) use header::{PACK_ENTRY_LEN, PACK_HEADER_AD};
 pub use header::{PackEntry, PackHeader};
 pub use writer::{PackWriter, seal_header};
 
