@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use super::harness::{Env, assert_success};
+use super::harness::assert_success;
 use super::trees::init_small_packs;
 use cairn_testkit::rng::random_bytes;
 
