@@ -17,7 +17,8 @@ use repo_core::unstable::blob::{BlobKind, open_blob, seal_blob};
 use repo_core::unstable::cache::Cache;
 use repo_core::unstable::chunker::{Chunker, ChunkerParams};
 use repo_core::unstable::compress::compress;
-use repo_core::unstable::crypto::MasterKey;
+use repo_core::unstable::crypto::{self, DataKeys, MasterKey};
+use repo_core::unstable::format::NONCE_LEN;
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, PackId};
 use repo_core::unstable::pack::{PackEntry, PackWriter};
@@ -163,6 +164,7 @@ fn bench_compress(c: &mut Criterion) {
 
 fn bench_blob(c: &mut Criterion) {
     let k = key();
+    let keys = k.data_keys();
     let hasher = ContentHasher::new(&k);
     let inputs = [
         ("compressible", mixed_corpus(BLOB_LEN, 3)),
@@ -185,13 +187,13 @@ fn bench_blob(c: &mut Criterion) {
             l => format!("zstd{l}"),
         };
         group.bench_function(format!("seal_{codec}_{name}_1MiB"), |b| {
-            b.iter(|| seal_blob(k.data_key(), BlobKind::Data, &id, black_box(data), level))
+            b.iter(|| seal_blob(&keys, BlobKind::Data, &id, black_box(data), level))
         });
-        let sealed = seal_blob(k.data_key(), BlobKind::Data, &id, data, level);
+        let sealed = seal_blob(&keys, BlobKind::Data, &id, data, level);
         group.bench_function(format!("open_{codec}_{name}_1MiB"), |b| {
             b.iter(|| {
                 open_blob(
-                    k.data_key(),
+                    &keys,
                     &hasher,
                     BlobKind::Data,
                     &id,
@@ -205,8 +207,65 @@ fn bench_blob(c: &mut Criterion) {
     group.finish();
 }
 
+/// The AEAD alone, 1 MiB and 4 KiB in place: the raw-key primitive the
+/// engine used before epochs, against the epoch-keyed sealing every object
+/// goes through now (epoch 0, and a rotated repository's tagged epoch 2).
+fn bench_seal(c: &mut Criterion) {
+    let k = key();
+    let rotated = DataKeys::new(Some(k.data_key()), &[(2, [9u8; 32])]).expect("epochs");
+    let ad = [7u8; 33];
+    for len in [BLOB_LEN, 4096] {
+        let plain = random_bytes(len, 11);
+        let mut group = c.benchmark_group("seal");
+        configure(&mut group);
+        group.throughput(Throughput::Bytes(len as u64));
+        let size = if len == BLOB_LEN { "1MiB" } else { "4KiB" };
+        let fresh = || {
+            let mut buf = vec![0u8; NONCE_LEN];
+            buf.extend_from_slice(&plain);
+            buf
+        };
+        group.bench_function(format!("raw_key_seal_{size}"), |b| {
+            b.iter_batched_ref(
+                fresh,
+                |buf| crypto::seal_in_place(k.data_key(), &ad, buf),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        let mut sealed = fresh();
+        crypto::seal_in_place(k.data_key(), &ad, &mut sealed);
+        group.bench_function(format!("raw_key_open_{size}"), |b| {
+            b.iter_batched_ref(
+                || sealed.clone(),
+                |buf| crypto::open_in_place(k.data_key(), &ad, buf).map(|p| p.len()),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+        for (name, keys) in [("epoch0", k.data_keys()), ("epoch2", rotated.clone())] {
+            group.bench_function(format!("{name}_seal_{size}"), |b| {
+                b.iter_batched_ref(
+                    fresh,
+                    |buf| keys.seal_in_place(&ad, buf),
+                    criterion::BatchSize::LargeInput,
+                )
+            });
+            let mut sealed = fresh();
+            keys.seal_in_place(&ad, &mut sealed);
+            group.bench_function(format!("{name}_open_{size}"), |b| {
+                b.iter_batched_ref(
+                    || sealed.clone(),
+                    |buf| keys.open_in_place(&ad, buf).map(|(p, _)| p.len()),
+                    criterion::BatchSize::LargeInput,
+                )
+            });
+        }
+        group.finish();
+    }
+}
+
 fn bench_pack(c: &mut Criterion) {
     let k = key();
+    let keys = k.data_keys();
     let hasher = ContentHasher::new(&k);
     let corpus = mixed_corpus(PACK_BLOBS * BLOB_LEN, 5);
     let blobs: Vec<(BlobId, Vec<u8>, u32)> = corpus
@@ -215,7 +274,7 @@ fn bench_pack(c: &mut Criterion) {
             let id = hasher.chunk_id(plain);
             (
                 id,
-                seal_blob(k.data_key(), BlobKind::Data, &id, plain, 3),
+                seal_blob(&keys, BlobKind::Data, &id, plain, 3),
                 plain.len() as u32,
             )
         })
@@ -230,7 +289,7 @@ fn bench_pack(c: &mut Criterion) {
             for (id, sealed, raw_len) in &blobs {
                 w.add(BlobKind::Data, *id, black_box(sealed), *raw_len);
             }
-            w.finish(k.data_key())
+            w.finish(&keys)
         })
     });
     group.finish();
@@ -366,6 +425,7 @@ mod group {
         config = Criterion::default().without_plots();
         targets =
         bench_chunker,
+        bench_seal,
         bench_hash,
         bench_compress,
         bench_blob,

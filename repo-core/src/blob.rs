@@ -2,7 +2,7 @@
 //! associated data (SPEC §6).
 
 use crate::compress::{self, Dictionary, DictionarySource, NoDictionaries};
-use crate::crypto::{self, CryptoError};
+use crate::crypto::CryptoError;
 use crate::format::FormatError;
 use crate::hash::ContentHasher;
 use crate::id::BlobId;
@@ -82,24 +82,29 @@ pub fn blob_ad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
 }
 
 /// Compresses (at `level`, 0 = off) and encrypts `plaintext` under `key` with `ad`.
-pub fn seal_object(key: &[u8; 32], ad: &[u8], plaintext: &[u8], level: i32) -> Vec<u8> {
-    crypto::seal(key, ad, &compress::compress(plaintext, level))
+pub fn seal_object(
+    key: &crate::crypto::DataKeys,
+    ad: &[u8],
+    plaintext: &[u8],
+    level: i32,
+) -> Vec<u8> {
+    key.seal(ad, &compress::compress(plaintext, level))
 }
 
 /// Decrypts and decompresses an object sealed by [`seal_object`].
 pub fn open_object(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     ad: &[u8],
     sealed: &[u8],
     max_len: usize,
 ) -> Result<Vec<u8>, BlobError> {
-    let stored = crypto::open(key, ad, sealed)?;
+    let (stored, _) = key.open(ad, sealed)?;
     Ok(compress::decompress(&stored, max_len)?)
 }
 
 /// Seals a blob whose id is already known.
 pub fn seal_blob(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     kind: BlobKind,
     id: &BlobId,
     plaintext: &[u8],
@@ -111,7 +116,7 @@ pub fn seal_blob(
 /// [`seal_blob`] into `out` (replacing its contents), for writers of many
 /// blobs: compression and encryption work inside one reused buffer.
 pub fn seal_blob_into(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     kind: BlobKind,
     id: &BlobId,
     plaintext: &[u8],
@@ -123,7 +128,7 @@ pub fn seal_blob_into(
 
 /// [`seal_blob_into`], compressed with `dict` when one is given (SPEC §6.4).
 pub fn seal_blob_into_with(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     kind: BlobKind,
     id: &BlobId,
     plaintext: &[u8],
@@ -137,12 +142,12 @@ pub fn seal_blob_into_with(
         Some(d) => compress::compress_into_dict(plaintext, level, d, out),
         None => compress::compress_into(plaintext, level, out),
     }
-    crypto::seal_in_place(key, &blob_ad(kind, id), out);
+    key.seal_in_place(&blob_ad(kind, id), out);
 }
 
 /// Opens a blob and verifies its length and id.
 pub fn open_blob(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     hasher: &ContentHasher,
     kind: BlobKind,
     id: &BlobId,
@@ -154,7 +159,7 @@ pub fn open_blob(
 
 /// [`open_blob`] that resolves dictionary references with `dicts`.
 pub fn open_blob_with(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     hasher: &ContentHasher,
     kind: BlobKind,
     id: &BlobId,
@@ -181,7 +186,7 @@ pub fn open_blob_with(
 /// restore or check then allocates per thread, not per blob: a fresh
 /// megabyte buffer per blob costs more in page faults than its decryption.
 pub fn open_blob_into(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     hasher: &ContentHasher,
     kind: BlobKind,
     id: &BlobId,
@@ -204,7 +209,7 @@ pub fn open_blob_into(
 /// [`open_blob_into`] that resolves dictionary references with `dicts`.
 #[allow(clippy::too_many_arguments)]
 pub fn open_blob_into_with(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     hasher: &ContentHasher,
     kind: BlobKind,
     id: &BlobId,
@@ -213,7 +218,7 @@ pub fn open_blob_into_with(
     plain: &mut Vec<u8>,
     dicts: &dyn DictionarySource,
 ) -> Result<(), BlobError> {
-    let stored = crypto::open_in_place(key, &blob_ad(kind, id), sealed)?;
+    let (stored, _) = key.open_in_place(&blob_ad(kind, id), sealed)?;
     compress::decompress_into_with(stored, raw_len as usize, plain, dicts)?;
     if plain.len() != raw_len as usize {
         return Err(BlobError::LengthMismatch {
@@ -235,7 +240,7 @@ pub fn open_blob_into_with(
 /// with `magic || version` as associated data (SPEC §2.3).
 pub fn seal_file(
     magic: &[u8; crate::format::MAGIC_LEN],
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     plaintext: &[u8],
     level: i32,
 ) -> Vec<u8> {
@@ -247,7 +252,7 @@ pub fn seal_file(
 pub fn seal_file_version(
     magic: &[u8; crate::format::MAGIC_LEN],
     version: u32,
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     plaintext: &[u8],
     level: i32,
 ) -> Vec<u8> {
@@ -262,7 +267,7 @@ pub fn seal_file_version(
 pub fn open_file(
     magic: &[u8; crate::format::MAGIC_LEN],
     what: &'static str,
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     bytes: &[u8],
 ) -> Result<Vec<u8>, BlobError> {
     crate::format::read_prefix(bytes, magic, what)?;
@@ -288,14 +293,14 @@ mod tests {
         let (mut sealed, mut plain) = (vec![0xAB; 999_999], vec![0xCD; 3]);
         for data in [&text[..], &noise[..], &text[..100], &[][..]] {
             let id = h.chunk_id(data);
-            seal_blob_into(k.data_key(), BlobKind::Data, &id, data, 3, &mut sealed);
+            seal_blob_into(&k.data_keys(), BlobKind::Data, &id, data, 3, &mut sealed);
             let raw = data.len() as u32;
             assert_eq!(
-                open_blob(k.data_key(), &h, BlobKind::Data, &id, &sealed, raw).unwrap(),
+                open_blob(&k.data_keys(), &h, BlobKind::Data, &id, &sealed, raw).unwrap(),
                 data
             );
             open_blob_into(
-                k.data_key(),
+                &k.data_keys(),
                 &h,
                 BlobKind::Data,
                 &id,
@@ -308,12 +313,12 @@ mod tests {
         }
         // Damage is still caught on the in-place path.
         let id = h.chunk_id(&text);
-        seal_blob_into(k.data_key(), BlobKind::Data, &id, &text, 3, &mut sealed);
+        seal_blob_into(&k.data_keys(), BlobKind::Data, &id, &text, 3, &mut sealed);
         sealed[40] ^= 1;
         let raw = text.len() as u32;
         assert!(matches!(
             open_blob_into(
-                k.data_key(),
+                &k.data_keys(),
                 &h,
                 BlobKind::Data,
                 &id,
@@ -331,27 +336,27 @@ mod tests {
         let h = ContentHasher::new(&k);
         let data = b"some file content ".repeat(100);
         let id = h.chunk_id(&data);
-        let sealed = seal_blob(k.data_key(), BlobKind::Data, &id, &data, 3);
+        let sealed = seal_blob(&k.data_keys(), BlobKind::Data, &id, &data, 3);
         assert!(sealed.len() < data.len());
         let raw = data.len() as u32;
         assert_eq!(
-            open_blob(k.data_key(), &h, BlobKind::Data, &id, &sealed, raw).unwrap(),
+            open_blob(&k.data_keys(), &h, BlobKind::Data, &id, &sealed, raw).unwrap(),
             data
         );
         // Wrong kind or wrong id: the associated data no longer matches.
         assert!(matches!(
-            open_blob(k.data_key(), &h, BlobKind::Tree, &id, &sealed, raw),
+            open_blob(&k.data_keys(), &h, BlobKind::Tree, &id, &sealed, raw),
             Err(BlobError::Crypto(_))
         ));
         let other = h.chunk_id(b"x");
         assert!(matches!(
-            open_blob(k.data_key(), &h, BlobKind::Data, &other, &sealed, raw),
+            open_blob(&k.data_keys(), &h, BlobKind::Data, &other, &sealed, raw),
             Err(BlobError::Crypto(_))
         ));
         // A blob sealed under an id that is not its content's hash is caught.
-        let lie = seal_blob(k.data_key(), BlobKind::Data, &other, &data, 3);
+        let lie = seal_blob(&k.data_keys(), BlobKind::Data, &other, &data, 3);
         assert_eq!(
-            open_blob(k.data_key(), &h, BlobKind::Data, &other, &lie, raw),
+            open_blob(&k.data_keys(), &h, BlobKind::Data, &other, &lie, raw),
             Err(BlobError::HashMismatch)
         );
     }

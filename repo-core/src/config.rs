@@ -219,7 +219,7 @@ impl Config {
     }
 
     /// The encrypted config file.
-    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+    pub fn to_file(&self, key: &crate::crypto::DataKeys) -> Vec<u8> {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
@@ -239,7 +239,7 @@ impl Config {
     }
 
     /// Decrypts and validates the config file.
-    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+    pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let id = Self::peek_id(bytes)?;
         let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
         let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
@@ -276,21 +276,21 @@ mod tests {
         let k = MasterKey::generate();
         let c = Config::new(RepoId::from_bytes([5; 32]), 77);
         c.validate().unwrap();
-        let f = c.to_file(k.data_key());
+        let f = c.to_file(&k.data_keys());
         assert_eq!(Config::peek_id(&f).unwrap(), c.repo_id);
-        assert_eq!(Config::from_file(k.data_key(), &f).unwrap(), c);
+        assert_eq!(Config::from_file(&k.data_keys(), &f).unwrap(), c);
         let mut t = f.clone();
         t[FILE_PREFIX_LEN] ^= 1; // the clear id is authenticated
-        assert!(Config::from_file(k.data_key(), &t).is_err());
+        assert!(Config::from_file(&k.data_keys(), &t).is_err());
         assert_eq!(c.profile("small"), Some(1));
         assert!(c.dictionaries());
 
         // A version-1 config keeps its version in the prefix and the body.
         let mut v1 = c.clone();
         v1.version = 1;
-        let f1 = v1.to_file(k.data_key());
+        let f1 = v1.to_file(&k.data_keys());
         assert_eq!(f1[8..12], 1u32.to_le_bytes());
-        let back = Config::from_file(k.data_key(), &f1).unwrap();
+        let back = Config::from_file(&k.data_keys(), &f1).unwrap();
         assert!(!back.dictionaries());
 
         // Version 3 holds shared content keys; 1 and 2 cannot.
@@ -298,9 +298,9 @@ mod tests {
         v3.version = 3;
         assert!(v3.validate().is_err());
         v3.content_keys = Some(ContentKeys::of(&MasterKey::generate()));
-        let f3 = v3.to_file(k.data_key());
+        let f3 = v3.to_file(&k.data_keys());
         assert_eq!(f3[8..12], 3u32.to_le_bytes());
-        assert_eq!(Config::from_file(k.data_key(), &f3).unwrap(), v3);
+        assert_eq!(Config::from_file(&k.data_keys(), &f3).unwrap(), v3);
         let mut bad = c.clone();
         bad.content_keys = v3.content_keys.clone();
         assert!(bad.validate().is_err());

@@ -473,7 +473,7 @@ fn fetch(
             .try_for_each(|(l, sealed)| -> Result<()> {
                 let mut plain = Vec::new();
                 blob::open_blob_into_with(
-                    src.data_key(),
+                    src.data_keys(),
                     src.hasher(),
                     l.entry.kind,
                     &l.entry.id,

@@ -100,14 +100,14 @@ pub fn zstd_dict_id(bytes: &[u8]) -> u32 {
 }
 
 /// The dictionary file for `dict` (SPEC §6.4).
-pub fn to_file(key: &[u8; 32], dict: &[u8]) -> Vec<u8> {
+pub fn to_file(key: &crate::crypto::DataKeys, dict: &[u8]) -> Vec<u8> {
     blob::seal_file_version(&DICT_MAGIC, DICTIONARY_VERSION, key, dict, 3)
 }
 
 /// Opens dictionary file `bytes` stored under `id`: decrypts, checks that
 /// the content hashes to `id`, and validates it.
 pub fn from_file(
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     hasher: &ContentHasher,
     id: &DictId,
     bytes: &[u8],
@@ -128,7 +128,7 @@ pub fn from_file(
 /// nothing.
 pub fn train_and_store(
     backend: &dyn Backend,
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     hasher: &ContentHasher,
     samples: &[&[u8]],
 ) -> Result<Option<Arc<Dictionary>>, crate::backend::BackendError> {
@@ -144,7 +144,7 @@ pub fn train_and_store(
 /// behind every blob read of a version-2 repository.
 pub struct Dictionaries {
     backend: Arc<dyn Backend>,
-    key: [u8; 32],
+    key: crate::crypto::DataKeys,
     hasher: ContentHasher,
     allowed: bool,
     loaded: RwLock<HashMap<DictRef, Arc<Dictionary>>>,
@@ -161,24 +161,18 @@ impl std::fmt::Debug for Dictionaries {
     }
 }
 
-impl Drop for Dictionaries {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.key);
-    }
-}
-
 impl Dictionaries {
     /// The dictionaries of the repository in `backend`; `allowed` is false
     /// for version-1 repositories, whose blobs never name one.
     pub fn new(
         backend: Arc<dyn Backend>,
-        key: &[u8; 32],
+        key: crate::crypto::DataKeys,
         hasher: ContentHasher,
         allowed: bool,
     ) -> Self {
         Self {
             backend,
-            key: *key,
+            key,
             hasher,
             allowed,
             loaded: RwLock::new(HashMap::new()),
@@ -310,14 +304,14 @@ mod tests {
         let k = MasterKey::generate();
         let h = ContentHasher::new(&k);
         let id = h.dict_id(&d);
-        let f = to_file(k.data_key(), &d);
+        let f = to_file(&k.data_keys(), &d);
         assert_eq!(f[..8], DICT_MAGIC);
         assert_eq!(f[8..12], DICTIONARY_VERSION.to_le_bytes());
-        assert_eq!(from_file(k.data_key(), &h, &id, &f).unwrap().bytes(), d);
+        assert_eq!(from_file(&k.data_keys(), &h, &id, &f).unwrap().bytes(), d);
         // Stored under another name: refused.
         let other = h.dict_id(b"x");
         assert_eq!(
-            from_file(k.data_key(), &h, &other, &f).unwrap_err(),
+            from_file(&k.data_keys(), &h, &other, &f).unwrap_err(),
             BlobError::HashMismatch
         );
         // Too few samples: no dictionary.

@@ -20,12 +20,12 @@ pub struct MarkFile {
 
 impl MarkFile {
     /// The encrypted file.
-    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+    pub fn to_file(&self, key: &crate::crypto::DataKeys) -> Vec<u8> {
         blob::seal_file(&MARK_MAGIC, key, &encoding::encode(self), 3)
     }
 
     /// Parses a mark file.
-    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+    pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let plain = blob::open_file(&MARK_MAGIC, "mark", key, bytes)?;
         Ok(encoding::decode(&plain, "mark")?)
     }
@@ -44,7 +44,7 @@ pub(crate) struct Marks {
 /// skipped. A damaged mark is returned apart: readers skip it, which only
 /// keeps data (its packs are unindexed, so a later prune condemns them
 /// again), and prune deletes it (SPEC §22).
-pub(crate) fn load_marks(backend: &dyn Backend, key: &[u8; 32]) -> Result<Marks> {
+pub(crate) fn load_marks(backend: &dyn Backend, key: &crate::crypto::DataKeys) -> Result<Marks> {
     let mut out = Marks::default();
     for o in backend.list(ObjectKind::Mark)? {
         let bytes = match backend.read(ObjectKind::Mark, &o.name) {

@@ -325,7 +325,7 @@ impl Repository {
     /// The readable marks; damaged ones are skipped with a warning (the
     /// sweep deletes them).
     fn load_marks(&self) -> Result<Vec<(String, i64, MarkFile)>> {
-        let marks = load_marks(self.backend(), self.data_key())?;
+        let marks = load_marks(self.backend(), self.data_keys())?;
         for (_, _, e) in &marks.damaged {
             self.warn(crate::warning::Warning::DamagedPruneMark {
                 reason: e.to_string(),
@@ -374,7 +374,7 @@ impl Repository {
         let mut index_files = Vec::new();
         let mut packs: Vec<IndexPack> = Vec::new();
         let mut seen_packs = HashSet::new();
-        for (name, f) in load_index_files(self.backend(), self.data_key()).map_err(refuse)? {
+        for (name, f) in load_index_files(self.backend(), self.data_keys()).map_err(refuse)? {
             index_files.push(
                 name.parse::<IndexId>()
                     .map_err(|_| Error::InvalidArgument(name.clone()))?,
@@ -540,7 +540,7 @@ impl Repository {
         stop: Option<PruneStep>,
         sum: &mut PruneSummary,
     ) -> Result<bool> {
-        let key = self.data_key();
+        let key = self.data_keys();
         // 1. Copy live blobs out of packs being repacked (verifying each).
         let mut new_packs: Vec<IndexPack> = Vec::new();
         let mut w = PackWriter::new();
@@ -662,7 +662,7 @@ impl Repository {
         stop: Option<PruneStep>,
         sum: &mut PruneSummary,
     ) -> Result<()> {
-        let loaded = load_marks(self.backend(), self.data_key())?;
+        let loaded = load_marks(self.backend(), self.data_keys())?;
         if loaded.good.is_empty() && loaded.damaged.is_empty() {
             return Ok(());
         }
@@ -699,7 +699,7 @@ impl Repository {
                 created_ns: mark.created_ns.wrapping_add(1),
                 packs: mark.packs,
             };
-            let bytes = fresh.to_file(self.data_key());
+            let bytes = fresh.to_file(self.data_keys());
             let new_name = IndexId::hash_of(&bytes).to_hex();
             self.backend().write(ObjectKind::Mark, &new_name, &bytes)?;
             match self.backend().delete(ObjectKind::Mark, &name) {
@@ -754,7 +754,7 @@ impl Repository {
                 // Recomputed now, not at plan time: snapshots written since count.
                 let mut indexed_packs = HashSet::new();
                 let mut indexed_blobs = HashSet::new();
-                for (_, f) in load_index_files(self.backend(), self.data_key()).map_err(refuse)? {
+                for (_, f) in load_index_files(self.backend(), self.data_keys()).map_err(refuse)? {
                     for p in f.packs {
                         indexed_blobs.extend(p.entries.iter().map(|e| e.id));
                         indexed_packs.insert(p.id);
@@ -793,7 +793,7 @@ impl Repository {
                     .filter(|p| self.read_pack_header(&p.id).is_ok())
                     .collect();
                 sum.packs_resurrected += entries.len();
-                write_index_files(self.backend(), self.data_key(), &entries, &[])?;
+                write_index_files(self.backend(), self.data_keys(), &entries, &[])?;
             }
             for id in delete {
                 let name = id.to_hex();

@@ -81,7 +81,7 @@ impl Repository {
     pub fn repair_index(&self, opts: &RepairIndexOptions) -> Result<RepairIndexReport> {
         let read_data = opts.read_data;
         let mut report = RepairIndexReport::default();
-        let key = self.data_key();
+        let key = self.data_keys();
         let condemned: HashSet<PackId> = self.marked_pack_ids()?;
         let old_index: Vec<String> = self
             .backend()

@@ -12,7 +12,7 @@ use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::compress::Dictionary;
 use crate::config::{Config, ContentKeys};
-use crate::crypto::{CryptoError, KdfBudget, KdfParams, KeyFile, MasterKey};
+use crate::crypto::{CryptoError, DataKeys, KdfBudget, KdfParams, KeyFile, MasterKey};
 use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result, WarnFn, Warnings};
 use crate::hash::ContentHasher;
@@ -125,6 +125,8 @@ pub struct Repository {
     /// Pack transfers allowed at once ([`Repository::set_connections`]).
     slots: Arc<Slots>,
     key: MasterKey,
+    /// The live sealing keys (SPEC §29).
+    data_keys: DataKeys,
     /// Changes when `change_password` replaces this session's key file.
     key_id: std::sync::RwLock<KeyId>,
     hasher: ContentHasher,
@@ -246,11 +248,14 @@ impl Repository {
         backend.write(
             ObjectKind::Config,
             "config",
-            &config.to_file(key.data_key()),
+            &config.to_file(&key.data_keys()),
         )?;
         let warnings = Arc::new(Warnings::default());
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
+        let data_keys = key.data_keys();
+        Ok(Self::assemble(
+            wired, key, key_id, config, data_keys, index, warnings,
+        ))
     }
 
     fn assemble(
@@ -258,6 +263,7 @@ impl Repository {
         key: MasterKey,
         key_id: KeyId,
         config: Config,
+        data_keys: DataKeys,
         index: Index,
         warnings: Arc<Warnings>,
     ) -> Self {
@@ -272,7 +278,7 @@ impl Repository {
         };
         let dicts = Dictionaries::new(
             Arc::clone(&backend),
-            key.data_key(),
+            data_keys.clone(),
             hasher.clone(),
             config.dictionaries(),
         );
@@ -282,6 +288,7 @@ impl Repository {
             requests,
             slots,
             key,
+            data_keys,
             key_id: std::sync::RwLock::new(key_id),
             config,
             index,
@@ -298,12 +305,14 @@ impl Repository {
     ) -> Result<Self> {
         let wired = Wired::new(backend);
         let backend = Arc::clone(&wired.backend);
-        let (key, key_id, config) = Self::unlock_config(&*backend, password, &opts)?;
+        let (key, key_id, config, data_keys) = Self::unlock_config(&*backend, password, &opts)?;
         let repo_id = config.repo_id;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        index.sync(&*backend, key.data_key())?;
-        Ok(Self::assemble(wired, key, key_id, config, index, warnings))
+        index.sync(&*backend, &data_keys)?;
+        Ok(Self::assemble(
+            wired, key, key_id, config, data_keys, index, warnings,
+        ))
     }
 
     /// Reads the config, finds the key `password` opens, and decrypts the
@@ -313,7 +322,7 @@ impl Repository {
         backend: &dyn Backend,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> Result<(MasterKey, KeyId, Config)> {
+    ) -> Result<(MasterKey, KeyId, Config, DataKeys)> {
         let cbytes = match backend.read(ObjectKind::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
@@ -334,8 +343,9 @@ impl Repository {
             Err(e) => return Err(corrupt_config(e.into())),
         };
         let (key, key_id) = Self::unlock(backend, &repo_id, password, opts)?;
-        let config = Config::from_file(key.data_key(), &cbytes).map_err(corrupt_config)?;
-        Ok((key, key_id, config))
+        let data_keys = key.data_keys();
+        let config = Config::from_file(&data_keys, &cbytes).map_err(corrupt_config)?;
+        Ok((key, key_id, config, data_keys))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -508,14 +518,15 @@ impl Repository {
     pub(crate) fn dictionaries(&self) -> &Dictionaries {
         &self.dicts
     }
-    /// The master key's data-encryption key.
-    pub(crate) fn data_key(&self) -> &[u8; 32] {
-        self.key.data_key()
+    /// The live sealing keys (SPEC §29): seal under the newest epoch, open
+    /// under any live one. The only way objects are sealed and opened.
+    pub fn data_keys(&self) -> &DataKeys {
+        &self.data_keys
     }
     /// Re-reads index files written since open (or since the last call);
     /// rebuilds the cache if some were removed by a prune or repair.
     pub(crate) fn refresh_index(&self) -> Result<()> {
-        self.index.sync(&*self.backend, self.data_key())
+        self.index.sync(&*self.backend, self.data_keys())
     }
 
     /// The counted backend, shared (a WAL store keeps it, SPEC §28).
@@ -701,7 +712,7 @@ impl Repository {
         if SnapshotId::hash_of(bytes) != id {
             return Err(corrupt(blob::BlobError::HashMismatch));
         }
-        let snapshot = Snapshot::from_file(self.data_key(), bytes).map_err(corrupt)?;
+        let snapshot = Snapshot::from_file(self.data_keys(), bytes).map_err(corrupt)?;
         Ok(SnapshotEntry { id, snapshot })
     }
 
@@ -752,7 +763,7 @@ impl Repository {
 
     /// Writes a snapshot file. SPEC §13: only after its packs and index.
     pub(crate) fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let bytes = snap.to_file(self.data_key());
+        let bytes = snap.to_file(self.data_keys());
         let id = SnapshotId::hash_of(&bytes);
         self.backend
             .write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
@@ -907,7 +918,7 @@ impl Repository {
         plain: &mut Vec<u8>,
     ) -> Result<()> {
         blob::open_blob_into_with(
-            self.data_key(),
+            self.data_keys(),
             &self.hasher,
             e.kind,
             &e.id,
@@ -955,10 +966,13 @@ impl Repository {
             e.length,
         )?;
         let ad = blob::blob_ad(e.kind, &e.id);
-        crate::crypto::open(self.data_key(), &ad, &sealed).map_err(|err| Error::CorruptPack {
-            pack: loc.pack,
-            reason: format!("blob {}: {err}", e.id.short()),
-        })
+        self.data_keys()
+            .open(&ad, &sealed)
+            .map(|(p, _)| p)
+            .map_err(|err| Error::CorruptPack {
+                pack: loc.pack,
+                reason: format!("blob {}: {err}", e.id.short()),
+            })
     }
 
     /// Loads and decodes a tree.
@@ -999,7 +1013,7 @@ impl Repository {
         let copy = (!from_cache).then(|| sealed.clone());
         let mut plain = Vec::new();
         let opened = blob::open_blob_into_with(
-            self.data_key(),
+            self.data_keys(),
             &self.hasher,
             e.kind,
             &e.id,
@@ -1037,7 +1051,7 @@ impl Repository {
         let header = PackHeader {
             entries: entries.to_vec(),
         };
-        (prefix, crate::pack::seal_header(self.data_key(), &header))
+        (prefix, crate::pack::seal_header(self.data_keys(), &header))
     }
 
     /// Reads a pack's header from its tail (two reads at most).
@@ -1052,7 +1066,7 @@ impl Repository {
         let tail =
             self.backend
                 .read_range(ObjectKind::Pack, &name, size - u64::from(guess), guess)?;
-        let r = PackHeader::from_tail(self.data_key(), &tail, size)
+        let r = PackHeader::from_tail(self.data_keys(), &tail, size)
             .map_err(|e| corrupt(e.to_string()))?;
         match r {
             Ok(h) => Ok(h),
@@ -1060,7 +1074,7 @@ impl Repository {
                 let tail =
                     self.backend
                         .read_range(ObjectKind::Pack, &name, size - need, need as u32)?;
-                match PackHeader::from_tail(self.data_key(), &tail, size)
+                match PackHeader::from_tail(self.data_keys(), &tail, size)
                     .map_err(|e| corrupt(e.to_string()))?
                 {
                     Ok(h) => Ok(h),
@@ -1092,7 +1106,7 @@ impl Repository {
 
     /// Reads and decrypts one index file (checks its name, too).
     pub(crate) fn load_index(&self, id: &crate::id::IndexId) -> Result<crate::index::IndexFile> {
-        crate::index::load_index_file(&*self.backend, self.data_key(), &id.to_hex())
+        crate::index::load_index_file(&*self.backend, self.data_keys(), &id.to_hex())
     }
 
     /// Writes index files (of at most `MAX_INDEX_ENTRIES` entries each)
@@ -1102,7 +1116,7 @@ impl Repository {
         &self,
         packs: &[crate::index::IndexPack],
     ) -> Result<Vec<crate::id::IndexId>> {
-        let ids = crate::index::write_index_files(&*self.backend, self.data_key(), packs, &[])?;
+        let ids = crate::index::write_index_files(&*self.backend, self.data_keys(), packs, &[])?;
         self.refresh_index()?;
         Ok(ids)
     }
@@ -1315,7 +1329,7 @@ impl Packer<'_> {
         let trained = if samples.len() >= dict::MIN_SAMPLES {
             dict::train_and_store(
                 &*self.repo.backend,
-                self.repo.data_key(),
+                self.repo.data_keys(),
                 &self.repo.hasher,
                 &samples,
             )?
@@ -1359,7 +1373,7 @@ impl Packer<'_> {
         let (n, full) = SEALED.with(|b| {
             let mut sealed = b.borrow_mut();
             blob::seal_blob_into_with(
-                self.repo.data_key(),
+                self.repo.data_keys(),
                 kind,
                 &id,
                 plaintext,
@@ -1394,7 +1408,7 @@ impl Packer<'_> {
     /// than [`Repository::connections`] writes are in flight: finished ones
     /// are indexed first, and if none has finished, the oldest is waited for.
     fn upload(&self, w: PackWriter) -> Result<()> {
-        let (id, bytes, entries) = w.finish(self.repo.data_key());
+        let (id, bytes, entries) = w.finish(self.repo.data_keys());
         let mut queue = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         while queue.front().is_some_and(|f| f.write.is_finished()) {
             self.settle(&mut queue)?;
@@ -1429,9 +1443,12 @@ impl Packer<'_> {
                 self.repo
                     .backend
                     .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-                self.repo
-                    .index
-                    .add_pack(&*self.repo.backend, self.repo.data_key(), id, entries)?;
+                self.repo.index.add_pack(
+                    &*self.repo.backend,
+                    self.repo.data_keys(),
+                    id,
+                    entries,
+                )?;
             }
         }
         Ok(())
@@ -1450,7 +1467,7 @@ impl Packer<'_> {
         }
         self.repo
             .index
-            .add_pack(&*self.repo.backend, self.repo.data_key(), f.id, f.entries)
+            .add_pack(&*self.repo.backend, self.repo.data_keys(), f.id, f.entries)
     }
 
     /// Uploads the open packs and writes the index, keeping the packer
@@ -1479,7 +1496,7 @@ impl Packer<'_> {
         drop(queue);
         self.repo
             .index
-            .flush(&*self.repo.backend, self.repo.data_key())?;
+            .flush(&*self.repo.backend, self.repo.data_keys())?;
         Ok(())
     }
 

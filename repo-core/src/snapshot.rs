@@ -107,13 +107,16 @@ impl Snapshot {
     }
 
     /// The encrypted file (SPEC §10).
-    pub(crate) fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+    pub(crate) fn to_file(&self, key: &crate::crypto::DataKeys) -> Vec<u8> {
         let (version, body) = self.encode_body();
         blob::seal_file_version(&SNAPSHOT_MAGIC, version, key, &body, 3)
     }
 
     /// Parses a snapshot file.
-    pub(crate) fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+    pub(crate) fn from_file(
+        key: &crate::crypto::DataKeys,
+        bytes: &[u8],
+    ) -> Result<Self, BlobError> {
         let (version, _) = format::read_prefix(bytes, &SNAPSHOT_MAGIC, "snapshot")?;
         let plain = blob::open_file(&SNAPSHOT_MAGIC, "snapshot", key, bytes)?;
         Ok(Self::decode_body(version, &plain)?)
@@ -208,22 +211,22 @@ mod tests {
             metadata: vec![("k".into(), "v".into())],
             original: None,
         };
-        let f = s.to_file(k.data_key());
+        let f = s.to_file(&k.data_keys());
         assert_eq!(f[8..12], 1u32.to_le_bytes(), "no original: version 1");
-        assert_eq!(Snapshot::from_file(k.data_key(), &f).unwrap(), s);
+        assert_eq!(Snapshot::from_file(&k.data_keys(), &f).unwrap(), s);
         // A copy is version 3 and keeps its original.
         let mut copy = s.clone();
         copy.original = Some(SnapshotId::from_bytes([9; 32]));
-        let fc = copy.to_file(k.data_key());
+        let fc = copy.to_file(&k.data_keys());
         assert_eq!(fc[8..12], 3u32.to_le_bytes());
-        assert_eq!(Snapshot::from_file(k.data_key(), &fc).unwrap(), copy);
+        assert_eq!(Snapshot::from_file(&k.data_keys(), &fc).unwrap(), copy);
         // Version 3 without an original is not canonical.
         let (_, body) = s.encode_body();
         let mut full = body.clone();
         full.push(0);
         assert!(Snapshot::decode_body(3, &full).is_err());
         assert!(Snapshot::decode_body(1, &encoding::encode(&copy)).is_err());
-        assert!(Snapshot::from_file(MasterKey::generate().data_key(), &f).is_err());
-        assert!(Snapshot::from_file(k.data_key(), &f[..f.len() - 1]).is_err());
+        assert!(Snapshot::from_file(&MasterKey::generate().data_keys(), &f).is_err());
+        assert!(Snapshot::from_file(&k.data_keys(), &f[..f.len() - 1]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::backend::{MemoryBackend, ObjectKind};
 use crate::blob::BlobError;
 use crate::chunker::Chunker;
 use crate::config::Config;
-use crate::crypto::{CryptoError, KdfParams};
+use crate::crypto::{CryptoError, DataKeys, KdfParams};
 use crate::dict::Dictionaries;
 use crate::error::Result;
 use crate::hash::ContentHasher;
@@ -102,17 +102,17 @@ impl RepositoryInternals for Repository {
     }
 }
 
-/// Snapshot files with raw keys, for golden vectors and fuzz targets.
+/// Snapshot files with explicit keys, for golden vectors and fuzz targets.
 pub trait SnapshotFile: Sized {
-    fn to_file(&self, key: &[u8; 32]) -> Vec<u8>;
-    fn from_file(key: &[u8; 32], bytes: &[u8]) -> std::result::Result<Self, BlobError>;
+    fn to_file(&self, key: &DataKeys) -> Vec<u8>;
+    fn from_file(key: &DataKeys, bytes: &[u8]) -> std::result::Result<Self, BlobError>;
 }
 
 impl SnapshotFile for Snapshot {
-    fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+    fn to_file(&self, key: &DataKeys) -> Vec<u8> {
         Snapshot::to_file(self, key)
     }
-    fn from_file(key: &[u8; 32], bytes: &[u8]) -> std::result::Result<Self, BlobError> {
+    fn from_file(key: &DataKeys, bytes: &[u8]) -> std::result::Result<Self, BlobError> {
         Snapshot::from_file(key, bytes)
     }
 }

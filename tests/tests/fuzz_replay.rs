@@ -298,7 +298,8 @@ mod seeds {
 
     /// Packs sealed under the fuzzing key: empty, and one data plus one tree blob.
     fn packs() -> Vec<(&'static str, Vec<u8>)> {
-        let key = master().data_key();
+        let keys = master().data_keys();
+        let key = &keys;
         let empty = PackWriter::new().finish(key).1;
         let mut w = PackWriter::new();
         let data = text();
@@ -385,7 +386,8 @@ mod seeds {
 
     /// All seeds, per target.
     pub fn all() -> Vec<(&'static str, Seeds)> {
-        let key = master().data_key();
+        let keys = master().data_keys();
+        let key = &keys;
         let mut out: Vec<(&'static str, Seeds)> = Vec::new();
 
         let entry = |kind, offset, length| PackEntry {

@@ -479,7 +479,7 @@ fn golden_index() -> IndexFile {
     IndexFile {
         packs: vec![IndexPack {
             id: PackId::hash_of(&pack),
-            entries: PackHeader::from_pack(key().data_key(), &pack)
+            entries: PackHeader::from_pack(&key().data_keys(), &pack)
                 .unwrap()
                 .entries,
         }],
@@ -615,7 +615,7 @@ fn h_pack() {
     assert_eq!(hex::encode(&pack), squash(H_PACK));
     assert_eq!(PackId::hash_of(&pack).to_hex(), H_PACK_ID);
     let k = key();
-    let header = PackHeader::from_pack(k.data_key(), &unhex(H_PACK)).unwrap();
+    let header = PackHeader::from_pack(&k.data_keys(), &unhex(H_PACK)).unwrap();
     assert_eq!(header.entries.len(), 1);
     let e = header.entries[0];
     assert_eq!(
@@ -624,7 +624,7 @@ fn h_pack() {
     );
     let sealed = &pack[e.offset as usize..(e.offset + e.length) as usize];
     let plain = blob::open_blob(
-        k.data_key(),
+        &k.data_keys(),
         &ContentHasher::new(&k),
         e.kind,
         &e.id,
@@ -667,12 +667,12 @@ fn j_config_file() {
     assert_eq!(hex::encode(&f), squash(J_CONFIG_FILE));
     assert_eq!(Config::peek_id(&f).unwrap(), RepoId::from_bytes([0x55; 32]));
     assert_eq!(
-        Config::from_file(key().data_key(), &unhex(J_CONFIG_FILE)).unwrap(),
+        Config::from_file(&key().data_keys(), &unhex(J_CONFIG_FILE)).unwrap(),
         golden_config()
     );
     let mut t = f.clone();
     t[FILE_PREFIX_LEN] ^= 1; // the clear repository id is authenticated
-    assert!(Config::from_file(key().data_key(), &t).is_err());
+    assert!(Config::from_file(&key().data_keys(), &t).is_err());
 }
 
 #[test]
@@ -684,17 +684,25 @@ fn k_index_file() {
     assert_eq!(hex::encode(&f), squash(K_INDEX_FILE));
     assert_eq!(IndexId::hash_of(&f).to_hex(), K_INDEX_ID);
     assert_eq!(
-        IndexFile::from_file(key().data_key(), &unhex(K_INDEX_FILE)).unwrap(),
+        IndexFile::from_file(&key().data_keys(), &unhex(K_INDEX_FILE)).unwrap(),
         idx
     );
     assert_eq!(
-        blob::open_file(&INDEX_MAGIC, "index", key().data_key(), &f).unwrap(),
+        blob::open_file(&INDEX_MAGIC, "index", &key().data_keys(), &f).unwrap(),
         body
     );
     // Index files and snapshots share a key: the magic in the AD keeps them apart.
     let mut as_snapshot = f.clone();
     as_snapshot[..8].copy_from_slice(&SNAPSHOT_MAGIC);
-    assert!(blob::open_file(&SNAPSHOT_MAGIC, "snapshot", key().data_key(), &as_snapshot).is_err());
+    assert!(
+        blob::open_file(
+            &SNAPSHOT_MAGIC,
+            "snapshot",
+            &key().data_keys(),
+            &as_snapshot
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -708,7 +716,7 @@ fn l_snapshot_file() {
     assert_eq!(f.len(), 12 + SEAL_OVERHEAD + squash(G_SNAPSHOT).len() / 2);
     assert_eq!(SnapshotId::hash_of(&f).to_hex(), L_SNAPSHOT_FILE_ID);
     assert_eq!(
-        Snapshot::from_file(key().data_key(), &f).unwrap(),
+        Snapshot::from_file(&key().data_keys(), &f).unwrap(),
         golden_snapshot()
     );
 }
@@ -734,7 +742,7 @@ fn o_copied_snapshot() {
     );
     f.extend_from_slice(&sealed);
     assert_eq!(SnapshotId::hash_of(&f).to_hex(), O_COPY_SNAPSHOT_FILE_ID);
-    assert_eq!(Snapshot::from_file(key().data_key(), &f).unwrap(), s);
+    assert_eq!(Snapshot::from_file(&key().data_keys(), &f).unwrap(), s);
 }
 
 #[test]
@@ -742,7 +750,7 @@ fn p_config_with_content_keys() {
     let f = golden_config_v3_file();
     assert_eq!(hex::encode(&f), squash(P_CONFIG_V3_FILE));
     assert_eq!(
-        Config::from_file(key().data_key(), &unhex(P_CONFIG_V3_FILE)).unwrap(),
+        Config::from_file(&key().data_keys(), &unhex(P_CONFIG_V3_FILE)).unwrap(),
         golden_config_v3()
     );
     let keys = golden_config_v3().content_keys.unwrap();
@@ -843,7 +851,7 @@ fn n_dictionary_and_dictionary_blob() {
     );
     file.extend_from_slice(&sealed);
     assert_eq!(hex::encode(&file), N_DICT_FILE);
-    let opened = repo_core::unstable::dict::from_file(k.data_key(), &h, &dict_id, &file).unwrap();
+    let opened = repo_core::unstable::dict::from_file(&k.data_keys(), &h, &dict_id, &file).unwrap();
     assert_eq!(opened.bytes(), dict);
 
     let plain = N_PLAIN.as_bytes();
@@ -875,7 +883,7 @@ fn n_dictionary_and_dictionary_blob() {
     )));
     let raw = plain.len() as u32;
     let got = blob::open_blob_with(
-        k.data_key(),
+        &k.data_keys(),
         &h,
         BlobKind::Data,
         &id,
@@ -887,7 +895,7 @@ fn n_dictionary_and_dictionary_blob() {
     assert_eq!(got, plain);
     // Without the dictionary the blob cannot be read, and says so.
     assert!(matches!(
-        blob::open_blob(k.data_key(), &h, BlobKind::Data, &id, &sealed_blob, raw),
+        blob::open_blob(&k.data_keys(), &h, BlobKind::Data, &id, &sealed_blob, raw),
         Err(blob::BlobError::Format(
             format::FormatError::Dictionary { .. }
         ))
@@ -907,7 +915,7 @@ fn q_archived_wal() {
     let file = WalFileName::parse("00000002.history").unwrap();
     let mac = wal::content_mac(k.wal_key(), &file, Q_HISTORY);
     let name = wal::object_name(&cluster, &file);
-    let object = wal::encode_with_nonce(k.data_key(), &[0x44; 24], &mac, &name, Q_HISTORY, 0);
+    let object = wal::encode_with_nonce(&k.data_keys(), &[0x44; 24], &mac, &name, Q_HISTORY, 0);
     assert_eq!(hex::encode(k.wal_key()), Q_WAL_KEY);
     assert_eq!(cluster, Q_CLUSTER);
     assert_eq!(hex::encode(mac), Q_MAC);

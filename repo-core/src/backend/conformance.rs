@@ -45,7 +45,49 @@ pub fn run(b: &dyn Backend) {
     concurrent_writes(b);
     delete(b);
     wal_names(b);
+    replace(b);
     starts_empty(b);
+}
+
+/// `replace` overwrites an object of a fixed name (the config), creates
+/// a missing one, and leaves nothing else behind: one object listed,
+/// holding the newest bytes (SPEC §11, §29.4).
+pub fn replace(b: &dyn Backend) {
+    let loc = b.location();
+    b.replace(ObjectKind::Config, "config", b"first").unwrap();
+    assert_eq!(
+        b.read(ObjectKind::Config, "config").unwrap(),
+        b"first",
+        "{loc}: replace creates"
+    );
+    b.write(ObjectKind::Config, "config", b"write never overwrites")
+        .unwrap();
+    b.replace(ObjectKind::Config, "config", b"second, longer")
+        .unwrap();
+    assert_eq!(
+        b.read(ObjectKind::Config, "config").unwrap(),
+        b"second, longer",
+        "{loc}: replace overwrites"
+    );
+    b.replace(ObjectKind::Config, "config", b"3").unwrap();
+    assert_eq!(
+        b.read(ObjectKind::Config, "config").unwrap(),
+        b"3",
+        "{loc}: no stale tail"
+    );
+    let listed = b.list(ObjectKind::Config).unwrap();
+    assert_eq!(listed.len(), 1, "{loc}: {listed:?}");
+    assert_eq!(listed[0].size, 1, "{loc}");
+    let n = format!("{}-00000001", name(0x5e));
+    b.replace(ObjectKind::Keyring, &n, &payload()).unwrap();
+    b.replace(ObjectKind::Keyring, &n, b"grant").unwrap();
+    assert_eq!(b.read(ObjectKind::Keyring, &n).unwrap(), b"grant", "{loc}");
+    assert_eq!(b.list(ObjectKind::Keyring).unwrap().len(), 1, "{loc}");
+    assert!(
+        b.replace(ObjectKind::Keyring, "../x", b"no").is_err(),
+        "{loc}: bad name"
+    );
+    clean(b);
 }
 
 /// Archived WAL names (SPEC §28): not hex ids, with `_`, in their own

@@ -405,6 +405,17 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         }
     }
 
+    /// A write fault; a planned tear fails it whole, as the operation is
+    /// atomic (the old bytes stay).
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        match self.admit(OpKind::Write, kind, name, data.len()) {
+            Verdict::Run => self.inner.replace(kind, name, data),
+            Verdict::Fail(e) | Verdict::Tear(_, e) => {
+                Err(BackendError::io("replace", kind, name, e))
+            }
+        }
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.gate(OpKind::List, "list", kind, "")?;
         self.inner.list(kind)

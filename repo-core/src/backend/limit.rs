@@ -155,6 +155,9 @@ impl<B: Backend> Backend for Limited<B> {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(kind)
     }
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.replace(kind, name, data)
+    }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
         self.inner.delete(kind, name)
     }

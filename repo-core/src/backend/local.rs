@@ -245,6 +245,38 @@ impl Backend for LocalBackend {
         result.map_err(err)
     }
 
+    /// Temp file, fsync, rename(2) over the name, fsync the directory:
+    /// rename is atomic, so a reader or a crash sees one version whole.
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        let err = |e| BackendError::io("replace", kind, name, e);
+        let target = self.path(kind, name)?;
+        let dir = self.dir(kind, name);
+        if let Err(e) = fs::DirBuilder::new().mode(DIR_MODE).create(&dir)
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return Err(err(e));
+        }
+        let mut rnd = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut rnd);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &target)?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(err)
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         let err = |e| BackendError::io("list", kind, "", e);
         let mut out = Vec::new();

@@ -103,6 +103,25 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        if !super::local::valid_name(name) {
+            return Err(BackendError::io(
+                "replace",
+                kind,
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, "invalid object name"),
+            ));
+        }
+        self.objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (kind, name.to_string()),
+                (Arc::new(data.to_vec()), now_ns()),
+            );
+        Ok(())
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         Ok(self
             .objects

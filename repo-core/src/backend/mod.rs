@@ -66,11 +66,13 @@ pub enum ObjectKind {
     Dict,
     /// Archived PostgreSQL WAL files, one object each (SPEC §28).
     Wal,
+    /// Data-key epoch grants, one per key file and epoch (SPEC §29.3).
+    Keyring,
 }
 
 impl ObjectKind {
     /// Every kind, for listings and sweeps.
-    pub const ALL: [ObjectKind; 9] = [
+    pub const ALL: [ObjectKind; 10] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Snapshot,
@@ -80,6 +82,7 @@ impl ObjectKind {
         ObjectKind::Mark,
         ObjectKind::Dict,
         ObjectKind::Wal,
+        ObjectKind::Keyring,
     ];
 
     /// Directory name in the layout (SPEC §11).
@@ -94,6 +97,7 @@ impl ObjectKind {
             ObjectKind::Mark => "marks",
             ObjectKind::Dict => "dicts",
             ObjectKind::Wal => "wal",
+            ObjectKind::Keyring => "keyring",
         }
     }
 }
@@ -110,6 +114,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Mark => "mark",
             ObjectKind::Dict => "dictionary",
             ObjectKind::Wal => "WAL file",
+            ObjectKind::Keyring => "epoch grant",
         })
     }
 }
@@ -272,6 +277,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         self.write(kind, name, &data)
     }
+    /// Stores an object atomically and durably, replacing one of the same
+    /// name: for the few objects with fixed names that change (the
+    /// `config` at a key rotation, SPEC §29.4). A reader sees the old bytes
+    /// or the new ones, never a mix; after `Ok` the new ones survive a
+    /// crash. Decorators forward it.
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
     /// Lists objects of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError>;
     /// Deletes an object; deleting a missing object is `NotFound`, except
@@ -337,6 +348,9 @@ impl Backend for Box<dyn Backend> {
     }
     fn write_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>) -> Result<(), BackendError> {
         (**self).write_owned(kind, name, data)
+    }
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        (**self).replace(kind, name, data)
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         (**self).list(kind)

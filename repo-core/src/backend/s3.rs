@@ -344,7 +344,7 @@ fn key(kind: ObjectKind, name: &str) -> String {
 /// same bytes; locks carry 64 random bits, so no two writers pick one name.
 fn looks_before_writing(kind: ObjectKind) -> bool {
     match kind {
-        ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal => true,
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::Wal | ObjectKind::Keyring => true,
         ObjectKind::Pack
         | ObjectKind::Index
         | ObjectKind::Snapshot
@@ -724,6 +724,17 @@ impl Backend for S3Backend {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// A plain PUT: S3 replaces an object atomically (readers see the old
+    /// or the new one whole) and durably once it answers.
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        Self::check_name("replace", kind, name)?;
+        self.wire.record(Request::Write, data.len(), 0);
+        self.op
+            .write(&key(kind, name), data.to_vec())
+            .map(|_| ())
+            .map_err(|e| self.error("replace", kind, name, e))
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {

@@ -231,6 +231,13 @@ impl<B: Backend> Backend for Counted<B> {
         self.counters.list.fetch_add(1, Relaxed);
         self.inner.list(kind)
     }
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.counters.write.fetch_add(1, Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(data.len() as u64, Relaxed);
+        self.inner.replace(kind, name, data)
+    }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
         self.counters.delete.fetch_add(1, Relaxed);
         self.inner.delete(kind, name)

@@ -354,7 +354,7 @@ impl<'a> Backup<'a> {
 /// another key's) leaves the pack alone for `check` and `prune`.
 pub(crate) fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
     let condemned: std::collections::HashSet<PackId> =
-        crate::mark::load_marks(repo.backend(), repo.data_key())?
+        crate::mark::load_marks(repo.backend(), repo.data_keys())?
             .good
             .into_iter()
             .flat_map(|(_, _, m)| m.packs.into_iter().map(|p| p.id))
@@ -388,7 +388,7 @@ pub(crate) fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
             continue;
         };
         repo.index()
-            .adopt_pack(repo.backend(), repo.data_key(), id, header.entries)?;
+            .adopt_pack(repo.backend(), repo.data_keys(), id, header.entries)?;
         n += 1;
     }
     Ok(n)

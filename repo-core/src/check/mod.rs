@@ -660,7 +660,7 @@ impl Checker<'_> {
     /// there is something to compare with it.
     fn check_prune_objects(&mut self) -> Result<()> {
         let backend = self.repo.backend();
-        let marks = crate::mark::load_marks(backend, self.repo.data_key())?;
+        let marks = crate::mark::load_marks(backend, self.repo.data_keys())?;
         for (name, _, e) in &marks.damaged {
             self.errors.push(Problem::new(
                 ProblemKind::MarkDamaged,
@@ -752,7 +752,7 @@ fn read_index(
     budget: usize,
 ) -> Result<(IndexView, Vec<String>, Vec<Problem>)> {
     let backend = repo.backend();
-    let key = repo.data_key();
+    let key = repo.data_keys();
     let mut names: Vec<String> = backend
         .list(ObjectKind::Index)?
         .into_iter()
@@ -1369,7 +1369,7 @@ impl Checker<'_> {
         };
         out.bytes = bytes.len() as u64;
         let hash_ok = PackId::hash_of(bytes) == *id;
-        let key = self.repo.data_key();
+        let key = self.repo.data_keys();
         let hasher = self.repo.hasher();
         // Blobs are opened in place in the pack buffer (the pack hash is
         // taken above) when the entries are disjoint; if a damaged index

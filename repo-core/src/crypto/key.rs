@@ -81,6 +81,11 @@ impl MasterKey {
     pub fn data_key(&self) -> &[u8; 32] {
         &self.data_key
     }
+    /// Epoch 0 alone (SPEC §29): the sealing keys of a repository that was
+    /// never rotated.
+    pub fn data_keys(&self) -> super::DataKeys {
+        super::DataKeys::epoch_zero(&self.data_key)
+    }
     /// Key for keyed BLAKE3 dictionary ids (SPEC §6.4).
     pub fn dict_key(&self) -> &[u8; 32] {
         &self.dict_key

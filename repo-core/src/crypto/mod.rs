@@ -1,10 +1,12 @@
 //! Keys, key derivation and authenticated encryption (SPEC §3, §4).
 
 mod aead;
+mod epoch;
 mod kdf;
 mod key;
 
 pub use aead::{open, open_in_place, seal, seal_in_place, seal_tail_with_nonce, seal_with_nonce};
+pub use epoch::{CONTEXT_EPOCH_SEAL, DataKeys, EPOCH_TAG_LEN, MAX_EPOCH, epoch_sealing_key};
 pub use kdf::{KdfBudget, KdfParams, kdf_spent};
 pub use key::{KeyFile, KeyFileHeader, MasterKey};
 
@@ -26,4 +28,7 @@ pub enum CryptoError {
     /// KDF parameters are out of range.
     #[error("invalid key-derivation parameters: {0}")]
     BadKdfParams(String),
+    /// A set of data-key epochs that is empty or numbered beyond the limit.
+    #[error("no usable data-key epoch")]
+    NoEpoch,
 }

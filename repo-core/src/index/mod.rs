@@ -67,12 +67,12 @@ pub struct IndexFile {
 
 impl IndexFile {
     /// The encrypted file.
-    pub fn to_file(&self, key: &[u8; 32]) -> Vec<u8> {
+    pub fn to_file(&self, key: &crate::crypto::DataKeys) -> Vec<u8> {
         blob::seal_file(&INDEX_MAGIC, key, &encoding::encode(self), 3)
     }
 
     /// Parses an index file.
-    pub fn from_file(key: &[u8; 32], bytes: &[u8]) -> Result<Self, BlobError> {
+    pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let plain = blob::open_file(&INDEX_MAGIC, "index", key, bytes)?;
         Ok(encoding::decode(&plain, "index")?)
     }
@@ -162,7 +162,7 @@ impl Index {
     /// Brings the cache up to date with the repository's index files. When
     /// a file the cache merged is gone (replaced by repair or prune), the
     /// cache is rebuilt from scratch. Superseded files are skipped.
-    pub fn sync(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<()> {
+    pub fn sync(&self, backend: &dyn Backend, key: &crate::crypto::DataKeys) -> Result<()> {
         // A pass is repeated when an index file vanished between listing and
         // reading (a prune or repair replaced it; its replacement may have
         // been missed), or when another process sharing the cache cleared it
@@ -207,7 +207,7 @@ impl Index {
     fn sync_once(
         &self,
         backend: &dyn Backend,
-        key: &[u8; 32],
+        key: &crate::crypto::DataKeys,
         superseded: &mut HashSet<IndexId>,
         damaged: &mut BTreeMap<String, String>,
     ) -> Result<Pass> {
@@ -353,7 +353,7 @@ impl Index {
     pub fn add_pack(
         &self,
         backend: &dyn Backend,
-        key: &[u8; 32],
+        key: &crate::crypto::DataKeys,
         pack: PackId,
         entries: Vec<PackEntry>,
     ) -> Result<()> {
@@ -377,7 +377,7 @@ impl Index {
     pub fn adopt_pack(
         &self,
         backend: &dyn Backend,
-        key: &[u8; 32],
+        key: &crate::crypto::DataKeys,
         pack: PackId,
         entries: Vec<PackEntry>,
     ) -> Result<()> {
@@ -387,7 +387,11 @@ impl Index {
 
     /// Writes pending packs to a new index file and merges it into the cache.
     /// SPEC §13: called only after those packs are durable.
-    pub fn flush(&self, backend: &dyn Backend, key: &[u8; 32]) -> Result<Option<IndexId>> {
+    pub fn flush(
+        &self,
+        backend: &dyn Backend,
+        key: &crate::crypto::DataKeys,
+    ) -> Result<Option<IndexId>> {
         let packs = std::mem::take(&mut self.state().packs);
         if packs.is_empty() {
             return Ok(None);
@@ -431,7 +435,7 @@ impl Index {
 /// each (a pack is never split), every file naming `supersedes`.
 pub fn write_index_files(
     backend: &dyn Backend,
-    key: &[u8; 32],
+    key: &crate::crypto::DataKeys,
     packs: &[IndexPack],
     supersedes: &[IndexId],
 ) -> Result<Vec<IndexId>> {
@@ -461,7 +465,10 @@ pub fn write_index_files(
 /// whose replacement was written first but may postdate the listing: the
 /// listing is repeated (a few times at most; each repeat means progress
 /// elsewhere) rather than failing, or silently missing the replacement.
-pub fn load_index_files(backend: &dyn Backend, key: &[u8; 32]) -> Result<Vec<(String, IndexFile)>> {
+pub fn load_index_files(
+    backend: &dyn Backend,
+    key: &crate::crypto::DataKeys,
+) -> Result<Vec<(String, IndexFile)>> {
     let mut attempt = 0;
     'list: loop {
         attempt += 1;
@@ -478,7 +485,11 @@ pub fn load_index_files(backend: &dyn Backend, key: &[u8; 32]) -> Result<Vec<(St
 }
 
 /// Reads and decrypts one index file, naming it on failure.
-pub fn load_index_file(backend: &dyn Backend, key: &[u8; 32], name: &str) -> Result<IndexFile> {
+pub fn load_index_file(
+    backend: &dyn Backend,
+    key: &crate::crypto::DataKeys,
+    name: &str,
+) -> Result<IndexFile> {
     let bytes = backend.read(ObjectKind::Index, name)?;
     let corrupt = |source| Error::CorruptObject {
         kind: ObjectKind::Index,
@@ -513,8 +524,8 @@ mod tests {
             }],
             supersedes: vec![IndexId::from_bytes([3; 32])],
         };
-        let bytes = f.to_file(k.data_key());
-        assert_eq!(IndexFile::from_file(k.data_key(), &bytes).unwrap(), f);
-        assert!(IndexFile::from_file(k.data_key(), &bytes[..bytes.len() - 3]).is_err());
+        let bytes = f.to_file(&k.data_keys());
+        assert_eq!(IndexFile::from_file(&k.data_keys(), &bytes).unwrap(), f);
+        assert!(IndexFile::from_file(&k.data_keys(), &bytes[..bytes.len() - 3]).is_err());
     }
 }

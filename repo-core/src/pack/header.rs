@@ -114,7 +114,7 @@ impl PackHeader {
     /// holds the last `tail.len()` bytes of the pack (the whole pack is fine).
     /// Returns `Err(Ok(n))` when at least `n` tail bytes are needed.
     pub fn from_tail(
-        key: &[u8; 32],
+        key: &crate::crypto::DataKeys,
         tail: &[u8],
         pack_len: u64,
     ) -> Result<Result<Self, u64>, BlobError> {
@@ -148,7 +148,7 @@ impl PackHeader {
     }
 
     /// Parses a whole pack: checks the magic and returns its header.
-    pub fn from_pack(key: &[u8; 32], pack: &[u8]) -> Result<Self, BlobError> {
+    pub fn from_pack(key: &crate::crypto::DataKeys, pack: &[u8]) -> Result<Self, BlobError> {
         format::read_prefix(pack, &PACK_MAGIC, "pack")?;
         match Self::from_tail(key, pack, pack.len() as u64)? {
             Ok(h) => Ok(h),

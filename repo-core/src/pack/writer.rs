@@ -63,7 +63,7 @@ impl PackWriter {
     }
 
     /// Appends the sealed header and trailer; returns the pack's id, bytes and entries.
-    pub fn finish(mut self, key: &[u8; 32]) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+    pub fn finish(mut self, key: &crate::crypto::DataKeys) -> (PackId, Vec<u8>, Vec<PackEntry>) {
         self.buf.extend_from_slice(&seal_header(key, &self.header));
         let id = PackId::hash_of(&self.buf);
         (id, self.buf, self.header.entries)
@@ -72,7 +72,7 @@ impl PackWriter {
 
 /// The end of a pack (SPEC §7.1): the sealed header and the trailer
 /// giving its length.
-pub fn seal_header(key: &[u8; 32], header: &PackHeader) -> Vec<u8> {
+pub fn seal_header(key: &crate::crypto::DataKeys, header: &PackHeader) -> Vec<u8> {
     let mut out = blob::seal_object(key, PACK_HEADER_AD, &header.encode(), 0);
     let len = out.len() as u32;
     out.extend_from_slice(&len.to_le_bytes());
@@ -96,31 +96,31 @@ mod tests {
             w.add(
                 BlobKind::Data,
                 id,
-                &blob::seal_blob(k.data_key(), BlobKind::Data, &id, b, 3),
+                &blob::seal_blob(&k.data_keys(), BlobKind::Data, &id, b, 3),
                 b.len() as u32,
             );
         }
-        let (pid, bytes, entries) = w.finish(k.data_key());
+        let (pid, bytes, entries) = w.finish(&k.data_keys());
         assert_eq!(pid, PackId::hash_of(&bytes));
-        let hdr = PackHeader::from_pack(k.data_key(), &bytes).unwrap();
+        let hdr = PackHeader::from_pack(&k.data_keys(), &bytes).unwrap();
         assert_eq!(hdr.entries, entries);
         for (e, b) in hdr.entries.iter().zip(&blobs) {
             let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(
-                &blob::open_blob(k.data_key(), &h, e.kind, &e.id, s, e.raw_length).unwrap(),
+                &blob::open_blob(&k.data_keys(), &h, e.kind, &e.id, s, e.raw_length).unwrap(),
                 b
             );
         }
         // Truncation and a flipped header byte are errors, not panics.
         for cut in [0, 5, 12, bytes.len() / 2, bytes.len() - 1] {
             assert!(
-                PackHeader::from_pack(k.data_key(), &bytes[..cut]).is_err(),
+                PackHeader::from_pack(&k.data_keys(), &bytes[..cut]).is_err(),
                 "cut {cut}"
             );
         }
         let mut bad = bytes.clone();
         let n = bad.len();
         bad[n - 10] ^= 1;
-        assert!(PackHeader::from_pack(k.data_key(), &bad).is_err());
+        assert!(PackHeader::from_pack(&k.data_keys(), &bad).is_err());
     }
 }

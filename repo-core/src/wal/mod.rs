@@ -144,7 +144,7 @@ enum Existing {
 /// Archived WAL of one repository: store, fetch, list, read, delete.
 pub struct WalStore {
     backend: Arc<dyn Backend>,
-    data_key: Zeroizing<[u8; 32]>,
+    data_key: crate::crypto::DataKeys,
     wal_key: Zeroizing<[u8; 32]>,
     level: i32,
 }
@@ -163,6 +163,7 @@ impl Repository {
         WalStore::with_keys(
             self.shared_backend(),
             self.master_key(),
+            self.data_keys().clone(),
             self.config().compression_level,
         )
     }
@@ -210,18 +211,24 @@ impl WalStore {
         password: &[u8],
         opts: &OpenOptions,
     ) -> crate::error::Result<Self> {
-        let (key, _, config) = Repository::unlock_config(&backend, password, opts)?;
+        let (key, _, config, keys) = Repository::unlock_config(&backend, password, opts)?;
         Ok(Self::with_keys(
             Arc::new(backend),
             &key,
+            keys,
             config.compression_level,
         ))
     }
 
-    fn with_keys(backend: Arc<dyn Backend>, key: &crate::crypto::MasterKey, level: i32) -> Self {
+    fn with_keys(
+        backend: Arc<dyn Backend>,
+        key: &crate::crypto::MasterKey,
+        data_keys: crate::crypto::DataKeys,
+        level: i32,
+    ) -> Self {
         Self {
             backend,
-            data_key: Zeroizing::new(*key.data_key()),
+            data_key: data_keys,
             wal_key: Zeroizing::new(*key.wal_key()),
             // 0 (raw) stays raw; any other level is WAL's own (SPEC §28.2).
             level: level.min(object::WAL_LEVEL),

@@ -10,7 +10,6 @@
 
 use super::{WalError, WalFileName};
 use crate::compress;
-use crate::crypto;
 use crate::format::{self, FILE_PREFIX_LEN, MAGIC_LEN, NONCE_LEN, TAG_LEN};
 
 /// Magic of an archived WAL file.
@@ -76,21 +75,20 @@ fn header(mac: &[u8; MAC_LEN]) -> Vec<u8> {
 /// The object for `content`, compressed at `level` (0 = raw) and sealed
 /// under `data_key` with a fresh nonce.
 pub fn encode(
-    data_key: &[u8; 32],
+    data_key: &crate::crypto::DataKeys,
     mac: &[u8; MAC_LEN],
     object: &str,
     content: &[u8],
     level: i32,
 ) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let nonce = data_key.fresh_nonce();
     encode_with_nonce(data_key, &nonce, mac, object, content, level)
 }
 
 /// [`encode`] with a given nonce: for golden test vectors only.
 #[doc(hidden)]
 pub fn encode_with_nonce(
-    data_key: &[u8; 32],
+    data_key: &crate::crypto::DataKeys,
     nonce: &[u8; NONCE_LEN],
     mac: &[u8; MAC_LEN],
     object: &str,
@@ -110,7 +108,7 @@ pub fn encode_with_nonce(
     out.extend_from_slice(nonce);
     let at = out.len();
     compress::compress_into(content, level, &mut out);
-    crypto::seal_tail_with_nonce(data_key, nonce, &ad, &mut out, at);
+    data_key.seal_tail_with_nonce(nonce, &ad, &mut out, at);
     out
 }
 
@@ -134,7 +132,7 @@ pub fn peek_mac(object: &str, bytes: &[u8]) -> Result<[u8; MAC_LEN], WalError> {
 /// Opens an object: checks the prefix, authenticates it under its own
 /// name, decompresses, and checks the content against the MAC.
 pub fn decode(
-    data_key: &[u8; 32],
+    data_key: &crate::crypto::DataKeys,
     wal_key: &[u8; 32],
     object: &str,
     file: &WalFileName,
@@ -148,7 +146,9 @@ pub fn decode(
     let (head, sealed) = bytes.split_at(WAL_HEADER_LEN);
     let mut ad = head.to_vec();
     ad.extend_from_slice(object.as_bytes());
-    let stored = crypto::open(data_key, &ad, sealed).map_err(|e| corrupt(e.to_string()))?;
+    let (stored, _) = data_key
+        .open(&ad, sealed)
+        .map_err(|e| corrupt(e.to_string()))?;
     let content =
         compress::decompress(&stored, MAX_WAL_FILE).map_err(|e| corrupt(e.to_string()))?;
     if content_mac(wal_key, file, &content) != mac {

@@ -23,6 +23,8 @@ pub enum Call<'a> {
     Stat(ObjectKind, &'a str),
     /// `write`: the object's length.
     Write(ObjectKind, &'a str, usize),
+    /// `replace`: the object's length.
+    Replace(ObjectKind, &'a str, usize),
     /// `list`.
     List(ObjectKind),
     /// `delete`.
@@ -38,6 +40,7 @@ impl Call<'_> {
             | Call::Size(k, _)
             | Call::Stat(k, _)
             | Call::Write(k, ..)
+            | Call::Replace(k, ..)
             | Call::List(k)
             | Call::Delete(k, _) => k,
         }
@@ -166,6 +169,11 @@ impl<B: Backend> Backend for Hooked<B> {
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         self.call(Call::Write(kind, name, data.len()), |b| {
             b.write(kind, name, data)
+        })
+    }
+    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.call(Call::Replace(kind, name, data.len()), |b| {
+            b.replace(kind, name, data)
         })
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {

@@ -103,14 +103,15 @@ pub fn hasher() -> &'static ContentHasher {
     HASHER.get_or_init(|| ContentHasher::new(master()))
 }
 
-fn key() -> &'static [u8; 32] {
-    master().data_key()
+fn key() -> &'static crypto::DataKeys {
+    static KEYS: OnceLock<crypto::DataKeys> = OnceLock::new();
+    KEYS.get_or_init(|| master().data_keys())
 }
 
 /// `crypto::seal` with [`NONCE`]: the stored bytes (`marker || payload`) are
 /// taken as given, so a hostile compressed payload reaches `decompress`.
 fn seal_stored(ad: &[u8], stored: &[u8]) -> Vec<u8> {
-    crypto::seal_with_nonce(key(), &NONCE, ad, stored)
+    crypto::seal_with_nonce(master().data_key(), &NONCE, ad, stored)
 }
 
 /// `magic || version || seal(prefix, raw(plaintext))`, as `blob::seal_file` with level 0.
