@@ -172,8 +172,8 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<RekeyReport> {
         let sealer = match opts.simulated_epoch {
-            Some(e) => Sealer::simulated(self.data_key(), e),
-            None => Sealer::current(self.data_key()),
+            Some(e) => Sealer::simulated(self.data_keys(), e),
+            None => Sealer::current(self.data_keys()),
         };
         let mut report = RekeyReport {
             epochs_differ: sealer.can_be_stale(),
@@ -218,7 +218,7 @@ impl Run<'_> {
         repo.refresh_index()?;
         repo.require_whole_index("rekey")?;
         // Index first, then the listing (SPEC §13): every indexed pack is listed.
-        let files = load_index_files(repo.backend(), repo.data_key())?;
+        let files = load_index_files(repo.backend(), repo.data_keys())?;
         let sizes: HashMap<String, u64> = repo
             .backend()
             .list(ObjectKind::Pack)?
@@ -246,7 +246,7 @@ impl Run<'_> {
         // old packs a crashed rekey unindexed before its mark): condemned
         // as prune condemns `unindexed` packs, with their header entries so
         // phase two can resurrect one a snapshot turns out to need.
-        let marked: HashSet<PackId> = load_marks(repo.backend(), repo.data_key())?
+        let marked: HashSet<PackId> = load_marks(repo.backend(), repo.data_keys())?
             .good
             .iter()
             .flat_map(|(_, _, m)| m.packs.iter().map(|p| p.id))
@@ -345,7 +345,7 @@ impl Run<'_> {
     }
 
     /// Whether a pack's header is sealed under an older epoch: its writer
-    /// sealed every blob under the same epoch (SPEC §30).
+    /// sealed every blob under the same epoch (SPEC §30.1).
     fn pack_is_stale(&self, id: &PackId, size: u64) -> Result<bool> {
         let name = id.to_hex();
         let b = self.repo.backend();
@@ -353,12 +353,12 @@ impl Run<'_> {
             return Ok(false); // damaged: `check` reports it
         }
         let trailer = b.read_range(ObjectKind::Pack, &name, size - 4, 4)?;
-        let hlen = u64::from(u32::from_le_bytes(trailer.try_into().unwrap_or([0xff; 4])));
-        if hlen + 4 > size {
+        let hlen = u32::from_le_bytes(trailer.try_into().unwrap_or([0xff; 4]));
+        if u64::from(hlen) + 4 > size {
             return Ok(false);
         }
-        let nonce = b.read_range(ObjectKind::Pack, &name, size - 4 - hlen, 4)?;
-        Ok(self.sealer.is_stale(&nonce))
+        let sealed = b.read_range(ObjectKind::Pack, &name, size - 4 - u64::from(hlen), hlen)?;
+        Ok(self.sealer.is_stale_header(&sealed))
     }
 
     fn flush_pack(&self, batch: &mut Batch, k: usize, report: &mut RekeyReport) -> Result<()> {
@@ -390,7 +390,7 @@ impl Run<'_> {
         let mut supersedes = Vec::new();
         let mut packs = Vec::new();
         let mut seen = HashSet::new();
-        for (name, f) in load_index_files(repo.backend(), repo.data_key())? {
+        for (name, f) in load_index_files(repo.backend(), repo.data_keys())? {
             supersedes.push(
                 name.parse::<IndexId>()
                     .map_err(|_| Error::InvalidArgument(name.clone()))?,
@@ -417,7 +417,7 @@ impl Run<'_> {
                 created_ns: now_ns(),
                 packs: std::mem::take(&mut batch.old),
             };
-            let bytes = mark.to_file(repo.data_key());
+            let bytes = mark.to_file(repo.data_keys());
             repo.backend()
                 .write(ObjectKind::Mark, &IndexId::hash_of(&bytes).to_hex(), &bytes)?;
         }
@@ -455,7 +455,7 @@ impl Run<'_> {
             let opened = id
                 .filter(|id| SnapshotId::hash_of(&bytes) == *id)
                 .and_then(|id| {
-                    Snapshot::from_file(self.repo.data_key(), &bytes)
+                    Snapshot::from_file(self.repo.data_keys(), &bytes)
                         .ok()
                         .map(|snapshot| SnapshotEntry { id, snapshot })
                 });
@@ -527,10 +527,10 @@ impl Run<'_> {
         let repo = self.repo;
         let b = repo.backend();
         let mut indexed = HashSet::new();
-        for (_, f) in load_index_files(b, repo.data_key())? {
+        for (_, f) in load_index_files(b, repo.data_keys())? {
             indexed.extend(f.packs.iter().map(|p| p.id));
         }
-        let marks = load_marks(b, repo.data_key())?;
+        let marks = load_marks(b, repo.data_keys())?;
         let marked: HashSet<PackId> = marks
             .good
             .iter()

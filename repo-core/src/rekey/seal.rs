@@ -1,15 +1,16 @@
 //! The one place where rekey seals, opens and judges sealed bytes.
 //!
-//! An object is *stale* when its nonce does not carry the newest epoch's
-//! tag (SPEC §30). Until the repository has more than one epoch nothing is
-//! stale. Tests simulate a newer epoch with [`Sealer::simulated`]: the same
-//! key, nonces tagged with a chosen epoch number, so the rewriting and
-//! resuming machinery is exercised exactly as after a key rotation.
+//! An object is *stale* when it opens under an epoch older than the newest
+//! (SPEC §30). With a single live epoch nothing is stale. Tests simulate a
+//! newer epoch with [`Sealer::simulated`]: epoch 0's key, nonces tagged with
+//! a chosen epoch number that is not live (readers fall back to epoch 0),
+//! and staleness judged by that tag, so the rewriting and resuming
+//! machinery is exercised exactly as after a key rotation.
 
 use crate::backend::{Backend, ObjectKind};
 use crate::blob;
 use crate::compress;
-use crate::crypto::{self, CryptoError};
+use crate::crypto::{CryptoError, DataKeys, EPOCH_TAG_LEN};
 use crate::encoding;
 use crate::error::Result;
 use crate::format::{self, FILE_PREFIX_LEN, INDEX_MAGIC, NONCE_LEN, SNAPSHOT_MAGIC};
@@ -18,57 +19,79 @@ use crate::index::{IndexFile, IndexPack, MAX_INDEX_ENTRIES};
 use crate::pack::{PACK_HEADER_AD, PackEntry, PackHeader};
 use crate::snapshot::Snapshot;
 
-/// Bytes of the nonce that name the epoch (u32 little-endian).
-const TAG_LEN: usize = 4;
-
 /// Seals under the newest epoch and tells stale sealed bytes apart.
 pub(crate) struct Sealer<'a> {
-    key: &'a [u8; 32],
-    /// The newest epoch's tag; `None`: a single epoch, nothing is stale.
-    newest: Option<u32>,
+    keys: &'a DataKeys,
+    /// Test mode: the simulated newest epoch's tag.
+    simulated: Option<u32>,
 }
 
 impl<'a> Sealer<'a> {
-    /// The repository as it is: one epoch, so nothing is stale.
-    pub(crate) fn current(key: &'a [u8; 32]) -> Self {
-        Self { key, newest: None }
+    /// The repository's live epochs.
+    pub(crate) fn current(keys: &'a DataKeys) -> Self {
+        Self {
+            keys,
+            simulated: None,
+        }
     }
 
     /// Test mode: objects whose nonce does not start with `epoch` are stale,
     /// and everything written is tagged with it.
-    pub(crate) fn simulated(key: &'a [u8; 32], epoch: u32) -> Self {
+    pub(crate) fn simulated(keys: &'a DataKeys, epoch: u32) -> Self {
         Self {
-            key,
-            newest: Some(epoch),
+            keys,
+            simulated: Some(epoch),
         }
     }
 
     /// Whether anything can be stale at all (else rekey reads nothing).
     pub(crate) fn can_be_stale(&self) -> bool {
-        self.newest.is_some()
+        self.simulated.is_some() || self.keys.live_epochs().len() > 1
     }
 
-    /// Whether AEAD output `sealed` (nonce first) is under an older epoch.
-    pub(crate) fn is_stale(&self, sealed: &[u8]) -> bool {
-        match self.newest {
-            None => false,
-            Some(e) => sealed.get(..TAG_LEN) != Some(&e.to_le_bytes()[..]),
+    /// Whether AEAD output `sealed` (nonce first, associated data `ad`) is
+    /// under an older epoch. Bytes that open under no live epoch are not
+    /// stale but damaged: `check` reports them, rekey leaves them.
+    pub(crate) fn is_stale(&self, ad: &[u8], sealed: &[u8]) -> bool {
+        match self.simulated {
+            Some(e) => sealed.get(..EPOCH_TAG_LEN) != Some(&e.to_le_bytes()[..]),
+            // Opened, not judged by the tag alone: an epoch-0 nonce is
+            // random and may carry any tag.
+            None => self
+                .keys
+                .open(ad, sealed)
+                .is_ok_and(|(_, epoch)| epoch != self.keys.newest_epoch()),
         }
     }
 
-    /// Whether a whole file (`magic || version || sealed`) is stale.
+    /// Whether a whole file (`magic || version || sealed`, the prefix
+    /// being the associated data, SPEC §2.3) is stale.
     pub(crate) fn is_stale_file(&self, bytes: &[u8]) -> bool {
-        self.is_stale(bytes.get(FILE_PREFIX_LEN..).unwrap_or_default())
+        if bytes.len() < FILE_PREFIX_LEN {
+            return false;
+        }
+        let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN);
+        self.is_stale(ad, sealed)
+    }
+
+    /// Whether a pack's sealed header is stale.
+    pub(crate) fn is_stale_header(&self, sealed: &[u8]) -> bool {
+        self.is_stale(PACK_HEADER_AD, sealed)
     }
 
     fn seal(&self, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        match self.newest {
-            None => crypto::seal(self.key, ad, plaintext),
+        match self.simulated {
+            None => self.keys.seal(ad, plaintext),
             Some(e) => {
                 let mut nonce = [0u8; NONCE_LEN];
                 rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-                nonce[..TAG_LEN].copy_from_slice(&e.to_le_bytes());
-                crypto::seal_with_nonce(self.key, &nonce, ad, plaintext)
+                nonce[..EPOCH_TAG_LEN].copy_from_slice(&e.to_le_bytes());
+                let mut buf = nonce.to_vec();
+                buf.extend_from_slice(plaintext);
+                // The tag names no live epoch: epoch 0's key seals it.
+                self.keys
+                    .seal_tail_with_nonce(&nonce, ad, &mut buf, NONCE_LEN);
+                buf
             }
         }
     }
@@ -80,7 +103,7 @@ impl<'a> Sealer<'a> {
         ad: &[u8],
         sealed: &[u8],
     ) -> std::result::Result<Vec<u8>, CryptoError> {
-        crypto::open(self.key, ad, sealed)
+        self.keys.open(ad, sealed).map(|(p, _)| p)
     }
 
     /// Seals a blob's stored payload again, unchanged inside.
@@ -161,7 +184,7 @@ impl<'a> Sealer<'a> {
         sealed: &[u8],
     ) -> Result<()> {
         blob::open_blob_with(
-            self.key,
+            self.keys,
             repo.hasher(),
             e.kind,
             &e.id,
