@@ -11,7 +11,7 @@ use repo_core::unstable::RepositoryInternals;
 use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend};
 use repo_core::{
     Backend, MemoryBackend, ObjectKind, OpenOptions, RekeyOptions, RekeyReport, Repository,
-    SnapshotId,
+    SnapshotFilter, SnapshotId,
 };
 
 use super::{
@@ -150,6 +150,10 @@ fn everything_stale_is_rewritten_and_every_snapshot_restores() {
             "the new one names the old"
         );
         assert!(repo.snapshot(&s.old).is_err(), "the old file is gone");
+        let found = repo
+            .find_snapshot(&s.old.to_hex(), &SnapshotFilter::default())
+            .unwrap();
+        assert_eq!(found.id, s.new, "the old id finds the new snapshot");
     }
     // The copy stays idempotent: the rekeyed snapshots are known by their originals.
     let again = dst.copy_from(&repo).run().unwrap();
