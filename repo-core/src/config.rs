@@ -9,8 +9,8 @@ use crate::chunker::ChunkerParams;
 use crate::crypto::MasterKey;
 use crate::encoding;
 use crate::format::{
-    self, CONFIG_MAGIC, COPY_VERSION, DICTIONARY_VERSION, FILE_PREFIX_LEN, FORMAT_VERSION,
-    FormatError, MAX_META_FILE, MIN_READ_VERSION,
+    self, CONFIG_MAGIC, COPY_VERSION, DICTIONARY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN,
+    FORMAT_VERSION, FormatError, MAX_META_FILE, MIN_READ_VERSION,
 };
 use crate::id::{ID_LEN, RepoId};
 
@@ -98,7 +98,20 @@ pub struct Config {
     /// ([`COPY_VERSION`]) only; `None` derives them from the master key.
     /// Older bodies end before this field.
     pub content_keys: Option<ContentKeys>,
+    /// The live data-key epochs, ascending, in version 4
+    /// ([`EPOCH_VERSION`]) only; empty before, where epoch 0 alone is
+    /// live. Older bodies end before this field (SPEC §29.4).
+    pub epochs: Vec<u32>,
 }
+
+/// The encoding of an empty epoch list, which bodies before version 4 lack.
+fn no_epochs() -> Vec<u8> {
+    encoding::encode(&Vec::<u32>::new())
+}
+
+/// The cipher byte of a version-4 config (SPEC §29.4): the only one
+/// this build writes and reads, XChaCha20-Poly1305.
+pub const CIPHER_XCHACHA20_POLY1305: u8 = 0;
 
 impl Config {
     /// A config with the default parameters for a fresh repository.
@@ -124,6 +137,16 @@ impl Config {
             compression_level: 3,
             pack_size: 16 * 1024 * 1024,
             content_keys: None,
+            epochs: Vec::new(),
+        }
+    }
+
+    /// The live epochs: those listed in version 4, else epoch 0 alone.
+    pub fn live_epochs(&self) -> Vec<u32> {
+        if self.version >= EPOCH_VERSION {
+            self.epochs.clone()
+        } else {
+            vec![0]
         }
     }
 
@@ -146,7 +169,28 @@ impl Config {
                 version: self.version,
             });
         }
-        if (self.version >= COPY_VERSION) != self.content_keys.is_some() {
+        if self.version >= EPOCH_VERSION {
+            let ascending = self.epochs.windows(2).all(|w| w[0] < w[1]);
+            if self.epochs.is_empty()
+                || !ascending
+                || self
+                    .epochs
+                    .last()
+                    .is_some_and(|&e| e > crate::crypto::MAX_EPOCH)
+            {
+                return Err(bad(format!(
+                    "live epochs {:?} are not 1..={} ascending numbers up to {}",
+                    self.epochs,
+                    crate::crypto::MAX_EPOCH + 1,
+                    crate::crypto::MAX_EPOCH
+                )));
+            }
+        } else if !self.epochs.is_empty() {
+            return Err(bad(format!(
+                "a version-{} config cannot list epochs",
+                self.version
+            )));
+        } else if (self.version >= COPY_VERSION) != self.content_keys.is_some() {
             return Err(bad(format!(
                 "a version-{} config {} content keys",
                 self.version,
@@ -190,9 +234,13 @@ impl Config {
     /// `content_keys`, so their configs are what earlier builds wrote.
     pub fn encode_body(&self) -> Vec<u8> {
         let mut body = encoding::encode(self);
-        if self.content_keys.is_none() {
-            // Its `None` is the last byte, a single 0 (SPEC §2.2).
-            body.pop();
+        if self.version < EPOCH_VERSION {
+            // The empty `epochs` ends the encoding (its u64 length, SPEC
+            // §2.2), and before it a `None` of `content_keys` is one byte.
+            body.truncate(body.len() - no_epochs().len());
+            if self.content_keys.is_none() {
+                body.pop();
+            }
         }
         body
     }
@@ -201,8 +249,13 @@ impl Config {
     /// before `content_keys`, which is then `None`.
     pub fn decode_body(body: &[u8]) -> Result<Self, FormatError> {
         let version = format::read_u32_le(body, 0, "config")?;
+        if version >= EPOCH_VERSION {
+            return encoding::decode(body, "config");
+        }
         if version >= COPY_VERSION {
-            let c: Self = encoding::decode(body, "config")?;
+            let mut full = body.to_vec();
+            full.extend_from_slice(&no_epochs());
+            let c: Self = encoding::decode(&full, "config")?;
             if c.content_keys.is_none() {
                 // Its encoding would be a version-2 body's: not canonical.
                 return Err(FormatError::Malformed {
@@ -212,9 +265,9 @@ impl Config {
             }
             return Ok(c);
         }
-        let mut full = Vec::with_capacity(body.len() + 1);
-        full.extend_from_slice(body);
+        let mut full = body.to_vec();
         full.push(0);
+        full.extend_from_slice(&no_epochs());
         encoding::decode(&full, "config")
     }
 
@@ -223,6 +276,9 @@ impl Config {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
+        if self.version >= EPOCH_VERSION {
+            out.push(CIPHER_XCHACHA20_POLY1305);
+        }
         let sealed = blob::seal_object(key, &out, &self.encode_body(), 0);
         out.extend_from_slice(&sealed);
         out
@@ -242,7 +298,21 @@ impl Config {
     pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let id = Self::peek_id(bytes)?;
         let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
-        let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN + ID_LEN);
+        let mut clear = FILE_PREFIX_LEN + ID_LEN;
+        if prefix_version >= EPOCH_VERSION {
+            match bytes.get(clear) {
+                Some(&CIPHER_XCHACHA20_POLY1305) => clear += 1,
+                Some(c) => {
+                    return Err(FormatError::Malformed {
+                        what: "config",
+                        reason: format!("unknown cipher {c}"),
+                    }
+                    .into());
+                }
+                None => return Err(FormatError::Truncated { what: "config" }.into()),
+            }
+        }
+        let (ad, sealed) = bytes.split_at(clear);
         let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;
         let c = Self::decode_body(&plain)?;
         if c.repo_id != id {
@@ -270,6 +340,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct DataKeysForTest;
+    impl DataKeysForTest {
+        fn rotated(k: &MasterKey) -> crate::crypto::DataKeys {
+            crate::crypto::DataKeys::new(Some(k.data_key()), &[(2, [4; 32])]).unwrap()
+        }
+    }
 
     #[test]
     fn config_round_trip() {
@@ -309,6 +386,25 @@ mod tests {
         none[..4].copy_from_slice(&3u32.to_le_bytes());
         assert!(Config::decode_body(&none).is_err());
         assert_eq!(Config::decode_body(&v3.encode_body()).unwrap(), v3);
+        // Version 4 lists live epochs (and may hold content keys or not);
+        // earlier versions cannot.
+        let mut v4 = c.clone();
+        v4.version = 4;
+        assert!(v4.validate().is_err(), "no live epoch");
+        v4.epochs = vec![0, 2];
+        let keys = DataKeysForTest::rotated(&k);
+        let f4 = v4.to_file(&keys);
+        assert_eq!(f4[8..12], 4u32.to_le_bytes());
+        assert_eq!(f4[FILE_PREFIX_LEN + ID_LEN], CIPHER_XCHACHA20_POLY1305);
+        assert_eq!(Config::from_file(&keys, &f4).unwrap(), v4);
+        let mut unknown = f4.clone();
+        unknown[FILE_PREFIX_LEN + ID_LEN] = 9;
+        assert!(Config::from_file(&keys, &unknown).is_err());
+        v4.epochs = vec![2, 0];
+        assert!(v4.validate().is_err(), "not ascending");
+        let mut v2e = c.clone();
+        v2e.epochs = vec![0];
+        assert!(v2e.validate().is_err());
         // Secrets stay out of Debug and Serialize.
         let keys = v3.content_keys.unwrap();
         let shown = format!("{keys:?}") + &serde_json::to_string(&keys).unwrap();

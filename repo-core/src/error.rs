@@ -87,6 +87,43 @@ pub enum Error {
         .0.short()
     )]
     KeyInUse(crate::id::KeyId),
+    /// The key file that unlocked holds no grant of a live data-key epoch
+    /// (SPEC §29.3): it was added by a build without epochs, or the grant
+    /// is missing or damaged.
+    #[error("key {} holds no usable grant of data-key epoch {epoch}", key.short())]
+    MissingGrant {
+        /// The key file.
+        key: crate::id::KeyId,
+        /// The epoch.
+        epoch: u32,
+    },
+    /// A rotation would leave key files without the new epoch: they are
+    /// of a version without a public key (SPEC §29.2).
+    #[error(
+        "refusing to rotate: key files without a public key could not open new data: {}",
+        short_ids(.0)
+    )]
+    KeysWithoutPublicKey(Vec<crate::id::KeyId>),
+    /// `key retire` of an epoch that objects are still sealed under.
+    #[error(
+        "refusing to retire epoch {epoch}: {count} objects are still sealed under it ({examples})"
+    )]
+    EpochInUse {
+        /// The epoch.
+        epoch: u32,
+        /// How many objects use it.
+        count: u64,
+        /// Some of them, `kind/name`.
+        examples: String,
+    },
+    /// `key retire` of the newest epoch, or of one that is not live.
+    #[error("cannot retire epoch {epoch}: {reason}")]
+    CannotRetire {
+        /// The epoch.
+        epoch: u32,
+        /// Why.
+        reason: &'static str,
+    },
     /// A path is not in a snapshot.
     #[error("path {0:?} not found in the snapshot")]
     PathNotFound(String),

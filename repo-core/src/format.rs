@@ -7,9 +7,10 @@
 use thiserror::Error;
 
 /// The newest format version: this build reads files up to it (SPEC §1,
-/// §19). It creates version-2 repositories, and version 3 only when their
-/// content keys are shared with another repository.
-pub const FORMAT_VERSION: u32 = 3;
+/// §19). It creates version-2 repositories, version 3 only when their
+/// content keys are shared with another repository, and turns either into
+/// version 4 at the first key rotation (SPEC §29).
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build can read (SPEC §1).
 pub const MIN_READ_VERSION: u32 = 1;
 /// The version in the prefix of key, pack, index, snapshot and mark files.
@@ -25,6 +26,12 @@ pub const DICTIONARY_VERSION: u32 = 2;
 /// Files without either keep their earlier versions, byte for byte.
 pub const COPY_VERSION: u32 = 3;
 
+/// The first version with data-key epochs (SPEC §29): its config lists
+/// the live epochs, its key files carry an X25519 public key, and epoch
+/// grants (`keyring/`) carry it too. Builds before it refuse such a config,
+/// so none of them seals under a retired key.
+pub const EPOCH_VERSION: u32 = 4;
+
 /// Length of every magic prefix (SPEC §2).
 pub const MAGIC_LEN: usize = 8;
 /// Magic of the repository config file (SPEC §5): seven ASCII letters and
@@ -38,6 +45,9 @@ pub const PACK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNPK\x1a";
 pub const INDEX_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNIX\x1a";
 /// Magic of a snapshot file (SPEC §10).
 pub const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNSN\x1a";
+
+/// Magic of an epoch grant (SPEC §29.3).
+pub const GRANT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNGR\x1a";
 
 /// Magic of a prune mark (SPEC §22).
 pub const MARK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNMK\x1a";
@@ -190,7 +200,7 @@ mod tests {
         write_prefix(&mut future, &PACK_MAGIC, FORMAT_VERSION + 1);
         assert!(matches!(
             read_prefix(&future, &PACK_MAGIC, "pack"),
-            Err(FormatError::UnsupportedVersion { version: 4, .. })
+            Err(FormatError::UnsupportedVersion { version: 5, .. })
         ));
     }
 }

@@ -8,6 +8,7 @@
 use crate::backend::ObjectKind;
 use crate::crypto::{KdfParams, KeyFile};
 use crate::error::{Error, Result};
+use crate::format::EPOCH_VERSION;
 use crate::id::KeyId;
 use crate::repository::{Repository, hostname, now_ns, username};
 
@@ -74,7 +75,7 @@ impl Repository {
     /// [`Repository::keys`]; with `strict`, a key file that cannot be read
     /// (other than gone) is an error rather than listed as damaged, for
     /// decisions that a transient read failure must not sway.
-    fn list_keys(&self, strict: bool) -> Result<Vec<KeyInfo>> {
+    pub(crate) fn list_keys(&self, strict: bool) -> Result<Vec<KeyInfo>> {
         let backend = self.backend();
         let repo_id = self.config().repo_id;
         let mut out = Vec::new();
@@ -155,8 +156,18 @@ impl Repository {
 
     /// Adds a key file that wraps this repository's master key under
     /// `password`, and returns its id. Existing keys keep working.
+    ///
+    /// In a version-4 repository the key file carries a public key, and
+    /// every live epoch is granted to it before it is written (SPEC §29.3),
+    /// so it opens everything from the moment it exists. Before version 4
+    /// it is the key file earlier builds read.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
-        let kf = KeyFile::create(
+        let create = if self.config().version >= EPOCH_VERSION {
+            KeyFile::create_v4
+        } else {
+            KeyFile::create
+        };
+        let kf = create(
             self.master_key(),
             password,
             self.config().repo_id,
@@ -167,6 +178,11 @@ impl Repository {
         )?;
         let bytes = kf.encode();
         let id = KeyId::hash_of(&bytes);
+        if let Some(public) = &kf.public {
+            for (epoch, secret) in self.epoch_secrets() {
+                self.write_grant(&id, public, *epoch, secret)?;
+            }
+        }
         // Durable when write returns (Backend contract), so the new password
         // works from here on.
         self.backend()
@@ -218,6 +234,7 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         self.backend().delete(ObjectKind::Key, &id.to_hex())?;
+        self.delete_grants(id)?;
         if let Some(bytes) = own_bytes {
             match self.backend().size(ObjectKind::Key, &own) {
                 Err(e) if e.is_not_found() => {
@@ -251,6 +268,7 @@ impl Repository {
                 Err(e) if e.is_not_found() => {}
                 r => r?,
             }
+            self.delete_grants(&old_key)?;
         }
         Ok(PasswordChange { new_key, old_key })
     }

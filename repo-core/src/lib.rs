@@ -94,6 +94,7 @@ mod crypto;
 mod dict;
 mod duration;
 mod encoding;
+mod epochs;
 mod error;
 mod forget;
 mod format;
@@ -101,6 +102,7 @@ mod hash;
 mod id;
 mod index;
 mod inspect;
+mod keyring;
 mod keys;
 mod lock;
 mod mark;
@@ -125,7 +127,8 @@ mod warning;
 pub mod unstable;
 
 // The repository and its options.
-pub use crypto::{KdfBudget, KdfParams};
+pub use crypto::{DataKeys, KdfBudget, KdfParams};
+pub use epochs::{EpochCensus, Rotation};
 pub use id::{KeyId, RepoId};
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};
 pub use repository::{ContentParams, InitOptions, OpenOptions, Repository, SnapshotFilter};

@@ -12,12 +12,13 @@ use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::compress::Dictionary;
 use crate::config::{Config, ContentKeys};
-use crate::crypto::{CryptoError, DataKeys, KdfBudget, KdfParams, KeyFile, MasterKey};
+use crate::crypto::{CryptoError, DataKeys, KdfBudget, KdfParams, KeyFile, MasterKey, Unlocked};
 use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result, WarnFn, Warnings};
 use crate::hash::ContentHasher;
 use crate::id::{BlobId, KeyId, RepoId, SnapshotId, TreeId};
 use crate::index::Index;
+use crate::keyring::{EpochKeys, EpochSecret};
 use crate::pack::{BlobLocation, PackHeader, PackWriter};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
@@ -127,6 +128,8 @@ pub struct Repository {
     key: MasterKey,
     /// The live sealing keys (SPEC §29).
     data_keys: DataKeys,
+    /// The secrets of the live epochs n >= 1, for grants to new key files.
+    epoch_secrets: Vec<EpochSecret>,
     /// Changes when `change_password` replaces this session's key file.
     key_id: std::sync::RwLock<KeyId>,
     hasher: ContentHasher,
@@ -252,9 +255,12 @@ impl Repository {
         )?;
         let warnings = Arc::new(Warnings::default());
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        let data_keys = key.data_keys();
+        let keys = EpochKeys {
+            data_keys: key.data_keys(),
+            secrets: Vec::new(),
+        };
         Ok(Self::assemble(
-            wired, key, key_id, config, data_keys, index, warnings,
+            wired, key, key_id, config, keys, index, warnings,
         ))
     }
 
@@ -263,7 +269,7 @@ impl Repository {
         key: MasterKey,
         key_id: KeyId,
         config: Config,
-        data_keys: DataKeys,
+        keys: EpochKeys,
         index: Index,
         warnings: Arc<Warnings>,
     ) -> Self {
@@ -276,6 +282,7 @@ impl Repository {
             Some(c) => ContentHasher::with_keys(c.id_key, c.tree_key, *key.dict_key()),
             None => ContentHasher::new(&key),
         };
+        let EpochKeys { data_keys, secrets } = keys;
         let dicts = Dictionaries::new(
             Arc::clone(&backend),
             data_keys.clone(),
@@ -289,6 +296,7 @@ impl Repository {
             slots,
             key,
             data_keys,
+            epoch_secrets: secrets,
             key_id: std::sync::RwLock::new(key_id),
             config,
             index,
@@ -305,13 +313,13 @@ impl Repository {
     ) -> Result<Self> {
         let wired = Wired::new(backend);
         let backend = Arc::clone(&wired.backend);
-        let (key, key_id, config, data_keys) = Self::unlock_config(&*backend, password, &opts)?;
+        let (key, key_id, config, keys) = Self::unlock_config(&*backend, password, &opts)?;
         let repo_id = config.repo_id;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        index.sync(&*backend, &data_keys)?;
+        index.sync(&*backend, &keys.data_keys)?;
         Ok(Self::assemble(
-            wired, key, key_id, config, data_keys, index, warnings,
+            wired, key, key_id, config, keys, index, warnings,
         ))
     }
 
@@ -322,7 +330,7 @@ impl Repository {
         backend: &dyn Backend,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> Result<(MasterKey, KeyId, Config, DataKeys)> {
+    ) -> Result<(MasterKey, KeyId, Config, EpochKeys)> {
         let cbytes = match backend.read(ObjectKind::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::NotARepository(backend.location())),
@@ -342,10 +350,10 @@ impl Repository {
             Err(e @ crate::format::FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
             Err(e) => return Err(corrupt_config(e.into())),
         };
-        let (key, key_id) = Self::unlock(backend, &repo_id, password, opts)?;
-        let data_keys = key.data_keys();
-        let config = Config::from_file(&data_keys, &cbytes).map_err(corrupt_config)?;
-        Ok((key, key_id, config, data_keys))
+        let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts)?;
+        let (config, keys) =
+            crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)?;
+        Ok((unlocked.master, key_id, config, keys))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -356,7 +364,7 @@ impl Repository {
         repo_id: &RepoId,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> Result<(MasterKey, KeyId)> {
+    ) -> Result<(Unlocked, KeyId)> {
         let named = opts.key.as_deref().map(str::to_ascii_lowercase);
         let mut candidates = Vec::new();
         let decoded = {
@@ -421,7 +429,7 @@ impl Repository {
             }
             spent = spent.saturating_add(kdf.cost());
             tried += 1;
-            match kf.unlock(password) {
+            match kf.unlock_full(password) {
                 Ok(k) => return Ok((k, id)),
                 Err(CryptoError::WrongPassword) => {}
                 Err(e) => last = e.into(),
@@ -523,6 +531,25 @@ impl Repository {
     pub fn data_keys(&self) -> &DataKeys {
         &self.data_keys
     }
+    /// The secrets of the live epochs n >= 1 (`keys.rs`, `epochs.rs`).
+    pub(crate) fn epoch_secrets(&self) -> &[EpochSecret] {
+        &self.epoch_secrets
+    }
+
+    /// Takes on a rotated or retired set of epochs and the config that
+    /// lists them, once that config is durable (`epochs.rs` only).
+    pub(crate) fn set_epochs(&mut self, config: Config, keys: EpochKeys) {
+        self.dicts = Dictionaries::new(
+            Arc::clone(&self.backend),
+            keys.data_keys.clone(),
+            self.hasher.clone(),
+            config.dictionaries(),
+        );
+        self.config = config;
+        self.data_keys = keys.data_keys;
+        self.epoch_secrets = keys.secrets;
+    }
+
     /// Re-reads index files written since open (or since the last call);
     /// rebuilds the cache if some were removed by a prune or repair.
     pub(crate) fn refresh_index(&self) -> Result<()> {

@@ -38,6 +38,8 @@ door!(
 /// The repository's engine handles, for tests that inspect or damage them.
 pub trait RepositoryInternals {
     fn config(&self) -> &Config;
+    /// The master key (tests keep a copy to show what it no longer opens).
+    fn master_key(&self) -> &crate::crypto::MasterKey;
     fn hasher(&self) -> &ContentHasher;
     fn dictionaries(&self) -> &Dictionaries;
     fn refresh_index(&self) -> Result<()>;
@@ -57,6 +59,9 @@ pub trait RepositoryInternals {
 impl RepositoryInternals for Repository {
     fn config(&self) -> &Config {
         Repository::config(self)
+    }
+    fn master_key(&self) -> &crate::crypto::MasterKey {
+        Repository::master_key(self)
     }
     fn hasher(&self) -> &ContentHasher {
         Repository::hasher(self)

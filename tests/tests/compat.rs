@@ -25,7 +25,7 @@ use repo_core::unstable::RepositoryInternals;
 use repo_core::{InitOptions, LocalBackend, ObjectKind, OpenOptions, Repository};
 
 /// Format versions with a fixture. Every version a build can read has one.
-const VERSIONS: &[u32] = &[1, 2, 3];
+const VERSIONS: &[u32] = &[1, 2, 3, 4];
 
 /// The fixtures' password (their keys use [`WEAK_KDF`]).
 const PASSWORD: &[u8] = b"cairn fixture";
@@ -252,7 +252,8 @@ fn config_files(dir: &Path, n: usize) {
 /// small tree (an empty file, a symlink, a file of several chunks, a
 /// subdirectory; from version 2 enough small files to train a dictionary;
 /// in version 3 content keys shared with another repository, from which
-/// the first snapshot is copied).
+/// the first snapshot is copied; version 4 is version 3 with a key rotation
+/// between the snapshots, so objects of epochs 0 and 1).
 fn write_fixture(version: u32) {
     let d = tempfile::tempdir().unwrap();
     let repo_dir = d.path().join("repo");
@@ -271,8 +272,10 @@ fn write_fixture(version: u32) {
         content: origin.as_ref().map(Repository::content_params),
         ..opts
     };
-    let repo = Repository::init(LocalBackend::create(&repo_dir).unwrap(), PASSWORD, opts).unwrap();
-    assert_eq!(RepositoryInternals::config(&repo).version, version);
+    let mut repo =
+        Repository::init(LocalBackend::create(&repo_dir).unwrap(), PASSWORD, opts).unwrap();
+    // Version 4 is a version-3 repository rotated between its snapshots.
+    assert_eq!(RepositoryInternals::config(&repo).version, version.min(3));
 
     let src = d.path().join("src");
     fs::create_dir_all(src.join("sub/deeper")).unwrap();
@@ -296,6 +299,10 @@ fn write_fixture(version: u32) {
         .unwrap();
     if let Some(o) = &origin {
         assert_eq!(repo.copy_from(o).run().unwrap().copied.len(), 1);
+    }
+    if version >= 4 {
+        assert_eq!(repo.rotate_key(PASSWORD).unwrap().epoch, 1);
+        assert_eq!(RepositoryInternals::config(&repo).version, 4);
     }
 
     fs::write(src.join("hello.txt"), b"hello again\n").unwrap();

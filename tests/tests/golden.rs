@@ -819,7 +819,7 @@ fn magics() {
             FILE_PREFIX_LEN,
             SEAL_OVERHEAD
         ),
-        (3, 1, 2, 3, 12, 41)
+        (4, 1, 2, 3, 12, 41)
     );
 }
 

@@ -7,7 +7,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{CryptoError, KdfParams, aead};
 use crate::encoding;
-use crate::format::{self, FILE_VERSION, FormatError, KEY_MAGIC};
+use crate::format::{self, EPOCH_VERSION, FILE_VERSION, FormatError, KEY_MAGIC};
 use crate::id::RepoId;
 
 /// Context strings for BLAKE3 `derive_key` (SPEC §3.1). Changing any of them
@@ -106,6 +106,8 @@ pub const SALT_LEN: usize = 32;
 
 /// Length of `sealed_master`: nonce, the 32-byte master key, tag (SPEC §4).
 const SEALED_MASTER_LEN: usize = format::NONCE_LEN + 32 + format::TAG_LEN;
+/// In a version-4 key file it also seals the X25519 secret (SPEC §29.2).
+const SEALED_MASTER_V4_LEN: usize = SEALED_MASTER_LEN + 32;
 
 /// Plain fields of a key file (SPEC §4); they are the AEAD's associated data.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
@@ -131,8 +133,20 @@ pub struct KeyFile {
     pub version: u32,
     /// Plain fields.
     pub header: KeyFileHeader,
-    /// `seal(kek, magic||version||header, master)`.
+    /// The X25519 public key epoch grants are sealed to: in version 4
+    /// ([`format::EPOCH_VERSION`]) key files only (SPEC §29.2).
+    pub public: Option<[u8; 32]>,
+    /// `seal(kek, AD, master)`, or `master || x25519 secret` in version 4.
     pub sealed_master: Vec<u8>,
+}
+
+/// What a password unlocks: the master key, and in a version-4 key file
+/// the X25519 secret that opens its epoch grants.
+pub struct Unlocked {
+    /// The master key.
+    pub master: MasterKey,
+    /// The key file's X25519 secret and public key (SPEC §29.2).
+    pub dh: Option<(Zeroizing<[u8; 32]>, [u8; 32])>,
 }
 
 impl KeyFile {
@@ -157,45 +171,133 @@ impl KeyFile {
             salt,
         };
         let kek = kdf.derive(password, &salt)?;
-        let ad = Self::ad(FILE_VERSION, &header);
+        let ad = Self::ad(FILE_VERSION, &header, None);
         let sealed_master = aead::seal(&kek, &ad, &key.master);
         Ok(Self {
             version: FILE_VERSION,
             header,
+            public: None,
             sealed_master,
         })
     }
 
-    fn ad(version: u32, header: &KeyFileHeader) -> Vec<u8> {
+    /// Wraps `key` and a fresh X25519 key pair under `password`: a
+    /// version-4 key file, which epoch grants can be sealed to without
+    /// its password (SPEC §29.2).
+    pub fn create_v4(
+        key: &MasterKey,
+        password: &[u8],
+        repo_id: RepoId,
+        kdf: KdfParams,
+        host: String,
+        username: String,
+        created_ns: i64,
+    ) -> Result<Self, CryptoError> {
+        let mut salt = [0u8; SALT_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let mut dh = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(dh.as_mut());
+        let kek = kdf.derive(password, &salt)?;
+        Ok(Self::create_v4_with(
+            key, &kek, repo_id, kdf, host, username, created_ns, salt, &dh, None,
+        ))
+    }
+
+    /// [`KeyFile::create_v4`] from given secrets (and a given nonce): for
+    /// golden vectors only.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_v4_with(
+        key: &MasterKey,
+        kek: &[u8; 32],
+        repo_id: RepoId,
+        kdf: KdfParams,
+        host: String,
+        username: String,
+        created_ns: i64,
+        salt: [u8; SALT_LEN],
+        dh: &[u8; 32],
+        nonce: Option<&[u8; format::NONCE_LEN]>,
+    ) -> Self {
+        let header = KeyFileHeader {
+            repo_id,
+            created_ns,
+            host,
+            username,
+            kdf,
+            salt,
+        };
+        let public = super::grant::public_key(dh);
+        let ad = Self::ad(EPOCH_VERSION, &header, Some(&public));
+        let mut plain = Zeroizing::new([0u8; 64]);
+        plain[..32].copy_from_slice(&key.master);
+        plain[32..].copy_from_slice(dh);
+        let sealed_master = match nonce {
+            Some(n) => aead::seal_with_nonce(kek, n, &ad, plain.as_ref()),
+            None => aead::seal(kek, &ad, plain.as_ref()),
+        };
+        Self {
+            version: EPOCH_VERSION,
+            header,
+            public: Some(public),
+            sealed_master,
+        }
+    }
+
+    fn ad(version: u32, header: &KeyFileHeader, public: Option<&[u8; 32]>) -> Vec<u8> {
         let mut ad = Vec::new();
         format::write_prefix(&mut ad, &KEY_MAGIC, version);
         ad.extend_from_slice(&encoding::encode(header));
+        if let Some(p) = public {
+            ad.extend_from_slice(p);
+        }
         ad
     }
 
     /// Unwraps the master key with `password`.
     pub fn unlock(&self, password: &[u8]) -> Result<MasterKey, CryptoError> {
+        Ok(self.unlock_full(password)?.master)
+    }
+
+    /// Unwraps the master key and, in a version-4 file, the X25519 secret.
+    pub fn unlock_full(&self, password: &[u8]) -> Result<Unlocked, CryptoError> {
         let kek = self.header.kdf.derive(password, &self.header.salt)?;
         let plain = Zeroizing::new(
             aead::open(
                 &kek,
-                &Self::ad(self.version, &self.header),
+                &Self::ad(self.version, &self.header, self.public.as_ref()),
                 &self.sealed_master,
             )
             .map_err(|_| CryptoError::WrongPassword)?,
         );
-        let master: [u8; 32] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| CryptoError::WrongPassword)?;
-        Ok(MasterKey::from_bytes(master))
+        let want = if self.public.is_some() { 64 } else { 32 };
+        if plain.len() != want {
+            return Err(CryptoError::WrongPassword);
+        }
+        let mut master = [0u8; 32];
+        master.copy_from_slice(&plain[..32]);
+        let dh = self.public.map(|p| {
+            let mut s = Zeroizing::new([0u8; 32]);
+            s.copy_from_slice(&plain[32..]);
+            (s, p)
+        });
+        Ok(Unlocked {
+            master: MasterKey::from_bytes(master),
+            dh,
+        })
     }
 
-    /// `magic || version || header || u64 len || sealed_master` (SPEC §4).
+    /// `magic || version || header || u64 len || sealed_master` (SPEC §4);
+    /// version 4 puts the public key between header and `sealed_master`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         format::write_prefix(&mut out, &KEY_MAGIC, self.version);
-        out.extend_from_slice(&encoding::encode(&(&self.header, &self.sealed_master)));
+        match &self.public {
+            None => out.extend_from_slice(&encoding::encode(&(&self.header, &self.sealed_master))),
+            Some(p) => {
+                out.extend_from_slice(&encoding::encode(&(&self.header, p, &self.sealed_master)))
+            }
+        }
         out
     }
 
@@ -204,14 +306,25 @@ impl KeyFile {
     /// wrong length) is refused here, so listings show it as damaged.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let (version, rest) = format::read_prefix(bytes, &KEY_MAGIC, "key file")?;
-        let (header, sealed_master): (KeyFileHeader, Vec<u8>) = encoding::decode(rest, "key file")?;
+        let (header, public, sealed_master) = if version >= EPOCH_VERSION {
+            let (h, p, s): (KeyFileHeader, [u8; 32], Vec<u8>) = encoding::decode(rest, "key file")?;
+            (h, Some(p), s)
+        } else {
+            let (h, s): (KeyFileHeader, Vec<u8>) = encoding::decode(rest, "key file")?;
+            (h, None, s)
+        };
         let malformed = |reason: String| FormatError::Malformed {
             what: "key file",
             reason,
         };
-        if sealed_master.len() != SEALED_MASTER_LEN {
+        let want = if public.is_some() {
+            SEALED_MASTER_V4_LEN
+        } else {
+            SEALED_MASTER_LEN
+        };
+        if sealed_master.len() != want {
             return Err(malformed(format!(
-                "sealed master key of {} bytes, not {SEALED_MASTER_LEN}",
+                "sealed master key of {} bytes, not {want}",
                 sealed_master.len()
             )));
         }
@@ -222,6 +335,7 @@ impl KeyFile {
         Ok(Self {
             version,
             header,
+            public,
             sealed_master,
         })
     }
@@ -252,6 +366,23 @@ mod tests {
         // The header is authenticated: changing the host breaks unlocking.
         let mut t = back.clone();
         t.header.host = "x".into();
+        assert_eq!(t.unlock(b"pw").unwrap_err(), CryptoError::WrongPassword);
+    }
+
+    #[test]
+    fn v4_key_file_carries_an_authenticated_public_key() {
+        let k = MasterKey::generate();
+        let rid = RepoId::from_bytes([1; 32]);
+        let kf = KeyFile::create_v4(&k, b"pw", rid, weak(), "h".into(), "u".into(), 5).unwrap();
+        let back = KeyFile::decode(&kf.encode()).unwrap();
+        assert_eq!(back, kf);
+        let u = back.unlock_full(b"pw").unwrap();
+        assert_eq!(u.master.data_key(), k.data_key());
+        let (secret, public) = u.dh.unwrap();
+        assert_eq!(super::super::grant::public_key(&secret), public);
+        assert_eq!(Some(public), kf.public);
+        let mut t = back.clone();
+        t.public = Some([9; 32]);
         assert_eq!(t.unlock(b"pw").unwrap_err(), CryptoError::WrongPassword);
     }
 

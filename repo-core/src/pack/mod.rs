@@ -9,8 +9,8 @@
 mod header;
 mod writer;
 
-pub(crate) use header::{PACK_ENTRY_LEN, PACK_HEADER_AD};
-pub use header::{PackEntry, PackHeader};
+pub(crate) use header::PACK_ENTRY_LEN;
+pub use header::{PACK_HEADER_AD, PackEntry, PackHeader};
 pub use writer::{PackWriter, seal_header};
 
 use crate::id::PackId;

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 pub use name::{BadWalName, WalFileKind, WalFileName};
 pub use object::{
     CLUSTER_HEX_LEN, MAC_LEN, MAX_WAL_FILE, WAL_HEADER_LEN, WAL_LEVEL, WAL_MAGIC, WAL_VERSION,
-    cluster_name, content_mac, encode_with_nonce, object_name, split_object_name,
+    cluster_name, content_mac, encode_with_nonce, object_epoch, object_name, split_object_name,
 };
 pub use segment::{SegmentHeader, control_file_system_identifier, parse_segment};
 pub use timeline::{
@@ -215,7 +215,7 @@ impl WalStore {
         Ok(Self::with_keys(
             Arc::new(backend),
             &key,
-            keys,
+            keys.data_keys,
             config.compression_level,
         ))
     }

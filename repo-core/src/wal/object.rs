@@ -129,6 +129,16 @@ pub fn peek_mac(object: &str, bytes: &[u8]) -> Result<[u8; MAC_LEN], WalError> {
         .ok_or_else(|| corrupt("truncated".into()))
 }
 
+/// The data-key epoch an object is sealed under, when it opens (SPEC
+/// §29.5): authenticated, not decompressed.
+pub fn object_epoch(data_key: &crate::crypto::DataKeys, object: &str, bytes: &[u8]) -> Option<u32> {
+    peek_mac(object, bytes).ok()?;
+    let (head, sealed) = bytes.split_at(WAL_HEADER_LEN);
+    let mut ad = head.to_vec();
+    ad.extend_from_slice(object.as_bytes());
+    data_key.open(&ad, sealed).ok().map(|(_, e)| e)
+}
+
 /// Opens an object: checks the prefix, authenticates it under its own
 /// name, decompresses, and checks the content against the MAC.
 pub fn decode(

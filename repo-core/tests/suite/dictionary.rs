@@ -275,14 +275,14 @@ fn a_newer_config_version_is_refused_clearly() {
         matches!(
             err,
             Error::Format(
-                repo_core::unstable::format::FormatError::UnsupportedVersion { version: 4, .. }
+                repo_core::unstable::format::FormatError::UnsupportedVersion { version: 5, .. }
             )
         ),
         "{err}"
     );
     assert!(
         err.to_string()
-            .contains("unsupported config format version 4"),
+            .contains("unsupported config format version 5"),
         "{err}"
     );
 }

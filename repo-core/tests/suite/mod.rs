@@ -10,6 +10,7 @@ mod copy;
 mod corruption;
 mod corruption_sweep;
 mod dictionary;
+mod epochs;
 mod fault_model;
 mod faults;
 mod hostile;

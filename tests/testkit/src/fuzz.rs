@@ -37,9 +37,9 @@ use repo_core::unstable::config::Config;
 use repo_core::unstable::crypto::{self, CryptoError, KeyFile, MasterKey};
 use repo_core::unstable::encoding;
 use repo_core::unstable::format::{
-    self, CONFIG_MAGIC, COPY_VERSION, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION, FormatError,
-    INDEX_MAGIC, MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC,
-    PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
+    self, CONFIG_MAGIC, COPY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION,
+    FormatError, INDEX_MAGIC, MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE,
+    MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
 };
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, ID_LEN, PackId, RepoId};
@@ -406,6 +406,10 @@ pub fn config_decode(data: &[u8]) {
     let mut file = Vec::new();
     format::write_prefix(&mut file, &CONFIG_MAGIC, version);
     file.extend_from_slice(id.as_bytes());
+    if version >= EPOCH_VERSION {
+        // The cipher byte of a version-4 config (SPEC §29.4).
+        file.push(0);
+    }
     let sealed = seal_stored(&file, &compress::compress(data, 0));
     file.extend_from_slice(&sealed);
     match (&r, Config::from_file(key(), &file)) {
