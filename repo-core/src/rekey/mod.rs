@@ -10,6 +10,7 @@
 //! step is durable before the next, so a rekey killed at any moment leaves
 //! a repository `check` accepts, and a rerun finishes the job.
 
+mod other;
 mod seal;
 
 use std::collections::{HashMap, HashSet};
@@ -114,6 +115,12 @@ pub struct RekeyReport {
     pub index_files_written: usize,
     /// Stale packs no index named, condemned like prune's `unindexed`.
     pub unindexed_condemned: usize,
+    /// Dictionaries replaced in place.
+    pub dictionaries_rewritten: usize,
+    /// Archived WAL files replaced in place.
+    pub wal_files_rewritten: usize,
+    /// Pending prune marks written anew.
+    pub marks_rewritten: usize,
     /// Snapshots rewritten, old id → new id.
     pub snapshots: Vec<RekeyedSnapshot>,
     /// Stopped by `max_duration` before the end.
@@ -341,7 +348,12 @@ impl Run<'_> {
         if checkpoints == 0 && self.stale_index_files()? > 0 {
             self.checkpoint(&mut batch, report)?;
         }
-        self.rewrite_snapshots(report)
+        self.rewrite_snapshots(report)?;
+        if report.stopped_early {
+            return Ok(());
+        }
+        self.rewrite_in_place(report)?;
+        self.rewrite_marks(report)
     }
 
     /// Whether a pack's header is sealed under an older epoch: its writer
@@ -417,7 +429,7 @@ impl Run<'_> {
                 created_ns: now_ns(),
                 packs: std::mem::take(&mut batch.old),
             };
-            let bytes = mark.to_file(repo.data_keys());
+            let bytes = self.sealer.mark_file(&mark);
             repo.backend()
                 .write(ObjectKind::Mark, &IndexId::hash_of(&bytes).to_hex(), &bytes)?;
         }

@@ -119,6 +119,15 @@ impl<'a> Sealer<'a> {
         out
     }
 
+    /// A prune mark file (SPEC §22.1).
+    pub(crate) fn mark_file(&self, m: &crate::mark::MarkFile) -> Vec<u8> {
+        self.seal_file(
+            &format::MARK_MAGIC,
+            format::FILE_VERSION,
+            &encoding::encode(m),
+        )
+    }
+
     /// A snapshot file (SPEC §10).
     pub(crate) fn snapshot_file(&self, s: &Snapshot) -> Vec<u8> {
         let (version, body) = s.encode_body();

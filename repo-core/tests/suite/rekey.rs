@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use repo_core::unstable::RepositoryInternals;
 use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend};
+use repo_core::unstable::blob::blob_ad;
+use repo_core::unstable::crypto::{DataKeys, MasterKey};
+use repo_core::unstable::pack::PackHeader;
 use repo_core::{
     Backend, MemoryBackend, ObjectKind, OpenOptions, RekeyOptions, RekeyReport, Repository,
     SnapshotFilter, SnapshotId,
@@ -32,7 +35,12 @@ fn opts() -> RekeyOptions {
 fn stale_objects(b: &dyn Backend, repo: &Repository) -> Vec<String> {
     let tag = EPOCH.to_le_bytes();
     let mut out = Vec::new();
-    for kind in [ObjectKind::Index, ObjectKind::Snapshot] {
+    for kind in [
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Mark,
+        ObjectKind::Dict,
+    ] {
         for o in b.list(kind).unwrap() {
             let bytes = b.read(kind, &o.name).unwrap();
             if bytes[12..16] != tag {
@@ -331,4 +339,131 @@ fn a_rekey_while_a_backup_and_a_prune_run_loses_nothing() {
             "snapshot {first} restores different bytes"
         );
     }
+}
+
+/// True when `keys` opens any sealed part of an object: a file's body
+/// after its 12-byte prefix (the config's after 44 or 45 bytes), a pack's
+/// header and every blob in it.
+fn opens_anything(keys: &DataKeys, kind: ObjectKind, bytes: &[u8], repo: &Repository) -> bool {
+    match kind {
+        ObjectKind::Pack => {
+            let n = bytes.len();
+            let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+            let header = PackHeader::from_pack(repo.data_keys(), bytes).unwrap();
+            keys.open(b"cairn pack header v1", &bytes[n - 4 - hlen..n - 4])
+                .is_ok()
+                || header.entries.iter().any(|e| {
+                    let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                    keys.open(&blob_ad(e.kind, &e.id), sealed).is_ok()
+                })
+        }
+        ObjectKind::Config => [44, 45]
+            .into_iter()
+            .any(|at| keys.open(&bytes[..at], &bytes[at..]).is_ok()),
+        _ => keys.open(&bytes[..12], &bytes[12..]).is_ok(),
+    }
+}
+
+#[test]
+fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let at = d.path().join("r");
+    let mut repo = init_repo(&at);
+    let src = d.path().join("src");
+    let mut want: BTreeMap<SnapshotId, (std::path::PathBuf, Files)> = three_backups(&repo, &src)
+        .into_iter()
+        .map(|(id, f)| (id, (src.clone(), f)))
+        .collect();
+    let old: MasterKey = repo.master_key().clone();
+    let rotation = repo.rotate_key(cairn_testkit::PASSWORD).unwrap();
+    assert_eq!(rotation.epoch, 1);
+    // A backup under the new epoch: rekey leaves its objects alone.
+    let after = d.path().join("after");
+    let f = round_files(20);
+    write_tree(&after, &f);
+    let id = repo.backup().path(&after).run().unwrap().snapshot.id;
+    want.insert(id, (after, f));
+    drop(repo);
+
+    let open = || open_repo(&at, cairn_testkit::PASSWORD).unwrap();
+    let real = || {
+        let mut o = RekeyOptions::default();
+        o.grace = Duration::ZERO;
+        o
+    };
+    let made = std::thread::scope(|s| {
+        let backups = s.spawn(|| {
+            let repo = open();
+            let mut made = BTreeMap::new();
+            for round in 30..33 {
+                let dir = d.path().join(format!("src{round}"));
+                let f = round_files(round);
+                write_tree(&dir, &f);
+                let id = repo.backup().path(&dir).run().unwrap().snapshot.id;
+                made.insert(id, (dir, f));
+            }
+            made
+        });
+        let prunes = s.spawn(|| {
+            let repo = open();
+            let opts = repo_core::PruneOptions {
+                max_unused: 0.0,
+                grace: Duration::ZERO,
+            };
+            for _ in 0..3 {
+                repo.prune(repo.prune_plan(&opts).unwrap()).unwrap();
+            }
+        });
+        let r = open().rekey(&real()).unwrap();
+        assert!(r.epochs_differ && r.packs_rewritten > 0, "{r:#?}");
+        assert_eq!(r.snapshots.len(), 3, "{r:#?}");
+        prunes.join().unwrap();
+        backups.join().unwrap()
+    });
+    want.extend(made);
+    // Marks the concurrent backups held back are swept now.
+    let mut repo = open();
+    complete(&repo.rekey(&real()).unwrap());
+    let census = repo.epoch_census().unwrap();
+    assert_eq!(census.per_epoch.get(&0), None, "{census:?}");
+    repo.retire_epoch(0).unwrap();
+    assert_eq!(repo.data_keys().live_epochs(), vec![1]);
+    drop(repo);
+
+    let repo = open();
+    check_clean(&repo).unwrap();
+    let listed = repo.snapshots().unwrap();
+    assert_eq!(listed.len(), want.len(), "a snapshot lost or doubled");
+    for s in &listed {
+        let first = s.snapshot.original.unwrap_or(s.id);
+        let (dir, f) = want
+            .get(&first)
+            .unwrap_or_else(|| panic!("unexpected snapshot {}", s.id));
+        assert!(
+            restored(&repo, &s.id, dir, d.path()) == *f,
+            "snapshot {first} restores different bytes"
+        );
+    }
+    // The saved old master key opens nothing in the repository.
+    let b = repo.backend();
+    let mut objects = 0;
+    for kind in [
+        ObjectKind::Config,
+        ObjectKind::Snapshot,
+        ObjectKind::Index,
+        ObjectKind::Pack,
+        ObjectKind::Mark,
+        ObjectKind::Dict,
+    ] {
+        for o in b.list(kind).unwrap() {
+            let bytes = b.read(kind, &o.name).unwrap();
+            assert!(
+                !opens_anything(&old.data_keys(), kind, &bytes, &repo),
+                "{kind:?} {} opens with the old master key",
+                o.name
+            );
+            objects += 1;
+        }
+    }
+    assert!(objects > 10, "{objects} objects");
 }
