@@ -57,6 +57,12 @@ fn render(r: &RekeyReport) -> Vec<String> {
         r.index_files_written,
         r.snapshots.len()
     ));
+    if r.dictionaries_rewritten + r.wal_files_rewritten + r.marks_rewritten > 0 {
+        lines.push(format!(
+            "rewrote {} dictionaries, {} archived WAL files, {} prune marks",
+            r.dictionaries_rewritten, r.wal_files_rewritten, r.marks_rewritten
+        ));
+    }
     let left = &r.remaining;
     if r.is_complete() {
         lines.push("nothing is sealed under an older epoch any more".into());

@@ -12,6 +12,7 @@ use repo_core::unstable::backend::{Fault, FaultPlan, FaultyBackend};
 use repo_core::unstable::blob::blob_ad;
 use repo_core::unstable::crypto::{DataKeys, MasterKey};
 use repo_core::unstable::pack::PackHeader;
+use repo_core::unstable::wal::{WAL_HEADER_LEN, WalFileName};
 use repo_core::{
     Backend, MemoryBackend, ObjectKind, OpenOptions, RekeyOptions, RekeyReport, Repository,
     SnapshotFilter, SnapshotId,
@@ -23,6 +24,7 @@ use super::{
 };
 
 const EPOCH: u32 = 7;
+const SYSID: u64 = 7_300_000_000_000_000_001;
 
 fn opts() -> RekeyOptions {
     let mut o = RekeyOptions::default().simulate_epoch(EPOCH);
@@ -344,8 +346,19 @@ fn a_rekey_while_a_backup_and_a_prune_run_loses_nothing() {
 /// True when `keys` opens any sealed part of an object: a file's body
 /// after its 12-byte prefix (the config's after 44 or 45 bytes), a pack's
 /// header and every blob in it.
-fn opens_anything(keys: &DataKeys, kind: ObjectKind, bytes: &[u8], repo: &Repository) -> bool {
+fn opens_anything(
+    keys: &DataKeys,
+    kind: ObjectKind,
+    name: &str,
+    bytes: &[u8],
+    repo: &Repository,
+) -> bool {
     match kind {
+        ObjectKind::Wal => {
+            let mut ad = bytes[..WAL_HEADER_LEN].to_vec();
+            ad.extend_from_slice(name.as_bytes());
+            keys.open(&ad, &bytes[WAL_HEADER_LEN..]).is_ok()
+        }
         ObjectKind::Pack => {
             let n = bytes.len();
             let hlen = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
@@ -374,6 +387,12 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
         .into_iter()
         .map(|(id, f)| (id, (src.clone(), f)))
         .collect();
+    // An archived WAL file, sealed under epoch 0 like the rest.
+    let history = WalFileName::parse("00000002.history").unwrap();
+    let history_text = b"1\t0/5000000\tno recovery target specified\n";
+    repo.wal()
+        .archive(&history, history_text, Some(SYSID))
+        .unwrap();
     let old: MasterKey = repo.master_key().clone();
     let rotation = repo.rotate_key(cairn_testkit::PASSWORD).unwrap();
     assert_eq!(rotation.epoch, 1);
@@ -444,6 +463,10 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
             "snapshot {first} restores different bytes"
         );
     }
+    assert_eq!(
+        repo.wal().fetch(SYSID, &history).unwrap().as_deref(),
+        Some(&history_text[..])
+    );
     // The saved old master key opens nothing in the repository.
     let b = repo.backend();
     let mut objects = 0;
@@ -454,11 +477,12 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
         ObjectKind::Pack,
         ObjectKind::Mark,
         ObjectKind::Dict,
+        ObjectKind::Wal,
     ] {
         for o in b.list(kind).unwrap() {
             let bytes = b.read(kind, &o.name).unwrap();
             assert!(
-                !opens_anything(&old.data_keys(), kind, &bytes, &repo),
+                !opens_anything(&old.data_keys(), kind, &o.name, &bytes, &repo),
                 "{kind:?} {} opens with the old master key",
                 o.name
             );
