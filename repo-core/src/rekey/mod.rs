@@ -307,15 +307,8 @@ impl Run<'_> {
                         pack: p.id,
                         reason: format!("blob {} outside the pack", e.id.short()),
                     })?;
-                self.sealer.verify_blob(repo, p.id, e, sealed)?;
+                let payload = self.sealer.open_verified(repo, p.id, e, sealed)?;
                 let ad = blob::blob_ad(e.kind, &e.id);
-                let payload =
-                    self.sealer
-                        .open_payload(&ad, sealed)
-                        .map_err(|err| Error::CorruptPack {
-                            pack: p.id,
-                            reason: format!("blob {}: {err}", e.id.short()),
-                        })?;
                 let resealed = self.sealer.reseal_payload(&ad, &payload);
                 let k = usize::from(e.kind == BlobKind::Tree);
                 batch.pending_len[k] += resealed.len();

@@ -184,24 +184,42 @@ impl<'a> Sealer<'a> {
         Ok(written)
     }
 
-    /// Checks a blob's id and length, so nothing damaged is sealed again.
-    pub(crate) fn verify_blob(
+    /// Opens a blob once: returns its stored payload (compression marker
+    /// and data) after checking, from the decompressed bytes, its length
+    /// and id, so nothing damaged is sealed again (SPEC §6.3).
+    pub(crate) fn open_verified(
         &self,
         repo: &crate::repository::Repository,
         pack: PackId,
         e: &PackEntry,
         sealed: &[u8],
-    ) -> Result<()> {
-        blob::open_blob_with(
-            self.keys,
-            repo.hasher(),
-            e.kind,
-            &e.id,
-            sealed,
-            e.raw_length,
+    ) -> Result<Vec<u8>> {
+        let fail = |err: blob::BlobError| repo.blob_error(pack, &e.id, err);
+        let (payload, _) = self
+            .keys
+            .open(&blob::blob_ad(e.kind, &e.id), sealed)
+            .map_err(|err| fail(err.into()))?;
+        let mut plain = Vec::new();
+        compress::decompress_into_with(
+            &payload,
+            e.raw_length as usize,
+            &mut plain,
             repo.dictionaries(),
         )
-        .map(|_| ())
-        .map_err(|err| repo.blob_error(pack, &e.id, err))
+        .map_err(|err| fail(err.into()))?;
+        if plain.len() != e.raw_length as usize {
+            return Err(fail(blob::BlobError::LengthMismatch {
+                expected: e.raw_length.into(),
+                actual: plain.len() as u64,
+            }));
+        }
+        let actual = match e.kind {
+            blob::BlobKind::Data => repo.hasher().chunk_id(&plain),
+            blob::BlobKind::Tree => repo.hasher().tree_id(&plain).as_blob(),
+        };
+        if actual != e.id {
+            return Err(fail(blob::BlobError::HashMismatch));
+        }
+        Ok(payload)
     }
 }
