@@ -99,6 +99,11 @@ fn a_stopped_rekey_exits_3_and_the_rerun_finishes() {
             "{n}"
         );
     }
+    // An old id still names the snapshot.
+    let (old, new) = &mapped[0];
+    let listed = env.ok(["ls", old.as_str()]);
+    let via_new = env.ok(["ls", new.as_str()]);
+    assert_eq!(listed.stdout, via_new.stdout);
     // A further run finds nothing stale.
     let again = env.ok(["rekey", "--simulate-epoch", "5", "--grace", "0"]);
     let text = String::from_utf8_lossy(&again.stdout);
