@@ -17,7 +17,7 @@ use repo_core::unstable::blob::{BlobKind, open_blob, seal_blob};
 use repo_core::unstable::cache::Cache;
 use repo_core::unstable::chunker::{Chunker, ChunkerParams};
 use repo_core::unstable::compress::compress;
-use repo_core::unstable::crypto::{self, DataKeys, MasterKey};
+use repo_core::unstable::crypto::{self, Cipher, DataKeys, MasterKey};
 use repo_core::unstable::format::NONCE_LEN;
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, PackId};
@@ -209,7 +209,8 @@ fn bench_blob(c: &mut Criterion) {
 
 /// The AEAD alone, 1 MiB and 4 KiB in place: the raw-key primitive the
 /// engine used before epochs, against the epoch-keyed sealing every object
-/// goes through now (epoch 0, and a rotated repository's tagged epoch 2).
+/// goes through now (epoch 0, a rotated repository's tagged epoch 2, and
+/// the compliance cipher XAES-256-GCM).
 fn bench_seal(c: &mut Criterion) {
     let k = key();
     let rotated = DataKeys::new(Some(k.data_key()), &[(2, [9u8; 32])]).expect("epochs");
@@ -241,7 +242,12 @@ fn bench_seal(c: &mut Criterion) {
                 criterion::BatchSize::LargeInput,
             )
         });
-        for (name, keys) in [("epoch0", k.data_keys()), ("epoch2", rotated.clone())] {
+        let xaes = DataKeys::epoch_zero_with(Cipher::Xaes256Gcm, k.data_key());
+        for (name, keys) in [
+            ("epoch0", k.data_keys()),
+            ("epoch2", rotated.clone()),
+            ("xaes_epoch0", xaes),
+        ] {
             group.bench_function(format!("{name}_seal_{size}"), |b| {
                 b.iter_batched_ref(
                     fresh,

@@ -145,6 +145,7 @@ machines or tests; the defaults are 65536 KiB, 3 passes and 4 lanes (computed in
         after_help = "Examples:\n  \
 cairn -r /srv/backup init\n  \
 cairn -r /srv/backup init --compression 9 --pack-size 32\n  \
+cairn -r /srv/backup init --cipher xaes-256-gcm\n  \
 cairn -r s3:https://s3.example.com/backups/host1 init\n  \
 CAIRN_PASSWORD=test cairn -r /tmp/repo init --kdf-memory 64 --kdf-iterations 1"
     )]
@@ -593,6 +594,17 @@ pub struct InitArgs {
     /// The repository whose parameters --copy-chunker-params copies.
     #[command(flatten)]
     pub from: FromRepoArgs,
+    /// The AEAD that seals every object: xchacha20-poly1305 (the default) or xaes-256-gcm
+    /// (AES-256, for policies that name it; uses AES-NI). Anything but the default
+    /// creates a format-version-4 repository, which cairn builds before it cannot read.
+    #[arg(long, value_name = "CIPHER", default_value = "xchacha20-poly1305",
+          value_parser = parse_cipher, conflicts_with = "no_dictionary")]
+    pub cipher: repo_core::Cipher,
+}
+
+fn parse_cipher(s: &str) -> Result<repo_core::Cipher, String> {
+    repo_core::Cipher::parse(s)
+        .ok_or_else(|| format!("unknown cipher {s:?}: use xchacha20-poly1305 or xaes-256-gcm"))
 }
 
 /// Selects snapshots where `latest` is used.
@@ -896,6 +908,73 @@ cairn key passwd\n  \
 cairn key passwd --new-password-file ~/.cairn-pass-new"
     )]
     Passwd(KeyPasswdArgs),
+
+    /// Start a new data-key epoch.
+    #[command(
+        long_about = "Start a new data-key epoch: a fresh random key that seals everything written from now on, \
+granted to every key file (sealed to each key file's public key, so no other password is \
+needed). Data written before keeps its epoch until `cairn rekey` rewrites it; `key retire` then \
+removes an old epoch, after which a copy of its key opens nothing.\n\n\
+Only the sealing key rotates. Chunk ids and chunk boundaries keep their keys, or deduplication \
+against everything stored would end; for a complete re-key, `cairn copy` into a fresh \
+repository.\n\n\
+The first rotation makes the repository format version 4, which older cairn builds refuse. Key \
+files made by older builds have no public key: rotate refuses while any other than this \
+session's exists (remove them first and add them again after the rotation); this session's own \
+is re-wrapped under the same password first. For an unattended key (--key-file) that means a \
+new token: pass --output FILE to receive it.",
+        after_help = "Examples:\n  \
+cairn key rotate\n  \
+cairn key rotate --json\n  \
+CAIRN_KEY_FILE=/etc/cairn/pg.key cairn key rotate --output /etc/cairn/pg.key.new --owner postgres"
+    )]
+    Rotate(KeyRotateArgs),
+
+    /// Remove an old data-key epoch.
+    #[command(
+        long_about = "Retire data-key epoch EPOCH: refused for the newest epoch and while any object (snapshot, index \
+file, pack, dictionary, mark, archived WAL, config) is still sealed under it, with the count \
+and some of their names; `cairn rekey` rewrites them. Otherwise the epoch is removed from the \
+config and its grants are deleted: from then on its key opens nothing in the repository. `key \
+epochs` shows the objects per epoch without retiring anything.",
+        after_help = "Examples:\n  \
+cairn key retire 0\n  \
+cairn key retire 1 --json"
+    )]
+    Retire(KeyRetireArgs),
+
+    /// Show the data-key epochs and what is sealed under each.
+    #[command(
+        long_about = "Show the live data-key epochs, the newest (which seals new objects), and how \
+many objects are sealed under each epoch: every snapshot, index file, pack header (which stands \
+for its blobs), dictionary, mark, archived WAL file and the config is opened to count it, so \
+this reads every small file of the repository. Objects that open under no live epoch are \
+listed as unreadable.",
+        after_help = "Examples:\n  \
+cairn key epochs\n  \
+cairn key epochs --json | jq '.per_epoch'"
+    )]
+    Epochs,
+}
+
+/// `cairn key rotate`.
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    /// Where to write the new token when this session's unattended key is
+    /// re-wrapped (created 0600; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Give the new token file to USER (and USER's group), e.g. postgres.
+    #[arg(long, value_name = "USER", requires = "output")]
+    pub owner: Option<String>,
+}
+
+/// `cairn key retire`.
+#[derive(Debug, Args)]
+pub struct KeyRetireArgs {
+    /// The epoch to retire (a number, as `key epochs` shows).
+    #[arg(value_name = "EPOCH")]
+    pub epoch: u32,
 }
 
 /// Where a new password comes from, and its argon2id cost.

@@ -6,7 +6,7 @@
 
 use crate::blob::{self, BlobError};
 use crate::chunker::ChunkerParams;
-use crate::crypto::MasterKey;
+use crate::crypto::{Cipher, MasterKey};
 use crate::encoding;
 use crate::format::{
     self, CONFIG_MAGIC, COPY_VERSION, DICTIONARY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN,
@@ -109,8 +109,8 @@ fn no_epochs() -> Vec<u8> {
     encoding::encode(&Vec::<u32>::new())
 }
 
-/// The cipher byte of a version-4 config (SPEC §29.4): the only one
-/// this build writes and reads, XChaCha20-Poly1305.
+/// The cipher byte of XChaCha20-Poly1305 in a version-4 config (SPEC
+/// §3.3, §29.4); [`Cipher::to_byte`] gives the others.
 pub const CIPHER_XCHACHA20_POLY1305: u8 = 0;
 
 impl Config {
@@ -277,7 +277,7 @@ impl Config {
         format::write_prefix(&mut out, &CONFIG_MAGIC, self.version);
         out.extend_from_slice(self.repo_id.as_bytes());
         if self.version >= EPOCH_VERSION {
-            out.push(CIPHER_XCHACHA20_POLY1305);
+            out.push(key.cipher().to_byte());
         }
         let sealed = blob::seal_object(key, &out, &self.encode_body(), 0);
         out.extend_from_slice(&sealed);
@@ -294,23 +294,41 @@ impl Config {
         Ok(RepoId::from_bytes(id))
     }
 
+    /// The cipher a config file names (SPEC §3.3): its clear byte in
+    /// version 4, XChaCha20-Poly1305 before.
+    pub fn peek_cipher(bytes: &[u8]) -> Result<Cipher, FormatError> {
+        let (version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
+        if version < EPOCH_VERSION {
+            return Ok(Cipher::XChaCha20Poly1305);
+        }
+        match bytes.get(FILE_PREFIX_LEN + ID_LEN) {
+            Some(&b) => Cipher::from_byte(b).ok_or_else(|| FormatError::Malformed {
+                what: "config",
+                reason: format!("unknown cipher {b}"),
+            }),
+            None => Err(FormatError::Truncated { what: "config" }),
+        }
+    }
+
     /// Decrypts and validates the config file.
     pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let id = Self::peek_id(bytes)?;
         let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
         let mut clear = FILE_PREFIX_LEN + ID_LEN;
         if prefix_version >= EPOCH_VERSION {
-            match bytes.get(clear) {
-                Some(&CIPHER_XCHACHA20_POLY1305) => clear += 1,
-                Some(c) => {
-                    return Err(FormatError::Malformed {
-                        what: "config",
-                        reason: format!("unknown cipher {c}"),
-                    }
-                    .into());
+            let cipher = Self::peek_cipher(bytes)?;
+            if cipher != key.cipher() {
+                return Err(FormatError::Malformed {
+                    what: "config",
+                    reason: format!(
+                        "sealed with {}, opened with {}",
+                        cipher.name(),
+                        key.cipher().name()
+                    ),
                 }
-                None => return Err(FormatError::Truncated { what: "config" }.into()),
+                .into());
             }
+            clear += 1;
         }
         let (ad, sealed) = bytes.split_at(clear);
         let plain = blob::open_object(key, ad, sealed, MAX_META_FILE)?;

@@ -215,7 +215,8 @@ impl Repository {
             .map(|(n, s)| (*n, s.clone()))
             .collect();
         secrets.push((epoch, secret));
-        let keys = EpochKeys::of(self.master_key(), &live, secrets)
+        let cipher = self.data_keys().cipher();
+        let keys = EpochKeys::of(cipher, self.master_key(), &live, secrets)
             .map_err(|e| Error::InvalidArgument(format!("epoch {e} has no secret")))?;
         let mut config = self.config().clone();
         config.version = EPOCH_VERSION;
@@ -369,7 +370,8 @@ impl Repository {
             .filter(|(n, _)| *n != epoch)
             .map(|(n, s)| (*n, s.clone()))
             .collect();
-        let keys = EpochKeys::of(self.master_key(), &remaining, secrets)
+        let cipher = self.data_keys().cipher();
+        let keys = EpochKeys::of(cipher, self.master_key(), &remaining, secrets)
             .map_err(|e| Error::InvalidArgument(format!("epoch {e} has no secret")))?;
         let mut config = self.config().clone();
         config.epochs = remaining;

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use crate::backend::{Backend, ObjectKind};
 use crate::blob::BlobError;
 use crate::config::Config;
-use crate::crypto::{self, DataKeys, MasterKey, Unlocked};
+use crate::crypto::{self, Cipher, DataKeys, MasterKey, Unlocked};
 use crate::error::{Error, Result};
 use crate::format::{self, CONFIG_MAGIC, EPOCH_VERSION, FILE_PREFIX_LEN, NONCE_LEN};
 use crate::id::{ID_LEN, KeyId, RepoId};
@@ -28,6 +28,7 @@ impl EpochKeys {
     /// The keys of `live` epochs: epoch 0 from the master key, the others
     /// from `secrets`, which must hold each.
     pub(crate) fn of(
+        cipher: Cipher,
         master: &MasterKey,
         live: &[u32],
         secrets: Vec<EpochSecret>,
@@ -43,8 +44,9 @@ impl EpochKeys {
             return Err(missing);
         }
         let plain: Vec<(u32, [u8; 32])> = secrets.iter().map(|(n, s)| (*n, **s)).collect();
-        let data_keys = DataKeys::new(live.contains(&0).then(|| master.data_key()), &plain)
-            .map_err(|_| live.first().copied().unwrap_or(0))?;
+        let data_keys =
+            DataKeys::new_with(cipher, live.contains(&0).then(|| master.data_key()), &plain)
+                .map_err(|_| live.first().copied().unwrap_or(0))?;
         Ok(Self { data_keys, secrets })
     }
 }
@@ -119,9 +121,11 @@ pub(crate) fn open_config(
         // A key file without a public key can hold no grant.
         return Err(missing_newest());
     };
+    let cipher = Config::peek_cipher(cbytes).map_err(|e| corrupt(e.into()))?;
     let secrets = load_grants(backend, repo, key_id, dh)?;
     let plain: Vec<(u32, [u8; 32])> = secrets.iter().map(|(n, s)| (*n, **s)).collect();
-    let all = DataKeys::new(Some(master.data_key()), &plain).map_err(|_| missing_newest())?;
+    let all = DataKeys::new_with(cipher, Some(master.data_key()), &plain)
+        .map_err(|_| missing_newest())?;
     let config = match Config::from_file(&all, cbytes) {
         Ok(c) => c,
         Err(BlobError::Crypto(_))
@@ -131,10 +135,11 @@ pub(crate) fn open_config(
         }
         Err(e) => return Err(corrupt(e)),
     };
-    let keys =
-        EpochKeys::of(master, &config.epochs, secrets).map_err(|epoch| Error::MissingGrant {
+    let keys = EpochKeys::of(cipher, master, &config.epochs, secrets).map_err(|epoch| {
+        Error::MissingGrant {
             key: *key_id,
             epoch,
-        })?;
+        }
+    })?;
     Ok((config, keys))
 }

@@ -53,6 +53,9 @@ pub struct KeyDetails {
     pub username: String,
     /// argon2id parameters that stretch its password.
     pub kdf: KdfParams,
+    /// True for a key file with a public key (version 4, SPEC §29.2),
+    /// which data-key epochs can be granted to.
+    pub public_key: bool,
 }
 
 /// What [`Repository::change_password`] did.
@@ -118,6 +121,7 @@ impl Repository {
                     host: kf.header.host,
                     username: kf.header.username,
                     kdf: kf.header.kdf,
+                    public_key: kf.public.is_some(),
                 }),
             };
             out.push(KeyInfo {

@@ -127,7 +127,7 @@ mod warning;
 pub mod unstable;
 
 // The repository and its options.
-pub use crypto::{DataKeys, KdfBudget, KdfParams};
+pub use crypto::{Cipher, DataKeys, KdfBudget, KdfParams};
 pub use epochs::{EpochCensus, Rotation};
 pub use id::{KeyId, RepoId};
 pub use keys::{KeyDetails, KeyInfo, KeyStatus, PasswordChange};

@@ -12,7 +12,9 @@ use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::compress::Dictionary;
 use crate::config::{Config, ContentKeys};
-use crate::crypto::{CryptoError, DataKeys, KdfBudget, KdfParams, KeyFile, MasterKey, Unlocked};
+use crate::crypto::{
+    Cipher, CryptoError, DataKeys, KdfBudget, KdfParams, KeyFile, MasterKey, Unlocked,
+};
 use crate::dict::{self, Dictionaries};
 use crate::error::{Error, Result, WarnFn, Warnings};
 use crate::hash::ContentHasher;
@@ -44,6 +46,10 @@ pub struct InitOptions {
     /// with backups made directly into either (SPEC §5, §24). Creates a
     /// version-3 repository, which needs `dictionary`.
     pub content: Option<ContentParams>,
+    /// The AEAD that seals every object (SPEC §3.3). Anything but the
+    /// default XChaCha20-Poly1305 creates a version-4 repository (§29.4),
+    /// which needs `dictionary`.
+    pub cipher: Cipher,
 }
 
 /// Another repository's chunker profiles and content keys (SPEC §5), from
@@ -79,6 +85,7 @@ impl Default for InitOptions {
             cache_dir: None,
             dictionary: true,
             content: None,
+            cipher: Cipher::default(),
         }
     }
 }
@@ -234,9 +241,24 @@ impl Repository {
             config.chunker_profiles = c.profiles;
             config.content_keys = Some(c.keys);
         }
+        if opts.cipher != Cipher::default() {
+            if !opts.dictionary {
+                return Err(Error::InvalidArgument(format!(
+                    "cipher {} needs a repository of version 4, not 1",
+                    opts.cipher.name()
+                )));
+            }
+            config.version = crate::format::EPOCH_VERSION;
+            config.epochs = vec![0];
+        }
         config.validate()?;
         let key = MasterKey::generate();
-        let kf = KeyFile::create(
+        let create = if config.version >= crate::format::EPOCH_VERSION {
+            KeyFile::create_v4
+        } else {
+            KeyFile::create
+        };
+        let kf = create(
             &key,
             password,
             repo_id,
@@ -251,12 +273,12 @@ impl Repository {
         backend.write(
             ObjectKind::Config,
             "config",
-            &config.to_file(&key.data_keys()),
+            &config.to_file(&DataKeys::epoch_zero_with(opts.cipher, key.data_key())),
         )?;
         let warnings = Arc::new(Warnings::default());
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
         let keys = EpochKeys {
-            data_keys: key.data_keys(),
+            data_keys: DataKeys::epoch_zero_with(opts.cipher, key.data_key()),
             secrets: Vec::new(),
         };
         Ok(Self::assemble(

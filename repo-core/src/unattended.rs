@@ -99,6 +99,22 @@ impl Repository {
         Ok(ServiceToken { key, secret })
     }
 
+    /// [`Repository::rotate_key`] for a session opened with `token`: its
+    /// secret is the password. Returns the token of the re-wrapped key
+    /// file when the rotation re-wrapped it (its id changed), which the
+    /// service must be given.
+    pub fn rotate_key_unattended(
+        &mut self,
+        token: &ServiceToken,
+    ) -> Result<(crate::epochs::Rotation, Option<ServiceToken>)> {
+        let r = self.rotate_key(token.secret.as_bytes())?;
+        let new = r.rewrapped.map(|c| ServiceToken {
+            key: c.new_key,
+            secret: token.secret.clone(),
+        });
+        Ok((r, new))
+    }
+
     /// Opens the repository with `token`: only the key file it names is
     /// read and unlocked (SPEC §4.2), whatever other key files cost. A
     /// key file that is gone (removed, or the token is of another

@@ -57,7 +57,10 @@ pub fn run(g: &GlobalArgs, out: Output, a: &CatArgs) -> Result<Status> {
     match &a.object {
         CatObject::Config => {
             let repo = open(g, out)?;
-            out.json_value(repo.config())?;
+            // The cipher is in the config's clear part (SPEC §29.4), not its body.
+            let mut v = serde_json::to_value(repo.config())?;
+            v["cipher"] = repo.data_keys().cipher().name().into();
+            out.json_value(&v)?;
         }
         CatObject::Snapshot { id, filter } => {
             let repo = open(g, out)?;

@@ -49,6 +49,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &InitArgs) -> Result<Status> {
         cache_dir: cache_dir(g),
         dictionary: !a.no_dictionary,
         content,
+        cipher: a.cipher,
     };
     super::key::warn_kdf(out, &opts.kdf);
     // Local: makes the layout; S3: checks that the bucket exists.

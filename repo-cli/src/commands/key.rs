@@ -26,10 +26,16 @@ struct KeyJson<'a> {
     unattended: bool,
     /// Why a damaged key file cannot be used.
     error: Option<&'a str>,
+    /// True for a key file with a public key (format version 4), which
+    /// data-key epochs can be granted to (SPEC §29.2).
+    public_key: bool,
+    /// The data-key epochs it holds: 0 (from the master key) while live,
+    /// and every epoch granted to it.
+    epochs: Vec<u32>,
 }
 
 impl<'a> KeyJson<'a> {
-    fn new(k: &'a KeyInfo) -> Self {
+    fn new(k: &'a KeyInfo, epochs: Vec<u32>) -> Self {
         let (status, details, error) = match &k.status {
             KeyStatus::Usable(d) => ("ok", Some(d), None),
             KeyStatus::Damaged(reason) => ("damaged", None, Some(reason.as_str())),
@@ -45,6 +51,8 @@ impl<'a> KeyJson<'a> {
             kdf: details.map(|d| d.kdf),
             unattended: details.is_some_and(|d| d.kdf.is_unattended()),
             error,
+            public_key: details.is_some_and(|d| d.public_key),
+            epochs,
         }
     }
 }
@@ -71,10 +79,19 @@ struct PasswdJson {
 
 /// Runs one `cairn key` subcommand.
 pub fn run(g: &GlobalArgs, out: Output, a: &KeyArgs) -> Result<Status> {
+    // `rotate` keeps the password it opens with, `retire` changes the
+    // session's epochs: both open on their own.
+    match &a.command {
+        KeyCommand::Rotate(r) => return super::epochs::rotate(g, out, r),
+        KeyCommand::Retire(r) => return super::epochs::retire(g, out, r),
+        _ => {}
+    }
     // Every subcommand needs an unlocked session: `list` to mark the
     // current key, the others to wrap the master key or apply the rules.
     let repo = open(g, out)?;
     match &a.command {
+        KeyCommand::Rotate(_) | KeyCommand::Retire(_) => unreachable!("handled above"),
+        KeyCommand::Epochs => return super::epochs::epochs(&repo, out),
         KeyCommand::List => list(&repo, out)?,
         KeyCommand::Add(a) if a.unattended => add_unattended(&repo, out, a)?,
         KeyCommand::Add(a) => {
@@ -241,13 +258,25 @@ fn kdf_text(k: &KdfParams) -> String {
 
 fn list(repo: &Repository, out: Output) -> Result<()> {
     let keys = repo.keys()?;
+    let granted = repo.granted_epochs()?;
+    let live = repo.data_keys().live_epochs();
+    // Epoch 0 comes with the master key; the others only by grant.
+    let held = |k: &KeyInfo| -> Vec<u32> {
+        let mut e: Vec<u32> = live
+            .iter()
+            .copied()
+            .filter(|&n| n == 0 || granted.get(&k.id).is_some_and(|g| g.contains(&n)))
+            .collect();
+        e.dedup();
+        e
+    };
     if out.json {
-        let v: Vec<_> = keys.iter().map(KeyJson::new).collect();
+        let v: Vec<_> = keys.iter().map(|k| KeyJson::new(k, held(k))).collect();
         out.json_value(&v)?;
         return Ok(());
     }
-    let header = ["", "ID", "Created", "Host", "User", "KDF"];
-    let rows: Vec<[String; 6]> = keys
+    let header = ["", "ID", "Created", "Host", "User", "KDF", "Epochs"];
+    let rows: Vec<[String; 7]> = keys
         .iter()
         .filter_map(|k| match &k.status {
             KeyStatus::Usable(d) => Some([
@@ -261,6 +290,11 @@ fn list(repo: &Repository, out: Output) -> Result<()> {
                 } else {
                     kdf_text(&d.kdf)
                 },
+                held(k)
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]),
             KeyStatus::Damaged(_) => None,
         })

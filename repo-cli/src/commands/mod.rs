@@ -11,6 +11,7 @@ mod diff;
 mod discover;
 mod drill;
 mod dump;
+mod epochs;
 mod find;
 mod forget;
 mod init;
@@ -162,6 +163,11 @@ fn cache_dir(g: &GlobalArgs) -> Option<PathBuf> {
 /// before the password is asked for. Damaged files the library skips
 /// (SPEC §13) are named on stderr as it meets them.
 fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
+    open_with(g, out, None)
+}
+
+/// [`open`] with the password already read (`key rotate` needs it again).
+fn open_with(g: &GlobalArgs, out: Output, password: Option<&[u8]>) -> Result<Repository> {
     let location = repo_location(g)?;
     let backend = backend_for(g, &location)?;
     if backend.list(ObjectKind::Config)?.is_empty() {
@@ -179,7 +185,10 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
     // given one must not fall back to prompting.
     let opened = match &g.key_file {
         Some(f) => Repository::open_unattended(backend, &credentials::service_token(f)?, opts),
-        None => Repository::open(backend, &credentials::password(g, Purpose::Open)?, opts),
+        None => match password {
+            Some(pw) => Repository::open(backend, pw, opts),
+            None => Repository::open(backend, &credentials::password(g, Purpose::Open)?, opts),
+        },
     };
     let mut repo = opened.inspect_err(|e| {
         if let repo_core::Error::KeysNotTried(ids) = e {

@@ -41,6 +41,27 @@ struct ReportJson<'a> {
     last_check: Option<CheckJson>,
     last_data_check: Option<CheckJson>,
     last_drill: Option<DrillJson>,
+    /// The cipher and data-key epochs (SPEC §29); `key epochs` counts
+    /// the objects of each.
+    encryption: Option<EncryptionJson>,
+}
+
+#[derive(Serialize)]
+struct EncryptionJson {
+    cipher: &'static str,
+    live_epochs: Vec<u32>,
+    newest_epoch: u32,
+}
+
+impl EncryptionJson {
+    fn of(repo: &repo_core::Repository) -> Self {
+        let k = repo.data_keys();
+        Self {
+            cipher: k.cipher().name(),
+            live_epochs: k.live_epochs(),
+            newest_epoch: k.newest_epoch(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -119,6 +140,7 @@ impl<'a> ReportJson<'a> {
             last_check: r.last_check.as_ref().map(CheckJson::from),
             last_data_check: r.last_data_check.as_ref().map(CheckJson::from),
             last_drill: r.last_drill.as_ref().map(DrillJson::from),
+            encryption: None,
         }
     }
 }
@@ -129,7 +151,9 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
     let snap = select(&repo, &a.snapshot, &a.filter)?;
     let r = repo.report(&snap)?;
     if out.json {
-        out.json_value(&ReportJson::new(&r))?;
+        let mut j = ReportJson::new(&r);
+        j.encryption = Some(EncryptionJson::of(&repo));
+        out.json_value(&j)?;
         return Ok(Status::Ok);
     }
     if a.markdown {
@@ -188,6 +212,17 @@ pub fn run(g: &GlobalArgs, out: Output, a: &ReportArgs) -> Result<Status> {
             d.files,
             if d.ok { "identical" } else { "FAILED" }
         ))
+    ))?;
+    let e = EncryptionJson::of(&repo);
+    out.line(format!(
+        "encryption    {}, data-key epochs {} (newest {})",
+        e.cipher,
+        e.live_epochs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        e.newest_epoch
     ))?;
     out.line(format!("written by    {}", r.snapshot_program))?;
     Ok(Status::Ok)

@@ -27,6 +27,7 @@ mod redis;
 mod rekey;
 mod repository;
 mod requests;
+mod rotate;
 mod s3;
 mod s3_faults;
 mod scripting;

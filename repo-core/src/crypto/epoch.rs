@@ -5,9 +5,10 @@
 //! first four bytes of its nonce (u32 little-endian); epoch-0 nonces are
 //! fully random. The nonce is an AEAD input, so the tag is authenticated.
 
-use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use rand::RngCore;
+use xaes_256_gcm::Xaes256Gcm;
 use zeroize::Zeroizing;
 
 use super::CryptoError;
@@ -20,13 +21,107 @@ pub const CONTEXT_EPOCH_SEAL: &str = "cairn 2026-12 epoch sealing key v4";
 /// Bytes of the nonce that name the epoch (SPEC §29.1).
 pub const EPOCH_TAG_LEN: usize = 4;
 
+/// The AEAD that seals a repository's objects (SPEC §3.3), chosen at
+/// `init` and named by a clear byte of a version-4 config. Both take a
+/// 256-bit key and a 24-byte random nonce, so the epoch tag works alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cipher {
+    /// XChaCha20-Poly1305 (§3.2), the default; the only one before version 4.
+    #[default]
+    #[serde(rename = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+    /// XAES-256-GCM (C2SP), for policies that name AES-256.
+    #[serde(rename = "xaes-256-gcm")]
+    Xaes256Gcm,
+}
+
+impl Cipher {
+    /// The config's cipher byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Cipher::XChaCha20Poly1305 => 0,
+            Cipher::Xaes256Gcm => 1,
+        }
+    }
+    /// The cipher of a config's cipher byte.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Cipher::XChaCha20Poly1305),
+            1 => Some(Cipher::Xaes256Gcm),
+            _ => None,
+        }
+    }
+    /// The name `init --cipher` takes and output shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::XChaCha20Poly1305 => "xchacha20-poly1305",
+            Cipher::Xaes256Gcm => "xaes-256-gcm",
+        }
+    }
+    /// Parses [`Cipher::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Cipher::XChaCha20Poly1305, Cipher::Xaes256Gcm]
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+    }
+}
+
+/// One epoch's keyed AEAD. XAES keeps its two derived block keys, so a
+/// seal costs no key schedule beyond the per-message one XAES defines.
+#[derive(Clone)]
+enum Aead {
+    XChaCha(XChaCha20Poly1305),
+    Xaes(Box<Xaes256Gcm>),
+}
+
+impl Aead {
+    fn new(cipher: Cipher, key: &[u8; 32]) -> Self {
+        match cipher {
+            Cipher::XChaCha20Poly1305 => Aead::XChaCha(XChaCha20Poly1305::new(key.into())),
+            Cipher::Xaes256Gcm => Aead::Xaes(Box::new(Xaes256Gcm::new(key.into()))),
+        }
+    }
+
+    /// Encrypts `buf` in place and returns the tag. Inputs are bounded
+    /// far below either cipher's limit (256 GiB, 64 GiB), so it cannot
+    /// fail; storing a nonce without ciphertext would lose data.
+    fn seal(&self, nonce: &[u8; NONCE_LEN], ad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = match self {
+            Aead::XChaCha(c) => c.encrypt_inout_detached(&(*nonce).into(), ad, buf.into()),
+            Aead::Xaes(c) => c.encrypt_inout_detached(&(*nonce).into(), ad, buf.into()),
+        };
+        tag.expect("AEAD input within limits").into()
+    }
+
+    /// Checks the tag, then decrypts `buf` in place; on failure `buf` is
+    /// left as it was (both ciphers verify before they decrypt).
+    fn open(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        ad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> bool {
+        match self {
+            Aead::XChaCha(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), ad, buf.into(), &(*tag).into())
+                .is_ok(),
+            Aead::Xaes(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), ad, buf.into(), &(*tag).into())
+                .is_ok(),
+        }
+    }
+}
+
 /// A repository's live sealing keys: what every object is sealed and
 /// opened with. Cloning is cheap enough for a handle per repository.
 #[derive(Clone)]
 pub struct DataKeys {
     /// Indexed by epoch number: a tag costs one bounds check and a load.
-    slots: Vec<Option<XChaCha20Poly1305>>,
+    slots: Vec<Option<Aead>>,
     newest: u32,
+    cipher: Cipher,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -44,16 +139,36 @@ impl DataKeys {
     /// Only epoch 0, keyed by `data_key`: every repository before its first
     /// rotation (SPEC §29).
     pub fn epoch_zero(data_key: &[u8; 32]) -> Self {
+        Self::epoch_zero_with(Cipher::default(), data_key)
+    }
+
+    /// [`DataKeys::epoch_zero`] under `cipher`.
+    pub fn epoch_zero_with(cipher: Cipher, data_key: &[u8; 32]) -> Self {
         Self {
-            slots: vec![Some(XChaCha20Poly1305::new(data_key.into()))],
+            slots: vec![Some(Aead::new(cipher, data_key))],
             newest: 0,
+            cipher,
         }
+    }
+
+    /// The cipher every epoch uses.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// The live epochs: `data_key` for epoch 0 when it is live, and the
     /// secrets of the others. The newest is the highest number. Fails on
     /// an empty set or an epoch number too large to index.
     pub fn new(
+        data_key: Option<&[u8; 32]>,
+        secrets: &[(u32, [u8; 32])],
+    ) -> Result<Self, CryptoError> {
+        Self::new_with(Cipher::default(), data_key, secrets)
+    }
+
+    /// [`DataKeys::new`] under `cipher`.
+    pub fn new_with(
+        cipher: Cipher,
         data_key: Option<&[u8; 32]>,
         secrets: &[(u32, [u8; 32])],
     ) -> Result<Self, CryptoError> {
@@ -68,12 +183,16 @@ impl DataKeys {
         }
         let mut slots = vec![None; newest as usize + 1];
         if let Some(k) = data_key {
-            slots[0] = Some(XChaCha20Poly1305::new(k.into()));
+            slots[0] = Some(Aead::new(cipher, k));
         }
         for (n, s) in secrets {
-            slots[*n as usize] = Some(XChaCha20Poly1305::new((&*epoch_sealing_key(s)).into()));
+            slots[*n as usize] = Some(Aead::new(cipher, &epoch_sealing_key(s)));
         }
-        Ok(Self { slots, newest })
+        Ok(Self {
+            slots,
+            newest,
+            cipher,
+        })
     }
 
     /// The epoch everything is sealed under now.
@@ -93,11 +212,11 @@ impl DataKeys {
         self.slot(epoch).is_some()
     }
 
-    fn slot(&self, epoch: u32) -> Option<&XChaCha20Poly1305> {
+    fn slot(&self, epoch: u32) -> Option<&Aead> {
         self.slots.get(epoch as usize).and_then(Option::as_ref)
     }
 
-    fn newest_cipher(&self) -> &XChaCha20Poly1305 {
+    fn newest_cipher(&self) -> &Aead {
         self.slot(self.newest).expect("the newest epoch is live")
     }
 
@@ -117,22 +236,10 @@ impl DataKeys {
 
     /// Seals under the newest epoch: `nonce || ciphertext || tag`.
     pub fn seal(&self, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let nonce = self.fresh_nonce();
         let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        // Encryption cannot fail below 256 GiB of input; ours is bounded
-        // far below that. Storing a nonce without ciphertext would lose data.
-        let ct = self
-            .newest_cipher()
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: ad,
-                },
-            )
-            .expect("XChaCha20-Poly1305 input under 256 GiB");
-        out.extend_from_slice(&ct);
+        out.resize(NONCE_LEN, 0);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(ad, &mut out);
         out
     }
 
@@ -140,14 +247,9 @@ impl DataKeys {
     /// on return `buf` is what [`DataKeys::seal`] makes.
     pub fn seal_in_place(&self, ad: &[u8], buf: &mut Vec<u8>) {
         assert!(buf.len() >= NONCE_LEN, "no room for the nonce");
-        let (nonce, msg) = buf.split_at_mut(NONCE_LEN);
-        rand::rngs::OsRng.fill_bytes(nonce);
-        self.tag_nonce(nonce);
-        let nonce = XNonce::try_from(&*nonce).expect("split at NONCE_LEN");
-        let tag = self
-            .newest_cipher()
-            .encrypt_inout_detached(&nonce, ad, msg.into())
-            .expect("XChaCha20-Poly1305 input within limits");
+        let nonce = self.fresh_nonce();
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = self.newest_cipher().seal(&nonce, ad, &mut buf[NONCE_LEN..]);
         buf.extend_from_slice(&tag);
     }
 
@@ -166,21 +268,14 @@ impl DataKeys {
             .0
             .expect("a nonce from fresh_nonce names a live epoch")
             .1
-            .encrypt_inout_detached(&XNonce::from(*nonce), ad, (&mut buf[at..]).into())
-            .expect("XChaCha20-Poly1305 input within limits");
+            .seal(nonce, ad, &mut buf[at..]);
         buf.extend_from_slice(&tag);
     }
 
     /// The epoch the nonce's tag names, if live, then epoch 0 if live and
     /// different: the order a reader tries them in (SPEC §29.1).
     #[allow(clippy::type_complexity)]
-    fn candidates(
-        &self,
-        nonce: &[u8],
-    ) -> (
-        Option<(u32, &XChaCha20Poly1305)>,
-        Option<(u32, &XChaCha20Poly1305)>,
-    ) {
+    fn candidates(&self, nonce: &[u8]) -> (Option<(u32, &Aead)>, Option<(u32, &Aead)>) {
         let tag = u32::from_le_bytes([nonce[0], nonce[1], nonce[2], nonce[3]]);
         let zero = self.slot(0).map(|c| (0, c));
         match self.slot(tag) {
@@ -192,18 +287,12 @@ impl DataKeys {
     /// Decrypts and authenticates bytes made by [`DataKeys::seal`]; also
     /// says which epoch opened them.
     pub fn open(&self, ad: &[u8], sealed: &[u8]) -> Result<(Vec<u8>, u32), CryptoError> {
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(CryptoError::Truncated);
-        }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let xn = XNonce::try_from(nonce).expect("split at NONCE_LEN");
-        let (first, second) = self.candidates(nonce);
-        for (epoch, c) in first.into_iter().chain(second) {
-            if let Ok(p) = c.decrypt(&xn, Payload { msg: ct, aad: ad }) {
-                return Ok((p, epoch));
-            }
-        }
-        Err(CryptoError::AuthFailed)
+        let mut buf = sealed.to_vec();
+        let (plain, epoch) = self.open_in_place(ad, &mut buf)?;
+        let len = plain.len();
+        buf.truncate(NONCE_LEN + len);
+        buf.drain(..NONCE_LEN);
+        Ok((buf, epoch))
     }
 
     /// Like [`DataKeys::open`], but decrypts inside `sealed` and returns the
@@ -220,13 +309,11 @@ impl DataKeys {
         }
         let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
         let (ct, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().expect("split at NONCE_LEN");
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("split at TAG_LEN");
         let (first, second) = self.candidates(nonce);
-        let xn = XNonce::try_from(&*nonce).expect("split at NONCE_LEN");
-        let tag = Tag::try_from(&*tag).expect("split at TAG_LEN");
         for (epoch, c) in first.into_iter().chain(second) {
-            if c.decrypt_inout_detached(&xn, ad, (&mut *ct).into(), &tag)
-                .is_ok()
-            {
+            if c.open(nonce, ad, ct, tag) {
                 return Ok((ct, epoch));
             }
         }
@@ -283,6 +370,20 @@ mod tests {
             (&b"xyz"[..], 2)
         );
         assert!(DataKeys::new(None, &[]).is_err());
+        // XAES-256-GCM: the same tags and fallback; the ciphers do not mix.
+        let x = DataKeys::new_with(Cipher::Xaes256Gcm, Some(&dk), &[(2, [9u8; 32])]).unwrap();
+        let sx = x.seal(b"ad", b"aes");
+        assert_eq!(sx[..4], 2u32.to_le_bytes());
+        assert_eq!(x.open(b"ad", &sx).unwrap(), (b"aes".to_vec(), 2));
+        assert!(both.open(b"ad", &sx).is_err());
+        assert!(x.open(b"ad", &s2).is_err());
+        let x0 = DataKeys::epoch_zero_with(Cipher::Xaes256Gcm, &dk);
+        assert_eq!(x.open(b"ad", &x0.seal(b"ad", b"zero")).unwrap().1, 0);
+        assert_eq!(Cipher::parse("XAES-256-GCM"), Some(Cipher::Xaes256Gcm));
+        assert_eq!(
+            Cipher::from_byte(Cipher::Xaes256Gcm.to_byte()),
+            Some(Cipher::Xaes256Gcm)
+        );
         assert!(DataKeys::new(None, &[(MAX_EPOCH + 1, [0; 32])]).is_err());
     }
 }

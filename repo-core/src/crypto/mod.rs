@@ -7,7 +7,9 @@ mod kdf;
 mod key;
 
 pub use aead::{open, open_in_place, seal, seal_in_place, seal_tail_with_nonce, seal_with_nonce};
-pub use epoch::{CONTEXT_EPOCH_SEAL, DataKeys, EPOCH_TAG_LEN, MAX_EPOCH, epoch_sealing_key};
+pub use epoch::{
+    CONTEXT_EPOCH_SEAL, Cipher, DataKeys, EPOCH_TAG_LEN, MAX_EPOCH, epoch_sealing_key,
+};
 pub use grant::{
     CONTEXT_GRANT, GRANT_LEN, grant_name, open_grant, parse_grant_name, public_key, seal_grant,
     seal_grant_with,

@@ -267,6 +267,16 @@ fn retire_refuses_while_objects_use_the_epoch_then_shuts_the_old_key_out() {
     assert_eq!(restored(&repo, &new_snap, &src, d.path()), files(50));
     check_clean(&repo).unwrap();
     assert!(b.list(ObjectKind::Keyring).unwrap().len() == 1);
+
+    // An object sealed under the retired epoch (a session opened before
+    // the retirement wrote it): check names it.
+    let mut stale = repo.snapshot(&new_snap).unwrap().snapshot;
+    stale.time_ns += 1;
+    let bytes = stale.to_file(&old.data_keys());
+    let name = blake3::hash(&bytes).to_hex().to_string();
+    b.write(ObjectKind::Snapshot, &name, &bytes).unwrap();
+    let report = check_clean(&open_repo(d.path(), b"pw").unwrap()).unwrap_err();
+    assert!(report.contains(&name[..8]), "{report}");
 }
 
 #[test]
@@ -300,4 +310,57 @@ fn a_version_2_repository_opens_without_reading_the_keyring() {
         repo.rotate_key(b"pw"),
         Err(Error::KeysWithoutPublicKey(_))
     ));
+}
+
+#[test]
+fn an_xaes_repository_backs_up_restores_rotates_and_is_not_xchacha() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let opts = repo_core::InitOptions {
+        kdf: WEAK_KDF,
+        cipher: repo_core::Cipher::Xaes256Gcm,
+        ..Default::default()
+    };
+    let mut repo = Repository::init(
+        LocalBackend::create(d.path().join("repo")).unwrap(),
+        b"pw",
+        opts,
+    )
+    .unwrap();
+    assert_eq!(repo.format_version(), 4);
+    write_tree(&src, &files(20));
+    let first = repo.backup().path(&src).run().unwrap().snapshot.id;
+    assert_eq!(repo.rotate_key(b"pw").unwrap().epoch, 1);
+    write_tree(&src, &files(21));
+    let second = repo.backup().path(&src).run().unwrap().snapshot.id;
+    let old = repo.master_key().clone();
+    drop(repo);
+
+    let b = backend(d.path());
+    let cfg = b.read(ObjectKind::Config, "config").unwrap();
+    assert_eq!((cfg[8], cfg[44]), (4, 1), "version 4, cipher byte 1");
+    // The same key under XChaCha20-Poly1305 opens nothing: the cipher is real.
+    let snap = b.read(ObjectKind::Snapshot, &first.to_hex()).unwrap();
+    assert!(Snapshot::from_file(&old.data_keys(), &snap).is_err());
+    let xaes = DataKeys::epoch_zero_with(repo_core::Cipher::Xaes256Gcm, old.data_key());
+    assert!(Snapshot::from_file(&xaes, &snap).is_ok());
+
+    let repo = open_repo(d.path(), b"pw").unwrap();
+    assert_eq!(repo.data_keys().cipher(), repo_core::Cipher::Xaes256Gcm);
+    assert_eq!(restored(&repo, &first, &src, d.path()), files(20));
+    assert_eq!(restored(&repo, &second, &src, d.path()), files(21));
+    check_clean(&repo).unwrap();
+    // Without dictionaries (version 1) there is no cipher byte: refused.
+    let err = Repository::init(
+        repo_core::MemoryBackend::new(),
+        b"pw",
+        repo_core::InitOptions {
+            kdf: WEAK_KDF,
+            cipher: repo_core::Cipher::Xaes256Gcm,
+            dictionary: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("xaes-256-gcm"), "{err}");
 }
