@@ -109,3 +109,46 @@ fn a_stopped_rekey_exits_3_and_the_rerun_finishes() {
     let text = String::from_utf8_lossy(&again.stdout);
     assert!(text.contains("rewrote 0 packs"), "{text}");
 }
+
+#[test]
+fn rotate_rekey_retire_leaves_every_snapshot_restorable() {
+    let env = init_small_packs();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("src");
+    let mut contents = Vec::new();
+    for g in 0..2u64 {
+        fs::write(src.join("f"), random_bytes(900_000, 40 + g)).expect("write");
+        env.ok(["backup", "-q", src.to_str().expect("utf8")]);
+        contents.push(fs::read(src.join("f")).expect("read"));
+        if g == 0 {
+            env.ok(["key", "rotate"]);
+        }
+    }
+    // Epoch 0 still seals the first snapshot and its data: retire refuses.
+    let refused = env.run(["key", "retire", "0"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+
+    let r = env.json(["rekey", "--grace", "0"]);
+    assert_eq!(r["epochs_differ"], true, "{r}");
+    assert_eq!(
+        r["snapshots"].as_array().expect("snapshots").len(),
+        1,
+        "{r}"
+    );
+    assert!(r["packs_rewritten"].as_u64().expect("n") > 0, "{r}");
+    env.ok(["key", "retire", "0"]);
+    env.ok(["check", "--read-data"]);
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2);
+    for (i, s) in snaps.iter().enumerate() {
+        let out = env.path(&format!("out{i}"));
+        env.ok([
+            "restore",
+            s["id"].as_str().expect("id"),
+            "--target",
+            out.to_str().expect("utf8"),
+        ]);
+        let got = fs::read(out.join(src.strip_prefix("/").expect("abs")).join("f")).expect("f");
+        assert!(contents.contains(&got), "snapshot {i} restores other bytes");
+    }
+}
