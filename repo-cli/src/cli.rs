@@ -1073,9 +1073,6 @@ pub struct RekeyArgs {
     /// Delete the old packs only after this long (storage clock), e.g. 1h, 2d, 0.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = repo_core::parse_duration)]
     pub grace: std::time::Duration,
-    /// Test only: treat objects not tagged with this epoch as stale.
-    #[arg(long, hide = true, value_name = "EPOCH")]
-    pub simulate_epoch: Option<u32>,
 }
 
 /// `cairn repair`.

@@ -16,9 +16,6 @@ pub fn run(g: &GlobalArgs, out: Output, a: &RekeyArgs) -> Result<Status> {
     let mut opts = RekeyOptions::default();
     opts.max_duration = a.max_duration;
     opts.grace = a.grace;
-    if let Some(e) = a.simulate_epoch {
-        opts = opts.simulate_epoch(e);
-    }
     let progress = TermProgress::new(out);
     let report = repo.rekey_with_progress(&opts, &progress)?;
     progress.finish();
