@@ -491,3 +491,53 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
     }
     assert!(objects > 10, "{objects} objects");
 }
+
+#[test]
+fn a_prune_between_the_new_packs_and_their_index_is_held_by_the_heartbeat() {
+    use cairn_testkit::backend::{Call, Hooked};
+    use std::sync::{Arc, Mutex};
+
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let (mem, repo) = init_memory();
+    let model = three_backups(&repo, &src);
+    drop(repo);
+    // Just before rekey writes its index, its new packs are unindexed: a
+    // prune condemns them, and must not delete them.
+    let held: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+    let (seen, other) = (Arc::clone(&held), mem.clone());
+    let hooked = Hooked::new(mem.clone()).before(move |call| {
+        if matches!(call, Call::Write(ObjectKind::Index, ..)) && seen.lock().unwrap().is_none() {
+            let p = Repository::open(
+                other.clone(),
+                cairn_testkit::PASSWORD,
+                OpenOptions::default(),
+            )
+            .unwrap();
+            let plan = p
+                .prune_plan(&repo_core::PruneOptions {
+                    max_unused: 0.0,
+                    grace: Duration::ZERO,
+                })
+                .unwrap();
+            let sum = p.prune(plan).unwrap();
+            *seen.lock().unwrap() = Some(sum.waiting_for);
+        }
+        Ok(())
+    });
+    let repo = Repository::open(hooked, cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
+    repo.rekey(&opts()).unwrap();
+    let waited = held.lock().unwrap().clone().expect("the prune ran");
+    assert_eq!(waited.len(), 1, "the rekey's heartbeat held the sweep");
+    drop(repo);
+
+    let repo =
+        Repository::open(mem.clone(), cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
+    check_clean(&repo).unwrap();
+    assert_model(&repo, &model, &src, d.path(), "after the overtaken rekey");
+    // The prune's index still named the old packs: the next run retires them.
+    complete(&repo.rekey(&opts()).unwrap());
+    assert_eq!(stale_objects(&mem, &repo), Vec::<String>::new());
+    check_clean(&repo).unwrap();
+    assert_model(&repo, &model, &src, d.path(), "after the second run");
+}
