@@ -317,6 +317,23 @@ cairn forget --keep-daily 7 --prune --json"
     )]
     Prune(PruneArgs),
 
+    /// Rewrite everything sealed under an older data-key epoch (after `key rotate`).
+    #[command(
+        long_about = "Rewrite every object sealed under a data-key epoch older than the newest: \
+packs (their blobs are verified and sealed again into new packs), index files and snapshots. Old \
+packs are retired like prune's condemned packs: deleted after --grace by the storage's clock, once \
+no backup that began earlier is still running; until then a later prune or rekey deletes them. A \
+rewritten snapshot gets a new id and names the old one as its original, so `copy` still knows it; \
+--json lists old and new ids. Backups and prunes may run meanwhile.\n\n\
+Killed or stopped by --max-duration (exit 3), a rerun continues where it stopped. Exit 0 means \
+nothing is left sealed under an older epoch except condemned packs awaiting their grace period.",
+        after_help = "Examples:\n  \
+cairn key rotate && cairn rekey\n  \
+cairn rekey --max-duration 2h --grace 6h\n  \
+cairn rekey --json"
+    )]
+    Rekey(RekeyArgs),
+
     /// Repair the index or snapshots.
     #[command(
         long_about = "`repair index` rebuilds the index from the headers of the pack files, \
@@ -1103,6 +1120,17 @@ pub struct PruneArgs {
     /// Repacking and grace period.
     #[command(flatten)]
     pub options: PruneOptionArgs,
+}
+
+/// `cairn rekey`.
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// Stop cleanly between objects after DURATION (exit 3; a rerun continues), e.g. 2h, 90min.
+    #[arg(long, value_name = "DURATION", value_parser = repo_core::parse_run_time)]
+    pub max_duration: Option<std::time::Duration>,
+    /// Delete the old packs only after this long (storage clock), e.g. 1h, 2d, 0.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = repo_core::parse_duration)]
+    pub grace: std::time::Duration,
 }
 
 /// `cairn repair`.

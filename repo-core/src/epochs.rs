@@ -296,6 +296,22 @@ impl Repository {
                 self.pack_header_epoch(&info.name, info.size)?,
             );
         }
+        for kind in [ObjectKind::Audit, ObjectKind::Verify] {
+            for info in b.list(kind)? {
+                let bytes = match b.read(kind, &info.name) {
+                    Ok(x) => x,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let epoch = if kind == ObjectKind::Audit {
+                    crate::audit::sealed_part(&info.name, &bytes)
+                        .and_then(|(at, ad)| keys_epoch(keys, &ad, &bytes[at..]))
+                } else {
+                    sealed_epoch(keys, &bytes, FILE_PREFIX_LEN, &crate::format::VERIFY_MAGIC)
+                };
+                note(&mut c, kind, &info.name, epoch);
+            }
+        }
         for info in b.list(ObjectKind::Wal)? {
             let bytes = match b.read(ObjectKind::Wal, &info.name) {
                 Ok(x) => x,

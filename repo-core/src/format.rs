@@ -53,6 +53,8 @@ pub const GRANT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNGR\x1a";
 pub const MARK_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNMK\x1a";
 /// Magic of a compression dictionary file (SPEC §6.4).
 pub const DICT_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNDC\x1a";
+/// Verification records (SPEC §32.2).
+pub const VERIFY_MAGIC: [u8; MAGIC_LEN] = *b"CAIRNVR\x1a";
 /// Largest dictionary (SPEC §6.4); writers train about 112 KiB.
 pub const MAX_DICT_SIZE: usize = 1 << 20;
 

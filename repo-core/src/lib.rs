@@ -112,6 +112,7 @@ mod pattern;
 mod progress;
 mod prune;
 mod reader;
+mod rekey;
 mod repair;
 mod repository;
 mod restore;
@@ -169,6 +170,7 @@ pub use forget::{
     UtcOffset, plan_forget,
 };
 pub use prune::{CondemnReason, Condemned, PendingMark, PruneOptions, PrunePlan, PruneSummary};
+pub use rekey::{RekeyOptions, RekeyRemaining, RekeyReport, RekeyedSnapshot};
 
 // Archived PostgreSQL WAL (SPEC §28).
 pub use wal::{

@@ -806,7 +806,15 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
         // A full id reads only that snapshot: damage elsewhere is no concern.
         if let Ok(id) = spec.parse::<SnapshotId>() {
-            let s = self.snapshot(&id)?;
+            // A rewritten snapshot (rekey, SPEC §30) is found by its old id.
+            let s = match self.snapshot(&id) {
+                Err(Error::SnapshotNotFound(_)) => self
+                    .snapshots()?
+                    .into_iter()
+                    .find(|s| s.snapshot.original == Some(id))
+                    .ok_or_else(|| Error::SnapshotNotFound(spec.into()))?,
+                r => r?,
+            };
             return if filter.matches(&s.snapshot) {
                 Ok(s)
             } else {

@@ -32,7 +32,7 @@ macro_rules! door {
 door!(
     audit, backend, backup, blob, cache, check, chunker, compress, config, crypto, dict, encoding,
     error, forget, format, hash, id, index, inspect, keys, lock, mark, pack, pattern, progress,
-    prune, repair, repository, restore, snapshot, tree, unattended, wal, warning
+    prune, rekey, repair, repository, restore, snapshot, tree, unattended, wal, warning
 );
 
 /// The repository's engine handles, for tests that inspect or damage them.

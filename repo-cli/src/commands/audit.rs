@@ -33,11 +33,14 @@ pub fn audited(cli: &Cli) -> Option<&'static str> {
         Command::Dump(_) => "dump",
         Command::Drill(_) => "drill",
         Command::Check(_) => "check",
+        Command::Rekey(_) => "rekey",
         // `run`'s steps are `cairn` child processes, each with its own record.
         Command::Key(k) => match &k.command {
             KeyCommand::Add(_) => "key add",
             KeyCommand::Remove(_) => "key remove",
             KeyCommand::Passwd(_) => "key passwd",
+            KeyCommand::Rotate(_) => "key rotate",
+            KeyCommand::Retire(_) => "key retire",
             _ => return None,
         },
         Command::Pg(p) => match &p.command {

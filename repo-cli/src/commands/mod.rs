@@ -27,6 +27,7 @@ mod preflight;
 mod prune;
 mod qdrant;
 mod redis;
+mod rekey;
 mod repair;
 mod report;
 mod restore;
@@ -89,6 +90,7 @@ fn dispatch(cli: &Cli) -> Result<Status> {
         Command::Cat(a) => cat::run(g, out, a),
         Command::Forget(a) => forget::run(g, out, a),
         Command::Prune(a) => prune::run(g, out, a),
+        Command::Rekey(a) => rekey::run(g, out, a),
         Command::Repair(a) => repair::run(g, out, a),
         Command::Key(a) => key::run(g, out, a),
         Command::Diff(a) => diff::run(g, out, a),

@@ -25,6 +25,7 @@ mod prune;
 mod qdrant;
 mod qdrant_fake;
 mod redis;
+mod rekey;
 mod repository;
 mod requests;
 mod rotate;

@@ -272,6 +272,20 @@ impl Repository {
     }
 }
 
+/// Where a stored audit object's sealed part starts, and its associated
+/// data: the signing key is a sealed file (SPEC §31.3), a record's body
+/// follows its clear, signed head (§31.2). For the epoch census and rekey,
+/// which re-seal that part in place; `None` for what does not parse.
+pub(crate) fn sealed_part(name: &str, bytes: &[u8]) -> Option<(usize, Vec<u8>)> {
+    use crate::format::FILE_PREFIX_LEN;
+    if name == signer::SIGNER_NAME {
+        return (bytes.len() >= FILE_PREFIX_LEN)
+            .then(|| (FILE_PREFIX_LEN, bytes[..FILE_PREFIX_LEN].to_vec()));
+    }
+    let f = file::decode(bytes).ok()?;
+    Some((f.body_at, seal::body_ad(&f.name)))
+}
+
 /// The key audit bodies and the signing key are sealed with.
 fn seal_key(repo: &Repository) -> &DataKeys {
     repo.data_keys()

@@ -21,7 +21,7 @@ pub fn open_body(key: &DataKeys, name: &[u8; 32], sealed: &[u8]) -> Result<Vec<u
     blob::open_object(key, &body_ad(name), sealed, MAX_BODY)
 }
 
-fn body_ad(name: &[u8; 32]) -> Vec<u8> {
+pub(super) fn body_ad(name: &[u8; 32]) -> Vec<u8> {
     [&super::file::RECORD_MAGIC[..], &name[..]].concat()
 }
 

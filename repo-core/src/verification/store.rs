@@ -15,8 +15,7 @@ use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::repository::Repository;
 
-/// First bytes of a verification record.
-pub const VERIFY_MAGIC: [u8; crate::format::MAGIC_LEN] = *b"CAIRNVR\x1a";
+pub use crate::format::VERIFY_MAGIC;
 
 /// A location's live records are folded into one once there are more than
 /// this many: a check then reads at most this many records (plus one per

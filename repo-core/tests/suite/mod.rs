@@ -24,6 +24,7 @@ mod patterns;
 mod plaintext;
 mod prune;
 mod reader;
+mod rekey;
 mod repair;
 mod restore_packed;
 mod restore_target;
