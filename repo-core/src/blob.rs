@@ -157,6 +157,27 @@ pub fn open_blob(
     open_blob_with(key, hasher, kind, id, sealed, raw_len, &NoDictionaries)
 }
 
+/// A sealed blob as it may go into a new pack. A pack's blobs share its
+/// header's epoch (SPEC §30.1), so a blob sealed under an older epoch is
+/// sealed again, unchanged inside, under the newest: `Some(new bytes)`;
+/// `None` when the stored bytes can be copied as they are.
+pub fn resealed_for_new_pack(
+    key: &crate::crypto::DataKeys,
+    kind: BlobKind,
+    id: &BlobId,
+    sealed: &[u8],
+) -> Option<Vec<u8>> {
+    if key.live_epochs().len() < 2 {
+        return None;
+    }
+    match key.open(&blob_ad(kind, id), sealed) {
+        Ok((payload, epoch)) if epoch != key.newest_epoch() => {
+            Some(key.seal(&blob_ad(kind, id), &payload))
+        }
+        _ => None,
+    }
+}
+
 /// [`open_blob`] that resolves dictionary references with `dicts`.
 pub fn open_blob_with(
     key: &crate::crypto::DataKeys,

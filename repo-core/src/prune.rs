@@ -541,7 +541,6 @@ impl Repository {
         sum: &mut PruneSummary,
     ) -> Result<bool> {
         let key = self.data_keys();
-        let several_epochs = key.live_epochs().len() > 1;
         // 1. Copy live blobs out of packs being repacked (verifying each).
         let mut new_packs: Vec<IndexPack> = Vec::new();
         let mut w = PackWriter::new();
@@ -574,18 +573,13 @@ impl Repository {
                     self.dictionaries(),
                 )
                 .map_err(|err| self.blob_error(c.pack, &e.id, err))?;
-                // SPEC §30.1: a pack's blobs share its header's epoch, so
-                // one under an older epoch is sealed again under the newest.
-                let resealed;
-                let sealed =
-                    match several_epochs.then(|| key.open(&blob::blob_ad(e.kind, &e.id), sealed)) {
-                        Some(Ok((payload, epoch))) if epoch != key.newest_epoch() => {
-                            resealed = key.seal(&blob::blob_ad(e.kind, &e.id), &payload);
-                            &resealed[..]
-                        }
-                        _ => sealed,
-                    };
-                w.add(e.kind, e.id, sealed, e.raw_length);
+                let resealed = blob::resealed_for_new_pack(key, e.kind, &e.id, sealed);
+                w.add(
+                    e.kind,
+                    e.id,
+                    resealed.as_deref().unwrap_or(sealed),
+                    e.raw_length,
+                );
                 if w.len() >= self.config().pack_size as usize {
                     flush(std::mem::take(&mut w), &mut new_packs)?;
                 }

@@ -151,6 +151,8 @@ impl Repository {
                     self.dictionaries(),
                 ) {
                     Ok(_) => {
+                        let resealed = blob::resealed_for_new_pack(key, e.kind, &e.id, sealed);
+                        let sealed = resealed.as_deref().unwrap_or(sealed);
                         salvage.add(e.kind, e.id, sealed, e.raw_length);
                         if salvage.len() >= self.config().pack_size as usize {
                             flush(std::mem::take(&mut salvage), &mut salvaged_packs)?;
