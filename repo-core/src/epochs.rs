@@ -383,6 +383,20 @@ impl Repository {
                 examples: census.examples[&epoch].join(", "),
             });
         }
+        // A backup or copy that opened the repository before the rotation
+        // still seals under the old epoch; what it writes after this would
+        // never open again. Its heartbeat (SPEC §22) says it may be running.
+        let now = crate::lock::storage_now(self.backend())?;
+        if crate::lock::Heartbeat::list(self.backend())?
+            .iter()
+            .any(|h| h.is_alive(now))
+        {
+            return Err(Error::CannotRetire {
+                epoch,
+                reason: "a backup is running (its heartbeat in locks/ is alive) and may still \
+                         seal objects under it; retry when it has ended",
+            });
+        }
         let remaining: Vec<u32> = live.into_iter().filter(|&e| e != epoch).collect();
         let secrets: Vec<EpochSecret> = self
             .epoch_secrets()

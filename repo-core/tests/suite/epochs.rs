@@ -438,3 +438,24 @@ fn a_rotation_failing_at_any_step_leaves_every_key_working() {
         }
     }
 }
+
+/// A backup that opened the repository before a rotation still seals under
+/// the old epoch: while its heartbeat is alive, retire refuses.
+#[test]
+fn retire_waits_for_a_running_backup() {
+    let d = tempfile::tempdir().unwrap();
+    let mut repo = init_repo(d.path());
+    repo.rotate_key(b"pw").unwrap();
+    let b = backend(d.path());
+    let beat = repo_core::unstable::lock::Heartbeat::start(&b).unwrap();
+    match repo.retire_epoch(0) {
+        Err(Error::CannotRetire { epoch: 0, reason }) => {
+            assert!(reason.contains("backup is running"), "{reason}")
+        }
+        other => panic!("retire with a live heartbeat: {other:?}"),
+    }
+    assert_eq!(repo.data_keys().live_epochs(), vec![0, 1]);
+    drop(beat);
+    repo.retire_epoch(0).unwrap();
+    assert_eq!(repo.data_keys().live_epochs(), vec![1]);
+}
