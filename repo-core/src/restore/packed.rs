@@ -5,7 +5,7 @@
 //! offset of every file that needs it. Spans are read in parallel, up to
 //! the repository's connections on remote storage.
 //!
-//! Memory is bounded by the batch (at most [`BATCH_FILES`] files and
+//! Memory is bounded by the batch (at most [`batch_files`] files and
 //! [`BATCH_CHUNKS`] chunk references) and by one span per reading thread.
 
 use std::fs::File;
@@ -25,8 +25,20 @@ use crate::repository::Repository;
 use super::nonzero_runs;
 
 /// Files written together: their descriptors stay open until the batch is
-/// done, so this stays far below the usual limit of 1024 open files.
-pub(super) const BATCH_FILES: usize = 512;
+/// done, so a batch takes at most three quarters of the process's limit of
+/// open files.
+/// A pack whose blobs belong to files of several batches is read once per
+/// batch, so on object storage fewer, larger batches mean fewer requests
+/// (the CLI raises its soft limit to the hard one for this).
+pub(super) fn batch_files() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 4 * 3)
+        .unwrap_or(MAX_BATCH_FILES)
+        .clamp(MIN_BATCH_FILES, MAX_BATCH_FILES)
+}
+const MIN_BATCH_FILES: usize = 16;
+const MAX_BATCH_FILES: usize = 32 << 10;
 /// Chunk references planned at once (about 100 bytes each).
 pub(super) const BATCH_CHUNKS: usize = 1 << 16;
 
