@@ -151,9 +151,15 @@ impl<'f> Batch<'f> {
             (LOCAL_GAP, LOCAL_SPAN)
         };
         let spans = spans(&self.refs, gap, max);
+        // With spans enough for every thread, a span's blobs are opened on
+        // its own thread: a thread waiting for its blobs in a nested
+        // parallel loop would steal and read another span, so more spans
+        // than threads would be held at once (peak RSS 157 MiB against 135
+        // on the 1 GiB corpus over S3).
+        let nested = spans.len() < rayon::current_num_threads();
         let r = spans
             .par_iter()
-            .try_for_each(|s| self.write_span(repo, &self.refs[s.clone()], progress));
+            .try_for_each(|s| self.write_span(repo, &self.refs[s.clone()], nested, progress));
         let r = r.and_then(|()| self.missing.take().map_or(Ok(()), Err));
         if r.is_err() {
             for (f, slots) in self.files.iter().zip(&self.slots) {
@@ -166,8 +172,15 @@ impl<'f> Batch<'f> {
     }
 
     /// One request for the span of `refs` (all of one pack, in offset
-    /// order), then each blob opened once and written everywhere it goes.
-    fn write_span(&self, repo: &Repository, refs: &[Ref], progress: &dyn Progress) -> Result<()> {
+    /// order), then each blob opened once (on all threads if `nested`) and
+    /// written everywhere it goes.
+    fn write_span(
+        &self,
+        repo: &Repository,
+        refs: &[Ref],
+        nested: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         thread_local! {
             static SPAN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -217,9 +230,14 @@ impl<'f> Batch<'f> {
                 blobs.push((&refs[i..i + n], sealed));
                 i += n;
             }
-            let r = blobs
-                .into_par_iter()
-                .try_for_each(|(same, sealed)| self.write_blob(repo, pack, same, sealed, progress));
+            let one = |(same, sealed): (&[Ref], &mut [u8])| {
+                self.write_blob(repo, pack, same, sealed, progress)
+            };
+            let r = if nested {
+                blobs.into_par_iter().try_for_each(one)
+            } else {
+                blobs.into_iter().try_for_each(one)
+            };
             // Keep at most one span's worth per thread.
             if buf.capacity() > REMOTE_SPAN as usize {
                 *buf = Vec::new();
