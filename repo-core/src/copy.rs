@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::backend::ObjectKind;
-use crate::blob::{self, BlobKind};
+use crate::blob::BlobKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::pack::BlobLocation;
@@ -266,15 +266,25 @@ impl State<'_> {
         r
     }
 
-    /// Every tree below `root` that this run has not stored yet.
+    /// Every tree below `root` that this run has not stored yet. A tree in
+    /// the source's local cache (a backup on this machine put it there,
+    /// SPEC §12) is opened and verified from there; the others are read a
+    /// level at a time, the level's spans in parallel.
     fn load_trees(&self, root: &TreeId) -> Result<Loaded> {
         let mut loaded = Loaded::new();
         let mut level = vec![*root];
         level.retain(|t| !self.trees.contains_key(t));
         while !level.is_empty() {
-            let ids: Vec<BlobId> = level.iter().map(TreeId::as_blob).collect();
-            let found = Mutex::new(Vec::new());
-            fetch(self.src, &ids, |loc, plain| {
+            let mut found = Vec::new();
+            let mut ids: Vec<BlobId> = Vec::new();
+            for t in &level {
+                match cached_tree(self.src, t) {
+                    Some((tree, plain)) => found.push((*t, tree, plain)),
+                    None => ids.push(t.as_blob()),
+                }
+            }
+            let found = Mutex::new(found);
+            fetch(self.src, &ids, true, |loc, plain| {
                 let tree = Tree::decode(plain).map_err(|e| Error::CorruptPack {
                     pack: loc.pack,
                     reason: format!("tree {}: {e}", loc.entry.id.short()),
@@ -330,7 +340,7 @@ impl State<'_> {
             .sum();
         let read = AtomicU64::new(0);
         let this = &*self;
-        fetch(this.src, &need, |loc, plain| {
+        fetch(this.src, &need, false, |loc, plain| {
             read.fetch_add(plain.len() as u64, Relaxed);
             this.progress.add_bytes(plain.len() as u64);
             let id = loc.entry.id;
@@ -405,12 +415,29 @@ impl State<'_> {
     }
 }
 
+/// Tree `id` of `src` from its local cache, opened and verified as if read
+/// from its pack; `None` when it is not cached, or the cached copy does not
+/// open (then the pack decides).
+fn cached_tree(src: &Repository, id: &TreeId) -> Option<(Tree, Vec<u8>)> {
+    let loc = src.locate(&id.as_blob()).ok()?;
+    let mut sealed = src.index().cache().tree(&loc.entry.id).ok().flatten()?;
+    let mut plain = Vec::new();
+    src.open_sealed(loc.pack, &loc.entry, &mut sealed, &mut plain)
+        .ok()?;
+    let tree = Tree::decode(&plain).ok()?;
+    Some((tree, plain))
+}
+
 /// Reads blobs `ids` of `src`, verified, and hands each to `f` with its
 /// location: sorted by pack and offset, neighbours read with one request
-/// (up to [`MAX_RANGE`], across gaps up to [`MAX_GAP`]).
+/// (up to [`MAX_RANGE`], across gaps up to [`MAX_GAP`]). With `parallel`
+/// the requests run up to the source's connections at once (for trees:
+/// small spans); else one at a time, so memory holds one span. Trees read
+/// go into the source's local cache, for the next copy.
 fn fetch(
     src: &Repository,
     ids: &[BlobId],
+    parallel: bool,
     f: impl Fn(&BlobLocation, &[u8]) -> Result<()> + Sync,
 ) -> Result<()> {
     let mut locs = Vec::with_capacity(ids.len());
@@ -418,7 +445,7 @@ fn fetch(
         locs.push(src.locate(id)?);
     }
     locs.sort_by_key(|l| (l.pack, l.entry.offset));
-    let mut buf = Vec::new();
+    let mut spans = Vec::new();
     let mut i = 0;
     while let Some(first) = locs.get(i) {
         let start = u64::from(first.entry.offset);
@@ -435,14 +462,21 @@ fn fetch(
             end = end.max(e);
             j += 1;
         }
-        let name = first.pack.to_hex();
+        spans.push((i..j, start, end));
+        i = j;
+    }
+    let read = |(range, start, end): &(std::ops::Range<usize>, u64, u64),
+                buf: &mut Vec<u8>|
+     -> Result<()> {
+        let locs = &locs[range.clone()];
+        let first = &locs[0];
         src.backend()
             .read_span_into(
                 ObjectKind::Pack,
-                &name,
-                start,
+                &first.pack.to_hex(),
+                *start,
                 (end - start) as u32,
-                &mut buf,
+                buf,
             )
             .map_err(|err| match err.error_kind {
                 crate::backend::BackendErrorKind::NotFound => Error::Backend(err),
@@ -453,10 +487,10 @@ fn fetch(
             })?;
         // Each blob's sealed bytes, split off the range in place (no copy;
         // a blob listed twice is opened once).
-        let mut blobs: Vec<(&BlobLocation, &mut [u8])> = Vec::with_capacity(j - i);
+        let mut blobs: Vec<(&BlobLocation, &mut [u8])> = Vec::with_capacity(locs.len());
         let mut rest: &mut [u8] = buf.as_mut_slice();
-        let mut at = start;
-        for l in &locs[i..j] {
+        let mut at = *start;
+        for l in locs {
             let off = u64::from(l.entry.offset);
             if off < at {
                 continue;
@@ -471,21 +505,24 @@ fn fetch(
         blobs
             .into_par_iter()
             .try_for_each(|(l, sealed)| -> Result<()> {
+                let copy = (l.entry.kind == BlobKind::Tree).then(|| sealed.to_vec());
                 let mut plain = Vec::new();
-                blob::open_blob_into_with(
-                    src.data_keys(),
-                    src.hasher(),
-                    l.entry.kind,
-                    &l.entry.id,
-                    sealed,
-                    l.entry.raw_length,
-                    &mut plain,
-                    src.dictionaries(),
-                )
-                .map_err(|e| src.blob_error(l.pack, &l.entry.id, e))?;
+                src.open_sealed(l.pack, &l.entry, sealed, &mut plain)?;
+                if let Some(copy) = copy {
+                    // The cache is disposable: failing to fill it costs a read.
+                    let _ = src.index().cache().put_tree(&l.entry.id, &copy);
+                }
                 f(l, &plain)
-            })?;
-        i = j;
+            })
+    };
+    if parallel {
+        src.with_read_pool(|| {
+            spans
+                .par_iter()
+                .try_for_each_init(Vec::new, |buf, s| read(s, buf))
+        })
+    } else {
+        let mut buf = Vec::new();
+        spans.iter().try_for_each(|s| read(s, &mut buf))
     }
-    Ok(())
 }

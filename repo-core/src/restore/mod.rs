@@ -259,11 +259,12 @@ impl<'a> Restore<'a> {
         // Content first (pack-ordered, in batches), then hard links to it.
         let content: Vec<&FileJob> = plan.files.iter().filter(|j| j.link_to.is_none()).collect();
         let mut rest = &content[..];
+        let batch_files = packed::batch_files();
         while !rest.is_empty() {
             let mut n = 0;
             let mut chunks = 0;
             while n < rest.len()
-                && n < packed::BATCH_FILES
+                && n < batch_files
                 && (n == 0 || chunks + rest[n].node.content.len() <= packed::BATCH_CHUNKS)
             {
                 chunks += rest[n].node.content.len();

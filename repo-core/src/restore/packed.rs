@@ -5,7 +5,7 @@
 //! offset of every file that needs it. Spans are read in parallel, up to
 //! the repository's connections on remote storage.
 //!
-//! Memory is bounded by the batch (at most [`BATCH_FILES`] files and
+//! Memory is bounded by the batch (at most [`batch_files`] files and
 //! [`BATCH_CHUNKS`] chunk references) and by one span per reading thread.
 
 use std::fs::File;
@@ -25,8 +25,20 @@ use crate::repository::Repository;
 use super::nonzero_runs;
 
 /// Files written together: their descriptors stay open until the batch is
-/// done, so this stays far below the usual limit of 1024 open files.
-pub(super) const BATCH_FILES: usize = 512;
+/// done, so a batch takes at most three quarters of the process's limit of
+/// open files.
+/// A pack whose blobs belong to files of several batches is read once per
+/// batch, so on object storage fewer, larger batches mean fewer requests
+/// (the CLI raises its soft limit to the hard one for this).
+pub(super) fn batch_files() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 4 * 3)
+        .unwrap_or(MAX_BATCH_FILES)
+        .clamp(MIN_BATCH_FILES, MAX_BATCH_FILES)
+}
+const MIN_BATCH_FILES: usize = 16;
+const MAX_BATCH_FILES: usize = 32 << 10;
 /// Chunk references planned at once (about 100 bytes each).
 pub(super) const BATCH_CHUNKS: usize = 1 << 16;
 
@@ -139,9 +151,15 @@ impl<'f> Batch<'f> {
             (LOCAL_GAP, LOCAL_SPAN)
         };
         let spans = spans(&self.refs, gap, max);
+        // With spans enough for every thread, a span's blobs are opened on
+        // its own thread: a thread waiting for its blobs in a nested
+        // parallel loop would steal and read another span, so more spans
+        // than threads would be held at once (peak RSS 157 MiB against 135
+        // on the 1 GiB corpus over S3).
+        let nested = spans.len() < rayon::current_num_threads();
         let r = spans
             .par_iter()
-            .try_for_each(|s| self.write_span(repo, &self.refs[s.clone()], progress));
+            .try_for_each(|s| self.write_span(repo, &self.refs[s.clone()], nested, progress));
         let r = r.and_then(|()| self.missing.take().map_or(Ok(()), Err));
         if r.is_err() {
             for (f, slots) in self.files.iter().zip(&self.slots) {
@@ -154,8 +172,15 @@ impl<'f> Batch<'f> {
     }
 
     /// One request for the span of `refs` (all of one pack, in offset
-    /// order), then each blob opened once and written everywhere it goes.
-    fn write_span(&self, repo: &Repository, refs: &[Ref], progress: &dyn Progress) -> Result<()> {
+    /// order), then each blob opened once (on all threads if `nested`) and
+    /// written everywhere it goes.
+    fn write_span(
+        &self,
+        repo: &Repository,
+        refs: &[Ref],
+        nested: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         thread_local! {
             static SPAN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -205,9 +230,14 @@ impl<'f> Batch<'f> {
                 blobs.push((&refs[i..i + n], sealed));
                 i += n;
             }
-            let r = blobs
-                .into_par_iter()
-                .try_for_each(|(same, sealed)| self.write_blob(repo, pack, same, sealed, progress));
+            let one = |(same, sealed): (&[Ref], &mut [u8])| {
+                self.write_blob(repo, pack, same, sealed, progress)
+            };
+            let r = if nested {
+                blobs.into_par_iter().try_for_each(one)
+            } else {
+                blobs.into_iter().try_for_each(one)
+            };
             // Keep at most one span's worth per thread.
             if buf.capacity() > REMOTE_SPAN as usize {
                 *buf = Vec::new();

@@ -327,3 +327,80 @@ fn a_copy_reads_the_source_by_pack_not_blob_by_blob() {
         assert_eq!(restored(&dst, &c1.id, &d.path().join("src"), d.path()), f);
     }
 }
+
+/// Issue 14, copying a day: the new snapshot's trees come from the source's
+/// local cache (its backup on this machine put them there), so a copy into
+/// a repository holding the parent reads only the packs of the new data,
+/// each once, not the trees level by level.
+#[test]
+fn copying_a_day_reads_only_the_new_data_packs() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let mem = MemoryBackend::new();
+    let opts = InitOptions {
+        cache_dir: Some(cache.clone()),
+        ..cairn_testkit::repo::init_options()
+    };
+    let src = Repository::init(mem.clone(), cairn_testkit::PASSWORD, opts).unwrap();
+    // Four levels of directories, 200 small files and one larger one.
+    let mut f = Files::new();
+    for i in 0..200u64 {
+        let dir = format!("a{}/b{}/c{}", i % 3, i % 5, i % 7);
+        f.insert(format!("{dir}/f{i:03}"), random_bytes(3000 + i as usize, i));
+    }
+    f.insert("a0/big.bin".into(), random_bytes(2 << 20, 999));
+    let s1 = backup(&src, d.path(), &f, "one");
+    let (_, dst) = init_related(&src);
+    copy_all(&src, &dst);
+
+    // A day: files changed at the deepest level in several directories.
+    for i in [3u64, 50, 101, 160] {
+        let dir = format!("a{}/b{}/c{}", i % 3, i % 5, i % 7);
+        f.insert(format!("{dir}/f{i:03}"), random_bytes(5000, 1000 + i));
+    }
+    let before: std::collections::HashSet<String> = mem
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    let s2 = backup(&src, d.path(), &f, "two");
+    assert_eq!(s2.snapshot.parent, Some(s1.id));
+    let new_packs = mem
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .into_iter()
+        .filter(|o| !before.contains(&o.name))
+        .count() as u64;
+    drop(src);
+
+    let fb = FaultyBackend::new(mem);
+    let src = Repository::open(
+        fb.clone(),
+        cairn_testkit::PASSWORD,
+        OpenOptions {
+            cache_dir: Some(cache),
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let (packs0, reads0) = (
+        fb.ops_on(OpKind::Read, ObjectKind::Pack),
+        fb.ops_of(OpKind::Read),
+    );
+    let st = copy_all(&src, &dst);
+    let pack_reads = fb.ops_on(OpKind::Read, ObjectKind::Pack) - packs0;
+    let reads = fb.ops_of(OpKind::Read) - reads0;
+    assert_eq!((st.copied.len(), st.skipped.len()), (1, 1), "{st:?}");
+    // The day's data is in one pack, its trees in another: at most one
+    // read each, and none for the 4 levels of trees.
+    assert!(
+        (1..new_packs).contains(&pack_reads),
+        "{pack_reads} pack reads for a day written in {new_packs} packs"
+    );
+    // Besides: the source's snapshots (the new one) and its dictionary.
+    assert!(reads <= pack_reads + 4, "{reads} reads of the source");
+    let c2 = copy_of(&dst, &s2);
+    assert_eq!(restored(&dst, &c2.id, &d.path().join("src"), d.path()), f);
+    check_clean(&dst).unwrap();
+}

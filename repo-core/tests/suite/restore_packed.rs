@@ -116,3 +116,79 @@ fn restore_reads_each_pack_once_and_writes_shared_chunks_everywhere() {
         }
     }
 }
+
+/// Issue 14, restore on object storage: a pack holding the chunks of more
+/// files than the old fixed batch of 512 is still read once, also when the
+/// restored snapshot skips blobs of it (deleted and changed files leave
+/// gaps).
+#[test]
+fn a_restore_of_many_small_files_reads_each_data_pack_once() {
+    // The batch is three quarters of the soft limit of open files; the CLI
+    // raises it to the hard limit, as this test does.
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard.min(4096) {
+        setrlimit(Resource::RLIMIT_NOFILE, hard.min(4096), hard).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..900u64 {
+        files.push((
+            format!("d{:02}/f{i:04}", i % 9),
+            random_bytes(2000 + (i as usize * 7) % 3000, i),
+        ));
+    }
+    for (name, data) in &files {
+        let p = src.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+    let mem = MemoryBackend::new();
+    let repo = Repository::init(mem.clone(), PASSWORD, init_options()).unwrap();
+    repo.backup().path(&src).run().unwrap();
+    // The next day: every fifth file deleted, every seventh changed.
+    for (i, (name, data)) in files.iter_mut().enumerate() {
+        if i % 5 == 0 {
+            fs::remove_file(src.join(&*name)).unwrap();
+        } else if i % 7 == 0 {
+            *data = random_bytes(data.len(), 10_000 + i as u64);
+            fs::write(src.join(&*name), &*data).unwrap();
+        }
+    }
+    files = files
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 0)
+        .map(|(_, f)| f)
+        .collect();
+    assert!(files.len() > 512 + 100, "more files than one old batch");
+    repo.backup().path(&src).run().unwrap();
+    drop(repo);
+
+    let log: Log = Arc::default();
+    let repo =
+        Repository::open(logged(&mem, &log, true), PASSWORD, OpenOptions::default()).unwrap();
+    let snap = repo.snapshots().unwrap().pop().unwrap();
+    repo.walk(&snap.snapshot.tree, &mut |_, _| Ok(true))
+        .unwrap();
+    let tree_packs: HashSet<String> = log.lock().unwrap().drain(..).map(|(p, _, _)| p).collect();
+    let out = d.path().join("out");
+    repo.restore(&snap).to(&out).run().unwrap();
+    let got = out.join(src.strip_prefix("/").unwrap());
+    for (name, data) in &files {
+        assert!(fs::read(got.join(name)).unwrap() == *data, "{name} differs");
+    }
+    let mut reads: HashMap<String, u32> = HashMap::new();
+    for (p, _, _) in log.lock().unwrap().iter() {
+        if !tree_packs.contains(p) {
+            *reads.entry(p.clone()).or_default() += 1;
+        }
+    }
+    let data_packs = mem.list(ObjectKind::Pack).unwrap().len() - tree_packs.len();
+    assert!(reads.len() >= 2 && reads.len() <= data_packs, "{reads:?}");
+    assert!(
+        reads.values().all(|&n| n == 1),
+        "each data pack read once: {reads:?}"
+    );
+}
