@@ -76,6 +76,10 @@ fn every_audited_command_leaves_one_record_and_no_secret() {
     env.ok(["forget", "--keep-last", "1"]);
     env.ok(["prune"]);
     env.ok(["repair", "index"]);
+    // Key rotation: a new epoch, everything re-sealed, the old one retired.
+    env.ok(["key", "rotate"]);
+    env.ok(["rekey", "--grace", "0"]);
+    env.ok(["key", "retire", "0"]);
 
     // A second repository to copy from.
     let other = Env::init();
@@ -139,6 +143,9 @@ fn every_audited_command_leaves_one_record_and_no_secret() {
             "forget",
             "prune",
             "repair",
+            "key rotate",
+            "rekey",
+            "key retire",
             "copy",
             "qdrant backup",
             "qdrant verify",
@@ -150,7 +157,7 @@ fn every_audited_command_leaves_one_record_and_no_secret() {
     );
     let by = |i: usize| &recs[i];
     for (i, r) in recs.iter().enumerate() {
-        let failed = i >= 16;
+        let failed = i >= 19;
         assert_eq!(r["outcome"], if failed { "error" } else { "ok" }, "{r}");
         assert_eq!(r["exit_code"], if failed { 1 } else { 0 }, "{r}");
         assert_eq!(r["error"].is_string(), failed, "{r}");
@@ -178,9 +185,13 @@ fn every_audited_command_leaves_one_record_and_no_secret() {
     assert_eq!(by(8)["deleted"]["key"], 1);
     assert_eq!(by(9)["deleted"]["snapshot"], 1);
     assert_eq!(by(9)["snapshots_deleted"], serde_json::json!([oldest]));
-    assert_eq!(by(12)["created"]["snapshot"], 1);
-    assert_eq!(by(13)["created"]["snapshot"], 1);
-    assert!(by(18)["error"].as_str().unwrap().contains("ffffffff"));
+    assert_eq!(by(12)["created"]["config"], 1, "rotate re-seals the config");
+    assert!(by(12)["created"]["epoch grant"].as_u64().unwrap() >= 1);
+    assert!(by(13)["created"]["pack"].as_u64().unwrap() >= 1, "rekey");
+    assert_eq!(by(14)["created"]["config"], 1, "retire rewrites the config");
+    assert_eq!(by(15)["created"]["snapshot"], 1);
+    assert_eq!(by(16)["created"]["snapshot"], 1);
+    assert!(by(21)["error"].as_str().unwrap().contains("ffffffff"));
     assert!(
         by(1)["args"]
             .as_array()
@@ -197,7 +208,7 @@ fn every_audited_command_leaves_one_record_and_no_secret() {
         assert!(!contains(&listed, secret), "{secret} in the records");
         assert!(!contains(&raw, secret), "{secret} in the repository");
     }
-    let pg = by(16)["args"].to_string();
+    let pg = by(19)["args"].to_string();
     assert!(pg.contains("postgresql://app:***@127.0.0.1:1/app"), "{pg}");
     let verified = env.ok(["audit", "verify"]);
     assert_success(&verified);
