@@ -231,56 +231,92 @@ fn a_rekey_killed_at_any_moment_loses_nothing_and_a_rerun_finishes() {
     let (base, repo) = init_memory();
     let model = three_backups(&repo, &src);
     drop(repo);
+    kill_loop(&base, &model, &src, d.path(), &opts(), 24, &|b, r, what| {
+        assert_eq!(stale_objects(b, r), Vec::<String>::new(), "{what}");
+    });
+}
+
+/// The same with a real rotation: after the rerun nothing is sealed under
+/// epoch 0 any more and it retires.
+#[test]
+fn a_rekey_after_a_real_rotation_killed_at_any_moment_finishes_and_retires() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let (base, mut repo) = init_memory();
+    let model = three_backups(&repo, &src);
+    repo.rotate_key(cairn_testkit::PASSWORD).unwrap();
+    drop(repo);
+    let mut real = RekeyOptions::default();
+    real.grace = Duration::ZERO;
+    kill_loop(&base, &model, &src, d.path(), &real, 12, &|_, r, what| {
+        let census = r.epoch_census().unwrap();
+        assert_eq!(census.per_epoch.get(&0), None, "{what}: {census:?}");
+    });
+}
+
+/// Crashes a rekey of a fork of `base` at `random` random operations
+/// (and the first and last), then checks that nothing was lost, that a
+/// rerun completes, and whatever `finished` asks of the result.
+fn kill_loop(
+    base: &MemoryBackend,
+    model: &Model,
+    src: &Path,
+    scratch: &Path,
+    o: &RekeyOptions,
+    random: usize,
+    finished: &dyn Fn(&MemoryBackend, &Repository, &str),
+) {
     // Counting pass.
     let count = {
-        let fb = FaultyBackend::new(fork(&base));
+        let fb = FaultyBackend::new(fork(base));
         let r =
             Repository::open(fb.clone(), cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
         fb.set_plan(FaultPlan::none());
-        complete(&r.rekey(&opts()).unwrap());
+        complete(&r.rekey(o).unwrap());
         fb.ops()
     };
     assert!(count > 20, "{count} operations");
     // Random crash points, plus the first and the last.
     let mut rng = XorShift::seeded("rekey kill loop");
-    let mut points: Vec<u64> = (0..24).map(|_| rng.below(count)).collect();
+    let mut points: Vec<u64> = (0..random).map(|_| rng.below(count)).collect();
     points.extend([0, count - 1]);
     points.sort_unstable();
     points.dedup();
     for n in points {
         let what = format!("crash at op {n}/{count}");
-        let fb = FaultyBackend::new(fork(&base));
+        let fb = FaultyBackend::new(fork(base));
         let r =
             Repository::open(fb.clone(), cairn_testkit::PASSWORD, OpenOptions::default()).unwrap();
         fb.set_plan(FaultPlan::at(n, Fault::Crash));
         // A crash the library shrugs off (a heartbeat's removal) may
         // still end in Ok; what survived is what counts.
-        let _ = r.rekey(&opts());
+        let _ = r.rekey(o);
         drop(r);
         let survived: &MemoryBackend = fb.inner();
-        let after = Repository::open(
+        let mut after = Repository::open(
             survived.clone(),
             cairn_testkit::PASSWORD,
             OpenOptions::default(),
         )
         .unwrap();
         check_clean(&after).unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_model(&after, &model, &src, d.path(), &what);
+        assert_model(&after, model, src, scratch, &what);
         // The dead run's heartbeat would hold its mark for 30 minutes
         // (SPEC §22): let it expire.
         for o in survived.list(ObjectKind::Lock).unwrap() {
             survived.delete(ObjectKind::Lock, &o.name).unwrap();
         }
-        let r = after.rekey(&opts()).unwrap();
-        complete(&r);
-        assert_eq!(
-            stale_objects(survived, &after),
-            Vec::<String>::new(),
-            "{what}"
-        );
+        complete(&after.rekey(o).unwrap());
+        finished(survived, &after, &what);
         check_clean(&after).unwrap_or_else(|e| panic!("{what}: after the rerun: {e}"));
-        assert_model(&after, &model, &src, d.path(), &format!("{what}, rerun"));
+        assert_model(&after, model, src, scratch, &format!("{what}, rerun"));
         assert_eq!(after.snapshots().unwrap().len(), model.len(), "{what}");
+        if after.data_keys().live_epochs().len() > 1 {
+            after
+                .retire_epoch(0)
+                .unwrap_or_else(|e| panic!("{what}: retire: {e}"));
+            check_clean(&after).unwrap_or_else(|e| panic!("{what}: after retire: {e}"));
+        }
     }
 }
 
