@@ -429,6 +429,9 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
     repo.wal()
         .archive(&history, history_text, Some(SYSID))
         .unwrap();
+    // A verification record (SPEC §32), sealed under epoch 0 too.
+    check_clean(&repo).unwrap();
+    assert!(!repo.backend().list(ObjectKind::Verify).unwrap().is_empty());
     let old: MasterKey = repo.master_key().clone();
     let rotation = repo.rotate_key(cairn_testkit::PASSWORD).unwrap();
     assert_eq!(rotation.epoch, 1);
@@ -514,6 +517,7 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
         ObjectKind::Mark,
         ObjectKind::Dict,
         ObjectKind::Wal,
+        ObjectKind::Verify,
     ] {
         for o in b.list(kind).unwrap() {
             let bytes = b.read(kind, &o.name).unwrap();
