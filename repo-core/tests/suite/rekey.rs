@@ -320,6 +320,45 @@ fn kill_loop(
     }
 }
 
+/// Runs `work` while one thread backs up a new tree per round and another
+/// prunes `prunes` times with no grace; returns the new snapshots with
+/// their trees, and what `work` returned.
+fn amid_backups_and_prunes<T>(
+    scratch: &Path,
+    open: &(dyn Fn() -> Repository + Sync),
+    rounds: std::ops::Range<u64>,
+    prunes: usize,
+    work: impl FnOnce() -> T,
+) -> (BTreeMap<SnapshotId, (std::path::PathBuf, Files)>, T) {
+    std::thread::scope(|s| {
+        let backups = s.spawn(|| {
+            let repo = open();
+            let mut made = BTreeMap::new();
+            for round in rounds {
+                let dir = scratch.join(format!("src{round}"));
+                let f = round_files(round);
+                write_tree(&dir, &f);
+                let id = repo.backup().path(&dir).run().unwrap().snapshot.id;
+                made.insert(id, (dir, f));
+            }
+            made
+        });
+        let pruner = s.spawn(|| {
+            let repo = open();
+            let opts = repo_core::PruneOptions {
+                max_unused: 0.0,
+                grace: Duration::ZERO,
+            };
+            for _ in 0..prunes {
+                repo.prune(repo.prune_plan(&opts).unwrap()).unwrap();
+            }
+        });
+        let out = work();
+        pruner.join().unwrap();
+        (backups.join().unwrap(), out)
+    })
+}
+
 #[test]
 fn a_rekey_while_a_backup_and_a_prune_run_loses_nothing() {
     let d = tempfile::tempdir().unwrap();
@@ -328,35 +367,11 @@ fn a_rekey_while_a_backup_and_a_prune_run_loses_nothing() {
     let model = three_backups(&repo, &src);
     drop(repo);
     let open = || open_repo(&d.path().join("repo"), cairn_testkit::PASSWORD).unwrap();
-    let more = std::thread::scope(|s| {
-        let backups = s.spawn(|| {
-            let repo = open();
-            let mut made = BTreeMap::new();
-            for round in 10..14 {
-                let dir = d.path().join(format!("src{round}"));
-                let f = round_files(round);
-                write_tree(&dir, &f);
-                let id = repo.backup().path(&dir).run().unwrap().snapshot.id;
-                made.insert(id, (dir, f));
-            }
-            made
-        });
-        let prunes = s.spawn(|| {
-            let repo = open();
-            let opts = repo_core::PruneOptions {
-                max_unused: 0.0,
-                grace: Duration::ZERO,
-            };
-            for _ in 0..4 {
-                repo.prune(repo.prune_plan(&opts).unwrap()).unwrap();
-            }
-        });
+    let (more, ()) = amid_backups_and_prunes(d.path(), &open, 10..14, 4, || {
         let repo = open();
         for _ in 0..3 {
             repo.rekey(&opts()).unwrap();
         }
-        prunes.join().unwrap();
-        backups.join().unwrap()
     });
     // The concurrent backups wrote under the old epoch: a last run, alone.
     let repo = open();
@@ -449,34 +464,10 @@ fn rotate_back_up_rekey_amid_a_backup_and_a_prune_retire_and_the_old_key_opens_n
         o.grace = Duration::ZERO;
         o
     };
-    let made = std::thread::scope(|s| {
-        let backups = s.spawn(|| {
-            let repo = open();
-            let mut made = BTreeMap::new();
-            for round in 30..33 {
-                let dir = d.path().join(format!("src{round}"));
-                let f = round_files(round);
-                write_tree(&dir, &f);
-                let id = repo.backup().path(&dir).run().unwrap().snapshot.id;
-                made.insert(id, (dir, f));
-            }
-            made
-        });
-        let prunes = s.spawn(|| {
-            let repo = open();
-            let opts = repo_core::PruneOptions {
-                max_unused: 0.0,
-                grace: Duration::ZERO,
-            };
-            for _ in 0..3 {
-                repo.prune(repo.prune_plan(&opts).unwrap()).unwrap();
-            }
-        });
+    let (made, ()) = amid_backups_and_prunes(d.path(), &open, 30..33, 3, || {
         let r = open().rekey(&real()).unwrap();
         assert!(r.epochs_differ && r.packs_rewritten > 0, "{r:#?}");
         assert_eq!(r.snapshots.len(), 3, "{r:#?}");
-        prunes.join().unwrap();
-        backups.join().unwrap()
     });
     want.extend(made);
     // Marks the concurrent backups held back are swept now.
