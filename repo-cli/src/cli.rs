@@ -320,7 +320,8 @@ cairn forget --keep-daily 7 --prune --json"
     /// Rewrite everything sealed under an older data-key epoch (after `key rotate`).
     #[command(
         long_about = "Rewrite every object sealed under a data-key epoch older than the newest: \
-packs (their blobs are verified and sealed again into new packs), index files and snapshots. Old \
+packs (their blobs are verified and sealed again into new packs), index files, snapshots, \
+dictionaries, archived WAL, prune marks, audit records and verification records. Old \
 packs are retired like prune's condemned packs: deleted after --grace by the storage's clock, once \
 no backup that began earlier is still running; until then a later prune or rekey deletes them. A \
 rewritten snapshot gets a new id and names the old one as its original, so `copy` still knows it; \
@@ -571,7 +572,7 @@ cairn discover --json | jq '.[] | select(.kind == \"redis\")'"
     /// List the audit trail, verify it, or export its public key.
     #[command(
         long_about = "Every command that changes the repository or reads data out of it (init, backup, \
-copy, forget, prune, key add/remove/passwd, repair, restore, dump, drill, check, and the pg, redis \
+copy, forget, prune, key add/remove/passwd/rotate/retire, rekey, repair, restore, dump, drill, check, and the pg, redis \
 and qdrant backups, restores and verifies; `cairn run` through its steps) appends one record to the repository's audit trail: time, \
 host, user, command, arguments with secrets replaced by ***, objects created and deleted, and the \
 outcome. Records are encrypted, signed with the repository's audit key (Ed25519) and hash-chained.\n\n\
@@ -991,8 +992,9 @@ CAIRN_KEY_FILE=/etc/cairn/pg.key cairn key rotate --output /etc/cairn/pg.key.new
     /// Remove an old data-key epoch.
     #[command(
         long_about = "Retire data-key epoch EPOCH: refused for the newest epoch and while any object (snapshot, index \
-file, pack, dictionary, mark, archived WAL, config) is still sealed under it, with the count \
-and some of their names; `cairn rekey` rewrites them. Otherwise the epoch is removed from the \
+file, pack, dictionary, mark, archived WAL, audit or verification record, config) is still \
+sealed under it, with the count and some of their names (`cairn rekey` rewrites them), and while \
+a backup is running (its heartbeat is alive: it may still seal under the old epoch). Otherwise the epoch is removed from the \
 config and its grants are deleted: from then on its key opens nothing in the repository. `key \
 epochs` shows the objects per epoch without retiring anything.",
         after_help = "Examples:\n  \
