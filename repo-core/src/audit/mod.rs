@@ -383,7 +383,11 @@ impl AuditLog {
     /// Appends `record` after `heads` (from [`AuditLog::heads`]): one
     /// write (and, the first time, the signing key). Returns its name.
     pub fn append(&self, heads: &Heads, record: &AuditRecord) -> Result<String> {
-        let key = signer::load_or_create(&*self.backend, &self.data_key)?;
+        let cached = self
+            .cache_file
+            .as_ref()
+            .map(|f| f.with_file_name("audit-signer"));
+        let key = signer::load_or_create(&*self.backend, &self.data_key, cached.as_deref())?;
         let mut record = record.clone();
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
@@ -449,12 +453,12 @@ impl AuditLog {
 
     /// The repository's audit public key, made on first use.
     pub fn public_key(&self) -> Result<VerifyingKey> {
-        Ok(signer::load_or_create(&*self.backend, &self.data_key)?.verifying_key())
+        Ok(signer::load_or_create(&*self.backend, &self.data_key, None)?.verifying_key())
     }
 
     /// Signs a report (SPEC §31.6) with the repository's audit key.
     pub fn sign_report(&self, report: &[u8]) -> Result<Vec<u8>> {
-        let key = signer::load_or_create(&*self.backend, &self.data_key)?;
+        let key = signer::load_or_create(&*self.backend, &self.data_key, None)?;
         Ok(sign_report_with(&key, report))
     }
 }

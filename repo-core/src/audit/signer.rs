@@ -4,6 +4,8 @@
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::RngCore;
+use std::path::Path;
+
 use zeroize::Zeroizing;
 
 use super::Result;
@@ -18,24 +20,54 @@ pub const SIGNER_MAGIC: [u8; 8] = *b"CAIRNAK\x1a";
 
 /// The stored signing key, if any.
 pub fn load(backend: &dyn Backend, data_key: &DataKeys) -> Result<Option<SigningKey>> {
-    let bytes = match backend.read(ObjectKind::Audit, SIGNER_NAME) {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let seed = Zeroizing::new(seal::open_signer(data_key, &bytes)?);
+    Ok(read_sealed(backend)?
+        .map(|b| from_sealed(data_key, &b))
+        .transpose()?)
+}
+
+fn read_sealed(backend: &dyn Backend) -> Result<Option<Vec<u8>>> {
+    match backend.read(ObjectKind::Audit, SIGNER_NAME) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn from_sealed(data_key: &DataKeys, bytes: &[u8]) -> Result<SigningKey> {
+    let seed = Zeroizing::new(seal::open_signer(data_key, bytes)?);
     let seed: [u8; 32] = seed
         .as_slice()
         .try_into()
         .map_err(|_| AuditError::Malformed("signing key is not 32 bytes".into()))?;
-    Ok(Some(SigningKey::from_bytes(&seed)))
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// The stored signing key, made and stored first when there is none. Two
 /// writers racing to make it both read back the one the storage kept
 /// (writes never replace an object, SPEC §11.3).
-pub fn load_or_create(backend: &dyn Backend, data_key: &DataKeys) -> Result<SigningKey> {
-    if let Some(k) = load(backend, data_key)? {
+///
+/// `cached` is a sealed copy in this machine's cache: the key never
+/// changes, so once read it costs no request. A copy that no longer opens
+/// (its epoch retired) is read again. Only a key found in the repository
+/// is cached, never one this call just wrote: on storage that ignores
+/// conditional writes a racing writer's key may replace it (§31.3).
+pub fn load_or_create(
+    backend: &dyn Backend,
+    data_key: &DataKeys,
+    cached: Option<&Path>,
+) -> Result<SigningKey> {
+    if let Some(k) = cached
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| from_sealed(data_key, &b).ok())
+    {
+        return Ok(k);
+    }
+    if let Some(bytes) = read_sealed(backend)? {
+        let k = from_sealed(data_key, &bytes)?;
+        if let Some(p) = cached {
+            // The cache is disposable: failing to fill it costs a read.
+            let _ = std::fs::write(p, &bytes);
+        }
         return Ok(k);
     }
     let mut seed = Zeroizing::new([0u8; 32]);

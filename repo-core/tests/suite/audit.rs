@@ -275,3 +275,37 @@ const GOLDEN_PUBLIC: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421
 const GOLDEN_HEAD: &str = "434149524e41551a01000000540000000000b49376e2fa1801000000000000006e46dd10defc9b56c29a6ec56b508c21f54c08192194e4df25bf36f0c9c3c27901000000ababababababababababababababababababababababababababababababababead4c630e707faeff5255d69a2e94d05eb4ebf47b49a5c0e63770dee72e117ae5babfdc87128b325447789c18351e082ebfec4eca1091caf0420929f9a98d10f";
 const GOLDEN_NAME: &str = "aa52b07ae54ca9fbadb79f53ca8ee53f951ce2aad643ecceabf287fe9117beea";
 const GOLDEN_REPORT: &str = "{}\ncairn-signature: ed25519 ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c 47c9213b49bc33838e864ba4f611f5cbedb3c10b7ef112c12ab6a9629e2823aed60d7a255ee5cb674fb90a11e1cdd04760f787c7f42a735e3d51f13b4ae2790f\n";
+
+/// The signing key never changes: once this machine has read it, a record
+/// costs no request for it (a nothing-changed backup stays at a handful
+/// of requests). A cached copy that no longer opens is read again.
+#[test]
+fn the_signing_key_is_read_once_per_machine() {
+    use cairn_testkit::backend::{Call, Hooked};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("audit-dag.json");
+    let (b, _repo, _) = trail(1);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let seen = reads.clone();
+    let hooked = Hooked::new(b.clone()).after(move |c| {
+        if matches!(c, Call::Read(ObjectKind::Audit, n) if *n == SIGNER_NAME) {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let repo = Repository::open(hooked, b"pw", OpenOptions::default()).unwrap();
+    let log = repo.audit_log(Some(cache.clone()));
+    for i in 0..3 {
+        let heads = log.heads().unwrap();
+        log.append(&heads, &record(&format!("again{i}"))).unwrap();
+    }
+    assert_eq!(reads.load(Ordering::SeqCst), 1, "read once, then cached");
+    // A damaged cached copy is not trusted: the key is read again.
+    std::fs::write(cache.with_file_name("audit-signer"), b"garbage").unwrap();
+    let heads = log.heads().unwrap();
+    log.append(&heads, &record("after damage")).unwrap();
+    assert_eq!(reads.load(Ordering::SeqCst), 2);
+    assert!(named(&b).is_empty(), "every record verifies");
+}
