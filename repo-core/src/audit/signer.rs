@@ -20,9 +20,9 @@ pub const SIGNER_MAGIC: [u8; 8] = *b"CAIRNAK\x1a";
 
 /// The stored signing key, if any.
 pub fn load(backend: &dyn Backend, data_key: &DataKeys) -> Result<Option<SigningKey>> {
-    Ok(read_sealed(backend)?
+    read_sealed(backend)?
         .map(|b| from_sealed(data_key, &b))
-        .transpose()?)
+        .transpose()
 }
 
 fn read_sealed(backend: &dyn Backend) -> Result<Option<Vec<u8>>> {
