@@ -352,7 +352,6 @@ impl Run<'_> {
         }
         self.rewrite_in_place(report)?;
         self.rewrite_marks(report)?;
-        self.rewrite_audit(report)?;
         self.rewrite_verifications(report)
     }
 

@@ -1,7 +1,7 @@
 //! Rekey of the objects beside packs, index and snapshots (SPEC §30.4):
-//! dictionaries and archived WAL files keep their names and are replaced in
-//! place; prune marks are named by their bytes, so a mark is written anew
-//! and the old one deleted, as prune re-dates a mark (§22.1).
+//! dictionaries, archived WAL files and the audit trail keep their names
+//! and are replaced in place; prune marks and verification records are
+//! named by their bytes, so each is written anew and the old one deleted.
 
 use crate::backend::ObjectKind;
 use crate::error::Result;
@@ -12,17 +12,35 @@ use crate::wal::WAL_HEADER_LEN;
 
 use super::{RekeyReport, Run};
 
+/// Where an object's sealed part starts and its associated data, given
+/// its name and bytes; `None` for bytes that do not parse.
+type SealedPart = fn(&str, &[u8]) -> Option<(usize, Vec<u8>)>;
+
 impl Run<'_> {
-    /// Dictionaries and archived WAL files: the sealed part is opened and
-    /// sealed again under the newest epoch, the clear header kept, and the
-    /// object replaced atomically. Their content, so their names, do not
-    /// change; a concurrent writer of the same name writes the same content.
+    /// Dictionaries, archived WAL files and the audit trail: the sealed
+    /// part is opened and sealed again under the newest epoch, the clear
+    /// part kept, and the object replaced atomically. Their names do not
+    /// change: a dictionary's and a WAL file's come from their content
+    /// (a concurrent writer of the same name writes the same content), an
+    /// audit record's and its signature cover only its clear head (§31.2).
     pub(super) fn rewrite_in_place(&self, report: &mut RekeyReport) -> Result<()> {
+        let kinds: [(ObjectKind, SealedPart); 3] = [
+            (ObjectKind::Dict, |_, b| {
+                (b.len() >= FILE_PREFIX_LEN)
+                    .then(|| (FILE_PREFIX_LEN, b[..FILE_PREFIX_LEN].to_vec()))
+            }),
+            (ObjectKind::Wal, |name, b| {
+                // SPEC §28.2: the header and the name are the associated data.
+                (b.len() >= WAL_HEADER_LEN).then(|| {
+                    let mut ad = b[..WAL_HEADER_LEN].to_vec();
+                    ad.extend_from_slice(name.as_bytes());
+                    (WAL_HEADER_LEN, ad)
+                })
+            }),
+            (ObjectKind::Audit, crate::audit::sealed_part),
+        ];
         let b = self.repo.backend();
-        for (kind, head_len) in [
-            (ObjectKind::Dict, FILE_PREFIX_LEN),
-            (ObjectKind::Wal, WAL_HEADER_LEN),
-        ] {
+        for (kind, locate) in kinds {
             for o in b.list(kind)? {
                 if self.out_of_time() {
                     report.stopped_early = true;
@@ -33,18 +51,12 @@ impl Run<'_> {
                     Err(e) if e.is_not_found() => continue, // released by a prune
                     Err(e) => return Err(e.into()),
                 };
-                if bytes.len() < head_len {
-                    continue; // damaged: `check` reports it
-                }
-                let (head, sealed) = bytes.split_at(head_len);
-                let mut ad = head.to_vec();
-                if kind == ObjectKind::Wal {
-                    ad.extend_from_slice(o.name.as_bytes()); // SPEC §28.2
-                }
-                if !self.sealer.is_stale(&ad, sealed) {
+                // Damaged: `check` or `audit verify` reports it.
+                let Some((at, ad)) = locate(&o.name, &bytes) else {
                     continue;
-                }
-                let Ok(payload) = self.sealer.open_payload(&ad, sealed) else {
+                };
+                let (head, sealed) = bytes.split_at(at);
+                let Some(payload) = self.sealer.stale_payload(&ad, sealed) else {
                     continue;
                 };
                 let mut fresh = head.to_vec();
@@ -55,11 +67,11 @@ impl Run<'_> {
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e.into()),
                 }
-                if kind == ObjectKind::Dict {
-                    report.dictionaries_rewritten += 1;
-                } else {
-                    report.wal_files_rewritten += 1;
-                }
+                *match kind {
+                    ObjectKind::Dict => &mut report.dictionaries_rewritten,
+                    ObjectKind::Wal => &mut report.wal_files_rewritten,
+                    _ => &mut report.audit_objects_rewritten,
+                } += 1;
             }
         }
         Ok(())
@@ -99,40 +111,6 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The audit trail (SPEC §31.2, §31.3): a record's name and signature
-    /// cover only its clear head, so its body is re-sealed and the object
-    /// replaced in place; the signing key likewise keeps its seed and name.
-    pub(super) fn rewrite_audit(&self, report: &mut RekeyReport) -> Result<()> {
-        let b = self.repo.backend();
-        for o in b.list(ObjectKind::Audit)? {
-            if self.out_of_time() {
-                report.stopped_early = true;
-                return Ok(());
-            }
-            let bytes = match b.read(ObjectKind::Audit, &o.name) {
-                Ok(bytes) => bytes,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            // Damaged: `audit verify` names it.
-            let Some((at, ad)) = crate::audit::sealed_part(&o.name, &bytes) else {
-                continue;
-            };
-            let (head, sealed) = bytes.split_at(at);
-            if !self.sealer.is_stale(&ad, sealed) {
-                continue;
-            }
-            let Ok(payload) = self.sealer.open_payload(&ad, sealed) else {
-                continue;
-            };
-            let mut fresh = head.to_vec();
-            fresh.extend_from_slice(&self.sealer.reseal_payload(&ad, &payload));
-            b.replace(ObjectKind::Audit, &o.name, &fresh)?;
-            report.audit_objects_rewritten += 1;
-        }
-        Ok(())
-    }
-
     /// Verification records (SPEC §32.2) are named by their bytes: a live
     /// one is written anew before the old one is deleted; one that a live
     /// record supersedes is only deleted (writing it anew under another
@@ -162,14 +140,14 @@ impl Run<'_> {
                 Err(e) if e.is_not_found() => continue, // compacted meanwhile
                 Err(e) => return Err(e.into()),
             };
-            if !self.sealer.is_stale_file(&bytes) {
+            if bytes.len() < FILE_PREFIX_LEN {
                 continue;
             }
+            let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN);
+            let Some(payload) = self.sealer.stale_payload(ad, sealed) else {
+                continue;
+            };
             if live.contains(o.name.as_str()) {
-                let (ad, sealed) = bytes.split_at(FILE_PREFIX_LEN);
-                let Ok(payload) = self.sealer.open_payload(ad, sealed) else {
-                    continue;
-                };
                 let mut fresh = ad.to_vec();
                 fresh.extend_from_slice(&self.sealer.reseal_payload(ad, &payload));
                 let name = crate::id::SnapshotId::hash_of(&fresh).to_hex();

@@ -96,6 +96,19 @@ impl<'a> Sealer<'a> {
         }
     }
 
+    /// The payload of `sealed` when it is stale ([`Self::is_stale`]),
+    /// opened once; `None` when it is current or opens under no live epoch.
+    pub(crate) fn stale_payload(&self, ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        match self.simulated {
+            Some(_) if self.is_stale(ad, sealed) => self.open_payload(ad, sealed).ok(),
+            Some(_) => None,
+            None => match self.keys.open(ad, sealed) {
+                Ok((payload, epoch)) if epoch != self.keys.newest_epoch() => Some(payload),
+                _ => None,
+            },
+        }
+    }
+
     /// Decrypts a blob's stored payload (compression marker and data, not
     /// decompressed); the caller has verified the blob already.
     pub(crate) fn open_payload(
