@@ -208,6 +208,20 @@ metrics_token = "{self.metrics_token}"
                 counts[k] = counts.get(k, 0) + int(float(m.group(2)))
         return counts
 
+    def cpu_seconds(self):
+        """User + system CPU seconds the three Garage servers have used so far
+        (from /proc), so a step's server-side cost can be told from the
+        tool's own on a machine where both share the cores."""
+        tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+        for p in self.procs:
+            try:
+                with open(f"/proc/{p.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
     def stop(self):
         for p in self.procs:
             p.terminate()
@@ -440,7 +454,8 @@ GNU_TIME = "/usr/bin/time"
 
 
 def run_measured(argv, env, timeout):
-    """Runs argv; returns (seconds, peak RSS in KiB, exit code, stdout, stderr).
+    """Runs argv; returns (seconds, peak RSS in KiB, exit code, stdout, stderr,
+    user + system CPU seconds of the tool and its children).
 
     The peak RSS comes from GNU time when it is there: Linux carries the
     high-water mark of the process that execs over to the program it runs,
@@ -461,13 +476,14 @@ def run_measured(argv, env, timeout):
         timer.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)
         rss = ru.ru_maxrss
+        cpu = ru.ru_utime + ru.ru_stime
         if timed:
             lines = rss_file.read().split()
             rss = int(lines[-1]) if lines and lines[-1].isdigit() else 0
         out.seek(0)
         err.seek(0)
         return wall, rss, p.returncode, out.read().decode(errors="replace"), \
-            err.read().decode(errors="replace")
+            err.read().decode(errors="replace"), cpu
 
 
 class Tool:
@@ -695,10 +711,12 @@ def main():
                 return
             which, argv = cmds[name][s]
             t = inst[name]
-            before = garage.requests()
-            wall, rss, rc, out, err = run_measured(argv, t.env(which), a.timeout)
+            before, server_before = garage.requests(), garage.cpu_seconds()
+            wall, rss, rc, out, err, cpu = run_measured(argv, t.env(which), a.timeout)
+            server_cpu = garage.cpu_seconds() - server_before
             reqs = diff_counts(garage.requests(), before)
             r = {"seconds": round(wall, 3), "rss_kib": rss, "exit": rc,
+                 "cpu_seconds": round(cpu, 2), "server_cpu_seconds": round(server_cpu, 2),
                  "requests": sum(reqs.values()), "requests_by_kind": reqs,
                  **t.parse(s, out)}
             if rc != 0:
@@ -709,7 +727,8 @@ def main():
                 shutil.rmtree(restore_dir[name], ignore_errors=True)
             results["tools"][name]["steps"].setdefault(s, []).append(r)
             log(f"{name:7} {s:16} {wall:8.2f} s  {rss / 1024:7.1f} MiB  "
-                f"{r['requests']:6} requests  exit {rc}"
+                f"{r['requests']:6} requests  CPU {cpu:6.2f} s + Garage {server_cpu:6.2f} s  "
+                f"exit {rc}"
                 + (f"  restore {'identical' if r.get('verified') else 'DIFFERS'}"
                    if "verified" in r else ""))
             if rc != 0:
@@ -799,6 +818,13 @@ def report(res):
                  for t in tools if s in res["tools"][t]["steps"]]
         if kinds:
             lines += ["", f"Requests of {s} by S3 operation (Garage's count): " + "; ".join(kinds)]
+    lines += ["", "CPU seconds (user + system) of the tool / of the three Garage servers during "
+              "the step (median run): " + "; ".join(
+                  f"{s}: " + ", ".join(
+                      f"{t} {res['tools'][t]['steps'][s].get('cpu_seconds', 0):.2f} / "
+                      f"{res['tools'][t]['steps'][s].get('server_cpu_seconds', 0):.2f}"
+                      for t in tools if s in res["tools"][t]["steps"])
+                  for s in STEPS if any(s in res["tools"][t]["steps"] for t in tools))]
     c = res["tools"].get("cairn", {}).get("steps", {})
     tr = {s: r["tool_requests"] for s, r in c.items() if "tool_requests" in r}
     if tr:
