@@ -108,7 +108,7 @@ class Garage:
     region `garage`.
     """
 
-    def __init__(self, binary, root):
+    def __init__(self, binary, root, compression="1"):
         self.bin, self.root = binary, root
         self.secret = secrets.token_hex(32)
         self.metrics_token = secrets.token_hex(16)
@@ -123,6 +123,7 @@ class Garage:
 data_dir = "{d}/data"
 db_engine = "sqlite"
 replication_factor = 3
+compression_level = {'"none"' if compression == "none" else int(compression)}
 rpc_bind_addr = "127.0.0.1:{n['rpc']}"
 rpc_public_addr = "127.0.0.1:{n['rpc']}"
 rpc_secret = "{self.secret}"
@@ -638,6 +639,10 @@ def main():
     ap.add_argument("--tools", default="cairn,restic,rustic")
     ap.add_argument("--size", default="1G", help="corpus size (default 1G)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--garage-compression", default="1",
+                    help="Garage's compression_level: 1 (its default) or 'none'; every tool "
+                         "sends encrypted data, which does not compress, so 'none' saves the "
+                         "servers' CPU on the machine the tools share")
     ap.add_argument("--rtt-ms", type=float, default=0,
                     help="route every tool through a proxy adding this round trip")
     ap.add_argument("--connections", type=int, default=0,
@@ -673,9 +678,10 @@ def main():
     out_dir = os.path.abspath(a.out or f"s3-bench-{stamp}")
     work = a.workdir or tempfile.mkdtemp(prefix="cairn-s3-bench-")
     os.makedirs(work, exist_ok=True)
-    garage = Garage(find_garage(), os.path.join(work, "garage"))
+    garage = Garage(find_garage(), os.path.join(work, "garage"), a.garage_compression)
     proxy = None
     results = {"started": stamp, "size": size, "seed": a.seed, "rtt_ms": a.rtt_ms,
+               "garage_compression": a.garage_compression,
                "repeat": a.repeat, "restore_dir": a.restore_dir, "command": sys.argv[1:],
                "connections": a.connections or None, "load_before": os.getloadavg(),
                "skipped": skipped, "tools": {}}
@@ -795,6 +801,7 @@ def report(res):
     anchors = [t for t in tools if t != "cairn"]
     lines = [f"S3 benchmark {res['started']}: corpus {res['size'] / 2 ** 20:.0f} MiB "
              f"({res.get('corpus', '?')}, seed {res['seed']}), Garage 3 nodes / replication 3, "
+             f"Garage compression_level {res.get('garage_compression', '1')}, "
              f"added round trip {res['rtt_ms']:g} ms, load average "
              f"{res['load_before'][0]:.1f} before / {res['load_after'][0]:.1f} after.", ""]
     for name, skip in res["skipped"].items():
