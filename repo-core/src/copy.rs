@@ -123,7 +123,9 @@ impl<'a> Copy<'a> {
 
     fn run_with(&self) -> Result<CopyStats> {
         let started = Instant::now();
-        let all = self.src.snapshots()?;
+        // Snapshot files are named by their hash: the local cache (SPEC
+        // §12) answers for those read or written on this machine before.
+        let all = self.src.snapshots_cached()?;
         let selected: Vec<&SnapshotEntry> = all
             .iter()
             .filter(|s| self.ids.is_empty() || self.ids.contains(&s.id))
@@ -145,7 +147,7 @@ impl<'a> Copy<'a> {
         // Destination snapshots by the original they hold: a copy by its
         // original, any snapshot by its own id (a copy coming home).
         let mut held: HashMap<SnapshotId, SnapshotEntry> = HashMap::new();
-        for d in self.dst.snapshots()? {
+        for d in self.dst.snapshots_cached()? {
             held.insert(d.id, d.clone());
             held.insert(origin(&d), d);
         }

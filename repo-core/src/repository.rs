@@ -108,6 +108,11 @@ pub struct OpenOptions {
     /// repository stays usable (SPEC §13). [`Repository::warnings`] lists
     /// them too.
     pub on_warning: Option<WarnFn>,
+    /// Leave reading the index to the handle's first backup or copy, which
+    /// reads it anyway after announcing itself (SPEC §22): an open would
+    /// list the index files once more, one request on object storage.
+    /// Anything else run before that sees only what the local cache held.
+    pub defer_index: bool,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -117,6 +122,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("key", &self.key)
             .field("kdf_budget", &self.kdf_budget)
             .field("on_warning", &self.on_warning.is_some())
+            .field("defer_index", &self.defer_index)
             .finish()
     }
 }
@@ -342,7 +348,9 @@ impl Repository {
         let repo_id = config.repo_id;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        index.sync(&*backend, &keys.data_keys)?;
+        if !opts.defer_index {
+            index.sync(&*backend, &keys.data_keys)?;
+        }
         Ok(Self::assemble(
             wired, key, key_id, config, keys, index, warnings,
         ))
@@ -732,7 +740,8 @@ impl Repository {
         self.open_snapshot_file(name, &bytes)
     }
 
-    /// [`Repository::snapshots`] for a backup looking for its parent: the
+    /// [`Repository::snapshots`] for a backup looking for its parent, and
+    /// for a copy's selection in both repositories: the
     /// storage lists the snapshots, and their files come from the local
     /// cache where it holds them (checked against their names, which are
     /// the hashes of their bytes), else from the storage, and are cached
