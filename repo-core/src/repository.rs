@@ -387,9 +387,31 @@ impl Repository {
         // files with a public key hold (SPEC §29.3).
         let epochs = crate::format::read_u32_le(&cbytes, crate::format::MAGIC_LEN, "config")
             .is_ok_and(|v| v >= crate::format::EPOCH_VERSION);
+        // The key file that opened it last time here, read directly (no
+        // listing of `keys/`); if it fails in any way, the ordinary search.
+        let cache_dir = opts.cache_dir.as_deref();
+        let hinted = crate::key_hint::read(cache_dir, &repo_id)
+            .filter(|_| opts.key.is_none())
+            .and_then(|name| {
+                crate::key_hint::unlock(
+                    backend,
+                    &repo_id,
+                    &name,
+                    password,
+                    &opts.kdf_budget,
+                    epochs,
+                )
+            });
+        if let Some((unlocked, key_id)) = hinted
+            && let Ok((config, keys)) =
+                crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)
+        {
+            return Ok((unlocked.master, key_id, config, keys));
+        }
         let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts, epochs)?;
         let (config, keys) =
             crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)?;
+        crate::key_hint::remember(cache_dir, &repo_id, &key_id);
         Ok((unlocked.master, key_id, config, keys))
     }
 

@@ -11,7 +11,7 @@ use crate::output::{self, Output};
 use crate::progress::TermProgress;
 
 /// Opens and unlocks the source repository of `--from-repo`, the way
-/// [`open`] opens `-r`: a location without a config fails (exit 10) before
+/// [`super::open`] opens `-r`: a location without a config fails (exit 10) before
 /// a password is asked for.
 pub(super) fn open_source(g: &GlobalArgs, out: Output, from: &FromRepoArgs) -> Result<Repository> {
     let backend = locate_source(g, from)?;

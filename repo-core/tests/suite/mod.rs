@@ -18,6 +18,7 @@ mod faults;
 mod hostile;
 mod incremental;
 mod inspect;
+mod key_hint;
 mod key_race;
 mod keys;
 mod old_layout;
