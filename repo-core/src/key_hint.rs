@@ -37,10 +37,13 @@ pub(crate) fn remember(cache_dir: Option<&Path>, repo: &RepoId, key: &KeyId) {
     }
     // Written whole under another name, then renamed: a reader never sees
     // half a name (it would only fall back to the listing anyway).
-    let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
-    if let Some(dir) = p.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    // Only into the directory the cache made (with its modes, SPEC §12):
+    // the first open of a repository here, before its cache exists, leaves
+    // the hint to the next.
+    if !p.parent().is_some_and(Path::is_dir) {
+        return;
     }
+    let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
     if std::fs::write(&tmp, hex).is_err() || std::fs::rename(&tmp, &p).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
