@@ -123,7 +123,9 @@ impl<'a> Copy<'a> {
 
     fn run_with(&self) -> Result<CopyStats> {
         let started = Instant::now();
-        let all = self.src.snapshots()?;
+        // Snapshot files are named by their hash: the local cache (SPEC
+        // §12) answers for those read or written on this machine before.
+        let all = self.src.snapshots_cached()?;
         let selected: Vec<&SnapshotEntry> = all
             .iter()
             .filter(|s| self.ids.is_empty() || self.ids.contains(&s.id))
@@ -145,7 +147,7 @@ impl<'a> Copy<'a> {
         // Destination snapshots by the original they hold: a copy by its
         // original, any snapshot by its own id (a copy coming home).
         let mut held: HashMap<SnapshotId, SnapshotEntry> = HashMap::new();
-        for d in self.dst.snapshots()? {
+        for d in self.dst.snapshots_cached()? {
             held.insert(d.id, d.clone());
             held.insert(origin(&d), d);
         }
@@ -432,7 +434,8 @@ fn cached_tree(src: &Repository, id: &TreeId) -> Option<(Tree, Vec<u8>)> {
 /// location: sorted by pack and offset, neighbours read with one request
 /// (up to [`MAX_RANGE`], across gaps up to [`MAX_GAP`]). With `parallel`
 /// the requests run up to the source's connections at once (for trees:
-/// small spans); else one at a time, so memory holds one span. Trees read
+/// small spans); else one at a time, the next downloaded while one is
+/// opened, so memory holds two spans. Trees read
 /// go into the source's local cache, for the next copy.
 fn fetch(
     src: &Repository,
@@ -465,11 +468,9 @@ fn fetch(
         spans.push((i..j, start, end));
         i = j;
     }
-    let read = |(range, start, end): &(std::ops::Range<usize>, u64, u64),
-                buf: &mut Vec<u8>|
-     -> Result<()> {
-        let locs = &locs[range.clone()];
-        let first = &locs[0];
+    type Span = (std::ops::Range<usize>, u64, u64);
+    let download = |(range, start, end): &Span, buf: &mut Vec<u8>| -> Result<()> {
+        let first = &locs[range.start];
         src.backend()
             .read_span_into(
                 ObjectKind::Pack,
@@ -484,7 +485,10 @@ fn fetch(
                     pack: first.pack,
                     reason: err.to_string(),
                 },
-            })?;
+            })
+    };
+    let open = |(range, start, _): &Span, buf: &mut Vec<u8>| -> Result<()> {
+        let locs = &locs[range.clone()];
         // Each blob's sealed bytes, split off the range in place (no copy;
         // a blob listed twice is opened once).
         let mut blobs: Vec<(&BlobLocation, &mut [u8])> = Vec::with_capacity(locs.len());
@@ -516,13 +520,40 @@ fn fetch(
             })
     };
     if parallel {
-        src.with_read_pool(|| {
-            spans
-                .par_iter()
-                .try_for_each_init(Vec::new, |buf, s| read(s, buf))
-        })
-    } else {
-        let mut buf = Vec::new();
-        spans.iter().try_for_each(|s| read(s, &mut buf))
+        return src.with_read_pool(|| {
+            spans.par_iter().try_for_each_init(Vec::new, |buf, s| {
+                download(s, buf)?;
+                open(s, buf)
+            })
+        });
     }
+    // The next span is downloaded while this one is opened and stored, so
+    // the network and the cores work at once; memory holds two spans.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(0);
+        let spans = &spans;
+        scope.spawn(move || {
+            for s in spans {
+                let mut buf = Vec::new();
+                let got = download(s, &mut buf).map(|()| buf);
+                let failed = got.is_err();
+                // A closed channel: the consumer failed and stopped.
+                if tx.send(got).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for s in spans {
+            // The reader sends every span, or stops after sending an
+            // error; a closed channel here means it died (its panic is
+            // resumed when the scope ends).
+            let Ok(got) = rx.recv() else {
+                return Err(Error::InvalidArgument(
+                    "the pack reader of the copy stopped".into(),
+                ));
+            };
+            open(s, &mut got?)?;
+        }
+        Ok(())
+    })
 }

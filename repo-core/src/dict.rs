@@ -12,7 +12,7 @@
 //! one forever, and one costs about 100 KiB.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backend::{Backend, ObjectKind};
 use crate::blob::{self, BlobError};
@@ -151,6 +151,10 @@ pub struct Dictionaries {
     /// References that could not be resolved, and why: a damaged
     /// dictionary is read once, not once per blob.
     failed: RwLock<HashMap<DictRef, String>>,
+    /// Held while a reference is resolved from the storage: threads that
+    /// meet a new dictionary at once (a copy's parallel reads) would each
+    /// list and read it.
+    resolving: Mutex<()>,
 }
 
 impl std::fmt::Debug for Dictionaries {
@@ -177,6 +181,7 @@ impl Dictionaries {
             allowed,
             loaded: RwLock::new(HashMap::new()),
             failed: RwLock::new(HashMap::new()),
+            resolving: Mutex::new(()),
         }
     }
 
@@ -242,6 +247,11 @@ impl DictionarySource for Dictionaries {
             return Err(unavailable(
                 "a version-1 repository has no dictionaries".into(),
             ));
+        }
+        let _one = self.resolving.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have resolved it while this one waited.
+        if let Some(d) = self.cached(r) {
+            return Ok(d);
         }
         if let Some(why) = self
             .failed

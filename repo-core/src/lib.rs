@@ -103,6 +103,7 @@ mod hash;
 mod id;
 mod index;
 mod inspect;
+mod key_hint;
 mod keyring;
 mod keys;
 mod lock;

@@ -45,8 +45,17 @@ pub fn storage_now(backend: &dyn Backend) -> Result<i64, BackendError> {
 /// One running backup's heartbeat. Dropping it removes it.
 pub struct Heartbeat<'a> {
     backend: &'a dyn Backend,
-    state: Mutex<(String, Instant)>,
-    started_ns: i64,
+    state: Mutex<Beat>,
+}
+
+struct Beat {
+    /// The current heartbeat's name and when it was written (our clock,
+    /// only to know when the next rewrite is due).
+    name: String,
+    written: Instant,
+    /// The first heartbeat's modification time, read at the first rewrite:
+    /// a backup that ends sooner never needs it, and so saves a request.
+    started_ns: Option<i64>,
 }
 
 /// A heartbeat as seen by prune.
@@ -80,34 +89,52 @@ pub fn is_future(t_ns: i64, now_ns: i64) -> bool {
 }
 
 impl<'a> Heartbeat<'a> {
-    /// Announces a backup. The object's content is the storage time of the
-    /// first heartbeat, so refreshes keep the original start.
+    /// Announces a backup: writes its first (empty) heartbeat, whose
+    /// modification time is the backup's start.
     pub fn start(backend: &'a dyn Backend) -> Result<Self, BackendError> {
         let name = format!("{HEARTBEAT_PREFIX}{}-0", random_hex(8));
         backend.write(ObjectKind::Lock, &name, b"")?;
-        let started_ns = backend.stat(ObjectKind::Lock, &name)?.modified_ns;
         Ok(Self {
             backend,
-            state: Mutex::new((name, Instant::now())),
-            started_ns,
+            state: Mutex::new(Beat {
+                name,
+                written: Instant::now(),
+                started_ns: None,
+            }),
         })
     }
 
-    /// Rewrites the heartbeat if it is due; cheap to call often.
+    /// Rewrites the heartbeat if it is due; cheap to call often. The new
+    /// heartbeat carries the first one's modification time, so refreshes
+    /// keep the original start.
     pub fn refresh(&self) -> Result<(), BackendError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.1.elapsed() < HEARTBEAT_REFRESH {
+        if st.written.elapsed() < HEARTBEAT_REFRESH {
             return Ok(());
         }
-        let base =
-            st.0.rsplit_once('-')
-                .map_or(st.0.as_str(), |(b, _)| b)
-                .to_string();
+        let started_ns = match st.started_ns {
+            Some(t) => t,
+            // The first heartbeat is still there (we delete it only after
+            // writing its successor): its time is the start. Gone anyway
+            // (deleted by hand): the earliest start there is, so a prune
+            // waits for this backup rather than not at all.
+            None => match self.backend.stat(ObjectKind::Lock, &st.name) {
+                Ok(o) => o.modified_ns,
+                Err(e) if e.is_not_found() => 0,
+                Err(e) => return Err(e),
+            },
+        };
+        st.started_ns = Some(started_ns);
+        let base = st
+            .name
+            .rsplit_once('-')
+            .map_or(st.name.as_str(), |(b, _)| b)
+            .to_string();
         let name = format!("{base}-{}", random_hex(4));
         self.backend
-            .write(ObjectKind::Lock, &name, &self.started_ns.to_le_bytes())?;
-        let old = std::mem::replace(&mut st.0, name);
-        st.1 = Instant::now();
+            .write(ObjectKind::Lock, &name, &started_ns.to_le_bytes())?;
+        let old = std::mem::replace(&mut st.name, name);
+        st.written = Instant::now();
         let _ = self.backend.delete(ObjectKind::Lock, &old);
         Ok(())
     }
@@ -156,7 +183,7 @@ impl<'a> Heartbeat<'a> {
 impl Drop for Heartbeat<'_> {
     fn drop(&mut self) {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self.backend.delete(ObjectKind::Lock, &st.0);
+        let _ = self.backend.delete(ObjectKind::Lock, &st.name);
     }
 }
 
@@ -182,5 +209,60 @@ mod tests {
             b.list(ObjectKind::Lock).unwrap().is_empty(),
             "clock probe left behind"
         );
+    }
+
+    /// Makes the next refresh of `h` due.
+    fn make_due(h: &Heartbeat<'_>) {
+        let mut st = h.state.lock().unwrap();
+        st.written = Instant::now()
+            .checked_sub(HEARTBEAT_REFRESH)
+            .expect("the clock is past the refresh interval");
+    }
+
+    /// Announcing a backup is one request (a write); the start time is
+    /// read only when the heartbeat is first rewritten, and every rewrite
+    /// carries the first heartbeat's time.
+    #[test]
+    fn the_start_is_read_only_when_a_refresh_needs_it() {
+        let counters = std::sync::Arc::new(crate::backend::Counters::default());
+        let b = crate::backend::Counted::new(MemoryBackend::new(), counters.clone());
+        let h = Heartbeat::start(&b).unwrap();
+        let s = counters.snapshot();
+        assert_eq!((s.write, s.total()), (1, 1), "{s:?}");
+        let first = Heartbeat::list(&b).unwrap();
+        assert_eq!(first.len(), 1);
+        let started = first[0].started_ns;
+
+        std::thread::sleep(Duration::from_millis(5));
+        make_due(&h);
+        h.refresh().unwrap();
+        let l = Heartbeat::list(&b).unwrap();
+        assert_eq!(l.len(), 1, "the old heartbeat is deleted: {l:?}");
+        assert_ne!(l[0].name, first[0].name);
+        assert_eq!(l[0].started_ns, started, "{l:?}");
+        assert!(l[0].refreshed_ns > started, "{l:?}");
+
+        // The second rewrite reads nothing: the start is known.
+        let before = counters.snapshot();
+        make_due(&h);
+        h.refresh().unwrap();
+        let s = counters.snapshot().since(&before);
+        assert_eq!((s.stat, s.write, s.delete), (0, 1, 1), "{s:?}");
+        assert_eq!(Heartbeat::list(&b).unwrap()[0].started_ns, started);
+    }
+
+    /// A first heartbeat deleted under a running backup: the rewrite
+    /// claims the earliest start there is, so a prune waits for it.
+    #[test]
+    fn a_vanished_first_heartbeat_means_the_earliest_start() {
+        let b = MemoryBackend::new();
+        let h = Heartbeat::start(&b).unwrap();
+        let name = Heartbeat::list(&b).unwrap()[0].name.clone();
+        b.delete(ObjectKind::Lock, &name).unwrap();
+        make_due(&h);
+        h.refresh().unwrap();
+        let l = Heartbeat::list(&b).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].started_ns, 0, "{l:?}");
     }
 }

@@ -108,6 +108,11 @@ pub struct OpenOptions {
     /// repository stays usable (SPEC §13). [`Repository::warnings`] lists
     /// them too.
     pub on_warning: Option<WarnFn>,
+    /// Leave reading the index to the handle's first backup or copy, which
+    /// reads it anyway after announcing itself (SPEC §22): an open would
+    /// list the index files once more, one request on object storage.
+    /// Anything else run before that sees only what the local cache held.
+    pub defer_index: bool,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -117,6 +122,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("key", &self.key)
             .field("kdf_budget", &self.kdf_budget)
             .field("on_warning", &self.on_warning.is_some())
+            .field("defer_index", &self.defer_index)
             .finish()
     }
 }
@@ -342,7 +348,9 @@ impl Repository {
         let repo_id = config.repo_id;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        index.sync(&*backend, &keys.data_keys)?;
+        if !opts.defer_index {
+            index.sync(&*backend, &keys.data_keys)?;
+        }
         Ok(Self::assemble(
             wired, key, key_id, config, keys, index, warnings,
         ))
@@ -379,9 +387,31 @@ impl Repository {
         // files with a public key hold (SPEC §29.3).
         let epochs = crate::format::read_u32_le(&cbytes, crate::format::MAGIC_LEN, "config")
             .is_ok_and(|v| v >= crate::format::EPOCH_VERSION);
+        // The key file that opened it last time here, read directly (no
+        // listing of `keys/`); if it fails in any way, the ordinary search.
+        let cache_dir = opts.cache_dir.as_deref();
+        let hinted = crate::key_hint::read(cache_dir, &repo_id)
+            .filter(|_| opts.key.is_none())
+            .and_then(|name| {
+                crate::key_hint::unlock(
+                    backend,
+                    &repo_id,
+                    &name,
+                    password,
+                    &opts.kdf_budget,
+                    epochs,
+                )
+            });
+        if let Some((unlocked, key_id)) = hinted
+            && let Ok((config, keys)) =
+                crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)
+        {
+            return Ok((unlocked.master, key_id, config, keys));
+        }
         let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts, epochs)?;
         let (config, keys) =
             crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)?;
+        crate::key_hint::remember(cache_dir, &repo_id, &key_id);
         Ok((unlocked.master, key_id, config, keys))
     }
 
@@ -732,7 +762,8 @@ impl Repository {
         self.open_snapshot_file(name, &bytes)
     }
 
-    /// [`Repository::snapshots`] for a backup looking for its parent: the
+    /// [`Repository::snapshots`] for a backup looking for its parent, and
+    /// for a copy's selection in both repositories: the
     /// storage lists the snapshots, and their files come from the local
     /// cache where it holds them (checked against their names, which are
     /// the hashes of their bytes), else from the storage, and are cached

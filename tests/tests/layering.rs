@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Top-level modules of repo-core, lowest layer first.
 const ORDER: &str = "format duration size id encoding crypto hash chunker compress blob pack tree snapshot config \
-    backend cache lock dict warning error pattern index mark keyring repository audit wal reader keys epochs unattended progress verification backup restore check inspect forget \
+    backend cache lock dict warning error pattern index mark key_hint keyring repository audit wal reader keys epochs unattended progress verification backup restore check inspect forget \
     prune rekey repair copy unstable lib";
 
 /// `src` without `//` comments and without `#[cfg(test)] mod … { … }` blocks.

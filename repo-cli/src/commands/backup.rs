@@ -5,7 +5,7 @@ use std::io;
 use anyhow::{Context, Result, bail};
 use repo_core::{BackupOutcome, ParentChoice, Repository, SnapshotFilter};
 
-use super::{Status, open};
+use super::{Status, open_for_backup};
 use crate::cli::{BackupArgs, GlobalArgs};
 use crate::contract::{BackupReport, SavedSnapshot, SourceDetails};
 use crate::exporters::process::CommandReader;
@@ -22,7 +22,7 @@ pub fn run(g: &GlobalArgs, out: Output, a: &BackupArgs) -> Result<Status> {
         bail!("arguments after `--` are only used with --stdin-from-command");
     }
     let excludes = excludes(a)?;
-    let repo = open(g, out)?;
+    let repo = open_for_backup(g, out)?;
     let progress = TermProgress::new(out);
 
     let mut b = repo

@@ -24,6 +24,7 @@ mod pitr;
 mod plan;
 mod plan_pitr;
 mod preflight;
+mod primed;
 mod prune;
 mod qdrant;
 mod redis;
@@ -45,8 +46,7 @@ use std::process::ExitStatus;
 
 use anyhow::{Context, Result, anyhow};
 use repo_core::{
-    Backend, Location, Node, ObjectKind, OpenOptions, Repository, S3Options, SnapshotEntry,
-    SnapshotFilter,
+    Backend, Location, Node, OpenOptions, Repository, S3Options, SnapshotEntry, SnapshotFilter,
 };
 
 use crate::cli::{Cli, Command, FilterArgs, GlobalArgs};
@@ -177,18 +177,48 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
 
 /// [`open`] with the password already read (`key rotate` needs it again).
 fn open_with(g: &GlobalArgs, out: Output, password: Option<&[u8]>) -> Result<Repository> {
+    let (location, backend) = locate(g)?;
+    unlock(g, out, &location, backend, password, false)
+}
+
+/// [`open`] for a handle whose first use is a backup: the index is read
+/// by the backup, after its heartbeat, not by the open as well.
+fn open_for_backup(g: &GlobalArgs, out: Output) -> Result<Repository> {
+    let (location, backend) = locate(g)?;
+    unlock(g, out, &location, backend, None, true)
+}
+
+/// The storage of the current repository, its config read: a location
+/// without one fails (exit 10) before any password is asked for.
+fn locate(g: &GlobalArgs) -> Result<(Location, Box<dyn Backend>)> {
     let location = repo_location(g)?;
     let backend = backend_for(g, &location)?;
-    if backend.list(ObjectKind::Config)?.is_empty() {
+    // One GET answers both "is this a repository?" and the open's read.
+    let Some(config) = primed::read_config(&*backend)? else {
         return Err(repo_core::Error::NotARepository(backend.location()).into());
-    }
-    let backend = audit::observe(backend);
+    };
+    let backend = audit::observe(Box::new(primed::Primed::new(backend, config)));
+    Ok((location, backend))
+}
+
+/// Unlocks the repository [`locate`] found, with `password` or the one
+/// the options name (an unattended key's token beats both);
+/// `defer_index` as [`OpenOptions::defer_index`].
+fn unlock(
+    g: &GlobalArgs,
+    out: Output,
+    location: &Location,
+    backend: Box<dyn Backend>,
+    password: Option<&[u8]>,
+    defer_index: bool,
+) -> Result<Repository> {
     let opts = OpenOptions {
         cache_dir: cache_dir(g),
         key: g.key.clone(),
         on_warning: Some(std::sync::Arc::new(move |w: &repo_core::Warning| {
             out.warn(w.to_string())
         })),
+        defer_index,
         ..Default::default()
     };
     // An unattended key's token beats any password source: a service

@@ -31,6 +31,7 @@ mod requests;
 mod rotate;
 mod s3;
 mod s3_faults;
+mod s3_requests;
 mod scripting;
 mod trees;
 mod unattended;

@@ -367,6 +367,42 @@ impl Garage {
         }
     }
 
+    /// The S3 requests node `node` received so far for objects under
+    /// `prefix` in `bucket`, and listings of it, oldest first, each as
+    /// `METHOD URI`: a node logs every request as it arrives, before it
+    /// answers. For tests that pin what a command costs on the wire,
+    /// whatever the client counts itself.
+    pub fn requests_under(&self, node: usize, bucket: &str, prefix: &str) -> Vec<String> {
+        let log = self.lock()[node].log.clone();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let object = format!("/{bucket}/{prefix}/");
+        let listing = format!("/{bucket}?");
+        let listed = format!("prefix={}%2F", prefix.replace('/', "%2F"));
+        let mut out = Vec::new();
+        for line in text.lines() {
+            // Failed requests are logged again with their answer.
+            if line.contains("in response to") {
+                continue;
+            }
+            let Some(at) = line.find("(key ") else {
+                continue;
+            };
+            let Some((_, request)) = line[at..].split_once(") ") else {
+                continue;
+            };
+            let Some((method, uri)) = request.trim().split_once(' ') else {
+                continue;
+            };
+            let ours = uri.starts_with(&object)
+                || (uri.starts_with(&listing)
+                    && uri.split(['?', '&']).any(|p| p.starts_with(&listed)));
+            if ours {
+                out.push(format!("{method} {uri}"));
+            }
+        }
+        out
+    }
+
     /// The last lines of node `node`'s log, for failure messages.
     pub fn log_tail(&self, node: usize) -> String {
         tail(&self.lock()[node].log)
@@ -382,7 +418,11 @@ impl Garage {
             .arg(&self.bin)
             .arg(&node.config)
             .arg(&node.log)
-            .env("RUST_LOG", "garage=warn")
+            // Each S3 request as it arrives, for `requests_under`.
+            .env(
+                "RUST_LOG",
+                "garage=warn,garage_api_common::generic_server=info",
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,0 +1,109 @@
+//! Issue 14, "a nothing-changed backup makes a handful of requests": the
+//! key file that opened a repository is remembered in its cache directory
+//! (SPEC §14), so the next open reads it without listing `keys/`; a hint
+//! that no longer fits (the key removed, another password) costs only the
+//! listing, and a wrong password is still refused.
+
+use std::sync::{Arc, Mutex};
+
+use cairn_testkit::PASSWORD;
+use cairn_testkit::backend::{Call, Hooked};
+use cairn_testkit::repo::init_options;
+use repo_core::{Error, InitOptions, LocalBackend, OpenOptions, Repository};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn open(
+    repo: &std::path::Path,
+    cache: &std::path::Path,
+    password: &[u8],
+    log: &Log,
+) -> repo_core::Result<Repository> {
+    let log = Arc::clone(log);
+    Repository::open(
+        Hooked::new(LocalBackend::open(repo)).after(move |c| {
+            let line = match c {
+                Call::List(k) => format!("list {k}"),
+                Call::Read(k, _) => format!("read {k}"),
+                _ => return,
+            };
+            log.lock().unwrap().push(line);
+        }),
+        password,
+        OpenOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            ..Default::default()
+        },
+    )
+}
+
+fn key_listings(log: &Log) -> usize {
+    let l = log.lock().unwrap();
+    l.iter().filter(|s| s.as_str() == "list key").count()
+}
+
+#[test]
+fn the_last_key_is_read_without_listing_and_a_stale_hint_falls_back() {
+    let d = tempfile::tempdir().unwrap();
+    let (dir, cache) = (d.path().join("repo"), d.path().join("cache"));
+    let repo = Repository::init(
+        LocalBackend::create(&dir).unwrap(),
+        PASSWORD,
+        InitOptions {
+            cache_dir: Some(cache.clone()),
+            ..init_options()
+        },
+    )
+    .unwrap();
+    let first = repo.key_id();
+    let second = repo
+        .add_key(b"another password", cairn_testkit::WEAK_KDF)
+        .unwrap();
+    drop(repo);
+
+    // The first open here lists the keys and remembers the one it used;
+    // the next reads only that one.
+    let log: Log = Arc::default();
+    assert_eq!(open(&dir, &cache, PASSWORD, &log).unwrap().key_id(), first);
+    assert_eq!(key_listings(&log), 1);
+    let log: Log = Arc::default();
+    assert_eq!(open(&dir, &cache, PASSWORD, &log).unwrap().key_id(), first);
+    let l = log.lock().unwrap().clone();
+    assert_eq!(key_listings(&log), 0, "{l:?}");
+    assert_eq!(l.iter().filter(|s| *s == "read key").count(), 1, "{l:?}");
+
+    // Another password: the hinted key does not open, the listing finds
+    // the other, which is remembered from then on.
+    let log: Log = Arc::default();
+    let r = open(&dir, &cache, b"another password", &log).unwrap();
+    assert_eq!(r.key_id(), second);
+    assert_eq!(key_listings(&log), 1);
+    drop(r);
+    let log: Log = Arc::default();
+    assert_eq!(
+        open(&dir, &cache, b"another password", &log)
+            .unwrap()
+            .key_id(),
+        second
+    );
+    assert_eq!(key_listings(&log), 0);
+
+    // A wrong password is refused, hint or not.
+    let log: Log = Arc::default();
+    assert!(matches!(
+        open(&dir, &cache, b"wrong", &log),
+        Err(Error::WrongPassword)
+    ));
+
+    // The remembered key removed: the listing finds the one left.
+    let r = open(&dir, &cache, PASSWORD, &Log::default()).unwrap();
+    r.remove_key(&second).unwrap();
+    drop(r);
+    let log: Log = Arc::default();
+    assert!(matches!(
+        open(&dir, &cache, b"another password", &log),
+        Err(Error::WrongPassword)
+    ));
+    assert_eq!(key_listings(&log), 1);
+    assert_eq!(open(&dir, &cache, PASSWORD, &log).unwrap().key_id(), first);
+}
