@@ -137,7 +137,11 @@ pub use repository::{ContentParams, InitOptions, OpenOptions, Repository, Snapsh
 pub use unattended::ServiceToken;
 
 // Backup and restore.
-pub use backup::{Backup, BackupOutcome, ParentChoice, normalize_path};
+pub use backup::{
+    Backup, BackupOutcome, DeltaSource, ParentChoice, REFERENCES_SUFFIX, normalize_path,
+};
+pub use compress::MAX_DELTA_REFS;
+pub use repository::MAX_DELTA_DEPTH;
 pub use reader::FileReader;
 pub use restore::{Overwrite, Restore, RestoreSummary};
 

@@ -26,6 +26,9 @@ use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
 use crate::warning::Warning;
 
+mod delta;
+pub use delta::MAX_DELTA_DEPTH;
+
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -1010,7 +1013,7 @@ impl Repository {
             sealed,
             e.raw_length,
             plain,
-            &self.dicts,
+            &self.blob_sources(),
         )
         .map_err(|err| self.blob_error(pack, &e.id, err))
     }
@@ -1105,7 +1108,7 @@ impl Repository {
             &mut sealed,
             e.raw_length,
             &mut plain,
-            &self.dicts,
+            &self.blob_sources(),
         );
         let tree = opened.ok().and_then(|()| Tree::decode(&plain).ok());
         match (tree, copy) {
@@ -1397,7 +1400,36 @@ impl Packer<'_> {
                 DictState::Unknown | DictState::Off => {}
             }
         }
-        self.store(kind, id, plaintext, dict.as_deref())
+        self.store(kind, id, plaintext, dict.as_deref(), &[])
+    }
+
+    /// [`Packer::save`] for a data blob, delta-compressed against `refs`
+    /// when that is shorter (SPEC §6.6). Not held back for training.
+    pub fn save_with_references(
+        &self,
+        id: BlobId,
+        plaintext: &[u8],
+        refs: &[(BlobId, &[u8])],
+    ) -> Result<u64> {
+        if refs.is_empty() {
+            return self.save(BlobKind::Data, id, plaintext);
+        }
+        if !self.repo.index.claim(&id)? {
+            return Ok(0);
+        }
+        let dict = if plaintext.len() <= dict::SMALL_BLOB_MAX {
+            let mut st = self.dict.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*st, DictState::Unknown) {
+                *st = self.repo.initial_dict_state()?;
+            }
+            match &*st {
+                DictState::Use(d) => Some(Arc::clone(d)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        self.store(BlobKind::Data, id, plaintext, dict.as_deref(), refs)
     }
 
     /// Trains a dictionary on the blobs collected in `st` and seals them
@@ -1430,7 +1462,7 @@ impl Packer<'_> {
         }
         drop(st);
         for (id, plain) in &blobs {
-            let n = self.store(BlobKind::Data, *id, plain, trained.as_deref())?;
+            let n = self.store(BlobKind::Data, *id, plain, trained.as_deref(), &[])?;
             let reported = (plain.len() + crate::format::SEAL_OVERHEAD) as i64;
             self.packed_adjust
                 .fetch_add(n as i64 - reported, std::sync::atomic::Ordering::Relaxed);
@@ -1445,6 +1477,7 @@ impl Packer<'_> {
         id: BlobId,
         plaintext: &[u8],
         dict: Option<&Dictionary>,
+        refs: &[(BlobId, &[u8])],
     ) -> Result<u64> {
         thread_local! {
             // Compression and encryption happen in this buffer, reused per
@@ -1457,15 +1490,27 @@ impl Packer<'_> {
         };
         let (n, full) = SEALED.with(|b| {
             let mut sealed = b.borrow_mut();
-            blob::seal_blob_into_with(
-                self.repo.data_keys(),
-                kind,
-                &id,
-                plaintext,
-                level,
-                dict,
-                &mut sealed,
-            );
+            if refs.is_empty() {
+                blob::seal_blob_into_with(
+                    self.repo.data_keys(),
+                    kind,
+                    &id,
+                    plaintext,
+                    level,
+                    dict,
+                    &mut sealed,
+                );
+            } else {
+                blob::seal_blob_into_delta(
+                    self.repo.data_keys(),
+                    &id,
+                    plaintext,
+                    level,
+                    dict,
+                    refs,
+                    &mut sealed,
+                );
+            }
             if kind == BlobKind::Tree {
                 // For the next backup's comparison with this one; only a
                 // tree the index names is ever looked up (SPEC §12).
