@@ -555,4 +555,58 @@ mod tests {
         compress_into_dict(&text, 0, &d, &mut z);
         assert_eq!(z[0], MARKER_RAW);
     }
+
+    /// Resolves one reference, `[0x11; 32]`, to [`REF_TEXT`].
+    struct OneRef;
+    const REF_TEXT: &[u8] = b"the quick brown fox jumps over the lazy dog; \
+        the quick brown fox jumps over the lazy dog; 0123456789";
+    impl DictionarySource for OneRef {
+        fn dictionary(&self, r: DictRef) -> Result<Arc<Dictionary>, FormatError> {
+            NoDictionaries.dictionary(r)
+        }
+        fn reference(&self, id: &BlobId) -> Result<Vec<u8>, FormatError> {
+            if *id.as_bytes() == [0x11; 32] {
+                Ok(REF_TEXT.to_vec())
+            } else {
+                NoDictionaries.reference(id)
+            }
+        }
+    }
+
+    #[test]
+    fn delta_round_trip_bounds_and_golden_vector() {
+        let id = BlobId::from_bytes([0x11; 32]);
+        let data = b"the quick brown fox jumps over the lazy cat; \
+            the quick brown fox jumps over the lazy dog; 0123456789!";
+        let p = compress_delta(data, 3, &[(id, REF_TEXT)]).unwrap();
+        assert_eq!(&p[..2], &[MARKER_ZSTD_DELTA, 1]);
+        assert!(p.len() < compress(data, 3).len(), "{}", p.len());
+        assert_eq!(decompress_with(&p, data.len(), &OneRef).unwrap(), data);
+        // Bounded before any reference is read; unresolvable references fail.
+        assert!(matches!(
+            decompress_with(&p, data.len() - 1, &OneRef),
+            Err(FormatError::TooLarge { .. })
+        ));
+        assert!(decompress(&p, data.len()).is_err());
+        for bad in [&[MARKER_ZSTD_DELTA][..], &[MARKER_ZSTD_DELTA, 0], &[MARKER_ZSTD_DELTA, 5]] {
+            assert!(decompress_with(bad, 100, &OneRef).is_err());
+        }
+        // SPEC §20 (s): this payload decodes to `data` with REF_TEXT as the
+        // reference's plaintext, whatever encoder wrote it.
+        let golden = hex::decode(GOLDEN).unwrap();
+        assert_eq!(decompress_with(&golden, data.len(), &OneRef).unwrap(), data);
+    }
+
+    const GOLDEN: &str = "03011111111111111111111111111111111111111111111111111111111111111111\
+        28b52ffd2065950000306361743b2021030067e840a84aad4b1504";
+
+    fn decompress_with(
+        stored: &[u8],
+        max: usize,
+        src: &dyn DictionarySource,
+    ) -> Result<Vec<u8>, FormatError> {
+        let mut out = Vec::new();
+        decompress_into_with(stored, max, &mut out, src)?;
+        Ok(out)
+    }
 }

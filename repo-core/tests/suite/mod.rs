@@ -10,6 +10,7 @@ mod connections;
 mod copy;
 mod corruption;
 mod corruption_sweep;
+mod delta;
 mod dictionary;
 mod epochs;
 mod fault_model;
