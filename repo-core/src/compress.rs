@@ -397,7 +397,8 @@ pub fn compress_delta(data: &[u8], level: i32, refs: &[(BlobId, &[u8])]) -> Opti
         return None;
     }
     let prefix: Vec<u8> = refs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-    let mut out = Vec::with_capacity(2 + 32 * refs.len() + zstd::zstd_safe::compress_bound(data.len()));
+    let mut out =
+        Vec::with_capacity(2 + 32 * refs.len() + zstd::zstd_safe::compress_bound(data.len()));
     out.push(MARKER_ZSTD_DELTA);
     out.push(refs.len() as u8);
     for (id, _) in refs {
@@ -588,7 +589,11 @@ mod tests {
             Err(FormatError::TooLarge { .. })
         ));
         assert!(decompress(&p, data.len()).is_err());
-        for bad in [&[MARKER_ZSTD_DELTA][..], &[MARKER_ZSTD_DELTA, 0], &[MARKER_ZSTD_DELTA, 5]] {
+        for bad in [
+            &[MARKER_ZSTD_DELTA][..],
+            &[MARKER_ZSTD_DELTA, 0],
+            &[MARKER_ZSTD_DELTA, 5],
+        ] {
             assert!(decompress_with(bad, 100, &OneRef).is_err());
         }
         // SPEC §20 (s): this payload decodes to `data` with REF_TEXT as the

@@ -141,8 +141,8 @@ pub use backup::{
     Backup, BackupOutcome, DeltaSource, ParentChoice, REFERENCES_SUFFIX, normalize_path,
 };
 pub use compress::MAX_DELTA_REFS;
-pub use repository::MAX_DELTA_DEPTH;
 pub use reader::FileReader;
+pub use repository::MAX_DELTA_DEPTH;
 pub use restore::{Overwrite, Restore, RestoreSummary};
 
 // The audit trail (SPEC §31).

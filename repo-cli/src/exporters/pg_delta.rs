@@ -171,7 +171,9 @@ impl DeltaSource for PgDelta<'_> {
         // members (headers), the same offset.
         let at = {
             let now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-            let i = now.members.partition_point(|(_, start, _)| *start <= offset);
+            let i = now
+                .members
+                .partition_point(|(_, start, _)| *start <= offset);
             i.checked_sub(1)
                 .map(|i| &now.members[i])
                 .filter(|(_, start, size)| offset < start + size)

@@ -40,7 +40,9 @@ impl DictionarySource for BlobSources<'_> {
             reason: format!("{}: {reason}", id.short()),
         };
         if depth >= MAX_DELTA_DEPTH {
-            return Err(fail(format!("more than {MAX_DELTA_DEPTH} references in a row")));
+            return Err(fail(format!(
+                "more than {MAX_DELTA_DEPTH} references in a row"
+            )));
         }
         DEPTH.set(depth + 1);
         let r = self

@@ -102,7 +102,10 @@ fn backup(repo: &Repository, data: &[u8], prev: Option<&SnapshotEntry>, t: i64) 
 fn dump(repo: &Repository, s: &SnapshotEntry) -> Vec<u8> {
     let node = repo.find_node(&s.snapshot.tree, PATH).unwrap();
     let mut out = Vec::new();
-    repo.read_node(&node).unwrap().read_to_end(&mut out).unwrap();
+    repo.read_node(&node)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -128,7 +131,12 @@ fn a_delta_chain_restores_byte_identically_and_costs_a_fraction() {
     }
     // Without deltas, the same second generation costs most of a first.
     let (_b2, plain) = init_memory();
-    plain.backup().stream(PATH, &days[0][..]).profile("tiny").run().unwrap();
+    plain
+        .backup()
+        .stream(PATH, &days[0][..])
+        .profile("tiny")
+        .run()
+        .unwrap();
     let whole = plain
         .backup()
         .stream(PATH, &days[1][..])
@@ -146,7 +154,10 @@ fn a_delta_chain_restores_byte_identically_and_costs_a_fraction() {
     }
     // Later generations list the references they need beside the stream.
     let refs = repo
-        .find_node(&snaps[3].snapshot.tree, format!("{PATH}{REFERENCES_SUFFIX}"))
+        .find_node(
+            &snaps[3].snapshot.tree,
+            format!("{PATH}{REFERENCES_SUFFIX}"),
+        )
         .unwrap();
     assert!(!refs.content.is_empty());
     check_clean(&repo).unwrap();
