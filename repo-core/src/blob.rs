@@ -163,11 +163,11 @@ pub fn seal_blob_into_delta(
         Some(d) => compress::compress_into_dict(plaintext, level, d, out),
         None => compress::compress_into(plaintext, level, out),
     }
-    if let Some(d) = compress::compress_delta(plaintext, level, refs) {
-        if d.len() < out.len() - crate::format::NONCE_LEN {
-            out.truncate(crate::format::NONCE_LEN);
-            out.extend_from_slice(&d);
-        }
+    if let Some(d) = compress::compress_delta(plaintext, level, refs)
+        && d.len() < out.len() - crate::format::NONCE_LEN
+    {
+        out.truncate(crate::format::NONCE_LEN);
+        out.extend_from_slice(&d);
     }
     key.seal_in_place(&blob_ad(BlobKind::Data, id), out);
 }
