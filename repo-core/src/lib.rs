@@ -177,6 +177,7 @@ pub use prune::{CondemnReason, Condemned, PendingMark, PruneOptions, PrunePlan, 
 pub use rekey::{RekeyOptions, RekeyRemaining, RekeyReport, RekeyedSnapshot};
 
 // Archived PostgreSQL WAL (SPEC §28).
+pub use wal::RECOMPRESS_LEVEL as WAL_RECOMPRESS_LEVEL;
 pub use wal::{
     Archived, BASE_BACKUP_TAG, BadWalName, BaseBackupRef, ClusterReport, SegmentHeader,
     TimelineHistory, TimelineReport, WalError, WalFileKind, WalFileName, WalGap, WalListing,

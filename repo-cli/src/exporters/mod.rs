@@ -6,6 +6,7 @@
 pub mod pg_base;
 pub mod pg_delta;
 pub mod pg_globals;
+pub mod pg_recompress;
 pub mod pg_target;
 pub mod postgres;
 pub mod process;

@@ -396,6 +396,9 @@ pub struct PitrFacts {
     pub wal: Option<WalSummary>,
     /// The server's archiver statistics.
     pub archiver: Option<ArchiverStats>,
+    /// Segments compressed again since the previous base backup (SPEC §28.6).
+    #[serde(default)]
+    pub wal_recompressed: Option<super::pg_recompress::WalRecompressed>,
 }
 
 /// How to take a base backup.

@@ -564,7 +564,35 @@ fn a_second_base_backup_is_stored_as_deltas_that_outlive_the_first() {
         .output()
         .expect("pgbench");
     check(&out, "pgbench");
-    let second = json(&cairn_pg(&env, &["basebackup", "--dsn", &dsn, "--fast"]));
+    // Run by the server's user, as a plan would: WAL recompression (SPEC
+    // §28.6) replaces only objects of its own user.
+    let first_r = &first["wal_recompressed"];
+    if is_root() {
+        assert_eq!(first_r["files"], 0, "{first}");
+        assert!(
+            first_r["skipped_other_owner"].as_u64().unwrap() >= 1,
+            "{first}"
+        );
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(env.dir.path())
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    let second = json(
+        &as_pg_user(Path::new(env!("CARGO_BIN_EXE_cairn")))
+            .arg("-r")
+            .arg(env.repo())
+            .arg("--cache-dir")
+            .arg(env.path("pg-cache"))
+            .arg("--password-file")
+            .arg(password_file(&env))
+            .args(["--json", "pg", "basebackup", "--dsn", &dsn, "--fast"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn"),
+    );
     // Without deltas the second stores most of what the first did.
     assert!(
         stored(&second) * 4 < stored(&first),
@@ -582,8 +610,35 @@ fn a_second_base_backup_is_stored_as_deltas_that_outlive_the_first() {
         "{}",
         String::from_utf8_lossy(&ls.stdout)
     );
+    // The day's WAL, archived at level 1, was compressed again (SPEC §28.6).
+    let r = &second["wal_recompressed"];
+    assert!(r["files"].as_u64().unwrap() >= 1, "{second}");
+    assert!(
+        r["bytes_after"].as_u64().unwrap() < r["bytes_before"].as_u64().unwrap(),
+        "{second}"
+    );
     let final_numbers = pg.sql("postgres", NUMBERS);
     switch_and_wait_archived(&pg);
+
+    // The first base backup recovers through the recompressed segments.
+    let work = pg_dir(env.dir.path(), "restores");
+    let first_id = first["snapshots"][0]["snapshot_id"].as_str().unwrap();
+    let pgdata = work.join("first");
+    json(&cairn_pg(
+        &env,
+        &[
+            "restore-cluster",
+            first_id,
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--owner",
+            "postgres",
+        ],
+    ));
+    let sock = pg_dir(&work, "first-sock");
+    let server = Restored::start(&pg.bindir, &pgdata, &sock);
+    assert_eq!(server.sql(NUMBERS), final_numbers);
+    drop(server);
 
     assert_success(&env.run(["forget", "--keep-last", "1", "--tag", "postgres-base"]));
     assert_success(&env.run(["prune", "--grace", "0s"]));
@@ -596,7 +651,6 @@ fn a_second_base_backup_is_stored_as_deltas_that_outlive_the_first() {
     );
     assert_success(&env.run(["check", "--read-data"]));
 
-    let work = pg_dir(env.dir.path(), "restores");
     let pgdata = work.join("delta");
     json(&cairn_pg(
         &env,
