@@ -1400,22 +1400,24 @@ impl Packer<'_> {
                 DictState::Unknown | DictState::Off => {}
             }
         }
-        self.store(kind, id, plaintext, dict.as_deref(), &[])
+        Ok(self.store(kind, id, plaintext, dict.as_deref(), &[])?.0)
     }
 
     /// [`Packer::save`] for a data blob, delta-compressed against `refs`
-    /// when that is shorter (SPEC §6.6). Not held back for training.
+    /// when that is shorter (SPEC §6.6). Not held back for training. Also
+    /// says whether it was stored as a delta.
     pub fn save_with_references(
         &self,
         id: BlobId,
         plaintext: &[u8],
         refs: &[(BlobId, &[u8])],
-    ) -> Result<u64> {
-        if refs.is_empty() {
-            return self.save(BlobKind::Data, id, plaintext);
+    ) -> Result<(u64, bool)> {
+        // Marker 3 needs a version-2 repository, as dictionaries do.
+        if refs.is_empty() || !self.repo.config.dictionaries() {
+            return Ok((self.save(BlobKind::Data, id, plaintext)?, false));
         }
         if !self.repo.index.claim(&id)? {
-            return Ok(0);
+            return Ok((0, false));
         }
         let dict = if plaintext.len() <= dict::SMALL_BLOB_MAX {
             let mut st = self.dict.lock().unwrap_or_else(|e| e.into_inner());
@@ -1462,7 +1464,7 @@ impl Packer<'_> {
         }
         drop(st);
         for (id, plain) in &blobs {
-            let n = self.store(BlobKind::Data, *id, plain, trained.as_deref(), &[])?;
+            let (n, _) = self.store(BlobKind::Data, *id, plain, trained.as_deref(), &[])?;
             let reported = (plain.len() + crate::format::SEAL_OVERHEAD) as i64;
             self.packed_adjust
                 .fetch_add(n as i64 - reported, std::sync::atomic::Ordering::Relaxed);
@@ -1478,7 +1480,7 @@ impl Packer<'_> {
         plaintext: &[u8],
         dict: Option<&Dictionary>,
         refs: &[(BlobId, &[u8])],
-    ) -> Result<u64> {
+    ) -> Result<(u64, bool)> {
         thread_local! {
             // Compression and encryption happen in this buffer, reused per
             // thread: a fresh megabyte per chunk costs page faults.
@@ -1488,8 +1490,9 @@ impl Packer<'_> {
             BlobKind::Data => self.repo.config.compression_level,
             BlobKind::Tree => self.repo.config.compression_level.max(1),
         };
-        let (n, full) = SEALED.with(|b| {
+        let (n, full, delta) = SEALED.with(|b| {
             let mut sealed = b.borrow_mut();
+            let mut delta = false;
             if refs.is_empty() {
                 blob::seal_blob_into_with(
                     self.repo.data_keys(),
@@ -1501,7 +1504,7 @@ impl Packer<'_> {
                     &mut sealed,
                 );
             } else {
-                blob::seal_blob_into_delta(
+                delta = blob::seal_blob_into_delta(
                     self.repo.data_keys(),
                     &id,
                     plaintext,
@@ -1526,12 +1529,12 @@ impl Packer<'_> {
             if sealed.capacity() > MAX_KEPT_BUFFER {
                 *sealed = Vec::new();
             }
-            (n, full)
+            (n, full, delta)
         });
         if let Some(w) = full {
             self.upload(w)?;
         }
-        Ok(n)
+        Ok((n, delta))
     }
 
     /// Finishes `w` and starts writing it in the background, once fewer

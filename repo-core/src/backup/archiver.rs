@@ -503,12 +503,17 @@ impl<'a> Archiver<'a> {
                             .take(crate::compress::MAX_DELTA_REFS)
                             .map(|(r, p)| (*r, p.as_slice()))
                             .collect();
-                        let added = self.packer.save_with_references(id, chunk, &refs)?;
+                        let (added, delta) = self.packer.save_with_references(id, chunk, &refs)?;
                         if added > 0 {
+                            let refs = if delta {
+                                refs.iter().map(|(r, _)| *r).collect()
+                            } else {
+                                Vec::new()
+                            };
                             self.fresh
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .insert(id, refs.iter().map(|(r, _)| *r).collect());
+                                .insert(id, refs);
                         }
                         Ok((id, added))
                     })

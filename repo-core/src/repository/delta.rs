@@ -39,6 +39,11 @@ impl DictionarySource for BlobSources<'_> {
             what: "delta reference",
             reason: format!("{}: {reason}", id.short()),
         };
+        if !self.repo.config().dictionaries() {
+            return Err(fail(
+                "delta blobs do not occur in a version-1 repository".into(),
+            ));
+        }
         if depth >= MAX_DELTA_DEPTH {
             return Err(fail(format!(
                 "more than {MAX_DELTA_DEPTH} references in a row"

@@ -204,3 +204,24 @@ fn a_copy_of_a_delta_snapshot_restores_in_a_repository_without_its_references() 
     assert!(dump(&dst, &copied[0]) == b);
     check_clean(&dst).unwrap();
 }
+
+#[test]
+fn a_version_1_repository_gets_no_delta_blobs() {
+    let b = repo_core::MemoryBackend::new();
+    let opts = repo_core::InitOptions {
+        dictionary: false,
+        ..cairn_testkit::repo::init_options()
+    };
+    let repo = Repository::init(b, cairn_testkit::PASSWORD, opts).unwrap();
+    let a = table(64, 31);
+    let b = next_day(&a, 32);
+    let sa = backup(&repo, &a, None, 0);
+    let sb = backup(&repo, &b, Some(&sa), 1);
+    assert!(dump(&repo, &sb) == b);
+    // Nothing was stored as a delta, so nothing needs references.
+    assert!(
+        repo.find_node(&sb.snapshot.tree, format!("{PATH}{REFERENCES_SUFFIX}"))
+            .is_err()
+    );
+    check_clean(&repo).unwrap();
+}
