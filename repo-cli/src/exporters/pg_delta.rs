@@ -20,7 +20,7 @@ pub const DEPTH_KEY: &str = "pg.delta_depth";
 
 /// A base backup at this depth is followed by one compressed alone, so a
 /// restore reads at most this many references per chunk.
-pub const MAX_DEPTH: u32 = 6;
+pub const MAX_DEPTH: u32 = 3;
 
 /// Reference plaintexts kept in memory (neighbouring chunks share them).
 const CACHE: usize = 256;
