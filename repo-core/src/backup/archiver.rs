@@ -498,10 +498,17 @@ impl<'a> Archiver<'a> {
                             return Ok((id, 0));
                         }
                         let refs = delta.references(at, chunk);
-                        let refs: Vec<(BlobId, &[u8])> = refs
-                            .iter()
+                        // Only stored blobs, never itself: else it could not be read.
+                        let mut known = Vec::with_capacity(refs.len());
+                        for (r, p) in &refs {
+                            if *r != id && self.repo.index().has(r)? {
+                                known.push((*r, p));
+                            }
+                        }
+                        let refs: Vec<(BlobId, &[u8])> = known
+                            .into_iter()
                             .take(crate::compress::MAX_DELTA_REFS)
-                            .map(|(r, p)| (*r, p.as_slice()))
+                            .map(|(r, p)| (r, p.as_slice()))
                             .collect();
                         let (added, delta) = self.packer.save_with_references(id, chunk, &refs)?;
                         if added > 0 {

@@ -225,3 +225,59 @@ fn a_version_1_repository_gets_no_delta_blobs() {
     );
     check_clean(&repo).unwrap();
 }
+
+/// Names one fixed reference for every chunk, whatever it is.
+struct Fixed(BlobId, Arc<Vec<u8>>);
+
+impl DeltaSource for Fixed {
+    fn references(&self, _: u64, _: &[u8]) -> Vec<(BlobId, Arc<Vec<u8>>)> {
+        vec![(self.0, self.1.clone())]
+    }
+}
+
+#[test]
+fn missing_references_are_not_used_and_chains_too_deep_are_refused() {
+    use repo_core::unstable::RepositoryInternals as _;
+    let (_b, repo) = init_memory();
+    let one = |data: &[u8], src: &dyn DeltaSource, t: i64| {
+        repo.backup()
+            .stream(PATH, data)
+            .profile("tiny")
+            .delta_source(src)
+            .time_ns(1_700_000_000_000_000_000 + t)
+            .run()
+    };
+    // Incompressible alone, one byte apart: each is a delta of the other.
+    let a = super::random_bytes(3000, 41);
+    let mut b = a.clone();
+    b[1500] ^= 1;
+    let idb = repo.hasher().chunk_id(&b);
+    // A reference that is nowhere is not used.
+    let s = one(&a, &Fixed(idb, Arc::new(b.clone())), 0).unwrap();
+    let ida = repo.hasher().chunk_id(&a);
+    assert_ne!(repo.stored_payload(&ida).unwrap()[0], 3);
+    assert!(dump(&repo, &s.snapshot) == a);
+    // A chain of generations, each a delta of the one before: readable up
+    // to MAX_DELTA_DEPTH references in a row, refused beyond.
+    let max = repo_core::MAX_DELTA_DEPTH as usize;
+    let mut data = super::random_bytes(3000, 42);
+    let mut prev: Option<Fixed> = None;
+    for i in 0..=max + 1 {
+        data[i] ^= 0x55;
+        let none = Fixed(BlobId::from_bytes([0; 32]), Arc::new(Vec::new()));
+        let r = one(&data, prev.as_ref().unwrap_or(&none), 1 + i as i64);
+        let id = repo.hasher().chunk_id(&data);
+        if i <= max {
+            let s = r.unwrap_or_else(|e| panic!("generation {i}: {e}"));
+            assert!(dump(&repo, &s.snapshot) == data, "generation {i}");
+            if i > 0 {
+                assert_eq!(repo.stored_payload(&id).unwrap()[0], 3, "generation {i}");
+            }
+        } else {
+            let err = r.unwrap_err().to_string();
+            assert!(err.contains("deeper than"), "{err}");
+        }
+        prev = Some(Fixed(id, Arc::new(data.clone())));
+    }
+    check_clean(&repo).unwrap();
+}
