@@ -145,6 +145,37 @@ pub fn seal_blob_into_with(
     key.seal_in_place(&blob_ad(kind, id), out);
 }
 
+/// [`seal_blob_into_with`] for a data blob, delta-compressed against
+/// `refs` (SPEC §6.6) when that is shorter than compressing it alone;
+/// whether it was.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_blob_into_delta(
+    key: &crate::crypto::DataKeys,
+    id: &BlobId,
+    plaintext: &[u8],
+    level: i32,
+    dict: Option<&Dictionary>,
+    refs: &[(BlobId, &[u8])],
+    out: &mut Vec<u8>,
+) -> bool {
+    out.clear();
+    out.resize(crate::format::NONCE_LEN, 0);
+    match dict {
+        Some(d) => compress::compress_into_dict(plaintext, level, d, out),
+        None => compress::compress_into(plaintext, level, out),
+    }
+    let mut used = false;
+    if let Some(d) = compress::compress_delta(plaintext, level, refs)
+        && d.len() < out.len() - crate::format::NONCE_LEN
+    {
+        out.truncate(crate::format::NONCE_LEN);
+        out.extend_from_slice(&d);
+        used = true;
+    }
+    key.seal_in_place(&blob_ad(BlobKind::Data, id), out);
+    used
+}
+
 /// Opens a blob and verifies its length and id.
 pub fn open_blob(
     key: &crate::crypto::DataKeys,

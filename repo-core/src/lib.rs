@@ -138,8 +138,12 @@ pub use repository::{ContentParams, InitOptions, OpenOptions, Repository, Snapsh
 pub use unattended::ServiceToken;
 
 // Backup and restore.
-pub use backup::{Backup, BackupOutcome, ParentChoice, normalize_path};
+pub use backup::{
+    Backup, BackupOutcome, DeltaSource, ParentChoice, REFERENCES_SUFFIX, normalize_path,
+};
+pub use compress::MAX_DELTA_REFS;
 pub use reader::FileReader;
+pub use repository::MAX_DELTA_DEPTH;
 pub use restore::{Overwrite, Restore, RestoreSummary};
 
 // The audit trail (SPEC §31).
@@ -174,6 +178,7 @@ pub use prune::{CondemnReason, Condemned, PendingMark, PruneOptions, PrunePlan, 
 pub use rekey::{RekeyOptions, RekeyRemaining, RekeyReport, RekeyedSnapshot};
 
 // Archived PostgreSQL WAL (SPEC §28).
+pub use wal::RECOMPRESS_LEVEL as WAL_RECOMPRESS_LEVEL;
 pub use wal::{
     Archived, BASE_BACKUP_TAG, BadWalName, BaseBackupRef, ClusterReport, SegmentHeader,
     TimelineHistory, TimelineReport, WalError, WalFileKind, WalFileName, WalGap, WalListing,

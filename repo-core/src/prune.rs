@@ -570,7 +570,7 @@ impl Repository {
                     &e.id,
                     sealed,
                     e.raw_length,
-                    self.dictionaries(),
+                    &self.blob_sources(),
                 )
                 .map_err(|err| self.blob_error(c.pack, &e.id, err))?;
                 let resealed = blob::resealed_for_new_pack(key, e.kind, &e.id, sealed);

@@ -148,7 +148,7 @@ impl Repository {
                     &e.id,
                     sealed,
                     e.raw_length,
-                    self.dictionaries(),
+                    &self.blob_sources(),
                 ) {
                     Ok(_) => {
                         let resealed = blob::resealed_for_new_pack(key, e.kind, &e.id, sealed);

@@ -26,6 +26,9 @@ use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
 use crate::warning::Warning;
 
+mod delta;
+pub use delta::MAX_DELTA_DEPTH;
+
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -1041,7 +1044,7 @@ impl Repository {
             sealed,
             e.raw_length,
             plain,
-            &self.dicts,
+            &self.blob_sources(),
         )
         .map_err(|err| self.blob_error(pack, &e.id, err))
     }
@@ -1136,7 +1139,7 @@ impl Repository {
             &mut sealed,
             e.raw_length,
             &mut plain,
-            &self.dicts,
+            &self.blob_sources(),
         );
         let tree = opened.ok().and_then(|()| Tree::decode(&plain).ok());
         match (tree, copy) {
@@ -1428,7 +1431,38 @@ impl Packer<'_> {
                 DictState::Unknown | DictState::Off => {}
             }
         }
-        self.store(kind, id, plaintext, dict.as_deref())
+        Ok(self.store(kind, id, plaintext, dict.as_deref(), &[])?.0)
+    }
+
+    /// [`Packer::save`] for a data blob, delta-compressed against `refs`
+    /// when that is shorter (SPEC §6.6). Not held back for training. Also
+    /// says whether it was stored as a delta.
+    pub fn save_with_references(
+        &self,
+        id: BlobId,
+        plaintext: &[u8],
+        refs: &[(BlobId, &[u8])],
+    ) -> Result<(u64, bool)> {
+        // Marker 3 needs a version-2 repository, as dictionaries do.
+        if refs.is_empty() || !self.repo.config.dictionaries() {
+            return Ok((self.save(BlobKind::Data, id, plaintext)?, false));
+        }
+        if !self.repo.index.claim(&id)? {
+            return Ok((0, false));
+        }
+        let dict = if plaintext.len() <= dict::SMALL_BLOB_MAX {
+            let mut st = self.dict.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*st, DictState::Unknown) {
+                *st = self.repo.initial_dict_state()?;
+            }
+            match &*st {
+                DictState::Use(d) => Some(Arc::clone(d)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        self.store(BlobKind::Data, id, plaintext, dict.as_deref(), refs)
     }
 
     /// Trains a dictionary on the blobs collected in `st` and seals them
@@ -1461,7 +1495,7 @@ impl Packer<'_> {
         }
         drop(st);
         for (id, plain) in &blobs {
-            let n = self.store(BlobKind::Data, *id, plain, trained.as_deref())?;
+            let (n, _) = self.store(BlobKind::Data, *id, plain, trained.as_deref(), &[])?;
             let reported = (plain.len() + crate::format::SEAL_OVERHEAD) as i64;
             self.packed_adjust
                 .fetch_add(n as i64 - reported, std::sync::atomic::Ordering::Relaxed);
@@ -1476,7 +1510,8 @@ impl Packer<'_> {
         id: BlobId,
         plaintext: &[u8],
         dict: Option<&Dictionary>,
-    ) -> Result<u64> {
+        refs: &[(BlobId, &[u8])],
+    ) -> Result<(u64, bool)> {
         thread_local! {
             // Compression and encryption happen in this buffer, reused per
             // thread: a fresh megabyte per chunk costs page faults.
@@ -1486,17 +1521,30 @@ impl Packer<'_> {
             BlobKind::Data => self.repo.config.compression_level,
             BlobKind::Tree => self.repo.config.compression_level.max(1),
         };
-        let (n, full) = SEALED.with(|b| {
+        let (n, full, delta) = SEALED.with(|b| {
             let mut sealed = b.borrow_mut();
-            blob::seal_blob_into_with(
-                self.repo.data_keys(),
-                kind,
-                &id,
-                plaintext,
-                level,
-                dict,
-                &mut sealed,
-            );
+            let mut delta = false;
+            if refs.is_empty() {
+                blob::seal_blob_into_with(
+                    self.repo.data_keys(),
+                    kind,
+                    &id,
+                    plaintext,
+                    level,
+                    dict,
+                    &mut sealed,
+                );
+            } else {
+                delta = blob::seal_blob_into_delta(
+                    self.repo.data_keys(),
+                    &id,
+                    plaintext,
+                    level,
+                    dict,
+                    refs,
+                    &mut sealed,
+                );
+            }
             if kind == BlobKind::Tree {
                 // For the next backup's comparison with this one; only a
                 // tree the index names is ever looked up (SPEC §12).
@@ -1512,12 +1560,12 @@ impl Packer<'_> {
             if sealed.capacity() > MAX_KEPT_BUFFER {
                 *sealed = Vec::new();
             }
-            (n, full)
+            (n, full, delta)
         });
         if let Some(w) = full {
             self.upload(w)?;
         }
-        Ok(n)
+        Ok((n, delta))
     }
 
     /// Finishes `w` and starts writing it in the background, once fewer

@@ -48,6 +48,11 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
         },
     )?;
     let s = &outcome.snapshot.snapshot.summary;
+    // The snapshot is saved: a failure here costs space, not the backup.
+    let recompressed =
+        crate::exporters::pg_recompress::since_previous(&repo, &info, &outcome.snapshot.id)
+            .inspect_err(|e| out.warn(format!("cannot recompress archived WAL: {e:#}")))
+            .ok();
     // For monitoring: what the archive holds and what the server says of
     // its archiving. Neither is needed for the backup itself.
     let facts = base::PitrFacts {
@@ -57,6 +62,7 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
         archiver: base::archiver_stats(&server)
             .inspect_err(|e| out.warn(format!("cannot read pg_stat_archiver: {e:#}")))
             .ok(),
+        wal_recompressed: recompressed.clone(),
     };
     if let Some(a) = &facts.archiver
         && a.failed_count > 0
@@ -99,6 +105,14 @@ pub fn basebackup(g: &GlobalArgs, out: Output, a: &PgBasebackupArgs) -> Result<S
             output::bytes(s.bytes_added_packed),
             outcome.snapshot.id.short()
         ))?;
+        if let Some(r) = recompressed.filter(|r| r.files > 0) {
+            out.line(format!(
+                "archived WAL compressed again: {} segment(s), {} → {}",
+                r.files,
+                output::bytes(r.bytes_before),
+                output::bytes(r.bytes_after)
+            ))?;
+        }
     }
     Ok(Status::Ok)
 }

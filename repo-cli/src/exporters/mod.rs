@@ -4,7 +4,9 @@
 //! opens no sockets and starts no processes).
 
 pub mod pg_base;
+pub mod pg_delta;
 pub mod pg_globals;
+pub mod pg_recompress;
 pub mod pg_target;
 pub mod postgres;
 pub mod process;

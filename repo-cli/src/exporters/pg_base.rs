@@ -164,16 +164,19 @@ fn parse_size(s: &str) -> Result<u64> {
 
 /// What the tar stream revealed on its way into the repository.
 #[derive(Debug, Default)]
-struct Watched {
+pub(crate) struct Watched {
     label: Option<Vec<u8>>,
     manifest: Option<Vec<u8>>,
+    /// Regular members: name, offset of the data in the stream, size.
+    pub(crate) members: Vec<(String, u64, u64)>,
 }
 
 /// Passes a tar stream through unchanged while keeping the contents of
 /// the top-level `backup_label` and `backup_manifest` members.
-struct TarWatcher<R> {
+pub(crate) struct TarWatcher<R> {
     inner: R,
     found: Arc<Mutex<Watched>>,
+    pos: u64,
     header: Vec<u8>,
     /// Data bytes left in the current member, then its padding.
     data_left: u64,
@@ -183,10 +186,11 @@ struct TarWatcher<R> {
 }
 
 impl<R: Read> TarWatcher<R> {
-    fn new(inner: R, found: Arc<Mutex<Watched>>) -> Self {
+    pub(crate) fn new(inner: R, found: Arc<Mutex<Watched>>) -> Self {
         Self {
             inner,
             found,
+            pos: 0,
             header: Vec::with_capacity(512),
             data_left: 0,
             pad_left: 0,
@@ -205,6 +209,7 @@ impl<R: Read> TarWatcher<R> {
                     buf.extend_from_slice(&b[..n]);
                 }
                 self.data_left -= n as u64;
+                self.pos += n as u64;
                 b = &b[n..];
                 if self.data_left == 0
                     && let Some((is_label, buf)) = self.capture.take()
@@ -221,10 +226,12 @@ impl<R: Read> TarWatcher<R> {
                     .len()
                     .min(usize::try_from(self.pad_left).unwrap_or(usize::MAX));
                 self.pad_left -= n as u64;
+                self.pos += n as u64;
                 b = &b[n..];
             } else {
                 let n = b.len().min(512 - self.header.len());
                 self.header.extend_from_slice(&b[..n]);
+                self.pos += n as u64;
                 b = &b[n..];
                 if self.header.len() == 512 {
                     let h = std::mem::take(&mut self.header);
@@ -251,6 +258,10 @@ impl<R: Read> TarWatcher<R> {
         self.data_left = size;
         self.pad_left = (512 - size % 512) % 512;
         let regular = matches!(h[156], b'0' | 0);
+        if regular {
+            let mut f = self.found.lock().unwrap_or_else(|e| e.into_inner());
+            f.members.push((name.to_string(), self.pos, size));
+        }
         self.capture = match name {
             "backup_label" if regular && size <= MAX_CAPTURE => Some((true, Vec::new())),
             "backup_manifest" if regular && size <= MAX_CAPTURE => Some((false, Vec::new())),
@@ -266,6 +277,13 @@ impl<R: Read> TarWatcher<R> {
                 &mut f.manifest
             } = Some(buf);
         }
+    }
+}
+
+impl<R> TarWatcher<R> {
+    /// The reader it wraps.
+    pub(crate) fn into_inner(self) -> R {
+        self.inner
     }
 }
 
@@ -378,6 +396,9 @@ pub struct PitrFacts {
     pub wal: Option<WalSummary>,
     /// The server's archiver statistics.
     pub archiver: Option<ArchiverStats>,
+    /// Segments compressed again since the previous base backup (SPEC §28.6).
+    #[serde(default)]
+    pub wal_recompressed: Option<super::pg_recompress::WalRecompressed>,
 }
 
 /// How to take a base backup.
@@ -431,7 +452,8 @@ pub fn base_backup(
     if let Some(r) = &o.max_rate {
         cmd.arg("--max-rate").arg(r);
     }
-    let found = Arc::new(Mutex::new(Watched::default()));
+    let (delta, depth) = super::pg_delta::source(repo, system_identifier)?;
+    let found = delta.watched();
     let reader = TarWatcher::new(CommandReader::from_command(cmd)?, found.clone());
     let version = server.version_num;
     let late = move || -> io::Result<Vec<(String, String)>> {
@@ -458,7 +480,9 @@ pub fn base_backup(
             server_version_num: version,
             stop_time,
         };
-        Ok(info.metadata())
+        let mut m = info.metadata();
+        m.push((super::pg_delta::DEPTH_KEY.into(), depth.to_string()));
+        Ok(m)
     };
     let mut b = repo
         .backup()
@@ -466,6 +490,7 @@ pub fn base_backup(
         // PostgreSQL rewrites 8 KiB pages in place, scattered over its
         // files: the smallest chunks keep the untouched pages between them.
         .profile("tiny")
+        .delta_source(&delta)
         .tag(TAG)
         .metadata_after(late);
     for t in &o.tags {

@@ -544,6 +544,131 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
     );
 }
 
+/// After a day of pgbench most pages, so most chunks, changed; each is
+/// stored as a delta against the previous base backup's (SPEC §6.6), so the
+/// second costs a fraction of the first. Forgetting the first and pruning
+/// keeps what the second needs: check reads everything, and the cluster
+/// restores to the end of the WAL with the server's exact numbers.
+#[test]
+fn a_second_base_backup_is_stored_as_deltas_that_outlive_the_first() {
+    let env = Env::init();
+    let pg = archiving_server(&env);
+    let out = pgbench(&pg, &["-i", "-q", "-s", "2"])
+        .output()
+        .expect("pgbench -i");
+    check(&out, "pgbench -i");
+    let dsn = pg.dsn("postgres");
+    let stored = |v: &serde_json::Value| v["snapshots"][0]["bytes_added_packed"].as_u64().unwrap();
+    let first = json(&cairn_pg(&env, &["basebackup", "--dsn", &dsn, "--fast"]));
+    let out = pgbench(&pg, &["-c", "2", "-t", "1000", "-n"])
+        .output()
+        .expect("pgbench");
+    check(&out, "pgbench");
+    // Run by the server's user, as a plan would: WAL recompression (SPEC
+    // §28.6) replaces only objects of its own user.
+    let first_r = &first["wal_recompressed"];
+    if is_root() {
+        assert_eq!(first_r["files"], 0, "{first}");
+        assert!(
+            first_r["skipped_other_owner"].as_u64().unwrap() >= 1,
+            "{first}"
+        );
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(env.dir.path())
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    let second = json(
+        &as_pg_user(Path::new(env!("CARGO_BIN_EXE_cairn")))
+            .arg("-r")
+            .arg(env.repo())
+            .arg("--cache-dir")
+            .arg(env.path("pg-cache"))
+            .arg("--password-file")
+            .arg(password_file(&env))
+            .args(["--json", "pg", "basebackup", "--dsn", &dsn, "--fast"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cairn"),
+    );
+    // Without deltas the second stores most of what the first did.
+    assert!(
+        stored(&second) * 4 < stored(&first),
+        "second base backup stored {} bytes, the first {}",
+        stored(&second),
+        stored(&first)
+    );
+    let listed = env.json(["snapshots", "--tag", "postgres-base"]);
+    let newest = &listed.as_array().unwrap()[1];
+    assert_eq!(meta(newest, "pg.delta_depth"), Some("1"), "{newest}");
+    let ls = env.run(["ls", "latest"]);
+    assert_success(&ls);
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains("postgres/base.tar.references"),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+    // The day's WAL, archived at level 1, was compressed again (SPEC §28.6).
+    let r = &second["wal_recompressed"];
+    assert!(r["files"].as_u64().unwrap() >= 1, "{second}");
+    assert!(
+        r["bytes_after"].as_u64().unwrap() < r["bytes_before"].as_u64().unwrap(),
+        "{second}"
+    );
+    let final_numbers = pg.sql("postgres", NUMBERS);
+    switch_and_wait_archived(&pg);
+
+    // The first base backup recovers through the recompressed segments.
+    let work = pg_dir(env.dir.path(), "restores");
+    let first_id = first["snapshots"][0]["snapshot_id"].as_str().unwrap();
+    let pgdata = work.join("first");
+    json(&cairn_pg(
+        &env,
+        &[
+            "restore-cluster",
+            first_id,
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--owner",
+            "postgres",
+        ],
+    ));
+    let sock = pg_dir(&work, "first-sock");
+    let server = Restored::start(&pg.bindir, &pgdata, &sock);
+    assert_eq!(server.sql(NUMBERS), final_numbers);
+    drop(server);
+
+    assert_success(&env.run(["forget", "--keep-last", "1", "--tag", "postgres-base"]));
+    assert_success(&env.run(["prune", "--grace", "0s"]));
+    assert_eq!(
+        env.json(["snapshots", "--tag", "postgres-base"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_success(&env.run(["check", "--read-data"]));
+
+    let pgdata = work.join("delta");
+    json(&cairn_pg(
+        &env,
+        &[
+            "restore-cluster",
+            "latest",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--owner",
+            "postgres",
+        ],
+    ));
+    assert!(!pgdata.join("base.tar.references").exists());
+    let sock = pg_dir(&work, "delta-sock");
+    let server = Restored::start(&pg.bindir, &pgdata, &sock);
+    assert_eq!(server.sql(NUMBERS), final_numbers);
+}
+
 /// A plan's postgres-pitr source takes a base backup tagged with the plan
 /// and source, reports it in the metrics, and `cairn plan show` prints the
 /// archive_command for the plan's repository.

@@ -62,6 +62,8 @@ pub(crate) struct ArchiverSettings<'a> {
     pub profile: u8,
     pub progress: &'a dyn Progress,
     pub heartbeat: Option<&'a crate::lock::Heartbeat<'a>>,
+    /// References for delta compression of a stream (SPEC §6.6).
+    pub delta: Option<&'a dyn super::delta::DeltaSource>,
 }
 
 /// One backup run's walker and chunk pipeline.
@@ -74,6 +76,9 @@ pub(crate) struct Archiver<'a> {
     stats: Stats,
     warnings: Mutex<Vec<Warning>>,
     hardlinks: Mutex<LinkedContent>,
+    /// Blobs stored by this run with [`ArchiverSettings::delta`], and the
+    /// references each was offered (SPEC §6.6).
+    fresh: Mutex<std::collections::HashMap<BlobId, Vec<BlobId>>>,
 }
 
 /// Top-level selection: the absolute paths given, as a tree of components.
@@ -136,6 +141,7 @@ impl<'a> Archiver<'a> {
             stats: Stats::default(),
             warnings: Mutex::new(Vec::new()),
             hardlinks: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
         })
     }
 
@@ -465,17 +471,58 @@ impl<'a> Archiver<'a> {
             }
         }
         let mut ids = Vec::new();
+        let mut offset = 0u64;
         let r = self
             .chunker
             .stream_batches(reader, size_hint, |batch| -> Result<(), Fail> {
                 if let Some(h) = self.settings.heartbeat {
                     h.refresh().map_err(|e| Fail::Repo(e.into()))?;
                 }
+                let starts: Vec<u64> = batch
+                    .iter()
+                    .map(|c| {
+                        let at = offset;
+                        offset += c.len() as u64;
+                        at
+                    })
+                    .collect();
                 let saved: Vec<(BlobId, u64)> = batch
                     .par_iter()
-                    .map(|chunk| {
+                    .zip(starts)
+                    .map(|(chunk, at)| {
                         let id = self.repo.hasher().chunk_id(chunk);
-                        Ok((id, self.packer.save(BlobKind::Data, id, chunk)?))
+                        let Some(delta) = self.settings.delta else {
+                            return Ok((id, self.packer.save(BlobKind::Data, id, chunk)?));
+                        };
+                        if self.repo.index().has(&id)? {
+                            return Ok((id, 0));
+                        }
+                        let refs = delta.references(at, chunk);
+                        // Only stored blobs, never itself: else it could not be read.
+                        let mut known = Vec::with_capacity(refs.len());
+                        for (r, p) in &refs {
+                            if *r != id && self.repo.index().has(r)? {
+                                known.push((*r, p));
+                            }
+                        }
+                        let refs: Vec<(BlobId, &[u8])> = known
+                            .into_iter()
+                            .take(crate::compress::MAX_DELTA_REFS)
+                            .map(|(r, p)| (r, p.as_slice()))
+                            .collect();
+                        let (added, delta) = self.packer.save_with_references(id, chunk, &refs)?;
+                        if added > 0 {
+                            let refs = if delta {
+                                refs.iter().map(|(r, _)| *r).collect()
+                            } else {
+                                Vec::new()
+                            };
+                            self.fresh
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(id, refs);
+                        }
+                        Ok((id, added))
                     })
                     .collect::<Result<_>>()
                     .map_err(Fail::Repo)?;
@@ -501,6 +548,13 @@ impl<'a> Archiver<'a> {
             }),
             Err(Fail::Repo(e)) => Err(e),
         }
+    }
+
+    /// The blobs outside `content` needed to decode it (SPEC §6.6), with
+    /// their lengths: references of the delta blobs among it, transitively.
+    pub(crate) fn delta_closure(&self, content: &[BlobId]) -> Result<Vec<(BlobId, u64)>> {
+        let fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        self.repo.delta_closure(content, &fresh)
     }
 
     /// Counts a stream as a new file in the summary.

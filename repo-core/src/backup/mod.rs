@@ -2,7 +2,10 @@
 //! (SPEC §15).
 
 mod archiver;
+mod delta;
 mod source;
+
+pub use delta::DeltaSource;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -24,6 +27,10 @@ use crate::warning::Warning;
 /// `PATH_MAX` (4096) bytes, so at most 2048 directories deep; a debug build
 /// needs tens of KiB of stack per level.
 const WALK_STACK: usize = 256 << 20;
+
+/// Name suffix of the file beside a delta-compressed stream that holds its
+/// references (SPEC §6.6).
+pub const REFERENCES_SUFFIX: &str = ".references";
 
 /// Which snapshot to compare with.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +72,7 @@ pub struct Backup<'a> {
     late_metadata: Option<LateMetadata<'a>>,
     time_ns: Option<i64>,
     progress: &'a dyn Progress,
+    delta: Option<&'a dyn DeltaSource>,
 }
 
 /// Metadata known only once the source has been read (see
@@ -89,6 +97,7 @@ impl Repository {
             late_metadata: None,
             time_ns: None,
             progress: &NoProgress,
+            delta: None,
         }
     }
 }
@@ -139,6 +148,12 @@ impl<'a> Backup<'a> {
     /// `default` for paths and `small` for streams.
     pub fn profile(mut self, name: impl Into<String>) -> Self {
         self.profile = Some(name.into());
+        self
+    }
+    /// Delta-compresses the stream's new chunks against the references
+    /// `source` names (SPEC §6.6); streams only.
+    pub fn delta_source(mut self, source: &'a dyn DeltaSource) -> Self {
+        self.delta = Some(source);
         self
     }
     /// Records a key/value pair in the snapshot.
@@ -260,6 +275,7 @@ impl<'a> Backup<'a> {
                 profile,
                 progress: self.progress,
                 heartbeat: Some(heartbeat),
+                delta: self.delta,
             },
         )?;
         let root = match self.stream {
@@ -281,7 +297,18 @@ impl<'a> Backup<'a> {
                 file.chunker = profile;
                 file.uid = nix::unistd::geteuid().as_raw();
                 file.gid = nix::unistd::getegid().as_raw();
-                stream_root(&archiver, &name, file, time_ns)?
+                let refs = match self.delta {
+                    Some(_) => archiver.delta_closure(&file.content)?,
+                    None => Vec::new(),
+                };
+                let references = (!refs.is_empty()).then(|| {
+                    // Keeps the delta references alive (SPEC §6.6).
+                    let mut r = file.clone();
+                    r.size = refs.iter().map(|(_, n)| n).sum();
+                    r.content = refs.into_iter().map(|(id, _)| id).collect();
+                    r
+                });
+                stream_root(&archiver, &name, file, references, time_ns)?
             }
             None => {
                 let parent_root = match &parent {
@@ -420,6 +447,7 @@ fn stream_root(
     archiver: &Archiver<'_>,
     name: &str,
     mut file: Node,
+    references: Option<Node>,
     time_ns: i64,
 ) -> Result<crate::id::TreeId> {
     let comps: Vec<&str> = name
@@ -432,7 +460,12 @@ fn stream_root(
         )));
     };
     file.name = last.as_bytes().to_vec();
-    let mut tree = Tree { nodes: vec![file] };
+    let mut nodes = vec![file];
+    if let Some(mut r) = references {
+        r.name = format!("{last}{REFERENCES_SUFFIX}").into_bytes();
+        nodes.push(r);
+    }
+    let mut tree = Tree { nodes };
     for d in dirs.iter().rev() {
         let id = archiver.save_built_tree(tree)?;
         let mut dir = Node::new(d.as_bytes().to_vec(), NodeKind::Dir);

@@ -1475,7 +1475,7 @@ impl Checker<'_> {
                         range,
                         e.raw_length,
                         &mut plain,
-                        self.repo.dictionaries(),
+                        &self.repo.blob_sources(),
                     )
                     .map_err(|err| err.to_string())
                 }

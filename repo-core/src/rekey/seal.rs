@@ -217,7 +217,7 @@ impl<'a> Sealer<'a> {
             &payload,
             e.raw_length as usize,
             &mut plain,
-            repo.dictionaries(),
+            &repo.blob_sources(),
         )
         .map_err(|err| fail(err.into()))?;
         if plain.len() != e.raw_length as usize {

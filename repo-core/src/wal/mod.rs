@@ -10,6 +10,7 @@
 
 mod name;
 mod object;
+mod recompress;
 mod segment;
 mod timeline;
 
@@ -23,6 +24,7 @@ pub use object::{
     CLUSTER_HEX_LEN, MAC_LEN, MAX_WAL_FILE, WAL_HEADER_LEN, WAL_LEVEL, WAL_MAGIC, WAL_VERSION,
     cluster_name, content_mac, encode_with_nonce, object_epoch, object_name, split_object_name,
 };
+pub use recompress::RECOMPRESS_LEVEL;
 pub use segment::{SegmentHeader, control_file_system_identifier, parse_segment};
 pub use timeline::{
     BASE_BACKUP_TAG, BaseBackupRef, ClusterReport, DEFAULT_SEGMENT_SIZE, TimelineHistory,

@@ -11,6 +11,7 @@ mod copy;
 mod corruption;
 mod corruption_sweep;
 mod deferred_index;
+mod delta;
 mod dictionary;
 mod epochs;
 mod fault_model;
