@@ -788,3 +788,59 @@ fn plan_source_postgres_pitr_backs_up_and_shows_its_settings() {
         stderr(&out)
     );
 }
+
+/// A chain of deltas is bounded (SPEC §26.1): after three base backups
+/// stored as deltas the next is compressed alone, and the one after that
+/// starts a new chain; the newest still restores exactly.
+#[test]
+fn base_backup_chains_restart_after_three_deltas() {
+    let env = Env::init();
+    let pg = archiving_server(&env);
+    check(
+        &pgbench(&pg, &["-i", "-q", "-s", "1"])
+            .output()
+            .expect("pgbench -i"),
+        "pgbench -i",
+    );
+    let dsn = pg.dsn("postgres");
+    let mut depths = Vec::new();
+    for day in 0..6 {
+        if day > 0 {
+            check(
+                &pgbench(&pg, &["-c", "1", "-t", "200", "-n"])
+                    .output()
+                    .expect("pgbench"),
+                "pgbench",
+            );
+        }
+        json(&cairn_pg(&env, &["basebackup", "--dsn", &dsn, "--fast"]));
+        let listed = env.json(["snapshots", "--tag", "postgres-base"]);
+        let newest = listed.as_array().unwrap().last().unwrap().clone();
+        depths.push(meta(&newest, "pg.delta_depth").map(str::to_string));
+    }
+    let want: Vec<Option<String>> = ["0", "1", "2", "3", "0", "1"]
+        .iter()
+        .map(|d| Some(d.to_string()))
+        .collect();
+    assert_eq!(depths, want);
+    let final_numbers = pg.sql("postgres", NUMBERS);
+    switch_and_wait_archived(&pg);
+    assert_success(&env.run(["check", "--read-data"]));
+
+    let work = pg_dir(env.dir.path(), "restores");
+    let pgdata = work.join("newest");
+    json(&cairn_pg(
+        &env,
+        &[
+            "restore-cluster",
+            "latest",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--owner",
+            "postgres",
+        ],
+    ));
+    let sock = pg_dir(&work, "newest-sock");
+    let server = Restored::start(&pg.bindir, &pgdata, &sock);
+    assert_eq!(server.sql(NUMBERS), final_numbers);
+}
