@@ -419,7 +419,7 @@ pub fn compress_delta(data: &[u8], level: i32, refs: &[(BlobId, &[u8])]) -> Opti
 
 /// The content size a frame declares, bounded by `max_len`. Our frames
 /// always record it: the output gets exactly that, never `max_len` itself.
-fn frame_size(frame: &[u8], max_len: usize) -> Result<usize, FormatError> {
+pub(crate) fn frame_size(frame: &[u8], max_len: usize) -> Result<usize, FormatError> {
     let what = "compressed payload";
     let n = match zstd::zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) => n,

@@ -3,7 +3,6 @@
 //! these open only the WAL store (config and key, no index, no lock) and
 //! print nothing on success: their output lands in the server log.
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -106,44 +105,42 @@ pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Resu
         None => control_system_identifier(a.pgdata.as_deref())?,
     };
     let store = open_wal(g)?;
-    let Some(content) = store
-        .fetch(sysid, &file)
-        .with_context(|| format!("cannot restore {file}"))?
-    else {
-        out.verbose(1, format!("{file} is not archived"));
-        return Ok(Status::Missing);
-    };
-    write_new(&a.dest, &content)?;
-    out.verbose(1, format!("restored {file} to {}", a.dest.display()));
-    Ok(Status::Ok)
-}
-
-/// Writes `dest` whole or not at all: a temporary file beside it, renamed
-/// over it. PostgreSQL reads it at once and fetches it again after a
-/// crash, so no fsync.
-fn write_new(dest: &Path, content: &[u8]) -> Result<()> {
-    let dir = dest
+    // Decompressed straight into a temporary file beside DEST, renamed over
+    // it only once the content matched its MAC: PostgreSQL never sees a
+    // partial or unauthenticated file. It reads the file at once and
+    // fetches it again after a crash, so no fsync.
+    let dir = a
+        .dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp_name = dest.file_name().unwrap_or_default().to_os_string();
+    let mut tmp_name = a.dest.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".cairn-{}", std::process::id()));
     let tmp: PathBuf = dir.join(tmp_name);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(content)?;
-        drop(f);
-        std::fs::rename(&tmp, dest)
-    })();
-    if result.is_err() {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let fetched = store.fetch_to(sysid, &file, &mut f);
+    drop(f);
+    let renamed = match &fetched {
+        Ok(Some(_)) => std::fs::rename(&tmp, &a.dest)
+            .with_context(|| format!("cannot write {}", a.dest.display())),
+        _ => Ok(()),
+    };
+    if !matches!((&fetched, &renamed), (Ok(Some(_)), Ok(()))) {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("cannot write {}", dest.display()))
+    renamed?;
+    let Some(_) = fetched.with_context(|| format!("cannot restore {file}"))? else {
+        out.verbose(1, format!("{file} is not archived"));
+        return Ok(Status::Missing);
+    };
+    out.verbose(1, format!("restored {file} to {}", a.dest.display()));
+    Ok(Status::Ok)
 }
 
 #[derive(Serialize)]

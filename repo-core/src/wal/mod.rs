@@ -93,6 +93,9 @@ pub enum WalError {
     /// The storage failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Writing a fetched file's content failed ([`WalStore::fetch_to`]).
+    #[error("cannot write the fetched content: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// An archived file, as the listing of `wal/` shows it.
@@ -390,6 +393,31 @@ impl WalStore {
                 &object,
                 file,
                 &bytes,
+            )?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`fetch`](Self::fetch) that writes the content to `out` in pieces
+    /// and returns its length, or `None` when it is not archived. `out`
+    /// receives content before the MAC is checked: on an error, discard
+    /// it (SPEC §28.4).
+    pub fn fetch_to(
+        &self,
+        system_identifier: u64,
+        file: &WalFileName,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Option<u64>, WalError> {
+        let object = object_name(&self.cluster(system_identifier), file);
+        match self.backend.read(ObjectKind::Wal, &object) {
+            Ok(bytes) => Ok(Some(object::decode_to(
+                &self.data_key,
+                &self.wal_key,
+                &object,
+                file,
+                &bytes,
+                out,
             )?)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),

@@ -465,3 +465,38 @@ fn wal_compression_level() {
         assert_eq!(repo.wal().fetch(SYSID, &n).unwrap().unwrap(), seg);
     }
 }
+
+/// `fetch_to` (what `restore-wal` uses) writes in pieces exactly what
+/// `fetch` returns, for a compressed and a raw object, and fails on a
+/// damaged one as `fetch` does.
+#[test]
+fn fetch_to_writes_what_fetch_returns() {
+    let (b, repo) = init_memory();
+    let wal = repo.wal();
+    let (n5, n6) = (name(1, 5), name(1, 6));
+    // Compressible (a zstd frame of several pieces) and random (stored raw).
+    let text = b"INSERT INTO pgbench_history VALUES (1, 2, 3); ".repeat(20_000);
+    let five = segment(n5.as_str(), SYSID, &text);
+    let six = segment(n6.as_str(), SYSID, &random_bytes(900_000, 6));
+    let o5 = wal.archive(&n5, &five, None).unwrap();
+    assert!(o5.stored < five.len() as u64 / 4, "{o5:?}");
+    let o6 = wal.archive(&n6, &six, None).unwrap();
+    for (n, want) in [(&n5, &five), (&n6, &six)] {
+        let mut out = Vec::new();
+        let len = wal.fetch_to(SYSID, n, &mut out).unwrap();
+        assert_eq!(len, Some(want.len() as u64));
+        assert_eq!(&out, want);
+        assert_eq!(&out, &wal.fetch(SYSID, n).unwrap().unwrap());
+    }
+    let mut out = Vec::new();
+    assert_eq!(wal.fetch_to(SYSID, &name(1, 7), &mut out).unwrap(), None);
+    assert!(out.is_empty());
+
+    let mut bad = b.read(ObjectKind::Wal, &o6.object).unwrap();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    b.delete(ObjectKind::Wal, &o6.object).unwrap();
+    b.write(ObjectKind::Wal, &o6.object, &bad).unwrap();
+    let e = wal.fetch_to(SYSID, &n6, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, WalError::Corrupt { .. }), "{e}");
+}
