@@ -245,21 +245,7 @@ pub fn decode(
     file: &WalFileName,
     bytes: &[u8],
 ) -> Result<Vec<u8>, WalError> {
-    let corrupt = |reason: String| WalError::Corrupt {
-        object: object.to_string(),
-        reason,
-    };
-    let mac = peek_mac(object, bytes)?;
-    let (head, sealed) = bytes.split_at(WAL_HEADER_LEN);
-    let mut ad = head.to_vec();
-    ad.extend_from_slice(object.as_bytes());
-    let (stored, _) = data_key
-        .open(&ad, sealed)
-        .map_err(|e| corrupt(e.to_string()))?;
-    let content =
-        compress::decompress(&stored, MAX_WAL_FILE).map_err(|e| corrupt(e.to_string()))?;
-    if content_mac(wal_key, file, &content) != mac {
-        return Err(corrupt("content does not match its MAC".into()));
-    }
+    let mut content = Vec::new();
+    decode_to(data_key, wal_key, object, file, bytes, &mut content)?;
     Ok(content)
 }
