@@ -14,25 +14,25 @@ use crate::progress::TermProgress;
 /// [`super::open`] opens `-r`: a location without a config fails (exit 10) before
 /// a password is asked for.
 pub(super) fn open_source(g: &GlobalArgs, out: Output, from: &FromRepoArgs) -> Result<Repository> {
-    let backend = locate_source(g, from)?;
+    let (backend, config) = locate_source(g, from)?;
     let pw = source_password(from)?;
-    unlock_source(g, out, from, backend, &pw)
+    unlock_source(g, out, from, backend, config, &pw)
 }
 
-/// The source's storage, its config read (exit 10 without one).
-fn locate_source(g: &GlobalArgs, from: &FromRepoArgs) -> Result<Box<dyn Backend>> {
+/// The source's storage and its config (exit 10 without one).
+fn locate_source(g: &GlobalArgs, from: &FromRepoArgs) -> Result<(Box<dyn Backend>, Vec<u8>)> {
     let location = from.from_repo.as_deref().ok_or_else(|| {
         anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
     })?;
     // Any location `-r` takes: a path or an `s3:` URL (SPEC §11.1).
     let backend = backend_for(g, &Location::parse_os(location.as_os_str())?)?;
-    let Some(config) = super::primed::read_config(&*backend)? else {
+    let Some(config) = super::read_config(&*backend)? else {
         return Err(
             anyhow::Error::from(repo_core::Error::NotARepository(backend.location()))
                 .context("source repository"),
         );
     };
-    Ok(Box::new(super::primed::Primed::new(backend, config)))
+    Ok((backend, config))
 }
 
 fn source_password(from: &FromRepoArgs) -> Result<credentials::Password> {
@@ -47,6 +47,7 @@ fn unlock_source(
     out: Output,
     from: &FromRepoArgs,
     backend: Box<dyn Backend>,
+    config: Vec<u8>,
     pw: &[u8],
 ) -> Result<Repository> {
     let backend_location = from.from_repo.clone().unwrap_or_default();
@@ -59,6 +60,7 @@ fn unlock_source(
             on_warning: Some(std::sync::Arc::new(move |w: &repo_core::Warning| {
                 out.warn(format!("source repository: {w}"))
             })),
+            config: Some(config),
             ..Default::default()
         },
     )
@@ -80,21 +82,22 @@ fn unlock_source(
 /// runs its key's KDF and reads its key file and index, and neither waits
 /// for the other.
 fn open_both(g: &GlobalArgs, out: Output, from: &FromRepoArgs) -> Result<(Repository, Repository)> {
-    let src_backend = locate_source(g, from)?;
-    let (location, dst_backend) = locate(g)?;
+    let (src_backend, src_config) = locate_source(g, from)?;
+    let (location, dst_backend, dst_config) = locate(g)?;
     let src_pw = source_password(from)?;
     let dst_pw = match g.key_file {
         Some(_) => None,
         None => Some(credentials::password(g, credentials::Purpose::Open)?),
     };
     let (src, dst) = std::thread::scope(|s| {
-        let src = s.spawn(|| unlock_source(g, out, from, src_backend, &src_pw));
+        let src = s.spawn(|| unlock_source(g, out, from, src_backend, src_config, &src_pw));
         // The copy reads the destination's index after its heartbeat.
         let dst = unlock(
             g,
             out,
             &location,
             dst_backend,
+            dst_config,
             dst_pw.as_deref().map(|p| &p[..]),
             true,
         );

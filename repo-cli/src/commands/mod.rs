@@ -24,7 +24,6 @@ mod pitr;
 mod plan;
 mod plan_pitr;
 mod preflight;
-mod primed;
 mod prune;
 mod qdrant;
 mod redis;
@@ -177,38 +176,54 @@ fn open(g: &GlobalArgs, out: Output) -> Result<Repository> {
 
 /// [`open`] with the password already read (`key rotate` needs it again).
 fn open_with(g: &GlobalArgs, out: Output, password: Option<&[u8]>) -> Result<Repository> {
-    let (location, backend) = locate(g)?;
-    unlock(g, out, &location, backend, password, false)
+    let (location, backend, config) = locate(g)?;
+    unlock(g, out, &location, backend, config, password, false)
 }
 
 /// [`open`] for a handle whose first use is a backup: the index is read
 /// by the backup, after its heartbeat, not by the open as well.
 fn open_for_backup(g: &GlobalArgs, out: Output) -> Result<Repository> {
-    let (location, backend) = locate(g)?;
-    unlock(g, out, &location, backend, None, true)
+    let (location, backend, config) = locate(g)?;
+    unlock(g, out, &location, backend, config, None, true)
 }
 
-/// The storage of the current repository, its config read: a location
+/// Reads the `config` of `backend`: `Ok(None)` when the location holds no
+/// repository. A failed read is told apart the way a listing tells it (a
+/// missing bucket is an error, an empty prefix is no repository), so the
+/// errors are those of a look before the read; only the failure path pays
+/// the extra request. The bytes go to the open ([`OpenOptions::config`]):
+/// one GET answers both "is this a repository?" and the open's read.
+fn read_config(backend: &dyn Backend) -> Result<Option<Vec<u8>>, repo_core::BackendError> {
+    use repo_core::ObjectKind;
+    match backend.read(ObjectKind::Config, "config") {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) => match backend.list(ObjectKind::Config)? {
+            found if found.is_empty() => Ok(None),
+            _ => Err(e),
+        },
+    }
+}
+
+/// The storage of the current repository and its config: a location
 /// without one fails (exit 10) before any password is asked for.
-fn locate(g: &GlobalArgs) -> Result<(Location, Box<dyn Backend>)> {
+fn locate(g: &GlobalArgs) -> Result<(Location, Box<dyn Backend>, Vec<u8>)> {
     let location = repo_location(g)?;
     let backend = backend_for(g, &location)?;
-    // One GET answers both "is this a repository?" and the open's read.
-    let Some(config) = primed::read_config(&*backend)? else {
+    let Some(config) = read_config(&*backend)? else {
         return Err(repo_core::Error::NotARepository(backend.location()).into());
     };
-    let backend = audit::observe(Box::new(primed::Primed::new(backend, config)));
-    Ok((location, backend))
+    Ok((location, audit::observe(backend), config))
 }
 
-/// Unlocks the repository [`locate`] found, with `password` or the one
-/// the options name (an unattended key's token beats both);
-/// `defer_index` as [`OpenOptions::defer_index`].
+/// Unlocks the repository [`locate`] found (its `config` bytes), with
+/// `password` or the one the options name (an unattended key's token
+/// beats both); `defer_index` as [`OpenOptions::defer_index`].
 fn unlock(
     g: &GlobalArgs,
     out: Output,
     location: &Location,
     backend: Box<dyn Backend>,
+    config: Vec<u8>,
     password: Option<&[u8]>,
     defer_index: bool,
 ) -> Result<Repository> {
@@ -219,6 +234,7 @@ fn unlock(
             out.warn(w.to_string())
         })),
         defer_index,
+        config: Some(config),
         ..Default::default()
     };
     // An unattended key's token beats any password source: a service
