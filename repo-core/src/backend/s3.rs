@@ -550,7 +550,7 @@ impl Backend for S3Backend {
             return Ok(());
         }
         let end = offset + u64::from(len);
-        let fetch = if ahead {
+        let (start, fetch) = if ahead {
             // One HEAD per pack, so the window stops at its end.
             let size = match self.readahead.size(name) {
                 Some(size) => size,
@@ -567,12 +567,16 @@ impl Backend for S3Backend {
                     format!("range {offset}+{len} is past the end ({size} bytes)"),
                 ));
             }
-            WINDOW.min(size - offset)
+            // A window near the end reaches back instead: trees are
+            // written children first, so a walk from the root reads a tree
+            // pack backwards, and a pack smaller than a window is read whole.
+            let start = offset.min(size.saturating_sub(WINDOW));
+            (start, WINDOW.min(size - start))
         } else {
-            u64::from(len)
+            (offset, u64::from(len))
         };
         let opts = ReadOptions {
-            range: BytesRange::new(offset, Some(fetch)),
+            range: BytesRange::new(start, Some(fetch)),
             ..Default::default()
         };
         let data = self.op.read_options(&key(kind, name), opts);
@@ -583,7 +587,8 @@ impl Backend for S3Backend {
         );
         let data = data.map_err(|e| self.error("read", kind, name, e))?;
         let got = data.len();
-        if got < len as usize {
+        let skip = (offset - start) as usize;
+        if got < skip + len as usize {
             return Err(self.short_read(
                 kind,
                 name,
@@ -592,10 +597,10 @@ impl Backend for S3Backend {
         }
         if ahead {
             let window = data.to_vec();
-            buf.extend_from_slice(&window[..len as usize]);
+            buf.extend_from_slice(&window[skip..skip + len as usize]);
             self.readahead.insert(Window {
                 name: name.to_string(),
-                start: offset,
+                start,
                 data: window,
             });
         } else {

@@ -219,6 +219,43 @@ fn pack_ranges_are_read_ahead() {
     assert!(e.is_not_found(), "{e}");
 }
 
+/// Trees are written children first, so a restore or `ls` walking from the
+/// root reads a tree pack from its end backwards: a window near the end
+/// reaches back, and a pack smaller than a window is fetched whole. Before,
+/// each step back was a `GET` (one per directory level above the data).
+#[test]
+fn a_walk_backwards_through_a_pack_is_one_window() {
+    let g = Garage::shared();
+    let b = backend(&g.location("read-back"), &options(g));
+    let count = |f: &dyn Fn()| -> RequestStats {
+        let before = b.wire_requests().expect("S3 counts its own requests");
+        f();
+        b.wire_requests().unwrap().since(&before)
+    };
+    for (size, first_byte_fetched) in [(1_000_000u64, 0u64), (6 << 20, 2 << 20)] {
+        let name = format!("{:064x}", size);
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        b.write(ObjectKind::Pack, &name, &data).unwrap();
+        // From the last 1000 bytes back to the window's first byte.
+        let s = count(&|| {
+            let mut end = size;
+            while end >= first_byte_fetched + 1000 {
+                let got = b
+                    .read_range(ObjectKind::Pack, &name, end - 1000, 1000)
+                    .unwrap();
+                assert_eq!(got, &data[(end - 1000) as usize..end as usize], "{size}");
+                end -= 100_000;
+            }
+        });
+        assert_eq!(
+            (s.read_range, s.stat, s.total()),
+            (1, 1, 2),
+            "{size}: {s:?}"
+        );
+        assert_eq!(s.bytes_received, size - first_byte_fetched, "{size}: {s:?}");
+    }
+}
+
 /// SPEC §11.3 says Garage 2.5 ignores `If-None-Match: *` on PUT, which is
 /// why the backend looks before it writes a name not derived from the
 /// bytes (config, key files, locks). This pins the fact with a raw
