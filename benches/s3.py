@@ -303,6 +303,34 @@ class DelayProxy:
         self.sock.close()
 
 
+class LoopbackQuickAck:
+    """Sets the `quickack` attribute on the local routes of 127.0.0.0/8 (ip
+    route, needs root), so the kernel acknowledges every loopback segment at
+    once; `off` puts the routes back as they were. Only connections opened
+    after `on` are affected, so it is set before Garage starts."""
+
+    def __init__(self):
+        self.saved = []
+
+    def routes(self):
+        out = subprocess.run(["ip", "route", "show", "table", "local"],
+                             capture_output=True, text=True, check=True).stdout
+        return [ln.split() for ln in out.splitlines()
+                if ln.startswith("local 127.")]
+
+    def on(self):
+        for r in self.routes():
+            self.saved.append(r)
+            base = [w for i, w in enumerate(r)
+                    if w != "quickack" and (i == 0 or r[i - 1] != "quickack")]
+            subprocess.run(["ip", "route", "change", *base, "table", "local",
+                            "quickack", "1"], check=True)
+
+    def off(self):
+        for r in self.saved:
+            subprocess.run(["ip", "route", "change", *r, "table", "local"], check=False)
+
+
 # ---------------------------------------------------------------- corpus
 
 def builtin_generate(root, size, seed):
@@ -574,7 +602,7 @@ class Restic(Tool):
 class Rustic(Tool):
     """rustic reaches S3 through OpenDAL; it is configured by a profile file
     (`-P bench-a` reads $XDG_CONFIG_HOME/rustic/bench-a.toml). Not measured
-    by the run recorded in benches/README.md: no rustic binary was installed."""
+    by the first runs recorded in benches/README.md: no rustic binary was installed."""
     name = "rustic"
 
     def __init__(self, *a):
@@ -658,6 +686,11 @@ def main():
                     help="run the repeatable steps (%s) N times; report the median"
                     % ", ".join(REPEATABLE))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--loopback-quickack", action="store_true",
+                    help="(root) turn off delayed ACKs on the loopback routes for the run: "
+                         "Garage's nodes talk to each other in small back-to-back writes "
+                         "without TCP_NODELAY, so on loopback many requests wait 40 ms for a "
+                         "delayed ACK, whichever tool sent them; restored afterwards")
     a = ap.parse_args()
 
     tools, skipped = [], {}
@@ -685,7 +718,12 @@ def main():
                "repeat": a.repeat, "restore_dir": a.restore_dir, "command": sys.argv[1:],
                "connections": a.connections or None, "load_before": os.getloadavg(),
                "skipped": skipped, "tools": {}}
+    quickack = LoopbackQuickAck() if a.loopback_quickack else None
+    results["loopback_quickack"] = bool(quickack)
     try:
+        if quickack:
+            quickack.on()
+            log("loopback routes: quickack 1 (no delayed ACKs)")
         log(f"starting Garage (3 nodes, replication 3) in {garage.root}")
         garage.start()
         port = garage.endpoint_port()
@@ -761,6 +799,8 @@ def main():
         if proxy:
             proxy.close()
         garage.stop()
+        if quickack:
+            quickack.off()
         results["load_after"] = os.getloadavg()
         results["rss_source"] = "GNU time %M" if os.access(GNU_TIME, os.X_OK) else \
             "wait4 (never below this script's own peak, reported as harness_rss_kib)"
@@ -802,7 +842,8 @@ def report(res):
     lines = [f"S3 benchmark {res['started']}: corpus {res['size'] / 2 ** 20:.0f} MiB "
              f"({res.get('corpus', '?')}, seed {res['seed']}), Garage 3 nodes / replication 3, "
              f"Garage compression_level {res.get('garage_compression', '1')}, "
-             f"added round trip {res['rtt_ms']:g} ms, load average "
+             f"added round trip {res['rtt_ms']:g} ms, loopback delayed ACKs "
+             f"{'off (--loopback-quickack)' if res.get('loopback_quickack') else 'on'}, load average "
              f"{res['load_before'][0]:.1f} before / {res['load_after'][0]:.1f} after.", ""]
     for name, skip in res["skipped"].items():
         lines.append(f"- {name}: skipped ({skip})")
