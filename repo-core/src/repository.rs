@@ -163,8 +163,9 @@ pub struct Repository {
     warnings: Arc<Warnings>,
     /// The audit trail's heads, recorded in each new snapshot (SPEC §31.4).
     audit_anchor: std::sync::OnceLock<String>,
-    /// The trail whose heads are the anchor when none was set (`anchor_to`).
-    pub(crate) audit_trail: std::sync::OnceLock<crate::audit::AuditLog>,
+    /// The audit trail (an `AuditLog`, which sits below this module) whose
+    /// heads are the anchor when none was set (`anchor_to`).
+    pub(crate) audit_trail: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Repository {

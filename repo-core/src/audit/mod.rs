@@ -260,26 +260,29 @@ impl Repository {
     /// command's record then follows the same heads. The first call wins;
     /// [`Repository::set_audit_anchor`] takes precedence.
     pub fn anchor_to(&self, log: &AuditLog) {
-        let _ = self.audit_trail.set(log.clone());
+        let _ = self.audit_trail.set(Box::new(log.clone()));
     }
 
     /// The anchor for a snapshot written now: set, or the heads of the
     /// trail given to [`Repository::anchor_to`] (found now if not yet).
-    pub(crate) fn audit_anchor(&self) -> crate::Result<Option<String>> {
+    pub(crate) fn audit_anchor(&self) -> crate::error::Result<Option<String>> {
         if let Some(a) = self.audit_anchor_set() {
             return Ok(Some(a.to_string()));
         }
-        match self.audit_trail.get() {
+        match self.anchor_trail() {
             Some(log) => Ok(log.heads_once().map_err(AuditError::into_error)?.anchor()),
             None => Ok(None),
         }
     }
 
+    fn anchor_trail(&self) -> Option<&AuditLog> {
+        self.audit_trail.get()?.downcast_ref()
+    }
+
     /// The trail whose heads a snapshot will need and nobody has found
     /// yet: a backup lists `audit/` in its walk for it.
     pub(crate) fn audit_trail_unread(&self) -> Option<&AuditLog> {
-        self.audit_trail
-            .get()
+        self.anchor_trail()
             .filter(|l| self.audit_anchor_set().is_none() && l.heads.get().is_none())
     }
 
