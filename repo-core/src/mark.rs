@@ -45,8 +45,17 @@ pub(crate) struct Marks {
 /// keeps data (its packs are unindexed, so a later prune condemns them
 /// again), and prune deletes it (SPEC §22).
 pub(crate) fn load_marks(backend: &dyn Backend, key: &crate::crypto::DataKeys) -> Result<Marks> {
+    load_listed_marks(backend, key, backend.list(ObjectKind::Mark)?)
+}
+
+/// [`load_marks`] of the marks in `listed` (a backup's walk, SPEC §15).
+pub(crate) fn load_listed_marks(
+    backend: &dyn Backend,
+    key: &crate::crypto::DataKeys,
+    listed: Vec<crate::backend::ObjectInfo>,
+) -> Result<Marks> {
     let mut out = Marks::default();
-    for o in backend.list(ObjectKind::Mark)? {
+    for o in listed {
         let bytes = match backend.read(ObjectKind::Mark, &o.name) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, Counted, Counters, Limited, ObjectKind, RequestStats, Slots};
+use crate::backend::{
+    Backend, Counted, Counters, Limited, ObjectInfo, ObjectKind, RequestStats, Slots,
+};
 use crate::blob::{self, BlobKind};
 use crate::cache::Cache;
 use crate::chunker::Chunker;
@@ -161,6 +163,9 @@ pub struct Repository {
     warnings: Arc<Warnings>,
     /// The audit trail's heads, recorded in each new snapshot (SPEC §31.4).
     audit_anchor: std::sync::OnceLock<String>,
+    /// The audit trail (an `AuditLog`, which sits below this module) whose
+    /// heads are the anchor when none was set (`anchor_to`).
+    pub(crate) audit_trail: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -342,6 +347,7 @@ impl Repository {
             dicts,
             warnings,
             audit_anchor: std::sync::OnceLock::new(),
+            audit_trail: std::sync::OnceLock::new(),
         }
     }
 
@@ -639,6 +645,12 @@ impl Repository {
         self.index.sync(&*self.backend, self.data_keys())
     }
 
+    /// [`Repository::refresh_index`] with the index files as `listed`.
+    pub(crate) fn refresh_index_listed(&self, listed: Vec<ObjectInfo>) -> Result<()> {
+        self.index
+            .sync_listed(&*self.backend, self.data_keys(), Some(listed))
+    }
+
     /// The counted backend, shared (a WAL store keeps it, SPEC §28).
     /// Sets the audit trail's heads that every snapshot written from now on
     /// records as its anchor ([`crate::ANCHOR_KEY`]); the first call wins.
@@ -647,7 +659,7 @@ impl Repository {
     }
 
     /// The anchor set by [`Repository::set_audit_anchor`].
-    pub(crate) fn audit_anchor(&self) -> Option<&str> {
+    pub(crate) fn audit_anchor_set(&self) -> Option<&str> {
         self.audit_anchor.get().map(String::as_str)
     }
 
@@ -715,18 +727,24 @@ impl Repository {
     /// Every readable snapshot, oldest first, and the damaged snapshot
     /// files (name, error). A failed storage read is an error, not damage.
     pub fn snapshots_and_damaged(&self) -> Result<(Vec<SnapshotEntry>, DamagedFiles)> {
-        self.snapshots_loaded_by(|name| self.load_snapshot_named(name))
+        self.snapshots_loaded_by(None, |name| self.load_snapshot_named(name))
     }
 
     /// The snapshots `load` opens, by the storage's listing, oldest first,
     /// and the damaged files apart.
+    /// `listed`: the storage's listing if the caller has it.
     fn snapshots_loaded_by(
         &self,
+        listed: Option<Vec<ObjectInfo>>,
         load: impl Fn(&str) -> Result<SnapshotEntry>,
     ) -> Result<(Vec<SnapshotEntry>, DamagedFiles)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for info in self.backend.list(ObjectKind::Snapshot)? {
+        let listed = match listed {
+            Some(l) => l,
+            None => self.backend.list(ObjectKind::Snapshot)?,
+        };
+        for info in listed {
             match load(&info.name) {
                 Ok(s) => out.push(s),
                 Err(Error::Backend(e)) if e.is_not_found() => {}
@@ -784,8 +802,17 @@ impl Repository {
     /// then (SPEC §12). A nothing-changed backup so reads no snapshot file
     /// it read before.
     pub(crate) fn snapshots_cached(&self) -> Result<Vec<SnapshotEntry>> {
+        self.snapshots_cached_listed(None)
+    }
+
+    /// [`Repository::snapshots_cached`] with the snapshot files as `listed`
+    /// when the caller has listed them (a backup's walk, SPEC §15).
+    pub(crate) fn snapshots_cached_listed(
+        &self,
+        listed: Option<Vec<ObjectInfo>>,
+    ) -> Result<Vec<SnapshotEntry>> {
         let cache = self.index.cache();
-        let found = self.snapshots_loaded_by(|name| {
+        let found = self.snapshots_loaded_by(listed, |name| {
             let cached = name.parse::<SnapshotId>().ok().and_then(|id| {
                 let bytes = cache.snapshot_file(&id).ok().flatten()?;
                 (SnapshotId::hash_of(&bytes) == id).then_some(bytes)

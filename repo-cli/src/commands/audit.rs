@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use repo_core::{
-    AuditLog, AuditRecord, Backend, Heads, ObjectTally, ObservedBackend, Repository, VerifyingKey,
+    AuditLog, AuditRecord, Backend, ObjectTally, ObservedBackend, Repository, VerifyingKey,
 };
 use serde::Serialize;
 
@@ -92,7 +92,7 @@ fn changes_repository(command: &str) -> bool {
 struct Session {
     command: &'static str,
     tally: Option<Arc<Mutex<ObjectTally>>>,
-    log: Option<(AuditLog, Heads)>,
+    log: Option<AuditLog>,
 }
 
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
@@ -127,19 +127,18 @@ pub fn observe(backend: Box<dyn Backend>) -> Box<dyn Backend> {
     }
 }
 
-/// Called once the repository is open: finds the trail's heads (one
-/// listing) and makes them the anchor of every snapshot this command writes.
+/// Called once the repository is open: the trail's heads, found once
+/// (one listing) when a snapshot or the record first needs them, are the
+/// anchor of every snapshot this command writes and the record's parents.
+/// A backup finds them in its walk of the storage (SPEC §15, §31.4).
 pub fn opened(g: &GlobalArgs, repo: &Repository) -> Result<()> {
     let mut s = session();
     let Some(s) = s.as_mut().filter(|s| s.log.is_none()) else {
         return Ok(());
     };
     let log = repo.audit_log(dag_cache(g, repo));
-    let heads = log.heads().context("cannot read the audit trail")?;
-    if let Some(a) = heads.anchor() {
-        repo.set_audit_anchor(a);
-    }
-    s.log = Some((log, heads));
+    repo.anchor_to(&log);
+    s.log = Some(log);
     Ok(())
 }
 
@@ -155,7 +154,7 @@ pub fn finish(result: Result<Status>) -> Result<Status> {
     let Some(s) = session().take() else {
         return result;
     };
-    let Some((log, heads)) = s.log else {
+    let Some(log) = s.log else {
         return result;
     };
     let (outcome, exit_code, error) = match &result {
@@ -185,7 +184,9 @@ pub fn finish(result: Result<Status>) -> Result<Status> {
         ..AuditRecord::new(s.command)
     }
     .with_tally(&tally);
-    let written = log.append(&heads, &record);
+    let written = log
+        .heads_once()
+        .and_then(|heads| log.append(&heads, &record));
     match (result, written) {
         (Ok(status), Ok(_)) => Ok(status),
         // A restore from read-only storage (credentials that may only read,

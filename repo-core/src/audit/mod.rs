@@ -63,6 +63,24 @@ pub enum AuditError {
     Repository(#[from] crate::error::Error),
 }
 
+impl AuditError {
+    /// For the engine's own errors: finding heads fails only on storage.
+    pub(crate) fn into_error(self) -> crate::error::Error {
+        match self {
+            AuditError::Backend(e) => e.into(),
+            AuditError::Repository(e) => e,
+            e => BackendError {
+                error_kind: crate::backend::BackendErrorKind::Permanent,
+                op: "read",
+                kind: ObjectKind::Audit,
+                name: String::new(),
+                source: std::io::Error::other(e.to_string()),
+            }
+            .into(),
+        }
+    }
+}
+
 /// Result with [`AuditError`].
 pub type Result<T, E = AuditError> = std::result::Result<T, E>;
 
@@ -175,13 +193,17 @@ struct Node {
 }
 
 /// The audit trail of one repository: cheap to hold after the repository
-/// itself is gone (a command's record is written when it ends).
+/// itself is gone (a command's record is written when it ends). Clones
+/// share the heads once found.
+#[derive(Clone)]
 pub struct AuditLog {
     backend: Arc<dyn Backend>,
     data_key: DataKeys,
     /// Where the DAG of records already read is kept between commands, so
     /// finding the heads costs one listing (SPEC §31.4).
     cache_file: Option<PathBuf>,
+    /// The heads, once found: a command finds them once (SPEC §31.4).
+    heads: Arc<std::sync::OnceLock<Heads>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -228,7 +250,40 @@ impl Repository {
             backend: self.shared_backend(),
             data_key: seal_key(self).clone(),
             cache_file,
+            heads: Arc::default(),
         }
+    }
+
+    /// Makes the heads of `log` the anchor of every snapshot written from
+    /// now on ([`ANCHOR_KEY`]), found when the first one is written: a
+    /// backup takes them from the listing of its walk (SPEC §15), and the
+    /// command's record then follows the same heads. The first call wins;
+    /// [`Repository::set_audit_anchor`] takes precedence.
+    pub fn anchor_to(&self, log: &AuditLog) {
+        let _ = self.audit_trail.set(Box::new(log.clone()));
+    }
+
+    /// The anchor for a snapshot written now: set, or the heads of the
+    /// trail given to [`Repository::anchor_to`] (found now if not yet).
+    pub(crate) fn audit_anchor(&self) -> crate::error::Result<Option<String>> {
+        if let Some(a) = self.audit_anchor_set() {
+            return Ok(Some(a.to_string()));
+        }
+        match self.anchor_trail() {
+            Some(log) => Ok(log.heads_once().map_err(AuditError::into_error)?.anchor()),
+            None => Ok(None),
+        }
+    }
+
+    fn anchor_trail(&self) -> Option<&AuditLog> {
+        self.audit_trail.get()?.downcast_ref()
+    }
+
+    /// The trail whose heads a snapshot will need and nobody has found
+    /// yet: a backup lists `audit/` in its walk for it.
+    pub(crate) fn audit_trail_unread(&self) -> Option<&AuditLog> {
+        self.anchor_trail()
+            .filter(|l| self.audit_anchor_set().is_none() && l.heads.get().is_none())
     }
 
     /// Verifies the trail with the repository's own signing key, opening
@@ -336,7 +391,40 @@ impl AuditLog {
     /// the local cache does not know yet. Damaged records are left out
     /// (`audit verify` names them).
     pub fn heads(&self) -> Result<Heads> {
-        let names = self.record_names()?;
+        self.heads_listed(self.backend.list(ObjectKind::Audit)?)
+    }
+
+    /// The heads as this log (or a clone) first found them, by
+    /// [`AuditLog::heads`] or from a backup's walk (SPEC §31.4): what a
+    /// command's record follows and its snapshots anchor.
+    pub fn heads_once(&self) -> Result<Heads> {
+        if let Some(h) = self.heads.get() {
+            return Ok(h.clone());
+        }
+        let h = self.heads()?;
+        Ok(self.heads.get_or_init(|| h).clone())
+    }
+
+    /// [`AuditLog::heads_once`] from `listed`, the storage's listing of
+    /// `audit/` (a backup's walk, SPEC §15).
+    pub(crate) fn heads_once_listed(
+        &self,
+        listed: Vec<crate::backend::ObjectInfo>,
+    ) -> Result<Heads> {
+        if let Some(h) = self.heads.get() {
+            return Ok(h.clone());
+        }
+        let h = self.heads_listed(listed)?;
+        Ok(self.heads.get_or_init(|| h).clone())
+    }
+
+    /// The heads among `listed`, the storage's listing of `audit/`.
+    fn heads_listed(&self, listed: Vec<crate::backend::ObjectInfo>) -> Result<Heads> {
+        let names: Vec<String> = listed
+            .into_iter()
+            .map(|o| o.name)
+            .filter(|n| is_record_name(n))
+            .collect();
         let mut dag = self.load_cache();
         let listed: HashSet<&String> = names.iter().collect();
         dag.retain(|n, _| listed.contains(n));

@@ -128,6 +128,9 @@ impl<B: Backend> Backend for ObservedBackend<B> {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(kind)
     }
+    fn list_many(&self, kinds: &[ObjectKind]) -> Result<Vec<Vec<ObjectInfo>>, BackendError> {
+        self.inner.list_many(kinds)
+    }
     fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         self.inner.replace(kind, name, data)?;
         self.note(kind, name, true);

@@ -46,6 +46,7 @@ pub fn run(b: &dyn Backend) {
     delete(b);
     wal_names(b);
     replace(b);
+    list_many(b);
     starts_empty(b);
 }
 
@@ -385,5 +386,44 @@ pub fn delete(b: &dyn Backend) {
     assert_eq!(l.len(), 1, "{loc}: {l:?}");
     assert_eq!(l[0].name, keep, "{loc}");
     assert_eq!(b.read(ObjectKind::Pack, &keep).unwrap(), b"stays");
+    clean(b);
+}
+
+/// `list_many` answers, for each kind asked and in the order asked, what
+/// `list` does: objects of kinds in between that were not asked for (keys,
+/// locks, the config) and of other kinds stay out (SPEC §11.2).
+pub fn list_many(b: &dyn Backend) {
+    let loc = b.location();
+    for (i, kind) in ObjectKind::ALL.into_iter().enumerate() {
+        let n = if kind == ObjectKind::Config {
+            "config".to_string()
+        } else {
+            name(0x10 + i as u8)
+        };
+        b.write(kind, &n, b"x").unwrap();
+    }
+    for p in [0x01, 0xab, 0xff] {
+        b.write(ObjectKind::Pack, &name(p), b"pack").unwrap();
+    }
+    b.write(ObjectKind::Index, &name(0x02), b"index").unwrap();
+    use ObjectKind::*;
+    for kinds in [
+        &[Index, Mark, Snapshot][..],
+        &[Audit, Pack],
+        &[Snapshot, Index],
+        &[Index, Snapshot, Wal],
+        &[Pack],
+        &[Key, Lock],
+        &[],
+    ] {
+        let got = b.list_many(kinds).unwrap();
+        assert_eq!(got.len(), kinds.len(), "{loc}: {kinds:?}");
+        for (k, mut l) in kinds.iter().zip(got) {
+            let mut want = b.list(*k).unwrap();
+            want.sort_by(|x, y| x.name.cmp(&y.name));
+            l.sort_by(|x, y| x.name.cmp(&y.name));
+            assert_eq!(l, want, "{loc}: list_many {kinds:?}, kind {k}");
+        }
+    }
     clean(b);
 }

@@ -155,6 +155,9 @@ impl<B: Backend> Backend for Limited<B> {
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.inner.list(kind)
     }
+    fn list_many(&self, kinds: &[ObjectKind]) -> Result<Vec<Vec<ObjectInfo>>, BackendError> {
+        self.inner.list_many(kinds)
+    }
     fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         self.inner.replace(kind, name, data)
     }

@@ -334,6 +334,53 @@ impl S3Backend {
 }
 
 /// The object's key below the prefix: the local layout's relative path.
+/// Why a walk of the keys stopped.
+enum Walk {
+    Storage(opendal::Error),
+    Ours(BackendError),
+}
+
+impl From<opendal::Error> for Walk {
+    fn from(e: opendal::Error) -> Self {
+        Walk::Storage(e)
+    }
+}
+
+/// The first and last of `kinds` in key order, when one walk between their
+/// prefixes is worth it: two kinds or more, no `config` (not under a
+/// prefix), and nothing in between but small kinds the caller did not ask
+/// for (keys, grants, locks, marks, the config). Packs, archived WAL,
+/// dictionaries, index files, snapshots, audit and verification records
+/// grow with the repository's age: walking over them could cost more
+/// requests than listing each kind.
+fn walk_range(kinds: &[ObjectKind]) -> Option<(ObjectKind, ObjectKind)> {
+    if kinds.len() < 2 || kinds.contains(&ObjectKind::Config) {
+        return None;
+    }
+    let mut all = ObjectKind::ALL;
+    all.sort_by_key(|&k| match k {
+        ObjectKind::Config => "config",
+        k => k.dir(),
+    });
+    let pos = |k: &ObjectKind| all.iter().position(|a| a == k);
+    let lo = kinds.iter().filter_map(pos).min()?;
+    let hi = kinds.iter().filter_map(pos).max()?;
+    let small = |k: &ObjectKind| {
+        matches!(
+            k,
+            ObjectKind::Config
+                | ObjectKind::Key
+                | ObjectKind::Keyring
+                | ObjectKind::Lock
+                | ObjectKind::Mark
+        )
+    };
+    all[lo..=hi]
+        .iter()
+        .all(|k| kinds.contains(k) || small(k))
+        .then(|| (all[lo], all[hi]))
+}
+
 fn key(kind: ObjectKind, name: &str) -> String {
     match kind {
         ObjectKind::Config => name.to_string(),
@@ -742,6 +789,69 @@ impl Backend for S3Backend {
         Ok(out)
     }
 
+    /// One walk of the sorted keys from the first kind's prefix to the end
+    /// of the last one's (ListObjectsV2 without a delimiter, `start-after`),
+    /// when no kind in between can be large (SPEC §11.2); else a listing
+    /// per kind.
+    fn list_many(&self, kinds: &[ObjectKind]) -> Result<Vec<Vec<ObjectInfo>>, BackendError> {
+        let Some((first, last)) = walk_range(kinds) else {
+            return kinds.iter().map(|&k| self.list(k)).collect();
+        };
+        // Every key of `first/` sorts after `first`, and every key of
+        // `last/` before `last0` ('0' follows '/').
+        let end = format!("{}0", last.dir());
+        let opts = ListOptions {
+            recursive: true,
+            start_after: Some(first.dir().to_string()),
+            ..Default::default()
+        };
+        let mut out: Vec<Vec<ObjectInfo>> = vec![Vec::new(); kinds.len()];
+        let mut seen = 0usize;
+        let walked = (|| -> Result<(), Walk> {
+            // Pages are fetched as the walk reaches them: stopping at the
+            // first key past the range fetches no further page.
+            for e in self.op.lister_options("/", opts)? {
+                let e = e?;
+                seen += 1;
+                if e.path() >= end.as_str() {
+                    break;
+                }
+                let Some((dir, rel)) = e.path().split_once('/') else {
+                    continue;
+                };
+                let Some(i) = kinds.iter().position(|k| k.dir() == dir) else {
+                    continue;
+                };
+                let name = match (kinds[i], rel.split_once('/')) {
+                    (ObjectKind::Pack, Some((fan, n))) if fan.len() == 2 && !n.contains('/') => n,
+                    (ObjectKind::Pack, _) | (_, Some(_)) => continue,
+                    (_, None) => rel,
+                };
+                if !e.metadata().is_file() || !valid_name(name) {
+                    continue;
+                }
+                out[i].push(
+                    self.info("list", kinds[i], name, e.metadata())
+                        .map_err(Walk::Ours)?,
+                );
+            }
+            Ok(())
+        })();
+        // One request per page of (at most) 1000 keys.
+        for _ in 0..seen.div_ceil(1000).max(1) {
+            self.wire.record(Request::List, 0, 0);
+        }
+        match walked {
+            Ok(()) => {}
+            Err(Walk::Ours(e)) => return Err(e),
+            Err(Walk::Storage(e)) => return Err(self.error("list", first, "", e)),
+        }
+        for l in &mut out {
+            l.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(out)
+    }
+
     /// A plain PUT: S3 replaces an object atomically (readers see the old
     /// or the new one whole) and durably once it answers.
     fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
@@ -776,6 +886,28 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walks_span_only_small_kinds_they_were_not_asked_for() {
+        use ObjectKind::*;
+        // A backup's two walks (SPEC §15).
+        assert_eq!(
+            walk_range(&[Index, Mark, Snapshot]),
+            Some((Index, Snapshot))
+        );
+        assert_eq!(walk_range(&[Index, Mark]), Some((Index, Mark)));
+        assert_eq!(walk_range(&[Audit, Pack]), Some((Audit, Pack)));
+        assert_eq!(walk_range(&[Pack, Audit]), Some((Audit, Pack)));
+        // One kind is a plain listing; the config is not under a prefix.
+        assert_eq!(walk_range(&[Pack]), None);
+        assert_eq!(walk_range(&[Config, Audit]), None);
+        // Never over packs, dictionaries or WAL not asked for.
+        assert_eq!(walk_range(&[Audit, Index]), None);
+        assert_eq!(walk_range(&[Snapshot, Audit]), None);
+        assert_eq!(walk_range(&[Snapshot, Keyring]), Some((Keyring, Snapshot)));
+        assert_eq!(walk_range(&[Index, Wal]), None);
+        assert_eq!(walk_range(&[Snapshot, Wal]), None);
+    }
 
     #[test]
     fn keys_follow_the_local_layout() {

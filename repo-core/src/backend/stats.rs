@@ -231,6 +231,12 @@ impl<B: Backend> Backend for Counted<B> {
         self.counters.list.fetch_add(1, Relaxed);
         self.inner.list(kind)
     }
+    /// One listing per kind, as the default lists them; a backend that
+    /// walks them at once counts its own requests ([`Backend::wire_requests`]).
+    fn list_many(&self, kinds: &[ObjectKind]) -> Result<Vec<Vec<ObjectInfo>>, BackendError> {
+        self.counters.list.fetch_add(kinds.len() as u64, Relaxed);
+        self.inner.list_many(kinds)
+    }
     fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
         self.counters.write.fetch_add(1, Relaxed);
         self.counters

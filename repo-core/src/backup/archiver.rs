@@ -207,7 +207,7 @@ impl<'a> Archiver<'a> {
                     }
                     let sub = self.parent_tree(prev);
                     n.subtree = Some(self.archive_selection(children, sub.as_ref())?);
-                    nodes.push(n);
+                    nodes.push(keep_ancestor_times(n, prev));
                 }
             }
         }
@@ -601,6 +601,23 @@ impl<'a> Archiver<'a> {
 }
 
 /// A file is unchanged when size, times, inode and device all match.
+/// An ancestor of the given paths (a directory that lists only the
+/// selected children) keeps the parent snapshot's times and link count when
+/// nothing else about it changed, subtree included (SPEC §15): they move
+/// with entries that are not backed up (a new file in `/tmp`), and would
+/// otherwise cost every unchanged backup a new root tree, a pack and an
+/// index file.
+fn keep_ancestor_times(mut now: Node, prev: Option<&Node>) -> Node {
+    if let Some(p) = prev {
+        let (mtime_ns, ctime_ns, links) = (now.mtime_ns, now.ctime_ns, now.links);
+        (now.mtime_ns, now.ctime_ns, now.links) = (p.mtime_ns, p.ctime_ns, p.links);
+        if now != *p {
+            (now.mtime_ns, now.ctime_ns, now.links) = (mtime_ns, ctime_ns, links);
+        }
+    }
+    now
+}
+
 fn unchanged(prev: &Node, now: &Node) -> bool {
     prev.kind == NodeKind::File
         && prev.size == now.size

@@ -4,6 +4,7 @@
 mod archiver;
 mod delta;
 mod source;
+mod walk;
 
 pub use delta::DeltaSource;
 
@@ -248,6 +249,8 @@ impl<'a> Backup<'a> {
         };
         snap_paths.sort();
         snap_paths.dedup();
+        let auto_parent = matches!(self.parent, ParentChoice::Auto);
+        let walked = walk::start(self.repo, auto_parent)?;
         let parent = match &self.parent {
             ParentChoice::None => None,
             ParentChoice::Id(id) => Some(self.repo.snapshot(id)?),
@@ -258,14 +261,13 @@ impl<'a> Backup<'a> {
                     paths: snap_paths.clone(),
                 };
                 self.repo
-                    .snapshots_cached()?
+                    .snapshots_cached_listed(walked.snapshots)?
                     .into_iter()
                     .rev()
                     .find(|s| f.matches(&s.snapshot))
             }
         };
-        self.repo.refresh_index()?;
-        let packs_resumed = adopt_unindexed_packs(self.repo)?;
+        let packs_resumed = walked.packs_resumed;
         let archiver = Archiver::new(
             self.repo,
             ArchiverSettings {
@@ -346,9 +348,9 @@ impl<'a> Backup<'a> {
         tags.dedup();
         let mut metadata = self.metadata;
         metadata.extend(late);
-        if let Some(heads) = self.repo.audit_anchor() {
+        if let Some(heads) = self.repo.audit_anchor()? {
             metadata.retain(|(k, _)| k != crate::audit::ANCHOR_KEY);
-            metadata.push((crate::audit::ANCHOR_KEY.into(), heads.into()));
+            metadata.push((crate::audit::ANCHOR_KEY.into(), heads));
         }
         metadata.sort();
         let snapshot = Snapshot {
@@ -384,14 +386,26 @@ impl<'a> Backup<'a> {
 /// entries, which costs nothing. A header that does not open (damaged, or
 /// another key's) leaves the pack alone for `check` and `prune`.
 pub(crate) fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
-    let condemned: std::collections::HashSet<PackId> =
-        crate::mark::load_marks(repo.backend(), repo.data_keys())?
-            .good
-            .into_iter()
-            .flat_map(|(_, _, m)| m.packs.into_iter().map(|p| p.id))
-            .collect();
+    let marks = crate::mark::load_marks(repo.backend(), repo.data_keys())?;
     let indexed = repo.index().cache().pack_ids()?;
     let listed = repo.backend().list(ObjectKind::Pack)?;
+    adopt_listed(repo, marks, indexed, listed)
+}
+
+/// [`adopt_unindexed_packs`] from its three readings, taken in this order:
+/// the marks read, the packs the synced index names, the listing of
+/// `data/` (SPEC §15).
+pub(crate) fn adopt_listed(
+    repo: &Repository,
+    marks: crate::mark::Marks,
+    indexed: std::collections::HashSet<PackId>,
+    listed: Vec<crate::backend::ObjectInfo>,
+) -> Result<usize> {
+    let condemned: std::collections::HashSet<PackId> = marks
+        .good
+        .into_iter()
+        .flat_map(|(_, _, m)| m.packs.into_iter().map(|p| p.id))
+        .collect();
     let mut n = 0;
     // An indexed pack the storage does not list is lost (SPEC §15): a
     // pack a prune deletes is first dropped from the index, before this

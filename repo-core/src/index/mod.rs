@@ -163,6 +163,18 @@ impl Index {
     /// a file the cache merged is gone (replaced by repair or prune), the
     /// cache is rebuilt from scratch. Superseded files are skipped.
     pub fn sync(&self, backend: &dyn Backend, key: &crate::crypto::DataKeys) -> Result<()> {
+        self.sync_listed(backend, key, None)
+    }
+
+    /// [`Index::sync`] whose first pass takes `listed` as the listing of
+    /// the index files (a backup's walk, SPEC §15) instead of listing them;
+    /// a repeated pass lists them again.
+    pub(crate) fn sync_listed(
+        &self,
+        backend: &dyn Backend,
+        key: &crate::crypto::DataKeys,
+        mut listed: Option<Vec<crate::backend::ObjectInfo>>,
+    ) -> Result<()> {
         // A pass is repeated when an index file vanished between listing and
         // reading (a prune or repair replaced it; its replacement may have
         // been missed), or when another process sharing the cache cleared it
@@ -174,7 +186,7 @@ impl Index {
         let mut state = Pass::Repeat { complete: false };
         for _ in 0..SYNC_PASSES {
             let mut damaged = BTreeMap::new();
-            state = self.sync_once(backend, key, &mut superseded, &mut damaged)?;
+            state = self.sync_once(backend, key, listed.take(), &mut superseded, &mut damaged)?;
             for (name, e) in &damaged {
                 self.warnings
                     .warn(crate::warning::Warning::DamagedIndexFile {
@@ -208,15 +220,16 @@ impl Index {
         &self,
         backend: &dyn Backend,
         key: &crate::crypto::DataKeys,
+        listed: Option<Vec<crate::backend::ObjectInfo>>,
         superseded: &mut HashSet<IndexId>,
         damaged: &mut BTreeMap<String, String>,
     ) -> Result<Pass> {
         self.cache.reload()?;
-        let listed: Vec<String> = backend
-            .list(ObjectKind::Index)?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let listed = match listed {
+            Some(l) => l,
+            None => backend.list(ObjectKind::Index)?,
+        };
+        let listed: Vec<String> = listed.into_iter().map(|o| o.name).collect();
         let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
         let mut known = self.cache.index_files()?;
         if known.iter().any(|k| !present.contains(k.as_str())) {

@@ -39,6 +39,7 @@ mod snapshot_cache;
 mod unattended;
 mod verification;
 mod wal;
+mod walks;
 
 // The suites' shared helpers come from the workspace's test-support crate.
 pub use cairn_testkit::WEAK_KDF;

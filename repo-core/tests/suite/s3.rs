@@ -455,3 +455,63 @@ fn a_repository_on_s3_reports_http_requests() {
         "the trees' windows, not one request per tree: {s:?}"
     );
 }
+
+/// A walk over more than one page (SPEC §11.2): every key of the kinds
+/// asked, none of the others, in the pages the range needs (two for 1,107
+/// keys here, where listing each kind costs four), by Garage's log and by
+/// the backend's own count.
+#[test]
+fn a_walk_lists_kinds_across_pages_in_as_few_requests_as_the_range_needs() {
+    let g = Garage::shared();
+    let prefix = "walks/pages";
+    let b = backend(&g.location(prefix), &options(g));
+    let name = |i: usize| format!("{i:064x}");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let b = &b;
+            s.spawn(move || {
+                for i in (t..1100).step_by(8) {
+                    b.write(ObjectKind::Index, &name(i), b"i").unwrap();
+                }
+            });
+        }
+    });
+    for i in 0..3 {
+        b.write(ObjectKind::Mark, &name(i), b"m").unwrap();
+        b.write(ObjectKind::Wal, &name(i), b"w").unwrap();
+    }
+    for i in 0..2 {
+        b.write(ObjectKind::Snapshot, &name(i), b"s").unwrap();
+        b.write(ObjectKind::Lock, &name(i), b"").unwrap();
+        b.write(ObjectKind::Pack, &name(i), b"p").unwrap();
+    }
+    b.write(ObjectKind::Key, &name(7), b"k").unwrap();
+    b.write(ObjectKind::Verify, &name(7), b"v").unwrap();
+
+    let kinds = [ObjectKind::Index, ObjectKind::Mark, ObjectKind::Snapshot];
+    let listing = format!("GET /{}?", g.bucket());
+    let listings = || {
+        g.requests_under(0, g.bucket(), prefix)
+            .iter()
+            .filter(|r| r.starts_with(&listing))
+            .count()
+    };
+    let (before, counted) = (listings(), b.wire_requests().unwrap().list);
+    let got = b.list_many(&kinds).unwrap();
+    assert_eq!(listings() - before, 2, "Garage's count of the walk's pages");
+    assert_eq!(
+        b.wire_requests().unwrap().list - counted,
+        2,
+        "the backend's"
+    );
+    let lens: Vec<usize> = got.iter().map(Vec::len).collect();
+    assert_eq!(lens, [1100, 3, 2]);
+    for (k, l) in kinds.iter().zip(&got) {
+        assert_eq!(*l, b.list(*k).unwrap(), "{k}");
+    }
+    let before = listings();
+    for k in kinds {
+        b.list(k).unwrap();
+    }
+    assert_eq!(listings() - before, 4, "listing each kind alone");
+}
