@@ -187,6 +187,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 | Error::KeysNotTried(_)
                 | Error::BadServiceToken(_)
                 | Error::ServiceKeyGone(_)
+                | Error::CachedKeyGone(_)
                 | Error::Crypto(CryptoError::WrongPassword) => {
                     return exit::WRONG_PASSWORD;
                 }
@@ -212,6 +213,10 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             Error::ServiceKeyGone(_) => Some(
                 "a removed unattended key stays revoked: add a new one with \
                  `cairn key add --unattended --output FILE`",
+            ),
+            Error::CachedKeyGone(_) => Some(
+                "run the command again: the next open searches the repository's key files \
+                 for one the password opens",
             ),
             Error::KeyInUse(_) => Some(
                 "open the repository with another key's password, \

@@ -69,6 +69,14 @@ pub enum Error {
         .0.short()
     )]
     ServiceKeyGone(crate::id::KeyId),
+    /// The key file this machine's cache held a copy of, which opened the
+    /// repository, is no longer in it: removed (revoked). The copy is
+    /// dropped, so the next open searches the key files (SPEC §14).
+    #[error(
+        "key {} (opened from this machine's cached copy) is no longer in the repository: it was removed; the copy is dropped",
+        .0.short()
+    )]
+    CachedKeyGone(crate::id::KeyId),
     /// An id prefix matched several key files.
     #[error("key id prefix {0:?} is ambiguous")]
     AmbiguousKey(String),

@@ -123,6 +123,15 @@ pub struct OpenOptions {
     /// password): the open uses them instead of reading it again, one
     /// request fewer on object storage. `None`: the open reads it.
     pub config: Option<Vec<u8>>,
+    /// Unlock a copy of the key file kept in the cache directory (by an
+    /// earlier open with this option) instead of reading it, one request
+    /// fewer on object storage (SPEC §14). That the key file is still in
+    /// the repository is confirmed by the handle's first index listing,
+    /// which lists `keys/` with it: a removed key then fails with
+    /// [`Error::CachedKeyGone`] before anything is read or written through
+    /// the index. Meant for handles that sync the index next (a backup, a
+    /// copy, or an open without `defer_index`).
+    pub key_from_cache: bool,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -134,6 +143,7 @@ impl std::fmt::Debug for OpenOptions {
             .field("on_warning", &self.on_warning.is_some())
             .field("defer_index", &self.defer_index)
             .field("config", &self.config.as_ref().map(Vec::len))
+            .field("key_from_cache", &self.key_from_cache)
             .finish()
     }
 }
@@ -166,6 +176,10 @@ pub struct Repository {
     /// The audit trail (an `AuditLog`, which sits below this module) whose
     /// heads are the anchor when none was set (`anchor_to`).
     pub(crate) audit_trail: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    /// The key file this handle was opened with and the cache directory,
+    /// while the key came from the cache's copy and no listing of `keys/`
+    /// has shown it yet (SPEC §14).
+    key_unconfirmed: std::sync::Mutex<Option<(KeyId, Option<PathBuf>)>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -348,6 +362,7 @@ impl Repository {
             warnings,
             audit_anchor: std::sync::OnceLock::new(),
             audit_trail: std::sync::OnceLock::new(),
+            key_unconfirmed: std::sync::Mutex::new(None),
         }
     }
 
@@ -359,16 +374,22 @@ impl Repository {
     ) -> Result<Self> {
         let wired = Wired::new(backend);
         let backend = Arc::clone(&wired.backend);
-        let (key, key_id, config, keys) = Self::unlock_config(&*backend, password, &opts)?;
+        let (key, key_id, config, keys, from_copy) =
+            Self::unlock_config(&*backend, password, &opts)?;
         let repo_id = config.repo_id;
         let warnings = Arc::new(Warnings::new(opts.on_warning));
         let index = Index::new(cache_for(&opts.cache_dir, &repo_id)?, Arc::clone(&warnings));
-        if !opts.defer_index {
-            index.sync(&*backend, &keys.data_keys)?;
+        let repo = Self::assemble(wired, key, key_id, config, keys, index, warnings);
+        if from_copy {
+            *repo
+                .key_unconfirmed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((key_id, opts.cache_dir.clone()));
         }
-        Ok(Self::assemble(
-            wired, key, key_id, config, keys, index, warnings,
-        ))
+        if !opts.defer_index {
+            repo.refresh_index()?;
+        }
+        Ok(repo)
     }
 
     /// Reads the config, finds the key `password` opens, and decrypts the
@@ -378,7 +399,7 @@ impl Repository {
         backend: &dyn Backend,
         password: &[u8],
         opts: &OpenOptions,
-    ) -> Result<(MasterKey, KeyId, Config, EpochKeys)> {
+    ) -> Result<(MasterKey, KeyId, Config, EpochKeys, bool)> {
         let cbytes = match &opts.config {
             Some(b) => b.clone(),
             None => match backend.read(ObjectKind::Config, "config") {
@@ -409,30 +430,53 @@ impl Repository {
             .is_ok_and(|v| v >= crate::format::EPOCH_VERSION);
         // The key file that opened it last time here, read directly (no
         // listing of `keys/`); if it fails in any way, the ordinary search.
+        // With `key_from_cache`, the cache's copy of that key file, or of
+        // the one `opts.key` names in full (an unattended key's).
         let cache_dir = opts.cache_dir.as_deref();
-        let hinted = crate::key_hint::read(cache_dir, &repo_id)
-            .filter(|_| opts.key.is_none())
-            .and_then(|name| {
-                crate::key_hint::unlock(
-                    backend,
-                    &repo_id,
-                    &name,
-                    password,
-                    &opts.kdf_budget,
-                    epochs,
-                )
-            });
-        if let Some((unlocked, key_id)) = hinted
+        use crate::key_hint::Source;
+        let named = opts
+            .key
+            .as_deref()
+            .filter(|k| k.len() == 64)
+            .map(str::to_ascii_lowercase);
+        let hinted = match (&opts.key, named) {
+            (None, _) => crate::key_hint::read(cache_dir, &repo_id).map(|name| {
+                let source = if opts.key_from_cache {
+                    Source::CopyFirst
+                } else {
+                    Source::Storage
+                };
+                (name, source)
+            }),
+            (Some(_), Some(name)) if opts.key_from_cache => Some((name, Source::CopyOnly)),
+            _ => None,
+        }
+        .and_then(|(name, source)| {
+            crate::key_hint::unlock(
+                backend,
+                cache_dir,
+                source,
+                &repo_id,
+                &name,
+                password,
+                &opts.kdf_budget,
+                epochs,
+            )
+        });
+        if let Some((unlocked, key_id, from_copy)) = hinted
             && let Ok((config, keys)) =
                 crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)
         {
-            return Ok((unlocked.master, key_id, config, keys));
+            return Ok((unlocked.master, key_id, config, keys, from_copy));
         }
-        let (unlocked, key_id) = Self::unlock(backend, &repo_id, password, opts, epochs)?;
+        let (unlocked, key_id, bytes) = Self::unlock(backend, &repo_id, password, opts, epochs)?;
         let (config, keys) =
             crate::keyring::open_config(backend, &repo_id, &unlocked, &key_id, &cbytes)?;
         crate::key_hint::remember(cache_dir, &repo_id, &key_id);
-        Ok((unlocked.master, key_id, config, keys))
+        if opts.key_from_cache {
+            crate::key_hint::keep_copy(cache_dir, &repo_id, &key_id, &bytes);
+        }
+        Ok((unlocked.master, key_id, config, keys, false))
     }
 
     /// Finds the key file that `password` opens (SPEC §14): cheapest KDF
@@ -444,7 +488,7 @@ impl Repository {
         password: &[u8],
         opts: &OpenOptions,
         epochs: bool,
-    ) -> Result<(Unlocked, KeyId)> {
+    ) -> Result<(Unlocked, KeyId, Vec<u8>)> {
         let named = opts.key.as_deref().map(str::to_ascii_lowercase);
         let mut candidates = Vec::new();
         let decoded = {
@@ -464,7 +508,7 @@ impl Repository {
                 };
                 decoded += 1;
                 if kf.header.repo_id == *repo_id {
-                    candidates.push((kf, KeyId::hash_of(&bytes), info.name));
+                    candidates.push((kf, KeyId::hash_of(&bytes), info.name, bytes));
                 }
             }
             decoded
@@ -506,7 +550,7 @@ impl Repository {
         let (mut spent, mut tried) = (0u64, 0usize);
         let mut not_tried = Vec::new();
         let mut last = Error::WrongPassword;
-        for (kf, id, _) in candidates {
+        for (kf, id, _, bytes) in candidates {
             let kdf = &kf.header.kdf;
             if named.is_none()
                 && (kdf.memory_kib > budget.max_memory_kib
@@ -519,7 +563,7 @@ impl Repository {
             spent = spent.saturating_add(kdf.cost());
             tried += 1;
             match kf.unlock_full(password) {
-                Ok(k) => return Ok((k, id)),
+                Ok(k) => return Ok((k, id, bytes)),
                 Err(CryptoError::WrongPassword) => {}
                 Err(e) => last = e.into(),
             }
@@ -642,13 +686,69 @@ impl Repository {
     /// Re-reads index files written since open (or since the last call);
     /// rebuilds the cache if some were removed by a prune or repair.
     pub(crate) fn refresh_index(&self) -> Result<()> {
-        self.index.sync(&*self.backend, self.data_keys())
+        if !self.key_unconfirmed() {
+            return self.index.sync(&*self.backend, self.data_keys());
+        }
+        // The key came from the cache's copy: `keys/` is listed with the
+        // index files (on S3 one walk, SPEC §11.2) to confirm it.
+        let mut l = self
+            .backend
+            .list_many(&[ObjectKind::Index, ObjectKind::Key])?;
+        if l.len() != 2 {
+            return Err(crate::backend::BackendError {
+                error_kind: crate::backend::BackendErrorKind::Permanent,
+                op: "list",
+                kind: ObjectKind::Index,
+                name: String::new(),
+                source: std::io::Error::other("the storage answered the wrong number of listings"),
+            }
+            .into());
+        }
+        let keys = l.pop().unwrap_or_default();
+        let index = l.pop().unwrap_or_default();
+        self.confirm_key(&keys)?;
+        self.index
+            .sync_listed(&*self.backend, self.data_keys(), Some(index))
     }
 
     /// [`Repository::refresh_index`] with the index files as `listed`.
+    /// A key still to be confirmed must have been by then
+    /// ([`Repository::confirm_key`]): `keys/` is listed for it if not.
     pub(crate) fn refresh_index_listed(&self, listed: Vec<ObjectInfo>) -> Result<()> {
+        if self.key_unconfirmed() {
+            self.confirm_key(&self.backend.list(ObjectKind::Key)?)?;
+        }
         self.index
             .sync_listed(&*self.backend, self.data_keys(), Some(listed))
+    }
+
+    /// Whether the key file came from the cache's copy and no listing has
+    /// shown it in the repository yet (SPEC §14).
+    pub(crate) fn key_unconfirmed(&self) -> bool {
+        self.key_unconfirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Confirms, from `keys` (a listing of `keys/`), that the key file this
+    /// handle was opened with from the cache's copy is still in the
+    /// repository; if not, drops the copy and fails: the key was removed.
+    pub(crate) fn confirm_key(&self, keys: &[ObjectInfo]) -> Result<()> {
+        let mut g = self
+            .key_unconfirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some((id, cache_dir)) = g.as_ref() else {
+            return Ok(());
+        };
+        let name = id.to_hex();
+        if keys.iter().any(|k| k.name == name) {
+            *g = None;
+            return Ok(());
+        }
+        crate::key_hint::forget(cache_dir.as_deref(), &self.config.repo_id, id);
+        Err(Error::CachedKeyGone(*id))
     }
 
     /// The counted backend, shared (a WAL store keeps it, SPEC §28).

@@ -235,6 +235,8 @@ fn unlock(
         })),
         defer_index,
         config: Some(config),
+        // A backup's or copy's first walk confirms the key (SPEC §14).
+        key_from_cache: defer_index,
         ..Default::default()
     };
     // An unattended key's token beats any password source: a service

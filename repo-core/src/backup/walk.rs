@@ -30,12 +30,21 @@ pub(super) struct Walked {
 /// interrupted backups; finds the audit trail's heads on the way when a
 /// snapshot will need them ([`Repository::anchor_to`]).
 pub(super) fn start(repo: &Repository, want_snapshots: bool) -> Result<Walked> {
+    // A key file unlocked from the cache's copy is confirmed by the same
+    // walk: `keys/` lies between `index/` and `snapshots/` (SPEC §14).
+    let confirm = repo.key_unconfirmed();
     let mut kinds = vec![ObjectKind::Index, ObjectKind::Mark];
+    if confirm {
+        kinds.push(ObjectKind::Key);
+    }
     if want_snapshots {
         kinds.push(ObjectKind::Snapshot);
     }
     let mut first = list_many(repo, &kinds)?;
     let (index, marks) = (take(&mut first), take(&mut first));
+    if confirm {
+        repo.confirm_key(&take(&mut first))?;
+    }
     let snapshots = first.next();
     repo.refresh_index_listed(index)?;
     let marks = crate::mark::load_listed_marks(repo.backend(), repo.data_keys(), marks)?;

@@ -216,7 +216,13 @@ impl WalStore {
         password: &[u8],
         opts: &OpenOptions,
     ) -> crate::error::Result<Self> {
-        let (key, _, config, keys) = Repository::unlock_config(&backend, password, opts)?;
+        // No index is listed here, so nothing would confirm a key from
+        // the cache's copy: the key file is always read.
+        let opts = OpenOptions {
+            key_from_cache: false,
+            ..opts.clone()
+        };
+        let (key, _, config, keys, _) = Repository::unlock_config(&backend, password, &opts)?;
         Ok(Self::with_keys(
             Arc::new(backend),
             &key,

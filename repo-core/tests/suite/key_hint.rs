@@ -107,3 +107,105 @@ fn the_last_key_is_read_without_listing_and_a_stale_hint_falls_back() {
     assert_eq!(key_listings(&log), 1);
     assert_eq!(open(&dir, &cache, PASSWORD, &log).unwrap().key_id(), first);
 }
+
+/// `key_from_cache` (a backup's or copy's open, SPEC §14): an open keeps a
+/// copy of the key file it used in the cache directory and the next one
+/// unlocks that copy, reading no key file; the handle's first index
+/// listing lists `keys/` with it and confirms the key is still there. A
+/// removed key then fails before the index is read, and its copy and hint
+/// are dropped, so the open after that searches the key files again.
+#[test]
+fn a_cached_key_copy_opens_without_a_read_and_a_removed_key_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (dir, cache) = (d.path().join("repo"), d.path().join("cache"));
+    let src = d.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"some data to back up").unwrap();
+    let repo = Repository::init(
+        LocalBackend::create(&dir).unwrap(),
+        PASSWORD,
+        InitOptions {
+            cache_dir: Some(cache.clone()),
+            ..init_options()
+        },
+    )
+    .unwrap();
+    let first = repo.key_id();
+    let second = repo
+        .add_key(b"another password", cairn_testkit::WEAK_KDF)
+        .unwrap();
+    drop(repo);
+    let elsewhere = d.path().join("another machine's cache");
+    let cached_in = |cache: &std::path::Path, password: &[u8], defer_index: bool, log: &Log| {
+        let log = Arc::clone(log);
+        Repository::open(
+            Hooked::new(LocalBackend::open(&dir)).after(move |c| {
+                let line = match c {
+                    Call::List(k) => format!("list {k}"),
+                    Call::Read(k, _) => format!("read {k}"),
+                    _ => return,
+                };
+                log.lock().unwrap().push(line);
+            }),
+            password,
+            OpenOptions {
+                cache_dir: Some(cache.to_path_buf()),
+                key_from_cache: true,
+                defer_index,
+                ..Default::default()
+            },
+        )
+    };
+    let cached = |password: &[u8], defer_index: bool, log: &Log| {
+        cached_in(&cache, password, defer_index, log)
+    };
+    let key_reads = |log: &Log| {
+        let l = log.lock().unwrap();
+        l.iter().filter(|s| s.as_str() == "read key").count()
+    };
+
+    // The first open searches (and keeps a copy of the key it found); from
+    // then on no key file is read.
+    let log: Log = Arc::default();
+    assert_eq!(cached(PASSWORD, false, &log).unwrap().key_id(), first);
+    assert_eq!(key_listings(&log), 1);
+    let log: Log = Arc::default();
+    let r = cached(PASSWORD, true, &log).unwrap();
+    assert_eq!(r.key_id(), first);
+    assert_eq!(key_reads(&log), 0, "{:?}", log.lock().unwrap());
+    assert_eq!(key_listings(&log), 0, "{:?}", log.lock().unwrap());
+    // The backup's first walk lists `keys/` with the index and confirms.
+    r.backup().path(&src).run().unwrap();
+    assert_eq!(key_listings(&log), 1, "{:?}", log.lock().unwrap());
+    drop(r);
+    // An open that reads the index itself confirms there.
+    let log: Log = Arc::default();
+    cached(PASSWORD, false, &log).unwrap();
+    assert_eq!((key_reads(&log), key_listings(&log)), (0, 1));
+
+    // The key removed from another machine (through the other key): the
+    // copy here still unlocks, but the first listing refuses it, before
+    // any snapshot is written.
+    let other = cached_in(&elsewhere, b"another password", false, &Log::default()).unwrap();
+    assert_eq!(other.key_id(), second);
+    other.remove_key(&first).unwrap();
+    let before = other.snapshots().unwrap().len();
+    drop(other);
+    let r = cached(PASSWORD, true, &Log::default()).unwrap();
+    let e = r.backup().path(&src).run().unwrap_err();
+    assert!(matches!(e, Error::CachedKeyGone(k) if k == first), "{e}");
+    drop(r);
+    let r = cached(PASSWORD, false, &Log::default());
+    assert!(
+        matches!(r, Err(Error::WrongPassword)),
+        "copy and hint dropped"
+    );
+    let other = cached_in(&elsewhere, b"another password", false, &Log::default()).unwrap();
+    assert_eq!(other.snapshots().unwrap().len(), before);
+    assert!(
+        !cache
+            .join(other.id().to_hex())
+            .join(format!("key-{}", first.to_hex()))
+            .exists()
+    );
+}
