@@ -1532,11 +1532,24 @@ pub struct PgArchiveWalArgs {
 #[derive(Debug, Args)]
 pub struct PgRestoreWalArgs {
     /// The WAL file name (`%f`).
-    #[arg(value_name = "NAME")]
-    pub name: String,
+    #[arg(value_name = "NAME", required_unless_present = "clean_spool")]
+    pub name: Option<String>,
     /// Where to write it (`%p`).
-    #[arg(value_name = "DEST")]
-    pub dest: PathBuf,
+    #[arg(value_name = "DEST", required_unless_present = "clean_spool")]
+    pub dest: Option<PathBuf>,
+    /// After serving a segment, fetch the next N in the background into
+    /// `pg_wal/cairn-prefetch/` of the data directory, so the next calls
+    /// only rename a file (0: off). Pair with `--clean-spool` as
+    /// recovery_end_command.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefetch: u32,
+    /// Stop the prefetch worker and remove its spool directory (the
+    /// recovery_end_command `pg restore-cluster` writes); nothing else.
+    #[arg(long, conflicts_with_all = ["name", "dest"])]
+    pub clean_spool: bool,
+    /// The background worker `--prefetch` starts (internal).
+    #[arg(long, hide = true)]
+    pub prefetch_worker: bool,
     /// The cluster's data directory, for `global/pg_control` [default: .].
     #[arg(long, value_name = "DIR", env = "PGDATA")]
     pub pgdata: Option<PathBuf>,
@@ -1730,6 +1743,10 @@ pub struct PgRestoreClusterArgs {
     /// Skip `pg_verifybackup`.
     #[arg(long)]
     pub no_verify: bool,
+    /// Segments cairn's restore_command fetches ahead in the background
+    /// (`restore-wal --prefetch`, SPEC §28.4.1; 0: one at a time).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub prefetch: u32,
 }
 
 /// `cairn pg pitr-verify`.

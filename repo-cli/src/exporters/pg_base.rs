@@ -765,6 +765,8 @@ fn quote(s: &str) -> String {
 pub struct Recovery {
     /// `restore_command` (with `%f` and `%p`).
     pub restore_command: String,
+    /// `recovery_end_command` (removes the read-ahead spool), if any.
+    pub end_command: Option<String>,
     /// What to stop at.
     pub target: Target,
     /// `recovery_target_action`: `promote`, `pause` or `shutdown`.
@@ -786,6 +788,9 @@ impl Recovery {
             self.origin,
             quote(&self.restore_command)
         );
+        if let Some(c) = &self.end_command {
+            s.push_str(&format!("recovery_end_command = {}\n", quote(c)));
+        }
         let target = match &self.target {
             Target::End => None,
             Target::Time(ns) => Some(("recovery_target_time", pg_time(*ns))),
@@ -933,6 +938,7 @@ mod tests {
     fn recovery_settings_quote_and_name_the_target() {
         let r = Recovery {
             restore_command: "/usr/bin/cairn -r '/backups/it''s' pg restore-wal %f %p".into(),
+            end_command: Some("/usr/bin/cairn pg restore-wal --clean-spool".into()),
             target: Target::Lsn("0/3000060".parse().unwrap()),
             action: "promote".into(),
             exclusive: false,
@@ -949,6 +955,10 @@ mod tests {
         assert!(s.contains("recovery_target_lsn = '0/3000060'\n"), "{s}");
         assert!(s.contains("recovery_target_action = 'promote'\n"), "{s}");
         assert!(s.contains("archive_mode = off\n"), "{s}");
+        assert!(
+            s.contains("recovery_end_command = '/usr/bin/cairn pg restore-wal --clean-spool'\n"),
+            "{s}"
+        );
         let end = Recovery {
             target: Target::End,
             no_archive: false,
