@@ -99,13 +99,12 @@ pub(super) fn archive(g: &GlobalArgs, out: Output, a: &PgArchiveWalArgs) -> Resu
     Ok(Status::Ok)
 }
 
-/// `restore-wal --json`: where the file came from.
+/// `restore-wal --json` of a restored file: where it came from.
 #[derive(Serialize)]
 struct RestoreJson<'a> {
     file: &'a str,
-    restored: bool,
     /// `spool` (read ahead, `--prefetch`) or `repository`.
-    source: Option<&'static str>,
+    source: &'static str,
 }
 
 pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Result<Status> {
@@ -135,6 +134,7 @@ pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Resu
     let spooled = prefetch
         && match spool.create() {
             Ok(()) => {
+                spool.asked(&file);
                 spool.wait_for(&file);
                 let taken = spool.take(&file, sysid, dest);
                 for r in &taken.rejected {
@@ -148,13 +148,7 @@ pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Resu
             }
         };
     if !spooled && !fetch(g, &file, sysid, dest)? {
-        if out.json {
-            out.json_value(&RestoreJson {
-                file: file.as_str(),
-                restored: false,
-                source: None,
-            })?;
-        }
+        // Nothing printed, even with --json: PostgreSQL expects this.
         out.verbose(1, format!("{file} is not archived"));
         return Ok(Status::Missing);
     }
@@ -168,8 +162,7 @@ pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Resu
     if out.json {
         out.json_value(&RestoreJson {
             file: file.as_str(),
-            restored: true,
-            source: Some(source),
+            source,
         })?;
     }
     out.verbose(

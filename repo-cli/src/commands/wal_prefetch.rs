@@ -143,15 +143,30 @@ impl Spool {
         })
     }
 
-    /// Records that `file` (`segment_size` bytes) was served, deletes the
-    /// spooled segments at or before it, and starts a worker unless one
-    /// runs. Errors only cost the read-ahead.
-    pub(super) fn served(&self, file: &WalFileName, segment_size: u64) -> Result<()> {
+    fn write_want(&self, file: &WalFileName, segment_size: u64) -> Result<()> {
         let tmp = self.dir.join(format!("want.{}", std::process::id()));
         std::fs::write(&tmp, format!("{file} {segment_size}\n"))
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, self.dir.join("want"))
-            .with_context(|| format!("cannot write {}", self.dir.join("want").display()))?;
+            .with_context(|| format!("cannot write {}", self.dir.join("want").display()))
+    }
+
+    /// PostgreSQL asks for `file`: a running worker moves its window past
+    /// it at once (it does not fetch again what is being served).
+    pub(super) fn asked(&self, file: &WalFileName) {
+        if let Some(w) = self.read_want()
+            && w.file.timeline() == file.timeline()
+            && w.file.position() < file.position()
+        {
+            let _ = self.write_want(file, w.segment_size);
+        }
+    }
+
+    /// Records that `file` (`segment_size` bytes) was served, deletes the
+    /// spooled segments at or before it, and starts a worker unless one
+    /// runs. Errors only cost the read-ahead.
+    pub(super) fn served(&self, file: &WalFileName, segment_size: u64) -> Result<()> {
+        self.write_want(file, segment_size)?;
         for e in std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()) {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -282,6 +297,15 @@ impl Spool {
         let flushed = w.inner.flush();
         match (got, flushed) {
             (Ok(Some(_)), Ok(())) => {
+                // PostgreSQL is past it already (served by a direct fetch);
+                // the one it asks for now is kept: the foreground waits.
+                if self
+                    .read_want()
+                    .is_some_and(|w| w.file.position() > file.position())
+                {
+                    let _ = std::fs::remove_file(&part);
+                    return Ok(true);
+                }
                 let digest = hex(&w.hash.finalize());
                 std::fs::rename(&part, self.dir.join(format!("{file}.{digest}")))?;
                 Ok(true)
