@@ -380,7 +380,12 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         .lines()
         .find(|l| l.starts_with("restore_command = "))
         .unwrap_or_else(|| panic!("no restore_command: {auto}"));
-    assert!(rc.contains(" pg restore-wal %f %p'"), "{rc}");
+    assert!(rc.contains(" pg restore-wal --prefetch 8 %f %p'"), "{rc}");
+    assert!(
+        auto.contains(" pg restore-wal --clean-spool'\n")
+            && auto.contains("recovery_end_command = '"),
+        "{auto}"
+    );
     assert!(rc.contains("--password-file"), "{rc}");
     assert!(rc.contains(env.repo().to_str().unwrap()), "{rc}");
 
@@ -488,6 +493,14 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
         let sock = pg_dir(&work, &format!("{name}-sock"));
         let server = Restored::start(&pg.bindir, &pgdata, &sock);
         assert_eq!(&server.sql(NUMBERS), expect, "{name} (T = {t})");
+        // Read ahead (restore-cluster's default --prefetch 8), and the
+        // recovery_end_command removed the spool once recovery ended.
+        let log = std::fs::read_to_string(sock.join("log")).unwrap();
+        assert!(log.contains("restored log file"), "{log}");
+        assert!(
+            !pgdata.join("pg_wal/cairn-prefetch").exists(),
+            "{name}: spool left after recovery:\n{log}"
+        );
     }
 
     // pitr-verify does the same on its own scratch cluster, and removes it.
