@@ -1498,7 +1498,10 @@ Takes no lock and reads no index: only the config and a key file are read before
 
 A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.",
         after_help = "Examples (postgresql.conf of the server being recovered):
-  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'"
+  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'
+  # read 8 segments ahead while the server replays, remove the spool at the end:
+  restore_command = 'cairn -r /backup/repo --key-file /etc/cairn/pg.key pg restore-wal --prefetch 8 %f %p'
+  recovery_end_command = 'cairn pg restore-wal --clean-spool'"
     )]
     RestoreWal(PgRestoreWalArgs),
 
