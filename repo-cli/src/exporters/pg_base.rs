@@ -560,12 +560,7 @@ pub fn extract(repo: &Repository, node: &Node, pgdata: &Path, owner: (u32, u32))
         .with_context(|| format!("cannot create {}", pgdata.display()))?;
     std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot chmod {}", pgdata.display()))?;
-    let mut ar = tar::Archive::new(repo.read_node(node)?);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(false);
-    ar.set_overwrite(false);
-    ar.unpack(pgdata)
-        .with_context(|| format!("cannot extract the base backup into {}", pgdata.display()))?;
+    super::pg_extract::unpack(repo, node, pgdata)?;
     if nix::unistd::geteuid().is_root() {
         chown_tree(pgdata, owner)?;
     }
