@@ -121,7 +121,12 @@ impl Spool {
         for (path, digest) in self.spooled(file) {
             match check(&path, file, sysid, &digest) {
                 Ok(()) => match std::fs::rename(&path, dest) {
-                    Ok(()) => return Taken { served: true, rejected },
+                    Ok(()) => {
+                        return Taken {
+                            served: true,
+                            rejected,
+                        };
+                    }
                     Err(e) => rejected.push(format!("cannot move {}: {e}", path.display())),
                 },
                 Err(e) => rejected.push(format!("{}: {e:#}", path.display())),

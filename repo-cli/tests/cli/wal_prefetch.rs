@@ -59,12 +59,10 @@ fn spooled(dir: &Path, seg: &str) -> PathBuf {
     let t = Instant::now();
     loop {
         let found = std::fs::read_dir(&spool).ok().and_then(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .find(|p| {
-                    let n = p.file_name().unwrap().to_str().unwrap();
-                    n.len() == 24 + 1 + 64 && n.starts_with(seg)
-                })
+            rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+                let n = p.file_name().unwrap().to_str().unwrap();
+                n.len() == 24 + 1 + 64 && n.starts_with(seg)
+            })
         });
         if let Some(p) = found {
             return p;
@@ -81,7 +79,8 @@ fn spooled(dir: &Path, seg: &str) -> PathBuf {
 #[test]
 fn prefetched_segments_are_served_from_the_spool_only_when_intact() {
     let a = Archiving::start(false);
-    a.workload("3", "5");
+    // pgbench -i at scale 5 alone writes more than 5 segments.
+    a.workload("5", "5");
     let segs: Vec<String> = a.archived().into_iter().filter(|n| n.len() == 24).collect();
     assert!(segs.len() >= 5, "{segs:?}");
     let dir = data_dir(&a);
@@ -111,14 +110,22 @@ fn prefetched_segments_are_served_from_the_spool_only_when_intact() {
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[5_000_000] ^= 0x01;
     std::fs::write(&p, &bytes).unwrap();
-    let out = restore_wal(&a, &dir, &["--prefetch", "3", &segs[2], "pg_wal/RECOVERYXLOG"]);
+    let out = restore_wal(
+        &a,
+        &dir,
+        &["--prefetch", "3", &segs[2], "pg_wal/RECOVERYXLOG"],
+    );
     assert_success(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("\"repository\""),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(stderr(&out).contains("does not match its digest"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match its digest"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         std::fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(),
         std::fs::read(a.side.join(&segs[2])).unwrap()
@@ -133,9 +140,17 @@ fn prefetched_segments_are_served_from_the_spool_only_when_intact() {
     // A segment that is not archived: exit 1 and nothing printed, as
     // without read-ahead.
     let missing = "0000000100000000000000F0";
-    let out = restore_wal(&a, &dir, &["--prefetch", "3", missing, "pg_wal/RECOVERYXLOG"]);
+    let out = restore_wal(
+        &a,
+        &dir,
+        &["--prefetch", "3", missing, "pg_wal/RECOVERYXLOG"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{}", stderr(&out));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        stderr(&out)
+    );
 
     // recovery_end_command: the worker stops, the spool is gone.
     let out = restore_wal(&a, &dir, &["--clean-spool"]);
