@@ -31,8 +31,8 @@ clusters run with checkpoint_timeout = 1h and max_wal_size = 16GB, so no
 checkpoint (and no burst of full-page writes after it) lands between the base
 backup's own checkpoint and T at a moment that differs by tool.
 pgBackRest runs at its defaults (no archive-async: its restore_command gets
-one segment per call); cairn at its own (restore-cluster --prefetch 8, unless
---cairn-prefetch says otherwise). Repository bytes are the size of the tool's repository
+one segment per call); cairn at its own (a local repository: no read-ahead),
+or restore-cluster --prefetch N with --cairn-prefetch N. Repository bytes are the size of the tool's repository
 directory (for cairn also the WAL it stores outside snapshots; for Barman its
 whole home: base backups and WAL).
 
@@ -445,6 +445,8 @@ def restore_once(tool, cl, target, newdata, args):
     """Restores to target into newdata, starts it until promoted, counts.
     Dirty pages of what ran before (the cluster's shutdown checkpoint, the
     previous restore) are flushed first, so no restore pays for them."""
+    if os.path.exists(f"{newdata}.log"):
+        os.remove(f"{newdata}.log")  # pg_ctl -l appends; segments are counted in it
     os.sync()
     time.sleep(1)
     t0 = time.monotonic()
@@ -536,6 +538,7 @@ def run_tool(name, args, bindir):
                 f"{r['segments_replayed']} segments fetched): {r['rows']} rows, expected {rows}; "
                 f"load {r['loadavg_1min']}")
         res["restores"] = runs
+        res["target"] = target
         for k in ("restore_s", "restore_command_s", "recovery_s"):
             xs = [r[k] for r in runs]
             res[k] = statistics.median(xs)
@@ -564,6 +567,56 @@ def run_tool(name, args, bindir):
     if not args.keep:
         shutil.rmtree(os.path.join(w, "pgdata"), ignore_errors=True)
     return res
+
+
+def restore_only(args, bindir):
+    """--restore-only: the restores of an earlier run's WORKDIR again (its
+    repositories stay; results.json names T and its rows), the tools taking
+    turns each round so the machine's load falls on all of them alike."""
+    with open(os.path.join(args.workdir, "results.json")) as f:
+        earlier = {r["tool"]: r for r in json.load(f)["results"]}
+    tools = []
+    for name in args.tools.split(","):
+        r = earlier.get(name, {})
+        if "target" not in r:
+            sys.exit(f"{name}: no restore target in {args.workdir}/results.json")
+        w = os.path.join(args.workdir, name)
+        cl = Cluster(bindir, os.path.join(w, "pgdata"), os.path.join(w, "sock"),
+                     os.path.join(w, "pghome"))
+        tool = TOOLS[name](w, cl, args)
+        ok = tool.available()
+        if ok is not True:
+            sys.exit(f"{name}: {ok}")
+        tools.append((name, tool, cl, r))
+    runs = {name: [] for name, *_ in tools}
+    for i in range(args.restore_repeat):
+        for name, tool, cl, r in tools:
+            x = restore_once(tool, cl, r["target"], os.path.join(tool.w, f"again-{i}"), args)
+            runs[name].append(x)
+            log(f"{name}: round {i + 1}: {x['restore_s']:.2f} s ({x['restore_command_s']:.2f} + "
+                f"{x['recovery_s']:.2f}), {x['segments_replayed']} segments, rows "
+                f"{'exact' if x['rows'] == r['expected_rows'] else x['rows']}, load {x['loadavg_1min']}")
+    results = []
+    for name, _, _, r in tools:
+        res = {"tool": name, "restores": runs[name], "expected_rows": r["expected_rows"]}
+        for k in ("restore_s", "restore_command_s", "recovery_s"):
+            xs = [x[k] for x in runs[name]]
+            res[k] = statistics.median(xs)
+            res[k + "_range"] = [min(xs), max(xs)]
+        res["segments_replayed"] = [x["segments_replayed"] for x in runs[name]]
+        res["restore_ok"] = all(x["rows"] == r["expected_rows"] for x in runs[name])
+        res["restore_rows"] = runs[name][-1]["rows"]
+        results.append(res)
+    lines = ["| tool | restore to T s, median (range) | restore command s | recovery s | "
+             "segments fetched | rows at T |", "|---|---|---|---|---|---|"]
+    for res in results:
+        lines.append(f"| {res['tool']} | {rng(res, 'restore_s')} | {rng(res, 'restore_command_s')} | "
+                     f"{rng(res, 'recovery_s')} | {'/'.join(map(str, res['segments_replayed']))} | "
+                     f"{'exact' if res['restore_ok'] else 'WRONG'} |")
+    md = "\n".join(lines)
+    with open(os.path.join(args.workdir, "restore-only.json"), "w") as f:
+        json.dump({"args": vars(args), "results": results}, f, indent=1)
+    print(md)
 
 
 def fmt(v, spec="{:.1f}"):
@@ -616,10 +669,15 @@ def main():
                     help="restores to T per tool (median and range reported)")
     ap.add_argument("--cairn-prefetch", type=int, default=None,
                     help="restore-cluster --prefetch N for cairn [default: cairn's]")
+    ap.add_argument("--restore-only", action="store_true",
+                    help="only restore again, the tools taking turns, from an earlier run's "
+                         "--workdir (its results.json names T)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the clusters and tools run as the postgres user through runuser")
     bindir = pg_bindir()
+    if args.restore_only:
+        return restore_only(args, bindir)
     os.makedirs(args.workdir, exist_ok=True)
     os.chmod(args.workdir, 0o755)
     results = []

@@ -1747,9 +1747,10 @@ pub struct PgRestoreClusterArgs {
     #[arg(long)]
     pub no_verify: bool,
     /// Segments cairn's restore_command fetches ahead in the background
-    /// (`restore-wal --prefetch`, SPEC §28.4.1; 0: one at a time).
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub prefetch: u32,
+    /// (`restore-wal --prefetch`, SPEC §28.4.1; 0: one at a time)
+    /// [default: 8 for an S3 repository, 0 for a local one].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
 }
 
 /// `cairn pg pitr-verify`.

@@ -258,12 +258,19 @@ impl Spool {
             }
             let size = want.segment_size;
             let first = want.file.segment_number(size) + 1;
+            // One listing per round, not one per segment of the window.
+            let present: std::collections::HashSet<String> = std::fs::read_dir(&self.dir)
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.len() == 24 + 1 + 64)
+                .map(|n| n[..24].to_string())
+                .collect();
             let next = (first..first + u64::from(depth))
                 .take_while(|n| stop_at.is_none_or(|s| *n < s))
                 .map(|n| {
                     WalFileName::segment(want.file.timeline(), WalFileName::position_of(n, size))
                 })
-                .find(|f| self.spooled(f).is_empty());
+                .find(|f| !present.contains(f.as_str()));
             let Some(file) = next else {
                 if idle.elapsed() > IDLE_EXIT {
                     return last;
