@@ -1496,7 +1496,9 @@ Takes no lock and reads no index: only the config and a key file are read before
         name = "restore-wal",
         long_about = "Write the archived WAL file NAME (PostgreSQL's `%f`) of this cluster to DEST (`%p`). The cluster is the one whose system identifier is in `global/pg_control` of --pgdata (default: the current directory, which is the data directory when PostgreSQL runs the command), or --system-identifier. One read of one object: no lock, no index, no listing.
 
-A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.",
+A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.
+
+--prefetch N reads ahead (SPEC §28.4.1): after serving a segment it makes sure a detached worker fetches the next N into `pg_wal/cairn-prefetch/`; a later call serves a spooled segment only after checking it (SHA-256, header, size), else fetches it. With --json a restored file prints `{\"file\", \"source\": \"spool\" | \"repository\"}`.",
         after_help = "Examples (postgresql.conf of the server being recovered):
   restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'
   # read 8 segments ahead while the server replays, remove the spool at the end:
