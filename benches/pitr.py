@@ -20,7 +20,19 @@ the moment T is taken with the row count of pgbench_history, more pgbench
 follows, and the cluster is restored to T into a new data directory, started
 on another port and promoted; the wall time from the restore command to a
 promoted, queryable server is the restore-to-time time, and the row count
-must be T's. Repository bytes are the size of the tool's repository
+must be T's. The restore is repeated --restore-repeat times (a new data
+directory each time); the median and the range are reported, split into the
+restore command and recovery (start, replay, promotion), with the number of
+segments recovery fetched through restore_command (the server log's
+"restored log file" lines).
+
+The WAL between the last base backup and T is the same for every tool: the
+clusters run with checkpoint_timeout = 1h and max_wal_size = 16GB, so no
+checkpoint (and no burst of full-page writes after it) lands between the base
+backup's own checkpoint and T at a moment that differs by tool.
+pgBackRest runs at its defaults (no archive-async: its restore_command gets
+one segment per call); cairn at its own (a local repository: no read-ahead),
+or restore-cluster --prefetch N with --cairn-prefetch N. Repository bytes are the size of the tool's repository
 directory (for cairn also the WAL it stores outside snapshots; for Barman its
 whole home: base backups and WAL).
 
@@ -28,6 +40,8 @@ whole home: base backups and WAL).
     python3 benches/pitr.py                             # all tools, defaults below
     python3 benches/pitr.py --tools cairn,pgbackrest --days 7 --scale 20 \\
         --transactions 20000 --clients 4
+    python3 benches/pitr.py --tools cairn,pgbackrest,pgbackrest-incr --days 7 --scale 10 \\
+        --transactions 4000 --clients 4 --restore-repeat 5
 
 Needs root (clusters and tools run as `postgres` through runuser), PostgreSQL
 server binaries (/usr/lib/postgresql/N/bin), and for the anchors the Debian
@@ -122,7 +136,8 @@ class Cluster:
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
             f.write(f"port = {self.port}\nunix_socket_directories = '{self.sock}'\n"
                     "listen_addresses = ''\nwal_level = replica\nmax_wal_senders = 4\n"
-                    "archive_mode = on\nmax_wal_size = '2GB'\nfsync = on\n")
+                    "archive_mode = on\nmax_wal_size = '16GB'\ncheckpoint_timeout = '1h'\n"
+                    "fsync = on\n")
             for k, v in conf.items():
                 f.write(f"{k} = {v}\n")
 
@@ -234,8 +249,9 @@ class Cairn(Tool):
         return [self.repo]
 
     def restore(self, target_time, newdata):
+        extra = [] if self.args.cairn_prefetch is None else ["--prefetch", str(self.args.cairn_prefetch)]
         as_pg(self.base() + ["pg", "restore-cluster", "latest", "--pgdata", newdata,
-                             "--target-time", target_time, "--target-action", "promote"],
+                             "--target-time", target_time, "--target-action", "promote"] + extra,
               env=self.cl.env)
 
 
@@ -414,6 +430,47 @@ def percentile(xs, p):
     return xs[k]
 
 
+def segments_fetched(logfile):
+    """Segments the server got from restore_command (not history files)."""
+    n = 0
+    with open(logfile, errors="replace") as f:
+        for line in f:
+            i = line.find('restored log file "')
+            if i >= 0 and len(line) > i + 43 and line[i + 43] == '"':
+                n += 1
+    return n
+
+
+def restore_once(tool, cl, target, newdata, args):
+    """Restores to target into newdata, starts it until promoted, counts.
+    Dirty pages of what ran before (the cluster's shutdown checkpoint, the
+    previous restore) are flushed first, so no restore pays for them."""
+    if os.path.exists(f"{newdata}.log"):
+        os.remove(f"{newdata}.log")  # pg_ctl -l appends; segments are counted in it
+    os.sync()
+    time.sleep(1)
+    t0 = time.monotonic()
+    tool.restore(target, newdata)
+    command_s = time.monotonic() - t0
+    subprocess.run(["chown", "-R", "postgres:postgres", newdata], check=True)
+    os.chmod(newdata, 0o700)
+    port = free_port()
+    try:
+        cl.start(data=newdata, port=port, extra="-c archive_mode=off")
+        while cl.sql("SELECT pg_is_in_recovery()", port=port) == "t":
+            time.sleep(0.05)
+        total = time.monotonic() - t0
+        got = int(cl.sql("SELECT count(*) FROM pgbench_history", port=port))
+    finally:
+        cl.stop(data=newdata)
+    out = {"restore_s": total, "restore_command_s": command_s, "recovery_s": total - command_s,
+           "segments_replayed": segments_fetched(f"{newdata}.log"), "rows": got,
+           "loadavg_1min": float(open("/proc/loadavg").read().split()[0])}
+    if not args.keep:
+        shutil.rmtree(newdata, ignore_errors=True)
+    return out
+
+
 def run_tool(name, args, bindir):
     w = os.path.join(args.workdir, name)
     if os.path.exists(w):
@@ -469,25 +526,27 @@ def run_tool(name, args, bindir):
         res["repo_bytes"] = sum(du(p) for p in tool.repo_paths())
         res["db_bytes"] = int(cl.sql("SELECT pg_database_size('postgres')"))
         cl.stop()
-        # Restore to T on a new data directory and a new port.
-        newdata = os.path.join(w, "restored")
-        log(f"{name}: restore to {target} ({rows} rows; {final_rows} at the end)")
-        t0 = time.monotonic()
-        tool.restore(target, newdata)
-        res["restore_command_s"] = time.monotonic() - t0
-        subprocess.run(["chown", "-R", "postgres:postgres", newdata], check=True)
-        os.chmod(newdata, 0o700)
-        port = free_port()
-        cl.start(data=newdata, port=port, extra="-c archive_mode=off")
-        while cl.sql("SELECT pg_is_in_recovery()", port=port) == "t":
-            time.sleep(0.1)
-        res["restore_s"] = time.monotonic() - t0
-        got = int(cl.sql("SELECT count(*) FROM pgbench_history", port=port))
-        res.update(restore_rows=got, expected_rows=rows, restore_ok=(got == rows))
-        log(f"{name}: restored in {res['restore_s']:.1f} s ({res['restore_command_s']:.1f} s "
-            f"the restore command, the rest starting and replaying WAL to T): {got} rows, "
-            f"expected {rows}")
-        cl.stop(data=newdata)
+        # Restore to T on a new data directory and a new port, N times.
+        log(f"{name}: restore to {target} ({rows} rows; {final_rows} at the end), "
+            f"{args.restore_repeat} times")
+        runs = []
+        for i in range(args.restore_repeat):
+            runs.append(restore_once(tool, cl, target, os.path.join(w, f"restored-{i}"), args))
+            r = runs[-1]
+            log(f"{name}: restore {i + 1}: {r['restore_s']:.2f} s ({r['restore_command_s']:.2f} s "
+                f"the restore command, {r['recovery_s']:.2f} s recovery, "
+                f"{r['segments_replayed']} segments fetched): {r['rows']} rows, expected {rows}; "
+                f"load {r['loadavg_1min']}")
+        res["restores"] = runs
+        res["target"] = target
+        for k in ("restore_s", "restore_command_s", "recovery_s"):
+            xs = [r[k] for r in runs]
+            res[k] = statistics.median(xs)
+            res[k + "_range"] = [min(xs), max(xs)]
+        res["segments_replayed"] = [r["segments_replayed"] for r in runs]
+        got = runs[-1]["rows"]
+        res.update(restore_rows=got, expected_rows=rows,
+                   restore_ok=all(r["rows"] == rows for r in runs))
     except Exception as e:  # noqa: BLE001 - a failed tool is reported, the others still run
         res["error"] = str(e)[-2000:]
         log(f"{name}: FAILED: {res['error']}")
@@ -507,21 +566,78 @@ def run_tool(name, args, bindir):
                archive_p99_ms=percentile(times, 99))
     if not args.keep:
         shutil.rmtree(os.path.join(w, "pgdata"), ignore_errors=True)
-        shutil.rmtree(os.path.join(w, "restored"), ignore_errors=True)
     return res
+
+
+def restore_only(args, bindir):
+    """--restore-only: the restores of an earlier run's WORKDIR again (its
+    repositories stay; results.json names T and its rows), the tools taking
+    turns each round so the machine's load falls on all of them alike."""
+    with open(os.path.join(args.workdir, "results.json")) as f:
+        earlier = {r["tool"]: r for r in json.load(f)["results"]}
+    tools = []
+    for name in args.tools.split(","):
+        r = earlier.get(name, {})
+        if "target" not in r:
+            sys.exit(f"{name}: no restore target in {args.workdir}/results.json")
+        w = os.path.join(args.workdir, name)
+        cl = Cluster(bindir, os.path.join(w, "pgdata"), os.path.join(w, "sock"),
+                     os.path.join(w, "pghome"))
+        tool = TOOLS[name](w, cl, args)
+        ok = tool.available()
+        if ok is not True:
+            sys.exit(f"{name}: {ok}")
+        tools.append((name, tool, cl, r))
+    runs = {name: [] for name, *_ in tools}
+    for i in range(args.restore_repeat):
+        for name, tool, cl, r in tools:
+            x = restore_once(tool, cl, r["target"], os.path.join(tool.w, f"again-{i}"), args)
+            runs[name].append(x)
+            log(f"{name}: round {i + 1}: {x['restore_s']:.2f} s ({x['restore_command_s']:.2f} + "
+                f"{x['recovery_s']:.2f}), {x['segments_replayed']} segments, rows "
+                f"{'exact' if x['rows'] == r['expected_rows'] else x['rows']}, load {x['loadavg_1min']}")
+    results = []
+    for name, _, _, r in tools:
+        res = {"tool": name, "restores": runs[name], "expected_rows": r["expected_rows"]}
+        for k in ("restore_s", "restore_command_s", "recovery_s"):
+            xs = [x[k] for x in runs[name]]
+            res[k] = statistics.median(xs)
+            res[k + "_range"] = [min(xs), max(xs)]
+        res["segments_replayed"] = [x["segments_replayed"] for x in runs[name]]
+        res["restore_ok"] = all(x["rows"] == r["expected_rows"] for x in runs[name])
+        res["restore_rows"] = runs[name][-1]["rows"]
+        results.append(res)
+    lines = ["| tool | restore to T s, median (range) | restore command s | recovery s | "
+             "segments fetched | rows at T |", "|---|---|---|---|---|---|"]
+    for res in results:
+        lines.append(f"| {res['tool']} | {rng(res, 'restore_s')} | {rng(res, 'restore_command_s')} | "
+                     f"{rng(res, 'recovery_s')} | {'/'.join(map(str, res['segments_replayed']))} | "
+                     f"{'exact' if res['restore_ok'] else 'WRONG'} |")
+    md = "\n".join(lines)
+    with open(os.path.join(args.workdir, "restore-only.json"), "w") as f:
+        json.dump({"args": vars(args), "results": results}, f, indent=1)
+    print(md)
 
 
 def fmt(v, spec="{:.1f}"):
     return "—" if v is None else spec.format(v)
 
 
+def rng(r, k):
+    if r.get(k) is None:
+        return "—"
+    lo, hi = r[k + "_range"]
+    return f"{r[k]:.2f} ({lo:.2f}–{hi:.2f})"
+
+
 def table(results):
     lines = ["| tool | segments/s while pgbench ran | max backlog (segments) | archive_command median / p99 ms | "
-             "repository MiB after the week | restore to T s | rows at T |",
-             "|---|---|---|---|---|---|---|"]
+             "repository MiB after the week | restore to T s, median (range) | restore command s | "
+             "recovery s | segments fetched | rows at T |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.get("skipped"):
-            lines.append(f"| {r['tool']} | skipped: {r['skipped']} ||||||")
+            lines.append(f"| {r['tool']} | skipped: {r['skipped']} |||||||||")
             continue
         days = r.get("days", [])
         segs = sum(d["segments_archived"] for d in days)
@@ -534,7 +650,9 @@ def table(results):
         lines.append(f"| {r['tool']}{err} | {fmt(rate)} | {fmt(backlog_max, '{}')} | "
                      f"{fmt(r.get('archive_median_ms'))} / {fmt(r.get('archive_p99_ms'))} | "
                      f"{fmt(r['repo_bytes'] / 2**20 if r.get('repo_bytes') else None)} | "
-                     f"{fmt(r.get('restore_s'))} | {rows} |")
+                     f"{rng(r, 'restore_s')} | {rng(r, 'restore_command_s')} | "
+                     f"{rng(r, 'recovery_s')} | {'/'.join(map(str, r.get('segments_replayed', []))) or '—'} | "
+                     f"{rows} |")
     return "\n".join(lines)
 
 
@@ -547,10 +665,19 @@ def main():
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--workdir", default="/var/tmp/cairn-pitr-bench")
     ap.add_argument("--keep", action="store_true", help="keep the data directories")
+    ap.add_argument("--restore-repeat", type=int, default=3,
+                    help="restores to T per tool (median and range reported)")
+    ap.add_argument("--cairn-prefetch", type=int, default=None,
+                    help="restore-cluster --prefetch N for cairn [default: cairn's]")
+    ap.add_argument("--restore-only", action="store_true",
+                    help="only restore again, the tools taking turns, from an earlier run's "
+                         "--workdir (its results.json names T)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the clusters and tools run as the postgres user through runuser")
     bindir = pg_bindir()
+    if args.restore_only:
+        return restore_only(args, bindir)
     os.makedirs(args.workdir, exist_ok=True)
     os.chmod(args.workdir, 0o755)
     results = []
@@ -560,7 +687,8 @@ def main():
         results.append(run_tool(name, args, bindir))
         with open(os.path.join(args.workdir, "results.json"), "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=1)
-    md = table(results)
+    load = open("/proc/loadavg").read().split()[:3]
+    md = table(results) + f"\n\nload average at the end: {' '.join(load)}"
     with open(os.path.join(args.workdir, "results.md"), "w") as f:
         f.write(md + "\n")
     print(md)

@@ -1496,9 +1496,14 @@ Takes no lock and reads no index: only the config and a key file are read before
         name = "restore-wal",
         long_about = "Write the archived WAL file NAME (PostgreSQL's `%f`) of this cluster to DEST (`%p`). The cluster is the one whose system identifier is in `global/pg_control` of --pgdata (default: the current directory, which is the data directory when PostgreSQL runs the command), or --system-identifier. One read of one object: no lock, no index, no listing.
 
-A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.",
+A file that is not archived exits 1 and prints nothing: PostgreSQL asks for files that do not exist (the next timeline's history, the segment after the last) and takes exit 1 as \"not there\". A damaged object or an unreachable repository exits 1 with a message.
+
+--prefetch N reads ahead (SPEC §28.4.1): after serving a segment it makes sure a detached worker fetches the next N into `pg_wal/cairn-prefetch/`; a later call serves a spooled segment only after checking it (SHA-256, header, size), else fetches it. With --json a restored file prints `{\"file\", \"source\": \"spool\" | \"repository\"}`.",
         after_help = "Examples (postgresql.conf of the server being recovered):
-  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'"
+  restore_command = 'CAIRN_REPOSITORY=/backup/repo CAIRN_PASSWORD_FILE=/etc/cairn/pw cairn pg restore-wal %f %p'
+  # read 8 segments ahead while the server replays, remove the spool at the end:
+  restore_command = 'cairn -r /backup/repo --key-file /etc/cairn/pg.key pg restore-wal --prefetch 8 %f %p'
+  recovery_end_command = 'cairn pg restore-wal --clean-spool'"
     )]
     RestoreWal(PgRestoreWalArgs),
 
@@ -1532,11 +1537,24 @@ pub struct PgArchiveWalArgs {
 #[derive(Debug, Args)]
 pub struct PgRestoreWalArgs {
     /// The WAL file name (`%f`).
-    #[arg(value_name = "NAME")]
-    pub name: String,
+    #[arg(value_name = "NAME", required_unless_present = "clean_spool")]
+    pub name: Option<String>,
     /// Where to write it (`%p`).
-    #[arg(value_name = "DEST")]
-    pub dest: PathBuf,
+    #[arg(value_name = "DEST", required_unless_present = "clean_spool")]
+    pub dest: Option<PathBuf>,
+    /// After serving a segment, fetch the next N in the background into
+    /// `pg_wal/cairn-prefetch/` of the data directory, so the next calls
+    /// only rename a file (0: off). Pair with `--clean-spool` as
+    /// recovery_end_command.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefetch: u32,
+    /// Stop the prefetch worker and remove its spool directory (the
+    /// recovery_end_command `pg restore-cluster` writes); nothing else.
+    #[arg(long, conflicts_with_all = ["name", "dest"])]
+    pub clean_spool: bool,
+    /// The background worker `--prefetch` starts (internal).
+    #[arg(long, hide = true)]
+    pub prefetch_worker: bool,
     /// The cluster's data directory, for `global/pg_control` [default: .].
     #[arg(long, value_name = "DIR", env = "PGDATA")]
     pub pgdata: Option<PathBuf>,
@@ -1730,6 +1748,11 @@ pub struct PgRestoreClusterArgs {
     /// Skip `pg_verifybackup`.
     #[arg(long)]
     pub no_verify: bool,
+    /// Segments cairn's restore_command fetches ahead in the background
+    /// (`restore-wal --prefetch`, SPEC §28.4.1; 0: one at a time)
+    /// [default: 8 for an S3 repository, 0 for a local one].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
 }
 
 /// `cairn pg pitr-verify`.

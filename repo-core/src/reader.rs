@@ -40,11 +40,18 @@ impl Read for FileReader<'_> {
             let Some(id) = self.chunks.next() else {
                 return Ok(0);
             };
-            // As `dump_node`: only data blobs may be file content.
-            self.buf = self
-                .repo
+            // As `dump_node`: only data blobs may be file content. Copied
+            // into the buffer it had: a fresh one per chunk cost a mapping,
+            // its page faults and an unmap each time.
+            let buf = &mut self.buf;
+            self.repo
                 .locate_data(&id)
-                .and_then(|loc| self.repo.read_blob_at(&loc))
+                .and_then(|loc| {
+                    self.repo.with_blob_at(&loc, |plain| {
+                        buf.clear();
+                        buf.extend_from_slice(plain);
+                    })
+                })
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             self.pos = 0;
         }

@@ -36,6 +36,7 @@ mod snapshots;
 mod stats;
 mod verify_record;
 mod wal;
+mod wal_prefetch;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use repo_core::{BaseBackupRef, ClusterReport, OpenOptions, WalFileKind, WalFileName, WalStore};
 use serde::Serialize;
 
+use super::wal_prefetch::{self, Spool};
 use super::{Status, backend_for, repo_location};
 use crate::cli::{GlobalArgs, PgArchiveWalArgs, PgRestoreWalArgs};
 use crate::credentials::{self, Purpose};
@@ -98,23 +99,91 @@ pub(super) fn archive(g: &GlobalArgs, out: Output, a: &PgArchiveWalArgs) -> Resu
     Ok(Status::Ok)
 }
 
+/// `restore-wal --json` of a restored file: where it came from.
+#[derive(Serialize)]
+struct RestoreJson<'a> {
+    file: &'a str,
+    /// `spool` (read ahead, `--prefetch`) or `repository`.
+    source: &'static str,
+}
+
 pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Result<Status> {
-    let file = WalFileName::parse(&a.name)?;
+    let pgdata = a.pgdata.as_deref().unwrap_or(Path::new("."));
+    let spool = Spool::of(pgdata);
+    if a.clean_spool {
+        spool.clean()?;
+        return Ok(Status::Ok);
+    }
+    let (Some(name), Some(dest)) = (&a.name, &a.dest) else {
+        bail!("restore-wal needs NAME and DEST");
+    };
+    if a.prefetch_worker {
+        wal_prefetch::detach();
+    }
+    let file = WalFileName::parse(name)?;
     let sysid = match a.system_identifier {
         Some(s) => s,
         None => control_system_identifier(a.pgdata.as_deref())?,
     };
+    if a.prefetch_worker {
+        let store = open_wal(g)?;
+        spool.work(&store, sysid, a.prefetch)?;
+        return Ok(Status::Ok);
+    }
+    let prefetch = a.prefetch > 0 && file.kind() == WalFileKind::Segment;
+    let spooled = prefetch
+        && match spool.create() {
+            Ok(()) => {
+                spool.asked(&file);
+                spool.wait_for(&file);
+                let taken = spool.take(&file, sysid, dest);
+                for r in &taken.rejected {
+                    out.warn(format!("not serving a spooled copy: {r}"));
+                }
+                taken.served
+            }
+            Err(e) => {
+                out.warn(format!("{e:#}: fetching without read-ahead"));
+                false
+            }
+        };
+    if !spooled && !fetch(g, &file, sysid, dest)? {
+        // Nothing printed, even with --json: PostgreSQL expects this.
+        out.verbose(1, format!("{file} is not archived"));
+        return Ok(Status::Missing);
+    }
+    if prefetch && spool.dir().is_dir() {
+        let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = spool.served(&file, size) {
+            out.warn(format!("{e:#}: no read-ahead"));
+        }
+    }
+    let source = if spooled { "spool" } else { "repository" };
+    if out.json {
+        out.json_value(&RestoreJson {
+            file: file.as_str(),
+            source,
+        })?;
+    }
+    out.verbose(
+        1,
+        format!("restored {file} to {} (from the {source})", dest.display()),
+    );
+    Ok(Status::Ok)
+}
+
+/// Fetches `file` into `dest`; false when it is not archived.
+fn fetch(g: &GlobalArgs, file: &WalFileName, sysid: u64, dest: &Path) -> Result<bool> {
     let store = open_wal(g)?;
     // Decompressed straight into a temporary file beside DEST, renamed over
     // it only once the content matched its MAC: PostgreSQL never sees a
     // partial or unauthenticated file. It reads the file at once and
     // fetches it again after a crash, so no fsync.
-    let dir = a
-        .dest
+    let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp_name = a.dest.file_name().unwrap_or_default().to_os_string();
+    let mut tmp_name = dest.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".cairn-{}", std::process::id()));
     let tmp: PathBuf = dir.join(tmp_name);
     let mut f = std::fs::OpenOptions::new()
@@ -124,23 +193,21 @@ pub(super) fn restore(g: &GlobalArgs, out: Output, a: &PgRestoreWalArgs) -> Resu
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    let fetched = store.fetch_to(sysid, &file, &mut f);
+    let fetched = store.fetch_to(sysid, file, &mut f);
     drop(f);
     let renamed = match &fetched {
-        Ok(Some(_)) => std::fs::rename(&tmp, &a.dest)
-            .with_context(|| format!("cannot write {}", a.dest.display())),
+        Ok(Some(_)) => {
+            std::fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))
+        }
         _ => Ok(()),
     };
     if !matches!((&fetched, &renamed), (Ok(Some(_)), Ok(()))) {
         let _ = std::fs::remove_file(&tmp);
     }
     renamed?;
-    let Some(_) = fetched.with_context(|| format!("cannot restore {file}"))? else {
-        out.verbose(1, format!("{file} is not archived"));
-        return Ok(Status::Missing);
-    };
-    out.verbose(1, format!("restored {file} to {}", a.dest.display()));
-    Ok(Status::Ok)
+    Ok(fetched
+        .with_context(|| format!("cannot restore {file}"))?
+        .is_some())
 }
 
 #[derive(Serialize)]

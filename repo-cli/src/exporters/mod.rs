@@ -5,6 +5,7 @@
 
 pub mod pg_base;
 pub mod pg_delta;
+pub mod pg_extract;
 pub mod pg_globals;
 pub mod pg_recompress;
 pub mod pg_target;

@@ -560,12 +560,7 @@ pub fn extract(repo: &Repository, node: &Node, pgdata: &Path, owner: (u32, u32))
         .with_context(|| format!("cannot create {}", pgdata.display()))?;
     std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot chmod {}", pgdata.display()))?;
-    let mut ar = tar::Archive::new(repo.read_node(node)?);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(false);
-    ar.set_overwrite(false);
-    ar.unpack(pgdata)
-        .with_context(|| format!("cannot extract the base backup into {}", pgdata.display()))?;
+    super::pg_extract::unpack(repo, node, pgdata)?;
     if nix::unistd::geteuid().is_root() {
         chown_tree(pgdata, owner)?;
     }
@@ -765,6 +760,8 @@ fn quote(s: &str) -> String {
 pub struct Recovery {
     /// `restore_command` (with `%f` and `%p`).
     pub restore_command: String,
+    /// `recovery_end_command` (removes the read-ahead spool), if any.
+    pub end_command: Option<String>,
     /// What to stop at.
     pub target: Target,
     /// `recovery_target_action`: `promote`, `pause` or `shutdown`.
@@ -786,6 +783,9 @@ impl Recovery {
             self.origin,
             quote(&self.restore_command)
         );
+        if let Some(c) = &self.end_command {
+            s.push_str(&format!("recovery_end_command = {}\n", quote(c)));
+        }
         let target = match &self.target {
             Target::End => None,
             Target::Time(ns) => Some(("recovery_target_time", pg_time(*ns))),
@@ -933,6 +933,7 @@ mod tests {
     fn recovery_settings_quote_and_name_the_target() {
         let r = Recovery {
             restore_command: "/usr/bin/cairn -r '/backups/it''s' pg restore-wal %f %p".into(),
+            end_command: Some("/usr/bin/cairn pg restore-wal --clean-spool".into()),
             target: Target::Lsn("0/3000060".parse().unwrap()),
             action: "promote".into(),
             exclusive: false,
@@ -949,6 +950,10 @@ mod tests {
         assert!(s.contains("recovery_target_lsn = '0/3000060'\n"), "{s}");
         assert!(s.contains("recovery_target_action = 'promote'\n"), "{s}");
         assert!(s.contains("archive_mode = off\n"), "{s}");
+        assert!(
+            s.contains("recovery_end_command = '/usr/bin/cairn pg restore-wal --clean-spool'\n"),
+            "{s}"
+        );
         let end = Recovery {
             target: Target::End,
             no_archive: false,

@@ -37,3 +37,4 @@ mod trees;
 mod unattended;
 mod vhistory;
 mod wal;
+mod wal_prefetch;

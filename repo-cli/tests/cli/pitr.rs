@@ -380,7 +380,9 @@ fn basebackup_is_a_verifiable_snapshot_and_restore_cluster_writes_recovery() {
         .lines()
         .find(|l| l.starts_with("restore_command = "))
         .unwrap_or_else(|| panic!("no restore_command: {auto}"));
+    // A local repository: no read-ahead unless asked (SPEC §28.4.1).
     assert!(rc.contains(" pg restore-wal %f %p'"), "{rc}");
+    assert!(!auto.contains("recovery_end_command"), "{auto}");
     assert!(rc.contains("--password-file"), "{rc}");
     assert!(rc.contains(env.repo().to_str().unwrap()), "{rc}");
 
@@ -482,12 +484,29 @@ fn restore_to_a_moment_gets_exactly_that_moments_numbers() {
             "postgres",
         ];
         if let Some(t) = target {
-            args.extend(["--target-time", t]);
+            // With read-ahead (SPEC §28.4.1); to the end without.
+            args.extend(["--target-time", t, "--prefetch", "8"]);
         }
-        json(&cairn_pg(&env, &args));
+        let v = json(&cairn_pg(&env, &args));
+        let rc = v["restore_command"].as_str().unwrap();
+        assert_eq!(rc.contains(" --prefetch 8 %f %p"), target.is_some(), "{rc}");
+        let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+        assert_eq!(
+            auto.contains(" pg restore-wal --clean-spool'\n"),
+            target.is_some(),
+            "{auto}"
+        );
         let sock = pg_dir(&work, &format!("{name}-sock"));
         let server = Restored::start(&pg.bindir, &pgdata, &sock);
         assert_eq!(&server.sql(NUMBERS), expect, "{name} (T = {t})");
+        // The recovery_end_command removed the spool once recovery ended
+        // (without read-ahead there never was one).
+        let log = std::fs::read_to_string(sock.join("log")).unwrap();
+        assert!(log.contains("restored log file"), "{log}");
+        assert!(
+            !pgdata.join("pg_wal/cairn-prefetch").exists(),
+            "{name}: spool left after recovery:\n{log}"
+        );
     }
 
     // pitr-verify does the same on its own scratch cluster, and removes it.

@@ -14,10 +14,10 @@ use super::pgserver::{PgServer, is_root};
 /// A server archiving into a test repository through a script that first
 /// keeps a copy of each file PostgreSQL hands over (in `side/`), so the
 /// test can compare what comes back with what was archived.
-struct Archiving {
-    env: Env,
-    pg: PgServer,
-    side: PathBuf,
+pub(super) struct Archiving {
+    pub(super) env: Env,
+    pub(super) pg: PgServer,
+    pub(super) side: PathBuf,
 }
 
 fn cairn() -> &'static str {
@@ -28,7 +28,7 @@ impl Archiving {
     /// `kill_first`: the first attempt at each file is killed (SIGKILL)
     /// after 0 to 200 ms, mid-write or not, and reported as failed;
     /// PostgreSQL retries it.
-    fn start(kill_first: bool) -> Self {
+    pub(super) fn start(kill_first: bool) -> Self {
         let env = Env::init();
         let side = env.path("side");
         std::fs::create_dir(&side).unwrap();
@@ -93,7 +93,7 @@ impl Archiving {
     /// Initialises pgbench at `scale`, runs it for `seconds`, and gets
     /// every segment written so far archived: two switches, with a write
     /// between them because a switch needs something written since the last.
-    fn workload(&self, scale: &str, seconds: &str) {
+    pub(super) fn workload(&self, scale: &str, seconds: &str) {
         self.pgbench(&["-i", "-s", scale]);
         self.pgbench(&["-T", seconds, "-c", "2"]);
         self.switch_and_wait();
@@ -129,7 +129,7 @@ impl Archiving {
     }
 
     /// The files PostgreSQL handed over, by name.
-    fn archived(&self) -> Vec<String> {
+    pub(super) fn archived(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.side)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -139,7 +139,7 @@ impl Archiving {
         v
     }
 
-    fn cairn(&self, args: &[&str]) -> Output {
+    pub(super) fn cairn(&self, args: &[&str]) -> Output {
         self.env
             .cmd()
             .args(args)
