@@ -19,6 +19,24 @@ fn open(
     password: &[u8],
     log: &Log,
 ) -> repo_core::Result<Repository> {
+    open_with(
+        repo,
+        password,
+        log,
+        OpenOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            ..Default::default()
+        },
+    )
+}
+
+/// Opens `repo` with `opts`, logging listings and reads into `log`.
+fn open_with(
+    repo: &std::path::Path,
+    password: &[u8],
+    log: &Log,
+    opts: OpenOptions,
+) -> repo_core::Result<Repository> {
     let log = Arc::clone(log);
     Repository::open(
         Hooked::new(LocalBackend::open(repo)).after(move |c| {
@@ -30,10 +48,7 @@ fn open(
             log.lock().unwrap().push(line);
         }),
         password,
-        OpenOptions {
-            cache_dir: Some(cache.to_path_buf()),
-            ..Default::default()
-        },
+        opts,
     )
 }
 
@@ -137,17 +152,10 @@ fn a_cached_key_copy_opens_without_a_read_and_a_removed_key_is_refused() {
     drop(repo);
     let elsewhere = d.path().join("another machine's cache");
     let cached_in = |cache: &std::path::Path, password: &[u8], defer_index: bool, log: &Log| {
-        let log = Arc::clone(log);
-        Repository::open(
-            Hooked::new(LocalBackend::open(&dir)).after(move |c| {
-                let line = match c {
-                    Call::List(k) => format!("list {k}"),
-                    Call::Read(k, _) => format!("read {k}"),
-                    _ => return,
-                };
-                log.lock().unwrap().push(line);
-            }),
+        open_with(
+            &dir,
             password,
+            log,
             OpenOptions {
                 cache_dir: Some(cache.to_path_buf()),
                 key_from_cache: true,
