@@ -691,21 +691,8 @@ impl Repository {
         }
         // The key came from the cache's copy: `keys/` is listed with the
         // index files (on S3 one walk, SPEC §11.2) to confirm it.
-        let mut l = self
-            .backend
-            .list_many(&[ObjectKind::Index, ObjectKind::Key])?;
-        if l.len() != 2 {
-            return Err(crate::backend::BackendError {
-                error_kind: crate::backend::BackendErrorKind::Permanent,
-                op: "list",
-                kind: ObjectKind::Index,
-                name: String::new(),
-                source: std::io::Error::other("the storage answered the wrong number of listings"),
-            }
-            .into());
-        }
-        let keys = l.pop().unwrap_or_default();
-        let index = l.pop().unwrap_or_default();
+        let mut l = self.list_kinds(&[ObjectKind::Index, ObjectKind::Key])?;
+        let (index, keys) = (l.next().unwrap_or_default(), l.next().unwrap_or_default());
         self.confirm_key(&keys)?;
         self.index
             .sync_listed(&*self.backend, self.data_keys(), Some(index))
@@ -720,6 +707,31 @@ impl Repository {
         }
         self.index
             .sync_listed(&*self.backend, self.data_keys(), Some(listed))
+    }
+
+    /// [`Backend::list_many`], one listing per kind asked, or an error: a
+    /// missing one must not pass for an empty kind (no index files would
+    /// clear the index cache).
+    pub(crate) fn list_kinds(
+        &self,
+        kinds: &[ObjectKind],
+    ) -> Result<std::vec::IntoIter<Vec<ObjectInfo>>> {
+        let lists = self.backend.list_many(kinds)?;
+        if lists.len() != kinds.len() {
+            return Err(crate::backend::BackendError {
+                error_kind: crate::backend::BackendErrorKind::Permanent,
+                op: "list",
+                kind: kinds[0],
+                name: String::new(),
+                source: std::io::Error::other(format!(
+                    "the storage answered {} listings for {} kinds",
+                    lists.len(),
+                    kinds.len()
+                )),
+            }
+            .into());
+        }
+        Ok(lists.into_iter())
     }
 
     /// Whether the key file came from the cache's copy and no listing has

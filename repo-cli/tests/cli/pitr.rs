@@ -82,6 +82,24 @@ fn cairn_pg(env: &Env, args: &[&str]) -> Output {
         .expect("run cairn")
 }
 
+/// `pg restore-cluster SNAPSHOT` into `work/name`, owned by `postgres`;
+/// the data directory.
+fn restore_cluster(env: &Env, work: &Path, snapshot: &str, name: &str) -> PathBuf {
+    let pgdata = work.join(name);
+    json(&cairn_pg(
+        env,
+        &[
+            "restore-cluster",
+            snapshot,
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--owner",
+            "postgres",
+        ],
+    ));
+    pgdata
+}
+
 /// A server started on a restored data directory; stopped on drop.
 struct Restored {
     bindir: PathBuf,
@@ -642,18 +660,7 @@ fn a_second_base_backup_is_stored_as_deltas_that_outlive_the_first() {
     // The first base backup recovers through the recompressed segments.
     let work = pg_dir(env.dir.path(), "restores");
     let first_id = first["snapshots"][0]["snapshot_id"].as_str().unwrap();
-    let pgdata = work.join("first");
-    json(&cairn_pg(
-        &env,
-        &[
-            "restore-cluster",
-            first_id,
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-            "--owner",
-            "postgres",
-        ],
-    ));
+    let pgdata = restore_cluster(&env, &work, first_id, "first");
     let sock = pg_dir(&work, "first-sock");
     let server = Restored::start(&pg.bindir, &pgdata, &sock);
     assert_eq!(server.sql(NUMBERS), final_numbers);
@@ -670,18 +677,7 @@ fn a_second_base_backup_is_stored_as_deltas_that_outlive_the_first() {
     );
     assert_success(&env.run(["check", "--read-data"]));
 
-    let pgdata = work.join("delta");
-    json(&cairn_pg(
-        &env,
-        &[
-            "restore-cluster",
-            "latest",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-            "--owner",
-            "postgres",
-        ],
-    ));
+    let pgdata = restore_cluster(&env, &work, "latest", "delta");
     assert!(!pgdata.join("base.tar.references").exists());
     let sock = pg_dir(&work, "delta-sock");
     let server = Restored::start(&pg.bindir, &pgdata, &sock);
@@ -847,18 +843,7 @@ fn base_backup_chains_restart_after_three_deltas() {
     assert_success(&env.run(["check", "--read-data"]));
 
     let work = pg_dir(env.dir.path(), "restores");
-    let pgdata = work.join("newest");
-    json(&cairn_pg(
-        &env,
-        &[
-            "restore-cluster",
-            "latest",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-            "--owner",
-            "postgres",
-        ],
-    ));
+    let pgdata = restore_cluster(&env, &work, "latest", "newest");
     let sock = pg_dir(&work, "newest-sock");
     let server = Restored::start(&pg.bindir, &pgdata, &sock);
     assert_eq!(server.sql(NUMBERS), final_numbers);

@@ -14,7 +14,7 @@
 //!
 //! [`Backend::list_many`]: crate::backend::Backend::list_many
 
-use crate::backend::{BackendError, BackendErrorKind, ObjectInfo, ObjectKind};
+use crate::backend::{ObjectInfo, ObjectKind};
 use crate::error::Result;
 use crate::repository::Repository;
 
@@ -40,7 +40,7 @@ pub(super) fn start(repo: &Repository, want_snapshots: bool) -> Result<Walked> {
     if want_snapshots {
         kinds.push(ObjectKind::Snapshot);
     }
-    let mut first = list_many(repo, &kinds)?;
+    let mut first = repo.list_kinds(&kinds)?;
     let (index, marks) = (take(&mut first), take(&mut first));
     if confirm {
         repo.confirm_key(&take(&mut first))?;
@@ -55,7 +55,7 @@ pub(super) fn start(repo: &Repository, want_snapshots: bool) -> Result<Walked> {
         Some(_) => &[ObjectKind::Audit, ObjectKind::Pack],
         None => &[ObjectKind::Pack],
     };
-    let mut second = list_many(repo, kinds)?;
+    let mut second = repo.list_kinds(kinds)?;
     if let Some(log) = trail {
         // Records others write from now on are joined by the next record
         // that sees them (SPEC §31.4).
@@ -70,31 +70,8 @@ pub(super) fn start(repo: &Repository, want_snapshots: bool) -> Result<Walked> {
     })
 }
 
-/// One listing per kind asked, or an error: a missing one must not pass
-/// for an empty kind (no index files would clear the index cache).
-fn list_many(
-    repo: &Repository,
-    kinds: &[ObjectKind],
-) -> Result<std::vec::IntoIter<Vec<ObjectInfo>>> {
-    let lists = repo.backend().list_many(kinds)?;
-    if lists.len() != kinds.len() {
-        return Err(BackendError {
-            error_kind: BackendErrorKind::Permanent,
-            op: "list",
-            kind: kinds[0],
-            name: String::new(),
-            source: std::io::Error::other(format!(
-                "the storage answered {} listings for {} kinds",
-                lists.len(),
-                kinds.len()
-            )),
-        }
-        .into());
-    }
-    Ok(lists.into_iter())
-}
-
-/// The next kind's listing ([`list_many`] checked there is one per kind).
+/// The next kind's listing ([`Repository::list_kinds`] checked there is
+/// one per kind).
 fn take(it: &mut impl Iterator<Item = Vec<ObjectInfo>>) -> Vec<ObjectInfo> {
     it.next().unwrap_or_default()
 }

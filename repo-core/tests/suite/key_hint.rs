@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use cairn_testkit::PASSWORD;
 use cairn_testkit::backend::{Call, Hooked};
 use cairn_testkit::repo::init_options;
-use repo_core::{Error, InitOptions, LocalBackend, OpenOptions, Repository};
+use repo_core::{Error, InitOptions, KeyId, LocalBackend, OpenOptions, Repository};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -52,6 +52,24 @@ fn open_with(
     )
 }
 
+/// A new repository at `dir` (cache `cache`) with two keys: `PASSWORD`'s,
+/// then "another password"'s.
+fn two_keys(dir: &std::path::Path, cache: &std::path::Path) -> (KeyId, KeyId) {
+    let repo = Repository::init(
+        LocalBackend::create(dir).unwrap(),
+        PASSWORD,
+        InitOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            ..init_options()
+        },
+    )
+    .unwrap();
+    let second = repo
+        .add_key(b"another password", cairn_testkit::WEAK_KDF)
+        .unwrap();
+    (repo.key_id(), second)
+}
+
 fn key_listings(log: &Log) -> usize {
     let l = log.lock().unwrap();
     l.iter().filter(|s| s.as_str() == "list key").count()
@@ -61,20 +79,7 @@ fn key_listings(log: &Log) -> usize {
 fn the_last_key_is_read_without_listing_and_a_stale_hint_falls_back() {
     let d = tempfile::tempdir().unwrap();
     let (dir, cache) = (d.path().join("repo"), d.path().join("cache"));
-    let repo = Repository::init(
-        LocalBackend::create(&dir).unwrap(),
-        PASSWORD,
-        InitOptions {
-            cache_dir: Some(cache.clone()),
-            ..init_options()
-        },
-    )
-    .unwrap();
-    let first = repo.key_id();
-    let second = repo
-        .add_key(b"another password", cairn_testkit::WEAK_KDF)
-        .unwrap();
-    drop(repo);
+    let (first, second) = two_keys(&dir, &cache);
 
     // The first open here lists the keys and remembers the one it used;
     // the next reads only that one.
@@ -136,20 +141,7 @@ fn a_cached_key_copy_opens_without_a_read_and_a_removed_key_is_refused() {
     let src = d.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"some data to back up").unwrap();
-    let repo = Repository::init(
-        LocalBackend::create(&dir).unwrap(),
-        PASSWORD,
-        InitOptions {
-            cache_dir: Some(cache.clone()),
-            ..init_options()
-        },
-    )
-    .unwrap();
-    let first = repo.key_id();
-    let second = repo
-        .add_key(b"another password", cairn_testkit::WEAK_KDF)
-        .unwrap();
-    drop(repo);
+    let (first, second) = two_keys(&dir, &cache);
     let elsewhere = d.path().join("another machine's cache");
     let cached_in = |cache: &std::path::Path, password: &[u8], defer_index: bool, log: &Log| {
         open_with(
