@@ -10,7 +10,7 @@ use crate::crypto::{Cipher, MasterKey};
 use crate::encoding;
 use crate::format::{
     self, CONFIG_MAGIC, COPY_VERSION, DICTIONARY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN,
-    FORMAT_VERSION, FormatError, MAX_META_FILE, MIN_READ_VERSION,
+    FormatError, MAX_META_FILE, MIN_READ_VERSION, REPOSITORY_VERSION,
 };
 use crate::id::{ID_LEN, RepoId};
 
@@ -163,7 +163,8 @@ impl Config {
             what: "config",
             reason,
         };
-        if !(MIN_READ_VERSION..=FORMAT_VERSION).contains(&self.version) {
+        // Versions after REPOSITORY_VERSION are file versions only.
+        if !(MIN_READ_VERSION..=REPOSITORY_VERSION).contains(&self.version) {
             return Err(FormatError::UnsupportedVersion {
                 what: "config",
                 version: self.version,
@@ -285,8 +286,9 @@ impl Config {
     }
 
     /// Reads the clear repository id (and checks magic and version).
+    /// The version is checked before any key is tried (SPEC §1).
     pub fn peek_id(bytes: &[u8]) -> Result<RepoId, FormatError> {
-        let (_, rest) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
+        let (_, rest) = config_prefix(bytes)?;
         let id: [u8; ID_LEN] = rest
             .get(..ID_LEN)
             .and_then(|s| s.try_into().ok())
@@ -297,7 +299,7 @@ impl Config {
     /// The cipher a config file names (SPEC §3.3): its clear byte in
     /// version 4, XChaCha20-Poly1305 before.
     pub fn peek_cipher(bytes: &[u8]) -> Result<Cipher, FormatError> {
-        let (version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
+        let (version, _) = config_prefix(bytes)?;
         if version < EPOCH_VERSION {
             return Ok(Cipher::XChaCha20Poly1305);
         }
@@ -313,7 +315,7 @@ impl Config {
     /// Decrypts and validates the config file.
     pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let id = Self::peek_id(bytes)?;
-        let (prefix_version, _) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
+        let (prefix_version, _) = config_prefix(bytes)?;
         let mut clear = FILE_PREFIX_LEN + ID_LEN;
         if prefix_version >= EPOCH_VERSION {
             let cipher = Self::peek_cipher(bytes)?;
@@ -353,6 +355,20 @@ impl Config {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// The config's prefix version and the bytes after it: a repository
+/// version, so nothing after [`REPOSITORY_VERSION`] (later versions are
+/// file versions only, SPEC §1).
+fn config_prefix(bytes: &[u8]) -> Result<(u32, &[u8]), FormatError> {
+    let (version, rest) = format::read_prefix(bytes, &CONFIG_MAGIC, "config")?;
+    if version > REPOSITORY_VERSION {
+        return Err(FormatError::UnsupportedVersion {
+            what: "config",
+            version,
+        });
+    }
+    Ok((version, rest))
 }
 
 #[cfg(test)]

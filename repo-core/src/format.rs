@@ -9,8 +9,9 @@ use thiserror::Error;
 /// The newest format version: this build reads files up to it (SPEC §1,
 /// §19). It creates version-2 repositories, version 3 only when their
 /// content keys are shared with another repository, and turns either into
-/// version 4 at the first key rotation (SPEC §29).
-pub const FORMAT_VERSION: u32 = 4;
+/// version 4 at the first key rotation (SPEC §29). Version 5 is a file
+/// version only (packs and index files recording delta references, §6.6).
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this build can read (SPEC §1).
 pub const MIN_READ_VERSION: u32 = 1;
 /// The version in the prefix of key, pack, index, snapshot and mark files.
@@ -31,6 +32,16 @@ pub const COPY_VERSION: u32 = 3;
 /// grants (`keyring/`) carry it too. Builds before it refuse such a config,
 /// so none of them seals under a retired key.
 pub const EPOCH_VERSION: u32 = 4;
+/// The newest repository (config) version: versions after it are file
+/// versions only.
+pub const REPOSITORY_VERSION: u32 = EPOCH_VERSION;
+
+/// The first version whose packs and index files record the references of
+/// the delta blobs they hold (SPEC §6.6, §7.2, §8). Only files that record
+/// some carry it; every other file keeps its earlier version, byte for
+/// byte. Builds before it refuse such a file rather than drop what it
+/// records.
+pub const REFERENCES_VERSION: u32 = 5;
 
 /// Length of every magic prefix (SPEC §2).
 pub const MAGIC_LEN: usize = 8;
@@ -202,7 +213,7 @@ mod tests {
         write_prefix(&mut future, &PACK_MAGIC, FORMAT_VERSION + 1);
         assert!(matches!(
             read_prefix(&future, &PACK_MAGIC, "pack"),
-            Err(FormatError::UnsupportedVersion { version: 5, .. })
+            Err(FormatError::UnsupportedVersion { version: 6, .. })
         ));
     }
 }

@@ -17,7 +17,10 @@ use crate::backend::ObjectKind;
 use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::{IndexPack, load_index_files, write_index_files};
+use crate::index::{
+    IndexPack, References, close_over_references, load_index_files, references_by_blob,
+    write_index_files,
+};
 use crate::lock::{Heartbeat, is_future, storage_now};
 use crate::mark::{MarkFile, load_marks};
 use crate::pack::{BlobLocation, PackEntry, PackWriter};
@@ -120,6 +123,9 @@ pub struct PrunePlan {
     index_files: Vec<IndexId>,
     #[serde(skip)]
     kept_packs: Vec<IndexPack>,
+    /// The recorded delta blobs of the indexed packs (SPEC §6.6).
+    #[serde(skip)]
+    references: References,
 }
 
 /// What a prune did.
@@ -253,6 +259,17 @@ fn vanished(e: &Error) -> bool {
     matches!(e, Error::Backend(b) if b.is_not_found())
 }
 
+/// What phase two weighs a mark against, read when the first mark is due.
+struct Current {
+    indexed_packs: HashSet<PackId>,
+    indexed_blobs: HashSet<BlobId>,
+    /// Blobs the snapshots use, and what the delta blobs among them need.
+    referenced: HashSet<BlobId>,
+    /// The headers of the condemned packs that hold a referenced blob
+    /// (the readable ones).
+    headers: HashMap<PackId, crate::pack::PackHeader>,
+}
+
 impl Repository {
     /// Every blob reachable from every snapshot (trees and data).
     pub(crate) fn referenced_blobs(&self) -> Result<HashSet<BlobId>> {
@@ -292,6 +309,58 @@ impl Repository {
             }
         }
         Ok(seen)
+    }
+
+    /// [`Current`], recomputed now rather than taken from the plan:
+    /// snapshots written since count. A condemned pack that holds a needed
+    /// blob has its header read: its delta blobs may need blobs of other
+    /// condemned packs (SPEC §6.6, §22.3), until nothing more is needed.
+    fn current_use(&self, marks: &[(String, i64, MarkFile)]) -> Result<Current> {
+        let mut indexed_packs = HashSet::new();
+        let mut indexed_blobs = HashSet::new();
+        let mut references = References::new();
+        for (_, f) in load_index_files(self.backend(), self.data_keys()).map_err(refuse)? {
+            references.extend(f.references_by_pack());
+            for p in f.packs {
+                indexed_blobs.extend(p.entries.iter().map(|e| e.id));
+                indexed_packs.insert(p.id);
+            }
+        }
+        let mut referenced = self.referenced_blobs_with(&Self::marked_locations(marks))?;
+        let mut headers = HashMap::new();
+        loop {
+            close_over_references(&mut referenced, &references_by_blob(&references));
+            let mut grew = false;
+            for p in marks.iter().flat_map(|(_, _, m)| &m.packs) {
+                if headers.contains_key(&p.id)
+                    || indexed_packs.contains(&p.id)
+                    || !p
+                        .entries
+                        .iter()
+                        .any(|e| referenced.contains(&e.id) && !indexed_blobs.contains(&e.id))
+                {
+                    continue;
+                }
+                // Unreadable: not resurrected, as before (its blobs are
+                // lost either way); `check` reports the snapshots.
+                if let Ok(h) = self.read_pack_header(&p.id) {
+                    if !h.references.is_empty() {
+                        references.insert(p.id, h.references.clone());
+                        grew = true;
+                    }
+                    headers.insert(p.id, h);
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        Ok(Current {
+            indexed_packs,
+            indexed_blobs,
+            referenced,
+            headers,
+        })
     }
 
     /// Locations of the blobs in condemned packs, from the marks.
@@ -365,7 +434,7 @@ impl Repository {
         let snapshots = entries.len();
         let wal = self.wal_release_plan(&entries)?;
         let marks = self.load_marks()?;
-        let referenced = self.referenced_blobs_with(&Self::marked_locations(&marks))?;
+        let mut referenced = self.referenced_blobs_with(&Self::marked_locations(&marks))?;
         let marked: HashSet<PackId> = marks
             .iter()
             .flat_map(|(_, _, m)| m.packs.iter().map(|p| p.id))
@@ -374,17 +443,22 @@ impl Repository {
         let mut index_files = Vec::new();
         let mut packs: Vec<IndexPack> = Vec::new();
         let mut seen_packs = HashSet::new();
+        let mut references = References::new();
         for (name, f) in load_index_files(self.backend(), self.data_keys()).map_err(refuse)? {
             index_files.push(
                 name.parse::<IndexId>()
                     .map_err(|_| Error::InvalidArgument(name.clone()))?,
             );
+            references.extend(f.references_by_pack());
             for p in f.packs {
                 if seen_packs.insert(p.id) {
                     packs.push(p);
                 }
             }
         }
+        // A used delta blob needs its references, whoever else uses them
+        // (SPEC §6.6): they are live too.
+        close_over_references(&mut referenced, &references_by_blob(&references));
         // Packs are listed after the index is read: every pack an index
         // file names was written before that file (SPEC §13), so it is
         // listed unless deleted since. Listed first, a pack written by a
@@ -488,6 +562,7 @@ impl Repository {
             options_max_unused: opts.max_unused,
             index_files,
             kept_packs,
+            references,
         })
     }
 
@@ -544,14 +619,24 @@ impl Repository {
         // 1. Copy live blobs out of packs being repacked (verifying each).
         let mut new_packs: Vec<IndexPack> = Vec::new();
         let mut w = PackWriter::new();
-        let flush = |w: PackWriter, new_packs: &mut Vec<IndexPack>| -> Result<()> {
+        let mut references = plan.references.clone();
+        let flush = |w: PackWriter,
+                     new_packs: &mut Vec<IndexPack>,
+                     references: &mut References|
+         -> Result<()> {
             if w.is_empty() {
                 return Ok(());
             }
-            let (id, bytes, entries) = w.finish(key);
+            let (id, bytes, header) = w.finish(key);
             self.backend()
                 .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-            new_packs.push(IndexPack { id, entries });
+            if !header.references.is_empty() {
+                references.insert(id, header.references);
+            }
+            new_packs.push(IndexPack {
+                id,
+                entries: header.entries,
+            });
             Ok(())
         };
         for c in plan.condemn.iter().filter(|c| !c.live.is_empty()) {
@@ -580,12 +665,20 @@ impl Repository {
                     resealed.as_deref().unwrap_or(sealed),
                     e.raw_length,
                 );
+                // A delta blob keeps its references in its new pack.
+                if let Some(d) = plan
+                    .references
+                    .get(&c.pack)
+                    .and_then(|r| r.iter().find(|d| d.id == e.id))
+                {
+                    w.add_references(e.id, d.refs.clone());
+                }
                 if w.len() >= self.config().pack_size as usize {
-                    flush(std::mem::take(&mut w), &mut new_packs)?;
+                    flush(std::mem::take(&mut w), &mut new_packs, &mut references)?;
                 }
             }
         }
-        flush(w, &mut new_packs)?;
+        flush(w, &mut new_packs, &mut references)?;
         sum.packs_written = new_packs.len();
         if stop == Some(PruneStep::Repacked) {
             return Ok(true);
@@ -593,7 +686,7 @@ impl Repository {
         // 2. New index: kept packs and new packs, superseding every index
         //    file the plan read (files written since stay untouched).
         let all: Vec<IndexPack> = plan.kept_packs.iter().cloned().chain(new_packs).collect();
-        write_index_files(self.backend(), key, &all, &plan.index_files)?;
+        write_index_files(self.backend(), key, &all, &references, &plan.index_files)?;
         if stop == Some(PruneStep::IndexWritten) {
             return Ok(true);
         }
@@ -734,7 +827,7 @@ impl Repository {
             }
             true
         });
-        let mut current: Option<(HashSet<PackId>, HashSet<BlobId>, HashSet<BlobId>)> = None;
+        let mut current: Option<Current> = None;
         for (name, t, mark) in marks {
             if !old_enough(t) {
                 sum.marks_postponed += 1;
@@ -757,23 +850,15 @@ impl Repository {
                 continue;
             }
             if current.is_none() {
-                // Recomputed now, not at plan time: snapshots written since count.
-                let mut indexed_packs = HashSet::new();
-                let mut indexed_blobs = HashSet::new();
-                for (_, f) in load_index_files(self.backend(), self.data_keys()).map_err(refuse)? {
-                    for p in f.packs {
-                        indexed_blobs.extend(p.entries.iter().map(|e| e.id));
-                        indexed_packs.insert(p.id);
-                    }
-                }
-                let extra = Self::marked_locations(&marks_for_lookup);
-                current = Some((
-                    indexed_packs,
-                    indexed_blobs,
-                    self.referenced_blobs_with(&extra)?,
-                ));
+                current = Some(self.current_use(&marks_for_lookup)?);
             }
-            let Some((indexed_packs, indexed_blobs, referenced)) = &current else {
+            let Some(Current {
+                indexed_packs,
+                indexed_blobs,
+                referenced,
+                headers,
+            }) = &current
+            else {
                 continue;
             };
             let mut resurrect = Vec::new();
@@ -793,13 +878,23 @@ impl Repository {
             }
             if !resurrect.is_empty() {
                 // SPEC §22: resurrection is an index entry, written before
-                // anything is deleted.
-                let entries: Vec<IndexPack> = resurrect
-                    .into_iter()
-                    .filter(|p| self.read_pack_header(&p.id).is_ok())
-                    .collect();
+                // anything is deleted. The header, read once the pack
+                // turned out to be needed, gives its delta blobs' references.
+                let mut references = References::new();
+                let mut entries = Vec::new();
+                for p in resurrect {
+                    if let Some(h) = headers.get(&p.id) {
+                        if !h.references.is_empty() {
+                            references.insert(p.id, h.references.clone());
+                        }
+                        entries.push(IndexPack {
+                            id: p.id,
+                            entries: h.entries.clone(),
+                        });
+                    }
+                }
                 sum.packs_resurrected += entries.len();
-                write_index_files(self.backend(), self.data_keys(), &entries, &[])?;
+                write_index_files(self.backend(), self.data_keys(), &entries, &references, &[])?;
             }
             for id in delete {
                 let name = id.to_hex();

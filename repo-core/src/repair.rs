@@ -7,7 +7,7 @@ use crate::backend::ObjectKind;
 use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use crate::index::{IndexPack, write_index_files};
+use crate::index::{IndexPack, References, write_index_files};
 use crate::pack::{PackHeader, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::Snapshot;
@@ -92,15 +92,24 @@ impl Repository {
         let mut packs: Vec<IndexPack> = Vec::new();
         let mut salvage = PackWriter::new();
         let mut salvaged_packs: Vec<IndexPack> = Vec::new();
-        let flush = |w: PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
-            if !w.is_empty() {
-                let (id, bytes, entries) = w.finish(key);
-                self.backend()
-                    .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-                out.push(IndexPack { id, entries });
-            }
-            Ok(())
-        };
+        // What each pack's header says its delta blobs need (SPEC §6.6).
+        let mut references = References::new();
+        let flush =
+            |w: PackWriter, out: &mut Vec<IndexPack>, references: &mut References| -> Result<()> {
+                if !w.is_empty() {
+                    let (id, bytes, header) = w.finish(key);
+                    self.backend()
+                        .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+                    if !header.references.is_empty() {
+                        references.insert(id, header.references);
+                    }
+                    out.push(IndexPack {
+                        id,
+                        entries: header.entries,
+                    });
+                }
+                Ok(())
+            };
         let mut damaged_packs = Vec::new();
         for o in self.backend().list(ObjectKind::Pack)? {
             let Ok(id) = o.name.parse::<PackId>() else {
@@ -111,10 +120,15 @@ impl Repository {
             }
             if !read_data {
                 match self.read_pack_header(&id) {
-                    Ok(h) => packs.push(IndexPack {
-                        id,
-                        entries: h.entries,
-                    }),
+                    Ok(h) => {
+                        if !h.references.is_empty() {
+                            references.insert(id, h.references);
+                        }
+                        packs.push(IndexPack {
+                            id,
+                            entries: h.entries,
+                        })
+                    }
                     // Deleted since the listing (a concurrent prune).
                     Err(Error::Backend(e)) if e.is_not_found() => {}
                     // A failed read says nothing about the pack: leaving it
@@ -130,6 +144,9 @@ impl Repository {
                 continue;
             };
             if PackId::hash_of(&data) == id {
+                if !header.references.is_empty() {
+                    references.insert(id, header.references);
+                }
                 packs.push(IndexPack {
                     id,
                     entries: header.entries,
@@ -154,8 +171,15 @@ impl Repository {
                         let resealed = blob::resealed_for_new_pack(key, e.kind, &e.id, sealed);
                         let sealed = resealed.as_deref().unwrap_or(sealed);
                         salvage.add(e.kind, e.id, sealed, e.raw_length);
+                        if let Some(d) = header.references.iter().find(|d| d.id == e.id) {
+                            salvage.add_references(e.id, d.refs.clone());
+                        }
                         if salvage.len() >= self.config().pack_size as usize {
-                            flush(std::mem::take(&mut salvage), &mut salvaged_packs)?;
+                            flush(
+                                std::mem::take(&mut salvage),
+                                &mut salvaged_packs,
+                                &mut references,
+                            )?;
                         }
                     }
                     Err(_) => report.blobs_lost.push(e.id),
@@ -163,7 +187,7 @@ impl Repository {
             }
             damaged_packs.push(id);
         }
-        flush(salvage, &mut salvaged_packs)?;
+        flush(salvage, &mut salvaged_packs, &mut references)?;
         packs.extend(salvaged_packs);
         // A blob lost in one pack may survive in another copy.
         let indexed: HashSet<BlobId> = packs
@@ -176,7 +200,7 @@ impl Repository {
         let supersedes: Vec<IndexId> = old_index.iter().filter_map(|n| n.parse().ok()).collect();
         // SPEC §13: new index (naming only durable packs) first, then delete
         // what it replaces.
-        write_index_files(self.backend(), key, &packs, &supersedes)?;
+        write_index_files(self.backend(), key, &packs, &references, &supersedes)?;
         for name in &old_index {
             match self.backend().delete(ObjectKind::Index, name) {
                 Err(e) if !e.is_not_found() => return Err(e.into()),

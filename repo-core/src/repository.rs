@@ -1319,6 +1319,7 @@ impl Repository {
         );
         let header = PackHeader {
             entries: entries.to_vec(),
+            references: Vec::new(),
         };
         (prefix, crate::pack::seal_header(self.data_keys(), &header))
     }
@@ -1385,7 +1386,13 @@ impl Repository {
         &self,
         packs: &[crate::index::IndexPack],
     ) -> Result<Vec<crate::id::IndexId>> {
-        let ids = crate::index::write_index_files(&*self.backend, self.data_keys(), packs, &[])?;
+        let ids = crate::index::write_index_files(
+            &*self.backend,
+            self.data_keys(),
+            packs,
+            &Default::default(),
+            &[],
+        )?;
         self.refresh_index()?;
         Ok(ids)
     }
@@ -1551,7 +1558,7 @@ enum DictState {
 struct Inflight {
     write: std::thread::JoinHandle<std::result::Result<(), crate::backend::BackendError>>,
     id: crate::id::PackId,
-    entries: Vec<crate::pack::PackEntry>,
+    header: PackHeader,
 }
 
 impl Packer<'_> {
@@ -1705,6 +1712,10 @@ impl Packer<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             w.add(kind, id, &sealed, plaintext.len() as u32);
+            if delta {
+                // The pack and its index entry name what it needs (SPEC §6.6).
+                w.add_references(id, refs.iter().map(|(r, _)| *r).collect());
+            }
             let full = (w.len() >= self.repo.config.pack_size as usize)
                 .then(|| std::mem::replace(&mut *w, self.repo.new_pack(kind)));
             if sealed.capacity() > MAX_KEPT_BUFFER {
@@ -1722,7 +1733,7 @@ impl Packer<'_> {
     /// than [`Repository::connections`] writes are in flight: finished ones
     /// are indexed first, and if none has finished, the oldest is waited for.
     fn upload(&self, w: PackWriter) -> Result<()> {
-        let (id, bytes, entries) = w.finish(self.repo.data_keys());
+        let (id, bytes, header) = w.finish(self.repo.data_keys());
         let mut queue = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         while queue.front().is_some_and(|f| f.write.is_finished()) {
             self.settle(&mut queue)?;
@@ -1750,19 +1761,16 @@ impl Packer<'_> {
             Ok(write) => {
                 // The receiver lives until it has received.
                 let _ = tx.send(bytes);
-                queue.push_back(Inflight { write, id, entries })
+                queue.push_back(Inflight { write, id, header })
             }
             // No thread to be had: write here instead.
             Err(_) => {
                 self.repo
                     .backend
                     .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-                self.repo.index.add_pack(
-                    &*self.repo.backend,
-                    self.repo.data_keys(),
-                    id,
-                    entries,
-                )?;
+                self.repo
+                    .index
+                    .add_pack(&*self.repo.backend, self.repo.data_keys(), id, header)?;
             }
         }
         Ok(())
@@ -1781,7 +1789,7 @@ impl Packer<'_> {
         }
         self.repo
             .index
-            .add_pack(&*self.repo.backend, self.repo.data_keys(), f.id, f.entries)
+            .add_pack(&*self.repo.backend, self.repo.data_keys(), f.id, f.header)
     }
 
     /// Uploads the open packs and writes the index, keeping the packer

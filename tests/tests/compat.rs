@@ -25,7 +25,7 @@ use repo_core::unstable::RepositoryInternals;
 use repo_core::{InitOptions, LocalBackend, ObjectKind, OpenOptions, Repository};
 
 /// Format versions with a fixture. Every version a build can read has one.
-const VERSIONS: &[u32] = &[1, 2, 3, 4];
+const VERSIONS: &[u32] = &[1, 2, 3, 4, 5];
 
 /// The fixtures' password (their keys use [`WEAK_KDF`]).
 const PASSWORD: &[u8] = b"cairn fixture";
@@ -149,7 +149,10 @@ fn opens_checks_and_restores(version: u32) {
     let root = unpack(version, d.path());
     let repo = Repository::open(LocalBackend::open(&root), PASSWORD, OpenOptions::default())
         .unwrap_or_else(|e| panic!("version {version} fixture does not open: {e}"));
-    assert_eq!(RepositoryInternals::config(&repo).version, version);
+    assert_eq!(
+        RepositoryInternals::config(&repo).version,
+        repo_version(version)
+    );
 
     let report = check_all(&repo);
     assert!(
@@ -181,6 +184,22 @@ fn opens_checks_and_restores(version: u32) {
         version >= 3
     );
 
+    // Version 5: packs and index files recording delta references.
+    let v5_packs = repo
+        .backend()
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .iter()
+        .filter(|o| {
+            let head = repo
+                .backend()
+                .read_range(ObjectKind::Pack, &o.name, 8, 4)
+                .unwrap();
+            head == 5u32.to_le_bytes()
+        })
+        .count();
+    assert_eq!(v5_packs > 0, version >= 5, "{v5_packs} version-5 packs");
+
     let text = fs::read_to_string(fixtures().join(format!("repo-v{version}.manifest"))).unwrap();
     let want = parse(&text);
     assert!(want.len() >= 2, "the manifest lists too few snapshots");
@@ -195,7 +214,10 @@ fn opens_checks_and_restores(version: u32) {
     drop(repo);
     let repo =
         Repository::open(LocalBackend::open(&root), PASSWORD, OpenOptions::default()).unwrap();
-    assert_eq!(RepositoryInternals::config(&repo).version, version);
+    assert_eq!(
+        RepositoryInternals::config(&repo).version,
+        repo_version(version)
+    );
     let report = check_all(&repo);
     assert!(report.is_ok(), "after a new backup:\n{report}");
 }
@@ -213,6 +235,38 @@ fn a_version_2_repository_opens_checks_and_restores() {
 #[test]
 fn a_version_3_repository_opens_checks_and_restores() {
     opens_checks_and_restores(3);
+}
+
+#[test]
+fn a_version_4_repository_opens_checks_and_restores() {
+    opens_checks_and_restores(4);
+}
+
+#[test]
+fn a_version_5_repository_opens_checks_and_restores() {
+    opens_checks_and_restores(5);
+}
+
+/// The config version of the fixture of file version `version`: version 5
+/// is a file version only (SPEC §1).
+fn repo_version(version: u32) -> u32 {
+    version.min(repo_core::unstable::format::REPOSITORY_VERSION)
+}
+
+/// References for a stream's chunks: the previous generation's chunk at
+/// the same position (SPEC §6.6), as `pg basebackup` finds them.
+struct SamePosition(
+    Vec<(repo_core::BlobId, std::sync::Arc<Vec<u8>>)>,
+    std::sync::Mutex<usize>,
+);
+
+impl repo_core::DeltaSource for SamePosition {
+    fn references(&self, _: u64, _: &[u8]) -> Vec<(repo_core::BlobId, std::sync::Arc<Vec<u8>>)> {
+        let mut i = self.1.lock().unwrap();
+        let r = self.0.get(*i).cloned().into_iter().collect();
+        *i += 1;
+        r
+    }
 }
 
 #[test]
@@ -274,7 +328,8 @@ fn write_fixture(version: u32) {
     };
     let mut repo =
         Repository::init(LocalBackend::create(&repo_dir).unwrap(), PASSWORD, opts).unwrap();
-    // Version 4 is a version-3 repository rotated between its snapshots.
+    // Version 4 is a version-3 repository rotated between its snapshots;
+    // version 5 one that also holds a delta-compressed stream.
     assert_eq!(RepositoryInternals::config(&repo).version, version.min(3));
 
     let src = d.path().join("src");
@@ -316,6 +371,40 @@ fn write_fixture(version: u32) {
         .time_ns(time + 86_400_000_000_000)
         .run()
         .unwrap();
+    if version >= 5 {
+        // Two generations of a stream, the second delta-compressed against
+        // the first: its packs and index file record the references.
+        let first = text_lines(3000);
+        let mut second = first.clone();
+        for i in (0..second.len()).step_by(997) {
+            second[i] = b'#';
+        }
+        let s1 = repo
+            .backup()
+            .stream("db/base.tar", &first[..])
+            .profile("tiny")
+            .host("fixture")
+            .time_ns(time + 2 * 86_400_000_000_000)
+            .run()
+            .unwrap();
+        let node = repo
+            .find_node(&s1.snapshot.snapshot.tree, "db/base.tar")
+            .unwrap();
+        let chunks = node
+            .content
+            .iter()
+            .map(|id| (*id, std::sync::Arc::new(repo.read_blob(id).unwrap())))
+            .collect();
+        let src = SamePosition(chunks, std::sync::Mutex::new(0));
+        repo.backup()
+            .stream("db/base.tar", &second[..])
+            .profile("tiny")
+            .delta_source(&src)
+            .host("fixture")
+            .time_ns(time + 3 * 86_400_000_000_000)
+            .run()
+            .unwrap();
+    }
     let report = check_all(&repo);
     assert!(report.is_ok() && report.warnings.is_empty(), "{report}");
     let manifest = restore_all(&repo, &d.path().join("restore"));

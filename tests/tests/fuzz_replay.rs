@@ -402,6 +402,7 @@ mod seeds {
                 entry(BlobKind::Data, 12, 100),
                 entry(BlobKind::Tree, 112, 50),
             ],
+            references: Vec::new(),
         };
         out.push((
             "pack_header_decode",
@@ -552,12 +553,13 @@ mod seeds {
         let index = IndexFile {
             packs: packs.clone(),
             supersedes: vec![IndexId::from_bytes([9; 32])],
+            references: Vec::new(),
         };
         out.push((
             "index_file_decode",
             vec![
-                ("empty", encoding::encode(&IndexFile::default())),
-                ("two-packs", encoding::encode(&index)),
+                ("empty", IndexFile::default().encode_versioned().1),
+                ("two-packs", index.encode_versioned().1),
                 ("file", index.to_file(key)),
             ],
         ));

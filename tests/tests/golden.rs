@@ -22,13 +22,13 @@ use repo_core::unstable::crypto::{self, CryptoError, KdfParams, KeyFile, MasterK
 use repo_core::unstable::encoding;
 use repo_core::unstable::format::{
     self, CONFIG_MAGIC, COPY_VERSION, DICT_MAGIC, DICTIONARY_VERSION, FILE_PREFIX_LEN,
-    FILE_VERSION, FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC, SEAL_OVERHEAD,
-    SNAPSHOT_MAGIC,
+    FILE_VERSION, FORMAT_VERSION, INDEX_MAGIC, KEY_MAGIC, PACK_MAGIC, REFERENCES_VERSION,
+    SEAL_OVERHEAD, SNAPSHOT_MAGIC,
 };
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, DictId, IndexId, PackId, RepoId, SnapshotId, TreeId};
-use repo_core::unstable::index::{IndexFile, IndexPack};
-use repo_core::unstable::pack::{PackEntry, PackHeader};
+use repo_core::unstable::index::{IndexFile, IndexPack, PackReferences};
+use repo_core::unstable::pack::{DeltaRefs, PackEntry, PackHeader};
 use repo_core::unstable::snapshot::{Snapshot, SnapshotSummary};
 use repo_core::unstable::tree::{Node, NodeKind, Tree, Xattr};
 use repo_core::unstable::{KdfDerive as _, SnapshotFile as _};
@@ -248,7 +248,26 @@ const VECTORS: &[(&str, &str)] = &[
     ("Q_MAC", Q_MAC),
     ("Q_OBJECT_NAME", Q_OBJECT_NAME),
     ("Q_OBJECT", Q_OBJECT),
+    ("T_PACK_HEADER", T_PACK_HEADER),
+    ("T_INDEX_BODY", T_INDEX_BODY),
 ];
+
+// --- (t) delta references (version 5, §6.6, §7.2, §8) -------------------------
+const T_PACK_HEADER: &str = "0200000000212121212121212121212121212121212121212121212121212121\
+                             21212121210c000000640000002c010000002222222222222222222222222222\
+                             22222222222222222222222222222222222270000000280000002c0100000100\
+                             0000222222222222222222222222222222222222222222222222222222222222\
+                             2222012121212121212121212121212121212121212121212121212121212121\
+                             212121";
+const T_INDEX_BODY: &str = "0100000000000000232323232323232323232323232323232323232323232323\
+                            2323232323232323020000000000000000212121212121212121212121212121\
+                            21212121212121212121212121212121210c000000640000002c010000002222\
+                            2222222222222222222222222222222222222222222222222222222222227000\
+                            0000280000002c01000000000000000000000100000000000000232323232323\
+                            2323232323232323232323232323232323232323232323232323010000000000\
+                            0000222222222222222222222222222222222222222222222222222222222222\
+                            2222010000000000000021212121212121212121212121212121212121212121\
+                            21212121212121212121";
 
 // --- (q) archived WAL (§28) ---------------------------------------------------
 const CONTEXT_WAL: &str = "cairn 2026-12 wal archive key v1";
@@ -383,6 +402,7 @@ fn golden_pack() -> Vec<u8> {
     pack.extend_from_slice(&sealed);
     let header = PackHeader {
         entries: vec![entry],
+        references: Vec::new(),
     }
     .encode();
     let sealed_header = crypto::seal_with_nonce(
@@ -484,6 +504,7 @@ fn golden_index() -> IndexFile {
                 .entries,
         }],
         supersedes: vec![IndexId::from_bytes([0x99; 32])],
+        references: Vec::new(),
     }
 }
 
@@ -583,6 +604,7 @@ fn d_tree_encoding() {
 fn e_pack_header() {
     let h = PackHeader {
         entries: vec![golden_entry()],
+        references: Vec::new(),
     };
     assert_eq!(hex::encode(h.encode()), squash(E_PACK_HEADER));
     let blobs_end = 12 + 0x0102_0304;
@@ -678,7 +700,8 @@ fn j_config_file() {
 #[test]
 fn k_index_file() {
     let idx = golden_index();
-    let body = encoding::encode(&idx);
+    let (version, body) = idx.encode_versioned();
+    assert_eq!(version, FILE_VERSION, "no references: a version-1 file");
     assert_eq!(hex::encode(&body), squash(K_INDEX_BODY));
     let f = sealed_file(&INDEX_MAGIC, key().data_key(), 0xbb, &body);
     assert_eq!(hex::encode(&f), squash(K_INDEX_FILE));
@@ -816,10 +839,11 @@ fn magics() {
             FILE_VERSION,
             DICTIONARY_VERSION,
             COPY_VERSION,
+            REFERENCES_VERSION,
             FILE_PREFIX_LEN,
             SEAL_OVERHEAD
         ),
-        (4, 1, 2, 3, 12, 41)
+        (5, 1, 2, 3, 5, 12, 41)
     );
 }
 
@@ -957,4 +981,60 @@ fn spec_prints_every_vector() {
         missing.is_empty(),
         "SPEC.md §20 does not print these vectors: {missing:?}"
     );
+}
+
+/// (t): two data blobs, `0x21` × 32 (100 sealed bytes at 12, 300 plain)
+/// and `0x22` × 32 (40 at 112, 300 plain), the second a delta of the first.
+fn golden_delta_pack() -> PackHeader {
+    let entry = |id: u8, offset: u32, length: u32| PackEntry {
+        kind: BlobKind::Data,
+        id: BlobId::from_bytes([id; 32]),
+        offset,
+        length,
+        raw_length: 300,
+    };
+    PackHeader {
+        entries: vec![entry(0x21, 12, 100), entry(0x22, 112, 40)],
+        references: vec![DeltaRefs {
+            id: BlobId::from_bytes([0x22; 32]),
+            refs: vec![BlobId::from_bytes([0x21; 32])],
+        }],
+    }
+}
+
+#[test]
+fn t_delta_references() {
+    let h = golden_delta_pack();
+    assert_eq!(hex::encode(h.encode()), squash(T_PACK_HEADER));
+    assert_eq!(PackHeader::decode(&unhex(T_PACK_HEADER), 152).unwrap(), h);
+    assert_eq!(h.version(), REFERENCES_VERSION);
+    // Builds before version 5 required exactly the entries: the section
+    // makes them refuse the header rather than drop it.
+    assert_eq!(unhex(T_PACK_HEADER).len(), 4 + 2 * 45 + 4 + 33 + 32);
+    // The index file of that pack, id `0x23` × 32, records the same.
+    let f = IndexFile {
+        packs: vec![IndexPack {
+            id: PackId::from_bytes([0x23; 32]),
+            entries: h.entries.clone(),
+        }],
+        supersedes: Vec::new(),
+        references: vec![PackReferences {
+            pack: PackId::from_bytes([0x23; 32]),
+            blobs: h.references.clone(),
+        }],
+    };
+    let (version, body) = f.encode_versioned();
+    assert_eq!(version, REFERENCES_VERSION);
+    assert_eq!(hex::encode(&body), squash(T_INDEX_BODY));
+    assert_eq!(
+        IndexFile::decode_versioned(REFERENCES_VERSION, &body).unwrap(),
+        f
+    );
+    // A version-1 reading of it fails (trailing bytes), and a version-5
+    // file whose references name a blob of no pack in it is refused.
+    assert!(IndexFile::decode_versioned(FILE_VERSION, &body).is_err());
+    let mut stray = f.clone();
+    stray.references[0].blobs[0].id = BlobId::from_bytes([0x24; 32]);
+    let (_, stray) = stray.encode_versioned();
+    assert!(IndexFile::decode_versioned(REFERENCES_VERSION, &stray).is_err());
 }

@@ -433,7 +433,7 @@ pub(crate) fn adopt_listed(
             continue;
         };
         repo.index()
-            .adopt_pack(repo.backend(), repo.data_keys(), id, header.entries)?;
+            .adopt_pack(repo.backend(), repo.data_keys(), id, header)?;
         n += 1;
     }
     Ok(n)

@@ -42,7 +42,7 @@ use crate::crypto::KeyFile;
 use crate::error::{Error, Result};
 use crate::format::{FILE_PREFIX_LEN, PACK_TRAILER_LEN, SEAL_OVERHEAD};
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
-use crate::index::load_index_file;
+use crate::index::{References, load_index_file, references_by_blob};
 use crate::pack::{PACK_ENTRY_LEN, PackEntry};
 use crate::progress::Progress;
 use crate::repository::{Repository, now_ns};
@@ -544,6 +544,9 @@ struct Checker<'a> {
     ledger_ok: bool,
     /// Packs whose data was read and verified intact.
     verified: Vec<PackId>,
+    /// The delta blobs the index files record, per pack (SPEC §6.6, §8):
+    /// in memory, one entry per delta blob.
+    references: References,
 }
 
 /// A check set up by [`Repository::check`], run by [`Check::run`]; the
@@ -606,7 +609,8 @@ impl Repository {
             .cache()
             .claim_ledger(crate::verification::location_tag(&location));
         let mut errors = check_keys(self)?;
-        let (view, index_names, index_errors) = read_index(self, scratch.path(), opts.spill_bytes)?;
+        let (view, index_names, index_errors, references) =
+            read_index(self, scratch.path(), opts.spill_bytes)?;
         errors.extend(index_errors);
         let mut ck = Checker {
             repo: self,
@@ -619,6 +623,7 @@ impl Repository {
             location,
             ledger_ok: claimed.is_ok(),
             verified: Vec::new(),
+            references,
         };
         if let Err(e) = claimed {
             ck.warnings.push(Problem::new(
@@ -811,13 +816,14 @@ fn check_keys(repo: &Repository) -> Result<Vec<Problem>> {
 }
 
 /// Step 1: every index file, read from the backend (docs/check.md §1) into the
-/// check's view. Returns the view, the index file names (sorted) and the
-/// problems found, in file order.
+/// check's view. Returns the view, the index file names (sorted), the
+/// problems found, in file order, and the recorded delta blobs.
 fn read_index(
     repo: &Repository,
     dir: &Path,
     budget: usize,
-) -> Result<(IndexView, Vec<String>, Vec<Problem>)> {
+) -> Result<(IndexView, Vec<String>, Vec<Problem>, References)> {
+    let mut references = References::new();
     let backend = repo.backend();
     let key = repo.data_keys();
     let mut names: Vec<String> = backend
@@ -847,6 +853,7 @@ fn read_index(
                 )),
                 Ok(f) => {
                     supersedes.extend(f.supersedes.iter().copied());
+                    references.extend(f.references_by_pack());
                     for p in &f.packs {
                         builder.add(no, p).map_err(scratch)?;
                     }
@@ -878,7 +885,12 @@ fn read_index(
     }
     // Stable: in file order, as the files were read.
     problems.sort_by_key(|(f, _)| *f);
-    Ok((view, names, problems.into_iter().map(|(_, p)| p).collect()))
+    Ok((
+        view,
+        names,
+        problems.into_iter().map(|(_, p)| p).collect(),
+        references,
+    ))
 }
 
 impl Checker<'_> {
@@ -1043,7 +1055,17 @@ impl Checker<'_> {
         let blobs_end = entries.last().map_or(FILE_PREFIX_LEN as u64, |e| {
             u64::from(e.offset) + u64::from(e.length)
         });
-        let header = 4 + entries.len() * PACK_ENTRY_LEN;
+        let recorded = self.references.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let header = 4
+            + entries.len() * PACK_ENTRY_LEN
+            + if recorded.is_empty() {
+                0
+            } else {
+                4 + recorded
+                    .iter()
+                    .map(|d| 33 + 32 * d.refs.len())
+                    .sum::<usize>()
+            };
         let expected = blobs_end + (SEAL_OVERHEAD + header + PACK_TRAILER_LEN) as u64;
         if size != expected {
             return Ok(Some(
@@ -1084,6 +1106,19 @@ impl Checker<'_> {
                     .index(index),
                 )
             }
+            Ok(h) if h.references != recorded => Some(
+                Problem::new(
+                    ProblemKind::IndexMismatch,
+                    format!(
+                        "index file {index} is inconsistent with the header of pack {id}: \
+                         the header records {} delta blobs, the index {}",
+                        h.references.len(),
+                        recorded.len()
+                    ),
+                )
+                .pack(*id)
+                .index(index),
+            ),
             Ok(_) => None,
         })
     }
@@ -1170,6 +1205,10 @@ impl Checker<'_> {
             .collect();
         let (mut trees, mut refs) = (0u64, 0u64);
         let mut referenced: Spill<Ref> = Spill::new(dir, "refs", budget);
+        // A used delta blob needs its references (SPEC §6.6): they are
+        // looked up like the files' own data, once each.
+        let by_blob = references_by_blob(&self.references);
+        let mut needed: HashSet<BlobId> = HashSet::new();
         // Trees with no tree location, in walk order.
         let mut unindexed: Vec<TreeId> = Vec::new();
         while !frontier.is_empty() {
@@ -1192,6 +1231,14 @@ impl Checker<'_> {
                                 for c in &n.content {
                                     refs += 1;
                                     referenced.push(Ref(*c.as_bytes())).map_err(scratch)?;
+                                    let mut todo: Vec<BlobId> =
+                                        by_blob.get(c).cloned().unwrap_or_default();
+                                    while let Some(r) = todo.pop() {
+                                        if needed.insert(r) {
+                                            referenced.push(Ref(*r.as_bytes())).map_err(scratch)?;
+                                            todo.extend(by_blob.get(&r).into_iter().flatten());
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -1235,7 +1282,11 @@ impl Checker<'_> {
             let problem = match issue {
                 RefIssue::Missing => Problem::new(
                     ProblemKind::BlobMissing,
-                    format!("data blob {c} is in no index file"),
+                    if needed.contains(&c) {
+                        format!("data blob {c}, a delta blob's reference, is in no index file")
+                    } else {
+                        format!("data blob {c} is in no index file")
+                    },
                 )
                 .blob(c),
                 RefIssue::WrongKind(pack) => Problem::new(

@@ -16,9 +16,9 @@ use crate::blob::{self, BlobError};
 use crate::cache::Cache;
 use crate::encoding;
 use crate::error::{Error, Result, Warnings};
-use crate::format::INDEX_MAGIC;
+use crate::format::{FILE_VERSION, FormatError, INDEX_MAGIC, REFERENCES_VERSION};
 use crate::id::{BlobId, IndexId, PackId};
-use crate::pack::{BlobLocation, PackEntry};
+use crate::pack::{BlobLocation, DeltaRefs, PackEntry, PackHeader};
 
 /// Entries per index file; a backup writes a new file when it has this many
 /// pending, which bounds the memory a large backup needs (SPEC §8).
@@ -54,6 +54,19 @@ pub struct IndexPack {
     pub entries: Vec<PackEntry>,
 }
 
+/// The delta blobs of one pack and their references, as its header
+/// records them (SPEC §6.6, §8).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode, serde::Serialize)]
+pub struct PackReferences {
+    /// The pack.
+    pub pack: PackId,
+    /// Its delta blobs, ids ascending.
+    pub blobs: Vec<DeltaRefs>,
+}
+
+/// The delta blobs of each pack that has some (SPEC §6.6).
+pub type References = HashMap<PackId, Vec<DeltaRefs>>;
+
 /// Decrypted body of an index file (SPEC §8).
 #[derive(
     Debug, Clone, PartialEq, Eq, Default, bincode::Encode, bincode::Decode, serde::Serialize,
@@ -63,18 +76,114 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
     /// Index files this one replaces.
     pub supersedes: Vec<IndexId>,
+    /// The delta blobs of those packs: a file that records some is of
+    /// version [`REFERENCES_VERSION`], else this is empty.
+    pub references: Vec<PackReferences>,
+}
+
+/// The body of an index file of a version before [`REFERENCES_VERSION`].
+#[derive(bincode::Encode)]
+struct IndexFileV1Ref<'a> {
+    packs: &'a [IndexPack],
+    supersedes: &'a [IndexId],
+}
+
+#[derive(bincode::Decode)]
+struct IndexFileV1 {
+    packs: Vec<IndexPack>,
+    supersedes: Vec<IndexId>,
 }
 
 impl IndexFile {
+    /// The file version and plaintext body: version 1 unless references
+    /// are recorded (SPEC §8), so files without them stay readable by
+    /// every earlier build.
+    pub fn encode_versioned(&self) -> (u32, Vec<u8>) {
+        if self.references.is_empty() {
+            let v1 = IndexFileV1Ref {
+                packs: &self.packs,
+                supersedes: &self.supersedes,
+            };
+            (FILE_VERSION, encoding::encode(&v1))
+        } else {
+            (REFERENCES_VERSION, encoding::encode(self))
+        }
+    }
+
     /// The encrypted file.
     pub fn to_file(&self, key: &crate::crypto::DataKeys) -> Vec<u8> {
-        blob::seal_file(&INDEX_MAGIC, key, &encoding::encode(self), 3)
+        let (version, body) = self.encode_versioned();
+        blob::seal_file_version(&INDEX_MAGIC, version, key, &body, 3)
     }
 
     /// Parses an index file.
     pub fn from_file(key: &crate::crypto::DataKeys, bytes: &[u8]) -> Result<Self, BlobError> {
         let plain = blob::open_file(&INDEX_MAGIC, "index", key, bytes)?;
-        Ok(encoding::decode(&plain, "index")?)
+        let (version, _) = crate::format::read_prefix(bytes, &INDEX_MAGIC, "index")?;
+        Ok(Self::decode_versioned(version, &plain)?)
+    }
+
+    /// Decodes a body of file version `version` and checks its references.
+    pub fn decode_versioned(version: u32, plain: &[u8]) -> Result<Self, FormatError> {
+        let f = if version < REFERENCES_VERSION {
+            let v1: IndexFileV1 = encoding::decode(plain, "index")?;
+            Self {
+                packs: v1.packs,
+                supersedes: v1.supersedes,
+                references: Vec::new(),
+            }
+        } else {
+            encoding::decode(plain, "index")?
+        };
+        f.check_references()?;
+        Ok(f)
+    }
+
+    /// Every recorded delta blob is a data blob of its pack in this file,
+    /// with 1 to `MAX_DELTA_REFS` references, as a pack header's (§7.2).
+    fn check_references(&self) -> Result<(), FormatError> {
+        if self.references.is_empty() {
+            return Ok(());
+        }
+        let bad = |reason: String| FormatError::Malformed {
+            what: "index",
+            reason,
+        };
+        let packs: HashMap<PackId, &IndexPack> = self.packs.iter().map(|p| (p.id, p)).collect();
+        for r in &self.references {
+            let Some(p) = packs.get(&r.pack) else {
+                return Err(bad(format!(
+                    "references recorded for pack {}, which the file does not describe",
+                    r.pack.short()
+                )));
+            };
+            let data: HashSet<&BlobId> = p
+                .entries
+                .iter()
+                .filter(|e| e.kind == crate::blob::BlobKind::Data)
+                .map(|e| &e.id)
+                .collect();
+            for d in &r.blobs {
+                if !data.contains(&d.id)
+                    || !(1..=crate::compress::MAX_DELTA_REFS).contains(&d.refs.len())
+                {
+                    return Err(bad(format!(
+                        "references of {} in pack {} are not those of one of its data blobs",
+                        d.id.short(),
+                        r.pack.short()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The recorded delta blobs of each pack.
+    pub fn references_by_pack(&self) -> References {
+        self.references
+            .iter()
+            .map(|r| (r.pack, r.blobs.clone()))
+            .collect()
     }
 
     /// Number of blob entries.
@@ -105,6 +214,8 @@ struct Pending {
     claimed: HashSet<BlobId>,
     /// Durable packs not yet named by an index file.
     packs: Vec<(PackId, Vec<PackEntry>)>,
+    /// The delta blobs of those packs (SPEC §6.6).
+    references: Vec<PackReferences>,
     /// Their blobs, for lookups.
     located: HashMap<BlobId, BlobLocation>,
 }
@@ -362,18 +473,29 @@ impl Index {
         Ok(true)
     }
 
-    /// Records a durable pack; writes an index file when enough are pending.
+    /// Records a durable pack, given its header; writes an index file when
+    /// enough are pending.
     pub fn add_pack(
         &self,
         backend: &dyn Backend,
         key: &crate::crypto::DataKeys,
         pack: PackId,
-        entries: Vec<PackEntry>,
+        header: PackHeader,
     ) -> Result<()> {
+        let PackHeader {
+            entries,
+            references,
+        } = header;
         let full = {
             let mut st = self.state();
             for e in &entries {
                 st.located.insert(e.id, BlobLocation { pack, entry: *e });
+            }
+            if !references.is_empty() {
+                st.references.push(PackReferences {
+                    pack,
+                    blobs: references,
+                });
             }
             st.packs.push((pack, entries));
             st.located.len() >= MAX_INDEX_ENTRIES
@@ -392,10 +514,12 @@ impl Index {
         backend: &dyn Backend,
         key: &crate::crypto::DataKeys,
         pack: PackId,
-        entries: Vec<PackEntry>,
+        header: PackHeader,
     ) -> Result<()> {
-        self.state().claimed.extend(entries.iter().map(|e| e.id));
-        self.add_pack(backend, key, pack, entries)
+        self.state()
+            .claimed
+            .extend(header.entries.iter().map(|e| e.id));
+        self.add_pack(backend, key, pack, header)
     }
 
     /// Writes pending packs to a new index file and merges it into the cache.
@@ -405,7 +529,13 @@ impl Index {
         backend: &dyn Backend,
         key: &crate::crypto::DataKeys,
     ) -> Result<Option<IndexId>> {
-        let packs = std::mem::take(&mut self.state().packs);
+        let (packs, references) = {
+            let mut st = self.state();
+            (
+                std::mem::take(&mut st.packs),
+                std::mem::take(&mut st.references),
+            )
+        };
         if packs.is_empty() {
             return Ok(None);
         }
@@ -418,6 +548,7 @@ impl Index {
                 })
                 .collect(),
             supersedes: Vec::new(),
+            references,
         };
         let bytes = file.to_file(key);
         let id = IndexId::hash_of(&bytes);
@@ -445,14 +576,33 @@ impl Index {
 }
 
 /// Writes `packs` as index files of at most [`MAX_INDEX_ENTRIES`] entries
-/// each (a pack is never split), every file naming `supersedes`.
+/// each (a pack is never split), every file naming `supersedes` and the
+/// `references` of its packs.
 pub fn write_index_files(
     backend: &dyn Backend,
     key: &crate::crypto::DataKeys,
     packs: &[IndexPack],
+    references: &References,
     supersedes: &[IndexId],
 ) -> Result<Vec<IndexId>> {
     let mut written = Vec::new();
+    for f in index_files_for(packs, references, supersedes) {
+        let bytes = f.to_file(key);
+        let id = IndexId::hash_of(&bytes);
+        backend.write(ObjectKind::Index, &id.to_hex(), &bytes)?;
+        written.push(id);
+    }
+    Ok(written)
+}
+
+/// The bodies [`write_index_files`] writes: `packs` in files of at most
+/// [`MAX_INDEX_ENTRIES`] entries (a pack is never split).
+pub fn index_files_for(
+    packs: &[IndexPack],
+    references: &References,
+    supersedes: &[IndexId],
+) -> Vec<IndexFile> {
+    let mut files = Vec::new();
     let mut start = 0;
     while start < packs.len() {
         let (mut end, mut n) = (start, 0);
@@ -460,17 +610,58 @@ pub fn write_index_files(
             n += packs[end].entries.len();
             end += 1;
         }
-        let f = IndexFile {
-            packs: packs[start..end].to_vec(),
+        let packs = &packs[start..end];
+        files.push(IndexFile {
+            packs: packs.to_vec(),
             supersedes: supersedes.to_vec(),
-        };
-        let bytes = f.to_file(key);
-        let id = IndexId::hash_of(&bytes);
-        backend.write(ObjectKind::Index, &id.to_hex(), &bytes)?;
-        written.push(id);
+            references: packs
+                .iter()
+                .filter_map(|p| {
+                    references.get(&p.id).map(|blobs| PackReferences {
+                        pack: p.id,
+                        blobs: blobs.clone(),
+                    })
+                })
+                .collect(),
+        });
         start = end;
     }
-    Ok(written)
+    files
+}
+
+/// For each recorded delta blob, its references: the union over every
+/// pack that holds it (a blob stored twice may be a delta in both).
+pub fn references_by_blob(references: &References) -> HashMap<BlobId, Vec<BlobId>> {
+    let mut out: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
+    for d in references.values().flatten() {
+        let e = out.entry(d.id).or_default();
+        for r in &d.refs {
+            if !e.contains(r) {
+                e.push(*r);
+            }
+        }
+    }
+    out
+}
+
+/// Adds to `blobs` the references of every delta blob in it, theirs, and
+/// so on (SPEC §6.6): what decoding those blobs needs.
+pub fn close_over_references(blobs: &mut HashSet<BlobId>, by_blob: &HashMap<BlobId, Vec<BlobId>>) {
+    if by_blob.is_empty() {
+        return;
+    }
+    let mut todo: Vec<BlobId> = blobs
+        .iter()
+        .filter(|b| by_blob.contains_key(b))
+        .copied()
+        .collect();
+    while let Some(b) = todo.pop() {
+        for r in by_blob.get(&b).into_iter().flatten() {
+            if blobs.insert(*r) {
+                todo.push(*r);
+            }
+        }
+    }
 }
 
 /// Reads every index file with its name. A file that vanishes between the
@@ -536,6 +727,7 @@ mod tests {
                 }],
             }],
             supersedes: vec![IndexId::from_bytes([3; 32])],
+            references: Vec::new(),
         };
         let bytes = f.to_file(&k.data_keys());
         assert_eq!(IndexFile::from_file(&k.data_keys(), &bytes).unwrap(), f);

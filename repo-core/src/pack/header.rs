@@ -2,7 +2,8 @@
 
 use crate::blob::{self, BlobError, BlobKind};
 use crate::format::{
-    self, FILE_PREFIX_LEN, FormatError, MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN,
+    self, FILE_PREFIX_LEN, FILE_VERSION, FormatError, MAX_PACK_HEADER, PACK_MAGIC,
+    PACK_TRAILER_LEN, REFERENCES_VERSION,
 };
 use crate::id::BlobId;
 
@@ -27,15 +28,31 @@ pub struct PackEntry {
 /// Encoded size of one entry: kind, id, offset, length, raw length.
 pub const PACK_ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 
+/// The references of one delta blob (SPEC §6.6): the data blobs its
+/// payload is decompressed against, in the payload's order.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, bincode::Encode, bincode::Decode,
+)]
+pub struct DeltaRefs {
+    /// The delta blob.
+    pub id: BlobId,
+    /// Its references (1 to [`MAX_DELTA_REFS`](crate::compress::MAX_DELTA_REFS)).
+    pub refs: Vec<BlobId>,
+}
+
 /// The decrypted pack header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PackHeader {
     /// Entries in file order.
     pub entries: Vec<PackEntry>,
+    /// The references of the pack's delta blobs, ids ascending; empty in
+    /// every pack without delta blobs (SPEC §7.2).
+    pub references: Vec<DeltaRefs>,
 }
 
 impl PackHeader {
-    /// Plain encoding: `count u32 || entries` (SPEC §7.2).
+    /// Plain encoding: `count u32 || entries`, then, when the pack holds
+    /// delta blobs, `ref_count u32 || (id || n u8 || n ids)…` (SPEC §7.2).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + self.entries.len() * PACK_ENTRY_LEN);
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -46,7 +63,27 @@ impl PackHeader {
             out.extend_from_slice(&e.length.to_le_bytes());
             out.extend_from_slice(&e.raw_length.to_le_bytes());
         }
+        if !self.references.is_empty() {
+            out.extend_from_slice(&(self.references.len() as u32).to_le_bytes());
+            for r in &self.references {
+                out.extend_from_slice(r.id.as_bytes());
+                out.push(r.refs.len() as u8);
+                for id in &r.refs {
+                    out.extend_from_slice(id.as_bytes());
+                }
+            }
+        }
         out
+    }
+
+    /// The file version of a pack with this header: [`REFERENCES_VERSION`]
+    /// when it records references, else [`FILE_VERSION`] (SPEC §1).
+    pub fn version(&self) -> u32 {
+        if self.references.is_empty() {
+            FILE_VERSION
+        } else {
+            REFERENCES_VERSION
+        }
     }
 
     /// Parses a plain header and checks that every entry lies inside
@@ -54,8 +91,14 @@ impl PackHeader {
     pub fn decode(bytes: &[u8], blobs_end: u64) -> Result<Self, FormatError> {
         let what = "pack header";
         let count = u64::from(format::read_u32_le(bytes, 0, what)?);
-        let body = &bytes[4..];
-        if body.len() as u64 != count * PACK_ENTRY_LEN as u64 {
+        let need = count * PACK_ENTRY_LEN as u64;
+        let (body, references) = if (bytes.len() - 4) as u64 > need {
+            let (body, rest) = bytes[4..].split_at(need as usize);
+            (body, Some(rest))
+        } else {
+            (&bytes[4..], None)
+        };
+        if body.len() as u64 != need {
             return Err(FormatError::Malformed {
                 what,
                 reason: format!(
@@ -107,7 +150,14 @@ impl PackHeader {
                 reason: format!("blobs end at {next}, the header starts at {blobs_end}"),
             });
         }
-        Ok(Self { entries })
+        let references = match references {
+            Some(r) => decode_references(r, &entries)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            entries,
+            references,
+        })
     }
 
     /// Reads the header from the tail of a pack of `pack_len` bytes. `tail`
@@ -157,6 +207,63 @@ impl PackHeader {
     }
 }
 
+/// Parses a header's references section: each names a data blob of the
+/// pack, ids strictly ascending, 1 to `MAX_DELTA_REFS` references each,
+/// nothing after the last.
+fn decode_references(bytes: &[u8], entries: &[PackEntry]) -> Result<Vec<DeltaRefs>, FormatError> {
+    let what = "pack header";
+    let bad = |reason: String| FormatError::Malformed { what, reason };
+    let count = format::read_u32_le(bytes, 0, what)? as usize;
+    let data: std::collections::HashSet<&BlobId> = entries
+        .iter()
+        .filter(|e| e.kind == BlobKind::Data)
+        .map(|e| &e.id)
+        .collect();
+    if count == 0 || count > data.len() {
+        return Err(bad(format!(
+            "{count} delta blobs recorded in a pack of {} data blobs",
+            data.len()
+        )));
+    }
+    let mut at = 4;
+    let mut out: Vec<DeltaRefs> = Vec::with_capacity(count);
+    let id_at = |at: usize| -> Result<BlobId, FormatError> {
+        let raw = bytes
+            .get(at..at + 32)
+            .ok_or(FormatError::Truncated { what })?;
+        Ok(BlobId::from_bytes(raw.try_into().expect("32 bytes")))
+    };
+    for _ in 0..count {
+        let id = id_at(at)?;
+        let n = *bytes.get(at + 32).ok_or(FormatError::Truncated { what })? as usize;
+        at += 33;
+        if !data.contains(&id) {
+            return Err(bad(format!(
+                "references recorded for {}, not a data blob of the pack",
+                id.short()
+            )));
+        }
+        if out.last().is_some_and(|l| l.id >= id) {
+            return Err(bad("delta blobs not in ascending order".into()));
+        }
+        if !(1..=crate::compress::MAX_DELTA_REFS).contains(&n) {
+            return Err(bad(format!("{} has {n} references", id.short())));
+        }
+        let refs = (0..n)
+            .map(|i| id_at(at + 32 * i))
+            .collect::<Result<_, _>>()?;
+        at += 32 * n;
+        out.push(DeltaRefs { id, refs });
+    }
+    if at != bytes.len() {
+        return Err(bad(format!(
+            "{} bytes after the references",
+            bytes.len() - at
+        )));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,10 +287,50 @@ mod tests {
                     e
                 })
                 .collect();
-            let h = PackHeader { entries };
+            // Every other data blob is a delta of the one before it.
+            let mut references: Vec<DeltaRefs> = entries
+                .iter()
+                .filter(|e| e.kind == BlobKind::Data)
+                .collect::<Vec<_>>()
+                .windows(2)
+                .step_by(2)
+                .map(|w| DeltaRefs { id: w[1].id, refs: vec![w[0].id] })
+                .collect();
+            references.sort();
+            references.dedup_by(|a, b| a.id == b.id);
+            let h = PackHeader { entries, references };
             prop_assert_eq!(PackHeader::decode(&h.encode(), u64::from(offset)).unwrap(), h.clone());
             // Any other end offset is inconsistent.
             prop_assert!(PackHeader::decode(&h.encode(), u64::from(offset) + 1).is_err());
+        }
+
+        #[test]
+        fn references_of_other_blobs_or_out_of_order_are_refused(swap in any::<bool>()) {
+            let e = |id: u8, offset: u32| PackEntry {
+                kind: BlobKind::Data,
+                id: BlobId::from_bytes([id; 32]),
+                offset,
+                length: 10,
+                raw_length: 10,
+            };
+            let r = |id: u8, to: u8| DeltaRefs {
+                id: BlobId::from_bytes([id; 32]),
+                refs: vec![BlobId::from_bytes([to; 32])],
+            };
+            let entries = vec![e(1, 12), e(2, 22), e(3, 32)];
+            let good = PackHeader { entries: entries.clone(), references: vec![r(2, 1), r(3, 1)] };
+            prop_assert!(PackHeader::decode(&good.encode(), 42).is_ok());
+            let bad = if swap {
+                vec![r(3, 1), r(2, 1)] // not ascending
+            } else {
+                vec![r(9, 1)] // not a blob of the pack
+            };
+            let h = PackHeader { entries, references: bad };
+            prop_assert!(PackHeader::decode(&h.encode(), 42).is_err());
+            // A trailing byte after the section is refused too.
+            let mut long = good.encode();
+            long.push(0);
+            prop_assert!(PackHeader::decode(&long, 42).is_err());
         }
 
         #[test]

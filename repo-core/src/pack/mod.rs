@@ -10,7 +10,7 @@ mod header;
 mod writer;
 
 pub(crate) use header::PACK_ENTRY_LEN;
-pub use header::{PACK_HEADER_AD, PackEntry, PackHeader};
+pub use header::{DeltaRefs, PACK_HEADER_AD, PackEntry, PackHeader};
 pub use writer::{PackWriter, seal_header};
 
 use crate::id::PackId;

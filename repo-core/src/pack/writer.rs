@@ -1,8 +1,8 @@
 //! Builds one pack in memory (SPEC §7.1).
 
-use super::{PackEntry, PackHeader, header::PACK_HEADER_AD};
+use super::{DeltaRefs, PackEntry, PackHeader, header::PACK_HEADER_AD};
 use crate::blob::{self, BlobKind};
-use crate::format::{self, FILE_VERSION, PACK_MAGIC};
+use crate::format::{self, FILE_PREFIX_LEN, FILE_VERSION, PACK_MAGIC};
 use crate::id::{BlobId, PackId};
 
 /// Accumulates sealed blobs of one kind until the pack is big enough.
@@ -47,6 +47,15 @@ impl PackWriter {
         self.buf.extend_from_slice(sealed);
     }
 
+    /// Records that the data blob just added is a delta of `refs` (SPEC
+    /// §6.6): the header will name them, so the pack tells what its blobs
+    /// need without being decrypted blob by blob.
+    pub fn add_references(&mut self, id: BlobId, refs: Vec<BlobId>) {
+        if !refs.is_empty() {
+            self.header.references.push(DeltaRefs { id, refs });
+        }
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -62,11 +71,19 @@ impl PackWriter {
         self.header.entries.len()
     }
 
-    /// Appends the sealed header and trailer; returns the pack's id, bytes and entries.
-    pub fn finish(mut self, key: &crate::crypto::DataKeys) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+    /// Appends the sealed header and trailer; returns the pack's id, bytes
+    /// and header.
+    pub fn finish(mut self, key: &crate::crypto::DataKeys) -> (PackId, Vec<u8>, PackHeader) {
+        self.header.references.sort();
+        self.header.references.dedup_by(|a, b| a.id == b.id);
+        if !self.header.references.is_empty() {
+            // The prefix names the header's layout (SPEC §1, §7.2).
+            self.buf[format::MAGIC_LEN..FILE_PREFIX_LEN]
+                .copy_from_slice(&self.header.version().to_le_bytes());
+        }
         self.buf.extend_from_slice(&seal_header(key, &self.header));
         let id = PackId::hash_of(&self.buf);
-        (id, self.buf, self.header.entries)
+        (id, self.buf, self.header)
     }
 }
 
@@ -100,10 +117,10 @@ mod tests {
                 b.len() as u32,
             );
         }
-        let (pid, bytes, entries) = w.finish(&k.data_keys());
+        let (pid, bytes, header) = w.finish(&k.data_keys());
         assert_eq!(pid, PackId::hash_of(&bytes));
         let hdr = PackHeader::from_pack(&k.data_keys(), &bytes).unwrap();
-        assert_eq!(hdr.entries, entries);
+        assert_eq!(hdr, header);
         for (e, b) in hdr.entries.iter().zip(&blobs) {
             let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(
@@ -122,5 +139,43 @@ mod tests {
         let n = bad.len();
         bad[n - 10] ^= 1;
         assert!(PackHeader::from_pack(&k.data_keys(), &bad).is_err());
+    }
+
+    #[test]
+    fn a_pack_with_delta_blobs_records_their_references_and_is_version_5() {
+        let k = MasterKey::generate();
+        let h = ContentHasher::new(&k);
+        let mut w = PackWriter::new();
+        let (a, b) = (vec![1u8; 500], vec![2u8; 500]);
+        let (ia, ib) = (h.chunk_id(&a), h.chunk_id(&b));
+        for (id, p) in [(ia, &a), (ib, &b)] {
+            let sealed = blob::seal_blob(&k.data_keys(), BlobKind::Data, &id, p, 3);
+            w.add(BlobKind::Data, id, &sealed, 500);
+        }
+        w.add_references(ib, vec![ia]);
+        let (_, bytes, header) = w.finish(&k.data_keys());
+        assert_eq!(
+            format::read_prefix(&bytes, &PACK_MAGIC, "pack").unwrap().0,
+            5
+        );
+        let read = PackHeader::from_pack(&k.data_keys(), &bytes).unwrap();
+        assert_eq!(read, header);
+        assert_eq!(
+            read.references,
+            vec![DeltaRefs {
+                id: ib,
+                refs: vec![ia]
+            }]
+        );
+        // Without delta blobs: version 1, no section, as before.
+        let mut w = PackWriter::new();
+        let sealed = blob::seal_blob(&k.data_keys(), BlobKind::Data, &ia, &a, 3);
+        w.add(BlobKind::Data, ia, &sealed, 500);
+        let (_, bytes, header) = w.finish(&k.data_keys());
+        assert_eq!(
+            format::read_prefix(&bytes, &PACK_MAGIC, "pack").unwrap().0,
+            1
+        );
+        assert!(header.references.is_empty());
     }
 }

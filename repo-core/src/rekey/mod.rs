@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use crate::backend::ObjectKind;
 use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
-use crate::id::{IndexId, PackId, SnapshotId};
-use crate::index::{IndexPack, load_index_files};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::index::{IndexPack, References, load_index_files};
 use crate::lock::Heartbeat;
 use crate::mark::{MarkFile, load_marks};
-use crate::pack::PackEntry;
+use crate::pack::{DeltaRefs, PackEntry};
 use crate::progress::{NoProgress, Progress};
 use crate::prune::PruneSummary;
 use crate::repository::{Repository, now_ns};
@@ -155,6 +155,10 @@ struct Batch {
     /// Sealed blobs not yet in a pack, per kind (data, tree).
     pending: [Vec<(PackEntry, Vec<u8>)>; 2],
     pending_len: [usize; 2],
+    /// The references of the pending delta blobs (SPEC §6.6).
+    pending_refs: Vec<DeltaRefs>,
+    /// The delta blobs of the new packs.
+    new_refs: References,
     /// Bytes written since the last checkpoint.
     written: u64,
 }
@@ -231,6 +235,11 @@ impl Run<'_> {
         repo.require_whole_index("rekey")?;
         // Index first, then the listing (SPEC §13): every indexed pack is listed.
         let files = load_index_files(repo.backend(), repo.data_keys())?;
+        // Delta blobs keep their references in their new packs (SPEC §6.6).
+        let mut known_refs: References = HashMap::new();
+        for (_, f) in &files {
+            known_refs.extend(f.references_by_pack());
+        }
         let sizes: HashMap<String, u64> = repo
             .backend()
             .list(ObjectKind::Pack)?
@@ -273,11 +282,14 @@ impl Run<'_> {
             }
             match self.pack_is_stale(&id, size) {
                 Ok(true) => {
-                    let entries = repo
-                        .read_pack_header(&id)
-                        .map(|h| h.entries)
-                        .unwrap_or_default();
-                    batch.old.push(IndexPack { id, entries });
+                    let header = repo.read_pack_header(&id).unwrap_or_default();
+                    if !header.references.is_empty() {
+                        known_refs.insert(id, header.references);
+                    }
+                    batch.old.push(IndexPack {
+                        id,
+                        entries: header.entries,
+                    });
                     report.unindexed_condemned += 1;
                 }
                 Ok(false) => {}
@@ -315,6 +327,12 @@ impl Run<'_> {
                 let payload = self.sealer.open_verified(repo, p.id, e, sealed)?;
                 let ad = blob::blob_ad(e.kind, &e.id);
                 let resealed = self.sealer.reseal_payload(&ad, &payload);
+                if let Some(d) = known_refs
+                    .get(&p.id)
+                    .and_then(|r| r.iter().find(|d| d.id == e.id))
+                {
+                    batch.pending_refs.push(d.clone());
+                }
                 let k = usize::from(e.kind == BlobKind::Tree);
                 batch.pending_len[k] += resealed.len();
                 batch.pending[k].push((*e, resealed));
@@ -378,12 +396,24 @@ impl Run<'_> {
         if blobs.is_empty() {
             return Ok(());
         }
-        let (id, bytes, entries) = self.sealer.pack(&blobs);
+        let in_pack: HashSet<BlobId> = blobs.iter().map(|(e, _)| e.id).collect();
+        let (refs, rest): (Vec<DeltaRefs>, Vec<DeltaRefs>) =
+            std::mem::take(&mut batch.pending_refs)
+                .into_iter()
+                .partition(|d| in_pack.contains(&d.id));
+        batch.pending_refs = rest;
+        let (id, bytes, header) = self.sealer.pack(&blobs, refs);
         self.repo
             .backend()
             .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
         batch.written += bytes.len() as u64;
-        batch.new.push(IndexPack { id, entries });
+        if !header.references.is_empty() {
+            batch.new_refs.insert(id, header.references);
+        }
+        batch.new.push(IndexPack {
+            id,
+            entries: header.entries,
+        });
         report.packs_written += 1;
         Ok(())
     }
@@ -401,11 +431,15 @@ impl Run<'_> {
         let mut supersedes = Vec::new();
         let mut packs = Vec::new();
         let mut seen = HashSet::new();
+        let mut references = std::mem::take(&mut batch.new_refs);
         for (name, f) in load_index_files(repo.backend(), repo.data_keys())? {
             supersedes.push(
                 name.parse::<IndexId>()
                     .map_err(|_| Error::InvalidArgument(name.clone()))?,
             );
+            for (pack, blobs) in f.references_by_pack() {
+                references.entry(pack).or_insert(blobs);
+            }
             packs.extend(
                 f.packs
                     .into_iter()
@@ -413,9 +447,9 @@ impl Run<'_> {
             );
         }
         packs.extend(batch.new.drain(..).filter(|p| seen.insert(p.id)));
-        let written = self
-            .sealer
-            .write_index_files(repo.backend(), &packs, &supersedes)?;
+        let written =
+            self.sealer
+                .write_index_files(repo.backend(), &packs, &references, &supersedes)?;
         report.index_files_written += written.len();
         for id in &supersedes {
             match repo.backend().delete(ObjectKind::Index, &id.to_hex()) {

@@ -15,8 +15,8 @@ use crate::encoding;
 use crate::error::Result;
 use crate::format::{self, FILE_PREFIX_LEN, INDEX_MAGIC, NONCE_LEN, SNAPSHOT_MAGIC};
 use crate::id::{IndexId, PackId};
-use crate::index::{IndexFile, IndexPack, MAX_INDEX_ENTRIES};
-use crate::pack::{PACK_HEADER_AD, PackEntry, PackHeader};
+use crate::index::{IndexPack, References, index_files_for};
+use crate::pack::{DeltaRefs, PACK_HEADER_AD, PackEntry, PackHeader};
 use crate::snapshot::Snapshot;
 
 /// Seals under the newest epoch and tells stale sealed bytes apart.
@@ -149,10 +149,19 @@ impl<'a> Sealer<'a> {
 
     /// A whole pack (SPEC §7.1) from sealed blobs `(entry, sealed)`;
     /// offsets are assigned here.
-    pub(crate) fn pack(&self, blobs: &[(PackEntry, Vec<u8>)]) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+    pub(crate) fn pack(
+        &self,
+        blobs: &[(PackEntry, Vec<u8>)],
+        mut references: Vec<DeltaRefs>,
+    ) -> (PackId, Vec<u8>, PackHeader) {
+        references.sort();
+        references.dedup_by(|a, b| a.id == b.id);
+        let mut header = PackHeader {
+            entries: Vec::new(),
+            references,
+        };
         let mut buf = Vec::with_capacity(blobs.iter().map(|(_, s)| s.len()).sum::<usize>() + 4096);
-        format::write_prefix(&mut buf, &format::PACK_MAGIC, format::FILE_VERSION);
-        let mut header = PackHeader::default();
+        format::write_prefix(&mut buf, &format::PACK_MAGIC, header.version());
         for (e, sealed) in blobs {
             header.entries.push(PackEntry {
                 offset: buf.len() as u32,
@@ -164,35 +173,25 @@ impl<'a> Sealer<'a> {
         let sealed = self.seal(PACK_HEADER_AD, &compress::compress(&header.encode(), 0));
         buf.extend_from_slice(&sealed);
         buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        (PackId::hash_of(&buf), buf, header.entries)
+        (PackId::hash_of(&buf), buf, header)
     }
 
     /// Writes `packs` as index files (a pack is never split), each naming
-    /// `supersedes` (SPEC §8).
+    /// `supersedes` and its packs' `references` (SPEC §8).
     pub(crate) fn write_index_files(
         &self,
         backend: &dyn Backend,
         packs: &[IndexPack],
+        references: &References,
         supersedes: &[IndexId],
     ) -> Result<Vec<IndexId>> {
         let mut written = Vec::new();
-        let mut start = 0;
-        while start < packs.len() {
-            let (mut end, mut n) = (start, 0);
-            while end < packs.len() && (n == 0 || n + packs[end].entries.len() <= MAX_INDEX_ENTRIES)
-            {
-                n += packs[end].entries.len();
-                end += 1;
-            }
-            let f = IndexFile {
-                packs: packs[start..end].to_vec(),
-                supersedes: supersedes.to_vec(),
-            };
-            let bytes = self.seal_file(&INDEX_MAGIC, format::FILE_VERSION, &encoding::encode(&f));
+        for f in index_files_for(packs, references, supersedes) {
+            let (version, body) = f.encode_versioned();
+            let bytes = self.seal_file(&INDEX_MAGIC, version, &body);
             let id = IndexId::hash_of(&bytes);
             backend.write(ObjectKind::Index, &id.to_hex(), &bytes)?;
             written.push(id);
-            start = end;
         }
         Ok(written)
     }

@@ -267,7 +267,8 @@ fn a_newer_config_version_is_refused_clearly() {
     drop(init(d.path(), "repo", true));
     let path = d.path().join("repo/config");
     let mut bytes = fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&(repo_core::unstable::format::FORMAT_VERSION + 1).to_le_bytes());
+    bytes[8..12]
+        .copy_from_slice(&(repo_core::unstable::format::REPOSITORY_VERSION + 1).to_le_bytes());
     fs::remove_file(&path).unwrap();
     fs::write(&path, bytes).unwrap();
     let err = open_repo(d.path(), b"wrong password").unwrap_err();

@@ -39,7 +39,7 @@ use repo_core::unstable::encoding;
 use repo_core::unstable::format::{
     self, CONFIG_MAGIC, COPY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION,
     FormatError, INDEX_MAGIC, MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE,
-    MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN, SNAPSHOT_MAGIC,
+    MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN, REFERENCES_VERSION, SNAPSHOT_MAGIC,
 };
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, ID_LEN, PackId, RepoId};
@@ -690,15 +690,35 @@ fn entry_len() -> usize {
 
 /// Input: an encoded index file body (SPEC §8), or a whole index file.
 ///
-/// `encoding::decode::<IndexFile>` must not panic and re-encodes what it
+/// Decoding a version-1 body must not panic and re-encodes what it
 /// accepts; the body's size is exactly what its counts say (so
 /// `entry_count` counts every entry and nothing else hides in it); the
 /// index survives `to_file`/`from_file`; `from_file` on the body sealed as
 /// an index file agrees with `decode`; on the raw bytes it does not panic.
+/// As a version-5 body (with references, §8) it must not panic either, and
+/// what it accepts re-encodes canonically and survives `to_file`/`from_file`.
 pub fn index_file_decode(data: &[u8]) {
-    let r = encoding::decode::<IndexFile>(data, "index");
+    if let Ok(f) = IndexFile::decode_versioned(REFERENCES_VERSION, data) {
+        if !f.references.is_empty() {
+            assert_eq!(
+                f.encode_versioned(),
+                (REFERENCES_VERSION, data.to_vec()),
+                "index encoding (version 5) is not canonical"
+            );
+        }
+        assert_eq!(
+            IndexFile::from_file(key(), &f.to_file(key())).as_ref(),
+            Ok(&f),
+            "index (version 5) to_file/from_file round trip"
+        );
+    }
+    let r = IndexFile::decode_versioned(FILE_VERSION, data);
     if let Ok(f) = &r {
-        assert_eq!(encoding::encode(f), data, "index encoding is not canonical");
+        assert_eq!(
+            f.encode_versioned(),
+            (FILE_VERSION, data.to_vec()),
+            "index encoding is not canonical"
+        );
         let entries: usize = f.packs.iter().map(|p| p.entries.len()).sum();
         assert_eq!(f.entry_count(), entries);
         // Two counts; per pack an id and a count; fixed-size entries.
