@@ -18,7 +18,7 @@ use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{
-    IndexPack, References, close_over_references, load_index_files, references_by_blob,
+    IndexPack, NewPacks, References, close_over_references, load_index_files, references_by_blob,
     write_index_files,
 };
 use crate::lock::{Heartbeat, is_future, storage_now};
@@ -617,28 +617,8 @@ impl Repository {
     ) -> Result<bool> {
         let key = self.data_keys();
         // 1. Copy live blobs out of packs being repacked (verifying each).
-        let mut new_packs: Vec<IndexPack> = Vec::new();
+        let mut new_packs = NewPacks::default();
         let mut w = PackWriter::new();
-        let mut references = plan.references.clone();
-        let flush = |w: PackWriter,
-                     new_packs: &mut Vec<IndexPack>,
-                     references: &mut References|
-         -> Result<()> {
-            if w.is_empty() {
-                return Ok(());
-            }
-            let (id, bytes, header) = w.finish(key);
-            self.backend()
-                .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-            if !header.references.is_empty() {
-                references.insert(id, header.references);
-            }
-            new_packs.push(IndexPack {
-                id,
-                entries: header.entries,
-            });
-            Ok(())
-        };
         for c in plan.condemn.iter().filter(|c| !c.live.is_empty()) {
             let data = self.backend().read(ObjectKind::Pack, &c.pack.to_hex())?;
             for e in &c.live {
@@ -674,18 +654,25 @@ impl Repository {
                     w.add_references(e.id, d.refs.clone());
                 }
                 if w.len() >= self.config().pack_size as usize {
-                    flush(std::mem::take(&mut w), &mut new_packs, &mut references)?;
+                    new_packs.store(self.backend(), key, std::mem::take(&mut w))?;
                 }
             }
         }
-        flush(w, &mut new_packs, &mut references)?;
-        sum.packs_written = new_packs.len();
+        new_packs.store(self.backend(), key, w)?;
+        sum.packs_written = new_packs.packs.len();
         if stop == Some(PruneStep::Repacked) {
             return Ok(true);
         }
         // 2. New index: kept packs and new packs, superseding every index
         //    file the plan read (files written since stay untouched).
-        let all: Vec<IndexPack> = plan.kept_packs.iter().cloned().chain(new_packs).collect();
+        let all: Vec<IndexPack> = plan
+            .kept_packs
+            .iter()
+            .cloned()
+            .chain(new_packs.packs)
+            .collect();
+        let mut references = plan.references.clone();
+        references.extend(new_packs.references);
         write_index_files(self.backend(), key, &all, &references, &plan.index_files)?;
         if stop == Some(PruneStep::IndexWritten) {
             return Ok(true);

@@ -7,7 +7,7 @@ use crate::backend::ObjectKind;
 use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use crate::index::{IndexPack, References, write_index_files};
+use crate::index::{NewPacks, write_index_files};
 use crate::pack::{PackHeader, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::Snapshot;
@@ -89,27 +89,10 @@ impl Repository {
             .into_iter()
             .map(|o| o.name)
             .collect();
-        let mut packs: Vec<IndexPack> = Vec::new();
+        // Packs with what their headers say their delta blobs need (SPEC §6.6).
+        let mut found = NewPacks::default();
         let mut salvage = PackWriter::new();
-        let mut salvaged_packs: Vec<IndexPack> = Vec::new();
-        // What each pack's header says its delta blobs need (SPEC §6.6).
-        let mut references = References::new();
-        let flush =
-            |w: PackWriter, out: &mut Vec<IndexPack>, references: &mut References| -> Result<()> {
-                if !w.is_empty() {
-                    let (id, bytes, header) = w.finish(key);
-                    self.backend()
-                        .write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
-                    if !header.references.is_empty() {
-                        references.insert(id, header.references);
-                    }
-                    out.push(IndexPack {
-                        id,
-                        entries: header.entries,
-                    });
-                }
-                Ok(())
-            };
+        let mut salvaged = NewPacks::default();
         let mut damaged_packs = Vec::new();
         for o in self.backend().list(ObjectKind::Pack)? {
             let Ok(id) = o.name.parse::<PackId>() else {
@@ -120,15 +103,7 @@ impl Repository {
             }
             if !read_data {
                 match self.read_pack_header(&id) {
-                    Ok(h) => {
-                        if !h.references.is_empty() {
-                            references.insert(id, h.references);
-                        }
-                        packs.push(IndexPack {
-                            id,
-                            entries: h.entries,
-                        })
-                    }
+                    Ok(h) => found.add(id, h),
                     // Deleted since the listing (a concurrent prune).
                     Err(Error::Backend(e)) if e.is_not_found() => {}
                     // A failed read says nothing about the pack: leaving it
@@ -144,13 +119,7 @@ impl Repository {
                 continue;
             };
             if PackId::hash_of(&data) == id {
-                if !header.references.is_empty() {
-                    references.insert(id, header.references);
-                }
-                packs.push(IndexPack {
-                    id,
-                    entries: header.entries,
-                });
+                found.add(id, header);
                 continue;
             }
             // Damaged: keep what still verifies.
@@ -175,11 +144,7 @@ impl Repository {
                             salvage.add_references(e.id, d.refs.clone());
                         }
                         if salvage.len() >= self.config().pack_size as usize {
-                            flush(
-                                std::mem::take(&mut salvage),
-                                &mut salvaged_packs,
-                                &mut references,
-                            )?;
+                            salvaged.store(self.backend(), key, std::mem::take(&mut salvage))?;
                         }
                     }
                     Err(_) => report.blobs_lost.push(e.id),
@@ -187,8 +152,13 @@ impl Repository {
             }
             damaged_packs.push(id);
         }
-        flush(salvage, &mut salvaged_packs, &mut references)?;
-        packs.extend(salvaged_packs);
+        salvaged.store(self.backend(), key, salvage)?;
+        let NewPacks {
+            mut packs,
+            mut references,
+        } = found;
+        packs.extend(salvaged.packs);
+        references.extend(salvaged.references);
         // A blob lost in one pack may survive in another copy.
         let indexed: HashSet<BlobId> = packs
             .iter()

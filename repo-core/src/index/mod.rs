@@ -629,6 +629,43 @@ pub fn index_files_for(
     files
 }
 
+/// Packs for a new index file, with the delta blobs their headers record.
+#[derive(Debug, Default)]
+pub struct NewPacks {
+    /// The packs.
+    pub packs: Vec<IndexPack>,
+    /// Their delta blobs.
+    pub references: References,
+}
+
+impl NewPacks {
+    /// Records a pack from its header.
+    pub fn add(&mut self, id: PackId, header: PackHeader) {
+        if !header.references.is_empty() {
+            self.references.insert(id, header.references);
+        }
+        self.packs.push(IndexPack {
+            id,
+            entries: header.entries,
+        });
+    }
+
+    /// Finishes `w` (unless it is empty), stores it and records it.
+    pub fn store(
+        &mut self,
+        backend: &dyn Backend,
+        key: &crate::crypto::DataKeys,
+        w: crate::pack::PackWriter,
+    ) -> Result<()> {
+        if !w.is_empty() {
+            let (id, bytes, header) = w.finish(key);
+            backend.write(ObjectKind::Pack, &id.to_hex(), &bytes)?;
+            self.add(id, header);
+        }
+        Ok(())
+    }
+}
+
 /// For each recorded delta blob, its references: the union over every
 /// pack that holds it (a blob stored twice may be a delta in both).
 pub fn references_by_blob(references: &References) -> HashMap<BlobId, Vec<BlobId>> {

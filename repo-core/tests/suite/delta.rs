@@ -100,13 +100,7 @@ fn backup(repo: &Repository, data: &[u8], prev: Option<&SnapshotEntry>, t: i64) 
 }
 
 fn dump(repo: &Repository, s: &SnapshotEntry) -> Vec<u8> {
-    let node = repo.find_node(&s.snapshot.tree, PATH).unwrap();
-    let mut out = Vec::new();
-    repo.read_node(&node)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    out
+    read_at(repo, s, PATH)
 }
 
 fn added(s: &SnapshotEntry) -> u64 {
