@@ -379,3 +379,55 @@ fn delta_references_survive_a_rekey() {
         assert!(r.packs_rewritten > 0);
     });
 }
+
+/// SPEC §6.6, docs/check.md step 4: a structural check (no data read)
+/// finds a used delta blob whose recorded reference is gone from the
+/// index, and says what it is.
+#[test]
+fn a_structural_check_finds_a_missing_delta_reference() {
+    use repo_core::unstable::RepositoryInternals as _;
+    use repo_core::{CheckOptions, ProblemKind, ReadData};
+    let d = tempfile::tempdir().unwrap();
+    let repo = init_repo(d.path());
+    let a = table(96, 61);
+    let b = next_day(&a, 62);
+    let sa = backup(&repo, &a, None, 0);
+    let sb = backup(&repo, &b, Some(&sa), 1);
+    let sp = plain(&repo, &b, 2);
+    let node = repo.find_node(&sp.snapshot.tree, COPY).unwrap();
+    // The first reference of the first delta blob (payload: 3, n, ids).
+    let reference = node
+        .content
+        .iter()
+        .map(|id| repo.stored_payload(id).unwrap())
+        .find(|p| p[0] == 3)
+        .map(|p| BlobId::from_bytes(p[2..34].try_into().unwrap()))
+        .expect("a delta blob");
+    let pack = repo.index().lookup(&reference).unwrap().unwrap().pack;
+    // As if the base backups were pruned by a build that ignored it.
+    for s in [&sa, &sb] {
+        repo.backend()
+            .delete(ObjectKind::Snapshot, &s.id.to_hex())
+            .unwrap();
+    }
+    repo.backend()
+        .delete(ObjectKind::Pack, &pack.to_hex())
+        .unwrap();
+    repo.repair_index(&Default::default()).unwrap();
+    let opts = CheckOptions {
+        read_data: ReadData::None,
+        ..Default::default()
+    };
+    let r = repo.check(&opts).run().unwrap();
+    let missing: Vec<_> = r
+        .errors
+        .iter()
+        .filter(|p| p.kind == ProblemKind::BlobMissing && p.blob == Some(reference))
+        .collect();
+    assert_eq!(missing.len(), 1, "{r}");
+    assert!(
+        missing[0].message.contains("a delta blob's reference"),
+        "{}",
+        missing[0].message
+    );
+}
