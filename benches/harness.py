@@ -22,7 +22,8 @@ the installed anchors go through the same steps on the same corpus in one run:
 
 CAIRN_BENCH_HARNESS (required) names the directory holding `run.py`; the
 options are run.py's. The binary defaults to target/release/cairn; override
-with CAIRN_BIN.
+with CAIRN_BIN. CAIRN_BENCH_INIT_ARGS adds arguments to the adapters' `cairn
+init` (e.g. `--compression 1` to measure another zstd level).
 """
 import importlib.util
 import os
@@ -36,6 +37,7 @@ if not HARNESS or not os.path.isfile(os.path.join(HARNESS, "run.py")):
     sys.exit("set CAIRN_BENCH_HARNESS to the directory of the benchmark harness's run.py "
              "(see this file's docstring)")
 CAIRN = os.environ.get("CAIRN_BIN", os.path.join(ROOT, "target", "release", "cairn"))
+INIT_ARGS = shlex.split(os.environ.get("CAIRN_BENCH_INIT_ARGS", ""))
 
 spec = importlib.util.spec_from_file_location("run", os.path.join(HARNESS, "run.py"))
 run = importlib.util.module_from_spec(spec)
@@ -47,13 +49,14 @@ spec.loader.exec_module(run)
 class Cairn(run.Tool):
     name, exe = "cairn", CAIRN
     note = ("defaults: FastCDC 512K/1M/8M keyed, BLAKE3-keyed ids, zstd -3, "
-            "XChaCha20-Poly1305, 16 MiB packs, sorted-run index cache")
+            "XChaCha20-Poly1305, 16 MiB packs, sorted-run index cache"
+            + (f"; init {' '.join(INIT_ARGS)}" if INIT_ARGS else ""))
 
     def env(self, ctx):
         return {"CAIRN_PASSWORD": run.PASSWORD, "CAIRN_REPOSITORY": ctx.repo}
 
     def init(self, ctx):
-        return [run.Cmd([ctx.exe, "init"])]
+        return [run.Cmd([ctx.exe, "init", *INIT_ARGS])]
 
     def backup(self, ctx, label):
         return run.Cmd([ctx.exe, "-q", "backup", "--host", "bench", "--tag", label, ctx.src])
@@ -86,7 +89,8 @@ class CairnKeyFile(Cairn):
     def init(self, ctx):
         exe, key = shlex.quote(ctx.exe), shlex.quote(os.path.join(ctx.home, "bench.key"))
         pw = "CAIRN_PASSWORD=" + shlex.quote(run.PASSWORD)
-        return [run.Cmd(f"{pw} {exe} init && env -u CAIRN_KEY_FILE {pw} {exe} -q key add "
+        init = " ".join([exe, "init", *map(shlex.quote, INIT_ARGS)])
+        return [run.Cmd(f"{pw} {init} && env -u CAIRN_KEY_FILE {pw} {exe} -q key add "
                         f"--unattended --output {key}", shell=True)]
 
 

@@ -632,7 +632,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "LANES", default_value_t = DEFAULT_KDF_PARALLELISM,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub kdf_parallelism: u32,
-    /// zstd compression level for data, 0 (none) to 22.
+    /// zstd compression level for data, 0 (none) to 22. Level 1 backs up
+    /// with about a quarter less CPU than 3 and stores about 7 % more.
     #[arg(long, value_name = "LEVEL", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(0..=22))]
     pub compression: i32,
