@@ -37,9 +37,9 @@ use repo_core::unstable::config::Config;
 use repo_core::unstable::crypto::{self, CryptoError, KeyFile, MasterKey};
 use repo_core::unstable::encoding;
 use repo_core::unstable::format::{
-    self, CONFIG_MAGIC, COPY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN, FILE_VERSION, FORMAT_VERSION,
-    FormatError, INDEX_MAGIC, MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE,
-    MAX_PACK_HEADER, PACK_MAGIC, PACK_TRAILER_LEN, REFERENCES_VERSION, SNAPSHOT_MAGIC,
+    self, CONFIG_MAGIC, COPY_VERSION, EPOCH_VERSION, FILE_PREFIX_LEN, FILE_VERSION, FormatError,
+    INDEX_MAGIC, MAGIC_LEN, MARK_MAGIC, MAX_CHUNK_SIZE, MAX_META_FILE, MAX_PACK_HEADER, PACK_MAGIC,
+    PACK_TRAILER_LEN, REFERENCES_VERSION, REPOSITORY_VERSION, SNAPSHOT_MAGIC,
 };
 use repo_core::unstable::hash::ContentHasher;
 use repo_core::unstable::id::{BlobId, ID_LEN, PackId, RepoId};
@@ -378,7 +378,7 @@ pub fn config_decode(data: &[u8]) {
         Err(_) => assert!(
             data.len() < id_range.end
                 || !data.starts_with(&CONFIG_MAGIC)
-                || !(1..=FORMAT_VERSION)
+                || !(1..=REPOSITORY_VERSION)
                     .any(|v| data[MAGIC_LEN..FILE_PREFIX_LEN] == v.to_le_bytes()),
             "peek_id refused a well-formed prefix"
         ),
@@ -402,7 +402,7 @@ pub fn config_decode(data: &[u8]) {
         .as_ref()
         .map_or(RepoId::from_bytes([0; ID_LEN]), |c| c.repo_id);
     // The prefix carries the body's version, as `Config::to_file` writes it.
-    let version = r.as_ref().map_or(FORMAT_VERSION, |c| c.version);
+    let version = r.as_ref().map_or(REPOSITORY_VERSION, |c| c.version);
     let mut file = Vec::new();
     format::write_prefix(&mut file, &CONFIG_MAGIC, version);
     file.extend_from_slice(id.as_bytes());
