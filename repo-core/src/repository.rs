@@ -1311,16 +1311,12 @@ impl Repository {
     /// blob region is a sparse hole.
     #[doc(hidden)]
     pub(crate) fn pack_ends(&self, entries: &[crate::pack::PackEntry]) -> (Vec<u8>, Vec<u8>) {
-        let mut prefix = Vec::new();
-        crate::format::write_prefix(
-            &mut prefix,
-            &crate::format::PACK_MAGIC,
-            crate::format::FORMAT_VERSION,
-        );
         let header = PackHeader {
             entries: entries.to_vec(),
             references: Vec::new(),
         };
+        let mut prefix = Vec::new();
+        crate::format::write_prefix(&mut prefix, &crate::format::PACK_MAGIC, header.version());
         (prefix, crate::pack::seal_header(self.data_keys(), &header))
     }
 
