@@ -77,6 +77,12 @@ else AWS). S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY 
     #[arg(long, global = true)]
     pub s3_path_style: bool,
 
+    /// Also trust the certificate authorities in FILE (PEM) for https S3
+    /// endpoints: a self-hosted store (MinIO, Garage, Ceph) whose
+    /// certificate a private CA signed. The built-in roots stay trusted.
+    #[arg(long, env = "AWS_CA_BUNDLE", global = true, value_name = "FILE")]
+    pub s3_ca_cert: Option<PathBuf>,
+
     /// Read the password from the first line of FILE.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,

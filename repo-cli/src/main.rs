@@ -240,6 +240,13 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             }
             _ => None,
         })
+        .or_else(|| {
+            // rustls's words for a certificate no trusted authority signed.
+            message(err).contains("invalid peer certificate").then_some(
+                "if the storage's certificate is signed by your own authority, \
+                 name that authority's certificate (PEM) with --s3-ca-cert FILE or AWS_CA_BUNDLE",
+            )
+        })
 }
 
 /// True when stdout was closed by its reader (`cairn ls … | head`): not an

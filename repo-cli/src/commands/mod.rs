@@ -122,12 +122,13 @@ fn repo_location(g: &GlobalArgs) -> Result<Location> {
     Ok(Location::parse_os(repo_path(g)?.as_os_str())?)
 }
 
-/// How S3 locations are reached: `--s3-endpoint`, `--s3-path-style`;
-/// credentials and region come from the AWS environment.
+/// How S3 locations are reached: `--s3-endpoint`, `--s3-path-style`,
+/// `--s3-ca-cert`; credentials and region come from the AWS environment.
 fn s3_options(g: &GlobalArgs) -> S3Options {
     S3Options {
         endpoint: g.s3_endpoint.clone().filter(|e| !e.is_empty()),
         path_style: g.s3_path_style,
+        ca_cert: g.s3_ca_cert.clone().filter(|p| !p.as_os_str().is_empty()),
         ..Default::default()
     }
 }

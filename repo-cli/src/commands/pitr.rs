@@ -233,12 +233,12 @@ fn sh_quote(s: &str) -> String {
 fn restore_command(g: &GlobalArgs, prefetch: u32) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
     let repo = super::repo_path(g)?;
-    let repo =
-        if repo.to_string_lossy().contains("://") || repo.to_string_lossy().starts_with("s3:") {
-            repo.to_path_buf()
-        } else {
-            std::path::absolute(repo)?
-        };
+    let is_s3 = repo.to_string_lossy().starts_with("s3:");
+    let repo = if repo.to_string_lossy().contains("://") || is_s3 {
+        repo.to_path_buf()
+    } else {
+        std::path::absolute(repo)?
+    };
     let mut words: Vec<String> = vec![
         exe.to_string_lossy().into_owned(),
         "-r".into(),
@@ -271,6 +271,12 @@ fn restore_command(g: &GlobalArgs, prefetch: u32) -> Result<String> {
     }
     if g.s3_path_style {
         words.push("--s3-path-style".into());
+    }
+    // Only an S3 repository has a certificate to trust (the option may
+    // come from AWS_CA_BUNDLE, which the server's environment lacks).
+    if let Some(c) = g.s3_ca_cert.as_ref().filter(|_| is_s3) {
+        words.push("--s3-ca-cert".into());
+        words.push(std::path::absolute(c)?.to_string_lossy().into_owned());
     }
     let mut cmd: Vec<String> = words.iter().map(|w| sh_quote(w)).collect();
     cmd.extend(["pg", "restore-wal"].map(String::from));
@@ -810,6 +816,31 @@ mod tests {
             "{cmd}"
         );
         assert!(!cmd.contains("--password-file"), "{cmd}");
+    }
+
+    /// The certificate authority goes to the server's restore-wal for an
+    /// S3 repository only (it may come from AWS_CA_BUNDLE, SPEC §11.1).
+    #[test]
+    fn restore_command_carries_the_ca_for_s3_only() {
+        for (repo, carried) in [("s3://bucket/pg", true), ("/backup/repo", false)] {
+            let cli = crate::cli::Cli::try_parse_from([
+                "cairn",
+                "-r",
+                repo,
+                "--key-file",
+                "/etc/cairn/pg.key",
+                "--s3-ca-cert",
+                "/etc/cairn/ca.pem",
+                "snapshots",
+            ])
+            .unwrap();
+            let cmd = super::restore_command(&cli.global, 0).unwrap();
+            assert_eq!(
+                cmd.contains(" --s3-ca-cert /etc/cairn/ca.pem pg restore-wal"),
+                carried,
+                "{cmd}"
+            );
+        }
     }
 
     /// Read-ahead by default from S3 only, with the recovery_end_command

@@ -123,6 +123,7 @@ fn repository(g: &GlobalArgs, r: &RepositorySpec) -> Vec<String> {
         quiet: true,
         s3_endpoint: g.s3_endpoint.clone(),
         s3_path_style: g.s3_path_style,
+        s3_ca_cert: g.s3_ca_cert.clone(),
         connections: g.connections,
     };
     let password = match &rg.key_file {

@@ -44,6 +44,7 @@ impl S3 {
     {
         let mut c = self.env.cmd_at(OsStr::new(location));
         for v in [
+            "AWS_CA_BUNDLE",
             "AWS_ENDPOINT_URL",
             "AWS_PROFILE",
             "AWS_REGION",
@@ -419,6 +420,178 @@ fn bad_s3_input_fails_clearly_without_leaking_the_secret() {
         1,
         "credentials in the location",
     );
+    s.assert_clean();
+}
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A TLS front for a plain-HTTP port: `socat` with a certificate and key;
+/// killed when dropped.
+struct TlsFront(std::process::Child);
+
+impl TlsFront {
+    fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, to: u16) -> Self {
+        let child = std::process::Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{to}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run socat (Debian package socat)");
+        let front = Self(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return front;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("socat did not listen on {port}"); // the drop stops it
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-hosted store behind a private certificate authority (SPEC
+/// §11.1): Garage behind a TLS front whose certificate our own CA signed.
+/// Unnamed, the CA is not trusted and the error says why; named by
+/// `--s3-ca-cert` or `AWS_CA_BUNDLE`, a repository lives there; a file
+/// without a certificate is refused by name.
+#[test]
+fn a_private_certificate_authority_is_trusted_when_named() {
+    let s = S3::new("cli/tls");
+    let g = s.garage;
+    let dir = s.env.path("tls");
+    fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cairn test CA",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    write(&dir.join("san.ext"), b"subjectAltName=IP:127.0.0.1\n");
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let port = cairn_testkit::garage::free_port();
+    let _front = TlsFront::start(
+        port,
+        &dir.join("server.pem"),
+        &dir.join("server.key"),
+        g.s3_port(0),
+    );
+    let location = g.location_in(&format!("https://127.0.0.1:{port}"), g.bucket(), "cli/tls");
+    let ca = dir.join("ca.pem");
+    let ca_arg = ["--s3-ca-cert", ca.to_str().unwrap()];
+
+    // Not trusted: a clear error, and no repository.
+    let out = s.run_at(&location, &[], ["init"].into_iter().chain(WEAK));
+    assert_fails(&out, 1, "invalid peer certificate");
+    assert!(
+        stderr(&out).contains("hint: if the storage's certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.run_at(&location, &[], ca_arg.into_iter().chain(["snapshots"]));
+    assert_fails(&out, 10, "cli/tls");
+
+    // Trusted by the option: the whole round trip.
+    let src = s.env.path("src");
+    write(&src.join("a.txt"), b"behind a private CA\n");
+    assert_success(&s.run_at(
+        &location,
+        &[],
+        ca_arg.into_iter().chain(["init"]).chain(WEAK),
+    ));
+    assert_success(&s.run_at(
+        &location,
+        &[],
+        ca_arg.into_iter().chain(["backup", src.to_str().unwrap()]),
+    ));
+    // Trusted through AWS_CA_BUNDLE, as the AWS tools read it.
+    let bundle = [("AWS_CA_BUNDLE", ca.to_str().unwrap())];
+    let out = s.run_at(&location, &bundle, ["--json", "snapshots"]);
+    assert_success(&out);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let target = s.env.path("restored");
+    assert_success(&s.run_at(
+        &location,
+        &bundle,
+        ["restore", "latest", "--target", target.to_str().unwrap()],
+    ));
+    let restored = target.join(src.strip_prefix("/").unwrap()).join("a.txt");
+    assert_eq!(fs::read(restored).unwrap(), b"behind a private CA\n");
+    assert_success(&s.run_at(&location, &bundle, ["check", "--read-data"]));
+
+    // A file that holds no certificate: refused, naming it.
+    let not_pem = dir.join("server.csr");
+    let out = s.run_at(
+        &location,
+        &[],
+        ["--s3-ca-cert", not_pem.to_str().unwrap(), "snapshots"],
+    );
+    assert_fails(&out, 1, "server.csr");
     s.assert_clean();
 }
 

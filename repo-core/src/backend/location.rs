@@ -58,6 +58,10 @@ pub struct S3Options {
     /// Static credentials; `None`: the AWS environment variables, then
     /// `AWS_PROFILE` with the shared config and credentials files.
     pub credentials: Option<S3Credentials>,
+    /// A PEM file of certificate authorities to trust besides the built-in
+    /// ones (a self-hosted store behind a private CA); `None`:
+    /// `AWS_CA_BUNDLE` when set (SPEC §11.1).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Static credentials, for callers that do not take them from the

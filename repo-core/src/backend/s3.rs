@@ -15,9 +15,10 @@ use std::io;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{HttpClientLayer, RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::raw::BytesRange;
+use opendal::raw::HttpClient;
 use opendal::{ErrorKind as OdKind, Operator, services};
 
 #[cfg(test)]
@@ -150,6 +151,33 @@ fn config_error(loc: &S3Location, why: String) -> BackendError {
     }
 }
 
+/// An HTTP client that also trusts the certificate authorities of
+/// `opts.ca_cert`, else of `AWS_CA_BUNDLE` (SPEC §11.1); `None` when
+/// neither names a file: OpenDAL's shared client, built-in roots only.
+fn trusted_client(loc: &S3Location, opts: &S3Options) -> Result<Option<HttpClient>, BackendError> {
+    let path = opts.ca_cert.clone().or_else(|| {
+        std::env::var_os("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    });
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bad = |why: String| config_error(loc, format!("CA certificates {}: {why}", path.display()));
+    let pem = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    let builder = certs
+        .into_iter()
+        .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c));
+    let client = builder.build().map_err(|e| bad(e.to_string()))?;
+    Ok(Some(HttpClient::with(client)))
+}
+
 /// True for AWS's own endpoints (or none, which means AWS).
 fn is_aws(endpoint: Option<&str>) -> bool {
     endpoint.is_none_or(|e| {
@@ -191,6 +219,7 @@ impl S3Backend {
                 .ok()
                 .filter(|r| !r.is_empty())
         });
+        let client = trusted_client(loc, opts)?;
         let build = |region: Option<&str>| {
             let mut b = services::S3::default()
                 .bucket(&loc.bucket)
@@ -216,20 +245,24 @@ impl S3Backend {
                 }
             }
             Operator::new(b).map(|o| {
-                o.finish()
-                    .layer(
-                        TimeoutLayer::new()
-                            .with_timeout(Duration::from_secs(60))
-                            .with_io_timeout(Duration::from_secs(30)),
-                    )
-                    .layer(
-                        RetryLayer::new()
-                            .with_jitter()
-                            .with_factor(2.0)
-                            .with_min_delay(Duration::from_millis(200))
-                            .with_max_delay(Duration::from_secs(5))
-                            .with_max_times(RETRIES),
-                    )
+                let o = o.finish();
+                let o = match &client {
+                    Some(c) => o.layer(HttpClientLayer::new(c.clone())),
+                    None => o,
+                };
+                o.layer(
+                    TimeoutLayer::new()
+                        .with_timeout(Duration::from_secs(60))
+                        .with_io_timeout(Duration::from_secs(30)),
+                )
+                .layer(
+                    RetryLayer::new()
+                        .with_jitter()
+                        .with_factor(2.0)
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_delay(Duration::from_secs(5))
+                        .with_max_times(RETRIES),
+                )
             })
         };
         let op = match build(region.as_deref()) {

@@ -50,6 +50,9 @@ pub(super) fn base_command(g: &GlobalArgs, repo: &RepositorySpec, exe: &Path) ->
     if g.s3_path_style {
         c.arg("--s3-path-style");
     }
+    if let Some(ca) = &g.s3_ca_cert {
+        c.arg("--s3-ca-cert").arg(ca);
+    }
     c.arg("--connections").arg(g.connections.to_string());
     if let Some(d) = repo.cache_dir.as_ref().or(g.cache_dir.as_ref()) {
         c.arg("--cache-dir").arg(d);
