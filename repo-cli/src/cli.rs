@@ -80,7 +80,10 @@ else AWS). S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY 
     /// Also trust the certificate authorities in FILE (PEM) for https S3
     /// endpoints: a self-hosted store (MinIO, Garage, Ceph) whose
     /// certificate a private CA signed. The built-in roots stay trusted.
-    #[arg(long, env = "AWS_CA_BUNDLE", global = true, value_name = "FILE")]
+    /// Default: AWS_CA_BUNDLE, as the AWS tools read it.
+    // Not clap's `env`: a value from the environment would count as an
+    // argument given, and `cairn pg` would no longer show its help.
+    #[arg(long, global = true, value_name = "FILE")]
     pub s3_ca_cert: Option<PathBuf>,
 
     /// Read the password from the first line of FILE.

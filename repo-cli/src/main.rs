@@ -125,7 +125,13 @@ fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
 /// `error: ` prefix, the usage and the help pointer.
 fn clap_message(e: &clap::Error) -> String {
     // This one renders the command's help, whose first line is no error.
-    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+    // The other is what clap reports instead when a global option came
+    // from the environment (`CAIRN_REPOSITORY`): one message for both.
+    if matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            | clap::error::ErrorKind::MissingSubcommand
+    ) {
         return "a subcommand is required (see --help for the list)".into();
     }
     let text = e.render().to_string();

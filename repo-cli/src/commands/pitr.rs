@@ -272,9 +272,15 @@ fn restore_command(g: &GlobalArgs, prefetch: u32) -> Result<String> {
     if g.s3_path_style {
         words.push("--s3-path-style".into());
     }
-    // Only an S3 repository has a certificate to trust (the option may
-    // come from AWS_CA_BUNDLE, which the server's environment lacks).
-    if let Some(c) = g.s3_ca_cert.as_ref().filter(|_| is_s3) {
+    // Only an S3 repository has a certificate to trust; one named by
+    // AWS_CA_BUNDLE is named on the line, as the server's environment
+    // lacks it (SPEC §11.1).
+    let ca = g.s3_ca_cert.clone().or_else(|| {
+        std::env::var_os("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(c) = ca.as_ref().filter(|_| is_s3) {
         words.push("--s3-ca-cert".into());
         words.push(std::path::absolute(c)?.to_string_lossy().into_owned());
     }
