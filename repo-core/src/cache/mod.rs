@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::pack::{BlobLocation, PackEntry};
@@ -437,7 +437,7 @@ impl Cache {
         };
         {
             let mut c = self.conn();
-            let tx = c.transaction()?;
+            let tx = write_tx(&mut c)?;
             if let Some((run, records)) = &run {
                 tx.execute(
                     "INSERT INTO runs (name, seq, records) \
@@ -482,7 +482,7 @@ impl Cache {
             let (merged, records) = runs::merge(self.dir.path(), &parts)?;
             let replaced = {
                 let mut c = self.conn();
-                let tx = c.transaction()?;
+                let tx = write_tx(&mut c)?;
                 let mut present = 0;
                 for r in &parts {
                     present += tx.execute("DELETE FROM runs WHERE name = ?1", params![r.name()])?;
@@ -590,7 +590,7 @@ impl Cache {
     pub fn clear(&self) -> Result<(), CacheError> {
         let names: Vec<String> = {
             let mut c = self.conn();
-            let tx = c.transaction()?;
+            let tx = write_tx(&mut c)?;
             let names = {
                 let mut st = tx.prepare("SELECT name FROM runs")?;
                 st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
@@ -666,7 +666,7 @@ impl Cache {
             .filter(|id| !existing.contains(id))
             .collect();
         let mut c = self.conn();
-        let tx = c.transaction()?;
+        let tx = write_tx(&mut c)?;
         {
             let mut del = tx.prepare_cached("DELETE FROM verified_packs WHERE id = ?1")?;
             for id in &gone {
@@ -696,7 +696,7 @@ impl Cache {
     /// made somewhere else. Returns whether the ledger was kept.
     pub fn claim_ledger(&self, tag: i64) -> Result<bool, CacheError> {
         let mut c = self.conn();
-        let tx = c.transaction()?;
+        let tx = write_tx(&mut c)?;
         let held: Option<i64> = tx
             .query_row(
                 "SELECT value FROM ledger_meta WHERE key = ?1",
@@ -722,7 +722,7 @@ impl Cache {
     /// Stores the rotation cycle: its start and its number of runs so far.
     pub fn set_rotation_cycle(&self, start_ns: i64, runs: u64) -> Result<(), CacheError> {
         let mut c = self.conn();
-        let tx = c.transaction()?;
+        let tx = write_tx(&mut c)?;
         {
             let mut st = tx.prepare_cached(
                 "INSERT INTO ledger_meta (key, value) VALUES (?1, ?2) \
@@ -844,6 +844,15 @@ impl Cache {
     }
 }
 
+/// A transaction that takes the write lock at its start, waiting for it
+/// (the busy timeout): a deferred one that reads first fails at once with
+/// "database is locked" when another process committed meanwhile (WAL
+/// mode cannot upgrade a stale read snapshot), which processes sharing a
+/// cache (a prune beside backups) meet.
+fn write_tx(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,6 +872,34 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Two handles on one cache (two processes: a prune beside a backup)
+    /// clearing and merging at once never fail with "database is locked":
+    /// a transaction that reads before it writes takes the write lock first.
+    #[test]
+    fn handles_sharing_a_cache_clear_and_merge_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("index.sqlite");
+        drop(Cache::open(Some(&p)).unwrap());
+        std::thread::scope(|s| {
+            for t in 0..2u8 {
+                let p = &p;
+                s.spawn(move || {
+                    let c = Cache::open(Some(p)).unwrap();
+                    for i in 0..150u8 {
+                        let pack = PackId::from_bytes([t * 100 + i % 100; 32]);
+                        c.add_index(&format!("i{t}-{i}"), &[(pack, entries(t, 3))])
+                            .unwrap_or_else(|e| panic!("add {t}/{i}: {e}"));
+                        if i % 3 == 0 {
+                            c.clear().unwrap_or_else(|e| panic!("clear {t}/{i}: {e}"));
+                        }
+                        c.claim_ledger(i64::from(i % 2))
+                            .unwrap_or_else(|e| panic!("claim {t}/{i}: {e}"));
+                    }
+                });
+            }
+        });
     }
 
     /// The cache is the owner's alone: its database (plain-text paths in
