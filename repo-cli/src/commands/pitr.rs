@@ -824,22 +824,20 @@ mod tests {
         assert!(!cmd.contains("--password-file"), "{cmd}");
     }
 
+    /// `cairn -r REPO --key-file /etc/cairn/pg.key EXTRA… snapshots`.
+    fn with_key_file(repo: &str, extra: &[&str]) -> crate::cli::Cli {
+        let mut args = vec!["cairn", "-r", repo, "--key-file", "/etc/cairn/pg.key"];
+        args.extend_from_slice(extra);
+        args.push("snapshots");
+        crate::cli::Cli::try_parse_from(args).unwrap()
+    }
+
     /// The certificate authority goes to the server's restore-wal for an
     /// S3 repository only (it may come from AWS_CA_BUNDLE, SPEC §11.1).
     #[test]
     fn restore_command_carries_the_ca_for_s3_only() {
         for (repo, carried) in [("s3://bucket/pg", true), ("/backup/repo", false)] {
-            let cli = crate::cli::Cli::try_parse_from([
-                "cairn",
-                "-r",
-                repo,
-                "--key-file",
-                "/etc/cairn/pg.key",
-                "--s3-ca-cert",
-                "/etc/cairn/ca.pem",
-                "snapshots",
-            ])
-            .unwrap();
+            let cli = with_key_file(repo, &["--s3-ca-cert", "/etc/cairn/ca.pem"]);
             let cmd = super::restore_command(&cli.global, 0).unwrap();
             assert_eq!(
                 cmd.contains(" --s3-ca-cert /etc/cairn/ca.pem pg restore-wal"),
@@ -854,15 +852,7 @@ mod tests {
     #[test]
     fn default_read_ahead_is_for_s3_repositories() {
         for (repo, ahead) in [("s3://bucket/pg", true), ("/backup/repo", false)] {
-            let cli = crate::cli::Cli::try_parse_from([
-                "cairn",
-                "-r",
-                repo,
-                "--key-file",
-                "/etc/cairn/pg.key",
-                "snapshots",
-            ])
-            .unwrap();
+            let cli = with_key_file(repo, &[]);
             let g = &cli.global;
             let (rc, end) = super::recovery_commands(g, None, super::default_prefetch(g)).unwrap();
             assert_eq!(
