@@ -409,12 +409,16 @@ fn a_rotation_failing_at_any_step_leaves_every_key_working() {
             let seen = Arc::new(AtomicUsize::new(0));
             let s = Arc::clone(&seen);
             let hooked = Hooked::new(backend(d.path())).before(move |call| {
-                let mutating =
-                    matches!(call, Call::Write(..) | Call::Replace(..) | Call::Delete(..));
-                if mutating && s.fetch_add(1, Ordering::SeqCst) == n {
+                let mutated = match *call {
+                    Call::Write(k, ..) | Call::Replace(k, ..) | Call::Delete(k, _) => Some(k),
+                    _ => None,
+                };
+                if let Some(kind) = mutated
+                    && s.fetch_add(1, Ordering::SeqCst) == n
+                {
                     return Err(BackendError::io(
                         "write",
-                        call.kind(),
+                        kind,
                         "",
                         std::io::Error::other("killed"),
                     ));

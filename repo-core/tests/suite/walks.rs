@@ -1,75 +1,48 @@
 //! Issue 14: a nothing-changed backup lists the storage in two walks
 //! (SPEC §15): the index files, marks and snapshots after its heartbeat,
 //! then the audit trail and the packs; nothing is listed alone. Counted
-//! by a decorator on local disk, which lists each kind of a walk itself.
+//! by the test kit's `Hooked` on local disk, which lists each kind of a
+//! walk itself.
 
 use std::fs;
 use std::sync::{Arc, Mutex};
 
 use cairn_testkit::PASSWORD;
+use cairn_testkit::backend::{Call, Hooked};
 use cairn_testkit::repo::init_options;
-use repo_core::{
-    AuditRecord, Backend, BackendError, LocalBackend, ObjectInfo, ObjectKind, OpenOptions,
-    ParentChoice, Repository,
-};
+use repo_core::{AuditRecord, LocalBackend, ObjectKind, OpenOptions, ParentChoice, Repository};
 
 use super::random_bytes;
 
-/// Logs writes (`write KIND`), listings (`list KIND`) and walks
-/// (`walk KIND,KIND`) and passes every call to a local directory.
-#[derive(Debug)]
-struct Walks {
-    inner: LocalBackend,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Walks {
-    fn note(&self, s: String) {
-        self.log.lock().unwrap().push(s);
-    }
-}
-
-impl Backend for Walks {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn read(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>, BackendError> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        offset: u64,
-        len: u32,
-    ) -> Result<Vec<u8>, BackendError> {
-        self.inner.read_range(kind, name, offset, len)
-    }
-    fn size(&self, kind: ObjectKind, name: &str) -> Result<u64, BackendError> {
-        self.inner.size(kind, name)
-    }
-    fn stat(&self, kind: ObjectKind, name: &str) -> Result<ObjectInfo, BackendError> {
-        self.inner.stat(kind, name)
-    }
-    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
-        self.note(format!("write {kind}"));
-        self.inner.write(kind, name, data)
-    }
-    fn replace(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.replace(kind, name, data)
-    }
-    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
-        self.note(format!("list {kind}"));
-        self.inner.list(kind)
-    }
-    fn list_many(&self, kinds: &[ObjectKind]) -> Result<Vec<Vec<ObjectInfo>>, BackendError> {
-        let names: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-        self.note(format!("walk {}", names.join(",")));
-        self.inner.list_many(kinds)
-    }
-    fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
-        self.inner.delete(kind, name)
-    }
+/// A local repository whose writes (`write KIND`), listings (`list KIND`)
+/// and walks (`walk KIND,KIND`) are logged; a kind's listing inside a
+/// walk is part of the walk, not a listing alone.
+fn logged(repo_dir: &std::path::Path, log: &Arc<Mutex<Vec<String>>>) -> Hooked<LocalBackend> {
+    let log = Arc::clone(log);
+    let walking: Mutex<Vec<ObjectKind>> = Mutex::new(Vec::new());
+    Hooked::new(LocalBackend::open(repo_dir)).before(move |c| {
+        let line = match *c {
+            Call::Walk(kinds) => {
+                *walking.lock().unwrap() = kinds.to_vec();
+                let names: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+                format!("walk {}", names.join(","))
+            }
+            Call::List(k) => {
+                let mut w = walking.lock().unwrap();
+                match w.iter().position(|&x| x == k) {
+                    Some(i) => {
+                        w.remove(i);
+                        return Ok(());
+                    }
+                    None => format!("list {k}"),
+                }
+            }
+            Call::Write(k, ..) => format!("write {k}"),
+            _ => return Ok(()),
+        };
+        log.lock().unwrap().push(line);
+        Ok(())
+    })
 }
 
 #[test]
@@ -94,10 +67,7 @@ fn a_nothing_changed_backup_lists_in_two_walks_and_anchors_from_the_second() {
 
     let calls = Arc::new(Mutex::new(Vec::new()));
     let repo = Repository::open(
-        Walks {
-            inner: LocalBackend::open(&repo_dir),
-            log: Arc::clone(&calls),
-        },
+        logged(&repo_dir, &calls),
         PASSWORD,
         OpenOptions {
             cache_dir: Some(cache),
@@ -141,10 +111,7 @@ fn a_nothing_changed_backup_lists_in_two_walks_and_anchors_from_the_second() {
     // Without a parent to find, the first walk leaves the snapshots out;
     // without a trail to anchor, the second is the packs alone.
     let repo = Repository::open(
-        Walks {
-            inner: LocalBackend::open(&repo_dir),
-            log: Arc::clone(&calls),
-        },
+        logged(&repo_dir, &calls),
         PASSWORD,
         OpenOptions {
             defer_index: true,

@@ -27,24 +27,11 @@ pub enum Call<'a> {
     Replace(ObjectKind, &'a str, usize),
     /// `list`.
     List(ObjectKind),
+    /// `list_many`: the kinds of one walk. The hooks then see a `List`
+    /// of each kind, as the walk lists them one by one.
+    Walk(&'a [ObjectKind]),
     /// `delete`.
     Delete(ObjectKind, &'a str),
-}
-
-impl Call<'_> {
-    /// The kind of object the call is about.
-    pub fn kind(&self) -> ObjectKind {
-        match *self {
-            Call::Read(k, _)
-            | Call::ReadRange(k, ..)
-            | Call::Size(k, _)
-            | Call::Stat(k, _)
-            | Call::Write(k, ..)
-            | Call::Replace(k, ..)
-            | Call::List(k)
-            | Call::Delete(k, _) => k,
-        }
-    }
 }
 
 type Before = dyn Fn(&Call<'_>) -> Result<(), BackendError> + Send + Sync;
@@ -178,6 +165,13 @@ impl<B: Backend> Backend for Hooked<B> {
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>, BackendError> {
         self.call(Call::List(kind), |b| b.list(kind))
+    }
+    fn list_many(&self, kinds: &[ObjectKind]) -> Result<Vec<Vec<ObjectInfo>>, BackendError> {
+        // Kind by kind through `list`: a hook that fails or counts the
+        // listing of one kind sees it inside a walk too.
+        self.call(Call::Walk(kinds), |_| {
+            kinds.iter().map(|&k| self.list(k)).collect()
+        })
     }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<(), BackendError> {
         self.call(Call::Delete(kind, name), |b| b.delete(kind, name))
