@@ -23,7 +23,7 @@ use crate::index::{
 };
 use crate::lock::{Heartbeat, is_future, storage_now};
 use crate::mark::{MarkFile, load_marks};
-use crate::pack::{BlobLocation, PackEntry, PackWriter};
+use crate::pack::{BlobLocation, DeltaRefs, PackEntry, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::tree::{NodeKind, Tree};
 use crate::wal::{WalError, WalRelease};
@@ -649,7 +649,7 @@ impl Repository {
                 if let Some(d) = plan
                     .references
                     .get(&c.pack)
-                    .and_then(|r| r.iter().find(|d| d.id == e.id))
+                    .and_then(|r| DeltaRefs::find(r, &e.id))
                 {
                     w.add_references(e.id, d.refs.clone());
                 }
@@ -867,21 +867,20 @@ impl Repository {
                 // SPEC §22: resurrection is an index entry, written before
                 // anything is deleted. The header, read once the pack
                 // turned out to be needed, gives its delta blobs' references.
-                let mut references = References::new();
-                let mut entries = Vec::new();
+                let mut found = NewPacks::default();
                 for p in resurrect {
                     if let Some(h) = headers.get(&p.id) {
-                        if !h.references.is_empty() {
-                            references.insert(p.id, h.references.clone());
-                        }
-                        entries.push(IndexPack {
-                            id: p.id,
-                            entries: h.entries.clone(),
-                        });
+                        found.add(p.id, h.clone());
                     }
                 }
-                sum.packs_resurrected += entries.len();
-                write_index_files(self.backend(), self.data_keys(), &entries, &references, &[])?;
+                sum.packs_resurrected += found.packs.len();
+                write_index_files(
+                    self.backend(),
+                    self.data_keys(),
+                    &found.packs,
+                    &found.references,
+                    &[],
+                )?;
             }
             for id in delete {
                 let name = id.to_hex();

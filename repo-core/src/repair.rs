@@ -8,7 +8,7 @@ use crate::blob::{self, BlobKind};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{NewPacks, write_index_files};
-use crate::pack::{PackHeader, PackWriter};
+use crate::pack::{DeltaRefs, PackHeader, PackWriter};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree, Xattr};
@@ -140,7 +140,7 @@ impl Repository {
                         let resealed = blob::resealed_for_new_pack(key, e.kind, &e.id, sealed);
                         let sealed = resealed.as_deref().unwrap_or(sealed);
                         salvage.add(e.kind, e.id, sealed, e.raw_length);
-                        if let Some(d) = header.references.iter().find(|d| d.id == e.id) {
+                        if let Some(d) = DeltaRefs::find(&header.references, &e.id) {
                             salvage.add_references(e.id, d.refs.clone());
                         }
                         if salvage.len() >= self.config().pack_size as usize {

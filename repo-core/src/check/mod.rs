@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::format::{FILE_PREFIX_LEN, PACK_TRAILER_LEN, SEAL_OVERHEAD};
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use crate::index::{References, load_index_file, references_by_blob};
-use crate::pack::{PACK_ENTRY_LEN, PackEntry};
+use crate::pack::{PackEntry, header_len};
 use crate::progress::Progress;
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::SnapshotEntry;
@@ -1051,21 +1051,12 @@ impl Checker<'_> {
         };
         let entries: Vec<PackEntry> = self.view.entries(s).map_err(scratch)?;
         // SPEC §7: the header is stored raw, so its sealed size follows from
-        // the entry count (`count u32 || entries`, §7.2).
+        // the entry count and the recorded references (§7.2).
         let blobs_end = entries.last().map_or(FILE_PREFIX_LEN as u64, |e| {
             u64::from(e.offset) + u64::from(e.length)
         });
         let recorded = self.references.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        let header = 4
-            + entries.len() * PACK_ENTRY_LEN
-            + if recorded.is_empty() {
-                0
-            } else {
-                4 + recorded
-                    .iter()
-                    .map(|d| 33 + 32 * d.refs.len())
-                    .sum::<usize>()
-            };
+        let header = header_len(entries.len(), recorded);
         let expected = blobs_end + (SEAL_OVERHEAD + header + PACK_TRAILER_LEN) as u64;
         if size != expected {
             return Ok(Some(

@@ -163,6 +163,12 @@ impl IndexFile {
                 .filter(|e| e.kind == crate::blob::BlobKind::Data)
                 .map(|e| &e.id)
                 .collect();
+            if !r.blobs.windows(2).all(|w| w[0].id < w[1].id) {
+                return Err(bad(format!(
+                    "delta blobs of pack {} not in ascending order",
+                    r.pack.short()
+                )));
+            }
             for d in &r.blobs {
                 if !data.contains(&d.id)
                     || !(1..=crate::compress::MAX_DELTA_REFS).contains(&d.refs.len())

@@ -40,6 +40,17 @@ pub struct DeltaRefs {
     pub refs: Vec<BlobId>,
 }
 
+impl DeltaRefs {
+    /// The references of `id` among `recorded` (ids ascending, as a
+    /// header and an index file hold them), if it is a delta blob.
+    pub fn find<'a>(recorded: &'a [DeltaRefs], id: &BlobId) -> Option<&'a DeltaRefs> {
+        recorded
+            .binary_search_by(|d| d.id.cmp(id))
+            .ok()
+            .map(|i| &recorded[i])
+    }
+}
+
 /// The decrypted pack header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PackHeader {
@@ -54,7 +65,7 @@ impl PackHeader {
     /// Plain encoding: `count u32 || entries`, then, when the pack holds
     /// delta blobs, `ref_count u32 || (id || n u8 || n ids)…` (SPEC §7.2).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.entries.len() * PACK_ENTRY_LEN);
+        let mut out = Vec::with_capacity(encoded_len(self.entries.len(), &self.references));
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             out.push(e.kind.to_byte());
@@ -207,6 +218,20 @@ impl PackHeader {
     }
 }
 
+/// Length of the plain header of `entries` entries recording `references`
+/// (SPEC §7.2): what [`PackHeader::encode`] writes.
+pub(crate) fn encoded_len(entries: usize, references: &[DeltaRefs]) -> usize {
+    let section = if references.is_empty() {
+        0
+    } else {
+        4 + references
+            .iter()
+            .map(|d| 33 + 32 * d.refs.len())
+            .sum::<usize>()
+    };
+    4 + entries * PACK_ENTRY_LEN + section
+}
+
 /// Parses a header's references section: each names a data blob of the
 /// pack, ids strictly ascending, 1 to `MAX_DELTA_REFS` references each,
 /// nothing after the last.
@@ -299,6 +324,7 @@ mod tests {
             references.sort();
             references.dedup_by(|a, b| a.id == b.id);
             let h = PackHeader { entries, references };
+            prop_assert_eq!(encoded_len(h.entries.len(), &h.references), h.encode().len());
             prop_assert_eq!(PackHeader::decode(&h.encode(), u64::from(offset)).unwrap(), h.clone());
             // Any other end offset is inconsistent.
             prop_assert!(PackHeader::decode(&h.encode(), u64::from(offset) + 1).is_err());

@@ -9,8 +9,8 @@
 mod header;
 mod writer;
 
-pub(crate) use header::PACK_ENTRY_LEN;
 pub use header::{DeltaRefs, PACK_HEADER_AD, PackEntry, PackHeader};
+pub(crate) use header::{PACK_ENTRY_LEN, encoded_len as header_len};
 pub use writer::{PackWriter, seal_header};
 
 use crate::id::PackId;

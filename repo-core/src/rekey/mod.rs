@@ -329,7 +329,7 @@ impl Run<'_> {
                 let resealed = self.sealer.reseal_payload(&ad, &payload);
                 if let Some(d) = known_refs
                     .get(&p.id)
-                    .and_then(|r| r.iter().find(|d| d.id == e.id))
+                    .and_then(|r| DeltaRefs::find(r, &e.id))
                 {
                     batch.pending_refs.push(d.clone());
                 }
