@@ -298,11 +298,19 @@ impl Backend for LocalBackend {
             for e in rd {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                let md = e.metadata()?;
-                if md.is_file()
-                    && valid_name(&name)
-                    && (kind != ObjectKind::Config || name == "config")
-                {
+                // Temporary names first: a writer removes its `.tmp-` name
+                // right after linking the object.
+                if !valid_name(&name) || (kind == ObjectKind::Config && name != "config") {
+                    continue;
+                }
+                let md = match e.metadata() {
+                    Ok(md) => md,
+                    // Deleted since the directory was read (a prune, a
+                    // lock's owner): not listed, as the contract allows.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if md.is_file() {
                     out.push(ObjectInfo {
                         name,
                         size: md.len(),
@@ -374,6 +382,35 @@ mod tests {
             })
             .count();
         assert_eq!(stray, 0);
+    }
+
+    /// A listing while another process writes and deletes objects of the
+    /// kind (a backup's walk beside a prune) omits what vanished between
+    /// reading the directory and looking at an entry, instead of failing
+    /// (SPEC §11: a listing may omit concurrent objects).
+    #[test]
+    fn a_listing_survives_objects_vanishing_under_it() {
+        let d = tempfile::tempdir().unwrap();
+        let b = super::LocalBackend::create(d.path().join("repo")).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("{:064x}", i % 50);
+                    b.write(ObjectKind::Mark, &name, b"m").unwrap();
+                    b.delete(ObjectKind::Mark, &name).unwrap();
+                    i += 1;
+                }
+            });
+            for _ in 0..3000 {
+                if let Err(e) = b.list(ObjectKind::Mark) {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    panic!("listing failed: {e}");
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 
     #[test]
